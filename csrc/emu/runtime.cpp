@@ -1,0 +1,568 @@
+// The SIMT emulator's scheduler: fibers, barriers, warp collectives, shared memory.
+// See runtime.h for the model. Context switches are a dozen instructions of assembly
+// on x86-64 (ucontext elsewhere), so a barrier costs tens of nanoseconds per thread.
+#include "runtime.h"
+
+#include <sys/mman.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <atomic>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <memory>
+#include <mutex>
+#include <stdexcept>
+#include <thread>
+#include <vector>
+
+#include "simt_emu.h"
+
+#if !defined(__x86_64__)
+#include <ucontext.h>
+#endif
+
+namespace vk {
+namespace emu {
+
+__thread ThreadView* t_thread = nullptr;
+__thread BlockView* t_block = nullptr;
+
+namespace {
+
+constexpr size_t kSharedCanaryBytes = 64;
+constexpr unsigned char kSharedPoison = 0xFF;  // NaN in fp32, fp16 and bf16 alike
+constexpr unsigned char kSharedCanary = 0xA5;
+
+// ---- context switch ------------------------------------------------------------------
+#if defined(__x86_64__)
+extern "C" void vk_emu_switch(void** save_sp, void* load_sp);
+// Saves the callee-saved registers on the current stack, stores the stack pointer in
+// *save_sp, loads load_sp and pops the other context's registers.
+asm(R"(
+  .text
+  .p2align 4
+  .globl vk_emu_switch
+  .hidden vk_emu_switch
+  .type vk_emu_switch, @function
+vk_emu_switch:
+  pushq %rbp
+  pushq %rbx
+  pushq %r12
+  pushq %r13
+  pushq %r14
+  pushq %r15
+  movq %rsp, (%rdi)
+  movq %rsi, %rsp
+  popq %r15
+  popq %r14
+  popq %r13
+  popq %r12
+  popq %rbx
+  popq %rbp
+  ret
+  .size vk_emu_switch, .-vk_emu_switch
+)");
+#endif
+
+size_t stack_bytes() {
+  static const size_t bytes = [] {
+    const char* env = std::getenv("VGGKERN_EMU_STACK_KB");
+    const long kb = env ? std::atol(env) : 256;
+    return static_cast<size_t>(std::max(32L, kb)) * 1024;
+  }();
+  return bytes;
+}
+
+// One mapping holding the stacks of up to kMaxThreadsPerBlock fibers, each with a
+// guard page below it so an overflow faults instead of corrupting a neighbour.
+class StackSet {
+ public:
+  StackSet() : page_(static_cast<size_t>(sysconf(_SC_PAGESIZE))), stride_(stack_bytes() + page_) {
+    bytes_ = stride_ * kMaxThreadsPerBlock;
+    void* p = mmap(nullptr, bytes_, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+    if (p == MAP_FAILED) throw std::runtime_error("vggkern emulator: cannot map fiber stacks");
+    base_ = static_cast<char*>(p);
+    for (unsigned i = 0; i < kMaxThreadsPerBlock; ++i) mprotect(base_ + i * stride_, page_, PROT_NONE);
+  }
+  ~StackSet() { munmap(base_, bytes_); }
+  StackSet(const StackSet&) = delete;
+  StackSet& operator=(const StackSet&) = delete;
+  char* top(unsigned i) const { return base_ + (i + 1) * stride_; }  // 16-byte aligned
+  char* bottom(unsigned i) const { return base_ + i * stride_ + page_; }
+
+ private:
+  size_t page_, stride_, bytes_;
+  char* base_;
+};
+
+// Stack sets outlive launches: mapping and protecting 1024 stacks is not free.
+std::mutex g_stack_mutex;
+std::vector<std::unique_ptr<StackSet>> g_free_stacks;
+
+std::unique_ptr<StackSet> take_stacks() {
+  std::lock_guard<std::mutex> lock(g_stack_mutex);
+  if (g_free_stacks.empty()) return std::make_unique<StackSet>();
+  auto s = std::move(g_free_stacks.back());
+  g_free_stacks.pop_back();
+  return s;
+}
+void give_stacks(std::unique_ptr<StackSet> s) {
+  std::lock_guard<std::mutex> lock(g_stack_mutex);
+  g_free_stacks.push_back(std::move(s));
+}
+
+enum class FiberState { runnable, at_barrier, at_warp, done, failed };
+
+struct WarpRecord {
+  Collective kind;
+  unsigned mask;
+  unsigned arrived;
+  unsigned predicates;
+  int readers;
+  const char* file;
+  int line;
+  unsigned char values[32][16];
+};
+
+struct Fiber {
+  ThreadView view;
+  FiberState state;
+  void* sp;
+  const char* wait_file;
+  int wait_line;
+  int barrier_result;  // __syncthreads_count's value, set when the barrier releases
+  WarpRecord* record;
+#if !defined(__x86_64__)
+  ucontext_t ctx;
+#endif
+};
+
+struct SharedAlloc {
+  const void* tag;
+  size_t offset;
+  size_t bytes;
+};
+
+std::string coord(const uint3& c) {
+  return "(" + std::to_string(c.x) + "," + std::to_string(c.y) + "," + std::to_string(c.z) + ")";
+}
+std::string site(const char* file, int line) {
+  const char* slash = file ? std::strrchr(file, '/') : nullptr;
+  return std::string(slash ? slash + 1 : (file ? file : "?")) + ":" + std::to_string(line);
+}
+std::string hex(unsigned v) {
+  char buf[16];
+  std::snprintf(buf, sizeof buf, "0x%08x", v);
+  return buf;
+}
+
+// Runs blocks, one at a time, on the OS thread that owns it.
+class Worker {
+ public:
+  Worker(const LaunchParams& p, FunctionRef body)
+      : params_(p), body_(body), stacks_(take_stacks()), shared_(static_cast<unsigned char*>(std::aligned_alloc(128, kMaxSharedBytesPerBlock + 4096))) {
+    nthreads_ = p.block.x * p.block.y * p.block.z;
+    fibers_.resize(nthreads_);
+    for (unsigned i = 0; i < nthreads_; ++i) {
+      fibers_[i].view.linear = i;
+      fibers_[i].view.thread_idx = uint3{i % p.block.x, (i / p.block.x) % p.block.y, i / (p.block.x * p.block.y)};
+    }
+    warps_.resize((nthreads_ + 31) / 32);
+    exited_.resize(warps_.size());
+    block_.block_dim = p.block;
+    block_.grid_dim = p.grid;
+    runnable_.reserve(nthreads_);
+    running_.reserve(nthreads_);
+  }
+  ~Worker() {
+    give_stacks(std::move(stacks_));
+    for (auto& w : warps_)
+      for (WarpRecord* r : w) delete r;
+    for (WarpRecord* r : free_records_) delete r;
+  }
+
+  void run_block(uint3 block_idx);
+
+  // ---- called from fibers (through the functions below the class) ----
+  int block_barrier(int predicate, const char* file, int line);
+  Exchange warp_exchange(Collective kind, unsigned mask, const void* value, size_t bytes, int predicate,
+                         const char* file, int line);
+  bool try_complete(unsigned warp, WarpRecord* r, unsigned self_lane);
+  void warp_exchange_done(WarpRecord* r);
+  void* shared_static(const void* tag, size_t bytes, size_t align, const char* file, int line);
+  void* shared_dynamic() { return params_.dynamic_smem_bytes ? shared_.get() : nullptr; }
+  [[noreturn]] void fail(const std::string& what, const char* file, int line);
+
+  static void fiber_main();
+
+ private:
+  void yield_to_scheduler(Fiber* f);
+  void wake(unsigned i) {
+    fibers_[i].state = FiberState::runnable;
+    runnable_.push_back(i);
+  }
+  std::string where() const;
+  std::string deadlock_report() const;
+  void check_canaries() const;
+
+  LaunchParams params_;
+  FunctionRef body_;
+  std::unique_ptr<StackSet> stacks_;
+  struct FreeDeleter {
+    void operator()(unsigned char* p) const { std::free(p); }
+  };
+  std::unique_ptr<unsigned char, FreeDeleter> shared_;  // 128-byte aligned
+  size_t shared_used_ = 0;
+  std::vector<SharedAlloc> shared_allocs_;
+
+  unsigned nthreads_;
+  std::vector<Fiber> fibers_;
+  std::vector<unsigned> runnable_, running_;
+  unsigned live_ = 0;
+  Fiber* current_ = nullptr;
+  void* scheduler_sp_ = nullptr;
+#if !defined(__x86_64__)
+  ucontext_t scheduler_ctx_;
+#endif
+  BlockView block_;
+
+  unsigned barrier_arrived_ = 0;
+  int barrier_count_ = 0;
+  const char* barrier_file_ = nullptr;
+  int barrier_line_ = 0;
+
+  std::vector<std::vector<WarpRecord*>> warps_;  // pending collectives per warp
+  std::vector<unsigned> exited_;                 // lanes that returned, per warp
+  std::vector<WarpRecord*> free_records_;
+
+  bool failed_ = false;
+  std::string error_;
+};
+
+__thread Worker* t_worker = nullptr;
+
+std::string Worker::where() const {
+  std::string s = "kernel '" + std::string(params_.kernel_name) + "' block " + coord(block_.block_idx);
+  if (current_) s += " thread " + coord(current_->view.thread_idx);
+  return s;
+}
+
+void Worker::fail(const std::string& what, const char* file, int line) {
+  failed_ = true;
+  error_ = "vggkern emulator: " + where() + (file ? " at " + site(file, line) : std::string()) + ": " + what;
+  Fiber* f = current_;
+  f->state = FiberState::failed;
+  yield_to_scheduler(f);
+  std::abort();  // a failed fiber is never resumed
+}
+
+void Worker::fiber_main() {
+  Worker* w = t_worker;
+  Fiber* f = w->current_;
+  w->body_();
+  f->state = FiberState::done;
+  --w->live_;
+  // Lanes that wait for this one in a warp collective no longer need to.
+  const unsigned warp = f->view.linear >> 5;
+  w->exited_[warp] |= 1u << (f->view.linear & 31u);
+  const std::vector<WarpRecord*> pending = w->warps_[warp];
+  for (WarpRecord* r : pending) w->try_complete(warp, r, 32);
+  w->yield_to_scheduler(f);
+  std::abort();  // a finished fiber is never resumed
+}
+
+#if defined(__x86_64__)
+void prepare_fiber(Fiber& f, char* stack_top, char*) {
+  auto* sp = reinterpret_cast<uint64_t*>(stack_top);
+  *--sp = 0;                                                    // fiber_main's (unused) return address
+  *--sp = reinterpret_cast<uint64_t>(&Worker::fiber_main);      // popped by vk_emu_switch's ret
+  for (int i = 0; i < 6; ++i) *--sp = 0;                        // rbp rbx r12 r13 r14 r15
+  f.sp = sp;
+}
+void Worker::yield_to_scheduler(Fiber* f) { vk_emu_switch(&f->sp, scheduler_sp_); }
+#else
+void prepare_fiber(Fiber& f, char* stack_top, char* stack_bottom) {
+  getcontext(&f.ctx);
+  f.ctx.uc_stack.ss_sp = stack_bottom;
+  f.ctx.uc_stack.ss_size = static_cast<size_t>(stack_top - stack_bottom);
+  f.ctx.uc_link = nullptr;
+  makecontext(&f.ctx, &Worker::fiber_main, 0);
+}
+void Worker::yield_to_scheduler(Fiber* f) { swapcontext(&f->ctx, &scheduler_ctx_); }
+#endif
+
+void Worker::run_block(uint3 block_idx) {
+  block_.block_idx = block_idx;
+  t_worker = this;
+  t_block = &block_;
+  // Poison shared memory: the dynamic part now, static allocations when declared.
+  shared_allocs_.clear();
+  std::memset(shared_.get(), kSharedPoison, params_.dynamic_smem_bytes);
+  std::memset(shared_.get() + params_.dynamic_smem_bytes, kSharedCanary, kSharedCanaryBytes);
+  shared_used_ = (params_.dynamic_smem_bytes + kSharedCanaryBytes + 15) & ~size_t(15);
+
+  barrier_arrived_ = 0;
+  barrier_count_ = 0;
+  for (auto& w : warps_) {
+    for (WarpRecord* r : w) free_records_.push_back(r);
+    w.clear();
+  }
+  std::fill(exited_.begin(), exited_.end(), 0u);
+  runnable_.clear();
+  for (unsigned i = 0; i < nthreads_; ++i) {
+    Fiber& f = fibers_[i];
+    f.state = FiberState::runnable;
+    f.record = nullptr;
+    prepare_fiber(f, stacks_->top(i), stacks_->bottom(i));
+    runnable_.push_back(i);
+  }
+  live_ = nthreads_;
+
+  while (!runnable_.empty()) {
+    running_.swap(runnable_);
+    runnable_.clear();
+    for (unsigned i : running_) {
+      Fiber* f = &fibers_[i];
+      current_ = f;
+      t_thread = &f->view;
+#if defined(__x86_64__)
+      vk_emu_switch(&scheduler_sp_, f->sp);
+#else
+      swapcontext(&scheduler_ctx_, &f->ctx);
+#endif
+      if (failed_) {
+        current_ = nullptr;
+        throw std::runtime_error(error_);
+      }
+    }
+  }
+  current_ = nullptr;
+  t_thread = nullptr;
+  if (live_ > 0) throw std::runtime_error(deadlock_report());
+  check_canaries();
+}
+
+int Worker::block_barrier(int predicate, const char* file, int line) {
+  Fiber* f = current_;
+  if (barrier_arrived_ == 0) {
+    barrier_file_ = file;
+    barrier_line_ = line;
+    barrier_count_ = 0;
+  } else if (line != barrier_line_ || std::strcmp(file, barrier_file_) != 0) {
+    fail("threads of one block wait at different __syncthreads() calls (" + site(barrier_file_, barrier_line_) +
+             " and " + site(file, line) + "); every thread must reach the same barrier",
+         file, line);
+  }
+  barrier_count_ += predicate;
+  if (++barrier_arrived_ == nthreads_) {
+    barrier_arrived_ = 0;
+    for (unsigned i = 0; i < nthreads_; ++i) {
+      if (fibers_[i].state != FiberState::at_barrier) continue;
+      fibers_[i].barrier_result = barrier_count_;
+      wake(i);
+    }
+    return barrier_count_;
+  }
+  f->state = FiberState::at_barrier;
+  f->wait_file = file;
+  f->wait_line = line;
+  yield_to_scheduler(f);
+  return f->barrier_result;
+}
+
+// A warp collective completes once every lane of its mask that has not exited (or
+// does not exist, in a partial last warp) has arrived; CUDA asks only the non-exited
+// lanes named in the mask to take part.
+Exchange Worker::warp_exchange(Collective kind, unsigned mask, const void* value, size_t bytes, int predicate,
+                               const char* file, int line) {
+  Fiber* f = current_;
+  const unsigned lane = f->view.linear & 31u;
+  const unsigned warp = f->view.linear >> 5;
+  if (!((mask >> lane) & 1u))
+    fail("warp collective called with mask " + hex(mask) + " that excludes the calling lane " + std::to_string(lane),
+         file, line);
+
+  std::vector<WarpRecord*>& pending = warps_[warp];
+  WarpRecord* r = nullptr;
+  for (WarpRecord* p : pending)
+    if (p->mask == mask) r = p;
+  if (r == nullptr) {
+    if (free_records_.empty()) free_records_.push_back(new WarpRecord);
+    r = free_records_.back();
+    free_records_.pop_back();
+    r->kind = kind;
+    r->mask = mask;
+    r->arrived = 0;
+    r->predicates = 0;
+    r->file = file;
+    r->line = line;
+    pending.push_back(r);
+  } else if (r->kind != kind || r->line != line || std::strcmp(r->file, file) != 0) {
+    fail("lanes of warp " + std::to_string(warp) + " meet at different warp collectives with the same mask (" +
+             site(r->file, r->line) + " and " + site(file, line) + ")",
+         file, line);
+  }
+  if (bytes) std::memcpy(r->values[lane], value, bytes);
+  if (predicate) r->predicates |= 1u << lane;
+  r->arrived |= 1u << lane;
+  f->record = r;
+  if (!try_complete(warp, r, lane)) {
+    f->state = FiberState::at_warp;
+    f->wait_file = file;
+    f->wait_line = line;
+    yield_to_scheduler(f);
+  }
+  return Exchange{r->values, r->arrived, r->predicates, r};
+}
+
+bool Worker::try_complete(unsigned warp, WarpRecord* r, unsigned self_lane) {
+  const unsigned lanes = std::min(32u, nthreads_ - warp * 32);
+  const unsigned existing = lanes == 32 ? 0xffffffffu : ((1u << lanes) - 1);
+  if (r->arrived != (r->mask & existing & ~exited_[warp])) return false;
+  std::vector<WarpRecord*>& pending = warps_[warp];
+  pending.erase(std::find(pending.begin(), pending.end(), r));
+  r->readers = __builtin_popcount(r->arrived);
+  for (unsigned l = 0; l < 32; ++l)
+    if (((r->arrived >> l) & 1u) && l != self_lane) wake(warp * 32 + l);
+  return true;
+}
+
+void Worker::warp_exchange_done(WarpRecord* r) {
+  current_->record = nullptr;
+  if (--r->readers == 0) free_records_.push_back(r);
+}
+
+void* Worker::shared_static(const void* tag, size_t bytes, size_t align, const char* file, int line) {
+  for (const SharedAlloc& a : shared_allocs_)
+    if (a.tag == tag) return shared_.get() + a.offset;
+  align = std::max<size_t>(align, 16);
+  const size_t offset = (shared_used_ + align - 1) & ~(align - 1);
+  if (offset + bytes > kMaxSharedBytesPerBlock)
+    fail("shared memory of the block exceeds " + std::to_string(kMaxSharedBytesPerBlock) + " bytes", file, line);
+  std::memset(shared_.get() + offset, kSharedPoison, bytes);
+  std::memset(shared_.get() + offset + bytes, kSharedCanary, kSharedCanaryBytes);
+  shared_allocs_.push_back(SharedAlloc{tag, offset, bytes});
+  shared_used_ = offset + bytes + kSharedCanaryBytes;
+  return shared_.get() + offset;
+}
+
+void Worker::check_canaries() const {
+  auto intact = [&](size_t from) {
+    for (size_t i = 0; i < kSharedCanaryBytes; ++i)
+      if (shared_.get()[from + i] != kSharedCanary) return false;
+    return true;
+  };
+  const std::string w = "vggkern emulator: kernel '" + std::string(params_.kernel_name) + "' block " + coord(block_.block_idx);
+  if (!intact(params_.dynamic_smem_bytes))
+    throw std::runtime_error(w + ": wrote past the end of dynamic shared memory (" +
+                             std::to_string(params_.dynamic_smem_bytes) + " bytes)");
+  for (const SharedAlloc& a : shared_allocs_)
+    if (!intact(a.offset + a.bytes))
+      throw std::runtime_error(w + ": wrote past the end of a " + std::to_string(a.bytes) + "-byte VK_SHARED array");
+}
+
+std::string Worker::deadlock_report() const {
+  unsigned at_barrier = 0, exited = 0, at_warp = 0;
+  const Fiber* first_exited = nullptr;
+  const Fiber* first_warp = nullptr;
+  for (const Fiber& f : fibers_) {
+    if (f.state == FiberState::at_barrier) ++at_barrier;
+    if (f.state == FiberState::done && !first_exited) first_exited = &f;
+    if (f.state == FiberState::done) ++exited;
+    if (f.state == FiberState::at_warp) {
+      ++at_warp;
+      if (!first_warp) first_warp = &f;
+    }
+  }
+  std::string s = "vggkern emulator: kernel '" + std::string(params_.kernel_name) + "' block " +
+                  coord(block_.block_idx) + " can never finish: ";
+  if (at_barrier) {
+    s += "__syncthreads() at " + site(barrier_file_, barrier_line_) + " was reached by " +
+         std::to_string(at_barrier) + " of " + std::to_string(nthreads_) + " threads";
+    if (exited) s += "; " + std::to_string(exited) + " exited without reaching it (first: thread " + coord(first_exited->view.thread_idx) + ")";
+    if (at_warp) s += "; " + std::to_string(at_warp) + " wait in warp collectives";
+    s += ". Every thread of a block must reach each __syncthreads() (divergent barrier).";
+  } else if (first_warp) {
+    const WarpRecord* r = first_warp->record;
+    const unsigned missing = r->mask & ~r->arrived;
+    s += "warp collective at " + site(r->file, r->line) + " with mask " + hex(r->mask) + " in warp " +
+         std::to_string(first_warp->view.linear >> 5) + " waits for lanes " + hex(missing) +
+         ", which exited or wait elsewhere (divergent warp collective).";
+  }
+  return s;
+}
+
+}  // namespace
+
+// ---- the device API, forwarding to the worker that runs the current fiber -----------
+
+void kernel_fail(const std::string& what, const char* file, int line) { t_worker->fail(what, file, line); }
+int block_barrier(int predicate, const char* file, int line) { return t_worker->block_barrier(predicate, file, line); }
+Exchange warp_exchange(Collective kind, unsigned mask, const void* value, size_t bytes, int predicate, const char* file,
+                       int line) {
+  return t_worker->warp_exchange(kind, mask, value, bytes, predicate, file, line);
+}
+void warp_exchange_done(void* handle) { t_worker->warp_exchange_done(static_cast<WarpRecord*>(handle)); }
+void* shared_static(const void* tag, size_t bytes, size_t align, const char* file, int line) {
+  return t_worker->shared_static(tag, bytes, align, file, line);
+}
+void* shared_dynamic() { return t_worker->shared_dynamic(); }
+
+int worker_count() {
+  static const int n = [] {
+    const char* env = std::getenv("VGGKERN_EMU_THREADS");
+    int v = env ? std::atoi(env) : static_cast<int>(std::thread::hardware_concurrency());
+    return std::max(1, std::min(v, 64));
+  }();
+  return n;
+}
+
+void run_grid(const LaunchParams& p, FunctionRef body) {
+  const std::string name = "vggkern emulator: kernel '" + std::string(p.kernel_name) + "': ";
+  const uint64_t threads = uint64_t(p.block.x) * p.block.y * p.block.z;
+  if (threads == 0 || threads > kMaxThreadsPerBlock || p.block.z > 64)
+    throw std::runtime_error(name + "invalid block " + coord(uint3{p.block.x, p.block.y, p.block.z}) +
+                             " (at most 1024 threads, z at most 64)");
+  if (p.grid.x == 0 || p.grid.y == 0 || p.grid.z == 0 || p.grid.x > 0x7fffffffu || p.grid.y > 65535 ||
+      p.grid.z > 65535)
+    throw std::runtime_error(name + "invalid grid " + coord(uint3{p.grid.x, p.grid.y, p.grid.z}));
+  if (p.dynamic_smem_bytes > kMaxSharedBytesPerBlock)
+    throw std::runtime_error(name + "asks for " + std::to_string(p.dynamic_smem_bytes) +
+                             " bytes of dynamic shared memory, more than " + std::to_string(kMaxSharedBytesPerBlock));
+
+  const uint64_t blocks = uint64_t(p.grid.x) * p.grid.y * p.grid.z;
+  const unsigned nworkers = static_cast<unsigned>(std::min<uint64_t>(blocks, worker_count()));
+  std::atomic<uint64_t> next{0};
+  std::atomic<bool> stop{false};
+  std::mutex error_mutex;
+  std::string error;
+
+  auto work = [&]() {
+    try {
+      Worker w(p, body);
+      while (!stop.load(std::memory_order_relaxed)) {
+        const uint64_t i = next.fetch_add(1);
+        if (i >= blocks) break;
+        w.run_block(uint3{static_cast<unsigned>(i % p.grid.x), static_cast<unsigned>((i / p.grid.x) % p.grid.y),
+                          static_cast<unsigned>(i / (uint64_t(p.grid.x) * p.grid.y))});
+      }
+    } catch (const std::exception& e) {
+      std::lock_guard<std::mutex> lock(error_mutex);
+      if (error.empty()) error = e.what();
+      stop = true;
+    }
+    t_worker = nullptr;
+    t_block = nullptr;
+  };
+
+  std::vector<std::thread> helpers;
+  for (unsigned i = 1; i < nworkers; ++i) helpers.emplace_back(work);
+  work();
+  for (auto& t : helpers) t.join();
+  if (!error.empty()) throw std::runtime_error(error);
+}
+
+}  // namespace emu
+}  // namespace vk

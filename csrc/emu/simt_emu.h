@@ -1,0 +1,212 @@
+// The CUDA device API as the emulator provides it to a kernel compiled by the host
+// compiler: threadIdx/blockIdx/blockDim/gridDim, __syncthreads and its counting
+// forms, warp collectives, shared memory, atomics, and the qualifiers. Kernel files
+// never include this directly: they include kernels/simt.cuh, which picks CUDA's own
+// headers under nvcc and this file otherwise.
+#pragma once
+
+#include <algorithm>
+#include <cmath>
+#include <cstdint>
+#include <cstring>
+#include <string>
+
+#include "runtime.h"
+
+namespace vk {
+namespace emu {
+
+struct ThreadView {
+  uint3 thread_idx;
+  unsigned linear;  // x + y*Bx + z*Bx*By: warp = linear / 32, lane = linear % 32
+};
+struct BlockView {
+  uint3 block_idx;
+  dim3 block_dim;
+  dim3 grid_dim;
+};
+
+// The fiber running now and its block (per OS thread: each worker runs one block).
+extern __thread ThreadView* t_thread;
+extern __thread BlockView* t_block;
+
+// Reports an error from inside a kernel: the launch fails with this message. Never returns.
+[[noreturn]] void kernel_fail(const std::string& what, const char* file, int line);
+
+int block_barrier(int predicate, const char* file, int line);  // returns the block's count
+
+enum class Collective : int { shfl = 1, vote = 2, syncwarp = 3 };
+struct Exchange {
+  const unsigned char (*values)[16];  // each lane's contribution, by lane
+  unsigned arrived;                   // lanes that took part (exited lanes did not)
+  unsigned predicates;                // lanes whose predicate was true
+  void* handle;
+};
+Exchange warp_exchange(Collective kind, unsigned mask, const void* value, size_t bytes, int predicate,
+                       const char* file, int line);
+void warp_exchange_done(void* handle);
+
+void* shared_static(const void* tag, size_t bytes, size_t align, const char* file, int line);
+void* shared_dynamic();
+
+enum class ShflMode { idx, up, down, bfly };
+
+template <class T>
+T shfl(ShflMode mode, const char* file, int line, unsigned mask, T var, int arg, int width = 32) {
+  static_assert(sizeof(T) <= 16, "warp shuffle of a type wider than 16 bytes");
+  if (width < 1 || width > 32 || (width & (width - 1)) != 0)
+    kernel_fail("warp shuffle width must be a power of two in [1, 32], got " + std::to_string(width), file, line);
+  const int lane = static_cast<int>(t_thread->linear & 31u);
+  const int base = lane & ~(width - 1);
+  int src = lane;
+  switch (mode) {
+    case ShflMode::idx: src = base + (arg & (width - 1)); break;
+    case ShflMode::up: src = (lane - base) >= arg ? lane - arg : lane; break;
+    case ShflMode::down: src = (lane - base) + arg < width ? lane + arg : lane; break;
+    case ShflMode::bfly: src = lane ^ arg; if (src >= base + width) src = lane; break;
+  }
+  const Exchange ex = warp_exchange(Collective::shfl, mask, &var, sizeof(T), 0, file, line);
+  if (!((ex.arrived >> src) & 1u)) {
+    warp_exchange_done(ex.handle);
+    kernel_fail("warp shuffle reads lane " + std::to_string(src) + ", which is not in the mask or has exited",
+                file, line);
+  }
+  T out;
+  std::memcpy(&out, ex.values[src], sizeof(T));
+  warp_exchange_done(ex.handle);
+  return out;
+}
+
+inline unsigned vote(unsigned mask, int predicate, const char* file, int line) {
+  const Exchange ex = warp_exchange(Collective::vote, mask, nullptr, 0, predicate != 0, file, line);
+  const unsigned result = ex.predicates & mask;
+  warp_exchange_done(ex.handle);
+  return result;
+}
+
+// __syncwarp() and __syncwarp(mask), with the call site attached.
+struct SyncwarpAt {
+  const char* file;
+  int line;
+  void operator()(unsigned mask = 0xffffffffu) const {
+    const Exchange ex = warp_exchange(Collective::syncwarp, mask, nullptr, 0, 0, file, line);
+    warp_exchange_done(ex.handle);
+  }
+};
+
+template <class T>
+inline T atomic_rmw_cas(T* address, T (*op)(T, T), T value) {
+  T old = __atomic_load_n(address, __ATOMIC_RELAXED);
+  while (!__atomic_compare_exchange_n(address, &old, op(old, value), true, __ATOMIC_RELAXED, __ATOMIC_RELAXED)) {
+  }
+  return old;
+}
+
+template <class F, class U>
+inline F atomic_float_rmw(F* address, F value, F (*op)(F, F)) {
+  static_assert(sizeof(F) == sizeof(U), "bit width");
+  U* bits = reinterpret_cast<U*>(address);
+  U old = __atomic_load_n(bits, __ATOMIC_RELAXED);
+  for (;;) {
+    F old_f;
+    std::memcpy(&old_f, &old, sizeof(F));
+    const F new_f = op(old_f, value);
+    U new_u;
+    std::memcpy(&new_u, &new_f, sizeof(F));
+    if (__atomic_compare_exchange_n(bits, &old, new_u, true, __ATOMIC_RELAXED, __ATOMIC_RELAXED)) return old_f;
+  }
+}
+
+}  // namespace emu
+}  // namespace vk
+
+// ---- qualifiers ---------------------------------------------------------------------
+#define __global__
+#define __device__
+#define __host__
+#define __forceinline__ inline __attribute__((always_inline))
+#define __noinline__ __attribute__((noinline))
+#define __align__(n) __attribute__((aligned(n)))
+#define __launch_bounds__(...)
+#define __constant__
+
+// ---- built-in variables -------------------------------------------------------------
+#define threadIdx (::vk::emu::t_thread->thread_idx)
+#define blockIdx (::vk::emu::t_block->block_idx)
+#define blockDim (::vk::emu::t_block->block_dim)
+#define gridDim (::vk::emu::t_block->grid_dim)
+constexpr int warpSize = 32;
+
+// ---- barriers and warp collectives --------------------------------------------------
+#define __syncthreads() ((void)::vk::emu::block_barrier(1, __FILE__, __LINE__))
+#define __syncthreads_count(p) (::vk::emu::block_barrier((p) != 0, __FILE__, __LINE__))
+#define __syncthreads_and(p) \
+  (::vk::emu::block_barrier((p) != 0, __FILE__, __LINE__) == static_cast<int>(blockDim.x * blockDim.y * blockDim.z))
+#define __syncthreads_or(p) (::vk::emu::block_barrier((p) != 0, __FILE__, __LINE__) > 0)
+#define __syncwarp(...) ::vk::emu::SyncwarpAt{__FILE__, __LINE__}(__VA_ARGS__)
+#define __shfl_sync(...) ::vk::emu::shfl(::vk::emu::ShflMode::idx, __FILE__, __LINE__, __VA_ARGS__)
+#define __shfl_up_sync(...) ::vk::emu::shfl(::vk::emu::ShflMode::up, __FILE__, __LINE__, __VA_ARGS__)
+#define __shfl_down_sync(...) ::vk::emu::shfl(::vk::emu::ShflMode::down, __FILE__, __LINE__, __VA_ARGS__)
+#define __shfl_xor_sync(...) ::vk::emu::shfl(::vk::emu::ShflMode::bfly, __FILE__, __LINE__, __VA_ARGS__)
+#define __ballot_sync(mask, p) ::vk::emu::vote((mask), (p), __FILE__, __LINE__)
+#define __any_sync(mask, p) (::vk::emu::vote((mask), (p), __FILE__, __LINE__) != 0u)
+#define __all_sync(mask, p) (::vk::emu::vote((mask), (p), __FILE__, __LINE__) == (mask))
+#define __threadfence() ((void)0)
+#define __threadfence_block() ((void)0)
+#define __trap() ::vk::emu::kernel_fail("__trap() called", __FILE__, __LINE__)
+
+// ---- shared memory ------------------------------------------------------------------
+// VK_SHARED(float, tile, [32][33]);  declares block-shared `float tile[32][33]`.
+// VK_DYNAMIC_SHARED(float, smem);    `float* smem` = the launch's dynamic shared memory.
+#define VK_SHARED(T, name, dims)                                                          \
+  static const char vk_shared_tag_##name = 0;                                             \
+  T(&name) dims = *static_cast<T(*) dims>(::vk::emu::shared_static(                      \
+      &vk_shared_tag_##name, sizeof(T dims), alignof(T dims), __FILE__, __LINE__))
+#define VK_DYNAMIC_SHARED(T, name) T* name = static_cast<T*>(::vk::emu::shared_dynamic())
+
+// ---- global memory loads ------------------------------------------------------------
+template <class T>
+inline T __ldg(const T* p) { return *p; }
+
+// ---- atomics (real atomics: blocks run on several OS threads) -----------------------
+#define VK_EMU_INT_ATOMICS(T)                                                                            \
+  inline T atomicAdd(T* a, T v) { return __atomic_fetch_add(a, v, __ATOMIC_RELAXED); }                   \
+  inline T atomicSub(T* a, T v) { return __atomic_fetch_sub(a, v, __ATOMIC_RELAXED); }                   \
+  inline T atomicAnd(T* a, T v) { return __atomic_fetch_and(a, v, __ATOMIC_RELAXED); }                   \
+  inline T atomicOr(T* a, T v) { return __atomic_fetch_or(a, v, __ATOMIC_RELAXED); }                     \
+  inline T atomicXor(T* a, T v) { return __atomic_fetch_xor(a, v, __ATOMIC_RELAXED); }                   \
+  inline T atomicExch(T* a, T v) { return __atomic_exchange_n(a, v, __ATOMIC_RELAXED); }                 \
+  inline T atomicMax(T* a, T v) {                                                                        \
+    return ::vk::emu::atomic_rmw_cas<T>(a, [](T x, T y) { return x > y ? x : y; }, v);                   \
+  }                                                                                                      \
+  inline T atomicMin(T* a, T v) {                                                                        \
+    return ::vk::emu::atomic_rmw_cas<T>(a, [](T x, T y) { return x < y ? x : y; }, v);                   \
+  }                                                                                                      \
+  inline T atomicCAS(T* a, T compare, T v) {                                                             \
+    __atomic_compare_exchange_n(a, &compare, v, false, __ATOMIC_RELAXED, __ATOMIC_RELAXED);              \
+    return compare;                                                                                      \
+  }
+VK_EMU_INT_ATOMICS(int)
+VK_EMU_INT_ATOMICS(unsigned)
+VK_EMU_INT_ATOMICS(unsigned long long)
+#undef VK_EMU_INT_ATOMICS
+
+inline float atomicAdd(float* a, float v) {
+  return ::vk::emu::atomic_float_rmw<float, uint32_t>(a, v, [](float x, float y) { return x + y; });
+}
+inline double atomicAdd(double* a, double v) {
+  return ::vk::emu::atomic_float_rmw<double, uint64_t>(a, v, [](double x, double y) { return x + y; });
+}
+inline float atomicExch(float* a, float v) {
+  return ::vk::emu::atomic_float_rmw<float, uint32_t>(a, v, [](float, float y) { return y; });
+}
+
+// ---- CUDA's overloaded min/max for device code --------------------------------------
+inline int min(int a, int b) { return a < b ? a : b; }
+inline int max(int a, int b) { return a > b ? a : b; }
+inline unsigned min(unsigned a, unsigned b) { return a < b ? a : b; }
+inline unsigned max(unsigned a, unsigned b) { return a > b ? a : b; }
+inline long long min(long long a, long long b) { return a < b ? a : b; }
+inline long long max(long long a, long long b) { return a > b ? a : b; }
+inline float min(float a, float b) { return fminf(a, b); }
+inline float max(float a, float b) { return fmaxf(a, b); }

@@ -1,0 +1,26 @@
+// The one header a kernel file includes to get the CUDA device API.
+//
+// Under nvcc it is CUDA itself (runtime, fp16, bf16). Under a host compiler it is the
+// SIMT emulator (csrc/emu/simt_emu.h), which runs the same source on the CPU. The
+// shared-memory macros below are the one place kernel source differs from plain CUDA:
+//   VK_SHARED(float, tile, [32][33]);   // __shared__ float tile[32][33];
+//   VK_DYNAMIC_SHARED(float, smem);     // extern __shared__ float smem[];
+// Kernels live in namespace vk::VK_KERNEL_NS, `gpu` under nvcc and `emu` otherwise,
+// so the two compilations of one kernel never share a symbol in the same library.
+#pragma once
+
+#if defined(__CUDACC__)
+#include <cuda_bf16.h>
+#include <cuda_fp16.h>
+#include <cuda_runtime.h>
+
+#define VK_KERNEL_NS gpu
+#define VK_SHARED(T, name, dims) __shared__ T name dims
+#define VK_DYNAMIC_SHARED(T, name)                                   \
+  extern __shared__ __align__(16) unsigned char vk_dynamic_smem_[]; \
+  T* name = reinterpret_cast<T*>(vk_dynamic_smem_)
+#else
+#include "../emu/simt_emu.h"
+
+#define VK_KERNEL_NS emu
+#endif
