@@ -13,6 +13,9 @@
 
 #include "runtime.h"
 
+// Kernel source carries `#pragma unroll` for nvcc; the host compiler need not warn.
+#pragma GCC diagnostic ignored "-Wunknown-pragmas"
+
 namespace vk {
 namespace emu {
 

@@ -1,0 +1,24 @@
+// What the torch-side op code hands to a backend's launcher: raw pointers, sizes and
+// enums only, so launchers compile without torch headers (nvcc and emulator alike).
+#pragma once
+
+#include <cstdint>
+
+namespace vk {
+
+enum class DType { float32, float16, bfloat16 };
+enum class Layout { nchw, nhwc };  // nhwc = torch.channels_last
+
+inline int dtype_size(DType t) { return t == DType::float32 ? 4 : 2; }
+
+// maxpool2x2: x (N, C, H, W) -> y (N, C, H/2, W/2), both dense in `layout`.
+struct Maxpool2x2Args {
+  const void* x;
+  void* y;
+  DType dtype;
+  Layout layout;
+  int64_t N, C, H, W;
+  void* stream;  // cudaStream_t for CUDA tensors, unused on the emulator
+};
+
+}  // namespace vk

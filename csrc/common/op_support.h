@@ -1,0 +1,71 @@
+// Torch-side helpers shared by every op implementation (csrc/ops/*.cpp): argument
+// checks with messages that name the argument, element-type and layout mapping, and
+// running a launcher on the tensor's device (GPU kernels, or the emulator for CPU).
+#pragma once
+
+#include <ATen/ATen.h>
+
+#include <cstdlib>
+#include <limits>
+
+#include "args.h"
+
+#if VK_WITH_CUDA
+#include <c10/cuda/CUDAGuard.h>
+#include <c10/cuda/CUDAStream.h>
+#define VK_CUDA_LAUNCHER(fn) (&fn)
+#else
+#define VK_CUDA_LAUNCHER(fn) nullptr
+#endif
+
+namespace vk {
+
+inline DType checked_dtype(const at::Tensor& t, const char* op, const char* arg) {
+  switch (t.scalar_type()) {
+    case at::kFloat: return DType::float32;
+    case at::kHalf: return DType::float16;
+    case at::kBFloat16: return DType::bfloat16;
+    default:
+      TORCH_CHECK_VALUE(false, op, ": expected ", arg, " of dtype float32, float16 or bfloat16, got ", t.scalar_type());
+  }
+}
+
+inline void check_device(const at::Tensor& t, const char* op, const char* arg) {
+  TORCH_CHECK_VALUE(t.is_cpu() || t.is_cuda(), op, ": expected ", arg, " on a CPU or CUDA device, got ", t.device());
+}
+
+// The memory format an output takes: the input's, by torch's own rule.
+inline Layout layout_of(at::MemoryFormat f) { return f == at::MemoryFormat::ChannelsLast ? Layout::nhwc : Layout::nchw; }
+
+// Debug aid: outputs filled with NaN before the kernel runs, so an element a kernel
+// fails to write shows. Always on the emulator (cheap next to emulation); on the GPU
+// when VGGKERN_POISON_OUTPUTS=1.
+inline void poison_output(at::Tensor& y) {
+  static const bool on_gpu = [] {
+    const char* e = std::getenv("VGGKERN_POISON_OUTPUTS");
+    return e != nullptr && e[0] == '1';
+  }();
+  if (y.is_cpu() || on_gpu) y.fill_(std::numeric_limits<float>::quiet_NaN());
+}
+
+// Runs the op's launcher on x's device: the CUDA launcher on x's current stream, or
+// the emulator for CPU tensors.
+template <class Args>
+void launch_on_device(const at::Tensor& x, Args& args, void (*cuda_launcher)(const Args&),
+                      void (*emu_launcher)(const Args&), const char* op) {
+  if (!x.is_cuda()) {
+    emu_launcher(args);
+    return;
+  }
+#if VK_WITH_CUDA
+  const c10::cuda::CUDAGuard guard(x.device());
+  args.stream = c10::cuda::getCurrentCUDAStream(x.device().index()).stream();
+  cuda_launcher(args);
+#else
+  (void)cuda_launcher;
+  TORCH_CHECK(false, op, ": this vggkern was built without CUDA kernels (no nvcc at install time); "
+              "reinstall on a machine with the CUDA toolkit, or pass CPU tensors");
+#endif
+}
+
+}  // namespace vk

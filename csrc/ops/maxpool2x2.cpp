@@ -1,0 +1,36 @@
+// torch.ops.vggkern.maxpool2x2(Tensor x) -> Tensor: checks, output allocation, launch.
+#include <torch/library.h>
+
+#include "../common/backends.h"
+#include "../common/op_support.h"
+
+namespace vk {
+namespace {
+
+at::Tensor maxpool2x2(const at::Tensor& x) {
+  constexpr const char* op = "vggkern.maxpool2x2";
+  check_device(x, op, "x");
+  TORCH_CHECK_VALUE(x.dim() == 4, op, ": expected x to be a 4-D tensor (N, C, H, W), got a ", x.dim(),
+                    "-D tensor of shape ", x.sizes());
+  const DType dtype = checked_dtype(x, op, "x");
+  const int64_t N = x.size(0), C = x.size(1), H = x.size(2), W = x.size(3);
+  TORCH_CHECK_VALUE(C >= 1, op, ": expected x with at least one channel, got shape ", x.sizes());
+  TORCH_CHECK_VALUE(H >= 2 && W >= 2, op, ": expected x with H >= 2 and W >= 2 for a 2x2 window, got H=", H,
+                    ", W=", W);
+
+  const at::MemoryFormat format = x.suggest_memory_format();
+  const at::Tensor xc = x.contiguous(format);
+  at::Tensor y = at::empty({N, C, H / 2, W / 2}, x.options().memory_format(format));
+  if (y.numel() == 0) return y;
+  poison_output(y);
+
+  Maxpool2x2Args args{xc.const_data_ptr(), y.data_ptr(), dtype, layout_of(format), N, C, H, W, nullptr};
+  launch_on_device(x, args, VK_CUDA_LAUNCHER(cuda::maxpool2x2), &emu::maxpool2x2, op);
+  return y;
+}
+
+}  // namespace
+}  // namespace vk
+
+TORCH_LIBRARY_IMPL(vggkern, CPU, m) { m.impl("maxpool2x2", &vk::maxpool2x2); }
+TORCH_LIBRARY_IMPL(vggkern, CUDA, m) { m.impl("maxpool2x2", &vk::maxpool2x2); }

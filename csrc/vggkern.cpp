@@ -1,0 +1,50 @@
+// The vggkern library: every op schema in one TORCH_LIBRARY, and the vggkern._C
+// Python module (importing it registers the ops; build_info() says what was built).
+#include <Python.h>
+#include <torch/library.h>
+
+#include "common/backends.h"
+
+#if VK_WITH_CUDA
+#include <cuda_runtime_api.h>
+#endif
+
+#ifndef VK_CUDA_ARCHS
+#define VK_CUDA_ARCHS ""
+#endif
+
+TORCH_LIBRARY(vggkern, m) {
+  m.def("maxpool2x2(Tensor x) -> Tensor");
+}
+
+namespace {
+
+PyObject* build_info(PyObject*, PyObject*) {
+#if VK_WITH_CUDA
+  const int cuda_runtime = CUDART_VERSION;
+  PyObject* cuda = Py_True;
+#else
+  const int cuda_runtime = 0;
+  PyObject* cuda = Py_False;
+#endif
+#if defined(__x86_64__)
+  const char* switcher = "x86-64 assembly";
+#else
+  const char* switcher = "ucontext";
+#endif
+  return Py_BuildValue("{s:O,s:s,s:i,s:s,s:i}", "cuda_kernels", cuda, "cuda_archs", VK_CUDA_ARCHS,
+                       "cuda_runtime_version", cuda_runtime, "emulator_context_switch", switcher,
+                       "emulator_threads", vk::emu::worker_count());
+}
+
+PyMethodDef methods[] = {
+    {"build_info", build_info, METH_NOARGS, "What this build of vggkern contains."},
+    {nullptr, nullptr, 0, nullptr},
+};
+
+PyModuleDef module = {PyModuleDef_HEAD_INIT, "_C", "vggkern's compiled ops (registered in torch.ops.vggkern).", -1,
+                      methods};
+
+}  // namespace
+
+PyMODINIT_FUNC PyInit__C(void) { return PyModule_Create(&module); }

@@ -1,0 +1,94 @@
+"""Builds vggkern._C: the CUDA extension when nvcc is found, a CPU-only one otherwise.
+
+    CUDA_HOME=/usr/local/cuda TORCH_CUDA_ARCH_LIST=9.0 MAX_JOBS=2 \
+        pip install --no-build-isolation -e .
+
+Environment:
+  CUDA_HOME             CUDA toolkit root (else CUDA_PATH, /usr/local/cuda, nvcc on PATH).
+  TORCH_CUDA_ARCH_LIST  GPU architectures to compile for; default "8.0;9.0" (A100, H100/H200).
+  VGGKERN_CPU_ONLY=1    build without CUDA kernels even where nvcc exists.
+  MAX_JOBS              parallel compile jobs (ninja).
+Both builds contain the SIMT emulator, so CPU tensors run the kernels' own source.
+"""
+import glob
+import os
+import shutil
+import subprocess
+
+from setuptools import find_packages, setup
+
+ROOT = os.path.dirname(os.path.abspath(__file__))
+DEFAULT_CUDA_ARCHS = "8.0;9.0"
+
+
+def find_cuda_home():
+    for candidate in (os.environ.get("CUDA_HOME"), os.environ.get("CUDA_PATH"), "/usr/local/cuda"):
+        if candidate and os.path.exists(os.path.join(candidate, "bin", "nvcc")):
+            return candidate
+    nvcc = shutil.which("nvcc")
+    if nvcc:
+        home = os.path.dirname(os.path.dirname(os.path.realpath(nvcc)))
+        if os.path.exists(os.path.join(home, "include", "cuda_runtime.h")):
+            return home
+    return None
+
+
+def banner(msg):
+    line = "=" * 78
+    print(f"\n{line}\nvggkern: {msg}\n{line}\n", flush=True)
+
+
+cuda_home = None if os.environ.get("VGGKERN_CPU_ONLY") == "1" else find_cuda_home()
+if cuda_home:
+    # torch guesses CUDA_HOME when it is imported (and guesses wrong when nvcc sits in
+    # /usr/local/bin): set it first.
+    os.environ["CUDA_HOME"] = cuda_home
+    os.environ.setdefault("TORCH_CUDA_ARCH_LIST", DEFAULT_CUDA_ARCHS)
+
+from torch.utils.cpp_extension import BuildExtension, CppExtension, CUDAExtension  # noqa: E402
+
+
+def rel(pattern):
+    return sorted(os.path.relpath(p, ROOT) for p in glob.glob(os.path.join(ROOT, pattern)))
+
+
+cpp_sources = rel("csrc/*.cpp") + rel("csrc/ops/*.cpp") + rel("csrc/emu/*.cpp")
+cxx_flags = ["-O3", "-Wall", "-Wno-unknown-pragmas"]
+include_dirs = [os.path.join(ROOT, "csrc")]
+
+if cuda_home:
+    archs = os.environ["TORCH_CUDA_ARCH_LIST"]
+    nvcc_version = subprocess.run([os.path.join(cuda_home, "bin", "nvcc"), "--version"],
+                                  capture_output=True, text=True).stdout.strip().splitlines()[-1:]
+    banner(f"building WITH CUDA kernels: nvcc at {cuda_home} ({' '.join(nvcc_version)}), "
+           f"TORCH_CUDA_ARCH_LIST={archs!r}")
+    ext = CUDAExtension(
+        "vggkern._C",
+        sources=cpp_sources + rel("csrc/cuda/*.cu"),
+        include_dirs=include_dirs,
+        define_macros=[("VK_WITH_CUDA", "1"), ("VK_CUDA_ARCHS", f'"{archs}"')],
+        extra_compile_args={"cxx": cxx_flags, "nvcc": ["-O3", "-lineinfo", "-std=c++17"]},
+    )
+else:
+    banner("building WITHOUT CUDA kernels (no nvcc found, or VGGKERN_CPU_ONLY=1): "
+           "CPU tensors run through the SIMT emulator; CUDA tensors are refused")
+    ext = CppExtension(
+        "vggkern._C",
+        sources=cpp_sources,
+        include_dirs=include_dirs,
+        define_macros=[("VK_WITH_CUDA", "0")],
+        extra_compile_args={"cxx": cxx_flags},
+    )
+
+setup(
+    name="vggkern",
+    version="0.1.0",
+    description="Hand-written CUDA convolution kernels for VGG-style networks, as a PyTorch extension",
+    packages=find_packages(include=["vggkern", "vggkern.*"]),
+    ext_modules=[ext],
+    cmdclass={"build_ext": BuildExtension},
+    python_requires=">=3.10",
+    install_requires=["torch"],
+    extras_require={"test": ["pytest", "pytest-benchmark", "torchvision"]},
+    entry_points={"console_scripts": ["vggkern=vggkern.__main__:main"]},
+)

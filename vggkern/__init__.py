@@ -1,0 +1,17 @@
+"""vggkern: hand-written CUDA kernels for VGG-style networks, as torch ops.
+
+Ops live in ``torch.ops.vggkern``; the typed wrappers here are the Python API.
+CPU tensors run the same kernels' source through vggkern's SIMT emulator (exact,
+slow: for verification).
+"""
+__version__ = "0.1.0"
+
+from . import _C  # noqa: F401  (registers torch.ops.vggkern.*)
+from .ops import maxpool2x2
+
+__all__ = ["maxpool2x2", "build_info", "__version__"]
+
+
+def build_info():
+    """What this build contains: CUDA kernels and their archs, emulator details."""
+    return _C.build_info()
