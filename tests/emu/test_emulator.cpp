@@ -1,6 +1,5 @@
 // The SIMT emulator's own tests: kernels written as plain CUDA (through
 // kernels/simt.cuh), run on the CPU, checked against values computed here.
-// Run all: `emu_tests`; one: `emu_tests NAME` (ctest registers each by name).
 #include <cmath>
 #include <cstdio>
 #include <cstring>
@@ -14,43 +13,12 @@
 
 #include "../../csrc/emu/launch.h"
 #include "../../csrc/kernels/simt.cuh"
+#include "harness.h"
 
+using emu_test::expect_error;
 using vk::emu::launch;
 
 namespace {
-
-std::map<std::string, std::function<void()>>& registry() {
-  static std::map<std::string, std::function<void()>> r;
-  return r;
-}
-struct Register {
-  Register(const char* name, std::function<void()> f) { registry()[name] = std::move(f); }
-};
-#define EMU_TEST(name)                                \
-  void test_##name();                                 \
-  const Register register_##name(#name, test_##name); \
-  void test_##name()
-
-#define CHECK(cond)                                                                                \
-  do {                                                                                             \
-    if (!(cond)) throw std::runtime_error(std::string(__FILE__) + ":" + std::to_string(__LINE__) + \
-                                          ": CHECK failed: " #cond);                              \
-  } while (0)
-
-// Runs f, which must throw a std::runtime_error whose message contains every needle.
-void expect_error(const std::function<void()>& f, std::vector<std::string> needles) {
-  try {
-    f();
-  } catch (const std::runtime_error& e) {
-    const std::string msg = e.what();
-    for (const auto& n : needles)
-      if (msg.find(n) == std::string::npos)
-        throw std::runtime_error("error message lacks '" + n + "': " + msg);
-    std::printf("    (reported as expected: %s)\n", msg.c_str());
-    return;
-  }
-  throw std::runtime_error("expected an emulator error, got none");
-}
 
 // ---- kernels --------------------------------------------------------------------------
 
@@ -390,24 +358,3 @@ EMU_TEST(bfloat16_conversions) {
 }
 
 }  // namespace
-
-int main(int argc, char** argv) {
-  int failed = 0, ran = 0;
-  for (auto& [name, fn] : registry()) {
-    if (argc > 1 && name != argv[1]) continue;
-    ++ran;
-    try {
-      fn();
-      std::printf("PASS %s\n", name.c_str());
-    } catch (const std::exception& e) {
-      ++failed;
-      std::printf("FAIL %s: %s\n", name.c_str(), e.what());
-    }
-  }
-  if (ran == 0) {
-    std::printf("no test named %s\n", argc > 1 ? argv[1] : "");
-    return 2;
-  }
-  std::printf("%d passed, %d failed\n", ran - failed, failed);
-  return failed ? 1 : 0;
-}
