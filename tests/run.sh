@@ -19,6 +19,7 @@ echo "== build the extension"
 "$PY" -c "import vggkern; print('vggkern', vggkern.__version__, vggkern.build_info())"
 
 echo "== emulator C++ tests (CMake)"
+mkdir -p build
 cmake_args=()
 if [ -n "${CUDA_HOME:-}" ]; then cmake_args+=("-DCMAKE_CUDA_COMPILER=$CUDA_HOME/bin/nvcc"); fi
 cmake -S . -B build/cmake "${cmake_args[@]}" > build/cmake.log 2>&1 || { cat build/cmake.log; exit 1; }

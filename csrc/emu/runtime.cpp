@@ -19,7 +19,13 @@
 
 #include "simt_emu.h"
 
-#if !defined(__x86_64__)
+// Fibers switch with a few lines of assembly on x86-64, with ucontext elsewhere (or
+// when VK_EMU_FORCE_UCONTEXT is defined: CMake builds the emulator's tests that way
+// too, so the portable path is tested on x86-64 machines as well).
+#if defined(__x86_64__) && !defined(VK_EMU_FORCE_UCONTEXT)
+#define VK_EMU_ASM_SWITCH 1
+#else
+#define VK_EMU_ASM_SWITCH 0
 #include <ucontext.h>
 #endif
 
@@ -36,7 +42,7 @@ constexpr unsigned char kSharedPoison = 0xFF;  // NaN in fp32, fp16 and bf16 ali
 constexpr unsigned char kSharedCanary = 0xA5;
 
 // ---- context switch ------------------------------------------------------------------
-#if defined(__x86_64__)
+#if VK_EMU_ASM_SWITCH
 extern "C" void vk_emu_switch(void** save_sp, void* load_sp);
 // Saves the callee-saved registers on the current stack, stores the stack pointer in
 // *save_sp, loads load_sp and pops the other context's registers.
@@ -134,7 +140,7 @@ struct Fiber {
   int wait_line;
   int barrier_result;  // __syncthreads_count's value, set when the barrier releases
   WarpRecord* record;
-#if !defined(__x86_64__)
+#if !VK_EMU_ASM_SWITCH
   ucontext_t ctx;
 #endif
 };
@@ -223,7 +229,7 @@ class Worker {
   unsigned live_ = 0;
   Fiber* current_ = nullptr;
   void* scheduler_sp_ = nullptr;
-#if !defined(__x86_64__)
+#if !VK_EMU_ASM_SWITCH
   ucontext_t scheduler_ctx_;
 #endif
   BlockView block_;
@@ -273,7 +279,7 @@ void Worker::fiber_main() {
   std::abort();  // a finished fiber is never resumed
 }
 
-#if defined(__x86_64__)
+#if VK_EMU_ASM_SWITCH
 void prepare_fiber(Fiber& f, char* stack_top, char*) {
   auto* sp = reinterpret_cast<uint64_t*>(stack_top);
   *--sp = 0;                                                    // fiber_main's (unused) return address
@@ -327,7 +333,7 @@ void Worker::run_block(uint3 block_idx) {
       Fiber* f = &fibers_[i];
       current_ = f;
       t_thread = &f->view;
-#if defined(__x86_64__)
+#if VK_EMU_ASM_SWITCH
       vk_emu_switch(&scheduler_sp_, f->sp);
 #else
       swapcontext(&scheduler_ctx_, &f->ctx);
