@@ -8,6 +8,7 @@
 
 #include <algorithm>
 #include <atomic>
+#include <climits>
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
@@ -129,7 +130,17 @@ struct WarpRecord {
   int readers;
   const char* file;
   int line;
-  unsigned char values[32][16];
+  unsigned char values[32][kExchangeBytes];
+};
+
+// A cp.async in flight: the source bytes are read when it is issued and land in
+// shared memory only when a cp.async.wait covers its group, so a kernel that reads
+// the destination too early sees the old contents (the poison), as it may on a GPU.
+struct AsyncCopy {
+  void* dst;
+  int bytes;
+  int group;
+  unsigned char data[16];
 };
 
 struct Fiber {
@@ -140,6 +151,8 @@ struct Fiber {
   int wait_line;
   int barrier_result;  // __syncthreads_count's value, set when the barrier releases
   WarpRecord* record;
+  std::vector<AsyncCopy> async_copies;
+  int async_group;  // the open (not yet committed) cp.async group
 #if !VK_EMU_ASM_SWITCH
   ucontext_t ctx;
 #endif
@@ -199,6 +212,13 @@ class Worker {
   void warp_exchange_done(WarpRecord* r);
   void* shared_static(const void* tag, size_t bytes, size_t align, const char* file, int line);
   void* shared_dynamic() { return params_.dynamic_smem_bytes ? shared_.get() : nullptr; }
+  bool in_shared(const void* p, size_t bytes) const {
+    const auto* c = static_cast<const unsigned char*>(p);
+    return c >= shared_.get() && c + bytes <= shared_.get() + kMaxSharedBytesPerBlock;
+  }
+  void async_copy(void* dst, const void* src, int bytes, int src_bytes, const char* file, int line);
+  void async_copy_commit() { ++current_->async_group; }
+  void async_copy_wait(int pending_groups_left);
   [[noreturn]] void fail(const std::string& what, const char* file, int line);
 
   static void fiber_main();
@@ -268,6 +288,7 @@ void Worker::fiber_main() {
   Worker* w = t_worker;
   Fiber* f = w->current_;
   w->body_();
+  w->async_copy_wait(-1);  // copies still in flight land before the thread is gone
   f->state = FiberState::done;
   --w->live_;
   // Lanes that wait for this one in a warp collective no longer need to.
@@ -321,6 +342,8 @@ void Worker::run_block(uint3 block_idx) {
     Fiber& f = fibers_[i];
     f.state = FiberState::runnable;
     f.record = nullptr;
+    f.async_copies.clear();
+    f.async_group = 0;
     prepare_fiber(f, stacks_->top(i), stacks_->bottom(i));
     runnable_.push_back(i);
   }
@@ -410,6 +433,7 @@ Exchange Worker::warp_exchange(Collective kind, unsigned mask, const void* value
              site(r->file, r->line) + " and " + site(file, line) + ")",
          file, line);
   }
+  if (bytes > kExchangeBytes) fail("warp collective operand of " + std::to_string(bytes) + " bytes is too wide", file, line);
   if (bytes) std::memcpy(r->values[lane], value, bytes);
   if (predicate) r->predicates |= 1u << lane;
   r->arrived |= 1u << lane;
@@ -452,6 +476,30 @@ void* Worker::shared_static(const void* tag, size_t bytes, size_t align, const c
   shared_allocs_.push_back(SharedAlloc{tag, offset, bytes});
   shared_used_ = offset + bytes + kSharedCanaryBytes;
   return shared_.get() + offset;
+}
+
+void Worker::async_copy(void* dst, const void* src, int bytes, int src_bytes, const char* file, int line) {
+  if (bytes != 4 && bytes != 8 && bytes != 16) fail("cp.async copies 4, 8 or 16 bytes, not " + std::to_string(bytes), file, line);
+  if (src_bytes < 0 || src_bytes > bytes) fail("cp.async source size " + std::to_string(src_bytes) + " outside [0, " + std::to_string(bytes) + "]", file, line);
+  if (reinterpret_cast<uintptr_t>(dst) % bytes || (src_bytes && reinterpret_cast<uintptr_t>(src) % bytes))
+    fail("cp.async of " + std::to_string(bytes) + " bytes needs addresses aligned to " + std::to_string(bytes), file, line);
+  if (!in_shared(dst, static_cast<size_t>(bytes)))
+    fail("cp.async destination is not in shared memory", file, line);
+  AsyncCopy c{dst, bytes, current_->async_group, {}};
+  std::memcpy(c.data, src, static_cast<size_t>(src_bytes));  // the rest stays zero: cp.async's zero fill
+  current_->async_copies.push_back(c);
+}
+
+void Worker::async_copy_wait(int pending_groups_left) {
+  Fiber* f = current_;
+  const int limit = pending_groups_left < 0 ? INT32_MAX : f->async_group - pending_groups_left;
+  auto landed = [&](const AsyncCopy& c) {
+    if (c.group >= limit) return false;
+    std::memcpy(c.dst, c.data, static_cast<size_t>(c.bytes));
+    return true;
+  };
+  auto& q = f->async_copies;
+  q.erase(std::remove_if(q.begin(), q.end(), landed), q.end());
 }
 
 void Worker::check_canaries() const {
@@ -515,6 +563,12 @@ void* shared_static(const void* tag, size_t bytes, size_t align, const char* fil
   return t_worker->shared_static(tag, bytes, align, file, line);
 }
 void* shared_dynamic() { return t_worker->shared_dynamic(); }
+void async_copy(void* dst, const void* src, int bytes, int src_bytes, const char* file, int line) {
+  t_worker->async_copy(dst, src, bytes, src_bytes, file, line);
+}
+void async_copy_commit() { t_worker->async_copy_commit(); }
+bool in_shared(const void* p, size_t bytes) { return t_worker->in_shared(p, bytes); }
+void async_copy_wait(int pending_groups_left) { t_worker->async_copy_wait(pending_groups_left); }
 
 int worker_count() {
   static const int n = [] {

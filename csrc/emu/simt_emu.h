@@ -38,9 +38,10 @@ extern __thread BlockView* t_block;
 
 int block_barrier(int predicate, const char* file, int line);  // returns the block's count
 
-enum class Collective : int { shfl = 1, vote = 2, syncwarp = 3 };
+enum class Collective : int { shfl = 1, vote = 2, syncwarp = 3, mma = 4, ldmatrix = 5 };
+constexpr size_t kExchangeBytes = 64;  // what one lane contributes to a collective, at most
 struct Exchange {
-  const unsigned char (*values)[16];  // each lane's contribution, by lane
+  const unsigned char (*values)[kExchangeBytes];  // each lane's contribution, by lane
   unsigned arrived;                   // lanes that took part (exited lanes did not)
   unsigned predicates;                // lanes whose predicate was true
   void* handle;
@@ -51,6 +52,13 @@ void warp_exchange_done(void* handle);
 
 void* shared_static(const void* tag, size_t bytes, size_t align, const char* file, int line);
 void* shared_dynamic();
+
+// cp.async: copies `bytes` (4, 8, 16) from global to shared memory, the first
+// `src_bytes` from src and zeros after; lands when a wait covers its group.
+void async_copy(void* dst, const void* src, int bytes, int src_bytes, const char* file, int line);
+void async_copy_commit();
+void async_copy_wait(int pending_groups_left);  // negative: all
+bool in_shared(const void* p, size_t bytes);     // inside this block's shared memory?
 
 enum class ShflMode { idx, up, down, bfly };
 

@@ -1,0 +1,24 @@
+// The emulator's bodies for the tensor-core wrappers of kernels/tensor_core.cuh:
+// mma.sync and ldmatrix as warp collectives that follow the PTX ISA's documented
+// fragment layouts (which lane's register holds which matrix element).
+#pragma once
+
+#include <cstdint>
+
+namespace vk {
+namespace emu {
+
+enum class MmaInput { f16, bf16, tf32 };
+
+// mma.sync.aligned.m16n8k16.row.col.f32.{f16,bf16}.{f16,bf16}.f32 (a: 4 regs, b: 2)
+// and mma.sync.aligned.m16n8k8.row.col.f32.tf32.tf32.f32 (a: 4 regs, b: 2).
+// D = A*B + C; the products are exact and the sum is rounded to fp32 once.
+void mma_sync(MmaInput type, float* d, const uint32_t* a, const uint32_t* b, const float* c, const char* file,
+              int line);
+
+// ldmatrix.sync.aligned.m8n8.{x1,x2,x4}{,.trans}.shared.b16: `count` 8x8 matrices of
+// 16-bit elements, row addresses given by lanes 0..8*count-1.
+void ldmatrix(uint32_t* r, int count, bool trans, const void* row_address, const char* file, int line);
+
+}  // namespace emu
+}  // namespace vk

@@ -1,0 +1,168 @@
+// The tensor-core wrappers (kernels/tensor_core.cuh) on the emulator: a warp loads
+// tiles with cp.async, reads fragments with ldmatrix (plain and transposed), multiplies
+// with mma.sync and stores by the accumulator layout; the product must equal a plain
+// GEMM. Integer-valued inputs keep every sum exact, so equality is exact. The same
+// kernels must match on a real GPU once before the wrappers are trusted there.
+#include <cmath>
+#include <cstring>
+#include <random>
+#include <vector>
+
+#include "../../csrc/emu/launch.h"
+#include "../../csrc/kernels/numeric.cuh"
+#include "../../csrc/kernels/tensor_core.cuh"
+#include "harness.h"
+
+using emu_test::expect_error;
+using vk::emu::launch;
+using namespace vk::emu;  // the kernels' namespace (VK_KERNEL_NS) on the emulator
+
+namespace {
+
+constexpr int kM = 16, kN = 8, kK = 32, kPad = 8;  // padded rows: 80-byte stride, 16-byte aligned
+
+// D (16x8, fp32, row-major) = A (16x32, row-major) * B, with B given as Bt (8x32: Bt[n][k])
+// when kTransB is false, or as B (32x8, row-major) when kTransB is true.
+template <class T, MmaType kType, bool kTransB>
+__global__ void gemm_tile_kernel(const T* A, const T* Bsrc, float* D) {
+  VK_SHARED(T, As, [kM][kK + kPad]);
+  VK_SHARED(T, Bs, [kTransB ? kK : kN][kTransB ? kN + kPad : kK + kPad]);
+  const int lane = threadIdx.x;
+  // A: 16 rows x 4 chunks of 8 elements (16 bytes): 64 copies, 2 per lane.
+  for (int c = lane; c < kM * kK / 8; c += 32) {
+    const int row = c / (kK / 8), col = (c % (kK / 8)) * 8;
+    cp_async_16(&As[row][col], A + row * kK + col);
+  }
+  if (!kTransB) {
+    for (int c = lane; c < kN * kK / 8; c += 32) {
+      const int row = c / (kK / 8), col = (c % (kK / 8)) * 8;
+      cp_async_16(&Bs[row][col], Bsrc + row * kK + col);
+    }
+  } else {
+    for (int c = lane; c < kK; c += 32) cp_async_16(&Bs[c][0], Bsrc + c * kN);  // one 8-element row each
+  }
+  cp_async_commit();
+  cp_async_wait<0>();
+  __syncthreads();
+
+  float acc[4] = {0.f, 0.f, 0.f, 0.f};
+  for (int k0 = 0; k0 < kK; k0 += 16) {
+    uint32_t a[4], b[2];
+    ldmatrix<4>(a, &As[lane % 16][k0 + (lane / 16) * 8]);
+    if (!kTransB) {
+      ldmatrix<2>(b, &Bs[lane % 8][k0 + ((lane / 8) % 2) * 8]);
+    } else {
+      ldmatrix<2, true>(b, &Bs[k0 + (lane % 16)][0]);
+    }
+    mma_m16n8k16<kType>(acc, a, b, acc);
+  }
+  const int g = lane / 4, t = lane % 4;
+  for (int i = 0; i < 4; ++i) D[(g + 8 * (i / 2)) * kN + 2 * t + (i % 2)] = acc[i];
+}
+
+// The same product through the tf32 instruction, fragments read by the documented layout.
+__global__ void gemm_tile_tf32_kernel(const float* A, const float* Bt, float* D) {
+  const int lane = threadIdx.x, g = lane / 4, t = lane % 4;
+  float acc[4] = {0.f, 0.f, 0.f, 0.f};
+  for (int k0 = 0; k0 < kK; k0 += 8) {
+    uint32_t a[4], b[2];
+    for (int r = 0; r < 4; ++r) a[r] = to_tf32(A[(g + 8 * (r & 1)) * kK + k0 + t + 4 * (r >> 1)]);
+    for (int r = 0; r < 2; ++r) b[r] = to_tf32(Bt[g * kK + k0 + t + 4 * r]);
+    mma_m16n8k8_tf32(acc, a, b, acc);
+  }
+  for (int i = 0; i < 4; ++i) D[(g + 8 * (i / 2)) * kN + 2 * t + (i % 2)] = acc[i];
+}
+
+// cp.async: data lands at the wait, zero fill past src_bytes.
+__global__ void async_copy_kernel(const float* src, float* out) {
+  VK_SHARED(float, buf, [8]);
+  if (threadIdx.x == 0) {
+    cp_async_16(&buf[0], src, 16);
+    cp_async_16(&buf[4], src + 4, 8);  // two floats copied, two zero-filled
+    cp_async_commit();
+    out[0] = buf[0];  // too early: still the poison
+    cp_async_wait<0>();
+    for (int i = 0; i < 8; ++i) out[1 + i] = buf[i];
+  }
+}
+
+__global__ void misaligned_ldmatrix_kernel(float* out) {
+  VK_SHARED(__half, tile, [8][16]);
+  for (int i = threadIdx.x; i < 128; i += 32) tile[i / 16][i % 16] = __float2half(1.f);
+  __syncthreads();
+  uint32_t r[1];
+  ldmatrix<1>(r, &tile[threadIdx.x % 8][1]);  // 2-byte offset: not 16-byte aligned
+  out[threadIdx.x] = static_cast<float>(r[0]);
+}
+
+template <class T>
+T from_double(double v);
+template <>
+__half from_double<__half>(double v) { return __float2half_rn(static_cast<float>(v)); }
+template <>
+__nv_bfloat16 from_double<__nv_bfloat16>(double v) { return __float2bfloat16_rn(static_cast<float>(v)); }
+
+template <class T, MmaType kType, bool kTransB>
+void check_gemm_tile() {
+  std::mt19937 rng(11);
+  std::uniform_int_distribution<int> d(-4, 4);
+  std::vector<double> a(kM * kK), b(kK * kN);  // b[k][n]
+  for (double& v : a) v = d(rng);
+  for (double& v : b) v = d(rng);
+  std::vector<T> A(kM * kK), B(kK * kN);
+  for (int i = 0; i < kM * kK; ++i) A[i] = from_double<T>(a[i]);
+  for (int k = 0; k < kK; ++k)
+    for (int n = 0; n < kN; ++n) B[kTransB ? k * kN + n : n * kK + k] = from_double<T>(b[k * kN + n]);
+  std::vector<float> D(kM * kN, NAN);
+  launch("gemm_tile_kernel", gemm_tile_kernel<T, kType, kTransB>, dim3(1), dim3(32), 0, A.data(), B.data(), D.data());
+  for (int m = 0; m < kM; ++m)
+    for (int n = 0; n < kN; ++n) {
+      double want = 0;
+      for (int k = 0; k < kK; ++k) want += a[m * kK + k] * b[k * kN + n];
+      CHECK(D[m * kN + n] == static_cast<float>(want));
+    }
+}
+
+EMU_TEST(mma_f16_with_ldmatrix) { check_gemm_tile<__half, MmaType::f16, false>(); }
+EMU_TEST(mma_bf16_with_ldmatrix) { check_gemm_tile<__nv_bfloat16, MmaType::bf16, false>(); }
+EMU_TEST(mma_f16_with_ldmatrix_trans) { check_gemm_tile<__half, MmaType::f16, true>(); }
+
+EMU_TEST(mma_tf32) {
+  std::mt19937 rng(5);
+  std::uniform_int_distribution<int> d(-4, 4);
+  std::vector<float> A(kM * kK), Bt(kN * kK), D(kM * kN, NAN);
+  for (float& v : A) v = static_cast<float>(d(rng));
+  for (float& v : Bt) v = static_cast<float>(d(rng));
+  launch("gemm_tile_tf32_kernel", gemm_tile_tf32_kernel, dim3(1), dim3(32), 0, A.data(), Bt.data(), D.data());
+  for (int m = 0; m < kM; ++m)
+    for (int n = 0; n < kN; ++n) {
+      double want = 0;
+      for (int k = 0; k < kK; ++k) want += double(A[m * kK + k]) * Bt[n * kK + k];
+      CHECK(D[m * kN + n] == static_cast<float>(want));
+    }
+}
+
+EMU_TEST(tf32_rounding) {
+  // 1 + 2^-11 is halfway between two tf32 values: ties round away from zero.
+  CHECK(to_tf32(1.f + std::ldexp(1.f, -11)) == __float_as_uint(1.f + std::ldexp(1.f, -10)));
+  CHECK(to_tf32(-(1.f + std::ldexp(1.f, -11))) == __float_as_uint(-(1.f + std::ldexp(1.f, -10))));
+  CHECK(to_tf32(1.f + std::ldexp(1.f, -12)) == __float_as_uint(1.f));
+  CHECK(std::isnan(__uint_as_float(to_tf32(NAN))));
+}
+
+EMU_TEST(cp_async_lands_at_wait_with_zero_fill) {
+  const float src[8] = {1, 2, 3, 4, 5, 6, 7, 8};
+  std::vector<float> out(9, -1.f);
+  launch("async_copy_kernel", async_copy_kernel, dim3(1), dim3(32), 0, src, out.data());
+  CHECK(std::isnan(out[0]));
+  const float want[8] = {1, 2, 3, 4, 5, 6, 0, 0};
+  for (int i = 0; i < 8; ++i) CHECK(out[1 + i] == want[i]);
+}
+
+EMU_TEST(ldmatrix_misaligned_is_reported) {
+  std::vector<float> out(32);
+  expect_error([&] { launch("misaligned_ldmatrix_kernel", misaligned_ldmatrix_kernel, dim3(1), dim3(32), 0, out.data()); },
+               {"misaligned_ldmatrix_kernel", "16-byte aligned"});
+}
+
+}  // namespace
