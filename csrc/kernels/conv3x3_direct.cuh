@@ -117,7 +117,10 @@ __global__ void __launch_bounds__(256)
     }
     __syncthreads();
 
-    for (int cc = 0; cc < L::kChunkC; ++cc) {
+    // The last chunk (and the whole of C=3, VGG's first layer) may be short: its
+    // channels past C are staged as zeros but not computed on (the bound is block-uniform).
+    const int chunk = p.C - c0 < L::kChunkC ? static_cast<int>(p.C - c0) : L::kChunkC;
+    for (int cc = 0; cc < chunk; ++cc) {
       float in[4][4];
       const float* ip = s_in + (cc * L::kInH + 2 * ty) * L::kInStride + 2 * tx;
 #pragma unroll
