@@ -130,6 +130,21 @@ def test_epilogue_combinations(bias, relu, pool, channels_last, device):
 
 
 @pytest.mark.parametrize("device", DEVICES)
+def test_int64_index_variant(device, monkeypatch):
+    # The kernel's int64-offset variant (used from 2^31 elements on), forced at small sizes.
+    monkeypatch.setenv("VGGKERN_FORCE_INT64_INDEX", "1")
+    for case in [(3, 17, 40, 13, 31, True, True, True), (2, 3, 7, 7, 5, False, False, False)]:
+        n, c, k, h, w, bias, relu, pool = case
+        for channels_last in (False, True):
+            x, wt, b = _inputs(n, c, k, h, w, torch.float16, device, bias=bias, channels_last=channels_last, seed=29)
+            y64 = vggkern.conv3x3(x, wt, b, relu=relu, pool=pool)
+            _check(y64, x, wt, b, relu, pool)
+            monkeypatch.setenv("VGGKERN_FORCE_INT64_INDEX", "0")
+            assert torch.equal(y64, vggkern.conv3x3(x, wt, b, relu=relu, pool=pool))  # same sums, same order
+            monkeypatch.setenv("VGGKERN_FORCE_INT64_INDEX", "1")
+
+
+@pytest.mark.parametrize("device", DEVICES)
 def test_noncontiguous_inputs(device):
     g = _gen(11)
     n, c, k, h, w = 2, 9, 13, 10, 12
