@@ -15,6 +15,7 @@
 
 TORCH_LIBRARY(vggkern, m) {
   m.def("maxpool2x2(Tensor x) -> Tensor");
+  m.def("conv3x3(Tensor x, Tensor weight, Tensor? bias=None, bool relu=False, bool pool=False, str algo=\"auto\") -> Tensor");
 }
 
 namespace {

@@ -60,3 +60,105 @@ def _maxpool2x2_backward(ctx, grad):
 
 torch.library.register_autograd("vggkern::maxpool2x2", _maxpool2x2_backward,
                                 setup_context=_maxpool2x2_setup_context)
+
+
+# ---- conv3x3 ----------------------------------------------------------------------
+
+# The algorithms this build has, in the order "auto" prefers them; csrc/ops/conv3x3.cpp
+# holds the same list (kConv3x3Algorithms).
+_CONV3X3_ALGORITHMS = ("direct",)
+
+
+def algorithms() -> list[str]:
+    """Names of the conv3x3 algorithms this build has (valid ``algo=`` values besides "auto")."""
+    return list(_CONV3X3_ALGORITHMS)
+
+
+def _check_conv3x3_inputs(x, weight, bias, algo, op="vggkern.conv3x3"):
+    # Mirrors csrc/ops/conv3x3.cpp so that traced and eager calls fail alike.
+    if x.device.type not in ("cpu", "cuda", "meta"):
+        raise ValueError(f"{op}: expected x on a CPU or CUDA device, got {x.device}")
+    if x.dim() != 4:
+        raise ValueError(f"{op}: expected x to be a 4-D tensor (N, C, H, W), got a {x.dim()}-D tensor "
+                         f"of shape {list(x.shape)}")
+    if x.dtype not in _FLOAT_DTYPES:
+        raise ValueError(f"{op}: expected x of dtype float32, float16 or bfloat16, got {x.dtype}")
+    n, c, h, w = x.shape
+    if c < 1:
+        raise ValueError(f"{op}: expected x with at least one channel, got shape {list(x.shape)}")
+    if h < 1 or w < 1:
+        raise ValueError(f"{op}: expected x with H >= 1 and W >= 1, got shape {list(x.shape)}")
+    if weight.dim() != 4 or weight.shape[1] != c or weight.shape[2] != 3 or weight.shape[3] != 3:
+        raise ValueError(f"{op}: expected weight of shape [K, C, 3, 3] with C={c} matching x, "
+                         f"got {list(weight.shape)}")
+    k = weight.shape[0]
+    if k < 1:
+        raise ValueError(f"{op}: expected weight with at least one output channel (K >= 1), "
+                         f"got {list(weight.shape)}")
+    operands = [("weight", weight)]
+    if bias is not None:
+        if bias.dim() != 1 or bias.shape[0] != k:
+            raise ValueError(f"{op}: expected bias of shape [K] with K={k} matching weight, got {list(bias.shape)}")
+        operands.append(("bias", bias))
+    for name, t in operands:
+        if t.dtype != x.dtype:
+            raise ValueError(f"{op}: expected {name} of the same dtype as x ({x.dtype}), got {t.dtype}")
+        if t.device != x.device:
+            raise ValueError(f"{op}: expected {name} on the same device as x ({x.device}), got {t.device}")
+    if algo != "auto" and algo not in _CONV3X3_ALGORITHMS:
+        valid = ", ".join(f'"{a}"' for a in ("auto",) + _CONV3X3_ALGORITHMS)
+        raise ValueError(f'{op}: unknown algo "{algo}"; expected one of {valid}')
+
+
+def conv3x3(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None, *, relu: bool = False,
+            pool: bool = False, algo: str = "auto") -> torch.Tensor:
+    """3x3 convolution, stride 1, padding 1, with bias, ReLU and 2x2 max-pool fused.
+
+    Computes ``F.conv2d(x, weight, bias, padding=1)``, then ``relu`` if relu, then
+    ``F.max_pool2d(., 2, 2)`` (floor mode) if pool, in one kernel that writes only the
+    result. x: (N, C, H, W); weight: (K, C, 3, 3); bias: (K,) or None; one dtype,
+    float32/float16/bfloat16, sums in fp32. The output keeps x's memory format (NCHW or
+    channels_last). algo: "auto" or one of ``algorithms()``. Differentiable (the
+    backward is torch's own).
+    """
+    _check_conv3x3_inputs(x, weight, bias, algo)
+    return torch.ops.vggkern.conv3x3(x, weight, bias, relu, pool, algo)
+
+
+@torch.library.register_fake("vggkern::conv3x3")
+def _conv3x3_fake(x, weight, bias=None, relu=False, pool=False, algo="auto"):
+    _check_conv3x3_inputs(x, weight, bias, algo)
+    n, _, h, w = x.shape
+    k = weight.shape[0]
+    shape = (n, k, h // 2, w // 2) if pool else (n, k, h, w)
+    return x.new_empty(shape).contiguous(memory_format=suggest_memory_format(x))
+
+
+def _conv3x3_setup_context(ctx, inputs, output):
+    x, weight, bias, relu, pool, _ = inputs
+    ctx.relu, ctx.pool, ctx.has_bias = relu, pool, bias is not None
+    ctx.save_for_backward(x, weight, bias)
+
+
+def _conv3x3_backward(ctx, grad):
+    # torch's own backward of conv2d -> relu -> max_pool2d, recomputing the forward's
+    # intermediate values with torch where relu or pool need them.
+    x, weight, bias = ctx.saved_tensors
+    need_x, need_w, need_b = ctx.needs_input_grad[:3]
+    if ctx.relu or ctx.pool:
+        a = torch.ops.aten.convolution(x, weight, bias, [1, 1], [1, 1], [1, 1], False, [0, 0], 1)
+        if ctx.relu:
+            a = torch.relu(a)
+        if ctx.pool:
+            _, indices = torch.ops.aten.max_pool2d_with_indices(a, [2, 2], [2, 2])
+            grad = torch.ops.aten.max_pool2d_with_indices_backward(grad, a, [2, 2], [2, 2], [0, 0], [1, 1], False,
+                                                                   indices)
+        if ctx.relu:
+            grad = torch.ops.aten.threshold_backward(grad, a, 0)
+    gx, gw, gb = torch.ops.aten.convolution_backward(
+        grad, x, weight, [weight.shape[0]] if ctx.has_bias else None, [1, 1], [1, 1], [1, 1], False, [0, 0], 1,
+        [need_x, need_w, need_b and ctx.has_bias])
+    return gx, gw, gb if ctx.has_bias else None, None, None, None
+
+
+torch.library.register_autograd("vggkern::conv3x3", _conv3x3_backward, setup_context=_conv3x3_setup_context)

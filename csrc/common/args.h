@@ -21,4 +21,19 @@ struct Maxpool2x2Args {
   void* stream;  // cudaStream_t for CUDA tensors, unused on the emulator
 };
 
+// conv3x3: y = [maxpool2x2](ReLU?(conv2d(x, weight, bias, stride 1, padding 1))).
+// x (N, C, H, W) and y (N, K, H, W), or (N, K, H/2, W/2) when pool, both dense in
+// `layout`; weight (K, C, 3, 3) contiguous; bias (K) or nullptr. One dtype for all.
+struct Conv3x3Args {
+  const void* x;
+  const void* weight;
+  const void* bias;  // nullptr: no bias
+  void* y;
+  DType dtype;
+  Layout layout;
+  int64_t N, C, H, W, K;
+  bool relu, pool;
+  void* stream;  // cudaStream_t for CUDA tensors, unused on the emulator
+};
+
 }  // namespace vk

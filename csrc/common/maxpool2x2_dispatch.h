@@ -8,6 +8,7 @@
 
 #include "../kernels/maxpool2x2.cuh"
 #include "args.h"
+#include "dtype_dispatch.h"
 #include "launch_geometry.h"
 
 namespace vk {
@@ -67,16 +68,6 @@ void maxpool2x2_typed(const Maxpool2x2Args& a, const Launcher& launch) {
     maxpool2x2_run<T, int32_t>(a, launch);
   } else {
     maxpool2x2_run<T, int64_t>(a, launch);
-  }
-}
-
-// Element type of DType, for the launch dispatchers of every op.
-template <class Fn>
-void dispatch_dtype(DType t, Fn&& fn) {
-  switch (t) {
-    case DType::float32: fn(float{}); break;
-    case DType::float16: fn(__half{}); break;
-    case DType::bfloat16: fn(__nv_bfloat16{}); break;
   }
 }
 

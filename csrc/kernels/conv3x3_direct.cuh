@@ -1,0 +1,186 @@
+// conv3x3_direct: y = [maxpool2x2](ReLU?(conv2d(x, weight, bias, stride 1, padding 1))),
+// the whole chain in one kernel that writes only the final y. x (N, C, H, W), weight
+// (K, C, 3, 3), bias (K) or none; y (N, K, H, W), or (N, K, H/2, W/2) with the pool
+// (floor mode). CUDA cores only; products summed in fp32 with fmaf, one rounding to
+// the element type at the store. The rung every other algorithm is checked against.
+//
+// Tiling: a block of 256 threads computes a 16x16 output-pixel tile of one image for
+// 32 output channels (blockIdx.x = ((n * tiles_h + th) * tiles_w + tw) * k_groups + kg,
+// the K groups of one tile adjacent, so their input tile is read from L2). Thread t
+// owns a 2x2 pixel block (tx = t%8, ty = (t%64)/8) for 8 output channels (t/64, warp-
+// uniform): 32 fp32 accumulators. The 2x2 block is one pool window, so the fused
+// max-pool is a register max; the tile origin is even, so windows never straddle.
+// Input channels are consumed in chunks of 8: per chunk all threads stage
+//   s_in [8][18][24] fp32: the 18x18 input tile with its 1-pixel halo (zeros outside
+//                          the image and past C: padding costs no copy of x); rows
+//                          of 24 so a half-warp's float2 reads of two rows hit
+//                          distinct banks;
+//   s_w  [8][9][36]  fp32: the chunk's weights, tap-major, the block's 32 K innermost
+//                          (rows of 36: staging stores 4-way, not 32-way, conflicted),
+//                          so a thread's 8 K are two float4 reads, broadcast to its warp;
+// in one dynamic shared buffer (24,192 bytes), then each thread reads its 4x4 input
+// patch per channel into registers and does 9 taps x 2x2 pixels x 8 K fmaf. Barriers
+// bracket each stage. Epilogue: + bias, ReLU (NaN kept), the 2x2 max with torch's NaN
+// rule (max_step, window order), convert, store if inside y.
+// Addressing is by element strides, so NCHW and NHWC (channels_last) share one
+// instantiation per (element type, index type); the load order of the staging loop
+// follows the layout (W fastest for NCHW, C fastest for NHWC) to keep loads coalesced.
+// Index is int32 when every offset of x, weight and y fits, else int64.
+// Measurement: pending a GPU session (see benchmarks/).
+#pragma once
+
+#include "numeric.cuh"
+
+namespace vk {
+namespace VK_KERNEL_NS {
+
+struct Conv3x3DirectTiling {
+  static constexpr int kThreads = 256;
+  static constexpr int kTileH = 16, kTileW = 16;     // output pixels per block
+  static constexpr int kBlockK = 32, kThreadK = 8;   // output channels per block / thread
+  static constexpr int kChunkC = 8;                  // input channels per shared stage
+  static constexpr int kInH = kTileH + 2, kInW = kTileW + 2, kInStride = 24;
+  static constexpr int kInFloats = kChunkC * kInH * kInStride;
+  static constexpr int kWStride = kBlockK + 4;
+  static constexpr int kWFloats = kChunkC * 9 * kWStride;
+  static constexpr unsigned kSmemBytes = (kInFloats + kWFloats) * sizeof(float);
+  static_assert(kThreads == (kTileH / 2) * (kTileW / 2) * (kBlockK / kThreadK), "one 2x2 x 8K block per thread");
+  static_assert(kInFloats % 4 == 0, "s_w must stay 16-byte aligned");
+};
+
+template <class Index>
+struct Conv3x3DirectParams {
+  Index N, C, H, W, K;
+  Index tiles_h, tiles_w, k_groups;
+  Index xs_n, xs_c, xs_h, xs_w;  // x strides in elements
+  Index ys_n, ys_k, ys_h, ys_w;  // y strides in elements (y pooled or not)
+  int relu, pool, channels_inner;
+};
+
+template <class T, class Index>
+__global__ void __launch_bounds__(256)
+    conv3x3_direct_kernel(const T* __restrict__ x, const T* __restrict__ w, const T* __restrict__ bias,
+                          T* __restrict__ y, const Conv3x3DirectParams<Index> p) {
+  using L = Conv3x3DirectTiling;
+  VK_DYNAMIC_SHARED(float, smem);
+  float* s_in = smem;
+  float* s_w = smem + L::kInFloats;
+
+  Index b = blockIdx.x;
+  const Index kgroup = b % p.k_groups;
+  b /= p.k_groups;
+  const Index tw = b % p.tiles_w;
+  b /= p.tiles_w;
+  const Index th = b % p.tiles_h;
+  const Index n = b / p.tiles_h;
+  const Index h0 = th * L::kTileH, w0 = tw * L::kTileW, k0 = kgroup * L::kBlockK;
+
+  const int tid = threadIdx.x;
+  const int kg = tid / 64, tx = tid % 8, ty = (tid % 64) / 8;
+
+  const T* xn = x + n * p.xs_n;
+  float acc[L::kThreadK][2][2];
+#pragma unroll
+  for (int k = 0; k < L::kThreadK; ++k)
+#pragma unroll
+    for (int i = 0; i < 2; ++i)
+#pragma unroll
+      for (int j = 0; j < 2; ++j) acc[k][i][j] = 0.f;
+
+  for (Index c0 = 0; c0 < p.C; c0 += L::kChunkC) {
+    // Stage the input tile with its halo; zeros outside the image and past C.
+    for (int i = tid; i < L::kChunkC * L::kInH * L::kInW; i += L::kThreads) {
+      int cc, r, s;
+      if (p.channels_inner) {
+        cc = i % L::kChunkC;
+        const int t = i / L::kChunkC;
+        s = t % L::kInW;
+        r = t / L::kInW;
+      } else {
+        s = i % L::kInW;
+        const int t = i / L::kInW;
+        r = t % L::kInH;
+        cc = t / L::kInH;
+      }
+      const Index c = c0 + cc, h = h0 + r - 1, ww = w0 + s - 1;
+      float v = 0.f;
+      if (c < p.C && h >= 0 && h < p.H && ww >= 0 && ww < p.W) v = to_float(xn[c * p.xs_c + h * p.xs_h + ww * p.xs_w]);
+      s_in[(cc * L::kInH + r) * L::kInStride + s] = v;
+    }
+    // Stage the weights: read (k, c, tap) order (contiguous runs of 8*9), store tap-major.
+    for (int i = tid; i < L::kBlockK * L::kChunkC * 9; i += L::kThreads) {
+      const int kk = i / (L::kChunkC * 9), rem = i % (L::kChunkC * 9), cc = rem / 9, tap = rem % 9;
+      const Index k = k0 + kk, c = c0 + cc;
+      float v = 0.f;
+      if (k < p.K && c < p.C) v = to_float(w[(k * p.C + c) * 9 + tap]);
+      s_w[(cc * 9 + tap) * L::kWStride + kk] = v;
+    }
+    __syncthreads();
+
+    // The last chunk (and the whole of C=3, VGG's first layer) may be short: its
+    // channels past C are staged as zeros but not computed on (the bound is block-uniform).
+    const int chunk = p.C - c0 < L::kChunkC ? static_cast<int>(p.C - c0) : L::kChunkC;
+    for (int cc = 0; cc < chunk; ++cc) {
+      float in[4][4];
+      const float* ip = s_in + (cc * L::kInH + 2 * ty) * L::kInStride + 2 * tx;
+#pragma unroll
+      for (int r = 0; r < 4; ++r) {
+        const float2 a = *reinterpret_cast<const float2*>(ip + r * L::kInStride);
+        const float2 c = *reinterpret_cast<const float2*>(ip + r * L::kInStride + 2);
+        in[r][0] = a.x;
+        in[r][1] = a.y;
+        in[r][2] = c.x;
+        in[r][3] = c.y;
+      }
+#pragma unroll
+      for (int tap = 0; tap < 9; ++tap) {
+        const int r = tap / 3, s = tap % 3;
+        const float4* wp = reinterpret_cast<const float4*>(s_w + (cc * 9 + tap) * L::kWStride + kg * L::kThreadK);
+        const float4 wa = wp[0], wb = wp[1];
+        const float wk[L::kThreadK] = {wa.x, wa.y, wa.z, wa.w, wb.x, wb.y, wb.z, wb.w};
+#pragma unroll
+        for (int k = 0; k < L::kThreadK; ++k)
+#pragma unroll
+          for (int i = 0; i < 2; ++i)
+#pragma unroll
+            for (int j = 0; j < 2; ++j) acc[k][i][j] = fmaf(in[i + r][j + s], wk[k], acc[k][i][j]);
+      }
+    }
+    __syncthreads();  // the next stage overwrites what this one read
+  }
+
+  // Epilogue: bias, ReLU, pool, one conversion, store what lies inside y.
+  const Index h = h0 + 2 * ty, ww = w0 + 2 * tx;
+  T* yn = y + n * p.ys_n;
+#pragma unroll
+  for (int k = 0; k < L::kThreadK; ++k) {
+    const Index kk = k0 + kg * L::kThreadK + k;
+    if (kk < p.K) {
+      const float bk = bias != nullptr ? to_float(bias[kk]) : 0.f;
+      float v[2][2];
+#pragma unroll
+      for (int i = 0; i < 2; ++i)
+#pragma unroll
+        for (int j = 0; j < 2; ++j) {
+          const float t = acc[k][i][j] + bk;
+          v[i][j] = (p.relu && t < 0.f) ? 0.f : t;  // ReLU(NaN) = NaN, as torch
+        }
+      T* yk = yn + kk * p.ys_k;
+      if (p.pool) {
+        if (h + 1 < p.H && ww + 1 < p.W) {  // both rows and columns exist: (h/2, ww/2) is in y
+          const float m = max_step(max_step(max_step(v[0][0], v[0][1]), v[1][0]), v[1][1]);
+          yk[(h / 2) * p.ys_h + (ww / 2) * p.ys_w] = from_float<T>(m);
+        }
+      } else {
+#pragma unroll
+        for (int i = 0; i < 2; ++i)
+#pragma unroll
+          for (int j = 0; j < 2; ++j)
+            if (h + i < p.H && ww + j < p.W) yk[(h + i) * p.ys_h + (ww + j) * p.ys_w] = from_float<T>(v[i][j]);
+      }
+    }
+  }
+}
+
+}  // namespace VK_KERNEL_NS
+}  // namespace vk

@@ -1,0 +1,86 @@
+// torch.ops.vggkern.conv3x3(Tensor x, Tensor weight, Tensor? bias=None, bool relu=False,
+// bool pool=False, str algo="auto") -> Tensor: checks, output allocation, launch.
+// y = [max_pool2d(., 2, 2)](ReLU?(conv2d(x, weight, bias, stride=1, padding=1))), fused.
+#include <torch/library.h>
+
+#include <string>
+
+#include "../common/backends.h"
+#include "../common/op_support.h"
+
+namespace vk {
+namespace {
+
+using Conv3x3Launcher = void (*)(const Conv3x3Args&);
+
+struct Conv3x3Algorithm {
+  const char* name;
+  Conv3x3Launcher cuda;
+  Conv3x3Launcher emu;
+};
+
+// Every algorithm this build has; "auto" resolves to the first. Keep vggkern/ops.py's
+// _CONV3X3_ALGORITHMS in step.
+const Conv3x3Algorithm kConv3x3Algorithms[] = {
+    {"direct", VK_CUDA_LAUNCHER(cuda::conv3x3_direct), &emu::conv3x3_direct},
+};
+
+const Conv3x3Algorithm& conv3x3_algorithm(const std::string& algo, const char* op) {
+  const std::string name = algo == "auto" ? kConv3x3Algorithms[0].name : algo;
+  std::string valid = "\"auto\"";
+  for (const auto& a : kConv3x3Algorithms) {
+    if (name == a.name) return a;
+    valid += std::string(", \"") + a.name + "\"";
+  }
+  TORCH_CHECK_VALUE(false, op, ": unknown algo \"", algo, "\"; expected one of ", valid);
+}
+
+void check_same(const at::Tensor& t, const at::Tensor& x, const char* op, const char* arg) {
+  TORCH_CHECK_VALUE(t.scalar_type() == x.scalar_type(), op, ": expected ", arg, " of the same dtype as x (",
+                    x.scalar_type(), "), got ", t.scalar_type());
+  TORCH_CHECK_VALUE(t.device() == x.device(), op, ": expected ", arg, " on the same device as x (", x.device(),
+                    "), got ", t.device());
+}
+
+at::Tensor conv3x3(const at::Tensor& x, const at::Tensor& weight, const std::optional<at::Tensor>& bias, bool relu,
+                   bool pool, c10::string_view algo) {
+  constexpr const char* op = "vggkern.conv3x3";
+  check_device(x, op, "x");
+  TORCH_CHECK_VALUE(x.dim() == 4, op, ": expected x to be a 4-D tensor (N, C, H, W), got a ", x.dim(),
+                    "-D tensor of shape ", x.sizes());
+  const DType dtype = checked_dtype(x, op, "x");
+  const int64_t N = x.size(0), C = x.size(1), H = x.size(2), W = x.size(3);
+  TORCH_CHECK_VALUE(C >= 1, op, ": expected x with at least one channel, got shape ", x.sizes());
+  TORCH_CHECK_VALUE(H >= 1 && W >= 1, op, ": expected x with H >= 1 and W >= 1, got shape ", x.sizes());
+  TORCH_CHECK_VALUE(weight.dim() == 4 && weight.size(1) == C && weight.size(2) == 3 && weight.size(3) == 3, op,
+                    ": expected weight of shape [K, C, 3, 3] with C=", C, " matching x, got ", weight.sizes());
+  const int64_t K = weight.size(0);
+  TORCH_CHECK_VALUE(K >= 1, op, ": expected weight with at least one output channel (K >= 1), got ",
+                    weight.sizes());
+  check_same(weight, x, op, "weight");
+  if (bias.has_value()) {
+    TORCH_CHECK_VALUE(bias->dim() == 1 && bias->size(0) == K, op, ": expected bias of shape [K] with K=", K,
+                      " matching weight, got ", bias->sizes());
+    check_same(*bias, x, op, "bias");
+  }
+  const Conv3x3Algorithm& algorithm = conv3x3_algorithm(std::string(algo), op);
+
+  const at::MemoryFormat format = x.suggest_memory_format();
+  const at::Tensor xc = x.contiguous(format);
+  const at::Tensor wc = weight.contiguous();
+  const at::Tensor bc = bias.has_value() ? bias->contiguous() : at::Tensor();
+  at::Tensor y = at::empty({N, K, pool ? H / 2 : H, pool ? W / 2 : W}, x.options().memory_format(format));
+  if (y.numel() == 0) return y;
+  poison_output(y);
+
+  Conv3x3Args args{xc.const_data_ptr(), wc.const_data_ptr(), bc.defined() ? bc.const_data_ptr() : nullptr,
+                   y.data_ptr(), dtype, layout_of(format), N, C, H, W, K, relu, pool, nullptr};
+  launch_on_device(x, args, algorithm.cuda, algorithm.emu, op);
+  return y;
+}
+
+}  // namespace
+}  // namespace vk
+
+TORCH_LIBRARY_IMPL(vggkern, CPU, m) { m.impl("conv3x3", &vk::conv3x3); }
+TORCH_LIBRARY_IMPL(vggkern, CUDA, m) { m.impl("conv3x3", &vk::conv3x3); }

@@ -1,0 +1,280 @@
+"""vggkern.conv3x3 against torch: F.conv2d(padding=1) -> relu -> max_pool2d(2, 2).
+
+CPU tensors run the CUDA kernels' own source through the SIMT emulator (which fills
+every output with NaN before the kernel, so an unwritten element shows as an
+unexpected NaN); CUDA tensors run on the GPU (tests marked `gpu`, skipped without one).
+
+Accuracy rule (DESIGN.md, Numerics): on the same (rounded) inputs, against torch in
+float64, our max error must satisfy  err <= k * err_torch + floor,  where err_torch is
+torch's own error in the same dtype on the same device (TF32 off), and floor =
+eps(dtype) / 4 * max|reference| (half an ulp of the largest output is eps/2 * max)
+covers cases where torch happens to be exact.
+"""
+import itertools
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch._prims_common import suggest_memory_format
+
+import vggkern
+
+DEVICES = [
+    "cpu",
+    pytest.param("cuda", marks=[pytest.mark.gpu,
+                                pytest.mark.skipif(not torch.cuda.is_available(), reason="no GPU")]),
+]
+DTYPES = [torch.float32, torch.float16, torch.bfloat16]
+
+# k per algorithm and dtype: the multiple of torch's own error (same dtype, against
+# float64) that our error may reach. "direct" sums in fp32 with fmaf and rounds once at
+# the store, so in fp16/bf16 its error is the output rounding, as torch's is (measured
+# on CPU over CASES: ratio 1.00 in every case; 2 leaves room for a torch that happens to
+# be luckier on its worst element, e.g. cuDNN); in fp32 both are summation-order
+# errors of the same size (measured on CPU: ratio 0.7 to 2.0 over CASES, noisy on small
+# outputs, hence 4).
+K_FACTOR = {
+    "direct": {torch.float32: 4.0, torch.float16: 2.0, torch.bfloat16: 2.0},
+}
+
+
+def _gen(seed):
+    return torch.Generator().manual_seed(seed)
+
+
+def _inputs(n, c, k, h, w, dtype, device, *, bias=True, channels_last=False, seed=0):
+    g = _gen(seed)
+    x = torch.randn(n, c, h, w, generator=g).to(dtype)
+    wt = (torch.randn(k, c, 3, 3, generator=g) / 3).to(dtype)
+    b = torch.randn(k, generator=g).to(dtype) if bias else None
+    if channels_last:
+        x = x.contiguous(memory_format=torch.channels_last)
+    return x.to(device), wt.to(device), None if b is None else b.to(device)
+
+
+def _torch_forward(x, w, b, relu, pool, dtype):
+    """torch's own result in `dtype` (float64: the reference), TF32 off."""
+    with torch.backends.cudnn.flags(enabled=True, allow_tf32=False):
+        y = F.conv2d(x.to(dtype), w.to(dtype), None if b is None else b.to(dtype), padding=1)
+    if relu:
+        y = F.relu(y)
+    if pool:
+        n, k, h, wd = y.shape
+        if h // 2 == 0 or wd // 2 == 0:  # torch's max_pool2d refuses an empty result
+            return y.new_empty((n, k, h // 2, wd // 2))
+        y = F.max_pool2d(y, 2, 2)
+    return y
+
+
+def _check(y, x, w, b, relu, pool, algo="direct"):
+    ref = _torch_forward(x, w, b, relu, pool, torch.float64)
+    assert y.shape == ref.shape
+    assert y.dtype == x.dtype and y.device == x.device
+    assert y.is_contiguous(memory_format=suggest_memory_format(x))
+    if ref.numel() == 0:
+        return
+    ours = y.double()
+    # NaN and Inf exactly where torch has them; an unwritten (NaN-poisoned) element fails here.
+    assert torch.equal(ours.isnan(), ref.isnan()), "NaN pattern differs from torch's"
+    assert torch.equal(ours.isinf(), ref.isinf()), "Inf pattern differs from torch's"
+    inf = ref.isinf()
+    assert torch.equal(ours[inf], ref[inf]), "Inf signs differ from torch's"
+    finite = ref.isfinite()
+    if not finite.any():
+        return
+    own = _torch_forward(x, w, b, relu, pool, x.dtype).double()
+    err = (ours - ref)[finite].abs().max().item()
+    err_torch = (own - ref)[finite].abs().max().item()
+    floor = torch.finfo(x.dtype).eps / 4 * ref[finite].abs().max().item()
+    k = K_FACTOR[algo][x.dtype]
+    assert err <= k * err_torch + floor, f"err {err:.3g} > {k} * err_torch {err_torch:.3g} + floor {floor:.3g}"
+
+
+# (N, C, K, H, W, bias, relu, pool): together they cover N in {0, 1, 3}, C in {1, 3,
+# 17, 64, 130}, K in {1, 7, 64, 129}, H, W in {1, 2, 3, 7, 13, 31, 57}, several K
+# groups and spatial tiles, partial tiles, odd sizes under the pool, empty results.
+CASES = [
+    (1, 1, 1, 1, 1, True, False, False),
+    (3, 3, 64, 7, 13, True, True, False),
+    (1, 17, 7, 13, 7, False, False, True),
+    (3, 64, 129, 13, 31, True, True, True),
+    (1, 130, 64, 31, 57, False, True, True),
+    (0, 3, 7, 7, 7, True, True, True),
+    (1, 130, 129, 57, 3, True, False, True),
+    (3, 17, 1, 2, 57, False, True, True),
+    (1, 64, 7, 3, 2, True, False, False),
+    (1, 3, 129, 57, 57, True, True, True),
+    (1, 3, 7, 1, 13, True, True, True),  # pool of H=1: empty result, as torch's
+    (3, 1, 64, 31, 1, False, True, False),
+]
+
+
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("channels_last", [False, True], ids=["nchw", "nhwc"])
+@pytest.mark.parametrize("dtype", DTYPES, ids=str)
+@pytest.mark.parametrize("case", CASES, ids=lambda c: "N{}C{}K{}H{}W{}-b{:d}r{:d}p{:d}".format(*c))
+def test_matches_torch(case, dtype, channels_last, device):
+    n, c, k, h, w, bias, relu, pool = case
+    x, wt, b = _inputs(n, c, k, h, w, dtype, device, bias=bias, channels_last=channels_last, seed=hash(case) % 1000)
+    y = vggkern.conv3x3(x, wt, b, relu=relu, pool=pool)
+    _check(y, x, wt, b, relu, pool)
+
+
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("channels_last", [False, True], ids=["nchw", "nhwc"])
+@pytest.mark.parametrize("bias,relu,pool", list(itertools.product([False, True], repeat=3)))
+def test_epilogue_combinations(bias, relu, pool, channels_last, device):
+    for dtype in DTYPES:
+        x, w, b = _inputs(2, 19, 40, 13, 11, dtype, device, bias=bias, channels_last=channels_last, seed=7)
+        _check(vggkern.conv3x3(x, w, b, relu=relu, pool=pool), x, w, b, relu, pool)
+
+
+@pytest.mark.parametrize("device", DEVICES)
+def test_int64_index_variant(device, monkeypatch):
+    # The kernel's int64-offset variant (used from 2^31 elements on), forced at small sizes.
+    monkeypatch.setenv("VGGKERN_FORCE_INT64_INDEX", "1")
+    for case in [(3, 17, 40, 13, 31, True, True, True), (2, 3, 7, 7, 5, False, False, False)]:
+        n, c, k, h, w, bias, relu, pool = case
+        for channels_last in (False, True):
+            x, wt, b = _inputs(n, c, k, h, w, torch.float16, device, bias=bias, channels_last=channels_last, seed=29)
+            y64 = vggkern.conv3x3(x, wt, b, relu=relu, pool=pool)
+            _check(y64, x, wt, b, relu, pool)
+            monkeypatch.setenv("VGGKERN_FORCE_INT64_INDEX", "0")
+            assert torch.equal(y64, vggkern.conv3x3(x, wt, b, relu=relu, pool=pool))  # same sums, same order
+            monkeypatch.setenv("VGGKERN_FORCE_INT64_INDEX", "1")
+
+
+@pytest.mark.parametrize("device", DEVICES)
+def test_noncontiguous_inputs(device):
+    g = _gen(11)
+    n, c, k, h, w = 2, 9, 13, 10, 12
+    b = torch.randn(2 * k, generator=g).to(device)[::2]
+    weight = torch.randn(c, k, 3, 3, generator=g).to(device).transpose(0, 1)  # (K, C, 3, 3), not contiguous
+    xs = [
+        torch.randn(n, 2 * c, h, w, generator=g).to(device)[:, ::2],  # every other channel
+        torch.randn(n, c, w, h, generator=g).to(device).transpose(2, 3),  # H and W swapped
+        torch.randn(n, c, h, w + 3, generator=g).to(device).contiguous(memory_format=torch.channels_last)[..., 2:-1],
+    ]
+    for x in xs:
+        assert not x.is_contiguous() and not x.is_contiguous(memory_format=torch.channels_last)
+        for relu, pool in [(False, False), (True, True)]:
+            _check(vggkern.conv3x3(x, weight, b, relu=relu, pool=pool), x, weight, b, relu, pool)
+
+
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("channels_last", [False, True], ids=["nchw", "nhwc"])
+@pytest.mark.parametrize("dtype", DTYPES, ids=str)
+@pytest.mark.parametrize("relu,pool", [(False, False), (True, False), (False, True), (True, True)])
+def test_nan_inf_propagate_like_torch(relu, pool, dtype, channels_last, device):
+    x, w, b = _inputs(2, 5, 6, 11, 13, dtype, device, channels_last=channels_last, seed=3)
+    x[0, 1, 0, 0] = float("nan")  # at the image corner: the halo's zero padding beside it
+    x[0, 3, 6, 7] = float("nan")
+    x[1, 0, 4, 12] = float("inf")
+    x[1, 2, 9, 2] = float("-inf")
+    b[4] = float("nan")  # a whole output channel
+    y = vggkern.conv3x3(x, w, b, relu=relu, pool=pool)
+    assert y.isnan().any()
+    _check(y, x, w, b, relu, pool)
+
+
+@pytest.mark.parametrize("device", DEVICES)
+def test_algorithms(device):
+    names = vggkern.algorithms()
+    assert names == ["direct"]
+    x, w, b = _inputs(1, 5, 9, 8, 9, torch.float32, device, seed=5)
+    auto = vggkern.conv3x3(x, w, b, relu=True, algo="auto")
+    for algo in names:
+        y = vggkern.conv3x3(x, w, b, relu=True, algo=algo)
+        _check(y, x, w, b, True, False, algo=algo)
+    assert torch.equal(auto, vggkern.conv3x3(x, w, b, relu=True, algo=names[0]))  # "auto" is the first
+
+
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("bias,relu,pool,channels_last", [
+    (True, False, False, False),
+    (False, True, True, False),
+    (True, True, True, True),
+])
+def test_opcheck(bias, relu, pool, channels_last, device):
+    x, w, b = _inputs(2, 3, 4, 6, 5, torch.float32, device, bias=bias, channels_last=channels_last, seed=13)
+    args = (x.requires_grad_(), w.requires_grad_(), None if b is None else b.requires_grad_())
+    torch.library.opcheck(torch.ops.vggkern.conv3x3.default, args, {"relu": relu, "pool": pool, "algo": "auto"})
+
+
+@pytest.mark.parametrize("device", DEVICES)
+def test_torch_compile_fullgraph(device):
+    torch._dynamo.reset()
+
+    def block(x, w1, b1, w2, b2):
+        y = vggkern.conv3x3(x, w1, b1, relu=True)
+        return vggkern.conv3x3(y, w2, b2, relu=True, pool=True).sum(dim=1)
+
+    g = _gen(17)
+    x = torch.randn(2, 3, 9, 10, generator=g).to(device)
+    w1, b1 = torch.randn(8, 3, 3, 3, generator=g).to(device), torch.randn(8, generator=g).to(device)
+    w2, b2 = torch.randn(6, 8, 3, 3, generator=g).to(device), torch.randn(6, generator=g).to(device)
+    compiled = torch.compile(block, fullgraph=True, backend="aot_eager")
+    torch.testing.assert_close(compiled(x, w1, b1, w2, b2), block(x, w1, b1, w2, b2), rtol=0, atol=0)
+    xc = x.contiguous(memory_format=torch.channels_last)
+    torch.testing.assert_close(compiled(xc, w1, b1, w2, b2), block(xc, w1, b1, w2, b2), rtol=0, atol=0)
+
+
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("channels_last", [False, True], ids=["nchw", "nhwc"])
+@pytest.mark.parametrize("bias,relu,pool", [(True, False, False), (False, True, False), (True, False, True),
+                                            (True, True, True)])
+def test_gradients_match_torch(bias, relu, pool, channels_last, device):
+    x, w, b = _inputs(2, 5, 6, 9, 7, torch.float32, device, bias=bias, channels_last=channels_last, seed=19)
+    leaves = [t.detach().clone().requires_grad_() for t in (x, w) + ((b,) if bias else ())]
+    ours_in = [t.detach().clone().requires_grad_() for t in leaves]
+    ref = _torch_forward(*leaves[:2], leaves[2] if bias else None, relu, pool, torch.float32)
+    ours = vggkern.conv3x3(*ours_in[:2], ours_in[2] if bias else None, relu=relu, pool=pool)
+    grad = torch.randn(ref.shape, generator=_gen(23)).to(device)
+    ref.backward(grad)
+    ours.backward(grad)
+    for a, r in zip(ours_in, leaves):
+        torch.testing.assert_close(a.grad, r.grad, rtol=1e-5, atol=1e-5)
+
+
+def _bad(**over):
+    x = torch.randn(1, 4, 5, 5)
+    args = {"x": x, "weight": torch.randn(3, 4, 3, 3), "bias": torch.randn(3), "algo": "auto"}
+    args.update(over)
+    return args
+
+
+BAD_INPUTS = [
+    (_bad(weight=torch.randn(3, 5, 3, 3)), r"expected weight of shape \[K, C, 3, 3\] with C=4 matching x, got \[3, 5, 3, 3\]"),
+    (_bad(weight=torch.randn(3, 4, 5, 5)), r"expected weight of shape \[K, C, 3, 3\] with C=4 matching x, got \[3, 4, 5, 5\]"),
+    (_bad(weight=torch.randn(3, 4, 9)), r"expected weight of shape \[K, C, 3, 3\]"),
+    (_bad(weight=torch.randn(0, 4, 3, 3), bias=None), r"expected weight with at least one output channel"),
+    (_bad(x=torch.randn(4, 5, 5)), r"expected x to be a 4-D tensor"),
+    (_bad(x=torch.randint(0, 9, (1, 4, 5, 5))), r"expected x of dtype float32, float16 or bfloat16"),
+    (_bad(x=torch.randn(1, 4, 5, 5, dtype=torch.float64)), r"expected x of dtype float32, float16 or bfloat16"),
+    (_bad(x=torch.randn(1, 4, 0, 5)), r"expected x with H >= 1 and W >= 1"),
+    (_bad(weight=torch.randn(3, 4, 3, 3, dtype=torch.float16)), r"expected weight of the same dtype as x"),
+    (_bad(weight=torch.randint(0, 9, (3, 4, 3, 3))), r"expected weight of the same dtype as x"),
+    (_bad(bias=torch.randn(3, dtype=torch.bfloat16)), r"expected bias of the same dtype as x"),
+    (_bad(bias=torch.randn(4)), r"expected bias of shape \[K\] with K=3 matching weight, got \[4\]"),
+    (_bad(algo="winograd"), r'unknown algo "winograd"; expected one of "auto", "direct"'),
+]
+
+
+@pytest.mark.parametrize("entry", ["wrapper", "op"])
+@pytest.mark.parametrize("args,match", BAD_INPUTS, ids=range(len(BAD_INPUTS)))
+def test_bad_inputs(args, match, entry):
+    with pytest.raises(ValueError, match="vggkern.conv3x3: " + match):
+        if entry == "wrapper":
+            vggkern.conv3x3(args["x"], args["weight"], args["bias"], algo=args["algo"])
+        else:
+            torch.ops.vggkern.conv3x3(args["x"], args["weight"], args["bias"], False, False, args["algo"])
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="no GPU")
+def test_device_mismatch():
+    x, w, b = _inputs(1, 4, 3, 5, 5, torch.float32, "cuda")
+    with pytest.raises(ValueError, match=r"expected weight on the same device as x"):
+        vggkern.conv3x3(x, w.cpu(), b)
+    with pytest.raises(ValueError, match=r"expected bias on the same device as x"):
+        torch.ops.vggkern.conv3x3(x, w, b.cpu(), False, False, "auto")
