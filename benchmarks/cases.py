@@ -84,6 +84,13 @@ class Case:
     skip_reason: str | None = field(default=None, compare=False)
 
     @property
+    def cost_s(self):
+        """Rough seconds a case needs; a case is not started when less is left."""
+        if self.p.get("mode") == "compile":
+            return 90.0
+        return 8.0 if self.group == "network" else 2.0
+
+    @property
     def p(self):
         return dict(self.params)
 
@@ -263,7 +270,6 @@ def _measure(fn, make_inputs, device, cfg):
 
 
 def _conv_case(case: Case, device: str, cfg: dict) -> dict:
-    import vggkern  # noqa: F401  (only needed for ours; torch rows import it harmlessly)
     p = case.p
     n, c, k, h, dt, layout, variant = p["N"], p["C"], p["K"], p["H"], DTYPES[p["dtype"]], p["layout"], p["variant"]
     relu, pool = variant in ("relu", "relu_pool"), variant == "relu_pool"

@@ -121,7 +121,7 @@ def run_bench(request, benchmark):
         config = request.config
         if case.tier == "smoke" and config._vk_set != "smoke":
             pytest.skip("CPU smoke case: runs with --bench-set smoke (or where no GPU is visible)")
-        if config._vk_deadline is not None and time.time() > config._vk_deadline:
+        if config._vk_deadline is not None and time.time() + case.cost_s > config._vk_deadline:
             _SKIPPED.append({"id": case.id, "reason": "time budget exhausted"})
             pytest.skip("time budget exhausted (--bench-deadline/--bench-budget)")
         try:
