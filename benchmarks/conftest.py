@@ -16,12 +16,6 @@ import time
 import pytest
 import torch
 
-try:
-    import pytest_benchmark  # noqa: F401
-    HAVE_PYTEST_BENCHMARK = True
-except ImportError:
-    HAVE_PYTEST_BENCHMARK = False
-
 TIERS = {"smoke": ("smoke",), "quick": ("quick",), "full": ("quick", "full")}
 _SKIPPED = []
 
@@ -57,6 +51,8 @@ def pytest_configure(config):
         deadline = min(deadline or float("inf"), time.time() + budget)
     config._vk_deadline = deadline
     config._vk_set = bench_set(config)
+    if config.pluginmanager.hasplugin("benchmark"):
+        config.pluginmanager.register(_BenchmarkHooks(), "vggkern-benchmark-hooks")
 
 
 def pytest_collection_modifyitems(config, items):
@@ -86,34 +82,42 @@ def pytest_collection_modifyitems(config, items):
     items.sort(key=prio)
 
 
-def pytest_benchmark_update_machine_info(config, machine_info):
-    from . import timing
-    machine_info["vggkern_env"] = timing.environment("cuda" if torch.cuda.is_available() else "cpu")
+class _BenchmarkHooks:
+    """pytest-benchmark hooks; registered only where that plugin is active."""
+
+    @staticmethod
+    def pytest_benchmark_update_machine_info(config, machine_info):
+        from . import timing
+        machine_info["vggkern_env"] = timing.environment("cuda" if config._vk_set != "smoke" else "cpu")
+
+    @staticmethod
+    def pytest_benchmark_update_json(config, benchmarks, output_json):
+        output_json["vggkern_bench_set"] = config._vk_set
+        output_json["vggkern_skipped"] = list(_SKIPPED)
 
 
-def pytest_benchmark_update_json(config, benchmarks, output_json):
-    output_json["vggkern_bench_set"] = config._vk_set
-    output_json["vggkern_skipped"] = list(_SKIPPED)
+class _NoBenchmark:
+    """Stands in for pytest-benchmark's fixture where the plugin is missing or disabled."""
+
+    def __init__(self):
+        self.extra_info = {}
+        self.group = None
+
+    def pedantic(self, target, rounds=1, iterations=1, **_):
+        for _ in range(rounds * iterations):
+            target()
 
 
-if not HAVE_PYTEST_BENCHMARK:
-    class _NoBenchmark:
-        """Stands in for pytest-benchmark's fixture where the plugin is missing."""
-
-        def __init__(self):
-            self.extra_info = {}
-
-        def pedantic(self, target, rounds=1, iterations=1, **_):
-            for _ in range(rounds * iterations):
-                target()
-
-    @pytest.fixture
-    def benchmark():
-        return _NoBenchmark()
+def _get_benchmark(request):
+    """pytest-benchmark's fixture, asked for only once a case really runs (asking for it
+    in a test that then skips makes the plugin warn)."""
+    if request.config.pluginmanager.hasplugin("benchmark"):
+        return request.getfixturevalue("benchmark")
+    return _NoBenchmark()
 
 
 @pytest.fixture
-def run_bench(request, benchmark):
+def run_bench(request):
     """run_bench(case): time the case, put its row in benchmark.extra_info, or skip."""
     from .cases import SkipCase, run_case, default_cfg
 
@@ -130,11 +134,12 @@ def run_bench(request, benchmark):
             _SKIPPED.append({"id": case.id, "reason": str(e)})
             pytest.skip(str(e))
         host_call = row.pop("_host_call", None)
-        benchmark.group = f"{case.group}"
-        benchmark.extra_info.update(row)
+        vk_benchmark = _get_benchmark(request)
+        vk_benchmark.group = f"{case.group}"
+        vk_benchmark.extra_info.update(row)
         # pytest-benchmark's own host-clock rounds (synchronized calls): secondary; the
         # reported numbers are the CUDA-event median/IQR in extra_info.
-        benchmark.pedantic(host_call or (lambda: None), rounds=3 if case.tier != "smoke" else 1, iterations=1)
+        vk_benchmark.pedantic(host_call or (lambda: None), rounds=3 if case.tier != "smoke" else 1, iterations=1)
         return row
 
     return run
