@@ -1,0 +1,457 @@
+"""Every benchmark case, as data: shared by the pytest suites and `python -m benchmarks.run`.
+
+A case knows its parameters, its tier ('smoke': CPU, tiny, for CI; 'quick': the GPU
+subset for --quick; 'full': the rest of the GPU matrix), a priority (lower runs first,
+so a run that hits its time budget drops the least important cases), and how to run
+itself: ``run_case(case) -> row`` returns one result row (a flat dict), or raises
+``SkipCase(reason)``.
+"""
+from __future__ import annotations
+
+import contextlib
+import copy
+import functools
+import itertools
+import time
+from dataclasses import dataclass, field
+
+import torch
+import torch.nn.functional as F
+
+from . import peaks, timing
+
+DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
+BATCHES = (1, 32, 64, 128)
+QUICK_BATCH = 64
+LAYOUTS = ("nchw", "cl")          # cl = torch.channels_last (NHWC in memory)
+
+# VGG16 (config D) conv layers: name, C, K, H=W, followed by the 2x2 max-pool.
+VGG16_CONVS = [
+    ("conv1_1", 3, 64, 224, False), ("conv1_2", 64, 64, 224, True),
+    ("conv2_1", 64, 128, 112, False), ("conv2_2", 128, 128, 112, True),
+    ("conv3_1", 128, 256, 56, False), ("conv3_2", 256, 256, 56, False), ("conv3_3", 256, 256, 56, True),
+    ("conv4_1", 256, 512, 28, False), ("conv4_2", 512, 512, 28, False), ("conv4_3", 512, 512, 28, True),
+    ("conv5_1", 512, 512, 14, False), ("conv5_2", 512, 512, 14, False), ("conv5_3", 512, 512, 14, True),
+]
+# VGG19 (config E) adds conv3_4, conv4_4, conv5_4: shapes VGG16 already has (C=K), so
+# each is timed once, under its shared shape, and named in that shape's label.
+VGG19_EXTRA = [("conv3_4", 256, 256, 56, True), ("conv4_4", 512, 512, 28, True), ("conv5_4", 512, 512, 14, True)]
+
+
+@dataclass(frozen=True)
+class LayerShape:
+    C: int
+    K: int
+    H: int
+    names: tuple          # every VGG16/VGG19 layer with this shape
+    pool: bool            # some layer of this shape is followed by a max-pool
+
+    @property
+    def label(self):
+        return "+".join(self.names)
+
+    @property
+    def key(self):
+        return f"C{self.C}K{self.K}H{self.H}"
+
+
+def layer_shapes():
+    shapes = {}
+    for name, c, k, h, pool in VGG16_CONVS + VGG19_EXTRA:
+        if (c, k, h) in shapes:
+            s = shapes[(c, k, h)]
+            shapes[(c, k, h)] = LayerShape(c, k, h, s.names + (name,), s.pool or pool)
+        else:
+            shapes[(c, k, h)] = LayerShape(c, k, h, (name,), pool)
+    return list(shapes.values())
+
+
+LAYER_SHAPES = layer_shapes()
+POOL_INPUTS = [(s.K, s.H) for s in LAYER_SHAPES if s.pool]     # (C, H) of the five pools
+
+
+class SkipCase(Exception):
+    """This case cannot run here; the message says why."""
+
+
+@dataclass(frozen=True)
+class Case:
+    group: str                    # conv | maxpool | network
+    impl: str                     # torch | vggkern
+    params: tuple                 # (key, value) pairs, ordered
+    tier: str                     # smoke | quick | full
+    priority: int = 1
+    skip_reason: str | None = field(default=None, compare=False)
+
+    @property
+    def cost_s(self):
+        """Rough seconds a case needs; a case is not started when less is left."""
+        if self.p.get("mode") == "compile":
+            return 90.0
+        return 8.0 if self.group == "network" else 2.0
+
+    @property
+    def p(self):
+        return dict(self.params)
+
+    @property
+    def id(self):
+        return "-".join([self.group, self.impl] + [str(v) for _, v in self.params])
+
+
+def _vggkern():
+    try:
+        import vggkern
+        return vggkern
+    except Exception:  # noqa: BLE001
+        return None
+
+
+@functools.lru_cache(None)
+def conv_algorithms():
+    """Our conv algorithms (names), or None while vggkern.conv3x3 does not exist."""
+    vk = _vggkern()
+    if vk is None or not hasattr(vk, "conv3x3"):
+        return None
+    names = []
+    if hasattr(vk, "algorithms"):
+        try:
+            algos = vk.algorithms()
+        except TypeError:
+            algos = vk.algorithms("conv3x3")
+        if isinstance(algos, dict):
+            algos = list(algos)
+        for a in algos:
+            names.append(a if isinstance(a, str) else getattr(a, "name", str(a)))
+    if "auto" not in names:
+        names.insert(0, "auto")
+    return tuple(names)
+
+
+def is_winograd(algo: str | None) -> bool:
+    return bool(algo) and "winograd" in algo.lower()
+
+
+NO_CONV_REASON = ("vggkern.conv3x3 does not exist in this build yet (the conv op is being written "
+                  "in parallel): our conv rows are skipped; torch baselines still run")
+NO_NET_REASON = "vggkern.{net} does not exist in this build yet: only torchvision baselines run"
+
+
+def build_cases():
+    cases = []
+    algos = conv_algorithms()
+    vk = _vggkern()
+
+    # ---------------- CPU smoke: one tiny case per op, CI keeps the suite alive ----------
+    cases.append(Case("maxpool", "torch", (("N", 1), ("C", 8), ("H", 16), ("dtype", "fp32"), ("layout", "nchw")),
+                      "smoke", 0))
+    cases.append(Case("maxpool", "vggkern", (("N", 1), ("C", 8), ("H", 16), ("dtype", "fp32"), ("layout", "nchw")),
+                      "smoke", 0))
+    smoke_conv = (("layer", "smoke"), ("N", 1), ("C", 8), ("K", 8), ("H", 8), ("dtype", "fp32"), ("layout", "nchw"),
+                  ("variant", "relu_pool"))
+    cases.append(Case("conv", "torch", smoke_conv + (("math", "ieee"), ("algo", "cudnn")), "smoke", 0))
+    if algos is None:
+        cases.append(Case("conv", "vggkern", smoke_conv + (("math", "-"), ("algo", "n/a")), "smoke", 0, NO_CONV_REASON))
+    else:
+        for a in algos:
+            cases.append(Case("conv", "vggkern", smoke_conv + (("math", "-"), ("algo", a)), "smoke", 0))
+    smoke_net = (("net", "vgg16"), ("N", 1), ("res", 32), ("dtype", "fp32"), ("math", "ieee"), ("layout", "nchw"),
+                 ("mode", "eager"))
+    cases.append(Case("network", "torch", smoke_net, "smoke", 0))
+    cases.append(Case("network", "vggkern", smoke_net, "smoke", 0,
+                      None if vk is not None and hasattr(vk, "vgg16") else NO_NET_REASON.format(net="vgg16")))
+
+    # ---------------- GPU: per-layer convs -------------------------------------------------
+    for s, n, dt, layout in itertools.product(LAYER_SHAPES, BATCHES, DTYPES, LAYOUTS):
+        variants = ["relu"] + (["relu_pool"] if s.pool else []) + ["conv"]
+        for variant in variants:
+            quick = n == QUICK_BATCH and dt in ("fp32", "fp16") and variant != "conv"
+            tier = "quick" if quick else "full"
+            prio = 0 if quick else (2 if variant == "conv" else 1)
+            base = (("layer", s.label), ("N", n), ("C", s.C), ("K", s.K), ("H", s.H), ("dtype", dt),
+                    ("layout", layout), ("variant", variant))
+            for math in (("tf32", "ieee") if dt == "fp32" else ("-",)):
+                cases.append(Case("conv", "torch", base + (("math", math), ("algo", "cudnn")), tier, prio))
+            if algos is not None:
+                for a in algos:
+                    cases.append(Case("conv", "vggkern", base + (("math", "-"), ("algo", a)), tier, prio))
+    if algos is None:
+        for tier in ("quick", "full"):
+            cases.append(Case("conv", "vggkern", (("layer", "all"), ("algo", "n/a")), tier, 0, NO_CONV_REASON))
+
+    # ---------------- GPU: maxpool2x2 ------------------------------------------------------
+    for (c, h), n, dt, layout in itertools.product(POOL_INPUTS, BATCHES, DTYPES, LAYOUTS):
+        quick = n == QUICK_BATCH and dt in ("fp32", "fp16")
+        for impl in ("torch", "vggkern"):
+            cases.append(Case("maxpool", impl, (("N", n), ("C", c), ("H", h), ("dtype", dt), ("layout", layout)),
+                              "quick" if quick else "full", 0 if quick else 1))
+
+    # ---------------- GPU: whole networks --------------------------------------------------
+    for net, n, (dt, math) in itertools.product(("vgg16", "vgg19"), BATCHES,
+                                                 (("fp16", "-"), ("bf16", "-"), ("fp32", "tf32"), ("fp32", "ieee"))):
+        base = (("net", net), ("N", n), ("res", 224), ("dtype", dt), ("math", math))
+        quick = net == "vgg16" and n == QUICK_BATCH and dt in ("fp16", "fp32")
+        tier, prio = ("quick", 0) if quick else ("full", 1)
+        for layout, mode in (("nchw", "eager"), ("cl", "eager"), ("cl", "graph")):
+            cases.append(Case("network", "torch", base + (("layout", layout), ("mode", mode)), tier, prio))
+        # torch.compile: compiles per shape (tens of seconds each): last in line.
+        if net == "vgg16" and math != "ieee":
+            cases.append(Case("network", "torch", base + (("layout", "cl"), ("mode", "compile")),
+                              "quick" if quick and dt == "fp16" else "full", 3))
+        ours = vk is not None and hasattr(vk, net)
+        for layout, mode in (("nchw", "eager"), ("cl", "eager"), ("cl", "graph")):
+            cases.append(Case("network", "vggkern", base + (("layout", layout), ("mode", mode)), tier, prio,
+                              None if ours else NO_NET_REASON.format(net=net)))
+    return cases
+
+
+# ----------------------------------------------------------------------------------------
+# Running a case
+# ----------------------------------------------------------------------------------------
+
+@contextlib.contextmanager
+def fp32_math(math: str):
+    """math='tf32' lets cuDNN/cuBLAS use TF32 for fp32; 'ieee' forbids it; '-' leaves it."""
+    if math not in ("tf32", "ieee"):
+        yield
+        return
+    cudnn_conv = getattr(torch.backends.cudnn, "conv", None)
+    if cudnn_conv is not None and hasattr(cudnn_conv, "fp32_precision"):   # torch >= 2.9
+        old = (cudnn_conv.fp32_precision, torch.backends.cuda.matmul.fp32_precision)
+        cudnn_conv.fp32_precision = math
+        torch.backends.cuda.matmul.fp32_precision = math
+        try:
+            yield
+        finally:
+            cudnn_conv.fp32_precision, torch.backends.cuda.matmul.fp32_precision = old
+    else:
+        old = (torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32)
+        torch.backends.cudnn.allow_tf32 = torch.backends.cuda.matmul.allow_tf32 = math == "tf32"
+        try:
+            yield
+        finally:
+            torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32 = old
+
+
+def _fmt(t: torch.Tensor, layout: str) -> torch.Tensor:
+    return t.contiguous(memory_format=torch.channels_last) if layout == "cl" else t.contiguous()
+
+
+def _rand(shape, dtype, device, layout, scale=1.0):
+    return _fmt((torch.randn(shape, device=device, dtype=torch.float32) * scale).to(dtype), layout)
+
+
+def _math_for(case: Case) -> str:
+    """Which peak applies: fp16/bf16, tf32 (torch fp32 with TF32, or a tf32 algo), or fp32."""
+    p = case.p
+    if p["dtype"] != "fp32":
+        return p["dtype"]
+    if case.impl == "torch":
+        return "tf32" if p.get("math") == "tf32" else "fp32"
+    return "tf32" if "tf32" in str(p.get("algo", "")).lower() else "fp32"
+
+
+def conv_flops(n, c, k, h, w=None):
+    """Direct-convolution FLOPs of a 3x3, pad-1 conv: 2*N*K*C*9*H*W."""
+    return 2 * n * k * c * 9 * h * (w if w is not None else h)
+
+
+def network_flops(net: str, res: int = 224) -> int:
+    """FLOPs of one image through VGG16/19's convs and classifier (bias/ReLU/pool not counted)."""
+    layers = VGG16_CONVS + (VGG19_EXTRA if net == "vgg19" else [])
+    conv = sum(conv_flops(1, c, k, h * res // 224) for _, c, k, h, _ in layers)
+    return conv + 2 * (512 * 7 * 7 * 4096 + 4096 * 4096 + 4096 * 1000)
+
+
+def _measure(fn, make_inputs, device, cfg):
+    if device == "cuda":
+        return timing.time_gpu(fn, make_inputs, repeats=cfg["repeats"])
+    return timing.time_cpu(fn, make_inputs, repeats=cfg.get("cpu_repeats", 3))
+
+
+def _conv_case(case: Case, device: str, cfg: dict) -> dict:
+    p = case.p
+    n, c, k, h, dt, layout, variant = p["N"], p["C"], p["K"], p["H"], DTYPES[p["dtype"]], p["layout"], p["variant"]
+    relu, pool = variant in ("relu", "relu_pool"), variant == "relu_pool"
+    # Weights: a pool of at most 16 distinct (weight, bias) pairs shared round-robin by the
+    # rotated input sets: activations rotate over >= 256 MiB, weights over 16 copies (a
+    # weight-transform cache keyed per weight then holds <= 16 entries per shape).
+    wpool = []
+    counter = itertools.count()
+
+    def make_inputs():
+        i = next(counter)
+        if len(wpool) < 16:
+            wpool.append((_rand((k, c, 3, 3), dt, device, layout, scale=(2.0 / (9 * c)) ** 0.5),
+                          _rand((k,), dt, device, "nchw", scale=0.1)))
+        w, b = wpool[i % len(wpool)]
+        return (_rand((n, c, h, h), dt, device, layout), w, b)
+
+    if case.impl == "torch":
+        def fn(a):
+            y = F.conv2d(a[0], a[1], a[2], padding=1)
+            if relu:
+                y = F.relu(y, inplace=True)
+            if pool:
+                y = F.max_pool2d(y, 2, 2)
+            return y
+    else:
+        vk = _vggkern()
+        if vk is None or not hasattr(vk, "conv3x3"):
+            raise SkipCase(NO_CONV_REASON)
+        algo = p["algo"]
+
+        def fn(a):
+            return vk.conv3x3(a[0], a[1], a[2], relu=relu, pool=pool, algo=algo)
+
+    extra = {}
+    with fp32_math(p.get("math", "-")):
+        probe = make_inputs()
+        try:
+            y = fn(probe)
+        except Exception as e:  # noqa: BLE001
+            if case.impl == "torch":
+                raise
+            raise SkipCase(f"algo {p['algo']!r} does not run this case: {type(e).__name__}: {str(e)[:200]}") from e
+        if case.impl == "vggkern":
+            # Accuracy vs torch in fp32 without TF32 (not a test: recorded next to the time).
+            with fp32_math("ieee"):
+                x32, w32, b32 = (t.float() for t in probe)
+                ref = F.conv2d(x32, w32, b32, padding=1)
+                ref = F.max_pool2d(F.relu(ref), 2, 2) if pool else (F.relu(ref) if relu else ref)
+            extra["rel_err_vs_fp32"] = float((y.float() - ref).norm() / ref.norm().clamp_min(1e-30))
+        del y
+        t = _measure(fn, make_inputs, device, cfg)
+        extra["_host_call"] = _host_call(fn, probe, device, p.get("math", "-"))
+    flops = conv_flops(n, c, k, h)
+    extra.update(flops=flops, flops_kind="effective (direct-conv FLOPs)" if is_winograd(p.get("algo")) else "direct",
+                 math_peak=_math_for(case))
+    return _finish(case, device, t, extra, tflop=flops / 1e12)
+
+
+def _maxpool_case(case: Case, device: str, cfg: dict) -> dict:
+    p = case.p
+    n, c, h, dt, layout = p["N"], p["C"], p["H"], DTYPES[p["dtype"]], p["layout"]
+    if case.impl == "torch":
+        def fn(a):
+            return F.max_pool2d(a, 2, 2)
+    else:
+        vk = _vggkern()
+        if vk is None or not hasattr(vk, "maxpool2x2"):
+            raise SkipCase("vggkern.maxpool2x2 is not importable")
+        fn = vk.maxpool2x2
+
+    def make_inputs():
+        return _rand((n, c, h, h), dt, device, layout)
+
+    t = _measure(fn, make_inputs, device, cfg)
+    x = make_inputs()
+    elt = torch.empty((), dtype=dt).element_size()
+    nbytes = n * c * h * h * elt + n * c * (h // 2) * (h // 2) * elt
+    return _finish(case, device, t, {"bytes": nbytes, "math_peak": "bw", "_host_call": _host_call(fn, x, device)},
+                   gbytes=nbytes / 1e9)
+
+
+@functools.lru_cache(None)
+def _cpu_model(net: str, impl: str):
+    if impl == "torch":
+        import torchvision
+        return getattr(torchvision.models, net)(weights=None).eval()
+    vk = _vggkern()
+    return getattr(vk, net)().eval()
+
+
+def _network_case(case: Case, device: str, cfg: dict) -> dict:
+    p = case.p
+    net, n, res, dt, layout, mode = p["net"], p["N"], p["res"], DTYPES[p["dtype"]], p["layout"], p["mode"]
+    if case.impl == "vggkern":
+        vk = _vggkern()
+        if vk is None or not hasattr(vk, net):
+            raise SkipCase(NO_NET_REASON.format(net=net))
+    extra = {}
+    model = copy.deepcopy(_cpu_model(net, case.impl)).to(device=device, dtype=dt)
+    if layout == "cl":
+        model = model.to(memory_format=torch.channels_last)
+
+    def make_inputs():
+        return _rand((n, 3, res, res), dt, device, layout)
+
+    with torch.inference_mode(), fp32_math(p.get("math", "-")):
+        fn = model
+        if mode == "compile":
+            if device != "cuda":
+                raise SkipCase("torch.compile is timed on the GPU only")
+            t0 = time.perf_counter()
+            try:
+                fn = torch.compile(model)
+                fn(make_inputs())
+                torch.cuda.synchronize()
+            except Exception as e:  # noqa: BLE001
+                raise SkipCase(f"torch.compile failed here: {type(e).__name__}: {str(e)[:200]}") from e
+            extra["compile_s"] = round(time.perf_counter() - t0, 2)
+        if mode == "graph":
+            if device != "cuda":
+                raise SkipCase("CUDA graphs need a GPU")
+            held = {}
+            t = timing.time_graph(model, make_inputs(), repeats=cfg.get("net_repeats", 10), keep=held)
+            extra["_host_call"] = lambda: (held["graph"].replay(), torch.cuda.synchronize())
+        elif device == "cuda":
+            t = timing.time_gpu(fn, make_inputs, repeats=cfg.get("net_repeats", 10))
+        else:
+            t = timing.time_cpu(fn, make_inputs, repeats=cfg.get("cpu_repeats", 3))
+    if "_host_call" not in extra:
+        extra["_host_call"] = _host_call(fn, make_inputs(), device, p.get("math", "-"), inference=True)
+    flops = n * network_flops(net, res)
+    extra.update(flops=flops, flops_kind="direct", images_per_s=n / t.median_s, math_peak=_math_for(case))
+    return _finish(case, device, t, extra, tflop=flops / 1e12)
+
+
+def _host_call(fn, inputs, device, math="-", inference=False):
+    """One synchronized call, for pytest-benchmark's own (host-clock) rounds."""
+    def call():
+        with fp32_math(math), (torch.inference_mode() if inference else contextlib.nullcontext()):
+            fn(inputs)
+            if device == "cuda":
+                torch.cuda.synchronize()
+    return call
+
+
+def _finish(case, device, t, extra, tflop=None, gbytes=None):
+    row = {"id": case.id, "group": case.group, "impl": case.impl, "tier": case.tier, "device": device}
+    row.update(case.p)
+    row.update(t.as_dict())
+    row.update(extra)
+    gpu = torch.cuda.get_device_name(0) if device == "cuda" else None
+    if tflop is not None:
+        row["tflops"] = tflop / t.median_s
+        pk = peaks.peak(gpu, row["math_peak"])
+        row["peak"] = pk
+        row["pct_peak"] = 100 * row["tflops"] / pk if pk else None
+    if gbytes is not None:
+        row["gbps"] = gbytes / t.median_s
+        pk = peaks.peak(gpu, "bw")
+        row["peak"] = pk
+        row["pct_peak"] = 100 * row["gbps"] / (pk * 1e3) if pk else None
+    return row
+
+
+RUNNERS = {"conv": _conv_case, "maxpool": _maxpool_case, "network": _network_case}
+
+
+def default_cfg(quick: bool = False) -> dict:
+    return {"repeats": 15 if quick else 25, "net_repeats": 7 if quick else 10, "cpu_repeats": 3}
+
+
+def run_case(case: Case, cfg: dict | None = None) -> dict:
+    """Run one case on the device its tier asks for; raises SkipCase with the reason."""
+    if case.skip_reason:
+        raise SkipCase(case.skip_reason)
+    device = "cpu" if case.tier == "smoke" else "cuda"
+    if device == "cuda" and not torch.cuda.is_available():
+        raise SkipCase("GPU matrix: needs a CUDA GPU (none visible); the CPU smoke cases ran instead")
+    if device == "cuda":
+        torch.backends.cudnn.benchmark = True
+    row = RUNNERS[case.group](case, device, cfg or default_cfg())
+    if device == "cuda":
+        torch.cuda.synchronize()
+    return row

@@ -1,0 +1,124 @@
+#!/usr/bin/env bash
+# The one script a GPU session runs, from the repo root, in one call:
+#   bash benchmarks/device_run.sh [--quick]
+# Builds vggkern in place against the machine's own torch (no network, no pip), runs
+# the GPU tests, compute-sanitizer memcheck + racecheck on a small case, the benchmarks
+# (pytest-benchmark if present, else python -m benchmarks.run: same cases, same JSON),
+# and writes under $OUT (default ./device_out):
+#   results.json  summary.md  speedup.png  build.log  tests.log  sanitize.log  bench.log
+# Finishes inside 9 minutes (--quick: 4): each step has a time limit and the benchmarks
+# stop starting new cases at a deadline. The last lines printed are the summary table.
+# Set VGGKERN_GIT_COMMIT=<sha> when the tree has no .git (the device copy has none).
+set -u
+START=$(date +%s)
+QUICK=0
+[ "${1:-}" = "--quick" ] && QUICK=1
+if [ $QUICK = 1 ]; then LIMIT=${VGGKERN_RUN_LIMIT:-235}; SET=quick; else LIMIT=${VGGKERN_RUN_LIMIT:-530}; SET=full; fi
+OUT=${OUT:-$PWD/device_out}
+mkdir -p "$OUT"
+PY=${PYTHON:-python3}
+export PYTHONUNBUFFERED=1 PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"
+elapsed() { echo $(( $(date +%s) - START )); }
+left() { echo $(( LIMIT - $(elapsed) )); }
+step() { echo "== [$(elapsed)s] $*"; }
+STATUS=()
+
+# ---- environment ----------------------------------------------------------------------
+# CUDA_HOME: as given, else /usr/local/cuda(-*), else the toolkit that holds `nvcc` on PATH
+# (only where its include/ has cuda_runtime.h: a wrapper in /usr/local/bin is no toolkit).
+NVCC=$(command -v nvcc || true)
+if [ -z "${CUDA_HOME:-}" ] || [ ! -x "$CUDA_HOME/bin/nvcc" ]; then
+  unset CUDA_HOME
+  for d in /usr/local/cuda /usr/local/cuda-*; do
+    [ -z "${CUDA_HOME:-}" ] && [ -x "$d/bin/nvcc" ] && [ -f "$d/include/cuda_runtime.h" ] && export CUDA_HOME=$d
+  done
+  if [ -z "${CUDA_HOME:-}" ] && [ -n "$NVCC" ]; then
+    d=$(dirname "$(dirname "$(readlink -f "$NVCC")")")
+    [ -f "$d/include/cuda_runtime.h" ] && export CUDA_HOME=$d
+  fi
+fi
+[ -n "${CUDA_HOME:-}" ] && export PATH="$CUDA_HOME/bin:$PATH"
+export TORCH_CUDA_ARCH_LIST=9.0 MAX_JOBS=16
+step "GPU: $(nvidia-smi --query-gpu=name,driver_version --format=csv,noheader 2>/dev/null || echo none); nvcc: ${NVCC:-none}; CUDA_HOME=${CUDA_HOME:-unset}"
+$PY -c "import torch; print('torch', torch.__version__, 'cuda', torch.version.cuda, 'cudnn', torch.backends.cudnn.version(), 'gpu', torch.cuda.is_available())"
+
+# ---- build ----------------------------------------------------------------------------
+step "build (python3 setup.py build_ext --inplace, MAX_JOBS=16)"
+BT=$(( $(left) - 120 )); [ $BT -lt 30 ] && BT=30
+if timeout $BT $PY setup.py build_ext --inplace >"$OUT/build.log" 2>&1; then
+  STATUS+=("build: ok ($(elapsed)s)")
+else
+  STATUS+=("build: FAILED rc=$? (see build.log)"); tail -20 "$OUT/build.log"
+fi
+$PY -c "import torch, vggkern; print('vggkern', vggkern.__file__, vggkern.build_info())" || STATUS+=("import vggkern: FAILED")
+
+# ---- GPU tests ------------------------------------------------------------------------
+step "GPU tests (pytest tests -m gpu)"
+TT=$(( QUICK ? 45 : 90 ))
+timeout $TT $PY -m pytest tests -m gpu -q -p no:cacheprovider >"$OUT/tests.log" 2>&1
+rc=$?
+case $rc in
+  0) STATUS+=("gpu tests: passed ($(tail -1 "$OUT/tests.log"))");;
+  5) STATUS+=("gpu tests: none collected (no tests marked gpu in tests/)");;
+  124) STATUS+=("gpu tests: TIMEOUT after ${TT}s");;
+  *) STATUS+=("gpu tests: FAILED rc=$rc ($(tail -1 "$OUT/tests.log"))");;
+esac
+tail -3 "$OUT/tests.log"
+
+# ---- compute-sanitizer ----------------------------------------------------------------
+SAN=$(command -v compute-sanitizer || true)
+[ -z "$SAN" ] && [ -n "${CUDA_HOME:-}" ] && [ -x "$CUDA_HOME/bin/compute-sanitizer" ] && SAN=$CUDA_HOME/bin/compute-sanitizer
+: >"$OUT/sanitize.log"
+ST=$(( QUICK ? 40 : 75 ))
+for tool in memcheck racecheck; do
+  step "compute-sanitizer --tool $tool (small conv/pool case)"
+  if [ -z "$SAN" ]; then STATUS+=("$tool: compute-sanitizer not found"); continue; fi
+  echo "===== $tool =====" >>"$OUT/sanitize.log"
+  PYTORCH_NO_CUDA_MEMORY_CACHING=1 timeout $ST "$SAN" --tool $tool --error-exitcode 3 --print-limit 20 \
+    $PY benchmarks/sanitize_case.py >>"$OUT/sanitize.log" 2>&1
+  rc=$?
+  case $rc in
+    0) STATUS+=("$tool: clean");;
+    3) STATUS+=("$tool: ERRORS reported (see sanitize.log)");;
+    1) STATUS+=("$tool: results differ from torch (see sanitize.log)");;
+    124) STATUS+=("$tool: TIMEOUT after ${ST}s");;
+    *) STATUS+=("$tool: rc=$rc (see sanitize.log)");;
+  esac
+  grep -E "ERROR SUMMARY|RACECHECK SUMMARY|sanitize_case:" "$OUT/sanitize.log" | tail -2
+done
+
+# ---- benchmarks -----------------------------------------------------------------------
+DEADLINE=$(( $(date +%s) + $(left) - 30 ))
+step "benchmarks (--bench-set $SET, new cases stop at $(( DEADLINE - START ))s)"
+if $PY -c "import pytest_benchmark" 2>/dev/null; then
+  RUNNER="pytest-benchmark"
+  BT=$(( $(left) - 15 )); [ $BT -lt 10 ] && BT=10
+  timeout $BT $PY -m pytest benchmarks -q -p no:cacheprovider --bench-set $SET \
+    --bench-deadline $DEADLINE --benchmark-json "$OUT/results.json" \
+    --benchmark-columns=median,iqr,rounds --benchmark-sort=name >"$OUT/bench.log" 2>&1
+else
+  RUNNER="python -m benchmarks.run (pytest-benchmark missing)"
+  BT=$(( $(left) - 15 )); [ $BT -lt 10 ] && BT=10
+  timeout $BT $PY -m benchmarks.run --set $SET --deadline $DEADLINE \
+    --json "$OUT/results.json" >"$OUT/bench.log" 2>&1
+fi
+rc=$?
+STATUS+=("benchmarks ($RUNNER): rc=$rc, $(grep -E '(passed|skipped|timed|failed)' "$OUT/bench.log" | tail -1)")
+
+# Record the steps' outcome in the JSON too.
+if [ -s "$OUT/results.json" ]; then
+  printf '%s\n' "${STATUS[@]}" | $PY -c "
+import json, sys
+p = sys.argv[1]; d = json.load(open(p))
+d['vggkern_device_steps'] = [l.rstrip() for l in sys.stdin if l.strip()]
+json.dump(d, open(p, 'w'), indent=1, default=str)" "$OUT/results.json"
+fi
+
+# ---- report (last: the summary table) ---------------------------------------------------
+step "done in $(elapsed)s"
+printf '  %s\n' "${STATUS[@]}"
+if [ -s "$OUT/results.json" ]; then
+  $PY -m benchmarks.report "$OUT/results.json" --md "$OUT/summary.md" --plot "$OUT/speedup.png" --headline
+else
+  echo "no results.json: see $OUT/bench.log"; tail -30 "$OUT/bench.log"
+fi

@@ -1,0 +1,337 @@
+"""Render benchmark results JSON as markdown (and a plot); compare two result files.
+
+    python -m benchmarks.report RESULTS.json [--md out.md] [--plot out.png] [--headline]
+    python -m benchmarks.report --latest                 # newest benchmarks/results/*.json
+    python -m benchmarks.report --compare OLD.json NEW.json [--threshold 0.05] [--fail-on-regression]
+
+Reads the JSON of `pytest benchmarks/ --benchmark-json=...` or `python -m benchmarks.run
+--json ...` (our rows live in benchmarks[*].extra_info). Times are the CUDA-event
+medians over repeats (IQR = spread); 'vs torch' is best-torch-time / this-time for the
+same shape, batch, dtype and fusion (best over torch's layouts, TF32 on/off and modes):
+above 1 means faster than the best torch baseline.
+"""
+from __future__ import annotations
+
+import argparse
+import glob
+import json
+import os
+import sys
+from collections import Counter, defaultdict
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+RESULTS_DIR = os.path.join(HERE, "results")
+
+SAME = {  # params that make two rows 'the same problem' (impl/layout/math/algo/mode excluded)
+    "conv": ("layer", "N", "C", "K", "H", "dtype", "variant"),
+    "maxpool": ("N", "C", "H", "dtype"),
+    "network": ("net", "N", "res", "dtype"),
+}
+
+
+def load(path):
+    with open(path) as f:
+        data = json.load(f)
+    rows = [dict(b["extra_info"]) for b in data.get("benchmarks", []) if "group" in b.get("extra_info", {})]
+    env = data.get("machine_info", {}).get("vggkern_env", {})
+    return data, rows, env
+
+
+def problem_key(r):
+    return (r["group"],) + tuple(r.get(k) for k in SAME[r["group"]])
+
+
+def baseline_label(r):
+    parts = [r.get("layout")]
+    if r.get("math") not in (None, "-"):
+        parts.append(r["math"])
+    if r.get("mode"):
+        parts.append(r["mode"])
+    return " ".join(str(p) for p in parts if p)
+
+
+def impl_label(r):
+    if r["impl"] == "torch":
+        return "torch " + baseline_label(r)
+    s = "ours"
+    if r.get("algo") and r.get("algo") != "n/a":
+        s += f" {r['algo']}"
+    return s + " " + baseline_label(r)
+
+
+def annotate(rows):
+    """Adds speedup_vs_best_torch and best_torch (label) to every row."""
+    best = {}
+    for r in rows:
+        if r["impl"] == "torch":
+            k = problem_key(r)
+            if k not in best or r["median_s"] < best[k]["median_s"]:
+                best[k] = r
+    for r in rows:
+        b = best.get(problem_key(r))
+        r["best_torch"] = impl_label(b) if b else None
+        r["best_torch_s"] = b["median_s"] if b else None
+        r["speedup_vs_best_torch"] = b["median_s"] / r["median_s"] if b else None
+    return rows
+
+
+def _f(v, fmt="{:.3g}", none="–"):
+    return none if v is None else fmt.format(v)
+
+
+def _us(s):
+    return _f(s * 1e6 if s is not None else None, "{:.1f}" if s is not None and s < 1e-3 else "{:.0f}")
+
+
+def rate(r):
+    if r["group"] == "maxpool":
+        return f"{r['gbps']:.3g} GB/s" if r.get("gbps") is not None else "–"
+    if r.get("tflops") is None:
+        return "–"
+    eff = "eff " if str(r.get("flops_kind", "")).startswith("effective") else ""
+    return f"{r['tflops']:.3g} {eff}TFLOP/s"
+
+
+def env_lines(env, data):
+    keys = ["gpu_name", "driver", "cuda_torch_built_with", "torch", "cudnn", "torchvision", "date_utc",
+            "git_commit", "git_dirty", "host"]
+    out = ["| what | value |", "| --- | --- |"]
+    out += [f"| {k} | {env.get(k)} |" for k in keys if k in env]
+    out.append(f"| bench set | {data.get('vggkern_bench_set')} |")
+    return out
+
+
+def pick_batch(rows, group):
+    ns = sorted({r["N"] for r in rows if r["group"] == group})
+    return 64 if 64 in ns else (ns[-1] if ns else None)
+
+
+def headline(rows):
+    """The short table: per layer (fusion 'relu'), maxpool and network at one batch."""
+    lines = []
+    n = pick_batch(rows, "conv")
+    conv = [r for r in rows if r["group"] == "conv" and r["N"] == n and r.get("variant") in ("relu", "relu_pool")]
+    if conv:
+        lines += [f"Per layer, batch {n} (time = CUDA-event median; vs torch > 1: faster than best torch)", "",
+                  "| layer | fusion | dtype | best torch | µs | TFLOP/s | % peak | best ours | µs | TFLOP/s | % peak | vs torch |",
+                  "| --- | --- | --- | --- | ---: | ---: | ---: | --- | ---: | ---: | ---: | ---: |"]
+        groups = defaultdict(list)
+        for r in conv:
+            groups[problem_key(r)].append(r)
+        for _, rs in groups.items():
+            t = min((r for r in rs if r["impl"] == "torch"), key=lambda r: r["median_s"], default=None)
+            o = min((r for r in rs if r["impl"] != "torch"), key=lambda r: r["median_s"], default=None)
+            ref = t or o
+            lines.append("| " + " | ".join([
+                f"{ref['layer']} ({ref['C']}→{ref['K']}, {ref['H']}²)", ref["variant"], ref["dtype"],
+                impl_label(t) if t else "–", _us(t["median_s"]) if t else "–", rate(t) if t else "–",
+                _f(t.get("pct_peak") if t else None, "{:.0f}%"),
+                impl_label(o) if o else "–", _us(o["median_s"]) if o else "–", rate(o) if o else "–",
+                _f(o.get("pct_peak") if o else None, "{:.0f}%"),
+                _f(o["speedup_vs_best_torch"] if o else None, "{:.2f}×")]) + " |")
+        lines.append("")
+    for group, title in (("maxpool", "maxpool2x2"), ("network", "Whole network")):
+        n = pick_batch(rows, group)
+        rs = [r for r in rows if r["group"] == group and r["N"] == n]
+        if not rs:
+            continue
+        lines += [f"{title}, batch {n}", "",
+                  "| problem | dtype | best torch | µs | rate | best ours | µs | rate | vs torch |",
+                  "| --- | --- | --- | ---: | ---: | --- | ---: | ---: | ---: |"]
+        groups = defaultdict(list)
+        for r in rs:
+            groups[problem_key(r)].append(r)
+        for _, g in groups.items():
+            t = min((r for r in g if r["impl"] == "torch"), key=lambda r: r["median_s"], default=None)
+            o = min((r for r in g if r["impl"] != "torch"), key=lambda r: r["median_s"], default=None)
+            ref = t or o
+            prob = f"{ref['C']}×{ref['H']}²" if group == "maxpool" else ref["net"]
+
+            def rt(r):
+                if r is None:
+                    return "–"
+                return f"{r['images_per_s']:.0f} img/s" if group == "network" else rate(r)
+            lines.append("| " + " | ".join([
+                prob, ref["dtype"], impl_label(t) if t else "–", _us(t["median_s"]) if t else "–", rt(t),
+                impl_label(o) if o else "–", _us(o["median_s"]) if o else "–", rt(o),
+                _f(o["speedup_vs_best_torch"] if o else None, "{:.2f}×")]) + " |")
+        lines.append("")
+    return lines
+
+
+def full_tables(rows):
+    lines = []
+    cols = {
+        "conv": ("layer", "N", "dtype", "layout", "variant", "math", "algo"),
+        "maxpool": ("C", "H", "N", "dtype", "layout"),
+        "network": ("net", "N", "dtype", "math", "layout", "mode"),
+    }
+    for group, keys in cols.items():
+        rs = [r for r in rows if r["group"] == group]
+        if not rs:
+            continue
+        rs.sort(key=lambda r: tuple(str(r.get(k)) for k in keys) + (r["impl"],))
+        extra = "images/s | " if group == "network" else ""
+        lines += [f"### {group}", "",
+                  "| impl | " + " | ".join(keys) + " | median µs | IQR µs | rate | % peak | " + extra
+                  + "vs best torch | best torch |",
+                  "| --- " * (len(keys) + 1) + "| ---: | ---: | ---: | ---: | " + ("---: | " if extra else "")
+                  + "---: | --- |"]
+        for r in rs:
+            cells = [r["impl"]] + [str(r.get(k, "")) for k in keys] + [
+                _us(r["median_s"]), _us(r["iqr_s"]), rate(r), _f(r.get("pct_peak"), "{:.1f}%")]
+            if group == "network":
+                cells.append(_f(r.get("images_per_s"), "{:.0f}"))
+            cells += [_f(r.get("speedup_vs_best_torch"), "{:.2f}×"), r.get("best_torch") or "–"]
+            lines.append("| " + " | ".join(cells) + " |")
+        lines.append("")
+    return lines
+
+
+def render(path, headline_only=False):
+    data, rows, env = load(path)
+    annotate(rows)
+    from .peaks import PEAKS, SOURCE, gpu_key
+    lines = [f"# vggkern benchmarks: {os.path.basename(path)}", ""] + env_lines(env, data) + [""]
+    key = gpu_key(env.get("gpu_name"))
+    if key:
+        pk = PEAKS[key]
+        lines += [f"Peaks used ({key}; {SOURCE}): fp32 {pk['fp32']}, TF32 {pk['tf32']}, fp16/bf16 {pk['fp16']} "
+                  f"TFLOP/s dense; memory {pk['bw']} TB/s. 'eff' = Winograd, direct-conv FLOPs ÷ time.", ""]
+    lines += headline(rows)
+    if headline_only:
+        return "\n".join(lines), rows, data
+    skipped = Counter(s["reason"] for s in data.get("vggkern_skipped", []))
+    if skipped:
+        lines += ["Skipped cases:", ""] + [f"- {n} × {reason}" for reason, n in skipped.most_common()] + [""]
+    for fl in data.get("vggkern_failed", []):
+        lines.append(f"- FAILED {fl['id']}: {fl['error']}")
+    lines += ["## All rows", ""] + full_tables(rows)
+    return "\n".join(lines), rows, data
+
+
+def plot(rows, out_png):
+    """Per-layer speedup of our best over the best torch baseline (one bar per layer and dtype)."""
+    try:
+        import matplotlib
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        print("report: matplotlib is not installed: no plot")
+        return False
+    for group in ("conv", "maxpool"):
+        n = pick_batch(rows, group)
+        ours = [r for r in rows if r["group"] == group and r["impl"] != "torch" and r["N"] == n
+                and r.get("speedup_vs_best_torch") and r.get("variant", "relu") in ("relu", "relu_pool")]
+        if ours:
+            break
+    else:
+        print("report: no rows of ours with a torch baseline: no plot")
+        return False
+    best = {}
+    for r in ours:
+        k = problem_key(r)
+        if k not in best or r["speedup_vs_best_torch"] > best[k]["speedup_vs_best_torch"]:
+            best[k] = r
+
+    def name(r):
+        if group == "conv":
+            return f"{r['layer'].split('+')[0]}\n{r['variant']}"
+        return f"pool {r['C']}x{r['H']}"
+    labels = sorted({name(r) for r in best.values()})
+    dtypes = sorted({r["dtype"] for r in best.values()})
+    fig, ax = plt.subplots(figsize=(max(6, 0.9 * len(labels) * len(dtypes) / 2), 4.5))
+    width = 0.8 / len(dtypes)
+    for j, dt in enumerate(dtypes):
+        vals = [next((r["speedup_vs_best_torch"] for r in best.values() if name(r) == lab and r["dtype"] == dt), 0)
+                for lab in labels]
+        ax.bar([i + j * width for i in range(len(labels))], vals, width, label=dt)
+    ax.axhline(1.0, color="k", lw=0.8)
+    ax.set_xticks([i + 0.4 - width / 2 for i in range(len(labels))])
+    ax.set_xticklabels(labels, fontsize=7)
+    ax.set_ylabel("speedup over best torch (×)")
+    ax.set_title(f"vggkern {group}: best of ours vs best torch baseline, batch {n}")
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(out_png, dpi=120)
+    print(f"report: plot written to {out_png}")
+    return True
+
+
+def compare(old_path, new_path, threshold=0.05):
+    """Rows present in both files, matched by case id. A regression: the new median is
+    more than `threshold` slower AND the change exceeds the larger IQR (noise)."""
+    _, old, env_o = load(old_path)
+    _, new, env_n = load(new_path)
+    old_by = {r["id"]: r for r in old}
+    lines = [f"# compare {os.path.basename(old_path)} → {os.path.basename(new_path)}", "",
+             f"old: {env_o.get('gpu_name')} {env_o.get('git_commit', '')[:10]} {env_o.get('date_utc')}; "
+             f"new: {env_n.get('gpu_name')} {env_n.get('git_commit', '')[:10]} {env_n.get('date_utc')}", ""]
+    if env_o.get("gpu_name") != env_n.get("gpu_name"):
+        lines += ["**warning: different GPUs: timings are not comparable**", ""]
+    regressions, improvements, same = [], [], 0
+    for r in new:
+        o = old_by.get(r["id"])
+        if o is None:
+            continue
+        ratio = r["median_s"] / o["median_s"]
+        noise = max(o.get("iqr_s", 0), r.get("iqr_s", 0))
+        delta = r["median_s"] - o["median_s"]
+        if ratio > 1 + threshold and delta > noise:
+            regressions.append((r, o, ratio))
+        elif ratio < 1 - threshold and -delta > noise:
+            improvements.append((r, o, ratio))
+        else:
+            same += 1
+    matched = len(regressions) + len(improvements) + same
+    lines.append(f"{matched} rows matched; {len(regressions)} regressions, {len(improvements)} improvements "
+                 f"(threshold {threshold:.0%} and beyond the IQR); {same} unchanged.")
+    for title, items in (("Regressions", regressions), ("Improvements", improvements)):
+        if not items:
+            continue
+        lines += ["", f"## {title}", "", "| case | old µs | new µs | new/old |", "| --- | ---: | ---: | ---: |"]
+        for r, o, ratio in sorted(items, key=lambda t: -abs(t[2] - 1)):
+            flag = " **REGRESSION**" if title == "Regressions" else ""
+            lines.append(f"| {r['id']} | {_us(o['median_s'])} | {_us(r['median_s'])} | {ratio:.3f}{flag} |")
+    return "\n".join(lines), regressions
+
+
+def latest(directory=RESULTS_DIR):
+    files = sorted(glob.glob(os.path.join(directory, "*.json")), key=lambda p: (os.path.getmtime(p), p))
+    return files[-1] if files else None
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description="Render or compare vggkern benchmark results.")
+    ap.add_argument("results", nargs="?", help="results JSON (default: --latest)")
+    ap.add_argument("--latest", action="store_true", help=f"use the newest JSON in {RESULTS_DIR}")
+    ap.add_argument("--md", help="write the full markdown report here")
+    ap.add_argument("--plot", help="write the per-layer speedup plot (PNG) here")
+    ap.add_argument("--headline", action="store_true", help="print only the short table")
+    ap.add_argument("--compare", nargs=2, metavar=("OLD", "NEW"))
+    ap.add_argument("--threshold", type=float, default=0.05)
+    ap.add_argument("--fail-on-regression", action="store_true")
+    args = ap.parse_args(argv)
+    if args.compare:
+        text, regressions = compare(*args.compare, threshold=args.threshold)
+        print(text)
+        if args.md:
+            with open(args.md, "w") as f:
+                f.write(text + "\n")
+        return 1 if regressions and args.fail_on_regression else 0
+    path = args.results or (latest() if args.latest or not args.results else None)
+    if not path:
+        print(f"report: no results file given and none in {RESULTS_DIR}")
+        return 2
+    text, rows, _ = render(path)
+    if args.md:
+        with open(args.md, "w") as f:
+            f.write(text + "\n")
+    if args.plot:
+        plot(rows, args.plot)
+    print(render(path, headline_only=True)[0] if (args.headline or args.md) else text)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
