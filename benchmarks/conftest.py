@@ -16,6 +16,8 @@ import time
 import pytest
 import torch
 
+from benchmarks.cases import Case
+
 TIERS = {"smoke": ("smoke",), "quick": ("quick",), "full": ("quick", "full")}
 _SKIPPED = []
 
@@ -55,12 +57,18 @@ def pytest_configure(config):
         config.pluginmanager.register(_BenchmarkHooks(), "vggkern-benchmark-hooks")
 
 
+def _bench_case(item):
+    """The benchmark Case an item runs, or None (tests/ items pass through untouched)."""
+    case = getattr(item, "callspec", None) and item.callspec.params.get("case")
+    return case if isinstance(case, Case) else None
+
+
 def pytest_collection_modifyitems(config, items):
     """Keep the selected tiers (others are deselected), run important cases first."""
     keep_tiers = TIERS[config._vk_set]
     keep, drop = [], []
     for item in items:
-        case = getattr(item, "callspec", None) and item.callspec.params.get("case")
+        case = _bench_case(item)
         if case is None:
             keep.append(item)
             continue
@@ -76,7 +84,7 @@ def pytest_collection_modifyitems(config, items):
     order = {"conv": 1, "maxpool": 0, "network": 2}
 
     def prio(item):
-        case = getattr(item, "callspec", None) and item.callspec.params.get("case")
+        case = _bench_case(item)
         return (case.priority, order.get(case.group, 9)) if case else (-1, 0)
 
     items.sort(key=prio)
