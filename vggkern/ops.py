@@ -66,7 +66,9 @@ torch.library.register_autograd("vggkern::maxpool2x2", _maxpool2x2_backward,
 
 # The algorithms this build has, in the order "auto" prefers them; csrc/ops/conv3x3.cpp
 # holds the same list (kConv3x3Algorithms).
-_CONV3X3_ALGORITHMS = ("direct",)
+_CONV3X3_ALGORITHMS = ("direct", "implicit_gemm")
+# Tensor-core algorithms: float16/bfloat16 only (TF32 for float32 is not implemented yet).
+_TENSOR_CORE_ALGORITHMS = ("implicit_gemm",)
 
 
 def algorithms() -> list[str]:
@@ -108,6 +110,9 @@ def _check_conv3x3_inputs(x, weight, bias, algo, op="vggkern.conv3x3"):
     if algo != "auto" and algo not in _CONV3X3_ALGORITHMS:
         valid = ", ".join(f'"{a}"' for a in ("auto",) + _CONV3X3_ALGORITHMS)
         raise ValueError(f'{op}: unknown algo "{algo}"; expected one of {valid}')
+    if algo in _TENSOR_CORE_ALGORITHMS and x.dtype == torch.float32:
+        raise ValueError(f'{op}: algo "{algo}" runs float16 and bfloat16 on tensor cores, got float32 '
+                         '(TF32 is not implemented yet); use algo="direct" or a half-precision input')
 
 
 def conv3x3(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None, *, relu: bool = False,

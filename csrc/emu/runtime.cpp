@@ -131,6 +131,8 @@ struct WarpRecord {
   const char* file;
   int line;
   unsigned char values[32][kExchangeBytes];
+  unsigned char result[32][kExchangeBytes];
+  bool result_ready;
 };
 
 // A cp.async in flight: the source bytes are read when it is issued and land in
@@ -425,6 +427,7 @@ Exchange Worker::warp_exchange(Collective kind, unsigned mask, const void* value
     r->mask = mask;
     r->arrived = 0;
     r->predicates = 0;
+    r->result_ready = false;
     r->file = file;
     r->line = line;
     pending.push_back(r);
@@ -444,7 +447,7 @@ Exchange Worker::warp_exchange(Collective kind, unsigned mask, const void* value
     f->wait_line = line;
     yield_to_scheduler(f);
   }
-  return Exchange{r->values, r->arrived, r->predicates, r};
+  return Exchange{r->values, r->arrived, r->predicates, r, r->result, &r->result_ready};
 }
 
 bool Worker::try_complete(unsigned warp, WarpRecord* r, unsigned self_lane) {

@@ -45,6 +45,10 @@ struct Exchange {
   unsigned arrived;                   // lanes that took part (exited lanes did not)
   unsigned predicates;                // lanes whose predicate was true
   void* handle;
+  // Room for a result the whole warp shares, computed by the first lane to need it
+  // (*shared_ready false) and read by the others: a collective's work done once.
+  unsigned char (*shared_result)[kExchangeBytes];
+  bool* shared_ready;
 };
 Exchange warp_exchange(Collective kind, unsigned mask, const void* value, size_t bytes, int predicate,
                        const char* file, int line);

@@ -39,33 +39,40 @@ void mma_sync(MmaInput type, float* d, const uint32_t* a, const uint32_t* b, con
     warp_exchange_done(ex.handle);
     kernel_fail("mma.sync needs all 32 lanes of the warp", file, line);
   }
-  const int K = type == MmaInput::tf32 ? 8 : 16;
-  double A[16][16], B[16][8], C[16][8];
-  for (int lane = 0; lane < 32; ++lane) {
-    MmaOperands o;
-    std::memcpy(&o, ex.values[lane], sizeof o);
-    const int g = lane >> 2, t = lane & 3;
-    if (type == MmaInput::tf32) {
-      for (int i = 0; i < 4; ++i) A[g + 8 * (i & 1)][t + 4 * (i >> 1)] = element(type, o.a[i], 0);
-      for (int i = 0; i < 2; ++i) B[t + 4 * i][g] = element(type, o.b[i], 0);
-    } else {
-      for (int i = 0; i < 8; ++i) {
-        const int reg = i >> 1;
-        A[g + 8 * (reg & 1)][2 * t + (i & 1) + 8 * (reg >> 1)] = element(type, o.a[reg], i & 1);
+  if (!*ex.shared_ready) {  // the first lane to resume computes D for the whole warp
+    const int K = type == MmaInput::tf32 ? 8 : 16;
+    double A[16][16], B[16][8], C[16][8];
+    for (int lane = 0; lane < 32; ++lane) {
+      MmaOperands o;
+      std::memcpy(&o, ex.values[lane], sizeof o);
+      const int g = lane >> 2, t = lane & 3;
+      if (type == MmaInput::tf32) {
+        for (int i = 0; i < 4; ++i) A[g + 8 * (i & 1)][t + 4 * (i >> 1)] = element(type, o.a[i], 0);
+        for (int i = 0; i < 2; ++i) B[t + 4 * i][g] = element(type, o.b[i], 0);
+      } else {
+        for (int i = 0; i < 8; ++i) {
+          const int reg = i >> 1;
+          A[g + 8 * (reg & 1)][2 * t + (i & 1) + 8 * (reg >> 1)] = element(type, o.a[reg], i & 1);
+        }
+        for (int i = 0; i < 4; ++i) B[2 * t + (i & 1) + 8 * (i >> 1)][g] = element(type, o.b[i >> 1], i & 1);
       }
-      for (int i = 0; i < 4; ++i) B[2 * t + (i & 1) + 8 * (i >> 1)][g] = element(type, o.b[i >> 1], i & 1);
+      for (int i = 0; i < 4; ++i) C[g + 8 * (i >> 1)][2 * t + (i & 1)] = o.c[i];
     }
-    for (int i = 0; i < 4; ++i) C[g + 8 * (i >> 1)][2 * t + (i & 1)] = o.c[i];
+    for (int lane = 0; lane < 32; ++lane) {
+      const int g = lane >> 2, t = lane & 3;
+      float d_lane[4];
+      for (int i = 0; i < 4; ++i) {
+        const int row = g + 8 * (i >> 1), col = 2 * t + (i & 1);
+        double sum = C[row][col];
+        for (int k = 0; k < K; ++k) sum += A[row][k] * B[k][col];
+        d_lane[i] = static_cast<float>(sum);
+      }
+      std::memcpy(ex.shared_result[lane], d_lane, sizeof d_lane);
+    }
+    *ex.shared_ready = true;
   }
+  std::memcpy(d, ex.shared_result[t_thread->linear & 31u], 4 * sizeof(float));
   warp_exchange_done(ex.handle);
-  const int lane = static_cast<int>(t_thread->linear & 31u);
-  const int g = lane >> 2, t = lane & 3;
-  for (int i = 0; i < 4; ++i) {
-    const int row = g + 8 * (i >> 1), col = 2 * t + (i & 1);
-    double sum = C[row][col];
-    for (int k = 0; k < K; ++k) sum += A[row][k] * B[k][col];
-    d[i] = static_cast<float>(sum);
-  }
 }
 
 void ldmatrix(uint32_t* r, int count, bool trans, const void* row_address, const char* file, int line) {

@@ -17,12 +17,16 @@ struct Conv3x3Algorithm {
   const char* name;
   Conv3x3Launcher cuda;
   Conv3x3Launcher emu;
+  // Tensor-core algorithms take fp16/bf16 only, NHWC activations with C a multiple of
+  // 8 and the weight as (K, 3, 3, C): the op prepares those (see run_tensor_core).
+  bool tensor_core = false;
 };
 
 // Every algorithm this build has; "auto" resolves to the first. Keep vggkern/ops.py's
 // _CONV3X3_ALGORITHMS in step.
 const Conv3x3Algorithm kConv3x3Algorithms[] = {
     {"direct", VK_CUDA_LAUNCHER(cuda::conv3x3_direct), &emu::conv3x3_direct},
+    {"implicit_gemm", VK_CUDA_LAUNCHER(cuda::conv3x3_implicit_gemm), &emu::conv3x3_implicit_gemm, true},
 };
 
 const Conv3x3Algorithm& conv3x3_algorithm(const std::string& algo, const char* op) {
@@ -40,6 +44,32 @@ void check_same(const at::Tensor& t, const at::Tensor& x, const char* op, const 
                     x.scalar_type(), "), got ", t.scalar_type());
   TORCH_CHECK_VALUE(t.device() == x.device(), op, ": expected ", arg, " on the same device as x (", x.device(),
                     "), got ", t.device());
+}
+
+// A tensor-core algorithm: NCHW input is converted to channels_last at the boundary
+// (and the result back), C is zero-padded to a multiple of 8 (VGG's first layer: 3 ->
+// 8), the weight is laid out (K, 3, 3, C). Copies only where the input needs them.
+at::Tensor run_tensor_core(const Conv3x3Algorithm& algorithm, const at::Tensor& x, const at::Tensor& weight,
+                           const at::Tensor& bias, bool relu, bool pool, DType dtype, const char* op) {
+  TORCH_CHECK_VALUE(dtype != DType::float32, op, ": algo \"", algorithm.name,
+                    "\" runs float16 and bfloat16 on tensor cores, got float32 (TF32 is not implemented yet); "
+                    "use algo=\"direct\" or a half-precision input");
+  const int64_t N = x.size(0), C = x.size(1), H = x.size(2), W = x.size(3), K = weight.size(0);
+  const int64_t Cp = (C + 7) / 8 * 8;
+  at::Tensor xc = x.contiguous(at::MemoryFormat::ChannelsLast);
+  at::Tensor wc = weight.permute({0, 2, 3, 1}).contiguous();  // (K, 3, 3, C)
+  if (Cp != C) {
+    xc = at::constant_pad_nd(xc, {0, 0, 0, 0, 0, Cp - C}).contiguous(at::MemoryFormat::ChannelsLast);
+    wc = at::constant_pad_nd(wc, {0, Cp - C});
+  }
+  at::Tensor y = at::empty({N, K, pool ? H / 2 : H, pool ? W / 2 : W},
+                           x.options().memory_format(at::MemoryFormat::ChannelsLast));
+  if (y.numel() == 0) return y.contiguous(x.suggest_memory_format());
+  poison_output(y);
+  Conv3x3Args args{xc.const_data_ptr(), wc.const_data_ptr(), bias.defined() ? bias.const_data_ptr() : nullptr,
+                   y.data_ptr(), dtype, Layout::nhwc, N, Cp, H, W, K, relu, pool, nullptr};
+  launch_on_device(x, args, algorithm.cuda, algorithm.emu, op);
+  return y.contiguous(x.suggest_memory_format());
 }
 
 at::Tensor conv3x3(const at::Tensor& x, const at::Tensor& weight, const std::optional<at::Tensor>& bias, bool relu,
@@ -64,11 +94,12 @@ at::Tensor conv3x3(const at::Tensor& x, const at::Tensor& weight, const std::opt
     check_same(*bias, x, op, "bias");
   }
   const Conv3x3Algorithm& algorithm = conv3x3_algorithm(std::string(algo), op);
+  const at::Tensor bc = bias.has_value() ? bias->contiguous() : at::Tensor();
+  if (algorithm.tensor_core) return run_tensor_core(algorithm, x, weight, bc, relu, pool, dtype, op);
 
   const at::MemoryFormat format = x.suggest_memory_format();
   const at::Tensor xc = x.contiguous(format);
   const at::Tensor wc = weight.contiguous();
-  const at::Tensor bc = bias.has_value() ? bias->contiguous() : at::Tensor();
   at::Tensor y = at::empty({N, K, pool ? H / 2 : H, pool ? W / 2 : W}, x.options().memory_format(format));
   if (y.numel() == 0) return y;
   poison_output(y);

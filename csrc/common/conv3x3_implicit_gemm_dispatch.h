@@ -1,0 +1,69 @@
+// conv3x3_implicit_gemm's launch: tile width (BN = 64 when K <= 64, else 128), element
+// type (fp16 or bf16 only: the op refuses fp32), index type, and geometry. Compiled
+// into both backends, which pass their own Launcher, so the GPU and the emulator run
+// the same choice. Expects what the op prepares: x and y NHWC, weight (K, 3, 3, C),
+// C a multiple of 8.
+#pragma once
+
+#include <cstdint>
+#include <stdexcept>
+
+#include "../kernels/conv3x3_implicit_gemm.cuh"
+#include "args.h"
+#include "launch_geometry.h"
+
+namespace vk {
+
+template <class T, VK_KERNEL_NS::MmaType kMma, int kBN, class Index, class Launcher>
+void conv3x3_implicit_gemm_run(const Conv3x3Args& a, const Launcher& launch) {
+  using namespace VK_KERNEL_NS;
+  using L = ImplicitGemmTiling<kBN>;
+  ImplicitGemmParams<Index> p;
+  p.N = a.N, p.C = a.C, p.H = a.H, p.W = a.W, p.K = a.K;
+  p.tiles_h = (a.H + L::kTileH - 1) / L::kTileH;
+  p.tiles_w = (a.W + L::kTileW - 1) / L::kTileW;
+  p.relu = a.relu, p.pool = a.pool;
+  const int64_t blocks = a.N * p.tiles_h * p.tiles_w, k_blocks = (a.K + kBN - 1) / kBN;
+  if (blocks > (int64_t(1) << 31) - 1 || k_blocks > 65535)
+    throw std::invalid_argument("vggkern.conv3x3: too many blocks for one implicit_gemm launch");
+  LaunchGeometry g;
+  g.block.x = L::kThreads;
+  g.grid.x = static_cast<unsigned>(blocks);
+  g.grid.y = static_cast<unsigned>(k_blocks);
+  g.smem_bytes = L::kSmemBytes;
+  launch("conv3x3_implicit_gemm_kernel", conv3x3_implicit_gemm_kernel<T, kMma, kBN, Index>, g,
+         static_cast<const T*>(a.x), static_cast<const T*>(a.weight), static_cast<const T*>(a.bias),
+         static_cast<T*>(a.y), p);
+}
+
+template <class T, VK_KERNEL_NS::MmaType kMma, class Launcher>
+void conv3x3_implicit_gemm_typed(const Conv3x3Args& a, const Launcher& launch) {
+  const int64_t limit = int64_t(1) << 31;
+  const int64_t y_numel = a.N * a.K * a.H * a.W;  // pooled y is smaller
+  const bool fits32 = a.N * a.H * a.W * a.C < limit && a.K * 9 * a.C < limit && y_numel < limit;
+  if (a.K <= 64) {
+    if (fits32) conv3x3_implicit_gemm_run<T, kMma, 64, int32_t>(a, launch);
+    else conv3x3_implicit_gemm_run<T, kMma, 64, int64_t>(a, launch);
+  } else {
+    if (fits32) conv3x3_implicit_gemm_run<T, kMma, 128, int32_t>(a, launch);
+    else conv3x3_implicit_gemm_run<T, kMma, 128, int64_t>(a, launch);
+  }
+}
+
+template <class Launcher>
+void conv3x3_implicit_gemm_dispatch(const Conv3x3Args& a, const Launcher& launch) {
+  if (a.layout != Layout::nhwc || a.C % 8 != 0)
+    throw std::invalid_argument("vggkern.conv3x3: implicit_gemm expects NHWC input with C a multiple of 8");
+  switch (a.dtype) {
+    case DType::float16:
+      conv3x3_implicit_gemm_typed<__half, VK_KERNEL_NS::MmaType::f16>(a, launch);
+      break;
+    case DType::bfloat16:
+      conv3x3_implicit_gemm_typed<__nv_bfloat16, VK_KERNEL_NS::MmaType::bf16>(a, launch);
+      break;
+    case DType::float32:
+      throw std::invalid_argument("vggkern.conv3x3: implicit_gemm runs float16 and bfloat16 only");
+  }
+}
+
+}  // namespace vk
