@@ -12,8 +12,9 @@ from . import _C  # noqa: F401  (registers the schemas before we attach to them)
 _FLOAT_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
 
 
-def _check_pool_input(x: torch.Tensor, op: str) -> None:
-    # Mirrors csrc/ops/maxpool2x2.cpp so that traced and eager calls fail alike.
+def _check_activation(x: torch.Tensor, op: str) -> None:
+    # Mirrors check_activation in csrc/common/op_support.h, so that traced and eager
+    # calls fail alike.
     if x.device.type not in ("cpu", "cuda", "meta"):
         raise ValueError(f"{op}: expected x on a CPU or CUDA device, got {x.device}")
     if x.dim() != 4:
@@ -23,6 +24,11 @@ def _check_pool_input(x: torch.Tensor, op: str) -> None:
         raise ValueError(f"{op}: expected x of dtype float32, float16 or bfloat16, got {x.dtype}")
     if x.shape[1] < 1:
         raise ValueError(f"{op}: expected x with at least one channel, got shape {list(x.shape)}")
+
+
+def _check_pool_input(x: torch.Tensor, op: str) -> None:
+    # Mirrors csrc/ops/maxpool2x2.cpp.
+    _check_activation(x, op)
     if x.shape[2] < 2 or x.shape[3] < 2:
         raise ValueError(f"{op}: expected x with H >= 2 and W >= 2 for a 2x2 window, "
                          f"got H={x.shape[2]}, W={x.shape[3]}")
@@ -78,16 +84,8 @@ def algorithms() -> list[str]:
 
 def _check_conv3x3_inputs(x, weight, bias, algo, op="vggkern.conv3x3"):
     # Mirrors csrc/ops/conv3x3.cpp so that traced and eager calls fail alike.
-    if x.device.type not in ("cpu", "cuda", "meta"):
-        raise ValueError(f"{op}: expected x on a CPU or CUDA device, got {x.device}")
-    if x.dim() != 4:
-        raise ValueError(f"{op}: expected x to be a 4-D tensor (N, C, H, W), got a {x.dim()}-D tensor "
-                         f"of shape {list(x.shape)}")
-    if x.dtype not in _FLOAT_DTYPES:
-        raise ValueError(f"{op}: expected x of dtype float32, float16 or bfloat16, got {x.dtype}")
+    _check_activation(x, op)
     n, c, h, w = x.shape
-    if c < 1:
-        raise ValueError(f"{op}: expected x with at least one channel, got shape {list(x.shape)}")
     if h < 1 or w < 1:
         raise ValueError(f"{op}: expected x with H >= 1 and W >= 1, got shape {list(x.shape)}")
     if weight.dim() != 4 or weight.shape[1] != c or weight.shape[2] != 3 or weight.shape[3] != 3:

@@ -34,6 +34,17 @@ inline void check_device(const at::Tensor& t, const char* op, const char* arg) {
   TORCH_CHECK_VALUE(t.is_cpu() || t.is_cuda(), op, ": expected ", arg, " on a CPU or CUDA device, got ", t.device());
 }
 
+// The checks every op makes of its activation x (N, C, H, W): device, rank, dtype, C >= 1.
+// Returns x's element type.
+inline DType check_activation(const at::Tensor& x, const char* op) {
+  check_device(x, op, "x");
+  TORCH_CHECK_VALUE(x.dim() == 4, op, ": expected x to be a 4-D tensor (N, C, H, W), got a ", x.dim(),
+                    "-D tensor of shape ", x.sizes());
+  const DType dtype = checked_dtype(x, op, "x");
+  TORCH_CHECK_VALUE(x.size(1) >= 1, op, ": expected x with at least one channel, got shape ", x.sizes());
+  return dtype;
+}
+
 // The memory format an output takes: the input's, by torch's own rule.
 inline Layout layout_of(at::MemoryFormat f) { return f == at::MemoryFormat::ChannelsLast ? Layout::nhwc : Layout::nchw; }
 

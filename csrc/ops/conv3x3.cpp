@@ -75,12 +75,8 @@ at::Tensor run_tensor_core(const Conv3x3Algorithm& algorithm, const at::Tensor& 
 at::Tensor conv3x3(const at::Tensor& x, const at::Tensor& weight, const std::optional<at::Tensor>& bias, bool relu,
                    bool pool, c10::string_view algo) {
   constexpr const char* op = "vggkern.conv3x3";
-  check_device(x, op, "x");
-  TORCH_CHECK_VALUE(x.dim() == 4, op, ": expected x to be a 4-D tensor (N, C, H, W), got a ", x.dim(),
-                    "-D tensor of shape ", x.sizes());
-  const DType dtype = checked_dtype(x, op, "x");
+  const DType dtype = check_activation(x, op);
   const int64_t N = x.size(0), C = x.size(1), H = x.size(2), W = x.size(3);
-  TORCH_CHECK_VALUE(C >= 1, op, ": expected x with at least one channel, got shape ", x.sizes());
   TORCH_CHECK_VALUE(H >= 1 && W >= 1, op, ": expected x with H >= 1 and W >= 1, got shape ", x.sizes());
   TORCH_CHECK_VALUE(weight.dim() == 4 && weight.size(1) == C && weight.size(2) == 3 && weight.size(3) == 3, op,
                     ": expected weight of shape [K, C, 3, 3] with C=", C, " matching x, got ", weight.sizes());

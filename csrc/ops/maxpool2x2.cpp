@@ -9,12 +9,8 @@ namespace {
 
 at::Tensor maxpool2x2(const at::Tensor& x) {
   constexpr const char* op = "vggkern.maxpool2x2";
-  check_device(x, op, "x");
-  TORCH_CHECK_VALUE(x.dim() == 4, op, ": expected x to be a 4-D tensor (N, C, H, W), got a ", x.dim(),
-                    "-D tensor of shape ", x.sizes());
-  const DType dtype = checked_dtype(x, op, "x");
+  const DType dtype = check_activation(x, op);
   const int64_t N = x.size(0), C = x.size(1), H = x.size(2), W = x.size(3);
-  TORCH_CHECK_VALUE(C >= 1, op, ": expected x with at least one channel, got shape ", x.sizes());
   TORCH_CHECK_VALUE(H >= 2 && W >= 2, op, ": expected x with H >= 2 and W >= 2 for a 2x2 window, got H=", H,
                     ", W=", W);
 
