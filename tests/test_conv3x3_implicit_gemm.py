@@ -46,6 +46,17 @@ def test_nan_inf_propagate_like_torch(relu, pool, device):
 
 
 @pytest.mark.parametrize("device", DEVICES)
+def test_int64_index_variant(device, monkeypatch):
+    # The kernel's int64-offset variant (used from 2^31 elements on), forced at small sizes.
+    x, w, b = _inputs(2, 8, 72, 9, 17, torch.bfloat16, device, channels_last=True, seed=17)
+    y32 = vggkern.conv3x3(x, w, b, relu=True, pool=True, algo=ALGO)
+    monkeypatch.setenv("VGGKERN_FORCE_INT64_INDEX", "1")
+    y64 = vggkern.conv3x3(x, w, b, relu=True, pool=True, algo=ALGO)
+    _check(y64, x, w, b, True, True, algo=ALGO)
+    assert torch.equal(y32, y64)
+
+
+@pytest.mark.parametrize("device", DEVICES)
 def test_opcheck(device):
     x, w, b = _inputs(2, 8, 16, 6, 5, torch.float16, device, channels_last=True, seed=13)
     for args in [(x, w, b, True, True, ALGO), (x.contiguous(), w, None, False, False, ALGO)]:

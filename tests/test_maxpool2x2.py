@@ -129,6 +129,15 @@ def test_indices_beyond_32_bits():
 
 
 @pytest.mark.parametrize("channels_last", [False, True], ids=["nchw", "nhwc"])
+def test_int64_index_variant(channels_last, device, monkeypatch):
+    # Every vector width of the int64-offset kernels, forced at small sizes.
+    monkeypatch.setenv("VGGKERN_FORCE_INT64_INDEX", "1")
+    for shape in [(2, 8, 16, 16), (1, 12, 6, 12), (2, 3, 7, 9)]:
+        x = random_input(shape, torch.float16, device, channels_last)
+        assert_identical(vggkern.maxpool2x2(x).cpu(), reference(x.cpu()))
+
+
+@pytest.mark.parametrize("channels_last", [False, True], ids=["nchw", "nhwc"])
 def test_opcheck(channels_last, device):
     x = torch.randn(2, 6, 9, 10, device=device)
     if channels_last:

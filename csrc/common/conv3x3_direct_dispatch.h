@@ -68,11 +68,7 @@ void conv3x3_direct_typed(const Conv3x3Args& a, const Launcher& launch) {
   // Every offset the kernel forms is below the numel of x, weight or y.
   const int64_t y_numel = a.pool ? a.N * a.K * (a.H / 2) * (a.W / 2) : a.N * a.K * a.H * a.W;
   const int64_t limit = int64_t(1) << 31;
-  // Testing aid: VGGKERN_FORCE_INT64_INDEX=1 runs the int64 variant at any size, so the
-  // tests reach it without tensors of 2^31 elements (read per launch: tests toggle it).
-  const char* force64 = std::getenv("VGGKERN_FORCE_INT64_INDEX");
-  const bool index64 = force64 != nullptr && force64[0] == '1';
-  if (!index64 && a.N * a.C * a.H * a.W < limit && a.K * a.C * 9 < limit && y_numel < limit) {
+  if (!force_int64_index() && a.N * a.C * a.H * a.W < limit && a.K * a.C * 9 < limit && y_numel < limit) {
     conv3x3_direct_run<T, int32_t>(a, launch);
   } else {
     conv3x3_direct_run<T, int64_t>(a, launch);

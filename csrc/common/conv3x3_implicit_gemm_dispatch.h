@@ -40,7 +40,7 @@ template <class T, VK_KERNEL_NS::MmaType kMma, class Launcher>
 void conv3x3_implicit_gemm_typed(const Conv3x3Args& a, const Launcher& launch) {
   const int64_t limit = int64_t(1) << 31;
   const int64_t y_numel = a.N * a.K * a.H * a.W;  // pooled y is smaller
-  const bool fits32 = a.N * a.H * a.W * a.C < limit && a.K * 9 * a.C < limit && y_numel < limit;
+  const bool fits32 = !force_int64_index() && a.N * a.H * a.W * a.C < limit && a.K * 9 * a.C < limit && y_numel < limit;
   if (a.K <= 64) {
     if (fits32) conv3x3_implicit_gemm_run<T, kMma, 64, int32_t>(a, launch);
     else conv3x3_implicit_gemm_run<T, kMma, 64, int64_t>(a, launch);

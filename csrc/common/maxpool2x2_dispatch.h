@@ -64,7 +64,7 @@ void maxpool2x2_run(const Maxpool2x2Args& a, const Launcher& launch) {
 template <class T, class Launcher>
 void maxpool2x2_typed(const Maxpool2x2Args& a, const Launcher& launch) {
   // Every offset is below numel(x): 32-bit arithmetic when that fits.
-  if (a.N * a.C * a.H * a.W < (int64_t(1) << 31)) {
+  if (!force_int64_index() && a.N * a.C * a.H * a.W < (int64_t(1) << 31)) {
     maxpool2x2_run<T, int32_t>(a, launch);
   } else {
     maxpool2x2_run<T, int64_t>(a, launch);
