@@ -230,6 +230,11 @@ def _winograd_weight_fake(weight, tile):
     return weight.new_empty(((tile + 2) ** 2, c, k), dtype=torch.float32)
 
 
+# G of F(2x2) and F(4x4): the kernels' own constants, read once here as Python floats
+# (a traced backward builds its tensor from them: fake mode refuses constant tensors).
+_WINOGRAD_G = {m: torch.ops.vggkern._winograd_matrices(m)[1].tolist() for m in (2, 4)}
+
+
 def _winograd_weight_setup_context(ctx, inputs, output):
     weight, tile = inputs
     ctx.tile, ctx.dtype = tile, weight.dtype
@@ -237,8 +242,7 @@ def _winograd_weight_setup_context(ctx, inputs, output):
 
 def _winograd_weight_backward(ctx, grad):
     # U[(i, j), c, k] = sum_ab G[i, a] g[k, c, a, b] G[j, b]  =>  dg[k, c, a, b] = sum_ij G[i, a] dU G[j, b].
-    _, g, _ = torch.ops.vggkern._winograd_matrices(ctx.tile)
-    g = g.to(device=grad.device, dtype=torch.float32)
+    g = torch.tensor(_WINOGRAD_G[ctx.tile], dtype=torch.float32, device=grad.device)
     a = ctx.tile + 2
     du = grad.reshape(a, a, *grad.shape[1:])
     return torch.einsum("ia,ijck,jb->kcab", g, du, g).to(ctx.dtype), None
