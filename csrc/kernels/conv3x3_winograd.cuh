@@ -50,6 +50,11 @@
 // So the fused kernel should win at this shape by ~1.5x over a split pipeline with the
 // same GEMM; the GEMM itself (CUDA cores, 64 accumulators per thread, 1 shared-memory
 // float4 per 16 fmaf) is the part to tune once measured.
+// Resources (nvcc 13, sm_90, -O3): F(2x2) 121-128 registers, F(4x4) 167-168, no spills,
+// no stack frame (the transform coefficients fold); so F(2x2) runs 2 blocks (16 warps)
+// per SM, F(4x4) 1 block (9 warps) + 90 KB of shared memory. Capping F(4x4) at 2 blocks
+// (__launch_bounds__(288, 2)) spills 300-580 bytes per thread: occupancy vs spills is
+// for the first measurement to settle.
 // Measurement: pending a GPU session (see benchmarks/).
 #pragma once
 
