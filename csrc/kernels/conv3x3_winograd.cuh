@@ -54,7 +54,9 @@
 // no stack frame (the transform coefficients fold); so F(2x2) runs 2 blocks (16 warps)
 // per SM, F(4x4) 1 block (9 warps) + 90 KB of shared memory. Capping F(4x4) at 2 blocks
 // (__launch_bounds__(288, 2)) spills 300-580 bytes per thread: occupancy vs spills is
-// for the first measurement to settle.
+// for the first measurement to settle. Known shared-memory bank conflicts to look at
+// then: with NHWC the stage-1 V stores and the epilogue's M reads step by channel
+// (strides of 576 and 36 floats: 8-way); NCHW steps by tile and is conflict-free there.
 // Measurement: pending a GPU session (see benchmarks/).
 #pragma once
 

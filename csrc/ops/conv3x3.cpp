@@ -1,6 +1,9 @@
 // torch.ops.vggkern.conv3x3(Tensor x, Tensor weight, Tensor? bias=None, bool relu=False,
 // bool pool=False, str algo="auto") -> Tensor: checks, output allocation, launch.
 // y = [max_pool2d(., 2, 2)](ReLU?(conv2d(x, weight, bias, stride=1, padding=1))), fused.
+// The Winograd algorithms also take weight = winograd_weight(w, m) (csrc/ops/winograd.cpp),
+// float32 (alpha^2, C, K); given a raw weight they transform it per call into a U
+// allocated here.
 #include <torch/library.h>
 
 #include <string>
