@@ -16,6 +16,8 @@
 TORCH_LIBRARY(vggkern, m) {
   m.def("maxpool2x2(Tensor x) -> Tensor");
   m.def("conv3x3(Tensor x, Tensor weight, Tensor? bias=None, bool relu=False, bool pool=False, str algo=\"auto\") -> Tensor");
+  m.def("winograd_weight(Tensor weight, int tile) -> Tensor");
+  m.def("_winograd_matrices(int tile) -> (Tensor, Tensor, Tensor)");
 }
 
 namespace {

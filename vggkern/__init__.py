@@ -9,9 +9,9 @@ __version__ = "0.1.0"
 import torch  # noqa: F401  (loads libtorch, which _C links against)
 
 from . import _C  # noqa: F401  (registers torch.ops.vggkern.*)
-from .ops import algorithms, conv3x3, maxpool2x2  # noqa: E402
+from .ops import algorithms, conv3x3, maxpool2x2, winograd_weight  # noqa: E402
 
-__all__ = ["conv3x3", "algorithms", "maxpool2x2", "build_info", "__version__"]
+__all__ = ["conv3x3", "algorithms", "maxpool2x2", "winograd_weight", "build_info", "__version__"]
 
 
 def build_info():

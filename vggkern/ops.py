@@ -72,9 +72,12 @@ torch.library.register_autograd("vggkern::maxpool2x2", _maxpool2x2_backward,
 
 # The algorithms this build has, in the order "auto" prefers them; csrc/ops/conv3x3.cpp
 # holds the same list (kConv3x3Algorithms).
-_CONV3X3_ALGORITHMS = ("direct", "implicit_gemm")
+_CONV3X3_ALGORITHMS = ("direct", "winograd_f2x2", "winograd_f4x4", "implicit_gemm")
 # Tensor-core algorithms: float16/bfloat16 only (TF32 for float32 is not implemented yet).
 _TENSOR_CORE_ALGORITHMS = ("implicit_gemm",)
+# m of F(m x m, 3x3) for the Winograd algorithms: they also accept the pre-transformed
+# weight winograd_weight(weight, m) of shape ((m + 2)**2, C, K), float32.
+_WINOGRAD_TILE = {"winograd_f2x2": 2, "winograd_f4x4": 4}
 
 
 def algorithms() -> list[str]:
@@ -88,14 +91,35 @@ def _check_conv3x3_inputs(x, weight, bias, algo, op="vggkern.conv3x3"):
     n, c, h, w = x.shape
     if h < 1 or w < 1:
         raise ValueError(f"{op}: expected x with H >= 1 and W >= 1, got shape {list(x.shape)}")
-    if weight.dim() != 4 or weight.shape[1] != c or weight.shape[2] != 3 or weight.shape[3] != 3:
-        raise ValueError(f"{op}: expected weight of shape [K, C, 3, 3] with C={c} matching x, "
-                         f"got {list(weight.shape)}")
-    k = weight.shape[0]
-    if k < 1:
-        raise ValueError(f"{op}: expected weight with at least one output channel (K >= 1), "
-                         f"got {list(weight.shape)}")
-    operands = [("weight", weight)]
+    if algo != "auto" and algo not in _CONV3X3_ALGORITHMS:
+        valid = ", ".join(f'"{a}"' for a in ("auto",) + _CONV3X3_ALGORITHMS)
+        raise ValueError(f'{op}: unknown algo "{algo}"; expected one of {valid}')
+    m = _WINOGRAD_TILE.get(algo, 0)
+    operands = []
+    if m and weight.dim() == 3:  # pre-transformed: winograd_weight(weight, m)
+        p = (m + 2) ** 2
+        if weight.shape[0] != p or weight.shape[1] != c:
+            raise ValueError(f"{op}: expected weight of shape [K, C, 3, 3], or winograd_weight(weight, {m}) of shape "
+                             f"[{p}, C, K], with C={c} matching x, got {list(weight.shape)}")
+        k = weight.shape[2]
+        if k < 1:
+            raise ValueError(f"{op}: expected weight with at least one output channel (K >= 1), "
+                             f"got {list(weight.shape)}")
+        if weight.dtype != torch.float32:
+            raise ValueError(f"{op}: expected a pre-transformed weight (winograd_weight) of dtype float32, "
+                             f"got {weight.dtype}")
+        if weight.device != x.device:
+            raise ValueError(f"{op}: expected weight on the same device as x ({x.device}), got {weight.device}")
+    else:
+        if weight.dim() != 4 or weight.shape[1] != c or weight.shape[2] != 3 or weight.shape[3] != 3:
+            alt = f", or winograd_weight(weight, {m}) of shape [{(m + 2) ** 2}, C, K]" if m else ""
+            raise ValueError(f"{op}: expected weight of shape [K, C, 3, 3] with C={c} matching x{alt}, "
+                             f"got {list(weight.shape)}")
+        k = weight.shape[0]
+        if k < 1:
+            raise ValueError(f"{op}: expected weight with at least one output channel (K >= 1), "
+                             f"got {list(weight.shape)}")
+        operands.append(("weight", weight))
     if bias is not None:
         if bias.dim() != 1 or bias.shape[0] != k:
             raise ValueError(f"{op}: expected bias of shape [K] with K={k} matching weight, got {list(bias.shape)}")
@@ -105,9 +129,6 @@ def _check_conv3x3_inputs(x, weight, bias, algo, op="vggkern.conv3x3"):
             raise ValueError(f"{op}: expected {name} of the same dtype as x ({x.dtype}), got {t.dtype}")
         if t.device != x.device:
             raise ValueError(f"{op}: expected {name} on the same device as x ({x.device}), got {t.device}")
-    if algo != "auto" and algo not in _CONV3X3_ALGORITHMS:
-        valid = ", ".join(f'"{a}"' for a in ("auto",) + _CONV3X3_ALGORITHMS)
-        raise ValueError(f'{op}: unknown algo "{algo}"; expected one of {valid}')
     if algo in _TENSOR_CORE_ALGORITHMS and x.dtype == torch.float32:
         raise ValueError(f'{op}: algo "{algo}" runs float16 and bfloat16 on tensor cores, got float32 '
                          '(TF32 is not implemented yet); use algo="direct" or a half-precision input')
@@ -121,8 +142,14 @@ def conv3x3(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = N
     ``F.max_pool2d(., 2, 2)`` (floor mode) if pool, in one kernel that writes only the
     result. x: (N, C, H, W); weight: (K, C, 3, 3); bias: (K,) or None; one dtype,
     float32/float16/bfloat16, sums in fp32. The output keeps x's memory format (NCHW or
-    channels_last). algo: "auto" or one of ``algorithms()``. Differentiable (the
-    backward is torch's own).
+    channels_last). algo: "auto" (today "direct") or one of ``algorithms()``.
+    Differentiable (the backward is torch's own).
+
+    Winograd algorithms ("winograd_f2x2", "winograd_f4x4": F(2x2,3x3) and F(4x4,3x3))
+    also take ``weight = winograd_weight(w, 2 or 4)``, the filter transform done once
+    (float32, shape (16 or 36, C, K)); given the raw weight they transform it per call.
+    Their rounding differs from direct's (see README, Numerics), and a NaN/Inf input may
+    spread within its output tile (2x2 or 4x4), not only to its 3x3 neighbourhood.
     """
     _check_conv3x3_inputs(x, weight, bias, algo)
     return torch.ops.vggkern.conv3x3(x, weight, bias, relu, pool, algo)
@@ -132,7 +159,7 @@ def conv3x3(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = N
 def _conv3x3_fake(x, weight, bias=None, relu=False, pool=False, algo="auto"):
     _check_conv3x3_inputs(x, weight, bias, algo)
     n, _, h, w = x.shape
-    k = weight.shape[0]
+    k = weight.shape[2] if weight.dim() == 3 else weight.shape[0]
     shape = (n, k, h // 2, w // 2) if pool else (n, k, h, w)
     return x.new_empty(shape).contiguous(memory_format=suggest_memory_format(x))
 
@@ -148,6 +175,9 @@ def _conv3x3_backward(ctx, grad):
     # intermediate values with torch where relu or pool need them.
     x, weight, bias = ctx.saved_tensors
     need_x, need_w, need_b = ctx.needs_input_grad[:3]
+    if weight.dim() == 3:
+        raise NotImplementedError("vggkern.conv3x3: no backward through a pre-transformed (winograd_weight) weight; "
+                                  "pass the raw (K, C, 3, 3) weight to differentiate")
     if ctx.relu or ctx.pool:
         a = torch.ops.aten.convolution(x, weight, bias, [1, 1], [1, 1], [1, 1], False, [0, 0], 1)
         if ctx.relu:
@@ -165,3 +195,61 @@ def _conv3x3_backward(ctx, grad):
 
 
 torch.library.register_autograd("vggkern::conv3x3", _conv3x3_backward, setup_context=_conv3x3_setup_context)
+
+
+# ---- Winograd filter transform ---------------------------------------------------------
+
+
+def _check_winograd_weight_inputs(weight, tile, op="vggkern.winograd_weight"):
+    # Mirrors csrc/ops/winograd.cpp.
+    if tile not in (2, 4):
+        raise ValueError(f"{op}: expected tile 2 (F(2x2,3x3)) or 4 (F(4x4,3x3)), got {tile}")
+    if weight.device.type not in ("cpu", "cuda", "meta"):
+        raise ValueError(f"{op}: expected weight on a CPU or CUDA device, got {weight.device}")
+    if weight.dim() != 4 or weight.shape[2] != 3 or weight.shape[3] != 3:
+        raise ValueError(f"{op}: expected weight of shape [K, C, 3, 3], got {list(weight.shape)}")
+    if weight.dtype not in _FLOAT_DTYPES:
+        raise ValueError(f"{op}: expected weight of dtype float32, float16 or bfloat16, got {weight.dtype}")
+
+
+def winograd_weight(weight: torch.Tensor, tile: int) -> torch.Tensor:
+    """The Winograd filter transform U = G g G^T of every filter, for conv3x3's
+    "winograd_f2x2" (tile=2) and "winograd_f4x4" (tile=4) algorithms.
+
+    weight: (K, C, 3, 3), float32/float16/bfloat16. Returns U of shape ((tile + 2)**2, C,
+    K) = (16 or 36, C, K), float32 whatever weight's dtype (the kernels compute in fp32;
+    rounding U to fp16/bf16 would add an error as large as the output's own rounding),
+    contiguous, on weight's device: U[i * (tile + 2) + j, c, k] = (G weight[k, c] G^T)[i, j].
+    Pass it as conv3x3's weight to skip the per-call transform. Differentiable.
+    """
+    _check_winograd_weight_inputs(weight, tile)
+    return torch.ops.vggkern.winograd_weight(weight, tile)
+
+
+@torch.library.register_fake("vggkern::winograd_weight")
+def _winograd_weight_fake(weight, tile):
+    _check_winograd_weight_inputs(weight, tile)
+    k, c = weight.shape[:2]
+    return weight.new_empty(((tile + 2) ** 2, c, k), dtype=torch.float32)
+
+
+# G of F(2x2) and F(4x4): the kernels' own constants, read once here as Python floats
+# (a traced backward builds its tensor from them: fake mode refuses constant tensors).
+_WINOGRAD_G = {m: torch.ops.vggkern._winograd_matrices(m)[1].tolist() for m in (2, 4)}
+
+
+def _winograd_weight_setup_context(ctx, inputs, output):
+    weight, tile = inputs
+    ctx.tile, ctx.dtype = tile, weight.dtype
+
+
+def _winograd_weight_backward(ctx, grad):
+    # U[(i, j), c, k] = sum_ab G[i, a] g[k, c, a, b] G[j, b]  =>  dg[k, c, a, b] = sum_ij G[i, a] dU G[j, b].
+    g = torch.tensor(_WINOGRAD_G[ctx.tile], dtype=torch.float32, device=grad.device)
+    a = ctx.tile + 2
+    du = grad.reshape(a, a, *grad.shape[1:])
+    return torch.einsum("ia,ijck,jb->kcab", g, du, g).to(ctx.dtype), None
+
+
+torch.library.register_autograd("vggkern::winograd_weight", _winograd_weight_backward,
+                                setup_context=_winograd_weight_setup_context)

@@ -34,6 +34,20 @@ struct Conv3x3Args {
   int64_t N, C, H, W, K;
   bool relu, pool;
   void* stream;  // cudaStream_t for CUDA tensors, unused on the emulator
+  // Winograd algorithms: U = winograd_weight(weight, m), fp32 (alpha^2, C, K); they
+  // read U, not weight.
+  const float* winograd_u = nullptr;
+};
+
+// winograd_weight: weight (K, C, 3, 3) contiguous -> u (alpha^2, C, K) fp32 contiguous,
+// alpha = tile + 2, tile = 2 or 4.
+struct WinogradWeightArgs {
+  const void* weight;
+  float* u;
+  DType dtype;
+  int64_t K, C;
+  int tile;
+  void* stream;  // cudaStream_t for CUDA tensors, unused on the emulator
 };
 
 }  // namespace vk

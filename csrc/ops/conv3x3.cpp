@@ -1,12 +1,16 @@
 // torch.ops.vggkern.conv3x3(Tensor x, Tensor weight, Tensor? bias=None, bool relu=False,
 // bool pool=False, str algo="auto") -> Tensor: checks, output allocation, launch.
 // y = [max_pool2d(., 2, 2)](ReLU?(conv2d(x, weight, bias, stride=1, padding=1))), fused.
+// The Winograd algorithms also take weight = winograd_weight(w, m) (csrc/ops/winograd.cpp),
+// float32 (alpha^2, C, K); given a raw weight they transform it per call into a U
+// allocated here.
 #include <torch/library.h>
 
 #include <string>
 
 #include "../common/backends.h"
 #include "../common/op_support.h"
+#include "winograd.h"
 
 namespace vk {
 namespace {
@@ -17,6 +21,7 @@ struct Conv3x3Algorithm {
   const char* name;
   Conv3x3Launcher cuda;
   Conv3x3Launcher emu;
+  int winograd_tile = 0;  // m of F(m x m, 3x3); 0: not Winograd (weight is used as it is)
   // Tensor-core algorithms take fp16/bf16 only, NHWC activations with C a multiple of
   // 8 and the weight as (K, 3, 3, C): the op prepares those (see run_tensor_core).
   bool tensor_core = false;
@@ -26,7 +31,9 @@ struct Conv3x3Algorithm {
 // _CONV3X3_ALGORITHMS in step.
 const Conv3x3Algorithm kConv3x3Algorithms[] = {
     {"direct", VK_CUDA_LAUNCHER(cuda::conv3x3_direct), &emu::conv3x3_direct},
-    {"implicit_gemm", VK_CUDA_LAUNCHER(cuda::conv3x3_implicit_gemm), &emu::conv3x3_implicit_gemm, true},
+    {"winograd_f2x2", VK_CUDA_LAUNCHER(cuda::conv3x3_winograd_f2x2), &emu::conv3x3_winograd_f2x2, 2},
+    {"winograd_f4x4", VK_CUDA_LAUNCHER(cuda::conv3x3_winograd_f4x4), &emu::conv3x3_winograd_f4x4, 4},
+    {"implicit_gemm", VK_CUDA_LAUNCHER(cuda::conv3x3_implicit_gemm), &emu::conv3x3_implicit_gemm, 0, true},
 };
 
 const Conv3x3Algorithm& conv3x3_algorithm(const std::string& algo, const char* op) {
@@ -78,18 +85,40 @@ at::Tensor conv3x3(const at::Tensor& x, const at::Tensor& weight, const std::opt
   const DType dtype = check_activation(x, op);
   const int64_t N = x.size(0), C = x.size(1), H = x.size(2), W = x.size(3);
   TORCH_CHECK_VALUE(H >= 1 && W >= 1, op, ": expected x with H >= 1 and W >= 1, got shape ", x.sizes());
-  TORCH_CHECK_VALUE(weight.dim() == 4 && weight.size(1) == C && weight.size(2) == 3 && weight.size(3) == 3, op,
-                    ": expected weight of shape [K, C, 3, 3] with C=", C, " matching x, got ", weight.sizes());
-  const int64_t K = weight.size(0);
-  TORCH_CHECK_VALUE(K >= 1, op, ": expected weight with at least one output channel (K >= 1), got ",
-                    weight.sizes());
-  check_same(weight, x, op, "weight");
+  const Conv3x3Algorithm& algorithm = conv3x3_algorithm(std::string(algo), op);
+  // Winograd algorithms also take the pre-transformed weight U = winograd_weight(weight,
+  // m): float32 (alpha^2, C, K), told apart from a raw weight by its 3 dimensions.
+  const int64_t m = algorithm.winograd_tile, P = (m + 2) * (m + 2);
+  const bool pre_transformed = m != 0 && weight.dim() == 3;
+  int64_t K;
+  if (pre_transformed) {
+    TORCH_CHECK_VALUE(weight.size(0) == P && weight.size(1) == C, op, ": expected weight of shape [K, C, 3, 3], or ",
+                      "winograd_weight(weight, ", m, ") of shape [", P, ", C, K], with C=", C, " matching x, got ",
+                      weight.sizes());
+    K = weight.size(2);
+    TORCH_CHECK_VALUE(K >= 1, op, ": expected weight with at least one output channel (K >= 1), got ",
+                      weight.sizes());
+    TORCH_CHECK_VALUE(weight.scalar_type() == at::kFloat, op, ": expected a pre-transformed weight (winograd_weight) ",
+                      "of dtype float32, got ", weight.scalar_type());
+    TORCH_CHECK_VALUE(weight.device() == x.device(), op, ": expected weight on the same device as x (", x.device(),
+                      "), got ", weight.device());
+  } else {
+    TORCH_CHECK_VALUE(weight.dim() == 4 && weight.size(1) == C && weight.size(2) == 3 && weight.size(3) == 3, op,
+                      ": expected weight of shape [K, C, 3, 3] with C=", C, " matching x",
+                      m != 0 ? ", or winograd_weight(weight, " + std::to_string(m) + ") of shape [" +
+                                   std::to_string(P) + ", C, K]"
+                             : std::string(),
+                      ", got ", weight.sizes());
+    K = weight.size(0);
+    TORCH_CHECK_VALUE(K >= 1, op, ": expected weight with at least one output channel (K >= 1), got ",
+                      weight.sizes());
+    check_same(weight, x, op, "weight");
+  }
   if (bias.has_value()) {
     TORCH_CHECK_VALUE(bias->dim() == 1 && bias->size(0) == K, op, ": expected bias of shape [K] with K=", K,
                       " matching weight, got ", bias->sizes());
     check_same(*bias, x, op, "bias");
   }
-  const Conv3x3Algorithm& algorithm = conv3x3_algorithm(std::string(algo), op);
   const at::Tensor bc = bias.has_value() ? bias->contiguous() : at::Tensor();
   if (algorithm.tensor_core) return run_tensor_core(algorithm, x, weight, bc, relu, pool, dtype, op);
 
@@ -102,6 +131,11 @@ at::Tensor conv3x3(const at::Tensor& x, const at::Tensor& weight, const std::opt
 
   Conv3x3Args args{xc.const_data_ptr(), wc.const_data_ptr(), bc.defined() ? bc.const_data_ptr() : nullptr,
                    y.data_ptr(), dtype, layout_of(format), N, C, H, W, K, relu, pool, nullptr};
+  at::Tensor u;  // the Winograd algorithms' U: given, or transformed here for this call (a workspace)
+  if (m != 0) {
+    u = pre_transformed ? wc : winograd_weight_transform(wc, m, op);
+    args.winograd_u = u.const_data_ptr<float>();
+  }
   launch_on_device(x, args, algorithm.cuda, algorithm.emu, op);
   return y;
 }

@@ -1,0 +1,280 @@
+"""Winograd F(2x2,3x3) and F(4x4,3x3): the transforms, the filter-transform op
+vggkern.winograd_weight, and what conv3x3's Winograd algorithms add to the common conv
+suite (tests/test_conv3x3.py runs its accuracy cases for every algorithm in K_FACTOR):
+the pre-transformed weight path, its checks, odd sizes under the pool, the int64-index
+variant, and the NaN/Inf contract.
+
+NaN/Inf contract of the Winograd algorithms (differs from direct's, which is torch's):
+an output tile is computed from its whole (m+2)x(m+2) input tile, so a NaN/Inf input
+may turn any output of the m x m tiles whose input tile holds it into NaN (or Inf).
+Where torch's result is NaN or Inf, ours is NaN or the same Inf; outside those tiles
+every output is finite where torch's is and matches it as usual.
+"""
+import pytest
+import torch
+import torch.nn.functional as F
+
+import vggkern
+from test_conv3x3 import K_FACTOR, _check, _inputs, _torch_forward
+
+ALGOS = {"winograd_f2x2": 2, "winograd_f4x4": 4}
+DTYPES = [torch.float32, torch.float16, torch.bfloat16]
+
+
+def _gen(seed):
+    return torch.Generator().manual_seed(seed)
+
+
+# ---- the transforms --------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("tile", [2, 4])
+def test_matrices_shapes(tile):
+    b, g, a = torch.ops.vggkern._winograd_matrices(tile)
+    alpha = tile + 2
+    assert b.shape == (alpha, alpha) and g.shape == (alpha, 3) and a.shape == (alpha, tile)
+    assert b.dtype == g.dtype == a.dtype == torch.float64
+
+
+@pytest.mark.parametrize("tile", [2, 4])
+def test_winograd_identity(tile):
+    # A^T [(G g G^T) ⊙ (B^T d B)] A == the valid 3x3 correlation of d with g, in float64
+    # with the kernels' own (fp32) constants: exact for F(2x2) (0, ±1, ±1/2); for F(4x4)
+    # G's 1/6, 1/12, 1/24 are fp32-rounded, so equal up to ~fp32 eps.
+    b, g, a = torch.ops.vggkern._winograd_matrices(tile)
+    gen = _gen(tile)
+    d = torch.randn(200, tile + 2, tile + 2, generator=gen, dtype=torch.float64)
+    w = torch.randn(200, 3, 3, generator=gen, dtype=torch.float64)
+    u = g @ w @ g.T
+    v = b.T @ d @ b
+    y = a.T @ (u * v) @ a
+    ref = torch.stack([F.conv2d(d[i][None, None], w[i][None, None])[0, 0] for i in range(len(d))])
+    scale = ref.abs().amax(dim=(1, 2), keepdim=True) + d.abs().amax(dim=(1, 2), keepdim=True)
+    tol = 1e-14 if tile == 2 else 1e-6  # measured 2.2e-7 = 1.9 fp32 eps
+    assert ((y - ref).abs() / scale).max().item() < tol
+    if tile == 4:  # the rounding of G is the only difference: exact G gives float64-exact results
+        g_exact = torch.tensor([[1 / 4, 0, 0], [-1 / 6, -1 / 6, -1 / 6], [-1 / 6, 1 / 6, -1 / 6],
+                                [1 / 24, 1 / 12, 1 / 6], [1 / 24, -1 / 12, 1 / 6], [0, 0, 1]], dtype=torch.float64)
+        torch.testing.assert_close(g, g_exact, rtol=2 ** -24, atol=0)
+        y = a.T @ ((g_exact @ w @ g_exact.T) * v) @ a
+        assert ((y - ref).abs() / scale).max().item() < 1e-13
+
+
+def test_matrices_bad_tile():
+    with pytest.raises(ValueError, match="expected tile 2 or 4, got 3"):
+        torch.ops.vggkern._winograd_matrices(3)
+
+
+# ---- winograd_weight -------------------------------------------------------------------
+
+
+def _u_reference(weight, tile):
+    _, g, _ = torch.ops.vggkern._winograd_matrices(tile)
+    g = g.to(weight.device)
+    alpha = tile + 2
+    u = torch.einsum("ia,kcab,jb->ijck", g, weight.double(), g)
+    return u.reshape(alpha * alpha, weight.shape[1], weight.shape[0])
+
+
+@pytest.mark.parametrize("tile", [2, 4])
+@pytest.mark.parametrize("dtype", DTYPES, ids=str)
+def test_winograd_weight_values(tile, dtype, device):
+    w = torch.randn(37, 11, 3, 3, generator=_gen(41)).to(dtype).to(device)
+    u = vggkern.winograd_weight(w, tile)
+    assert u.shape == ((tile + 2) ** 2, 11, 37) and u.dtype == torch.float32 and u.is_contiguous()
+    assert u.device == w.device
+    # fp32 sums of a few fp32-exact products: within a few fp32 ulps of the float64 value.
+    torch.testing.assert_close(u.double(), _u_reference(w, tile), rtol=1e-6, atol=1e-6)
+    assert torch.equal(u, torch.ops.vggkern.winograd_weight(w.transpose(2, 3).contiguous().transpose(2, 3), tile))
+
+
+@pytest.mark.parametrize("tile", [2, 4])
+def test_winograd_weight_gradient(tile):
+    w = torch.randn(5, 3, 3, 3, generator=_gen(43)).requires_grad_()
+    gu = torch.randn((tile + 2) ** 2, 3, 5, generator=_gen(44))
+    vggkern.winograd_weight(w, tile).backward(gu)
+    w2 = w.detach().clone().requires_grad_()
+    _, g, _ = torch.ops.vggkern._winograd_matrices(tile)
+    torch.einsum("ia,kcab,jb->ijck", g.float(), w2, g.float()).reshape(gu.shape).backward(gu)
+    torch.testing.assert_close(w.grad, w2.grad, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("entry", ["wrapper", "op"])
+@pytest.mark.parametrize("weight,tile,match", [
+    (torch.randn(3, 4, 3, 3), 3, r"expected tile 2 \(F\(2x2,3x3\)\) or 4 \(F\(4x4,3x3\)\), got 3"),
+    (torch.randn(3, 4, 9), 2, r"expected weight of shape \[K, C, 3, 3\], got \[3, 4, 9\]"),
+    (torch.randn(3, 4, 5, 5), 4, r"expected weight of shape \[K, C, 3, 3\], got \[3, 4, 5, 5\]"),
+    (torch.randn(3, 4, 3, 3, dtype=torch.float64), 2, r"expected weight of dtype float32, float16 or bfloat16"),
+])
+def test_winograd_weight_bad_inputs(weight, tile, match, entry):
+    fn = vggkern.winograd_weight if entry == "wrapper" else torch.ops.vggkern.winograd_weight
+    with pytest.raises(ValueError, match="vggkern.winograd_weight: " + match):
+        fn(weight, tile)
+
+
+def test_winograd_weight_opcheck():
+    w = torch.randn(4, 3, 3, 3, generator=_gen(45)).requires_grad_()
+    torch.library.opcheck(torch.ops.vggkern.winograd_weight.default, (w, 4))
+
+
+# ---- conv3x3 with the Winograd algorithms ----------------------------------------------
+
+
+@pytest.mark.parametrize("algo", list(ALGOS))
+@pytest.mark.parametrize("dtype", DTYPES, ids=str)
+def test_pre_transformed_weight(algo, dtype, device):
+    # conv3x3(x, winograd_weight(w, m)) is conv3x3(x, w) bit for bit (the op transforms w
+    # with the same kernel), and matches torch.
+    x, w, b = _inputs(2, 21, 35, 11, 14, dtype, device, seed=47)
+    u = vggkern.winograd_weight(w, ALGOS[algo])
+    for relu, pool, channels_last in [(True, False, False), (False, True, True)]:
+        xi = x.contiguous(memory_format=torch.channels_last) if channels_last else x
+        y = vggkern.conv3x3(xi, u, b, relu=relu, pool=pool, algo=algo)
+        _check(y, xi, w, b, relu, pool, algo=algo)
+        assert torch.equal(y, vggkern.conv3x3(xi, w, b, relu=relu, pool=pool, algo=algo))
+        assert torch.equal(y, torch.ops.vggkern.conv3x3(xi, u, b, relu, pool, algo))
+
+
+@pytest.mark.parametrize("algo", list(ALGOS))
+def test_pool_odd_sizes(algo, device):
+    # Partial tiles at the border under the pool: the last pooled row/column of an odd
+    # H/W lies in a tile whose other half is outside the image (F(4x4): windows at every
+    # position inside a tile).
+    for i, (n, c, k, h, w) in enumerate([(1, 5, 9, 7, 9), (2, 3, 33, 5, 11), (1, 8, 6, 15, 3), (1, 4, 4, 3, 17)]):
+        for dtype in (torch.float32, torch.bfloat16):
+            x, wt, b = _inputs(n, c, k, h, w, dtype, device, seed=50 + i, channels_last=i % 2 == 1)
+            _check(vggkern.conv3x3(x, wt, b, relu=True, pool=True, algo=algo), x, wt, b, True, True, algo=algo)
+
+
+@pytest.mark.parametrize("algo", list(ALGOS))
+def test_int64_index_variant(algo, device, monkeypatch):
+    x, w, b = _inputs(2, 10, 40, 9, 13, torch.float16, device, seed=31)
+    for channels_last in (False, True):
+        xi = x.contiguous(memory_format=torch.channels_last) if channels_last else x
+        monkeypatch.setenv("VGGKERN_FORCE_INT64_INDEX", "1")
+        y64 = vggkern.conv3x3(xi, w, b, relu=True, pool=True, algo=algo)
+        _check(y64, xi, w, b, True, True, algo=algo)
+        monkeypatch.setenv("VGGKERN_FORCE_INT64_INDEX", "0")
+        assert torch.equal(y64, vggkern.conv3x3(xi, w, b, relu=True, pool=True, algo=algo))
+
+
+def _spread_mask(x, m, pool):
+    """(N, Ho, Wo) bool: the outputs whose m x m tile's (m+2)x(m+2) input tile holds a
+    non-finite input (any channel)."""
+    bad = (~x.isfinite()).any(dim=1, keepdim=True).double()  # (N, 1, H, W)
+    n, _, h, w = bad.shape
+    th, tw = -(-h // m), -(-w // m)
+    # Input tile of tile (i, j): rows i*m - 1 .. i*m + m in x, i.e. i*m .. i*m + m + 1 padded by 1.
+    padded = F.pad(bad, (1, tw * m + 1 - w, 1, th * m + 1 - h))
+    tiles = F.max_pool2d(padded, m + 2, m)[:, 0] > 0  # (N, th, tw)
+    px = tiles.repeat_interleave(m, 1).repeat_interleave(m, 2)[:, :h, :w]
+    return px[:, : h // 2 * 2 : 2, : w // 2 * 2 : 2] if pool else px
+
+
+@pytest.mark.parametrize("algo", list(ALGOS))
+@pytest.mark.parametrize("dtype", DTYPES, ids=str)
+@pytest.mark.parametrize("relu,pool", [(False, False), (True, False), (True, True)])
+def test_nan_inf_contract(relu, pool, dtype, algo, device):
+    m = ALGOS[algo]
+    x, w, b = _inputs(2, 5, 6, 17, 19, dtype, device, channels_last=dtype == torch.float16, seed=3)
+    x[0, 1, 0, 0] = float("nan")  # at the image corner: the zero padding beside it
+    x[0, 3, 9, 10] = float("nan")
+    x[1, 0, 4, 18] = float("inf")
+    x[1, 2, 13, 2] = float("-inf")
+    b[4] = float("nan")  # a whole output channel
+    y = vggkern.conv3x3(x, w, b, relu=relu, pool=pool, algo=algo).double()
+    ref = _torch_forward(x, w, b, relu, pool, torch.float64)
+    spread = _spread_mask(x, m, pool)[:, None].expand_as(ref).clone()
+    spread[:, 4] = True
+    ours_bad, ref_bad = ~y.isfinite(), ~ref.isfinite()
+    # Where torch has NaN/Inf, so do we (an Inf of torch's sign, or NaN).
+    assert ours_bad[ref_bad].all(), "an output torch has as NaN/Inf is finite"
+    inf = ref.isinf() & y.isinf()
+    assert torch.equal(y[inf], ref[inf]), "Inf signs differ from torch's"
+    # NaN/Inf only within the tiles of the non-finite inputs (and the NaN-bias channel).
+    assert not (ours_bad & ~spread).any(), "NaN/Inf outside the tiles of the non-finite inputs"
+    assert ours_bad[:, 4].all()
+    # Everything outside those tiles matches torch within the algorithm's bound.
+    keep = ~spread
+    assert keep.any()
+    own = _torch_forward(x, w, b, relu, pool, dtype).double()
+    err = (y - ref)[keep].abs().max().item()
+    err_torch = (own - ref)[keep].abs().max().item()
+    floor = torch.finfo(dtype).eps / 4 * ref[keep].abs().max().item()
+    assert err <= K_FACTOR[algo][dtype] * err_torch + floor
+
+
+def _bad(**over):
+    x = torch.randn(1, 4, 5, 5)
+    args = {"x": x, "weight": torch.randn(16, 4, 3), "bias": torch.randn(3), "algo": "winograd_f2x2"}
+    args.update(over)
+    return args
+
+
+BAD_INPUTS = [
+    # a U of the other tile size, or of another C
+    (_bad(weight=torch.randn(36, 4, 3)),
+     r"expected weight of shape \[K, C, 3, 3\], or winograd_weight\(weight, 2\) of shape \[16, C, K\], with C=4 "
+     r"matching x, got \[36, 4, 3\]"),
+    (_bad(weight=torch.randn(16, 4, 3), algo="winograd_f4x4"),
+     r"expected weight of shape \[K, C, 3, 3\], or winograd_weight\(weight, 4\) of shape \[36, C, K\], with C=4 matching x, got \[16, 4, 3\]"),
+    (_bad(weight=torch.randn(16, 5, 3)), r"expected weight of shape .* of shape \[16, C, K\], with C=4 matching x, got \[16, 5, 3\]"),
+    (_bad(weight=torch.randn(16, 4, 0), bias=None), r"expected weight with at least one output channel"),
+    (_bad(weight=torch.randn(16, 4, 3, dtype=torch.float16)),
+     r"expected a pre-transformed weight \(winograd_weight\) of dtype float32, got"),
+    (_bad(bias=torch.randn(4)), r"expected bias of shape \[K\] with K=3 matching weight, got \[4\]"),
+    (_bad(weight=torch.randn(3, 5, 3, 3)),
+     r"expected weight of shape \[K, C, 3, 3\] with C=4 matching x, or winograd_weight\(weight, 2\) of shape "
+     r"\[16, C, K\], got \[3, 5, 3, 3\]"),
+    (_bad(weight=torch.randn(3, 4, 3, 3, dtype=torch.float16)), r"expected weight of the same dtype as x"),
+    # a U is a weight only for the Winograd algorithms
+    (_bad(algo="direct"), r"expected weight of shape \[K, C, 3, 3\] with C=4 matching x, got \[16, 4, 3\]"),
+    (_bad(algo="auto"), r"expected weight of shape \[K, C, 3, 3\] with C=4 matching x, got \[16, 4, 3\]"),
+]
+
+
+@pytest.mark.parametrize("entry", ["wrapper", "op"])
+@pytest.mark.parametrize("args,match", BAD_INPUTS, ids=range(len(BAD_INPUTS)))
+def test_bad_inputs(args, match, entry):
+    with pytest.raises(ValueError, match="vggkern.conv3x3: " + match):
+        if entry == "wrapper":
+            vggkern.conv3x3(args["x"], args["weight"], args["bias"], algo=args["algo"])
+        else:
+            torch.ops.vggkern.conv3x3(args["x"], args["weight"], args["bias"], False, False, args["algo"])
+
+
+def test_no_backward_through_pre_transformed_weight():
+    x, w, b = _inputs(1, 3, 4, 5, 5, torch.float32, "cpu", seed=53)
+    y = vggkern.conv3x3(x.requires_grad_(), vggkern.winograd_weight(w, 2), b, algo="winograd_f2x2")
+    with pytest.raises(NotImplementedError, match="pre-transformed"):
+        y.sum().backward()
+
+
+@pytest.mark.parametrize("algo", list(ALGOS))
+def test_opcheck_and_gradients(algo):
+    x, w, b = _inputs(2, 3, 4, 6, 5, torch.float32, "cpu", seed=13)
+    args = (x.requires_grad_(), w.requires_grad_(), b.requires_grad_())
+    torch.library.opcheck(torch.ops.vggkern.conv3x3.default, args, {"relu": True, "pool": True, "algo": algo})
+    u = vggkern.winograd_weight(w.detach(), ALGOS[algo])
+    torch.library.opcheck(torch.ops.vggkern.conv3x3.default, (x.detach(), u, b.detach()),
+                          {"relu": True, "pool": False, "algo": algo})
+
+
+def test_torch_compile_fullgraph():
+    torch._dynamo.reset()
+
+    def block(x, w, b):
+        u = vggkern.winograd_weight(w, 4)
+        return vggkern.conv3x3(x, u, b, relu=True, pool=True, algo="winograd_f4x4")
+
+    x, w, b = _inputs(2, 3, 5, 9, 10, torch.float32, "cpu", seed=17)
+    compiled = torch.compile(block, fullgraph=True, backend="aot_eager")
+    torch.testing.assert_close(compiled(x, w, b), block(x, w, b), rtol=0, atol=0)
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="no GPU")
+def test_device_mismatch():
+    x, w, b = _inputs(1, 4, 3, 5, 5, torch.float32, "cuda")
+    with pytest.raises(ValueError, match=r"expected weight on the same device as x"):
+        vggkern.conv3x3(x, vggkern.winograd_weight(w, 2).cpu(), b, algo="winograd_f2x2")
