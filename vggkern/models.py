@@ -117,12 +117,6 @@ def resolve_weights(arch: str, weights):
                          f"or an existing state_dict file; got {weights!r} ({e})") from None
 
 
-def load_state_dict_into(model: VGG, state: dict, arch: str) -> None:
-    if not model.include_top:
-        state = {k: v for k, v in state.items() if k.startswith("features.")}
-    model.load_state_dict(state, strict=True)
-
-
 def _vgg(arch: str, num_classes: int, weights, algo: str, include_top: bool, progress: bool) -> VGG:
     weights = resolve_weights(arch, weights)
     if weights is not None and not isinstance(weights, str):
@@ -130,15 +124,20 @@ def _vgg(arch: str, num_classes: int, weights, algo: str, include_top: bool, pro
         if include_top and categories is not None and num_classes != len(categories):
             raise ValueError(f"vggkern.{arch}: weights {weights} have {len(categories)} classes, "
                              f"got num_classes={num_classes}")
-    model = VGG(make_features(CONFIGS[arch], algo), num_classes, include_top=include_top,
-                init_weights=weights is None)
     if weights is None:
-        return model
+        return VGG(make_features(CONFIGS[arch], algo), num_classes, include_top=include_top)
     if isinstance(weights, str):
         state = torch.load(weights, map_location="cpu", weights_only=True)
     else:  # torchvision downloads (or finds in its cache) and checks the file
         state = weights.get_state_dict(progress=progress, check_hash=True)
-    load_state_dict_into(model, state, arch)
+    # Built on the meta device and then given the loaded tensors (as float32 CPU
+    # parameters): no time spent initialising weights that are overwritten at once.
+    with torch.device("meta"):
+        model = VGG(make_features(CONFIGS[arch], algo), num_classes, include_top=include_top, init_weights=False)
+    if not include_top:
+        state = {k: v for k, v in state.items() if k.startswith("features.")}
+    state = {k: v.to("cpu", torch.float32, copy=True) if v.is_floating_point() else v for k, v in state.items()}
+    model.load_state_dict(state, strict=True, assign=True)
     return model
 
 
