@@ -560,6 +560,8 @@ def test_classify_command(vgg16_state_file, tmp_path, capsys):
         assert line.strip().startswith(f"{rank}.")
         name = line.split("%", 1)[1].rsplit("(", 1)[0].strip()
         assert name in categories, line
+    assert main(["classify", str(image), "--weights", "IMAGENET1K_V9"]) == 2
+    assert "weights must be None, a VGG16_Weights member or name" in capsys.readouterr().err
 
 
 def test_main_command_without_gpu(capsys, monkeypatch):

@@ -125,7 +125,8 @@ def main_job(batch: int | None = None, size: int | None = None, seed: int = 0) -
     else:
         print(f"  time            vggkern through the emulator {t_ours:.1f} s, torchvision on CPU {t_tv:.2f} s "
               "(the emulator checks correctness; it is no speed measure)")
-    ok = same == batch and e_ours <= 8 * e_tv + torch.finfo(torch.float32).eps
+    # tests/test_models.py's rule: err <= k * err_torch + eps/4, k = 4 for "direct" in fp32
+    ok = same == batch and e_ours <= 4 * e_tv + torch.finfo(torch.float32).eps / 4
     print("  result          " + ("AGREE" if ok else "DISAGREE"))
     return 0 if ok else 1
 
@@ -139,16 +140,17 @@ def classify(image: str, weights: str, algo: str = "auto", device: str | None = 
     import vggkern
     from vggkern.models import resolve_weights
 
-    resolved = resolve_weights("vgg16", weights)
-    meta = resolved if not isinstance(resolved, str) else VGG16_Weights.IMAGENET1K_V1
-    categories = meta.meta["categories"]
-    device = device or ("cuda" if torch.cuda.is_available() else "cpu")
     try:
+        resolved = resolve_weights("vgg16", weights)
+        meta = resolved if not isinstance(resolved, str) else VGG16_Weights.IMAGENET1K_V1
+        categories = meta.meta["categories"] or VGG16_Weights.IMAGENET1K_V1.meta["categories"]
+        device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+        img = Image.open(image).convert("RGB")
         model = vggkern.vgg16(weights=resolved, algo=algo).eval().to(device)
-    except OSError as e:  # no network: urllib's URLError is an OSError
-        print(f"could not load weights {weights}: {e}", file=sys.stderr)
-        return 1
-    x = meta.transforms()(Image.open(image).convert("RGB")).unsqueeze(0).to(device)
+    except (ValueError, OSError) as e:  # bad name or file; no network (URLError is an OSError)
+        print(f"python -m vggkern classify: {e}", file=sys.stderr)
+        return 2
+    x = meta.transforms()(img).unsqueeze(0).to(device)
     path = "vggkern kernels" if device != "cpu" or cpu_backend == "emulator" else "torch ops"
     if device == "cpu" and cpu_backend == "emulator":
         path += " through the SIMT emulator"
