@@ -1,0 +1,598 @@
+"""vggkern's modules, models, convert() and CPU-backend switch against torch/torchvision.
+
+On CPU the model-level comparisons run our kernels through the SIMT emulator
+(``vggkern.cpu_backend("emulator")``): exact but slow, so they use small inputs (VGG's
+AdaptiveAvgPool2d lets any size >= 32 through), except one VGG16 at 224x224 (marked
+``slow``: deselect with ``-m "not slow"``). GPU cases are marked ``gpu``.
+
+Accuracy rule (as tests/test_conv3x3.py, DESIGN.md Numerics), for a whole network:
+against torchvision in float64 on the same input and weights, our max relative error
+(max |y - ref| / max |ref|) must satisfy  err <= k * err_torch + eps/4, where err_torch
+is torchvision's own relative error in the same dtype on the same device (TF32 off)
+and k is the conv test's K_FACTOR for the algorithm and dtype. Measured on CPU (emulator,
+VGG16 at 32x32 and VGG11 at 64x64, two seeds): ratio 1.09-1.25 in fp32, 1.00 in fp16,
+1.10-1.22 in bf16; GPU ratios are not measured yet (cuDNN rounds differently).
+Top-5 indices must be identical to float64 torchvision's (and so to fp32 torchvision's)
+in fp32; in fp16/bf16, up to ranks whose float64 logits lie within the error bound of
+each other (a tie at that precision).
+"""
+import copy
+
+import pytest
+import torch
+import torch.nn.functional as F
+import torchvision
+from torch import nn
+
+import vggkern
+from test_conv3x3 import K_FACTOR
+from vggkern.nn import Conv3x3, Fused, MaxPool2x2
+
+GPU = [pytest.mark.gpu, pytest.mark.skipif(not torch.cuda.is_available(), reason="no GPU")]
+F32, F16, BF16 = torch.float32, torch.float16, torch.bfloat16
+
+
+@pytest.fixture(autouse=True)
+def _tf32_off():
+    with torch.backends.cudnn.flags(enabled=True, allow_tf32=False):
+        old = torch.backends.cuda.matmul.allow_tf32
+        torch.backends.cuda.matmul.allow_tf32 = False
+        yield
+        torch.backends.cuda.matmul.allow_tf32 = old
+
+
+def _rel(y, ref):
+    return ((y.double() - ref).abs().max() / ref.abs().max()).item()
+
+
+def _run(model, x, backend):
+    with torch.no_grad(), vggkern.cpu_backend(backend):
+        return model(x)
+
+
+def _check_against(ours, tv, x, dtype, device, *, algo="direct", strict_top5=None):
+    """Our model vs torchvision's (same weights, eval): error bound and top-5."""
+    tv = copy.deepcopy(tv).eval()
+    with torch.no_grad():
+        ref = tv.to(device, torch.float64)(x.to(device, torch.float64))
+        own = tv.to(device, dtype)(x.to(device, dtype))
+    del tv
+    y = _run(ours.eval().to(device, dtype), x.to(device, dtype), "emulator")
+    assert y.dtype == dtype and y.shape == ref.shape and y.isfinite().all()
+    err, err_torch = _rel(y, ref), _rel(own, ref)
+    k = K_FACTOR[algo][dtype]
+    bound = k * err_torch + torch.finfo(dtype).eps / 4
+    assert err <= bound, f"rel err {err:.3g} > {k} * torch's {err_torch:.3g} + eps/4"
+    top, top_ref = y.topk(5, dim=1).indices.cpu(), ref.topk(5, dim=1).indices.cpu()
+    if strict_top5 if strict_top5 is not None else dtype == F32:
+        assert torch.equal(top, top_ref)
+        assert torch.equal(top, own.topk(5, dim=1).indices.cpu())
+    else:  # rank r may hold another class only if float64 says it ties within the bound
+        ref_c = ref.cpu()
+        tol = 2 * bound * ref_c.abs().max().item()
+        sorted_ref = ref_c.sort(dim=1, descending=True).values[:, :5]
+        assert (ref_c.gather(1, top) - sorted_ref).abs().max().item() <= tol
+    return err, err_torch
+
+
+def _randomize_bn(model, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    for m in model.modules():
+        if isinstance(m, nn.BatchNorm2d):
+            m.running_mean.copy_(torch.randn(m.num_features, generator=g) * 0.2)
+            m.running_var.copy_(torch.rand(m.num_features, generator=g) + 0.5)
+            m.weight.data.copy_(torch.rand(m.num_features, generator=g) + 0.5)
+            m.bias.data.copy_(torch.randn(m.num_features, generator=g) * 0.2)
+    return model
+
+
+def _tv_and_ours(arch, seed=0):
+    """torchvision's model (random weights, seeded) and ours with its state_dict."""
+    torch.manual_seed(seed)
+    tv = getattr(torchvision.models, arch)().eval()
+    with torch.device("meta"):  # skip initialising weights that are replaced at once
+        ours = getattr(vggkern, arch)().eval()
+    ours.load_state_dict({k: v.clone() for k, v in tv.state_dict().items()}, strict=True, assign=True)
+    return tv, ours
+
+
+def _image(n, size, seed):
+    return torch.randn(n, 3, size, size, generator=torch.Generator().manual_seed(seed))
+
+
+# ---- models vs torchvision ------------------------------------------------------------
+
+@pytest.mark.slow
+def test_vgg16_224_matches_torchvision_emulator():
+    tv, ours = _tv_and_ours("vgg16", seed=1)
+    _check_against(ours, tv, _image(1, 224, seed=2), F32, "cpu")
+
+
+MODEL_CASES = [  # CPU: through the emulator at 32x32 (VGG16 fp32 is the 224 test above)
+    ("vgg11", F32, "cpu"),
+    ("vgg13", F32, "cpu"),
+    ("vgg19", F32, "cpu"),
+    ("vgg11", F16, "cpu"),  # GPU dtypes, checked on CPU too where it is cheap
+    ("vgg11", BF16, "cpu"),
+] + [pytest.param(a, d, "cuda", marks=GPU) for a in ("vgg11", "vgg13", "vgg16", "vgg19") for d in (F32, F16, BF16)]
+
+
+@pytest.mark.parametrize("arch,dtype,device", MODEL_CASES, ids=lambda v: str(v).replace("torch.", ""))
+def test_vgg_matches_torchvision(arch, dtype, device):
+    tv, ours = _tv_and_ours(arch, seed=3)
+    n, size = (4, 224) if device == "cuda" else (1, 32)
+    _check_against(ours, tv, _image(n, size, seed=4), dtype, device)
+
+
+@pytest.mark.parametrize("device", ["cpu", pytest.param("cuda", marks=GPU)])
+def test_vgg16_bn_from_torchvision(device):
+    torch.manual_seed(5)
+    tv = _randomize_bn(torchvision.models.vgg16_bn())
+    with pytest.raises(ValueError, match=r"training mode.*call model.eval\(\)"):
+        vggkern.from_torchvision(tv)
+    tv.eval()
+    ours = vggkern.from_torchvision(tv)
+    assert not any(isinstance(m, nn.BatchNorm2d) for m in ours.modules())
+    assert isinstance(ours.features[0], Conv3x3) and ours.features[0].relu and not ours.features[0].pool
+    assert [type(m) for m in ours.features[1:3]] == [Fused, Fused]
+    assert ours.features[40].pool and isinstance(ours.features[43], Fused)  # the last conv, bn, relu, pool
+    x = _image(2 if device == "cuda" else 1, 64 if device == "cuda" else 32, seed=6)
+    # Folding rounds the folded weights once more than torch's conv -> BN, hence the bound's own k.
+    _check_against(ours, tv, x, F32, device)
+    if device == "cpu":  # the torch path computes the folded network with torch's ops
+        with torch.no_grad():
+            torch.testing.assert_close(_run(ours, x, "torch"), tv(x), rtol=1e-4, atol=1e-5)
+
+
+def test_from_torchvision_plain_and_errors():
+    torch.manual_seed(7)
+    tv = torchvision.models.vgg11().eval()
+    ours = vggkern.from_torchvision(tv, algo="direct")
+    assert isinstance(ours, vggkern.VGG) and not ours.training
+    assert all(m.algo == "direct" for m in ours.modules() if isinstance(m, Conv3x3))
+    assert ours.state_dict().keys() == tv.state_dict().keys()
+    for k, v in tv.state_dict().items():
+        assert torch.equal(ours.state_dict()[k], v)
+        assert ours.state_dict()[k].data_ptr() != v.data_ptr()  # a copy: tv is left alone
+    x = _image(1, 32, seed=8)
+    with torch.no_grad():
+        assert torch.equal(_run(ours, x, "torch"), tv(x))
+    with pytest.raises(ValueError, match="expected a torchvision.models.VGG, got ResNet"):
+        vggkern.from_torchvision(torchvision.models.resnet18())
+
+
+# ---- model structure, state_dict, weights ----------------------------------------------
+
+TV_CONV_INDICES = {
+    "vgg16": [0, 2, 5, 7, 10, 12, 14, 17, 19, 21, 24, 26, 28],
+}
+
+
+@pytest.mark.parametrize("arch", ["vgg11", "vgg13", "vgg16", "vgg19"])
+def test_state_dict_keys_and_layers_match_torchvision(arch):
+    with torch.device("meta"):  # structure only: no memory, no init cost
+        tv, ours = getattr(torchvision.models, arch)(), getattr(vggkern, arch)()
+    assert list(ours.state_dict().keys()) == list(tv.state_dict().keys())
+    for k, v in tv.state_dict().items():
+        assert ours.state_dict()[k].shape == v.shape
+    assert len(ours.features) == len(tv.features)
+    for i, (a, b) in enumerate(zip(ours.features, tv.features)):
+        if isinstance(b, nn.Conv2d):
+            nxt = tv.features[i + 2] if i + 2 < len(tv.features) else None
+            assert isinstance(a, Conv3x3) and a.relu and a.pool == isinstance(nxt, nn.MaxPool2d), i
+        else:
+            assert isinstance(a, Fused) and a.what == type(b).__name__, i
+    assert repr(ours.avgpool) == repr(tv.avgpool) and repr(ours.classifier) == repr(tv.classifier)
+    if arch in TV_CONV_INDICES:
+        assert [i for i, m in enumerate(ours.features) if isinstance(m, Conv3x3)] == TV_CONV_INDICES[arch]
+
+
+def test_state_dict_round_trip():
+    torch.manual_seed(9)
+    tv = torchvision.models.vgg16().eval()
+    ours = vggkern.vgg16(weights=None).eval()
+    ours.load_state_dict(tv.state_dict())  # torchvision -> ours, strict
+    with torch.device("meta"):
+        tv2 = torchvision.models.vgg16().eval()
+    tv2.load_state_dict(ours.state_dict(), assign=True)  # ours -> torchvision, strict
+    for k, v in tv.state_dict().items():
+        assert torch.equal(tv2.state_dict()[k], v), k
+    x = _image(1, 32, seed=10)
+    with torch.no_grad():
+        assert torch.equal(_run(ours, x, "torch"), tv(x))
+
+
+@pytest.fixture(scope="module")
+def vgg16_state_file(tmp_path_factory):
+    """A torchvision VGG16 state_dict (random weights, seeded) saved to a file."""
+    torch.manual_seed(11)
+    state = torchvision.models.vgg16().state_dict()
+    path = tmp_path_factory.mktemp("weights") / "vgg16_random.pth"
+    torch.save(state, path)
+    return path, state
+
+
+@pytest.mark.parametrize("spec", ["IMAGENET1K_V1", "VGG16_Weights.IMAGENET1K_V1", "DEFAULT", "enum"])
+def test_weights_load_through_torchvision(spec, vgg16_state_file, monkeypatch):
+    _, state = vgg16_state_file
+    calls = []
+
+    def fake_get_state_dict(self, *args, **kwargs):  # instead of the download
+        calls.append((self, kwargs))
+        return state
+
+    weights_enum = torchvision.models.VGG16_Weights
+    monkeypatch.setattr(weights_enum, "get_state_dict", fake_get_state_dict)
+    m = vggkern.vgg16(weights=weights_enum.IMAGENET1K_V1 if spec == "enum" else spec, progress=False)
+    assert calls == [(weights_enum.IMAGENET1K_V1, {"progress": False, "check_hash": True})]
+    for k, v in state.items():
+        assert torch.equal(m.state_dict()[k], v), k
+    feats = vggkern.vgg16(weights=spec if spec != "enum" else weights_enum.IMAGENET1K_V1, include_top=False)
+    assert list(feats.state_dict().keys()) == [k for k in state if k.startswith("features.")]
+
+
+def test_weights_errors():
+    with pytest.raises(ValueError, match="weights must be None, a VGG16_Weights member or name"):
+        vggkern.vgg16(weights="IMAGENET1K_V9")
+    with pytest.raises(ValueError, match="weights must be None, a VGG16_Weights member"):
+        vggkern.vgg16(weights=torchvision.models.VGG19_Weights.IMAGENET1K_V1)
+    with pytest.raises(ValueError, match="have 1000 classes, got num_classes=10"):
+        vggkern.vgg16(num_classes=10, weights="IMAGENET1K_V1")
+
+
+def test_weights_from_file_and_include_top(vgg16_state_file):
+    path, state = vgg16_state_file
+    m = vggkern.vgg16(weights=str(path))
+    for k, v in state.items():
+        assert torch.equal(m.state_dict()[k], v), k
+    backbone = vggkern.vgg16(weights=path, include_top=False)  # a PathLike too
+    assert not hasattr(backbone, "classifier") and not hasattr(backbone, "avgpool")
+    x = _image(2, 64, seed=12)
+    with torch.no_grad():
+        f = _run(backbone, x, "torch")
+        assert f.shape == (2, 512, 2, 2)
+        assert torch.equal(f, _run(m.features, x, "torch"))
+    small = vggkern.vgg11(num_classes=10)
+    assert small.classifier[-1].out_features == 10
+
+
+def test_transfer_learning_new_head():
+    torch.manual_seed(13)
+    backbone = vggkern.vgg11(include_top=False)
+    for p in backbone.parameters():
+        p.requires_grad_(False)
+    model = nn.Sequential(backbone, nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(512, 3))
+    before = copy.deepcopy(backbone.state_dict())
+    opt = torch.optim.SGD([p for p in model.parameters() if p.requires_grad], lr=0.1)
+    x, target = _image(2, 32, seed=14), torch.tensor([0, 2])
+    for _ in range(2):
+        loss = F.cross_entropy(model(x), target)  # torch path; the emulator path's grads: test_conv3x3_module_forward
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        assert model[3].weight.grad is not None and model[3].weight.grad.abs().sum() > 0
+    for k, v in backbone.state_dict().items():
+        assert torch.equal(v, before[k])
+
+
+# ---- convert() -------------------------------------------------------------------------
+
+RESNET18_SWAPPED = ["layer1.0.conv1", "layer1.0.conv2", "layer1.1.conv1", "layer1.1.conv2", "layer2.0.conv2",
+                    "layer2.1.conv1", "layer2.1.conv2", "layer3.0.conv2", "layer3.1.conv1", "layer3.1.conv2",
+                    "layer4.0.conv2", "layer4.1.conv1", "layer4.1.conv2"]
+
+
+def test_convert_resnet18(device):
+    torch.manual_seed(15)
+    model = _randomize_bn(torchvision.models.resnet18()).eval()
+    original = copy.deepcopy(model.state_dict())
+    converted, report = vggkern.convert(model)
+    assert list(report.replaced) == RESNET18_SWAPPED and set(report.replaced.values()) == {"Conv3x3"}
+    assert report.fused == {}  # BatchNorm sits between each conv and its ReLU
+    assert set(report.skipped) == {"conv1", "maxpool", "layer2.0.conv1", "layer2.0.downsample.0",
+                                   "layer3.0.conv1", "layer3.0.downsample.0", "layer4.0.conv1",
+                                   "layer4.0.downsample.0"}
+    for name in RESNET18_SWAPPED:
+        m = converted.get_submodule(name)
+        assert type(m) is Conv3x3 and not m.relu and not m.pool and m.bias is None
+    for name in report.skipped:
+        assert type(converted.get_submodule(name)) is type(model.get_submodule(name))
+    assert type(model.layer1[0].conv1) is nn.Conv2d  # inplace=False: the original is left alone
+    assert all(torch.equal(v, original[k]) for k, v in model.state_dict().items())
+    assert converted.state_dict().keys() == model.state_dict().keys()
+    text = str(report)
+    assert "13 modules replaced" in text and "layer4.1.conv2 -> Conv3x3" in text and "CPU: torch ops" in text
+    x = _image(1, 32, seed=16).to(device)
+    model, converted = model.to(device), converted.to(device)
+    with torch.no_grad():
+        before = model(x)
+        if device == "cpu":
+            assert torch.equal(_run(converted, x, "torch"), before)
+        with vggkern.cpu_backend("emulator"):
+            after = converted(x)
+            ref = model.double()(x.double())
+    err, err_torch = _rel(after, ref), _rel(before, ref)
+    assert err <= K_FACTOR["direct"][F32] * err_torch + torch.finfo(F32).eps / 4, (err, err_torch)
+
+
+def test_convert_vgg16(device):
+    torch.manual_seed(17)
+    tv = torchvision.models.vgg16().eval()
+    converted, report = vggkern.convert(tv, algo="direct")
+    convs = [f"features.{i}" for i in TV_CONV_INDICES["vgg16"]]
+    assert list(report.replaced) == convs and report.skipped == {}
+    pools_after = {"features.2": 4, "features.7": 9, "features.14": 16, "features.21": 23, "features.28": 30}
+    for c in convs:
+        i = int(c.split(".")[1])
+        assert report.fused[c] == [f"features.{i + 1}"] + ([f"features.{pools_after[c]}"] if c in pools_after else [])
+        m = converted.get_submodule(c)
+        assert m.relu and m.pool == (c in pools_after) and m.algo == "direct"
+    assert all(isinstance(converted.features[j], nn.Identity) for j in range(len(tv.features))
+               if not isinstance(tv.features[j], nn.Conv2d))
+    assert type(converted.classifier[1]) is nn.ReLU  # Linear + ReLU: not ours
+    assert "replaced features.2 -> Conv3x3 + features.3, features.4 fused" in str(report)
+    tv.load_state_dict(converted.state_dict())  # keys unchanged
+    x = _image(1, 32, seed=18)
+    if device == "cpu":
+        with torch.no_grad():
+            assert torch.equal(_run(converted, x, "torch"), tv(x))
+    _check_against(converted, tv, x, F32, device)
+
+
+def test_convert_fusion_rules():
+    torch.manual_seed(19)
+    model = nn.Sequential(
+        nn.Conv2d(3, 8, 3, padding=1), nn.ReLU(inplace=True), nn.MaxPool2d(2),      # 0-2: fused all
+        nn.Conv2d(8, 8, 3, padding="same", bias=False), nn.MaxPool2d(2, 2),          # 3-4: conv + pool
+        nn.Conv2d(8, 8, 3, padding=1), nn.BatchNorm2d(8), nn.ReLU(),                  # 5-7: swap only
+        nn.MaxPool2d(2, stride=2),                                                    # 8: standalone
+        nn.Conv2d(8, 8, 3, padding=1, padding_mode="reflect"), nn.ReLU(),             # 9-10: kept
+        nn.Conv2d(8, 8, 3, padding=2, dilation=2),                                    # 11: kept
+        nn.Conv2d(8, 8, 3, padding=1, groups=2), nn.ReLU(),                           # 12-13: kept
+        nn.MaxPool2d(2, ceil_mode=True),                                              # 14: kept
+        nn.Conv2d(8, 8, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2, padding=1),         # 15-17: relu only
+    ).eval()
+    _randomize_bn(model)
+    converted, report = vggkern.convert(model)
+    assert report.replaced == {"0": "Conv3x3", "3": "Conv3x3", "5": "Conv3x3", "8": "MaxPool2x2", "15": "Conv3x3"}
+    assert report.fused == {"0": ["1", "2"], "3": ["4"], "15": ["16"]}
+    assert set(report.skipped) == {"9", "11", "12", "14", "17"}
+    assert "padding_mode='zeros', got 'reflect'" in report.skipped["9"]
+    assert (converted[0].relu, converted[0].pool, converted[3].relu, converted[3].pool) == (True, True, False, True)
+    assert type(converted[6]) is nn.BatchNorm2d and type(converted[7]) is nn.ReLU and type(converted[8]) is MaxPool2x2
+    x = _image(2, 40, seed=20)
+    with torch.no_grad():
+        want = model(x)
+        assert torch.equal(_run(converted, x, "torch"), want)
+        torch.testing.assert_close(_run(converted, x, "emulator"), want, rtol=1e-5, atol=1e-5)
+    # A bare layer is converted too; inplace=True shares the parameters (an optimizer keeps them).
+    conv = nn.Conv2d(3, 4, 3, padding=1)
+    single, rep = vggkern.convert(conv, inplace=True)
+    assert type(single) is Conv3x3 and single.weight is conv.weight and rep.replaced == {"(model)": "Conv3x3"}
+    seq = nn.Sequential(conv, nn.ReLU())
+    same, _ = vggkern.convert(seq, inplace=True)
+    assert same is seq and type(seq[0]) is Conv3x3 and seq[0].weight is conv.weight and type(seq[1]) is Fused
+    with pytest.raises(ValueError, match='unknown algo "fast"'):
+        vggkern.convert(model, algo="fast")
+
+
+# ---- nn modules -----------------------------------------------------------------------
+
+def test_conv3x3_is_a_conv2d_drop_in():
+    torch.manual_seed(21)
+    ref = nn.Conv2d(5, 7, 3, padding=1)
+    torch.manual_seed(21)
+    ours = Conv3x3(5, 7)
+    assert ours.state_dict().keys() == ref.state_dict().keys()
+    assert torch.equal(ours.weight, ref.weight) and torch.equal(ours.bias, ref.bias)  # same init, same draws
+    assert Conv3x3(5, 7, bias=False).bias is None and "bias" not in Conv3x3(5, 7, bias=False).state_dict()
+    ours.load_state_dict(nn.Conv2d(5, 7, 3, padding=1).state_dict())
+    half = Conv3x3(2, 3, dtype=torch.float16)
+    assert half.weight.dtype == torch.float16
+    bad = {
+        "kernel_size=(3, 3), got (5, 5)": nn.Conv2d(3, 4, 5, padding=2),
+        "stride=(1, 1), got (2, 2)": nn.Conv2d(3, 4, 3, stride=2, padding=1),
+        "padding=(1, 1), got (0, 0)": nn.Conv2d(3, 4, 3),
+        "dilation=(1, 1), got (2, 2)": nn.Conv2d(3, 4, 3, padding=2, dilation=2),
+        "groups=1, got 3": nn.Conv2d(3, 3, 3, padding=1, groups=3),
+        "padding_mode='zeros', got 'circular'": nn.Conv2d(3, 4, 3, padding=1, padding_mode="circular"),
+        "expected an nn.Conv2d, got ConvTranspose2d": nn.ConvTranspose2d(3, 4, 3, padding=1),
+    }
+    for msg, conv in bad.items():
+        with pytest.raises(ValueError, match=r"Conv3x3.from_conv2d: cannot replace .*: expected " + _re(msg)):
+            Conv3x3.from_conv2d(conv)
+    with pytest.raises(ValueError, match='Conv3x3: unknown algo "winograd"; expected one of "auto", "direct"'):
+        Conv3x3(3, 4, algo="winograd")
+
+
+def _re(s):
+    import re
+    return re.escape(s.replace("expected ", "", 1))
+
+
+@pytest.mark.parametrize("relu,pool", [(False, False), (True, False), (False, True), (True, True)])
+def test_conv3x3_module_forward(relu, pool, device):
+    torch.manual_seed(22)
+    conv = nn.Conv2d(6, 9, 3, padding=1).to(device)
+    m = Conv3x3.from_conv2d(conv, relu=relu, pool=pool)
+    assert m.weight is conv.weight and m.bias is conv.bias
+
+    def want(x):
+        y = conv(x)
+        y = F.relu(y) if relu else y
+        return F.max_pool2d(y, 2, 2) if pool else y
+
+    x = _image(2, 11, seed=23).repeat(1, 2, 1, 1).to(device)
+    with torch.no_grad():
+        if device == "cpu":
+            assert torch.equal(_run(m, x, "torch"), want(x))
+        torch.testing.assert_close(_run(m, x, "emulator"), want(x), rtol=1e-5, atol=1e-5)
+        xc = x.contiguous(memory_format=torch.channels_last)
+        torch.testing.assert_close(_run(m, xc, "emulator"), want(x), rtol=1e-5, atol=1e-5)
+    # gradients flow through both paths
+    for backend in ("torch", "emulator"):
+        conv.zero_grad()
+        with vggkern.cpu_backend(backend):
+            m(x).square().sum().backward()
+        assert conv.weight.grad is not None and conv.weight.grad.abs().sum() > 0
+
+
+def test_paths_and_reprs(monkeypatch):
+    calls = []
+    real_conv, real_pool = vggkern.ops.conv3x3, vggkern.ops.maxpool2x2
+    monkeypatch.setattr(vggkern.ops, "conv3x3", lambda *a, **k: calls.append("conv") or real_conv(*a, **k))
+    monkeypatch.setattr(vggkern.ops, "maxpool2x2", lambda *a: calls.append("pool") or real_pool(*a))
+    m = nn.Sequential(Conv3x3(3, 4, relu=True, algo="direct"), MaxPool2x2())
+    x = _image(1, 6, seed=24)
+    with vggkern.cpu_backend("torch"):
+        m(x)
+        assert calls == []
+        assert "algo='direct' [CUDA: vggkern kernels, CPU: torch ops]" in repr(m[0])
+        assert "CPU: torch ops" in repr(m[1])
+    with vggkern.cpu_backend("emulator"):
+        m(x)
+        assert calls == ["conv", "pool"]
+        assert "CPU: vggkern kernels via the SIMT emulator" in repr(m)
+    assert "relu=True" in repr(m[0]) and "pool" not in repr(m[0])
+    assert repr(Conv3x3(3, 4, bias=False, pool=True)).startswith("Conv3x3(3, 4, bias=False, pool=True, algo='auto'")
+    x = _image(2, 9, seed=25)
+    for backend in ("torch", "emulator"):
+        assert torch.equal(_run(MaxPool2x2(), x, backend), F.max_pool2d(x, 2, 2))
+
+
+# ---- CPU backend switch ----------------------------------------------------------------
+
+def test_cpu_backend_switch():
+    start = vggkern.get_cpu_backend()
+    assert start in ("torch", "emulator")
+    with vggkern.cpu_backend("emulator"):
+        assert vggkern.get_cpu_backend() == "emulator"
+        with vggkern.cpu_backend("torch"):
+            assert vggkern.get_cpu_backend() == "torch"
+        assert vggkern.get_cpu_backend() == "emulator"
+    assert vggkern.get_cpu_backend() == start
+    with pytest.raises(RuntimeError, match="boom"):
+        with vggkern.cpu_backend("emulator"):
+            raise RuntimeError("boom")
+    assert vggkern.get_cpu_backend() == start
+    with pytest.raises(RuntimeError, match="boom"):
+        with vggkern.set_cpu_backend("emulator"):  # set_cpu_backend works as a context manager too
+            assert vggkern.get_cpu_backend() == "emulator"
+            raise RuntimeError("boom")
+    assert vggkern.get_cpu_backend() == start
+
+    @vggkern.cpu_backend("emulator")
+    def f():
+        return vggkern.get_cpu_backend()
+
+    assert f() == "emulator" and vggkern.get_cpu_backend() == start
+    try:
+        vggkern.set_cpu_backend("emulator")
+        assert vggkern.get_cpu_backend() == "emulator"
+    finally:
+        vggkern.set_cpu_backend(start)
+    with pytest.raises(ValueError, match='unknown CPU backend "gpu"; expected one of "torch", "emulator"'):
+        vggkern.set_cpu_backend("gpu")
+    with pytest.raises(ValueError, match="unknown CPU backend"):
+        vggkern.cpu_backend("cuda")
+    assert vggkern.get_cpu_backend() == start
+
+
+def test_torch_compile_follows_the_backend():
+    torch._dynamo.reset()
+    graphs = []
+
+    def record(gm, example_inputs):
+        graphs.append({str(n.target) for n in gm.graph.nodes if n.op == "call_function"})
+        return gm.forward
+
+    torch.manual_seed(26)
+    model = nn.Sequential(Conv3x3(3, 4, relu=True), Conv3x3(4, 5, relu=True, pool=True), MaxPool2x2()).eval()
+    compiled = torch.compile(model, fullgraph=True, backend=record)
+    x = _image(1, 12, seed=27)
+    with torch.no_grad():
+        with vggkern.cpu_backend("torch"):
+            want = model(x)
+            assert torch.equal(compiled(x), want)
+        assert len(graphs) == 1 and not any("vggkern" in t for t in graphs[0])  # plain aten ops
+        with vggkern.cpu_backend("emulator"):
+            got = compiled(x)  # the guard on the setting recompiles
+        torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-5)
+        assert len(graphs) == 2 and any("vggkern.conv3x3" in t for t in graphs[1])
+        with vggkern.cpu_backend("torch"):
+            assert torch.equal(compiled(x), want)
+        assert len(graphs) == 2  # back to the first graph
+    torch._dynamo.reset()
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="no GPU")
+def test_torch_compile_vgg_fullgraph_cuda():
+    torch._dynamo.reset()
+    tv, ours = _tv_and_ours("vgg11", seed=28)
+    ours, tv = ours.cuda(), tv.cuda()
+    x = _image(2, 64, seed=29).cuda()
+    compiled = torch.compile(ours, fullgraph=True, backend="aot_eager")
+    with torch.no_grad():
+        torch.testing.assert_close(compiled(x), ours(x), rtol=0, atol=0)
+        torch.testing.assert_close(compiled(x), tv(x), rtol=1e-4, atol=1e-5)
+    torch._dynamo.reset()
+
+
+# ---- the command line ------------------------------------------------------------------
+
+def test_classify_command(vgg16_state_file, tmp_path, capsys):
+    from PIL import Image
+
+    from vggkern.__main__ import main
+
+    path, _ = vgg16_state_file
+    g = torch.Generator().manual_seed(30)
+    pixels = torch.randint(0, 256, (48, 64, 3), generator=g, dtype=torch.uint8).numpy()
+    image = tmp_path / "random.png"
+    Image.fromarray(pixels).save(image)
+    assert main(["classify", str(image), "--weights", str(path), "--device", "cpu"]) == 0
+    out = capsys.readouterr().out.splitlines()
+    categories = torchvision.models.VGG16_Weights.IMAGENET1K_V1.meta["categories"]
+    assert "on cpu (torch ops)" in out[0]
+    assert len(out) == 6
+    for rank, line in enumerate(out[1:], 1):
+        assert line.strip().startswith(f"{rank}.")
+        name = line.split("%", 1)[1].rsplit("(", 1)[0].strip()
+        assert name in categories, line
+    assert main(["classify", str(image), "--weights", "IMAGENET1K_V9"]) == 2
+    assert "weights must be None, a VGG16_Weights member or name" in capsys.readouterr().err
+
+
+def test_main_command_without_gpu(capsys, monkeypatch):
+    from vggkern.__main__ import main
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    assert main(["--size", "32"]) == 0
+    out = capsys.readouterr().out
+    assert "no GPU found" in out and "SIMT emulator" in out and "batch 1, 32x32" in out
+    assert "top-5 agreement 1/1 images" in out and "result          AGREE" in out
+
+
+@pytest.mark.parametrize("algo", ["winograd_f2x2", "winograd_f4x4"])
+def test_conv3x3_module_caches_winograd_transform(algo):
+    """Issue 4: the module transforms its filters once, and again only when the weight
+    changes; training (a gradient to the weight) uses the raw weight."""
+    torch.manual_seed(0)
+    conv = vggkern.Conv3x3(6, 10, relu=True, algo=algo)
+    x = torch.randn(2, 6, 9, 11)
+    with vggkern.cpu_backend("emulator"):
+        with torch.no_grad():
+            y1 = conv(x)
+            u1 = conv._winograd_u
+            assert u1 is not None and u1.shape == ({"winograd_f2x2": 16, "winograd_f4x4": 36}[algo], 6, 10)
+            assert torch.equal(conv(x), y1) and conv._winograd_u is u1, "second call must reuse U"
+            conv.weight.mul_(0.5)  # in place: the version counter moves
+            y2 = conv(x)
+            assert conv._winograd_u is not u1
+            torch.testing.assert_close(y2, vggkern.conv3x3(x, conv.weight, conv.bias, relu=True, algo=algo),
+                                       rtol=0, atol=0)
+        y3 = conv(x)  # grad enabled, weight requires grad: the raw weight, so backward works
+        y3.sum().backward()
+        assert conv.weight.grad is not None and conv.weight.grad.abs().sum() > 0
+    assert "_winograd_u" not in dict(conv.state_dict())

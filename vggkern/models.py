@@ -1,0 +1,206 @@
+"""VGG11/13/16/19 on vggkern's fused convolutions, torchvision-compatible.
+
+The layers are torchvision's (configs A, B, D, E of Simonyan & Zisserman), fused:
+each conv + ReLU is one ``Conv3x3(relu=True)``, and the conv right before each
+max-pool is ``Conv3x3(relu=True, pool=True)``. ``features`` keeps torchvision's
+indices: the fused ReLU and MaxPool2d positions hold ``Fused`` placeholders
+(parameter-free nn.Identity), so a torchvision VGG state_dict loads unchanged
+(``features.{0,2,5,...}.weight/bias``, ``classifier.{0,3,6}.*``) and ours loads into
+torchvision's.
+"""
+import copy
+import os
+
+import torch
+from torch import nn
+
+from .convert import _convert_for_vgg
+from .nn import Conv3x3, Fused
+
+__all__ = ["VGG", "vgg11", "vgg13", "vgg16", "vgg19", "from_torchvision", "CONFIGS"]
+
+# torchvision.models.vgg.cfgs: output widths, "M" = 2x2/2 max-pool.
+CONFIGS = {
+    "vgg11": [64, "M", 128, "M", 256, 256, "M", 512, 512, "M", 512, 512, "M"],
+    "vgg13": [64, 64, "M", 128, 128, "M", 256, 256, "M", 512, 512, "M", 512, 512, "M"],
+    "vgg16": [64, 64, "M", 128, 128, "M", 256, 256, 256, "M", 512, 512, 512, "M", 512, 512, 512, "M"],
+    "vgg19": [64, 64, "M", 128, 128, "M", 256, 256, 256, 256, "M", 512, 512, 512, 512, "M", 512, 512, 512, 512,
+              "M"],
+}
+
+
+def make_features(cfg, algo: str = "auto") -> nn.Sequential:
+    """torchvision's ``make_layers(cfg)`` with conv+ReLU(+MaxPool) fused, same indices."""
+    layers, in_channels = [], 3
+    for i, v in enumerate(cfg):
+        if v == "M":
+            continue  # fused into the conv before it (placeholder added there)
+        pool = i + 1 < len(cfg) and cfg[i + 1] == "M"
+        into = f"features.{len(layers)}"
+        layers.append(Conv3x3(in_channels, v, relu=True, pool=pool, algo=algo))
+        layers.append(Fused("ReLU", into))
+        if pool:
+            layers.append(Fused("MaxPool2d", into))
+        in_channels = v
+    return nn.Sequential(*layers)
+
+
+class VGG(nn.Module):
+    """torchvision's VGG with vggkern's fused features.
+
+    forward: ``features`` -> (include_top) ``avgpool`` (AdaptiveAvgPool2d((7, 7)), so
+    any input of at least 32x32 works) -> flatten -> ``classifier``
+    (Linear-ReLU-Dropout-Linear-ReLU-Dropout-Linear). With ``include_top=False`` the
+    model is the feature extractor alone: it returns ``features(x)``, (N, 512, H/32,
+    W/32), and has no ``avgpool`` / ``classifier``.
+    """
+
+    def __init__(self, features: nn.Module, num_classes: int = 1000, *, include_top: bool = True,
+                 dropout: float = 0.5, init_weights: bool = True, classifier: nn.Module | None = None,
+                 avgpool: nn.Module | None = None):
+        super().__init__()
+        self.include_top = include_top
+        self.features = features
+        if include_top:
+            self.avgpool = avgpool if avgpool is not None else nn.AdaptiveAvgPool2d((7, 7))
+            self.classifier = classifier if classifier is not None else nn.Sequential(
+                nn.Linear(512 * 7 * 7, 4096),
+                nn.ReLU(True),
+                nn.Dropout(p=dropout),
+                nn.Linear(4096, 4096),
+                nn.ReLU(True),
+                nn.Dropout(p=dropout),
+                nn.Linear(4096, num_classes),
+            )
+        if init_weights:  # torchvision's initialisation
+            for m in self.modules():
+                if isinstance(m, (nn.Conv2d, Conv3x3)):
+                    nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
+                    if m.bias is not None:
+                        nn.init.constant_(m.bias, 0)
+                elif isinstance(m, nn.Linear):
+                    nn.init.normal_(m.weight, 0, 0.01)
+                    nn.init.constant_(m.bias, 0)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.features(x)
+        if not self.include_top:
+            return x
+        x = self.avgpool(x)
+        x = torch.flatten(x, 1)
+        return self.classifier(x)
+
+
+def _weights_enum(arch: str):
+    import torchvision.models as tvm
+
+    return getattr(tvm, f"{arch.upper()}_Weights")
+
+
+def resolve_weights(arch: str, weights):
+    """``weights`` as a torchvision weights enum member, a file path, or None.
+
+    Accepts a torchvision enum member (``VGG16_Weights.IMAGENET1K_V1``), its name as a
+    string ("IMAGENET1K_V1", "VGG16_Weights.IMAGENET1K_V1", "DEFAULT"), or the path of
+    a file holding a torchvision VGG state_dict (``torch.save(model.state_dict(), f)``).
+    """
+    if weights is None:
+        return None
+    if isinstance(weights, os.PathLike) or (isinstance(weights, str) and os.path.isfile(weights)):
+        return os.fspath(weights)
+    enum = _weights_enum(arch)
+    try:
+        return enum.verify(weights)
+    except (ValueError, TypeError, KeyError) as e:
+        names = ", ".join(w.name for w in enum)
+        raise ValueError(f"vggkern.{arch}: weights must be None, a {enum.__name__} member or name ({names}), "
+                         f"or an existing state_dict file; got {weights!r} ({e})") from None
+
+
+def _vgg(arch: str, num_classes: int, weights, algo: str, include_top: bool, progress: bool) -> VGG:
+    weights = resolve_weights(arch, weights)
+    if weights is not None and not isinstance(weights, str):
+        categories = weights.meta.get("categories")
+        if include_top and categories is not None and num_classes != len(categories):
+            raise ValueError(f"vggkern.{arch}: weights {weights} have {len(categories)} classes, "
+                             f"got num_classes={num_classes}")
+    if weights is None:
+        return VGG(make_features(CONFIGS[arch], algo), num_classes, include_top=include_top)
+    if isinstance(weights, str):
+        state = torch.load(weights, map_location="cpu", weights_only=True)
+    else:  # torchvision downloads (or finds in its cache) and checks the file
+        state = weights.get_state_dict(progress=progress, check_hash=True)
+    # Built on the meta device and then given the loaded tensors (as float32 CPU
+    # parameters): no time spent initialising weights that are overwritten at once.
+    with torch.device("meta"):
+        model = VGG(make_features(CONFIGS[arch], algo), num_classes, include_top=include_top, init_weights=False)
+    if not include_top:
+        state = {k: v for k, v in state.items() if k.startswith("features.")}
+    state = {k: v.to("cpu", torch.float32, copy=True) if v.is_floating_point() else v for k, v in state.items()}
+    model.load_state_dict(state, strict=True, assign=True)
+    return model
+
+
+def _doc(arch, config):
+    return f"""{arch.upper()} (config {config}) on vggkern's fused kernels; torchvision's layers and state_dict keys.
+
+    num_classes: size of the last Linear (must match the weights' classes when loading).
+    weights: None (random, torchvision's initialisation), a ``torchvision.models.{arch.upper()}_Weights``
+        member or its name ("IMAGENET1K_V1", "DEFAULT"), or the path of a saved torchvision
+        {arch} state_dict. Downloads go through torchvision (cached in $TORCH_HOME).
+    algo: the conv3x3 algorithm, "auto" or one of ``vggkern.algorithms()``.
+    include_top: False gives the feature extractor alone (``features``; output (N, 512, H/32, W/32)).
+    progress: show torchvision's download progress bar.
+    """
+
+
+def vgg11(num_classes: int = 1000, weights=None, *, algo: str = "auto", include_top: bool = True,
+          progress: bool = True) -> VGG:
+    return _vgg("vgg11", num_classes, weights, algo, include_top, progress)
+
+
+def vgg13(num_classes: int = 1000, weights=None, *, algo: str = "auto", include_top: bool = True,
+          progress: bool = True) -> VGG:
+    return _vgg("vgg13", num_classes, weights, algo, include_top, progress)
+
+
+def vgg16(num_classes: int = 1000, weights=None, *, algo: str = "auto", include_top: bool = True,
+          progress: bool = True) -> VGG:
+    return _vgg("vgg16", num_classes, weights, algo, include_top, progress)
+
+
+def vgg19(num_classes: int = 1000, weights=None, *, algo: str = "auto", include_top: bool = True,
+          progress: bool = True) -> VGG:
+    return _vgg("vgg19", num_classes, weights, algo, include_top, progress)
+
+
+for _f, _c in ((vgg11, "A"), (vgg13, "B"), (vgg16, "D"), (vgg19, "E")):
+    _f.__doc__ = _doc(_f.__name__, _c)
+
+
+def from_torchvision(model: nn.Module, algo: str = "auto") -> VGG:
+    """A vggkern VGG computing what the torchvision VGG ``model`` computes.
+
+    Works for vgg11/13/16/19 and their ``_bn`` variants. The result has its own copy of
+    the parameters (``model`` is left untouched) and the same state_dict keys for the
+    convs and the classifier. BatchNorm variants: each BatchNorm2d is folded into the
+    conv before it (in float64, from its running statistics), which is only valid in
+    eval mode: ``model`` must be in eval mode (else ValueError), and the result is for
+    inference (its state_dict no longer has the BatchNorm entries).
+    """
+    import torchvision.models as tvm
+
+    if not isinstance(model, tvm.VGG):
+        raise ValueError(f"vggkern.from_torchvision: expected a torchvision.models.VGG, got {type(model).__name__}")
+    has_bn = any(isinstance(m, nn.BatchNorm2d) for m in model.features.modules())
+    if has_bn and model.training:
+        raise ValueError("vggkern.from_torchvision: the model has BatchNorm layers and is in training mode; "
+                         "BatchNorm is folded into the convolutions, which is valid only in eval mode: "
+                         "call model.eval() first (the result is for inference)")
+    features = copy.deepcopy(model.features)
+    wrapper = nn.Module()
+    wrapper.features = features
+    _convert_for_vgg(wrapper, algo, fold_bn=True)
+    ours = VGG(wrapper.features, model.classifier[-1].out_features, init_weights=False,
+               classifier=copy.deepcopy(model.classifier), avgpool=copy.deepcopy(model.avgpool))
+    return ours.train(model.training)

@@ -1,0 +1,202 @@
+"""torch.nn modules on vggkern's kernels: drop-ins for nn.Conv2d(C, K, 3, padding=1)
+(with ReLU and 2x2 max-pool fused in) and nn.MaxPool2d(2, 2).
+
+CUDA tensors run vggkern's kernels. CPU tensors run PyTorch's own ops by default, or
+vggkern's kernels through the SIMT emulator after ``vggkern.set_cpu_backend("emulator")``
+(see vggkern.backend). The reprs say which.
+"""
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from . import ops
+from .backend import describe_path, get_cpu_backend
+
+__all__ = ["Conv3x3", "MaxPool2x2", "Fused"]
+
+
+def _use_kernels(x: torch.Tensor) -> bool:
+    # CPU tensors follow the CPU backend; every other device (CUDA, meta) goes to the
+    # ops, which run our kernels (or refuse the device with a clear message).
+    return x.device.type != "cpu" or get_cpu_backend() == "emulator"
+
+
+def _pair(v):
+    return tuple(v) if isinstance(v, (tuple, list)) else (v, v)
+
+
+class Conv3x3(nn.Module):
+    """3x3 convolution, stride 1, padding 1, with bias, ReLU and 2x2 max-pool fused:
+    ``F.conv2d(x, weight, bias, padding=1)``, then ReLU if ``relu``, then
+    ``F.max_pool2d(., 2, 2)`` if ``pool``.
+
+    A drop-in for ``nn.Conv2d(in_channels, out_channels, 3, padding=1, bias=bias)``:
+    same parameters (``weight`` (K, C, 3, 3), ``bias`` (K) or None), same state_dict
+    keys, same initialisation. ``algo``: "auto" or one of ``vggkern.algorithms()``.
+    Input (N, C, H, W) in float32/float16/bfloat16, NCHW or channels_last (the output
+    keeps the input's memory format on our kernels).
+    """
+
+    # The Winograd filter transform of the weight and the weight state it belongs to
+    # (see _prepared_weight); plain attributes, not part of the state_dict.
+    _winograd_u = None
+    _winograd_key = None
+
+    def __init__(self, in_channels: int, out_channels: int, bias: bool = True, *, relu: bool = False,
+                 pool: bool = False, algo: str = "auto", device=None, dtype=None):
+        super().__init__()
+        if in_channels < 1 or out_channels < 1:
+            raise ValueError(f"Conv3x3: expected in_channels >= 1 and out_channels >= 1, got {in_channels} "
+                             f"and {out_channels}")
+        _check_algo(algo)
+        self.in_channels, self.out_channels = in_channels, out_channels
+        self.relu, self.pool, self.algo = bool(relu), bool(pool), algo
+        factory = {"device": device, "dtype": dtype}
+        self.weight = nn.Parameter(torch.empty(out_channels, in_channels, 3, 3, **factory))
+        if bias:
+            self.bias = nn.Parameter(torch.empty(out_channels, **factory))
+        else:
+            self.register_parameter("bias", None)
+        self.reset_parameters()
+
+    def reset_parameters(self) -> None:
+        # nn.Conv2d's initialisation (kaiming_uniform with a=sqrt(5); bias U(-1/sqrt(fan_in), ..)).
+        nn.init.kaiming_uniform_(self.weight, a=math.sqrt(5))
+        if self.bias is not None:
+            fan_in = self.in_channels * 9
+            bound = 1 / math.sqrt(fan_in)
+            nn.init.uniform_(self.bias, -bound, bound)
+
+    @classmethod
+    def from_conv2d(cls, conv: nn.Conv2d, *, relu: bool = False, pool: bool = False,
+                    algo: str = "auto") -> "Conv3x3":
+        """A Conv3x3 computing what ``conv`` (then ReLU if relu, then 2x2 max-pool if
+        pool) computes. Shares conv's Parameter objects (no copy: an optimizer holding
+        them keeps working). conv must be 3x3, stride 1, padding 1 (or "same"),
+        dilation 1, groups 1, padding_mode "zeros"; otherwise ValueError."""
+        reason = conv2d_incompatibility(conv)
+        if reason:
+            raise ValueError(f"Conv3x3.from_conv2d: cannot replace {conv}: {reason}")
+        m = cls.__new__(cls)
+        nn.Module.__init__(m)
+        _check_algo(algo)
+        m.in_channels, m.out_channels = conv.in_channels, conv.out_channels
+        m.relu, m.pool, m.algo = bool(relu), bool(pool), algo
+        m.weight = conv.weight
+        if conv.bias is not None:
+            m.bias = conv.bias
+        else:
+            m.register_parameter("bias", None)
+        return m
+
+    def _prepared_weight(self) -> torch.Tensor:
+        """The weight as ``self.algo``'s kernel wants it. The Winograd algorithms take
+        U = winograd_weight(weight, m), computed once and kept until the weight changes
+        (in place: its version counter; replaced: its data pointer; or moved: device and
+        dtype), so a forward pass does not transform filters. The raw weight is used
+        where a gradient must flow to it (the op has no backward through U) and while
+        torch.compile traces (the cache is eager-mode state)."""
+        m = ops._WINOGRAD_TILE.get(self.algo, 0)
+        w = self.weight
+        if not m or (torch.is_grad_enabled() and w.requires_grad) or torch.compiler.is_compiling():
+            return w
+        key = (w._version, w.data_ptr(), w.device, w.dtype, m)
+        if self._winograd_key != key:
+            self._winograd_u = ops.winograd_weight(w.detach(), m)
+            self._winograd_key = key
+        return self._winograd_u
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if _use_kernels(x):
+            return ops.conv3x3(x, self._prepared_weight(), self.bias, relu=self.relu, pool=self.pool,
+                               algo=self.algo)
+        y = F.conv2d(x, self.weight, self.bias, padding=1)
+        if self.relu:
+            y = F.relu(y)
+        if self.pool:
+            y = F.max_pool2d(y, 2, 2)
+        return y
+
+    def extra_repr(self) -> str:
+        s = f"{self.in_channels}, {self.out_channels}"
+        if self.bias is None:
+            s += ", bias=False"
+        if self.relu:
+            s += ", relu=True"
+        if self.pool:
+            s += ", pool=True"
+        return s + f", algo={self.algo!r} [{describe_path()}]"
+
+
+class MaxPool2x2(nn.Module):
+    """2x2 max-pool, stride 2, floor mode: a drop-in for ``nn.MaxPool2d(2, 2)``
+    (no parameters). NaN propagates like torch's."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if _use_kernels(x):
+            return ops.maxpool2x2(x)
+        return F.max_pool2d(x, 2, 2)
+
+    def extra_repr(self) -> str:
+        return f"[{describe_path()}]"
+
+
+class Fused(nn.Identity):
+    """Placeholder for a layer fused into a Conv3x3 (its ReLU, BatchNorm or 2x2
+    max-pool): passes its input through, has no parameters, and keeps the indices of
+    an nn.Sequential (and so its state_dict keys) where they were."""
+
+    def __init__(self, what: str = "", into: str = ""):
+        super().__init__()
+        self.what, self.into = what, into
+
+    def extra_repr(self) -> str:
+        return f"{self.what} fused into {self.into}" if self.what else ""
+
+
+def _check_algo(algo: str) -> None:
+    valid = ("auto",) + tuple(ops.algorithms())
+    if algo not in valid:
+        raise ValueError(f'Conv3x3: unknown algo "{algo}"; expected one of ' + ", ".join(f'"{a}"' for a in valid))
+
+
+def conv2d_incompatibility(conv: nn.Module) -> str:
+    """Why ``conv`` cannot become a Conv3x3 ("" when it can)."""
+    if not isinstance(conv, nn.Conv2d):
+        return f"expected an nn.Conv2d, got {type(conv).__name__}"
+    if isinstance(conv.weight, nn.parameter.UninitializedParameter):
+        return "its parameters are not initialised yet (lazy module)"
+    checks = [
+        ("kernel_size", _pair(conv.kernel_size), (3, 3)),
+        ("stride", _pair(conv.stride), (1, 1)),
+        ("dilation", _pair(conv.dilation), (1, 1)),
+        ("groups", conv.groups, 1),
+        ("padding_mode", conv.padding_mode, "zeros"),
+    ]
+    for name, got, want in checks:
+        if got != want:
+            return f"expected {name}={want!r}, got {got!r}"
+    padding = conv.padding if conv.padding == "same" else _pair(conv.padding)
+    if padding not in ((1, 1), "same"):
+        return f"expected padding=(1, 1), got {padding!r}"
+    return ""
+
+
+def maxpool2d_incompatibility(pool: nn.Module) -> str:
+    """Why ``pool`` is not a 2x2/2 max-pool a MaxPool2x2 can replace ("" when it is)."""
+    if not isinstance(pool, nn.MaxPool2d):
+        return f"expected an nn.MaxPool2d, got {type(pool).__name__}"
+    checks = [
+        ("kernel_size", _pair(pool.kernel_size), (2, 2)),
+        ("stride", _pair(pool.stride if pool.stride is not None else pool.kernel_size), (2, 2)),
+        ("padding", _pair(pool.padding), (0, 0)),
+        ("dilation", _pair(pool.dilation), (1, 1)),
+        ("ceil_mode", pool.ceil_mode, False),
+        ("return_indices", pool.return_indices, False),
+    ]
+    for name, got, want in checks:
+        if got != want:
+            return f"expected {name}={want!r}, got {got!r}"
+    return ""
