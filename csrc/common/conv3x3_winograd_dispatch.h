@@ -10,6 +10,7 @@
 
 #include "../kernels/conv3x3_winograd.cuh"
 #include "args.h"
+#include "conv3x3_strides.h"
 #include "dtype_dispatch.h"
 #include "launch_geometry.h"
 
@@ -46,18 +47,11 @@ void conv3x3_winograd_run(const Conv3x3Args& a, const Launcher& launch) {
   using namespace VK_KERNEL_NS;
   const Conv3x3WinogradShape s = conv3x3_winograd_shape<M>(a.N, a.H, a.W, a.K);
   if (s.blocks > (int64_t(1) << 31) - 1) throw std::invalid_argument("vggkern.conv3x3: too many blocks for one launch");
-  const int64_t Ho = a.pool ? a.H / 2 : a.H, Wo = a.pool ? a.W / 2 : a.W;
   Conv3x3WinogradParams<Index> p;
   p.N = a.N, p.C = a.C, p.H = a.H, p.W = a.W, p.K = a.K;
   p.tiles_h = s.tiles_h, p.tiles_w = s.tiles_w, p.tiles = s.tiles, p.k_groups = s.k_groups;
-  if (a.layout == Layout::nchw) {
-    p.xs_w = 1, p.xs_h = a.W, p.xs_c = a.H * a.W, p.xs_n = a.C * a.H * a.W;
-    p.ys_w = 1, p.ys_h = Wo, p.ys_k = Ho * Wo, p.ys_n = a.K * Ho * Wo;
-  } else {
-    p.xs_c = 1, p.xs_w = a.C, p.xs_h = a.W * a.C, p.xs_n = a.H * a.W * a.C;
-    p.ys_k = 1, p.ys_w = a.K, p.ys_h = Wo * a.K, p.ys_n = Ho * Wo * a.K;
-  }
-  p.relu = a.relu, p.pool = a.pool, p.channels_inner = a.layout == Layout::nhwc;
+  set_conv3x3_strides(p, a);
+  p.relu = a.relu, p.pool = a.pool;
   launch(M == 2 ? "conv3x3_winograd_f2x2_kernel" : "conv3x3_winograd_f4x4_kernel", conv3x3_winograd_kernel<M, T, Index>,
          conv3x3_winograd_geometry<M>(s), static_cast<const T*>(a.x), a.winograd_u, static_cast<const T*>(a.bias),
          static_cast<T*>(a.y), p);
