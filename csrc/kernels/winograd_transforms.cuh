@@ -85,82 +85,60 @@ __device__ __forceinline__ float winograd_term(float acc, float c, float v) {
   return fmaf(c, v, acc);
 }
 
-// V = B^T d B for one alpha x alpha tile d.
-template <int M>
-__device__ __forceinline__ void winograd_input_transform(const float (&d)[M + 2][M + 2], float (&v)[M + 2][M + 2]) {
-  using W = Winograd<M>;
-  constexpr int a = M + 2;
-  float t[a][a];  // B^T d
+// out = L in L^T for a constant R x S matrix L (coefficients L::c(i, k)) and an S x S
+// tile: each transform below is one of these, with L = B^T, G or A^T.
+template <int R, int S, class L>
+__device__ __forceinline__ void winograd_sandwich(const float (&in)[S][S], float (&out)[R][R]) {
+  float t[R][S];  // L in
 #pragma unroll
-  for (int i = 0; i < a; ++i)
+  for (int i = 0; i < R; ++i)
 #pragma unroll
-    for (int j = 0; j < a; ++j) {
+    for (int j = 0; j < S; ++j) {
       float s = 0.f;
 #pragma unroll
-      for (int k = 0; k < a; ++k) s = winograd_term(s, W::bt(i, k), d[k][j]);
+      for (int k = 0; k < S; ++k) s = winograd_term(s, L::c(i, k), in[k][j]);
       t[i][j] = s;
     }
 #pragma unroll
-  for (int i = 0; i < a; ++i)
+  for (int i = 0; i < R; ++i)
 #pragma unroll
-    for (int j = 0; j < a; ++j) {
+    for (int j = 0; j < R; ++j) {
       float s = 0.f;
 #pragma unroll
-      for (int k = 0; k < a; ++k) s = winograd_term(s, W::bt(j, k), t[i][k]);  // (B^T d) B: B[k][j] = B^T[j][k]
-      v[i][j] = s;
+      for (int k = 0; k < S; ++k) s = winograd_term(s, L::c(j, k), t[i][k]);  // (L in) L^T
+      out[i][j] = s;
     }
+}
+
+template <int M>
+struct WinogradBT {
+  __host__ __device__ static constexpr float c(int i, int k) { return Winograd<M>::bt(i, k); }
+};
+template <int M>
+struct WinogradG {
+  __host__ __device__ static constexpr float c(int i, int k) { return Winograd<M>::g(i, k); }
+};
+template <int M>
+struct WinogradAT {
+  __host__ __device__ static constexpr float c(int i, int k) { return Winograd<M>::at(i, k); }
+};
+
+// V = B^T d B for one alpha x alpha tile d.
+template <int M>
+__device__ __forceinline__ void winograd_input_transform(const float (&d)[M + 2][M + 2], float (&v)[M + 2][M + 2]) {
+  winograd_sandwich<M + 2, M + 2, WinogradBT<M>>(d, v);
 }
 
 // U = G g G^T for one 3x3 filter g.
 template <int M>
 __device__ __forceinline__ void winograd_filter_transform(const float (&g)[3][3], float (&u)[M + 2][M + 2]) {
-  using W = Winograd<M>;
-  constexpr int a = M + 2;
-  float t[a][3];  // G g
-#pragma unroll
-  for (int i = 0; i < a; ++i)
-#pragma unroll
-    for (int j = 0; j < 3; ++j) {
-      float s = 0.f;
-#pragma unroll
-      for (int k = 0; k < 3; ++k) s = winograd_term(s, W::g(i, k), g[k][j]);
-      t[i][j] = s;
-    }
-#pragma unroll
-  for (int i = 0; i < a; ++i)
-#pragma unroll
-    for (int j = 0; j < a; ++j) {
-      float s = 0.f;
-#pragma unroll
-      for (int k = 0; k < 3; ++k) s = winograd_term(s, W::g(j, k), t[i][k]);
-      u[i][j] = s;
-    }
+  winograd_sandwich<M + 2, 3, WinogradG<M>>(g, u);
 }
 
 // Y = A^T M A for one alpha x alpha tile of sums.
 template <int M>
 __device__ __forceinline__ void winograd_output_transform(const float (&mm)[M + 2][M + 2], float (&y)[M][M]) {
-  using W = Winograd<M>;
-  constexpr int a = M + 2;
-  float t[M][a];  // A^T M
-#pragma unroll
-  for (int i = 0; i < M; ++i)
-#pragma unroll
-    for (int j = 0; j < a; ++j) {
-      float s = 0.f;
-#pragma unroll
-      for (int k = 0; k < a; ++k) s = winograd_term(s, W::at(i, k), mm[k][j]);
-      t[i][j] = s;
-    }
-#pragma unroll
-  for (int i = 0; i < M; ++i)
-#pragma unroll
-    for (int j = 0; j < M; ++j) {
-      float s = 0.f;
-#pragma unroll
-      for (int k = 0; k < a; ++k) s = winograd_term(s, W::at(j, k), t[i][k]);
-      y[i][j] = s;
-    }
+  winograd_sandwich<M, M + 2, WinogradAT<M>>(mm, y);
 }
 
 }  // namespace VK_KERNEL_NS
