@@ -242,13 +242,15 @@ def _rand(shape, dtype, device, layout, scale=1.0):
 
 
 def _math_for(case: Case) -> str:
-    """Which peak applies: fp16/bf16, tf32 (torch fp32 with TF32, or a tf32 algo), or fp32."""
+    """Which peak applies: fp16/bf16, tf32 (torch fp32 with TF32, or a tf32 / tensor-core algo), or fp32."""
     p = case.p
     if p["dtype"] != "fp32":
         return p["dtype"]
     if case.impl == "torch":
         return "tf32" if p.get("math") == "tf32" else "fp32"
-    return "tf32" if "tf32" in str(p.get("algo", "")).lower() else "fp32"
+    # Our tensor-core algorithms run fp32 as TF32 (allowed by default, as cuDNN's convs).
+    algo = str(p.get("algo", "")).lower()
+    return "tf32" if "tf32" in algo or algo == "implicit_gemm" else "fp32"
 
 
 def conv_flops(n, c, k, h, w=None):

@@ -4,6 +4,7 @@
 #include <torch/library.h>
 
 #include "common/backends.h"
+#include "ops/conv3x3.h"
 
 #if VK_WITH_CUDA
 #include <cuda_runtime_api.h>
@@ -15,7 +16,8 @@
 
 TORCH_LIBRARY(vggkern, m) {
   m.def("maxpool2x2(Tensor x) -> Tensor");
-  m.def("conv3x3(Tensor x, Tensor weight, Tensor? bias=None, bool relu=False, bool pool=False, str algo=\"auto\") -> Tensor");
+  m.def("conv3x3(Tensor x, Tensor weight, Tensor? bias=None, bool relu=False, bool pool=False, str algo=\"auto\", "
+        "bool? allow_tf32=None) -> Tensor");
   m.def("winograd_weight(Tensor weight, int tile) -> Tensor");
   m.def("_winograd_matrices(int tile) -> (Tensor, Tensor, Tensor)");
 }
@@ -40,8 +42,13 @@ PyObject* build_info(PyObject*, PyObject*) {
                        "emulator_threads", vk::emu::worker_count());
 }
 
+// conv3x3's TF32 policy with allow_tf32=None: torch's current setting for cuDNN convolutions.
+PyObject* tf32_allowed(PyObject*, PyObject*) { return PyBool_FromLong(vk::tf32_allowed(std::nullopt)); }
+
 PyMethodDef methods[] = {
     {"build_info", build_info, METH_NOARGS, "What this build of vggkern contains."},
+    {"tf32_allowed", tf32_allowed, METH_NOARGS,
+     "Whether conv3x3 lets float32 use TF32 when allow_tf32 is None (torch.backends.cudnn.allow_tf32)."},
     {nullptr, nullptr, 0, nullptr},
 };
 

@@ -1,12 +1,16 @@
 """conv3x3 algo="implicit_gemm": the tensor-core kernel (mma.sync, ldmatrix, cp.async),
 run through the emulator on CPU and on the GPU when there is one. The shared accuracy
-cases run in test_conv3x3.py (every algorithm of K_FACTOR, fp16 and bf16 for this one);
-here: its own tiles, stores, padding, refusals and the GPU/emulator agreement."""
+cases run in test_conv3x3.py (every algorithm of K_FACTOR: fp16, bf16 and fp32 as TF32
+for this one); here: its own tiles, stores, padding, the TF32 policy, refusals and the
+GPU/emulator agreement."""
 import pytest
 import torch
 
 import vggkern
-from test_conv3x3 import DEVICES, _check, _inputs
+from test_conv3x3 import DEVICES, _check, _inputs, _round_tf32
+
+TF32_REFUSAL = (r'vggkern\.conv3x3: algo "implicit_gemm": float32 on tensor cores needs TF32: allow it with '
+                r'torch\.backends\.cudnn\.allow_tf32 = True or allow_tf32=True, or use algo="direct"')
 
 ALGO = "implicit_gemm"
 HALF_DTYPES = [torch.float16, torch.bfloat16]
@@ -54,28 +58,124 @@ def test_opcheck(device):
         torch.library.opcheck(torch.ops.vggkern.conv3x3.default, args)
 
 
+# float32 as TF32 (mma.sync.m16n8k8): the same tiles as above with 32-bit elements (16
+# per 64-byte shared row), allowed per call or by torch's global flag.
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("n,c,k,h,w,relu,pool,channels_last", [
+    (1, 16, 64, 8, 16, False, False, True),  # BN = 64, one full tile
+    (2, 8, 136, 9, 17, True, True, False),  # BN = 128, two K blocks, cut tiles, NCHW
+    (1, 24, 61, 16, 33, False, True, True),  # K not a multiple of 8: scalar stores
+    (1, 5, 200, 10, 6, True, False, False),  # C padded 5 -> 8
+    (1, 3, 16, 7, 9, True, True, True),  # VGG's first layer: C padded 3 -> 8, odd sizes under the pool
+])
+@pytest.mark.parametrize("allowed_by", ["call", "global"])
+def test_float32_tf32(n, c, k, h, w, relu, pool, channels_last, allowed_by, device):
+    x, wt, b = _inputs(n, c, k, h, w, torch.float32, device, channels_last=channels_last, seed=n + c + k + h)
+    if allowed_by == "call":
+        with torch.backends.cudnn.flags(allow_tf32=False):  # the call's True wins over the global False
+            y = vggkern.conv3x3(x, wt, b, relu=relu, pool=pool, algo=ALGO, allow_tf32=True)
+    else:
+        with torch.backends.cudnn.flags(allow_tf32=True):
+            y = vggkern.conv3x3(x, wt, b, relu=relu, pool=pool, algo=ALGO)
+    _check(y, x, wt, b, relu, pool, algo=ALGO)
+
+
+def _tf32_ties(shape, g):
+    # Values in +-[1, 2) with 12 fraction bits: 10 that TF32 keeps and 2 below them, set to
+    # a quarter, half (a tie) or three quarters of a TF32 ulp (2**-10).
+    sign = torch.randint(0, 2, shape, generator=g) * 2 - 1
+    kept = torch.randint(0, 1024, shape, generator=g)
+    below = torch.randint(1, 4, shape, generator=g)
+    return (sign * (1 + kept / 1024 + below / 4096)).float()
+
+
+@pytest.mark.parametrize("rounded", ["x", "weight"])
+def test_float32_tf32_rounds_its_inputs(rounded):
+    # The kernel rounds x and weight to TF32 with cvt.rna (nearest, ties away from zero;
+    # truncation, or no rounding, would differ): one operand holds values between TF32
+    # values, the other small integers, so every product and sum of the rounded values is
+    # exact in fp32 and the result must equal the float64 conv of the rounded operands.
+    g = torch.Generator().manual_seed(5)
+    x = torch.randint(-2, 3, (2, 8, 6, 7), generator=g).float()
+    w = torch.randint(-2, 3, (16, 8, 3, 3), generator=g).float()
+    if rounded == "x":
+        x = _tf32_ties(x.shape, g)
+    else:
+        w = _tf32_ties(w.shape, g)
+    y = vggkern.conv3x3(x, w, algo=ALGO, allow_tf32=True)
+    want = torch.nn.functional.conv2d(_round_tf32(x).double(), _round_tf32(w).double(), padding=1)
+    assert torch.equal(y.double(), want)
+    assert not torch.equal(want, torch.nn.functional.conv2d(x.double(), w.double(), padding=1))
+    # The test's helper rounds as cvt.rna: 10 mantissa bits, ties away from zero.
+    t = torch.tensor([1 + 2.0 ** -11, -(1 + 2.0 ** -11), 1 + 2.0 ** -12, 1 + 3 * 2.0 ** -12, 3.0, float("inf"),
+                      float("nan")])
+    r = _round_tf32(t)
+    assert r[:6].tolist() == [1 + 2.0 ** -10, -(1 + 2.0 ** -10), 1.0, 1 + 2.0 ** -10, 3.0, float("inf")]
+    assert r[6].isnan()
+
+
 @pytest.mark.parametrize("entry", ["wrapper", "torch.ops"])
-def test_float32_is_refused_with_a_reason(entry):
+@pytest.mark.parametrize("refused_by", ["call", "global"])
+def test_float32_refused_without_tf32(entry, refused_by):
     x, w, b = _inputs(1, 8, 8, 4, 4, torch.float32, "cpu", seed=1)
-    with pytest.raises(ValueError, match=r'vggkern\.conv3x3: algo "implicit_gemm" runs float16 and bfloat16 on '
-                                         r"tensor cores, got float32"):
-        if entry == "wrapper":
-            vggkern.conv3x3(x, w, b, algo=ALGO)
-        else:
-            torch.ops.vggkern.conv3x3(x, w, b, False, False, ALGO)
+    allow = False if refused_by == "call" else None
+    with torch.backends.cudnn.flags(allow_tf32=refused_by == "call"):  # the call's False wins over a global True
+        with pytest.raises(ValueError, match=TF32_REFUSAL):
+            if entry == "wrapper":
+                vggkern.conv3x3(x, w, b, algo=ALGO, allow_tf32=allow)
+            else:
+                torch.ops.vggkern.conv3x3(x, w, b, False, False, ALGO, allow)
+        # The other algorithms compute float32 in fp32 and ignore allow_tf32.
+        _check(vggkern.conv3x3(x, w, b, algo="direct", allow_tf32=allow), x, w, b, False, False)
+        # Half precision does not involve TF32.
+        xh, wh, bh = x.half(), w.half(), b.half()
+        _check(vggkern.conv3x3(xh, wh, bh, algo=ALGO, allow_tf32=allow), xh, wh, bh, False, False, algo=ALGO)
+
+
+def test_tf32_allowed_follows_torch():
+    with torch.backends.cudnn.flags(allow_tf32=False):
+        assert vggkern.ops._C.tf32_allowed() is False
+    with torch.backends.cudnn.flags(allow_tf32=True):
+        assert vggkern.ops._C.tf32_allowed() is True
+
+
+@pytest.mark.parametrize("device", DEVICES)
+def test_opcheck_float32_tf32(device):
+    x, w, b = _inputs(2, 8, 16, 6, 5, torch.float32, device, channels_last=True, seed=13)
+    torch.library.opcheck(torch.ops.vggkern.conv3x3.default, (x, w, b, True, True, ALGO, True))
+    with torch.backends.cudnn.flags(allow_tf32=True):
+        torch.library.opcheck(torch.ops.vggkern.conv3x3.default, (x.contiguous(), w, None, False, False, ALGO),
+                              {"allow_tf32": None})
+
+
+@pytest.mark.parametrize("device", DEVICES)
+def test_torch_compile_float32_tf32(device):
+    torch._dynamo.reset()
+
+    def f(x, w, b):
+        return vggkern.conv3x3(x, w, b, relu=True, algo=ALGO) * 2
+
+    x, w, b = _inputs(1, 8, 16, 6, 5, torch.float32, device, seed=21)
+    compiled = torch.compile(f, fullgraph=True, backend="aot_eager")
+    with torch.backends.cudnn.flags(allow_tf32=True):
+        torch.testing.assert_close(compiled(x, w, b), f(x, w, b), rtol=0, atol=0)
+    torch._dynamo.reset()
+    with torch.backends.cudnn.flags(allow_tf32=False), pytest.raises(Exception, match="needs TF32"):
+        compiled(x, w, b)  # refused when traced (fake kernel) or when run (the op), as eager is
 
 
 @pytest.mark.gpu
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA GPU visible")
-@pytest.mark.parametrize("dtype", HALF_DTYPES, ids=str)
+@pytest.mark.parametrize("dtype", HALF_DTYPES + [torch.float32], ids=str)
 def test_gpu_matches_emulator_bit_for_bit(dtype):
     """The proof that the emulated fragment layouts are the hardware's: with small
-    integer data every sum is exact, so the GPU and the emulator must agree exactly."""
+    integer data every sum is exact, so the GPU and the emulator must agree exactly
+    (float32: the TF32 path, mma.sync.m16n8k8 fed by ldmatrix of 32-bit elements)."""
     g = torch.Generator().manual_seed(0)
     x = torch.randint(-3, 4, (2, 24, 12, 20), generator=g).to(dtype).contiguous(memory_format=torch.channels_last)
     w = torch.randint(-2, 3, (72, 24, 3, 3), generator=g).to(dtype)
     b = torch.randint(-5, 6, (72,), generator=g).to(dtype)
     for relu, pool in [(False, False), (True, True)]:
-        cpu = vggkern.conv3x3(x, w, b, relu=relu, pool=pool, algo=ALGO)
-        gpu = vggkern.conv3x3(x.cuda(), w.cuda(), b.cuda(), relu=relu, pool=pool, algo=ALGO).cpu()
+        cpu = vggkern.conv3x3(x, w, b, relu=relu, pool=pool, algo=ALGO, allow_tf32=True)
+        gpu = vggkern.conv3x3(x.cuda(), w.cuda(), b.cuda(), relu=relu, pool=pool, algo=ALGO, allow_tf32=True).cpu()
         assert torch.equal(cpu, gpu)

@@ -73,7 +73,8 @@ torch.library.register_autograd("vggkern::maxpool2x2", _maxpool2x2_backward,
 # The algorithms this build has, in the order "auto" prefers them; csrc/ops/conv3x3.cpp
 # holds the same list (kConv3x3Algorithms).
 _CONV3X3_ALGORITHMS = ("direct", "winograd_f2x2", "winograd_f4x4", "implicit_gemm")
-# Tensor-core algorithms: float16/bfloat16 only (TF32 for float32 is not implemented yet).
+# Tensor-core algorithms: float16/bfloat16, and float32 with TF32 math where TF32 is
+# allowed (allow_tf32, else torch.backends.cudnn.allow_tf32).
 _TENSOR_CORE_ALGORITHMS = ("implicit_gemm",)
 # m of F(m x m, 3x3) for the Winograd algorithms: they also accept the pre-transformed
 # weight winograd_weight(weight, m) of shape ((m + 2)**2, C, K), float32.
@@ -85,7 +86,13 @@ def algorithms() -> list[str]:
     return list(_CONV3X3_ALGORITHMS)
 
 
-def _check_conv3x3_inputs(x, weight, bias, algo, op="vggkern.conv3x3"):
+def _tf32_allowed(allow_tf32):
+    """conv3x3's TF32 policy, as the op decides it (csrc/ops/conv3x3.cpp, tf32_allowed):
+    allow_tf32 when given, else torch's setting for cuDNN convolutions."""
+    return bool(allow_tf32) if allow_tf32 is not None else _C.tf32_allowed()
+
+
+def _check_conv3x3_inputs(x, weight, bias, algo, allow_tf32=None, op="vggkern.conv3x3"):
     # Mirrors csrc/ops/conv3x3.cpp so that traced and eager calls fail alike.
     _check_activation(x, op)
     n, c, h, w = x.shape
@@ -130,12 +137,17 @@ def _check_conv3x3_inputs(x, weight, bias, algo, op="vggkern.conv3x3"):
         if t.device != x.device:
             raise ValueError(f"{op}: expected {name} on the same device as x ({x.device}), got {t.device}")
     if algo in _TENSOR_CORE_ALGORITHMS and x.dtype == torch.float32:
-        raise ValueError(f'{op}: algo "{algo}" runs float16 and bfloat16 on tensor cores, got float32 '
-                         '(TF32 is not implemented yet); use algo="direct" or a half-precision input')
+        # With allow_tf32=None the global setting decides; while Dynamo traces the wrapper
+        # that is left to the fake kernel (which runs this check outside the trace) and to
+        # the op itself at run time, which reads the setting again.
+        if allow_tf32 is not None or not torch.compiler.is_compiling():
+            if not _tf32_allowed(allow_tf32):
+                raise ValueError(f'{op}: algo "{algo}": float32 on tensor cores needs TF32: allow it with '
+                                 'torch.backends.cudnn.allow_tf32 = True or allow_tf32=True, or use algo="direct"')
 
 
 def conv3x3(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None, *, relu: bool = False,
-            pool: bool = False, algo: str = "auto") -> torch.Tensor:
+            pool: bool = False, algo: str = "auto", allow_tf32: bool | None = None) -> torch.Tensor:
     """3x3 convolution, stride 1, padding 1, with bias, ReLU and 2x2 max-pool fused.
 
     Computes ``F.conv2d(x, weight, bias, padding=1)``, then ``relu`` if relu, then
@@ -150,14 +162,22 @@ def conv3x3(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = N
     (float32, shape (16 or 36, C, K)); given the raw weight they transform it per call.
     Their rounding differs from direct's (see README, Numerics), and a NaN/Inf input may
     spread within its output tile (2x2 or 4x4), not only to its 3x3 neighbourhood.
+
+    Tensor cores ("implicit_gemm") run float16/bfloat16, and float32 with TF32 math (x and
+    weight rounded to TF32, 10 mantissa bits, round-to-nearest ties away; products exact,
+    sums and output fp32), as cuDNN does with TF32, and only where TF32 is allowed:
+    ``allow_tf32`` True/False decides for this call; None (the default) follows
+    ``torch.backends.cudnn.allow_tf32`` (torch's setting for cuDNN convolutions) at call
+    time. float32 with TF32 not allowed is a ValueError saying so. The other algorithms
+    compute float32 in fp32 and ignore ``allow_tf32``.
     """
-    _check_conv3x3_inputs(x, weight, bias, algo)
-    return torch.ops.vggkern.conv3x3(x, weight, bias, relu, pool, algo)
+    _check_conv3x3_inputs(x, weight, bias, algo, allow_tf32)
+    return torch.ops.vggkern.conv3x3(x, weight, bias, relu, pool, algo, allow_tf32)
 
 
 @torch.library.register_fake("vggkern::conv3x3")
-def _conv3x3_fake(x, weight, bias=None, relu=False, pool=False, algo="auto"):
-    _check_conv3x3_inputs(x, weight, bias, algo)
+def _conv3x3_fake(x, weight, bias=None, relu=False, pool=False, algo="auto", allow_tf32=None):
+    _check_conv3x3_inputs(x, weight, bias, algo, allow_tf32)
     n, _, h, w = x.shape
     k = weight.shape[2] if weight.dim() == 3 else weight.shape[0]
     shape = (n, k, h // 2, w // 2) if pool else (n, k, h, w)
@@ -165,7 +185,7 @@ def _conv3x3_fake(x, weight, bias=None, relu=False, pool=False, algo="auto"):
 
 
 def _conv3x3_setup_context(ctx, inputs, output):
-    x, weight, bias, relu, pool, _ = inputs
+    x, weight, bias, relu, pool, _algo, _allow_tf32 = inputs
     ctx.relu, ctx.pool, ctx.has_bias = relu, pool, bias is not None
     ctx.save_for_backward(x, weight, bias)
 
@@ -191,7 +211,7 @@ def _conv3x3_backward(ctx, grad):
     gx, gw, gb = torch.ops.aten.convolution_backward(
         grad, x, weight, [weight.shape[0]] if ctx.has_bias else None, [1, 1], [1, 1], [1, 1], False, [0, 0], 1,
         [need_x, need_w, need_b and ctx.has_bias])
-    return gx, gw, gb if ctx.has_bias else None, None, None, None
+    return gx, gw, gb if ctx.has_bias else None, None, None, None, None
 
 
 torch.library.register_autograd("vggkern::conv3x3", _conv3x3_backward, setup_context=_conv3x3_setup_context)

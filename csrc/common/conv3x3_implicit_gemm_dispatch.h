@@ -1,5 +1,7 @@
 // conv3x3_implicit_gemm's launch: tile width (BN = 64 when K <= 64, else 128), element
-// type (fp16 or bf16 only: the op refuses fp32), index type, and geometry. Compiled
+// type and math (fp16 and bf16 on their own mma; fp32 with TF32 math: the op sends
+// fp32 here only when TF32 is allowed), index type, and geometry: 3 dtypes x 2 tile
+// widths x 2 index types = 12 instantiations. Compiled
 // into both backends, which pass their own Launcher, so the GPU and the emulator run
 // the same choice. Expects what the op prepares: x and y NHWC, weight (K, 3, 3, C),
 // C a multiple of 8.
@@ -17,7 +19,7 @@ namespace vk {
 template <class T, VK_KERNEL_NS::MmaType kMma, int kBN, class Index, class Launcher>
 void conv3x3_implicit_gemm_run(const Conv3x3Args& a, const Launcher& launch) {
   using namespace VK_KERNEL_NS;
-  using L = ImplicitGemmTiling<kBN>;
+  using L = ImplicitGemmTiling<T, kBN>;
   ImplicitGemmParams<Index> p;
   p.N = a.N, p.C = a.C, p.H = a.H, p.W = a.W, p.K = a.K;
   p.tiles_h = (a.H + L::kTileH - 1) / L::kTileH;
@@ -61,8 +63,9 @@ void conv3x3_implicit_gemm_dispatch(const Conv3x3Args& a, const Launcher& launch
     case DType::bfloat16:
       conv3x3_implicit_gemm_typed<__nv_bfloat16, VK_KERNEL_NS::MmaType::bf16>(a, launch);
       break;
-    case DType::float32:
-      throw std::invalid_argument("vggkern.conv3x3: implicit_gemm runs float16 and bfloat16 only");
+    case DType::float32:  // TF32 math; whether it is allowed is the op's decision (csrc/ops/conv3x3.cpp)
+      conv3x3_implicit_gemm_typed<float, VK_KERNEL_NS::MmaType::tf32>(a, launch);
+      break;
   }
 }
 

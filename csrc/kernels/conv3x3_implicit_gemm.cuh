@@ -1,21 +1,34 @@
 // conv3x3_implicit_gemm: y = [maxpool2x2](ReLU?(conv2d(x, weight, bias, stride 1,
-// padding 1))) on tensor cores, fp16/bf16 with fp32 accumulation. x (N, H, W, C) and y
-// (N, H, W, K) or (N, H/2, W/2, K) are NHWC (channels_last); the weight is given as
-// (K, 3, 3, C). C is a multiple of 8 (the op pads VGG's C=3 first layer with zeros).
+// padding 1))) on tensor cores with fp32 accumulation: fp16/bf16 storage with
+// mma.sync.m16n8k16, or fp32 storage with TF32 math (mma.sync.m16n8k8.tf32, every
+// operand rounded to TF32 by cvt.rna after its ldmatrix, as cuDNN's TF32 rounds its
+// inputs). x (N, H, W, C) and y (N, H, W, K) or (N, H/2, W/2, K) are NHWC
+// (channels_last); the weight is given as (K, 3, 3, C). C is a multiple of 8 (the op
+// pads VGG's C=3 first layer with zeros).
 //
 // GEMM view: M = N*H*W output pixels, N_gemm = K output channels, K_gemm = 9*C, ordered
-// (tap r*3+s, channel c) so a 16-byte chunk of 8 channels is one contiguous load of x
-// (or a zero-filled one at the image edge: the im2col matrix is never materialised).
+// (tap r*3+s, channel c) so a 16-byte chunk of channels (8 halves or 4 floats) is one
+// contiguous load of x (or a zero-filled one at the image edge: the im2col matrix is
+// never materialised).
 // Tiling: a block of 256 threads (8 warps, 2 along M x 4 along N) computes a 128 x BN
 // tile (BN = 128, or 64 when K <= 64); the 128 pixels are an 8 x 16 spatial block of
 // one image (origin even), so every 2x2 pool window lies inside the tile. Each warp
-// owns 64 x BN/4: 4 m16 x BN/32 n8 mma.sync.m16n8k16 tiles, fragments read by ldmatrix.
-// K_gemm advances 32 at a time through a 3-stage cp.async pipeline:
-//   A stage [128][40] and B stage [BN][40] elements (rows of 32 + 8 padding: 80 bytes,
-//   so the 8 row addresses of an ldmatrix fall in 8 distinct bank groups);
-// dynamic shared memory, later reused by the epilogue as an fp32 [128][BN+4] tile:
-// + bias, ReLU (NaN kept), then either 16-byte NHWC stores of 8 channels or the 2x2 max
-// (torch's NaN rule, window order) and the pooled stores.
+// owns 64 x BN/4: 4 m16 x BN/32 n8 mma tiles, fragments read by ldmatrix.
+// K_gemm advances one 64-byte slice at a time (kBK = 32 fp16/bf16 or 16 fp32 elements)
+// through a 3-stage cp.async pipeline that is byte-for-byte the same for both element
+// sizes:
+//   A stage [128] and B stage [BN] rows of 64 bytes + 16 bytes padding = 80 bytes
+//   (40 halves or 20 floats), so the 8 row addresses of an ldmatrix fall in 8 distinct
+//   bank groups; each row is 4 cp.async chunks of 16 bytes (8 halves or 4 floats);
+// and each slice is 2 mma k-steps: m16n8k16 (16 halves) or m16n8k8 (8 floats). ldmatrix
+// (b16) serves both: for 32-bit elements an 8-row x 16-byte matrix gives lane (g, t)
+// the float [g][t], so the x4 load that yields the f16 A fragment (rows lane % 16,
+// chunk lane / 16) yields exactly the tf32 A fragment A[g][t], A[g+8][t], A[g][t+4],
+// A[g+8][t+4], and the B loads from [n][k] rows give b0 = B[t][g], b1 = B[t+4][g].
+// Dynamic shared memory (61440 bytes), later reused by the epilogue as an fp32
+// [128][BN+4] tile: + bias, ReLU (NaN kept), then either NHWC stores of 8 channels (one
+// 16-byte vector for fp16/bf16, two for fp32) or the 2x2 max (torch's NaN rule, window
+// order) and the pooled stores.
 // Measurement: pending a GPU session (benchmarks/); tile sizes are a first choice, not
 // yet tuned per layer.
 #pragma once
@@ -26,20 +39,26 @@
 namespace vk {
 namespace VK_KERNEL_NS {
 
-template <int kBN>
+// T: the storage type (__half, __nv_bfloat16 or float); the shared-memory layout in
+// bytes is the same for all three.
+template <class T, int kBN>
 struct ImplicitGemmTiling {
   static constexpr int kThreads = 256;
   static constexpr int kWarpsM = 2, kWarpsN = 4;
   static constexpr int kTileH = 8, kTileW = 16;  // the block's pixels: 8 x 16 = kBM
-  static constexpr int kBM = kTileH * kTileW, kBK = 32, kStages = 3;
+  static constexpr int kChunk = 16 / int(sizeof(T));  // elements per 16-byte cp.async chunk
+  static constexpr int kBM = kTileH * kTileW, kBK = 4 * kChunk, kStages = 3;  // kBK: a 64-byte K slice
+  static constexpr int kStep = kBK / 2;  // K per mma: 16 (m16n8k16) or 8 (m16n8k8 tf32)
   static constexpr int kWarpM = kBM / kWarpsM, kWarpN = kBN / kWarpsN;
   static constexpr int kMTiles = kWarpM / 16, kNTiles = kWarpN / 8;
-  static constexpr int kRow = kBK + 8;  // elements per padded shared row
+  static constexpr int kRow = kBK + kChunk;  // elements per padded shared row (80 bytes)
   static constexpr int kAStage = kBM * kRow, kBStage = kBN * kRow;
   static constexpr int kCStride = kBN + 4;  // floats per epilogue row
-  static constexpr size_t kPipeBytes = size_t(kStages) * (kAStage + kBStage) * 2;
+  static constexpr size_t kPipeBytes = size_t(kStages) * (kAStage + kBStage) * sizeof(T);
   static constexpr size_t kEpilogueBytes = size_t(kBM) * kCStride * 4;
   static constexpr size_t kSmemBytes = kPipeBytes > kEpilogueBytes ? kPipeBytes : kEpilogueBytes;
+  static_assert(sizeof(T) == 2 || sizeof(T) == 4, "16- or 32-bit elements");
+  static_assert(kRow * sizeof(T) == 80, "64-byte rows + 16 bytes of padding");
   static_assert(kThreads == 32 * kWarpsM * kWarpsN, "8 warps");
   static_assert(kNTiles % 2 == 0, "B fragments are loaded two n8 tiles per ldmatrix.x4");
   static_assert((kBN * 4) % kThreads == 0, "B stage copies divide among the threads");
@@ -56,7 +75,8 @@ template <class T, MmaType kMma, int kBN, class Index>
 __global__ void __launch_bounds__(256)
     conv3x3_implicit_gemm_kernel(const T* __restrict__ x, const T* __restrict__ w, const T* __restrict__ bias,
                                  T* __restrict__ y, const ImplicitGemmParams<Index> p) {
-  using L = ImplicitGemmTiling<kBN>;
+  using L = ImplicitGemmTiling<T, kBN>;
+  static_assert((kMma == MmaType::tf32) == (sizeof(T) == 4), "tf32 math for fp32 storage, f16/bf16 for halves");
   VK_DYNAMIC_SHARED(unsigned char, smem);
   T* const a_smem = reinterpret_cast<T*>(smem);
   T* const b_smem = a_smem + L::kStages * L::kAStage;
@@ -88,7 +108,7 @@ __global__ void __launch_bounds__(256)
   auto load_stage = [&](int stage, int kt) {
     T* const as = a_smem + stage * L::kAStage;
     T* const bs = b_smem + stage * L::kBStage;
-    const Index ka = static_cast<Index>(kt) * L::kBK + a_chunk * 8;
+    const Index ka = static_cast<Index>(kt) * L::kBK + a_chunk * L::kChunk;
     const Index tap = ka / p.C, c = ka % p.C;
     const Index r = tap / 3, s = tap % 3;
 #pragma unroll
@@ -96,14 +116,14 @@ __global__ void __launch_bounds__(256)
       const Index hh = a_h[i] + r - 1, ww = a_w[i] + s - 1;
       const bool ok = ka < kd && a_h[i] < p.H && a_w[i] < p.W && hh >= 0 && hh < p.H && ww >= 0 && ww < p.W;
       const T* src = ok ? xn + (hh * p.W + ww) * p.C + c : x;
-      cp_async_16(as + (tid / 4 + 64 * i) * L::kRow + a_chunk * 8, src, ok ? 16 : 0);
+      cp_async_16(as + (tid / 4 + 64 * i) * L::kRow + a_chunk * L::kChunk, src, ok ? 16 : 0);
     }
 #pragma unroll
     for (int j = 0; j < kBN * 4 / L::kThreads; ++j) {
       const int idx = tid + L::kThreads * j, row = idx / 4, chunk = idx % 4;
-      const Index kb = static_cast<Index>(kt) * L::kBK + chunk * 8, k = k0 + row;
+      const Index kb = static_cast<Index>(kt) * L::kBK + chunk * L::kChunk, k = k0 + row;
       const bool ok = k < p.K && kb < kd;
-      cp_async_16(bs + row * L::kRow + chunk * 8, ok ? w + k * kd + kb : w, ok ? 16 : 0);
+      cp_async_16(bs + row * L::kRow + chunk * L::kChunk, ok ? w + k * kd + kb : w, ok ? 16 : 0);
     }
   };
 
@@ -133,25 +153,42 @@ __global__ void __launch_bounds__(256)
     const T* const as = a_smem + (kt % L::kStages) * L::kAStage;
     const T* const bs = b_smem + (kt % L::kStages) * L::kBStage;
 #pragma unroll
-    for (int kk = 0; kk < L::kBK; kk += 16) {
+    for (int kk = 0; kk < L::kBK; kk += L::kStep) {  // 2 mma k-steps per 64-byte slice
       uint32_t a[L::kMTiles][4], bf[L::kNTiles][2];
 #pragma unroll
       for (int mt = 0; mt < L::kMTiles; ++mt)
-        ldmatrix<4>(a[mt], as + (warp_m * L::kWarpM + mt * 16 + lane % 16) * L::kRow + kk + (lane / 16) * 8);
+        ldmatrix<4>(a[mt],
+                    as + (warp_m * L::kWarpM + mt * 16 + lane % 16) * L::kRow + kk + (lane / 16) * L::kChunk);
 #pragma unroll
       for (int np = 0; np < L::kNTiles / 2; ++np) {
         uint32_t r[4];
         ldmatrix<4>(r, bs + (warp_n * L::kWarpN + np * 16 + lane % 8 + (lane / 16) * 8) * L::kRow + kk +
-                           ((lane / 8) % 2) * 8);
+                           ((lane / 8) % 2) * L::kChunk);
         bf[2 * np][0] = r[0];
         bf[2 * np][1] = r[1];
         bf[2 * np + 1][0] = r[2];
         bf[2 * np + 1][1] = r[3];
       }
+      if constexpr (kMma == MmaType::tf32) {
+        // fp32 -> tf32, round to nearest (ties away), once per fragment element.
 #pragma unroll
-      for (int mt = 0; mt < L::kMTiles; ++mt)
+        for (int mt = 0; mt < L::kMTiles; ++mt)
 #pragma unroll
-        for (int nt = 0; nt < L::kNTiles; ++nt) mma_m16n8k16<kMma>(acc[mt][nt], a[mt], bf[nt], acc[mt][nt]);
+          for (int i = 0; i < 4; ++i) a[mt][i] = to_tf32(__uint_as_float(a[mt][i]));
+#pragma unroll
+        for (int nt = 0; nt < L::kNTiles; ++nt)
+#pragma unroll
+          for (int i = 0; i < 2; ++i) bf[nt][i] = to_tf32(__uint_as_float(bf[nt][i]));
+#pragma unroll
+        for (int mt = 0; mt < L::kMTiles; ++mt)
+#pragma unroll
+          for (int nt = 0; nt < L::kNTiles; ++nt) mma_m16n8k8_tf32(acc[mt][nt], a[mt], bf[nt], acc[mt][nt]);
+      } else {
+#pragma unroll
+        for (int mt = 0; mt < L::kMTiles; ++mt)
+#pragma unroll
+          for (int nt = 0; nt < L::kNTiles; ++nt) mma_m16n8k16<kMma>(acc[mt][nt], a[mt], bf[nt], acc[mt][nt]);
+      }
     }
   }
   cp_async_wait<0>();
@@ -179,7 +216,7 @@ __global__ void __launch_bounds__(256)
   }
   __syncthreads();
 
-  // Epilogue 2: 8 channels per item, stored as one 16-byte vector when K allows.
+  // Epilogue 2: 8 channels per item, stored as one vector (16 bytes, or 32 for fp32) when K allows.
   constexpr int kGroups = kBN / 8;
   const bool vector_store = p.K % 8 == 0;
   auto store8 = [&](T* dst, Index k, const float* v) {

@@ -30,11 +30,13 @@
 namespace vk {
 namespace VK_KERNEL_NS {
 
-enum class MmaType { f16, bf16 };
+// The math of a kernel's mma: f16/bf16 through mma_m16n8k16, tf32 through mma_m16n8k8_tf32.
+enum class MmaType { f16, bf16, tf32 };
 
 template <MmaType kType>
 __device__ __forceinline__ void mma_m16n8k16(float (&d)[4], const uint32_t (&a)[4], const uint32_t (&b)[2],
                                              const float (&c)[4]) {
+  static_assert(kType != MmaType::tf32, "tf32 is mma_m16n8k8_tf32");
 #if defined(__CUDACC__)
   if constexpr (kType == MmaType::f16) {
     asm volatile(

@@ -1,15 +1,18 @@
 // torch.ops.vggkern.conv3x3(Tensor x, Tensor weight, Tensor? bias=None, bool relu=False,
-// bool pool=False, str algo="auto") -> Tensor: checks, output allocation, launch.
+// bool pool=False, str algo="auto", bool? allow_tf32=None) -> Tensor: checks, output
+// allocation, launch.
 // y = [max_pool2d(., 2, 2)](ReLU?(conv2d(x, weight, bias, stride=1, padding=1))), fused.
 // The Winograd algorithms also take weight = winograd_weight(w, m) (csrc/ops/winograd.cpp),
 // float32 (alpha^2, C, K); given a raw weight they transform it per call into a U
 // allocated here.
+#include <ATen/Context.h>
 #include <torch/library.h>
 
 #include <string>
 
 #include "../common/backends.h"
 #include "../common/op_support.h"
+#include "conv3x3.h"
 #include "winograd.h"
 
 namespace vk {
@@ -22,8 +25,9 @@ struct Conv3x3Algorithm {
   Conv3x3Launcher cuda;
   Conv3x3Launcher emu;
   int winograd_tile = 0;  // m of F(m x m, 3x3); 0: not Winograd (weight is used as it is)
-  // Tensor-core algorithms take fp16/bf16 only, NHWC activations with C a multiple of
-  // 8 and the weight as (K, 3, 3, C): the op prepares those (see run_tensor_core).
+  // Tensor-core algorithms take fp16/bf16, or fp32 with TF32 math where TF32 is allowed
+  // (tf32_allowed), NHWC activations with C a multiple of 8 and the weight as (K, 3, 3,
+  // C): the op prepares those (see run_tensor_core).
   bool tensor_core = false;
 };
 
@@ -53,14 +57,27 @@ void check_same(const at::Tensor& t, const at::Tensor& x, const char* op, const 
                     "), got ", t.device());
 }
 
+}  // namespace
+
+// torch's own conv asks the same question (allowTF32CuDNN(CONV)), which unlike the
+// operator-less query does not fail when the conv and RNN settings differ.
+bool tf32_allowed(std::optional<bool> allow_tf32) {
+  return allow_tf32.has_value() ? *allow_tf32 : at::globalContext().allowTF32CuDNN(at::Float32Op::CONV);
+}
+
+namespace {
+
 // A tensor-core algorithm: NCHW input is converted to channels_last at the boundary
 // (and the result back), C is zero-padded to a multiple of 8 (VGG's first layer: 3 ->
 // 8), the weight is laid out (K, 3, 3, C). Copies only where the input needs them.
 at::Tensor run_tensor_core(const Conv3x3Algorithm& algorithm, const at::Tensor& x, const at::Tensor& weight,
-                           const at::Tensor& bias, bool relu, bool pool, DType dtype, const char* op) {
-  TORCH_CHECK_VALUE(dtype != DType::float32, op, ": algo \"", algorithm.name,
-                    "\" runs float16 and bfloat16 on tensor cores, got float32 (TF32 is not implemented yet); "
-                    "use algo=\"direct\" or a half-precision input");
+                           const at::Tensor& bias, bool relu, bool pool, DType dtype,
+                           std::optional<bool> allow_tf32, const char* op) {
+  // float32 runs with TF32 math (inputs rounded to 10 mantissa bits), so only where the
+  // caller allows it, as cuDNN does. vggkern/ops.py words the same refusal.
+  TORCH_CHECK_VALUE(dtype != DType::float32 || tf32_allowed(allow_tf32), op, ": algo \"", algorithm.name,
+                    "\": float32 on tensor cores needs TF32: allow it with torch.backends.cudnn.allow_tf32 = True "
+                    "or allow_tf32=True, or use algo=\"direct\"");
   const int64_t N = x.size(0), C = x.size(1), H = x.size(2), W = x.size(3), K = weight.size(0);
   const int64_t Cp = (C + 7) / 8 * 8;
   at::Tensor xc = x.contiguous(at::MemoryFormat::ChannelsLast);
@@ -80,7 +97,7 @@ at::Tensor run_tensor_core(const Conv3x3Algorithm& algorithm, const at::Tensor& 
 }
 
 at::Tensor conv3x3(const at::Tensor& x, const at::Tensor& weight, const std::optional<at::Tensor>& bias, bool relu,
-                   bool pool, c10::string_view algo) {
+                   bool pool, c10::string_view algo, std::optional<bool> allow_tf32) {
   constexpr const char* op = "vggkern.conv3x3";
   const DType dtype = check_activation(x, op);
   const int64_t N = x.size(0), C = x.size(1), H = x.size(2), W = x.size(3);
@@ -120,7 +137,8 @@ at::Tensor conv3x3(const at::Tensor& x, const at::Tensor& weight, const std::opt
     check_same(*bias, x, op, "bias");
   }
   const at::Tensor bc = bias.has_value() ? bias->contiguous() : at::Tensor();
-  if (algorithm.tensor_core) return run_tensor_core(algorithm, x, weight, bc, relu, pool, dtype, op);
+  // allow_tf32 matters only to the tensor-core algorithms; the others compute fp32 in fp32.
+  if (algorithm.tensor_core) return run_tensor_core(algorithm, x, weight, bc, relu, pool, dtype, allow_tf32, op);
 
   const at::MemoryFormat format = x.suggest_memory_format();
   const at::Tensor xc = x.contiguous(format);
