@@ -27,6 +27,22 @@ cmake --build build/cmake -j"$MAX_JOBS" >> build/cmake.log 2>&1 || { tail -50 bu
 grep "vggkern:" build/cmake.log || true
 ctest --test-dir build/cmake --output-on-failure
 
+echo "== CPU-only build (what a machine without nvcc installs)"
+# A copy of the tree built with VGGKERN_CPU_ONLY=1 must build, import, say so, and run
+# the ops through the emulator (a subset of the tests: the kernels are the same).
+cpu_dir=build/cpu-only
+rm -rf "$cpu_dir" && mkdir -p "$cpu_dir"
+cp -r setup.py pyproject.toml csrc vggkern tests "$cpu_dir"/
+rm -f "$cpu_dir"/vggkern/_C*.so
+(cd "$cpu_dir" && VGGKERN_CPU_ONLY=1 "$PY" setup.py build_ext --inplace > build.log 2>&1) \
+  || { tail -40 "$cpu_dir/build.log"; exit 1; }
+(cd "$cpu_dir" && "$PY" -c "
+import vggkern
+info = vggkern.build_info()
+assert not info['cuda_kernels'], info
+print('CPU-only build:', info)" && "$PY" -m pytest -q tests/test_maxpool2x2.py tests/test_conv3x3.py \
+  -k "not indices_beyond and (bad or opcheck or algorithms or epilogue)" -p no:cacheprovider) || exit 1
+
 echo "== pytest"
 paths=(tests)
 if [ -d benchmarks ] && ls benchmarks/*.py > /dev/null 2>&1; then paths+=(benchmarks); fi

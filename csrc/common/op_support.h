@@ -7,6 +7,7 @@
 
 #include <cstdlib>
 #include <limits>
+#include <type_traits>
 
 #include "args.h"
 
@@ -61,9 +62,14 @@ inline void poison_output(at::Tensor& y) {
 
 // Runs the op's launcher on x's device: the CUDA launcher on x's current stream, or
 // the emulator for CPU tensors.
+// (Args is deduced from `args` alone, so a CPU-only build may pass nullptr for the
+// CUDA launcher: see VK_CUDA_LAUNCHER.)
 template <class Args>
-void launch_on_device(const at::Tensor& x, Args& args, void (*cuda_launcher)(const Args&),
-                      void (*emu_launcher)(const Args&), const char* op) {
+using Launch = void (*)(const Args&);
+
+template <class Args>
+void launch_on_device(const at::Tensor& x, Args& args, Launch<std::remove_const_t<Args>> cuda_launcher,
+                      Launch<std::remove_const_t<Args>> emu_launcher, const char* op) {
   if (!x.is_cuda()) {
     emu_launcher(args);
     return;
