@@ -106,6 +106,16 @@ def pick_batch(rows, group):
     return 64 if 64 in ns else (ns[-1] if ns else None)
 
 
+def best_torch_and_ours(rows):
+    """Per problem (problem_key): the fastest torch row and the fastest of ours (None if absent)."""
+    groups = defaultdict(list)
+    for r in rows:
+        groups[problem_key(r)].append(r)
+    for g in groups.values():
+        yield (min((r for r in g if r["impl"] == "torch"), key=lambda r: r["median_s"], default=None),
+               min((r for r in g if r["impl"] != "torch"), key=lambda r: r["median_s"], default=None))
+
+
 def headline(rows):
     """The short table: per layer (fusion 'relu'), maxpool and network at one batch."""
     lines = []
@@ -115,12 +125,7 @@ def headline(rows):
         lines += [f"Per layer, batch {n} (time = CUDA-event median; vs torch > 1: faster than best torch)", "",
                   "| layer | fusion | dtype | best torch | µs | TFLOP/s | % peak | best ours | µs | TFLOP/s | % peak | vs torch |",
                   "| --- | --- | --- | --- | ---: | ---: | ---: | --- | ---: | ---: | ---: | ---: |"]
-        groups = defaultdict(list)
-        for r in conv:
-            groups[problem_key(r)].append(r)
-        for _, rs in groups.items():
-            t = min((r for r in rs if r["impl"] == "torch"), key=lambda r: r["median_s"], default=None)
-            o = min((r for r in rs if r["impl"] != "torch"), key=lambda r: r["median_s"], default=None)
+        for t, o in best_torch_and_ours(conv):
             ref = t or o
             lines.append("| " + " | ".join([
                 f"{ref['layer']} ({ref['C']}→{ref['K']}, {ref['H']}²)", ref["variant"], ref["dtype"],
@@ -138,12 +143,7 @@ def headline(rows):
         lines += [f"{title}, batch {n}", "",
                   "| problem | dtype | best torch | µs | rate | best ours | µs | rate | vs torch |",
                   "| --- | --- | --- | ---: | ---: | --- | ---: | ---: | ---: |"]
-        groups = defaultdict(list)
-        for r in rs:
-            groups[problem_key(r)].append(r)
-        for _, g in groups.items():
-            t = min((r for r in g if r["impl"] == "torch"), key=lambda r: r["median_s"], default=None)
-            o = min((r for r in g if r["impl"] != "torch"), key=lambda r: r["median_s"], default=None)
+        for t, o in best_torch_and_ours(rs):
             ref = t or o
             prob = f"{ref['C']}×{ref['H']}²" if group == "maxpool" else ref["net"]
 

@@ -305,6 +305,11 @@ BAD_INPUTS = [
 @pytest.mark.parametrize("entry", ["wrapper", "op"])
 @pytest.mark.parametrize("args,match", BAD_INPUTS, ids=range(len(BAD_INPUTS)))
 def test_bad_inputs(args, match, entry):
+    assert_refused(args, match, entry)
+
+
+def assert_refused(args, match, entry):
+    """The wrapper (entry "wrapper") or the registered op refuses args with ValueError(match)."""
     with pytest.raises(ValueError, match="vggkern.conv3x3: " + match):
         if entry == "wrapper":
             vggkern.conv3x3(args["x"], args["weight"], args["bias"], algo=args["algo"])

@@ -15,7 +15,7 @@ import torch
 import torch.nn.functional as F
 
 import vggkern
-from test_conv3x3 import K_FACTOR, _check, _inputs, _torch_forward
+from test_conv3x3 import K_FACTOR, _check, _inputs, _torch_forward, assert_refused
 
 ALGOS = {"winograd_f2x2": 2, "winograd_f4x4": 4}
 DTYPES = [torch.float32, torch.float16, torch.bfloat16]
@@ -236,11 +236,7 @@ BAD_INPUTS = [
 @pytest.mark.parametrize("entry", ["wrapper", "op"])
 @pytest.mark.parametrize("args,match", BAD_INPUTS, ids=range(len(BAD_INPUTS)))
 def test_bad_inputs(args, match, entry):
-    with pytest.raises(ValueError, match="vggkern.conv3x3: " + match):
-        if entry == "wrapper":
-            vggkern.conv3x3(args["x"], args["weight"], args["bias"], algo=args["algo"])
-        else:
-            torch.ops.vggkern.conv3x3(args["x"], args["weight"], args["bias"], False, False, args["algo"])
+    assert_refused(args, match, entry)
 
 
 def test_no_backward_through_pre_transformed_weight():

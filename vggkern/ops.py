@@ -109,9 +109,6 @@ def _check_conv3x3_inputs(x, weight, bias, algo, allow_tf32=None, op="vggkern.co
             raise ValueError(f"{op}: expected weight of shape [K, C, 3, 3], or winograd_weight(weight, {m}) of shape "
                              f"[{p}, C, K], with C={c} matching x, got {list(weight.shape)}")
         k = weight.shape[2]
-        if k < 1:
-            raise ValueError(f"{op}: expected weight with at least one output channel (K >= 1), "
-                             f"got {list(weight.shape)}")
         if weight.dtype != torch.float32:
             raise ValueError(f"{op}: expected a pre-transformed weight (winograd_weight) of dtype float32, "
                              f"got {weight.dtype}")
@@ -123,10 +120,9 @@ def _check_conv3x3_inputs(x, weight, bias, algo, allow_tf32=None, op="vggkern.co
             raise ValueError(f"{op}: expected weight of shape [K, C, 3, 3] with C={c} matching x{alt}, "
                              f"got {list(weight.shape)}")
         k = weight.shape[0]
-        if k < 1:
-            raise ValueError(f"{op}: expected weight with at least one output channel (K >= 1), "
-                             f"got {list(weight.shape)}")
         operands.append(("weight", weight))
+    if k < 1:
+        raise ValueError(f"{op}: expected weight with at least one output channel (K >= 1), got {list(weight.shape)}")
     if bias is not None:
         if bias.dim() != 1 or bias.shape[0] != k:
             raise ValueError(f"{op}: expected bias of shape [K] with K={k} matching weight, got {list(bias.shape)}")
