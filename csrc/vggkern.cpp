@@ -4,6 +4,7 @@
 #include <torch/library.h>
 
 #include "common/backends.h"
+#include "emu/bank_stats.h"
 #include "ops/conv3x3.h"
 
 #if VK_WITH_CUDA
@@ -45,10 +46,30 @@ PyObject* build_info(PyObject*, PyObject*) {
 // conv3x3's TF32 policy with allow_tf32=None: torch's current setting for cuDNN convolutions.
 PyObject* tf32_allowed(PyObject*, PyObject*) { return PyBool_FromLong(vk::tf32_allowed(std::nullopt)); }
 
+// The emulator's shared-memory bank counts (csrc/emu/runtime.h, SharedBankStats).
+PyObject* emu_bank_stats(PyObject*, PyObject*) {
+  const vk::emu::SharedBankStats s = vk::emu::shared_bank_stats();
+  auto counts = [](const vk::emu::SharedBankCounts& c) {
+    return Py_BuildValue("{s:K,s:K,s:K}", "instructions", static_cast<unsigned long long>(c.instructions), "ideal",
+                         static_cast<unsigned long long>(c.ideal), "wavefronts",
+                         static_cast<unsigned long long>(c.wavefronts));
+  };
+  return Py_BuildValue("{s:N,s:N}", "ldmatrix", counts(s.ldmatrix), "cp_async", counts(s.cp_async));
+}
+
+PyObject* emu_reset_bank_stats(PyObject*, PyObject*) {
+  vk::emu::reset_shared_bank_stats();
+  Py_RETURN_NONE;
+}
+
 PyMethodDef methods[] = {
     {"build_info", build_info, METH_NOARGS, "What this build of vggkern contains."},
     {"tf32_allowed", tf32_allowed, METH_NOARGS,
      "Whether conv3x3 lets float32 use TF32 when allow_tf32 is None (torch.backends.cudnn.allow_tf32)."},
+    {"emu_bank_stats", emu_bank_stats, METH_NOARGS,
+     "The SIMT emulator's shared-memory bank counts since the last reset: for ldmatrix and cp.async, "
+     "warp-wide instructions, ideal (conflict-free) wavefronts and the wavefronts the addresses cost."},
+    {"emu_reset_bank_stats", emu_reset_bank_stats, METH_NOARGS, "Zero the emulator's bank counts."},
     {nullptr, nullptr, 0, nullptr},
 };
 

@@ -16,11 +16,12 @@ ALGO = "implicit_gemm"
 HALF_DTYPES = [torch.float16, torch.bfloat16]
 
 
-# Both tile widths (BN = 64 for K <= 64, 128 above), K that is and is not a multiple of
-# 8 (16-byte or scalar stores), C a multiple of 8 or padded, tiles cut by the image edge.
+# Both block tiles (128 x 64 for K <= 64, 128 x 128 above), K that is and is not a multiple of
+# 8 (16-byte or scalar stores), C a multiple of 8 or padded, 128-row M tiles that span
+# image rows and images (and pool windows of odd-sized maps), the last one partial.
 @pytest.mark.parametrize("device", DEVICES)
 @pytest.mark.parametrize("n,c,k,h,w", [(1, 16, 64, 8, 16), (2, 8, 136, 9, 17), (1, 24, 61, 16, 33),
-                                       (1, 5, 200, 10, 6)])
+                                       (1, 5, 200, 10, 6), (3, 8, 24, 7, 11)])
 @pytest.mark.parametrize("relu,pool", [(False, False), (True, True), (False, True)])
 def test_tiles_and_stores(n, c, k, h, w, relu, pool, device):
     x, wt, b = _inputs(n, c, k, h, w, torch.float16, device, channels_last=True, seed=n + c + k)
@@ -38,6 +39,32 @@ def test_nan_inf_propagate_like_torch(relu, pool, device):
     y = vggkern.conv3x3(x, w, b, relu=relu, pool=pool, algo=ALGO)
     assert y.isnan().any()
     _check(y, x, w, b, relu, pool, algo=ALGO)
+
+
+# The shared-memory layout is free of bank conflicts: every ldmatrix and cp.async phase
+# costs one wavefront (the emulator counts them; see the kernel's header), for both
+# element sizes and both tile widths.
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16, torch.float32])
+@pytest.mark.parametrize("k", [64, 136])
+def test_shared_memory_without_bank_conflicts(dtype, k):
+    from vggkern import _C
+
+    x, w, b = _inputs(1, 24, k, 9, 17, dtype, "cpu", channels_last=True, seed=k)
+    _C.emu_reset_bank_stats()
+    vggkern.conv3x3(x, w, b, relu=True, pool=True, algo=ALGO, allow_tf32=True)
+    stats = _C.emu_bank_stats()
+    # One 128-row M tile (pooled 4 x 8 = 32 windows); K tiles of BN = 64 (2 warps) or 128
+    # (4 warps); 9 * C = 216 in 64-byte slices of 32 halves or 16 floats. Per slice: each
+    # warp 2 k-steps of 4 A + 4 B ldmatrix.x4, and (128 + BN) rows x 4 chunks of cp.async
+    # over 32 lanes.
+    bn = 64 if k <= 64 else 128
+    blocks, slices, warps = -(-k // bn), -(-216 // (16 if dtype == torch.float32 else 32)), 2 * bn // 64
+    want = {"ldmatrix": blocks * slices * warps * 16, "cp_async": blocks * slices * (128 + bn) * 4 // 32}
+    for path in ("ldmatrix", "cp_async"):
+        s = stats[path]
+        assert s["instructions"] == want[path], (path, stats)
+        assert s["wavefronts"] == s["ideal"], (path, stats)
+        assert s["ideal"] == s["instructions"] * 4, (path, stats)  # x4 matrices / 4 phases of 8 lanes
 
 
 @pytest.mark.parametrize("device", DEVICES)

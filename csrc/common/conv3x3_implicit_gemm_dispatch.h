@@ -1,4 +1,4 @@
-// conv3x3_implicit_gemm's launch: tile width (BN = 64 when K <= 64, else 128), element
+// conv3x3_implicit_gemm's launch: block tile (128 x 64 when K <= 64, else 128 x 128), element
 // type and math (fp16 and bf16 on their own mma; fp32 with TF32 math: the op sends
 // fp32 here only when TF32 is allowed), index type, and geometry: 3 dtypes x 2 tile
 // widths x 2 index types = 12 instantiations. Compiled
@@ -7,6 +7,7 @@
 // C a multiple of 8.
 #pragma once
 
+#include <climits>
 #include <cstdint>
 #include <stdexcept>
 
@@ -16,24 +17,24 @@
 
 namespace vk {
 
-template <class T, VK_KERNEL_NS::MmaType kMma, int kBN, class Index, class Launcher>
+template <class T, VK_KERNEL_NS::MmaType kMma, int kWarpsM, int kWarpsN, class Index, class Launcher>
 void conv3x3_implicit_gemm_run(const Conv3x3Args& a, const Launcher& launch) {
   using namespace VK_KERNEL_NS;
-  using L = ImplicitGemmTiling<T, kBN>;
+  using L = ImplicitGemmTiling<T, kWarpsM, kWarpsN>;
+  constexpr int kBN = L::kBN;
   ImplicitGemmParams<Index> p;
   p.N = a.N, p.C = a.C, p.H = a.H, p.W = a.W, p.K = a.K;
-  p.tiles_h = (a.H + L::kTileH - 1) / L::kTileH;
-  p.tiles_w = (a.W + L::kTileW - 1) / L::kTileW;
+  p.M = a.pool ? 4 * a.N * (a.H / 2) * (a.W / 2) : a.N * a.H * a.W;
+  p.k_blocks = (a.K + kBN - 1) / kBN;
   p.relu = a.relu, p.pool = a.pool;
-  const int64_t blocks = a.N * p.tiles_h * p.tiles_w, k_blocks = (a.K + kBN - 1) / kBN;
-  if (blocks > (int64_t(1) << 31) - 1 || k_blocks > 65535)
+  const int64_t blocks = (int64_t(p.M) + L::kBM - 1) / L::kBM * p.k_blocks;
+  if (blocks > (int64_t(1) << 31) - 1 || a.H > INT32_MAX - 2 || a.W > INT32_MAX - 2)
     throw std::invalid_argument("vggkern.conv3x3: too many blocks for one implicit_gemm launch");
   LaunchGeometry g;
   g.block.x = L::kThreads;
-  g.grid.x = static_cast<unsigned>(blocks);
-  g.grid.y = static_cast<unsigned>(k_blocks);
+  g.grid.x = static_cast<unsigned>(blocks);  // M tile b / k_blocks, K tile b % k_blocks
   g.smem_bytes = L::kSmemBytes;
-  launch("conv3x3_implicit_gemm_kernel", conv3x3_implicit_gemm_kernel<T, kMma, kBN, Index>, g,
+  launch("conv3x3_implicit_gemm_kernel", conv3x3_implicit_gemm_kernel<T, kMma, kWarpsM, kWarpsN, Index>, g,
          static_cast<const T*>(a.x), static_cast<const T*>(a.weight), static_cast<const T*>(a.bias),
          static_cast<T*>(a.y), p);
 }
@@ -43,12 +44,12 @@ void conv3x3_implicit_gemm_typed(const Conv3x3Args& a, const Launcher& launch) {
   const int64_t limit = int64_t(1) << 31;
   const int64_t y_numel = a.N * a.K * a.H * a.W;  // pooled y is smaller
   const bool fits32 = !force_int64_index() && a.N * a.H * a.W * a.C < limit && a.K * 9 * a.C < limit && y_numel < limit;
-  if (a.K <= 64) {
-    if (fits32) conv3x3_implicit_gemm_run<T, kMma, 64, int32_t>(a, launch);
-    else conv3x3_implicit_gemm_run<T, kMma, 64, int64_t>(a, launch);
-  } else {
-    if (fits32) conv3x3_implicit_gemm_run<T, kMma, 128, int32_t>(a, launch);
-    else conv3x3_implicit_gemm_run<T, kMma, 128, int64_t>(a, launch);
+  if (a.K <= 64) {  // 128 x 64 blocks (2 warps)
+    if (fits32) conv3x3_implicit_gemm_run<T, kMma, 2, 1, int32_t>(a, launch);
+    else conv3x3_implicit_gemm_run<T, kMma, 2, 1, int64_t>(a, launch);
+  } else {  // 128 x 128 blocks (4 warps)
+    if (fits32) conv3x3_implicit_gemm_run<T, kMma, 2, 2, int32_t>(a, launch);
+    else conv3x3_implicit_gemm_run<T, kMma, 2, 2, int64_t>(a, launch);
   }
 }
 

@@ -16,6 +16,7 @@
 #include <mutex>
 #include <stdexcept>
 #include <thread>
+#include <unordered_map>
 #include <vector>
 
 #include "simt_emu.h"
@@ -154,10 +155,18 @@ struct Fiber {
   int barrier_result;  // __syncthreads_count's value, set when the barrier releases
   WarpRecord* record;
   std::vector<AsyncCopy> async_copies;
-  int async_group;  // the open (not yet committed) cp.async group
+  int async_group;     // the open (not yet committed) cp.async group
+  uint32_t async_seq;  // cp.async calls so far in this block (bank accounting)
 #if !VK_EMU_ASM_SWITCH
   ucontext_t ctx;
 #endif
+};
+
+// The lanes of one warp-wide cp.async (each lane's k-th), gathered for bank accounting.
+struct CpAsyncSlot {
+  unsigned arrived = 0;
+  uintptr_t addresses[32] = {};
+  int bytes[32] = {};
 };
 
 struct SharedAlloc {
@@ -192,6 +201,9 @@ class Worker {
     }
     warps_.resize((nthreads_ + 31) / 32);
     exited_.resize(warps_.size());
+    absent_.assign(warps_.size(), 0u);
+    if (nthreads_ % 32) absent_.back() = ~0u << (nthreads_ % 32);
+    cp_async_slots_.resize(warps_.size());
     block_.block_dim = p.block;
     block_.grid_dim = p.grid;
     runnable_.reserve(nthreads_);
@@ -221,6 +233,7 @@ class Worker {
   void async_copy(void* dst, const void* src, int bytes, int src_bytes, const char* file, int line);
   void async_copy_commit() { ++current_->async_group; }
   void async_copy_wait(int pending_groups_left);
+  void flush_cp_async_slot(const CpAsyncSlot& s);
   [[noreturn]] void fail(const std::string& what, const char* file, int line);
 
   static void fiber_main();
@@ -263,6 +276,8 @@ class Worker {
 
   std::vector<std::vector<WarpRecord*>> warps_;  // pending collectives per warp
   std::vector<unsigned> exited_;                 // lanes that returned, per warp
+  std::vector<unsigned> absent_;                 // lanes past the block's last thread, per warp
+  std::vector<std::unordered_map<uint32_t, CpAsyncSlot>> cp_async_slots_;  // per warp, by sequence number
   std::vector<WarpRecord*> free_records_;
 
   bool failed_ = false;
@@ -346,6 +361,7 @@ void Worker::run_block(uint3 block_idx) {
     f.record = nullptr;
     f.async_copies.clear();
     f.async_group = 0;
+    f.async_seq = 0;
     prepare_fiber(f, stacks_->top(i), stacks_->bottom(i));
     runnable_.push_back(i);
   }
@@ -373,6 +389,10 @@ void Worker::run_block(uint3 block_idx) {
   t_thread = nullptr;
   if (live_ > 0) throw std::runtime_error(deadlock_report());
   check_canaries();
+  for (auto& slots : cp_async_slots_) {  // cp.async instructions that some lanes skipped
+    for (const auto& kv : slots) flush_cp_async_slot(kv.second);
+    slots.clear();
+  }
 }
 
 int Worker::block_barrier(int predicate, const char* file, int line) {
@@ -491,6 +511,25 @@ void Worker::async_copy(void* dst, const void* src, int bytes, int src_bytes, co
   AsyncCopy c{dst, bytes, current_->async_group, {}};
   std::memcpy(c.data, src, static_cast<size_t>(src_bytes));  // the rest stays zero: cp.async's zero fill
   current_->async_copies.push_back(c);
+
+  // Bank accounting: the warp's lanes meet by sequence number (each lane's k-th cp.async).
+  const unsigned warp = current_->view.linear >> 5, lane = current_->view.linear & 31u;
+  auto& slots = cp_async_slots_[warp];
+  const auto it = slots.try_emplace(current_->async_seq++).first;
+  CpAsyncSlot& s = it->second;
+  s.arrived |= 1u << lane;
+  s.addresses[lane] = reinterpret_cast<uintptr_t>(dst);
+  s.bytes[lane] = bytes;
+  if ((s.arrived | exited_[warp] | absent_[warp]) == ~0u) {
+    flush_cp_async_slot(s);
+    slots.erase(it);
+  }
+}
+
+void Worker::flush_cp_async_slot(const CpAsyncSlot& s) {
+  int bytes = 4;  // the phase width follows the widest copy of the instruction
+  for (int lane = 0; lane < 32; ++lane) bytes = std::max(bytes, s.bytes[lane]);
+  record_shared_access(SharedPath::cp_async, s.addresses, s.bytes, 32, 128 / bytes);
 }
 
 void Worker::async_copy_wait(int pending_groups_left) {

@@ -21,6 +21,7 @@
 #include <string>
 #include <type_traits>
 
+#include "bank_stats.h"
 #include "cuda_types.h"
 
 namespace vk {

@@ -92,6 +92,12 @@ void ldmatrix(uint32_t* r, int count, bool trans, const void* row_address, const
   }
   warp_exchange_done(ex.handle);
   const int lane = static_cast<int>(t_thread->linear & 31u);
+  if (lane == 0) {  // bank accounting, once per warp: each matrix (8 rows of 16 bytes) is a phase
+    uintptr_t addresses[32];
+    int bytes[32];
+    for (int l = 0; l < 8 * count; ++l) addresses[l] = reinterpret_cast<uintptr_t>(rows[l]), bytes[l] = 16;
+    record_shared_access(SharedPath::ldmatrix, addresses, bytes, 8 * count, 8);
+  }
   const int g = lane >> 2, t = lane & 3;
   auto at = [&](int matrix, int row, int col) {
     unsigned short v;

@@ -6,31 +6,54 @@
 // (channels_last); the weight is given as (K, 3, 3, C). C is a multiple of 8 (the op
 // pads VGG's C=3 first layer with zeros).
 //
-// GEMM view: M = N*H*W output pixels, N_gemm = K output channels, K_gemm = 9*C, ordered
+// GEMM view: M = output pixels, N_gemm = K output channels, K_gemm = 9*C, ordered
 // (tap r*3+s, channel c) so a 16-byte chunk of channels (8 halves or 4 floats) is one
 // contiguous load of x (or a zero-filled one at the image edge: the im2col matrix is
 // never materialised).
-// Tiling: a block of 256 threads (8 warps, 2 along M x 4 along N) computes a 128 x BN
-// tile (BN = 128, or 64 when K <= 64); the 128 pixels are an 8 x 16 spatial block of
-// one image (origin even), so every 2x2 pool window lies inside the tile. Each warp
-// owns 64 x BN/4: 4 m16 x BN/32 n8 mma tiles, fragments read by ldmatrix.
+// M order: without pool, the pixels (n, h, w) in NHWC order, so a block's 128 rows are
+// 128 consecutive pixels and its stores are contiguous; with pool, pool window by pool
+// window, row 4*q + 2*dy + dx = pixel (2*ho + dy, 2*wo + dx) of pooled pixel q = (n, ho,
+// wo), so each window is 4 rows of one tile and the pixels floor-mode pooling drops are
+// never computed. Either way M is dense: no rows are wasted at image edges (an 8 x 16
+// spatial tile wasted 23% of the rows on VGG's 28x28 and 14x14 maps, 12% on 56x56).
+// Tiling: every warp computes a 64 x 64 tile of the output (4 m16 x 8 n8 mma tiles,
+// 128 fp32 accumulators per thread); a block is kWarpsM x kWarpsN warps, 128 x 128 (4
+// warps) where K > 64 and 128 x 64 (2 warps) where K <= 64. The grid runs the K tiles
+// of one M tile next to each other (block b: M tile b / k_blocks, K tile b % k_blocks),
+// so the blocks on the GPU at one time share their x rows through L2.
+// Why 64 x 64 warps, by counting (sm_90: 128 bytes of shared memory per clock per SM,
+// one m16n8k16 per clock per SM at the dense fp16 peak): a 64-byte K slice of a 128 x
+// 128 block is 256 mma, and costs 384 shared-memory wavefronts: 64 ldmatrix.x4 (each
+// warp, per k-step, 4 for A and 4 for B; 4 wavefronts each) plus 128 for the cp.async
+// writes (16 KiB). That caps the kernel at 256 / 384 = 67% of the tensor peak, about
+// mma.sync's own ceiling on Hopper (~65%). The first version's 64 x 32 warp tiles (8
+// warps per 128 x 128) cost 512 wavefronts per 256 mma: a 50% cap.
 // K_gemm advances one 64-byte slice at a time (kBK = 32 fp16/bf16 or 16 fp32 elements)
-// through a 3-stage cp.async pipeline that is byte-for-byte the same for both element
+// through a 4-stage cp.async pipeline that is byte-for-byte the same for both element
 // sizes:
-//   A stage [128] and B stage [BN] rows of 64 bytes + 16 bytes padding = 80 bytes
-//   (40 halves or 20 floats), so the 8 row addresses of an ldmatrix fall in 8 distinct
-//   bank groups; each row is 4 cp.async chunks of 16 bytes (8 halves or 4 floats);
-// and each slice is 2 mma k-steps: m16n8k16 (16 halves) or m16n8k8 (8 floats). ldmatrix
+//   A stage [BM] and B stage [BN] rows of 64 bytes = 4 chunks of 16 bytes (8 halves
+//   or 4 floats), chunk c of row r stored at chunk c ^ ((r / 2) % 4) (offset() below).
+//   Bank check (4-byte banks, 128 bytes per wavefront): an ldmatrix phase reads one
+//   chunk of 8 consecutive rows (8-aligned): rows r and r+1 sit in opposite 64-byte
+//   halves of a 128-byte line and (r / 2) % 4 takes all four values, so the 8 chunks
+//   land in 8 distinct 16-byte bank groups. A cp.async phase (8 lanes) writes the 4
+//   chunks of an even row and the next one: again 8 distinct groups. The emulator
+//   counts both (tests/test_conv3x3_implicit_gemm.py: wavefronts == ideal).
+// Each slice is 2 mma k-steps: m16n8k16 (16 halves) or m16n8k8 (8 floats). ldmatrix
 // (b16) serves both: for 32-bit elements an 8-row x 16-byte matrix gives lane (g, t)
 // the float [g][t], so the x4 load that yields the f16 A fragment (rows lane % 16,
 // chunk lane / 16) yields exactly the tf32 A fragment A[g][t], A[g+8][t], A[g][t+4],
 // A[g+8][t+4], and the B loads from [n][k] rows give b0 = B[t][g], b1 = B[t+4][g].
-// Dynamic shared memory (61440 bytes), later reused by the epilogue as an fp32
-// [128][BN+4] tile: + bias, ReLU (NaN kept), then either NHWC stores of 8 channels (one
-// 16-byte vector for fp16/bf16, two for fp32) or the 2x2 max (torch's NaN rule, window
-// order) and the pooled stores.
-// Measurement: pending a GPU session (benchmarks/); tile sizes are a first choice, not
-// yet tuned per layer.
+// Shared memory: 4 stages x (BM + BN) x 64 bytes (64 KiB at 128 x 128), reused by the
+// epilogue as an fp32 [BM][BN + 8] tile (68 KiB): accumulators stored as float2 (a
+// half-warp phase covers 4 rows x 8 columns: row stride = 8 banks mod 32, no
+// conflict), + bias, ReLU (NaN kept), then either NHWC stores of 8 channels (one
+// 16-byte vector for fp16/bf16, two for fp32) or the max over a window's 4 rows
+// (torch's NaN rule, window order) and the pooled stores.
+// Measurement: pending a GPU session (benchmarks/). Predicted from counting alone:
+// dense M gives VGG16's 28x28 and 14x14 layers (39% of its FLOPs) 1.3x fewer mma
+// issued, and 64 x 64 warps lift the shared-memory cap from 50% to 67% of the peak;
+// tile sizes and stage count are a first choice, not yet tuned per layer.
 #pragma once
 
 #include "numeric.cuh"
@@ -41,41 +64,50 @@ namespace VK_KERNEL_NS {
 
 // T: the storage type (__half, __nv_bfloat16 or float); the shared-memory layout in
 // bytes is the same for all three.
-template <class T, int kBN>
+template <class T, int kWarpsM_, int kWarpsN_>
 struct ImplicitGemmTiling {
-  static constexpr int kThreads = 256;
-  static constexpr int kWarpsM = 2, kWarpsN = 4;
-  static constexpr int kTileH = 8, kTileW = 16;  // the block's pixels: 8 x 16 = kBM
+  static constexpr int kWarpsM = kWarpsM_, kWarpsN = kWarpsN_;
+  static constexpr int kThreads = 32 * kWarpsM * kWarpsN;
+  static constexpr int kWarpM = 64, kWarpN = 64;  // each warp's output tile
+  static constexpr int kBM = kWarpM * kWarpsM, kBN = kWarpN * kWarpsN;
   static constexpr int kChunk = 16 / int(sizeof(T));  // elements per 16-byte cp.async chunk
-  static constexpr int kBM = kTileH * kTileW, kBK = 4 * kChunk, kStages = 3;  // kBK: a 64-byte K slice
+  static constexpr int kBK = 4 * kChunk, kStages = 4;  // kBK: a 64-byte K slice
   static constexpr int kStep = kBK / 2;  // K per mma: 16 (m16n8k16) or 8 (m16n8k8 tf32)
-  static constexpr int kWarpM = kBM / kWarpsM, kWarpN = kBN / kWarpsN;
   static constexpr int kMTiles = kWarpM / 16, kNTiles = kWarpN / 8;
-  static constexpr int kRow = kBK + kChunk;  // elements per padded shared row (80 bytes)
+  static constexpr int kRow = kBK;  // elements per shared row: 64 bytes, swizzled, no padding
   static constexpr int kAStage = kBM * kRow, kBStage = kBN * kRow;
-  static constexpr int kCStride = kBN + 4;  // floats per epilogue row
+  static constexpr int kRowsPerPass = kThreads / 4;  // rows one pass of 16-byte copies fills
+  static constexpr int kCStride = kBN + 8;  // floats per epilogue row
   static constexpr size_t kPipeBytes = size_t(kStages) * (kAStage + kBStage) * sizeof(T);
   static constexpr size_t kEpilogueBytes = size_t(kBM) * kCStride * 4;
   static constexpr size_t kSmemBytes = kPipeBytes > kEpilogueBytes ? kPipeBytes : kEpilogueBytes;
   static_assert(sizeof(T) == 2 || sizeof(T) == 4, "16- or 32-bit elements");
-  static_assert(kRow * sizeof(T) == 80, "64-byte rows + 16 bytes of padding");
-  static_assert(kThreads == 32 * kWarpsM * kWarpsN, "8 warps");
+  static_assert(kRow * sizeof(T) == 64, "64-byte rows");
   static_assert(kNTiles % 2 == 0, "B fragments are loaded two n8 tiles per ldmatrix.x4");
-  static_assert((kBN * 4) % kThreads == 0, "B stage copies divide among the threads");
+  static_assert(kBM % kRowsPerPass == 0 && kBN % kRowsPerPass == 0, "stage copies divide among the threads");
+  static_assert(kRowsPerPass % 2 == 0, "a cp.async phase (8 lanes) writes an even row and the next");
+  static_assert(kCStride % 32 == 8, "float2 accumulator stores: 4 rows of a half-warp phase 8 banks apart");
+
+  // Element offset of 16-byte chunk `chunk` (0..3) of row `row` in a stage.
+  static __device__ __forceinline__ int offset(int row, int chunk) {
+    return row * kRow + (chunk ^ ((row >> 1) & 3)) * kChunk;
+  }
 };
 
 template <class Index>
 struct ImplicitGemmParams {
   Index N, C, H, W, K;  // C: a multiple of 8
-  Index tiles_h, tiles_w;
+  Index M;              // GEMM rows: N*H*W, or 4 * N*(H/2)*(W/2) with pool
+  Index k_blocks;       // ceil(K / BN)
   int relu, pool;
 };
 
-template <class T, MmaType kMma, int kBN, class Index>
-__global__ void __launch_bounds__(256)
+template <class T, MmaType kMma, int kWarpsM, int kWarpsN, class Index>
+__global__ void __launch_bounds__(32 * kWarpsM * kWarpsN)
     conv3x3_implicit_gemm_kernel(const T* __restrict__ x, const T* __restrict__ w, const T* __restrict__ bias,
                                  T* __restrict__ y, const ImplicitGemmParams<Index> p) {
-  using L = ImplicitGemmTiling<T, kBN>;
+  using L = ImplicitGemmTiling<T, kWarpsM, kWarpsN>;
+  constexpr int kBN = L::kBN, kARows = L::kBM / L::kRowsPerPass, kBRows = kBN / L::kRowsPerPass;
   static_assert((kMma == MmaType::tf32) == (sizeof(T) == 4), "tf32 math for fp32 storage, f16/bf16 for halves");
   VK_DYNAMIC_SHARED(unsigned char, smem);
   T* const a_smem = reinterpret_cast<T*>(smem);
@@ -84,46 +116,59 @@ __global__ void __launch_bounds__(256)
   const int tid = threadIdx.x, lane = tid % 32, warp = tid / 32;
   const int warp_m = warp % L::kWarpsM, warp_n = warp / L::kWarpsM;
 
-  Index b = blockIdx.x;
-  const Index tw = b % p.tiles_w;
-  b /= p.tiles_w;
-  const Index th = b % p.tiles_h;
-  const Index n = b / p.tiles_h;
-  const Index h0 = th * L::kTileH, w0 = tw * L::kTileW;
-  const Index k0 = static_cast<Index>(blockIdx.y) * kBN;
+  const Index m0 = static_cast<Index>(blockIdx.x) / p.k_blocks * L::kBM;
+  const Index k0 = static_cast<Index>(blockIdx.x) % p.k_blocks * kBN;
   const Index kd = 9 * p.C;  // K_gemm
   const int k_tiles = static_cast<int>((kd + L::kBK - 1) / L::kBK);
+  const Index ho_n = p.H / 2, wo_n = p.W / 2;
 
-  // A loads: this thread copies 16-byte chunk (tid % 4) of tile rows tid/4 and tid/4 + 64.
+  // Stage copies: this thread copies 16-byte chunk (tid % 4) of rows tid/4 + i*kRowsPerPass.
+  // A row: pixel (h, w) of image n, read at a_pix + ((r - 1) * W + (s - 1)) * C for tap (r, s).
   const int a_chunk = tid % 4;
-  Index a_h[2], a_w[2];
+  int a_h[kARows], a_w[kARows];  // H, W < 2^31 (the dispatch checks)
+  const T* a_pix[kARows];
 #pragma unroll
-  for (int i = 0; i < 2; ++i) {
-    const int row = tid / 4 + 64 * i;
-    a_h[i] = h0 + row / L::kTileW;
-    a_w[i] = w0 + row % L::kTileW;
+  for (int i = 0; i < kARows; ++i) {
+    const Index m = m0 + tid / 4 + L::kRowsPerPass * i;
+    Index n, h, ww;
+    if (p.pool) {
+      const Index q = m / 4, hw = q % (ho_n * wo_n);
+      n = q / (ho_n * wo_n);
+      h = 2 * (hw / wo_n) + (m / 2) % 2;
+      ww = 2 * (hw % wo_n) + m % 2;
+    } else {
+      const Index hw = m % (p.H * p.W);
+      n = m / (p.H * p.W);
+      h = hw / p.W;
+      ww = hw % p.W;
+    }
+    const bool valid = m < p.M;
+    a_h[i] = valid ? static_cast<int>(h) : -2;  // -2: every tap falls outside the image: zeros
+    a_w[i] = static_cast<int>(ww);
+    a_pix[i] = x + (valid ? ((n * p.H + h) * p.W + ww) * p.C : 0);
   }
-  const T* const xn = x + n * p.H * p.W * p.C;
 
   auto load_stage = [&](int stage, int kt) {
     T* const as = a_smem + stage * L::kAStage;
     T* const bs = b_smem + stage * L::kBStage;
     const Index ka = static_cast<Index>(kt) * L::kBK + a_chunk * L::kChunk;
-    const Index tap = ka / p.C, c = ka % p.C;
-    const Index r = tap / 3, s = tap % 3;
+    const Index c = ka % p.C;
+    const int tap = static_cast<int>(ka / p.C), r = tap / 3, s = tap % 3;
+    const int h_lim = static_cast<int>(p.H), w_lim = static_cast<int>(p.W);
 #pragma unroll
-    for (int i = 0; i < 2; ++i) {
-      const Index hh = a_h[i] + r - 1, ww = a_w[i] + s - 1;
-      const bool ok = ka < kd && a_h[i] < p.H && a_w[i] < p.W && hh >= 0 && hh < p.H && ww >= 0 && ww < p.W;
-      const T* src = ok ? xn + (hh * p.W + ww) * p.C + c : x;
-      cp_async_16(as + (tid / 4 + 64 * i) * L::kRow + a_chunk * L::kChunk, src, ok ? 16 : 0);
+    for (int i = 0; i < kARows; ++i) {
+      const int hh = a_h[i] + r - 1, ww = a_w[i] + s - 1;
+      const bool ok = ka < kd && hh >= 0 && hh < h_lim && ww >= 0 && ww < w_lim;
+      const T* src = ok ? a_pix[i] + (static_cast<Index>(r - 1) * p.W + (s - 1)) * p.C + c : x;
+      cp_async_16(as + L::offset(tid / 4 + L::kRowsPerPass * i, a_chunk), src, ok ? 16 : 0);
     }
+    const Index kb = static_cast<Index>(kt) * L::kBK + a_chunk * L::kChunk;
 #pragma unroll
-    for (int j = 0; j < kBN * 4 / L::kThreads; ++j) {
-      const int idx = tid + L::kThreads * j, row = idx / 4, chunk = idx % 4;
-      const Index kb = static_cast<Index>(kt) * L::kBK + chunk * L::kChunk, k = k0 + row;
+    for (int j = 0; j < kBRows; ++j) {
+      const int row = tid / 4 + L::kRowsPerPass * j;
+      const Index k = k0 + row;
       const bool ok = k < p.K && kb < kd;
-      cp_async_16(bs + row * L::kRow + chunk * L::kChunk, ok ? w + k * kd + kb : w, ok ? 16 : 0);
+      cp_async_16(bs + L::offset(row, a_chunk), ok ? w + k * kd + kb : w, ok ? 16 : 0);
     }
   };
 
@@ -153,17 +198,16 @@ __global__ void __launch_bounds__(256)
     const T* const as = a_smem + (kt % L::kStages) * L::kAStage;
     const T* const bs = b_smem + (kt % L::kStages) * L::kBStage;
 #pragma unroll
-    for (int kk = 0; kk < L::kBK; kk += L::kStep) {  // 2 mma k-steps per 64-byte slice
+    for (int kk = 0; kk < 2; ++kk) {  // 2 mma k-steps per 64-byte slice: chunks 2kk, 2kk + 1
       uint32_t a[L::kMTiles][4], bf[L::kNTiles][2];
 #pragma unroll
       for (int mt = 0; mt < L::kMTiles; ++mt)
-        ldmatrix<4>(a[mt],
-                    as + (warp_m * L::kWarpM + mt * 16 + lane % 16) * L::kRow + kk + (lane / 16) * L::kChunk);
+        ldmatrix<4>(a[mt], as + L::offset(warp_m * L::kWarpM + mt * 16 + lane % 16, 2 * kk + lane / 16));
 #pragma unroll
       for (int np = 0; np < L::kNTiles / 2; ++np) {
         uint32_t r[4];
-        ldmatrix<4>(r, bs + (warp_n * L::kWarpN + np * 16 + lane % 8 + (lane / 16) * 8) * L::kRow + kk +
-                           ((lane / 8) % 2) * L::kChunk);
+        ldmatrix<4>(r, bs + L::offset(warp_n * L::kWarpN + np * 16 + lane % 8 + (lane / 16) * 8,
+                                      2 * kk + (lane / 8) % 2));
         bf[2 * np][0] = r[0];
         bf[2 * np][1] = r[1];
         bf[2 * np + 1][0] = r[2];
@@ -194,25 +238,29 @@ __global__ void __launch_bounds__(256)
   cp_async_wait<0>();
   __syncthreads();  // the pipeline's shared memory becomes the epilogue tile
 
-  // Epilogue 1: accumulators + bias, ReLU -> fp32 tile [pixel][channel].
+  // Epilogue 1: accumulators + bias, ReLU -> fp32 tile [row][channel], float2 stores.
   float* const c_smem = reinterpret_cast<float*>(smem);
   const int g = lane / 4, t = lane % 4;
 #pragma unroll
   for (int nt = 0; nt < L::kNTiles; ++nt) {
+    const int col = warp_n * L::kWarpN + nt * 8 + 2 * t;
+    float bk[2];
 #pragma unroll
-    for (int j = 0; j < 2; ++j) {
-      const int col = warp_n * L::kWarpN + nt * 8 + 2 * t + j;
-      const Index k = k0 + col;
-      const float bk = (bias != nullptr && k < p.K) ? to_float(bias[k]) : 0.f;
+    for (int j = 0; j < 2; ++j) bk[j] = (bias != nullptr && k0 + col + j < p.K) ? to_float(bias[k0 + col + j]) : 0.f;
 #pragma unroll
-      for (int mt = 0; mt < L::kMTiles; ++mt)
+    for (int mt = 0; mt < L::kMTiles; ++mt)
 #pragma unroll
-        for (int half = 0; half < 2; ++half) {
-          const int row = warp_m * L::kWarpM + mt * 16 + g + 8 * half;
-          const float v = acc[mt][nt][2 * half + j] + bk;
-          c_smem[row * L::kCStride + col] = (p.relu && v < 0.f) ? 0.f : v;  // ReLU(NaN) = NaN
+      for (int half = 0; half < 2; ++half) {
+        const int row = warp_m * L::kWarpM + mt * 16 + g + 8 * half;
+        float2 v;
+        v.x = acc[mt][nt][2 * half] + bk[0];
+        v.y = acc[mt][nt][2 * half + 1] + bk[1];
+        if (p.relu) {  // ReLU(NaN) = NaN
+          v.x = v.x < 0.f ? 0.f : v.x;
+          v.y = v.y < 0.f ? 0.f : v.y;
         }
-    }
+        *reinterpret_cast<float2*>(c_smem + row * L::kCStride + col) = v;
+      }
   }
   __syncthreads();
 
@@ -229,29 +277,24 @@ __global__ void __launch_bounds__(256)
       for (int j = 0; j < 8 && k + j < p.K; ++j) dst[j] = from_float<T>(v[j]);
     }
   };
-  if (!p.pool) {
+  if (!p.pool) {  // row m is pixel m0 + m of the NHWC output
     for (int idx = tid; idx < L::kBM * kGroups; idx += L::kThreads) {
       const int m = idx / kGroups, grp = idx % kGroups;
-      const Index h = h0 + m / L::kTileW, ww = w0 + m % L::kTileW, k = k0 + grp * 8;
-      if (h < p.H && ww < p.W && k < p.K)
-        store8(y + ((n * p.H + h) * p.W + ww) * p.K + k, k, c_smem + m * L::kCStride + grp * 8);
+      const Index k = k0 + grp * 8;
+      if (m0 + m < p.M && k < p.K) store8(y + (m0 + m) * p.K + k, k, c_smem + m * L::kCStride + grp * 8);
     }
-  } else {
-    const Index ho_n = p.H / 2, wo_n = p.W / 2;
-    constexpr int kPooled = (L::kTileH / 2) * (L::kTileW / 2);
-    for (int idx = tid; idx < kPooled * kGroups; idx += L::kThreads) {
-      const int pm = idx / kGroups, grp = idx % kGroups;
-      const int ph = pm / (L::kTileW / 2), pw = pm % (L::kTileW / 2);
-      const Index ho = h0 / 2 + ph, wo = w0 / 2 + pw, k = k0 + grp * 8;
-      if (ho < ho_n && wo < wo_n && k < p.K) {
-        const float* c00 = c_smem + ((2 * ph) * L::kTileW + 2 * pw) * L::kCStride + grp * 8;
-        const float* c01 = c00 + L::kCStride;
-        const float* c10 = c00 + L::kTileW * L::kCStride;
-        const float* c11 = c10 + L::kCStride;
+  } else {  // rows 4q .. 4q+3 are pooled pixel m0/4 + q's window, in torch's order
+    for (int idx = tid; idx < L::kBM / 4 * kGroups; idx += L::kThreads) {
+      const int q = idx / kGroups, grp = idx % kGroups;
+      const Index k = k0 + grp * 8;
+      if (m0 + 4 * q < p.M && k < p.K) {
+        const float* c0 = c_smem + 4 * q * L::kCStride + grp * 8;
         float v[8];
 #pragma unroll
-        for (int j = 0; j < 8; ++j) v[j] = max_step(max_step(max_step(c00[j], c01[j]), c10[j]), c11[j]);
-        store8(y + ((n * ho_n + ho) * wo_n + wo) * p.K + k, k, v);
+        for (int j = 0; j < 8; ++j)
+          v[j] = max_step(max_step(max_step(c0[j], c0[L::kCStride + j]), c0[2 * L::kCStride + j]),
+                          c0[3 * L::kCStride + j]);
+        store8(y + (m0 / 4 + q) * p.K + k, k, v);
       }
     }
   }

@@ -95,6 +95,18 @@ __global__ void misaligned_ldmatrix_kernel(float* out) {
   out[threadIdx.x] = static_cast<float>(r[0]);
 }
 
+// Bank accounting: 32 lanes each cp.async 16 bytes to row `lane` of a `stride`-byte
+// row layout, then one ldmatrix.x4 whose 32 row addresses follow the same stride.
+__global__ void bank_pattern_kernel(const float* src, int stride) {
+  VK_DYNAMIC_SHARED(unsigned char, smem);
+  cp_async_16(smem + threadIdx.x * stride, src);
+  cp_async_commit();
+  cp_async_wait<0>();
+  __syncthreads();
+  uint32_t r[4];
+  ldmatrix<4>(r, smem + threadIdx.x * stride);
+}
+
 template <class T>
 T from_double(double v);
 template <>
@@ -157,6 +169,25 @@ EMU_TEST(cp_async_lands_at_wait_with_zero_fill) {
   CHECK(std::isnan(out[0]));
   const float want[8] = {1, 2, 3, 4, 5, 6, 0, 0};
   for (int i = 0; i < 8; ++i) CHECK(out[1 + i] == want[i]);
+}
+
+EMU_TEST(shared_bank_wavefronts) {
+  // stride 16: every phase is 128 contiguous bytes (1 wavefront); 32: the 8 lanes of a
+  // phase span 256 bytes, two words per bank (2); 64: four (4); 80: rows 5 units of 16
+  // bytes apart, 8 distinct units mod 8 (1); 128: every lane on the same banks (8).
+  const float src[4] = {1, 2, 3, 4};
+  const struct {
+    int stride;
+    uint64_t per_phase;
+  } cases[] = {{16, 1}, {32, 2}, {64, 4}, {80, 1}, {128, 8}};
+  for (const auto& c : cases) {
+    reset_shared_bank_stats();
+    launch("bank_pattern_kernel", bank_pattern_kernel, dim3(1), dim3(32), size_t(32 * c.stride), src, c.stride);
+    const SharedBankStats s = shared_bank_stats();
+    // cp.async: 4 phases of 8 lanes; ldmatrix.x4: 4 matrices of 8 rows.
+    CHECK(s.cp_async.instructions == 1 && s.cp_async.ideal == 4 && s.cp_async.wavefronts == 4 * c.per_phase);
+    CHECK(s.ldmatrix.instructions == 1 && s.ldmatrix.ideal == 4 && s.ldmatrix.wavefronts == 4 * c.per_phase);
+  }
 }
 
 EMU_TEST(ldmatrix_misaligned_is_reported) {
