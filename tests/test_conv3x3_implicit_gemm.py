@@ -41,25 +41,47 @@ def test_nan_inf_propagate_like_torch(relu, pool, device):
     _check(y, x, w, b, relu, pool, algo=ALGO)
 
 
+# Every block tile (VGGKERN_IMPLICIT_GEMM_TILE forces one; by default 128 x 64 where
+# K <= 64, else 128 x 128) on K that fills its tiles or not, with and without the pool,
+# M tiles that span images.
+TILES = {"128x64": (128, 64), "128x128": (128, 128), "256x128": (256, 128)}
+
+
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("tile", list(TILES))
+@pytest.mark.parametrize("k,relu,pool", [(40, True, True), (136, False, False), (264, True, False)])
+def test_forced_tiles(tile, k, relu, pool, device, monkeypatch):
+    monkeypatch.setenv("VGGKERN_IMPLICIT_GEMM_TILE", tile)
+    x, w, b = _inputs(3, 16, k, 13, 15, torch.bfloat16, device, channels_last=True, seed=k)
+    _check(vggkern.conv3x3(x, w, b, relu=relu, pool=pool, algo=ALGO), x, w, b, relu, pool, algo=ALGO)
+
+
+def test_forced_tile_must_exist(monkeypatch):
+    monkeypatch.setenv("VGGKERN_IMPLICIT_GEMM_TILE", "64x64")
+    x, w, b = _inputs(1, 8, 8, 4, 4, torch.float16, "cpu", channels_last=True, seed=0)
+    with pytest.raises(ValueError, match="VGGKERN_IMPLICIT_GEMM_TILE must be 128x64, 128x128 or 256x128, got '64x64'"):
+        vggkern.conv3x3(x, w, b, algo=ALGO)
+
+
 # The shared-memory layout is free of bank conflicts: every ldmatrix and cp.async phase
 # costs one wavefront (the emulator counts them; see the kernel's header), for both
-# element sizes and both tile widths.
+# element sizes and every block tile.
 @pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16, torch.float32])
-@pytest.mark.parametrize("k", [64, 136])
-def test_shared_memory_without_bank_conflicts(dtype, k):
+@pytest.mark.parametrize("k,tile", [(64, ""), (136, ""), (136, "256x128")])
+def test_shared_memory_without_bank_conflicts(dtype, k, tile, monkeypatch):
     from vggkern import _C
 
+    monkeypatch.setenv("VGGKERN_IMPLICIT_GEMM_TILE", tile)
     x, w, b = _inputs(1, 24, k, 9, 17, dtype, "cpu", channels_last=True, seed=k)
     _C.emu_reset_bank_stats()
     vggkern.conv3x3(x, w, b, relu=True, pool=True, algo=ALGO, allow_tf32=True)
     stats = _C.emu_bank_stats()
-    # One 128-row M tile (pooled 4 x 8 = 32 windows); K tiles of BN = 64 (2 warps) or 128
-    # (4 warps); 9 * C = 216 in 64-byte slices of 32 halves or 16 floats. Per slice: each
-    # warp 2 k-steps of 4 A + 4 B ldmatrix.x4, and (128 + BN) rows x 4 chunks of cp.async
-    # over 32 lanes.
-    bn = 64 if k <= 64 else 128
-    blocks, slices, warps = -(-k // bn), -(-216 // (16 if dtype == torch.float32 else 32)), 2 * bn // 64
-    want = {"ldmatrix": blocks * slices * warps * 16, "cp_async": blocks * slices * (128 + bn) * 4 // 32}
+    # One M tile (pooled 4 x 8 = 32 windows = 128 rows); K tiles of BN; 9 * C = 216 in
+    # 64-byte slices of 32 halves or 16 floats. Per slice: each warp (64 x 64 outputs) 2
+    # k-steps of 4 A + 4 B ldmatrix.x4, and (BM + BN) rows x 4 chunks of cp.async over 32 lanes.
+    bm, bn = TILES[tile] if tile else (128, 64 if k <= 64 else 128)
+    blocks, slices, warps = -(-k // bn), -(-216 // (16 if dtype == torch.float32 else 32)), bm * bn // 4096
+    want = {"ldmatrix": blocks * slices * warps * 16, "cp_async": blocks * slices * (bm + bn) * 4 // 32}
     for path in ("ldmatrix", "cp_async"):
         s = stats[path]
         assert s["instructions"] == want[path], (path, stats)

@@ -584,15 +584,63 @@ def test_conv3x3_module_caches_winograd_transform(algo):
     with vggkern.cpu_backend("emulator"):
         with torch.no_grad():
             y1 = conv(x)
-            u1 = conv._winograd_u
+            u1 = conv._weight_cache
             assert u1 is not None and u1.shape == ({"winograd_f2x2": 16, "winograd_f4x4": 36}[algo], 6, 10)
-            assert torch.equal(conv(x), y1) and conv._winograd_u is u1, "second call must reuse U"
+            assert torch.equal(conv(x), y1) and conv._weight_cache is u1, "second call must reuse U"
             conv.weight.mul_(0.5)  # in place: the version counter moves
             y2 = conv(x)
-            assert conv._winograd_u is not u1
+            assert conv._weight_cache is not u1
             torch.testing.assert_close(y2, vggkern.conv3x3(x, conv.weight, conv.bias, relu=True, algo=algo),
                                        rtol=0, atol=0)
         y3 = conv(x)  # grad enabled, weight requires grad: the raw weight, so backward works
         y3.sum().backward()
         assert conv.weight.grad is not None and conv.weight.grad.abs().sum() > 0
-    assert "_winograd_u" not in dict(conv.state_dict())
+    assert "_weight_cache" not in dict(conv.state_dict())
+
+
+@pytest.mark.parametrize("algo,weight_layout", [("implicit_gemm", torch.contiguous_format),
+                                                ("direct", torch.channels_last)])
+def test_conv3x3_module_caches_weight_layout(algo, weight_layout):
+    """The module hands each kernel its weight layout without a copy per call: implicit_gemm
+    takes (K, 3, 3, C) (a channels_last weight), direct (K, C, 3, 3); a weight in the other
+    layout is copied once and again only after it changes. A weight already in the kernel's
+    layout is passed as it is."""
+    torch.manual_seed(1)
+    conv = vggkern.Conv3x3(8, 16, relu=True, algo=algo).to(torch.float16)
+    conv.weight.data = conv.weight.data.contiguous(memory_format=weight_layout)
+    x = torch.randn(2, 8, 6, 7, dtype=torch.float16).contiguous(memory_format=torch.channels_last)
+    kernel_layout = torch.channels_last if algo == "implicit_gemm" else torch.contiguous_format
+    with vggkern.cpu_backend("emulator"), torch.no_grad():
+        y1 = conv(x)
+        w1 = conv._weight_cache
+        assert w1 is not None and w1.is_contiguous(memory_format=kernel_layout) and torch.equal(w1, conv.weight)
+        assert torch.equal(conv(x), y1) and conv._weight_cache is w1, "second call must reuse the copy"
+        conv.weight.mul_(0.5)
+        y2 = conv(x)
+        assert conv._weight_cache is not w1 and torch.equal(conv._weight_cache, conv.weight)
+        torch.testing.assert_close(y2, vggkern.conv3x3(x, conv.weight, conv.bias, relu=True, algo=algo), rtol=0,
+                                   atol=0)
+        conv.weight.data = conv.weight.data.contiguous(memory_format=kernel_layout)
+        assert conv._prepared_weight() is conv.weight, "a weight in the kernel's layout is used as it is"
+
+
+@pytest.mark.parametrize("include_top", [True, False])
+def test_tensor_core_model_converts_nchw_input_once(include_top):
+    """With a tensor-core algorithm the model converts an NCHW input to channels_last once,
+    so every conv runs without a layout copy, and gives what a channels_last input gives;
+    the feature extractor returns features in the input's format."""
+    torch.manual_seed(2)
+    model = vggkern.vgg11(algo="implicit_gemm", include_top=include_top).eval().to(torch.float16)
+    seen = []
+    for m in model.features.modules():
+        if isinstance(m, Conv3x3):
+            m.register_forward_pre_hook(lambda _, args: seen.append(args[0].is_contiguous(
+                memory_format=torch.channels_last)))
+    x = torch.randn(1, 3, 64, 64, dtype=torch.float16)
+    with vggkern.cpu_backend("emulator"), torch.no_grad():
+        y = model(x)
+        assert len(seen) == 8 and all(seen), seen
+        y_cl = model(x.contiguous(memory_format=torch.channels_last))
+    assert torch.equal(y, y_cl)
+    if not include_top:
+        assert y.shape == (1, 512, 2, 2) and y.is_contiguous()

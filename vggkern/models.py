@@ -14,8 +14,9 @@ import os
 import torch
 from torch import nn
 
+from . import ops
 from .convert import _convert_for_vgg
-from .nn import Conv3x3, Fused
+from .nn import Conv3x3, Fused, _use_kernels
 
 __all__ = ["VGG", "vgg11", "vgg13", "vgg16", "vgg19", "from_torchvision", "CONFIGS"]
 
@@ -83,9 +84,16 @@ class VGG(nn.Module):
                     nn.init.constant_(m.bias, 0)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        # Tensor-core convolutions compute in channels_last (NHWC): an NCHW input is
+        # converted once here, not at every layer, and features come back in x's format.
+        entry_format = None
+        if x.dim() == 4 and not x.is_contiguous(memory_format=torch.channels_last) and _use_kernels(x) and any(
+                isinstance(m, Conv3x3) and m.algo in ops._TENSOR_CORE_ALGORITHMS for m in self.features.modules()):
+            entry_format = torch.contiguous_format
+            x = x.contiguous(memory_format=torch.channels_last)
         x = self.features(x)
         if not self.include_top:
-            return x
+            return x if entry_format is None else x.contiguous(memory_format=entry_format)
         x = self.avgpool(x)
         x = torch.flatten(x, 1)
         return self.classifier(x)

@@ -39,10 +39,10 @@ class Conv3x3(nn.Module):
     keeps the input's memory format on our kernels).
     """
 
-    # The Winograd filter transform of the weight and the weight state it belongs to
+    # The weight as self.algo's kernel takes it, and the weight state it was made from
     # (see _prepared_weight); plain attributes, not part of the state_dict.
-    _winograd_u = None
-    _winograd_key = None
+    _weight_cache = None
+    _weight_cache_key = None
 
     def __init__(self, in_channels: int, out_channels: int, bias: bool = True, *, relu: bool = False,
                  pool: bool = False, algo: str = "auto", device=None, dtype=None):
@@ -92,21 +92,30 @@ class Conv3x3(nn.Module):
         return m
 
     def _prepared_weight(self) -> torch.Tensor:
-        """The weight as ``self.algo``'s kernel wants it. The Winograd algorithms take
-        U = winograd_weight(weight, m), computed once and kept until the weight changes
-        (in place: its version counter; replaced: its data pointer; or moved: device and
-        dtype), so a forward pass does not transform filters. The raw weight is used
-        where a gradient must flow to it (the op has no backward through U) and while
+        """The weight as ``self.algo``'s kernel takes it, so that a forward pass does not
+        transform or copy filters: the Winograd algorithms take U = winograd_weight(weight,
+        m); the tensor-core ones the weight laid out (K, 3, 3, C), i.e. channels_last; the
+        others (K, C, 3, 3) contiguous. A weight already in that layout is used as it is;
+        otherwise the prepared copy is kept until the weight changes (in place: its version
+        counter; replaced: its data pointer; or moved: device and dtype). The raw weight is
+        used where a gradient must flow to it (the op has no backward through U) and while
         torch.compile traces (the cache is eager-mode state)."""
-        m = ops._WINOGRAD_TILE.get(self.algo, 0)
         w = self.weight
-        if not m or (torch.is_grad_enabled() and w.requires_grad) or torch.compiler.is_compiling():
+        m = ops._WINOGRAD_TILE.get(self.algo, 0)
+        if m:
+            prepare = lambda: ops.winograd_weight(w.detach(), m)  # noqa: E731
+        else:
+            layout = torch.channels_last if self.algo in ops._TENSOR_CORE_ALGORITHMS else torch.contiguous_format
+            if w.is_contiguous(memory_format=layout):
+                return w
+            prepare = lambda: w.detach().contiguous(memory_format=layout)  # noqa: E731
+        if (torch.is_grad_enabled() and w.requires_grad) or torch.compiler.is_compiling():
             return w
-        key = (w._version, w.data_ptr(), w.device, w.dtype, m)
-        if self._winograd_key != key:
-            self._winograd_u = ops.winograd_weight(w.detach(), m)
-            self._winograd_key = key
-        return self._winograd_u
+        key = (w._version, w.data_ptr(), w.device, w.dtype, self.algo)
+        if self._weight_cache_key != key:
+            self._weight_cache = prepare()
+            self._weight_cache_key = key
+        return self._weight_cache
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if _use_kernels(x):

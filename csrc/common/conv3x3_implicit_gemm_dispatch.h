@@ -1,7 +1,7 @@
-// conv3x3_implicit_gemm's launch: block tile (128 x 64 when K <= 64, else 128 x 128), element
-// type and math (fp16 and bf16 on their own mma; fp32 with TF32 math: the op sends
-// fp32 here only when TF32 is allowed), index type, and geometry: 3 dtypes x 2 tile
-// widths x 2 index types = 12 instantiations. Compiled
+// conv3x3_implicit_gemm's launch: block tile (implicit_gemm_tile below), element type
+// and math (fp16 and bf16 on their own mma; fp32 with TF32 math: the op sends fp32 here
+// only when TF32 is allowed), index type, and geometry: 3 dtypes x 3 tiles x 2 index
+// types = 18 instantiations. Compiled
 // into both backends, which pass their own Launcher, so the GPU and the emulator run
 // the same choice. Expects what the op prepares: x and y NHWC, weight (K, 3, 3, C),
 // C a multiple of 8.
@@ -9,7 +9,9 @@
 
 #include <climits>
 #include <cstdint>
+#include <cstdlib>
 #include <stdexcept>
+#include <string>
 
 #include "../kernels/conv3x3_implicit_gemm.cuh"
 #include "args.h"
@@ -39,17 +41,45 @@ void conv3x3_implicit_gemm_run(const Conv3x3Args& a, const Launcher& launch) {
          static_cast<T*>(a.y), p);
 }
 
-template <class T, VK_KERNEL_NS::MmaType kMma, class Launcher>
-void conv3x3_implicit_gemm_typed(const Conv3x3Args& a, const Launcher& launch) {
+// The block tile (M x K outputs; warps of 64 x 64): 128 x 64 where K <= 64, else 128 x
+// 128. The environment variable VGGKERN_IMPLICIT_GEMM_TILE forces one of the three
+// ("128x64", "128x128", "256x128"), read per launch: a tuning knob, so that a benchmark
+// can time every tile on every layer (benchmarks/cases.py) and the table above is chosen
+// from measurements.
+enum class ImplicitGemmTile { m128n64, m128n128, m256n128 };
+
+inline ImplicitGemmTile implicit_gemm_tile(int64_t K) {
+  const char* forced = std::getenv("VGGKERN_IMPLICIT_GEMM_TILE");
+  if (forced == nullptr || forced[0] == '\0') return K <= 64 ? ImplicitGemmTile::m128n64 : ImplicitGemmTile::m128n128;
+  const std::string name(forced);
+  if (name == "128x64") return ImplicitGemmTile::m128n64;
+  if (name == "128x128") return ImplicitGemmTile::m128n128;
+  if (name == "256x128") return ImplicitGemmTile::m256n128;
+  throw std::invalid_argument("vggkern.conv3x3: VGGKERN_IMPLICIT_GEMM_TILE must be 128x64, 128x128 or 256x128, got '" +
+                              name + "'");
+}
+
+template <class T, VK_KERNEL_NS::MmaType kMma, int kWarpsM, int kWarpsN, class Launcher>
+void conv3x3_implicit_gemm_indexed(const Conv3x3Args& a, const Launcher& launch) {
   const int64_t limit = int64_t(1) << 31;
   const int64_t y_numel = a.N * a.K * a.H * a.W;  // pooled y is smaller
   const bool fits32 = !force_int64_index() && a.N * a.H * a.W * a.C < limit && a.K * 9 * a.C < limit && y_numel < limit;
-  if (a.K <= 64) {  // 128 x 64 blocks (2 warps)
-    if (fits32) conv3x3_implicit_gemm_run<T, kMma, 2, 1, int32_t>(a, launch);
-    else conv3x3_implicit_gemm_run<T, kMma, 2, 1, int64_t>(a, launch);
-  } else {  // 128 x 128 blocks (4 warps)
-    if (fits32) conv3x3_implicit_gemm_run<T, kMma, 2, 2, int32_t>(a, launch);
-    else conv3x3_implicit_gemm_run<T, kMma, 2, 2, int64_t>(a, launch);
+  if (fits32) conv3x3_implicit_gemm_run<T, kMma, kWarpsM, kWarpsN, int32_t>(a, launch);
+  else conv3x3_implicit_gemm_run<T, kMma, kWarpsM, kWarpsN, int64_t>(a, launch);
+}
+
+template <class T, VK_KERNEL_NS::MmaType kMma, class Launcher>
+void conv3x3_implicit_gemm_typed(const Conv3x3Args& a, const Launcher& launch) {
+  switch (implicit_gemm_tile(a.K)) {
+    case ImplicitGemmTile::m128n64:
+      conv3x3_implicit_gemm_indexed<T, kMma, 2, 1>(a, launch);
+      break;
+    case ImplicitGemmTile::m128n128:
+      conv3x3_implicit_gemm_indexed<T, kMma, 2, 2>(a, launch);
+      break;
+    case ImplicitGemmTile::m256n128:
+      conv3x3_implicit_gemm_indexed<T, kMma, 4, 2>(a, launch);
+      break;
   }
 }
 
