@@ -12,6 +12,7 @@ import contextlib
 import copy
 import functools
 import itertools
+import os
 import time
 from dataclasses import dataclass, field
 
@@ -24,6 +25,9 @@ DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
 BATCHES = (1, 32, 64, 128)
 QUICK_BATCH = 64
 LAYOUTS = ("nchw", "cl")          # cl = torch.channels_last (NHWC in memory)
+# implicit_gemm's block tiles (VGGKERN_IMPLICIT_GEMM_TILE): the tile sweep times each on
+# every layer, fp16 channels_last, so the per-layer tile table is chosen by measurement.
+IMPLICIT_GEMM_TILES = ("128x64", "128x128", "256x128")
 
 # VGG16 (config D) conv layers: name, C, K, H=W, followed by the 2x2 max-pool.
 VGG16_CONVS = [
@@ -158,7 +162,7 @@ def build_cases():
     smoke_net = (("net", "vgg16"), ("N", 1), ("res", 32), ("dtype", "fp32"), ("math", "ieee"), ("layout", "nchw"),
                  ("mode", "eager"))
     cases.append(Case("network", "torch", smoke_net, "smoke", 0))
-    cases.append(Case("network", "vggkern", smoke_net, "smoke", 0,
+    cases.append(Case("network", "vggkern", smoke_net + (("algo", "auto"),), "smoke", 0,
                       None if vk is not None and hasattr(vk, "vgg16") else NO_NET_REASON.format(net="vgg16")))
 
     # ---------------- GPU: per-layer convs -------------------------------------------------
@@ -167,17 +171,31 @@ def build_cases():
         for variant in variants:
             quick = n == QUICK_BATCH and dt in ("fp32", "fp16") and variant != "conv"
             tier = "quick" if quick else "full"
-            prio = 0 if quick else (2 if variant == "conv" else 1)
+            # Priority 0 (first in a time-limited run): the headline problem, fp16
+            # channels_last, against cuDNN, with our default and tensor-core algorithms.
+            headline = quick and dt == "fp16" and layout == "cl"
+            prio = (0 if headline else 1) if quick else (2 if variant == "conv" else 1)
             base = (("layer", s.label), ("N", n), ("C", s.C), ("K", s.K), ("H", s.H), ("dtype", dt),
                     ("layout", layout), ("variant", variant))
             for math in (("tf32", "ieee") if dt == "fp32" else ("-",)):
                 cases.append(Case("conv", "torch", base + (("math", math), ("algo", "cudnn")), tier, prio))
             if algos is not None:
                 for a in algos:
-                    cases.append(Case("conv", "vggkern", base + (("math", "-"), ("algo", a)), tier, prio))
+                    p_ours = 0 if headline and a in ("auto", "implicit_gemm") else max(prio, 1)
+                    cases.append(Case("conv", "vggkern", base + (("math", "-"), ("algo", a)), tier, p_ours))
     if algos is None:
         for tier in ("quick", "full"):
             cases.append(Case("conv", "vggkern", (("layer", "all"), ("algo", "n/a")), tier, 0, NO_CONV_REASON))
+    elif "implicit_gemm" in algos:  # the tile sweep: after the main rows (priority 2)
+        for s, n in itertools.product(LAYER_SHAPES, BATCHES):
+            if n not in (1, QUICK_BATCH, 128):
+                continue
+            base = (("layer", s.label), ("N", n), ("C", s.C), ("K", s.K), ("H", s.H), ("dtype", "fp16"),
+                    ("layout", "cl"), ("variant", "relu_pool" if s.pool else "relu"), ("math", "-"),
+                    ("algo", "implicit_gemm"))
+            for tile in IMPLICIT_GEMM_TILES:
+                cases.append(Case("conv", "vggkern", base + (("tile", tile),),
+                                  "quick" if n == QUICK_BATCH else "full", 2))
 
     # ---------------- GPU: maxpool2x2 ------------------------------------------------------
     for (c, h), n, dt, layout in itertools.product(POOL_INPUTS, BATCHES, DTYPES, LAYOUTS):
@@ -192,16 +210,19 @@ def build_cases():
         base = (("net", net), ("N", n), ("res", 224), ("dtype", dt), ("math", math))
         quick = net == "vgg16" and n == QUICK_BATCH and dt in ("fp16", "fp32")
         tier, prio = ("quick", 0) if quick else ("full", 1)
+        prio_of = (lambda layout, dt=dt, prio=prio: prio if dt == "fp16" and layout == "cl" else max(prio, 1))
         for layout, mode in (("nchw", "eager"), ("cl", "eager"), ("cl", "graph")):
-            cases.append(Case("network", "torch", base + (("layout", layout), ("mode", mode)), tier, prio))
+            cases.append(Case("network", "torch", base + (("layout", layout), ("mode", mode)), tier, prio_of(layout)))
         # torch.compile: compiles per shape (tens of seconds each): last in line.
         if net == "vgg16" and math != "ieee":
             cases.append(Case("network", "torch", base + (("layout", "cl"), ("mode", "compile")),
                               "quick" if quick and dt == "fp16" else "full", 3))
         ours = vk is not None and hasattr(vk, net)
-        for layout, mode in (("nchw", "eager"), ("cl", "eager"), ("cl", "graph")):
-            cases.append(Case("network", "vggkern", base + (("layout", layout), ("mode", mode)), tier, prio,
-                              None if ours else NO_NET_REASON.format(net=net)))
+        # Our algorithms for the whole net: "auto", and the tensor cores where they apply.
+        net_algos = ("auto",) + (("implicit_gemm",) if algos and "implicit_gemm" in algos and math != "ieee" else ())
+        for algo, (layout, mode) in itertools.product(net_algos, (("nchw", "eager"), ("cl", "eager"), ("cl", "graph"))):
+            cases.append(Case("network", "vggkern", base + (("layout", layout), ("mode", mode), ("algo", algo)), tier,
+                              prio_of(layout), None if ours else NO_NET_REASON.format(net=net)))
     return cases
 
 
@@ -307,7 +328,7 @@ def _conv_case(case: Case, device: str, cfg: dict) -> dict:
             return vk.conv3x3(a[0], a[1], a[2], relu=relu, pool=pool, algo=algo)
 
     extra = {}
-    with fp32_math(p.get("math", "-")):
+    with fp32_math(p.get("math", "-")), _env("VGGKERN_IMPLICIT_GEMM_TILE", p.get("tile")):
         probe = make_inputs()
         try:
             y = fn(probe)
@@ -354,13 +375,30 @@ def _maxpool_case(case: Case, device: str, cfg: dict) -> dict:
                    gbytes=nbytes / 1e9)
 
 
+@contextlib.contextmanager
+def _env(name: str, value: str | None):
+    """Sets an environment variable for the block (value None: leaves it alone)."""
+    if value is None:
+        yield
+        return
+    old = os.environ.get(name)
+    os.environ[name] = value
+    try:
+        yield
+    finally:
+        if old is None:
+            os.environ.pop(name, None)
+        else:
+            os.environ[name] = old
+
+
 @functools.lru_cache(None)
-def _cpu_model(net: str, impl: str):
+def _cpu_model(net: str, impl: str, algo: str = "auto"):
     if impl == "torch":
         import torchvision
         return getattr(torchvision.models, net)(weights=None).eval()
     vk = _vggkern()
-    return getattr(vk, net)().eval()
+    return getattr(vk, net)(algo=algo).eval()
 
 
 def _network_case(case: Case, device: str, cfg: dict) -> dict:
@@ -371,7 +409,7 @@ def _network_case(case: Case, device: str, cfg: dict) -> dict:
         if vk is None or not hasattr(vk, net):
             raise SkipCase(NO_NET_REASON.format(net=net))
     extra = {}
-    model = copy.deepcopy(_cpu_model(net, case.impl)).to(device=device, dtype=dt)
+    model = copy.deepcopy(_cpu_model(net, case.impl, p.get("algo", "auto"))).to(device=device, dtype=dt)
     if layout == "cl":
         model = model.to(memory_format=torch.channels_last)
 

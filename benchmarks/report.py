@@ -56,7 +56,14 @@ def impl_label(r):
     s = "ours"
     if r.get("algo") and r.get("algo") != "n/a":
         s += f" {r['algo']}"
+    if r.get("tile"):
+        s += f" [{r['tile']}]"
     return s + " " + baseline_label(r)
+
+
+def is_sweep(r):
+    """A tile-sweep row: our kernel with a forced tile, not what a user's call runs."""
+    return bool(r.get("tile"))
 
 
 def annotate(rows):
@@ -113,7 +120,33 @@ def best_torch_and_ours(rows):
         groups[problem_key(r)].append(r)
     for g in groups.values():
         yield (min((r for r in g if r["impl"] == "torch"), key=lambda r: r["median_s"], default=None),
-               min((r for r in g if r["impl"] != "torch"), key=lambda r: r["median_s"], default=None))
+               min((r for r in g if r["impl"] != "torch" and not is_sweep(r)), key=lambda r: r["median_s"],
+                   default=None))
+
+
+def tile_sweep(rows):
+    """implicit_gemm's time per forced tile, per layer and batch, and the default's."""
+    sweep = [r for r in rows if r["group"] == "conv" and is_sweep(r)]
+    if not sweep:
+        return []
+    tiles = sorted({r["tile"] for r in sweep}, key=lambda t: [int(v) for v in t.split("x")])
+    default = {problem_key(r): r for r in rows if r["group"] == "conv" and r["impl"] != "torch"
+               and r.get("algo") == "implicit_gemm" and not is_sweep(r) and r.get("layout") == "cl"}
+    by = defaultdict(dict)
+    for r in sweep:
+        by[problem_key(r)][r["tile"]] = r
+    lines = ["implicit_gemm tile sweep (fp16 channels_last; µs, CUDA-event median; VGGKERN_IMPLICIT_GEMM_TILE)", "",
+             "| layer | N | fusion | " + " | ".join(tiles) + " | default | fastest |",
+             "| --- | ---: | --- | " + "---: | " * len(tiles) + "---: | --- |"]
+    for k in sorted(by, key=lambda k: (k[2], k[1] if k[1] is not None else 0)):
+        rs = by[k]
+        ref = next(iter(rs.values()))
+        fastest = min(rs.values(), key=lambda r: r["median_s"])
+        d = default.get(k)
+        lines.append("| " + " | ".join([ref["layer"], str(ref["N"]), ref["variant"]]
+                                       + [_us(rs[t]["median_s"]) if t in rs else "–" for t in tiles]
+                                       + [_us(d["median_s"]) if d else "–", fastest["tile"]]) + " |")
+    return lines + [""]
 
 
 def headline(rows):
@@ -156,15 +189,15 @@ def headline(rows):
                 impl_label(o) if o else "–", _us(o["median_s"]) if o else "–", rt(o),
                 _f(o["speedup_vs_best_torch"] if o else None, "{:.2f}×")]) + " |")
         lines.append("")
-    return lines
+    return lines + tile_sweep(rows)
 
 
 def full_tables(rows):
     lines = []
     cols = {
-        "conv": ("layer", "N", "dtype", "layout", "variant", "math", "algo"),
+        "conv": ("layer", "N", "dtype", "layout", "variant", "math", "algo", "tile"),
         "maxpool": ("C", "H", "N", "dtype", "layout"),
-        "network": ("net", "N", "dtype", "math", "layout", "mode"),
+        "network": ("net", "N", "dtype", "math", "layout", "mode", "algo"),
     }
     for group, keys in cols.items():
         rs = [r for r in rows if r["group"] == group]
@@ -222,7 +255,7 @@ def plot(rows, out_png):
     for group in ("conv", "maxpool"):
         n = pick_batch(rows, group)
         ours = [r for r in rows if r["group"] == group and r["impl"] != "torch" and r["N"] == n
-                and r.get("speedup_vs_best_torch") and r.get("variant", "relu") in ("relu", "relu_pool")]
+                and not is_sweep(r) and r.get("speedup_vs_best_torch") and r.get("variant", "relu") in ("relu", "relu_pool")]
         if ours:
             break
     else:
