@@ -8,6 +8,7 @@ PYTORCH_NO_CUDA_MEMORY_CACHING=1 makes every tensor its own cudaMalloc, so an ac
 past a tensor's end lands outside any allocation and memcheck sees it. Exit code 1 if
 a result differs from torch (the sanitizer's own findings give its --error-exitcode).
 """
+import os
 import sys
 
 import torch
@@ -40,7 +41,10 @@ def main():
             a = vggkern.algorithms()
             algos = sorted(set(algos) | set(a if not isinstance(a, dict) else list(a)))
         n = 0
-        for algo in algos:
+        # implicit_gemm: its default tile here (128 x 64: K = 19) and the two others, forced.
+        runs = [(a, "") for a in algos] + [("implicit_gemm", t) for t in ("128x128", "256x128") if "implicit_gemm" in algos]
+        for algo, tile in runs:
+            os.environ["VGGKERN_IMPLICIT_GEMM_TILE"] = tile
             for dt in dtypes:
                 for cl in (False, True):
                     for relu, pool in ((False, False), (True, False), (True, True)):
@@ -60,8 +64,10 @@ def main():
                         err = float((y.float() - ref).norm() / ref.norm())
                         n += 1
                         if not err < 5e-2:
-                            print(f"conv3x3 mismatch: {algo} {dt} cl={cl} relu={relu} pool={pool}: rel err {err:.3g}")
+                            print(f"conv3x3 mismatch: {algo} {tile} {dt} cl={cl} relu={relu} pool={pool}: "
+                                  f"rel err {err:.3g}")
                             bad += 1
+        os.environ.pop("VGGKERN_IMPLICIT_GEMM_TILE", None)
         print(f"conv3x3: {n} cases run")
     else:
         print("conv3x3: not in this build (skipped)")

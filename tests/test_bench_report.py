@@ -86,3 +86,39 @@ def test_main_writes_md_and_survives_missing_matplotlib(tmp_path, capsys):
     assert "## All rows" in md.read_text()
     out = capsys.readouterr().out
     assert png.exists() or "matplotlib is not installed" in out
+
+
+def test_tile_sweep_rows_stay_out_of_best_ours(tmp_path):
+    """A forced-tile row (the tile sweep) is not what a call runs: it is left out of "best
+    ours" and shown in the tile-sweep table beside the default's time."""
+    rows = [row("torch", 1.5e-3), row("vggkern", 1.2e-3, algo="implicit_gemm"),
+            row("vggkern", 0.9e-3, algo="implicit_gemm", tile="256x128"),
+            row("vggkern", 1.4e-3, algo="implicit_gemm", tile="128x64")]
+    for r in rows[2:]:
+        r["id"] += "-" + r["tile"]
+    text, _, _ = report.render(write(tmp_path / "r.json", rows), headline_only=True)
+    best = [line for line in text.splitlines() if line.startswith("| conv3_2+conv3_3 (256")]
+    assert len(best) == 1 and "ours implicit_gemm cl" in best[0] and "1.25×" in best[0], best
+    sweep = [line for line in text.splitlines() if line.startswith("| conv3_2+conv3_3 | 64 |")]
+    assert sweep == ["| conv3_2+conv3_3 | 64 | relu | 1400 | 900.0 | 1200 | 256x128 |"], sweep  # 128x64, 256x128, default
+
+
+def test_roofline_counts_vgg16():
+    """benchmarks/roofline.py: the FLOPs are VGG16's (the benchmark's own count), every
+    efficiency is a fraction, and no prediction beats its floors."""
+    from benchmarks import cases, roofline
+
+    for n, tile in ((64, None), (1, "256x128")):
+        rows = roofline.layer_rows(n, "H100 SXM", "fp16", tile)
+        assert len(rows) == 13
+        fc = 2 * (512 * 7 * 7 * 4096 + 4096 * 4096 + 4096 * 1000)
+        assert sum(r["gflop"] for r in rows) * 1e9 == pytest.approx(n * (cases.network_flops("vgg16") - fc))
+        for r in rows:
+            assert 0 < r["smem_cap"] <= 1 and 0 < r["tail"] <= 1 and 0 < r["pad"] <= 1
+            assert r["predicted_us"] >= max(r["flop_floor_us"], r["byte_floor_us"]) * 0.999
+            assert r["tile"] == (tile or ("128x64" if r["K"] <= 64 else "128x128"))
+    # The counted caps: 64 x 32 warps (the first version) would be 50%; 64 x 64 warps 57-73%.
+    assert roofline.smem_cap(128, 128) == pytest.approx(256 / 384)
+    assert roofline.smem_cap(256, 128) == pytest.approx(512 / 704)
+    assert roofline.smem_cap(128, 64) == pytest.approx(128 / 224)
+    assert roofline.main(["--batch", "2"]) == 0

@@ -47,11 +47,14 @@
 // chunk lane / 16) yields exactly the tf32 A fragment A[g][t], A[g+8][t], A[g][t+4],
 // A[g+8][t+4], and the B loads from [n][k] rows give b0 = B[t][g], b1 = B[t+4][g].
 // Shared memory: 4 stages x (BM + BN) x 64 bytes (64 KiB at 128 x 128), reused by the
-// epilogue as an fp32 [BM][BN + 8] tile (68 KiB): accumulators stored as float2 (a
-// half-warp phase covers 4 rows x 8 columns: row stride = 8 banks mod 32, no
-// conflict), + bias, ReLU (NaN kept), then either NHWC stores of 8 channels (one
-// 16-byte vector for fp16/bf16, two for fp32) or the max over a window's 4 rows
-// (torch's NaN rule, window order) and the pooled stores.
+// epilogue as an fp32 [BM][BN + 8] tile (68 KiB), + bias, ReLU (NaN kept). Its columns
+// are split so that the 8 channels one thread stores are two float4 that line up with
+// its neighbours': channel 8i + j sits at column 4i + j (j < 4) or BN/2 + 4 + 4i + j - 4
+// (j >= 4; column_of() below). Then the float4 reads of 8 lanes are 128 contiguous
+// bytes, and the accumulators' float2 stores (a half-warp: 4 rows x 4 lanes; row stride
+// 8 banks mod 32, the upper half 4 banks further) hit 32 distinct banks. Then either
+// NHWC stores of 8 channels (one 16-byte vector for fp16/bf16, two for fp32) or the max
+// over a window's 4 rows (torch's NaN rule, window order) and the pooled stores.
 // Measurement: pending a GPU session (benchmarks/). Predicted from counting alone:
 // dense M gives VGG16's 28x28 and 14x14 layers (39% of its FLOPs) 1.3x fewer mma
 // issued, and 64 x 64 warps lift the shared-memory cap from 50% to 67% of the peak;
@@ -93,6 +96,10 @@ struct ImplicitGemmTiling {
   // Element offset of 16-byte chunk `chunk` (0..3) of row `row` in a stage.
   static __device__ __forceinline__ int offset(int row, int chunk) {
     return row * kRow + (chunk ^ ((row >> 1) & 3)) * kChunk;
+  }
+  // Epilogue tile column of channel `col` (0..BN-1) of the block; even col maps with col + 1.
+  static __device__ __forceinline__ int column_of(int col) {
+    return (col % 8 < 4 ? 0 : kBN / 2 + 4) + (col / 8) * 4 + col % 4;
   }
 };
 
@@ -261,13 +268,20 @@ __global__ void __launch_bounds__(32 * kWarpsM * kWarpsN)
           v.x = v.x < 0.f ? 0.f : v.x;
           v.y = v.y < 0.f ? 0.f : v.y;
         }
-        *reinterpret_cast<float2*>(c_smem + row * L::kCStride + col) = v;
+        *reinterpret_cast<float2*>(c_smem + row * L::kCStride + L::column_of(col)) = v;
       }
   }
   __syncthreads();
 
-  // Epilogue 2: 8 channels per item, stored as one vector (16 bytes, or 32 for fp32) when K allows.
+  // Epilogue 2: 8 channels per item (two float4 reads), stored as one vector (16 bytes, or
+  // 32 for fp32) when K allows.
   constexpr int kGroups = kBN / 8;
+  auto read8 = [&](int row, int grp, float* v) {
+    const float* r = c_smem + row * L::kCStride + grp * 4;
+    const float4 lo = *reinterpret_cast<const float4*>(r);
+    const float4 hi = *reinterpret_cast<const float4*>(r + kBN / 2 + 4);
+    v[0] = lo.x, v[1] = lo.y, v[2] = lo.z, v[3] = lo.w, v[4] = hi.x, v[5] = hi.y, v[6] = hi.z, v[7] = hi.w;
+  };
   const bool vector_store = p.K % 8 == 0;
   auto store8 = [&](T* dst, Index k, const float* v) {
     if (vector_store) {
@@ -283,19 +297,25 @@ __global__ void __launch_bounds__(32 * kWarpsM * kWarpsN)
     for (int idx = tid; idx < L::kBM * kGroups; idx += L::kThreads) {
       const int m = idx / kGroups, grp = idx % kGroups;
       const Index k = k0 + grp * 8;
-      if (m0 + m < p.M && k < p.K) store8(y + (m0 + m) * p.K + k, k, c_smem + m * L::kCStride + grp * 8);
+      if (m0 + m < p.M && k < p.K) {
+        float v[8];
+        read8(m, grp, v);
+        store8(y + (m0 + m) * p.K + k, k, v);
+      }
     }
   } else {  // rows 4q .. 4q+3 are pooled pixel m0/4 + q's window, in torch's order
     for (int idx = tid; idx < L::kBM / 4 * kGroups; idx += L::kThreads) {
       const int q = idx / kGroups, grp = idx % kGroups;
       const Index k = k0 + grp * 8;
       if (m0 + 4 * q < p.M && k < p.K) {
-        const float* c0 = c_smem + 4 * q * L::kCStride + grp * 8;
-        float v[8];
+        float v[8], u[8];
+        read8(4 * q, grp, v);
 #pragma unroll
-        for (int j = 0; j < 8; ++j)
-          v[j] = max_step(max_step(max_step(c0[j], c0[L::kCStride + j]), c0[2 * L::kCStride + j]),
-                          c0[3 * L::kCStride + j]);
+        for (int dy_dx = 1; dy_dx < 4; ++dy_dx) {
+          read8(4 * q + dy_dx, grp, u);
+#pragma unroll
+          for (int j = 0; j < 8; ++j) v[j] = max_step(v[j], u[j]);
+        }
         store8(y + (m0 / 4 + q) * p.K + k, k, v);
       }
     }

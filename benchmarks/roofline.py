@@ -1,0 +1,106 @@
+"""The two numbers per layer (METHOD.md: count before measuring), and what implicit_gemm's
+tiling predicts, so that a GPU run can be read against a prediction.
+
+    python -m benchmarks.roofline [--batch 64] [--gpu "H100 SXM"] [--dtype fp16]
+
+Per VGG16 conv layer (fused ReLU, and the pool where VGG has one):
+- FLOPs 2·N·K·C·9·H·W, and the fewest bytes: x read once, the weight once, y written once;
+  their floors at the datasheet peaks (peaks.py): the larger one bounds any kernel.
+- implicit_gemm's own ceiling, from counting alone: the block tile the dispatch picks; the
+  shared-memory cap (wavefronts per K slice: 16 ldmatrix.x4 x 4 per 64 x 64 warp, plus
+  (BM + BN) x 64 bytes of cp.async writes, at 128 bytes per clock, against BM x BN x 32
+  MACs at 1024 MACs per clock (one m16n8k16 per clock per SM at the dense peak)); mma.sync's
+  own ceiling on Hopper (~65% of the peak, the issue's figure); the tail of the last wave
+  (blocks over SMs x blocks per SM); and the padding of M and K to the tile and of 9·C
+  (C padded to 8) to 64-byte slices.
+The predicted time is the compute floor divided by the product of those efficiencies;
+it is a model to check measurements against, not a measurement.
+"""
+from __future__ import annotations
+
+import argparse
+import math
+
+from .cases import VGG16_CONVS
+from .peaks import PEAKS
+
+SMS = {"H100 SXM": 132, "H100 PCIe": 114, "H100 NVL": 132, "H200 SXM": 132}
+MMA_SYNC_CEILING = 0.65
+# Blocks per SM by registers (~240 per thread, 64K per SM) and shared memory (227 KiB):
+# 128 x 64: 64 threads, 48 KiB; 128 x 128: 128 threads, 68 KiB; 256 x 128: 256 threads, 136 KiB.
+TILES = {"128x64": (128, 64, 4), "128x128": (128, 128, 2), "256x128": (256, 128, 1)}
+
+
+def default_tile(k: int) -> str:
+    """The dispatch's choice (csrc/common/conv3x3_implicit_gemm_dispatch.h)."""
+    return "128x64" if k <= 64 else "128x128"
+
+
+def smem_cap(bm: int, bn: int) -> float:
+    """Fraction of the tensor peak the shared-memory traffic allows (one 64-byte K slice)."""
+    warps = bm * bn // 4096
+    wavefronts = warps * 16 * 4 + (bm + bn) * 64 / 128
+    # At the dense fp16 peak an SM retires 2048 MACs per clock (one m16n8k16), and a slice
+    # is 32 halves of K; TF32 runs half the MACs per clock on 16 floats per slice: the same.
+    mma_clocks = bm * bn * 32 / 2048
+    return min(1.0, mma_clocks / wavefronts)
+
+
+def layer_rows(n: int, gpu: str, dtype: str = "fp16", tile: str | None = None):
+    pk = PEAKS[gpu]
+    elt = 4 if dtype == "fp32" else 2
+    rows = []
+    for name, c, k, h, pool in VGG16_CONVS:
+        flops = 2 * n * k * c * 9 * h * h
+        out_hw = (h // 2) ** 2 if pool else h * h
+        nbytes = elt * (n * c * h * h + k * c * 9 + n * k * out_hw)
+        t_flop = flops / (pk["fp16" if dtype != "fp32" else "tf32"] * 1e12)
+        t_byte = nbytes / (pk["bw"] * 1e12)
+        tl = tile or default_tile(k)
+        bm, bn, per_sm = TILES[tl]
+        m = n * (4 * (h // 2) ** 2 if pool else h * h)
+        blocks = math.ceil(m / bm) * math.ceil(k / bn)
+        slots = SMS[gpu] * per_sm
+        waves = math.ceil(blocks / slots)
+        tail = blocks / (waves * slots)
+        cp = -(-c // 8) * 8  # C padded to a multiple of 8
+        pad = (m / (math.ceil(m / bm) * bm)) * (k / (math.ceil(k / bn) * bn)) * \
+            (9 * c / (math.ceil(9 * cp * elt / 64) * 64 / elt))
+        eff = min(smem_cap(bm, bn), MMA_SYNC_CEILING) * tail * pad
+        rows.append(dict(layer=name, C=c, K=k, H=h, pool=pool, gflop=flops / 1e9, mbytes=nbytes / 1e6,
+                         flop_floor_us=t_flop * 1e6, byte_floor_us=t_byte * 1e6, tile=tl,
+                         smem_cap=smem_cap(bm, bn), blocks=blocks, waves=waves, tail=tail, pad=pad,
+                         predicted_us=max(t_flop / eff, t_byte) * 1e6, predicted_pct=100 * eff))
+    return rows
+
+
+def render(rows, n, gpu, dtype):
+    out = [f"VGG16 convs, batch {n}, {dtype}, {gpu} (datasheet peaks; a model, not a measurement)", "",
+           "| layer | C→K, H | GFLOP | MB | FLOP floor µs | byte floor µs | tile | smem cap | blocks (waves) "
+           "| last-wave fill | padding | predicted µs | % of peak |",
+           "| --- | --- | ---: | ---: | ---: | ---: | --- | ---: | ---: | ---: | ---: | ---: | ---: |"]
+    for r in rows:
+        out.append(f"| {r['layer']}{' +pool' if r['pool'] else ''} | {r['C']}→{r['K']}, {r['H']}² | {r['gflop']:.1f} "
+                   f"| {r['mbytes']:.0f} | {r['flop_floor_us']:.0f} | {r['byte_floor_us']:.0f} | {r['tile']} "
+                   f"| {r['smem_cap']:.0%} | {r['blocks']} ({r['waves']}) | {r['tail']:.0%} | {r['pad']:.0%} "
+                   f"| {r['predicted_us']:.0f} | {r['predicted_pct']:.0f}% |")
+    tot_floor = sum(max(r["flop_floor_us"], r["byte_floor_us"]) for r in rows)
+    tot_pred = sum(r["predicted_us"] for r in rows)
+    out += ["", f"Sum over the 13 convs: floor {tot_floor:.0f} µs, predicted {tot_pred:.0f} µs "
+            f"({100 * tot_floor / tot_pred:.0f}% of the peak overall)."]
+    return "\n".join(out)
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--batch", type=int, default=64)
+    ap.add_argument("--gpu", default="H100 SXM", choices=sorted(PEAKS))
+    ap.add_argument("--dtype", default="fp16", choices=("fp16", "bf16", "fp32"))
+    ap.add_argument("--tile", choices=sorted(TILES), help="force one tile (default: the dispatch's choice)")
+    args = ap.parse_args(argv)
+    print(render(layer_rows(args.batch, args.gpu, args.dtype, args.tile), args.batch, args.gpu, args.dtype))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
