@@ -5,7 +5,7 @@
 # the GPU tests, compute-sanitizer memcheck + racecheck on a small case, the benchmarks
 # (pytest-benchmark if present, else python -m benchmarks.run: same cases, same JSON),
 # and writes under $OUT (default ./device_out):
-#   results.json  summary.md  speedup.png  build.log  tests.log  sanitize.log  bench.log
+#   results.json  summary.md  speedup.png  roofline.md  build.log  tests.log  sanitize.log  bench.log
 # Finishes inside 9 minutes (--quick: 4): each step has a time limit and the benchmarks
 # stop starting new cases at a deadline. The last lines printed are the summary table.
 # Set VGGKERN_GIT_COMMIT=<sha> when the tree has no .git (the device copy has none).
@@ -113,6 +113,11 @@ p = sys.argv[1]; d = json.load(open(p))
 d['vggkern_device_steps'] = [l.rstrip() for l in sys.stdin if l.strip()]
 json.dump(d, open(p, 'w'), indent=1, default=str)" "$OUT/results.json"
 fi
+
+# The counted floors and implicit_gemm's predicted ceiling for this GPU, to read the
+# measurements against (a model: benchmarks/roofline.py).
+GPU_KEY=$($PY -c "import torch; from benchmarks import peaks; print(peaks.gpu_key(torch.cuda.get_device_name(0)) if torch.cuda.is_available() else '')" 2>/dev/null)
+[ -n "$GPU_KEY" ] && $PY -m benchmarks.roofline --batch 64 --gpu "$GPU_KEY" >"$OUT/roofline.md" 2>&1
 
 # ---- report (last: the summary table) ---------------------------------------------------
 step "done in $(elapsed)s"

@@ -216,10 +216,13 @@ def test_torch_compile_float32_tf32(device):
 @pytest.mark.gpu
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA GPU visible")
 @pytest.mark.parametrize("dtype", HALF_DTYPES + [torch.float32], ids=str)
-def test_gpu_matches_emulator_bit_for_bit(dtype):
+@pytest.mark.parametrize("tile", ["", *TILES])
+def test_gpu_matches_emulator_bit_for_bit(dtype, tile, monkeypatch):
     """The proof that the emulated fragment layouts are the hardware's: with small
     integer data every sum is exact, so the GPU and the emulator must agree exactly
-    (float32: the TF32 path, mma.sync.m16n8k8 fed by ldmatrix of 32-bit elements)."""
+    (float32: the TF32 path, mma.sync.m16n8k8 fed by ldmatrix of 32-bit elements), for
+    the default tile choice and each tile forced."""
+    monkeypatch.setenv("VGGKERN_IMPLICIT_GEMM_TILE", tile)
     g = torch.Generator().manual_seed(0)
     x = torch.randint(-3, 4, (2, 24, 12, 20), generator=g).to(dtype).contiguous(memory_format=torch.channels_last)
     w = torch.randint(-2, 3, (72, 24, 3, 3), generator=g).to(dtype)
