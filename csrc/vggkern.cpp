@@ -4,6 +4,7 @@
 #include <torch/library.h>
 
 #include "common/backends.h"
+#include "common/conv3x3_implicit_gemm_plan.h"
 #include "emu/bank_stats.h"
 #include "ops/conv3x3.h"
 
@@ -62,6 +63,28 @@ PyObject* emu_reset_bank_stats(PyObject*, PyObject*) {
   Py_RETURN_NONE;
 }
 
+// implicit_gemm's plan for a shape (conv3x3_implicit_gemm_plan.h), C as the kernel sees
+// it (padded to a multiple of 8): for tests and the benchmarks' model.
+PyObject* implicit_gemm_plan(PyObject*, PyObject* args) {
+  long long n, c, h, w, k;
+  int element_bytes, pool, sm_count;
+  if (!PyArg_ParseTuple(args, "LLLLLipi", &n, &c, &h, &w, &k, &element_bytes, &pool, &sm_count)) return nullptr;
+  vk::Conv3x3Args a{};
+  a.dtype = element_bytes == 4 ? vk::DType::float32 : vk::DType::float16;
+  a.N = n, a.C = (c + 7) / 8 * 8, a.H = h, a.W = w, a.K = k, a.pool = pool != 0, a.sm_count = sm_count;
+  try {
+    const vk::ImplicitGemmPlan p = vk::implicit_gemm_plan(a);
+    return Py_BuildValue("{s:i,s:i,s:L,s:L,s:L,s:L,s:i,s:L,s:L}", "bm", p.bm, "bn", p.bn, "M",
+                         static_cast<long long>(p.M), "m_tiles", static_cast<long long>(p.m_tiles), "k_blocks",
+                         static_cast<long long>(p.k_blocks), "slices", static_cast<long long>(p.slices), "splits",
+                         p.splits, "slices_per_split", static_cast<long long>(p.slices_per_split), "blocks",
+                         static_cast<long long>(p.blocks()));
+  } catch (const std::invalid_argument& e) {
+    PyErr_SetString(PyExc_ValueError, e.what());
+    return nullptr;
+  }
+}
+
 PyMethodDef methods[] = {
     {"build_info", build_info, METH_NOARGS, "What this build of vggkern contains."},
     {"tf32_allowed", tf32_allowed, METH_NOARGS,
@@ -70,6 +93,9 @@ PyMethodDef methods[] = {
      "The SIMT emulator's shared-memory bank counts since the last reset: for ldmatrix and cp.async, "
      "warp-wide instructions, ideal (conflict-free) wavefronts and the wavefronts the addresses cost."},
     {"emu_reset_bank_stats", emu_reset_bank_stats, METH_NOARGS, "Zero the emulator's bank counts."},
+    {"implicit_gemm_plan", implicit_gemm_plan, METH_VARARGS,
+     "implicit_gemm_plan(N, C, H, W, K, element_bytes, pool, sm_count) -> dict: the block tile and split-K the "
+     "conv3x3 implicit_gemm kernel uses for that shape (environment overrides included)."},
     {nullptr, nullptr, 0, nullptr},
 };
 

@@ -63,6 +63,47 @@ def test_forced_tile_must_exist(monkeypatch):
         vggkern.conv3x3(x, w, b, algo=ALGO)
 
 
+# Split-K (conv3x3_implicit_gemm_plan.h): K_gemm's 64-byte slices split over S blocks
+# writing fp32 partials, then the reduction adds them with bias, ReLU and the pool.
+# Forced S (VGGKERN_IMPLICIT_GEMM_SPLIT_K), every tile, K odd (scalar partial stores),
+# S that does not divide the slices, and S beyond them (capped: no empty split).
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("split,tile", [("2", ""), ("5", "128x128"), ("3", "256x128"), ("64", "128x64")])
+@pytest.mark.parametrize("k,relu,pool", [(40, True, True), (137, False, False), (72, True, False)])
+def test_split_k(split, tile, k, relu, pool, device, monkeypatch):
+    monkeypatch.setenv("VGGKERN_IMPLICIT_GEMM_SPLIT_K", split)
+    monkeypatch.setenv("VGGKERN_IMPLICIT_GEMM_TILE", tile)
+    x, w, b = _inputs(2, 40, k, 9, 11, torch.float16, device, channels_last=True, seed=k + int(split))
+    _check(vggkern.conv3x3(x, w, b, relu=relu, pool=pool, algo=ALGO), x, w, b, relu, pool, algo=ALGO)
+
+
+@pytest.mark.parametrize("device", DEVICES)
+def test_split_k_by_default_where_the_grid_is_small(device):
+    """Without overrides, a layer whose grid has fewer blocks than the GPU has SMs is split
+    (VGG's conv5 at batch 1: 8 blocks -> 16 splits of 9 slices), a large one is not, and
+    the split result is the conv's, in fp32 via TF32 as well."""
+    from vggkern import _C
+
+    conv5 = _C.implicit_gemm_plan(1, 512, 14, 14, 512, 2, False, 132)
+    assert (conv5["m_tiles"], conv5["k_blocks"], conv5["slices"]) == (2, 4, 144)
+    assert conv5["splits"] == 16 and conv5["slices_per_split"] == 9 and conv5["blocks"] == 128
+    assert _C.implicit_gemm_plan(64, 512, 14, 14, 512, 2, True, 132)["splits"] == 1  # 98 x 4 blocks: no split
+    assert _C.implicit_gemm_plan(1, 8, 14, 14, 512, 2, False, 132)["splits"] == 1  # 3 slices: nothing to split
+    small = _C.implicit_gemm_plan(1, 64, 10, 9, 72, 4, True, 132)  # fp32: 16 floats per slice, 36 slices
+    assert small["slices"] == 36 and small["splits"] == 4 and small["slices_per_split"] == 9
+    x, w, b = _inputs(1, 64, 72, 10, 9, torch.float32, device, channels_last=False, seed=9)
+    _check(vggkern.conv3x3(x, w, b, relu=True, pool=True, algo=ALGO, allow_tf32=True), x, w, b, True, True,
+           algo=ALGO)
+
+
+@pytest.mark.parametrize("value", ["0", "65", "two"])
+def test_split_k_override_must_be_valid(value, monkeypatch):
+    monkeypatch.setenv("VGGKERN_IMPLICIT_GEMM_SPLIT_K", value)
+    x, w, b = _inputs(1, 8, 8, 4, 4, torch.float16, "cpu", channels_last=True, seed=0)
+    with pytest.raises(ValueError, match=f"VGGKERN_IMPLICIT_GEMM_SPLIT_K must be an integer in \\[1, 64\\], got '{value}'"):
+        vggkern.conv3x3(x, w, b, algo=ALGO)
+
+
 # The shared-memory layout is free of bank conflicts: every ldmatrix and cp.async phase
 # costs one wavefront (the emulator counts them; see the kernel's header), for both
 # element sizes and every block tile.
@@ -216,13 +257,14 @@ def test_torch_compile_float32_tf32(device):
 @pytest.mark.gpu
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA GPU visible")
 @pytest.mark.parametrize("dtype", HALF_DTYPES + [torch.float32], ids=str)
-@pytest.mark.parametrize("tile", ["", *TILES])
-def test_gpu_matches_emulator_bit_for_bit(dtype, tile, monkeypatch):
+@pytest.mark.parametrize("tile,split", [("", ""), *((t, "") for t in TILES), ("128x128", "3")])
+def test_gpu_matches_emulator_bit_for_bit(dtype, tile, split, monkeypatch):
     """The proof that the emulated fragment layouts are the hardware's: with small
     integer data every sum is exact, so the GPU and the emulator must agree exactly
     (float32: the TF32 path, mma.sync.m16n8k8 fed by ldmatrix of 32-bit elements), for
-    the default tile choice and each tile forced."""
+    the default tile choice, each tile forced, and split-K."""
     monkeypatch.setenv("VGGKERN_IMPLICIT_GEMM_TILE", tile)
+    monkeypatch.setenv("VGGKERN_IMPLICIT_GEMM_SPLIT_K", split)
     g = torch.Generator().manual_seed(0)
     x = torch.randint(-3, 4, (2, 24, 12, 20), generator=g).to(dtype).contiguous(memory_format=torch.channels_last)
     w = torch.randint(-2, 3, (72, 24, 3, 3), generator=g).to(dtype)

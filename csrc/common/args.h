@@ -37,6 +37,11 @@ struct Conv3x3Args {
   // Winograd algorithms: U = winograd_weight(weight, m), fp32 (alpha^2, C, K); they
   // read U, not weight.
   const float* winograd_u = nullptr;
+  // implicit_gemm: the device's multiprocessor count (its split-K choice depends on it;
+  // the emulator is given an H100's or H200's 132, so it chooses what those GPUs do),
+  // and the fp32 workspace its plan asks for (implicit_gemm_plan(...).workspace_floats).
+  int sm_count = 132;
+  float* workspace = nullptr;
 };
 
 // winograd_weight: weight (K, C, 3, 3) contiguous -> u (alpha^2, C, K) fp32 contiguous,

@@ -5,6 +5,7 @@
 
 #include <ATen/ATen.h>
 
+#include <atomic>
 #include <cstdlib>
 #include <limits>
 #include <type_traits>
@@ -12,6 +13,7 @@
 #include "args.h"
 
 #if VK_WITH_CUDA
+#include <cuda_runtime_api.h>
 #include <c10/cuda/CUDAGuard.h>
 #include <c10/cuda/CUDAStream.h>
 #define VK_CUDA_LAUNCHER(fn) (&fn)
@@ -58,6 +60,26 @@ inline void poison_output(at::Tensor& y) {
     return e != nullptr && e[0] == '1';
   }();
   if (y.is_cpu() || on_gpu) y.fill_(std::numeric_limits<float>::quiet_NaN());
+}
+
+// The multiprocessor count of x's GPU (cached per device); for CPU tensors, which run
+// on the emulator, the 132 of an H100 SXM or H200, so that the emulator makes the same
+// shape-dependent choices (implicit_gemm's split-K) as those GPUs.
+inline int sm_count_of(const at::Tensor& x) {
+#if VK_WITH_CUDA
+  if (x.is_cuda()) {
+    static std::atomic<int> cache[64] = {};
+    const int dev = x.device().index();
+    if (dev >= 0 && dev < 64 && cache[dev].load() > 0) return cache[dev].load();
+    int count = 0;
+    TORCH_CHECK(cudaDeviceGetAttribute(&count, cudaDevAttrMultiProcessorCount, dev) == cudaSuccess && count > 0,
+                "vggkern: cannot read the multiprocessor count of ", x.device());
+    if (dev >= 0 && dev < 64) cache[dev].store(count);
+    return count;
+  }
+#endif
+  (void)x;
+  return 132;
 }
 
 // Runs the op's launcher on x's device: the CUDA launcher on x's current stream, or

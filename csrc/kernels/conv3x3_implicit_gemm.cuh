@@ -109,7 +109,43 @@ struct ImplicitGemmParams {
   Index M;              // GEMM rows: N*H*W, or 4 * N*(H/2)*(W/2) with pool
   Index k_blocks;       // ceil(K / BN)
   int relu, pool;
+  // Split-K (conv3x3_implicit_gemm_plan.h): splits > 1 gives block b the 64-byte K slices
+  // [s * slices_per_split, (s + 1) * slices_per_split), s = b % splits, and has it write
+  // raw fp32 sums to partial[s][m][k]; conv3x3_implicit_gemm_reduce_kernel finishes.
+  int splits;
+  int slices_per_split;
+  float* partial;
 };
+
+// Split-K's second pass: y = [pool](ReLU?(sum over s of partial[s] + bias)), the partials
+// added in split order; one thread per output element (channel-fastest, coalesced).
+template <class Index>
+struct ImplicitGemmReduceParams {
+  Index M, K;  // GEMM rows and output channels
+  int splits, relu, pool;
+};
+
+template <class T, class Index>
+__global__ void __launch_bounds__(256)
+    conv3x3_implicit_gemm_reduce_kernel(const float* __restrict__ partial, const T* __restrict__ bias,
+                                        T* __restrict__ y, const ImplicitGemmReduceParams<Index> p) {
+  const Index i = static_cast<Index>(blockIdx.x) * 256 + threadIdx.x;
+  const Index rows_out = p.pool ? p.M / 4 : p.M;
+  if (i >= rows_out * p.K) return;
+  const Index k = i % p.K, row = i / p.K;
+  const float bk = bias != nullptr ? to_float(bias[k]) : 0.f;
+  const int window = p.pool ? 4 : 1;
+  float out = 0.f;
+  for (int r = 0; r < window; ++r) {  // a pool window's 4 GEMM rows, in torch's order
+    const Index m = row * window + r;
+    float sum = partial[m * p.K + k];
+    for (int s = 1; s < p.splits; ++s) sum += partial[(static_cast<Index>(s) * p.M + m) * p.K + k];
+    float v = sum + bk;
+    if (p.relu && v < 0.f) v = 0.f;  // ReLU(NaN) = NaN
+    out = r == 0 ? v : max_step(out, v);
+  }
+  y[row * p.K + k] = from_float<T>(out);
+}
 
 template <class T, MmaType kMma, int kWarpsM, int kWarpsN, class Index>
 __global__ void __launch_bounds__(32 * kWarpsM * kWarpsN)
@@ -125,10 +161,15 @@ __global__ void __launch_bounds__(32 * kWarpsM * kWarpsN)
   const int tid = threadIdx.x, lane = tid % 32, warp = tid / 32;
   const int warp_m = warp % L::kWarpsM, warp_n = warp / L::kWarpsM;
 
-  const Index m0 = static_cast<Index>(blockIdx.x) / p.k_blocks * L::kBM;
-  const Index k0 = static_cast<Index>(blockIdx.x) % p.k_blocks * kBN;
+  const Index tile = static_cast<Index>(blockIdx.x) / p.splits;
+  const int split = static_cast<int>(blockIdx.x % p.splits);
+  const Index m0 = tile / p.k_blocks * L::kBM;
+  const Index k0 = tile % p.k_blocks * kBN;
   const Index kd = 9 * p.C;  // K_gemm
   const int k_tiles = static_cast<int>((kd + L::kBK - 1) / L::kBK);
+  // This block's K slices: [kt0, kt0 + n_tiles) (all of them without split-K).
+  const int kt0 = split * p.slices_per_split;
+  const int n_tiles = min(p.slices_per_split, k_tiles - kt0);
   const Index ho_n = p.H / 2, wo_n = p.W / 2;
 
   // Stage copies: this thread copies 16-byte chunk (tid % 4) of rows tid/4 + i*kRowsPerPass.
@@ -194,14 +235,14 @@ __global__ void __launch_bounds__(32 * kWarpsM * kWarpsN)
   // iteration (empty groups past the end) keeps the group count uniform.
 #pragma unroll
   for (int s = 0; s < L::kStages - 1; ++s) {
-    if (s < k_tiles) load_stage(s, s);
+    if (s < n_tiles) load_stage(s, kt0 + s);
     cp_async_commit();
   }
-  for (int kt = 0; kt < k_tiles; ++kt) {
+  for (int kt = 0; kt < n_tiles; ++kt) {
     cp_async_wait<L::kStages - 2>();
     __syncthreads();
     const int next = kt + L::kStages - 1;
-    if (next < k_tiles) load_stage(next % L::kStages, next);
+    if (next < n_tiles) load_stage(next % L::kStages, kt0 + next);
     cp_async_commit();
 
     const T* const as = a_smem + (kt % L::kStages) * L::kAStage;
@@ -245,11 +286,36 @@ __global__ void __launch_bounds__(32 * kWarpsM * kWarpsN)
     }
   }
   cp_async_wait<0>();
+  const int g = lane / 4, t = lane % 4;
+  if (p.splits > 1) {  // split-K: raw sums straight from the accumulators to partial[split]
+    float* const part = p.partial + static_cast<Index>(split) * p.M * p.K;
+#pragma unroll
+    for (int nt = 0; nt < L::kNTiles; ++nt) {
+      const Index k = k0 + warp_n * L::kWarpN + nt * 8 + 2 * t;
+#pragma unroll
+      for (int mt = 0; mt < L::kMTiles; ++mt)
+#pragma unroll
+        for (int half = 0; half < 2; ++half) {
+          const Index m = m0 + warp_m * L::kWarpM + mt * 16 + g + 8 * half;
+          if (m >= p.M || k >= p.K) continue;
+          float* const dst = part + m * p.K + k;
+          if (k + 1 < p.K && p.K % 2 == 0) {
+            float2 v;
+            v.x = acc[mt][nt][2 * half];
+            v.y = acc[mt][nt][2 * half + 1];
+            *reinterpret_cast<float2*>(dst) = v;
+          } else {
+            dst[0] = acc[mt][nt][2 * half];
+            if (k + 1 < p.K) dst[1] = acc[mt][nt][2 * half + 1];
+          }
+        }
+    }
+    return;
+  }
   __syncthreads();  // the pipeline's shared memory becomes the epilogue tile
 
   // Epilogue 1: accumulators + bias, ReLU -> fp32 tile [row][channel], float2 stores.
   float* const c_smem = reinterpret_cast<float*>(smem);
-  const int g = lane / 4, t = lane % 4;
 #pragma unroll
   for (int nt = 0; nt < L::kNTiles; ++nt) {
     const int col = warp_n * L::kWarpN + nt * 8 + 2 * t;

@@ -11,6 +11,7 @@
 #include <string>
 
 #include "../common/backends.h"
+#include "../common/conv3x3_implicit_gemm_plan.h"
 #include "../common/op_support.h"
 #include "conv3x3.h"
 #include "winograd.h"
@@ -92,6 +93,15 @@ at::Tensor run_tensor_core(const Conv3x3Algorithm& algorithm, const at::Tensor& 
   poison_output(y);
   Conv3x3Args args{xc.const_data_ptr(), wc.const_data_ptr(), bias.defined() ? bias.const_data_ptr() : nullptr,
                    y.data_ptr(), dtype, Layout::nhwc, N, Cp, H, W, K, relu, pool, nullptr};
+  args.sm_count = sm_count_of(x);
+  // Split-K's fp32 partial sums (conv3x3_implicit_gemm_plan.h), where the plan splits.
+  const int64_t workspace = implicit_gemm_plan(args).workspace_floats(K);
+  at::Tensor partial;
+  if (workspace > 0) {
+    partial = at::empty({workspace}, x.options().dtype(at::kFloat));
+    poison_output(partial);  // every element must be written by a split
+    args.workspace = partial.data_ptr<float>();
+  }
   launch_on_device(x, args, algorithm.cuda, algorithm.emu, op);
   return y.contiguous(x.suggest_memory_format());
 }

@@ -1,0 +1,89 @@
+// conv3x3_implicit_gemm's plan: the block tile, the split of K_gemm across blocks, and
+// the workspace that split needs. Torch-free and kernel-free, so the op (which allocates
+// the workspace) and the dispatch (which launches) compute the same plan.
+//
+// Tile: 128 x 64 (2 warps) where K <= 64, else 128 x 128 (4 warps); 256 x 128 (8 warps)
+// only when forced. Split-K: where the grid has fewer blocks than the GPU has SMs (late
+// VGG layers at small batch: conv5 at batch 1 is 2 M tiles x 4 K tiles = 8 blocks on
+// 132 SMs, 6% of the GPU), the 64-byte K slices are split into S ranges of at least 8
+// slices, S <= 16, chosen so that blocks x S reaches the SM count; each block writes its
+// fp32 partial sums to a workspace [S][M][K], and a second kernel adds the S partials in
+// order, then bias, ReLU and the pool. By counting: conv5 at batch 1 goes from 8 blocks
+// x 144 slices to 128 blocks x 9 slices, for 6.4 MB of partials through memory (~2 us).
+// Environment (read per launch; tuning knobs for the benchmarks' sweeps):
+//   VGGKERN_IMPLICIT_GEMM_TILE=128x64|128x128|256x128   forces the tile
+//   VGGKERN_IMPLICIT_GEMM_SPLIT_K=S                      forces S (1: no split)
+#pragma once
+
+#include <cstdint>
+#include <cstdlib>
+#include <stdexcept>
+#include <string>
+
+#include "args.h"
+
+namespace vk {
+
+enum class ImplicitGemmTile { m128n64, m128n128, m256n128 };
+
+struct ImplicitGemmPlan {
+  ImplicitGemmTile tile;
+  int bm, bn;
+  int64_t M;                 // GEMM rows: N*H*W, or 4 * N*(H/2)*(W/2) with pool
+  int64_t m_tiles, k_blocks;
+  int64_t slices;            // 64-byte K slices of K_gemm = 9*C
+  int splits;                // S: K ranges, one block each (1: no split-K)
+  int64_t slices_per_split;
+  int64_t blocks() const { return m_tiles * k_blocks * splits; }
+  // fp32 elements of the split-K workspace [S][M][K]; 0 without split-K.
+  int64_t workspace_floats(int64_t K) const { return splits > 1 ? int64_t(splits) * M * K : 0; }
+};
+
+inline ImplicitGemmTile implicit_gemm_tile(int64_t K) {
+  const char* forced = std::getenv("VGGKERN_IMPLICIT_GEMM_TILE");
+  if (forced == nullptr || forced[0] == '\0') return K <= 64 ? ImplicitGemmTile::m128n64 : ImplicitGemmTile::m128n128;
+  const std::string name(forced);
+  if (name == "128x64") return ImplicitGemmTile::m128n64;
+  if (name == "128x128") return ImplicitGemmTile::m128n128;
+  if (name == "256x128") return ImplicitGemmTile::m256n128;
+  throw std::invalid_argument("vggkern.conv3x3: VGGKERN_IMPLICIT_GEMM_TILE must be 128x64, 128x128 or 256x128, got '" +
+                              name + "'");
+}
+
+// C is the channel count the kernel sees (a multiple of 8).
+inline ImplicitGemmPlan implicit_gemm_plan(const Conv3x3Args& a) {
+  ImplicitGemmPlan p;
+  p.tile = implicit_gemm_tile(a.K);
+  p.bm = p.tile == ImplicitGemmTile::m256n128 ? 256 : 128;
+  p.bn = p.tile == ImplicitGemmTile::m128n64 ? 64 : 128;
+  p.M = a.pool ? 4 * a.N * (a.H / 2) * (a.W / 2) : a.N * a.H * a.W;
+  p.m_tiles = (p.M + p.bm - 1) / p.bm;
+  p.k_blocks = (a.K + p.bn - 1) / p.bn;
+  const int64_t slice = 64 / dtype_size(a.dtype);
+  p.slices = (9 * a.C + slice - 1) / slice;
+
+  constexpr int64_t kMinSlices = 8, kMaxSplits = 16;
+  int64_t splits = 1;
+  const char* forced = std::getenv("VGGKERN_IMPLICIT_GEMM_SPLIT_K");
+  if (forced != nullptr && forced[0] != '\0') {
+    char* end = nullptr;
+    splits = std::strtoll(forced, &end, 10);
+    if (*end != '\0' || splits < 1 || splits > 64)
+      throw std::invalid_argument(std::string("vggkern.conv3x3: VGGKERN_IMPLICIT_GEMM_SPLIT_K must be an integer in "
+                                              "[1, 64], got '") + forced + "'");
+  } else {
+    const int64_t blocks = p.m_tiles * p.k_blocks;
+    if (blocks < a.sm_count) {
+      splits = (a.sm_count + blocks - 1) / blocks;
+      if (splits > kMaxSplits) splits = kMaxSplits;
+      if (splits > p.slices / kMinSlices) splits = p.slices / kMinSlices;
+      if (splits < 1) splits = 1;
+    }
+  }
+  if (splits > p.slices) splits = p.slices;
+  p.slices_per_split = (p.slices + splits - 1) / splits;
+  p.splits = static_cast<int>((p.slices + p.slices_per_split - 1) / p.slices_per_split);  // none empty
+  return p;
+}
+
+}  // namespace vk
