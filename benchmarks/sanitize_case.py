@@ -41,10 +41,14 @@ def main():
             a = vggkern.algorithms()
             algos = sorted(set(algos) | set(a if not isinstance(a, dict) else list(a)))
         n = 0
-        # implicit_gemm: its default tile here (128 x 64: K = 19) and the two others, forced.
-        runs = [(a, "") for a in algos] + [("implicit_gemm", t) for t in ("128x128", "256x128") if "implicit_gemm" in algos]
-        for algo, tile in runs:
+        # implicit_gemm: its default plan here (128 x 64: K = 19; no split), the two other
+        # tiles forced, and split-K forced (its partial sums and reduction kernel).
+        runs = [(a, "", "") for a in algos]
+        if "implicit_gemm" in algos:
+            runs += [("implicit_gemm", "128x128", ""), ("implicit_gemm", "256x128", ""), ("implicit_gemm", "", "3")]
+        for algo, tile, split in runs:
             os.environ["VGGKERN_IMPLICIT_GEMM_TILE"] = tile
+            os.environ["VGGKERN_IMPLICIT_GEMM_SPLIT_K"] = split
             for dt in dtypes:
                 for cl in (False, True):
                     for relu, pool in ((False, False), (True, False), (True, True)):
@@ -64,10 +68,11 @@ def main():
                         err = float((y.float() - ref).norm() / ref.norm())
                         n += 1
                         if not err < 5e-2:
-                            print(f"conv3x3 mismatch: {algo} {tile} {dt} cl={cl} relu={relu} pool={pool}: "
+                            print(f"conv3x3 mismatch: {algo} {tile} {split} {dt} cl={cl} relu={relu} pool={pool}: "
                                   f"rel err {err:.3g}")
                             bad += 1
         os.environ.pop("VGGKERN_IMPLICIT_GEMM_TILE", None)
+        os.environ.pop("VGGKERN_IMPLICIT_GEMM_SPLIT_K", None)
         print(f"conv3x3: {n} cases run")
     else:
         print("conv3x3: not in this build (skipped)")

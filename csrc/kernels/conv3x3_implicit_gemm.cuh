@@ -19,9 +19,11 @@
 // Tiling: every warp computes a 64 x 64 tile of the output (4 m16 x 8 n8 mma tiles,
 // 128 fp32 accumulators per thread); a block is kWarpsM x kWarpsN warps: 128 x 128 (4
 // warps) where K > 64 and 128 x 64 (2 warps) where K <= 64, or 256 x 128 (8 warps) when
-// forced (the dispatch's implicit_gemm_tile, until measurements pick). The grid runs the K tiles
-// of one M tile next to each other (block b: M tile b / k_blocks, K tile b % k_blocks),
-// so the blocks on the GPU at one time share their x rows through L2.
+// forced (conv3x3_implicit_gemm_plan.h, until measurements pick). The grid runs the K
+// tiles of one M tile next to each other (block b / splits: M tile / k_blocks, K tile %
+// k_blocks), so the blocks on the GPU at one time share their x rows through L2. Where
+// the grid would not fill the GPU, the plan splits K_gemm over `splits` blocks (split-K):
+// each writes fp32 partial sums, and conv3x3_implicit_gemm_reduce_kernel finishes.
 // Why 64 x 64 warps, by counting (sm_90: 128 bytes of shared memory per clock per SM,
 // one m16n8k16 per clock per SM at the dense fp16 peak): a 64-byte K slice of a 128 x
 // 128 block is 256 mma, and costs 384 shared-memory wavefronts: 64 ldmatrix.x4 (each
