@@ -46,16 +46,7 @@ def plan(n, c, h, k, pool, elt, sms, tile):
     except ImportError:
         _C = None
     if _C is not None and hasattr(_C, "implicit_gemm_plan"):
-        import os
-        old = os.environ.get("VGGKERN_IMPLICIT_GEMM_TILE")
-        os.environ["VGGKERN_IMPLICIT_GEMM_TILE"] = tile
-        try:
-            return _C.implicit_gemm_plan(n, c, h, h, k, elt, pool, sms)
-        finally:
-            if old is None:
-                os.environ.pop("VGGKERN_IMPLICIT_GEMM_TILE")
-            else:
-                os.environ["VGGKERN_IMPLICIT_GEMM_TILE"] = old
+        return _C.implicit_gemm_plan(n, c, h, h, k, elt, pool, sms, tile)
     m = n * (4 * (h // 2) ** 2 if pool else h * h)
     return {"bm": bm, "bn": bn, "M": m, "m_tiles": math.ceil(m / bm), "k_blocks": math.ceil(k / bn),
             "splits": 1, "blocks": math.ceil(m / bm) * math.ceil(k / bn)}

@@ -1,6 +1,8 @@
 // The vggkern library: every op schema in one TORCH_LIBRARY, and the vggkern._C
 // Python module (importing it registers the ops; build_info() says what was built).
 #include <Python.h>
+
+#include <string>
 #include <torch/library.h>
 
 #include "common/backends.h"
@@ -68,12 +70,16 @@ PyObject* emu_reset_bank_stats(PyObject*, PyObject*) {
 PyObject* implicit_gemm_plan(PyObject*, PyObject* args) {
   long long n, c, h, w, k;
   int element_bytes, pool, sm_count;
-  if (!PyArg_ParseTuple(args, "LLLLLipi", &n, &c, &h, &w, &k, &element_bytes, &pool, &sm_count)) return nullptr;
+  const char* tile = "";
+  if (!PyArg_ParseTuple(args, "LLLLLipi|s", &n, &c, &h, &w, &k, &element_bytes, &pool, &sm_count, &tile))
+    return nullptr;
   vk::Conv3x3Args a{};
   a.dtype = element_bytes == 4 ? vk::DType::float32 : vk::DType::float16;
   a.N = n, a.C = (c + 7) / 8 * 8, a.H = h, a.W = w, a.K = k, a.pool = pool != 0, a.sm_count = sm_count;
   try {
-    const vk::ImplicitGemmPlan p = vk::implicit_gemm_plan(a);
+    const vk::ImplicitGemmPlan p = tile[0] == '\0'
+                                       ? vk::implicit_gemm_plan(a)
+                                       : vk::implicit_gemm_plan(a, vk::implicit_gemm_tile_named(tile, "tile"));
     return Py_BuildValue("{s:i,s:i,s:L,s:L,s:L,s:L,s:i,s:L,s:L}", "bm", p.bm, "bn", p.bn, "M",
                          static_cast<long long>(p.M), "m_tiles", static_cast<long long>(p.m_tiles), "k_blocks",
                          static_cast<long long>(p.k_blocks), "slices", static_cast<long long>(p.slices), "splits",
@@ -94,8 +100,9 @@ PyMethodDef methods[] = {
      "warp-wide instructions, ideal (conflict-free) wavefronts and the wavefronts the addresses cost."},
     {"emu_reset_bank_stats", emu_reset_bank_stats, METH_NOARGS, "Zero the emulator's bank counts."},
     {"implicit_gemm_plan", implicit_gemm_plan, METH_VARARGS,
-     "implicit_gemm_plan(N, C, H, W, K, element_bytes, pool, sm_count) -> dict: the block tile and split-K the "
-     "conv3x3 implicit_gemm kernel uses for that shape (environment overrides included)."},
+     "implicit_gemm_plan(N, C, H, W, K, element_bytes, pool, sm_count, tile='') -> dict: the block tile and "
+     "split-K the conv3x3 implicit_gemm kernel uses for that shape (tile '' : its default or "
+     "VGGKERN_IMPLICIT_GEMM_TILE; VGGKERN_IMPLICIT_GEMM_SPLIT_K applies)."},
     {nullptr, nullptr, 0, nullptr},
 };
 

@@ -39,21 +39,26 @@ struct ImplicitGemmPlan {
   int64_t workspace_floats(int64_t K) const { return splits > 1 ? int64_t(splits) * M * K : 0; }
 };
 
-inline ImplicitGemmTile implicit_gemm_tile(int64_t K) {
-  const char* forced = std::getenv("VGGKERN_IMPLICIT_GEMM_TILE");
-  if (forced == nullptr || forced[0] == '\0') return K <= 64 ? ImplicitGemmTile::m128n64 : ImplicitGemmTile::m128n128;
-  const std::string name(forced);
+// "128x64", "128x128" or "256x128"; anything else is an error naming `source`.
+inline ImplicitGemmTile implicit_gemm_tile_named(const std::string& name, const char* source) {
   if (name == "128x64") return ImplicitGemmTile::m128n64;
   if (name == "128x128") return ImplicitGemmTile::m128n128;
   if (name == "256x128") return ImplicitGemmTile::m256n128;
-  throw std::invalid_argument("vggkern.conv3x3: VGGKERN_IMPLICIT_GEMM_TILE must be 128x64, 128x128 or 256x128, got '" +
-                              name + "'");
+  throw std::invalid_argument(std::string("vggkern.conv3x3: ") + source +
+                              " must be 128x64, 128x128 or 256x128, got '" + name + "'");
 }
 
-// C is the channel count the kernel sees (a multiple of 8).
-inline ImplicitGemmPlan implicit_gemm_plan(const Conv3x3Args& a) {
+inline ImplicitGemmTile implicit_gemm_tile(int64_t K) {
+  const char* forced = std::getenv("VGGKERN_IMPLICIT_GEMM_TILE");
+  if (forced == nullptr || forced[0] == '\0') return K <= 64 ? ImplicitGemmTile::m128n64 : ImplicitGemmTile::m128n128;
+  return implicit_gemm_tile_named(forced, "VGGKERN_IMPLICIT_GEMM_TILE");
+}
+
+// C is the channel count the kernel sees (a multiple of 8). The tile as given; split-K
+// by the rule above (or VGGKERN_IMPLICIT_GEMM_SPLIT_K).
+inline ImplicitGemmPlan implicit_gemm_plan(const Conv3x3Args& a, ImplicitGemmTile tile) {
   ImplicitGemmPlan p;
-  p.tile = implicit_gemm_tile(a.K);
+  p.tile = tile;
   p.bm = p.tile == ImplicitGemmTile::m256n128 ? 256 : 128;
   p.bn = p.tile == ImplicitGemmTile::m128n64 ? 64 : 128;
   p.M = a.pool ? 4 * a.N * (a.H / 2) * (a.W / 2) : a.N * a.H * a.W;
@@ -85,5 +90,8 @@ inline ImplicitGemmPlan implicit_gemm_plan(const Conv3x3Args& a) {
   p.splits = static_cast<int>((p.slices + p.slices_per_split - 1) / p.slices_per_split);  // none empty
   return p;
 }
+
+// The plan a launch uses: the default tile (or VGGKERN_IMPLICIT_GEMM_TILE).
+inline ImplicitGemmPlan implicit_gemm_plan(const Conv3x3Args& a) { return implicit_gemm_plan(a, implicit_gemm_tile(a.K)); }
 
 }  // namespace vk
