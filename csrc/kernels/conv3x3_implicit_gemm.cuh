@@ -92,7 +92,8 @@ struct ImplicitGemmTiling {
   static_assert(kRow * sizeof(T) == 64, "64-byte rows");
   static_assert(kNTiles % 2 == 0, "B fragments are loaded two n8 tiles per ldmatrix.x4");
   static_assert(kBM % kRowsPerPass == 0 && kBN % kRowsPerPass == 0, "stage copies divide among the threads");
-  static_assert(kRowsPerPass % 2 == 0, "a cp.async phase (8 lanes) writes an even row and the next");
+  static_assert(kRowsPerPass % 8 == 0, "a cp.async phase (8 lanes) writes an even row and the next; copy "
+                                       "passes keep the swizzle (rows 8 apart share it)");
   static_assert(kCStride % 32 == 8, "float2 accumulator stores: 4 rows of a half-warp phase 8 banks apart");
 
   // Element offset of 16-byte chunk `chunk` (0..3) of row `row` in a stage.
@@ -104,6 +105,10 @@ struct ImplicitGemmTiling {
     return (col % 8 < 4 ? 0 : kBN / 2 + 4) + (col / 8) * 4 + col % 4;
   }
 };
+
+template <class Index> struct UnsignedOf;
+template <> struct UnsignedOf<int32_t> { using type = uint32_t; };
+template <> struct UnsignedOf<int64_t> { using type = uint64_t; };
 
 template <class Index>
 struct ImplicitGemmParams {
@@ -174,11 +179,29 @@ __global__ void __launch_bounds__(32 * kWarpsM * kWarpsN)
   const int n_tiles = min(p.slices_per_split, k_tiles - kt0);
   const Index ho_n = p.H / 2, wo_n = p.W / 2;
 
-  // Stage copies: this thread copies 16-byte chunk (tid % 4) of rows tid/4 + i*kRowsPerPass.
-  // A row: pixel (h, w) of image n, read at a_pix + ((r - 1) * W + (s - 1)) * C for tap (r, s).
+  // Stage copies: this thread copies 16-byte chunk (tid % 4) of rows tid/4 + i*kRowsPerPass
+  // of A and B. Everything per row is computed once here; per stage only the K position
+  // moves, and it moves by one slice (load_stage runs for consecutive slices), so no
+  // division by C sits in the main loop.
+  //   A row i: pixel (n, h, w) at element a_base[i] = ((n*H + h)*W + w)*C of x; tap (r,
+  //   s) of channel c reads a_base[i] + ((r - 1)*W + (s - 1))*C + c, valid where bit
+  //   r*3 + s of a_taps[i] is set (the tap lies inside the image; 0 past M).
+  //   B row j: output channel k = k0 + row at element b_base[j] = k*9C of the weight,
+  //   valid where k < K (bit j of b_rows).
   const int a_chunk = tid % 4;
-  int a_h[kARows], a_w[kARows];  // H, W < 2^31 (the dispatch checks)
-  const T* a_pix[kARows];
+  // Offsets within an A or B stage never change: row r and r + 8j share a swizzle
+  // ((r / 2) % 4), so each row this thread copies or reads is a fixed offset plus a
+  // multiple of 8 rows (copy passes are kRowsPerPass rows apart, mma tiles 16).
+  const int copy_dst = L::offset(tid / 4, a_chunk);  // + i * kRowsPerPass rows
+  int a_frag[2], b_frag[2];                          // per k-step kk; + 16 rows per mma tile
+#pragma unroll
+  for (int kk = 0; kk < 2; ++kk) {
+    a_frag[kk] = L::offset(warp_m * L::kWarpM + lane % 16, 2 * kk + lane / 16);
+    b_frag[kk] = L::offset(warp_n * L::kWarpN + lane % 8 + (lane / 16) * 8, 2 * kk + (lane / 8) % 2);
+  }
+  using UIndex = typename UnsignedOf<Index>::type;  // offsets >= 0: zero-extended to 64 bits
+  Index a_base[kARows];
+  uint32_t a_taps[kARows];
 #pragma unroll
   for (int i = 0; i < kARows; ++i) {
     const Index m = m0 + tid / 4 + L::kRowsPerPass * i;
@@ -194,33 +217,63 @@ __global__ void __launch_bounds__(32 * kWarpsM * kWarpsN)
       h = hw / p.W;
       ww = hw % p.W;
     }
-    const bool valid = m < p.M;
-    a_h[i] = valid ? static_cast<int>(h) : -2;  // -2: every tap falls outside the image: zeros
-    a_w[i] = static_cast<int>(ww);
-    a_pix[i] = x + (valid ? ((n * p.H + h) * p.W + ww) * p.C : 0);
+    uint32_t taps = 0;
+    if (m < p.M) {
+#pragma unroll
+      for (int r = 0; r < 3; ++r)
+#pragma unroll
+        for (int s = 0; s < 3; ++s) {
+          const Index hh = h + r - 1, wc = ww + s - 1;
+          if (hh >= 0 && hh < p.H && wc >= 0 && wc < p.W) taps |= 1u << (r * 3 + s);
+        }
+    }
+    a_taps[i] = taps;
+    a_base[i] = taps != 0 ? ((n * p.H + h) * p.W + ww) * p.C : 0;
   }
+  Index b_base[kBRows];
+  uint32_t b_rows = 0;
+#pragma unroll
+  for (int j = 0; j < kBRows; ++j) {
+    const Index k = k0 + tid / 4 + L::kRowsPerPass * j;
+    if (k < p.K) b_rows |= 1u << j;
+    b_base[j] = k < p.K ? k * kd : 0;
+  }
+  // The K position of this thread's chunk in the next slice to load: kpos = tap*C + c.
+  Index kpos = static_cast<Index>(kt0) * L::kBK + a_chunk * L::kChunk;
+  Index c = kpos % p.C;
+  int tap = static_cast<int>(kpos / p.C);  // 9 and up: past K_gemm (zeros)
+  Index tap_delta = 0;                     // ((r - 1)*W + (s - 1))*C for the current tap
+  auto set_tap_delta = [&]() {
+    const int r = tap / 3, s = tap % 3;
+    tap_delta = (static_cast<Index>(r - 1) * p.W + (s - 1)) * p.C;
+  };
+  set_tap_delta();
 
-  auto load_stage = [&](int stage, int kt) {
+  auto load_stage = [&](int stage) {  // the next slice, into `stage`; then advance by one slice
     T* const as = a_smem + stage * L::kAStage;
     T* const bs = b_smem + stage * L::kBStage;
-    const Index ka = static_cast<Index>(kt) * L::kBK + a_chunk * L::kChunk;
-    const Index c = ka % p.C;
-    const int tap = static_cast<int>(ka / p.C), r = tap / 3, s = tap % 3;
-    const int h_lim = static_cast<int>(p.H), w_lim = static_cast<int>(p.W);
+    const bool in_k = tap < 9;
+    const Index a_off = tap_delta + c;
 #pragma unroll
     for (int i = 0; i < kARows; ++i) {
-      const int hh = a_h[i] + r - 1, ww = a_w[i] + s - 1;
-      const bool ok = ka < kd && hh >= 0 && hh < h_lim && ww >= 0 && ww < w_lim;
-      const T* src = ok ? a_pix[i] + (static_cast<Index>(r - 1) * p.W + (s - 1)) * p.C + c : x;
-      cp_async_16(as + L::offset(tid / 4 + L::kRowsPerPass * i, a_chunk), src, ok ? 16 : 0);
+      const bool ok = in_k && ((a_taps[i] >> tap) & 1u);
+      const UIndex off = ok ? static_cast<UIndex>(a_base[i] + a_off) : 0;  // x itself where nothing is read
+      cp_async_16(as + copy_dst + i * L::kRowsPerPass * L::kRow, x + off, ok ? 16 : 0);
     }
-    const Index kb = static_cast<Index>(kt) * L::kBK + a_chunk * L::kChunk;
 #pragma unroll
     for (int j = 0; j < kBRows; ++j) {
-      const int row = tid / 4 + L::kRowsPerPass * j;
-      const Index k = k0 + row;
-      const bool ok = k < p.K && kb < kd;
-      cp_async_16(bs + L::offset(row, a_chunk), ok ? w + k * kd + kb : w, ok ? 16 : 0);
+      const bool ok = in_k && ((b_rows >> j) & 1u);
+      const UIndex off = ok ? static_cast<UIndex>(b_base[j] + kpos) : 0;
+      cp_async_16(bs + copy_dst + j * L::kRowsPerPass * L::kRow, w + off, ok ? 16 : 0);
+    }
+    kpos += L::kBK;
+    c += L::kBK;
+    if (c >= p.C) {  // into the next tap (several when C < kBK: VGG's padded C = 8)
+      do {
+        c -= p.C;
+        ++tap;
+      } while (c >= p.C);
+      set_tap_delta();
     }
   };
 
@@ -237,14 +290,14 @@ __global__ void __launch_bounds__(32 * kWarpsM * kWarpsN)
   // iteration (empty groups past the end) keeps the group count uniform.
 #pragma unroll
   for (int s = 0; s < L::kStages - 1; ++s) {
-    if (s < n_tiles) load_stage(s, kt0 + s);
+    if (s < n_tiles) load_stage(s);
     cp_async_commit();
   }
   for (int kt = 0; kt < n_tiles; ++kt) {
     cp_async_wait<L::kStages - 2>();
     __syncthreads();
     const int next = kt + L::kStages - 1;
-    if (next < n_tiles) load_stage(next % L::kStages, kt0 + next);
+    if (next < n_tiles) load_stage(next % L::kStages);
     cp_async_commit();
 
     const T* const as = a_smem + (kt % L::kStages) * L::kAStage;
@@ -254,12 +307,11 @@ __global__ void __launch_bounds__(32 * kWarpsM * kWarpsN)
       uint32_t a[L::kMTiles][4], bf[L::kNTiles][2];
 #pragma unroll
       for (int mt = 0; mt < L::kMTiles; ++mt)
-        ldmatrix<4>(a[mt], as + L::offset(warp_m * L::kWarpM + mt * 16 + lane % 16, 2 * kk + lane / 16));
+        ldmatrix<4>(a[mt], as + a_frag[kk] + mt * 16 * L::kRow);
 #pragma unroll
       for (int np = 0; np < L::kNTiles / 2; ++np) {
         uint32_t r[4];
-        ldmatrix<4>(r, bs + L::offset(warp_n * L::kWarpN + np * 16 + lane % 8 + (lane / 16) * 8,
-                                      2 * kk + (lane / 8) % 2));
+        ldmatrix<4>(r, bs + b_frag[kk] + np * 16 * L::kRow);
         bf[2 * np][0] = r[0];
         bf[2 * np][1] = r[1];
         bf[2 * np + 1][0] = r[2];

@@ -1,0 +1,164 @@
+"""What implicit_gemm's main loop costs in instructions, read from the compiled SASS: no
+GPU needed, so it is a measurement every session can take (METHOD.md: count first).
+
+    python -m benchmarks.sass_loop [--arch sm_90] [--cubin FILE] [--json]
+
+Compiles csrc/cuda/conv3x3_implicit_gemm.cu for the arch (or reads a cubin), disassembles it
+with cuobjdump (from $CUDA_HOME/bin, else the copy triton ships), and for each kernel
+instantiation finds its main loop: the largest backward branch whose body holds mma
+(HMMA). Per loop iteration (one 64-byte K slice) it reports the instructions a warp issues,
+the HMMA among them, and the rest by opcode.
+
+Why it matters: on sm_90 a sub-partition issues one instruction per clock and, at
+mma.sync's ~65% of the dense fp16 peak, retires one m16n8k16 HMMA every ~6 clocks. A 64 x
+64 warp tile issues 64 HMMA per slice, so the tensor pipe needs ~384 clocks per slice; the
+other instructions of the same warps (and of the other warp sharing the sub-partition)
+must fit in the issue slots left over. "issue per HMMA" is that pressure: 1.0 would be
+pure mma.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+from collections import Counter
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+SOURCE = ROOT / "csrc" / "cuda" / "conv3x3_implicit_gemm.cu"
+
+_INSN = re.compile(r"^\s+/\*([0-9a-f]{4,})\*/\s+(.*?)\s*;")
+_TARGET = re.compile(r"0x([0-9a-f]+)")
+_GUARD = re.compile(r"^@!?U?P\w+\s+")
+
+
+def find_tool(name: str) -> str | None:
+    """$CUDA_HOME/bin/<name>, else PATH, else the copy in triton's wheel (torch's dependency)."""
+    cuda_home = os.environ.get("CUDA_HOME", "/usr/local/cuda")
+    candidates = [Path(cuda_home) / "bin" / name]
+    found = shutil.which(name)
+    if found:
+        candidates.append(Path(found))
+    try:
+        import triton  # noqa: PLC0415 (optional)
+        candidates.append(Path(triton.__file__).parent / "backends" / "nvidia" / "bin" / name)
+    except Exception:  # noqa: BLE001 (no triton: fine)
+        pass
+    return next((str(c) for c in candidates if c.is_file() and os.access(c, os.X_OK)), None)
+
+
+def compile_cubin(arch: str, out: Path) -> None:
+    nvcc = find_tool("nvcc")
+    if nvcc is None:
+        raise RuntimeError("nvcc not found (set CUDA_HOME)")
+    subprocess.run([nvcc, f"-arch={arch}", "-O3", "-std=c++17", "--expt-relaxed-constexpr", "-cubin", "-c",
+                    str(SOURCE), "-I", str(ROOT / "csrc"), "-o", str(out)], check=True)
+
+
+def parse_functions(sass: str) -> dict[str, list[tuple[int, str]]]:
+    """cuobjdump -sass text -> {mangled name: [(address, instruction), ...]}."""
+    funcs: dict[str, list[tuple[int, str]]] = {}
+    current = None
+    for line in sass.splitlines():
+        if "Function : " in line:
+            current = line.split("Function : ", 1)[1].strip()
+            funcs[current] = []
+            continue
+        m = _INSN.match(line)
+        if m and current is not None:
+            funcs[current].append((int(m.group(1), 16), m.group(2)))
+    return funcs
+
+
+def opcode(insn: str) -> str:
+    return _GUARD.sub("", insn).split()[0].split(".")[0]
+
+
+def main_loop(insns: list[tuple[int, str]]) -> list[str] | None:
+    """The body of the largest backward branch that contains HMMA (None: no such loop)."""
+    index = {addr: i for i, (addr, _) in enumerate(insns)}
+    best = None
+    for i, (addr, text) in enumerate(insns):
+        if opcode(text) != "BRA":
+            continue
+        m = _TARGET.search(text)
+        if not m:
+            continue
+        target = int(m.group(1), 16)
+        if target >= addr or target not in index:
+            continue
+        body = [t for _, t in insns[index[target]:i + 1]]
+        if any(opcode(t) == "HMMA" for t in body) and (best is None or len(body) > len(best)):
+            best = body
+    return best
+
+
+def instantiation(mangled: str) -> str:
+    """A readable name: dtype, warps M x N, index type."""
+    dtype = "fp16" if "__half" in mangled else "bf16" if "bfloat16" in mangled else "fp32(tf32)"
+    m = re.search(r"MmaTypeE\dELi(\d)ELi(\d)E([il])", mangled)
+    if not m:
+        return mangled
+    wm, wn, idx = m.groups()
+    tile = f"{64 * int(wm)}x{64 * int(wn)}"
+    return f"{dtype} {tile} {'int32' if idx == 'i' else 'int64'}"
+
+
+def analyse(sass: str) -> list[dict]:
+    rows = []
+    for name, insns in parse_functions(sass).items():
+        if "conv3x3_implicit_gemm_kernel" not in name:
+            continue
+        body = main_loop(insns)
+        if body is None:
+            continue
+        ops = Counter(opcode(t) for t in body)
+        hmma = ops["HMMA"]
+        rows.append({"kernel": instantiation(name), "loop_instructions": len(body), "hmma": hmma,
+                     "ldsm": ops["LDSM"], "ldgsts": ops["LDGSTS"],
+                     "issue_per_hmma": round(len(body) / hmma, 2),
+                     "division": any(o in ops for o in ("I2F", "MUFU", "CALL")),
+                     "opcodes": dict(ops.most_common())})
+    return sorted(rows, key=lambda r: r["kernel"])
+
+
+def sass_of(cubin: Path) -> str:
+    cuobjdump = find_tool("cuobjdump")
+    if cuobjdump is None:
+        raise RuntimeError("cuobjdump not found (CUDA toolkit or triton)")
+    return subprocess.run([cuobjdump, "-sass", str(cubin)], check=True, capture_output=True, text=True).stdout
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--arch", default="sm_90")
+    ap.add_argument("--cubin", type=Path, help="a compiled conv3x3_implicit_gemm cubin (default: compile one)")
+    ap.add_argument("--json", action="store_true")
+    args = ap.parse_args(argv)
+    with tempfile.TemporaryDirectory() as tmp:
+        cubin = args.cubin
+        if cubin is None:
+            cubin = Path(tmp) / "ig.cubin"
+            compile_cubin(args.arch, cubin)
+        rows = analyse(sass_of(cubin))
+    if args.json:
+        json.dump(rows, sys.stdout, indent=1)
+        print()
+        return 0
+    print(f"implicit_gemm main loop per 64-byte K slice, per warp ({args.arch}):")
+    print("| kernel | instructions | HMMA | LDSM | LDGSTS | issue per HMMA | division | top others |")
+    print("|---|---:|---:|---:|---:|---:|---|---|")
+    for r in rows:
+        others = ", ".join(f"{k} {v}" for k, v in r["opcodes"].items() if k not in ("HMMA", "LDSM", "LDGSTS"))[:60]
+        print(f"| {r['kernel']} | {r['loop_instructions']} | {r['hmma']} | {r['ldsm']} | {r['ldgsts']} | "
+              f"{r['issue_per_hmma']} | {'yes' if r['division'] else 'no'} | {others} |")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
