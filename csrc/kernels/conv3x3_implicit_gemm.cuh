@@ -57,7 +57,16 @@
 // 8 banks mod 32, the upper half 4 banks further) hit 32 distinct banks. Then either
 // NHWC stores of 8 channels (one 16-byte vector for fp16/bf16, two for fp32) or the max
 // over a window's 4 rows (torch's NaN rule, window order) and the pooled stores.
-// Measurement: pending a GPU session (benchmarks/). Predicted from counting alone:
+// Issue slots (measured without a GPU: python -m benchmarks.sass_loop counts the compiled
+// main loop; nvcc 13.0, sm_90): per 64-byte slice a 64 x 64 warp issues 64 HMMA, 16
+// LDSM and its cp.async copies among 206 instructions (fp16/bf16, 128 x 128, 32-bit
+// offsets; 258 at 128 x 64, 335 for TF32, whose cvt.rna costs 2 instructions per
+// element). Two warps share a sub-partition (2 blocks per SM), one instruction per clock,
+// against ~6 clocks per HMMA at mma.sync's ~65%: 2 x 206 of 768 slots. The first
+// version divided the K position by C every stage and recomputed swizzled addresses:
+// 305 instructions (4.8 per HMMA, 80% of the slots); now the K position advances one
+// slice at a time, tap validity is a per-row bit mask, and shared offsets are fixed.
+// Time on the GPU: pending a GPU session (benchmarks/). Predicted from counting alone:
 // dense M gives VGG16's 28x28 and 14x14 layers (39% of its FLOPs) 1.3x fewer mma
 // issued, and 64 x 64 warps lift the shared-memory cap from 50% to 67% of the peak;
 // tile sizes and stage count are a first choice, not yet tuned per layer.

@@ -1,0 +1,59 @@
+"""benchmarks/sass_loop.py: the static count of implicit_gemm's main loop (no GPU needed).
+
+The parser on a fixed SASS excerpt, and, where nvcc and cuobjdump exist (CI has both:
+the CUDA toolkit, and triton's copy of cuobjdump), the real kernel compiled for sm_90:
+per 64-byte K slice each warp issues exactly its tiling's mma, ldmatrix and cp.async
+instructions, no integer division (the K position advances incrementally), and the
+other instructions stay under a bound (issue pressure: see sass_loop's docstring).
+"""
+import pytest
+
+from benchmarks import sass_loop
+
+EXCERPT = """
+\t\tFunction : _ZN2vk3gpu28conv3x3_implicit_gemm_kernelI6__halfLNS0_7MmaTypeE0ELi2ELi2EiEEvPKT_S6_S6_PS4_NS0_18ImplicitGemmParamsIT3_EE
+        /*0000*/                   MOV R1, c[0x0][0x28] ;
+        /*0010*/                   ISETP.NE.AND P0, PT, R2, RZ, PT ;
+        /*0020*/                   LDSM.16.M88.4 R4, [R8] ;
+        /*0030*/                   HMMA.16816.F32 R12, R4, R6, R12 ;
+        /*0040*/              @!P0 IMAD.HI R3, R3, 0x5, RZ ;
+        /*0050*/                   HMMA.16816.F32 R16, R4, R7, R16 ;
+        /*0060*/               @P0 BRA 0x20 ;
+        /*0070*/                   BRA 0x10 ;
+        /*0080*/                   EXIT ;
+"""
+
+
+def test_parser_finds_the_largest_loop_with_mma():
+    funcs = sass_loop.parse_functions(EXCERPT)
+    (name, insns), = funcs.items()
+    assert sass_loop.instantiation(name) == "fp16 128x128 int32"
+    body = sass_loop.main_loop(insns)
+    # 0x10..0x70 (the outer loop) beats 0x20..0x60; guards are not opcodes.
+    assert len(body) == 7 and body[0].startswith("ISETP") and body[-1] == "BRA 0x10"
+    rows = sass_loop.analyse(EXCERPT)
+    assert rows[0]["hmma"] == 2 and rows[0]["ldsm"] == 1 and rows[0]["opcodes"]["IMAD"] == 1
+    assert not rows[0]["division"]
+
+
+# (BM, BN, threads) per tile: cp.async copies per thread per slice = (BM + BN) * 4 / threads.
+TILES = {"128x64": (128, 64, 64), "128x128": (128, 128, 128), "256x128": (256, 128, 256)}
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(sass_loop.find_tool("nvcc") is None or sass_loop.find_tool("cuobjdump") is None,
+                    reason="needs nvcc and cuobjdump (CUDA toolkit, or triton's copy)")
+def test_main_loop_of_every_instantiation(tmp_path):
+    cubin = tmp_path / "ig.cubin"
+    sass_loop.compile_cubin("sm_90", cubin)
+    rows = sass_loop.analyse(sass_loop.sass_of(cubin))
+    assert len(rows) == 3 * 3 * 2  # dtypes x tiles x index types
+    for r in rows:
+        dtype, tile, index = r["kernel"].split()
+        bm, bn, threads = TILES[tile]
+        # A 64 x 64 warp tile: 2 k-steps x 4 x 8 mma, 2 x (4 A + 4 B) ldmatrix.x4.
+        assert (r["hmma"], r["ldsm"], r["ldgsts"]) == (64, 16, (bm + bn) * 4 // threads), r
+        assert not r["division"], r
+        # Before the incremental K position: 4.8-6.8 (halves), 6.7-8.8 (tf32) per HMMA.
+        bound = (4.5 if index == "int32" else 5.5) + (2.0 if dtype.startswith("fp32") else 0.0)
+        assert r["issue_per_hmma"] <= bound, r
