@@ -7,6 +7,7 @@
 
 #include "common/backends.h"
 #include "common/conv3x3_implicit_gemm_plan.h"
+#include "common/conv3x3_tuned.h"
 #include "emu/bank_stats.h"
 #include "ops/conv3x3.h"
 
@@ -91,6 +92,49 @@ PyObject* implicit_gemm_plan(PyObject*, PyObject* args) {
   }
 }
 
+// What algo="auto" runs for a call (vk::conv3x3_auto): for the nn modules (which lay the
+// weight out for it) and tests. dtype: "float32", "float16" or "bfloat16".
+PyObject* conv3x3_auto(PyObject*, PyObject* args) {
+  const char* dtype;
+  long long n, c, h, w, k;
+  int channels_last, pool, tf32;
+  if (!PyArg_ParseTuple(args, "sLLLLLppp", &dtype, &n, &c, &h, &w, &k, &channels_last, &pool, &tf32)) return nullptr;
+  const std::string d(dtype);
+  if (d != "float32" && d != "float16" && d != "bfloat16") {
+    PyErr_Format(PyExc_ValueError, "conv3x3_auto: dtype must be float32, float16 or bfloat16, got '%s'", dtype);
+    return nullptr;
+  }
+  const vk::DType t = d == "float32" ? vk::DType::float32 : d == "float16" ? vk::DType::float16 : vk::DType::bfloat16;
+  return PyUnicode_FromString(vk::conv3x3_auto(t, channels_last ? vk::Layout::nhwc : vk::Layout::nchw, n, c, h, w, k,
+                                               pool != 0, tf32 != 0));
+}
+
+// The measured tables (common/conv3x3_tuned.h) as Python data, for tests and reports.
+PyObject* tuned_tables(PyObject*, PyObject*) {
+  static const char* kTiles[] = {"128x64", "128x128", "256x128"};
+  static const char* kDtypes[] = {"float32", "float16", "bfloat16"};
+  PyObject* tiles = PyList_New(0);
+  for (const vk::TunedTile& e : vk::kTunedTiles) {
+    PyObject* row = Py_BuildValue("{s:L,s:L,s:L,s:L,s:O,s:L,s:s}", "C", (long long)e.shape.C, "K", (long long)e.shape.K,
+                                  "H", (long long)e.shape.H, "W", (long long)e.shape.W, "pool",
+                                  e.shape.pool ? Py_True : Py_False, "N", (long long)e.shape.N, "tile",
+                                  kTiles[static_cast<int>(e.tile)]);
+    PyList_Append(tiles, row);
+    Py_DECREF(row);
+  }
+  PyObject* autos = PyList_New(0);
+  for (const vk::TunedAuto& e : vk::kTunedAuto) {
+    PyObject* row = Py_BuildValue(
+        "{s:s,s:O,s:L,s:L,s:L,s:L,s:O,s:L,s:s}", "dtype", kDtypes[static_cast<int>(e.dtype)], "channels_last",
+        e.layout == vk::Layout::nhwc ? Py_True : Py_False, "C", (long long)e.shape.C, "K", (long long)e.shape.K, "H",
+        (long long)e.shape.H, "W", (long long)e.shape.W, "pool", e.shape.pool ? Py_True : Py_False, "N",
+        (long long)e.shape.N, "algo", e.algo == vk::TunedAlgo::implicit_gemm ? "implicit_gemm" : "direct");
+    PyList_Append(autos, row);
+    Py_DECREF(row);
+  }
+  return Py_BuildValue("{s:s,s:N,s:N}", "source", vk::kTunedSource, "tiles", tiles, "auto", autos);
+}
+
 PyMethodDef methods[] = {
     {"build_info", build_info, METH_NOARGS, "What this build of vggkern contains."},
     {"tf32_allowed", tf32_allowed, METH_NOARGS,
@@ -103,6 +147,11 @@ PyMethodDef methods[] = {
      "implicit_gemm_plan(N, C, H, W, K, element_bytes, pool, sm_count, tile='') -> dict: the block tile and "
      "split-K the conv3x3 implicit_gemm kernel uses for that shape (tile '' : its default or "
      "VGGKERN_IMPLICIT_GEMM_TILE; VGGKERN_IMPLICIT_GEMM_SPLIT_K applies)."},
+    {"conv3x3_auto", conv3x3_auto, METH_VARARGS,
+     "conv3x3_auto(dtype, N, C, H, W, K, channels_last, pool, tf32_allowed) -> str: the algorithm "
+     "algo='auto' runs for that call (the measured table's pick, else 'direct')."},
+    {"tuned_tables", tuned_tables, METH_NOARGS,
+     "The measured tables this build carries (common/conv3x3_tuned.h): implicit_gemm tiles and auto's picks."},
     {nullptr, nullptr, 0, nullptr},
 };
 

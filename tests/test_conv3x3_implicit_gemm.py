@@ -273,3 +273,39 @@ def test_gpu_matches_emulator_bit_for_bit(dtype, tile, split, monkeypatch):
         cpu = vggkern.conv3x3(x, w, b, relu=relu, pool=pool, algo=ALGO, allow_tf32=True)
         gpu = vggkern.conv3x3(x.cuda(), w.cuda(), b.cuda(), relu=relu, pool=pool, algo=ALGO, allow_tf32=True).cpu()
         assert torch.equal(cpu, gpu)
+
+
+# "auto": the measured table's pick (csrc/common/conv3x3_tuned.h, from benchmarks/tune.py),
+# else direct; the nn module lays the weight out for what auto resolves to.
+def test_auto_follows_the_measured_table():
+    from vggkern import _C
+
+    tables = _C.tuned_tables()
+    for e in tables["auto"]:  # every entry resolves to its pick at its own shape
+        x = torch.empty(e["N"], e["C"], e["H"], e["W"], dtype=getattr(torch, e["dtype"]))
+        if e["channels_last"]:
+            x = x.contiguous(memory_format=torch.channels_last)
+        assert vggkern.resolve_algo(x, e["K"], pool=e["pool"], allow_tf32=True) == e["algo"]
+    # A shape no GPU run measured (C = 24, 9 x 17): direct, in every dtype and format.
+    for dtype in (torch.float16, torch.bfloat16, torch.float32):
+        for fmt in (torch.contiguous_format, torch.channels_last):
+            x = torch.empty(2, 24, 9, 17, dtype=dtype).contiguous(memory_format=fmt)
+            assert vggkern.resolve_algo(x, 40, pool=True, allow_tf32=True) == "direct"
+    x = torch.empty(1, 8, 4, 4, dtype=torch.float16)
+    assert vggkern.resolve_algo(x, 8, algo="implicit_gemm") == "implicit_gemm"  # a named algo stays
+    with pytest.raises(ValueError, match="expected x of dtype float32, float16 or bfloat16, got torch.int32"):
+        vggkern.resolve_algo(x.int(), 8)
+
+
+def test_module_prepares_the_weight_for_what_auto_runs(monkeypatch):
+    # The resolution is the op's; here it is pinned to implicit_gemm for this module's calls.
+    from vggkern import ops
+
+    m = vggkern.Conv3x3(16, 24, relu=True).half()
+    x, _, _ = _inputs(1, 16, 24, 6, 7, torch.float16, "cpu", channels_last=True, seed=3)
+    monkeypatch.setattr(ops, "resolve_algo", lambda *a, **k: "implicit_gemm")
+    with vggkern.cpu_backend("emulator"), torch.no_grad():
+        y = m(x)
+    assert m._weight_cache is not None and m._weight_cache.is_contiguous(memory_format=torch.channels_last)
+    assert m._weight_cache_key[-1] == "implicit_gemm"
+    _check(y, x, m.weight, m.bias, True, False, algo=ALGO)

@@ -91,8 +91,9 @@ class Conv3x3(nn.Module):
             m.register_parameter("bias", None)
         return m
 
-    def _prepared_weight(self) -> torch.Tensor:
-        """The weight as ``self.algo``'s kernel takes it, so that a forward pass does not
+    def _prepared_weight(self, algo: str | None = None) -> torch.Tensor:
+        """The weight as ``algo``'s kernel takes it (default ``self.algo``; "auto" is
+        resolved per input by forward), so that a forward pass does not
         transform or copy filters: the Winograd algorithms take U = winograd_weight(weight,
         m); the tensor-core ones the weight laid out (K, 3, 3, C), i.e. channels_last; the
         others (K, C, 3, 3) contiguous. A weight already in that layout is used as it is;
@@ -101,17 +102,18 @@ class Conv3x3(nn.Module):
         used where a gradient must flow to it (the op has no backward through U) and while
         torch.compile traces (the cache is eager-mode state)."""
         w = self.weight
-        m = ops._WINOGRAD_TILE.get(self.algo, 0)
+        algo = self.algo if algo is None else algo
+        m = ops._WINOGRAD_TILE.get(algo, 0)
         if m:
             prepare = lambda: ops.winograd_weight(w.detach(), m)  # noqa: E731
         else:
-            layout = torch.channels_last if self.algo in ops._TENSOR_CORE_ALGORITHMS else torch.contiguous_format
+            layout = torch.channels_last if algo in ops._TENSOR_CORE_ALGORITHMS else torch.contiguous_format
             if w.is_contiguous(memory_format=layout):
                 return w
             prepare = lambda: w.detach().contiguous(memory_format=layout)  # noqa: E731
         if (torch.is_grad_enabled() and w.requires_grad) or torch.compiler.is_compiling():
             return w
-        key = (w._version, w.data_ptr(), w.device, w.dtype, self.algo)
+        key = (w._version, w.data_ptr(), w.device, w.dtype, algo)
         if self._weight_cache_key != key:
             self._weight_cache = prepare()
             self._weight_cache_key = key
@@ -119,8 +121,13 @@ class Conv3x3(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if _use_kernels(x):
-            return ops.conv3x3(x, self._prepared_weight(), self.bias, relu=self.relu, pool=self.pool,
-                               algo=self.algo)
+            # "auto" resolved here, so that the weight is laid out for the kernel it picks
+            # (while torch.compile traces, the op resolves it at run time instead).
+            algo = self.algo
+            if algo == "auto" and x.dim() == 4 and not torch.compiler.is_compiling():
+                algo = ops.resolve_algo(x, self.out_channels, pool=self.pool)
+            return ops.conv3x3(x, self._prepared_weight(algo), self.bias, relu=self.relu, pool=self.pool,
+                               algo=algo)
         y = F.conv2d(x, self.weight, self.bias, padding=1)
         if self.relu:
             y = F.relu(y)

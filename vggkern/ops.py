@@ -86,6 +86,22 @@ def algorithms() -> list[str]:
     return list(_CONV3X3_ALGORITHMS)
 
 
+def resolve_algo(x: torch.Tensor, out_channels: int, *, pool: bool = False, algo: str = "auto",
+                 allow_tf32: bool | None = None) -> str:
+    """The algorithm ``conv3x3(x, weight, ..., pool=pool, algo=algo)`` runs, for a weight of
+    ``out_channels`` filters: ``algo`` itself unless it is "auto". "auto" runs the pick of
+    the table measured on a GPU (``vggkern._C.tuned_tables()``; fp32 runs implicit_gemm
+    only where TF32 is allowed) and "direct" where the table has no entry for the shape,
+    dtype and memory format. It never picks Winograd (looser error bound: README)."""
+    if algo != "auto":
+        return algo
+    _check_activation(x, "vggkern.conv3x3")
+    n, c, h, w = x.shape
+    channels_last = x.is_contiguous(memory_format=torch.channels_last) and not x.is_contiguous()
+    return _C.conv3x3_auto(str(x.dtype).removeprefix("torch."), n, c, h, w, out_channels, channels_last, pool,
+                           _tf32_allowed(allow_tf32))
+
+
 def _tf32_allowed(allow_tf32):
     """conv3x3's TF32 policy, as the op decides it (csrc/ops/conv3x3.cpp, tf32_allowed):
     allow_tf32 when given, else torch's setting for cuDNN convolutions."""
@@ -150,7 +166,8 @@ def conv3x3(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = N
     ``F.max_pool2d(., 2, 2)`` (floor mode) if pool, in one kernel that writes only the
     result. x: (N, C, H, W); weight: (K, C, 3, 3); bias: (K,) or None; one dtype,
     float32/float16/bfloat16, sums in fp32. The output keeps x's memory format (NCHW or
-    channels_last). algo: "auto" (today "direct") or one of ``algorithms()``.
+    channels_last). algo: "auto" (see ``resolve_algo``: the algorithm measured fastest for
+    the layer on a GPU, else "direct") or one of ``algorithms()``.
     Differentiable (the backward is torch's own).
 
     Winograd algorithms ("winograd_f2x2", "winograd_f4x4": F(2x2,3x3) and F(4x4,3x3))

@@ -2,8 +2,9 @@
 // the workspace that split needs. Torch-free and kernel-free, so the op (which allocates
 // the workspace) and the dispatch (which launches) compute the same plan.
 //
-// Tile: 128 x 64 (2 warps) where K <= 64, else 128 x 128 (4 warps); 256 x 128 (8 warps)
-// only when forced. Split-K: where the grid has fewer blocks than the GPU has SMs (late
+// Tile: the measured table's (conv3x3_tuned.h, for the layers a GPU run timed: see
+// conv3x3_tuning.h), else 128 x 64 (2 warps) where K <= 64 and 128 x 128 (4 warps)
+// otherwise; 256 x 128 (8 warps) where forced or measured fastest. Split-K: where the grid has fewer blocks than the GPU has SMs (late
 // VGG layers at small batch: conv5 at batch 1 is 2 M tiles x 4 K tiles = 8 blocks on
 // 132 SMs, 6% of the GPU), the 64-byte K slices are split into S ranges of at least 8
 // slices, S <= 16, chosen so that blocks x S reaches the SM count; each block writes its
@@ -21,10 +22,9 @@
 #include <string>
 
 #include "args.h"
+#include "conv3x3_tuned.h"
 
 namespace vk {
-
-enum class ImplicitGemmTile { m128n64, m128n128, m256n128 };
 
 struct ImplicitGemmPlan {
   ImplicitGemmTile tile;
@@ -48,10 +48,13 @@ inline ImplicitGemmTile implicit_gemm_tile_named(const std::string& name, const 
                               " must be 128x64, 128x128 or 256x128, got '" + name + "'");
 }
 
-inline ImplicitGemmTile implicit_gemm_tile(int64_t K) {
+// VGGKERN_IMPLICIT_GEMM_TILE, else the measured table, else the rule. a.C: as the kernel sees it.
+inline ImplicitGemmTile implicit_gemm_tile(const Conv3x3Args& a) {
   const char* forced = std::getenv("VGGKERN_IMPLICIT_GEMM_TILE");
-  if (forced == nullptr || forced[0] == '\0') return K <= 64 ? ImplicitGemmTile::m128n64 : ImplicitGemmTile::m128n128;
-  return implicit_gemm_tile_named(forced, "VGGKERN_IMPLICIT_GEMM_TILE");
+  if (forced != nullptr && forced[0] != '\0') return implicit_gemm_tile_named(forced, "VGGKERN_IMPLICIT_GEMM_TILE");
+  if (const TunedTile* t = tuned_tile(kTunedTiles.data(), kTunedTiles.size(), a.N, a.C, a.K, a.H, a.W, a.pool))
+    return t->tile;
+  return a.K <= 64 ? ImplicitGemmTile::m128n64 : ImplicitGemmTile::m128n128;
 }
 
 // C is the channel count the kernel sees (a multiple of 8). The tile as given; split-K
@@ -91,7 +94,7 @@ inline ImplicitGemmPlan implicit_gemm_plan(const Conv3x3Args& a, ImplicitGemmTil
   return p;
 }
 
-// The plan a launch uses: the default tile (or VGGKERN_IMPLICIT_GEMM_TILE).
-inline ImplicitGemmPlan implicit_gemm_plan(const Conv3x3Args& a) { return implicit_gemm_plan(a, implicit_gemm_tile(a.K)); }
+// The plan a launch uses: implicit_gemm_tile's tile.
+inline ImplicitGemmPlan implicit_gemm_plan(const Conv3x3Args& a) { return implicit_gemm_plan(a, implicit_gemm_tile(a)); }
 
 }  // namespace vk

@@ -12,6 +12,7 @@
 
 #include "../common/backends.h"
 #include "../common/conv3x3_implicit_gemm_plan.h"
+#include "../common/conv3x3_tuned.h"
 #include "../common/op_support.h"
 #include "conv3x3.h"
 #include "winograd.h"
@@ -32,8 +33,8 @@ struct Conv3x3Algorithm {
   bool tensor_core = false;
 };
 
-// Every algorithm this build has; "auto" resolves to the first. Keep vggkern/ops.py's
-// _CONV3X3_ALGORITHMS in step.
+// Every algorithm this build has. Keep vggkern/ops.py's _CONV3X3_ALGORITHMS in step.
+// "auto" resolves by conv3x3_auto (the measured table; without an entry, the first).
 const Conv3x3Algorithm kConv3x3Algorithms[] = {
     {"direct", VK_CUDA_LAUNCHER(cuda::conv3x3_direct), &emu::conv3x3_direct},
     {"winograd_f2x2", VK_CUDA_LAUNCHER(cuda::conv3x3_winograd_f2x2), &emu::conv3x3_winograd_f2x2, 2},
@@ -41,14 +42,13 @@ const Conv3x3Algorithm kConv3x3Algorithms[] = {
     {"implicit_gemm", VK_CUDA_LAUNCHER(cuda::conv3x3_implicit_gemm), &emu::conv3x3_implicit_gemm, 0, true},
 };
 
-const Conv3x3Algorithm& conv3x3_algorithm(const std::string& algo, const char* op) {
-  const std::string name = algo == "auto" ? kConv3x3Algorithms[0].name : algo;
+const Conv3x3Algorithm& conv3x3_algorithm(const std::string& name, const char* op) {
   std::string valid = "\"auto\"";
   for (const auto& a : kConv3x3Algorithms) {
     if (name == a.name) return a;
     valid += std::string(", \"") + a.name + "\"";
   }
-  TORCH_CHECK_VALUE(false, op, ": unknown algo \"", algo, "\"; expected one of ", valid);
+  TORCH_CHECK_VALUE(false, op, ": unknown algo \"", name, "\"; expected one of ", valid);
 }
 
 void check_same(const at::Tensor& t, const at::Tensor& x, const char* op, const char* arg) {
@@ -64,6 +64,12 @@ void check_same(const at::Tensor& t, const at::Tensor& x, const char* op, const 
 // operator-less query does not fail when the conv and RNN settings differ.
 bool tf32_allowed(std::optional<bool> allow_tf32) {
   return allow_tf32.has_value() ? *allow_tf32 : at::globalContext().allowTF32CuDNN(at::Float32Op::CONV);
+}
+
+const char* conv3x3_auto(DType dtype, Layout layout, int64_t N, int64_t C, int64_t H, int64_t W, int64_t K,
+                         bool pool, bool tf32) {
+  const TunedAlgo a = tuned_auto(kTunedAuto.data(), kTunedAuto.size(), dtype, layout, N, C, K, H, W, pool, tf32);
+  return a == TunedAlgo::implicit_gemm ? "implicit_gemm" : kConv3x3Algorithms[0].name;
 }
 
 namespace {
@@ -112,7 +118,11 @@ at::Tensor conv3x3(const at::Tensor& x, const at::Tensor& weight, const std::opt
   const DType dtype = check_activation(x, op);
   const int64_t N = x.size(0), C = x.size(1), H = x.size(2), W = x.size(3);
   TORCH_CHECK_VALUE(H >= 1 && W >= 1, op, ": expected x with H >= 1 and W >= 1, got shape ", x.sizes());
-  const Conv3x3Algorithm& algorithm = conv3x3_algorithm(std::string(algo), op);
+  std::string name(algo);
+  if (name == "auto")  // a raw weight's K; anything else matches no table entry (and then fails as direct's)
+    name = conv3x3_auto(dtype, layout_of(x.suggest_memory_format()), N, C, H, W, weight.dim() == 4 ? weight.size(0) : 0,
+                        pool, tf32_allowed(allow_tf32));
+  const Conv3x3Algorithm& algorithm = conv3x3_algorithm(name, op);
   // Winograd algorithms also take the pre-transformed weight U = winograd_weight(weight,
   // m): float32 (alpha^2, C, K), told apart from a raw weight by its 3 dimensions.
   const int64_t m = algorithm.winograd_tile, P = (m + 2) * (m + 2);

@@ -1,8 +1,12 @@
-// conv3x3's TF32 policy (csrc/ops/conv3x3.cpp), also exposed as vggkern._C.tf32_allowed()
-// so that the Python wrapper and fake kernel decide exactly as the op does.
+// conv3x3's TF32 policy and its "auto" choice (csrc/ops/conv3x3.cpp), also exposed as
+// vggkern._C.tf32_allowed() and vggkern._C.conv3x3_auto() so that the Python wrapper,
+// the fake kernel and the nn modules decide exactly as the op does.
 #pragma once
 
+#include <cstdint>
 #include <optional>
+
+#include "../common/args.h"
 
 namespace vk {
 
@@ -10,5 +14,10 @@ namespace vk {
 // else torch's setting for cuDNN convolutions (torch.backends.cudnn.allow_tf32, or
 // torch.backends.cudnn.conv.fp32_precision == "tf32"), read at call time.
 bool tf32_allowed(std::optional<bool> allow_tf32);
+
+// What algo="auto" runs for x (N, C, H, W) in `dtype` and `layout` with K output channels:
+// the measured table's pick (common/conv3x3_tuning.h), else "direct".
+const char* conv3x3_auto(DType dtype, Layout layout, int64_t N, int64_t C, int64_t H, int64_t W, int64_t K,
+                         bool pool, bool tf32);
 
 }  // namespace vk

@@ -1,0 +1,150 @@
+"""Turn a GPU benchmark run into conv3x3's measured tables (csrc/common/conv3x3_tuned.h):
+implicit_gemm's block tile per layer and batch, and what algo="auto" runs.
+
+    python -m benchmarks.tune RESULTS.json            # print the tables and the header
+    python -m benchmarks.tune RESULTS.json --write    # write csrc/common/conv3x3_tuned.h
+    python -m benchmarks.tune --latest --write        # the newest benchmarks/results/*.json
+
+Then rebuild (pip install --no-build-isolation -e .) and commit the header with the
+results file it names. Rules (conv3x3_tuning.h looks the tables up):
+- Tile: from the tile sweep (fp16 channels_last, every VGG layer x tile, batches 1, 64,
+  128), the fastest tile per (layer, batch), kept only where it beats the tile the rule
+  picks (128x64 where K <= 64, else 128x128) by more than MARGIN; elsewhere the rule stays.
+- auto: per (dtype, memory format, layer, pool, batch), implicit_gemm where our
+  implicit_gemm row beats our direct row by more than MARGIN (fp32 rows ran with TF32,
+  torch's default, so the entry applies to fp32 only where TF32 is allowed); elsewhere
+  direct. Rows with ReLU (and the pool where the layer has one) decide; the bare conv rows
+  only where those are missing. Winograd is never auto's pick (its error bound is looser).
+Only the median times are compared; MARGIN keeps run-to-run noise from flipping entries.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from collections import defaultdict
+
+from . import report
+
+HEADER = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "csrc", "common",
+                      "conv3x3_tuned.h")
+MARGIN = 0.03
+DTYPES = {"fp32": "float32", "fp16": "float16", "bf16": "bfloat16"}
+TILES = {"128x64": "m128n64", "128x128": "m128n128", "256x128": "m256n128"}
+
+
+def rule_tile(k: int) -> str:
+    """The plan's tile where the table has no entry (conv3x3_implicit_gemm_plan.h)."""
+    return "128x64" if k <= 64 else "128x128"
+
+
+def _padded(c: int) -> int:
+    return (c + 7) // 8 * 8  # C as the kernel sees it
+
+
+def _beats(fast: dict, slow: dict) -> bool:
+    return fast["median_s"] < (1 - MARGIN) * slow["median_s"]
+
+
+def tile_table(rows) -> list[dict]:
+    by = defaultdict(dict)
+    for r in rows:
+        if r.get("group") == "conv" and r.get("impl") == "vggkern" and r.get("tile") and r.get("median_s"):
+            key = (_padded(r["C"]), r["K"], r["H"], r.get("variant") == "relu_pool", r["N"])
+            by[key][r["tile"]] = r
+    out = []
+    for (c, k, h, pool, n), tiles in sorted(by.items()):
+        fastest = min(tiles.values(), key=lambda r: r["median_s"])
+        default = tiles.get(rule_tile(k))
+        if fastest["tile"] != rule_tile(k) and (default is None or _beats(fastest, default)):
+            out.append({"C": c, "K": k, "H": h, "W": h, "pool": pool, "N": n, "tile": fastest["tile"],
+                        "us": fastest["median_s"] * 1e6, "rule_us": default["median_s"] * 1e6 if default else None})
+    return out
+
+
+def auto_table(rows) -> list[dict]:
+    by = defaultdict(dict)  # (dtype, layout, C, K, H, pool, N) -> {algo: row}, ReLU rows first
+    for r in rows:
+        if (r.get("group") != "conv" or r.get("impl") != "vggkern" or r.get("tile") or not r.get("median_s")
+                or r.get("algo") not in ("direct", "implicit_gemm") or r.get("dtype") not in DTYPES
+                or r.get("layer") == "smoke"):
+            continue
+        pool = r.get("variant") == "relu_pool"
+        key = (r["dtype"], r["layout"], _padded(r["C"]), r["K"], r["H"], pool, r["N"])
+        have = by[key].get(r["algo"])
+        if have is None or (have.get("variant") == "conv" and r.get("variant") != "conv"):
+            by[key][r["algo"]] = r
+    out = []
+    for (dt, layout, c, k, h, pool, n), algos in sorted(by.items()):
+        ig, direct = algos.get("implicit_gemm"), algos.get("direct")
+        if ig is not None and direct is not None and _beats(ig, direct):
+            out.append({"dtype": DTYPES[dt], "channels_last": layout == "cl", "C": c, "K": k, "H": h, "W": h,
+                        "pool": pool, "N": n, "algo": "implicit_gemm", "us": ig["median_s"] * 1e6,
+                        "direct_us": direct["median_s"] * 1e6})
+    return out
+
+
+def render_header(tiles, autos, source: str) -> str:
+    def shape(e):
+        return f"{{{e['C']}, {e['K']}, {e['H']}, {e['W']}, {'true' if e['pool'] else 'false'}, {e['N']}}}"
+
+    tile_rows = [f"    TunedTile{{{shape(e)}, ImplicitGemmTile::{TILES[e['tile']]}}},  // {e['us']:.1f} us"
+                 + (f" (rule's tile {e['rule_us']:.1f} us)" if e.get("rule_us") else "") for e in tiles]
+    dtype_enum = {"float32": "float32", "float16": "float16", "bfloat16": "bfloat16"}
+    auto_rows = [f"    TunedAuto{{DType::{dtype_enum[e['dtype']]}, Layout::{'nhwc' if e['channels_last'] else 'nchw'}, "
+                 f"{shape(e)}, TunedAlgo::{e['algo']}}},  // {e['us']:.1f} us (direct {e['direct_us']:.1f} us)"
+                 for e in autos]
+
+    def array(name, typ, entries):
+        if not entries:
+            return f"inline constexpr std::array<{typ}, 0> {name}{{}};\n"
+        return (f"inline constexpr std::array<{typ}, {len(entries)}> {name}{{{{\n" + "\n".join(entries)
+                + "\n}};\n")
+
+    return (
+        "// GENERATED by `python -m benchmarks.tune RESULTS.json --write`: do not edit by hand.\n"
+        "// The measured tables conv3x3_tuning.h looks up (rules: benchmarks/tune.py).\n"
+        f"// Source: {source}\n"
+        "#pragma once\n\n#include <array>\n\n#include \"conv3x3_tuning.h\"\n\nnamespace vk {\n\n"
+        f"inline constexpr const char* kTunedSource = \"{source}\";\n\n"
+        "// implicit_gemm's tile per (C, K, H, W, pool, N), where it beats the rule's.\n"
+        + array("kTunedTiles", "TunedTile", tile_rows) + "\n"
+        "// \"auto\" runs implicit_gemm for these (dtype, layout, C, K, H, W, pool, N); direct elsewhere.\n"
+        + array("kTunedAuto", "TunedAuto", auto_rows) + "\n}  // namespace vk\n")
+
+
+def describe(data, env, path) -> str:
+    gpu = env.get("gpu_name") or "unknown GPU"
+    parts = [os.path.basename(path), gpu, f"torch {env.get('torch')}", str(env.get("date_utc", "")),
+             f"commit {str(env.get('git_commit', ''))[:12]}"]
+    return ", ".join(p for p in parts if p and p != "None")
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("results", nargs="?", help="a results JSON (pytest-benchmark or benchmarks.run)")
+    ap.add_argument("--latest", action="store_true", help="the newest benchmarks/results/*.json")
+    ap.add_argument("--write", action="store_true", help=f"write {os.path.relpath(HEADER)}")
+    ap.add_argument("--header", default=HEADER, help=argparse.SUPPRESS)
+    args = ap.parse_args(argv)
+    path = report.latest() if args.latest else args.results
+    if not path:
+        ap.error("give RESULTS.json or --latest")
+    data, rows, env = report.load(path)
+    if not any(r.get("device") == "cuda" for r in rows):
+        print(f"{path}: no GPU rows (a CPU smoke run?): nothing to tune from", file=sys.stderr)
+        return 1
+    tiles, autos = tile_table(rows), auto_table(rows)
+    text = render_header(tiles, autos, describe(data, env, path))
+    print(f"tile entries: {len(tiles)}; auto entries: {len(autos)} (margin {MARGIN:.0%})")
+    if args.write:
+        with open(args.header, "w") as f:
+            f.write(text)
+        print(f"wrote {args.header}: rebuild the extension to use it")
+    else:
+        print(text)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,120 @@
+"""benchmarks/tune.py on a SYNTHETIC results file (times made up here, never a
+measurement): which entries it emits, and that the header it writes compiles and that
+conv3x3_tuning.h's lookup (the one the op and the plan use) answers from it."""
+import os
+import shutil
+import subprocess
+import sys
+
+import pytest
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from benchmarks import tune  # noqa: E402
+from test_bench_report import row, write  # noqa: E402
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def sweep(tile, us, **p):
+    return row("vggkern", us * 1e-6, algo="implicit_gemm", tile=tile, **p)
+
+
+def ours(algo, us, **p):
+    return row("vggkern", us * 1e-6, algo=algo, **p)
+
+
+def synthetic():
+    conv3 = dict(layer="conv3_2", C=256, K=256, H=56, N=64)
+    conv5 = dict(layer="conv5_3", C=512, K=512, H=14, N=1, variant="relu_pool")
+    conv1 = dict(layer="conv1_2", C=64, K=64, H=224)
+    return [
+        # Tiles: 256x128 clearly fastest on conv3 at N=64; conv5 within the margin of the rule's.
+        sweep("128x64", 100, **conv3), sweep("128x128", 90, **conv3), sweep("256x128", 80, **conv3),
+        sweep("128x128", 50, **conv5), sweep("256x128", 49.5, **conv5),
+        # Nearest batch: conv1 (K = 64, rule 128x64) measured at N=1 and N=128, each won by another tile.
+        sweep("128x64", 30, N=1, **conv1), sweep("128x128", 20, N=1, **conv1),
+        sweep("128x64", 900, N=128, **conv1), sweep("256x128", 700, N=128, **conv1),
+        # auto: implicit_gemm wins fp16 channels_last by far, not NCHW (within the margin).
+        ours("direct", 500, **conv3), ours("implicit_gemm", 100, **conv3),
+        ours("direct", 500, layout="nchw", **conv3), ours("implicit_gemm", 495, layout="nchw", **conv3),
+        # fp32 (TF32) on the first layer, C = 3 (the kernel sees 8), with the pool; the bare
+        # conv row is ignored where the ReLU row exists.
+        ours("direct", 200, dtype="fp32", layer="conv1_1", C=3, K=64, H=224, variant="relu_pool"),
+        ours("implicit_gemm", 100, dtype="fp32", layer="conv1_1", C=3, K=64, H=224, variant="relu_pool"),
+        ours("implicit_gemm", 1, dtype="fp16", variant="conv", **conv3),
+        # Never auto's pick, however fast.
+        ours("winograd_f4x4", 1, dtype="fp16", layer="conv4_2", C=512, K=512, H=28),
+        ours("direct", 300, dtype="fp16", layer="conv4_2", C=512, K=512, H=28),
+        # The torch baseline is not ours.
+        row("torch", 1e-6, **conv3),
+    ]
+
+
+def test_tables_from_synthetic_rows():
+    tiles = tune.tile_table(synthetic())
+    assert [(e["C"], e["H"], e["N"], e["tile"]) for e in tiles] == [
+        (64, 224, 1, "128x128"), (64, 224, 128, "256x128"), (256, 56, 64, "256x128")]
+    autos = tune.auto_table(synthetic())
+    assert [(e["dtype"], e["channels_last"], e["C"], e["pool"], e["algo"]) for e in autos] == [
+        ("float16", True, 256, False, "implicit_gemm"), ("float32", True, 8, True, "implicit_gemm")]
+    assert autos[0]["us"] == pytest.approx(100)  # the ReLU row, not the faster bare conv row
+
+
+def test_without_gpu_rows_nothing_is_written(tmp_path):
+    path = write(tmp_path / "cpu.json", [dict(r, device="cpu") for r in synthetic()])
+    header = tmp_path / "conv3x3_tuned.h"
+    assert tune.main([path, "--write", "--header", str(header)]) == 1
+    assert not header.exists()
+
+
+LOOKUP = r"""
+#include <cstdio>
+#include "conv3x3_tuned.h"
+using namespace vk;
+static int tile(int64_t n, int64_t c, int64_t k, int64_t h, bool pool) {
+  const TunedTile* t = tuned_tile(kTunedTiles.data(), kTunedTiles.size(), n, c, k, h, h, pool);
+  return t ? int(t->tile) : -1;
+}
+static int algo(DType d, Layout l, int64_t n, int64_t c, int64_t k, int64_t h, bool pool, bool tf32) {
+  return int(tuned_auto(kTunedAuto.data(), kTunedAuto.size(), d, l, n, c, k, h, h, pool, tf32));
+}
+int main() {
+  std::printf("%d %d %d %d %d %d %d\n", tile(64, 256, 256, 56, false), tile(128, 256, 256, 56, false),
+              tile(1, 512, 512, 14, true), tile(8, 64, 64, 224, false), tile(16, 64, 64, 224, false),
+              tile(64, 256, 256, 56, true), tile(64, 256, 256, 28, false));
+  std::printf("%d %d %d %d %d %d\n", algo(DType::float16, Layout::nhwc, 32, 256, 256, 56, false, false),
+              algo(DType::bfloat16, Layout::nhwc, 32, 256, 256, 56, false, false),
+              algo(DType::float16, Layout::nchw, 32, 256, 256, 56, false, false),
+              algo(DType::float32, Layout::nhwc, 64, 3, 64, 224, true, true),
+              algo(DType::float32, Layout::nhwc, 64, 3, 64, 224, true, false),
+              algo(DType::float16, Layout::nhwc, 64, 512, 512, 28, false, false));
+  std::printf("%s\n", kTunedSource);
+}
+"""
+
+
+@pytest.mark.skipif(shutil.which("g++") is None, reason="needs g++ to compile the generated header")
+def test_written_header_compiles_and_answers(tmp_path):
+    path = write(tmp_path / "2026-01-01_synthetic.json", synthetic())
+    header = tmp_path / "conv3x3_tuned.h"
+    assert tune.main([path, "--write", "--header", str(header)]) == 0
+    (tmp_path / "lookup.cpp").write_text(LOOKUP)
+    exe = tmp_path / "lookup"
+    subprocess.run(["g++", "-std=c++17", "-Wall", "-Werror", "-I", str(tmp_path),
+                    "-I", os.path.join(ROOT, "csrc", "common"), str(tmp_path / "lookup.cpp"), "-o", str(exe)],
+                   check=True)
+    tiles, autos, source = subprocess.run([str(exe)], check=True, capture_output=True,
+                                          text=True).stdout.splitlines()
+    # ImplicitGemmTile: 0 = 128x64, 1 = 128x128, 2 = 256x128; -1: no entry (the rule decides).
+    # N=128 takes the N=64 entry (the only one); N=8 is nearer 1 than 128, N=16 nearer 128.
+    assert tiles.split() == ["2", "2", "-1", "1", "2", "-1", "-1"]
+    # TunedAlgo: 0 = direct, 1 = implicit_gemm. bf16 and NCHW have no entry; fp32 needs TF32.
+    assert autos.split() == ["1", "0", "0", "1", "0", "0"]
+    assert source.startswith("2026-01-01_synthetic.json, NVIDIA H100 80GB HBM3 (SYNTHETIC)")
+
+
+def test_committed_header_is_well_formed():
+    """The header in the tree is what tune writes (generated, or the empty tables)."""
+    text = open(os.path.join(ROOT, "csrc", "common", "conv3x3_tuned.h")).read()
+    assert text.startswith("// GENERATED by `python -m benchmarks.tune")
+    assert "kTunedTiles" in text and "kTunedAuto" in text
