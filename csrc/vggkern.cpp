@@ -58,7 +58,8 @@ PyObject* emu_bank_stats(PyObject*, PyObject*) {
                          static_cast<unsigned long long>(c.ideal), "wavefronts",
                          static_cast<unsigned long long>(c.wavefronts));
   };
-  return Py_BuildValue("{s:N,s:N}", "ldmatrix", counts(s.ldmatrix), "cp_async", counts(s.cp_async));
+  return Py_BuildValue("{s:N,s:N,s:N,s:N}", "ldmatrix", counts(s.ldmatrix), "cp_async", counts(s.cp_async),
+                       "load", counts(s.load), "store", counts(s.store));
 }
 
 PyObject* emu_reset_bank_stats(PyObject*, PyObject*) {
@@ -140,7 +141,8 @@ PyMethodDef methods[] = {
     {"tf32_allowed", tf32_allowed, METH_NOARGS,
      "Whether conv3x3 lets float32 use TF32 when allow_tf32 is None (torch.backends.cudnn.allow_tf32)."},
     {"emu_bank_stats", emu_bank_stats, METH_NOARGS,
-     "The SIMT emulator's shared-memory bank counts since the last reset: for ldmatrix and cp.async, "
+     "The SIMT emulator's shared-memory bank counts since the last reset: for ldmatrix, cp.async and the "
+     "kernels' plain ld_shared (load) and st_shared (store), "
      "warp-wide instructions, ideal (conflict-free) wavefronts and the wavefronts the addresses cost."},
     {"emu_reset_bank_stats", emu_reset_bank_stats, METH_NOARGS, "Zero the emulator's bank counts."},
     {"implicit_gemm_plan", implicit_gemm_plan, METH_VARARGS,

@@ -104,9 +104,9 @@ def test_split_k_override_must_be_valid(value, monkeypatch):
         vggkern.conv3x3(x, w, b, algo=ALGO)
 
 
-# The shared-memory layout is free of bank conflicts: every ldmatrix and cp.async phase
-# costs one wavefront (the emulator counts them; see the kernel's header), for both
-# element sizes and every block tile.
+# The shared-memory layout is free of bank conflicts: every ldmatrix, cp.async and
+# epilogue load and store phase costs one wavefront (the emulator counts them; see the
+# kernel's header), for both element sizes and every block tile.
 @pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16, torch.float32])
 @pytest.mark.parametrize("k,tile", [(64, ""), (136, ""), (136, "256x128")])
 def test_shared_memory_without_bank_conflicts(dtype, k, tile, monkeypatch):
@@ -122,12 +122,17 @@ def test_shared_memory_without_bank_conflicts(dtype, k, tile, monkeypatch):
     # k-steps of 4 A + 4 B ldmatrix.x4, and (BM + BN) rows x 4 chunks of cp.async over 32 lanes.
     bm, bn = TILES[tile] if tile else (128, 64 if k <= 64 else 128)
     blocks, slices, warps = -(-k // bn), -(-216 // (16 if dtype == torch.float32 else 32)), bm * bn // 4096
-    want = {"ldmatrix": blocks * slices * warps * 16, "cp_async": blocks * slices * (bm + bn) * 4 // 32}
-    for path in ("ldmatrix", "cp_async"):
+    # The epilogue, per warp: 4 x 8 mma tiles x 2 row halves of float2 stores (2 phases of
+    # 16 lanes each), and 4 passes over the pooled tile of 4 rows x 2 float4 loads (4
+    # phases of 8 lanes each).
+    want = {"ldmatrix": blocks * slices * warps * 16, "cp_async": blocks * slices * (bm + bn) * 4 // 32,
+            "store": blocks * warps * 64, "load": blocks * warps * 32}
+    phases = {"ldmatrix": 4, "cp_async": 4, "store": 2, "load": 4}  # x4 matrices / 16-byte phases of 8 lanes
+    for path in want:
         s = stats[path]
         assert s["instructions"] == want[path], (path, stats)
         assert s["wavefronts"] == s["ideal"], (path, stats)
-        assert s["ideal"] == s["instructions"] * 4, (path, stats)  # x4 matrices / 4 phases of 8 lanes
+        assert s["ideal"] == s["instructions"] * phases[path], (path, stats)
 
 
 @pytest.mark.parametrize("device", DEVICES)

@@ -156,14 +156,15 @@ struct Fiber {
   WarpRecord* record;
   std::vector<AsyncCopy> async_copies;
   int async_group;     // the open (not yet committed) cp.async group
-  uint32_t async_seq;  // cp.async calls so far in this block (bank accounting)
+  uint32_t access_seq[3];  // cp.async, ld_shared, st_shared calls so far (bank accounting)
 #if !VK_EMU_ASM_SWITCH
   ucontext_t ctx;
 #endif
 };
 
-// The lanes of one warp-wide cp.async (each lane's k-th), gathered for bank accounting.
-struct CpAsyncSlot {
+// The lanes of one warp-wide shared access (each lane's k-th cp.async, ld_shared or
+// st_shared), gathered for bank accounting.
+struct AccessSlot {
   unsigned arrived = 0;
   uintptr_t addresses[32] = {};
   int bytes[32] = {};
@@ -203,7 +204,7 @@ class Worker {
     exited_.resize(warps_.size());
     absent_.assign(warps_.size(), 0u);
     if (nthreads_ % 32) absent_.back() = ~0u << (nthreads_ % 32);
-    cp_async_slots_.resize(warps_.size());
+    for (auto& slots : access_slots_) slots.resize(warps_.size());
     block_.block_dim = p.block;
     block_.grid_dim = p.grid;
     runnable_.reserve(nthreads_);
@@ -233,7 +234,8 @@ class Worker {
   void async_copy(void* dst, const void* src, int bytes, int src_bytes, const char* file, int line);
   void async_copy_commit() { ++current_->async_group; }
   void async_copy_wait(int pending_groups_left);
-  void flush_cp_async_slot(const CpAsyncSlot& s);
+  void note_shared_access(SharedPath path, const void* p, int bytes, const char* file, int line);
+  void flush_access_slot(SharedPath path, const AccessSlot& s);
   [[noreturn]] void fail(const std::string& what, const char* file, int line);
 
   static void fiber_main();
@@ -277,7 +279,8 @@ class Worker {
   std::vector<std::vector<WarpRecord*>> warps_;  // pending collectives per warp
   std::vector<unsigned> exited_;                 // lanes that returned, per warp
   std::vector<unsigned> absent_;                 // lanes past the block's last thread, per warp
-  std::vector<std::unordered_map<uint32_t, CpAsyncSlot>> cp_async_slots_;  // per warp, by sequence number
+  // Per path (cp.async, ld_shared, st_shared), per warp, by sequence number.
+  std::vector<std::unordered_map<uint32_t, AccessSlot>> access_slots_[3];
   std::vector<WarpRecord*> free_records_;
 
   bool failed_ = false;
@@ -361,7 +364,7 @@ void Worker::run_block(uint3 block_idx) {
     f.record = nullptr;
     f.async_copies.clear();
     f.async_group = 0;
-    f.async_seq = 0;
+    std::fill(std::begin(f.access_seq), std::end(f.access_seq), 0u);
     prepare_fiber(f, stacks_->top(i), stacks_->bottom(i));
     runnable_.push_back(i);
   }
@@ -389,9 +392,11 @@ void Worker::run_block(uint3 block_idx) {
   t_thread = nullptr;
   if (live_ > 0) throw std::runtime_error(deadlock_report());
   check_canaries();
-  for (auto& slots : cp_async_slots_) {  // cp.async instructions that some lanes skipped
-    for (const auto& kv : slots) flush_cp_async_slot(kv.second);
-    slots.clear();
+  for (int path = 0; path < 3; ++path) {  // accesses that some lanes skipped
+    for (auto& slots : access_slots_[path]) {
+      for (const auto& kv : slots) flush_access_slot(static_cast<SharedPath>(path + 1), kv.second);
+      slots.clear();
+    }
   }
 }
 
@@ -512,24 +517,31 @@ void Worker::async_copy(void* dst, const void* src, int bytes, int src_bytes, co
   std::memcpy(c.data, src, static_cast<size_t>(src_bytes));  // the rest stays zero: cp.async's zero fill
   current_->async_copies.push_back(c);
 
-  // Bank accounting: the warp's lanes meet by sequence number (each lane's k-th cp.async).
+  note_shared_access(SharedPath::cp_async, dst, bytes, file, line);
+}
+
+// Bank accounting: the warp's lanes meet by sequence number (each lane's k-th access on
+// the path), so a warp-wide instruction is the k-th call of every lane of the warp.
+void Worker::note_shared_access(SharedPath path, const void* p, int bytes, const char* file, int line) {
+  if (!in_shared(p, static_cast<size_t>(bytes))) fail("shared access outside this block's shared memory", file, line);
+  const int k = static_cast<int>(path) - 1;  // cp_async, load, store
   const unsigned warp = current_->view.linear >> 5, lane = current_->view.linear & 31u;
-  auto& slots = cp_async_slots_[warp];
-  const auto it = slots.try_emplace(current_->async_seq++).first;
-  CpAsyncSlot& s = it->second;
+  auto& slots = access_slots_[k][warp];
+  const auto it = slots.try_emplace(current_->access_seq[k]++).first;
+  AccessSlot& s = it->second;
   s.arrived |= 1u << lane;
-  s.addresses[lane] = reinterpret_cast<uintptr_t>(dst);
+  s.addresses[lane] = reinterpret_cast<uintptr_t>(p);
   s.bytes[lane] = bytes;
   if ((s.arrived | exited_[warp] | absent_[warp]) == ~0u) {
-    flush_cp_async_slot(s);
+    flush_access_slot(path, s);
     slots.erase(it);
   }
 }
 
-void Worker::flush_cp_async_slot(const CpAsyncSlot& s) {
-  int bytes = 4;  // the phase width follows the widest copy of the instruction
+void Worker::flush_access_slot(SharedPath path, const AccessSlot& s) {
+  int bytes = 4;  // the phase width follows the widest access of the instruction
   for (int lane = 0; lane < 32; ++lane) bytes = std::max(bytes, s.bytes[lane]);
-  record_shared_access(SharedPath::cp_async, s.addresses, s.bytes, 32, 128 / bytes);
+  record_shared_access(path, s.addresses, s.bytes, 32, 128 / bytes);
 }
 
 void Worker::async_copy_wait(int pending_groups_left) {
@@ -610,6 +622,9 @@ void async_copy(void* dst, const void* src, int bytes, int src_bytes, const char
 }
 void async_copy_commit() { t_worker->async_copy_commit(); }
 bool in_shared(const void* p, size_t bytes) { return t_worker->in_shared(p, bytes); }
+void note_shared_access(SharedPath path, const void* p, int bytes, const char* file, int line) {
+  t_worker->note_shared_access(path, p, bytes, file, line);
+}
 void async_copy_wait(int pending_groups_left) { t_worker->async_copy_wait(pending_groups_left); }
 
 int worker_count() {

@@ -12,7 +12,7 @@ struct AtomicCounts {
   SharedBankCounts read() const { return {instructions.load(), ideal.load(), wavefronts.load()}; }
   void reset() { instructions = 0, ideal = 0, wavefronts = 0; }
 };
-AtomicCounts g_ldmatrix, g_cp_async;
+AtomicCounts g_counts[4];  // by SharedPath
 
 constexpr int kBanks = 32;
 
@@ -43,17 +43,18 @@ void record_shared_access(SharedPath path, const uintptr_t* addresses, const int
     wavefronts += w;
     ideal += w > 0 ? 1 : 0;
   }
-  AtomicCounts& c = path == SharedPath::ldmatrix ? g_ldmatrix : g_cp_async;
+  AtomicCounts& c = g_counts[static_cast<int>(path)];
   c.instructions.fetch_add(1, std::memory_order_relaxed);
   c.ideal.fetch_add(ideal, std::memory_order_relaxed);
   c.wavefronts.fetch_add(wavefronts, std::memory_order_relaxed);
 }
 
-SharedBankStats shared_bank_stats() { return {g_ldmatrix.read(), g_cp_async.read()}; }
+SharedBankStats shared_bank_stats() {
+  return {g_counts[0].read(), g_counts[1].read(), g_counts[2].read(), g_counts[3].read()};
+}
 
 void reset_shared_bank_stats() {
-  g_ldmatrix.reset();
-  g_cp_async.reset();
+  for (AtomicCounts& c : g_counts) c.reset();
 }
 
 }  // namespace emu

@@ -63,6 +63,9 @@ void async_copy(void* dst, const void* src, int bytes, int src_bytes, const char
 void async_copy_commit();
 void async_copy_wait(int pending_groups_left);  // negative: all
 bool in_shared(const void* p, size_t bytes);     // inside this block's shared memory?
+// A plain shared-memory load or store of `bytes` at p, for bank accounting (bank_stats.h);
+// the kernels' ld_shared / st_shared call it.
+void note_shared_access(SharedPath path, const void* p, int bytes, const char* file, int line);
 
 enum class ShflMode { idx, up, down, bfly };
 

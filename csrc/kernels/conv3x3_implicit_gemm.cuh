@@ -54,7 +54,8 @@
 // its neighbours': channel 8i + j sits at column 4i + j (j < 4) or BN/2 + 4 + 4i + j - 4
 // (j >= 4; column_of() below). Then the float4 reads of 8 lanes are 128 contiguous
 // bytes, and the accumulators' float2 stores (a half-warp: 4 rows x 4 lanes; row stride
-// 8 banks mod 32, the upper half 4 banks further) hit 32 distinct banks. Then either
+// 8 banks mod 32, the upper half 4 banks further) hit 32 distinct banks (both go through
+// ld_shared / st_shared, so the emulator counts them as well: one wavefront per phase). Then either
 // NHWC stores of 8 channels (one 16-byte vector for fp16/bf16, two for fp32) or the max
 // over a window's 4 rows (torch's NaN rule, window order) and the pooled stores.
 // Issue slots (measured without a GPU: python -m benchmarks.sass_loop counts the compiled
@@ -397,7 +398,7 @@ __global__ void __launch_bounds__(32 * kWarpsM * kWarpsN)
           v.x = v.x < 0.f ? 0.f : v.x;
           v.y = v.y < 0.f ? 0.f : v.y;
         }
-        *reinterpret_cast<float2*>(c_smem + row * L::kCStride + L::column_of(col)) = v;
+        st_shared(reinterpret_cast<float2*>(c_smem + row * L::kCStride + L::column_of(col)), v);
       }
   }
   __syncthreads();
@@ -407,8 +408,8 @@ __global__ void __launch_bounds__(32 * kWarpsM * kWarpsN)
   constexpr int kGroups = kBN / 8;
   auto read8 = [&](int row, int grp, float* v) {
     const float* r = c_smem + row * L::kCStride + grp * 4;
-    const float4 lo = *reinterpret_cast<const float4*>(r);
-    const float4 hi = *reinterpret_cast<const float4*>(r + kBN / 2 + 4);
+    const float4 lo = ld_shared(reinterpret_cast<const float4*>(r));
+    const float4 hi = ld_shared(reinterpret_cast<const float4*>(r + kBN / 2 + 4));
     v[0] = lo.x, v[1] = lo.y, v[2] = lo.z, v[3] = lo.w, v[4] = hi.x, v[5] = hi.y, v[6] = hi.z, v[7] = hi.w;
   };
   const bool vector_store = p.K % 8 == 0;
@@ -422,31 +423,30 @@ __global__ void __launch_bounds__(32 * kWarpsM * kWarpsN)
       for (int j = 0; j < 8 && k + j < p.K; ++j) dst[j] = from_float<T>(v[j]);
     }
   };
+  // Every thread makes the same number of passes (the tile divides by the block) and
+  // reads its rows whether or not they exist in y; only the stores are guarded.
+  static_assert(L::kBM / 4 * kGroups % L::kThreads == 0, "uniform epilogue passes");
   if (!p.pool) {  // row m is pixel m0 + m of the NHWC output
     for (int idx = tid; idx < L::kBM * kGroups; idx += L::kThreads) {
       const int m = idx / kGroups, grp = idx % kGroups;
       const Index k = k0 + grp * 8;
-      if (m0 + m < p.M && k < p.K) {
-        float v[8];
-        read8(m, grp, v);
-        store8(y + (m0 + m) * p.K + k, k, v);
-      }
+      float v[8];
+      read8(m, grp, v);
+      if (m0 + m < p.M && k < p.K) store8(y + (m0 + m) * p.K + k, k, v);
     }
   } else {  // rows 4q .. 4q+3 are pooled pixel m0/4 + q's window, in torch's order
     for (int idx = tid; idx < L::kBM / 4 * kGroups; idx += L::kThreads) {
       const int q = idx / kGroups, grp = idx % kGroups;
       const Index k = k0 + grp * 8;
-      if (m0 + 4 * q < p.M && k < p.K) {
-        float v[8], u[8];
-        read8(4 * q, grp, v);
+      float v[8], u[8];
+      read8(4 * q, grp, v);
 #pragma unroll
-        for (int dy_dx = 1; dy_dx < 4; ++dy_dx) {
-          read8(4 * q + dy_dx, grp, u);
+      for (int dy_dx = 1; dy_dx < 4; ++dy_dx) {
+        read8(4 * q + dy_dx, grp, u);
 #pragma unroll
-          for (int j = 0; j < 8; ++j) v[j] = max_step(v[j], u[j]);
-        }
-        store8(y + (m0 / 4 + q) * p.K + k, k, v);
+        for (int j = 0; j < 8; ++j) v[j] = max_step(v[j], u[j]);
       }
+      if (m0 + 4 * q < p.M && k < p.K) store8(y + (m0 / 4 + q) * p.K + k, k, v);
     }
   }
 }

@@ -24,3 +24,28 @@
 
 #define VK_KERNEL_NS emu
 #endif
+
+namespace vk {
+namespace VK_KERNEL_NS {
+
+// ld_shared / st_shared: a plain shared-memory load or store of one T (4, 8 or 16
+// bytes). On the GPU only the access; under the emulator it is also counted for bank
+// conflicts (bank_stats.h). A warp's lanes meet by call order, so every lane of the warp
+// makes the same calls (compute a predicate, do not branch around them).
+template <class T>
+__device__ __forceinline__ T ld_shared(const T* p) {
+#if !defined(__CUDACC__)
+  ::vk::emu::note_shared_access(::vk::emu::SharedPath::load, p, sizeof(T), __FILE__, __LINE__);
+#endif
+  return *p;
+}
+template <class T>
+__device__ __forceinline__ void st_shared(T* p, const T& v) {
+#if !defined(__CUDACC__)
+  ::vk::emu::note_shared_access(::vk::emu::SharedPath::store, p, sizeof(T), __FILE__, __LINE__);
+#endif
+  *p = v;
+}
+
+}  // namespace VK_KERNEL_NS
+}  // namespace vk

@@ -105,6 +105,9 @@ __global__ void bank_pattern_kernel(const float* src, int stride) {
   __syncthreads();
   uint32_t r[4];
   ldmatrix<4>(r, smem + threadIdx.x * stride);
+  __syncthreads();
+  const float4 v = ld_shared(reinterpret_cast<const float4*>(smem + threadIdx.x * stride));
+  st_shared(reinterpret_cast<float4*>(smem + threadIdx.x * stride), v);
 }
 
 template <class T>
@@ -172,7 +175,8 @@ EMU_TEST(cp_async_lands_at_wait_with_zero_fill) {
 }
 
 EMU_TEST(shared_bank_wavefronts) {
-  // stride 16: every phase is 128 contiguous bytes (1 wavefront); 32: the 8 lanes of a
+  // The same 16-byte addresses by cp.async, ldmatrix, ld_shared and st_shared. Stride 16:
+  // every phase is 128 contiguous bytes (1 wavefront); 32: the 8 lanes of a
   // phase span 256 bytes, two words per bank (2); 64: four (4); 80: rows 5 units of 16
   // bytes apart, 8 distinct units mod 8 (1); 128: every lane on the same banks (8).
   const float src[4] = {1, 2, 3, 4};
@@ -187,6 +191,9 @@ EMU_TEST(shared_bank_wavefronts) {
     // cp.async: 4 phases of 8 lanes; ldmatrix.x4: 4 matrices of 8 rows.
     CHECK(s.cp_async.instructions == 1 && s.cp_async.ideal == 4 && s.cp_async.wavefronts == 4 * c.per_phase);
     CHECK(s.ldmatrix.instructions == 1 && s.ldmatrix.ideal == 4 && s.ldmatrix.wavefronts == 4 * c.per_phase);
+    // 16-byte ld_shared / st_shared: 4 phases of 8 lanes, like cp.async.
+    CHECK(s.load.instructions == 1 && s.load.ideal == 4 && s.load.wavefronts == 4 * c.per_phase);
+    CHECK(s.store.instructions == 1 && s.store.ideal == 4 && s.store.wavefronts == 4 * c.per_phase);
   }
 }
 
