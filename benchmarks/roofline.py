@@ -28,13 +28,14 @@ from .peaks import PEAKS
 SMS = {"H100 SXM": 132, "H100 PCIe": 114, "H100 NVL": 132, "H200 SXM": 132}
 MMA_SYNC_CEILING = 0.65
 # Blocks per SM by registers (~240 per thread, 64K per SM) and shared memory (227 KiB):
-# 128 x 64: 64 threads, 48 KiB; 128 x 128: 128 threads, 68 KiB; 256 x 128: 256 threads, 136 KiB.
-TILES = {"128x64": (128, 64, 4), "128x128": (128, 128, 2), "256x128": (256, 128, 1)}
+# 128 x 64: 64 threads, 48 KiB; 128 x 128: 128 threads, 68 KiB; 256 x 128: 256 threads, 136 KiB;
+# 256 x 64: 128 threads, 80 KiB.
+TILES = {"128x64": (128, 64, 4), "128x128": (128, 128, 2), "256x128": (256, 128, 1), "256x64": (256, 64, 2)}
 
 
 def default_tile(k: int) -> str:
     """The plan's default tile (csrc/common/conv3x3_implicit_gemm_plan.h)."""
-    return "128x64" if k <= 64 else "128x128"
+    return "256x64" if k <= 64 else "128x128"
 
 
 def plan(n, c, h, k, pool, elt, sms, tile):

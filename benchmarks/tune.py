@@ -9,7 +9,7 @@ Then rebuild (pip install --no-build-isolation -e .) and commit the header with 
 results file it names. Rules (conv3x3_tuning.h looks the tables up):
 - Tile: from the tile sweep (fp16 channels_last, every VGG layer x tile, batches 1, 64,
   128), the fastest tile per (layer, batch), kept only where it beats the tile the rule
-  picks (128x64 where K <= 64, else 128x128) by more than MARGIN; elsewhere the rule stays.
+  picks (256x64 where K <= 64, else 128x128) by more than MARGIN; elsewhere the rule stays.
 - auto: per (dtype, memory format, layer, pool, batch), implicit_gemm where our
   implicit_gemm row beats our direct row by more than MARGIN (fp32 rows ran with TF32,
   torch's default, so the entry applies to fp32 only where TF32 is allowed); elsewhere
@@ -30,12 +30,12 @@ HEADER = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))
                       "conv3x3_tuned.h")
 MARGIN = 0.03
 DTYPES = {"fp32": "float32", "fp16": "float16", "bf16": "bfloat16"}
-TILES = {"128x64": "m128n64", "128x128": "m128n128", "256x128": "m256n128"}
+TILES = {"128x64": "m128n64", "128x128": "m128n128", "256x128": "m256n128", "256x64": "m256n64"}
 
 
 def rule_tile(k: int) -> str:
     """The plan's tile where the table has no entry (conv3x3_implicit_gemm_plan.h)."""
-    return "128x64" if k <= 64 else "128x128"
+    return "256x64" if k <= 64 else "128x128"
 
 
 def _padded(c: int) -> int:

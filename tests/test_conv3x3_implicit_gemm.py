@@ -16,7 +16,7 @@ ALGO = "implicit_gemm"
 HALF_DTYPES = [torch.float16, torch.bfloat16]
 
 
-# Both block tiles (128 x 64 for K <= 64, 128 x 128 above), K that is and is not a multiple of
+# Both default tiles (256 x 64 for K <= 64, 128 x 128 above), K that is and is not a multiple of
 # 8 (16-byte or scalar stores), C a multiple of 8 or padded, 128-row M tiles that span
 # image rows and images (and pool windows of odd-sized maps), the last one partial.
 @pytest.mark.parametrize("device", DEVICES)
@@ -41,10 +41,10 @@ def test_nan_inf_propagate_like_torch(relu, pool, device):
     _check(y, x, w, b, relu, pool, algo=ALGO)
 
 
-# Every block tile (VGGKERN_IMPLICIT_GEMM_TILE forces one; by default 128 x 64 where
+# Every block tile (VGGKERN_IMPLICIT_GEMM_TILE forces one; by default 256 x 64 where
 # K <= 64, else 128 x 128) on K that fills its tiles or not, with and without the pool,
 # M tiles that span images.
-TILES = {"128x64": (128, 64), "128x128": (128, 128), "256x128": (256, 128)}
+TILES = {"128x64": (128, 64), "128x128": (128, 128), "256x128": (256, 128), "256x64": (256, 64)}
 
 
 @pytest.mark.parametrize("device", DEVICES)
@@ -59,7 +59,7 @@ def test_forced_tiles(tile, k, relu, pool, device, monkeypatch):
 def test_forced_tile_must_exist(monkeypatch):
     monkeypatch.setenv("VGGKERN_IMPLICIT_GEMM_TILE", "64x64")
     x, w, b = _inputs(1, 8, 8, 4, 4, torch.float16, "cpu", channels_last=True, seed=0)
-    with pytest.raises(ValueError, match="VGGKERN_IMPLICIT_GEMM_TILE must be 128x64, 128x128 or 256x128, got '64x64'"):
+    with pytest.raises(ValueError, match="VGGKERN_IMPLICIT_GEMM_TILE must be 128x64, 128x128, 256x128 or 256x64, got '64x64'"):
         vggkern.conv3x3(x, w, b, algo=ALGO)
 
 
@@ -68,7 +68,7 @@ def test_forced_tile_must_exist(monkeypatch):
 # Forced S (VGGKERN_IMPLICIT_GEMM_SPLIT_K), every tile, K odd (scalar partial stores),
 # S that does not divide the slices, and S beyond them (capped: no empty split).
 @pytest.mark.parametrize("device", DEVICES)
-@pytest.mark.parametrize("split,tile", [("2", ""), ("5", "128x128"), ("3", "256x128"), ("64", "128x64")])
+@pytest.mark.parametrize("split,tile", [("2", ""), ("5", "128x128"), ("3", "256x128"), ("64", "128x64"), ("4", "256x64")])
 @pytest.mark.parametrize("k,relu,pool", [(40, True, True), (137, False, False), (72, True, False)])
 def test_split_k(split, tile, k, relu, pool, device, monkeypatch):
     monkeypatch.setenv("VGGKERN_IMPLICIT_GEMM_SPLIT_K", split)
@@ -108,7 +108,7 @@ def test_split_k_override_must_be_valid(value, monkeypatch):
 # epilogue load and store phase costs one wavefront (the emulator counts them; see the
 # kernel's header), for both element sizes and every block tile.
 @pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16, torch.float32])
-@pytest.mark.parametrize("k,tile", [(64, ""), (136, ""), (136, "256x128")])
+@pytest.mark.parametrize("k,tile", [(64, ""), (136, ""), (136, "256x128"), (64, "128x64")])
 def test_shared_memory_without_bank_conflicts(dtype, k, tile, monkeypatch):
     from vggkern import _C
 
@@ -120,7 +120,7 @@ def test_shared_memory_without_bank_conflicts(dtype, k, tile, monkeypatch):
     # One M tile (pooled 4 x 8 = 32 windows = 128 rows); K tiles of BN; 9 * C = 216 in
     # 64-byte slices of 32 halves or 16 floats. Per slice: each warp (64 x 64 outputs) 2
     # k-steps of 4 A + 4 B ldmatrix.x4, and (BM + BN) rows x 4 chunks of cp.async over 32 lanes.
-    bm, bn = TILES[tile] if tile else (128, 64 if k <= 64 else 128)
+    bm, bn = TILES[tile] if tile else ((256, 64) if k <= 64 else (128, 128))
     blocks, slices, warps = -(-k // bn), -(-216 // (16 if dtype == torch.float32 else 32)), bm * bn // 4096
     # The epilogue, per warp: 4 x 8 mma tiles x 2 row halves of float2 stores (2 phases of
     # 16 lanes each), and 4 passes over the pooled tile of 4 rows x 2 float4 loads (4

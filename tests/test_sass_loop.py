@@ -37,7 +37,8 @@ def test_parser_finds_the_largest_loop_with_mma():
 
 
 # (BM, BN, threads) per tile: cp.async copies per thread per slice = (BM + BN) * 4 / threads.
-TILES = {"128x64": (128, 64, 64), "128x128": (128, 128, 128), "256x128": (256, 128, 256)}
+TILES = {"128x64": (128, 64, 64), "128x128": (128, 128, 128), "256x128": (256, 128, 256),
+         "256x64": (256, 64, 128)}
 
 
 @pytest.mark.slow
@@ -47,7 +48,7 @@ def test_main_loop_of_every_instantiation(tmp_path):
     cubin = tmp_path / "ig.cubin"
     sass_loop.compile_cubin("sm_90", cubin)
     rows = sass_loop.analyse(sass_loop.sass_of(cubin))
-    assert len(rows) == 3 * 3 * 2  # dtypes x tiles x index types
+    assert len(rows) == 3 * len(TILES) * 2  # dtypes x tiles x index types
     for r in rows:
         dtype, tile, index = r["kernel"].split()
         bm, bn, threads = TILES[tile]

@@ -31,7 +31,7 @@ def synthetic():
         # Tiles: 256x128 clearly fastest on conv3 at N=64; conv5 within the margin of the rule's.
         sweep("128x64", 100, **conv3), sweep("128x128", 90, **conv3), sweep("256x128", 80, **conv3),
         sweep("128x128", 50, **conv5), sweep("256x128", 49.5, **conv5),
-        # Nearest batch: conv1 (K = 64, rule 128x64) measured at N=1 and N=128, each won by another tile.
+        # Nearest batch: conv1 (K = 64, rule 256x64, not in the sweep) measured at N=1 and N=128.
         sweep("128x64", 30, N=1, **conv1), sweep("128x128", 20, N=1, **conv1),
         sweep("128x64", 900, N=128, **conv1), sweep("256x128", 700, N=128, **conv1),
         # auto: implicit_gemm wins fp16 channels_last by far, not NCHW (within the margin).
@@ -105,7 +105,7 @@ def test_written_header_compiles_and_answers(tmp_path):
                    check=True)
     tiles, autos, source = subprocess.run([str(exe)], check=True, capture_output=True,
                                           text=True).stdout.splitlines()
-    # ImplicitGemmTile: 0 = 128x64, 1 = 128x128, 2 = 256x128; -1: no entry (the rule decides).
+    # ImplicitGemmTile: 0 = 128x64, 1 = 128x128, 2 = 256x128, 3 = 256x64; -1: no entry (the rule decides).
     # N=128 takes the N=64 entry (the only one); N=8 is nearer 1 than 128, N=16 nearer 128.
     assert tiles.split() == ["2", "2", "-1", "1", "2", "-1", "-1"]
     # TunedAlgo: 0 = direct, 1 = implicit_gemm. bf16 and NCHW have no entry; fp32 needs TF32.

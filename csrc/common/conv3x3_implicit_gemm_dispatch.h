@@ -79,6 +79,9 @@ void conv3x3_implicit_gemm_typed(const Conv3x3Args& a, const Launcher& launch) {
     case ImplicitGemmTile::m256n128:
       conv3x3_implicit_gemm_indexed<T, kMma, 4, 2>(a, plan, launch);
       break;
+    case ImplicitGemmTile::m256n64:
+      conv3x3_implicit_gemm_indexed<T, kMma, 4, 1>(a, plan, launch);
+      break;
   }
 }
 

@@ -3,8 +3,10 @@
 // the workspace) and the dispatch (which launches) compute the same plan.
 //
 // Tile: the measured table's (conv3x3_tuned.h, for the layers a GPU run timed: see
-// conv3x3_tuning.h), else 128 x 64 (2 warps) where K <= 64 and 128 x 128 (4 warps)
-// otherwise; 256 x 128 (8 warps) where forced or measured fastest. Split-K: where the grid has fewer blocks than the GPU has SMs (late
+// conv3x3_tuning.h), else 256 x 64 (4 warps) where K <= 64 and 128 x 128 (4 warps)
+// otherwise (by counting: 256 x 64 has a 62% shared-memory cap and 3.5 instructions per
+// mma against 128 x 64's 57% and 4.0); 128 x 64 and 256 x 128 where forced or measured
+// fastest. Split-K: where the grid has fewer blocks than the GPU has SMs (late
 // VGG layers at small batch: conv5 at batch 1 is 2 M tiles x 4 K tiles = 8 blocks on
 // 132 SMs, 6% of the GPU), the 64-byte K slices are split into S ranges of at least 8
 // slices, S <= 16, chosen so that blocks x S reaches the SM count; each block writes its
@@ -12,7 +14,7 @@
 // order, then bias, ReLU and the pool. By counting: conv5 at batch 1 goes from 8 blocks
 // x 144 slices to 128 blocks x 9 slices, for 6.4 MB of partials through memory (~2 us).
 // Environment (read per launch; tuning knobs for the benchmarks' sweeps):
-//   VGGKERN_IMPLICIT_GEMM_TILE=128x64|128x128|256x128   forces the tile
+//   VGGKERN_IMPLICIT_GEMM_TILE=128x64|128x128|256x128|256x64   forces the tile
 //   VGGKERN_IMPLICIT_GEMM_SPLIT_K=S                      forces S (1: no split)
 #pragma once
 
@@ -39,13 +41,14 @@ struct ImplicitGemmPlan {
   int64_t workspace_floats(int64_t K) const { return splits > 1 ? int64_t(splits) * M * K : 0; }
 };
 
-// "128x64", "128x128" or "256x128"; anything else is an error naming `source`.
+// "128x64", "128x128", "256x128" or "256x64"; anything else is an error naming `source`.
 inline ImplicitGemmTile implicit_gemm_tile_named(const std::string& name, const char* source) {
   if (name == "128x64") return ImplicitGemmTile::m128n64;
   if (name == "128x128") return ImplicitGemmTile::m128n128;
   if (name == "256x128") return ImplicitGemmTile::m256n128;
+  if (name == "256x64") return ImplicitGemmTile::m256n64;
   throw std::invalid_argument(std::string("vggkern.conv3x3: ") + source +
-                              " must be 128x64, 128x128 or 256x128, got '" + name + "'");
+                              " must be 128x64, 128x128, 256x128 or 256x64, got '" + name + "'");
 }
 
 // VGGKERN_IMPLICIT_GEMM_TILE, else the measured table, else the rule. a.C: as the kernel sees it.
@@ -54,7 +57,7 @@ inline ImplicitGemmTile implicit_gemm_tile(const Conv3x3Args& a) {
   if (forced != nullptr && forced[0] != '\0') return implicit_gemm_tile_named(forced, "VGGKERN_IMPLICIT_GEMM_TILE");
   if (const TunedTile* t = tuned_tile(kTunedTiles.data(), kTunedTiles.size(), a.N, a.C, a.K, a.H, a.W, a.pool))
     return t->tile;
-  return a.K <= 64 ? ImplicitGemmTile::m128n64 : ImplicitGemmTile::m128n128;
+  return a.K <= 64 ? ImplicitGemmTile::m256n64 : ImplicitGemmTile::m128n128;
 }
 
 // C is the channel count the kernel sees (a multiple of 8). The tile as given; split-K
@@ -62,8 +65,8 @@ inline ImplicitGemmTile implicit_gemm_tile(const Conv3x3Args& a) {
 inline ImplicitGemmPlan implicit_gemm_plan(const Conv3x3Args& a, ImplicitGemmTile tile) {
   ImplicitGemmPlan p;
   p.tile = tile;
-  p.bm = p.tile == ImplicitGemmTile::m256n128 ? 256 : 128;
-  p.bn = p.tile == ImplicitGemmTile::m128n64 ? 64 : 128;
+  p.bm = p.tile == ImplicitGemmTile::m256n128 || p.tile == ImplicitGemmTile::m256n64 ? 256 : 128;
+  p.bn = p.tile == ImplicitGemmTile::m128n64 || p.tile == ImplicitGemmTile::m256n64 ? 64 : 128;
   p.M = a.pool ? 4 * a.N * (a.H / 2) * (a.W / 2) : a.N * a.H * a.W;
   p.m_tiles = (p.M + p.bm - 1) / p.bm;
   p.k_blocks = (a.K + p.bn - 1) / p.bn;

@@ -19,7 +19,7 @@
 
 namespace vk {
 
-enum class ImplicitGemmTile { m128n64, m128n128, m256n128 };
+enum class ImplicitGemmTile { m128n64, m128n128, m256n128, m256n64 };
 
 // The shape a measurement was taken at.
 struct TunedShape {

@@ -18,8 +18,8 @@
 // spatial tile wasted 23% of the rows on VGG's 28x28 and 14x14 maps, 12% on 56x56).
 // Tiling: every warp computes a 64 x 64 tile of the output (4 m16 x 8 n8 mma tiles,
 // 128 fp32 accumulators per thread); a block is kWarpsM x kWarpsN warps: 128 x 128 (4
-// warps) where K > 64 and 128 x 64 (2 warps) where K <= 64, or 256 x 128 (8 warps) when
-// forced (conv3x3_implicit_gemm_plan.h, until measurements pick). The grid runs the K
+// warps) where K > 64 and 256 x 64 (4 warps) where K <= 64, or 128 x 64 (2 warps) and
+// 256 x 128 (8 warps) when forced or measured faster (conv3x3_implicit_gemm_plan.h). The grid runs the K
 // tiles of one M tile next to each other (block b / splits: M tile / k_blocks, K tile %
 // k_blocks), so the blocks on the GPU at one time share their x rows through L2. Where
 // the grid would not fill the GPU, the plan splits K_gemm over `splits` blocks (split-K):
@@ -31,7 +31,8 @@
 // writes (16 KiB). That caps the kernel at 256 / 384 = 67% of the tensor peak, about
 // mma.sync's own ceiling on Hopper (~65%). The first version's 64 x 32 warp tiles (8
 // warps per 128 x 128) cost 512 wavefronts per 256 mma: a 50% cap; 256 x 128 blocks
-// cost 704 per 512 mma (73%), 128 x 64 ones 224 per 128 (57%).
+// cost 704 per 512 mma (73%), 128 x 64 ones 224 per 128 (57%), 256 x 64 ones 416 per
+// 256 (62%: the candidate for VGG's K = 64 layers, 24% of VGG16's FLOPs).
 // K_gemm advances one 64-byte slice at a time (kBK = 32 fp16/bf16 or 16 fp32 elements)
 // through a 4-stage cp.async pipeline that is byte-for-byte the same for both element
 // sizes:
