@@ -1,11 +1,12 @@
 """Builds vggkern._C: the CUDA extension when nvcc is found, a CPU-only one otherwise.
 
-    CUDA_HOME=/usr/local/cuda TORCH_CUDA_ARCH_LIST=9.0 MAX_JOBS=2 \
+    CUDA_HOME=/usr/local/cuda TORCH_CUDA_ARCH_LIST=9.0a MAX_JOBS=2 \
         pip install --no-build-isolation -e .
 
 Environment:
   CUDA_HOME             CUDA toolkit root (else CUDA_PATH, /usr/local/cuda, nvcc on PATH).
-  TORCH_CUDA_ARCH_LIST  GPU architectures to compile for; default "8.0;9.0" (A100, H100/H200).
+  TORCH_CUDA_ARCH_LIST  GPU architectures to compile for; default "8.0;9.0a" (A100, H100/H200;
+                        9.0a, not 9.0, builds implicit_gemm's wgmma tiles).
   VGGKERN_CPU_ONLY=1    build without CUDA kernels even where nvcc exists.
   MAX_JOBS              parallel compile jobs (ninja).
 Both builds contain the SIMT emulator, so CPU tensors run the kernels' own source.
@@ -18,7 +19,7 @@ import subprocess
 from setuptools import find_packages, setup
 
 ROOT = os.path.dirname(os.path.abspath(__file__))
-DEFAULT_CUDA_ARCHS = "8.0;9.0"
+DEFAULT_CUDA_ARCHS = "8.0;9.0a"
 
 
 def find_cuda_home():
@@ -58,6 +59,9 @@ include_dirs = [os.path.join(ROOT, "csrc")]
 
 if cuda_home:
     archs = os.environ["TORCH_CUDA_ARCH_LIST"]
+    # implicit_gemm's wgmma tiles need the sm_90a target (H100/H200's architecture-specific
+    # instructions): built where the list names 9.0a.
+    wgmma = any(a.strip().split("+")[0] == "9.0a" for a in archs.replace(",", ";").replace(" ", ";").split(";"))
     nvcc_version = subprocess.run([os.path.join(cuda_home, "bin", "nvcc"), "--version"],
                                   capture_output=True, text=True).stdout.strip().splitlines()[-1:]
     banner(f"building WITH CUDA kernels: nvcc at {cuda_home} ({' '.join(nvcc_version)}), "
@@ -66,7 +70,7 @@ if cuda_home:
         "vggkern._C",
         sources=cpp_sources + rel("csrc/cuda/*.cu"),
         include_dirs=include_dirs,
-        define_macros=[("VK_WITH_CUDA", "1"), ("VK_CUDA_ARCHS", f'"{archs}"')],
+        define_macros=[("VK_WITH_CUDA", "1"), ("VK_CUDA_ARCHS", f'"{archs}"'), ("VK_WGMMA", "1" if wgmma else "0")],
         extra_compile_args={"cxx": cxx_flags, "nvcc": ["-O3", "-lineinfo", "-std=c++17"]},
     )
 else:

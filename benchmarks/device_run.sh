@@ -38,7 +38,7 @@ if [ -z "${CUDA_HOME:-}" ] || [ ! -x "$CUDA_HOME/bin/nvcc" ]; then
   fi
 fi
 [ -n "${CUDA_HOME:-}" ] && export PATH="$CUDA_HOME/bin:$PATH"
-export TORCH_CUDA_ARCH_LIST=9.0 MAX_JOBS=16
+export TORCH_CUDA_ARCH_LIST=9.0a MAX_JOBS=16
 step "GPU: $(nvidia-smi --query-gpu=name,driver_version --format=csv,noheader 2>/dev/null || echo none); nvcc: ${NVCC:-none}; CUDA_HOME=${CUDA_HOME:-unset}"
 $PY -c "import torch; print('torch', torch.__version__, 'cuda', torch.version.cuda, 'cudnn', torch.backends.cudnn.version(), 'gpu', torch.cuda.is_available())"
 

@@ -11,7 +11,10 @@ Per VGG16 conv layer (fused ReLU, and the pool where VGG has one):
   shared-memory cap (wavefronts per K slice: 16 ldmatrix.x4 x 4 per 64 x 64 warp, plus
   (BM + BN) x 64 bytes of cp.async writes, at 128 bytes per clock, against BM x BN x 32
   MACs at 1024 MACs per clock (one m16n8k16 per clock per SM at the dense peak)); mma.sync's
-  own ceiling on Hopper (~65% of the peak, the issue's figure); the tail of the last wave
+  own ceiling on Hopper (~65% of the peak, the issue's figure); for the wgmma tile
+  (wg128x128), the shared-memory bytes wgmma itself reads (each m64n128k16: 64 A rows and
+  128 B rows of 32 bytes) plus the cp.async writes, and an assumed 80% ceiling for wgmma
+  (clock and power; not measured here); the tail of the last wave
   (blocks over SMs x blocks per SM); and the padding of M and K to the tile and of 9·C
   (C padded to 8) to 64-byte slices.
 The predicted time is the compute floor divided by the product of those efficiencies;
@@ -27,10 +30,12 @@ from .peaks import PEAKS
 
 SMS = {"H100 SXM": 132, "H100 PCIe": 114, "H100 NVL": 132, "H200 SXM": 132}
 MMA_SYNC_CEILING = 0.65
+WGMMA_CEILING = 0.80  # an assumption until a GPU run measures it
 # Blocks per SM by registers (~240 per thread, 64K per SM) and shared memory (227 KiB):
 # 128 x 64: 64 threads, 48 KiB; 128 x 128: 128 threads, 68 KiB; 256 x 128: 256 threads, 136 KiB;
-# 256 x 64: 128 threads, 80 KiB.
-TILES = {"128x64": (128, 64, 4), "128x128": (128, 128, 2), "256x128": (256, 128, 1), "256x64": (256, 64, 2)}
+# 256 x 64: 128 threads, 80 KiB; wg128x128: 128 threads (185 registers), 96 KiB (6 stages).
+TILES = {"128x64": (128, 64, 4), "128x128": (128, 128, 2), "256x128": (256, 128, 1), "256x64": (256, 64, 2),
+         "wg128x128": (128, 128, 2)}
 
 
 def default_tile(k: int) -> str:
@@ -53,10 +58,13 @@ def plan(n, c, h, k, pool, elt, sms, tile):
             "splits": 1, "blocks": math.ceil(m / bm) * math.ceil(k / bn)}
 
 
-def smem_cap(bm: int, bn: int) -> float:
+def smem_cap(bm: int, bn: int, wgmma: bool = False) -> float:
     """Fraction of the tensor peak the shared-memory traffic allows (one 64-byte K slice)."""
-    warps = bm * bn // 4096
-    wavefronts = warps * 16 * 4 + (bm + bn) * 64 / 128
+    if wgmma:  # per k16 step: bm / 64 m64n128k16, each reading 64 A rows and bn B rows of 32 bytes
+        wavefronts = 2 * ((bm // 64) * (64 + bn) * 32 + (bm + bn) * 32) / 128
+    else:
+        warps = bm * bn // 4096
+        wavefronts = warps * 16 * 4 + (bm + bn) * 64 / 128
     # At the dense fp16 peak an SM retires 2048 MACs per clock (one m16n8k16), and a slice
     # is 32 halves of K; TF32 runs half the MACs per clock on 16 floats per slice: the same.
     mma_clocks = bm * bn * 32 / 2048
@@ -86,10 +94,11 @@ def layer_rows(n: int, gpu: str, dtype: str = "fp16", tile: str | None = None):
         cp = -(-c // 8) * 8  # C padded to a multiple of 8
         pad = (m / (math.ceil(m / bm) * bm)) * (k / (math.ceil(k / bn) * bn)) * \
             (9 * c / (math.ceil(9 * cp * elt / 64) * 64 / elt))
-        eff = min(smem_cap(bm, bn), MMA_SYNC_CEILING) * tail * pad
+        wg = tl.startswith("wg")
+        eff = min(smem_cap(bm, bn, wg), WGMMA_CEILING if wg else MMA_SYNC_CEILING) * tail * pad
         rows.append(dict(layer=name, C=c, K=k, H=h, pool=pool, gflop=flops / 1e9, mbytes=nbytes / 1e6,
                          flop_floor_us=t_flop * 1e6, byte_floor_us=t_byte * 1e6, tile=tl, splits=splits,
-                         smem_cap=smem_cap(bm, bn), blocks=blocks, waves=waves, tail=tail, pad=pad,
+                         smem_cap=smem_cap(bm, bn, wg), blocks=blocks, waves=waves, tail=tail, pad=pad,
                          predicted_us=max(t_flop / eff, t_byte) * 1e6, predicted_pct=100 * eff))
     return rows
 

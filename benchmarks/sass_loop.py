@@ -1,20 +1,23 @@
 """What implicit_gemm's main loop costs in instructions, read from the compiled SASS: no
 GPU needed, so it is a measurement every session can take (METHOD.md: count first).
 
-    python -m benchmarks.sass_loop [--arch sm_90] [--cubin FILE] [--json]
+    python -m benchmarks.sass_loop [--arch sm_90a] [--cubin FILE] [--json]
 
 Compiles csrc/cuda/conv3x3_implicit_gemm.cu for the arch (or reads a cubin), disassembles it
 with cuobjdump (from $CUDA_HOME/bin, else the copy triton ships), and for each kernel
 instantiation finds its main loop: the largest backward branch whose body holds mma
-(HMMA). Per loop iteration (one 64-byte K slice) it reports the instructions a warp issues,
-the HMMA among them, and the rest by opcode.
+(HMMA, or HGMMA for the wgmma tile). Per loop iteration (one 64-byte K slice) it reports
+the instructions a warp issues, the HMMA/HGMMA among them, and the rest by opcode.
 
 Why it matters: on sm_90 a sub-partition issues one instruction per clock and, at
 mma.sync's ~65% of the dense fp16 peak, retires one m16n8k16 HMMA every ~6 clocks. A 64 x
 64 warp tile issues 64 HMMA per slice, so the tensor pipe needs ~384 clocks per slice; the
 other instructions of the same warps (and of the other warp sharing the sub-partition)
 must fit in the issue slots left over. "issue per HMMA" is that pressure: 1.0 would be
-pure mma.
+pure mma. Under wgmma (sm_90a) one HGMMA.64x128x16 keeps each sub-partition's tensor core
+busy for 64 clocks at the dense peak (a warpgroup's 64 x 128 x 16 over 4 sub-partitions),
+and each of the 4 warps issues it: "issue share" is the loop's instructions over those
+clocks, the fraction of one sub-partition's issue slots a block's warp needs at the peak.
 """
 from __future__ import annotations
 
@@ -93,7 +96,7 @@ def main_loop(insns: list[tuple[int, str]]) -> list[str] | None:
         if target >= addr or target not in index:
             continue
         body = [t for _, t in insns[index[target]:i + 1]]
-        if any(opcode(t) == "HMMA" for t in body) and (best is None or len(body) > len(best)):
+        if any(opcode(t) in ("HMMA", "HGMMA") for t in body) and (best is None or len(body) > len(best)):
             best = body
     return best
 
@@ -101,11 +104,11 @@ def main_loop(insns: list[tuple[int, str]]) -> list[str] | None:
 def instantiation(mangled: str) -> str:
     """A readable name: dtype, warps M x N, index type."""
     dtype = "fp16" if "__half" in mangled else "bf16" if "bfloat16" in mangled else "fp32(tf32)"
-    m = re.search(r"MmaTypeE\dELi(\d)ELi(\d)E([il])", mangled)
+    m = re.search(r"MmaTypeE\dELi(\d)ELi(\d)ELb(\d)E([il])", mangled)
     if not m:
         return mangled
-    wm, wn, idx = m.groups()
-    tile = f"{64 * int(wm)}x{64 * int(wn)}"
+    wm, wn, wgmma, idx = m.groups()
+    tile = f"wg{32 * int(wm)}x128" if wgmma == "1" else f"{64 * int(wm)}x{64 * int(wn)}"
     return f"{dtype} {tile} {'int32' if idx == 'i' else 'int64'}"
 
 
@@ -118,10 +121,11 @@ def analyse(sass: str) -> list[dict]:
         if body is None:
             continue
         ops = Counter(opcode(t) for t in body)
-        hmma = ops["HMMA"]
-        rows.append({"kernel": instantiation(name), "loop_instructions": len(body), "hmma": hmma,
+        hmma, hgmma = ops["HMMA"], ops["HGMMA"]
+        rows.append({"kernel": instantiation(name), "loop_instructions": len(body), "hmma": hmma, "hgmma": hgmma,
                      "ldsm": ops["LDSM"], "ldgsts": ops["LDGSTS"],
-                     "issue_per_hmma": round(len(body) / hmma, 2),
+                     "issue_per_hmma": round(len(body) / hmma, 2) if hmma else None,
+                     "issue_share": round(len(body) / (64 * hgmma), 2) if hgmma else None,
                      "division": any(o in ops for o in ("I2F", "MUFU", "CALL")),
                      "opcodes": dict(ops.most_common())})
     return sorted(rows, key=lambda r: r["kernel"])
@@ -136,7 +140,7 @@ def sass_of(cubin: Path) -> str:
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--arch", default="sm_90")
+    ap.add_argument("--arch", default="sm_90a")
     ap.add_argument("--cubin", type=Path, help="a compiled conv3x3_implicit_gemm cubin (default: compile one)")
     ap.add_argument("--json", action="store_true")
     args = ap.parse_args(argv)
@@ -151,12 +155,14 @@ def main(argv=None) -> int:
         print()
         return 0
     print(f"implicit_gemm main loop per 64-byte K slice, per warp ({args.arch}):")
-    print("| kernel | instructions | HMMA | LDSM | LDGSTS | issue per HMMA | division | top others |")
-    print("|---|---:|---:|---:|---:|---:|---|---|")
+    print("| kernel | instructions | HMMA | HGMMA | LDSM | LDGSTS | issue per HMMA | issue share (wgmma) | division "
+          "| top others |")
+    print("|---|---:|---:|---:|---:|---:|---:|---:|---|---|")
     for r in rows:
-        others = ", ".join(f"{k} {v}" for k, v in r["opcodes"].items() if k not in ("HMMA", "LDSM", "LDGSTS"))[:60]
-        print(f"| {r['kernel']} | {r['loop_instructions']} | {r['hmma']} | {r['ldsm']} | {r['ldgsts']} | "
-              f"{r['issue_per_hmma']} | {'yes' if r['division'] else 'no'} | {others} |")
+        others = ", ".join(f"{k} {v}" for k, v in r["opcodes"].items()
+                           if k not in ("HMMA", "HGMMA", "LDSM", "LDGSTS"))[:60]
+        print(f"| {r['kernel']} | {r['loop_instructions']} | {r['hmma']} | {r['hgmma']} | {r['ldsm']} | {r['ldgsts']} | "
+              f"{r['issue_per_hmma'] or '-'} | {r['issue_share'] or '-'} | {'yes' if r['division'] else 'no'} | {others} |")
     return 0
 
 

@@ -42,8 +42,13 @@ PyObject* build_info(PyObject*, PyObject*) {
 #else
   const char* switcher = "ucontext";
 #endif
-  return Py_BuildValue("{s:O,s:s,s:i,s:s,s:i}", "cuda_kernels", cuda, "cuda_archs", VK_CUDA_ARCHS,
-                       "cuda_runtime_version", cuda_runtime, "emulator_context_switch", switcher,
+#if VK_WITH_CUDA && VK_WGMMA
+  PyObject* wgmma = Py_True;  // implicit_gemm's wgmma tiles were built (sm_90a)
+#else
+  PyObject* wgmma = Py_False;
+#endif
+  return Py_BuildValue("{s:O,s:s,s:O,s:i,s:s,s:i}", "cuda_kernels", cuda, "cuda_archs", VK_CUDA_ARCHS, "cuda_wgmma",
+                       wgmma, "cuda_runtime_version", cuda_runtime, "emulator_context_switch", switcher,
                        "emulator_threads", vk::emu::worker_count());
 }
 
@@ -112,7 +117,7 @@ PyObject* conv3x3_auto(PyObject*, PyObject* args) {
 
 // The measured tables (common/conv3x3_tuned.h) as Python data, for tests and reports.
 PyObject* tuned_tables(PyObject*, PyObject*) {
-  static const char* kTiles[] = {"128x64", "128x128", "256x128", "256x64"};  // by ImplicitGemmTile
+  static const char* kTiles[] = {"128x64", "128x128", "256x128", "256x64", "wg128x128"};  // by ImplicitGemmTile
   static const char* kDtypes[] = {"float32", "float16", "bfloat16"};
   PyObject* tiles = PyList_New(0);
   for (const vk::TunedTile& e : vk::kTunedTiles) {

@@ -1,13 +1,13 @@
 #!/usr/bin/env bash
 # The test command (README's second command; .ci/run calls it). On a fresh machine:
-# installs the dependencies, builds the extension (CUDA kernels for sm_90 when nvcc
+# installs the dependencies, builds the extension (CUDA kernels for sm_90a when nvcc
 # exists, else CPU-only), builds and runs the emulator's C++ tests, then pytest.
 # Without a GPU the CUDA tests are skipped and every kernel runs through the emulator.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 if [ -z "${CUDA_HOME:-}" ] && [ -x /usr/local/cuda/bin/nvcc ]; then export CUDA_HOME=/usr/local/cuda; fi
-export TORCH_CUDA_ARCH_LIST="${TORCH_CUDA_ARCH_LIST:-9.0}"
+export TORCH_CUDA_ARCH_LIST="${TORCH_CUDA_ARCH_LIST:-9.0a}"
 export MAX_JOBS="${MAX_JOBS:-2}"
 PY="${PYTHON:-python3}"
 

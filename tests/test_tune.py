@@ -105,7 +105,7 @@ def test_written_header_compiles_and_answers(tmp_path):
                    check=True)
     tiles, autos, source = subprocess.run([str(exe)], check=True, capture_output=True,
                                           text=True).stdout.splitlines()
-    # ImplicitGemmTile: 0 = 128x64, 1 = 128x128, 2 = 256x128, 3 = 256x64; -1: no entry (the rule decides).
+    # ImplicitGemmTile: 0 = 128x64, 1 = 128x128, 2 = 256x128, 3 = 256x64, 4 = wg128x128; -1: no entry.
     # N=128 takes the N=64 entry (the only one); N=8 is nearer 1 than 128, N=16 nearer 128.
     assert tiles.split() == ["2", "2", "-1", "1", "2", "-1", "-1"]
     # TunedAlgo: 0 = direct, 1 = implicit_gemm. bf16 and NCHW have no entry; fp32 needs TF32.

@@ -42,6 +42,9 @@ struct Conv3x3Args {
   // and the fp32 workspace its plan asks for (implicit_gemm_plan(...).workspace_floats).
   int sm_count = 132;
   float* workspace = nullptr;
+  // implicit_gemm: whether the device runs the wgmma tiles (a build with sm_90a kernels on
+  // a compute capability 9.0 GPU; the emulator runs them everywhere).
+  bool wgmma = true;
 };
 
 // winograd_weight: weight (K, C, 3, 3) contiguous -> u (alpha^2, C, K) fp32 contiguous,

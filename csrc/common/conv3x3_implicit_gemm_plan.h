@@ -13,8 +13,12 @@
 // fp32 partial sums to a workspace [S][M][K], and a second kernel adds the S partials in
 // order, then bias, ReLU and the pool. By counting: conv5 at batch 1 goes from 8 blocks
 // x 144 slices to 128 blocks x 9 slices, for 6.4 MB of partials through memory (~2 us).
+// wg128x128 (wgmma, 8 warps: fp16/bf16 on an sm_90a build and a compute capability 9.0
+// GPU, args.wgmma) runs only where forced or measured fastest: until a GPU has checked it
+// against the emulator bit for bit, mma.sync stays the default. A measured wg128x128 on
+// a device without wgmma runs as 128x128.
 // Environment (read per launch; tuning knobs for the benchmarks' sweeps):
-//   VGGKERN_IMPLICIT_GEMM_TILE=128x64|128x128|256x128|256x64   forces the tile
+//   VGGKERN_IMPLICIT_GEMM_TILE=128x64|128x128|256x128|256x64|wg128x128   forces the tile
 //   VGGKERN_IMPLICIT_GEMM_SPLIT_K=S                      forces S (1: no split)
 #pragma once
 
@@ -41,22 +45,36 @@ struct ImplicitGemmPlan {
   int64_t workspace_floats(int64_t K) const { return splits > 1 ? int64_t(splits) * M * K : 0; }
 };
 
-// "128x64", "128x128", "256x128" or "256x64"; anything else is an error naming `source`.
+// "128x64", "128x128", "256x128", "256x64" or "wg128x128"; anything else is an error
+// naming `source`.
 inline ImplicitGemmTile implicit_gemm_tile_named(const std::string& name, const char* source) {
   if (name == "128x64") return ImplicitGemmTile::m128n64;
   if (name == "128x128") return ImplicitGemmTile::m128n128;
   if (name == "256x128") return ImplicitGemmTile::m256n128;
   if (name == "256x64") return ImplicitGemmTile::m256n64;
+  if (name == "wg128x128") return ImplicitGemmTile::wg128x128;
   throw std::invalid_argument(std::string("vggkern.conv3x3: ") + source +
-                              " must be 128x64, 128x128, 256x128 or 256x64, got '" + name + "'");
+                              " must be 128x64, 128x128, 256x128, 256x64 or wg128x128, got '" + name + "'");
 }
+
+inline bool is_wgmma(ImplicitGemmTile t) { return t == ImplicitGemmTile::wg128x128; }
+
+// Can this call run a wgmma tile? fp16/bf16 (wgmma's TF32 is not built), on a device that has it.
+inline bool wgmma_runs(const Conv3x3Args& a) { return a.wgmma && a.dtype != DType::float32; }
 
 // VGGKERN_IMPLICIT_GEMM_TILE, else the measured table, else the rule. a.C: as the kernel sees it.
 inline ImplicitGemmTile implicit_gemm_tile(const Conv3x3Args& a) {
   const char* forced = std::getenv("VGGKERN_IMPLICIT_GEMM_TILE");
-  if (forced != nullptr && forced[0] != '\0') return implicit_gemm_tile_named(forced, "VGGKERN_IMPLICIT_GEMM_TILE");
+  if (forced != nullptr && forced[0] != '\0') {
+    const ImplicitGemmTile t = implicit_gemm_tile_named(forced, "VGGKERN_IMPLICIT_GEMM_TILE");
+    if (is_wgmma(t) && !wgmma_runs(a))
+      throw std::invalid_argument(std::string("vggkern.conv3x3: VGGKERN_IMPLICIT_GEMM_TILE=") + forced +
+                                  " runs fp16/bf16 only, on a build for sm_90a (TORCH_CUDA_ARCH_LIST=9.0a) and a "
+                                  "compute capability 9.0 GPU (H100/H200)");
+    return t;
+  }
   if (const TunedTile* t = tuned_tile(kTunedTiles.data(), kTunedTiles.size(), a.N, a.C, a.K, a.H, a.W, a.pool))
-    return t->tile;
+    return is_wgmma(t->tile) && !wgmma_runs(a) ? ImplicitGemmTile::m128n128 : t->tile;
   return a.K <= 64 ? ImplicitGemmTile::m256n64 : ImplicitGemmTile::m128n128;
 }
 
@@ -65,7 +83,7 @@ inline ImplicitGemmTile implicit_gemm_tile(const Conv3x3Args& a) {
 inline ImplicitGemmPlan implicit_gemm_plan(const Conv3x3Args& a, ImplicitGemmTile tile) {
   ImplicitGemmPlan p;
   p.tile = tile;
-  p.bm = p.tile == ImplicitGemmTile::m256n128 || p.tile == ImplicitGemmTile::m256n64 ? 256 : 128;
+  p.bm = p.tile == ImplicitGemmTile::m256n128 || p.tile == ImplicitGemmTile::m256n64 ? 256 : 128;  // wg: 128 x 128
   p.bn = p.tile == ImplicitGemmTile::m128n64 || p.tile == ImplicitGemmTile::m256n64 ? 64 : 128;
   p.M = a.pool ? 4 * a.N * (a.H / 2) * (a.W / 2) : a.N * a.H * a.W;
   p.m_tiles = (p.M + p.bm - 1) / p.bm;

@@ -19,7 +19,8 @@
 
 namespace vk {
 
-enum class ImplicitGemmTile { m128n64, m128n128, m256n128, m256n64 };
+// mNnM: mma.sync tiles; wg128x128: wgmma (sm_90a, fp16/bf16), see conv3x3_implicit_gemm.cuh.
+enum class ImplicitGemmTile { m128n64, m128n128, m256n128, m256n64, wg128x128 };
 
 // The shape a measurement was taken at.
 struct TunedShape {

@@ -82,6 +82,32 @@ inline int sm_count_of(const at::Tensor& x) {
   return 132;
 }
 
+// Does x's device run implicit_gemm's wgmma tiles? They are built where
+// TORCH_CUDA_ARCH_LIST names 9.0a (VK_WGMMA) and run on compute capability 9.0 exactly
+// (H100/H200: an sm_90a binary runs nowhere else). The emulator runs them for CPU tensors.
+inline bool wgmma_on(const at::Tensor& x) {
+#if VK_WITH_CUDA
+  if (x.is_cuda()) {
+#if VK_WGMMA
+    static std::atomic<int> cache[64] = {};  // 0 unknown, 1 no, 2 yes
+    const int dev = x.device().index();
+    if (dev >= 0 && dev < 64 && cache[dev].load() != 0) return cache[dev].load() == 2;
+    int major = 0, minor = 0;
+    TORCH_CHECK(cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, dev) == cudaSuccess &&
+                    cudaDeviceGetAttribute(&minor, cudaDevAttrComputeCapabilityMinor, dev) == cudaSuccess,
+                "vggkern: cannot read the compute capability of ", x.device());
+    const bool yes = major == 9 && minor == 0;
+    if (dev >= 0 && dev < 64) cache[dev].store(yes ? 2 : 1);
+    return yes;
+#else
+    return false;
+#endif
+  }
+#endif
+  (void)x;
+  return true;
+}
+
 // Runs the op's launcher on x's device: the CUDA launcher on x's current stream, or
 // the emulator for CPU tensors.
 // (Args is deduced from `args` alone, so a CPU-only build may pass nullptr for the

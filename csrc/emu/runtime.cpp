@@ -146,6 +146,14 @@ struct AsyncCopy {
   unsigned char data[16];
 };
 
+// An asynchronous tensor-core operation (wgmma) in flight: queued by the thread that
+// issued it and run when a wait covers its group, reading shared memory then.
+struct AsyncOp {
+  AsyncOpFn run;
+  int group;
+  unsigned char data[kAsyncOpBytes];
+};
+
 struct Fiber {
   ThreadView view;
   FiberState state;
@@ -156,6 +164,8 @@ struct Fiber {
   WarpRecord* record;
   std::vector<AsyncCopy> async_copies;
   int async_group;     // the open (not yet committed) cp.async group
+  std::vector<AsyncOp> async_ops;
+  int async_op_group;  // the open wgmma group
   uint32_t access_seq[3];  // cp.async, ld_shared, st_shared calls so far (bank accounting)
 #if !VK_EMU_ASM_SWITCH
   ucontext_t ctx;
@@ -193,7 +203,7 @@ std::string hex(unsigned v) {
 class Worker {
  public:
   Worker(const LaunchParams& p, FunctionRef body)
-      : params_(p), body_(body), stacks_(take_stacks()), shared_(static_cast<unsigned char*>(std::aligned_alloc(128, kMaxSharedBytesPerBlock + 4096))) {
+      : params_(p), body_(body), stacks_(take_stacks()), shared_(static_cast<unsigned char*>(std::aligned_alloc(1024, kMaxSharedBytesPerBlock + 4096))) {
     nthreads_ = p.block.x * p.block.y * p.block.z;
     fibers_.resize(nthreads_);
     for (unsigned i = 0; i < nthreads_; ++i) {
@@ -234,6 +244,23 @@ class Worker {
   void async_copy(void* dst, const void* src, int bytes, int src_bytes, const char* file, int line);
   void async_copy_commit() { ++current_->async_group; }
   void async_copy_wait(int pending_groups_left);
+  uint32_t shared_address(const void* p, const char* file, int line) {
+    if (!in_shared(p, 1)) fail("address is not in this block's shared memory", file, line);
+    return static_cast<uint32_t>(static_cast<const unsigned char*>(p) - shared_.get());
+  }
+  const unsigned char* shared_at(uint32_t address, size_t bytes, const char* file, int line) {
+    if (size_t(address) + bytes > kMaxSharedBytesPerBlock)
+      fail("shared address " + std::to_string(address) + " is outside this block's shared memory", file, line);
+    return shared_.get() + address;
+  }
+  void async_op_enqueue(AsyncOpFn run, const void* op, size_t bytes, const char* file, int line) {
+    if (bytes > kAsyncOpBytes) fail("asynchronous operation record too large", file, line);
+    AsyncOp a{run, current_->async_op_group, {}};
+    std::memcpy(a.data, op, bytes);
+    current_->async_ops.push_back(a);
+  }
+  void async_op_commit() { ++current_->async_op_group; }
+  void async_op_wait(int pending_groups_left);
   void note_shared_access(SharedPath path, const void* p, int bytes, const char* file, int line);
   void flush_access_slot(SharedPath path, const AccessSlot& s);
   [[noreturn]] void fail(const std::string& what, const char* file, int line);
@@ -256,7 +283,7 @@ class Worker {
   struct FreeDeleter {
     void operator()(unsigned char* p) const { std::free(p); }
   };
-  std::unique_ptr<unsigned char, FreeDeleter> shared_;  // 128-byte aligned
+  std::unique_ptr<unsigned char, FreeDeleter> shared_;  // 1024-byte aligned, as wgmma's swizzles need
   size_t shared_used_ = 0;
   std::vector<SharedAlloc> shared_allocs_;
 
@@ -309,6 +336,7 @@ void Worker::fiber_main() {
   Fiber* f = w->current_;
   w->body_();
   w->async_copy_wait(-1);  // copies still in flight land before the thread is gone
+  if (!f->async_ops.empty()) w->fail("the thread exits with wgmma operations it never waited for", nullptr, 0);
   f->state = FiberState::done;
   --w->live_;
   // Lanes that wait for this one in a warp collective no longer need to.
@@ -364,6 +392,8 @@ void Worker::run_block(uint3 block_idx) {
     f.record = nullptr;
     f.async_copies.clear();
     f.async_group = 0;
+    f.async_ops.clear();
+    f.async_op_group = 0;
     std::fill(std::begin(f.access_seq), std::end(f.access_seq), 0u);
     prepare_fiber(f, stacks_->top(i), stacks_->bottom(i));
     runnable_.push_back(i);
@@ -556,6 +586,19 @@ void Worker::async_copy_wait(int pending_groups_left) {
   q.erase(std::remove_if(q.begin(), q.end(), landed), q.end());
 }
 
+void Worker::async_op_wait(int pending_groups_left) {
+  Fiber* f = current_;
+  const int limit = pending_groups_left < 0 ? INT32_MAX : f->async_op_group - pending_groups_left;
+  auto& q = f->async_ops;
+  size_t done = 0;
+  while (done < q.size() && q[done].group < limit) {  // in issue order
+    const AsyncOp op = q[done];
+    op.run(op.data);
+    ++done;
+  }
+  q.erase(q.begin(), q.begin() + static_cast<std::ptrdiff_t>(done));
+}
+
 void Worker::check_canaries() const {
   auto intact = [&](size_t from) {
     for (size_t i = 0; i < kSharedCanaryBytes; ++i)
@@ -626,6 +669,15 @@ void note_shared_access(SharedPath path, const void* p, int bytes, const char* f
   t_worker->note_shared_access(path, p, bytes, file, line);
 }
 void async_copy_wait(int pending_groups_left) { t_worker->async_copy_wait(pending_groups_left); }
+uint32_t shared_address(const void* p, const char* file, int line) { return t_worker->shared_address(p, file, line); }
+const unsigned char* shared_at(uint32_t address, size_t bytes, const char* file, int line) {
+  return t_worker->shared_at(address, bytes, file, line);
+}
+void async_op_enqueue(AsyncOpFn run, const void* op, size_t bytes, const char* file, int line) {
+  t_worker->async_op_enqueue(run, op, bytes, file, line);
+}
+void async_op_commit() { t_worker->async_op_commit(); }
+void async_op_wait(int pending_groups_left) { t_worker->async_op_wait(pending_groups_left); }
 
 int worker_count() {
   static const int n = [] {

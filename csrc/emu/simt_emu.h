@@ -38,7 +38,7 @@ extern __thread BlockView* t_block;
 
 int block_barrier(int predicate, const char* file, int line);  // returns the block's count
 
-enum class Collective : int { shfl = 1, vote = 2, syncwarp = 3, mma = 4, ldmatrix = 5 };
+enum class Collective : int { shfl = 1, vote = 2, syncwarp = 3, mma = 4, ldmatrix = 5, wgmma = 6 };
 constexpr size_t kExchangeBytes = 64;  // what one lane contributes to a collective, at most
 struct Exchange {
   const unsigned char (*values)[kExchangeBytes];  // each lane's contribution, by lane
@@ -66,6 +66,21 @@ bool in_shared(const void* p, size_t bytes);     // inside this block's shared m
 // A plain shared-memory load or store of `bytes` at p, for bank accounting (bank_stats.h);
 // the kernels' ld_shared / st_shared call it.
 void note_shared_access(SharedPath path, const void* p, int bytes, const char* file, int line);
+
+// The block-shared address of p (its offset in the block's shared memory: what
+// __cvta_generic_to_shared gives on the GPU), and the memory at such an address; both
+// fail outside the block's shared memory.
+uint32_t shared_address(const void* p, const char* file, int line);
+const unsigned char* shared_at(uint32_t address, size_t bytes, const char* file, int line);
+
+// Asynchronous operations of one thread (wgmma): the record (at most kAsyncOpBytes) is
+// queued in the open group; commit closes the group; wait(k) runs, in issue order, every
+// queued operation but those of the k newest groups (negative: all).
+constexpr size_t kAsyncOpBytes = 64;
+using AsyncOpFn = void (*)(const void* record);
+void async_op_enqueue(AsyncOpFn run, const void* record, size_t bytes, const char* file, int line);
+void async_op_commit();
+void async_op_wait(int pending_groups_left);
 
 enum class ShflMode { idx, up, down, bfly };
 

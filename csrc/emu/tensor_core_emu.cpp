@@ -1,5 +1,7 @@
-// Emulated mma.sync and ldmatrix; layouts from the PTX ISA, "Matrix Fragments for
-// mma.m16n8k16 / mma.m16n8k8" and "ldmatrix". groupID g = lane / 4, t = lane % 4.
+// Emulated mma.sync, ldmatrix and wgmma; layouts from the PTX ISA, "Matrix Fragments
+// for mma.m16n8k16 / mma.m16n8k8", "ldmatrix", and "Asynchronous Warpgroup Level
+// Matrix" (register fragments, shared memory layouts, matrix descriptor). groupID
+// g = lane / 4, t = lane % 4.
 #include "tensor_core_emu.h"
 
 #include <cstring>
@@ -108,6 +110,118 @@ void ldmatrix(uint32_t* r, int count, bool trans, const void* row_address, const
     r[j] = trans ? at(j, 2 * t, g) | (at(j, 2 * t + 1, g) << 16) : at(j, g, 2 * t) | (at(j, g, 2 * t + 1) << 16);
   }
 }
+
+namespace {
+
+// A shared-memory matrix descriptor, decoded (PTX ISA "Matrix Descriptor Format").
+struct Descriptor {
+  uint32_t start, lbo, sbo;  // bytes
+  int base_offset, swizzle;  // swizzle: 0 none, 1 128-byte, 2 64-byte, 3 32-byte
+};
+Descriptor decode(uint64_t desc) {
+  Descriptor d;
+  d.start = static_cast<uint32_t>(desc & 0x3fffu) << 4;
+  d.lbo = static_cast<uint32_t>((desc >> 16) & 0x3fffu) << 4;
+  d.sbo = static_cast<uint32_t>((desc >> 32) & 0x3fffu) << 4;
+  d.base_offset = static_cast<int>((desc >> 49) & 7u);
+  d.swizzle = static_cast<int>(desc >> 62);
+  return d;
+}
+
+// Byte address of element k (16-bit elements, k < 16) of row `row` of a K-major operand
+// with the 64-byte swizzle: rows of 64 bytes in groups of 8 (a 512-byte pattern), the
+// groups sbo bytes apart; the address's 16-byte chunk bits 4-5 are XORed with bits 7-8.
+uint32_t k_sw64_address(const Descriptor& d, int row, int k) {
+  const uint32_t linear = d.start + static_cast<uint32_t>(row / 8) * d.sbo + static_cast<uint32_t>(row % 8) * 64 +
+                          static_cast<uint32_t>(k) * 2;
+  return linear ^ (((linear >> 7) & 3u) << 4);
+}
+
+void check_descriptor(const Descriptor& d, int rows, const char* name, const char* file, int line) {
+  if (d.swizzle != 2)
+    kernel_fail(std::string("wgmma ") + name + " descriptor: only the 64-byte swizzle (mode 2) is emulated, got mode " +
+                    std::to_string(d.swizzle), file, line);
+  if (d.base_offset != 0) kernel_fail(std::string("wgmma ") + name + " descriptor: base offset must be 0", file, line);
+  // The row pattern starts at a 512-byte boundary; the start may sit up to 32 bytes into
+  // a row (the K offset of a k16 step), and the 32 bytes of one row must fit in its 64.
+  if ((d.start >> 6) % 8 != 0 || d.start % 64 > 32)
+    kernel_fail(std::string("wgmma ") + name + " descriptor: start address " + std::to_string(d.start) +
+                    " is not a 512-byte-aligned 64-byte-swizzled tile plus 0 or 32 bytes", file, line);
+  if (d.sbo == 0 && rows > 8) kernel_fail(std::string("wgmma ") + name + " descriptor: stride byte offset is 0", file, line);
+  const uint32_t last = d.start + static_cast<uint32_t>((rows - 1) / 8) * d.sbo + 7 * 64 + 64;
+  shared_at(d.start, last - d.start, file, line);  // fails if the operand leaves shared memory
+}
+
+struct WgmmaOp {
+  MmaInput type;
+  float* d;
+  int n, scale_d;
+  uint64_t desc_a, desc_b;
+  unsigned warp, lane;  // warp in the warpgroup, lane in the warp
+  const char* file;
+  int line;
+};
+static_assert(sizeof(WgmmaOp) <= kAsyncOpBytes, "queued record size");
+
+double operand(const WgmmaOp& op, const Descriptor& d, int row, int k) {
+  uint16_t bits;
+  std::memcpy(&bits, shared_at(k_sw64_address(d, row, k), 2, op.file, op.line), 2);
+  return element(op.type, bits, 0);
+}
+
+void run_wgmma(const void* record) {
+  WgmmaOp op;
+  std::memcpy(&op, record, sizeof op);
+  const Descriptor da = decode(op.desc_a), db = decode(op.desc_b);
+  const int g = static_cast<int>(op.lane >> 2), t = static_cast<int>(op.lane & 3);
+  double A[2][16];
+  for (int h = 0; h < 2; ++h)
+    for (int k = 0; k < 16; ++k) A[h][k] = operand(op, da, 16 * static_cast<int>(op.warp) + g + 8 * h, k);
+  for (int j = 0; j < op.n / 8; ++j)
+    for (int c = 0; c < 2; ++c) {
+      double B[16];
+      for (int k = 0; k < 16; ++k) B[k] = operand(op, db, 8 * j + 2 * t + c, k);
+      for (int h = 0; h < 2; ++h) {
+        float& out = op.d[4 * j + 2 * h + c];
+        double sum = op.scale_d ? out : 0.0;  // mma_sync's order: C first, then k = 0..15
+        for (int k = 0; k < 16; ++k) sum += A[h][k] * B[k];
+        out = static_cast<float>(sum);
+      }
+    }
+}
+
+}  // namespace
+
+void wgmma_async(MmaInput type, float* d, int n, uint64_t desc_a, uint64_t desc_b, int scale_d, const char* file,
+                 int line) {
+  if (type == MmaInput::tf32) kernel_fail("wgmma: only f16/bf16 are emulated", file, line);
+  if (n % 8 != 0 || n < 8 || n > 256) kernel_fail("wgmma: N must be a multiple of 8 in [8, 256]", file, line);
+  const unsigned threads = t_block->block_dim.x * t_block->block_dim.y * t_block->block_dim.z;
+  if (threads % 128 != 0) kernel_fail("wgmma needs whole warpgroups: the block has " + std::to_string(threads) +
+                                      " threads, not a multiple of 128", file, line);
+  struct Uniform {
+    uint64_t a, b;
+    int scale_d;
+  } mine{desc_a, desc_b, scale_d};
+  const Exchange ex = warp_exchange(Collective::wgmma, 0xffffffffu, &mine, sizeof mine, 0, file, line);
+  bool uniform = true;
+  for (int l = 0; l < 32 && ex.arrived == 0xffffffffu; ++l) {
+    Uniform o;
+    std::memcpy(&o, ex.values[l], sizeof o);
+    uniform = uniform && o.a == mine.a && o.b == mine.b && o.scale_d == mine.scale_d;
+  }
+  const unsigned arrived = ex.arrived;
+  warp_exchange_done(ex.handle);
+  if (arrived != 0xffffffffu) kernel_fail("wgmma needs all 32 lanes of each warp", file, line);
+  if (!uniform) kernel_fail("wgmma descriptors and scale-d must be the same in every lane", file, line);
+  check_descriptor(decode(desc_a), 64, "A", file, line);
+  check_descriptor(decode(desc_b), n, "B", file, line);
+  const WgmmaOp op{type, d, n, scale_d, desc_a, desc_b, (t_thread->linear >> 5) & 3u, t_thread->linear & 31u, file, line};
+  async_op_enqueue(&run_wgmma, &op, sizeof op, file, line);
+}
+
+void wgmma_commit_group() { async_op_commit(); }
+void wgmma_wait_group(int pending_groups_left) { async_op_wait(pending_groups_left); }
 
 }  // namespace emu
 }  // namespace vk

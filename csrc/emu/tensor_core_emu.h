@@ -1,5 +1,5 @@
 // The emulator's bodies for the tensor-core wrappers of kernels/tensor_core.cuh:
-// mma.sync and ldmatrix as warp collectives that follow the PTX ISA's documented
+// mma.sync and ldmatrix as warp collectives, wgmma as per-thread queued operations, that follow the PTX ISA's documented
 // fragment layouts (which lane's register holds which matrix element).
 #pragma once
 
@@ -19,6 +19,16 @@ void mma_sync(MmaInput type, float* d, const uint32_t* a, const uint32_t* b, con
 // ldmatrix.sync.aligned.m8n8.{x1,x2,x4}{,.trans}.shared.b16: `count` 8x8 matrices of
 // 16-bit elements, row addresses given by lanes 0..8*count-1.
 void ldmatrix(uint32_t* r, int count, bool trans, const void* row_address, const char* file, int line);
+
+// wgmma.mma_async.sync.aligned.m64nNk16.f32.{f16,bf16}.{f16,bf16} with both operands in
+// shared memory, K-major, described by 64-bit matrix descriptors (only the 64-byte
+// swizzle is emulated). Checks the warp and the descriptors now, queues the operation
+// and runs it at the wgmma_wait_group that covers it: this thread's d[4j + i] =
+// D[16w + g + 8*(i>>1)][8j + 2t + (i&1)] (w: warp in the warpgroup), summed as mma_sync.
+void wgmma_async(MmaInput type, float* d, int n, uint64_t desc_a, uint64_t desc_b, int scale_d, const char* file,
+                 int line);
+void wgmma_commit_group();
+void wgmma_wait_group(int pending_groups_left);
 
 }  // namespace emu
 }  // namespace vk

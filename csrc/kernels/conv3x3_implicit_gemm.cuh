@@ -68,6 +68,20 @@
 // version divided the K position by C every stage and recomputed swizzled addresses:
 // 305 instructions (4.8 per HMMA, 80% of the slots); now the K position advances one
 // slice at a time, tap validity is a per-row bit mask, and shared offsets are fixed.
+// wgmma (tile wg128x128, sm_90a, fp16/bf16): one warpgroup (128 threads) owns the 128 x
+// 128 tile as two wgmma.m64n128k16 per k-step, both operands read by the tensor cores
+// straight from the stages through matrix descriptors. The stages need no change: the
+// swizzle above is wgmma's 64-byte-swizzle K-major layout (16-byte chunk bits 4-5 of the
+// address XOR bits 7-8, i.e. chunk ^ ((row / 2) % 4) for 64-byte rows; stages are
+// 1024-byte multiples), so a k-step's operand is the stage base plus 0 or 32 bytes.
+// 6 stages, 4 slices in flight: a stage is freed one slice after its wgmma (wait_group 1).
+// By counting (python -m benchmarks.sass_loop): no ldmatrix, 145 instructions per slice
+// per warp against 4 HGMMA of 64 clocks each at the dense peak, 57% of a sub-partition's
+// issue slots with 2 blocks per SM (mma.sync's 128 x 128: 206 instructions per 64 HMMA,
+// 80%); 185 registers, no spills; shared memory per k16 step: 2 x (64 + 128) rows x 32
+// bytes read by wgmma plus 256 x 32 bytes of cp.async writes, 160 bytes per tensor clock:
+// an 80% cap, against mma.sync's 67%. It runs where forced or measured fastest until a GPU
+// has confirmed it bit for bit against the emulator (tests/test_conv3x3_implicit_gemm.py).
 // Time on the GPU: pending a GPU session (benchmarks/). Predicted from counting alone:
 // dense M gives VGG16's 28x28 and 14x14 layers (39% of its FLOPs) 1.3x fewer mma
 // issued, and 64 x 64 warps lift the shared-memory cap from 50% to 67% of the peak;
@@ -81,15 +95,25 @@ namespace vk {
 namespace VK_KERNEL_NS {
 
 // T: the storage type (__half, __nv_bfloat16 or float); the shared-memory layout in
-// bytes is the same for all three.
-template <class T, int kWarpsM_, int kWarpsN_>
+// bytes is the same for all three. kWgmma: the warpgroup MMA main loop (sm_90a, f16/bf16).
+template <class T, int kWarpsM_, int kWarpsN_, bool kWgmma_ = false>
 struct ImplicitGemmTiling {
+  static constexpr bool kWgmma = kWgmma_;
   static constexpr int kWarpsM = kWarpsM_, kWarpsN = kWarpsN_;
   static constexpr int kThreads = 32 * kWarpsM * kWarpsN;
-  static constexpr int kWarpM = 64, kWarpN = 64;  // each warp's output tile
+  // Each warp's share of the output: mma.sync warps own 64 x 64 tiles. Under wgmma one
+  // warpgroup (4 warps) owns the 128 x 128 tile, as two m64n128k16 per k-step (rows 0-63
+  // and 64-127); warp w holds rows 16w..16w+15 of each half (warp_row()), 32 x 128.
+  static constexpr int kWarpM = kWgmma ? 32 : 64, kWarpN = kWgmma ? 128 : 64;
   static constexpr int kBM = kWarpM * kWarpsM, kBN = kWarpN * kWarpsN;
   static constexpr int kChunk = 16 / int(sizeof(T));  // elements per 16-byte cp.async chunk
-  static constexpr int kBK = 4 * kChunk, kStages = 4;  // kBK: a 64-byte K slice
+  static constexpr int kBK = 4 * kChunk;               // a 64-byte K slice
+  // Stages in shared memory, and how many slices are loaded ahead of the one computed:
+  // mma.sync reads a stage into registers before the next barrier, so all but one stage
+  // are in flight; wgmma reads it asynchronously until its wait, one slice later, so two
+  // stages are held by the tensor cores and the rest are in flight.
+  static constexpr int kStages = kWgmma ? 6 : 4;
+  static constexpr int kPrefetch = kWgmma ? kStages - 2 : kStages - 1;
   static constexpr int kStep = kBK / 2;  // K per mma: 16 (m16n8k16) or 8 (m16n8k8 tf32)
   static constexpr int kMTiles = kWarpM / 16, kNTiles = kWarpN / 8;
   static constexpr int kRow = kBK;  // elements per shared row: 64 bytes, swizzled, no padding
@@ -106,10 +130,17 @@ struct ImplicitGemmTiling {
   static_assert(kRowsPerPass % 8 == 0, "a cp.async phase (8 lanes) writes an even row and the next; copy "
                                        "passes keep the swizzle (rows 8 apart share it)");
   static_assert(kCStride % 32 == 8, "float2 accumulator stores: 4 rows of a half-warp phase 8 banks apart");
+  static_assert(!kWgmma || (sizeof(T) == 2 && kWarpsM == 4 && kWarpsN == 1), "wgmma: 16-bit elements, one warpgroup");
+  static_assert(size_t(kAStage) * sizeof(T) % 1024 == 0 && size_t(kBStage) * sizeof(T) % 1024 == 0,
+                "stages keep the 512-byte swizzle pattern aligned (wgmma descriptors)");
 
   // Element offset of 16-byte chunk `chunk` (0..3) of row `row` in a stage.
   static __device__ __forceinline__ int offset(int row, int chunk) {
     return row * kRow + (chunk ^ ((row >> 1) & 3)) * kChunk;
+  }
+  // First block-tile row of m16 tile mt of the warps in row warp_m (then + g + 8 * half).
+  static __device__ __forceinline__ int warp_row(int warp_m, int mt) {
+    return kWgmma ? mt * 64 + warp_m * 16 : warp_m * kWarpM + mt * 16;
   }
   // Epilogue tile column of channel `col` (0..BN-1) of the block; even col maps with col + 1.
   static __device__ __forceinline__ int column_of(int col) {
@@ -165,11 +196,11 @@ __global__ void __launch_bounds__(256)
   y[row * p.K + k] = from_float<T>(out);
 }
 
-template <class T, MmaType kMma, int kWarpsM, int kWarpsN, class Index>
-__global__ void __launch_bounds__(32 * kWarpsM * kWarpsN)
+template <class T, MmaType kMma, int kWarpsM, int kWarpsN, bool kWgmma, class Index>
+__global__ void __launch_bounds__(32 * kWarpsM * kWarpsN, kWgmma ? 2 : 1)
     conv3x3_implicit_gemm_kernel(const T* __restrict__ x, const T* __restrict__ w, const T* __restrict__ bias,
                                  T* __restrict__ y, const ImplicitGemmParams<Index> p) {
-  using L = ImplicitGemmTiling<T, kWarpsM, kWarpsN>;
+  using L = ImplicitGemmTiling<T, kWarpsM, kWarpsN, kWgmma>;
   constexpr int kBN = L::kBN, kARows = L::kBM / L::kRowsPerPass, kBRows = kBN / L::kRowsPerPass;
   static_assert((kMma == MmaType::tf32) == (sizeof(T) == 4), "tf32 math for fp32 storage, f16/bf16 for halves");
   VK_DYNAMIC_SHARED(unsigned char, smem);
@@ -204,12 +235,6 @@ __global__ void __launch_bounds__(32 * kWarpsM * kWarpsN)
   // ((r / 2) % 4), so each row this thread copies or reads is a fixed offset plus a
   // multiple of 8 rows (copy passes are kRowsPerPass rows apart, mma tiles 16).
   const int copy_dst = L::offset(tid / 4, a_chunk);  // + i * kRowsPerPass rows
-  int a_frag[2], b_frag[2];                          // per k-step kk; + 16 rows per mma tile
-#pragma unroll
-  for (int kk = 0; kk < 2; ++kk) {
-    a_frag[kk] = L::offset(warp_m * L::kWarpM + lane % 16, 2 * kk + lane / 16);
-    b_frag[kk] = L::offset(warp_n * L::kWarpN + lane % 8 + (lane / 16) * 8, 2 * kk + (lane / 8) % 2);
-  }
   using UIndex = typename UnsignedOf<Index>::type;  // offsets >= 0: zero-extended to 64 bits
   Index a_base[kARows];
   uint32_t a_taps[kARows];
@@ -296,57 +321,96 @@ __global__ void __launch_bounds__(32 * kWarpsM * kWarpsN)
 #pragma unroll
       for (int i = 0; i < 4; ++i) acc[mt][nt][i] = 0.f;
 
-  // Pipeline: stages 0..S-2 in flight before the loop; each iteration waits for its
-  // stage, refills the one computed last iteration, and computes. One commit per
+  // Pipeline: kPrefetch slices in flight before the loop; each iteration waits for its
+  // slice, refills a stage the tensor cores are done with, and computes. One commit per
   // iteration (empty groups past the end) keeps the group count uniform.
 #pragma unroll
-  for (int s = 0; s < L::kStages - 1; ++s) {
+  for (int s = 0; s < L::kPrefetch; ++s) {
     if (s < n_tiles) load_stage(s);
     cp_async_commit();
   }
-  for (int kt = 0; kt < n_tiles; ++kt) {
-    cp_async_wait<L::kStages - 2>();
-    __syncthreads();
-    const int next = kt + L::kStages - 1;
-    if (next < n_tiles) load_stage(next % L::kStages);
-    cp_async_commit();
+  if constexpr (L::kWgmma) {
+    // The warpgroup multiplies the stage's A rows 0-63 and 64-127 (mt) by all 128 B rows:
+    // per 64-byte slice 2 k-steps (K offsets 0 and 32 bytes into the rows) x 2 m64n128k16.
+    // The stages are the 64-byte-swizzled K-major layout wgmma reads (offset() above is
+    // that swizzle), 8-row groups 512 bytes apart. The slice loaded at iteration kt goes
+    // to the stage of slice kt - 2, whose wgmma group every thread waited for
+    // (wgmma_wait<1> at kt - 1) before this iteration's barrier.
+    static_assert(L::kBM == 128 && L::kBN == 128 && L::kMTiles == 2, "two m64n128k16 per k-step");
+    constexpr uint32_t kAStageUnits = L::kAStage * sizeof(T) / 16, kBStageUnits = L::kBStage * sizeof(T) / 16;
+    const uint64_t a_desc = smem_desc_k_sw64(a_smem, 8 * 64), b_desc = smem_desc_k_sw64(b_smem, 8 * 64);
+    int read = 0, write = L::kPrefetch;  // stages: computed now, loaded now
+    for (int kt = 0; kt < n_tiles; ++kt) {
+      cp_async_wait<L::kPrefetch - 1>();
+      fence_proxy_async();  // this thread's copies, visible to the tensor cores' reads...
+      __syncthreads();      // ...and everyone's
+      if (kt + L::kPrefetch < n_tiles) load_stage(write);
+      cp_async_commit();
+      wgmma_fence();
+#pragma unroll
+      for (int kk = 0; kk < 2; ++kk)  // descriptor addresses count 16-byte units; 64 rows = 256 units
+#pragma unroll
+        for (int mt = 0; mt < 2; ++mt)
+          wgmma_m64n128k16<kMma>(*reinterpret_cast<float(*)[64]>(&acc[mt][0][0]),
+                                 a_desc + (read * kAStageUnits + mt * 256 + 2 * kk),
+                                 b_desc + (read * kBStageUnits + 2 * kk));
+      wgmma_commit();
+      wgmma_wait<1>();
+      read = read + 1 == L::kStages ? 0 : read + 1;
+      write = write + 1 == L::kStages ? 0 : write + 1;
+    }
+    wgmma_wait<0>();
+  } else {
+    int a_frag[2], b_frag[2];  // ldmatrix row offsets per k-step kk; + 16 rows per mma tile
+#pragma unroll
+    for (int kk = 0; kk < 2; ++kk) {
+      a_frag[kk] = L::offset(warp_m * L::kWarpM + lane % 16, 2 * kk + lane / 16);
+      b_frag[kk] = L::offset(warp_n * L::kWarpN + lane % 8 + (lane / 16) * 8, 2 * kk + (lane / 8) % 2);
+    }
+    for (int kt = 0; kt < n_tiles; ++kt) {
+      cp_async_wait<L::kPrefetch - 1>();
+      __syncthreads();
+      const int next = kt + L::kPrefetch;
+      if (next < n_tiles) load_stage(next % L::kStages);
+      cp_async_commit();
 
-    const T* const as = a_smem + (kt % L::kStages) * L::kAStage;
-    const T* const bs = b_smem + (kt % L::kStages) * L::kBStage;
+      const T* const as = a_smem + (kt % L::kStages) * L::kAStage;
+      const T* const bs = b_smem + (kt % L::kStages) * L::kBStage;
 #pragma unroll
-    for (int kk = 0; kk < 2; ++kk) {  // 2 mma k-steps per 64-byte slice: chunks 2kk, 2kk + 1
-      uint32_t a[L::kMTiles][4], bf[L::kNTiles][2];
-#pragma unroll
-      for (int mt = 0; mt < L::kMTiles; ++mt)
-        ldmatrix<4>(a[mt], as + a_frag[kk] + mt * 16 * L::kRow);
-#pragma unroll
-      for (int np = 0; np < L::kNTiles / 2; ++np) {
-        uint32_t r[4];
-        ldmatrix<4>(r, bs + b_frag[kk] + np * 16 * L::kRow);
-        bf[2 * np][0] = r[0];
-        bf[2 * np][1] = r[1];
-        bf[2 * np + 1][0] = r[2];
-        bf[2 * np + 1][1] = r[3];
-      }
-      if constexpr (kMma == MmaType::tf32) {
-        // fp32 -> tf32, round to nearest (ties away), once per fragment element.
+      for (int kk = 0; kk < 2; ++kk) {  // 2 mma k-steps per 64-byte slice: chunks 2kk, 2kk + 1
+        uint32_t a[L::kMTiles][4], bf[L::kNTiles][2];
 #pragma unroll
         for (int mt = 0; mt < L::kMTiles; ++mt)
+          ldmatrix<4>(a[mt], as + a_frag[kk] + mt * 16 * L::kRow);
 #pragma unroll
-          for (int i = 0; i < 4; ++i) a[mt][i] = to_tf32(__uint_as_float(a[mt][i]));
+        for (int np = 0; np < L::kNTiles / 2; ++np) {
+          uint32_t r[4];
+          ldmatrix<4>(r, bs + b_frag[kk] + np * 16 * L::kRow);
+          bf[2 * np][0] = r[0];
+          bf[2 * np][1] = r[1];
+          bf[2 * np + 1][0] = r[2];
+          bf[2 * np + 1][1] = r[3];
+        }
+        if constexpr (kMma == MmaType::tf32) {
+          // fp32 -> tf32, round to nearest (ties away), once per fragment element.
 #pragma unroll
-        for (int nt = 0; nt < L::kNTiles; ++nt)
+          for (int mt = 0; mt < L::kMTiles; ++mt)
 #pragma unroll
-          for (int i = 0; i < 2; ++i) bf[nt][i] = to_tf32(__uint_as_float(bf[nt][i]));
+            for (int i = 0; i < 4; ++i) a[mt][i] = to_tf32(__uint_as_float(a[mt][i]));
 #pragma unroll
-        for (int mt = 0; mt < L::kMTiles; ++mt)
+          for (int nt = 0; nt < L::kNTiles; ++nt)
 #pragma unroll
-          for (int nt = 0; nt < L::kNTiles; ++nt) mma_m16n8k8_tf32(acc[mt][nt], a[mt], bf[nt], acc[mt][nt]);
-      } else {
+            for (int i = 0; i < 2; ++i) bf[nt][i] = to_tf32(__uint_as_float(bf[nt][i]));
 #pragma unroll
-        for (int mt = 0; mt < L::kMTiles; ++mt)
+          for (int mt = 0; mt < L::kMTiles; ++mt)
 #pragma unroll
-          for (int nt = 0; nt < L::kNTiles; ++nt) mma_m16n8k16<kMma>(acc[mt][nt], a[mt], bf[nt], acc[mt][nt]);
+            for (int nt = 0; nt < L::kNTiles; ++nt) mma_m16n8k8_tf32(acc[mt][nt], a[mt], bf[nt], acc[mt][nt]);
+        } else {
+#pragma unroll
+          for (int mt = 0; mt < L::kMTiles; ++mt)
+#pragma unroll
+            for (int nt = 0; nt < L::kNTiles; ++nt) mma_m16n8k16<kMma>(acc[mt][nt], a[mt], bf[nt], acc[mt][nt]);
+        }
       }
     }
   }
@@ -361,7 +425,7 @@ __global__ void __launch_bounds__(32 * kWarpsM * kWarpsN)
       for (int mt = 0; mt < L::kMTiles; ++mt)
 #pragma unroll
         for (int half = 0; half < 2; ++half) {
-          const Index m = m0 + warp_m * L::kWarpM + mt * 16 + g + 8 * half;
+          const Index m = m0 + L::warp_row(warp_m, mt) + g + 8 * half;
           if (m >= p.M || k >= p.K) continue;
           float* const dst = part + m * p.K + k;
           if (k + 1 < p.K && p.K % 2 == 0) {
@@ -391,7 +455,7 @@ __global__ void __launch_bounds__(32 * kWarpsM * kWarpsN)
     for (int mt = 0; mt < L::kMTiles; ++mt)
 #pragma unroll
       for (int half = 0; half < 2; ++half) {
-        const int row = warp_m * L::kWarpM + mt * 16 + g + 8 * half;
+        const int row = L::warp_row(warp_m, mt) + g + 8 * half;
         float2 v;
         v.x = acc[mt][nt][2 * half] + bk[0];
         v.y = acc[mt][nt][2 * half + 1] + bk[1];

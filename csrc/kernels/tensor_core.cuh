@@ -14,6 +14,22 @@
 //   cp_async_16(dst, src, n): 16 bytes global -> shared, the first n from src and zeros
 //     after; visible after cp_async_wait<k>() (all but the k newest committed groups)
 //     and a barrier. The emulator delays the write to the wait, so reading early shows.
+//   wgmma_m64n128k16<f16|bf16>(d, desc_a, desc_b): a warpgroup (4 aligned warps, 128
+//     threads) computes D(64x128) += A(64x16) * B(16x128), both operands read from
+//     shared memory through 64-bit matrix descriptors (smem_desc_k_sw64), fp32
+//     accumulators in registers: warp w of the group, lane (g, t), holds in d[4j + i]
+//     D[16w + g + 8*(i>>1)][8j + 2t + (i&1)], the mma.sync C layout repeated over 16 n8
+//     tiles. Asynchronous: wgmma_fence() before the first (and after any other write to
+//     d), wgmma_commit() closes a group, wgmma_wait<k>() waits for all but the k newest;
+//     d and the shared operands must not be touched until then. Shared memory written by
+//     ordinary stores or cp.async reaches wgmma after fence_proxy_async() and a barrier.
+//     sm_90a only (the 'a' in TORCH_CUDA_ARCH_LIST=9.0a); on other targets it traps. The
+//     emulator queues the operation per thread and runs it at the wait that covers it,
+//     reading shared memory then, as the GPU may.
+//   smem_desc_k_sw64(p, sbo): the descriptor of a K-major operand stored as rows of 64
+//     bytes with the 64-byte swizzle (16-byte chunk c of row r at chunk c ^ ((r/2) % 4),
+//     the XOR of address bits 4-5 with bits 7-8), 8-row groups `sbo` bytes apart; p is
+//     the operand's row 0 plus the K offset inside the row (0 or 32 bytes for k16 steps).
 //
 // A wrapper is trusted only after the same kernel matched on a real GPU once: the
 // emulation encodes our reading of the ISA, and only hardware can confirm it.
@@ -138,6 +154,86 @@ __device__ __forceinline__ void cp_async_wait() {
   ::vk::emu::async_copy_wait(kPendingGroupsLeft);
 #endif
 }
+
+// ---- wgmma (sm_90a) ---------------------------------------------------------------------
+
+// Shared-memory matrix descriptor (PTX ISA, "Matrix Descriptor Format"): start address,
+// leading and stride byte offsets in 16-byte units at bits 0, 16 and 32, swizzle mode at
+// bits 62-63 (2: 64-byte). K-major swizzled operands ignore the leading offset (1 here).
+__device__ __forceinline__ uint64_t smem_desc_k_sw64(const void* p, uint32_t sbo_bytes) {
+#if defined(__CUDACC__)
+  const uint32_t addr = static_cast<uint32_t>(__cvta_generic_to_shared(p));
+#else
+  const uint32_t addr = ::vk::emu::shared_address(p, __FILE__, __LINE__);
+#endif
+  return uint64_t((addr & 0x3ffffu) >> 4) | (uint64_t(1) << 16) | (uint64_t((sbo_bytes & 0x3ffffu) >> 4) << 32) |
+         (uint64_t(2) << 62);
+}
+
+__device__ __forceinline__ void wgmma_fence() {
+#if defined(__CUDA_ARCH_FEAT_SM90_ALL)
+  asm volatile("wgmma.fence.sync.aligned;\n" ::: "memory");
+#endif
+}
+
+__device__ __forceinline__ void wgmma_commit() {
+#if defined(__CUDA_ARCH_FEAT_SM90_ALL)
+  asm volatile("wgmma.commit_group.sync.aligned;\n" ::: "memory");
+#elif !defined(__CUDACC__)
+  ::vk::emu::wgmma_commit_group();
+#endif
+}
+
+template <int kPendingGroupsLeft>
+__device__ __forceinline__ void wgmma_wait() {
+#if defined(__CUDA_ARCH_FEAT_SM90_ALL)
+  asm volatile("wgmma.wait_group.sync.aligned %0;\n" ::"n"(kPendingGroupsLeft) : "memory");
+#elif !defined(__CUDACC__)
+  ::vk::emu::wgmma_wait_group(kPendingGroupsLeft);
+#endif
+}
+
+// Orders this thread's generic-proxy writes to shared memory (stores, cp.async after its
+// wait) before later async-proxy reads (wgmma); a barrier then publishes them.
+__device__ __forceinline__ void fence_proxy_async() {
+#if defined(__CUDA_ARCH_FEAT_SM90_ALL)
+  asm volatile("fence.proxy.async.shared::cta;\n" ::: "memory");
+#endif
+}
+
+#define VK_D4(i) "+f"(d[i]), "+f"(d[i + 1]), "+f"(d[i + 2]), "+f"(d[i + 3])
+#define VK_D16(i) VK_D4(i), VK_D4(i + 4), VK_D4(i + 8), VK_D4(i + 12)
+#define VK_WGMMA_M64N128K16(type)                                                                            \
+  asm volatile(                                                                                              \
+      "{\n.reg .pred p;\nsetp.ne.b32 p, %66, 0;\n"                                                           \
+      "wgmma.mma_async.sync.aligned.m64n128k16.f32." type "." type " "                                       \
+      "{%0,%1,%2,%3,%4,%5,%6,%7,%8,%9,%10,%11,%12,%13,%14,%15,"                                              \
+      "%16,%17,%18,%19,%20,%21,%22,%23,%24,%25,%26,%27,%28,%29,%30,%31,"                                     \
+      "%32,%33,%34,%35,%36,%37,%38,%39,%40,%41,%42,%43,%44,%45,%46,%47,"                                     \
+      "%48,%49,%50,%51,%52,%53,%54,%55,%56,%57,%58,%59,%60,%61,%62,%63}, "                                   \
+      "%64, %65, p, 1, 1, 0, 0;\n}\n"                                                                        \
+      : VK_D16(0), VK_D16(16), VK_D16(32), VK_D16(48)                                                        \
+      : "l"(desc_a), "l"(desc_b), "r"(scale_d))
+
+// D = A * B + (scale_d ? D : 0) for one warpgroup; both operands K-major (no transpose).
+template <MmaType kType>
+__device__ __forceinline__ void wgmma_m64n128k16(float (&d)[64], uint64_t desc_a, uint64_t desc_b, int scale_d = 1) {
+  static_assert(kType != MmaType::tf32, "wgmma here is f16/bf16 only");
+#if defined(__CUDA_ARCH_FEAT_SM90_ALL)
+  if constexpr (kType == MmaType::f16) VK_WGMMA_M64N128K16("f16");
+  else VK_WGMMA_M64N128K16("bf16");
+#elif defined(__CUDACC__)
+  (void)d, (void)desc_a, (void)desc_b, (void)scale_d;
+  __trap();  // built without sm_90a: the plan never picks a wgmma tile (args.wgmma)
+#else
+  ::vk::emu::wgmma_async(kType == MmaType::f16 ? ::vk::emu::MmaInput::f16 : ::vk::emu::MmaInput::bf16, d, 128,
+                         desc_a, desc_b, scale_d, __FILE__, __LINE__);
+#endif
+}
+
+#undef VK_WGMMA_M64N128K16
+#undef VK_D16
+#undef VK_D4
 
 }  // namespace VK_KERNEL_NS
 }  // namespace vk

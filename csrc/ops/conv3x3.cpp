@@ -100,6 +100,7 @@ at::Tensor run_tensor_core(const Conv3x3Algorithm& algorithm, const at::Tensor& 
   Conv3x3Args args{xc.const_data_ptr(), wc.const_data_ptr(), bias.defined() ? bias.const_data_ptr() : nullptr,
                    y.data_ptr(), dtype, Layout::nhwc, N, Cp, H, W, K, relu, pool, nullptr};
   args.sm_count = sm_count_of(x);
+  args.wgmma = wgmma_on(x);
   // Split-K's fp32 partial sums (conv3x3_implicit_gemm_plan.h), where the plan splits.
   const int64_t workspace = implicit_gemm_plan(args).workspace_floats(K);
   at::Tensor partial;

@@ -1,7 +1,7 @@
 // The tensor-core wrappers (kernels/tensor_core.cuh) on the emulator: a warp loads
 // tiles with cp.async, reads fragments with ldmatrix (plain and transposed), multiplies
-// with mma.sync and stores by the accumulator layout; the product must equal a plain
-// GEMM. Integer-valued inputs keep every sum exact, so equality is exact. The same
+// with mma.sync and stores by the accumulator layout; a warpgroup multiplies swizzled
+// shared tiles with wgmma; the product must equal a plain GEMM. Integer-valued inputs keep every sum exact, so equality is exact. The same
 // kernels must match on a real GPU once before the wrappers are trusted there.
 #include <cmath>
 #include <cstring>
@@ -195,6 +195,78 @@ EMU_TEST(shared_bank_wavefronts) {
     CHECK(s.load.instructions == 1 && s.load.ideal == 4 && s.load.wavefronts == 4 * c.per_phase);
     CHECK(s.store.instructions == 1 && s.store.ideal == 4 && s.store.wavefronts == 4 * c.per_phase);
   }
+}
+
+// wgmma: one warpgroup, D (64x128) = A (64x32) * B (32x128) in two k16 steps, A given
+// row-major (A[m][k]) and B as Bt (Bt[n][k]), both stored K-major in rows of 64 bytes with
+// the 64-byte swizzle written from the PTX ISA's description (address bits 4-5 XOR bits
+// 7-8), independently of the conv kernel's offset(); D read back by the documented
+// accumulator layout. `fault` breaks one rule for the error tests.
+__device__ int sw64(int row, int k) {
+  const int linear = row * 64 + k * 2;
+  return linear ^ (((linear >> 7) & 3) << 4);
+}
+enum class WgmmaFault { none, swizzle_mode, misaligned_start, no_wait };
+
+template <class T, MmaType kType>
+__global__ void wgmma_tile_kernel(const T* A, const T* Bt, float* D, WgmmaFault fault) {
+  VK_DYNAMIC_SHARED(unsigned char, smem);
+  unsigned char* const as = smem;            // 64 rows x 64 bytes
+  unsigned char* const bs = smem + 64 * 64;  // 128 rows x 64 bytes
+  for (int i = threadIdx.x; i < 64 * 32; i += blockDim.x) *reinterpret_cast<T*>(as + sw64(i / 32, i % 32)) = A[i];
+  for (int i = threadIdx.x; i < 128 * 32; i += blockDim.x) *reinterpret_cast<T*>(bs + sw64(i / 32, i % 32)) = Bt[i];
+  fence_proxy_async();
+  __syncthreads();
+  uint64_t da = smem_desc_k_sw64(as, 512), db = smem_desc_k_sw64(bs, 512);
+  if (fault == WgmmaFault::swizzle_mode) da ^= uint64_t(3) << 62;  // mode 1: the 128-byte swizzle
+  if (fault == WgmmaFault::misaligned_start) db += 4;               // 64 bytes: row 1 of the pattern
+  float d[64];
+  for (float& v : d) v = 0.f;
+  wgmma_fence();
+  for (int kk = 0; kk < 2; ++kk) wgmma_m64n128k16<kType>(d, da + 2 * kk, db + 2 * kk);  // + 32 bytes per step
+  wgmma_commit();
+  if (fault == WgmmaFault::no_wait) return;
+  wgmma_wait<0>();
+  const int w = threadIdx.x / 32, g = threadIdx.x % 32 / 4, t = threadIdx.x % 4;
+  for (int j = 0; j < 16; ++j)
+    for (int i = 0; i < 4; ++i) D[(16 * w + g + 8 * (i / 2)) * 128 + 8 * j + 2 * t + i % 2] = d[4 * j + i];
+}
+
+template <class T, MmaType kType>
+void check_wgmma_tile() {
+  std::mt19937 rng(17);
+  std::uniform_int_distribution<int> dist(-4, 4);
+  std::vector<double> a(64 * 32), bt(128 * 32);
+  for (double& v : a) v = dist(rng);
+  for (double& v : bt) v = dist(rng);
+  std::vector<T> A(a.size()), Bt(bt.size());
+  for (size_t i = 0; i < a.size(); ++i) A[i] = from_double<T>(a[i]);
+  for (size_t i = 0; i < bt.size(); ++i) Bt[i] = from_double<T>(bt[i]);
+  std::vector<float> D(64 * 128, NAN);
+  launch("wgmma_tile_kernel", wgmma_tile_kernel<T, kType>, dim3(1), dim3(128), size_t(192 * 64), A.data(), Bt.data(),
+         D.data(), WgmmaFault::none);
+  for (int m = 0; m < 64; ++m)
+    for (int n = 0; n < 128; ++n) {
+      double want = 0;
+      for (int k = 0; k < 32; ++k) want += a[m * 32 + k] * bt[n * 32 + k];
+      CHECK(D[m * 128 + n] == static_cast<float>(want));
+    }
+}
+
+EMU_TEST(wgmma_f16_64b_swizzle) { check_wgmma_tile<__half, MmaType::f16>(); }
+EMU_TEST(wgmma_bf16_64b_swizzle) { check_wgmma_tile<__nv_bfloat16, MmaType::bf16>(); }
+
+EMU_TEST(wgmma_misuse_is_reported) {
+  std::vector<__half> A(64 * 32, __float2half_rn(1.f)), Bt(128 * 32, __float2half_rn(1.f));
+  std::vector<float> D(64 * 128);
+  auto run = [&](WgmmaFault f, unsigned threads) {
+    launch("wgmma_tile_kernel", wgmma_tile_kernel<__half, MmaType::f16>, dim3(1), dim3(threads), size_t(192 * 64),
+           A.data(), Bt.data(), D.data(), f);
+  };
+  expect_error([&] { run(WgmmaFault::swizzle_mode, 128); }, {"wgmma_tile_kernel", "64-byte swizzle"});
+  expect_error([&] { run(WgmmaFault::misaligned_start, 128); }, {"wgmma_tile_kernel", "512-byte"});
+  expect_error([&] { run(WgmmaFault::no_wait, 128); }, {"wgmma_tile_kernel", "never waited for"});
+  expect_error([&] { run(WgmmaFault::none, 96); }, {"wgmma_tile_kernel", "whole warpgroups"});
 }
 
 EMU_TEST(ldmatrix_misaligned_is_reported) {
