@@ -47,10 +47,13 @@ def _beats(fast: dict, slow: dict) -> bool:
     return fast["median_s"] < (1 - MARGIN) * slow["median_s"]
 
 
-def tile_table(rows) -> list[dict]:
+def tile_table(rows, exclude=()) -> list[dict]:
+    """Per layer and batch, the swept tile that beat the rule's by MARGIN; tiles in
+    `exclude` (e.g. one whose GPU correctness test failed in that run) are never picked."""
     by = defaultdict(dict)
     for r in rows:
-        if r.get("group") == "conv" and r.get("impl") == "vggkern" and r.get("tile") and r.get("median_s"):
+        if (r.get("group") == "conv" and r.get("impl") == "vggkern" and r.get("tile") and r.get("median_s")
+                and r["tile"] not in exclude):
             key = (_padded(r["C"]), r["K"], r["H"], r.get("variant") == "relu_pool", r["N"])
             by[key][r["tile"]] = r
     out = []
@@ -126,6 +129,8 @@ def main(argv=None) -> int:
     ap.add_argument("results", nargs="?", help="a results JSON (pytest-benchmark or benchmarks.run)")
     ap.add_argument("--latest", action="store_true", help="the newest benchmarks/results/*.json")
     ap.add_argument("--write", action="store_true", help=f"write {os.path.relpath(HEADER)}")
+    ap.add_argument("--exclude-tile", action="append", default=[], choices=sorted(TILES), metavar="TILE",
+                    help="never pick this tile (repeatable): one the run's GPU tests failed, e.g. wg128x128")
     ap.add_argument("--header", default=HEADER, help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
     path = report.latest() if args.latest else args.results
@@ -135,7 +140,7 @@ def main(argv=None) -> int:
     if not any(r.get("device") == "cuda" for r in rows):
         print(f"{path}: no GPU rows (a CPU smoke run?): nothing to tune from", file=sys.stderr)
         return 1
-    tiles, autos = tile_table(rows), auto_table(rows)
+    tiles, autos = tile_table(rows, set(args.exclude_tile)), auto_table(rows)
     text = render_header(tiles, autos, describe(data, env, path))
     print(f"tile entries: {len(tiles)}; auto entries: {len(autos)} (margin {MARGIN:.0%})")
     if args.write:

@@ -60,6 +60,17 @@ def test_tables_from_synthetic_rows():
     assert autos[0]["us"] == pytest.approx(100)  # the ReLU row, not the faster bare conv row
 
 
+def test_excluded_tile_is_never_picked():
+    """--exclude-tile (a tile the run's GPU tests failed): conv3's 256x128 is dropped and the
+    next fastest is the rule's own 128x128, so conv3 gets no entry; a wgmma tile that wins
+    is written unless excluded."""
+    conv4 = dict(layer="conv4_2", C=512, K=512, H=28, N=64)
+    rows = synthetic() + [sweep("128x128", 100, **conv4), sweep("wg128x128", 70, **conv4)]
+    assert [(e["C"], e["tile"]) for e in tune.tile_table(rows) if e["N"] == 64] == [(256, "256x128"),
+                                                                                  (512, "wg128x128")]
+    assert [(e["C"], e["tile"]) for e in tune.tile_table(rows, {"256x128", "wg128x128"}) if e["N"] == 64] == []
+
+
 def test_without_gpu_rows_nothing_is_written(tmp_path):
     path = write(tmp_path / "cpu.json", [dict(r, device="cpu") for r in synthetic()])
     header = tmp_path / "conv3x3_tuned.h"
