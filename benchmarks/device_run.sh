@@ -117,7 +117,8 @@ fi
 # The counted floors and implicit_gemm's predicted ceiling for this GPU, to read the
 # measurements against (a model: benchmarks/roofline.py).
 GPU_KEY=$($PY -c "import torch; from benchmarks import peaks; print(peaks.gpu_key(torch.cuda.get_device_name(0)) if torch.cuda.is_available() else '')" 2>/dev/null)
-[ -n "$GPU_KEY" ] && $PY -m benchmarks.roofline --batch 64 --gpu "$GPU_KEY" >"$OUT/roofline.md" 2>&1
+[ -n "$GPU_KEY" ] && { $PY -m benchmarks.roofline --batch 64 --gpu "$GPU_KEY"; echo;
+  $PY -m benchmarks.roofline --batch 64 --gpu "$GPU_KEY" --tile wgmma; } >"$OUT/roofline.md" 2>&1
 
 # ---- report (last: the summary table) ---------------------------------------------------
 step "done in $(elapsed)s"

@@ -12,8 +12,8 @@ Per VGG16 conv layer (fused ReLU, and the pool where VGG has one):
   (BM + BN) x 64 bytes of cp.async writes, at 128 bytes per clock, against BM x BN x 32
   MACs at 1024 MACs per clock (one m16n8k16 per clock per SM at the dense peak)); mma.sync's
   own ceiling on Hopper (~65% of the peak, the issue's figure); for the wgmma tile
-  (wg128x128), the shared-memory bytes wgmma itself reads (each m64n128k16: 64 A rows and
-  128 B rows of 32 bytes) plus the cp.async writes, and an assumed 80% ceiling for wgmma
+  (wg128x128, wg256x64), the shared-memory bytes wgmma itself reads (each m64nNk16: 64 + N
+  rows of 32 bytes) plus the cp.async writes, and an assumed 80% ceiling for wgmma
   (clock and power; not measured here); the tail of the last wave
   (blocks over SMs x blocks per SM); and the padding of M and K to the tile and of 9·C
   (C padded to 8) to 64-byte slices.
@@ -33,9 +33,13 @@ MMA_SYNC_CEILING = 0.65
 WGMMA_CEILING = 0.80  # an assumption until a GPU run measures it
 # Blocks per SM by registers (~240 per thread, 64K per SM) and shared memory (227 KiB):
 # 128 x 64: 64 threads, 48 KiB; 128 x 128: 128 threads, 68 KiB; 256 x 128: 256 threads, 136 KiB;
-# 256 x 64: 128 threads, 80 KiB; wg128x128: 128 threads (185 registers), 96 KiB (6 stages).
+# 256 x 64: 128 threads, 80 KiB; wg128x128: 128 threads (185 registers), 96 KiB (6 stages);
+# wg256x64: 128 threads (205 registers), 100 KiB (5 stages).
 TILES = {"128x64": (128, 64, 4), "128x128": (128, 128, 2), "256x128": (256, 128, 1), "256x64": (256, 64, 2),
-         "wg128x128": (128, 128, 2)}
+         "wg128x128": (128, 128, 2), "wg256x64": (256, 64, 2)}
+# Per k16 step, each wgmma's (M, N): wg128x128 two m64n128 (pixels x channels), wg256x64
+# one m64n256 (channels x pixels, transposed).
+WGMMA_SHAPES = {"wg128x128": [(64, 128), (64, 128)], "wg256x64": [(64, 256)]}
 
 
 def default_tile(k: int) -> str:
@@ -58,10 +62,11 @@ def plan(n, c, h, k, pool, elt, sms, tile):
             "splits": 1, "blocks": math.ceil(m / bm) * math.ceil(k / bn)}
 
 
-def smem_cap(bm: int, bn: int, wgmma: bool = False) -> float:
+def smem_cap(bm: int, bn: int, wgmma: str | None = None) -> float:
     """Fraction of the tensor peak the shared-memory traffic allows (one 64-byte K slice)."""
-    if wgmma:  # per k16 step: bm / 64 m64n128k16, each reading 64 A rows and bn B rows of 32 bytes
-        wavefronts = 2 * ((bm // 64) * (64 + bn) * 32 + (bm + bn) * 32) / 128
+    if wgmma:  # per k16 step: each wgmma reads M + N rows of 32 bytes; cp.async writes BM + BN
+        reads = sum(m + n for m, n in WGMMA_SHAPES[wgmma]) * 32
+        wavefronts = 2 * (reads + (bm + bn) * 32) / 128
     else:
         warps = bm * bn // 4096
         wavefronts = warps * 16 * 4 + (bm + bn) * 64 / 128
@@ -82,6 +87,8 @@ def layer_rows(n: int, gpu: str, dtype: str = "fp16", tile: str | None = None):
         t_flop = flops / (pk["fp16" if dtype != "fp32" else "tf32"] * 1e12)
         t_byte = nbytes / (pk["bw"] * 1e12)
         tl = tile or default_tile(k)
+        if tl == "wgmma":  # the wgmma tile of the default's shape
+            tl = "wg256x64" if k <= 64 else "wg128x128"
         bm, bn, per_sm = TILES[tl]
         pl = plan(n, c, h, k, pool, elt, SMS[gpu], tl)
         m, blocks, splits = pl["M"], pl["blocks"], pl["splits"]
@@ -94,7 +101,7 @@ def layer_rows(n: int, gpu: str, dtype: str = "fp16", tile: str | None = None):
         cp = -(-c // 8) * 8  # C padded to a multiple of 8
         pad = (m / (math.ceil(m / bm) * bm)) * (k / (math.ceil(k / bn) * bn)) * \
             (9 * c / (math.ceil(9 * cp * elt / 64) * 64 / elt))
-        wg = tl.startswith("wg")
+        wg = tl if tl.startswith("wg") else None
         eff = min(smem_cap(bm, bn, wg), WGMMA_CEILING if wg else MMA_SYNC_CEILING) * tail * pad
         rows.append(dict(layer=name, C=c, K=k, H=h, pool=pool, gflop=flops / 1e9, mbytes=nbytes / 1e6,
                          flop_floor_us=t_flop * 1e6, byte_floor_us=t_byte * 1e6, tile=tl, splits=splits,
@@ -125,7 +132,8 @@ def main(argv=None):
     ap.add_argument("--batch", type=int, default=64)
     ap.add_argument("--gpu", default="H100 SXM", choices=sorted(PEAKS))
     ap.add_argument("--dtype", default="fp16", choices=("fp16", "bf16", "fp32"))
-    ap.add_argument("--tile", choices=sorted(TILES), help="force one tile (default: the dispatch's choice)")
+    ap.add_argument("--tile", choices=sorted(TILES) + ["wgmma"],
+                    help="force one tile (default: the dispatch's choice; wgmma: wg256x64 where K <= 64, else wg128x128)")
     args = ap.parse_args(argv)
     print(render(layer_rows(args.batch, args.gpu, args.dtype, args.tile), args.batch, args.gpu, args.dtype))
     return 0

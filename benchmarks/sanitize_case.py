@@ -42,12 +42,12 @@ def main():
             algos = sorted(set(algos) | set(a if not isinstance(a, dict) else list(a)))
         n = 0
         # implicit_gemm: its default plan here (256 x 64: K = 19; no split), the other
-        # tiles forced (wg128x128: wgmma, fp16/bf16 only), and split-K forced (its partial
+        # tiles forced (wg*: wgmma, fp16/bf16 only), and split-K forced (its partial
         # sums and reduction kernel).
         runs = [(a, "", "") for a in algos]
         if "implicit_gemm" in algos:
-            runs += [("implicit_gemm", t, "") for t in ("128x64", "128x128", "256x128", "wg128x128")]
-            runs += [("implicit_gemm", "", "3"), ("implicit_gemm", "wg128x128", "3")]
+            runs += [("implicit_gemm", t, "") for t in ("128x64", "128x128", "256x128", "wg128x128", "wg256x64")]
+            runs += [("implicit_gemm", "", "3"), ("implicit_gemm", "wg128x128", "3"), ("implicit_gemm", "wg256x64", "3")]
         for algo, tile, split in runs:
             os.environ["VGGKERN_IMPLICIT_GEMM_TILE"] = tile
             os.environ["VGGKERN_IMPLICIT_GEMM_SPLIT_K"] = split

@@ -16,8 +16,9 @@ other instructions of the same warps (and of the other warp sharing the sub-part
 must fit in the issue slots left over. "issue per HMMA" is that pressure: 1.0 would be
 pure mma. Under wgmma (sm_90a) one HGMMA.64x128x16 keeps each sub-partition's tensor core
 busy for 64 clocks at the dense peak (a warpgroup's 64 x 128 x 16 over 4 sub-partitions),
-and each of the 4 warps issues it: "issue share" is the loop's instructions over those
-clocks, the fraction of one sub-partition's issue slots a block's warp needs at the peak.
+and each of the 4 warps issues it (HGMMA.64x256x16: 128 clocks): "issue share" is the loop's
+instructions over those clocks, the fraction of one sub-partition's issue slots a block's
+warp needs at the peak.
 """
 from __future__ import annotations
 
@@ -104,12 +105,23 @@ def main_loop(insns: list[tuple[int, str]]) -> list[str] | None:
 def instantiation(mangled: str) -> str:
     """A readable name: dtype, warps M x N, index type."""
     dtype = "fp16" if "__half" in mangled else "bf16" if "bfloat16" in mangled else "fp32(tf32)"
-    m = re.search(r"MmaTypeE\dELi(\d)ELi(\d)ELb(\d)E([il])", mangled)
+    m = re.search(r"MmaTypeE\dELi(\d)ELi(\d)ELNS0_8MainLoopE(\d)E([il])", mangled)
     if not m:
         return mangled
-    wm, wn, wgmma, idx = m.groups()
-    tile = f"wg{32 * int(wm)}x128" if wgmma == "1" else f"{64 * int(wm)}x{64 * int(wn)}"
+    wm, wn, loop, idx = m.groups()  # MainLoop: 0 mma_sync, 1 wgmma (128 x 128), 2 wgmma_t (256 x 64)
+    tile = {"1": "wg128x128", "2": "wg256x64"}.get(loop, f"{64 * int(wm)}x{64 * int(wn)}")
     return f"{dtype} {tile} {'int32' if idx == 'i' else 'int64'}"
+
+
+def hgmma_clocks(body: list[str]) -> int:
+    """Clocks a sub-partition's tensor core is busy with the loop's HGMMA at the dense peak:
+    HGMMA.64xNx16 is 64 x N x 16 MACs over 4 sub-partitions at 512 MACs per clock each."""
+    total = 0
+    for t in body:
+        m = re.search(r"HGMMA\.64x(\d+)x16", t)
+        if m:
+            total += 64 * int(m.group(1)) * 16 // (4 * 512)
+    return total
 
 
 def analyse(sass: str) -> list[dict]:
@@ -125,7 +137,7 @@ def analyse(sass: str) -> list[dict]:
         rows.append({"kernel": instantiation(name), "loop_instructions": len(body), "hmma": hmma, "hgmma": hgmma,
                      "ldsm": ops["LDSM"], "ldgsts": ops["LDGSTS"],
                      "issue_per_hmma": round(len(body) / hmma, 2) if hmma else None,
-                     "issue_share": round(len(body) / (64 * hgmma), 2) if hgmma else None,
+                     "issue_share": round(len(body) / (hgmma_clocks(body)), 2) if hgmma else None,
                      "division": any(o in ops for o in ("I2F", "MUFU", "CALL")),
                      "opcodes": dict(ops.most_common())})
     return sorted(rows, key=lambda r: r["kernel"])

@@ -31,7 +31,7 @@ HEADER = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))
 MARGIN = 0.03
 DTYPES = {"fp32": "float32", "fp16": "float16", "bf16": "bfloat16"}
 TILES = {"128x64": "m128n64", "128x128": "m128n128", "256x128": "m256n128", "256x64": "m256n64",
-         "wg128x128": "wg128x128"}
+         "wg128x128": "wg128x128", "wg256x64": "wg256x64"}
 
 
 def rule_tile(k: int) -> str:

@@ -43,10 +43,11 @@ def test_nan_inf_propagate_like_torch(relu, pool, device):
 
 # Every block tile (VGGKERN_IMPLICIT_GEMM_TILE forces one; by default 256 x 64 where
 # K <= 64, else 128 x 128) on K that fills its tiles or not, with and without the pool,
-# M tiles that span images. wg128x128 is the wgmma main loop (fp16/bf16; on CUDA only
-# where the build has sm_90a and the GPU is compute capability 9.0).
+# M tiles that span images. wg128x128 and wg256x64 are the wgmma main loops (fp16/bf16;
+# on CUDA only where the build has sm_90a and the GPU is compute capability 9.0).
 TILES = {"128x64": (128, 64), "128x128": (128, 128), "256x128": (256, 128), "256x64": (256, 64),
-         "wg128x128": (128, 128)}
+         "wg128x128": (128, 128), "wg256x64": (256, 64)}
+WGMMA_TWIN = {"wg128x128": "128x128", "wg256x64": "256x64"}  # the mma.sync tile of the same shape
 
 
 def _skip_without_wgmma(tile, device):
@@ -68,38 +69,40 @@ def test_forced_tiles(tile, k, relu, pool, device, monkeypatch):
 def test_forced_tile_must_exist(monkeypatch):
     monkeypatch.setenv("VGGKERN_IMPLICIT_GEMM_TILE", "64x64")
     x, w, b = _inputs(1, 8, 8, 4, 4, torch.float16, "cpu", channels_last=True, seed=0)
-    with pytest.raises(ValueError, match="VGGKERN_IMPLICIT_GEMM_TILE must be 128x64, 128x128, 256x128, 256x64 or "
-                                         "wg128x128, got '64x64'"):
+    with pytest.raises(ValueError, match="VGGKERN_IMPLICIT_GEMM_TILE must be 128x64, 128x128, 256x128, 256x64, "
+                                         "wg128x128 or wg256x64, got '64x64'"):
         vggkern.conv3x3(x, w, b, algo=ALGO)
 
 
-def test_wgmma_tile_refuses_float32(monkeypatch):
-    monkeypatch.setenv("VGGKERN_IMPLICIT_GEMM_TILE", "wg128x128")
+@pytest.mark.parametrize("tile", list(WGMMA_TWIN))
+def test_wgmma_tile_refuses_float32(tile, monkeypatch):
+    monkeypatch.setenv("VGGKERN_IMPLICIT_GEMM_TILE", tile)
     x, w, b = _inputs(1, 8, 8, 4, 4, torch.float32, "cpu", channels_last=True, seed=0)
-    with pytest.raises(ValueError, match="VGGKERN_IMPLICIT_GEMM_TILE=wg128x128 runs fp16/bf16 only"):
+    with pytest.raises(ValueError, match=f"VGGKERN_IMPLICIT_GEMM_TILE={tile} runs fp16/bf16 only"):
         vggkern.conv3x3(x, w, b, algo=ALGO, allow_tf32=True)
 
 
-# The wgmma main loop reads the same swizzled stages through matrix descriptors instead
-# of ldmatrix, and sums each output over K in the same order (C first, then k16 steps in
-# K order, each step's 16 products rounded once): on the emulator its results equal
-# mma.sync's 128 x 128 bit for bit, for data that rounds (a wrong row, column, swizzle or
-# K offset in the descriptor decoding would not). Shapes: K tiles cut, C padded (3 -> 8)
-# and not a multiple of the 32-half slice, pooled and odd maps, images spanning M tiles,
-# split-K.
+# The wgmma main loops read the same swizzled stages through matrix descriptors instead
+# of ldmatrix, and sum each output over K in the same order (C first, then k16 steps in
+# K order, each step's 16 products rounded once): on the emulator their results equal
+# mma.sync's tile of the same shape bit for bit, for data that rounds (a wrong row, column,
+# swizzle or K offset in the descriptor decoding, or in wg256x64's transposed accumulators,
+# would not). Shapes: K tiles cut, C padded (3 -> 8) and not a multiple of the 32-half
+# slice, pooled and odd maps, images spanning M tiles, split-K.
+@pytest.mark.parametrize("tile", list(WGMMA_TWIN))
 @pytest.mark.parametrize("dtype", HALF_DTYPES, ids=str)
 @pytest.mark.parametrize("n,c,k,h,w,relu,pool,split", [
     (2, 40, 136, 9, 11, True, True, ""), (1, 3, 64, 14, 10, False, False, ""), (3, 64, 200, 7, 13, True, False, ""),
     (1, 96, 128, 12, 12, False, True, "3")])
-def test_wgmma_matches_mma_sync_bit_for_bit(dtype, n, c, k, h, w, relu, pool, split, monkeypatch):
+def test_wgmma_matches_mma_sync_bit_for_bit(tile, dtype, n, c, k, h, w, relu, pool, split, monkeypatch):
     monkeypatch.setenv("VGGKERN_IMPLICIT_GEMM_SPLIT_K", split)
     x, wt, b = _inputs(n, c, k, h, w, dtype, "cpu", channels_last=True, seed=n + c + k)
     out = {}
-    for tile in ("128x128", "wg128x128"):
-        monkeypatch.setenv("VGGKERN_IMPLICIT_GEMM_TILE", tile)
-        out[tile] = vggkern.conv3x3(x, wt, b, relu=relu, pool=pool, algo=ALGO)
-    assert torch.equal(out["128x128"], out["wg128x128"])
-    _check(out["wg128x128"], x, wt, b, relu, pool, algo=ALGO)
+    for t in (WGMMA_TWIN[tile], tile):
+        monkeypatch.setenv("VGGKERN_IMPLICIT_GEMM_TILE", t)
+        out[t] = vggkern.conv3x3(x, wt, b, relu=relu, pool=pool, algo=ALGO)
+    assert torch.equal(out[WGMMA_TWIN[tile]], out[tile])
+    _check(out[tile], x, wt, b, relu, pool, algo=ALGO)
 
 
 # Split-K (conv3x3_implicit_gemm_plan.h): K_gemm's 64-byte slices split over S blocks
@@ -108,7 +111,7 @@ def test_wgmma_matches_mma_sync_bit_for_bit(dtype, n, c, k, h, w, relu, pool, sp
 # S that does not divide the slices, and S beyond them (capped: no empty split).
 @pytest.mark.parametrize("device", DEVICES)
 @pytest.mark.parametrize("split,tile", [("2", ""), ("5", "128x128"), ("3", "256x128"), ("64", "128x64"), ("4", "256x64"),
-                                        ("3", "wg128x128")])
+                                        ("3", "wg128x128"), ("4", "wg256x64")])
 @pytest.mark.parametrize("k,relu,pool", [(40, True, True), (137, False, False), (72, True, False)])
 def test_split_k(split, tile, k, relu, pool, device, monkeypatch):
     _skip_without_wgmma(tile, device)
@@ -152,7 +155,8 @@ def test_split_k_override_must_be_valid(value, monkeypatch):
 @pytest.mark.parametrize("dtype,k,tile", [
     *((dt, k, tile) for dt in (torch.float16, torch.bfloat16, torch.float32)
       for k, tile in [(64, ""), (136, ""), (136, "256x128"), (64, "128x64")]),
-    (torch.float16, 136, "wg128x128"), (torch.bfloat16, 64, "wg128x128")])  # wgmma: fp16/bf16 only
+    (torch.float16, 136, "wg128x128"), (torch.bfloat16, 64, "wg128x128"),  # wgmma: fp16/bf16 only
+    (torch.float16, 64, "wg256x64"), (torch.bfloat16, 136, "wg256x64")])
 def test_shared_memory_without_bank_conflicts(dtype, k, tile, monkeypatch):
     from vggkern import _C
 
@@ -169,13 +173,15 @@ def test_shared_memory_without_bank_conflicts(dtype, k, tile, monkeypatch):
     # The epilogue, per warp: 4 x 8 mma tiles x 2 row halves of float2 stores (2 phases of
     # 16 lanes each), and 4 passes over the pooled tile of 4 rows x 2 float4 loads (4
     # phases of 8 lanes each).
-    # (Per block that is bm * bn / 64 store and bm * bn / 128 load instructions, for the
-    # wgmma tile too: one warpgroup holds the 128 x 128 accumulators, 32 x 128 per warp.)
-    wgmma = tile.startswith("wg")
+    # (Per block that is bm * bn / 64 store and bm * bn / 128 load instructions, for
+    # wg128x128 too: one warpgroup holds the 128 x 128 accumulators, 32 x 128 per warp.
+    # wg256x64 holds them transposed and stores single floats: bm * bn / 32 one-phase stores.)
+    wgmma, transposed = tile.startswith("wg"), tile == "wg256x64"
     want = {"ldmatrix": 0 if wgmma else blocks * slices * warps * 16,
             "cp_async": blocks * slices * (bm + bn) * 4 // 32,
-            "store": blocks * bm * bn // 64, "load": blocks * bm * bn // 128}
-    phases = {"ldmatrix": 4, "cp_async": 4, "store": 2, "load": 4}  # x4 matrices / 16-byte phases of 8 lanes
+            "store": blocks * bm * bn // (32 if transposed else 64), "load": blocks * bm * bn // 128}
+    # x4 matrices / 16-byte phases of 8 lanes / 8-byte stores in 2 half-warp phases (4-byte: 1)
+    phases = {"ldmatrix": 4, "cp_async": 4, "store": 1 if transposed else 2, "load": 4}
     for path in want:
         s = stats[path]
         assert s["instructions"] == want[path], (path, stats)
@@ -312,13 +318,14 @@ def test_torch_compile_float32_tf32(device):
 @pytest.mark.gpu
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA GPU visible")
 @pytest.mark.parametrize("dtype", HALF_DTYPES + [torch.float32], ids=str)
-@pytest.mark.parametrize("tile,split", [("", ""), *((t, "") for t in TILES), ("128x128", "3"), ("wg128x128", "3")])
+@pytest.mark.parametrize("tile,split", [("", ""), *((t, "") for t in TILES), ("128x128", "3"), ("wg128x128", "3"),
+                                        ("wg256x64", "3")])
 def test_gpu_matches_emulator_bit_for_bit(dtype, tile, split, monkeypatch):
     """The proof that the emulated fragment layouts are the hardware's: with small
     integer data every sum is exact, so the GPU and the emulator must agree exactly
     (float32: the TF32 path, mma.sync.m16n8k8 fed by ldmatrix of 32-bit elements), for
-    the default tile choice, each tile forced (wg128x128: wgmma's descriptors and
-    accumulator layout), and split-K."""
+    the default tile choice, each tile forced (wg128x128, wg256x64: wgmma's descriptors
+    and accumulator layout), and split-K."""
     if tile.startswith("wg") and dtype == torch.float32:
         pytest.skip("the wgmma tile is fp16/bf16 only")
     _skip_without_wgmma(tile, "cuda")

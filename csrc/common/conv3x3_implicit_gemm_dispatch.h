@@ -1,8 +1,8 @@
 // conv3x3_implicit_gemm's launch: the plan (block tile and split-K, from
 // conv3x3_implicit_gemm_plan.h), element type and math (fp16 and bf16 on their own mma;
 // fp32 with TF32 math: the op sends fp32 here only when TF32 is allowed), index type,
-// and geometry: 3 dtypes x 4 mma.sync tiles x 2 index types, + 2 dtypes x the wgmma tile
-// x 2 index types = 28 instantiations (and the split-K reduction per dtype and index
+// and geometry: 3 dtypes x 4 mma.sync tiles x 2 index types, + 2 dtypes x 2 wgmma tiles
+// x 2 index types = 32 instantiations (and the split-K reduction per dtype and index
 // type). Compiled
 // into both backends, which pass their own Launcher, so the GPU and the emulator run
 // the same choice. Expects what the op prepares: x and y NHWC, weight (K, 3, 3, C),
@@ -22,10 +22,11 @@
 
 namespace vk {
 
-template <class T, VK_KERNEL_NS::MmaType kMma, int kWarpsM, int kWarpsN, bool kWgmma, class Index, class Launcher>
+template <class T, VK_KERNEL_NS::MmaType kMma, int kWarpsM, int kWarpsN, VK_KERNEL_NS::MainLoop kLoop, class Index,
+          class Launcher>
 void conv3x3_implicit_gemm_run(const Conv3x3Args& a, const ImplicitGemmPlan& plan, const Launcher& launch) {
   using namespace VK_KERNEL_NS;
-  using L = ImplicitGemmTiling<T, kWarpsM, kWarpsN, kWgmma>;
+  using L = ImplicitGemmTiling<T, kWarpsM, kWarpsN, kLoop>;
   static_assert(L::kBK * sizeof(T) == 64, "the plan counts 64-byte K slices");
   if (plan.bm != L::kBM || plan.bn != L::kBN) throw std::logic_error("vggkern.conv3x3: implicit_gemm tile mismatch");
   if (plan.blocks() > (int64_t(1) << 31) - 1 || a.H > INT32_MAX - 2 || a.W > INT32_MAX - 2)
@@ -44,7 +45,7 @@ void conv3x3_implicit_gemm_run(const Conv3x3Args& a, const ImplicitGemmPlan& pla
   g.block.x = L::kThreads;
   g.grid.x = static_cast<unsigned>(plan.blocks());  // (M tile, K tile, split), split fastest
   g.smem_bytes = L::kSmemBytes;
-  launch("conv3x3_implicit_gemm_kernel", conv3x3_implicit_gemm_kernel<T, kMma, kWarpsM, kWarpsN, kWgmma, Index>, g,
+  launch("conv3x3_implicit_gemm_kernel", conv3x3_implicit_gemm_kernel<T, kMma, kWarpsM, kWarpsN, kLoop, Index>, g,
          static_cast<const T*>(a.x), static_cast<const T*>(a.weight), static_cast<const T*>(a.bias),
          static_cast<T*>(a.y), p);
   if (plan.splits == 1) return;
@@ -57,14 +58,14 @@ void conv3x3_implicit_gemm_run(const Conv3x3Args& a, const ImplicitGemmPlan& pla
          static_cast<const float*>(a.workspace), static_cast<const T*>(a.bias), static_cast<T*>(a.y), r);
 }
 
-template <class T, VK_KERNEL_NS::MmaType kMma, int kWarpsM, int kWarpsN, bool kWgmma, class Launcher>
+template <class T, VK_KERNEL_NS::MmaType kMma, int kWarpsM, int kWarpsN, VK_KERNEL_NS::MainLoop kLoop, class Launcher>
 void conv3x3_implicit_gemm_indexed(const Conv3x3Args& a, const ImplicitGemmPlan& plan, const Launcher& launch) {
   const int64_t limit = int64_t(1) << 31;
   const int64_t y_numel = a.N * a.K * a.H * a.W;  // pooled y is smaller
   const bool fits32 = !force_int64_index() && a.N * a.H * a.W * a.C < limit && a.K * 9 * a.C < limit &&
                       y_numel < limit && plan.workspace_floats(a.K) < limit;
-  if (fits32) conv3x3_implicit_gemm_run<T, kMma, kWarpsM, kWarpsN, kWgmma, int32_t>(a, plan, launch);
-  else conv3x3_implicit_gemm_run<T, kMma, kWarpsM, kWarpsN, kWgmma, int64_t>(a, plan, launch);
+  if (fits32) conv3x3_implicit_gemm_run<T, kMma, kWarpsM, kWarpsN, kLoop, int32_t>(a, plan, launch);
+  else conv3x3_implicit_gemm_run<T, kMma, kWarpsM, kWarpsN, kLoop, int64_t>(a, plan, launch);
 }
 
 template <class T, VK_KERNEL_NS::MmaType kMma, class Launcher>
@@ -72,19 +73,25 @@ void conv3x3_implicit_gemm_typed(const Conv3x3Args& a, const Launcher& launch) {
   const ImplicitGemmPlan plan = implicit_gemm_plan(a);
   switch (plan.tile) {
     case ImplicitGemmTile::m128n64:
-      conv3x3_implicit_gemm_indexed<T, kMma, 2, 1, false>(a, plan, launch);
+      conv3x3_implicit_gemm_indexed<T, kMma, 2, 1, VK_KERNEL_NS::MainLoop::mma_sync>(a, plan, launch);
       break;
     case ImplicitGemmTile::m128n128:
-      conv3x3_implicit_gemm_indexed<T, kMma, 2, 2, false>(a, plan, launch);
+      conv3x3_implicit_gemm_indexed<T, kMma, 2, 2, VK_KERNEL_NS::MainLoop::mma_sync>(a, plan, launch);
       break;
     case ImplicitGemmTile::m256n128:
-      conv3x3_implicit_gemm_indexed<T, kMma, 4, 2, false>(a, plan, launch);
+      conv3x3_implicit_gemm_indexed<T, kMma, 4, 2, VK_KERNEL_NS::MainLoop::mma_sync>(a, plan, launch);
       break;
     case ImplicitGemmTile::m256n64:
-      conv3x3_implicit_gemm_indexed<T, kMma, 4, 1, false>(a, plan, launch);
+      conv3x3_implicit_gemm_indexed<T, kMma, 4, 1, VK_KERNEL_NS::MainLoop::mma_sync>(a, plan, launch);
       break;
-    case ImplicitGemmTile::wg128x128:  // one warpgroup; the plan picks it only where wgmma_runs(a)
-      if constexpr (sizeof(T) == 2) conv3x3_implicit_gemm_indexed<T, kMma, 4, 1, true>(a, plan, launch);
+    case ImplicitGemmTile::wg128x128:  // one warpgroup each; the plan picks them only where wgmma_runs(a)
+      if constexpr (sizeof(T) == 2)
+        conv3x3_implicit_gemm_indexed<T, kMma, 4, 1, VK_KERNEL_NS::MainLoop::wgmma>(a, plan, launch);
+      else throw std::logic_error("vggkern.conv3x3: wgmma tile for fp32");
+      break;
+    case ImplicitGemmTile::wg256x64:
+      if constexpr (sizeof(T) == 2)
+        conv3x3_implicit_gemm_indexed<T, kMma, 1, 4, VK_KERNEL_NS::MainLoop::wgmma_t>(a, plan, launch);
       else throw std::logic_error("vggkern.conv3x3: wgmma tile for fp32");
       break;
   }

@@ -13,12 +13,12 @@
 // fp32 partial sums to a workspace [S][M][K], and a second kernel adds the S partials in
 // order, then bias, ReLU and the pool. By counting: conv5 at batch 1 goes from 8 blocks
 // x 144 slices to 128 blocks x 9 slices, for 6.4 MB of partials through memory (~2 us).
-// wg128x128 (wgmma, 8 warps: fp16/bf16 on an sm_90a build and a compute capability 9.0
-// GPU, args.wgmma) runs only where forced or measured fastest: until a GPU has checked it
-// against the emulator bit for bit, mma.sync stays the default. A measured wg128x128 on
-// a device without wgmma runs as 128x128.
+// wg128x128 and wg256x64 (wgmma, one warpgroup: fp16/bf16 on an sm_90a build and a
+// compute capability 9.0 GPU, args.wgmma) run only where forced or measured fastest: until
+// a GPU has checked them against the emulator bit for bit, mma.sync stays the default. A
+// measured wgmma tile on a device without wgmma runs as the mma.sync tile of its shape.
 // Environment (read per launch; tuning knobs for the benchmarks' sweeps):
-//   VGGKERN_IMPLICIT_GEMM_TILE=128x64|128x128|256x128|256x64|wg128x128   forces the tile
+//   VGGKERN_IMPLICIT_GEMM_TILE=128x64|128x128|256x128|256x64|wg128x128|wg256x64   forces the tile
 //   VGGKERN_IMPLICIT_GEMM_SPLIT_K=S                      forces S (1: no split)
 #pragma once
 
@@ -45,19 +45,27 @@ struct ImplicitGemmPlan {
   int64_t workspace_floats(int64_t K) const { return splits > 1 ? int64_t(splits) * M * K : 0; }
 };
 
-// "128x64", "128x128", "256x128", "256x64" or "wg128x128"; anything else is an error
-// naming `source`.
+// "128x64", "128x128", "256x128", "256x64", "wg128x128" or "wg256x64"; anything else is
+// an error naming `source`.
 inline ImplicitGemmTile implicit_gemm_tile_named(const std::string& name, const char* source) {
   if (name == "128x64") return ImplicitGemmTile::m128n64;
   if (name == "128x128") return ImplicitGemmTile::m128n128;
   if (name == "256x128") return ImplicitGemmTile::m256n128;
   if (name == "256x64") return ImplicitGemmTile::m256n64;
   if (name == "wg128x128") return ImplicitGemmTile::wg128x128;
+  if (name == "wg256x64") return ImplicitGemmTile::wg256x64;
   throw std::invalid_argument(std::string("vggkern.conv3x3: ") + source +
-                              " must be 128x64, 128x128, 256x128, 256x64 or wg128x128, got '" + name + "'");
+                              " must be 128x64, 128x128, 256x128, 256x64, wg128x128 or wg256x64, got '" + name + "'");
 }
 
-inline bool is_wgmma(ImplicitGemmTile t) { return t == ImplicitGemmTile::wg128x128; }
+inline bool is_wgmma(ImplicitGemmTile t) { return t == ImplicitGemmTile::wg128x128 || t == ImplicitGemmTile::wg256x64; }
+
+// The mma.sync tile of a wgmma tile's shape.
+inline ImplicitGemmTile mma_sync_twin(ImplicitGemmTile t) {
+  return t == ImplicitGemmTile::wg128x128 ? ImplicitGemmTile::m128n128
+         : t == ImplicitGemmTile::wg256x64 ? ImplicitGemmTile::m256n64
+                                           : t;
+}
 
 // Can this call run a wgmma tile? fp16/bf16 (wgmma's TF32 is not built), on a device that has it.
 inline bool wgmma_runs(const Conv3x3Args& a) { return a.wgmma && a.dtype != DType::float32; }
@@ -74,7 +82,7 @@ inline ImplicitGemmTile implicit_gemm_tile(const Conv3x3Args& a) {
     return t;
   }
   if (const TunedTile* t = tuned_tile(kTunedTiles.data(), kTunedTiles.size(), a.N, a.C, a.K, a.H, a.W, a.pool))
-    return is_wgmma(t->tile) && !wgmma_runs(a) ? ImplicitGemmTile::m128n128 : t->tile;
+    return is_wgmma(t->tile) && !wgmma_runs(a) ? mma_sync_twin(t->tile) : t->tile;
   return a.K <= 64 ? ImplicitGemmTile::m256n64 : ImplicitGemmTile::m128n128;
 }
 
@@ -83,8 +91,9 @@ inline ImplicitGemmTile implicit_gemm_tile(const Conv3x3Args& a) {
 inline ImplicitGemmPlan implicit_gemm_plan(const Conv3x3Args& a, ImplicitGemmTile tile) {
   ImplicitGemmPlan p;
   p.tile = tile;
-  p.bm = p.tile == ImplicitGemmTile::m256n128 || p.tile == ImplicitGemmTile::m256n64 ? 256 : 128;  // wg: 128 x 128
-  p.bn = p.tile == ImplicitGemmTile::m128n64 || p.tile == ImplicitGemmTile::m256n64 ? 64 : 128;
+  const ImplicitGemmTile shape = mma_sync_twin(p.tile);
+  p.bm = shape == ImplicitGemmTile::m256n128 || shape == ImplicitGemmTile::m256n64 ? 256 : 128;
+  p.bn = shape == ImplicitGemmTile::m128n64 || shape == ImplicitGemmTile::m256n64 ? 64 : 128;
   p.M = a.pool ? 4 * a.N * (a.H / 2) * (a.W / 2) : a.N * a.H * a.W;
   p.m_tiles = (p.M + p.bm - 1) / p.bm;
   p.k_blocks = (a.K + p.bn - 1) / p.bn;

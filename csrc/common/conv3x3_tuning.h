@@ -19,8 +19,9 @@
 
 namespace vk {
 
-// mNnM: mma.sync tiles; wg128x128: wgmma (sm_90a, fp16/bf16), see conv3x3_implicit_gemm.cuh.
-enum class ImplicitGemmTile { m128n64, m128n128, m256n128, m256n64, wg128x128 };
+// mNnM: mma.sync tiles; wg128x128 and wg256x64 (transposed): wgmma (sm_90a, fp16/bf16),
+// see conv3x3_implicit_gemm.cuh.
+enum class ImplicitGemmTile { m128n64, m128n128, m256n128, m256n64, wg128x128, wg256x64 };
 
 // The shape a measurement was taken at.
 struct TunedShape {

@@ -80,8 +80,19 @@
 // issue slots with 2 blocks per SM (mma.sync's 128 x 128: 206 instructions per 64 HMMA,
 // 80%); 185 registers, no spills; shared memory per k16 step: 2 x (64 + 128) rows x 32
 // bytes read by wgmma plus 256 x 32 bytes of cp.async writes, 160 bytes per tensor clock:
-// an 80% cap, against mma.sync's 67%. It runs where forced or measured fastest until a GPU
-// has confirmed it bit for bit against the emulator (tests/test_conv3x3_implicit_gemm.py).
+// an 80% cap, against mma.sync's 67%.
+// wgmma_t (tile wg256x64, for VGG's K = 64 layers, 24% of VGG16's FLOPs): with 64 output
+// channels a wgmma's N can only be 64, and every m64n64k16 re-reads B: 2 x 64 rows per 32
+// clocks, a 57-63% shared-memory cap. Transposed, the weight rows are wgmma's A (M = 64
+// channels) and 256 pixels its B (N = 256): one m64n256k16 per k-step reads (64 + 256) x 32
+// bytes per 128 clocks, with (256 + 64) x 32 bytes of cp.async: an 80% cap (mma.sync 256 x
+// 64: 62%). Each thread then holds D^T (channels 16w + g (+8), pixels 8j + 2t (+1)); the
+// epilogue stores single floats into the same [pixel][channel] tile, rows kBN + 4 floats
+// apart so a warp's 32 stores (rows 2t, 8 channels) hit 32 banks. 5 stages (100 KiB), 205
+// registers, 145 instructions per slice per warp around 2 HGMMA.64x256x16 (57% issue share).
+// Both wgmma tiles run where forced or measured fastest until a GPU has confirmed them bit
+// for bit against the emulator (tests/test_conv3x3_implicit_gemm.py); on the emulator they
+// equal mma.sync's tiles of the same shape bit for bit.
 // Time on the GPU: pending a GPU session (benchmarks/). Predicted from counting alone:
 // dense M gives VGG16's 28x28 and 14x14 layers (39% of its FLOPs) 1.3x fewer mma
 // issued, and 64 x 64 warps lift the shared-memory cap from 50% to 67% of the peak;
@@ -94,17 +105,25 @@
 namespace vk {
 namespace VK_KERNEL_NS {
 
+// The main loop's instruction: mma.sync (every tile); wgmma (sm_90a, f16/bf16): one
+// warpgroup computes the 128 x 128 tile as two m64n128k16 per k-step; wgmma_t: one
+// warpgroup computes a 256-pixel x 64-channel tile transposed, as one m64n256k16 per k-step
+// with the weight rows as wgmma's A (M = 64 channels) and the pixels as its B (N = 256).
+enum class MainLoop { mma_sync, wgmma, wgmma_t };
+
 // T: the storage type (__half, __nv_bfloat16 or float); the shared-memory layout in
-// bytes is the same for all three. kWgmma: the warpgroup MMA main loop (sm_90a, f16/bf16).
-template <class T, int kWarpsM_, int kWarpsN_, bool kWgmma_ = false>
+// bytes is the same for all three.
+template <class T, int kWarpsM_, int kWarpsN_, MainLoop kLoop_ = MainLoop::mma_sync>
 struct ImplicitGemmTiling {
-  static constexpr bool kWgmma = kWgmma_;
+  static constexpr MainLoop kLoop = kLoop_;
+  static constexpr bool kWgmma = kLoop != MainLoop::mma_sync, kTransposed = kLoop == MainLoop::wgmma_t;
   static constexpr int kWarpsM = kWarpsM_, kWarpsN = kWarpsN_;
   static constexpr int kThreads = 32 * kWarpsM * kWarpsN;
-  // Each warp's share of the output: mma.sync warps own 64 x 64 tiles. Under wgmma one
-  // warpgroup (4 warps) owns the 128 x 128 tile, as two m64n128k16 per k-step (rows 0-63
-  // and 64-127); warp w holds rows 16w..16w+15 of each half (warp_row()), 32 x 128.
-  static constexpr int kWarpM = kWgmma ? 32 : 64, kWarpN = kWgmma ? 128 : 64;
+  // Each warp's share of the output: mma.sync warps own 64 x 64 tiles. wgmma: warp w holds
+  // rows 16w..16w+15 of each 64-row half of the 128 x 128 tile (warp_row()), 32 x 128.
+  // wgmma_t: warp w holds channels 16w..16w+15 of all 256 pixels (kWarpsM = 1, kWarpsN = 4;
+  // the accumulators are D^T: see the transposed epilogue).
+  static constexpr int kWarpM = kTransposed ? 256 : kWgmma ? 32 : 64, kWarpN = kTransposed ? 16 : kWgmma ? 128 : 64;
   static constexpr int kBM = kWarpM * kWarpsM, kBN = kWarpN * kWarpsN;
   static constexpr int kChunk = 16 / int(sizeof(T));  // elements per 16-byte cp.async chunk
   static constexpr int kBK = 4 * kChunk;               // a 64-byte K slice
@@ -112,25 +131,30 @@ struct ImplicitGemmTiling {
   // mma.sync reads a stage into registers before the next barrier, so all but one stage
   // are in flight; wgmma reads it asynchronously until its wait, one slice later, so two
   // stages are held by the tensor cores and the rest are in flight.
-  static constexpr int kStages = kWgmma ? 6 : 4;
+  static constexpr int kStages = kTransposed ? 5 : kWgmma ? 6 : 4;  // 2 blocks per SM: <= 113 KiB each
   static constexpr int kPrefetch = kWgmma ? kStages - 2 : kStages - 1;
   static constexpr int kStep = kBK / 2;  // K per mma: 16 (m16n8k16) or 8 (m16n8k8 tf32)
   static constexpr int kMTiles = kWarpM / 16, kNTiles = kWarpN / 8;
   static constexpr int kRow = kBK;  // elements per shared row: 64 bytes, swizzled, no padding
   static constexpr int kAStage = kBM * kRow, kBStage = kBN * kRow;
   static constexpr int kRowsPerPass = kThreads / 4;  // rows one pass of 16-byte copies fills
-  static constexpr int kCStride = kBN + 8;  // floats per epilogue row
+  // Floats per epilogue row: mma.sync/wgmma store float2 pairs of channels (half-warp
+  // phases of 4 rows: 8 banks apart), wgmma_t stores single floats (warp phases of rows
+  // 2t: 2 * stride must be 8 banks apart, and 64 + 4 columns are used).
+  static constexpr int kCStride = kTransposed ? kBN + 4 : kBN + 8;
   static constexpr size_t kPipeBytes = size_t(kStages) * (kAStage + kBStage) * sizeof(T);
   static constexpr size_t kEpilogueBytes = size_t(kBM) * kCStride * 4;
   static constexpr size_t kSmemBytes = kPipeBytes > kEpilogueBytes ? kPipeBytes : kEpilogueBytes;
   static_assert(sizeof(T) == 2 || sizeof(T) == 4, "16- or 32-bit elements");
   static_assert(kRow * sizeof(T) == 64, "64-byte rows");
   static_assert(kNTiles % 2 == 0, "B fragments are loaded two n8 tiles per ldmatrix.x4");
+  static_assert(!kTransposed || (kBM == 256 && kBN == 64 && kWarpsM == 1 && kWarpsN == 4), "wgmma_t: 256 x 64");
   static_assert(kBM % kRowsPerPass == 0 && kBN % kRowsPerPass == 0, "stage copies divide among the threads");
   static_assert(kRowsPerPass % 8 == 0, "a cp.async phase (8 lanes) writes an even row and the next; copy "
                                        "passes keep the swizzle (rows 8 apart share it)");
-  static_assert(kCStride % 32 == 8, "float2 accumulator stores: 4 rows of a half-warp phase 8 banks apart");
-  static_assert(!kWgmma || (sizeof(T) == 2 && kWarpsM == 4 && kWarpsN == 1), "wgmma: 16-bit elements, one warpgroup");
+  static_assert(kTransposed ? 2 * kCStride % 32 == 8 : kCStride % 32 == 8, "conflict-free accumulator stores");
+  static_assert(!kWgmma || (sizeof(T) == 2 && kThreads == 128), "wgmma: 16-bit elements, one warpgroup");
+  static_assert(kLoop != MainLoop::wgmma || (kBM == 128 && kBN == 128), "wgmma: 128 x 128");
   static_assert(size_t(kAStage) * sizeof(T) % 1024 == 0 && size_t(kBStage) * sizeof(T) % 1024 == 0,
                 "stages keep the 512-byte swizzle pattern aligned (wgmma descriptors)");
 
@@ -196,11 +220,11 @@ __global__ void __launch_bounds__(256)
   y[row * p.K + k] = from_float<T>(out);
 }
 
-template <class T, MmaType kMma, int kWarpsM, int kWarpsN, bool kWgmma, class Index>
-__global__ void __launch_bounds__(32 * kWarpsM * kWarpsN, kWgmma ? 2 : 1)
+template <class T, MmaType kMma, int kWarpsM, int kWarpsN, MainLoop kLoop, class Index>
+__global__ void __launch_bounds__(32 * kWarpsM * kWarpsN, kLoop == MainLoop::mma_sync ? 1 : 2)
     conv3x3_implicit_gemm_kernel(const T* __restrict__ x, const T* __restrict__ w, const T* __restrict__ bias,
                                  T* __restrict__ y, const ImplicitGemmParams<Index> p) {
-  using L = ImplicitGemmTiling<T, kWarpsM, kWarpsN, kWgmma>;
+  using L = ImplicitGemmTiling<T, kWarpsM, kWarpsN, kLoop>;
   constexpr int kBN = L::kBN, kARows = L::kBM / L::kRowsPerPass, kBRows = kBN / L::kRowsPerPass;
   static_assert((kMma == MmaType::tf32) == (sizeof(T) == 4), "tf32 math for fp32 storage, f16/bf16 for halves");
   VK_DYNAMIC_SHARED(unsigned char, smem);
@@ -329,7 +353,31 @@ __global__ void __launch_bounds__(32 * kWarpsM * kWarpsN, kWgmma ? 2 : 1)
     if (s < n_tiles) load_stage(s);
     cp_async_commit();
   }
-  if constexpr (L::kWgmma) {
+  if constexpr (L::kTransposed) {
+    // D^T (64 channels x 256 pixels) += W (64 x k16) * X^T: wgmma's A is the B stage (the
+    // weight rows), its B the A stage (256 pixel rows); one m64n256k16 per k-step. The
+    // same stages, descriptors and pipeline as wgmma below, 5 stages (3 slices in flight).
+    constexpr uint32_t kAStageUnits = L::kAStage * sizeof(T) / 16, kBStageUnits = L::kBStage * sizeof(T) / 16;
+    const uint64_t w_desc = smem_desc_k_sw64(b_smem, 8 * 64), x_desc = smem_desc_k_sw64(a_smem, 8 * 64);
+    int read = 0, write = L::kPrefetch;
+    for (int kt = 0; kt < n_tiles; ++kt) {
+      cp_async_wait<L::kPrefetch - 1>();
+      fence_proxy_async();
+      __syncthreads();
+      if (kt + L::kPrefetch < n_tiles) load_stage(write);
+      cp_async_commit();
+      wgmma_fence();
+#pragma unroll
+      for (int kk = 0; kk < 2; ++kk)
+        wgmma_m64n256k16<kMma>(*reinterpret_cast<float(*)[128]>(&acc[0][0][0]),
+                               w_desc + (read * kBStageUnits + 2 * kk), x_desc + (read * kAStageUnits + 2 * kk));
+      wgmma_commit();
+      wgmma_wait<1>();
+      read = read + 1 == L::kStages ? 0 : read + 1;
+      write = write + 1 == L::kStages ? 0 : write + 1;
+    }
+    wgmma_wait<0>();
+  } else if constexpr (L::kWgmma) {
     // The warpgroup multiplies the stage's A rows 0-63 and 64-127 (mt) by all 128 B rows:
     // per 64-byte slice 2 k-steps (K offsets 0 and 32 bytes into the rows) x 2 m64n128k16.
     // The stages are the 64-byte-swizzled K-major layout wgmma reads (offset() above is
@@ -418,6 +466,18 @@ __global__ void __launch_bounds__(32 * kWarpsM * kWarpsN, kWgmma ? 2 : 1)
   const int g = lane / 4, t = lane % 4;
   if (p.splits > 1) {  // split-K: raw sums straight from the accumulators to partial[split]
     float* const part = p.partial + static_cast<Index>(split) * p.M * p.K;
+    if constexpr (L::kTransposed) {
+      // wgmma_t's accumulators, flat: dt[4j + i] = D^T[channel 16 warp + g + 8 (i / 2)][pixel 8j + 2t + i % 2].
+      const float* const dt = &acc[0][0][0];
+#pragma unroll
+      for (int j = 0; j < 32; ++j)
+#pragma unroll
+        for (int i = 0; i < 4; ++i) {
+          const Index m = m0 + 8 * j + 2 * t + i % 2, k = k0 + 16 * warp + g + 8 * (i / 2);
+          if (m < p.M && k < p.K) part[m * p.K + k] = dt[4 * j + i];
+        }
+      return;
+    }
 #pragma unroll
     for (int nt = 0; nt < L::kNTiles; ++nt) {
       const Index k = k0 + warp_n * L::kWarpN + nt * 8 + 2 * t;
@@ -443,28 +503,46 @@ __global__ void __launch_bounds__(32 * kWarpsM * kWarpsN, kWgmma ? 2 : 1)
   }
   __syncthreads();  // the pipeline's shared memory becomes the epilogue tile
 
-  // Epilogue 1: accumulators + bias, ReLU -> fp32 tile [row][channel], float2 stores.
+  // Epilogue 1: accumulators + bias, ReLU -> fp32 tile [row][channel], float2 stores
+  // (wgmma_t: single floats, its pairs are two pixels of one channel).
   float* const c_smem = reinterpret_cast<float*>(smem);
+  if constexpr (L::kTransposed) {
+    const float* const dt = &acc[0][0][0];  // as in split-K above
 #pragma unroll
-  for (int nt = 0; nt < L::kNTiles; ++nt) {
-    const int col = warp_n * L::kWarpN + nt * 8 + 2 * t;
-    float bk[2];
+    for (int h = 0; h < 2; ++h) {
+      const int col = 16 * warp + g + 8 * h;
+      const float bk = (bias != nullptr && k0 + col < p.K) ? to_float(bias[k0 + col]) : 0.f;
 #pragma unroll
-    for (int j = 0; j < 2; ++j) bk[j] = (bias != nullptr && k0 + col + j < p.K) ? to_float(bias[k0 + col + j]) : 0.f;
+      for (int j = 0; j < 32; ++j)
 #pragma unroll
-    for (int mt = 0; mt < L::kMTiles; ++mt)
-#pragma unroll
-      for (int half = 0; half < 2; ++half) {
-        const int row = L::warp_row(warp_m, mt) + g + 8 * half;
-        float2 v;
-        v.x = acc[mt][nt][2 * half] + bk[0];
-        v.y = acc[mt][nt][2 * half + 1] + bk[1];
-        if (p.relu) {  // ReLU(NaN) = NaN
-          v.x = v.x < 0.f ? 0.f : v.x;
-          v.y = v.y < 0.f ? 0.f : v.y;
+        for (int c = 0; c < 2; ++c) {
+          float v = dt[4 * j + 2 * h + c] + bk;
+          if (p.relu && v < 0.f) v = 0.f;  // ReLU(NaN) = NaN
+          st_shared(c_smem + (8 * j + 2 * t + c) * L::kCStride + L::column_of(col), v);
         }
-        st_shared(reinterpret_cast<float2*>(c_smem + row * L::kCStride + L::column_of(col)), v);
-      }
+    }
+  } else {
+#pragma unroll
+    for (int nt = 0; nt < L::kNTiles; ++nt) {
+      const int col = warp_n * L::kWarpN + nt * 8 + 2 * t;
+      float bk[2];
+#pragma unroll
+      for (int j = 0; j < 2; ++j) bk[j] = (bias != nullptr && k0 + col + j < p.K) ? to_float(bias[k0 + col + j]) : 0.f;
+#pragma unroll
+      for (int mt = 0; mt < L::kMTiles; ++mt)
+#pragma unroll
+        for (int half = 0; half < 2; ++half) {
+          const int row = L::warp_row(warp_m, mt) + g + 8 * half;
+          float2 v;
+          v.x = acc[mt][nt][2 * half] + bk[0];
+          v.y = acc[mt][nt][2 * half + 1] + bk[1];
+          if (p.relu) {  // ReLU(NaN) = NaN
+            v.x = v.x < 0.f ? 0.f : v.x;
+            v.y = v.y < 0.f ? 0.f : v.y;
+          }
+          st_shared(reinterpret_cast<float2*>(c_smem + row * L::kCStride + L::column_of(col)), v);
+        }
+    }
   }
   __syncthreads();
 

@@ -14,11 +14,11 @@
 //   cp_async_16(dst, src, n): 16 bytes global -> shared, the first n from src and zeros
 //     after; visible after cp_async_wait<k>() (all but the k newest committed groups)
 //     and a barrier. The emulator delays the write to the wait, so reading early shows.
-//   wgmma_m64n128k16<f16|bf16>(d, desc_a, desc_b): a warpgroup (4 aligned warps, 128
-//     threads) computes D(64x128) += A(64x16) * B(16x128), both operands read from
+//   wgmma_m64n{128,256}k16<f16|bf16>(d, desc_a, desc_b): a warpgroup (4 aligned warps,
+//     128 threads) computes D(64xN) += A(64x16) * B(16xN), both operands read from
 //     shared memory through 64-bit matrix descriptors (smem_desc_k_sw64), fp32
 //     accumulators in registers: warp w of the group, lane (g, t), holds in d[4j + i]
-//     D[16w + g + 8*(i>>1)][8j + 2t + (i&1)], the mma.sync C layout repeated over 16 n8
+//     D[16w + g + 8*(i>>1)][8j + 2t + (i&1)], the mma.sync C layout repeated over N/8 n8
 //     tiles. Asynchronous: wgmma_fence() before the first (and after any other write to
 //     d), wgmma_commit() closes a group, wgmma_wait<k>() waits for all but the k newest;
 //     d and the shared operands must not be touched until then. Shared memory written by
@@ -214,6 +214,21 @@ __device__ __forceinline__ void fence_proxy_async() {
       "%64, %65, p, 1, 1, 0, 0;\n}\n"                                                                        \
       : VK_D16(0), VK_D16(16), VK_D16(32), VK_D16(48)                                                        \
       : "l"(desc_a), "l"(desc_b), "r"(scale_d))
+#define VK_WGMMA_M64N256K16(type)                                                                            \
+  asm volatile(                                                                                              \
+      "{\n.reg .pred p;\nsetp.ne.b32 p, %130, 0;\n"                                                          \
+      "wgmma.mma_async.sync.aligned.m64n256k16.f32." type "." type " "                                       \
+      "{%0,%1,%2,%3,%4,%5,%6,%7,%8,%9,%10,%11,%12,%13,%14,%15,"                                              \
+      "%16,%17,%18,%19,%20,%21,%22,%23,%24,%25,%26,%27,%28,%29,%30,%31,"                                     \
+      "%32,%33,%34,%35,%36,%37,%38,%39,%40,%41,%42,%43,%44,%45,%46,%47,"                                     \
+      "%48,%49,%50,%51,%52,%53,%54,%55,%56,%57,%58,%59,%60,%61,%62,%63,"                                     \
+      "%64,%65,%66,%67,%68,%69,%70,%71,%72,%73,%74,%75,%76,%77,%78,%79,"                                     \
+      "%80,%81,%82,%83,%84,%85,%86,%87,%88,%89,%90,%91,%92,%93,%94,%95,"                                     \
+      "%96,%97,%98,%99,%100,%101,%102,%103,%104,%105,%106,%107,%108,%109,%110,%111,"                         \
+      "%112,%113,%114,%115,%116,%117,%118,%119,%120,%121,%122,%123,%124,%125,%126,%127}, "                   \
+      "%128, %129, p, 1, 1, 0, 0;\n}\n"                                                                      \
+      : VK_D16(0), VK_D16(16), VK_D16(32), VK_D16(48), VK_D16(64), VK_D16(80), VK_D16(96), VK_D16(112)       \
+      : "l"(desc_a), "l"(desc_b), "r"(scale_d))
 
 // D = A * B + (scale_d ? D : 0) for one warpgroup; both operands K-major (no transpose).
 template <MmaType kType>
@@ -231,6 +246,23 @@ __device__ __forceinline__ void wgmma_m64n128k16(float (&d)[64], uint64_t desc_a
 #endif
 }
 
+// The same with N = 256 (d[4j + i] for j < 32).
+template <MmaType kType>
+__device__ __forceinline__ void wgmma_m64n256k16(float (&d)[128], uint64_t desc_a, uint64_t desc_b, int scale_d = 1) {
+  static_assert(kType != MmaType::tf32, "wgmma here is f16/bf16 only");
+#if defined(__CUDA_ARCH_FEAT_SM90_ALL)
+  if constexpr (kType == MmaType::f16) VK_WGMMA_M64N256K16("f16");
+  else VK_WGMMA_M64N256K16("bf16");
+#elif defined(__CUDACC__)
+  (void)d, (void)desc_a, (void)desc_b, (void)scale_d;
+  __trap();
+#else
+  ::vk::emu::wgmma_async(kType == MmaType::f16 ? ::vk::emu::MmaInput::f16 : ::vk::emu::MmaInput::bf16, d, 256,
+                         desc_a, desc_b, scale_d, __FILE__, __LINE__);
+#endif
+}
+
+#undef VK_WGMMA_M64N256K16
 #undef VK_WGMMA_M64N128K16
 #undef VK_D16
 #undef VK_D4
