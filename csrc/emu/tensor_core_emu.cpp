@@ -147,7 +147,8 @@ void check_descriptor(const Descriptor& d, int rows, const char* name, const cha
   if ((d.start >> 6) % 8 != 0 || d.start % 64 > 32)
     kernel_fail(std::string("wgmma ") + name + " descriptor: start address " + std::to_string(d.start) +
                     " is not a 512-byte-aligned 64-byte-swizzled tile plus 0 or 32 bytes", file, line);
-  if (d.sbo == 0 && rows > 8) kernel_fail(std::string("wgmma ") + name + " descriptor: stride byte offset is 0", file, line);
+  if (d.sbo == 0 && rows > 8)
+    kernel_fail(std::string("wgmma ") + name + " descriptor: stride byte offset is 0", file, line);
   const uint32_t last = d.start + static_cast<uint32_t>((rows - 1) / 8) * d.sbo + 7 * 64 + 64;
   shared_at(d.start, last - d.start, file, line);  // fails if the operand leaves shared memory
 }
@@ -216,7 +217,8 @@ void wgmma_async(MmaInput type, float* d, int n, uint64_t desc_a, uint64_t desc_
   if (!uniform) kernel_fail("wgmma descriptors and scale-d must be the same in every lane", file, line);
   check_descriptor(decode(desc_a), 64, "A", file, line);
   check_descriptor(decode(desc_b), n, "B", file, line);
-  const WgmmaOp op{type, d, n, scale_d, desc_a, desc_b, (t_thread->linear >> 5) & 3u, t_thread->linear & 31u, file, line};
+  const unsigned warp_in_group = (t_thread->linear >> 5) & 3u, lane = t_thread->linear & 31u;
+  const WgmmaOp op{type, d, n, scale_d, desc_a, desc_b, warp_in_group, lane, file, line};
   async_op_enqueue(&run_wgmma, &op, sizeof op, file, line);
 }
 

@@ -1,6 +1,7 @@
 // The emulator's bodies for the tensor-core wrappers of kernels/tensor_core.cuh:
-// mma.sync and ldmatrix as warp collectives, wgmma as per-thread queued operations, that follow the PTX ISA's documented
-// fragment layouts (which lane's register holds which matrix element).
+// mma.sync and ldmatrix as warp collectives, wgmma as per-thread queued operations, all
+// following the PTX ISA's documented fragment layouts (which lane's register holds which
+// matrix element) and, for wgmma, its shared-memory matrix descriptors.
 #pragma once
 
 #include <cstdint>

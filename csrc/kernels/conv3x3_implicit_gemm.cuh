@@ -369,7 +369,7 @@ __global__ void __launch_bounds__(32 * kWarpsM * kWarpsN, kLoop == MainLoop::mma
       wgmma_fence();
 #pragma unroll
       for (int kk = 0; kk < 2; ++kk)
-        wgmma_m64n256k16<kMma>(*reinterpret_cast<float(*)[128]>(&acc[0][0][0]),
+        wgmma_m64nNk16<kMma, 256>(*reinterpret_cast<float(*)[128]>(&acc[0][0][0]),
                                w_desc + (read * kBStageUnits + 2 * kk), x_desc + (read * kAStageUnits + 2 * kk));
       wgmma_commit();
       wgmma_wait<1>();
@@ -399,7 +399,7 @@ __global__ void __launch_bounds__(32 * kWarpsM * kWarpsN, kLoop == MainLoop::mma
       for (int kk = 0; kk < 2; ++kk)  // descriptor addresses count 16-byte units; 64 rows = 256 units
 #pragma unroll
         for (int mt = 0; mt < 2; ++mt)
-          wgmma_m64n128k16<kMma>(*reinterpret_cast<float(*)[64]>(&acc[mt][0][0]),
+          wgmma_m64nNk16<kMma, 128>(*reinterpret_cast<float(*)[64]>(&acc[mt][0][0]),
                                  a_desc + (read * kAStageUnits + mt * 256 + 2 * kk),
                                  b_desc + (read * kBStageUnits + 2 * kk));
       wgmma_commit();
@@ -476,28 +476,28 @@ __global__ void __launch_bounds__(32 * kWarpsM * kWarpsN, kLoop == MainLoop::mma
           const Index m = m0 + 8 * j + 2 * t + i % 2, k = k0 + 16 * warp + g + 8 * (i / 2);
           if (m < p.M && k < p.K) part[m * p.K + k] = dt[4 * j + i];
         }
-      return;
-    }
+    } else {
 #pragma unroll
-    for (int nt = 0; nt < L::kNTiles; ++nt) {
-      const Index k = k0 + warp_n * L::kWarpN + nt * 8 + 2 * t;
+      for (int nt = 0; nt < L::kNTiles; ++nt) {
+        const Index k = k0 + warp_n * L::kWarpN + nt * 8 + 2 * t;
 #pragma unroll
-      for (int mt = 0; mt < L::kMTiles; ++mt)
+        for (int mt = 0; mt < L::kMTiles; ++mt)
 #pragma unroll
-        for (int half = 0; half < 2; ++half) {
-          const Index m = m0 + L::warp_row(warp_m, mt) + g + 8 * half;
-          if (m >= p.M || k >= p.K) continue;
-          float* const dst = part + m * p.K + k;
-          if (k + 1 < p.K && p.K % 2 == 0) {
-            float2 v;
-            v.x = acc[mt][nt][2 * half];
-            v.y = acc[mt][nt][2 * half + 1];
-            *reinterpret_cast<float2*>(dst) = v;
-          } else {
-            dst[0] = acc[mt][nt][2 * half];
-            if (k + 1 < p.K) dst[1] = acc[mt][nt][2 * half + 1];
+          for (int half = 0; half < 2; ++half) {
+            const Index m = m0 + L::warp_row(warp_m, mt) + g + 8 * half;
+            if (m >= p.M || k >= p.K) continue;
+            float* const dst = part + m * p.K + k;
+            if (k + 1 < p.K && p.K % 2 == 0) {
+              float2 v;
+              v.x = acc[mt][nt][2 * half];
+              v.y = acc[mt][nt][2 * half + 1];
+              *reinterpret_cast<float2*>(dst) = v;
+            } else {
+              dst[0] = acc[mt][nt][2 * half];
+              if (k + 1 < p.K) dst[1] = acc[mt][nt][2 * half + 1];
+            }
           }
-        }
+      }
     }
     return;
   }

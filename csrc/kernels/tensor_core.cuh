@@ -14,8 +14,8 @@
 //   cp_async_16(dst, src, n): 16 bytes global -> shared, the first n from src and zeros
 //     after; visible after cp_async_wait<k>() (all but the k newest committed groups)
 //     and a barrier. The emulator delays the write to the wait, so reading early shows.
-//   wgmma_m64n{128,256}k16<f16|bf16>(d, desc_a, desc_b): a warpgroup (4 aligned warps,
-//     128 threads) computes D(64xN) += A(64x16) * B(16xN), both operands read from
+//   wgmma_m64nNk16<f16|bf16, N>(d, desc_a, desc_b), N = 128 or 256: a warpgroup (4
+//     aligned warps, 128 threads) computes D(64xN) += A(64x16) * B(16xN), both read from
 //     shared memory through 64-bit matrix descriptors (smem_desc_k_sw64), fp32
 //     accumulators in registers: warp w of the group, lane (g, t), holds in d[4j + i]
 //     D[16w + g + 8*(i>>1)][8j + 2t + (i&1)], the mma.sync C layout repeated over N/8 n8
@@ -230,34 +230,25 @@ __device__ __forceinline__ void fence_proxy_async() {
       : VK_D16(0), VK_D16(16), VK_D16(32), VK_D16(48), VK_D16(64), VK_D16(80), VK_D16(96), VK_D16(112)       \
       : "l"(desc_a), "l"(desc_b), "r"(scale_d))
 
-// D = A * B + (scale_d ? D : 0) for one warpgroup; both operands K-major (no transpose).
-template <MmaType kType>
-__device__ __forceinline__ void wgmma_m64n128k16(float (&d)[64], uint64_t desc_a, uint64_t desc_b, int scale_d = 1) {
+// D = A * B + (scale_d ? D : 0) for one warpgroup, N = 128 or 256 (d[4j + i], j < N/8);
+// both operands K-major (no transpose).
+template <MmaType kType, int kN>
+__device__ __forceinline__ void wgmma_m64nNk16(float (&d)[kN / 2], uint64_t desc_a, uint64_t desc_b, int scale_d = 1) {
   static_assert(kType != MmaType::tf32, "wgmma here is f16/bf16 only");
+  static_assert(kN == 128 || kN == 256, "N = 128 or 256");
 #if defined(__CUDA_ARCH_FEAT_SM90_ALL)
-  if constexpr (kType == MmaType::f16) VK_WGMMA_M64N128K16("f16");
-  else VK_WGMMA_M64N128K16("bf16");
+  if constexpr (kN == 128) {
+    if constexpr (kType == MmaType::f16) VK_WGMMA_M64N128K16("f16");
+    else VK_WGMMA_M64N128K16("bf16");
+  } else {
+    if constexpr (kType == MmaType::f16) VK_WGMMA_M64N256K16("f16");
+    else VK_WGMMA_M64N256K16("bf16");
+  }
 #elif defined(__CUDACC__)
   (void)d, (void)desc_a, (void)desc_b, (void)scale_d;
   __trap();  // built without sm_90a: the plan never picks a wgmma tile (args.wgmma)
 #else
-  ::vk::emu::wgmma_async(kType == MmaType::f16 ? ::vk::emu::MmaInput::f16 : ::vk::emu::MmaInput::bf16, d, 128,
-                         desc_a, desc_b, scale_d, __FILE__, __LINE__);
-#endif
-}
-
-// The same with N = 256 (d[4j + i] for j < 32).
-template <MmaType kType>
-__device__ __forceinline__ void wgmma_m64n256k16(float (&d)[128], uint64_t desc_a, uint64_t desc_b, int scale_d = 1) {
-  static_assert(kType != MmaType::tf32, "wgmma here is f16/bf16 only");
-#if defined(__CUDA_ARCH_FEAT_SM90_ALL)
-  if constexpr (kType == MmaType::f16) VK_WGMMA_M64N256K16("f16");
-  else VK_WGMMA_M64N256K16("bf16");
-#elif defined(__CUDACC__)
-  (void)d, (void)desc_a, (void)desc_b, (void)scale_d;
-  __trap();
-#else
-  ::vk::emu::wgmma_async(kType == MmaType::f16 ? ::vk::emu::MmaInput::f16 : ::vk::emu::MmaInput::bf16, d, 256,
+  ::vk::emu::wgmma_async(kType == MmaType::f16 ? ::vk::emu::MmaInput::f16 : ::vk::emu::MmaInput::bf16, d, kN,
                          desc_a, desc_b, scale_d, __FILE__, __LINE__);
 #endif
 }

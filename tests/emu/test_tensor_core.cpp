@@ -1,8 +1,9 @@
 // The tensor-core wrappers (kernels/tensor_core.cuh) on the emulator: a warp loads
 // tiles with cp.async, reads fragments with ldmatrix (plain and transposed), multiplies
 // with mma.sync and stores by the accumulator layout; a warpgroup multiplies swizzled
-// shared tiles with wgmma; the product must equal a plain GEMM. Integer-valued inputs keep every sum exact, so equality is exact. The same
-// kernels must match on a real GPU once before the wrappers are trusted there.
+// shared tiles with wgmma; the product must equal a plain GEMM. Integer-valued inputs keep
+// every sum exact, so equality is exact. The same kernels must match on a real GPU once
+// before the wrappers are trusted there.
 #include <cmath>
 #include <cstring>
 #include <random>
@@ -223,7 +224,7 @@ __global__ void wgmma_tile_kernel(const T* A, const T* Bt, float* D, WgmmaFault 
   float d[64];
   for (float& v : d) v = 0.f;
   wgmma_fence();
-  for (int kk = 0; kk < 2; ++kk) wgmma_m64n128k16<kType>(d, da + 2 * kk, db + 2 * kk);  // + 32 bytes per step
+  for (int kk = 0; kk < 2; ++kk) wgmma_m64nNk16<kType, 128>(d, da + 2 * kk, db + 2 * kk);  // + 32 bytes per step
   wgmma_commit();
   if (fault == WgmmaFault::no_wait) return;
   wgmma_wait<0>();
