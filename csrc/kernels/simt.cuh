@@ -16,8 +16,10 @@
 
 #define VK_KERNEL_NS gpu
 #define VK_SHARED(T, name, dims) __shared__ T name dims
-#define VK_DYNAMIC_SHARED(T, name)                                   \
-  extern __shared__ __align__(16) unsigned char vk_dynamic_smem_[]; \
+// Dynamic shared memory starts 1024-byte aligned: wgmma's swizzled operands are laid out
+// relative to the buffer and read by absolute address bits (the emulator's arena too).
+#define VK_DYNAMIC_SHARED(T, name)                                     \
+  extern __shared__ __align__(1024) unsigned char vk_dynamic_smem_[]; \
   T* name = reinterpret_cast<T*>(vk_dynamic_smem_)
 #else
 #include "../emu/simt_emu.h"
