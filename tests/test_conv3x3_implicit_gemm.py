@@ -62,6 +62,8 @@ def _skip_without_wgmma(tile, device):
 def test_forced_tiles(tile, k, relu, pool, device, monkeypatch):
     _skip_without_wgmma(tile, device)
     monkeypatch.setenv("VGGKERN_IMPLICIT_GEMM_TILE", tile)
+    if k == 264:  # the emulator lands cp.async at issue (see test_wgmma_matches_mma_sync_bit_for_bit)
+        monkeypatch.setenv("VGGKERN_EMU_CP_ASYNC", "eager")
     x, w, b = _inputs(3, 16, k, 13, 15, torch.bfloat16, device, channels_last=True, seed=k)
     _check(vggkern.conv3x3(x, w, b, relu=relu, pool=pool, algo=ALGO), x, w, b, relu, pool, algo=ALGO)
 
@@ -88,13 +90,18 @@ def test_wgmma_tile_refuses_float32(tile, monkeypatch):
 # mma.sync's tile of the same shape bit for bit, for data that rounds (a wrong row, column,
 # swizzle or K offset in the descriptor decoding, or in wg256x64's transposed accumulators,
 # would not). Shapes: K tiles cut, C padded (3 -> 8) and not a multiple of the 32-half
-# slice, pooled and odd maps, images spanning M tiles, split-K.
+# slice, pooled and odd maps, images spanning M tiles, split-K. Both ends of cp.async's
+# landing window (VGGKERN_EMU_CP_ASYNC): at the wait, and at the issue, which is what
+# shows a stage refilled while a wgmma that reads it is still pending (refilling one
+# slice too early fails here).
+@pytest.mark.parametrize("cp_async", ["wait", "eager"])
 @pytest.mark.parametrize("tile", list(WGMMA_TWIN))
 @pytest.mark.parametrize("dtype", HALF_DTYPES, ids=str)
 @pytest.mark.parametrize("n,c,k,h,w,relu,pool,split", [
     (2, 40, 136, 9, 11, True, True, ""), (1, 3, 64, 14, 10, False, False, ""), (3, 64, 200, 7, 13, True, False, ""),
     (1, 96, 128, 12, 12, False, True, "3")])
-def test_wgmma_matches_mma_sync_bit_for_bit(tile, dtype, n, c, k, h, w, relu, pool, split, monkeypatch):
+def test_wgmma_matches_mma_sync_bit_for_bit(tile, cp_async, dtype, n, c, k, h, w, relu, pool, split, monkeypatch):
+    monkeypatch.setenv("VGGKERN_EMU_CP_ASYNC", cp_async)
     monkeypatch.setenv("VGGKERN_IMPLICIT_GEMM_SPLIT_K", split)
     x, wt, b = _inputs(n, c, k, h, w, dtype, "cpu", channels_last=True, seed=n + c + k)
     out = {}

@@ -311,6 +311,7 @@ class Worker {
   std::vector<WarpRecord*> free_records_;
 
   bool failed_ = false;
+  const bool eager_copies_ = cp_async_lands_eagerly();
   std::string error_;
 };
 
@@ -545,7 +546,8 @@ void Worker::async_copy(void* dst, const void* src, int bytes, int src_bytes, co
     fail("cp.async destination is not in shared memory", file, line);
   AsyncCopy c{dst, bytes, current_->async_group, {}};
   std::memcpy(c.data, src, static_cast<size_t>(src_bytes));  // the rest stays zero: cp.async's zero fill
-  current_->async_copies.push_back(c);
+  if (eager_copies_) std::memcpy(dst, c.data, static_cast<size_t>(bytes));  // lands now (see runtime.h)
+  else current_->async_copies.push_back(c);
 
   note_shared_access(SharedPath::cp_async, dst, bytes, file, line);
 }
@@ -678,6 +680,11 @@ void async_op_enqueue(AsyncOpFn run, const void* op, size_t bytes, const char* f
 }
 void async_op_commit() { t_worker->async_op_commit(); }
 void async_op_wait(int pending_groups_left) { t_worker->async_op_wait(pending_groups_left); }
+
+bool cp_async_lands_eagerly() {
+  const char* env = std::getenv("VGGKERN_EMU_CP_ASYNC");
+  return env != nullptr && std::strcmp(env, "eager") == 0;
+}
 
 int worker_count() {
   static const int n = [] {

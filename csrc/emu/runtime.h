@@ -61,5 +61,13 @@ constexpr int kWarpSize = 32;
 // hardware concurrency). Results never depend on it.
 int worker_count();
 
+// When a cp.async lands (env VGGKERN_EMU_CP_ASYNC, read per launch). A GPU may land it
+// anywhere between its issue and the wait that covers it; the emulator takes one end:
+// by default at the wait, which shows a read that comes before the wait (it sees the
+// poison); with "eager", at the issue, which shows a copy into a buffer that is still
+// being read, e.g. by a wgmma that has not been waited for (wgmma reads at its wait).
+// A correct kernel gives the same results both ways.
+bool cp_async_lands_eagerly();
+
 }  // namespace emu
 }  // namespace vk

@@ -5,6 +5,7 @@
 // every sum exact, so equality is exact. The same kernels must match on a real GPU once
 // before the wrappers are trusted there.
 #include <cmath>
+#include <cstdlib>
 #include <cstring>
 #include <random>
 #include <vector>
@@ -171,6 +172,18 @@ EMU_TEST(cp_async_lands_at_wait_with_zero_fill) {
   std::vector<float> out(9, -1.f);
   launch("async_copy_kernel", async_copy_kernel, dim3(1), dim3(32), 0, src, out.data());
   CHECK(std::isnan(out[0]));
+  const float want[8] = {1, 2, 3, 4, 5, 6, 0, 0};
+  for (int i = 0; i < 8; ++i) CHECK(out[1 + i] == want[i]);
+}
+
+EMU_TEST(cp_async_lands_at_issue_when_eager) {
+  // VGGKERN_EMU_CP_ASYNC=eager: the other legal end, the copy is there before the wait.
+  const float src[8] = {1, 2, 3, 4, 5, 6, 7, 8};
+  std::vector<float> out(9, -1.f);
+  setenv("VGGKERN_EMU_CP_ASYNC", "eager", 1);
+  launch("async_copy_kernel", async_copy_kernel, dim3(1), dim3(32), 0, src, out.data());
+  unsetenv("VGGKERN_EMU_CP_ASYNC");
+  CHECK(out[0] == 1.f);
   const float want[8] = {1, 2, 3, 4, 5, 6, 0, 0};
   for (int i = 0; i < 8; ++i) CHECK(out[1 + i] == want[i]);
 }
