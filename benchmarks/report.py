@@ -124,12 +124,18 @@ def best_torch_and_ours(rows):
                    default=None))
 
 
+def tile_order(tile: str):
+    """mma.sync tiles (BMxBN) by size, then the wgmma ones (wgBMxBN)."""
+    wgmma = tile.startswith("wg")
+    return (wgmma, [int(v) for v in tile[2 if wgmma else 0:].split("x")])
+
+
 def tile_sweep(rows):
     """implicit_gemm's time per forced tile, per layer and batch, and the default's."""
     sweep = [r for r in rows if r["group"] == "conv" and is_sweep(r)]
     if not sweep:
         return []
-    tiles = sorted({r["tile"] for r in sweep}, key=lambda t: [int(v) for v in t.split("x")])
+    tiles = sorted({r["tile"] for r in sweep}, key=tile_order)
     default = {problem_key(r): r for r in rows if r["group"] == "conv" and r["impl"] != "torch"
                and r.get("algo") == "implicit_gemm" and not is_sweep(r) and r.get("layout") == "cl"}
     by = defaultdict(dict)

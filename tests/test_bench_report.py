@@ -93,14 +93,16 @@ def test_tile_sweep_rows_stay_out_of_best_ours(tmp_path):
     ours" and shown in the tile-sweep table beside the default's time."""
     rows = [row("torch", 1.5e-3), row("vggkern", 1.2e-3, algo="implicit_gemm"),
             row("vggkern", 0.9e-3, algo="implicit_gemm", tile="256x128"),
-            row("vggkern", 1.4e-3, algo="implicit_gemm", tile="128x64")]
+            row("vggkern", 1.4e-3, algo="implicit_gemm", tile="128x64"),
+            row("vggkern", 1.0e-3, algo="implicit_gemm", tile="wg128x128")]
     for r in rows[2:]:
         r["id"] += "-" + r["tile"]
     text, _, _ = report.render(write(tmp_path / "r.json", rows), headline_only=True)
     best = [line for line in text.splitlines() if line.startswith("| conv3_2+conv3_3 (256")]
     assert len(best) == 1 and "ours implicit_gemm cl" in best[0] and "1.25×" in best[0], best
     sweep = [line for line in text.splitlines() if line.startswith("| conv3_2+conv3_3 | 64 |")]
-    assert sweep == ["| conv3_2+conv3_3 | 64 | relu | 1400 | 900.0 | 1200 | 256x128 |"], sweep  # 128x64, 256x128, default
+    # 128x64, 256x128, wg128x128 (wgmma tiles after the mma.sync ones), default, fastest
+    assert sweep == ["| conv3_2+conv3_3 | 64 | relu | 1400 | 900.0 | 1000 | 1200 | 256x128 |"], sweep
 
 
 def test_roofline_counts_vgg16():
@@ -108,7 +110,7 @@ def test_roofline_counts_vgg16():
     efficiency is a fraction, and no prediction beats its floors."""
     from benchmarks import cases, roofline
 
-    for n, tile in ((64, None), (1, "256x128")):
+    for n, tile in ((64, None), (1, "256x128"), (64, "wgmma")):
         rows = roofline.layer_rows(n, "H100 SXM", "fp16", tile)
         assert len(rows) == 13
         fc = 2 * (512 * 7 * 7 * 4096 + 4096 * 4096 + 4096 * 1000)
@@ -116,9 +118,14 @@ def test_roofline_counts_vgg16():
         for r in rows:
             assert 0 < r["smem_cap"] <= 1 and 0 < r["tail"] <= 1 and 0 < r["pad"] <= 1
             assert r["predicted_us"] >= max(r["flop_floor_us"], r["byte_floor_us"]) * 0.999
-            assert r["tile"] == (tile or ("256x64" if r["K"] <= 64 else "128x128"))
+            want = {None: "256x64" if r["K"] <= 64 else "128x128",
+                    "wgmma": "wg256x64" if r["K"] <= 64 else "wg128x128"}.get(tile, tile)
+            assert r["tile"] == want
     # The counted caps: 64 x 32 warps (the first version) would be 50%; 64 x 64 warps 57-73%.
     assert roofline.smem_cap(128, 128) == pytest.approx(256 / 384)
     assert roofline.smem_cap(256, 128) == pytest.approx(512 / 704)
     assert roofline.smem_cap(128, 64) == pytest.approx(128 / 224)
+    # wgmma: per k16, wgmma's own reads ((64 + N) rows x 32 bytes each) plus the cp.async writes.
+    assert roofline.smem_cap(128, 128, "wg128x128") == pytest.approx(256 / 320)
+    assert roofline.smem_cap(256, 64, "wg256x64") == pytest.approx(256 / 320)
     assert roofline.main(["--batch", "2"]) == 0

@@ -71,6 +71,22 @@ def test_excluded_tile_is_never_picked():
     assert [(e["C"], e["tile"]) for e in tune.tile_table(rows, {"256x128", "wg128x128"}) if e["N"] == 64] == []
 
 
+def test_rows_with_a_wrong_result_are_never_picked():
+    """A fast row whose recorded error against fp32 torch is garbage (a kernel wrong on the
+    GPU) enters neither table; one within MAX_REL_ERR does."""
+    conv4 = dict(layer="conv4_2", C=512, K=512, H=28, N=64)
+    fast_wrong = sweep("wg128x128", 70, **conv4)
+    fast_wrong["rel_err_vs_fp32"] = 1.3
+    ok = sweep("wg128x128", 70, **conv4)
+    ok["rel_err_vs_fp32"] = 1e-3
+    base = [sweep("128x128", 100, **conv4)]
+    assert [e["tile"] for e in tune.tile_table(base + [fast_wrong])] == []
+    assert [e["tile"] for e in tune.tile_table(base + [ok])] == ["wg128x128"]
+    wrong_ig = ours("implicit_gemm", 10, dtype="fp16", **conv4)
+    wrong_ig["rel_err_vs_fp32"] = 0.9
+    assert tune.auto_table([ours("direct", 500, dtype="fp16", **conv4), wrong_ig]) == []
+
+
 def test_without_gpu_rows_nothing_is_written(tmp_path):
     path = write(tmp_path / "cpu.json", [dict(r, device="cpu") for r in synthetic()])
     header = tmp_path / "conv3x3_tuned.h"
