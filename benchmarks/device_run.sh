@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
 # The one script a GPU session runs, from the repo root, in one call:
 #   bash benchmarks/device_run.sh [--quick]
-# Builds vggkern in place against the machine's own torch (no network, no pip), runs
-# the GPU tests, compute-sanitizer memcheck + racecheck on a small case, the benchmarks
+# Builds vggkern in place against the machine's own torch (no network, no pip), probes the
+# wgmma tiles in a process of their own (benchmarks/wgmma_probe.py; if they fault or
+# differ from the emulator they are left out of what follows), runs the GPU tests,
+# compute-sanitizer memcheck + racecheck on a small case, the benchmarks
 # (pytest-benchmark if present, else python -m benchmarks.run: same cases, same JSON),
 # and writes under $OUT (default ./device_out):
 #   results.json  summary.md  speedup.png  roofline.md  build.log  tests.log  sanitize.log  bench.log
@@ -52,10 +54,26 @@ else
 fi
 $PY -c "import torch, vggkern; print('vggkern', vggkern.__file__, vggkern.build_info())" || STATUS+=("import vggkern: FAILED")
 
+# ---- wgmma probe ----------------------------------------------------------------------
+# The wgmma tiles against the emulator in a process of their own (benchmarks/wgmma_probe.py):
+# if they fault or differ, they stay out of the later steps' processes.
+step "wgmma probe (benchmarks/wgmma_probe.py)"
+timeout 60 $PY benchmarks/wgmma_probe.py >"$OUT/tests.log" 2>&1
+rc=$?
+cat "$OUT/tests.log"
+WG_FILTER=()
+case $rc in
+  0) STATUS+=("wgmma probe: both tiles match the emulator bit for bit");;
+  2) STATUS+=("wgmma probe: not runnable here");;
+  *) STATUS+=("wgmma probe: FAILED rc=$rc: wgmma tiles left out of the GPU tests, sanitizer and sweep")
+     export VGGKERN_BENCH_EXCLUDE_TILES=wg128x128,wg256x64
+     WG_FILTER=(-k "not wg128x128 and not wg256x64");;
+esac
+
 # ---- GPU tests ------------------------------------------------------------------------
 step "GPU tests (pytest tests -m gpu)"
 TT=$(( QUICK ? 45 : 90 ))
-timeout $TT $PY -m pytest tests -m gpu -q -p no:cacheprovider >"$OUT/tests.log" 2>&1
+timeout $TT $PY -m pytest tests -m gpu -q -p no:cacheprovider ${WG_FILTER[@]+"${WG_FILTER[@]}"} >>"$OUT/tests.log" 2>&1
 rc=$?
 case $rc in
   0) STATUS+=("gpu tests: passed ($(tail -1 "$OUT/tests.log"))");;

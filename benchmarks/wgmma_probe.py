@@ -1,0 +1,48 @@
+"""The first hardware check of implicit_gemm's wgmma tiles, in a process of its own.
+
+    python benchmarks/wgmma_probe.py      # exit 0: both tiles match; 1: a mismatch; 2: not built/runnable here
+
+A wgmma tile whose descriptors or layouts the emulator got wrong may fault on the GPU, and a
+fault poisons the CUDA context of the process it happens in, so device_run.sh asks this
+small process first: each wgmma tile on a small integer case (every sum exact, so the GPU
+and the emulator must agree bit for bit) against the emulator's result on the CPU. When
+it fails, device_run.sh keeps the wgmma tiles out of the GPU tests' process, the
+sanitizer case and the benchmark sweep (VGGKERN_BENCH_EXCLUDE_TILES), so one faulting
+kernel cannot take the rest of the session's measurements with it.
+"""
+import os
+import sys
+
+import torch
+
+TILES = ("wg128x128", "wg256x64")
+
+
+def main() -> int:
+    import vggkern
+
+    if not torch.cuda.is_available() or torch.cuda.get_device_capability() != (9, 0) \
+            or not vggkern.build_info().get("cuda_wgmma"):
+        print("wgmma probe: not runnable here (needs an sm_90a build on a compute capability 9.0 GPU)")
+        return 2
+    g = torch.Generator().manual_seed(0)
+    bad = 0
+    for dtype in (torch.float16, torch.bfloat16):
+        x = torch.randint(-3, 4, (2, 24, 12, 20), generator=g).to(dtype).contiguous(memory_format=torch.channels_last)
+        w = torch.randint(-2, 3, (72, 24, 3, 3), generator=g).to(dtype)
+        b = torch.randint(-5, 6, (72,), generator=g).to(dtype)
+        for tile in TILES:
+            os.environ["VGGKERN_IMPLICIT_GEMM_TILE"] = tile
+            for relu, pool in ((False, False), (True, True)):
+                cpu = vggkern.conv3x3(x, w, b, relu=relu, pool=pool, algo="implicit_gemm")
+                gpu = vggkern.conv3x3(x.cuda(), w.cuda(), b.cuda(), relu=relu, pool=pool, algo="implicit_gemm")
+                torch.cuda.synchronize()
+                same = torch.equal(cpu, gpu.cpu())
+                bad += not same
+                print(f"wgmma probe: {tile} {dtype} relu={relu} pool={pool}: "
+                      f"{'matches the emulator' if same else 'DIFFERS from the emulator'}")
+    return 1 if bad else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
