@@ -1,6 +1,7 @@
 // conv3x3_implicit_gemm: y = [maxpool2x2](ReLU?(conv2d(x, weight, bias, stride 1,
 // padding 1))) on tensor cores with fp32 accumulation: fp16/bf16 storage with
-// mma.sync.m16n8k16, or fp32 storage with TF32 math (mma.sync.m16n8k8.tf32, every
+// mma.sync.m16n8k16 (or, on sm_90a, wgmma.m64nNk16: the wg tiles, below), or fp32
+// storage with TF32 math (mma.sync.m16n8k8.tf32, every
 // operand rounded to TF32 by cvt.rna after its ldmatrix, as cuDNN's TF32 rounds its
 // inputs). x (N, H, W, C) and y (N, H, W, K) or (N, H/2, W/2, K) are NHWC
 // (channels_last); the weight is given as (K, 3, 3, C). C is a multiple of 8 (the op
