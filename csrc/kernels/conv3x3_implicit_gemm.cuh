@@ -76,10 +76,10 @@
 // address XOR bits 7-8, i.e. chunk ^ ((row / 2) % 4) for 64-byte rows; stages are
 // 1024-byte multiples), so a k-step's operand is the stage base plus 0 or 32 bytes.
 // 6 stages, 4 slices in flight: a stage is freed one slice after its wgmma (wait_group 1).
-// By counting (python -m benchmarks.sass_loop): no ldmatrix, 145 instructions per slice
-// per warp against 4 HGMMA of 64 clocks each at the dense peak, 57% of a sub-partition's
+// By counting (python -m benchmarks.sass_loop): no ldmatrix, 138 instructions per slice
+// per warp against 4 HGMMA of 64 clocks each at the dense peak, 54% of a sub-partition's
 // issue slots with 2 blocks per SM (mma.sync's 128 x 128: 206 instructions per 64 HMMA,
-// 80%); 185 registers, no spills; shared memory per k16 step: 2 x (64 + 128) rows x 32
+// 80%); 166 registers (185 with 64-bit offsets), no spills; shared memory per k16 step: 2 x (64 + 128) rows x 32
 // bytes read by wgmma plus 256 x 32 bytes of cp.async writes, 160 bytes per tensor clock:
 // an 80% cap, against mma.sync's 67%.
 // wgmma_t (tile wg256x64, for VGG's K = 64 layers, 24% of VGG16's FLOPs): with 64 output
@@ -89,8 +89,8 @@
 // bytes per 128 clocks, with (256 + 64) x 32 bytes of cp.async: an 80% cap (mma.sync 256 x
 // 64: 62%). Each thread then holds D^T (channels 16w + g (+8), pixels 8j + 2t (+1)); the
 // epilogue stores single floats into the same [pixel][channel] tile, rows kBN + 4 floats
-// apart so a warp's 32 stores (rows 2t, 8 channels) hit 32 banks. 5 stages (100 KiB), 205
-// registers, 145 instructions per slice per warp around 2 HGMMA.64x256x16 (57% issue share).
+// apart so a warp's 32 stores (rows 2t, 8 channels) hit 32 banks. 5 stages (100 KiB), 201
+// registers (205 with 64-bit offsets), 137 instructions per slice per warp around 2 HGMMA.64x256x16 (54% issue share).
 // Both wgmma tiles run where forced or measured fastest until a GPU has confirmed them bit
 // for bit against the emulator (tests/test_conv3x3_implicit_gemm.py); on the emulator they
 // equal mma.sync's tiles of the same shape bit for bit.
@@ -354,38 +354,17 @@ __global__ void __launch_bounds__(32 * kWarpsM * kWarpsN, kLoop == MainLoop::mma
     if (s < n_tiles) load_stage(s);
     cp_async_commit();
   }
-  if constexpr (L::kTransposed) {
-    // D^T (64 channels x 256 pixels) += W (64 x k16) * X^T: wgmma's A is the B stage (the
-    // weight rows), its B the A stage (256 pixel rows); one m64n256k16 per k-step. The
-    // same stages, descriptors and pipeline as wgmma below, 5 stages (3 slices in flight).
-    constexpr uint32_t kAStageUnits = L::kAStage * sizeof(T) / 16, kBStageUnits = L::kBStage * sizeof(T) / 16;
-    const uint64_t w_desc = smem_desc_k_sw64(b_smem, 8 * 64), x_desc = smem_desc_k_sw64(a_smem, 8 * 64);
-    int read = 0, write = L::kPrefetch;
-    for (int kt = 0; kt < n_tiles; ++kt) {
-      cp_async_wait<L::kPrefetch - 1>();
-      fence_proxy_async();
-      __syncthreads();
-      if (kt + L::kPrefetch < n_tiles) load_stage(write);
-      cp_async_commit();
-      wgmma_fence();
-#pragma unroll
-      for (int kk = 0; kk < 2; ++kk)
-        wgmma_m64nNk16<kMma, 256>(*reinterpret_cast<float(*)[128]>(&acc[0][0][0]),
-                               w_desc + (read * kBStageUnits + 2 * kk), x_desc + (read * kAStageUnits + 2 * kk));
-      wgmma_commit();
-      wgmma_wait<1>();
-      read = read + 1 == L::kStages ? 0 : read + 1;
-      write = write + 1 == L::kStages ? 0 : write + 1;
-    }
-    wgmma_wait<0>();
-  } else if constexpr (L::kWgmma) {
-    // The warpgroup multiplies the stage's A rows 0-63 and 64-127 (mt) by all 128 B rows:
-    // per 64-byte slice 2 k-steps (K offsets 0 and 32 bytes into the rows) x 2 m64n128k16.
+  if constexpr (L::kWgmma) {
     // The stages are the 64-byte-swizzled K-major layout wgmma reads (offset() above is
-    // that swizzle), 8-row groups 512 bytes apart. The slice loaded at iteration kt goes
-    // to the stage of slice kt - 2, whose wgmma group every thread waited for
-    // (wgmma_wait<1> at kt - 1) before this iteration's barrier.
-    static_assert(L::kBM == 128 && L::kBN == 128 && L::kMTiles == 2, "two m64n128k16 per k-step");
+    // that swizzle), 8-row groups 512 bytes apart; a k-step's operand starts 0 or 32 bytes
+    // into the rows (descriptor addresses count 16-byte units: 2 per k-step, 256 per 64
+    // rows). Per 64-byte slice, 2 k-steps of:
+    //   wgmma:   A rows 0-63 and 64-127 (mt) of the stage x all 128 B rows, 2 m64n128k16;
+    //   wgmma_t: D^T (64 channels x 256 pixels) += W * X^T, the B stage (the weight rows)
+    //            as wgmma's A and the A stage (256 pixel rows) as its B, 1 m64n256k16.
+    // The slice loaded at iteration kt goes to the stage of slice kt + kPrefetch - kStages
+    // = kt - 2, whose wgmma group every thread waited for (wgmma_wait<1> at kt - 1) before
+    // this iteration's barrier.
     constexpr uint32_t kAStageUnits = L::kAStage * sizeof(T) / 16, kBStageUnits = L::kBStage * sizeof(T) / 16;
     const uint64_t a_desc = smem_desc_k_sw64(a_smem, 8 * 64), b_desc = smem_desc_k_sw64(b_smem, 8 * 64);
     int read = 0, write = L::kPrefetch;  // stages: computed now, loaded now
@@ -395,14 +374,20 @@ __global__ void __launch_bounds__(32 * kWarpsM * kWarpsN, kLoop == MainLoop::mma
       __syncthreads();      // ...and everyone's
       if (kt + L::kPrefetch < n_tiles) load_stage(write);
       cp_async_commit();
+      const uint64_t a_stage = a_desc + read * kAStageUnits, b_stage = b_desc + read * kBStageUnits;
       wgmma_fence();
 #pragma unroll
-      for (int kk = 0; kk < 2; ++kk)  // descriptor addresses count 16-byte units; 64 rows = 256 units
+      for (int kk = 0; kk < 2; ++kk) {
+        if constexpr (L::kTransposed) {
+          wgmma_m64nNk16<kMma, 256>(*reinterpret_cast<float(*)[128]>(&acc[0][0][0]), b_stage + 2 * kk,
+                                    a_stage + 2 * kk);
+        } else {
 #pragma unroll
-        for (int mt = 0; mt < 2; ++mt)
-          wgmma_m64nNk16<kMma, 128>(*reinterpret_cast<float(*)[64]>(&acc[mt][0][0]),
-                                 a_desc + (read * kAStageUnits + mt * 256 + 2 * kk),
-                                 b_desc + (read * kBStageUnits + 2 * kk));
+          for (int mt = 0; mt < 2; ++mt)
+            wgmma_m64nNk16<kMma, 128>(*reinterpret_cast<float(*)[64]>(&acc[mt][0][0]), a_stage + mt * 256 + 2 * kk,
+                                      b_stage + 2 * kk);
+        }
+      }
       wgmma_commit();
       wgmma_wait<1>();
       read = read + 1 == L::kStages ? 0 : read + 1;
