@@ -90,7 +90,8 @@
 // 64: 62%). Each thread then holds D^T (channels 16w + g (+8), pixels 8j + 2t (+1)); the
 // epilogue stores single floats into the same [pixel][channel] tile, rows kBN + 4 floats
 // apart so a warp's 32 stores (rows 2t, 8 channels) hit 32 banks. 5 stages (100 KiB), 201
-// registers (205 with 64-bit offsets), 137 instructions per slice per warp around 2 HGMMA.64x256x16 (54% issue share).
+// registers (205 with 64-bit offsets), 137 instructions per slice per warp around 2
+// HGMMA.64x256x16 (54% issue share).
 // Both wgmma tiles run where forced or measured fastest until a GPU has confirmed them bit
 // for bit against the emulator (tests/test_conv3x3_implicit_gemm.py); on the emulator they
 // equal mma.sync's tiles of the same shape bit for bit.
