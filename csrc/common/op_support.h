@@ -62,19 +62,29 @@ inline void poison_output(at::Tensor& y) {
   if (y.is_cpu() || on_gpu) y.fill_(std::numeric_limits<float>::quiet_NaN());
 }
 
-// The multiprocessor count of x's GPU (cached per device); for CPU tensors, which run
-// on the emulator, the 132 of an H100 SXM or H200, so that the emulator makes the same
-// shape-dependent choices (implicit_gemm's split-K) as those GPUs.
+#if VK_WITH_CUDA
+// A CUDA device attribute of x's GPU, read once per device (attributes do not change).
+template <cudaDeviceAttr kAttr>
+int device_attribute(const at::Tensor& x, const char* what) {
+  static std::atomic<int> cache[64] = {};  // value + 1; 0: not read yet
+  const int dev = x.device().index();
+  if (dev >= 0 && dev < 64 && cache[dev].load() > 0) return cache[dev].load() - 1;
+  int value = 0;
+  TORCH_CHECK(cudaDeviceGetAttribute(&value, kAttr, dev) == cudaSuccess, "vggkern: cannot read the ", what, " of ",
+              x.device());
+  if (dev >= 0 && dev < 64) cache[dev].store(value + 1);
+  return value;
+}
+#endif
+
+// The multiprocessor count of x's GPU; for CPU tensors, which run on the emulator, the
+// 132 of an H100 SXM or H200, so that the emulator makes the same shape-dependent choices
+// (implicit_gemm's split-K) as those GPUs.
 inline int sm_count_of(const at::Tensor& x) {
 #if VK_WITH_CUDA
   if (x.is_cuda()) {
-    static std::atomic<int> cache[64] = {};
-    const int dev = x.device().index();
-    if (dev >= 0 && dev < 64 && cache[dev].load() > 0) return cache[dev].load();
-    int count = 0;
-    TORCH_CHECK(cudaDeviceGetAttribute(&count, cudaDevAttrMultiProcessorCount, dev) == cudaSuccess && count > 0,
-                "vggkern: cannot read the multiprocessor count of ", x.device());
-    if (dev >= 0 && dev < 64) cache[dev].store(count);
+    const int count = device_attribute<cudaDevAttrMultiProcessorCount>(x, "multiprocessor count");
+    TORCH_CHECK(count > 0, "vggkern: cannot read the multiprocessor count of ", x.device());
     return count;
   }
 #endif
@@ -89,16 +99,8 @@ inline bool wgmma_on(const at::Tensor& x) {
 #if VK_WITH_CUDA
   if (x.is_cuda()) {
 #if VK_WGMMA
-    static std::atomic<int> cache[64] = {};  // 0 unknown, 1 no, 2 yes
-    const int dev = x.device().index();
-    if (dev >= 0 && dev < 64 && cache[dev].load() != 0) return cache[dev].load() == 2;
-    int major = 0, minor = 0;
-    TORCH_CHECK(cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, dev) == cudaSuccess &&
-                    cudaDeviceGetAttribute(&minor, cudaDevAttrComputeCapabilityMinor, dev) == cudaSuccess,
-                "vggkern: cannot read the compute capability of ", x.device());
-    const bool yes = major == 9 && minor == 0;
-    if (dev >= 0 && dev < 64) cache[dev].store(yes ? 2 : 1);
-    return yes;
+    return device_attribute<cudaDevAttrComputeCapabilityMajor>(x, "compute capability") == 9 &&
+           device_attribute<cudaDevAttrComputeCapabilityMinor>(x, "compute capability") == 0;
 #else
     return false;
 #endif
