@@ -29,7 +29,8 @@ LAYOUTS = ("nchw", "cl")          # cl = torch.channels_last (NHWC in memory)
 # every layer, fp16 channels_last, so the per-layer tile table is chosen by measurement.
 # VGGKERN_BENCH_EXCLUDE_TILES (comma-separated) leaves tiles out: device_run.sh sets it
 # for the wgmma tiles when benchmarks/wgmma_probe.py fails.
-IMPLICIT_GEMM_TILES = tuple(t for t in ("128x64", "128x128", "256x128", "256x64", "wg128x128", "wg256x64")
+IMPLICIT_GEMM_TILES = tuple(t for t in ("128x64", "128x128", "256x128", "256x64", "wg128x128", "wg256x64",
+                                      "wg128x256")
                             if t not in os.environ.get("VGGKERN_BENCH_EXCLUDE_TILES", "").split(","))
 
 # VGG16 (config D) conv layers: name, C, K, H=W, followed by the 2x2 max-pool.

@@ -11,12 +11,14 @@ Per VGG16 conv layer (fused ReLU, and the pool where VGG has one):
   shared-memory cap (wavefronts per K slice: 16 ldmatrix.x4 x 4 per 64 x 64 warp, plus
   (BM + BN) x 64 bytes of cp.async writes, at 128 bytes per clock, against BM x BN x 32
   MACs at 1024 MACs per clock (one m16n8k16 per clock per SM at the dense peak)); mma.sync's
-  own ceiling on Hopper (~65% of the peak, the issue's figure); for the wgmma tile
-  (wg128x128, wg256x64), the shared-memory bytes wgmma itself reads (each m64nNk16: 64 + N
-  rows of 32 bytes) plus the cp.async writes, and an assumed 80% ceiling for wgmma
-  (clock and power; not measured here); the tail of the last wave
-  (blocks over SMs x blocks per SM); and the padding of M and K to the tile and of 9·C
-  (C padded to 8) to 64-byte slices.
+  own ceiling on Hopper (~65% of the peak, the issue's figure); for the wgmma tiles
+  (wg128x128, wg256x64, wg128x256), the shared-memory bytes wgmma itself reads (each
+  m64nNk16: 64 + N rows of 32 bytes) plus the cp.async writes, and an assumed 80% ceiling
+  for wgmma (clock and power; not measured here); the tail of the last wave
+  (blocks over SMs x blocks per SM); the padding of M and K to the tile and of 9·C
+  (C padded to 8) to 64-byte slices; and, for tiles that fill an SM alone (256x128,
+  wg128x256), the prologue and epilogue no other block overlaps (an assumed 1500-clock
+  first load, and the fp32 tile through shared memory and back).
 The predicted time is the compute floor divided by the product of those efficiencies;
 it is a model to check measurements against, not a measurement.
 """
@@ -34,12 +36,14 @@ WGMMA_CEILING = 0.80  # an assumption until a GPU run measures it
 # Blocks per SM by registers (~240 per thread, 64K per SM) and shared memory (227 KiB):
 # 128 x 64: 64 threads, 48 KiB; 128 x 128: 128 threads, 68 KiB; 256 x 128: 256 threads, 136 KiB;
 # 256 x 64: 128 threads, 80 KiB; wg128x128: 128 threads (<= 185 registers), 96 KiB (6 stages);
-# wg256x64: 128 threads (<= 205 registers), 100 KiB (5 stages).
+# wg256x64: 128 threads (<= 205 registers), 100 KiB (5 stages); wg128x256: 256 threads
+# (<= 179 registers: 46K of the SM's 64K), 144 KiB (6 stages).
 TILES = {"128x64": (128, 64, 4), "128x128": (128, 128, 2), "256x128": (256, 128, 1), "256x64": (256, 64, 2),
-         "wg128x128": (128, 128, 2), "wg256x64": (256, 64, 2)}
+         "wg128x128": (128, 128, 2), "wg256x64": (256, 64, 2), "wg128x256": (128, 256, 1)}
 # Per k16 step, each wgmma's (M, N): wg128x128 two m64n128 (pixels x channels), wg256x64
-# one m64n256 (channels x pixels, transposed).
-WGMMA_SHAPES = {"wg128x128": [(64, 128), (64, 128)], "wg256x64": [(64, 256)]}
+# one m64n256 (channels x pixels, transposed), wg128x256 one m64n256 per warpgroup.
+WGMMA_SHAPES = {"wg128x128": [(64, 128), (64, 128)], "wg256x64": [(64, 256)], "wg128x256": [(64, 256), (64, 256)]}
+FILL_CLOCKS = 1500  # assumed: a block's first slices arriving from L2/DRAM before its first mma
 
 
 def default_tile(k: int) -> str:
@@ -60,6 +64,22 @@ def plan(n, c, h, k, pool, elt, sms, tile):
     m = n * (4 * (h // 2) ** 2 if pool else h * h)
     return {"bm": bm, "bn": bn, "M": m, "m_tiles": math.ceil(m / bm), "k_blocks": math.ceil(k / bn),
             "splits": 1, "blocks": math.ceil(m / bm) * math.ceil(k / bn)}
+
+
+def wgmma_tile(k: int, wide: bool = False) -> str:
+    """--tile wgmma: wg256x64 where K <= 64, else wg128x128; --tile wgmma-wide: wg128x256
+    where K >= 256 (one m64n256 per warpgroup: no shared-memory cap by this count)."""
+    return "wg256x64" if k <= 64 else "wg128x256" if wide and k >= 256 else "wg128x128"
+
+
+def unhidden(bm: int, bn: int, slices: int, eff: float, per_sm: int) -> float:
+    """Fraction of a block's time in its main loop when it has the SM alone (per_sm = 1):
+    nothing overlaps its first load and its epilogue (the BM x BN fp32 tile written to
+    shared memory and read back, 128 bytes per clock). 1 with 2+ blocks per SM."""
+    if per_sm > 1:
+        return 1.0
+    main = bm * bn * 32 * slices / 2048 / eff
+    return main / (main + FILL_CLOCKS + 2 * bm * bn * 4 / 128)
 
 
 def smem_cap(bm: int, bn: int, wgmma: str | None = None) -> float:
@@ -87,8 +107,8 @@ def layer_rows(n: int, gpu: str, dtype: str = "fp16", tile: str | None = None):
         t_flop = flops / (pk["fp16" if dtype != "fp32" else "tf32"] * 1e12)
         t_byte = nbytes / (pk["bw"] * 1e12)
         tl = tile or default_tile(k)
-        if tl == "wgmma":  # the wgmma tile of the default's shape
-            tl = "wg256x64" if k <= 64 else "wg128x128"
+        if tl in ("wgmma", "wgmma-wide"):
+            tl = wgmma_tile(k, tl == "wgmma-wide")
         bm, bn, per_sm = TILES[tl]
         pl = plan(n, c, h, k, pool, elt, SMS[gpu], tl)
         m, blocks, splits = pl["M"], pl["blocks"], pl["splits"]
@@ -102,10 +122,13 @@ def layer_rows(n: int, gpu: str, dtype: str = "fp16", tile: str | None = None):
         pad = (m / (math.ceil(m / bm) * bm)) * (k / (math.ceil(k / bn) * bn)) * \
             (9 * c / (math.ceil(9 * cp * elt / 64) * 64 / elt))
         wg = tl if tl.startswith("wg") else None
-        eff = min(smem_cap(bm, bn, wg), WGMMA_CEILING if wg else MMA_SYNC_CEILING) * tail * pad
+        eff = min(smem_cap(bm, bn, wg), WGMMA_CEILING if wg else MMA_SYNC_CEILING)
+        slices = pl.get("slices_per_split", math.ceil(9 * cp * elt / 64))
+        alone = unhidden(bm, bn, slices, eff, per_sm)
+        eff *= tail * pad * alone
         rows.append(dict(layer=name, C=c, K=k, H=h, pool=pool, gflop=flops / 1e9, mbytes=nbytes / 1e6,
                          flop_floor_us=t_flop * 1e6, byte_floor_us=t_byte * 1e6, tile=tl, splits=splits,
-                         smem_cap=smem_cap(bm, bn, wg), blocks=blocks, waves=waves, tail=tail, pad=pad,
+                         smem_cap=smem_cap(bm, bn, wg), blocks=blocks, waves=waves, tail=tail, pad=pad, alone=alone,
                          predicted_us=max(t_flop / eff, t_byte) * 1e6, predicted_pct=100 * eff))
     return rows
 
@@ -113,12 +136,12 @@ def layer_rows(n: int, gpu: str, dtype: str = "fp16", tile: str | None = None):
 def render(rows, n, gpu, dtype):
     out = [f"VGG16 convs, batch {n}, {dtype}, {gpu} (datasheet peaks; a model, not a measurement)", "",
            "| layer | C→K, H | GFLOP | MB | FLOP floor µs | byte floor µs | tile | split-K | smem cap "
-           "| blocks (waves) | last-wave fill | padding | predicted µs | % of peak |",
-           "| --- | --- | ---: | ---: | ---: | ---: | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]
+           "| blocks (waves) | last-wave fill | padding | unhidden | predicted µs | % of peak |",
+           "| --- | --- | ---: | ---: | ---: | ---: | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]
     for r in rows:
         out.append(f"| {r['layer']}{' +pool' if r['pool'] else ''} | {r['C']}→{r['K']}, {r['H']}² | {r['gflop']:.1f} "
                    f"| {r['mbytes']:.0f} | {r['flop_floor_us']:.0f} | {r['byte_floor_us']:.0f} | {r['tile']} | {r['splits']} "
-                   f"| {r['smem_cap']:.0%} | {r['blocks']} ({r['waves']}) | {r['tail']:.0%} | {r['pad']:.0%} "
+                   f"| {r['smem_cap']:.0%} | {r['blocks']} ({r['waves']}) | {r['tail']:.0%} | {r['pad']:.0%} | {r['alone']:.0%} "
                    f"| {r['predicted_us']:.0f} | {r['predicted_pct']:.0f}% |")
     tot_floor = sum(max(r["flop_floor_us"], r["byte_floor_us"]) for r in rows)
     tot_pred = sum(r["predicted_us"] for r in rows)
@@ -132,8 +155,9 @@ def main(argv=None):
     ap.add_argument("--batch", type=int, default=64)
     ap.add_argument("--gpu", default="H100 SXM", choices=sorted(PEAKS))
     ap.add_argument("--dtype", default="fp16", choices=("fp16", "bf16", "fp32"))
-    ap.add_argument("--tile", choices=sorted(TILES) + ["wgmma"],
-                    help="force one tile (default: the dispatch's choice; wgmma: wg256x64 where K <= 64, else wg128x128)")
+    ap.add_argument("--tile", choices=sorted(TILES) + ["wgmma", "wgmma-wide"],
+                    help="force one tile (default: the dispatch's choice; wgmma: wg256x64 where K <= 64, else "
+                         "wg128x128; wgmma-wide: wg128x256 where K >= 256)")
     args = ap.parse_args(argv)
     print(render(layer_rows(args.batch, args.gpu, args.dtype, args.tile), args.batch, args.gpu, args.dtype))
     return 0

@@ -47,9 +47,10 @@ def main():
         runs = [(a, "", "") for a in algos]
         if "implicit_gemm" in algos:
             skip = set(os.environ.get("VGGKERN_BENCH_EXCLUDE_TILES", "").split(","))  # a failed wgmma probe
-            runs += [("implicit_gemm", t, "") for t in ("128x64", "128x128", "256x128", "wg128x128", "wg256x64")
+            runs += [("implicit_gemm", t, "") for t in ("128x64", "128x128", "256x128", "wg128x128", "wg256x64",
+                                                                    "wg128x256")
                      if t not in skip]
-            runs += [("implicit_gemm", "", "3")] + [("implicit_gemm", t, "3") for t in ("wg128x128", "wg256x64")
+            runs += [("implicit_gemm", "", "3")] + [("implicit_gemm", t, "3") for t in ("wg128x128", "wg256x64", "wg128x256")
                                                     if t not in skip]
         for algo, tile, split in runs:
             os.environ["VGGKERN_IMPLICIT_GEMM_TILE"] = tile

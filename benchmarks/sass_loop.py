@@ -108,8 +108,8 @@ def instantiation(mangled: str) -> str:
     m = re.search(r"MmaTypeE\dELi(\d)ELi(\d)ELNS0_8MainLoopE(\d)E([il])", mangled)
     if not m:
         return mangled
-    wm, wn, loop, idx = m.groups()  # MainLoop: 0 mma_sync, 1 wgmma (128 x 128), 2 wgmma_t (256 x 64)
-    tile = {"1": "wg128x128", "2": "wg256x64"}.get(loop, f"{64 * int(wm)}x{64 * int(wn)}")
+    wm, wn, loop, idx = m.groups()  # MainLoop: 0 mma_sync, 1 wgmma (128 x 32 kWarpsM), 2 wgmma_t (256 x 64)
+    tile = {"1": f"wg128x{32 * int(wm)}", "2": "wg256x64"}.get(loop, f"{64 * int(wm)}x{64 * int(wn)}")
     return f"{dtype} {tile} {'int32' if idx == 'i' else 'int64'}"
 
 

@@ -1,6 +1,6 @@
 """The first hardware check of implicit_gemm's wgmma tiles, in a process of its own.
 
-    python benchmarks/wgmma_probe.py      # exit 0: both tiles match; 1: a mismatch; 2: not built/runnable here
+    python benchmarks/wgmma_probe.py      # exit 0: every tile matches; 1: a mismatch; 2: not built/runnable here
 
 A wgmma tile whose descriptors or layouts the emulator got wrong may fault on the GPU, and a
 fault poisons the CUDA context of the process it happens in, so device_run.sh asks this
@@ -15,7 +15,7 @@ import sys
 
 import torch
 
-TILES = ("wg128x128", "wg256x64")
+TILES = ("wg128x128", "wg256x64", "wg128x256")
 
 
 def main() -> int:

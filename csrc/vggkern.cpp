@@ -117,8 +117,8 @@ PyObject* conv3x3_auto(PyObject*, PyObject* args) {
 
 // The measured tables (common/conv3x3_tuned.h) as Python data, for tests and reports.
 PyObject* tuned_tables(PyObject*, PyObject*) {
-  static const char* kTiles[] = {"128x64",    "128x128",                                   // by ImplicitGemmTile
-                                 "256x128",   "256x64", "wg128x128", "wg256x64"};
+  static const char* kTiles[] = {"128x64",    "128x128",  "256x128",  "256x64",  // by ImplicitGemmTile
+                                 "wg128x128", "wg256x64", "wg128x256"};
   static const char* kDtypes[] = {"float32", "float16", "bfloat16"};
   PyObject* tiles = PyList_New(0);
   for (const vk::TunedTile& e : vk::kTunedTiles) {

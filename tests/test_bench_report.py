@@ -110,16 +110,20 @@ def test_roofline_counts_vgg16():
     efficiency is a fraction, and no prediction beats its floors."""
     from benchmarks import cases, roofline
 
-    for n, tile in ((64, None), (1, "256x128"), (64, "wgmma")):
+    for n, tile in ((64, None), (1, "256x128"), (64, "wgmma"), (64, "wgmma-wide")):
         rows = roofline.layer_rows(n, "H100 SXM", "fp16", tile)
         assert len(rows) == 13
         fc = 2 * (512 * 7 * 7 * 4096 + 4096 * 4096 + 4096 * 1000)
         assert sum(r["gflop"] for r in rows) * 1e9 == pytest.approx(n * (cases.network_flops("vgg16") - fc))
         for r in rows:
-            assert 0 < r["smem_cap"] <= 1 and 0 < r["tail"] <= 1 and 0 < r["pad"] <= 1
+            assert 0 < r["smem_cap"] <= 1 and 0 < r["tail"] <= 1 and 0 < r["pad"] <= 1 and 0 < r["alone"] <= 1
+            # Only a tile that holds an SM alone leaves its prologue and epilogue unhidden.
+            assert (r["alone"] < 1) == (roofline.TILES[r["tile"]][2] == 1)
             assert r["predicted_us"] >= max(r["flop_floor_us"], r["byte_floor_us"]) * 0.999
             want = {None: "256x64" if r["K"] <= 64 else "128x128",
-                    "wgmma": "wg256x64" if r["K"] <= 64 else "wg128x128"}.get(tile, tile)
+                    "wgmma": "wg256x64" if r["K"] <= 64 else "wg128x128",
+                    "wgmma-wide": "wg256x64" if r["K"] <= 64 else "wg128x256" if r["K"] >= 256 else "wg128x128"
+                    }.get(tile, tile)
             assert r["tile"] == want
     # The counted caps: 64 x 32 warps (the first version) would be 50%; 64 x 64 warps 57-73%.
     assert roofline.smem_cap(128, 128) == pytest.approx(256 / 384)
@@ -128,4 +132,5 @@ def test_roofline_counts_vgg16():
     # wgmma: per k16, wgmma's own reads ((64 + N) rows x 32 bytes each) plus the cp.async writes.
     assert roofline.smem_cap(128, 128, "wg128x128") == pytest.approx(256 / 320)
     assert roofline.smem_cap(256, 64, "wg256x64") == pytest.approx(256 / 320)
+    assert roofline.smem_cap(128, 256, "wg128x256") == pytest.approx(1.0)  # 512 clocks, 512 wavefronts
     assert roofline.main(["--batch", "2"]) == 0

@@ -43,11 +43,14 @@ def test_nan_inf_propagate_like_torch(relu, pool, device):
 
 # Every block tile (VGGKERN_IMPLICIT_GEMM_TILE forces one; by default 256 x 64 where
 # K <= 64, else 128 x 128) on K that fills its tiles or not, with and without the pool,
-# M tiles that span images. wg128x128 and wg256x64 are the wgmma main loops (fp16/bf16;
-# on CUDA only where the build has sm_90a and the GPU is compute capability 9.0).
+# M tiles that span images. wg128x128, wg256x64 and wg128x256 (two warpgroups) are the
+# wgmma main loops (fp16/bf16; on CUDA only where the build has sm_90a and the GPU is
+# compute capability 9.0).
 TILES = {"128x64": (128, 64), "128x128": (128, 128), "256x128": (256, 128), "256x64": (256, 64),
-         "wg128x128": (128, 128), "wg256x64": (256, 64)}
-WGMMA_TWIN = {"wg128x128": "128x128", "wg256x64": "256x64"}  # the mma.sync tile of the same shape
+         "wg128x128": (128, 128), "wg256x64": (256, 64), "wg128x256": (128, 256)}
+# The mma.sync tile each wgmma tile is compared with: the one of its shape (wg128x256 has
+# none: 128 x 128, its fallback where wgmma does not run).
+WGMMA_TWIN = {"wg128x128": "128x128", "wg256x64": "256x64", "wg128x256": "128x128"}
 
 
 def _skip_without_wgmma(tile, device):
@@ -72,7 +75,7 @@ def test_forced_tile_must_exist(monkeypatch):
     monkeypatch.setenv("VGGKERN_IMPLICIT_GEMM_TILE", "64x64")
     x, w, b = _inputs(1, 8, 8, 4, 4, torch.float16, "cpu", channels_last=True, seed=0)
     with pytest.raises(ValueError, match="VGGKERN_IMPLICIT_GEMM_TILE must be 128x64, 128x128, 256x128, 256x64, "
-                                         "wg128x128 or wg256x64, got '64x64'"):
+                                         "wg128x128, wg256x64 or wg128x256, got '64x64'"):
         vggkern.conv3x3(x, w, b, algo=ALGO)
 
 
@@ -87,9 +90,9 @@ def test_wgmma_tile_refuses_float32(tile, monkeypatch):
 # The wgmma main loops read the same swizzled stages through matrix descriptors instead
 # of ldmatrix, and sum each output over K in the same order (C first, then k16 steps in
 # K order, each step's 16 products rounded once): on the emulator their results equal
-# mma.sync's tile of the same shape bit for bit, for data that rounds (a wrong row, column,
-# swizzle or K offset in the descriptor decoding, or in wg256x64's transposed accumulators,
-# would not). Shapes: K tiles cut, C padded (3 -> 8) and not a multiple of the 32-half
+# mma.sync's tile (of the same shape, or 128 x 128 for wg128x256) bit for bit, for data
+# that rounds (a wrong row, column, swizzle or K offset in the descriptor decoding, in
+# wg256x64's transposed accumulators or in wg128x256's second warpgroup, would not). Shapes: K tiles cut, C padded (3 -> 8) and not a multiple of the 32-half
 # slice, pooled and odd maps, images spanning M tiles, split-K. Both ends of cp.async's
 # landing window (VGGKERN_EMU_CP_ASYNC): at the wait, and at the issue, which is what
 # shows a stage refilled while a wgmma that reads it is still pending (refilling one
@@ -118,7 +121,7 @@ def test_wgmma_matches_mma_sync_bit_for_bit(tile, cp_async, dtype, n, c, k, h, w
 # S that does not divide the slices, and S beyond them (capped: no empty split).
 @pytest.mark.parametrize("device", DEVICES)
 @pytest.mark.parametrize("split,tile", [("2", ""), ("5", "128x128"), ("3", "256x128"), ("64", "128x64"), ("4", "256x64"),
-                                        ("3", "wg128x128"), ("4", "wg256x64")])
+                                        ("3", "wg128x128"), ("4", "wg256x64"), ("2", "wg128x256")])
 @pytest.mark.parametrize("k,relu,pool", [(40, True, True), (137, False, False), (72, True, False)])
 def test_split_k(split, tile, k, relu, pool, device, monkeypatch):
     _skip_without_wgmma(tile, device)
@@ -163,7 +166,7 @@ def test_split_k_override_must_be_valid(value, monkeypatch):
     *((dt, k, tile) for dt in (torch.float16, torch.bfloat16, torch.float32)
       for k, tile in [(64, ""), (136, ""), (136, "256x128"), (64, "128x64")]),
     (torch.float16, 136, "wg128x128"), (torch.bfloat16, 64, "wg128x128"),  # wgmma: fp16/bf16 only
-    (torch.float16, 64, "wg256x64"), (torch.bfloat16, 136, "wg256x64")])
+    (torch.float16, 64, "wg256x64"), (torch.bfloat16, 136, "wg256x64"), (torch.float16, 136, "wg128x256")])
 def test_shared_memory_without_bank_conflicts(dtype, k, tile, monkeypatch):
     from vggkern import _C
 
@@ -181,7 +184,8 @@ def test_shared_memory_without_bank_conflicts(dtype, k, tile, monkeypatch):
     # 16 lanes each), and 4 passes over the pooled tile of 4 rows x 2 float4 loads (4
     # phases of 8 lanes each).
     # (Per block that is bm * bn / 64 store and bm * bn / 128 load instructions, for
-    # wg128x128 too: one warpgroup holds the 128 x 128 accumulators, 32 x 128 per warp.
+    # wg128x128 and wg128x256 too: their warpgroups hold the accumulators as 32 x 128 or
+    # 16 x 256 per warp.
     # wg256x64 holds them transposed and stores single floats: bm * bn / 32 one-phase stores.)
     wgmma, transposed = tile.startswith("wg"), tile == "wg256x64"
     want = {"ldmatrix": 0 if wgmma else blocks * slices * warps * 16,
@@ -325,14 +329,14 @@ def test_torch_compile_float32_tf32(device):
 @pytest.mark.gpu
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA GPU visible")
 @pytest.mark.parametrize("dtype", HALF_DTYPES + [torch.float32], ids=str)
-@pytest.mark.parametrize("tile,split", [("", ""), *((t, "") for t in TILES), ("128x128", "3"), ("wg128x128", "3"),
-                                        ("wg256x64", "3")])
+@pytest.mark.parametrize("tile,split", [("", ""), *((t, "") for t in TILES), ("128x128", "3"),
+                                        *((t, "3") for t in WGMMA_TWIN)])
 def test_gpu_matches_emulator_bit_for_bit(dtype, tile, split, monkeypatch):
     """The proof that the emulated fragment layouts are the hardware's: with small
     integer data every sum is exact, so the GPU and the emulator must agree exactly
     (float32: the TF32 path, mma.sync.m16n8k8 fed by ldmatrix of 32-bit elements), for
-    the default tile choice, each tile forced (wg128x128, wg256x64: wgmma's descriptors
-    and accumulator layout), and split-K."""
+    the default tile choice, each tile forced (the wg tiles: wgmma's descriptors and
+    accumulator layout), and split-K."""
     if tile.startswith("wg") and dtype == torch.float32:
         pytest.skip("the wgmma tile is fp16/bf16 only")
     _skip_without_wgmma(tile, "cuda")

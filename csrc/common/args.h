@@ -6,6 +6,8 @@
 
 namespace vk {
 
+struct ImplicitGemmPlan;  // conv3x3_implicit_gemm_plan.h
+
 enum class DType { float32, float16, bfloat16 };
 enum class Layout { nchw, nhwc };  // nhwc = torch.channels_last
 
@@ -39,8 +41,11 @@ struct Conv3x3Args {
   const float* winograd_u = nullptr;
   // implicit_gemm: the device's multiprocessor count (its split-K choice depends on it;
   // the emulator is given an H100's or H200's 132, so it chooses what those GPUs do),
-  // and the fp32 workspace its plan asks for (implicit_gemm_plan(...).workspace_floats).
+  // the plan the op chose (tile and split-K: it reads the environment and the measured
+  // table once, so the launch runs the plan its workspace was sized for), and that fp32
+  // workspace (plan->workspace_floats(K)).
   int sm_count = 132;
+  const ImplicitGemmPlan* plan = nullptr;
   float* workspace = nullptr;
   // implicit_gemm: whether the device runs the wgmma tiles (a build with sm_90a kernels on
   // a compute capability 9.0 GPU; the emulator runs them everywhere).

@@ -1,8 +1,8 @@
-// conv3x3_implicit_gemm's launch: the plan (block tile and split-K, from
-// conv3x3_implicit_gemm_plan.h), element type and math (fp16 and bf16 on their own mma;
+// conv3x3_implicit_gemm's launch: the plan the op chose (block tile and split-K, from
+// conv3x3_implicit_gemm_plan.h, passed as args.plan), element type and math (fp16 and bf16 on their own mma;
 // fp32 with TF32 math: the op sends fp32 here only when TF32 is allowed), index type,
-// and geometry: 3 dtypes x 4 mma.sync tiles x 2 index types, + 2 dtypes x 2 wgmma tiles
-// x 2 index types = 32 instantiations (and the split-K reduction per dtype and index
+// and geometry: 3 dtypes x 4 mma.sync tiles x 2 index types, + 2 dtypes x 3 wgmma tiles
+// x 2 index types = 36 instantiations (and the split-K reduction per dtype and index
 // type). Compiled
 // into both backends, which pass their own Launcher, so the GPU and the emulator run
 // the same choice. Expects what the op prepares: x and y NHWC, weight (K, 3, 3, C),
@@ -69,8 +69,7 @@ void conv3x3_implicit_gemm_indexed(const Conv3x3Args& a, const ImplicitGemmPlan&
 }
 
 template <class T, VK_KERNEL_NS::MmaType kMma, class Launcher>
-void conv3x3_implicit_gemm_typed(const Conv3x3Args& a, const Launcher& launch) {
-  const ImplicitGemmPlan plan = implicit_gemm_plan(a);
+void conv3x3_implicit_gemm_typed(const Conv3x3Args& a, const ImplicitGemmPlan& plan, const Launcher& launch) {
   switch (plan.tile) {
     case ImplicitGemmTile::m128n64:
       conv3x3_implicit_gemm_indexed<T, kMma, 2, 1, VK_KERNEL_NS::MainLoop::mma_sync>(a, plan, launch);
@@ -94,6 +93,11 @@ void conv3x3_implicit_gemm_typed(const Conv3x3Args& a, const Launcher& launch) {
         conv3x3_implicit_gemm_indexed<T, kMma, 1, 4, VK_KERNEL_NS::MainLoop::wgmma_t>(a, plan, launch);
       else throw std::logic_error("vggkern.conv3x3: wgmma tile for fp32");
       break;
+    case ImplicitGemmTile::wg128x256:  // two warpgroups
+      if constexpr (sizeof(T) == 2)
+        conv3x3_implicit_gemm_indexed<T, kMma, 8, 1, VK_KERNEL_NS::MainLoop::wgmma>(a, plan, launch);
+      else throw std::logic_error("vggkern.conv3x3: wgmma tile for fp32");
+      break;
   }
 }
 
@@ -101,15 +105,20 @@ template <class Launcher>
 void conv3x3_implicit_gemm_dispatch(const Conv3x3Args& a, const Launcher& launch) {
   if (a.layout != Layout::nhwc || a.C % 8 != 0)
     throw std::invalid_argument("vggkern.conv3x3: implicit_gemm expects NHWC input with C a multiple of 8");
+  if (a.plan == nullptr) throw std::logic_error("vggkern.conv3x3: implicit_gemm launched without its plan");
+  const ImplicitGemmPlan& plan = *a.plan;
+  if (plan.M != (a.pool ? 4 * a.N * (a.H / 2) * (a.W / 2) : a.N * a.H * a.W) ||
+      plan.slices * (64 / dtype_size(a.dtype)) < 9 * a.C || plan.k_blocks * plan.bn < a.K)
+    throw std::logic_error("vggkern.conv3x3: implicit_gemm plan made for another shape");
   switch (a.dtype) {
     case DType::float16:
-      conv3x3_implicit_gemm_typed<__half, VK_KERNEL_NS::MmaType::f16>(a, launch);
+      conv3x3_implicit_gemm_typed<__half, VK_KERNEL_NS::MmaType::f16>(a, plan, launch);
       break;
     case DType::bfloat16:
-      conv3x3_implicit_gemm_typed<__nv_bfloat16, VK_KERNEL_NS::MmaType::bf16>(a, launch);
+      conv3x3_implicit_gemm_typed<__nv_bfloat16, VK_KERNEL_NS::MmaType::bf16>(a, plan, launch);
       break;
     case DType::float32:  // TF32 math; whether it is allowed is the op's decision (csrc/ops/conv3x3.cpp)
-      conv3x3_implicit_gemm_typed<float, VK_KERNEL_NS::MmaType::tf32>(a, launch);
+      conv3x3_implicit_gemm_typed<float, VK_KERNEL_NS::MmaType::tf32>(a, plan, launch);
       break;
   }
 }

@@ -1,6 +1,6 @@
 // conv3x3_implicit_gemm's plan: the block tile, the split of K_gemm across blocks, and
-// the workspace that split needs. Torch-free and kernel-free, so the op (which allocates
-// the workspace) and the dispatch (which launches) compute the same plan.
+// the workspace that split needs. Torch-free and kernel-free: the op computes it once
+// (it allocates the workspace) and hands it to the dispatch (which launches) as args.plan.
 //
 // Tile: the measured table's (conv3x3_tuned.h, for the layers a GPU run timed: see
 // conv3x3_tuning.h), else 256 x 64 (4 warps) where K <= 64 and 128 x 128 (4 warps)
@@ -13,12 +13,14 @@
 // fp32 partial sums to a workspace [S][M][K], and a second kernel adds the S partials in
 // order, then bias, ReLU and the pool. By counting: conv5 at batch 1 goes from 8 blocks
 // x 144 slices to 128 blocks x 9 slices, for 6.4 MB of partials through memory (~2 us).
-// wg128x128 and wg256x64 (wgmma, one warpgroup: fp16/bf16 on an sm_90a build and a
-// compute capability 9.0 GPU, args.wgmma) run only where forced or measured fastest: until
-// a GPU has checked them against the emulator bit for bit, mma.sync stays the default. A
-// measured wgmma tile on a device without wgmma runs as the mma.sync tile of its shape.
+// wg128x128, wg256x64 (one warpgroup) and wg128x256 (two) use wgmma (fp16/bf16 on an
+// sm_90a build and a compute capability 9.0 GPU, args.wgmma); they run only where forced
+// or measured fastest: until a GPU has checked them against the emulator bit for bit,
+// mma.sync stays the default. A measured wgmma tile on a device without wgmma runs as its
+// mma.sync fallback: the tile of its shape (wg128x256: 128 x 128, 1 of its 2 blocks per SM).
 // Environment (read per launch; tuning knobs for the benchmarks' sweeps):
-//   VGGKERN_IMPLICIT_GEMM_TILE=128x64|128x128|256x128|256x64|wg128x128|wg256x64   forces the tile
+//   VGGKERN_IMPLICIT_GEMM_TILE=128x64|128x128|256x128|256x64|wg128x128|wg256x64|wg128x256
+//                                                        forces the tile
 //   VGGKERN_IMPLICIT_GEMM_SPLIT_K=S                      forces S (1: no split)
 #pragma once
 
@@ -45,8 +47,8 @@ struct ImplicitGemmPlan {
   int64_t workspace_floats(int64_t K) const { return splits > 1 ? int64_t(splits) * M * K : 0; }
 };
 
-// "128x64", "128x128", "256x128", "256x64", "wg128x128" or "wg256x64"; anything else is
-// an error naming `source`.
+// "128x64", "128x128", "256x128", "256x64", "wg128x128", "wg256x64" or "wg128x256";
+// anything else is an error naming `source`.
 inline ImplicitGemmTile implicit_gemm_tile_named(const std::string& name, const char* source) {
   if (name == "128x64") return ImplicitGemmTile::m128n64;
   if (name == "128x128") return ImplicitGemmTile::m128n128;
@@ -54,17 +56,36 @@ inline ImplicitGemmTile implicit_gemm_tile_named(const std::string& name, const 
   if (name == "256x64") return ImplicitGemmTile::m256n64;
   if (name == "wg128x128") return ImplicitGemmTile::wg128x128;
   if (name == "wg256x64") return ImplicitGemmTile::wg256x64;
+  if (name == "wg128x256") return ImplicitGemmTile::wg128x256;
   throw std::invalid_argument(std::string("vggkern.conv3x3: ") + source +
-                              " must be 128x64, 128x128, 256x128, 256x64, wg128x128 or wg256x64, got '" + name + "'");
+                              " must be 128x64, 128x128, 256x128, 256x64, wg128x128, wg256x64 or wg128x256, got '" +
+                              name + "'");
 }
 
-inline bool is_wgmma(ImplicitGemmTile t) { return t == ImplicitGemmTile::wg128x128 || t == ImplicitGemmTile::wg256x64; }
+inline bool is_wgmma(ImplicitGemmTile t) {
+  return t == ImplicitGemmTile::wg128x128 || t == ImplicitGemmTile::wg256x64 || t == ImplicitGemmTile::wg128x256;
+}
 
-// The mma.sync tile of a wgmma tile's shape.
+// What a wgmma tile runs as where wgmma does not: the mma.sync tile of its shape, or
+// (wg128x256, which has none) of its 128 rows and half its columns.
 inline ImplicitGemmTile mma_sync_twin(ImplicitGemmTile t) {
-  return t == ImplicitGemmTile::wg128x128 ? ImplicitGemmTile::m128n128
-         : t == ImplicitGemmTile::wg256x64 ? ImplicitGemmTile::m256n64
-                                           : t;
+  switch (t) {
+    case ImplicitGemmTile::wg128x128:
+    case ImplicitGemmTile::wg128x256: return ImplicitGemmTile::m128n128;
+    case ImplicitGemmTile::wg256x64: return ImplicitGemmTile::m256n64;
+    default: return t;
+  }
+}
+
+// The block tile (BM rows = output pixels, BN columns = output channels).
+inline int tile_rows(ImplicitGemmTile t) {
+  return t == ImplicitGemmTile::m256n128 || t == ImplicitGemmTile::m256n64 || t == ImplicitGemmTile::wg256x64 ? 256
+                                                                                                               : 128;
+}
+inline int tile_columns(ImplicitGemmTile t) {
+  return t == ImplicitGemmTile::wg128x256                                                                     ? 256
+         : t == ImplicitGemmTile::m128n64 || t == ImplicitGemmTile::m256n64 || t == ImplicitGemmTile::wg256x64 ? 64
+                                                                                                               : 128;
 }
 
 // Can this call run a wgmma tile? fp16/bf16 (wgmma's TF32 is not built), on a device that has it.
@@ -91,9 +112,8 @@ inline ImplicitGemmTile implicit_gemm_tile(const Conv3x3Args& a) {
 inline ImplicitGemmPlan implicit_gemm_plan(const Conv3x3Args& a, ImplicitGemmTile tile) {
   ImplicitGemmPlan p;
   p.tile = tile;
-  const ImplicitGemmTile shape = mma_sync_twin(p.tile);
-  p.bm = shape == ImplicitGemmTile::m256n128 || shape == ImplicitGemmTile::m256n64 ? 256 : 128;
-  p.bn = shape == ImplicitGemmTile::m128n64 || shape == ImplicitGemmTile::m256n64 ? 64 : 128;
+  p.bm = tile_rows(tile);
+  p.bn = tile_columns(tile);
   p.M = a.pool ? 4 * a.N * (a.H / 2) * (a.W / 2) : a.N * a.H * a.W;
   p.m_tiles = (p.M + p.bm - 1) / p.bm;
   p.k_blocks = (a.K + p.bn - 1) / p.bn;
@@ -124,7 +144,7 @@ inline ImplicitGemmPlan implicit_gemm_plan(const Conv3x3Args& a, ImplicitGemmTil
   return p;
 }
 
-// The plan a launch uses: implicit_gemm_tile's tile.
+// The plan the op hands to the launch: implicit_gemm_tile's tile.
 inline ImplicitGemmPlan implicit_gemm_plan(const Conv3x3Args& a) { return implicit_gemm_plan(a, implicit_gemm_tile(a)); }
 
 }  // namespace vk

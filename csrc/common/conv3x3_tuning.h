@@ -19,9 +19,9 @@
 
 namespace vk {
 
-// mNnM: mma.sync tiles; wg128x128 and wg256x64 (transposed): wgmma (sm_90a, fp16/bf16),
-// see conv3x3_implicit_gemm.cuh.
-enum class ImplicitGemmTile { m128n64, m128n128, m256n128, m256n64, wg128x128, wg256x64 };
+// mNnM: mma.sync tiles; wg128x128, wg256x64 (transposed) and wg128x256 (two warpgroups):
+// wgmma (sm_90a, fp16/bf16), see conv3x3_implicit_gemm.cuh.
+enum class ImplicitGemmTile { m128n64, m128n128, m256n128, m256n64, wg128x128, wg256x64, wg128x256 };
 
 // The shape a measurement was taken at.
 struct TunedShape {

@@ -33,7 +33,7 @@
 // mma.sync's own ceiling on Hopper (~65%). The first version's 64 x 32 warp tiles (8
 // warps per 128 x 128) cost 512 wavefronts per 256 mma: a 50% cap; 256 x 128 blocks
 // cost 704 per 512 mma (73%), 128 x 64 ones 224 per 128 (57%), 256 x 64 ones 416 per
-// 256 (62%: the candidate for VGG's K = 64 layers, 24% of VGG16's FLOPs).
+// 256 (62%: the candidate for VGG's K = 64 layers, 13% of VGG16's conv FLOPs).
 // K_gemm advances one 64-byte slice at a time (kBK = 32 fp16/bf16 or 16 fp32 elements)
 // through a 4-stage cp.async pipeline that is byte-for-byte the same for both element
 // sizes:
@@ -82,7 +82,7 @@
 // 80%); 166 registers (185 with 64-bit offsets), no spills; shared memory per k16 step: 2 x (64 + 128) rows x 32
 // bytes read by wgmma plus 256 x 32 bytes of cp.async writes, 160 bytes per tensor clock:
 // an 80% cap, against mma.sync's 67%.
-// wgmma_t (tile wg256x64, for VGG's K = 64 layers, 24% of VGG16's FLOPs): with 64 output
+// wgmma_t (tile wg256x64, for VGG's K = 64 layers, 13% of VGG16's conv FLOPs): with 64 output
 // channels a wgmma's N can only be 64, and every m64n64k16 re-reads B: 2 x 64 rows per 32
 // clocks, a 57-63% shared-memory cap. Transposed, the weight rows are wgmma's A (M = 64
 // channels) and 256 pixels its B (N = 256): one m64n256k16 per k-step reads (64 + 256) x 32
@@ -92,9 +92,18 @@
 // apart so a warp's 32 stores (rows 2t, 8 channels) hit 32 banks. 5 stages (100 KiB), 201
 // registers (205 with 64-bit offsets), 137 instructions per slice per warp around 2
 // HGMMA.64x256x16 (54% issue share).
-// Both wgmma tiles run where forced or measured fastest until a GPU has confirmed them bit
+// wgmma with two warpgroups (tile wg128x256, for VGG's K >= 256 layers, 69% of its conv
+// FLOPs): each warpgroup one m64n256k16 per k-step on its 64 of the 128 rows, the B rows
+// shared. Per k16 step wgmma reads 2 x (64 + 256) x 32 bytes and cp.async writes (128 +
+// 256) x 32: 256 bytes per 2 tensor clocks, exactly the 128 bytes per clock shared memory
+// has, so by this count it no longer caps the tile (wg128x128: 80%). The price: 256 threads
+// x 168 registers (179 with 64-bit offsets) hold an SM alone, so no other block hides its
+// first loads and its epilogue (128 x 256 fp32 through shared memory): ~10% of a conv3
+// tile's time by the roofline model (benchmarks/roofline.py, "unhidden"). 6 stages (144
+// KiB), 129 instructions per slice per warp around 2 HGMMA.64x256x16 (50% issue share).
+// The wgmma tiles run where forced or measured fastest until a GPU has confirmed them bit
 // for bit against the emulator (tests/test_conv3x3_implicit_gemm.py); on the emulator they
-// equal mma.sync's tiles of the same shape bit for bit.
+// equal mma.sync's tiles bit for bit (wg128x256: 128 x 128's).
 // Time on the GPU: pending a GPU session (benchmarks/). Predicted from counting alone:
 // dense M gives VGG16's 28x28 and 14x14 layers (39% of its FLOPs) 1.3x fewer mma
 // issued, and 64 x 64 warps lift the shared-memory cap from 50% to 67% of the peak;
@@ -107,8 +116,9 @@
 namespace vk {
 namespace VK_KERNEL_NS {
 
-// The main loop's instruction: mma.sync (every tile); wgmma (sm_90a, f16/bf16): one
-// warpgroup computes the 128 x 128 tile as two m64n128k16 per k-step; wgmma_t: one
+// The main loop's instruction: mma.sync (every tile); wgmma (sm_90a, f16/bf16): a 128-row
+// tile, one warpgroup computing 128 x 128 as two m64n128k16 per k-step (kWarpsM = 4) or
+// two computing 128 x 256, one m64n256k16 each on 64 of the rows (kWarpsM = 8); wgmma_t: one
 // warpgroup computes a 256-pixel x 64-channel tile transposed, as one m64n256k16 per k-step
 // with the weight rows as wgmma's A (M = 64 channels) and the pixels as its B (N = 256).
 enum class MainLoop { mma_sync, wgmma, wgmma_t };
@@ -121,20 +131,27 @@ struct ImplicitGemmTiling {
   static constexpr bool kWgmma = kLoop != MainLoop::mma_sync, kTransposed = kLoop == MainLoop::wgmma_t;
   static constexpr int kWarpsM = kWarpsM_, kWarpsN = kWarpsN_;
   static constexpr int kThreads = 32 * kWarpsM * kWarpsN;
-  // Each warp's share of the output: mma.sync warps own 64 x 64 tiles. wgmma: warp w holds
-  // rows 16w..16w+15 of each 64-row half of the 128 x 128 tile (warp_row()), 32 x 128.
-  // wgmma_t: warp w holds channels 16w..16w+15 of all 256 pixels (kWarpsM = 1, kWarpsN = 4;
-  // the accumulators are D^T: see the transposed epilogue).
-  static constexpr int kWarpM = kTransposed ? 256 : kWgmma ? 32 : 64, kWarpN = kTransposed ? 16 : kWgmma ? 128 : 64;
+  // Each warp's share of the output: mma.sync warps own 64 x 64 tiles. wgmma: the 128 rows
+  // are split over the warpgroups, 64 x BN per wgmma (BN = 32 kWarpsM: 128 or 256), and
+  // warp w of a warpgroup holds rows 16w..16w+15 of each of its wgmma's 64 (warp_row()):
+  // 32 x 128 with one warpgroup, 16 x 256 with two. wgmma_t: warp w holds channels
+  // 16w..16w+15 of all 256 pixels (kWarpsM = 1, kWarpsN = 4; the accumulators are D^T:
+  // see the transposed epilogue).
+  static constexpr int kWarpM = kTransposed ? 256 : kWgmma ? 128 / kWarpsM : 64;
+  static constexpr int kWarpN = kTransposed ? 16 : kWgmma ? 32 * kWarpsM : 64;
   static constexpr int kBM = kWarpM * kWarpsM, kBN = kWarpN * kWarpsN;
+  static constexpr int kWarpgroups = kWgmma ? kWarpsM * kWarpsN / 4 : 0;
   static constexpr int kChunk = 16 / int(sizeof(T));  // elements per 16-byte cp.async chunk
   static constexpr int kBK = 4 * kChunk;               // a 64-byte K slice
   // Stages in shared memory, and how many slices are loaded ahead of the one computed:
   // mma.sync reads a stage into registers before the next barrier, so all but one stage
   // are in flight; wgmma reads it asynchronously until its wait, one slice later, so two
   // stages are held by the tensor cores and the rest are in flight.
-  static constexpr int kStages = kTransposed ? 5 : kWgmma ? 6 : 4;  // 2 blocks per SM: <= 113 KiB each
+  // 2 blocks per SM (<= 113 KiB each), except wg128x256's: its 256 threads x ~200
+  // registers fill an SM's register file alone, and its 6 stages take 144 KiB.
+  static constexpr int kStages = kTransposed ? 5 : kWgmma ? 6 : 4;
   static constexpr int kPrefetch = kWgmma ? kStages - 2 : kStages - 1;
+  static constexpr int kMinBlocksPerSM = kLoop == MainLoop::mma_sync || kWarpgroups > 1 ? 1 : 2;
   static constexpr int kStep = kBK / 2;  // K per mma: 16 (m16n8k16) or 8 (m16n8k8 tf32)
   static constexpr int kMTiles = kWarpM / 16, kNTiles = kWarpN / 8;
   static constexpr int kRow = kBK;  // elements per shared row: 64 bytes, swizzled, no padding
@@ -155,8 +172,10 @@ struct ImplicitGemmTiling {
   static_assert(kRowsPerPass % 8 == 0, "a cp.async phase (8 lanes) writes an even row and the next; copy "
                                        "passes keep the swizzle (rows 8 apart share it)");
   static_assert(kTransposed ? 2 * kCStride % 32 == 8 : kCStride % 32 == 8, "conflict-free accumulator stores");
-  static_assert(!kWgmma || (sizeof(T) == 2 && kThreads == 128), "wgmma: 16-bit elements, one warpgroup");
-  static_assert(kLoop != MainLoop::wgmma || (kBM == 128 && kBN == 128), "wgmma: 128 x 128");
+  static_assert(!kWgmma || (sizeof(T) == 2 && (kThreads == 128 || (kThreads == 256 && !kTransposed))),
+                "wgmma: 16-bit elements, one warpgroup (or two, not transposed)");
+  static_assert(kLoop != MainLoop::wgmma || (kWarpsN == 1 && kBM == 128 && (kBN == 128 || kBN == 256)),
+                "wgmma: 128 x 128 or 128 x 256");
   static_assert(size_t(kAStage) * sizeof(T) % 1024 == 0 && size_t(kBStage) * sizeof(T) % 1024 == 0,
                 "stages keep the 512-byte swizzle pattern aligned (wgmma descriptors)");
 
@@ -165,8 +184,9 @@ struct ImplicitGemmTiling {
     return row * kRow + (chunk ^ ((row >> 1) & 3)) * kChunk;
   }
   // First block-tile row of m16 tile mt of the warps in row warp_m (then + g + 8 * half).
+  // wgmma: warpgroup warp_m / 4's wgmma mt covers rows 64 (warpgroup * kMTiles + mt) on.
   static __device__ __forceinline__ int warp_row(int warp_m, int mt) {
-    return kWgmma ? mt * 64 + warp_m * 16 : warp_m * kWarpM + mt * 16;
+    return kWgmma ? 64 * (warp_m / 4 * kMTiles + mt) + 16 * (warp_m % 4) : warp_m * kWarpM + mt * 16;
   }
   // Epilogue tile column of channel `col` (0..BN-1) of the block; even col maps with col + 1.
   static __device__ __forceinline__ int column_of(int col) {
@@ -223,7 +243,8 @@ __global__ void __launch_bounds__(256)
 }
 
 template <class T, MmaType kMma, int kWarpsM, int kWarpsN, MainLoop kLoop, class Index>
-__global__ void __launch_bounds__(32 * kWarpsM * kWarpsN, kLoop == MainLoop::mma_sync ? 1 : 2)
+__global__ void __launch_bounds__(32 * kWarpsM * kWarpsN,
+                                  ImplicitGemmTiling<T, kWarpsM, kWarpsN, kLoop>::kMinBlocksPerSM)
     conv3x3_implicit_gemm_kernel(const T* __restrict__ x, const T* __restrict__ w, const T* __restrict__ bias,
                                  T* __restrict__ y, const ImplicitGemmParams<Index> p) {
   using L = ImplicitGemmTiling<T, kWarpsM, kWarpsN, kLoop>;
@@ -360,7 +381,8 @@ __global__ void __launch_bounds__(32 * kWarpsM * kWarpsN, kLoop == MainLoop::mma
     // that swizzle), 8-row groups 512 bytes apart; a k-step's operand starts 0 or 32 bytes
     // into the rows (descriptor addresses count 16-byte units: 2 per k-step, 256 per 64
     // rows). Per 64-byte slice, 2 k-steps of:
-    //   wgmma:   A rows 0-63 and 64-127 (mt) of the stage x all 128 B rows, 2 m64n128k16;
+    //   wgmma:   per warpgroup, its 64-row A blocks (rows 64 (warpgroup * kMTiles + mt) on)
+    //            of the stage x all BN B rows: 2 m64n128k16 (one warpgroup) or 1 m64n256k16;
     //   wgmma_t: D^T (64 channels x 256 pixels) += W * X^T, the B stage (the weight rows)
     //            as wgmma's A and the A stage (256 pixel rows) as its B, 1 m64n256k16.
     // The slice loaded at iteration kt goes to the stage of slice kt + kPrefetch - kStages
@@ -368,6 +390,7 @@ __global__ void __launch_bounds__(32 * kWarpsM * kWarpsN, kLoop == MainLoop::mma
     // this iteration's barrier.
     constexpr uint32_t kAStageUnits = L::kAStage * sizeof(T) / 16, kBStageUnits = L::kBStage * sizeof(T) / 16;
     const uint64_t a_desc = smem_desc_k_sw64(a_smem, 8 * 64), b_desc = smem_desc_k_sw64(b_smem, 8 * 64);
+    const int a_block0 = L::kWarpgroups > 1 ? warp / 4 * L::kMTiles : 0;  // its warpgroup's first 64-row A block
     int read = 0, write = L::kPrefetch;  // stages: computed now, loaded now
     for (int kt = 0; kt < n_tiles; ++kt) {
       cp_async_wait<L::kPrefetch - 1>();
@@ -384,9 +407,9 @@ __global__ void __launch_bounds__(32 * kWarpsM * kWarpsN, kLoop == MainLoop::mma
                                     a_stage + 2 * kk);
         } else {
 #pragma unroll
-          for (int mt = 0; mt < 2; ++mt)
-            wgmma_m64nNk16<kMma, 128>(*reinterpret_cast<float(*)[64]>(&acc[mt][0][0]), a_stage + mt * 256 + 2 * kk,
-                                      b_stage + 2 * kk);
+          for (int mt = 0; mt < L::kMTiles; ++mt)
+            wgmma_m64nNk16<kMma, kBN>(*reinterpret_cast<float(*)[kBN / 2]>(&acc[mt][0][0]),
+                                      a_stage + (a_block0 + mt) * 256 + 2 * kk, b_stage + 2 * kk);
         }
       }
       wgmma_commit();

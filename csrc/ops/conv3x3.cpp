@@ -87,11 +87,16 @@ at::Tensor run_tensor_core(const Conv3x3Algorithm& algorithm, const at::Tensor& 
                     "or allow_tf32=True, or use algo=\"direct\"");
   const int64_t N = x.size(0), C = x.size(1), H = x.size(2), W = x.size(3), K = weight.size(0);
   const int64_t Cp = (C + 7) / 8 * 8;
-  at::Tensor xc = x.contiguous(at::MemoryFormat::ChannelsLast);
-  at::Tensor wc = weight.permute({0, 2, 3, 1}).contiguous();  // (K, 3, 3, C)
-  if (Cp != C) {
-    xc = at::constant_pad_nd(xc, {0, 0, 0, 0, 0, Cp - C}).contiguous(at::MemoryFormat::ChannelsLast);
-    wc = at::constant_pad_nd(wc, {0, Cp - C});
+  at::Tensor xc, wc;  // x channels_last, weight (K, 3, 3, C): C zero-padded to Cp
+  if (Cp == C) {
+    xc = x.contiguous(at::MemoryFormat::ChannelsLast);
+    wc = weight.permute({0, 2, 3, 1}).contiguous();
+  } else {  // one pass over x whatever its layout (not a layout copy, then a padded one)
+    xc = at::empty({N, Cp, H, W}, x.options().memory_format(at::MemoryFormat::ChannelsLast));
+    xc.narrow(1, C, Cp - C).zero_();
+    xc.narrow(1, 0, C).copy_(x);
+    wc = at::zeros({K, 3, 3, Cp}, weight.options());
+    wc.narrow(3, 0, C).copy_(weight.permute({0, 2, 3, 1}));
   }
   at::Tensor y = at::empty({N, K, pool ? H / 2 : H, pool ? W / 2 : W},
                            x.options().memory_format(at::MemoryFormat::ChannelsLast));
@@ -101,8 +106,11 @@ at::Tensor run_tensor_core(const Conv3x3Algorithm& algorithm, const at::Tensor& 
                    y.data_ptr(), dtype, Layout::nhwc, N, Cp, H, W, K, relu, pool, nullptr};
   args.sm_count = sm_count_of(x);
   args.wgmma = wgmma_on(x);
-  // Split-K's fp32 partial sums (conv3x3_implicit_gemm_plan.h), where the plan splits.
-  const int64_t workspace = implicit_gemm_plan(args).workspace_floats(K);
+  // The plan (tile, split-K: conv3x3_implicit_gemm_plan.h), chosen once here for the
+  // launch, and split-K's fp32 partial sums where it splits.
+  const ImplicitGemmPlan plan = implicit_gemm_plan(args);
+  args.plan = &plan;
+  const int64_t workspace = plan.workspace_floats(K);
   at::Tensor partial;
   if (workspace > 0) {
     partial = at::empty({workspace}, x.options().dtype(at::kFloat));
