@@ -325,3 +325,62 @@ def test_device_mismatch():
         vggkern.conv3x3(x, w.cpu(), b)
     with pytest.raises(ValueError, match=r"expected bias on the same device as x"):
         torch.ops.vggkern.conv3x3(x, w, b.cpu(), False, False, "auto")
+
+
+def _phase_wavefronts(words):
+    """Wavefronts of one shared-memory phase: the most distinct 4-byte words one of the 32
+    banks holds among its addresses (an independent count of what the emulator counts)."""
+    banks = {}
+    for word in words:
+        banks.setdefault(word % 32, set()).add(word)
+    return max(len(v) for v in banks.values())
+
+
+def _direct_staging_store_wavefronts(channels_inner):
+    """conv3x3_direct's staging stores per block and chunk of 8 channels, from its
+    documented layout: s_in [8][18][24], planes 436 floats apart (items in x's order: W
+    fastest for NCHW, C for NHWC), and s_w [8][9][36] (items (k, c, tap), tap fastest),
+    4-byte stores, one phase of 32 lanes per warp instruction. Returns (instructions,
+    wavefronts)."""
+    def sites():
+        for i0 in range(0, 8 * 18 * 18, 32):  # s_in: item i = warp's first + lane
+            words = []
+            for i in range(i0, min(i0 + 32, 8 * 18 * 18)):
+                if channels_inner:
+                    cc, s, r = i % 8, (i // 8) % 18, i // 8 // 18
+                else:
+                    s, r, cc = i % 18, (i // 18) % 18, i // 18 // 18
+                words.append(cc * 436 + r * 24 + s)
+            yield words
+        for i0 in range(0, 32 * 8 * 9, 32):  # s_w
+            yield [8 * 436 + ((i % 72) // 9 * 9 + i % 9) * 36 + i // 72 for i in range(i0, i0 + 32)]
+    counts = [_phase_wavefronts(w) for w in sites()]
+    return len(counts), sum(counts)
+
+
+# The direct kernel's shared memory (its header): the hot loop's reads (per channel, 4
+# rows x 2 float2 of the input patch and 9 taps x 2 float4 of weights, broadcast to the
+# warp) are free of bank conflicts, and the staging stores cost what the layout says they
+# cost (the emulator counts every ld_shared / st_shared; the model above counts the same
+# addresses independently). 2592 staging items over 256 threads: warp 0 makes one more
+# pass, each warp's lanes the same number.
+@pytest.mark.parametrize("channels_last", [False, True], ids=["nchw", "nhwc"])
+@pytest.mark.parametrize("n,c,k,h,w", [(1, 8, 32, 16, 16), (2, 11, 40, 17, 9)])
+def test_direct_shared_memory_banks(n, c, k, h, w, channels_last):
+    from vggkern import _C
+
+    x, wt, b = _inputs(n, c, k, h, w, torch.float32, "cpu", channels_last=channels_last, seed=c + k)
+    _C.emu_reset_bank_stats()
+    y = vggkern.conv3x3(x, wt, b, relu=True, algo="direct")
+    stats = _C.emu_bank_stats()
+    _check(y, x, wt, b, True, False, algo="direct")
+    blocks = n * -(-h // 16) * -(-w // 16) * -(-k // 32)
+    chunks = -(-c // 8)
+    loads = stats["load"]
+    assert loads["instructions"] == blocks * 8 * c * (8 + 18)  # per warp and channel
+    assert loads["ideal"] == blocks * 8 * c * (8 * 2 + 18 * 4)  # float2: 2 phases, float4: 4
+    assert loads["wavefronts"] == loads["ideal"], stats
+    per_chunk, wavefronts = _direct_staging_store_wavefronts(channels_last)
+    stores = stats["store"]
+    assert stores["instructions"] == blocks * chunks * per_chunk
+    assert stores["wavefronts"] == blocks * chunks * wavefronts, stats

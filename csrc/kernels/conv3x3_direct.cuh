@@ -14,14 +14,23 @@
 //   s_in [8][18][24] fp32: the 18x18 input tile with its 1-pixel halo (zeros outside
 //                          the image and past C: padding costs no copy of x); rows
 //                          of 24 so a half-warp's float2 reads of two rows hit
-//                          distinct banks;
+//                          distinct banks; channel planes 436 floats apart (432 + 4:
+//                          NHWC staging stores 8 channels x 4 pixels per warp, which
+//                          at 432 (16 mod 32) fell 4 to a bank);
 //   s_w  [8][9][36]  fp32: the chunk's weights, tap-major, the block's 32 K innermost
 //                          (rows of 36: staging stores 4-way, not 32-way, conflicted),
 //                          so a thread's 8 K are two float4 reads, broadcast to its warp;
-// in one dynamic shared buffer (24,192 bytes), then each thread reads its 4x4 input
+// in one dynamic shared buffer (24,320 bytes), then each thread reads its 4x4 input
 // patch per channel into registers and does 9 taps x 2x2 pixels x 8 K fmaf. Barriers
 // bracket each stage. Epilogue: + bias, ReLU (NaN kept), the 2x2 max with torch's NaN
 // rule (max_step, window order), convert, store if inside y.
+// Bank conflicts, counted by the emulator (tests/test_conv3x3.py, against an independent
+// count of the same addresses): the hot loop's reads have none; per chunk a block's 153
+// staging store instructions cost 346 wavefronts for NHWC x (was 580) and 418 for NCHW:
+// 256 of them s_w's (72 stores, 4-way: a warp's 32 (c, tap) rows of one k, 36 floats
+// apart; ordering items k-fastest instead would scatter the weight's global reads), and
+// NCHW's s_in rows are 18 wide, so a warp writes two rows 24 floats apart (2-way).
+// Against that, ~18k warp-instructions of fmaf per chunk.
 // Addressing is by element strides, so NCHW and NHWC (channels_last) share one
 // instantiation per (element type, index type); the load order of the staging loop
 // follows the layout (W fastest for NCHW, C fastest for NHWC) to keep loads coalesced.
@@ -40,7 +49,8 @@ struct Conv3x3DirectTiling {
   static constexpr int kBlockK = 32, kThreadK = 8;   // output channels per block / thread
   static constexpr int kChunkC = 8;                  // input channels per shared stage
   static constexpr int kInH = kTileH + 2, kInW = kTileW + 2, kInStride = 24;
-  static constexpr int kInFloats = kChunkC * kInH * kInStride;
+  static constexpr int kInPlane = kInH * kInStride + 4;  // 20 mod 32: see the header
+  static constexpr int kInFloats = kChunkC * kInPlane;
   static constexpr int kWStride = kBlockK + 4;
   static constexpr int kWFloats = kChunkC * 9 * kWStride;
   static constexpr unsigned kSmemBytes = (kInFloats + kWFloats) * sizeof(float);
@@ -105,7 +115,7 @@ __global__ void __launch_bounds__(256)
       const Index c = c0 + cc, h = h0 + r - 1, ww = w0 + s - 1;
       float v = 0.f;
       if (c < p.C && h >= 0 && h < p.H && ww >= 0 && ww < p.W) v = to_float(xn[c * p.xs_c + h * p.xs_h + ww * p.xs_w]);
-      s_in[(cc * L::kInH + r) * L::kInStride + s] = v;
+      st_shared(s_in + cc * L::kInPlane + r * L::kInStride + s, v);
     }
     // Stage the weights: read (k, c, tap) order (contiguous runs of 8*9), store tap-major.
     for (int i = tid; i < L::kBlockK * L::kChunkC * 9; i += L::kThreads) {
@@ -113,7 +123,7 @@ __global__ void __launch_bounds__(256)
       const Index k = k0 + kk, c = c0 + cc;
       float v = 0.f;
       if (k < p.K && c < p.C) v = to_float(w[(k * p.C + c) * 9 + tap]);
-      s_w[(cc * 9 + tap) * L::kWStride + kk] = v;
+      st_shared(s_w + (cc * 9 + tap) * L::kWStride + kk, v);
     }
     __syncthreads();
 
@@ -122,11 +132,11 @@ __global__ void __launch_bounds__(256)
     const int chunk = p.C - c0 < L::kChunkC ? static_cast<int>(p.C - c0) : L::kChunkC;
     for (int cc = 0; cc < chunk; ++cc) {
       float in[4][4];
-      const float* ip = s_in + (cc * L::kInH + 2 * ty) * L::kInStride + 2 * tx;
+      const float* ip = s_in + cc * L::kInPlane + 2 * ty * L::kInStride + 2 * tx;
 #pragma unroll
       for (int r = 0; r < 4; ++r) {
-        const float2 a = *reinterpret_cast<const float2*>(ip + r * L::kInStride);
-        const float2 c = *reinterpret_cast<const float2*>(ip + r * L::kInStride + 2);
+        const float2 a = ld_shared(reinterpret_cast<const float2*>(ip + r * L::kInStride));
+        const float2 c = ld_shared(reinterpret_cast<const float2*>(ip + r * L::kInStride + 2));
         in[r][0] = a.x;
         in[r][1] = a.y;
         in[r][2] = c.x;
@@ -136,7 +146,7 @@ __global__ void __launch_bounds__(256)
       for (int tap = 0; tap < 9; ++tap) {
         const int r = tap / 3, s = tap % 3;
         const float4* wp = reinterpret_cast<const float4*>(s_w + (cc * 9 + tap) * L::kWStride + kg * L::kThreadK);
-        const float4 wa = wp[0], wb = wp[1];
+        const float4 wa = ld_shared(wp), wb = ld_shared(wp + 1);
         const float wk[L::kThreadK] = {wa.x, wa.y, wa.z, wa.w, wb.x, wb.y, wb.z, wb.w};
 #pragma unroll
         for (int k = 0; k < L::kThreadK; ++k)
