@@ -15,7 +15,7 @@ import torch
 import torch.nn.functional as F
 
 import vggkern
-from test_conv3x3 import K_FACTOR, _check, _inputs, _torch_forward, assert_refused
+from test_conv3x3 import K_FACTOR, _check, _inputs, _phase_wavefronts, _torch_forward, assert_refused
 
 ALGOS = {"winograd_f2x2": 2, "winograd_f4x4": 4}
 DTYPES = [torch.float32, torch.float16, torch.bfloat16]
@@ -274,3 +274,99 @@ def test_device_mismatch():
     x, w, b = _inputs(1, 4, 3, 5, 5, torch.float32, "cuda")
     with pytest.raises(ValueError, match=r"expected weight on the same device as x"):
         vggkern.conv3x3(x, vggkern.winograd_weight(w, 2).cpu(), b, algo="winograd_f2x2")
+
+
+# ---- shared-memory banks ---------------------------------------------------------------
+
+
+def _accesses(lanes, nbytes):
+    """One warp instruction: (ideal, wavefronts); lanes' first word addresses in lane order,
+    phases of 32 (4-byte), 16 (8-byte) or 8 (16-byte) lanes."""
+    per = 128 // nbytes
+    phases = [_phase_wavefronts([a + j for a in lanes[p:p + per] for j in range(nbytes // 4)])
+              for p in range(0, len(lanes), per)]
+    return len(phases), sum(phases)
+
+
+def _winograd_bank_model(m, nhwc):
+    """The kernel's shared accesses per block, from its header's layout: {site: [warp
+    instructions, ideal, wavefronts]} per chunk (V and U stores), per channel (the GEMM's
+    float4 reads) or once (the M dump and the epilogue's reads). F(2x2): 256 threads, 32
+    tiles; F(4x4): 288, 16; 32 K, 8 channels per chunk. s_v [8][P][BT + 4] with channel
+    planes of P (BT + 4) floats + 4 (NHWC, or where that is a multiple of 32), s_u
+    [8][P][36] after it, s_m [P][32][BT + 4]."""
+    a = m + 2
+    P, (threads, BT) = a * a, {2: (256, 32), 4: (288, 16)}[m]
+    BK, CC, tg_n = 32, 8, BT // 8
+    vs, us, ms = BT + 4, BK + 4, BT + 4
+    vplane = P * vs + (4 if nhwc or P * vs % 32 == 0 else 0)
+    u0 = CC * max(P * vs + 4, vplane)
+    out = {}
+
+    def add(site, lanes, nbytes):
+        c = out.setdefault(site, [0, 0, 0])
+        ideal, wavefronts = _accesses(lanes, nbytes)
+        c[0], c[1], c[2] = c[0] + 1, c[1] + ideal, c[2] + wavefronts
+
+    def passes(total):  # for (i = tid; i < total; i += threads): each warp's k-th pass
+        calls = {}
+        for tid in range(threads):
+            for k, i in enumerate(range(tid, total, threads)):
+                calls.setdefault((tid // 32, k), []).append(i)
+        return calls.values()
+
+    for items in passes(CC * BT):  # stage 1: V, items (channel, tile) in x's order
+        ct = [(i % CC, i // CC) if nhwc else (i // BT, i % BT) for i in items]
+        for q in range(P):
+            add("v", [c * vplane + q * vs + t for c, t in ct], 4)
+    for items in passes(CC * P * BK):  # stage 1: U, K fastest
+        add("u", [u0 + ((i // BK) % CC * P + i // BK // CC) * us + i % BK for i in items], 4)
+    for w in range(threads // 32):  # thread (position, tile group, K group)
+        thr = [(t // (tg_n * 4), t % (tg_n * 4) % tg_n, t % (tg_n * 4) // tg_n) for t in range(32 * w, 32 * w + 32)]
+        for h in (0, 4):
+            add("gemm", [pos * vs + tg * 8 + h for pos, tg, kg in thr], 16)
+        for h in (0, 4):
+            add("gemm", [u0 + pos * us + kg * 8 + h for pos, tg, kg in thr], 16)
+        for j in range(8):
+            for h in (0, 4):
+                add("m_dump", [(pos * BK + kg * 8 + j) * ms + tg * 8 + h for pos, tg, kg in thr], 16)
+    for items in passes(BT * BK):  # epilogue: items (tile, k), channels fastest for NHWC
+        kt = [(i % BK, i // BK) if nhwc else (i // BT, i % BT) for i in items]
+        for q in range(P):
+            add("m_read", [(q * BK + k) * ms + t for k, t in kt], 4)
+    return out
+
+
+# The Winograd kernels' shared memory, counted by the emulator (every ld_shared /
+# st_shared) and by the model above from the documented layout: they must agree exactly.
+# Then, per site: the GEMM's float4 reads (the hot loop) and stage 1's stores are free of
+# bank conflicts in both layouts (NHWC's V stores were 8-way for F(2x2), 4-way for F(4x4),
+# before the channel planes were padded); the M dump (2- or 4-way) and the epilogue's reads
+# (NHWC: 4-way) run once per block, and their cost is pinned here as counted.
+@pytest.mark.parametrize("channels_last", [False, True], ids=["nchw", "nhwc"])
+@pytest.mark.parametrize("algo", list(ALGOS))
+def test_shared_memory_banks(algo, channels_last):
+    from vggkern import _C
+
+    m = ALGOS[algo]
+    n, c, k, h, w = 2, 11, 40, 13, 10
+    x, wt, b = _inputs(n, c, k, h, w, torch.float32, "cpu", channels_last=channels_last, seed=m)
+    _C.emu_reset_bank_stats()
+    y = vggkern.conv3x3(x, wt, b, relu=True, algo=algo)
+    stats = _C.emu_bank_stats()
+    _check(y, x, wt, b, True, False, algo=algo)
+    tiles = n * -(-h // m) * -(-w // m)
+    bt = 32 if m == 2 else 16
+    blocks, chunks = -(-tiles // bt) * -(-k // 32), -(-c // 8)
+    model = _winograd_bank_model(m, channels_last)
+    per_block = {"load": [c * model["gemm"][i] + model["m_read"][i] for i in range(3)],
+                 "store": [chunks * (model["v"][i] + model["u"][i]) + model["m_dump"][i] for i in range(3)]}
+    for path, (instructions, ideal, wavefronts) in per_block.items():
+        got = stats[path]
+        assert (got["instructions"], got["ideal"], got["wavefronts"]) == \
+            (blocks * instructions, blocks * ideal, blocks * wavefronts), (path, stats, model)
+    for site in ("gemm", "v", "u"):
+        assert model[site][1] == model[site][2], (site, model)  # conflict-free
+    nhwc_m_read, dump = {2: (4, 2), 4: (4, 4)}[m]
+    assert model["m_dump"][2] == dump * model["m_dump"][1]
+    assert model["m_read"][2] == (nhwc_m_read if channels_last else 1 if m == 2 else 2) * model["m_read"][1]

@@ -54,9 +54,17 @@
 // no stack frame (the transform coefficients fold); so F(2x2) runs 2 blocks (16 warps)
 // per SM, F(4x4) 1 block (9 warps) + 90 KB of shared memory. Capping F(4x4) at 2 blocks
 // (__launch_bounds__(288, 2)) spills 300-580 bytes per thread: occupancy vs spills is
-// for the first measurement to settle. Known shared-memory bank conflicts to look at
-// then: with NHWC the stage-1 V stores and the epilogue's M reads step by channel
-// (strides of 576 and 36 floats: 8-way); NCHW steps by tile and is conflict-free there.
+// for the first measurement to settle.
+// Bank conflicts, counted by the emulator (every shared access goes through ld_shared /
+// st_shared) and checked against an independent count of this layout
+// (tests/test_winograd.py): per chunk, the GEMM's float4 reads and stage 1's V and U
+// stores are conflict-free in both layouts. NHWC's V stores (a warp: 8 channels x 4
+// tiles) were 8-way for F(2x2) (channel planes of 576 floats, 0 mod 32) and 4-way for
+// F(4x4) (720, 16 mod 32): planes padded to 580 / 724 they are conflict-free, F(2x2)'s
+// 1024 wavefronts per block and chunk down to 128. NCHW's F(4x4) warps store 2 channels
+// x 16 tiles and keep 720 (16 mod 32). Once per block, not per chunk: the M dump's float4
+// stores are 2-way (F(2x2)) and 4-way (F(4x4)), the epilogue's M reads 4-way with NHWC
+// (F(4x4) NCHW: 2-way), 1.5-3k wavefronts a block against ~1.3k per chunk.
 // Measurement: pending a GPU session (see benchmarks/).
 #pragma once
 
@@ -85,13 +93,21 @@ struct Conv3x3WinogradLayout : Conv3x3WinogradTiling<M> {
   static constexpr int kThreadT = 8, kThreadK = 8;  // tiles x output channels per thread
   static constexpr int kTG = B::kBT / kThreadT, kKG = B::kBK / kThreadK;
   static constexpr int kVStride = B::kBT + 4, kUStride = B::kBK + 4, kMStride = B::kBT + 4;
-  static constexpr int kVFloats = B::kChunkC * kP * kVStride;
+  // A channel's V plane: kP rows of kVStride, then padding chosen per layout for the
+  // stage-1 stores (header: bank conflicts): NHWC's warps store 8 channels x 4 tiles, so
+  // planes 4 or 20 floats past a multiple of 32 (F(2x2): 576 -> 580, F(4x4): 720 -> 724);
+  // NCHW's F(4x4) warps store 2 channels x 16 tiles, so 16 past (720).
+  static constexpr int kVPlaneNchw = kP * kVStride + (kP * kVStride % 32 == 0 ? 4 : 0);
+  static constexpr int kVPlaneNhwc = kP * kVStride + 4;
+  static constexpr int kVPlaneMax = kVPlaneNchw > kVPlaneNhwc ? kVPlaneNchw : kVPlaneNhwc;
+  static constexpr int kVFloats = B::kChunkC * kVPlaneMax;
   static constexpr int kUFloats = B::kChunkC * kP * kUStride;
   static constexpr int kMFloats = kP * B::kBK * kMStride;
   static constexpr int kSmemFloats = kVFloats + kUFloats > kMFloats ? kVFloats + kUFloats : kMFloats;
   static constexpr unsigned kSmemBytes = kSmemFloats * sizeof(float);
   static_assert(B::kThreads == kP * kTG * kKG, "one position x 8 tiles x 8 K per thread");
-  static_assert(kVFloats % 4 == 0 && kVStride % 4 == 0 && kUStride % 4 == 0 && kMStride % 4 == 0,
+  static_assert(kVFloats % 4 == 0 && kVPlaneNchw % 4 == 0 && kVPlaneNhwc % 4 == 0 && kVStride % 4 == 0 &&
+                    kUStride % 4 == 0 && kMStride % 4 == 0,
                 "float4 accesses stay 16-byte aligned");
 };
 
@@ -144,6 +160,7 @@ __global__ void __launch_bounds__(Conv3x3WinogradTiling<M>::kThreads)
   const int tid = threadIdx.x;
   const int pos = tid / (L::kTG * L::kKG), r = tid % (L::kTG * L::kKG);
   const int tg = r % L::kTG, kg = r / L::kTG;
+  const int v_plane = p.channels_inner ? L::kVPlaneNhwc : L::kVPlaneNchw;  // floats per channel of s_v
 
   float acc[L::kThreadT][L::kThreadK];
 #pragma unroll
@@ -186,13 +203,13 @@ __global__ void __launch_bounds__(Conv3x3WinogradTiling<M>::kThreads)
 #pragma unroll
       for (int rr = 0; rr < a; ++rr)
 #pragma unroll
-        for (int ss = 0; ss < a; ++ss) s_v[(cc * P + rr * a + ss) * L::kVStride + t] = v[rr][ss];
+        for (int ss = 0; ss < a; ++ss) st_shared(s_v + cc * v_plane + (rr * a + ss) * L::kVStride + t, v[rr][ss]);
     }
     // Stage 1b: the chunk's U slab, K fastest (coalesced rows of U's (P, C, K) layout).
     for (int i = tid; i < CC * P * BK; i += L::kThreads) {
       const int kk = i % BK, rest = i / BK, cc = rest % CC, pp = rest / CC;
       const Index c = c0 + cc, k = k0 + kk;
-      s_u[(cc * P + pp) * L::kUStride + kk] = (c < p.C && k < p.K) ? u[(pp * p.C + c) * p.K + k] : 0.f;
+      st_shared(s_u + (cc * P + pp) * L::kUStride + kk, (c < p.C && k < p.K) ? u[(pp * p.C + c) * p.K + k] : 0.f);
     }
     __syncthreads();
 
@@ -200,9 +217,10 @@ __global__ void __launch_bounds__(Conv3x3WinogradTiling<M>::kThreads)
     // C: the bound is block-uniform).
     const int chunk = p.C - c0 < CC ? static_cast<int>(p.C - c0) : CC;
     for (int cc = 0; cc < chunk; ++cc) {
-      const float4* vp = reinterpret_cast<const float4*>(s_v + (cc * P + pos) * L::kVStride + tg * L::kThreadT);
+      const float4* vp =
+          reinterpret_cast<const float4*>(s_v + cc * v_plane + pos * L::kVStride + tg * L::kThreadT);
       const float4* up = reinterpret_cast<const float4*>(s_u + (cc * P + pos) * L::kUStride + kg * L::kThreadK);
-      const float4 va = vp[0], vb = vp[1], ua = up[0], ub = up[1];
+      const float4 va = ld_shared(vp), vb = ld_shared(vp + 1), ua = ld_shared(up), ub = ld_shared(up + 1);
       const float vt[L::kThreadT] = {va.x, va.y, va.z, va.w, vb.x, vb.y, vb.z, vb.w};
       const float uk[L::kThreadK] = {ua.x, ua.y, ua.z, ua.w, ub.x, ub.y, ub.z, ub.w};
 #pragma unroll
@@ -217,8 +235,8 @@ __global__ void __launch_bounds__(Conv3x3WinogradTiling<M>::kThreads)
 #pragma unroll
   for (int j = 0; j < L::kThreadK; ++j) {
     float4* mp = reinterpret_cast<float4*>(s_m + (pos * BK + kg * L::kThreadK + j) * L::kMStride + tg * L::kThreadT);
-    mp[0] = make_float4(acc[0][j], acc[1][j], acc[2][j], acc[3][j]);
-    mp[1] = make_float4(acc[4][j], acc[5][j], acc[6][j], acc[7][j]);
+    st_shared(mp, make_float4(acc[0][j], acc[1][j], acc[2][j], acc[3][j]));
+    st_shared(mp + 1, make_float4(acc[4][j], acc[5][j], acc[6][j], acc[7][j]));
   }
   __syncthreads();
 
@@ -232,12 +250,12 @@ __global__ void __launch_bounds__(Conv3x3WinogradTiling<M>::kThreads)
       t = i % BT, kk = i / BT;
     }
     const Index tile = t0 + t, k = k0 + kk;
-    if (tile >= p.tiles || k >= p.K) continue;
-    float mm[a][a];
+    float mm[a][a];  // read whether or not (tile, k) is in y: a warp's lanes make the same ld_shared calls
 #pragma unroll
     for (int rr = 0; rr < a; ++rr)
 #pragma unroll
-      for (int ss = 0; ss < a; ++ss) mm[rr][ss] = s_m[((rr * a + ss) * BK + kk) * L::kMStride + t];
+      for (int ss = 0; ss < a; ++ss) mm[rr][ss] = ld_shared(s_m + ((rr * a + ss) * BK + kk) * L::kMStride + t);
+    if (tile >= p.tiles || k >= p.K) continue;
     float o[M][M];
     winograd_output_transform<M>(mm, o);
     const float bk = bias != nullptr ? to_float(bias[k]) : 0.f;
