@@ -2,7 +2,11 @@
 
 A case knows its parameters, its tier ('smoke': CPU, tiny, for CI; 'quick': the GPU
 subset for --quick; 'full': the rest of the GPU matrix), a priority (lower runs first,
-so a run that hits its time budget drops the least important cases), and how to run
+so a run that hits its time budget drops the least important cases: 0 the headline rows,
+fp16 channels_last at batch 64 against cuDNN, per layer and for VGG16, and the quick
+pools; 0.5 implicit_gemm's tile sweep at batch 64, the measurement benchmarks/tune.py
+turns into the per-layer tile table; 1 the rest of the matrix; 2 the bias-only variant
+and the sweeps at batch 1 and 128; 3 torch.compile), and how to run
 itself: ``run_case(case) -> row`` returns one result row (a flat dict), or raises
 ``SkipCase(reason)``.
 """
@@ -88,7 +92,7 @@ class Case:
     impl: str                     # torch | vggkern
     params: tuple                 # (key, value) pairs, ordered
     tier: str                     # smoke | quick | full
-    priority: int = 1
+    priority: float = 1
     skip_reason: str | None = field(default=None, compare=False)
 
     @property
@@ -190,7 +194,7 @@ def build_cases():
     if algos is None:
         for tier in ("quick", "full"):
             cases.append(Case("conv", "vggkern", (("layer", "all"), ("algo", "n/a")), tier, 0, NO_CONV_REASON))
-    elif "implicit_gemm" in algos:  # the tile sweep: after the main rows (priority 2)
+    elif "implicit_gemm" in algos:  # the tile sweep: batch 64 right after the headline rows
         for s, n in itertools.product(LAYER_SHAPES, BATCHES):
             if n not in (1, QUICK_BATCH, 128):
                 continue
@@ -199,7 +203,7 @@ def build_cases():
                     ("algo", "implicit_gemm"))
             for tile in IMPLICIT_GEMM_TILES:
                 cases.append(Case("conv", "vggkern", base + (("tile", tile),),
-                                  "quick" if n == QUICK_BATCH else "full", 2))
+                                  "quick" if n == QUICK_BATCH else "full", 0.5 if n == QUICK_BATCH else 2))
 
     # ---------------- GPU: maxpool2x2 ------------------------------------------------------
     for (c, h), n, dt, layout in itertools.product(POOL_INPUTS, BATCHES, DTYPES, LAYOUTS):

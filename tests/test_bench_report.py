@@ -134,3 +134,22 @@ def test_roofline_counts_vgg16():
     assert roofline.smem_cap(256, 64, "wg256x64") == pytest.approx(256 / 320)
     assert roofline.smem_cap(128, 256, "wg128x256") == pytest.approx(1.0)  # 512 clocks, 512 wavefronts
     assert roofline.main(["--batch", "2"]) == 0
+
+
+def test_a_time_limited_run_reaches_the_tile_sweep():
+    """A GPU session gets one full run (benchmarks/README.md): in the order the runners take
+    the cases, the headline rows (fp16 channels_last at batch 64: every layer against
+    cuDNN, and VGG16) and then the batch-64 tile sweep (what tune.py needs) come before
+    the rest of the matrix, and together they are a small part of it."""
+    from benchmarks import cases, run
+
+    order = run.select(cases.build_cases(), "full")
+    sweep = [i for i, c in enumerate(order) if c.p.get("tile") and c.p["N"] == cases.QUICK_BATCH]
+    assert len(sweep) == 9 * len(cases.IMPLICIT_GEMM_TILES)  # every tile on VGG's 9 layer shapes
+    first_rest = next(i for i, c in enumerate(order) if c.priority >= 1)
+    assert max(sweep) < first_rest <= 250 < len(order) / 10
+    head = [c for c in order[:first_rest] if not c.p.get("tile")]
+    assert all(c.p.get("N") == cases.QUICK_BATCH and c.p.get("dtype") in ("fp16", "fp32") for c in head)
+    net = [c for c in head if c.group == "network" and c.p["net"] == "vgg16" and c.p["dtype"] == "fp16"]
+    assert {c.impl for c in net} == {"torch", "vggkern"}
+    assert min(i for i, c in enumerate(order) if c.group == "network") < min(sweep)  # VGG16 before the sweep
