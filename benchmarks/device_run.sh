@@ -71,9 +71,13 @@ case $rc in
 esac
 
 # ---- GPU tests ------------------------------------------------------------------------
-step "GPU tests (pytest tests -m gpu)"
+# 8 worker processes where pytest-xdist is installed (the device image has it): the
+# bit-exact tests run the emulator on the CPU side, and the machine has 16 cores.
+XDIST=(); $PY -c "import xdist" 2>/dev/null && XDIST=(-n 8)
+step "GPU tests (pytest tests -m gpu ${XDIST[*]:-})"
 TT=$(( QUICK ? 45 : 90 ))
-timeout $TT $PY -m pytest tests -m gpu -q -p no:cacheprovider ${WG_FILTER[@]+"${WG_FILTER[@]}"} >>"$OUT/tests.log" 2>&1
+timeout $TT $PY -m pytest tests -m gpu -q -p no:cacheprovider ${XDIST[@]+"${XDIST[@]}"} \
+  ${WG_FILTER[@]+"${WG_FILTER[@]}"} >>"$OUT/tests.log" 2>&1
 rc=$?
 case $rc in
   0) STATUS+=("gpu tests: passed ($(tail -1 "$OUT/tests.log"))");;
