@@ -36,6 +36,13 @@ LAYOUTS = ("nchw", "cl")          # cl = torch.channels_last (NHWC in memory)
 IMPLICIT_GEMM_TILES = tuple(t for t in ("128x64", "128x128", "256x128", "256x64", "wg128x128", "wg256x64",
                                       "wg128x256")
                             if t not in os.environ.get("VGGKERN_BENCH_EXCLUDE_TILES", "").split(","))
+# The wgmma policies (VGGKERN_IMPLICIT_GEMM_TILE=wgmma | wgmma-wide: a wgmma tile per layer
+# by K) and the tiles they use: whole networks are timed with them too, so the run that
+# first measures the wgmma tiles also measures VGG on them (the per-layer table that
+# would make them the default is written from that run, after it).
+WGMMA_POLICIES = tuple(name for name, uses in (("wgmma", ("wg128x128", "wg256x64")),
+                                               ("wgmma-wide", ("wg128x128", "wg256x64", "wg128x256")))
+                       if all(t in IMPLICIT_GEMM_TILES for t in uses))
 
 # VGG16 (config D) conv layers: name, C, K, H=W, followed by the 2x2 max-pool.
 VGG16_CONVS = [
@@ -231,6 +238,11 @@ def build_cases():
         for algo, (layout, mode) in itertools.product(net_algos, (("nchw", "eager"), ("cl", "eager"), ("cl", "graph"))):
             cases.append(Case("network", "vggkern", base + (("layout", layout), ("mode", mode), ("algo", algo)), tier,
                               prio_of(layout), None if ours else NO_NET_REASON.format(net=net)))
+        if "implicit_gemm" in net_algos and dt in ("fp16", "bf16"):  # on wgmma (a policy, like a forced tile)
+            for policy, mode in itertools.product(WGMMA_POLICIES, ("eager", "graph")):
+                cases.append(Case("network", "vggkern", base + (("layout", "cl"), ("mode", mode),
+                                                                ("algo", "implicit_gemm"), ("tile", policy)),
+                                  tier, prio_of("cl"), None if ours else NO_NET_REASON.format(net=net)))
     return cases
 
 
@@ -417,6 +429,7 @@ def _network_case(case: Case, device: str, cfg: dict) -> dict:
         if vk is None or not hasattr(vk, net):
             raise SkipCase(NO_NET_REASON.format(net=net))
     extra = {}
+    tile = _env("VGGKERN_IMPLICIT_GEMM_TILE", p.get("tile"))  # a wgmma policy, for every launch below
     model = copy.deepcopy(_cpu_model(net, case.impl, p.get("algo", "auto"))).to(device=device, dtype=dt)
     if layout == "cl":
         model = model.to(memory_format=torch.channels_last)
@@ -430,7 +443,7 @@ def _network_case(case: Case, device: str, cfg: dict) -> dict:
     if case.impl == "vggkern" and device != "cuda":
         backend = vk.cpu_backend("emulator")
         extra["cpu_backend"] = "emulator"
-    with backend, torch.inference_mode(), fp32_math(p.get("math", "-")):
+    with tile, backend, torch.inference_mode(), fp32_math(p.get("math", "-")):
         fn = model
         if mode == "compile":
             if device != "cuda":
@@ -458,6 +471,10 @@ def _network_case(case: Case, device: str, cfg: dict) -> dict:
         if extra.get("cpu_backend") == "emulator":
             def call(inner=call):  # the host-timed rounds run our kernels too
                 with vk.cpu_backend("emulator"):
+                    inner()
+        if p.get("tile"):
+            def call(inner=call, policy=p["tile"]):  # ... on the same tiles
+                with _env("VGGKERN_IMPLICIT_GEMM_TILE", policy):
                     inner()
         extra["_host_call"] = call
     flops = n * network_flops(net, res)

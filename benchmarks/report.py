@@ -195,6 +195,14 @@ def headline(rows):
                 impl_label(o) if o else "–", _us(o["median_s"]) if o else "–", rt(o),
                 _f(o["speedup_vs_best_torch"] if o else None, "{:.2f}×")]) + " |")
         lines.append("")
+        policy = sorted((r for r in rs if is_sweep(r)), key=lambda r: (r["net"], r["dtype"], r["tile"], r["mode"]))
+        if policy:  # whole networks on a wgmma policy (VGGKERN_IMPLICIT_GEMM_TILE): not yet what a call runs
+            lines += [f"{title}, batch {n}, implicit_gemm on a tile policy (VGGKERN_IMPLICIT_GEMM_TILE)", "",
+                      "| problem | dtype | ours | µs | rate | vs best torch |", "| --- | --- | --- | ---: | ---: | ---: |"]
+            lines += [f"| {r['net']} | {r['dtype']} | {impl_label(r)} | {_us(r['median_s'])} | "
+                      f"{r['images_per_s']:.0f} img/s | {_f(r.get('speedup_vs_best_torch'), '{:.2f}×')} |"
+                      for r in policy]
+            lines.append("")
     return lines + tile_sweep(rows)
 
 
@@ -203,7 +211,7 @@ def full_tables(rows):
     cols = {
         "conv": ("layer", "N", "dtype", "layout", "variant", "math", "algo", "tile"),
         "maxpool": ("C", "H", "N", "dtype", "layout"),
-        "network": ("net", "N", "dtype", "math", "layout", "mode", "algo"),
+        "network": ("net", "N", "dtype", "math", "layout", "mode", "algo", "tile"),
     }
     for group, keys in cols.items():
         rs = [r for r in rows if r["group"] == group]

@@ -87,7 +87,8 @@ PyObject* implicit_gemm_plan(PyObject*, PyObject* args) {
     const vk::ImplicitGemmPlan p = tile[0] == '\0'
                                        ? vk::implicit_gemm_plan(a)
                                        : vk::implicit_gemm_plan(a, vk::implicit_gemm_tile_named(tile, "tile"));
-    return Py_BuildValue("{s:i,s:i,s:L,s:L,s:L,s:L,s:i,s:L,s:L}", "bm", p.bm, "bn", p.bn, "M",
+    return Py_BuildValue("{s:s,s:i,s:i,s:L,s:L,s:L,s:L,s:i,s:L,s:L}", "tile", vk::implicit_gemm_tile_name(p.tile),
+                         "bm", p.bm, "bn", p.bn, "M",
                          static_cast<long long>(p.M), "m_tiles", static_cast<long long>(p.m_tiles), "k_blocks",
                          static_cast<long long>(p.k_blocks), "slices", static_cast<long long>(p.slices), "splits",
                          p.splits, "slices_per_split", static_cast<long long>(p.slices_per_split), "blocks",
@@ -117,15 +118,13 @@ PyObject* conv3x3_auto(PyObject*, PyObject* args) {
 
 // The measured tables (common/conv3x3_tuned.h) as Python data, for tests and reports.
 PyObject* tuned_tables(PyObject*, PyObject*) {
-  static const char* kTiles[] = {"128x64",    "128x128",  "256x128",  "256x64",  // by ImplicitGemmTile
-                                 "wg128x128", "wg256x64", "wg128x256"};
   static const char* kDtypes[] = {"float32", "float16", "bfloat16"};
   PyObject* tiles = PyList_New(0);
   for (const vk::TunedTile& e : vk::kTunedTiles) {
     PyObject* row = Py_BuildValue("{s:L,s:L,s:L,s:L,s:O,s:L,s:s}", "C", (long long)e.shape.C, "K", (long long)e.shape.K,
                                   "H", (long long)e.shape.H, "W", (long long)e.shape.W, "pool",
                                   e.shape.pool ? Py_True : Py_False, "N", (long long)e.shape.N, "tile",
-                                  kTiles[static_cast<int>(e.tile)]);
+                                  vk::implicit_gemm_tile_name(e.tile));
     PyList_Append(tiles, row);
     Py_DECREF(row);
   }

@@ -75,8 +75,28 @@ def test_forced_tile_must_exist(monkeypatch):
     monkeypatch.setenv("VGGKERN_IMPLICIT_GEMM_TILE", "64x64")
     x, w, b = _inputs(1, 8, 8, 4, 4, torch.float16, "cpu", channels_last=True, seed=0)
     with pytest.raises(ValueError, match="VGGKERN_IMPLICIT_GEMM_TILE must be 128x64, 128x128, 256x128, 256x64, "
-                                         "wg128x128, wg256x64 or wg128x256, got '64x64'"):
+                                         "wg128x128, wg256x64 or wg128x256 \\(or wgmma, wgmma-wide\\), got '64x64'"):
         vggkern.conv3x3(x, w, b, algo=ALGO)
+
+
+# The wgmma policies (VGGKERN_IMPLICIT_GEMM_TILE=wgmma | wgmma-wide: the benchmarks time
+# whole networks on wgmma with them) pick a tile per layer by K, over the measured table.
+@pytest.mark.parametrize("policy", ["wgmma", "wgmma-wide"])
+def test_wgmma_policies_pick_the_tile_per_layer(policy, monkeypatch):
+    from vggkern import _C
+
+    monkeypatch.setenv("VGGKERN_IMPLICIT_GEMM_TILE", policy)
+    wide = policy == "wgmma-wide"
+    for k, want in [(40, "wg256x64"), (64, "wg256x64"), (65, "wg128x128"), (255, "wg128x128"),
+                    (256, "wg128x256" if wide else "wg128x128"), (512, "wg128x256" if wide else "wg128x128")]:
+        assert _C.implicit_gemm_plan(64, 256, 28, 28, k, 2, False, 132)["tile"] == want, k
+    x, w, b = _inputs(1, 16, 264, 6, 7, torch.float16, "cpu", channels_last=True, seed=2)
+    _check(vggkern.conv3x3(x, w, b, relu=True, pool=True, algo=ALGO), x, w, b, True, True, algo=ALGO)
+    xf, wf, bf = x.float(), w.float(), b.float()
+    with pytest.raises(ValueError, match=f"VGGKERN_IMPLICIT_GEMM_TILE={policy} runs fp16/bf16 only"):
+        vggkern.conv3x3(xf, wf, bf, algo=ALGO, allow_tf32=True)
+    monkeypatch.setenv("VGGKERN_IMPLICIT_GEMM_TILE", "")
+    assert _C.implicit_gemm_plan(64, 256, 28, 28, 512, 2, False, 132)["tile"] == "128x128"  # the rule
 
 
 @pytest.mark.parametrize("tile", list(WGMMA_TWIN))
@@ -386,3 +406,19 @@ def test_module_prepares_the_weight_for_what_auto_runs(monkeypatch):
     assert m._weight_cache is not None and m._weight_cache.is_contiguous(memory_format=torch.channels_last)
     assert m._weight_cache_key[-1] == "implicit_gemm"
     _check(y, x, m.weight, m.bias, True, False, algo=ALGO)
+
+
+def test_wgmma_policies_run_a_whole_network_bit_for_bit(monkeypatch):
+    """What the benchmarks time on the GPU (VGG on a wgmma policy) runs through the
+    emulator here: VGG11's 8 layers (K = 64 to 512: wg256x64, wg128x128 and, wide,
+    wg128x256) give the default tiles' output bit for bit."""
+    torch.manual_seed(0)
+    model = vggkern.vgg11(num_classes=10, algo=ALGO).half().eval().to(memory_format=torch.channels_last)
+    x = torch.randn(1, 3, 32, 32).half().contiguous(memory_format=torch.channels_last)
+    out = {}
+    with vggkern.cpu_backend("emulator"), torch.inference_mode():
+        for policy in ("", "wgmma", "wgmma-wide"):
+            monkeypatch.setenv("VGGKERN_IMPLICIT_GEMM_TILE", policy)
+            out[policy] = model(x)
+    assert out[""].isfinite().all()
+    assert torch.equal(out[""], out["wgmma"]) and torch.equal(out[""], out["wgmma-wide"])

@@ -20,7 +20,10 @@
 // mma.sync fallback: the tile of its shape (wg128x256: 128 x 128, 1 of its 2 blocks per SM).
 // Environment (read per launch; tuning knobs for the benchmarks' sweeps):
 //   VGGKERN_IMPLICIT_GEMM_TILE=128x64|128x128|256x128|256x64|wg128x128|wg256x64|wg128x256
-//                                                        forces the tile
+//                                                        forces the tile; or a wgmma policy
+//                              wgmma (wg256x64 where K <= 64, else wg128x128) or
+//                              wgmma-wide (the same, and wg128x256 where K >= 256),
+//                              for timing whole networks on wgmma before a table says so
 //   VGGKERN_IMPLICIT_GEMM_SPLIT_K=S                      forces S (1: no split)
 #pragma once
 
@@ -58,8 +61,14 @@ inline ImplicitGemmTile implicit_gemm_tile_named(const std::string& name, const 
   if (name == "wg256x64") return ImplicitGemmTile::wg256x64;
   if (name == "wg128x256") return ImplicitGemmTile::wg128x256;
   throw std::invalid_argument(std::string("vggkern.conv3x3: ") + source +
-                              " must be 128x64, 128x128, 256x128, 256x64, wg128x128, wg256x64 or wg128x256, got '" +
-                              name + "'");
+                              " must be 128x64, 128x128, 256x128, 256x64, wg128x128, wg256x64 or wg128x256" +
+                              (std::string(source) == "VGGKERN_IMPLICIT_GEMM_TILE" ? " (or wgmma, wgmma-wide)" : "") +
+                              ", got '" + name + "'");
+}
+
+inline const char* implicit_gemm_tile_name(ImplicitGemmTile t) {
+  static const char* const kNames[] = {"128x64", "128x128", "256x128", "256x64", "wg128x128", "wg256x64", "wg128x256"};
+  return kNames[static_cast<int>(t)];
 }
 
 inline bool is_wgmma(ImplicitGemmTile t) {
@@ -95,7 +104,12 @@ inline bool wgmma_runs(const Conv3x3Args& a) { return a.wgmma && a.dtype != DTyp
 inline ImplicitGemmTile implicit_gemm_tile(const Conv3x3Args& a) {
   const char* forced = std::getenv("VGGKERN_IMPLICIT_GEMM_TILE");
   if (forced != nullptr && forced[0] != '\0') {
-    const ImplicitGemmTile t = implicit_gemm_tile_named(forced, "VGGKERN_IMPLICIT_GEMM_TILE");
+    const std::string name(forced);
+    const bool policy = name == "wgmma" || name == "wgmma-wide";
+    const ImplicitGemmTile t = !policy             ? implicit_gemm_tile_named(name, "VGGKERN_IMPLICIT_GEMM_TILE")
+                               : a.K <= 64         ? ImplicitGemmTile::wg256x64
+                               : name == "wgmma-wide" && a.K >= 256 ? ImplicitGemmTile::wg128x256
+                                                                    : ImplicitGemmTile::wg128x128;
     if (is_wgmma(t) && !wgmma_runs(a))
       throw std::invalid_argument(std::string("vggkern.conv3x3: VGGKERN_IMPLICIT_GEMM_TILE=") + forced +
                                   " runs fp16/bf16 only, on a build for sm_90a (TORCH_CUDA_ARCH_LIST=9.0a) and a "
