@@ -42,8 +42,9 @@ struct Conv3x3Args {
   // implicit_gemm: the device's multiprocessor count (its split-K choice depends on it;
   // the emulator is given an H100's or H200's 132, so it chooses what those GPUs do),
   // the plan the op chose (tile and split-K: it reads the environment and the measured
-  // table once, so the launch runs the plan its workspace was sized for), and that fp32
-  // workspace (plan->workspace_floats(K)).
+  // table once, so the launch runs the plan its workspace was sized for; nullptr: the
+  // launcher computes it), and the fp32 workspace a split-K plan needs
+  // (workspace_floats(K); without it a split plan is refused).
   int sm_count = 132;
   const ImplicitGemmPlan* plan = nullptr;
   float* workspace = nullptr;

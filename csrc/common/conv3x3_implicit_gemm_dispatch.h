@@ -105,8 +105,8 @@ template <class Launcher>
 void conv3x3_implicit_gemm_dispatch(const Conv3x3Args& a, const Launcher& launch) {
   if (a.layout != Layout::nhwc || a.C % 8 != 0)
     throw std::invalid_argument("vggkern.conv3x3: implicit_gemm expects NHWC input with C a multiple of 8");
-  if (a.plan == nullptr) throw std::logic_error("vggkern.conv3x3: implicit_gemm launched without its plan");
-  const ImplicitGemmPlan& plan = *a.plan;
+  // The op's plan (args.plan), else (a C++ caller of the launcher) the plan computed here.
+  const ImplicitGemmPlan plan = a.plan != nullptr ? *a.plan : implicit_gemm_plan(a);
   if (plan.M != (a.pool ? 4 * a.N * (a.H / 2) * (a.W / 2) : a.N * a.H * a.W) ||
       plan.slices * (64 / dtype_size(a.dtype)) < 9 * a.C || plan.k_blocks * plan.bn < a.K)
     throw std::logic_error("vggkern.conv3x3: implicit_gemm plan made for another shape");

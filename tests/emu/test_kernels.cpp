@@ -3,9 +3,13 @@
 #include <cmath>
 #include <limits>
 #include <random>
+#include <stdexcept>
+#include <string>
 #include <vector>
 
 #include "../../csrc/common/backends.h"
+#include "../../csrc/common/conv3x3_implicit_gemm_plan.h"
+#include "../../csrc/emu/cuda_types.h"
 #include "harness.h"
 
 namespace {
@@ -47,6 +51,49 @@ EMU_TEST(maxpool2x2_kernel_matches_loops) {
             CHECK(nan ? std::isnan(got) : got == m);
           }
   }
+}
+
+}  // namespace
+
+namespace {
+
+// implicit_gemm through its launcher alone (fp16, NHWC, weight (K, 3, 3, C), C a
+// multiple of 8): the plan is computed there when the caller gives none, and a plan made
+// for another shape is refused. Small integers: every sum is exact in fp32 and in fp16.
+EMU_TEST(implicit_gemm_launcher_without_a_plan) {
+  const int64_t N = 1, C = 8, H = 5, W = 6, K = 16;
+  std::mt19937 rng(7);
+  std::uniform_int_distribution<int> d(-2, 2);
+  std::vector<__half> x(N * H * W * C), w(K * 9 * C), y(N * H * W * K);
+  std::vector<float> xf(x.size()), wf(w.size());
+  for (size_t i = 0; i < x.size(); ++i) x[i] = __float2half(xf[i] = static_cast<float>(d(rng)));
+  for (size_t i = 0; i < w.size(); ++i) w[i] = __float2half(wf[i] = static_cast<float>(d(rng)));
+  vk::Conv3x3Args a{x.data(), w.data(), nullptr, y.data(), vk::DType::float16, vk::Layout::nhwc, N, C, H, W, K,
+                    false, false, nullptr};
+  vk::emu::conv3x3_implicit_gemm(a);
+  for (int64_t h = 0; h < H; ++h)
+    for (int64_t ww = 0; ww < W; ++ww)
+      for (int64_t k = 0; k < K; ++k) {
+        float want = 0.f;
+        for (int r = 0; r < 3; ++r)
+          for (int s = 0; s < 3; ++s) {
+            const int64_t hh = h + r - 1, wc = ww + s - 1;
+            if (hh < 0 || hh >= H || wc < 0 || wc >= W) continue;
+            for (int64_t c = 0; c < C; ++c) want += xf[(hh * W + wc) * C + c] * wf[((k * 3 + r) * 3 + s) * C + c];
+          }
+        CHECK(__half2float(y[(h * W + ww) * K + k]) == want);
+      }
+  vk::Conv3x3Args other = a;
+  other.H = H + 2;  // the plan of another shape
+  const vk::ImplicitGemmPlan wrong = vk::implicit_gemm_plan(other);
+  a.plan = &wrong;
+  bool refused = false;
+  try {
+    vk::emu::conv3x3_implicit_gemm(a);
+  } catch (const std::logic_error& e) {
+    refused = std::string(e.what()).find("plan made for another shape") != std::string::npos;
+  }
+  CHECK(refused);
 }
 
 }  // namespace
