@@ -116,7 +116,9 @@ def test_wgmma_tile_refuses_float32(tile, monkeypatch):
 # slice, pooled and odd maps, images spanning M tiles, split-K. Both ends of cp.async's
 # landing window (VGGKERN_EMU_CP_ASYNC): at the wait, and at the issue, which is what
 # shows a stage refilled while a wgmma that reads it is still pending (refilling one
-# slice too early fails here).
+# slice too early fails here). The emulator also fails any wgmma read of bytes whose
+# writer has not executed fence.proxy.async since (dropping the main loop's fence fails
+# every wgmma case here).
 @pytest.mark.parametrize("cp_async", ["wait", "eager"])
 @pytest.mark.parametrize("tile", list(WGMMA_TWIN))
 @pytest.mark.parametrize("dtype", HALF_DTYPES, ids=str)

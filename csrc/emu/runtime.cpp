@@ -166,6 +166,7 @@ struct Fiber {
   int async_group;     // the open (not yet committed) cp.async group
   std::vector<AsyncOp> async_ops;
   int async_op_group;  // the open wgmma group
+  std::vector<uint32_t> unfenced;  // 16-byte shared granules this thread wrote since its last proxy fence
   uint32_t access_seq[3];  // cp.async, ld_shared, st_shared calls so far (bank accounting)
 #if !VK_EMU_ASM_SWITCH
   ucontext_t ctx;
@@ -261,6 +262,29 @@ class Worker {
   }
   void async_op_commit() { ++current_->async_op_group; }
   void async_op_wait(int pending_groups_left);
+  // Generic-proxy writes not yet fenced (simt_emu.h): per 16-byte granule, how many.
+  void note_generic_write(const void* p, size_t bytes) {
+    const size_t first = static_cast<size_t>(static_cast<const unsigned char*>(p) - shared_.get()) / 16;
+    const size_t last = (static_cast<size_t>(static_cast<const unsigned char*>(p) - shared_.get()) + bytes - 1) / 16;
+    for (size_t g = first; g <= last; ++g) {
+      ++unfenced_[g];
+      current_->unfenced.push_back(static_cast<uint32_t>(g));
+    }
+  }
+  void fence_proxy_async() {
+    for (uint32_t g : current_->unfenced) --unfenced_[g];
+    current_->unfenced.clear();
+  }
+  void async_proxy_read(uint32_t address, size_t bytes, const char* file, int line) {
+    shared_at(address, bytes, file, line);
+    for (size_t g = address / 16; g <= (address + bytes - 1) / 16; ++g)
+      if (unfenced_[g] != 0)
+        fail("an asynchronous-proxy read (wgmma) of shared address " + std::to_string(address) +
+                 ", written (cp.async or st_shared) by a thread that has not since executed fence.proxy.async: "
+                 "a missing fence_proxy_async() before the barrier, or a write into an operand that an unwaited "
+                 "wgmma still reads",
+             file, line);
+  }
   void note_shared_access(SharedPath path, const void* p, int bytes, const char* file, int line);
   void flush_access_slot(SharedPath path, const AccessSlot& s);
   [[noreturn]] void fail(const std::string& what, const char* file, int line);
@@ -284,6 +308,7 @@ class Worker {
     void operator()(unsigned char* p) const { std::free(p); }
   };
   std::unique_ptr<unsigned char, FreeDeleter> shared_;  // 1024-byte aligned, as wgmma's swizzles need
+  std::vector<uint32_t> unfenced_ = std::vector<uint32_t>(kMaxSharedBytesPerBlock / 16 + 1);
   size_t shared_used_ = 0;
   std::vector<SharedAlloc> shared_allocs_;
 
@@ -386,6 +411,7 @@ void Worker::run_block(uint3 block_idx) {
     w.clear();
   }
   std::fill(exited_.begin(), exited_.end(), 0u);
+  std::fill(unfenced_.begin(), unfenced_.end(), 0u);
   runnable_.clear();
   for (unsigned i = 0; i < nthreads_; ++i) {
     Fiber& f = fibers_[i];
@@ -395,6 +421,7 @@ void Worker::run_block(uint3 block_idx) {
     f.async_group = 0;
     f.async_ops.clear();
     f.async_op_group = 0;
+    f.unfenced.clear();
     std::fill(std::begin(f.access_seq), std::end(f.access_seq), 0u);
     prepare_fiber(f, stacks_->top(i), stacks_->bottom(i));
     runnable_.push_back(i);
@@ -546,8 +573,12 @@ void Worker::async_copy(void* dst, const void* src, int bytes, int src_bytes, co
     fail("cp.async destination is not in shared memory", file, line);
   AsyncCopy c{dst, bytes, current_->async_group, {}};
   std::memcpy(c.data, src, static_cast<size_t>(src_bytes));  // the rest stays zero: cp.async's zero fill
-  if (eager_copies_) std::memcpy(dst, c.data, static_cast<size_t>(bytes));  // lands now (see runtime.h)
-  else current_->async_copies.push_back(c);
+  if (eager_copies_) {  // lands now (see runtime.h)
+    std::memcpy(dst, c.data, static_cast<size_t>(bytes));
+    note_generic_write(dst, static_cast<size_t>(bytes));
+  } else {
+    current_->async_copies.push_back(c);
+  }
 
   note_shared_access(SharedPath::cp_async, dst, bytes, file, line);
 }
@@ -556,6 +587,7 @@ void Worker::async_copy(void* dst, const void* src, int bytes, int src_bytes, co
 // the path), so a warp-wide instruction is the k-th call of every lane of the warp.
 void Worker::note_shared_access(SharedPath path, const void* p, int bytes, const char* file, int line) {
   if (!in_shared(p, static_cast<size_t>(bytes))) fail("shared access outside this block's shared memory", file, line);
+  if (path == SharedPath::store) note_generic_write(p, static_cast<size_t>(bytes));
   const int k = static_cast<int>(path) - 1;  // cp_async, load, store
   const unsigned warp = current_->view.linear >> 5, lane = current_->view.linear & 31u;
   auto& slots = access_slots_[k][warp];
@@ -582,6 +614,7 @@ void Worker::async_copy_wait(int pending_groups_left) {
   auto landed = [&](const AsyncCopy& c) {
     if (c.group >= limit) return false;
     std::memcpy(c.dst, c.data, static_cast<size_t>(c.bytes));
+    note_generic_write(c.dst, static_cast<size_t>(c.bytes));
     return true;
   };
   auto& q = f->async_copies;
@@ -679,6 +712,10 @@ void async_op_enqueue(AsyncOpFn run, const void* op, size_t bytes, const char* f
   t_worker->async_op_enqueue(run, op, bytes, file, line);
 }
 void async_op_commit() { t_worker->async_op_commit(); }
+void async_proxy_fence() { t_worker->fence_proxy_async(); }
+void async_proxy_read(uint32_t address, size_t bytes, const char* file, int line) {
+  t_worker->async_proxy_read(address, bytes, file, line);
+}
 void async_op_wait(int pending_groups_left) { t_worker->async_op_wait(pending_groups_left); }
 
 bool cp_async_lands_eagerly() {

@@ -72,6 +72,13 @@ void note_shared_access(SharedPath path, const void* p, int bytes, const char* f
 // fail outside the block's shared memory.
 uint32_t shared_address(const void* p, const char* file, int line);
 const unsigned char* shared_at(uint32_t address, size_t bytes, const char* file, int line);
+// The async proxy (wgmma) and the generic one (st_shared, cp.async): a thread's writes
+// reach the async proxy after its fence.proxy.async (fence_proxy_async) and a barrier.
+// The emulator tracks, per 16 bytes of shared memory, the writes (cp.async as it lands,
+// st_shared) whose writer has not fenced since; async_proxy_read fails on such bytes.
+// (Plain C++ stores to shared memory are not seen.)
+void async_proxy_fence();  // fence.proxy.async (named apart from the kernels' fence_proxy_async)
+void async_proxy_read(uint32_t address, size_t bytes, const char* file, int line);
 
 // Asynchronous operations of one thread (wgmma): the record (at most kAsyncOpBytes) is
 // queued in the open group; commit closes the group; wait(k) runs, in issue order, every

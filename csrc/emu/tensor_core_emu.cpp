@@ -166,7 +166,9 @@ static_assert(sizeof(WgmmaOp) <= kAsyncOpBytes, "queued record size");
 
 double operand(const WgmmaOp& op, const Descriptor& d, int row, int k) {
   uint16_t bits;
-  std::memcpy(&bits, shared_at(k_sw64_address(d, row, k), 2, op.file, op.line), 2);
+  const uint32_t address = k_sw64_address(d, row, k);
+  async_proxy_read(address, 2, op.file, op.line);  // written by the generic proxy, then fenced?
+  std::memcpy(&bits, shared_at(address, 2, op.file, op.line), 2);
   return element(op.type, bits, 0);
 }
 

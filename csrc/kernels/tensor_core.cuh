@@ -25,7 +25,8 @@
 //     ordinary stores or cp.async reaches wgmma after fence_proxy_async() and a barrier.
 //     sm_90a only (the 'a' in TORCH_CUDA_ARCH_LIST=9.0a); on other targets it traps. The
 //     emulator queues the operation per thread and runs it at the wait that covers it,
-//     reading shared memory then, as the GPU may.
+//     reading shared memory then, as the GPU may; it also fails a read of bytes whose
+//     writer (cp.async, st_shared) has not executed fence_proxy_async() since.
 //   smem_desc_k_sw64(p, sbo): the descriptor of a K-major operand stored as rows of 64
 //     bytes with the 64-byte swizzle (16-byte chunk c of row r at chunk c ^ ((r/2) % 4),
 //     the XOR of address bits 4-5 with bits 7-8), 8-row groups `sbo` bytes apart; p is
@@ -198,6 +199,8 @@ __device__ __forceinline__ void wgmma_wait() {
 __device__ __forceinline__ void fence_proxy_async() {
 #if defined(__CUDA_ARCH_FEAT_SM90_ALL)
   asm volatile("fence.proxy.async.shared::cta;\n" ::: "memory");
+#elif !defined(__CUDACC__)
+  ::vk::emu::async_proxy_fence();  // the emulator checks wgmma's reads against it
 #endif
 }
 

@@ -220,16 +220,23 @@ __device__ int sw64(int row, int k) {
   const int linear = row * 64 + k * 2;
   return linear ^ (((linear >> 7) & 3) << 4);
 }
-enum class WgmmaFault { none, swizzle_mode, misaligned_start, no_wait };
+enum class WgmmaFault { none, swizzle_mode, misaligned_start, no_wait, no_proxy_fence };
 
 template <class T, MmaType kType>
 __global__ void wgmma_tile_kernel(const T* A, const T* Bt, float* D, WgmmaFault fault) {
   VK_DYNAMIC_SHARED(unsigned char, smem);
   unsigned char* const as = smem;            // 64 rows x 64 bytes
   unsigned char* const bs = smem + 64 * 64;  // 128 rows x 64 bytes
-  for (int i = threadIdx.x; i < 64 * 32; i += blockDim.x) *reinterpret_cast<T*>(as + sw64(i / 32, i % 32)) = A[i];
-  for (int i = threadIdx.x; i < 128 * 32; i += blockDim.x) *reinterpret_cast<T*>(bs + sw64(i / 32, i % 32)) = Bt[i];
-  fence_proxy_async();
+  // Pairs of elements through st_shared (which the emulator sees), as the generic proxy.
+  for (int i = threadIdx.x; i < 64 * 16; i += blockDim.x) {
+    const T pair[2] = {A[2 * i], A[2 * i + 1]};
+    st_shared(reinterpret_cast<uint32_t*>(as + sw64(i / 16, 2 * (i % 16))), *reinterpret_cast<const uint32_t*>(pair));
+  }
+  for (int i = threadIdx.x; i < 128 * 16; i += blockDim.x) {
+    const T pair[2] = {Bt[2 * i], Bt[2 * i + 1]};
+    st_shared(reinterpret_cast<uint32_t*>(bs + sw64(i / 16, 2 * (i % 16))), *reinterpret_cast<const uint32_t*>(pair));
+  }
+  if (fault != WgmmaFault::no_proxy_fence) fence_proxy_async();
   __syncthreads();
   uint64_t da = smem_desc_k_sw64(as, 512), db = smem_desc_k_sw64(bs, 512);
   if (fault == WgmmaFault::swizzle_mode) da ^= uint64_t(3) << 62;  // mode 1: the 128-byte swizzle
@@ -281,6 +288,7 @@ EMU_TEST(wgmma_misuse_is_reported) {
   expect_error([&] { run(WgmmaFault::misaligned_start, 128); }, {"wgmma_tile_kernel", "512-byte"});
   expect_error([&] { run(WgmmaFault::no_wait, 128); }, {"wgmma_tile_kernel", "never waited for"});
   expect_error([&] { run(WgmmaFault::none, 96); }, {"wgmma_tile_kernel", "whole warpgroups"});
+  expect_error([&] { run(WgmmaFault::no_proxy_fence, 128); }, {"wgmma_tile_kernel", "fence.proxy.async"});
 }
 
 EMU_TEST(ldmatrix_misaligned_is_reported) {
