@@ -29,6 +29,7 @@
 
 #include <cstdint>
 #include <cstdlib>
+#include <iterator>
 #include <stdexcept>
 #include <string>
 
@@ -50,25 +51,30 @@ struct ImplicitGemmPlan {
   int64_t workspace_floats(int64_t K) const { return splits > 1 ? int64_t(splits) * M * K : 0; }
 };
 
-// "128x64", "128x128", "256x128", "256x64", "wg128x128", "wg256x64" or "wg128x256";
-// anything else is an error naming `source`.
+// The tiles' names, by ImplicitGemmTile.
+inline constexpr const char* kImplicitGemmTileNames[] = {"128x64",    "128x128",  "256x128",  "256x64",
+                                                         "wg128x128", "wg256x64", "wg128x256"};
+
+inline const char* implicit_gemm_tile_name(ImplicitGemmTile t) { return kImplicitGemmTileNames[static_cast<int>(t)]; }
+
+// The tile of that name; anything else is an error naming `source`.
 inline ImplicitGemmTile implicit_gemm_tile_named(const std::string& name, const char* source) {
-  if (name == "128x64") return ImplicitGemmTile::m128n64;
-  if (name == "128x128") return ImplicitGemmTile::m128n128;
-  if (name == "256x128") return ImplicitGemmTile::m256n128;
-  if (name == "256x64") return ImplicitGemmTile::m256n64;
-  if (name == "wg128x128") return ImplicitGemmTile::wg128x128;
-  if (name == "wg256x64") return ImplicitGemmTile::wg256x64;
-  if (name == "wg128x256") return ImplicitGemmTile::wg128x256;
-  throw std::invalid_argument(std::string("vggkern.conv3x3: ") + source +
-                              " must be 128x64, 128x128, 256x128, 256x64, wg128x128, wg256x64 or wg128x256" +
+  std::string valid;
+  for (size_t i = 0; i < std::size(kImplicitGemmTileNames); ++i) {
+    if (name == kImplicitGemmTileNames[i]) return static_cast<ImplicitGemmTile>(i);
+    valid += (i == 0 ? "" : i + 1 == std::size(kImplicitGemmTileNames) ? " or " : ", ");
+    valid += kImplicitGemmTileNames[i];
+  }
+  throw std::invalid_argument(std::string("vggkern.conv3x3: ") + source + " must be " + valid +
                               (std::string(source) == "VGGKERN_IMPLICIT_GEMM_TILE" ? " (or wgmma, wgmma-wide)" : "") +
                               ", got '" + name + "'");
 }
 
-inline const char* implicit_gemm_tile_name(ImplicitGemmTile t) {
-  static const char* const kNames[] = {"128x64", "128x128", "256x128", "256x64", "wg128x128", "wg256x64", "wg128x256"};
-  return kNames[static_cast<int>(t)];
+// The wgmma policies' tile for a layer of K output channels: wgmma: wg256x64 where K <=
+// 64, else wg128x128; wgmma-wide: also wg128x256 where K >= 256.
+inline ImplicitGemmTile wgmma_policy_tile(bool wide, int64_t K) {
+  if (K <= 64) return ImplicitGemmTile::wg256x64;
+  return wide && K >= 256 ? ImplicitGemmTile::wg128x256 : ImplicitGemmTile::wg128x128;
 }
 
 inline bool is_wgmma(ImplicitGemmTile t) {
@@ -105,11 +111,9 @@ inline ImplicitGemmTile implicit_gemm_tile(const Conv3x3Args& a) {
   const char* forced = std::getenv("VGGKERN_IMPLICIT_GEMM_TILE");
   if (forced != nullptr && forced[0] != '\0') {
     const std::string name(forced);
-    const bool policy = name == "wgmma" || name == "wgmma-wide";
-    const ImplicitGemmTile t = !policy             ? implicit_gemm_tile_named(name, "VGGKERN_IMPLICIT_GEMM_TILE")
-                               : a.K <= 64         ? ImplicitGemmTile::wg256x64
-                               : name == "wgmma-wide" && a.K >= 256 ? ImplicitGemmTile::wg128x256
-                                                                    : ImplicitGemmTile::wg128x128;
+    const ImplicitGemmTile t = name == "wgmma" || name == "wgmma-wide"
+                                   ? wgmma_policy_tile(name == "wgmma-wide", a.K)
+                                   : implicit_gemm_tile_named(name, "VGGKERN_IMPLICIT_GEMM_TILE");
     if (is_wgmma(t) && !wgmma_runs(a))
       throw std::invalid_argument(std::string("vggkern.conv3x3: VGGKERN_IMPLICIT_GEMM_TILE=") + forced +
                                   " runs fp16/bf16 only, on a build for sm_90a (TORCH_CUDA_ARCH_LIST=9.0a) and a "
