@@ -1,12 +1,11 @@
 // conv3x3_implicit_gemm's launch: the plan the op chose (block tile and split-K, from
-// conv3x3_implicit_gemm_plan.h, passed as args.plan), element type and math (fp16 and bf16 on their own mma;
-// fp32 with TF32 math: the op sends fp32 here only when TF32 is allowed), index type,
-// and geometry: 3 dtypes x 4 mma.sync tiles x 2 index types, + 2 dtypes x 3 wgmma tiles
-// x 2 index types = 36 instantiations (and the split-K reduction per dtype and index
-// type). Compiled
-// into both backends, which pass their own Launcher, so the GPU and the emulator run
-// the same choice. Expects what the op prepares: x and y NHWC, weight (K, 3, 3, C),
-// C a multiple of 8.
+// conv3x3_implicit_gemm_plan.h, passed as args.plan), element type and math (fp16 and
+// bf16 on their own mma; fp32 with TF32 math: the op sends fp32 here only when TF32 is
+// allowed), index type, and geometry: 3 dtypes x 4 mma.sync tiles x 2 index types, + 2
+// dtypes x 3 wgmma tiles x 2 index types = 36 instantiations (and the split-K reduction
+// per dtype and index type). Compiled into both backends, which pass their own Launcher,
+// so the GPU and the emulator run the same choice. Expects what the op prepares: x and y
+// NHWC, weight (K, 3, 3, C), C a multiple of 8.
 #pragma once
 
 #include <climits>
