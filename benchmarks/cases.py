@@ -33,8 +33,8 @@ LAYOUTS = ("nchw", "cl")          # cl = torch.channels_last (NHWC in memory)
 # every layer, fp16 channels_last, so the per-layer tile table is chosen by measurement.
 # VGGKERN_BENCH_EXCLUDE_TILES (comma-separated) leaves tiles out: device_run.sh sets it
 # for the wgmma tiles when benchmarks/wgmma_probe.py fails.
-IMPLICIT_GEMM_TILES = tuple(t for t in ("128x64", "128x128", "256x128", "256x64", "wg128x128", "wg256x64",
-                                      "wg128x256")
+ALL_IMPLICIT_GEMM_TILES = ("128x64", "128x128", "256x128", "256x64", "wg128x128", "wg256x64", "wg128x256")
+IMPLICIT_GEMM_TILES = tuple(t for t in ALL_IMPLICIT_GEMM_TILES
                             if t not in os.environ.get("VGGKERN_BENCH_EXCLUDE_TILES", "").split(","))
 # The wgmma policies (VGGKERN_IMPLICIT_GEMM_TILE=wgmma | wgmma-wide: a wgmma tile per layer
 # by K) and the tiles they use: whole networks are timed with them too, so the run that

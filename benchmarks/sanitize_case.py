@@ -14,7 +14,9 @@ import sys
 import torch
 import torch.nn.functional as F
 
-import vggkern
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # run as a script
+import vggkern  # noqa: E402
+from benchmarks.cases import IMPLICIT_GEMM_TILES  # noqa: E402  (less those a failed wgmma probe excludes)
 
 
 def main():
@@ -46,12 +48,9 @@ def main():
         # sums and reduction kernel).
         runs = [(a, "", "") for a in algos]
         if "implicit_gemm" in algos:
-            skip = set(os.environ.get("VGGKERN_BENCH_EXCLUDE_TILES", "").split(","))  # a failed wgmma probe
-            runs += [("implicit_gemm", t, "") for t in ("128x64", "128x128", "256x128", "wg128x128", "wg256x64",
-                                                                    "wg128x256")
-                     if t not in skip]
-            runs += [("implicit_gemm", "", "3")] + [("implicit_gemm", t, "3") for t in ("wg128x128", "wg256x64", "wg128x256")
-                                                    if t not in skip]
+            forced = [t for t in IMPLICIT_GEMM_TILES if t != "256x64"]  # 256x64: the default above
+            runs += [("implicit_gemm", t, "") for t in forced]
+            runs += [("implicit_gemm", "", "3")] + [("implicit_gemm", t, "3") for t in forced if t.startswith("wg")]
         for algo, tile, split in runs:
             os.environ["VGGKERN_IMPLICIT_GEMM_TILE"] = tile
             os.environ["VGGKERN_IMPLICIT_GEMM_SPLIT_K"] = split

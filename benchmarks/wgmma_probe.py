@@ -15,7 +15,10 @@ import sys
 
 import torch
 
-TILES = ("wg128x128", "wg256x64", "wg128x256")
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # run as a script
+from benchmarks.cases import ALL_IMPLICIT_GEMM_TILES  # noqa: E402
+
+TILES = tuple(t for t in ALL_IMPLICIT_GEMM_TILES if t.startswith("wg"))  # every one, whatever is excluded
 
 
 def main() -> int:
