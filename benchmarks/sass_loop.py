@@ -56,12 +56,40 @@ def find_tool(name: str) -> str | None:
     return next((str(c) for c in candidates if c.is_file() and os.access(c, os.X_OK)), None)
 
 
-def compile_cubin(arch: str, out: Path) -> None:
+def compile_cubin(arch: str, out: Path) -> str:
+    """Compiles the kernel file into `out`; returns ptxas's verbose report (ptxas_report)."""
     nvcc = find_tool("nvcc")
     if nvcc is None:
         raise RuntimeError("nvcc not found (set CUDA_HOME)")
-    subprocess.run([nvcc, f"-arch={arch}", "-O3", "-std=c++17", "--expt-relaxed-constexpr", "-cubin", "-c",
-                    str(SOURCE), "-I", str(ROOT / "csrc"), "-o", str(out)], check=True)
+    done = subprocess.run([nvcc, f"-arch={arch}", "-O3", "-std=c++17", "--expt-relaxed-constexpr", "-cubin", "-c",
+                           str(SOURCE), "-I", str(ROOT / "csrc"), "-o", str(out), "-Xptxas", "-v"],
+                          capture_output=True, text=True)
+    if done.returncode != 0:
+        raise RuntimeError(f"nvcc failed:\n{done.stdout}{done.stderr}")
+    return done.stdout + done.stderr
+
+
+_PTXAS_FUNCTION = re.compile(r"Function properties for (\S+)")
+_PTXAS_FRAME = re.compile(r"(\d+) bytes stack frame, (\d+) bytes spill stores, (\d+) bytes spill loads")
+_PTXAS_REGISTERS = re.compile(r"Used (\d+) registers")
+_PTXAS_DIAGNOSTIC = re.compile(r"\(C\d{4}\)")
+
+
+def ptxas_report(log: str) -> dict:
+    """ptxas -v text -> {"functions": {mangled: {"registers", "stack", "spill_stores",
+    "spill_loads"}}, "diagnostics": [lines]}. The diagnostics are ptxas's coded notes, such
+    as C7510 (wgmma serialized: the tensor cores wait for each HGMMA, no overlap) or C7519
+    (a warpgroup.arrive the compiler had to inject where a wgmma_fence was missing)."""
+    functions: dict[str, dict] = {}
+    current = None
+    for line in log.splitlines():
+        if m := _PTXAS_FUNCTION.search(line):
+            current = functions.setdefault(m.group(1), {})
+        elif current is not None and (m := _PTXAS_FRAME.search(line)):
+            current.update(stack=int(m.group(1)), spill_stores=int(m.group(2)), spill_loads=int(m.group(3)))
+        elif current is not None and (m := _PTXAS_REGISTERS.search(line)):
+            current["registers"] = int(m.group(1))
+    return {"functions": functions, "diagnostics": [ln.strip() for ln in log.splitlines() if _PTXAS_DIAGNOSTIC.search(ln)]}
 
 
 def parse_functions(sass: str) -> dict[str, list[tuple[int, str]]]:

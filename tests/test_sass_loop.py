@@ -24,6 +24,25 @@ EXCERPT = """
 """
 
 
+PTXAS_EXCERPT = """
+ptxas info    : Compiling entry function '_Zk1' for 'sm_90a'
+ptxas info    : Function properties for _Zk1
+    0 bytes stack frame, 8 bytes spill stores, 4 bytes spill loads
+ptxas info    : Used 255 registers, used 1 barriers
+ptxas info    : (C7519) warpgroup.arrive is injected in around line 7 by compiler to allow use of registers in GMMA in function '_Zk1'
+ptxas info    : Function properties for _Zk2
+    16 bytes stack frame, 0 bytes spill stores, 0 bytes spill loads
+ptxas info    : Used 40 registers, used 0 barriers
+"""
+
+
+def test_ptxas_report_parser():
+    r = sass_loop.ptxas_report(PTXAS_EXCERPT)
+    assert r["functions"] == {"_Zk1": {"stack": 0, "spill_stores": 8, "spill_loads": 4, "registers": 255},
+                              "_Zk2": {"stack": 16, "spill_stores": 0, "spill_loads": 0, "registers": 40}}
+    assert len(r["diagnostics"]) == 1 and "C7519" in r["diagnostics"][0]
+
+
 def test_parser_finds_the_largest_loop_with_mma():
     funcs = sass_loop.parse_functions(EXCERPT)
     (name, insns), = funcs.items()
@@ -47,9 +66,17 @@ TILES = {"128x64": (128, 64, 64), "128x128": (128, 128, 128), "256x128": (256, 1
                     reason="needs nvcc and cuobjdump (CUDA toolkit, or triton's copy)")
 def test_main_loop_of_every_instantiation(tmp_path):
     cubin = tmp_path / "ig.cubin"
-    sass_loop.compile_cubin("sm_90a", cubin)
+    report = sass_loop.ptxas_report(sass_loop.compile_cubin("sm_90a", cubin))
     rows = sass_loop.analyse(sass_loop.sass_of(cubin))
     assert len(rows) == (3 * 4 + 2 * 3) * 2  # (dtypes x mma.sync tiles + f16/bf16 x wgmma tiles) x index types
+    # ptxas: no coded notes (wgmma serialized, a warpgroup.arrive injected for a missing
+    # fence, ...), and every instantiation in registers: no stack frame, no spills.
+    assert report["diagnostics"] == []
+    # + the split-K reduction kernels (3 dtypes x 2 index types)
+    assert len(report["functions"]) == len(rows) + 6, sorted(report["functions"])
+    for name, f in report["functions"].items():
+        assert (f["stack"], f["spill_stores"], f["spill_loads"]) == (0, 0, 0), (name, f)
+        assert f["registers"] <= 255, (name, f)
     for r in rows:
         dtype, tile, index = r["kernel"].split()
         bm, bn, threads = TILES[tile]

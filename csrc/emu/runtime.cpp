@@ -12,6 +12,7 @@
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
+#include <deque>
 #include <memory>
 #include <mutex>
 #include <stdexcept>
@@ -167,6 +168,8 @@ struct Fiber {
   std::vector<AsyncOp> async_ops;
   int async_op_group;  // the open wgmma group
   std::vector<uint32_t> unfenced;  // 16-byte shared granules this thread wrote since its last proxy fence
+  uint64_t warpgroup_seq;          // warpgroup instructions executed so far
+  WgmmaRegisters wgmma;
   uint32_t access_seq[3];  // cp.async, ld_shared, st_shared calls so far (bank accounting)
 #if !VK_EMU_ASM_SWITCH
   ucontext_t ctx;
@@ -179,6 +182,22 @@ struct AccessSlot {
   unsigned arrived = 0;
   uintptr_t addresses[32] = {};
   int bytes[32] = {};
+};
+
+// A warpgroup's instructions that not all of its threads have executed yet, oldest
+// first (the log's entry k is instruction base + k of every thread of the warpgroup).
+struct WarpgroupEntry {
+  const char* name;
+  const char* file;
+  int line;
+  unsigned first_thread;  // linear index of the thread that executed it first
+  unsigned seen;          // threads that executed it
+  size_t bytes;
+  unsigned char record[kWarpgroupRecordBytes];
+};
+struct WarpgroupLog {
+  std::deque<WarpgroupEntry> entries;
+  uint64_t base = 0;
 };
 
 struct SharedAlloc {
@@ -213,6 +232,7 @@ class Worker {
     }
     warps_.resize((nthreads_ + 31) / 32);
     exited_.resize(warps_.size());
+    warpgroups_.resize((nthreads_ + 127) / 128);
     absent_.assign(warps_.size(), 0u);
     if (nthreads_ % 32) absent_.back() = ~0u << (nthreads_ % 32);
     for (auto& slots : access_slots_) slots.resize(warps_.size());
@@ -285,6 +305,8 @@ class Worker {
                  "wgmma still reads",
              file, line);
   }
+  void warpgroup_instruction(const char* name, const void* record, size_t bytes, const char* file, int line);
+  WgmmaRegisters& wgmma_registers() { return current_->wgmma; }
   void note_shared_access(SharedPath path, const void* p, int bytes, const char* file, int line);
   void flush_access_slot(SharedPath path, const AccessSlot& s);
   [[noreturn]] void fail(const std::string& what, const char* file, int line);
@@ -334,6 +356,7 @@ class Worker {
   // Per path (cp.async, ld_shared, st_shared), per warp, by sequence number.
   std::vector<std::unordered_map<uint32_t, AccessSlot>> access_slots_[3];
   std::vector<WarpRecord*> free_records_;
+  std::vector<WarpgroupLog> warpgroups_;
 
   bool failed_ = false;
   const bool eager_copies_ = cp_async_lands_eagerly();
@@ -411,6 +434,7 @@ void Worker::run_block(uint3 block_idx) {
     w.clear();
   }
   std::fill(exited_.begin(), exited_.end(), 0u);
+  for (WarpgroupLog& log : warpgroups_) log = WarpgroupLog();
   std::fill(unfenced_.begin(), unfenced_.end(), 0u);
   runnable_.clear();
   for (unsigned i = 0; i < nthreads_; ++i) {
@@ -422,6 +446,8 @@ void Worker::run_block(uint3 block_idx) {
     f.async_ops.clear();
     f.async_op_group = 0;
     f.unfenced.clear();
+    f.warpgroup_seq = 0;
+    f.wgmma = WgmmaRegisters();
     std::fill(std::begin(f.access_seq), std::end(f.access_seq), 0u);
     prepare_fiber(f, stacks_->top(i), stacks_->bottom(i));
     runnable_.push_back(i);
@@ -450,6 +476,15 @@ void Worker::run_block(uint3 block_idx) {
   t_thread = nullptr;
   if (live_ > 0) throw std::runtime_error(deadlock_report());
   check_canaries();
+  for (size_t g = 0; g < warpgroups_.size(); ++g) {
+    if (warpgroups_[g].entries.empty()) continue;
+    const WarpgroupEntry& e = warpgroups_[g].entries.front();
+    throw std::runtime_error("vggkern emulator: kernel '" + std::string(params_.kernel_name) + "' block " +
+                             coord(block_.block_idx) + ": " + e.name + " at " + site(e.file, e.line) + " was executed by " +
+                             std::to_string(e.seen) + " of the 128 threads of warpgroup " + std::to_string(g) +
+                             " (first: thread " + coord(fibers_[e.first_thread].view.thread_idx) +
+                             "): every thread of a warpgroup must execute each wgmma instruction (.sync.aligned)");
+  }
   for (int path = 0; path < 3; ++path) {  // accesses that some lanes skipped
     for (auto& slots : access_slots_[path]) {
       for (const auto& kv : slots) flush_access_slot(static_cast<SharedPath>(path + 1), kv.second);
@@ -608,6 +643,41 @@ void Worker::flush_access_slot(SharedPath path, const AccessSlot& s) {
   record_shared_access(path, s.addresses, s.bytes, 32, 128 / bytes);
 }
 
+void Worker::warpgroup_instruction(const char* name, const void* record, size_t bytes, const char* file, int line) {
+  if (nthreads_ % 128 != 0)
+    fail(std::string(name) + " needs whole warpgroups: the block has " + std::to_string(nthreads_) +
+             " threads, not a multiple of 128",
+         file, line);
+  if (bytes > kWarpgroupRecordBytes) fail("warpgroup instruction record too large", file, line);
+  Fiber* f = current_;
+  WarpgroupLog& log = warpgroups_[f->view.linear / 128];
+  const uint64_t k = f->warpgroup_seq++;  // >= log.base: an entry leaves once all 128 threads saw it
+  if (k - log.base == log.entries.size()) {
+    WarpgroupEntry e{name, file, line, f->view.linear, 1, bytes, {}};
+    if (bytes) std::memcpy(e.record, record, bytes);
+    log.entries.push_back(e);
+    return;
+  }
+  WarpgroupEntry& e = log.entries[static_cast<size_t>(k - log.base)];
+  if (std::strcmp(e.name, name) != 0)
+    fail("this thread's warpgroup instruction " + std::to_string(k + 1) + " is " + name + ", but thread " +
+             coord(fibers_[e.first_thread].view.thread_idx) + " of its warpgroup executed " + e.name + " at " +
+             site(e.file, e.line) + " there: every thread of a warpgroup must execute the same wgmma instructions "
+             "in the same order (.sync.aligned)",
+         file, line);
+  if (e.bytes != bytes || (bytes && std::memcmp(e.record, record, bytes) != 0))
+    fail(std::string(name) + " (this thread's warpgroup instruction " + std::to_string(k + 1) +
+             ") has other operands than thread " + coord(fibers_[e.first_thread].view.thread_idx) +
+             " of its warpgroup gave it: descriptors, shape, scale-d and wait counts must be the same in the whole "
+             "warpgroup (the tensor cores read one operand description per warpgroup)",
+         file, line);
+  ++e.seen;
+  while (!log.entries.empty() && log.entries.front().seen == 128) {
+    log.entries.pop_front();
+    ++log.base;
+  }
+}
+
 void Worker::async_copy_wait(int pending_groups_left) {
   Fiber* f = current_;
   const int limit = pending_groups_left < 0 ? INT32_MAX : f->async_group - pending_groups_left;
@@ -717,6 +787,10 @@ void async_proxy_read(uint32_t address, size_t bytes, const char* file, int line
   t_worker->async_proxy_read(address, bytes, file, line);
 }
 void async_op_wait(int pending_groups_left) { t_worker->async_op_wait(pending_groups_left); }
+void warpgroup_instruction(const char* name, const void* record, size_t bytes, const char* file, int line) {
+  t_worker->warpgroup_instruction(name, record, bytes, file, line);
+}
+WgmmaRegisters& wgmma_registers() { return t_worker->wgmma_registers(); }
 
 bool cp_async_lands_eagerly() {
   const char* env = std::getenv("VGGKERN_EMU_CP_ASYNC");

@@ -10,6 +10,7 @@
 #include <cstdint>
 #include <cstring>
 #include <string>
+#include <vector>
 
 #include "runtime.h"
 
@@ -83,11 +84,37 @@ void async_proxy_read(uint32_t address, size_t bytes, const char* file, int line
 // Asynchronous operations of one thread (wgmma): the record (at most kAsyncOpBytes) is
 // queued in the open group; commit closes the group; wait(k) runs, in issue order, every
 // queued operation but those of the k newest groups (negative: all).
-constexpr size_t kAsyncOpBytes = 64;
+constexpr size_t kAsyncOpBytes = 96;
 using AsyncOpFn = void (*)(const void* record);
 void async_op_enqueue(AsyncOpFn run, const void* record, size_t bytes, const char* file, int line);
 void async_op_commit();
 void async_op_wait(int pending_groups_left);
+
+// Warpgroup-wide instructions (wgmma's fence, mma_async, commit_group, wait_group, all
+// .sync.aligned): every thread of a warpgroup (4 aligned warps, 128 threads) must execute
+// the same sequence of them with the same operands. Each thread reports its next one as
+// a name and a record (operands, compared bytewise, at most kWarpgroupRecordBytes); a
+// thread whose k-th differs from its warpgroup's k-th fails the launch there, and a
+// block that ends with some threads short of the others fails it at the end.
+constexpr size_t kWarpgroupRecordBytes = 48;
+void warpgroup_instruction(const char* name, const void* record, size_t bytes, const char* file, int line);
+
+// wgmma's register protocol, per thread and reset per block (tensor_core_emu.cpp checks
+// it): the wgmma_fence count, and per accumulator array the queued operations on it and
+// the hash its contents must have when the next wgmma starts (set by a wgmma that ran
+// and by a fence; `known` false until either happened).
+struct WgmmaAccumulator {
+  const float* d;
+  int floats;
+  int pending;
+  bool known;
+  uint64_t hash;
+};
+struct WgmmaRegisters {
+  int fences = 0;
+  std::vector<WgmmaAccumulator> accumulators;
+};
+WgmmaRegisters& wgmma_registers();  // the current thread's
 
 enum class ShflMode { idx, up, down, bfly };
 

@@ -159,10 +159,51 @@ struct WgmmaOp {
   int n, scale_d;
   uint64_t desc_a, desc_b;
   unsigned warp, lane;  // warp in the warpgroup, lane in the warp
+  bool chained;         // queued behind another wgmma on the same accumulator
+  uint64_t d_hash;      // the accumulator's contents when queued (unless chained)
   const char* file;
   int line;
 };
 static_assert(sizeof(WgmmaOp) <= kAsyncOpBytes, "queued record size");
+
+// What the warpgroup must agree on for one wgmma.mma_async (warpgroup_instruction).
+struct WgmmaShape {
+  uint64_t desc_a, desc_b;
+  int type, n, scale_d, zero;  // `zero`: no padding bytes, which would compare as garbage
+};
+static_assert(sizeof(WgmmaShape) == 32 && sizeof(WgmmaShape) <= kWarpgroupRecordBytes, "warpgroup record size");
+
+// ---- the register protocol (PTX ISA, wgmma.fence) ------------------------------------
+// The accumulator registers belong to the tensor cores from a wgmma's issue to the wait
+// that covers it: nothing else may write them then. A wgmma may start on registers that
+// other instructions wrote only after a wgmma_fence() that follows the write (and a
+// thread's first wgmma only after one), except when it chains onto a wgmma of the same
+// shape on the same accumulator. The emulator sees register writes as changed contents:
+// it hashes the accumulator when a wgmma leaves it (run) and when a fence legitimizes it,
+// and compares. A rewrite with equal contents, and reads, go unseen; so does a write
+// between the fence and the very first wgmma on an accumulator (nothing known yet).
+uint64_t hash_floats(const float* d, int floats) {
+  uint64_t h = 1469598103934665603ull;  // FNV-1a over the bytes
+  const auto* b = reinterpret_cast<const unsigned char*>(d);
+  for (size_t i = 0; i < sizeof(float) * static_cast<size_t>(floats); ++i) h = (h ^ b[i]) * 1099511628211ull;
+  return h;
+}
+
+WgmmaAccumulator& accumulator(const float* d, int floats, const char* file, int line) {
+  WgmmaRegisters& regs = wgmma_registers();
+  for (WgmmaAccumulator& a : regs.accumulators) {
+    if (a.d == d && a.floats == floats) return a;
+    if (d < a.d + a.floats && a.d < d + floats) {
+      if (a.pending == 0) {  // registers reused with another shape: start over
+        a = WgmmaAccumulator{d, floats, 0, false, 0};
+        return a;
+      }
+      kernel_fail("wgmma accumulator overlaps that of a wgmma still in flight with another shape", file, line);
+    }
+  }
+  regs.accumulators.push_back(WgmmaAccumulator{d, floats, 0, false, 0});
+  return regs.accumulators.back();
+}
 
 double operand(const WgmmaOp& op, const Descriptor& d, int row, int k) {
   uint16_t bits;
@@ -175,6 +216,11 @@ double operand(const WgmmaOp& op, const Descriptor& d, int row, int k) {
 void run_wgmma(const void* record) {
   WgmmaOp op;
   std::memcpy(&op, record, sizeof op);
+  WgmmaAccumulator& acc = accumulator(op.d, op.n / 2, op.file, op.line);
+  if (hash_floats(op.d, op.n / 2) != (op.chained ? acc.hash : op.d_hash))
+    kernel_fail("a wgmma's accumulator was written while the wgmma was in flight (between wgmma_m64nNk16 and the "
+                "wgmma_wait that covers it): the tensor cores own those registers until then",
+                op.file, op.line);
   const Descriptor da = decode(op.desc_a), db = decode(op.desc_b);
   const int g = static_cast<int>(op.lane >> 2), t = static_cast<int>(op.lane & 3);
   double A[2][16];
@@ -191,6 +237,9 @@ void run_wgmma(const void* record) {
         out = static_cast<float>(sum);
       }
     }
+  acc.hash = hash_floats(op.d, op.n / 2);
+  acc.known = true;
+  --acc.pending;
 }
 
 }  // namespace
@@ -217,15 +266,48 @@ void wgmma_async(MmaInput type, float* d, int n, uint64_t desc_a, uint64_t desc_
   warp_exchange_done(ex.handle);
   if (arrived != 0xffffffffu) kernel_fail("wgmma needs all 32 lanes of each warp", file, line);
   if (!uniform) kernel_fail("wgmma descriptors and scale-d must be the same in every lane", file, line);
+  const WgmmaShape shape{desc_a, desc_b, static_cast<int>(type), n, scale_d, 0};
+  warpgroup_instruction("wgmma.mma_async", &shape, sizeof shape, file, line);
   check_descriptor(decode(desc_a), 64, "A", file, line);
   check_descriptor(decode(desc_b), n, "B", file, line);
+
+  if (wgmma_registers().fences == 0)
+    kernel_fail("wgmma before any wgmma_fence(): wgmma.fence must precede a warpgroup's first wgmma.mma_async",
+                file, line);
+  WgmmaAccumulator& acc = accumulator(d, n / 2, file, line);
+  const bool chained = acc.pending > 0;
+  const uint64_t d_hash = hash_floats(d, n / 2);
+  if (!chained && acc.known && d_hash != acc.hash)
+    kernel_fail("a wgmma's accumulator was written since the last wgmma on it without a wgmma_fence() after the "
+                "write: wgmma.fence must order other instructions' register accesses before a wgmma's",
+                file, line);
+  ++acc.pending;
+
   const unsigned warp_in_group = (t_thread->linear >> 5) & 3u, lane = t_thread->linear & 31u;
-  const WgmmaOp op{type, d, n, scale_d, desc_a, desc_b, warp_in_group, lane, file, line};
+  const WgmmaOp op{type, d, n, scale_d, desc_a, desc_b, warp_in_group, lane, chained, d_hash, file, line};
   async_op_enqueue(&run_wgmma, &op, sizeof op, file, line);
 }
 
-void wgmma_commit_group() { async_op_commit(); }
-void wgmma_wait_group(int pending_groups_left) { async_op_wait(pending_groups_left); }
+void wgmma_fence(const char* file, int line) {
+  warpgroup_instruction("wgmma.fence", nullptr, 0, file, line);
+  WgmmaRegisters& regs = wgmma_registers();
+  ++regs.fences;
+  for (WgmmaAccumulator& a : regs.accumulators)  // earlier writes are ordered now; in-flight ones never are
+    if (a.pending == 0) {
+      a.hash = hash_floats(a.d, a.floats);
+      a.known = true;
+    }
+}
+
+void wgmma_commit_group(const char* file, int line) {
+  warpgroup_instruction("wgmma.commit_group", nullptr, 0, file, line);
+  async_op_commit();
+}
+
+void wgmma_wait_group(int pending_groups_left, const char* file, int line) {
+  warpgroup_instruction("wgmma.wait_group", &pending_groups_left, sizeof pending_groups_left, file, line);
+  async_op_wait(pending_groups_left);
+}
 
 }  // namespace emu
 }  // namespace vk

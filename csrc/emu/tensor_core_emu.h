@@ -26,10 +26,14 @@ void ldmatrix(uint32_t* r, int count, bool trans, const void* row_address, const
 // swizzle is emulated). Checks the warp and the descriptors now, queues the operation
 // and runs it at the wgmma_wait_group that covers it: this thread's d[4j + i] =
 // D[16w + g + 8*(i>>1)][8j + 2t + (i&1)] (w: warp in the warpgroup), summed as mma_sync.
+// All four (fence, mma_async, commit, wait) are checked as warpgroup-wide instructions
+// (the same sequence and operands in all 128 threads), and the accumulator against the
+// register protocol of wgmma.fence (tensor_core_emu.cpp).
 void wgmma_async(MmaInput type, float* d, int n, uint64_t desc_a, uint64_t desc_b, int scale_d, const char* file,
                  int line);
-void wgmma_commit_group();
-void wgmma_wait_group(int pending_groups_left);
+void wgmma_fence(const char* file, int line);
+void wgmma_commit_group(const char* file, int line);
+void wgmma_wait_group(int pending_groups_left, const char* file, int line);
 
 }  // namespace emu
 }  // namespace vk

@@ -26,7 +26,9 @@
 //     sm_90a only (the 'a' in TORCH_CUDA_ARCH_LIST=9.0a); on other targets it traps. The
 //     emulator queues the operation per thread and runs it at the wait that covers it,
 //     reading shared memory then, as the GPU may; it also fails a read of bytes whose
-//     writer (cp.async, st_shared) has not executed fence_proxy_async() since.
+//     writer (cp.async, st_shared) has not executed fence_proxy_async() since, threads of
+//     a warpgroup that disagree on these four instructions or their operands, and
+//     accumulator writes that break wgmma_fence()'s rule (tensor_core_emu.cpp).
 //   smem_desc_k_sw64(p, sbo): the descriptor of a K-major operand stored as rows of 64
 //     bytes with the 64-byte swizzle (16-byte chunk c of row r at chunk c ^ ((r/2) % 4),
 //     the XOR of address bits 4-5 with bits 7-8), 8-row groups `sbo` bytes apart; p is
@@ -174,6 +176,8 @@ __device__ __forceinline__ uint64_t smem_desc_k_sw64(const void* p, uint32_t sbo
 __device__ __forceinline__ void wgmma_fence() {
 #if defined(__CUDA_ARCH_FEAT_SM90_ALL)
   asm volatile("wgmma.fence.sync.aligned;\n" ::: "memory");
+#elif !defined(__CUDACC__)
+  ::vk::emu::wgmma_fence(__FILE__, __LINE__);
 #endif
 }
 
@@ -181,7 +185,7 @@ __device__ __forceinline__ void wgmma_commit() {
 #if defined(__CUDA_ARCH_FEAT_SM90_ALL)
   asm volatile("wgmma.commit_group.sync.aligned;\n" ::: "memory");
 #elif !defined(__CUDACC__)
-  ::vk::emu::wgmma_commit_group();
+  ::vk::emu::wgmma_commit_group(__FILE__, __LINE__);
 #endif
 }
 
@@ -190,7 +194,7 @@ __device__ __forceinline__ void wgmma_wait() {
 #if defined(__CUDA_ARCH_FEAT_SM90_ALL)
   asm volatile("wgmma.wait_group.sync.aligned %0;\n" ::"n"(kPendingGroupsLeft) : "memory");
 #elif !defined(__CUDACC__)
-  ::vk::emu::wgmma_wait_group(kPendingGroupsLeft);
+  ::vk::emu::wgmma_wait_group(kPendingGroupsLeft, __FILE__, __LINE__);
 #endif
 }
 

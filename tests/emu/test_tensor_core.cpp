@@ -215,12 +215,27 @@ EMU_TEST(shared_bank_wavefronts) {
 // row-major (A[m][k]) and B as Bt (Bt[n][k]), both stored K-major in rows of 64 bytes with
 // the 64-byte swizzle written from the PTX ISA's description (address bits 4-5 XOR bits
 // 7-8), independently of the conv kernel's offset(); D read back by the documented
-// accumulator layout. `fault` breaks one rule for the error tests.
+// accumulator layout. It does so twice, the second time on the same registers zeroed
+// again (as a kernel's next tile would), which wgmma's register protocol allows after a
+// wgmma_fence(). `fault` breaks one rule for the error tests.
 __device__ int sw64(int row, int k) {
   const int linear = row * 64 + k * 2;
   return linear ^ (((linear >> 7) & 3) << 4);
 }
-enum class WgmmaFault { none, swizzle_mode, misaligned_start, no_wait, no_proxy_fence };
+enum class WgmmaFault {
+  none,
+  swizzle_mode,
+  misaligned_start,
+  no_wait,
+  no_proxy_fence,
+  no_register_fence,  // no wgmma_fence() before the first wgmma
+  unfenced_rewrite,   // round 2: the accumulator zeroed with no wgmma_fence() after
+  write_after_fence,  // round 2: the accumulator written between the fence and the wgmma
+  write_in_flight,    // round 2: the accumulator written before the wait
+  warp_descriptor,    // warp 1 gives another A descriptor than the rest of its warpgroup
+  warp_skips_commit,  // round 2: warp 3 does not commit
+  warp_leaves_early,  // warp 3 returns before round 2
+};
 
 template <class T, MmaType kType>
 __global__ void wgmma_tile_kernel(const T* A, const T* Bt, float* D, WgmmaFault fault) {
@@ -241,13 +256,20 @@ __global__ void wgmma_tile_kernel(const T* A, const T* Bt, float* D, WgmmaFault 
   uint64_t da = smem_desc_k_sw64(as, 512), db = smem_desc_k_sw64(bs, 512);
   if (fault == WgmmaFault::swizzle_mode) da ^= uint64_t(3) << 62;  // mode 1: the 128-byte swizzle
   if (fault == WgmmaFault::misaligned_start) db += 4;               // 64 bytes: row 1 of the pattern
+  if (fault == WgmmaFault::warp_descriptor && threadIdx.x / 32 == 1) da += 32;  // 512 bytes: 8 rows on
   float d[64];
-  for (float& v : d) v = 0.f;
-  wgmma_fence();
-  for (int kk = 0; kk < 2; ++kk) wgmma_m64nNk16<kType, 128>(d, da + 2 * kk, db + 2 * kk);  // + 32 bytes per step
-  wgmma_commit();
-  if (fault == WgmmaFault::no_wait) return;
-  wgmma_wait<0>();
+  for (int round = 0; round < 2; ++round) {
+    const bool second = round == 1;
+    if (second && fault == WgmmaFault::warp_leaves_early && threadIdx.x / 32 == 3) return;
+    for (float& v : d) v = 0.f;
+    if (fault != WgmmaFault::no_register_fence && !(second && fault == WgmmaFault::unfenced_rewrite)) wgmma_fence();
+    if (second && fault == WgmmaFault::write_after_fence) d[0] = 1.f;
+    for (int kk = 0; kk < 2; ++kk) wgmma_m64nNk16<kType, 128>(d, da + 2 * kk, db + 2 * kk);  // + 32 bytes per step
+    if (!(second && fault == WgmmaFault::warp_skips_commit && threadIdx.x / 32 == 3)) wgmma_commit();
+    if (second && fault == WgmmaFault::write_in_flight) d[1] = 1.f;
+    if (fault == WgmmaFault::no_wait) return;
+    wgmma_wait<0>();
+  }
   const int w = threadIdx.x / 32, g = threadIdx.x % 32 / 4, t = threadIdx.x % 4;
   for (int j = 0; j < 16; ++j)
     for (int i = 0; i < 4; ++i) D[(16 * w + g + 8 * (i / 2)) * 128 + 8 * j + 2 * t + i % 2] = d[4 * j + i];
@@ -289,6 +311,16 @@ EMU_TEST(wgmma_misuse_is_reported) {
   expect_error([&] { run(WgmmaFault::no_wait, 128); }, {"wgmma_tile_kernel", "never waited for"});
   expect_error([&] { run(WgmmaFault::none, 96); }, {"wgmma_tile_kernel", "whole warpgroups"});
   expect_error([&] { run(WgmmaFault::no_proxy_fence, 128); }, {"wgmma_tile_kernel", "fence.proxy.async"});
+  // wgmma's register protocol and its warpgroup-wide instructions.
+  expect_error([&] { run(WgmmaFault::no_register_fence, 128); }, {"wgmma_tile_kernel", "before any wgmma_fence"});
+  expect_error([&] { run(WgmmaFault::unfenced_rewrite, 128); }, {"wgmma_tile_kernel", "without a wgmma_fence() after"});
+  expect_error([&] { run(WgmmaFault::write_after_fence, 128); }, {"wgmma_tile_kernel", "without a wgmma_fence() after"});
+  expect_error([&] { run(WgmmaFault::write_in_flight, 128); }, {"wgmma_tile_kernel", "while the wgmma was in flight"});
+  expect_error([&] { run(WgmmaFault::warp_descriptor, 128); }, {"wgmma_tile_kernel", "wgmma.mma_async", "other operands"});
+  expect_error([&] { run(WgmmaFault::warp_skips_commit, 128); },
+               {"wgmma_tile_kernel", "wgmma.wait_group", "wgmma.commit_group", "same wgmma instructions"});
+  expect_error([&] { run(WgmmaFault::warp_leaves_early, 128); },
+               {"wgmma_tile_kernel", "wgmma.fence", "96 of the 128 threads of warpgroup 0"});
 }
 
 EMU_TEST(ldmatrix_misaligned_is_reported) {
