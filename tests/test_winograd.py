@@ -288,17 +288,23 @@ def _accesses(lanes, nbytes):
     return len(phases), sum(phases)
 
 
-def _winograd_bank_model(m, nhwc):
+def _winograd_bank_model(m, nhwc, itemsize=4):
     """The kernel's shared accesses per block, from its header's layout: {site: [warp
     instructions, ideal, wavefronts]} per chunk (V and U stores), per channel (the GEMM's
     float4 reads) or once (the M dump and the epilogue's reads). F(2x2): 256 threads, 32
     tiles; F(4x4): 288, 16; 32 K, 8 channels per chunk. s_v [8][P][BT + 4] with channel
     planes of P (BT + 4) floats + 4 (NHWC, or where that is a multiple of 32), s_u
-    [8][P][36] after it, s_m [P][32][BT + 4]."""
+    [8][P][36] after it; s_m: row p * 32 + k of BT tiles, rows BT (NCHW) or BT + 4 (NHWC)
+    floats apart, row group g = row // 8 shifted by 4 (g % 2) + 16 (g // 2) floats. The
+    NHWC epilogue takes its items in runs of 32 bytes of y's channels (32 / itemsize)."""
     a = m + 2
     P, (threads, BT) = a * a, {2: (256, 32), 4: (288, 16)}[m]
     BK, CC, tg_n = 32, 8, BT // 8
-    vs, us, ms = BT + 4, BK + 4, BT + 4
+    vs, us, ms = BT + 4, BK + 4, BT + 4 if nhwc else BT
+    run = 32 // itemsize
+
+    def m_at(row, t):
+        return row * ms + 4 * (row // 8 % 2) + 16 * (row // 16) + t
     vplane = P * vs + (4 if nhwc or P * vs % 32 == 0 else 0)
     u0 = CC * max(P * vs + 4, vplane)
     out = {}
@@ -329,28 +335,30 @@ def _winograd_bank_model(m, nhwc):
             add("gemm", [u0 + pos * us + kg * 8 + h for pos, tg, kg in thr], 16)
         for j in range(8):
             for h in (0, 4):
-                add("m_dump", [(pos * BK + kg * 8 + j) * ms + tg * 8 + h for pos, tg, kg in thr], 16)
-    for items in passes(BT * BK):  # epilogue: items (tile, k), channels fastest for NHWC
-        kt = [(i % BK, i // BK) if nhwc else (i // BT, i % BT) for i in items]
+                add("m_dump", [m_at(pos * BK + kg * 8 + j, tg * 8 + h) for pos, tg, kg in thr], 16)
+    for items in passes(BT * BK):  # epilogue: items (tile, k), channel runs for NHWC
+        kt = [(i % run + run * (i // (run * BT)), i // run % BT) if nhwc else (i // BT, i % BT) for i in items]
         for q in range(P):
-            add("m_read", [(q * BK + k) * ms + t for k, t in kt], 4)
+            add("m_read", [m_at(q * BK + k, t) for k, t in kt], 4)
     return out
 
 
 # The Winograd kernels' shared memory, counted by the emulator (every ld_shared /
 # st_shared) and by the model above from the documented layout: they must agree exactly.
-# Then, per site: the GEMM's float4 reads (the hot loop) and stage 1's stores are free of
-# bank conflicts in both layouts (NHWC's V stores were 8-way for F(2x2), 4-way for F(4x4),
-# before the channel planes were padded); the M dump (2- or 4-way) and the epilogue's reads
-# (NHWC: 4-way) run once per block, and their cost is pinned here as counted.
+# Then, per site: the GEMM's float4 reads (the hot loop), stage 1's stores, the M dump and
+# the epilogue's reads are free of bank conflicts, except fp16/bf16 NHWC's epilogue reads
+# (16-channel runs: 2-way). Before the M rows were shifted per group of 8, the dump was
+# 2-way (F(2x2)) or 4-way (F(4x4)) and NHWC's reads 4-way; before the V planes were
+# padded, NHWC's V stores were 8-way (F(2x2)) or 4-way (F(4x4)).
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16], ids=["fp32", "fp16"])
 @pytest.mark.parametrize("channels_last", [False, True], ids=["nchw", "nhwc"])
 @pytest.mark.parametrize("algo", list(ALGOS))
-def test_shared_memory_banks(algo, channels_last):
+def test_shared_memory_banks(algo, channels_last, dtype):
     from vggkern import _C
 
     m = ALGOS[algo]
     n, c, k, h, w = 2, 11, 40, 13, 10
-    x, wt, b = _inputs(n, c, k, h, w, torch.float32, "cpu", channels_last=channels_last, seed=m)
+    x, wt, b = _inputs(n, c, k, h, w, dtype, "cpu", channels_last=channels_last, seed=m)
     _C.emu_reset_bank_stats()
     y = vggkern.conv3x3(x, wt, b, relu=True, algo=algo)
     stats = _C.emu_bank_stats()
@@ -358,15 +366,14 @@ def test_shared_memory_banks(algo, channels_last):
     tiles = n * -(-h // m) * -(-w // m)
     bt = 32 if m == 2 else 16
     blocks, chunks = -(-tiles // bt) * -(-k // 32), -(-c // 8)
-    model = _winograd_bank_model(m, channels_last)
+    model = _winograd_bank_model(m, channels_last, dtype.itemsize)
     per_block = {"load": [c * model["gemm"][i] + model["m_read"][i] for i in range(3)],
                  "store": [chunks * (model["v"][i] + model["u"][i]) + model["m_dump"][i] for i in range(3)]}
     for path, (instructions, ideal, wavefronts) in per_block.items():
         got = stats[path]
         assert (got["instructions"], got["ideal"], got["wavefronts"]) == \
             (blocks * instructions, blocks * ideal, blocks * wavefronts), (path, stats, model)
-    for site in ("gemm", "v", "u"):
+    for site in ("gemm", "v", "u", "m_dump"):
         assert model[site][1] == model[site][2], (site, model)  # conflict-free
-    nhwc_m_read, dump = {2: (4, 2), 4: (4, 4)}[m]
-    assert model["m_dump"][2] == dump * model["m_dump"][1]
-    assert model["m_read"][2] == (nhwc_m_read if channels_last else 1 if m == 2 else 2) * model["m_read"][1]
+    m_read_ways = 2 if channels_last and dtype.itemsize == 2 else 1
+    assert model["m_read"][2] == m_read_ways * model["m_read"][1], model

@@ -25,8 +25,9 @@
 //   stage 2: the batched GEMM, P independent (kBT x kChunkC) * (kChunkC x kBK) products:
 //            thread (p, tg, kg) owns position p for 8 tiles x 8 output channels: 64 fp32
 //            accumulators, two float4 reads of V and two of U per 64 fmaf.
-// After the last chunk the accumulators go to shared memory as s_m [P][kBK][kBT(+4)]
-// (reusing the stage buffers) and each thread takes (tile, k) items: Y = A^T M A from
+// After the last chunk the accumulators go to shared memory as s_m, row p * kBK + k of
+// kBT tiles (reusing the stage buffers; layout under bank conflicts below), and each
+// thread takes (tile, k) items: Y = A^T M A from
 // the P sums, + bias, ReLU (NaN kept), the fused 2x2 max-pool with torch's NaN rule
 // (an F(2x2) output tile IS one pool window; an F(4x4) tile holds 2x2 of them: tile
 // origins are multiples of m, so windows never straddle tiles), convert, store what
@@ -50,11 +51,11 @@
 // So the fused kernel should win at this shape by ~1.5x over a split pipeline with the
 // same GEMM; the GEMM itself (CUDA cores, 64 accumulators per thread, 1 shared-memory
 // float4 per 16 fmaf) is the part to tune once measured.
-// Resources (nvcc 13, sm_90, -O3): F(2x2) 121-128 registers, F(4x4) 167-168, no spills,
+// Resources (nvcc 13, sm_90, -O3): F(2x2) 121-128 registers, F(4x4) 165-168, no spills,
 // no stack frame (the transform coefficients fold); so F(2x2) runs 2 blocks (16 warps)
-// per SM, F(4x4) 1 block (9 warps) + 90 KB of shared memory. Capping F(4x4) at 2 blocks
-// (__launch_bounds__(288, 2)) spills 300-580 bytes per thread: occupancy vs spills is
-// for the first measurement to settle.
+// per SM, F(4x4) 1 block (9 warps) + 94 KiB of shared memory (F(2x2): 74 KiB). Capping
+// F(4x4) at 2 blocks (__launch_bounds__(288, 2)) spills 300-580 bytes per thread:
+// occupancy vs spills is for the first measurement to settle.
 // Bank conflicts, counted by the emulator (every shared access goes through ld_shared /
 // st_shared) and checked against an independent count of this layout
 // (tests/test_winograd.py): per chunk, the GEMM's float4 reads and stage 1's V and U
@@ -62,9 +63,16 @@
 // tiles) were 8-way for F(2x2) (channel planes of 576 floats, 0 mod 32) and 4-way for
 // F(4x4) (720, 16 mod 32): planes padded to 580 / 724 they are conflict-free, F(2x2)'s
 // 1024 wavefronts per block and chunk down to 128. NCHW's F(4x4) warps store 2 channels
-// x 16 tiles and keep 720 (16 mod 32). Once per block, not per chunk: the M dump's float4
-// stores are 2-way (F(2x2)) and 4-way (F(4x4)), the epilogue's M reads 4-way with NHWC
-// (F(4x4) NCHW: 2-way), 1.5-3k wavefronts a block against ~1.3k per chunk.
+// x 16 tiles and keep 720 (16 mod 32). Once per block (1.0-1.7k wavefronts, against
+// 1.3-1.6k per chunk; they were 1.5-4.6k, up to a quarter of a C = 64 layer's): a
+// warp dumps M as float4 rows of 8 tiles for 2-4 K groups of the same position, 8 rows
+// (K) apart, so s_m shifts row group g = row / 8 by 4 (g % 2) + 16 (g / 2) floats and
+// the groups' float4s fall on distinct banks (was 2-way (F(2x2)), 4-way (F(4x4))). The
+// epilogue's scalar reads: NCHW warps read 1 or 2 whole rows (rows of kBT floats: 2 rows
+// are 16 banks apart); NHWC warps read 32 bytes' worth of y's channels (8 fp32, 16
+// fp16/bf16 rows) for 4 or 2 tiles, so rows are kBT + 4 floats apart (4 banks): 8 rows x
+// 4 tiles are conflict-free, 16 x 2 are 2-way (the price of whole 32-byte sectors in y;
+// all NHWC reads were 4-way with 32 channels per warp).
 // Measurement: pending a GPU session (see benchmarks/).
 #pragma once
 
@@ -92,7 +100,7 @@ struct Conv3x3WinogradLayout : Conv3x3WinogradTiling<M> {
   static constexpr int kAlpha = M + 2, kP = kAlpha * kAlpha;
   static constexpr int kThreadT = 8, kThreadK = 8;  // tiles x output channels per thread
   static constexpr int kTG = B::kBT / kThreadT, kKG = B::kBK / kThreadK;
-  static constexpr int kVStride = B::kBT + 4, kUStride = B::kBK + 4, kMStride = B::kBT + 4;
+  static constexpr int kVStride = B::kBT + 4, kUStride = B::kBK + 4;
   // A channel's V plane: kP rows of kVStride, then padding chosen per layout for the
   // stage-1 stores (header: bank conflicts): NHWC's warps store 8 channels x 4 tiles, so
   // planes 4 or 20 floats past a multiple of 32 (F(2x2): 576 -> 580, F(4x4): 720 -> 724);
@@ -102,13 +110,21 @@ struct Conv3x3WinogradLayout : Conv3x3WinogradTiling<M> {
   static constexpr int kVPlaneMax = kVPlaneNchw > kVPlaneNhwc ? kVPlaneNchw : kVPlaneNhwc;
   static constexpr int kVFloats = B::kChunkC * kVPlaneMax;
   static constexpr int kUFloats = B::kChunkC * kP * kUStride;
-  static constexpr int kMFloats = kP * B::kBK * kMStride;
+  // s_m (after the last chunk): the sums of position p and output channel k in row
+  // p * kBK + k, tiles along it; rows kMStrideNchw / kMStrideNhwc floats apart and each
+  // group of 8 rows shifted by m_skew (header: bank conflicts).
+  static constexpr int kMStrideNchw = B::kBT, kMStrideNhwc = B::kBT + 4;
+  __host__ __device__ static constexpr int m_skew(int row) {
+    return 4 * (row / 8 % 2) + 16 * (row / 16);
+  }
+  static constexpr int kMFloats = kP * B::kBK * kMStrideNhwc + m_skew(kP * B::kBK - 1);
   static constexpr int kSmemFloats = kVFloats + kUFloats > kMFloats ? kVFloats + kUFloats : kMFloats;
   static constexpr unsigned kSmemBytes = kSmemFloats * sizeof(float);
   static_assert(B::kThreads == kP * kTG * kKG, "one position x 8 tiles x 8 K per thread");
   static_assert(kVFloats % 4 == 0 && kVPlaneNchw % 4 == 0 && kVPlaneNhwc % 4 == 0 && kVStride % 4 == 0 &&
-                    kUStride % 4 == 0 && kMStride % 4 == 0,
+                    kUStride % 4 == 0 && kMStrideNchw % 4 == 0 && kMStrideNhwc % 4 == 0,
                 "float4 accesses stay 16-byte aligned");
+  static_assert(B::kBK % 16 == 0, "a warp's epilogue reads (8 or 16 channels) stay in one 8-row group pair");
 };
 
 template <class Index>
@@ -231,21 +247,26 @@ __global__ void __launch_bounds__(Conv3x3WinogradTiling<M>::kThreads)
     __syncthreads();  // the next stage (or the M dump) overwrites what this one read
   }
 
-  // The P sums of each (tile, k) to shared memory: s_m[p][k][t].
+  // The P sums of each (tile, k) to shared memory: s_m row p * BK + k, column t.
+  const int m_stride = p.channels_inner ? L::kMStrideNhwc : L::kMStrideNchw;
 #pragma unroll
   for (int j = 0; j < L::kThreadK; ++j) {
-    float4* mp = reinterpret_cast<float4*>(s_m + (pos * BK + kg * L::kThreadK + j) * L::kMStride + tg * L::kThreadT);
+    const int row = pos * BK + kg * L::kThreadK + j;
+    float4* mp = reinterpret_cast<float4*>(s_m + row * m_stride + L::m_skew(row) + tg * L::kThreadT);
     st_shared(mp, make_float4(acc[0][j], acc[1][j], acc[2][j], acc[3][j]));
     st_shared(mp + 1, make_float4(acc[4][j], acc[5][j], acc[6][j], acc[7][j]));
   }
   __syncthreads();
 
-  // Output transform and epilogue, one (tile, k) item at a time: channels fastest for
-  // NHWC, tiles fastest for NCHW (coalesced-ish stores either way).
+  // Output transform and epilogue, one (tile, k) item at a time: tiles fastest for NCHW;
+  // for NHWC, runs of one 32-byte sector of channels (8 fp32, 16 fp16/bf16) per tile, so
+  // a warp stores whole sectors and reads 4 (2) tiles x 8 (16) rows of s_m.
+  constexpr int kRun = 32 / static_cast<int>(sizeof(T));
+  static_assert(BK % kRun == 0, "channel runs tile the block's K");
   for (int i = tid; i < BT * BK; i += L::kThreads) {
     int t, kk;
     if (p.channels_inner) {
-      kk = i % BK, t = i / BK;
+      kk = i % kRun + kRun * (i / (kRun * BT)), t = i / kRun % BT;
     } else {
       t = i % BT, kk = i / BT;
     }
@@ -254,7 +275,10 @@ __global__ void __launch_bounds__(Conv3x3WinogradTiling<M>::kThreads)
 #pragma unroll
     for (int rr = 0; rr < a; ++rr)
 #pragma unroll
-      for (int ss = 0; ss < a; ++ss) mm[rr][ss] = ld_shared(s_m + ((rr * a + ss) * BK + kk) * L::kMStride + t);
+      for (int ss = 0; ss < a; ++ss) {
+        const int row = (rr * a + ss) * BK + kk;
+        mm[rr][ss] = ld_shared(s_m + row * m_stride + L::m_skew(row) + t);
+      }
     if (tile >= p.tiles || k >= p.K) continue;
     float o[M][M];
     winograd_output_transform<M>(mm, o);
