@@ -56,13 +56,14 @@ def find_tool(name: str) -> str | None:
     return next((str(c) for c in candidates if c.is_file() and os.access(c, os.X_OK)), None)
 
 
-def compile_cubin(arch: str, out: Path) -> str:
-    """Compiles the kernel file into `out`; returns ptxas's verbose report (ptxas_report)."""
+def compile_cubin(arch: str, out: Path, source: Path = SOURCE) -> str:
+    """Compiles a kernel file (default: implicit_gemm's) into `out`; returns ptxas's
+    verbose report (ptxas_report)."""
     nvcc = find_tool("nvcc")
     if nvcc is None:
         raise RuntimeError("nvcc not found (set CUDA_HOME)")
     done = subprocess.run([nvcc, f"-arch={arch}", "-O3", "-std=c++17", "--expt-relaxed-constexpr", "-cubin", "-c",
-                           str(SOURCE), "-I", str(ROOT / "csrc"), "-o", str(out), "-Xptxas", "-v"],
+                           str(source), "-I", str(ROOT / "csrc"), "-o", str(out), "-Xptxas", "-v"],
                           capture_output=True, text=True)
     if done.returncode != 0:
         raise RuntimeError(f"nvcc failed:\n{done.stdout}{done.stderr}")

@@ -94,3 +94,19 @@ def test_main_loop_of_every_instantiation(tmp_path):
         # Before the incremental K position: 4.8-6.8 (halves), 6.7-8.8 (tf32) per HMMA.
         bound = (4.5 if index == "int32" else 5.5) + (2.0 if dtype.startswith("fp32") else 0.0)
         assert r["issue_per_hmma"] <= bound, r
+
+
+# The other kernel files, through ptxas alone: no coded notes, no stack frame, no spills
+# (the kernels' headers quote their register counts; a tiling change that spills shows here).
+@pytest.mark.slow
+@pytest.mark.skipif(sass_loop.find_tool("nvcc") is None, reason="needs nvcc (CUDA toolkit)")
+@pytest.mark.parametrize("source", ["conv3x3_direct", "conv3x3_winograd_f2x2", "conv3x3_winograd_f4x4",
+                                    "maxpool2x2", "winograd_weight"])
+def test_other_kernels_stay_in_registers(source, tmp_path):
+    path = sass_loop.ROOT / "csrc" / "cuda" / f"{source}.cu"
+    report = sass_loop.ptxas_report(sass_loop.compile_cubin("sm_90a", tmp_path / "k.cubin", path))
+    assert report["diagnostics"] == []
+    assert report["functions"], "ptxas reported no kernel"
+    for name, f in report["functions"].items():
+        assert (f["stack"], f["spill_stores"], f["spill_loads"]) == (0, 0, 0), (name, f)
+
