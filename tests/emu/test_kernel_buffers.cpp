@@ -1,0 +1,197 @@
+// Every conv3x3 kernel through its torch-free launcher, on odd shapes, with every tensor
+// in a heap buffer of exactly its size: x, weight (or Winograd's U), bias, y and the
+// split-K workspace. Checked here against float64 loops; and in the emu_asan build
+// (CMakeLists.txt: AddressSanitizer) a read or write one element outside any of them
+// fails the run: the emulator's counterpart of compute-sanitizer's memcheck, for the
+// kernels' plain C++ loads and stores the emulator itself cannot see.
+#include <cmath>
+#include <cstdlib>
+#include <random>
+#include <string>
+#include <vector>
+
+#include "../../csrc/common/backends.h"
+#include "../../csrc/common/conv3x3_implicit_gemm_plan.h"
+#include "../../csrc/emu/cuda_types.h"
+#include "harness.h"
+
+namespace {
+
+struct Shape {
+  int64_t N, C, H, W, K;
+  bool relu, pool;
+};
+
+// Small integers (exact in every dtype, and their products and sums in fp32), in
+// (N, C, H, W) / (K, C, 3, 3) index order whatever the buffer layout.
+struct Problem {
+  Shape s;
+  std::vector<float> x, w, b;
+  Problem(const Shape& shape, int range, unsigned seed) : s(shape) {
+    std::mt19937 rng(seed);
+    std::uniform_int_distribution<int> d(-range, range);
+    x.resize(s.N * s.C * s.H * s.W);
+    w.resize(s.K * s.C * 9);
+    b.resize(s.K);
+    for (float& v : x) v = static_cast<float>(d(rng));
+    for (float& v : w) v = static_cast<float>(d(rng));
+    for (float& v : b) v = static_cast<float>(d(rng));
+  }
+  float xv(int64_t n, int64_t c, int64_t h, int64_t ww) const { return x[((n * s.C + c) * s.H + h) * s.W + ww]; }
+  // y (N, K, Ho, Wo) in float64, after bias, ReLU and the pool.
+  std::vector<double> reference() const {
+    const int64_t Ho = s.pool ? s.H / 2 : s.H, Wo = s.pool ? s.W / 2 : s.W;
+    std::vector<double> full(s.N * s.K * s.H * s.W), y(s.N * s.K * Ho * Wo);
+    for (int64_t n = 0; n < s.N; ++n)
+      for (int64_t k = 0; k < s.K; ++k)
+        for (int64_t h = 0; h < s.H; ++h)
+          for (int64_t ww = 0; ww < s.W; ++ww) {
+            double acc = b[k];
+            for (int64_t c = 0; c < s.C; ++c)
+              for (int r = 0; r < 3; ++r)
+                for (int q = 0; q < 3; ++q) {
+                  const int64_t hh = h + r - 1, wc = ww + q - 1;
+                  if (hh >= 0 && hh < s.H && wc >= 0 && wc < s.W) acc += xv(n, c, hh, wc) * w[(k * s.C + c) * 9 + r * 3 + q];
+                }
+            full[((n * s.K + k) * s.H + h) * s.W + ww] = s.relu && acc < 0 ? 0.0 : acc;
+          }
+    for (int64_t n = 0; n < s.N; ++n)
+      for (int64_t k = 0; k < s.K; ++k)
+        for (int64_t h = 0; h < Ho; ++h)
+          for (int64_t ww = 0; ww < Wo; ++ww) {
+            auto at = [&](int64_t i, int64_t j) { return full[((n * s.K + k) * s.H + i) * s.W + j]; };
+            y[((n * s.K + k) * Ho + h) * Wo + ww] =
+                s.pool ? std::max(std::max(at(2 * h, 2 * ww), at(2 * h, 2 * ww + 1)),
+                                  std::max(at(2 * h + 1, 2 * ww), at(2 * h + 1, 2 * ww + 1)))
+                       : at(h, ww);
+          }
+    return y;
+  }
+};
+
+template <class T>
+T to(float v) {
+  if constexpr (std::is_same_v<T, __half>) return __float2half(v);
+  else if constexpr (std::is_same_v<T, __nv_bfloat16>) return __float2bfloat16(v);
+  else return v;
+}
+template <class T>
+float from(T v) {
+  if constexpr (std::is_same_v<T, __half>) return __half2float(v);
+  else if constexpr (std::is_same_v<T, __nv_bfloat16>) return __bfloat162float(v);
+  else return v;
+}
+template <class T>
+vk::DType dtype_of() {
+  if constexpr (std::is_same_v<T, __half>) return vk::DType::float16;
+  else if constexpr (std::is_same_v<T, __nv_bfloat16>) return vk::DType::bfloat16;
+  else return vk::DType::float32;
+}
+
+// x and y in `layout`, weight (K, C, 3, 3) or, with `weight_khwc`, (K, 3, 3, C).
+template <class T>
+struct Buffers {
+  std::vector<T> x, w, b, y;
+  int64_t Ho, Wo;
+  Buffers(const Problem& p, vk::Layout layout, bool weight_khwc) {
+    const Shape& s = p.s;
+    Ho = s.pool ? s.H / 2 : s.H, Wo = s.pool ? s.W / 2 : s.W;
+    x.resize(p.x.size());
+    for (int64_t n = 0; n < s.N; ++n)
+      for (int64_t c = 0; c < s.C; ++c)
+        for (int64_t h = 0; h < s.H; ++h)
+          for (int64_t ww = 0; ww < s.W; ++ww)
+            x[layout == vk::Layout::nhwc ? ((n * s.H + h) * s.W + ww) * s.C + c : ((n * s.C + c) * s.H + h) * s.W + ww] =
+                to<T>(p.xv(n, c, h, ww));
+    w.resize(p.w.size());
+    for (int64_t k = 0; k < s.K; ++k)
+      for (int64_t c = 0; c < s.C; ++c)
+        for (int tap = 0; tap < 9; ++tap)
+          w[weight_khwc ? (k * 9 + tap) * s.C + c : (k * s.C + c) * 9 + tap] = to<T>(p.w[(k * s.C + c) * 9 + tap]);
+    for (float v : p.b) b.push_back(to<T>(v));
+    y.resize(s.N * s.K * Ho * Wo);
+  }
+  vk::Conv3x3Args args(const Shape& s, vk::Layout layout) {
+    return vk::Conv3x3Args{x.data(), w.data(), b.data(), y.data(), dtype_of<T>(), layout, s.N, s.C, s.H, s.W,
+                           s.K,      s.relu,   s.pool,   nullptr};
+  }
+  // y against the reference, within `tol` (0: exactly).
+  void check(const Problem& p, vk::Layout layout, double tol) const {
+    const double scale = 81.0 * p.s.C;  // the largest |sum| the inputs can make
+    const Shape& s = p.s;
+    const std::vector<double> want = p.reference();
+    for (int64_t n = 0; n < s.N; ++n)
+      for (int64_t k = 0; k < s.K; ++k)
+        for (int64_t h = 0; h < Ho; ++h)
+          for (int64_t ww = 0; ww < Wo; ++ww) {
+            const float got = from<T>(y[layout == vk::Layout::nhwc ? ((n * Ho + h) * Wo + ww) * s.K + k
+                                                                    : ((n * s.K + k) * Ho + h) * Wo + ww]);
+            const double ref = want[((n * s.K + k) * Ho + h) * Wo + ww];
+            CHECK(std::fabs(got - ref) <= tol * scale);
+          }
+  }
+};
+
+// Tile edges cut everywhere: H, W not multiples of 16 (direct's tile), 2 or 4
+// (Winograd's) or of an even pool, K not a multiple of 32 (every block's K).
+const Shape kOdd[] = {{2, 5, 7, 9, 33, false, false}, {1, 3, 10, 13, 20, true, true}, {2, 11, 5, 6, 7, true, false}};
+
+EMU_TEST(direct_stays_in_its_buffers) {
+  unsigned seed = 1;
+  for (const Shape& s : kOdd)
+    for (vk::Layout layout : {vk::Layout::nchw, vk::Layout::nhwc}) {
+      const Problem p(s, 3, seed++);
+      Buffers<float> f(p, layout, false);
+      vk::emu::conv3x3_direct(f.args(s, layout));
+      f.check(p, layout, 0.0);
+      Buffers<__half> h(p, layout, false);
+      vk::emu::conv3x3_direct(h.args(s, layout));
+      h.check(p, layout, 0.0);
+    }
+}
+
+EMU_TEST(winograd_stays_in_its_buffers) {
+  unsigned seed = 11;
+  for (int tile : {2, 4})
+    for (const Shape& s : kOdd)
+      for (vk::Layout layout : {vk::Layout::nchw, vk::Layout::nhwc}) {
+        const Problem p(s, 3, seed++);
+        Buffers<float> f(p, layout, false);
+        std::vector<float> u((tile + 2) * (tile + 2) * s.C * s.K);
+        vk::emu::winograd_weight(vk::WinogradWeightArgs{f.w.data(), u.data(), vk::DType::float32, s.K, s.C, tile, nullptr});
+        vk::Conv3x3Args a = f.args(s, layout);
+        a.winograd_u = u.data();
+        (tile == 2 ? vk::emu::conv3x3_winograd_f2x2 : vk::emu::conv3x3_winograd_f4x4)(a);
+        f.check(p, layout, 1e-6);  // the transforms' fractions round in fp32
+      }
+}
+
+// Every tile (the wgmma ones in fp16 and bf16, the mma.sync ones in all three dtypes),
+// with and without split-K (its workspace exactly workspace_floats(K) floats).
+EMU_TEST(implicit_gemm_stays_in_its_buffers) {
+  const Shape shapes[] = {{2, 8, 5, 7, 24, true, false}, {1, 64, 6, 5, 40, false, true}};
+  unsigned seed = 21;
+  for (const Shape& s : shapes)
+    for (int t = 0; t < static_cast<int>(std::size(vk::kImplicitGemmTileNames)); ++t)
+      for (int split : {1, 3}) {
+        const auto tile = static_cast<vk::ImplicitGemmTile>(t);
+        const Problem p(s, 1, seed++);  // |sums| <= 9 C: exact in fp16 and bf16 for C = 8 and 64
+        auto run = [&](auto buffers) {
+          vk::Conv3x3Args a = buffers.args(s, vk::Layout::nhwc);
+          setenv("VGGKERN_IMPLICIT_GEMM_SPLIT_K", std::to_string(split).c_str(), 1);
+          const vk::ImplicitGemmPlan plan = vk::implicit_gemm_plan(a, tile);
+          unsetenv("VGGKERN_IMPLICIT_GEMM_SPLIT_K");
+          CHECK(plan.splits == split);  // C = 8: 3 slices of 64 bytes (5 in fp32), enough for 3
+          std::vector<float> workspace(plan.workspace_floats(s.K));
+          a.plan = &plan;
+          a.workspace = workspace.empty() ? nullptr : workspace.data();
+          vk::emu::conv3x3_implicit_gemm(a);
+          buffers.check(p, vk::Layout::nhwc, 0.0);
+        };
+        run(Buffers<__half>(p, vk::Layout::nhwc, true));
+        run(Buffers<__nv_bfloat16>(p, vk::Layout::nhwc, true));
+        if (!vk::is_wgmma(tile)) run(Buffers<float>(p, vk::Layout::nhwc, true));  // TF32: small integers are exact
+      }
+}
+
+}  // namespace
