@@ -131,28 +131,34 @@ def tile_order(tile: str):
 
 
 def tile_sweep(rows):
-    """implicit_gemm's time per forced tile, per layer and batch, and the default's."""
+    """implicit_gemm's time per forced tile, per layer and batch, and the default's: one
+    table per dtype (fp16: the sweep the tile table comes from; fp32: TF32 on wgmma, whose
+    "default" column is the mma.sync tile fp32 runs)."""
     sweep = [r for r in rows if r["group"] == "conv" and is_sweep(r)]
-    if not sweep:
-        return []
-    tiles = sorted({r["tile"] for r in sweep}, key=tile_order)
     default = {problem_key(r): r for r in rows if r["group"] == "conv" and r["impl"] != "torch"
                and r.get("algo") == "implicit_gemm" and not is_sweep(r) and r.get("layout") == "cl"}
-    by = defaultdict(dict)
-    for r in sweep:
-        by[problem_key(r)][r["tile"]] = r
-    lines = ["implicit_gemm tile sweep (fp16 channels_last; µs, CUDA-event median; VGGKERN_IMPLICIT_GEMM_TILE)", "",
-             "| layer | N | fusion | " + " | ".join(tiles) + " | default | fastest |",
-             "| --- | ---: | --- | " + "---: | " * len(tiles) + "---: | --- |"]
-    for k in sorted(by, key=lambda k: (k[2], k[1] if k[1] is not None else 0)):
-        rs = by[k]
-        ref = next(iter(rs.values()))
-        fastest = min(rs.values(), key=lambda r: r["median_s"])
-        d = default.get(k)
-        lines.append("| " + " | ".join([ref["layer"], str(ref["N"]), ref["variant"]]
-                                       + [_us(rs[t]["median_s"]) if t in rs else "–" for t in tiles]
-                                       + [_us(d["median_s"]) if d else "–", fastest["tile"]]) + " |")
-    return lines + [""]
+    lines = []
+    for dtype in sorted({r.get("dtype") for r in sweep}, key=lambda d: (d != "fp16", str(d))):
+        dt_rows = [r for r in sweep if r.get("dtype") == dtype]
+        tiles = sorted({r["tile"] for r in dt_rows}, key=tile_order)
+        by = defaultdict(dict)
+        for r in dt_rows:
+            by[problem_key(r)][r["tile"]] = r
+        math = " (TF32)" if dtype == "fp32" else ""
+        lines += [f"implicit_gemm tile sweep ({dtype}{math} channels_last; µs, CUDA-event median; "
+                  "VGGKERN_IMPLICIT_GEMM_TILE)", "",
+                  "| layer | N | fusion | " + " | ".join(tiles) + " | default | fastest |",
+                  "| --- | ---: | --- | " + "---: | " * len(tiles) + "---: | --- |"]
+        for k in sorted(by, key=lambda k: (k[2], k[1] if k[1] is not None else 0)):
+            rs = by[k]
+            ref = next(iter(rs.values()))
+            d = default.get(k)
+            fastest = min(rs.values(), key=lambda r: r["median_s"])
+            lines.append("| " + " | ".join([ref["layer"], str(ref["N"]), ref["variant"]]
+                                           + [_us(rs[t]["median_s"]) if t in rs else "–" for t in tiles]
+                                           + [_us(d["median_s"]) if d else "–", fastest["tile"]]) + " |")
+        lines.append("")
+    return lines
 
 
 def headline(rows):

@@ -144,12 +144,14 @@ def instantiation(mangled: str) -> str:
 
 def hgmma_clocks(body: list[str]) -> int:
     """Clocks a sub-partition's tensor core is busy with the loop's HGMMA at the dense peak:
-    HGMMA.64xNx16 is 64 x N x 16 MACs over 4 sub-partitions at 512 MACs per clock each."""
+    HGMMA.64xNx16 (f16/bf16) is 64 x N x 16 MACs over 4 sub-partitions at 512 MACs per clock
+    each, HGMMA.64xNx8 (tf32) 64 x N x 8 at 256: N / 2 clocks either way."""
     total = 0
     for t in body:
-        m = re.search(r"HGMMA\.64x(\d+)x16", t)
+        m = re.search(r"HGMMA\.64x(\d+)x(16|8)\b", t)
         if m:
-            total += 64 * int(m.group(1)) * 16 // (4 * 512)
+            k = int(m.group(2))
+            total += 64 * int(m.group(1)) * k // (4 * (512 if k == 16 else 256))
     return total
 
 

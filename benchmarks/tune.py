@@ -10,6 +10,8 @@ results file it names. Rules (conv3x3_tuning.h looks the tables up):
 - Tile: from the tile sweep (fp16 channels_last, every VGG layer x tile, batches 1, 64,
   128), the fastest tile per (layer, batch), kept only where it beats the tile the rule
   picks (256x64 where K <= 64, else 128x128) by more than MARGIN; elsewhere the rule stays.
+  The sweep's fp32 (TF32) rows on wgmma are reported, not tabled: fp32 calls map a wgmma
+  entry to its mma.sync tile (conv3x3_implicit_gemm_plan.h).
 - auto: per (dtype, memory format, layer, pool, batch), implicit_gemm where our
   implicit_gemm row beats our direct row by more than MARGIN (fp32 rows ran with TF32,
   torch's default, so the entry applies to fp32 only where TF32 is allowed); elsewhere
@@ -62,7 +64,7 @@ def tile_table(rows, exclude=()) -> list[dict]:
     by = defaultdict(dict)
     for r in rows:
         if (r.get("group") == "conv" and r.get("impl") == "vggkern" and r.get("tile") and r.get("median_s")
-                and r["tile"] not in exclude and _trusted(r)):
+                and r.get("dtype", "fp16") == "fp16" and r["tile"] not in exclude and _trusted(r)):
             key = (_padded(r["C"]), r["K"], r["H"], r.get("variant") == "relu_pool", r["N"])
             by[key][r["tile"]] = r
     out = []

@@ -4,8 +4,8 @@
 
 A wgmma tile whose descriptors or layouts the emulator got wrong may fault on the GPU, and a
 fault poisons the CUDA context of the process it happens in, so device_run.sh asks this
-small process first: each wgmma tile on a small integer case (every sum exact, so the GPU
-and the emulator must agree bit for bit) against the emulator's result on the CPU. When
+small process first: each wgmma tile on a small integer case in fp16, bf16 and fp32 as TF32
+(every sum exact, so the GPU and the emulator must agree bit for bit) against the emulator's result on the CPU. When
 it fails, device_run.sh keeps the wgmma tiles out of the GPU tests' process, the
 sanitizer case and the benchmark sweep (VGGKERN_BENCH_EXCLUDE_TILES), so one faulting
 kernel cannot take the rest of the session's measurements with it.
@@ -30,15 +30,16 @@ def main() -> int:
         return 2
     g = torch.Generator().manual_seed(0)
     bad = 0
-    for dtype in (torch.float16, torch.bfloat16):
+    for dtype in (torch.float16, torch.bfloat16, torch.float32):  # float32: TF32 (m64nNk8), allowed per call
         x = torch.randint(-3, 4, (2, 24, 12, 20), generator=g).to(dtype).contiguous(memory_format=torch.channels_last)
         w = torch.randint(-2, 3, (72, 24, 3, 3), generator=g).to(dtype)
         b = torch.randint(-5, 6, (72,), generator=g).to(dtype)
         for tile in TILES:
             os.environ["VGGKERN_IMPLICIT_GEMM_TILE"] = tile
             for relu, pool in ((False, False), (True, True)):
-                cpu = vggkern.conv3x3(x, w, b, relu=relu, pool=pool, algo="implicit_gemm")
-                gpu = vggkern.conv3x3(x.cuda(), w.cuda(), b.cuda(), relu=relu, pool=pool, algo="implicit_gemm")
+                cpu = vggkern.conv3x3(x, w, b, relu=relu, pool=pool, algo="implicit_gemm", allow_tf32=True)
+                gpu = vggkern.conv3x3(x.cuda(), w.cuda(), b.cuda(), relu=relu, pool=pool, algo="implicit_gemm",
+                                      allow_tf32=True)
                 torch.cuda.synchronize()
                 same = torch.equal(cpu, gpu.cpu())
                 bad += not same

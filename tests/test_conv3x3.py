@@ -84,6 +84,14 @@ def _round_tf32(t):
     return torch.where(f.isfinite(), r, f)
 
 
+def _truncate_tf32(t):
+    """t with its low 13 mantissa bits dropped (TF32 toward zero: what wgmma's tensor cores
+    do, by our reading, to fp32 operands read from shared memory); Inf and NaN unchanged."""
+    f = t.float()
+    r = (f.view(torch.int32) & -0x2000).view(torch.float32)
+    return torch.where(f.isfinite(), r, f)
+
+
 def _torch_forward(x, w, b, relu, pool, dtype):
     """torch's own result in `dtype` (float64: the reference), TF32 off."""
     with torch.backends.cudnn.flags(enabled=True, allow_tf32=False):
@@ -98,7 +106,9 @@ def _torch_forward(x, w, b, relu, pool, dtype):
     return y
 
 
-def _check(y, x, w, b, relu, pool, algo="direct"):
+def _check(y, x, w, b, relu, pool, algo="direct", tf32_x="rounded"):
+    """tf32_x: how a TF32 algorithm's x reaches the tensor cores: "rounded" (cvt.rna, as
+    the weight always is) or "truncated" (implicit_gemm's wgmma tiles)."""
     ref = _torch_forward(x, w, b, relu, pool, torch.float64)
     assert y.shape == ref.shape
     assert y.dtype == x.dtype and y.device == x.device
@@ -115,7 +125,8 @@ def _check(y, x, w, b, relu, pool, algo="direct"):
     if not finite.any():
         return
     if algo in TF32_ALGOS and x.dtype == torch.float32:  # TF32: the input rounding is the error model
-        own = _torch_forward(_round_tf32(x), _round_tf32(w), b, relu, pool, torch.float64)
+        xt = _truncate_tf32(x) if tf32_x == "truncated" else _round_tf32(x)
+        own = _torch_forward(xt, _round_tf32(w), b, relu, pool, torch.float64)
     else:
         own = _torch_forward(x, w, b, relu, pool, x.dtype).double()
     err = (ours - ref)[finite].abs().max().item()

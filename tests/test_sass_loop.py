@@ -68,7 +68,7 @@ def test_main_loop_of_every_instantiation(tmp_path):
     cubin = tmp_path / "ig.cubin"
     report = sass_loop.ptxas_report(sass_loop.compile_cubin("sm_90a", cubin))
     rows = sass_loop.analyse(sass_loop.sass_of(cubin))
-    assert len(rows) == (3 * 4 + 2 * 3) * 2  # (dtypes x mma.sync tiles + f16/bf16 x wgmma tiles) x index types
+    assert len(rows) == 3 * (4 + 3) * 2  # dtypes x (mma.sync + wgmma tiles) x index types
     # ptxas: no coded notes (wgmma serialized, a warpgroup.arrive injected for a missing
     # fence, ...), and every instantiation in registers: no stack frame, no spills.
     assert report["diagnostics"] == []
@@ -81,8 +81,9 @@ def test_main_loop_of_every_instantiation(tmp_path):
         dtype, tile, index = r["kernel"].split()
         bm, bn, threads = TILES[tile]
         if tile.startswith("wg"):
-            # 2 k-steps x (2 m64n128k16; 1 m64n256k16 transposed, or per warpgroup of two) per
-            # slice, no ldmatrix; under 65% (int32) of a sub-partition's issue slots at the tensor peak.
+            # 2 k-steps x (2 m64n128; 1 m64n256 transposed, or per warpgroup of two) per slice
+            # (k16, or k8 for tf32), no ldmatrix; under 65% (int32) of a sub-partition's issue
+            # slots at the tensor peak.
             hgmma = 4 if tile == "wg128x128" else 2
             assert (r["hgmma"], r["hmma"], r["ldsm"], r["ldgsts"]) == (hgmma, 0, 0, (bm + bn) * 4 // threads), r
             assert not r["division"], r

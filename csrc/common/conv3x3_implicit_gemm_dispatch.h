@@ -1,9 +1,8 @@
 // conv3x3_implicit_gemm's launch: the plan the op chose (block tile and split-K, from
 // conv3x3_implicit_gemm_plan.h, passed as args.plan), element type and math (fp16 and
 // bf16 on their own mma; fp32 with TF32 math: the op sends fp32 here only when TF32 is
-// allowed), index type, and geometry: 3 dtypes x 4 mma.sync tiles x 2 index types, + 2
-// dtypes x 3 wgmma tiles x 2 index types = 36 instantiations (and the split-K reduction
-// per dtype and index type). Compiled into both backends, which pass their own Launcher,
+// allowed), index type, and geometry: 3 dtypes x (4 mma.sync + 3 wgmma tiles) x 2 index
+// types = 42 instantiations (and the split-K reduction per dtype and index type). Compiled into both backends, which pass their own Launcher,
 // so the GPU and the emulator run the same choice. Expects what the op prepares: x and y
 // NHWC, weight (K, 3, 3, C), C a multiple of 8.
 #pragma once
@@ -83,19 +82,13 @@ void conv3x3_implicit_gemm_typed(const Conv3x3Args& a, const ImplicitGemmPlan& p
       conv3x3_implicit_gemm_indexed<T, kMma, 4, 1, VK_KERNEL_NS::MainLoop::mma_sync>(a, plan, launch);
       break;
     case ImplicitGemmTile::wg128x128:  // one warpgroup each; the plan picks them only where wgmma_runs(a)
-      if constexpr (sizeof(T) == 2)
-        conv3x3_implicit_gemm_indexed<T, kMma, 4, 1, VK_KERNEL_NS::MainLoop::wgmma>(a, plan, launch);
-      else throw std::logic_error("vggkern.conv3x3: wgmma tile for fp32");
+      conv3x3_implicit_gemm_indexed<T, kMma, 4, 1, VK_KERNEL_NS::MainLoop::wgmma>(a, plan, launch);
       break;
     case ImplicitGemmTile::wg256x64:
-      if constexpr (sizeof(T) == 2)
-        conv3x3_implicit_gemm_indexed<T, kMma, 1, 4, VK_KERNEL_NS::MainLoop::wgmma_t>(a, plan, launch);
-      else throw std::logic_error("vggkern.conv3x3: wgmma tile for fp32");
+      conv3x3_implicit_gemm_indexed<T, kMma, 1, 4, VK_KERNEL_NS::MainLoop::wgmma_t>(a, plan, launch);
       break;
     case ImplicitGemmTile::wg128x256:  // two warpgroups
-      if constexpr (sizeof(T) == 2)
-        conv3x3_implicit_gemm_indexed<T, kMma, 8, 1, VK_KERNEL_NS::MainLoop::wgmma>(a, plan, launch);
-      else throw std::logic_error("vggkern.conv3x3: wgmma tile for fp32");
+      conv3x3_implicit_gemm_indexed<T, kMma, 8, 1, VK_KERNEL_NS::MainLoop::wgmma>(a, plan, launch);
       break;
   }
 }

@@ -13,11 +13,14 @@
 // fp32 partial sums to a workspace [S][M][K], and a second kernel adds the S partials in
 // order, then bias, ReLU and the pool. By counting: conv5 at batch 1 goes from 8 blocks
 // x 144 slices to 128 blocks x 9 slices, for 6.4 MB of partials through memory (~2 us).
-// wg128x128, wg256x64 (one warpgroup) and wg128x256 (two) use wgmma (fp16/bf16 on an
-// sm_90a build and a compute capability 9.0 GPU, args.wgmma); they run only where forced
-// or measured fastest: until a GPU has checked them against the emulator bit for bit,
-// mma.sync stays the default. A measured wgmma tile on a device without wgmma runs as its
-// mma.sync fallback: the tile of its shape (wg128x256: 128 x 128, 1 of its 2 blocks per SM).
+// wg128x128, wg256x64 (one warpgroup) and wg128x256 (two) use wgmma (on an sm_90a build
+// and a compute capability 9.0 GPU, args.wgmma); they run only where forced or measured
+// fastest: until a GPU has checked them against the emulator bit for bit, mma.sync stays
+// the default. A measured wgmma tile on a device without wgmma runs as its mma.sync
+// fallback: the tile of its shape (wg128x256: 128 x 128, 1 of its 2 blocks per SM). So
+// does one for fp32: the table was measured in fp16 (benchmarks/tune.py), and TF32 on
+// wgmma has its own numerics (x's low mantissa bits dropped, not rounded: see
+// conv3x3_implicit_gemm.cuh), so fp32 runs it only where forced.
 // Environment (read per launch; tuning knobs for the benchmarks' sweeps):
 //   VGGKERN_IMPLICIT_GEMM_TILE=128x64|128x128|256x128|256x64|wg128x128|wg256x64|wg128x256
 //                                                        forces the tile; or a wgmma policy
@@ -103,8 +106,8 @@ inline int tile_columns(ImplicitGemmTile t) {
                                                                                                                : 128;
 }
 
-// Can this call run a wgmma tile? fp16/bf16 (wgmma's TF32 is not built), on a device that has it.
-inline bool wgmma_runs(const Conv3x3Args& a) { return a.wgmma && a.dtype != DType::float32; }
+// Can this call run a wgmma tile? On a device (and build) that has wgmma.
+inline bool wgmma_runs(const Conv3x3Args& a) { return a.wgmma; }
 
 // VGGKERN_IMPLICIT_GEMM_TILE, else the measured table, else the rule. a.C: as the kernel sees it.
 inline ImplicitGemmTile implicit_gemm_tile(const Conv3x3Args& a) {
@@ -116,12 +119,12 @@ inline ImplicitGemmTile implicit_gemm_tile(const Conv3x3Args& a) {
                                    : implicit_gemm_tile_named(name, "VGGKERN_IMPLICIT_GEMM_TILE");
     if (is_wgmma(t) && !wgmma_runs(a))
       throw std::invalid_argument(std::string("vggkern.conv3x3: VGGKERN_IMPLICIT_GEMM_TILE=") + forced +
-                                  " runs fp16/bf16 only, on a build for sm_90a (TORCH_CUDA_ARCH_LIST=9.0a) and a "
-                                  "compute capability 9.0 GPU (H100/H200)");
+                                  " runs only on a build for sm_90a (TORCH_CUDA_ARCH_LIST=9.0a) and a compute "
+                                  "capability 9.0 GPU (H100/H200)");
     return t;
   }
   if (const TunedTile* t = tuned_tile(kTunedTiles.data(), kTunedTiles.size(), a.N, a.C, a.K, a.H, a.W, a.pool))
-    return is_wgmma(t->tile) && !wgmma_runs(a) ? mma_sync_twin(t->tile) : t->tile;
+    return is_wgmma(t->tile) && (!wgmma_runs(a) || a.dtype == DType::float32) ? mma_sync_twin(t->tile) : t->tile;
   return a.K <= 64 ? ImplicitGemmTile::m256n64 : ImplicitGemmTile::m128n128;
 }
 

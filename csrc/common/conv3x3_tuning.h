@@ -20,7 +20,7 @@
 namespace vk {
 
 // mNnM: mma.sync tiles; wg128x128, wg256x64 (transposed) and wg128x256 (two warpgroups):
-// wgmma (sm_90a, fp16/bf16), see conv3x3_implicit_gemm.cuh.
+// wgmma (sm_90a), see conv3x3_implicit_gemm.cuh.
 enum class ImplicitGemmTile { m128n64, m128n128, m256n128, m256n64, wg128x128, wg256x64, wg128x256 };
 
 // The shape a measurement was taken at.

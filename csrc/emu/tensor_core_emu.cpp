@@ -128,12 +128,12 @@ Descriptor decode(uint64_t desc) {
   return d;
 }
 
-// Byte address of element k (16-bit elements, k < 16) of row `row` of a K-major operand
-// with the 64-byte swizzle: rows of 64 bytes in groups of 8 (a 512-byte pattern), the
-// groups sbo bytes apart; the address's 16-byte chunk bits 4-5 are XORed with bits 7-8.
-uint32_t k_sw64_address(const Descriptor& d, int row, int k) {
+// Byte address of byte `byte` (< 32: one K step) of row `row` of a K-major operand with
+// the 64-byte swizzle: rows of 64 bytes in groups of 8 (a 512-byte pattern), the groups
+// sbo bytes apart; the address's 16-byte chunk bits 4-5 are XORed with bits 7-8.
+uint32_t k_sw64_address(const Descriptor& d, int row, int byte) {
   const uint32_t linear = d.start + static_cast<uint32_t>(row / 8) * d.sbo + static_cast<uint32_t>(row % 8) * 64 +
-                          static_cast<uint32_t>(k) * 2;
+                          static_cast<uint32_t>(byte);
   return linear ^ (((linear >> 7) & 3u) << 4);
 }
 
@@ -143,7 +143,7 @@ void check_descriptor(const Descriptor& d, int rows, const char* name, const cha
                     std::to_string(d.swizzle), file, line);
   if (d.base_offset != 0) kernel_fail(std::string("wgmma ") + name + " descriptor: base offset must be 0", file, line);
   // The row pattern starts at a 512-byte boundary; the start may sit up to 32 bytes into
-  // a row (the K offset of a k16 step), and the 32 bytes of one row must fit in its 64.
+  // a row (the K offset of a 32-byte K step), and the 32 bytes of one row must fit in its 64.
   if ((d.start >> 6) % 8 != 0 || d.start % 64 > 32)
     kernel_fail(std::string("wgmma ") + name + " descriptor: start address " + std::to_string(d.start) +
                     " is not a 512-byte-aligned 64-byte-swizzled tile plus 0 or 32 bytes", file, line);
@@ -205,11 +205,13 @@ WgmmaAccumulator& accumulator(const float* d, int floats, const char* file, int 
   return regs.accumulators.back();
 }
 
+// Element k of row `row` of one K step: 16-bit (f16/bf16, k < 16) or 32-bit (tf32, k < 8).
 double operand(const WgmmaOp& op, const Descriptor& d, int row, int k) {
-  uint16_t bits;
-  const uint32_t address = k_sw64_address(d, row, k);
-  async_proxy_read(address, 2, op.file, op.line);  // written by the generic proxy, then fenced?
-  std::memcpy(&bits, shared_at(address, 2, op.file, op.line), 2);
+  const int bytes = op.type == MmaInput::tf32 ? 4 : 2;
+  const uint32_t address = k_sw64_address(d, row, k * bytes);
+  async_proxy_read(address, bytes, op.file, op.line);  // written by the generic proxy, then fenced?
+  uint32_t bits = 0;
+  std::memcpy(&bits, shared_at(address, bytes, op.file, op.line), bytes);  // little-endian, as the GPU
   return element(op.type, bits, 0);
 }
 
@@ -218,22 +220,23 @@ void run_wgmma(const void* record) {
   std::memcpy(&op, record, sizeof op);
   WgmmaAccumulator& acc = accumulator(op.d, op.n / 2, op.file, op.line);
   if (hash_floats(op.d, op.n / 2) != (op.chained ? acc.hash : op.d_hash))
-    kernel_fail("a wgmma's accumulator was written while the wgmma was in flight (between wgmma_m64nNk16 and the "
+    kernel_fail("a wgmma's accumulator was written while the wgmma was in flight (between wgmma_m64nN and the "
                 "wgmma_wait that covers it): the tensor cores own those registers until then",
                 op.file, op.line);
   const Descriptor da = decode(op.desc_a), db = decode(op.desc_b);
   const int g = static_cast<int>(op.lane >> 2), t = static_cast<int>(op.lane & 3);
+  const int K = op.type == MmaInput::tf32 ? 8 : 16;  // one 32-byte K step
   double A[2][16];
   for (int h = 0; h < 2; ++h)
-    for (int k = 0; k < 16; ++k) A[h][k] = operand(op, da, 16 * static_cast<int>(op.warp) + g + 8 * h, k);
+    for (int k = 0; k < K; ++k) A[h][k] = operand(op, da, 16 * static_cast<int>(op.warp) + g + 8 * h, k);
   for (int j = 0; j < op.n / 8; ++j)
     for (int c = 0; c < 2; ++c) {
       double B[16];
-      for (int k = 0; k < 16; ++k) B[k] = operand(op, db, 8 * j + 2 * t + c, k);
+      for (int k = 0; k < K; ++k) B[k] = operand(op, db, 8 * j + 2 * t + c, k);
       for (int h = 0; h < 2; ++h) {
         float& out = op.d[4 * j + 2 * h + c];
-        double sum = op.scale_d ? out : 0.0;  // mma_sync's order: C first, then k = 0..15
-        for (int k = 0; k < 16; ++k) sum += A[h][k] * B[k];
+        double sum = op.scale_d ? out : 0.0;  // mma_sync's order: C first, then k = 0..K-1
+        for (int k = 0; k < K; ++k) sum += A[h][k] * B[k];
         out = static_cast<float>(sum);
       }
     }
@@ -246,7 +249,6 @@ void run_wgmma(const void* record) {
 
 void wgmma_async(MmaInput type, float* d, int n, uint64_t desc_a, uint64_t desc_b, int scale_d, const char* file,
                  int line) {
-  if (type == MmaInput::tf32) kernel_fail("wgmma: only f16/bf16 are emulated", file, line);
   if (n % 8 != 0 || n < 8 || n > 256) kernel_fail("wgmma: N must be a multiple of 8 in [8, 256]", file, line);
   // All 32 lanes of each warp meet here; that every thread of the warpgroup gives the
   // same operands is warpgroup_instruction's check (it also needs whole warpgroups).

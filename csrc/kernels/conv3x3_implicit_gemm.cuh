@@ -1,9 +1,10 @@
 // conv3x3_implicit_gemm: y = [maxpool2x2](ReLU?(conv2d(x, weight, bias, stride 1,
 // padding 1))) on tensor cores with fp32 accumulation: fp16/bf16 storage with
 // mma.sync.m16n8k16 (or, on sm_90a, wgmma.m64nNk16: the wg tiles, below), or fp32
-// storage with TF32 math (mma.sync.m16n8k8.tf32, every
-// operand rounded to TF32 by cvt.rna after its ldmatrix, as cuDNN's TF32 rounds its
-// inputs). x (N, H, W, C) and y (N, H, W, K) or (N, H/2, W/2, K) are NHWC
+// storage with TF32 math (mma.sync.m16n8k8.tf32, every operand rounded to TF32 by
+// cvt.rna after its ldmatrix, as cuDNN's TF32 rounds its inputs; or wgmma.m64nNk8.tf32,
+// which reads x from shared memory as it is, its low 13 mantissa bits dropped by the
+// tensor cores, with the weight rounded by the op beforehand). x (N, H, W, C) and y (N, H, W, K) or (N, H/2, W/2, K) are NHWC
 // (channels_last); the weight is given as (K, 3, 3, C). C is a multiple of 8 (the op
 // pads VGG's C=3 first layer with zeros).
 //
@@ -69,7 +70,8 @@
 // version divided the K position by C every stage and recomputed swizzled addresses:
 // 305 instructions (4.8 per HMMA, 80% of the slots); now the K position advances one
 // slice at a time, tap validity is a per-row bit mask, and shared offsets are fixed.
-// wgmma (tile wg128x128, sm_90a, fp16/bf16): one warpgroup (128 threads) owns the 128 x
+// wgmma (tile wg128x128, sm_90a; fp16/bf16, or tf32 in k8 steps: the same 32 bytes, the
+// same count below): one warpgroup (128 threads) owns the 128 x
 // 128 tile as two wgmma.m64n128k16 per k-step, both operands read by the tensor cores
 // straight from the stages through matrix descriptors. The stages need no change: the
 // swizzle above is wgmma's 64-byte-swizzle K-major layout (16-byte chunk bits 4-5 of the
@@ -172,8 +174,8 @@ struct ImplicitGemmTiling {
   static_assert(kRowsPerPass % 8 == 0, "a cp.async phase (8 lanes) writes an even row and the next; copy "
                                        "passes keep the swizzle (rows 8 apart share it)");
   static_assert(kTransposed ? 2 * kCStride % 32 == 8 : kCStride % 32 == 8, "conflict-free accumulator stores");
-  static_assert(!kWgmma || (sizeof(T) == 2 && (kThreads == 128 || (kThreads == 256 && !kTransposed))),
-                "wgmma: 16-bit elements, one warpgroup (or two, not transposed)");
+  static_assert(!kWgmma || kThreads == 128 || (kThreads == 256 && !kTransposed),
+                "wgmma: one warpgroup (or two, not transposed)");
   static_assert(kLoop != MainLoop::wgmma || (kWarpsN == 1 && kBM == 128 && (kBN == 128 || kBN == 256)),
                 "wgmma: 128 x 128 or 128 x 256");
   static_assert(size_t(kAStage) * sizeof(T) % 1024 == 0 && size_t(kBStage) * sizeof(T) % 1024 == 0,
@@ -380,11 +382,14 @@ __global__ void __launch_bounds__(32 * kWarpsM * kWarpsN,
     // The stages are the 64-byte-swizzled K-major layout wgmma reads (offset() above is
     // that swizzle), 8-row groups 512 bytes apart; a k-step's operand starts 0 or 32 bytes
     // into the rows (descriptor addresses count 16-byte units: 2 per k-step, 256 per 64
-    // rows). Per 64-byte slice, 2 k-steps of:
+    // rows). Per 64-byte slice, 2 k-steps (k16 halves, or k8 floats for tf32) of:
     //   wgmma:   per warpgroup, its 64-row A blocks (rows 64 (warpgroup * kMTiles + mt) on)
-    //            of the stage x all BN B rows: 2 m64n128k16 (one warpgroup) or 1 m64n256k16;
+    //            of the stage x all BN B rows: 2 m64n128 (one warpgroup) or 1 m64n256;
     //   wgmma_t: D^T (64 channels x 256 pixels) += W * X^T, the B stage (the weight rows)
-    //            as wgmma's A and the A stage (256 pixel rows) as its B, 1 m64n256k16.
+    //            as wgmma's A and the A stage (256 pixel rows) as its B, 1 m64n256.
+    // tf32 reads the floats as they landed: x's low 13 mantissa bits are dropped by the
+    // tensor cores (by our reading: see tensor_core.cuh); the op rounds the weight to
+    // TF32 beforehand (cvt.rna's rounding), as mma.sync's main loop does in registers.
     // The slice loaded at iteration kt goes to the stage of slice kt + kPrefetch - kStages
     // = kt - 2, whose wgmma group every thread waited for (wgmma_wait<1> at kt - 1) before
     // this iteration's barrier.
@@ -403,12 +408,12 @@ __global__ void __launch_bounds__(32 * kWarpsM * kWarpsN,
 #pragma unroll
       for (int kk = 0; kk < 2; ++kk) {
         if constexpr (L::kTransposed) {
-          wgmma_m64nNk16<kMma, 256>(*reinterpret_cast<float(*)[128]>(&acc[0][0][0]), b_stage + 2 * kk,
+          wgmma_m64nN<kMma, 256>(*reinterpret_cast<float(*)[128]>(&acc[0][0][0]), b_stage + 2 * kk,
                                     a_stage + 2 * kk);
         } else {
 #pragma unroll
           for (int mt = 0; mt < L::kMTiles; ++mt)
-            wgmma_m64nNk16<kMma, kBN>(*reinterpret_cast<float(*)[kBN / 2]>(&acc[mt][0][0]),
+            wgmma_m64nN<kMma, kBN>(*reinterpret_cast<float(*)[kBN / 2]>(&acc[mt][0][0]),
                                       a_stage + (a_block0 + mt) * 256 + 2 * kk, b_stage + 2 * kk);
         }
       }

@@ -14,10 +14,14 @@
 //   cp_async_16(dst, src, n): 16 bytes global -> shared, the first n from src and zeros
 //     after; visible after cp_async_wait<k>() (all but the k newest committed groups)
 //     and a barrier. The emulator delays the write to the wait, so reading early shows.
-//   wgmma_m64nNk16<f16|bf16, N>(d, desc_a, desc_b), N = 128 or 256: a warpgroup (4
-//     aligned warps, 128 threads) computes D(64xN) += A(64x16) * B(16xN), both read from
-//     shared memory through 64-bit matrix descriptors (smem_desc_k_sw64), fp32
-//     accumulators in registers: warp w of the group, lane (g, t), holds in d[4j + i]
+//   wgmma_m64nN<f16|bf16|tf32, N>(d, desc_a, desc_b), N = 128 or 256: a warpgroup (4
+//     aligned warps, 128 threads) computes D(64xN) += A(64xk) * B(kxN) for one 32-byte K
+//     step (k = 16 halves: m64nNk16, or 8 floats: m64nNk8.tf32), both read from shared
+//     memory through 64-bit matrix descriptors (smem_desc_k_sw64), fp32 accumulators in
+//     registers. tf32 reads the operands' fp32 bit patterns as they are in shared memory:
+//     by our reading the tensor cores use sign, exponent and the top 10 mantissa bits
+//     (the low 13 dropped: round toward zero), which the emulator models and only a GPU
+//     can confirm (benchmarks/wgmma_probe.py). Per thread: warp w of the group, lane (g, t), holds in d[4j + i]
 //     D[16w + g + 8*(i>>1)][8j + 2t + (i&1)], the mma.sync C layout repeated over N/8 n8
 //     tiles. Asynchronous: wgmma_fence() before the first (and after any other write to
 //     d), wgmma_commit() closes a group, wgmma_wait<k>() waits for all but the k newest;
@@ -32,7 +36,7 @@
 //   smem_desc_k_sw64(p, sbo): the descriptor of a K-major operand stored as rows of 64
 //     bytes with the 64-byte swizzle (16-byte chunk c of row r at chunk c ^ ((r/2) % 4),
 //     the XOR of address bits 4-5 with bits 7-8), 8-row groups `sbo` bytes apart; p is
-//     the operand's row 0 plus the K offset inside the row (0 or 32 bytes for k16 steps).
+//     the operand's row 0 plus the K offset inside the row (0 or 32 bytes: a K step).
 //
 // A wrapper is trusted only after the same kernel matched on a real GPU once: the
 // emulation encodes our reading of the ISA, and only hardware can confirm it.
@@ -210,21 +214,24 @@ __device__ __forceinline__ void fence_proxy_async() {
 
 #define VK_D4(i) "+f"(d[i]), "+f"(d[i + 1]), "+f"(d[i + 2]), "+f"(d[i + 3])
 #define VK_D16(i) VK_D4(i), VK_D4(i + 4), VK_D4(i + 8), VK_D4(i + 12)
-#define VK_WGMMA_M64N128K16(type)                                                                            \
+// One wgmma with 64 (N = 128) or 128 (N = 256) accumulators; `shape_types` is the
+// instruction's shape and types, `imm` its immediates after scale-d: scale-a and scale-b
+// (1: not negated), and for f16/bf16 also trans-a and trans-b (0: K-major).
+#define VK_WGMMA_N128(shape_types, imm)                                                                      \
   asm volatile(                                                                                              \
       "{\n.reg .pred p;\nsetp.ne.b32 p, %66, 0;\n"                                                           \
-      "wgmma.mma_async.sync.aligned.m64n128k16.f32." type "." type " "                                       \
+      "wgmma.mma_async.sync.aligned." shape_types " "                                                        \
       "{%0,%1,%2,%3,%4,%5,%6,%7,%8,%9,%10,%11,%12,%13,%14,%15,"                                              \
       "%16,%17,%18,%19,%20,%21,%22,%23,%24,%25,%26,%27,%28,%29,%30,%31,"                                     \
       "%32,%33,%34,%35,%36,%37,%38,%39,%40,%41,%42,%43,%44,%45,%46,%47,"                                     \
       "%48,%49,%50,%51,%52,%53,%54,%55,%56,%57,%58,%59,%60,%61,%62,%63}, "                                   \
-      "%64, %65, p, 1, 1, 0, 0;\n}\n"                                                                        \
+      "%64, %65, p, " imm ";\n}\n"                                                                           \
       : VK_D16(0), VK_D16(16), VK_D16(32), VK_D16(48)                                                        \
       : "l"(desc_a), "l"(desc_b), "r"(scale_d))
-#define VK_WGMMA_M64N256K16(type)                                                                            \
+#define VK_WGMMA_N256(shape_types, imm)                                                                      \
   asm volatile(                                                                                              \
       "{\n.reg .pred p;\nsetp.ne.b32 p, %130, 0;\n"                                                          \
-      "wgmma.mma_async.sync.aligned.m64n256k16.f32." type "." type " "                                       \
+      "wgmma.mma_async.sync.aligned." shape_types " "                                                        \
       "{%0,%1,%2,%3,%4,%5,%6,%7,%8,%9,%10,%11,%12,%13,%14,%15,"                                              \
       "%16,%17,%18,%19,%20,%21,%22,%23,%24,%25,%26,%27,%28,%29,%30,%31,"                                     \
       "%32,%33,%34,%35,%36,%37,%38,%39,%40,%41,%42,%43,%44,%45,%46,%47,"                                     \
@@ -233,35 +240,39 @@ __device__ __forceinline__ void fence_proxy_async() {
       "%80,%81,%82,%83,%84,%85,%86,%87,%88,%89,%90,%91,%92,%93,%94,%95,"                                     \
       "%96,%97,%98,%99,%100,%101,%102,%103,%104,%105,%106,%107,%108,%109,%110,%111,"                         \
       "%112,%113,%114,%115,%116,%117,%118,%119,%120,%121,%122,%123,%124,%125,%126,%127}, "                   \
-      "%128, %129, p, 1, 1, 0, 0;\n}\n"                                                                      \
+      "%128, %129, p, " imm ";\n}\n"                                                                         \
       : VK_D16(0), VK_D16(16), VK_D16(32), VK_D16(48), VK_D16(64), VK_D16(80), VK_D16(96), VK_D16(112)       \
       : "l"(desc_a), "l"(desc_b), "r"(scale_d))
 
-// D = A * B + (scale_d ? D : 0) for one warpgroup, N = 128 or 256 (d[4j + i], j < N/8);
-// both operands K-major (no transpose).
+// D = A * B + (scale_d ? D : 0) for one warpgroup and one 32-byte K step (k16 for
+// f16/bf16, k8 for tf32), N = 128 or 256 (d[4j + i], j < N/8); both operands K-major (no
+// transpose: tf32 has none).
 template <MmaType kType, int kN>
-__device__ __forceinline__ void wgmma_m64nNk16(float (&d)[kN / 2], uint64_t desc_a, uint64_t desc_b, int scale_d = 1) {
-  static_assert(kType != MmaType::tf32, "wgmma here is f16/bf16 only");
+__device__ __forceinline__ void wgmma_m64nN(float (&d)[kN / 2], uint64_t desc_a, uint64_t desc_b, int scale_d = 1) {
   static_assert(kN == 128 || kN == 256, "N = 128 or 256");
 #if defined(__CUDA_ARCH_FEAT_SM90_ALL)
   if constexpr (kN == 128) {
-    if constexpr (kType == MmaType::f16) VK_WGMMA_M64N128K16("f16");
-    else VK_WGMMA_M64N128K16("bf16");
+    if constexpr (kType == MmaType::f16) VK_WGMMA_N128("m64n128k16.f32.f16.f16", "1, 1, 0, 0");
+    else if constexpr (kType == MmaType::bf16) VK_WGMMA_N128("m64n128k16.f32.bf16.bf16", "1, 1, 0, 0");
+    else VK_WGMMA_N128("m64n128k8.f32.tf32.tf32", "1, 1");
   } else {
-    if constexpr (kType == MmaType::f16) VK_WGMMA_M64N256K16("f16");
-    else VK_WGMMA_M64N256K16("bf16");
+    if constexpr (kType == MmaType::f16) VK_WGMMA_N256("m64n256k16.f32.f16.f16", "1, 1, 0, 0");
+    else if constexpr (kType == MmaType::bf16) VK_WGMMA_N256("m64n256k16.f32.bf16.bf16", "1, 1, 0, 0");
+    else VK_WGMMA_N256("m64n256k8.f32.tf32.tf32", "1, 1");
   }
 #elif defined(__CUDACC__)
   (void)d, (void)desc_a, (void)desc_b, (void)scale_d;
   __trap();  // built without sm_90a: the plan never picks a wgmma tile (args.wgmma)
 #else
-  ::vk::emu::wgmma_async(kType == MmaType::f16 ? ::vk::emu::MmaInput::f16 : ::vk::emu::MmaInput::bf16, d, kN,
-                         desc_a, desc_b, scale_d, __FILE__, __LINE__);
+  constexpr ::vk::emu::MmaInput kInput = kType == MmaType::f16    ? ::vk::emu::MmaInput::f16
+                                         : kType == MmaType::bf16 ? ::vk::emu::MmaInput::bf16
+                                                                  : ::vk::emu::MmaInput::tf32;
+  ::vk::emu::wgmma_async(kInput, d, kN, desc_a, desc_b, scale_d, __FILE__, __LINE__);
 #endif
 }
 
-#undef VK_WGMMA_M64N256K16
-#undef VK_WGMMA_M64N128K16
+#undef VK_WGMMA_N256
+#undef VK_WGMMA_N128
 #undef VK_D16
 #undef VK_D4
 

@@ -74,6 +74,13 @@ const char* conv3x3_auto(DType dtype, Layout layout, int64_t N, int64_t C, int64
 
 namespace {
 
+// t (float32) rounded to TF32 as cvt.rna.tf32.f32 rounds: to 10 mantissa bits, nearest,
+// ties away from zero; Inf and NaN unchanged. A new tensor (t may be the caller's).
+at::Tensor round_tf32(const at::Tensor& t) {
+  const at::Tensor rounded = t.view(at::kInt).add(0x1000).bitwise_and(~0x1fff).view(at::kFloat);
+  return at::where(t.isfinite(), rounded, t);
+}
+
 // A tensor-core algorithm: NCHW input is converted to channels_last at the boundary
 // (and the result back), C is zero-padded to a multiple of 8 (VGG's first layer: 3 ->
 // 8), the weight is laid out (K, 3, 3, C). Copies only where the input needs them.
@@ -110,6 +117,14 @@ at::Tensor run_tensor_core(const Conv3x3Algorithm& algorithm, const at::Tensor& 
   // launch, and split-K's fp32 partial sums where it splits.
   const ImplicitGemmPlan plan = implicit_gemm_plan(args);
   args.plan = &plan;
+  // TF32 on wgmma reads its operands from shared memory as they are (the kernel cannot
+  // round them on the way, as mma.sync's main loop does in registers), so the weight is
+  // rounded here, once; x is not (its low mantissa bits are dropped by the tensor cores).
+  at::Tensor w_tf32;
+  if (dtype == DType::float32 && is_wgmma(plan.tile)) {
+    w_tf32 = round_tf32(wc);
+    args.weight = w_tf32.const_data_ptr();
+  }
   const int64_t workspace = plan.workspace_floats(K);
   at::Tensor partial;
   if (workspace > 0) {

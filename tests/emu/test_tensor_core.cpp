@@ -264,7 +264,7 @@ __global__ void wgmma_tile_kernel(const T* A, const T* Bt, float* D, WgmmaFault 
     for (float& v : d) v = 0.f;
     if (fault != WgmmaFault::no_register_fence && !(second && fault == WgmmaFault::unfenced_rewrite)) wgmma_fence();
     if (second && fault == WgmmaFault::write_after_fence) d[0] = 1.f;
-    for (int kk = 0; kk < 2; ++kk) wgmma_m64nNk16<kType, 128>(d, da + 2 * kk, db + 2 * kk);  // + 32 bytes per step
+    for (int kk = 0; kk < 2; ++kk) wgmma_m64nN<kType, 128>(d, da + 2 * kk, db + 2 * kk);  // + 32 bytes per step
     if (!(second && fault == WgmmaFault::warp_skips_commit && threadIdx.x / 32 == 3)) wgmma_commit();
     if (second && fault == WgmmaFault::write_in_flight) d[1] = 1.f;
     if (fault == WgmmaFault::no_wait) return;
