@@ -270,19 +270,24 @@ def _tf32_ties(shape, g):
     return (sign * (1 + kept / 1024 + below / 4096)).float()
 
 
-@pytest.mark.parametrize("rounded", ["x", "weight"])
-def test_float32_tf32_rounds_its_inputs(rounded):
-    # The kernel rounds x and weight to TF32 with cvt.rna (nearest, ties away from zero;
-    # truncation, or no rounding, would differ): one operand holds values between TF32
-    # values, the other small integers, so every product and sum of the rounded values is
-    # exact in fp32 and the result must equal the float64 conv of the rounded operands.
-    g = torch.Generator().manual_seed(5)
+def _tf32_case(rounded, g):
+    # One operand between TF32 values (quarter, half, three quarters of an ulp), the other
+    # small integers: every product and sum of the TF32 operands is exact in fp32.
     x = torch.randint(-2, 3, (2, 8, 6, 7), generator=g).float()
     w = torch.randint(-2, 3, (16, 8, 3, 3), generator=g).float()
     if rounded == "x":
         x = _tf32_ties(x.shape, g)
     else:
         w = _tf32_ties(w.shape, g)
+    return x.contiguous(memory_format=torch.channels_last), w
+
+
+@pytest.mark.parametrize("rounded", ["x", "weight"])
+def test_float32_tf32_rounds_its_inputs(rounded):
+    # The kernel rounds x and weight to TF32 with cvt.rna (nearest, ties away from zero;
+    # truncation, or no rounding, would differ), so the result must equal the float64 conv
+    # of the rounded operands.
+    x, w = _tf32_case(rounded, torch.Generator().manual_seed(5))
     y = vggkern.conv3x3(x, w, algo=ALGO, allow_tf32=True)
     want = torch.nn.functional.conv2d(_round_tf32(x).double(), _round_tf32(w).double(), padding=1)
     assert torch.equal(y.double(), want)
@@ -314,23 +319,11 @@ def test_wgmma_float32_tf32(tile, k, relu, pool, split, device, monkeypatch):
     _check(y, x, w, b, relu, pool, algo=ALGO, tf32_x="truncated")
 
 
-def _wgmma_tf32_case(rounded, g):
-    # One operand between TF32 values (quarter, half, three quarters of an ulp), the other
-    # small integers: every product and sum of the TF32 operands is exact in fp32.
-    x = torch.randint(-2, 3, (2, 8, 6, 7), generator=g).float()
-    w = torch.randint(-2, 3, (16, 8, 3, 3), generator=g).float()
-    if rounded == "x":
-        x = _tf32_ties(x.shape, g)
-    else:
-        w = _tf32_ties(w.shape, g)
-    return x.contiguous(memory_format=torch.channels_last), w
-
-
 @pytest.mark.parametrize("tile", list(WGMMA_TWIN))
 @pytest.mark.parametrize("rounded", ["x", "weight"])
 def test_wgmma_tf32_truncates_x_and_rounds_the_weight(tile, rounded, monkeypatch):
     monkeypatch.setenv("VGGKERN_IMPLICIT_GEMM_TILE", tile)
-    x, w = _wgmma_tf32_case(rounded, torch.Generator().manual_seed(6))
+    x, w = _tf32_case(rounded, torch.Generator().manual_seed(6))
     y = vggkern.conv3x3(x, w, algo=ALGO, allow_tf32=True)
     want = torch.nn.functional.conv2d(_truncate_tf32(x).double(), _round_tf32(w).double(), padding=1)
     assert torch.equal(y.double(), want)
@@ -352,7 +345,7 @@ def test_gpu_wgmma_tf32_reads_x_as_the_emulator_does(tile, rounded, monkeypatch)
     the emulator agree bit for bit or the reading is wrong."""
     _skip_without_wgmma(tile, "cuda")
     monkeypatch.setenv("VGGKERN_IMPLICIT_GEMM_TILE", tile)
-    x, w = _wgmma_tf32_case(rounded, torch.Generator().manual_seed(6))
+    x, w = _tf32_case(rounded, torch.Generator().manual_seed(6))
     cpu = vggkern.conv3x3(x, w, algo=ALGO, allow_tf32=True)
     gpu = vggkern.conv3x3(x.cuda(), w.cuda(), algo=ALGO, allow_tf32=True).cpu()
     assert torch.equal(cpu, gpu)
