@@ -2,9 +2,10 @@
 // conv3x3_implicit_gemm_plan.h, passed as args.plan), element type and math (fp16 and
 // bf16 on their own mma; fp32 with TF32 math: the op sends fp32 here only when TF32 is
 // allowed), index type, and geometry: 3 dtypes x (4 mma.sync + 3 wgmma tiles) x 2 index
-// types = 42 instantiations (and the split-K reduction per dtype and index type). Compiled into both backends, which pass their own Launcher,
-// so the GPU and the emulator run the same choice. Expects what the op prepares: x and y
-// NHWC, weight (K, 3, 3, C), C a multiple of 8.
+// types = 42 instantiations (and the split-K reduction per dtype and index type).
+// Compiled into both backends, which pass their own Launcher, so the GPU and the
+// emulator run the same choice. Expects what the op prepares: x and y NHWC, weight (K, 3,
+// 3, C), C a multiple of 8.
 #pragma once
 
 #include <climits>

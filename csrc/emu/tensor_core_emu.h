@@ -24,9 +24,10 @@ void ldmatrix(uint32_t* r, int count, bool trans, const void* row_address, const
 // wgmma.mma_async.sync.aligned.m64nNk16.f32.{f16,bf16}.{f16,bf16} and m64nNk8.f32.tf32.tf32
 // (one 32-byte K step) with both operands in shared memory, K-major, described by 64-bit
 // matrix descriptors (only the 64-byte swizzle is emulated); tf32 operands are fp32 bit
-// patterns of which the top 19 bits count (as mma_sync's: the low 13 mantissa bits dropped). Checks the warp and the descriptors now, queues the operation
-// and runs it at the wgmma_wait_group that covers it: this thread's d[4j + i] =
-// D[16w + g + 8*(i>>1)][8j + 2t + (i&1)] (w: warp in the warpgroup), summed as mma_sync.
+// patterns of which the top 19 bits count (as mma_sync's: the low 13 mantissa bits
+// dropped). Checks the warp and the descriptors now, queues the operation and runs it at
+// the wgmma_wait_group that covers it: this thread's d[4j + i] = D[16w + g + 8*(i>>1)][8j
+// + 2t + (i&1)] (w: warp in the warpgroup), summed as mma_sync.
 // All four (fence, mma_async, commit, wait) are checked as warpgroup-wide instructions
 // (the same sequence and operands in all 128 threads), and the accumulator against the
 // register protocol of wgmma.fence (tensor_core_emu.cpp).

@@ -4,9 +4,9 @@
 // storage with TF32 math (mma.sync.m16n8k8.tf32, every operand rounded to TF32 by
 // cvt.rna after its ldmatrix, as cuDNN's TF32 rounds its inputs; or wgmma.m64nNk8.tf32,
 // which reads x from shared memory as it is, its low 13 mantissa bits dropped by the
-// tensor cores, with the weight rounded by the op beforehand). x (N, H, W, C) and y (N, H, W, K) or (N, H/2, W/2, K) are NHWC
-// (channels_last); the weight is given as (K, 3, 3, C). C is a multiple of 8 (the op
-// pads VGG's C=3 first layer with zeros).
+// tensor cores, with the weight rounded by the op beforehand). x (N, H, W, C) and y (N,
+// H, W, K) or (N, H/2, W/2, K) are NHWC (channels_last); the weight is given as (K, 3, 3,
+// C). C is a multiple of 8 (the op pads VGG's C=3 first layer with zeros).
 //
 // GEMM view: M = output pixels, N_gemm = K output channels, K_gemm = 9*C, ordered
 // (tap r*3+s, channel c) so a 16-byte chunk of channels (8 halves or 4 floats) is one
@@ -71,8 +71,8 @@
 // 305 instructions (4.8 per HMMA, 80% of the slots); now the K position advances one
 // slice at a time, tap validity is a per-row bit mask, and shared offsets are fixed.
 // wgmma (tile wg128x128, sm_90a; fp16/bf16, or tf32 in k8 steps: the same 32 bytes, the
-// same count below): one warpgroup (128 threads) owns the 128 x
-// 128 tile as two wgmma.m64n128k16 per k-step, both operands read by the tensor cores
+// same counts below): one warpgroup (128 threads) owns the 128 x 128 tile as two
+// wgmma.m64n128k16 per k-step, both operands read by the tensor cores
 // straight from the stages through matrix descriptors. The stages need no change: the
 // swizzle above is wgmma's 64-byte-swizzle K-major layout (16-byte chunk bits 4-5 of the
 // address XOR bits 7-8, i.e. chunk ^ ((row / 2) % 4) for 64-byte rows; stages are
@@ -409,12 +409,12 @@ __global__ void __launch_bounds__(32 * kWarpsM * kWarpsN,
       for (int kk = 0; kk < 2; ++kk) {
         if constexpr (L::kTransposed) {
           wgmma_m64nN<kMma, 256>(*reinterpret_cast<float(*)[128]>(&acc[0][0][0]), b_stage + 2 * kk,
-                                    a_stage + 2 * kk);
+                                 a_stage + 2 * kk);
         } else {
 #pragma unroll
           for (int mt = 0; mt < L::kMTiles; ++mt)
             wgmma_m64nN<kMma, kBN>(*reinterpret_cast<float(*)[kBN / 2]>(&acc[mt][0][0]),
-                                      a_stage + (a_block0 + mt) * 256 + 2 * kk, b_stage + 2 * kk);
+                                   a_stage + (a_block0 + mt) * 256 + 2 * kk, b_stage + 2 * kk);
         }
       }
       wgmma_commit();

@@ -21,9 +21,9 @@
 //     registers. tf32 reads the operands' fp32 bit patterns as they are in shared memory:
 //     by our reading the tensor cores use sign, exponent and the top 10 mantissa bits
 //     (the low 13 dropped: round toward zero), which the emulator models and only a GPU
-//     can confirm (benchmarks/wgmma_probe.py). Per thread: warp w of the group, lane (g, t), holds in d[4j + i]
-//     D[16w + g + 8*(i>>1)][8j + 2t + (i&1)], the mma.sync C layout repeated over N/8 n8
-//     tiles. Asynchronous: wgmma_fence() before the first (and after any other write to
+//     can confirm (benchmarks/wgmma_probe.py). Warp w of the group, lane (g, t), holds
+//     in d[4j + i] D[16w + g + 8*(i>>1)][8j + 2t + (i&1)], the mma.sync C layout repeated
+//     over N/8 n8 tiles. Asynchronous: wgmma_fence() before the first (and after any other write to
 //     d), wgmma_commit() closes a group, wgmma_wait<k>() waits for all but the k newest;
 //     d and the shared operands must not be touched until then. Shared memory written by
 //     ordinary stores or cp.async reaches wgmma after fence_proxy_async() and a barrier.
