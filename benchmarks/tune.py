@@ -10,8 +10,9 @@ results file it names. Rules (conv3x3_tuning.h looks the tables up):
 - Tile: from the tile sweep (fp16 channels_last, every VGG layer x tile, batches 1, 64,
   128), the fastest tile per (layer, batch), kept only where it beats the tile the rule
   picks (256x64 where K <= 64, else 128x128) by more than MARGIN; elsewhere the rule stays.
-  The sweep's fp32 (TF32) rows on wgmma are reported, not tabled: fp32 calls map a wgmma
-  entry to its mma.sync tile (conv3x3_implicit_gemm_plan.h).
+  The same from the sweep's fp32 rows (TF32, batch 64: the rule's tile and the wgmma
+  tiles), as entries marked tf32 that only fp32 calls use; without one, fp32 takes the
+  fp16 entry, a wgmma tile as its mma.sync twin (conv3x3_implicit_gemm_plan.h).
 - auto: per (dtype, memory format, layer, pool, batch), implicit_gemm where our
   implicit_gemm row beats our direct row by more than MARGIN (fp32 rows ran with TF32,
   torch's default, so the entry applies to fp32 only where TF32 is allowed); elsewhere
@@ -59,20 +60,22 @@ def _beats(fast: dict, slow: dict) -> bool:
 
 
 def tile_table(rows, exclude=()) -> list[dict]:
-    """Per layer and batch, the swept tile that beat the rule's by MARGIN; tiles in
-    `exclude` (e.g. one whose GPU correctness test failed in that run) are never picked."""
+    """Per sweep dtype (fp16; fp32 with TF32: entries marked tf32), layer and batch, the
+    swept tile that beat the rule's by MARGIN; tiles in `exclude` (e.g. one whose GPU
+    correctness test failed in that run) are never picked."""
     by = defaultdict(dict)
     for r in rows:
         if (r.get("group") == "conv" and r.get("impl") == "vggkern" and r.get("tile") and r.get("median_s")
-                and r.get("dtype", "fp16") == "fp16" and r["tile"] not in exclude and _trusted(r)):
-            key = (_padded(r["C"]), r["K"], r["H"], r.get("variant") == "relu_pool", r["N"])
+                and r.get("dtype", "fp16") in ("fp16", "fp32") and r["tile"] not in exclude and _trusted(r)):
+            key = (r.get("dtype", "fp16") == "fp32", _padded(r["C"]), r["K"], r["H"], r.get("variant") == "relu_pool",
+                   r["N"])
             by[key][r["tile"]] = r
     out = []
-    for (c, k, h, pool, n), tiles in sorted(by.items()):
+    for (tf32, c, k, h, pool, n), tiles in sorted(by.items()):
         fastest = min(tiles.values(), key=lambda r: r["median_s"])
         default = tiles.get(rule_tile(k))
         if fastest["tile"] != rule_tile(k) and (default is None or _beats(fastest, default)):
-            out.append({"C": c, "K": k, "H": h, "W": h, "pool": pool, "N": n, "tile": fastest["tile"],
+            out.append({"C": c, "K": k, "H": h, "W": h, "pool": pool, "N": n, "tile": fastest["tile"], "tf32": tf32,
                         "us": fastest["median_s"] * 1e6, "rule_us": default["median_s"] * 1e6 if default else None})
     return out
 
@@ -103,7 +106,8 @@ def render_header(tiles, autos, source: str) -> str:
     def shape(e):
         return f"{{{e['C']}, {e['K']}, {e['H']}, {e['W']}, {'true' if e['pool'] else 'false'}, {e['N']}}}"
 
-    tile_rows = [f"    TunedTile{{{shape(e)}, ImplicitGemmTile::{TILES[e['tile']]}}},  // {e['us']:.1f} us"
+    tile_rows = [f"    TunedTile{{{shape(e)}, ImplicitGemmTile::{TILES[e['tile']]}, "
+                 f"{'true' if e.get('tf32') else 'false'}}},  // {e['us']:.1f} us"
                  + (f" (rule's tile {e['rule_us']:.1f} us)" if e.get("rule_us") else "") for e in tiles]
     dtype_enum = {"float32": "float32", "float16": "float16", "bfloat16": "bfloat16"}
     auto_rows = [f"    TunedAuto{{DType::{dtype_enum[e['dtype']]}, Layout::{'nhwc' if e['channels_last'] else 'nchw'}, "
@@ -122,7 +126,8 @@ def render_header(tiles, autos, source: str) -> str:
         f"// Source: {source}\n"
         "#pragma once\n\n#include <array>\n\n#include \"conv3x3_tuning.h\"\n\nnamespace vk {\n\n"
         f"inline constexpr const char* kTunedSource = \"{source}\";\n\n"
-        "// implicit_gemm's tile per (C, K, H, W, pool, N), where it beats the rule's.\n"
+        "// implicit_gemm's tile per (C, K, H, W, pool, N), where it beats the rule's (true: measured in\n"
+        "// fp32 with TF32, for fp32 calls; false: in fp16).\n"
         + array("kTunedTiles", "TunedTile", tile_rows) + "\n"
         "// \"auto\" runs implicit_gemm for these (dtype, layout, C, K, H, W, pool, N); direct elsewhere.\n"
         + array("kTunedAuto", "TunedAuto", auto_rows) + "\n}  // namespace vk\n")

@@ -121,10 +121,10 @@ PyObject* tuned_tables(PyObject*, PyObject*) {
   static const char* kDtypes[] = {"float32", "float16", "bfloat16"};
   PyObject* tiles = PyList_New(0);
   for (const vk::TunedTile& e : vk::kTunedTiles) {
-    PyObject* row = Py_BuildValue("{s:L,s:L,s:L,s:L,s:O,s:L,s:s}", "C", (long long)e.shape.C, "K", (long long)e.shape.K,
-                                  "H", (long long)e.shape.H, "W", (long long)e.shape.W, "pool",
+    PyObject* row = Py_BuildValue("{s:L,s:L,s:L,s:L,s:O,s:L,s:s,s:O}", "C", (long long)e.shape.C, "K",
+                                  (long long)e.shape.K, "H", (long long)e.shape.H, "W", (long long)e.shape.W, "pool",
                                   e.shape.pool ? Py_True : Py_False, "N", (long long)e.shape.N, "tile",
-                                  vk::implicit_gemm_tile_name(e.tile));
+                                  vk::implicit_gemm_tile_name(e.tile), "tf32", e.tf32 ? Py_True : Py_False);
     PyList_Append(tiles, row);
     Py_DECREF(row);
   }

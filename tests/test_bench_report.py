@@ -106,8 +106,8 @@ def test_tile_sweep_rows_stay_out_of_best_ours(tmp_path):
 
 
 def test_tile_sweep_has_a_table_per_dtype(tmp_path):
-    """fp32 (TF32) rows on wgmma tiles get their own sweep table, beside fp32's default
-    (mma.sync) time; the fp16 table stays as it was, and tune.py tables fp16 only."""
+    """fp32 (TF32) sweep rows get their own table, beside fp32's default time; the fp16
+    table stays as it was, and tune.py makes entries marked tf32 of the fp32 rows."""
     from benchmarks import tune
 
     fp32 = dict(dtype="fp32", math="tf32", peak=494.7, math_peak="tf32")
@@ -125,8 +125,7 @@ def test_tile_sweep_has_a_table_per_dtype(tmp_path):
     body = [ln for ln in lines if ln.startswith("| conv3_2+conv3_3 | 64 |")]
     assert body == ["| conv3_2+conv3_3 | 64 | relu | 1000 | 1200 | wg128x128 |",
                     "| conv3_2+conv3_3 | 64 | relu | 1500 | 1800 | 2400 | wg128x128 |"], body
-    assert [e["tile"] for e in tune.tile_table(rows)] == ["wg128x128"]  # from the fp16 row alone
-    assert tune.tile_table([r for r in rows if r["dtype"] == "fp32"]) == []
+    assert [(e["tile"], e["tf32"]) for e in tune.tile_table(rows)] == [("wg128x128", False), ("wg128x128", True)]
 
 
 def test_roofline_counts_vgg16():
@@ -171,10 +170,10 @@ def test_a_time_limited_run_reaches_the_tile_sweep():
     sweep = [i for i, c in enumerate(order)
              if c.group == "conv" and c.p.get("tile") and c.p["N"] == cases.QUICK_BATCH and c.p["dtype"] == "fp16"]
     assert len(sweep) == 9 * len(cases.IMPLICIT_GEMM_TILES)  # every tile on VGG's 9 layer shapes
-    # fp32 (TF32) on the wgmma policies' tiles: 1 per layer, 2 where K >= 256 (5 shapes),
-    # in the rest of the matrix (priority 1).
+    # fp32 (TF32): the rule's tile and the wgmma policies' (1 per layer, 2 where K >= 256:
+    # 5 shapes), in the rest of the matrix (priority 1).
     tf32 = [c for c in order if c.group == "conv" and c.p.get("tile") and c.p["dtype"] == "fp32"]
-    assert len(tf32) == 9 + 5 and all(c.priority == 1 and c.p["math"] == "tf32" for c in tf32)
+    assert len(tf32) == 9 + 9 + 5 and all(c.priority == 1 and c.p["math"] == "tf32" for c in tf32)
     first_rest = next(i for i, c in enumerate(order) if c.priority >= 1)
     assert max(sweep) < first_rest <= 250 < len(order) / 10
     head = [c for c in order[:first_rest] if not c.p.get("tile")]

@@ -96,11 +96,17 @@ def test_without_gpu_rows_nothing_is_written(tmp_path):
 
 LOOKUP = r"""
 #include <cstdio>
-#include "conv3x3_tuned.h"
+#include "common/conv3x3_implicit_gemm_plan.h"
 using namespace vk;
-static int tile(int64_t n, int64_t c, int64_t k, int64_t h, bool pool) {
-  const TunedTile* t = tuned_tile(kTunedTiles.data(), kTunedTiles.size(), n, c, k, h, h, pool);
+static int tile(int64_t n, int64_t c, int64_t k, int64_t h, bool pool, bool tf32 = false) {
+  const TunedTile* t = tuned_tile(kTunedTiles.data(), kTunedTiles.size(), tf32, n, c, k, h, h, pool);
   return t ? int(t->tile) : -1;
+}
+// The plan's tile for a call (the measured table, then the rule).
+static int plan(DType d, bool wgmma, int64_t n, int64_t c, int64_t k, int64_t h) {
+  Conv3x3Args a{};
+  a.dtype = d, a.layout = Layout::nhwc, a.N = n, a.C = c, a.H = h, a.W = h, a.K = k, a.wgmma = wgmma;
+  return int(implicit_gemm_tile(a));
 }
 static int algo(DType d, Layout l, int64_t n, int64_t c, int64_t k, int64_t h, bool pool, bool tf32) {
   return int(tuned_auto(kTunedAuto.data(), kTunedAuto.size(), d, l, n, c, k, h, h, pool, tf32));
@@ -115,28 +121,59 @@ int main() {
               algo(DType::float32, Layout::nhwc, 64, 3, 64, 224, true, true),
               algo(DType::float32, Layout::nhwc, 64, 3, 64, 224, true, false),
               algo(DType::float16, Layout::nhwc, 64, 512, 512, 28, false, false));
+  std::printf("%d %d %d %d\n", tile(64, 256, 256, 56, false, true), tile(64, 512, 512, 28, false, true),
+              tile(64, 512, 512, 28, false), tile(1, 512, 512, 14, true, true));
+  std::printf("%d %d %d %d %d %d\n", plan(DType::float32, true, 64, 256, 256, 56),
+              plan(DType::float32, false, 64, 256, 256, 56), plan(DType::float32, true, 64, 512, 512, 28),
+              plan(DType::float16, true, 64, 512, 512, 28), plan(DType::float16, false, 64, 512, 512, 28),
+              plan(DType::float16, true, 64, 256, 256, 56));
   std::printf("%s\n", kTunedSource);
 }
 """
 
 
+def tf32_sweep():
+    """fp32 (TF32) sweep rows: wg128x128 beats the rule's 128x128 on conv3 (a tf32 entry);
+    conv4 has an fp16 entry (wg128x256) and fp32 rows within the margin (no tf32 entry)."""
+    conv3 = dict(layer="conv3_2", C=256, K=256, H=56, N=64, dtype="fp32", math="tf32")
+    conv4 = dict(layer="conv4_2", C=512, K=512, H=28, N=64)
+    return [sweep("128x128", 200, **conv3), sweep("wg128x128", 150, **conv3),
+            sweep("128x128", 100, **conv4), sweep("wg128x256", 70, **conv4),
+            sweep("128x128", 100, dtype="fp32", math="tf32", **conv4),
+            sweep("wg128x256", 99, dtype="fp32", math="tf32", **conv4)]
+
+
+def test_tf32_entries_come_from_fp32_rows_only():
+    entries = tune.tile_table(synthetic() + tf32_sweep())
+    assert [(e["C"], e["H"], e["N"], e["tile"], e["tf32"]) for e in entries] == [
+        (64, 224, 1, "128x128", False), (64, 224, 128, "256x128", False), (256, 56, 64, "256x128", False),
+        (512, 28, 64, "wg128x256", False), (256, 56, 64, "wg128x128", True)]
+
+
 @pytest.mark.skipif(shutil.which("g++") is None, reason="needs g++ to compile the generated header")
 def test_written_header_compiles_and_answers(tmp_path):
-    path = write(tmp_path / "2026-01-01_synthetic.json", synthetic())
-    header = tmp_path / "conv3x3_tuned.h"
-    assert tune.main([path, "--write", "--header", str(header)]) == 0
+    path = write(tmp_path / "2026-01-01_synthetic.json", synthetic() + tf32_sweep())
+    common = tmp_path / "common"  # the tree's headers, with the generated table in place of the committed one
+    shutil.copytree(os.path.join(ROOT, "csrc", "common"), common)
+    assert tune.main([path, "--write", "--header", str(common / "conv3x3_tuned.h")]) == 0
     (tmp_path / "lookup.cpp").write_text(LOOKUP)
     exe = tmp_path / "lookup"
-    subprocess.run(["g++", "-std=c++17", "-Wall", "-Werror", "-I", str(tmp_path),
-                    "-I", os.path.join(ROOT, "csrc", "common"), str(tmp_path / "lookup.cpp"), "-o", str(exe)],
-                   check=True)
-    tiles, autos, source = subprocess.run([str(exe)], check=True, capture_output=True,
-                                          text=True).stdout.splitlines()
+    subprocess.run(["g++", "-std=c++17", "-Wall", "-Werror", "-I", str(tmp_path), str(tmp_path / "lookup.cpp"),
+                    "-o", str(exe)], check=True)
+    tiles, autos, tf32, plans, source = subprocess.run([str(exe)], check=True, capture_output=True,
+                                                       text=True).stdout.splitlines()
     # ImplicitGemmTile: 0 = 128x64, 1 = 128x128, 2 = 256x128, 3 = 256x64, 4 = wg128x128; -1: no entry.
     # N=128 takes the N=64 entry (the only one); N=8 is nearer 1 than 128, N=16 nearer 128.
     assert tiles.split() == ["2", "2", "-1", "1", "2", "-1", "-1"]
     # TunedAlgo: 0 = direct, 1 = implicit_gemm. bf16 and NCHW have no entry; fp32 needs TF32.
     assert autos.split() == ["1", "0", "0", "1", "0", "0"]
+    # tf32 entries: conv3's wg128x128 (4); conv4's fp32 rows were within the margin (-1),
+    # its fp16 entry is wg128x256 (6).
+    assert tf32.split() == ["4", "-1", "6", "-1"]
+    # The plan: fp32 takes its tf32 entry (wg128x128), or without wgmma its twin 128x128
+    # (1); where it has none, the fp16 entry's mma.sync twin (wg128x256 -> 128x128); fp16
+    # takes wg128x256 where wgmma runs, else 128x128; conv3's fp16 entry is 256x128 (2).
+    assert plans.split() == ["4", "1", "1", "6", "1", "2"]
     assert source.startswith("2026-01-01_synthetic.json, NVIDIA H100 80GB HBM3 (SYNTHETIC)")
 
 

@@ -17,10 +17,11 @@
 // and a compute capability 9.0 GPU, args.wgmma); they run only where forced or measured
 // fastest: until a GPU has checked them against the emulator bit for bit, mma.sync stays
 // the default. A measured wgmma tile on a device without wgmma runs as its mma.sync
-// fallback: the tile of its shape (wg128x256: 128 x 128, 1 of its 2 blocks per SM). So
-// does one for fp32: the table was measured in fp16 (benchmarks/tune.py), and TF32 on
-// wgmma has its own numerics (x's low mantissa bits dropped, not rounded: see
-// conv3x3_implicit_gemm.cuh), so fp32 runs it only where forced.
+// fallback: the tile of its shape (wg128x256: 128 x 128, 1 of its 2 blocks per SM). fp32
+// (TF32) has entries of its own, measured in fp32 (benchmarks/tune.py); where it has none
+// it takes the fp16 entry, a wgmma tile as its mma.sync twin: TF32 on wgmma has its own
+// numerics (x's low mantissa bits dropped, not rounded: see conv3x3_implicit_gemm.cuh),
+// so fp32 runs it only where forced or measured faster in fp32.
 // Environment (read per launch; tuning knobs for the benchmarks' sweeps):
 //   VGGKERN_IMPLICIT_GEMM_TILE=128x64|128x128|256x128|256x64|wg128x128|wg256x64|wg128x256
 //                                                        forces the tile; or a wgmma policy
@@ -123,8 +124,12 @@ inline ImplicitGemmTile implicit_gemm_tile(const Conv3x3Args& a) {
                                   "capability 9.0 GPU (H100/H200)");
     return t;
   }
-  if (const TunedTile* t = tuned_tile(kTunedTiles.data(), kTunedTiles.size(), a.N, a.C, a.K, a.H, a.W, a.pool))
-    return is_wgmma(t->tile) && (!wgmma_runs(a) || a.dtype == DType::float32) ? mma_sync_twin(t->tile) : t->tile;
+  const bool fp32 = a.dtype == DType::float32;
+  for (const bool tf32 : {true, false}) {  // fp32: its own entry first, else the fp16 one's mma.sync tile
+    if (tf32 && !fp32) continue;
+    if (const TunedTile* t = tuned_tile(kTunedTiles.data(), kTunedTiles.size(), tf32, a.N, a.C, a.K, a.H, a.W, a.pool))
+      return is_wgmma(t->tile) && (!wgmma_runs(a) || fp32 != tf32) ? mma_sync_twin(t->tile) : t->tile;
+  }
   return a.K <= 64 ? ImplicitGemmTile::m256n64 : ImplicitGemmTile::m128n128;
 }
 

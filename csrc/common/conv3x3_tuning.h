@@ -4,7 +4,8 @@
 // Torch-free and kernel-free: the op (auto, workspace) and the dispatch (tile) include it.
 //
 // Lookup: a table entry matches a call whose (C, K, H, W, pool) equal the entry's (C as
-// the kernel sees it, a multiple of 8; for "auto" also dtype and layout); among the
+// the kernel sees it, a multiple of 8; for "auto" also dtype and layout; for a tile, fp16
+// or fp32-with-TF32 measurement); among the
 // entries that match, the one measured at the batch nearest N (ratio, ties to the larger)
 // decides. No match: the rules in conv3x3_implicit_gemm_plan.h (tile) and "direct"
 // (auto). The tables come from one GPU (named in kTunedSource); they apply on every
@@ -30,9 +31,13 @@ struct TunedShape {
   int64_t N;
 };
 
+// tf32: measured in fp32 with TF32 math, for fp32 calls; else in fp16, for every dtype
+// (fp32 where it has no tf32 entry, a wgmma tile there as its mma.sync twin: see
+// conv3x3_implicit_gemm_plan.h).
 struct TunedTile {
   TunedShape shape;
   ImplicitGemmTile tile;
+  bool tf32;
 };
 
 // "auto"'s pick among the algorithms it may choose: "direct", or "implicit_gemm" (fp32
@@ -70,9 +75,11 @@ const Entry* tuned_entry(const Entry* table, size_t count, int64_t N, Match&& ma
   return best;
 }
 
-inline const TunedTile* tuned_tile(const TunedTile* table, size_t count, int64_t N, int64_t C, int64_t K, int64_t H,
-                                   int64_t W, bool pool) {
-  return tuned_entry(table, count, N, [&](const TunedTile& e) { return same_layer(e.shape, C, K, H, W, pool); });
+// The entry measured in fp32 with TF32 (tf32) or in fp16 (!tf32) for this layer, or nullptr.
+inline const TunedTile* tuned_tile(const TunedTile* table, size_t count, bool tf32, int64_t N, int64_t C, int64_t K,
+                                   int64_t H, int64_t W, bool pool) {
+  return tuned_entry(table, count, N,
+                     [&](const TunedTile& e) { return e.tf32 == tf32 && same_layer(e.shape, C, K, H, W, pool); });
 }
 
 // C: the call's channel count (padded to a multiple of 8 here, as the kernel sees it).
