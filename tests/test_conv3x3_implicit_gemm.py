@@ -41,6 +41,31 @@ def test_nan_inf_propagate_like_torch(relu, pool, device):
     _check(y, x, w, b, relu, pool, algo=ALGO)
 
 
+# The op lays the weight out for the kernels itself (tensor_core_weight: one launch, any
+# strides, C zero-padded, fp32 rounded to TF32): every layout of the same values gives the
+# same output bit for bit, and Inf/NaN in the weight propagate as torch's do.
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("dtype", [torch.float16, torch.float32], ids=str)
+def test_weight_of_any_layout(dtype, device):
+    x, w, b = _inputs(2, 5, 24, 7, 9, dtype, device, channels_last=True, seed=4)  # C = 5: padded to 8
+    want = vggkern.conv3x3(x, w, b, relu=True, algo=ALGO, allow_tf32=True)
+    _check(want, x, w, b, True, False, algo=ALGO)
+    wide = torch.zeros(24, 10, 3, 3, dtype=dtype, device=device)
+    wide[:, ::2] = w
+    layouts = {"C outermost": w.transpose(0, 1).contiguous().transpose(0, 1),
+               "channels_last": w.contiguous(memory_format=torch.channels_last),
+               "C stride 2": wide[:, ::2], "H and W swapped": w.transpose(2, 3).contiguous().transpose(2, 3)}
+    for name, wl in layouts.items():
+        assert torch.equal(wl, w) and wl.stride() != w.stride(), name
+        assert torch.equal(vggkern.conv3x3(x, wl, b, relu=True, algo=ALGO, allow_tf32=True), want), name
+    w = w.clone()
+    w[3, 1, 1, 1] = float("inf")
+    w[5, 0, 0, 2] = float("nan")
+    y = vggkern.conv3x3(x, w, b, algo=ALGO, allow_tf32=True)
+    assert y[:, 3].isinf().any() and y[:, 5].isnan().all()
+    _check(y, x, w, b, False, False, algo=ALGO)
+
+
 # Every block tile (VGGKERN_IMPLICIT_GEMM_TILE forces one; by default 256 x 64 where
 # K <= 64, else 128 x 128) on K that fills its tiles or not, with and without the pool,
 # M tiles that span images. wg128x128, wg256x64 and wg128x256 (two warpgroups) are the

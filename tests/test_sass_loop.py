@@ -92,8 +92,9 @@ def test_main_loop_of_every_instantiation(tmp_path):
         # A 64 x 64 warp tile: 2 k-steps x 4 x 8 mma, 2 x (4 A + 4 B) ldmatrix.x4.
         assert (r["hmma"], r["ldsm"], r["ldgsts"]) == (64, 16, (bm + bn) * 4 // threads), r
         assert not r["division"], r
-        # Before the incremental K position: 4.8-6.8 (halves), 6.7-8.8 (tf32) per HMMA.
-        bound = (4.5 if index == "int32" else 5.5) + (2.0 if dtype.startswith("fp32") else 0.0)
+        # Before the incremental K position: 4.8-6.8 (halves), 6.7-8.8 (tf32) per HMMA; tf32
+        # converts only x's fragments (the weight comes rounded): 4.2-5.1 (int32), was 5.2-6.1.
+        bound = (4.5 if index == "int32" else 5.5) + (1.0 if dtype.startswith("fp32") else 0.0)
         assert r["issue_per_hmma"] <= bound, r
 
 
@@ -102,7 +103,7 @@ def test_main_loop_of_every_instantiation(tmp_path):
 @pytest.mark.slow
 @pytest.mark.skipif(sass_loop.find_tool("nvcc") is None, reason="needs nvcc (CUDA toolkit)")
 @pytest.mark.parametrize("source", ["conv3x3_direct", "conv3x3_winograd_f2x2", "conv3x3_winograd_f4x4",
-                                    "maxpool2x2", "winograd_weight"])
+                                    "maxpool2x2", "winograd_weight", "tensor_core_weight"])
 def test_other_kernels_stay_in_registers(source, tmp_path):
     path = sass_loop.ROOT / "csrc" / "cuda" / f"{source}.cu"
     report = sass_loop.ptxas_report(sass_loop.compile_cubin("sm_90a", tmp_path / "k.cubin", path))

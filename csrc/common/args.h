@@ -53,6 +53,19 @@ struct Conv3x3Args {
   bool wgmma = true;
 };
 
+// tensor_core_weight: weight (K, C, 3, 3) with any strides (in elements) -> out (K, 3,
+// 3, Cp) contiguous, the tensor-core algorithms' weight: channels C..Cp-1 zero, and with
+// round_tf32 (float32 only) every value rounded to TF32 as cvt.rna.tf32.f32 does.
+struct TensorCoreWeightArgs {
+  const void* weight;
+  void* out;
+  DType dtype;
+  int64_t K, C, Cp;
+  int64_t stride[4];  // weight's (K, C, 3, 3) strides
+  bool round_tf32;
+  void* stream;  // cudaStream_t for CUDA tensors, unused on the emulator
+};
+
 // winograd_weight: weight (K, C, 3, 3) contiguous -> u (alpha^2, C, K) fp32 contiguous,
 // alpha = tile + 2, tile = 2 or 4.
 struct WinogradWeightArgs {

@@ -1,10 +1,10 @@
 // conv3x3_implicit_gemm: y = [maxpool2x2](ReLU?(conv2d(x, weight, bias, stride 1,
 // padding 1))) on tensor cores with fp32 accumulation: fp16/bf16 storage with
 // mma.sync.m16n8k16 (or, on sm_90a, wgmma.m64nNk16: the wg tiles, below), or fp32
-// storage with TF32 math (mma.sync.m16n8k8.tf32, every operand rounded to TF32 by
-// cvt.rna after its ldmatrix, as cuDNN's TF32 rounds its inputs; or wgmma.m64nNk8.tf32,
-// which reads x from shared memory as it is, its low 13 mantissa bits dropped by the
-// tensor cores, with the weight rounded by the op beforehand). x (N, H, W, C) and y (N,
+// storage with TF32 math: the op rounds the weight to TF32 once (cvt.rna's rule:
+// kernels/tensor_core_weight.cuh), and x is rounded by cvt.rna after its ldmatrix
+// (mma.sync.m16n8k8.tf32), as cuDNN's TF32 rounds its inputs, or read from shared memory
+// as it is by wgmma.m64nNk8.tf32, its low 13 mantissa bits dropped by the tensor cores. x (N, H, W, C) and y (N,
 // H, W, K) or (N, H/2, W/2, K) are NHWC (channels_last); the weight is given as (K, 3, 3,
 // C). C is a multiple of 8 (the op pads VGG's C=3 first layer with zeros).
 //
@@ -64,8 +64,9 @@
 // Issue slots (measured without a GPU: python -m benchmarks.sass_loop counts the compiled
 // main loop; nvcc 13.0, sm_90): per 64-byte slice a 64 x 64 warp issues 64 HMMA, 16
 // LDSM and its cp.async copies among 206 instructions (fp16/bf16, 128 x 128, 32-bit
-// offsets; 258 at 128 x 64, 335 for TF32, whose cvt.rna costs 2 instructions per
-// element). Two warps share a sub-partition (2 blocks per SM), one instruction per clock,
+// offsets; 258 at 128 x 64, 271 for TF32, whose cvt.rna of x's fragments costs 2
+// instructions per element: 335 while the weight's were converted here too, before the
+// op rounded it once). Two warps share a sub-partition (2 blocks per SM), one instruction per clock,
 // against ~6 clocks per HMMA at mma.sync's ~65%: 2 x 206 of 768 slots. The first
 // version divided the K position by C every stage and recomputed swizzled addresses:
 // 305 instructions (4.8 per HMMA, 80% of the slots); now the K position advances one
@@ -388,8 +389,8 @@ __global__ void __launch_bounds__(32 * kWarpsM * kWarpsN,
     //   wgmma_t: D^T (64 channels x 256 pixels) += W * X^T, the B stage (the weight rows)
     //            as wgmma's A and the A stage (256 pixel rows) as its B, 1 m64n256.
     // tf32 reads the floats as they landed: x's low 13 mantissa bits are dropped by the
-    // tensor cores (by our reading: see tensor_core.cuh); the op rounds the weight to
-    // TF32 beforehand (cvt.rna's rounding), as mma.sync's main loop does in registers.
+    // tensor cores (by our reading: see tensor_core.cuh); the weight arrives rounded to
+    // TF32 (cvt.rna's rule) by the op.
     // The slice loaded at iteration kt goes to the stage of slice kt + kPrefetch - kStages
     // = kt - 2, whose wgmma group every thread waited for (wgmma_wait<1> at kt - 1) before
     // this iteration's barrier.
@@ -455,15 +456,12 @@ __global__ void __launch_bounds__(32 * kWarpsM * kWarpsN,
           bf[2 * np + 1][1] = r[3];
         }
         if constexpr (kMma == MmaType::tf32) {
-          // fp32 -> tf32, round to nearest (ties away), once per fragment element.
+          // x: fp32 -> tf32, round to nearest (ties away), once per fragment element. The
+          // weight arrives rounded (the op's tensor_core_weight), so B is used as loaded.
 #pragma unroll
           for (int mt = 0; mt < L::kMTiles; ++mt)
 #pragma unroll
             for (int i = 0; i < 4; ++i) a[mt][i] = to_tf32(__uint_as_float(a[mt][i]));
-#pragma unroll
-          for (int nt = 0; nt < L::kNTiles; ++nt)
-#pragma unroll
-            for (int i = 0; i < 2; ++i) bf[nt][i] = to_tf32(__uint_as_float(bf[nt][i]));
 #pragma unroll
           for (int mt = 0; mt < L::kMTiles; ++mt)
 #pragma unroll

@@ -74,16 +74,11 @@ const char* conv3x3_auto(DType dtype, Layout layout, int64_t N, int64_t C, int64
 
 namespace {
 
-// t (float32) rounded to TF32 as cvt.rna.tf32.f32 rounds: to 10 mantissa bits, nearest,
-// ties away from zero; Inf and NaN unchanged. A new tensor (t may be the caller's).
-at::Tensor round_tf32(const at::Tensor& t) {
-  const at::Tensor rounded = t.view(at::kInt).add(0x1000).bitwise_and(~0x1fff).view(at::kFloat);
-  return at::where(t.isfinite(), rounded, t);
-}
-
 // A tensor-core algorithm: NCHW input is converted to channels_last at the boundary
 // (and the result back), C is zero-padded to a multiple of 8 (VGG's first layer: 3 ->
-// 8), the weight is laid out (K, 3, 3, C). Copies only where the input needs them.
+// 8), the weight is laid out (K, 3, 3, C) by tensor_core_weight (one launch, whatever
+// its strides; float32 rounded to TF32 there, once, so no main loop converts it). Copies
+// of x only where the input needs them.
 at::Tensor run_tensor_core(const Conv3x3Algorithm& algorithm, const at::Tensor& x, const at::Tensor& weight,
                            const at::Tensor& bias, bool relu, bool pool, DType dtype,
                            std::optional<bool> allow_tf32, const char* op) {
@@ -94,21 +89,24 @@ at::Tensor run_tensor_core(const Conv3x3Algorithm& algorithm, const at::Tensor& 
                     "or allow_tf32=True, or use algo=\"direct\"");
   const int64_t N = x.size(0), C = x.size(1), H = x.size(2), W = x.size(3), K = weight.size(0);
   const int64_t Cp = (C + 7) / 8 * 8;
-  at::Tensor xc, wc;  // x channels_last, weight (K, 3, 3, C): C zero-padded to Cp
-  if (Cp == C) {
-    xc = x.contiguous(at::MemoryFormat::ChannelsLast);
-    wc = weight.permute({0, 2, 3, 1}).contiguous();
-  } else {  // one pass over x whatever its layout (not a layout copy, then a padded one)
-    xc = at::empty({N, Cp, H, W}, x.options().memory_format(at::MemoryFormat::ChannelsLast));
-    xc.narrow(1, C, Cp - C).zero_();
-    xc.narrow(1, 0, C).copy_(x);
-    wc = at::zeros({K, 3, 3, Cp}, weight.options());
-    wc.narrow(3, 0, C).copy_(weight.permute({0, 2, 3, 1}));
-  }
   at::Tensor y = at::empty({N, K, pool ? H / 2 : H, pool ? W / 2 : W},
                            x.options().memory_format(at::MemoryFormat::ChannelsLast));
   if (y.numel() == 0) return y.contiguous(x.suggest_memory_format());
   poison_output(y);
+  at::Tensor xc;  // x channels_last, C zero-padded to Cp
+  if (Cp == C) {
+    xc = x.contiguous(at::MemoryFormat::ChannelsLast);
+  } else {  // one pass over x whatever its layout (not a layout copy, then a padded one)
+    xc = at::empty({N, Cp, H, W}, x.options().memory_format(at::MemoryFormat::ChannelsLast));
+    xc.narrow(1, C, Cp - C).zero_();
+    xc.narrow(1, 0, C).copy_(x);
+  }
+  at::Tensor wc = at::empty({K, 3, 3, Cp}, weight.options().memory_format(at::MemoryFormat::Contiguous));
+  poison_output(wc);
+  TensorCoreWeightArgs wa{weight.const_data_ptr(), wc.data_ptr(), dtype, K, C, Cp,
+                          {weight.stride(0), weight.stride(1), weight.stride(2), weight.stride(3)},
+                          dtype == DType::float32, nullptr};
+  launch_on_device(weight, wa, VK_CUDA_LAUNCHER(cuda::tensor_core_weight), &emu::tensor_core_weight, op);
   Conv3x3Args args{xc.const_data_ptr(), wc.const_data_ptr(), bias.defined() ? bias.const_data_ptr() : nullptr,
                    y.data_ptr(), dtype, Layout::nhwc, N, Cp, H, W, K, relu, pool, nullptr};
   args.sm_count = sm_count_of(x);
@@ -117,14 +115,6 @@ at::Tensor run_tensor_core(const Conv3x3Algorithm& algorithm, const at::Tensor& 
   // launch, and split-K's fp32 partial sums where it splits.
   const ImplicitGemmPlan plan = implicit_gemm_plan(args);
   args.plan = &plan;
-  // TF32 on wgmma reads its operands from shared memory as they are (the kernel cannot
-  // round them on the way, as mma.sync's main loop does in registers), so the weight is
-  // rounded here, once; x is not (its low mantissa bits are dropped by the tensor cores).
-  at::Tensor w_tf32;
-  if (dtype == DType::float32 && is_wgmma(plan.tile)) {
-    w_tf32 = round_tf32(wc);
-    args.weight = w_tf32.const_data_ptr();
-  }
   const int64_t workspace = plan.workspace_floats(K);
   at::Tensor partial;
   if (workspace > 0) {

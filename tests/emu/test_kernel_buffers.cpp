@@ -1,6 +1,6 @@
-// Every conv3x3 kernel through its torch-free launcher, on odd shapes, with every tensor
-// in a heap buffer of exactly its size: x, weight (or Winograd's U), bias, y and the
-// split-K workspace. Checked here against float64 loops; and in the emu_asan build
+// Every conv3x3 kernel (and tensor_core_weight, which lays out their weight) through its
+// torch-free launcher, on odd shapes, with every tensor in a heap buffer of exactly its
+// size: x, weight (or Winograd's U), bias, y and the split-K workspace. Checked here against float64 loops; and in the emu_asan build
 // (CMakeLists.txt: AddressSanitizer) a read or write one element outside any of them
 // fails the run: the emulator's counterpart of compute-sanitizer's memcheck, for the
 // kernels' plain C++ loads and stores the emulator itself cannot see.
@@ -192,6 +192,49 @@ EMU_TEST(implicit_gemm_stays_in_its_buffers) {
         run(Buffers<__nv_bfloat16>(p, vk::Layout::nhwc, true));
         run(Buffers<float>(p, vk::Layout::nhwc, true));  // TF32: small integers are exact
       }
+}
+
+}  // namespace
+
+namespace {
+
+float as_float(float v) { return v; }
+float as_float(__half v) { return __half2float(v); }
+
+// tensor_core_weight: the weight stored (C, K, 3, 3) (so the kernel sees strides (9, 9K,
+// 3, 1)) in a buffer of exactly its size, out (K, 3, 3, Cp) in one of exactly its size;
+// C padded 5 -> 8 and 16 -> 16; fp32 values 1.5 TF32 ulps above a TF32 value rounded up
+// (cvt.rna: no ties here), fp16 ones copied.
+EMU_TEST(tensor_core_weight_stays_in_its_buffers) {
+  for (const int64_t C : {5, 16})
+    for (const bool fp32 : {true, false}) {
+      const int64_t K = 7, Cp = (C + 7) / 8 * 8;
+      auto value = [&](int64_t k, int64_t c, int t) {  // small integers, times 1 + 1.5 / 1024 in fp32
+        const float v = static_cast<float>((k * C + c) * 9 % 13 + t) - 8.f;
+        return fp32 ? v * (1.f + 1.5f / 1024.f) : v;
+      };
+      auto rounded = [&](float v) {  // the nearest TF32 value (10 mantissa bits)
+        if (!fp32 || v == 0.f) return v;
+        const int e = std::ilogb(v);
+        return static_cast<float>(std::ldexp(std::round(std::ldexp(v, 10 - e)), e - 10));
+      };
+      auto run = [&](auto zero, auto convert) {
+        using T = decltype(zero);
+        std::vector<T> w(K * C * 9, zero), out(K * 9 * Cp, zero);
+        for (int64_t k = 0; k < K; ++k)
+          for (int64_t c = 0; c < C; ++c)
+            for (int t = 0; t < 9; ++t) w[(c * K + k) * 9 + t] = convert(value(k, c, t));
+        vk::emu::tensor_core_weight(vk::TensorCoreWeightArgs{w.data(), out.data(), fp32 ? vk::DType::float32
+                                                                                        : vk::DType::float16,
+                                                             K, C, Cp, {9, 9 * K, 3, 1}, fp32, nullptr});
+        for (int64_t k = 0; k < K; ++k)
+          for (int t = 0; t < 9; ++t)
+            for (int64_t c = 0; c < Cp; ++c)
+              CHECK(as_float(out[(k * 9 + t) * Cp + c]) == (c < C ? rounded(value(k, c, t)) : 0.f));
+      };
+      if (fp32) run(0.f, [](float v) { return v; });
+      else run(__float2half_rn(0.f), [](float v) { return __float2half_rn(v); });
+    }
 }
 
 }  // namespace
