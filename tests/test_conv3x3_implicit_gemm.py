@@ -55,9 +55,15 @@ def test_weight_of_any_layout(dtype, device):
     layouts = {"C outermost": w.transpose(0, 1).contiguous().transpose(0, 1),
                "channels_last": w.contiguous(memory_format=torch.channels_last),
                "C stride 2": wide[:, ::2], "H and W swapped": w.transpose(2, 3).contiguous().transpose(2, 3)}
-    for name, wl in layouts.items():
+    for name, wl in layouts.items():  # (channels_last fp16 with C = 8: used as it is, no copy)
         assert torch.equal(wl, w) and wl.stride() != w.stride(), name
         assert torch.equal(vggkern.conv3x3(x, wl, b, relu=True, algo=ALGO, allow_tf32=True), want), name
+    if dtype == torch.float16:
+        x8, w8, b8 = _inputs(2, 8, 24, 7, 9, dtype, device, channels_last=True, seed=5)
+        w8cl = w8.contiguous(memory_format=torch.channels_last)
+        y8 = vggkern.conv3x3(x8, w8cl, b8, algo=ALGO)
+        assert torch.equal(y8, vggkern.conv3x3(x8, w8, b8, algo=ALGO))
+        _check(y8, x8, w8, b8, False, False, algo=ALGO)
     w = w.clone()
     w[3, 1, 1, 1] = float("inf")
     w[5, 0, 0, 2] = float("nan")

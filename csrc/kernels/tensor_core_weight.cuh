@@ -5,7 +5,8 @@
 // neither main loop converts it: mma.sync's rounds only x's fragments, and wgmma reads
 // the stages as they are.
 // One pass, one launch, where the op used ATen's permute copy (plus a zero fill and a
-// second copy where C is padded) and five elementwise launches for the rounding. One
+// second copy where C is padded) and five elementwise launches for the rounding. (A
+// 16-bit weight already laid out so, as nn.Conv3x3 keeps it, is used as it is.) One
 // thread per output element, consecutive threads on consecutive channels: the stores are
 // coalesced, the loads strided by weight's C stride (a weight is at most 512 x 512 x 9
 // floats, 9.4 MB, read once). 64-bit indexes.

@@ -77,8 +77,8 @@ namespace {
 // A tensor-core algorithm: NCHW input is converted to channels_last at the boundary
 // (and the result back), C is zero-padded to a multiple of 8 (VGG's first layer: 3 ->
 // 8), the weight is laid out (K, 3, 3, C) by tensor_core_weight (one launch, whatever
-// its strides; float32 rounded to TF32 there, once, so no main loop converts it). Copies
-// of x only where the input needs them.
+// its strides; float32 rounded to TF32 there, once, so no main loop converts it), except
+// a 16-bit weight already so (nn.Conv3x3's cached one). Copies only where needed.
 at::Tensor run_tensor_core(const Conv3x3Algorithm& algorithm, const at::Tensor& x, const at::Tensor& weight,
                            const at::Tensor& bias, bool relu, bool pool, DType dtype,
                            std::optional<bool> allow_tf32, const char* op) {
@@ -101,12 +101,15 @@ at::Tensor run_tensor_core(const Conv3x3Algorithm& algorithm, const at::Tensor& 
     xc.narrow(1, C, Cp - C).zero_();
     xc.narrow(1, 0, C).copy_(x);
   }
-  at::Tensor wc = at::empty({K, 3, 3, Cp}, weight.options().memory_format(at::MemoryFormat::Contiguous));
-  poison_output(wc);
-  TensorCoreWeightArgs wa{weight.const_data_ptr(), wc.data_ptr(), dtype, K, C, Cp,
-                          {weight.stride(0), weight.stride(1), weight.stride(2), weight.stride(3)},
-                          dtype == DType::float32, nullptr};
-  launch_on_device(weight, wa, VK_CUDA_LAUNCHER(cuda::tensor_core_weight), &emu::tensor_core_weight, op);
+  at::Tensor wc = weight.permute({0, 2, 3, 1});  // (K, 3, 3, C)
+  if (dtype == DType::float32 || Cp != C || !wc.is_contiguous()) {  // else as the kernels read it: no copy
+    wc = at::empty({K, 3, 3, Cp}, weight.options().memory_format(at::MemoryFormat::Contiguous));
+    poison_output(wc);
+    TensorCoreWeightArgs wa{weight.const_data_ptr(), wc.data_ptr(), dtype, K, C, Cp,
+                            {weight.stride(0), weight.stride(1), weight.stride(2), weight.stride(3)},
+                            dtype == DType::float32, nullptr};
+    launch_on_device(weight, wa, VK_CUDA_LAUNCHER(cuda::tensor_core_weight), &emu::tensor_core_weight, op);
+  }
   Conv3x3Args args{xc.const_data_ptr(), wc.const_data_ptr(), bias.defined() ? bias.const_data_ptr() : nullptr,
                    y.data_ptr(), dtype, Layout::nhwc, N, Cp, H, W, K, relu, pool, nullptr};
   args.sm_count = sm_count_of(x);
