@@ -223,11 +223,11 @@ def build_cases():
             # fp32 as TF32 (torch's TF32 on) on the rule's mma.sync tile and the wgmma tiles
             # the policies give the layer: tune.py's fp32 entries (TF32 on wgmma reads x
             # truncated, so fp32 moves to it only where measured faster in fp32).
-            if n == QUICK_BATCH:
-                fp32 = dict(base, dtype="fp32", math="tf32")
-                for tile in ("256x64" if s.K <= 64 else "128x128",) + wgmma_tf32_tiles(s.K):
-                    if tile in IMPLICIT_GEMM_TILES:
-                        cases.append(Case("conv", "vggkern", tuple(fp32.items()) + (("tile", tile),), "full", 1))
+            fp32 = dict(base, dtype="fp32", math="tf32")
+            for tile in ("256x64" if s.K <= 64 else "128x128",) + wgmma_tf32_tiles(s.K):
+                if tile in IMPLICIT_GEMM_TILES:
+                    cases.append(Case("conv", "vggkern", tuple(fp32.items()) + (("tile", tile),), "full",
+                                      1 if n == QUICK_BATCH else 2))
 
     # ---------------- GPU: maxpool2x2 ------------------------------------------------------
     for (c, h), n, dt, layout in itertools.product(POOL_INPUTS, BATCHES, DTYPES, LAYOUTS):

@@ -171,9 +171,10 @@ def test_a_time_limited_run_reaches_the_tile_sweep():
              if c.group == "conv" and c.p.get("tile") and c.p["N"] == cases.QUICK_BATCH and c.p["dtype"] == "fp16"]
     assert len(sweep) == 9 * len(cases.IMPLICIT_GEMM_TILES)  # every tile on VGG's 9 layer shapes
     # fp32 (TF32): the rule's tile and the wgmma policies' (1 per layer, 2 where K >= 256:
-    # 5 shapes), in the rest of the matrix (priority 1).
+    # 5 shapes), in the rest of the matrix (priority 1 at batch 64, 2 at batches 1 and 128).
     tf32 = [c for c in order if c.group == "conv" and c.p.get("tile") and c.p["dtype"] == "fp32"]
-    assert len(tf32) == 9 + 9 + 5 and all(c.priority == 1 and c.p["math"] == "tf32" for c in tf32)
+    assert len(tf32) == 3 * (9 + 9 + 5) and all(c.p["math"] == "tf32" for c in tf32)
+    assert sorted({(c.p["N"], c.priority) for c in tf32}) == [(1, 2), (cases.QUICK_BATCH, 1), (128, 2)]
     first_rest = next(i for i, c in enumerate(order) if c.priority >= 1)
     assert max(sweep) < first_rest <= 250 < len(order) / 10
     head = [c for c in order[:first_rest] if not c.p.get("tile")]
