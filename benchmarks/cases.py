@@ -45,7 +45,6 @@ WGMMA_POLICIES = tuple(name for name, uses in (("wgmma", ("wg128x128", "wg256x64
                        if all(t in IMPLICIT_GEMM_TILES for t in uses))
 
 
-
 def wgmma_tf32_tiles(k: int) -> tuple:
     """The wgmma tiles the policies pick for K output channels (wgmma, then wgmma-wide's
     other choice), those the run kept: what fp32 (TF32) is timed on, per layer."""

@@ -132,8 +132,7 @@ def tile_order(tile: str):
 
 def tile_sweep(rows):
     """implicit_gemm's time per forced tile, per layer and batch, and the default's: one
-    table per dtype (fp16: the sweep the tile table comes from; fp32: TF32 on wgmma, whose
-    "default" column is the mma.sync tile fp32 runs)."""
+    table per dtype (fp16: every tile; fp32 with TF32: the rule's tile and the wgmma ones)."""
     sweep = [r for r in rows if r["group"] == "conv" and is_sweep(r)]
     default = {problem_key(r): r for r in rows if r["group"] == "conv" and r["impl"] != "torch"
                and r.get("algo") == "implicit_gemm" and not is_sweep(r) and r.get("layout") == "cl"}

@@ -44,8 +44,8 @@ def main():
             algos = sorted(set(algos) | set(a if not isinstance(a, dict) else list(a)))
         n = 0
         # implicit_gemm: its default plan here (256 x 64: K = 19; no split), the other
-        # tiles forced (wg*: wgmma; fp32 as TF32 where torch allows it), and split-K forced (its partial
-        # sums and reduction kernel).
+        # tiles forced (wg*: wgmma; fp32 as TF32, torch's default), and split-K forced
+        # (its partial sums and reduction kernel).
         runs = [(a, "", "") for a in algos]
         if "implicit_gemm" in algos:
             forced = [t for t in IMPLICIT_GEMM_TILES if t != "256x64"]  # 256x64: the default above

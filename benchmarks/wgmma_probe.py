@@ -4,11 +4,12 @@
 
 A wgmma tile whose descriptors or layouts the emulator got wrong may fault on the GPU, and a
 fault poisons the CUDA context of the process it happens in, so device_run.sh asks this
-small process first: each wgmma tile on a small integer case in fp16, bf16 and fp32 as TF32
-(every sum exact, so the GPU and the emulator must agree bit for bit) against the emulator's result on the CPU. When
-it fails, device_run.sh keeps the wgmma tiles out of the GPU tests' process, the
-sanitizer case and the benchmark sweep (VGGKERN_BENCH_EXCLUDE_TILES), so one faulting
-kernel cannot take the rest of the session's measurements with it.
+small process first: each wgmma tile on a small integer case in fp16, bf16 and fp32 as
+TF32 (every sum exact, so the GPU and the emulator must agree bit for bit) against the
+emulator's result on the CPU. When it fails, device_run.sh keeps the wgmma tiles out of
+the GPU tests' process, the sanitizer case and the benchmark sweep
+(VGGKERN_BENCH_EXCLUDE_TILES), so one faulting kernel cannot take the rest of the
+session's measurements with it.
 """
 import os
 import sys

@@ -111,7 +111,8 @@ def test_tile_sweep_has_a_table_per_dtype(tmp_path):
     from benchmarks import tune
 
     fp32 = dict(dtype="fp32", math="tf32", peak=494.7, math_peak="tf32")
-    rows = [row("vggkern", 1.2e-3, algo="implicit_gemm"), row("vggkern", 1.0e-3, algo="implicit_gemm", tile="wg128x128"),
+    rows = [row("vggkern", 1.2e-3, algo="implicit_gemm"),
+            row("vggkern", 1.0e-3, algo="implicit_gemm", tile="wg128x128"),
             row("vggkern", 2.4e-3, algo="implicit_gemm", **fp32),
             row("vggkern", 1.5e-3, algo="implicit_gemm", tile="wg128x128", **fp32),
             row("vggkern", 1.8e-3, algo="implicit_gemm", tile="wg128x256", **fp32)]

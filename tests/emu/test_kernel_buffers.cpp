@@ -1,8 +1,8 @@
 // Every conv3x3 kernel (and tensor_core_weight, which lays out their weight) through its
 // torch-free launcher, on odd shapes, with every tensor in a heap buffer of exactly its
-// size: x, weight (or Winograd's U), bias, y and the split-K workspace. Checked here against float64 loops; and in the emu_asan build
-// (CMakeLists.txt: AddressSanitizer) a read or write one element outside any of them
-// fails the run: the emulator's counterpart of compute-sanitizer's memcheck, for the
+// size: x, weight (or Winograd's U), bias, y and the split-K workspace. Checked here
+// against float64 loops; and in the emu_asan build (CMakeLists.txt: AddressSanitizer) a
+// read or write one element outside any of them fails the run: the emulator's counterpart of compute-sanitizer's memcheck, for the
 // kernels' plain C++ loads and stores the emulator itself cannot see.
 #include <cmath>
 #include <cstdlib>
