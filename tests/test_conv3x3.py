@@ -79,16 +79,20 @@ def _round_tf32(t):
     """t rounded to TF32 as cvt.rna.tf32.f32 does (what tensor cores and cuDNN's TF32 do
     to their inputs): keep 10 mantissa bits, round to nearest, ties away from zero; Inf
     and NaN unchanged. Returns float32."""
-    f = t.float()
-    r = ((f.view(torch.int32) + 0x1000) & -0x2000).view(torch.float32)
-    return torch.where(f.isfinite(), r, f)
+    return _tf32(t, half_ulp=0x1000)
 
 
 def _truncate_tf32(t):
     """t with its low 13 mantissa bits dropped (TF32 toward zero: what wgmma's tensor cores
     do, by our reading, to fp32 operands read from shared memory); Inf and NaN unchanged."""
+    return _tf32(t, half_ulp=0)
+
+
+def _tf32(t, half_ulp):
+    # The fp32 bits plus half_ulp (0x1000: round to nearest, ties away; 0: truncate), the
+    # low 13 bits cleared; Inf and NaN as they are.
     f = t.float()
-    r = (f.view(torch.int32) & -0x2000).view(torch.float32)
+    r = ((f.view(torch.int32) + half_ulp) & -0x2000).view(torch.float32)
     return torch.where(f.isfinite(), r, f)
 
 

@@ -124,12 +124,15 @@ inline ImplicitGemmTile implicit_gemm_tile(const Conv3x3Args& a) {
                                   "capability 9.0 GPU (H100/H200)");
     return t;
   }
+  // fp32: its own (tf32) entry first, else the fp16 one; a wgmma tile runs as measured only
+  // in the dtype it was measured in, on a device that has wgmma, else as its mma.sync twin.
   const bool fp32 = a.dtype == DType::float32;
-  for (const bool tf32 : {true, false}) {  // fp32: its own entry first, else the fp16 one's mma.sync tile
-    if (tf32 && !fp32) continue;
-    if (const TunedTile* t = tuned_tile(kTunedTiles.data(), kTunedTiles.size(), tf32, a.N, a.C, a.K, a.H, a.W, a.pool))
-      return is_wgmma(t->tile) && (!wgmma_runs(a) || fp32 != tf32) ? mma_sync_twin(t->tile) : t->tile;
-  }
+  auto lookup = [&](bool tf32) { return tuned_tile(kTunedTiles.data(), kTunedTiles.size(), tf32, a.N, a.C, a.K, a.H,
+                                                   a.W, a.pool); };
+  const TunedTile* t = fp32 ? lookup(true) : nullptr;
+  const bool same_dtype = t != nullptr || !fp32;
+  if (t == nullptr) t = lookup(false);
+  if (t != nullptr) return is_wgmma(t->tile) && !(wgmma_runs(a) && same_dtype) ? mma_sync_twin(t->tile) : t->tile;
   return a.K <= 64 ? ImplicitGemmTile::m256n64 : ImplicitGemmTile::m128n128;
 }
 

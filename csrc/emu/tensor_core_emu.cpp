@@ -205,9 +205,12 @@ WgmmaAccumulator& accumulator(const float* d, int floats, const char* file, int 
   return regs.accumulators.back();
 }
 
+// Bytes per operand element: 4 for tf32, 2 for f16/bf16; a K step is 32 bytes.
+int element_bytes(MmaInput type) { return type == MmaInput::tf32 ? 4 : 2; }
+
 // Element k of row `row` of one K step: 16-bit (f16/bf16, k < 16) or 32-bit (tf32, k < 8).
 double operand(const WgmmaOp& op, const Descriptor& d, int row, int k) {
-  const int bytes = op.type == MmaInput::tf32 ? 4 : 2;
+  const int bytes = element_bytes(op.type);
   const uint32_t address = k_sw64_address(d, row, k * bytes);
   async_proxy_read(address, bytes, op.file, op.line);  // written by the generic proxy, then fenced?
   uint32_t bits = 0;
@@ -225,7 +228,7 @@ void run_wgmma(const void* record) {
                 op.file, op.line);
   const Descriptor da = decode(op.desc_a), db = decode(op.desc_b);
   const int g = static_cast<int>(op.lane >> 2), t = static_cast<int>(op.lane & 3);
-  const int K = op.type == MmaInput::tf32 ? 8 : 16;  // one 32-byte K step
+  const int K = 32 / element_bytes(op.type);  // one 32-byte K step
   double A[2][16];
   for (int h = 0; h < 2; ++h)
     for (int k = 0; k < K; ++k) A[h][k] = operand(op, da, 16 * static_cast<int>(op.warp) + g + 8 * h, k);

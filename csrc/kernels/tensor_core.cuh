@@ -56,6 +56,13 @@ namespace VK_KERNEL_NS {
 // The math of a kernel's mma: f16/bf16 through mma_m16n8k16, tf32 through mma_m16n8k8_tf32.
 enum class MmaType { f16, bf16, tf32 };
 
+#if !defined(__CUDACC__)
+constexpr ::vk::emu::MmaInput emu_input(MmaType t) {
+  return t == MmaType::f16 ? ::vk::emu::MmaInput::f16 : t == MmaType::bf16 ? ::vk::emu::MmaInput::bf16
+                                                                           : ::vk::emu::MmaInput::tf32;
+}
+#endif
+
 template <MmaType kType>
 __device__ __forceinline__ void mma_m16n8k16(float (&d)[4], const uint32_t (&a)[4], const uint32_t (&b)[2],
                                              const float (&c)[4]) {
@@ -77,8 +84,7 @@ __device__ __forceinline__ void mma_m16n8k16(float (&d)[4], const uint32_t (&a)[
           "f"(c[3]));
   }
 #else
-  ::vk::emu::mma_sync(kType == MmaType::f16 ? ::vk::emu::MmaInput::f16 : ::vk::emu::MmaInput::bf16, d, a, b, c,
-                      __FILE__, __LINE__);
+  ::vk::emu::mma_sync(emu_input(kType), d, a, b, c, __FILE__, __LINE__);
 #endif
 }
 
@@ -264,10 +270,7 @@ __device__ __forceinline__ void wgmma_m64nN(float (&d)[kN / 2], uint64_t desc_a,
   (void)d, (void)desc_a, (void)desc_b, (void)scale_d;
   __trap();  // built without sm_90a: the plan never picks a wgmma tile (args.wgmma)
 #else
-  constexpr ::vk::emu::MmaInput kInput = kType == MmaType::f16    ? ::vk::emu::MmaInput::f16
-                                         : kType == MmaType::bf16 ? ::vk::emu::MmaInput::bf16
-                                                                  : ::vk::emu::MmaInput::tf32;
-  ::vk::emu::wgmma_async(kInput, d, kN, desc_a, desc_b, scale_d, __FILE__, __LINE__);
+  ::vk::emu::wgmma_async(emu_input(kType), d, kN, desc_a, desc_b, scale_d, __FILE__, __LINE__);
 #endif
 }
 
