@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 import torch
 import torch.nn.functional as F
 
-from . import peaks, timing
+from . import peaks, tiles, timing
 
 DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
 BATCHES = (1, 32, 64, 128)
@@ -40,16 +40,15 @@ IMPLICIT_GEMM_TILES = tuple(t for t in ALL_IMPLICIT_GEMM_TILES
 # by K) and the tiles they use: whole networks are timed with them too, so the run that
 # first measures the wgmma tiles also measures VGG on them (the per-layer table that
 # would make them the default is written from that run, after it).
-WGMMA_POLICIES = tuple(name for name, uses in (("wgmma", ("wg128x128", "wg256x64")),
-                                               ("wgmma-wide", ("wg128x128", "wg256x64", "wg128x256")))
-                       if all(t in IMPLICIT_GEMM_TILES for t in uses))
+WGMMA_POLICIES = tuple(p for p in tiles.WGMMA_POLICIES  # those whose tiles on VGG's K the run kept
+                       if all(tiles.wgmma_policy_tile(k, p == "wgmma-wide") in IMPLICIT_GEMM_TILES
+                              for k in (64, 128, 256, 512)))
 
 
 def wgmma_tf32_tiles(k: int) -> tuple:
-    """The wgmma tiles the policies pick for K output channels (wgmma, then wgmma-wide's
-    other choice), those the run kept: what fp32 (TF32) is timed on, per layer."""
-    tiles = ("wg256x64",) if k <= 64 else ("wg128x128", "wg128x256") if k >= 256 else ("wg128x128",)
-    return tuple(t for t in tiles if t in IMPLICIT_GEMM_TILES)
+    """The wgmma tiles the policies pick for K output channels, those the run kept: what
+    fp32 (TF32) is timed on, per layer."""
+    return tuple(t for t in tiles.wgmma_policy_tiles(k) if t in IMPLICIT_GEMM_TILES)
 
 
 # VGG16 (config D) conv layers: name, C, K, H=W, followed by the 2x2 max-pool.
@@ -223,7 +222,7 @@ def build_cases():
             # the policies give the layer: tune.py's fp32 entries (TF32 on wgmma reads x
             # truncated, so fp32 moves to it only where measured faster in fp32).
             fp32 = dict(base, dtype="fp32", math="tf32")
-            for tile in ("256x64" if s.K <= 64 else "128x128",) + wgmma_tf32_tiles(s.K):
+            for tile in (tiles.rule_tile(s.K),) + wgmma_tf32_tiles(s.K):
                 if tile in IMPLICIT_GEMM_TILES:
                     cases.append(Case("conv", "vggkern", tuple(fp32.items()) + (("tile", tile),), "full",
                                       1 if n == QUICK_BATCH else 2))

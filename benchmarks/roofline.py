@@ -29,6 +29,7 @@ import math
 
 from .cases import VGG16_CONVS
 from .peaks import PEAKS
+from .tiles import WGMMA_POLICIES, rule_tile, wgmma_policy_tile
 
 SMS = {"H100 SXM": 132, "H100 PCIe": 114, "H100 NVL": 132, "H200 SXM": 132}
 MMA_SYNC_CEILING = 0.65
@@ -46,11 +47,6 @@ WGMMA_SHAPES = {"wg128x128": [(64, 128), (64, 128)], "wg256x64": [(64, 256)], "w
 FILL_CLOCKS = 1500  # assumed: a block's first slices arriving from L2/DRAM before its first mma
 
 
-def default_tile(k: int) -> str:
-    """The plan's default tile (csrc/common/conv3x3_implicit_gemm_plan.h)."""
-    return "256x64" if k <= 64 else "128x128"
-
-
 def plan(n, c, h, k, pool, elt, sms, tile):
     """The kernel's own plan (vggkern._C.implicit_gemm_plan: tile and split-K), or, where
     the extension is not importable, the default tile without split-K."""
@@ -64,12 +60,6 @@ def plan(n, c, h, k, pool, elt, sms, tile):
     m = n * (4 * (h // 2) ** 2 if pool else h * h)
     return {"bm": bm, "bn": bn, "M": m, "m_tiles": math.ceil(m / bm), "k_blocks": math.ceil(k / bn),
             "splits": 1, "blocks": math.ceil(m / bm) * math.ceil(k / bn)}
-
-
-def wgmma_tile(k: int, wide: bool = False) -> str:
-    """--tile wgmma: wg256x64 where K <= 64, else wg128x128; --tile wgmma-wide: wg128x256
-    where K >= 256 (one m64n256 per warpgroup: no shared-memory cap by this count)."""
-    return "wg256x64" if k <= 64 else "wg128x256" if wide and k >= 256 else "wg128x128"
 
 
 def unhidden(bm: int, bn: int, slices: int, eff: float, per_sm: int) -> float:
@@ -106,9 +96,9 @@ def layer_rows(n: int, gpu: str, dtype: str = "fp16", tile: str | None = None):
         nbytes = elt * (n * c * h * h + k * c * 9 + n * k * out_hw)
         t_flop = flops / (pk["fp16" if dtype != "fp32" else "tf32"] * 1e12)
         t_byte = nbytes / (pk["bw"] * 1e12)
-        tl = tile or default_tile(k)
-        if tl in ("wgmma", "wgmma-wide"):
-            tl = wgmma_tile(k, tl == "wgmma-wide")
+        tl = tile or rule_tile(k)
+        if tl in WGMMA_POLICIES:
+            tl = wgmma_policy_tile(k, tl == "wgmma-wide")
         bm, bn, per_sm = TILES[tl]
         pl = plan(n, c, h, k, pool, elt, SMS[gpu], tl)
         m, blocks, splits = pl["M"], pl["blocks"], pl["splits"]
@@ -155,7 +145,7 @@ def main(argv=None):
     ap.add_argument("--batch", type=int, default=64)
     ap.add_argument("--gpu", default="H100 SXM", choices=sorted(PEAKS))
     ap.add_argument("--dtype", default="fp16", choices=("fp16", "bf16", "fp32"))
-    ap.add_argument("--tile", choices=sorted(TILES) + ["wgmma", "wgmma-wide"],
+    ap.add_argument("--tile", choices=sorted(TILES) + list(WGMMA_POLICIES),
                     help="force one tile (default: the dispatch's choice; wgmma: wg256x64 where K <= 64, else "
                          "wg128x128; wgmma-wide: wg128x256 where K >= 256)")
     args = ap.parse_args(argv)

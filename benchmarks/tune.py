@@ -31,6 +31,7 @@ import sys
 from collections import defaultdict
 
 from . import report
+from .tiles import rule_tile
 
 HEADER = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "csrc", "common",
                       "conv3x3_tuned.h")
@@ -39,11 +40,6 @@ MAX_REL_ERR = 5e-2  # fp16/bf16/TF32 convs of VGG's shapes are ~1e-3; a wrong ke
 DTYPES = {"fp32": "float32", "fp16": "float16", "bf16": "bfloat16"}
 TILES = {"128x64": "m128n64", "128x128": "m128n128", "256x128": "m256n128", "256x64": "m256n64",
          "wg128x128": "wg128x128", "wg256x64": "wg256x64", "wg128x256": "wg128x256"}
-
-
-def rule_tile(k: int) -> str:
-    """The plan's tile where the table has no entry (conv3x3_implicit_gemm_plan.h)."""
-    return "256x64" if k <= 64 else "128x128"
 
 
 def _padded(c: int) -> int:

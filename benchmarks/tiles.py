@@ -1,0 +1,26 @@
+"""The implicit-GEMM plan's tile choices by layer, in Python (no torch): the rule's tile
+where the measured table has no entry, and the wgmma policies' tile
+(VGGKERN_IMPLICIT_GEMM_TILE=wgmma | wgmma-wide). The plan itself is C++
+(csrc/common/conv3x3_implicit_gemm_plan.h); tests/test_tune.py checks these against it.
+Used by cases.py (what the sweeps time), tune.py (the tile an entry must beat) and
+roofline.py (what the model counts)."""
+from __future__ import annotations
+
+WGMMA_POLICIES = ("wgmma", "wgmma-wide")
+
+
+def rule_tile(k: int) -> str:
+    """The plan's tile for K output channels where the table has no entry."""
+    return "256x64" if k <= 64 else "128x128"
+
+
+def wgmma_policy_tile(k: int, wide: bool = False) -> str:
+    """wgmma: wg256x64 where K <= 64, else wg128x128; wgmma-wide: the same, and wg128x256
+    where K >= 256."""
+    return "wg256x64" if k <= 64 else "wg128x256" if wide and k >= 256 else "wg128x128"
+
+
+def wgmma_policy_tiles(k: int) -> tuple:
+    """The tiles the two policies give a layer of K output channels: wgmma's, then
+    wgmma-wide's where it differs."""
+    return tuple(dict.fromkeys(wgmma_policy_tile(k, wide) for wide in (False, True)))
