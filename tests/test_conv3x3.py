@@ -354,7 +354,7 @@ def _phase_wavefronts(words):
 def _direct_staging_store_wavefronts(channels_inner):
     """conv3x3_direct's staging stores per block and chunk of 8 channels, from its
     documented layout: s_in [8][18][24], planes 436 floats apart (items in x's order: W
-    fastest for NCHW, C for NHWC), and s_w [8][9][36] (items (k, c, tap), tap fastest),
+    fastest for NCHW, C for NHWC), and s_w [8][9][36] (a warp: 8 (c, tap) rows x 4 k),
     4-byte stores, one phase of 32 lanes per warp instruction. Returns (instructions,
     wavefronts)."""
     def sites():
@@ -367,8 +367,8 @@ def _direct_staging_store_wavefronts(channels_inner):
                     s, r, cc = i % 18, (i // 18) % 18, i // 18 // 18
                 words.append(cc * 436 + r * 24 + s)
             yield words
-        for i0 in range(0, 32 * 8 * 9, 32):  # s_w
-            yield [8 * 436 + ((i % 72) // 9 * 9 + i % 9) * 36 + i // 72 for i in range(i0, i0 + 32)]
+        for group in range(32 * 72 // 32):  # s_w: a warp's 8 (c, tap) rows x 4 k
+            yield [8 * 436 + (group % 9 * 8 + lane // 4) * 36 + group // 9 * 4 + lane % 4 for lane in range(32)]
     counts = [_phase_wavefronts(w) for w in sites()]
     return len(counts), sum(counts)
 

@@ -18,19 +18,20 @@
 //                          NHWC staging stores 8 channels x 4 pixels per warp, which
 //                          at 432 (16 mod 32) fell 4 to a bank);
 //   s_w  [8][9][36]  fp32: the chunk's weights, tap-major, the block's 32 K innermost
-//                          (rows of 36: staging stores 4-way, not 32-way, conflicted),
-//                          so a thread's 8 K are two float4 reads, broadcast to its warp;
+//                          (rows of 36, so a warp staging 8 rows x 4 K stores to 32
+//                          distinct banks), so a thread's 8 K are two float4 reads,
+//                          broadcast to its warp;
 // in one dynamic shared buffer (24,320 bytes), then each thread reads its 4x4 input
 // patch per channel into registers and does 9 taps x 2x2 pixels x 8 K fmaf. Barriers
 // bracket each stage. Epilogue: + bias, ReLU (NaN kept), the 2x2 max with torch's NaN
 // rule (max_step, window order), convert, store if inside y.
 // Bank conflicts, counted by the emulator (tests/test_conv3x3.py, against an independent
 // count of the same addresses): the hot loop's reads have none; per chunk a block's 153
-// staging store instructions cost 346 wavefronts for NHWC x (was 580) and 418 for NCHW:
-// 256 of them s_w's (72 stores, 4-way: a warp's 32 (c, tap) rows of one k, 36 floats
-// apart; ordering items k-fastest instead would scatter the weight's global reads), and
-// NCHW's s_in rows are 18 wide, so a warp writes two rows 24 floats apart (2-way).
-// Against that, ~18k warp-instructions of fmaf per chunk.
+// staging store instructions cost 162 wavefronts for NHWC x and 234 for NCHW (NCHW's
+// s_in rows are 18 wide, so a warp writes two rows 24 floats apart: 2-way). s_w's 72
+// stores are conflict-free (they cost 256 while a warp staged 32 rows of one k: 4-way;
+// 346 and 418 in all). Against that, ~18k warp-instructions of fmaf per chunk, so the
+// staging was never the bound: the change saves ~1% of a chunk's issue slots (counted).
 // Addressing is by element strides, so NCHW and NHWC (channels_last) share one
 // instantiation per (element type, index type); the load order of the staging loop
 // follows the layout (W fastest for NCHW, C fastest for NHWC) to keep loads coalesced.
@@ -51,11 +52,13 @@ struct Conv3x3DirectTiling {
   static constexpr int kInH = kTileH + 2, kInW = kTileW + 2, kInStride = 24;
   static constexpr int kInPlane = kInH * kInStride + 4;  // 20 mod 32: see the header
   static constexpr int kInFloats = kChunkC * kInPlane;
-  static constexpr int kWStride = kBlockK + 4;
-  static constexpr int kWFloats = kChunkC * 9 * kWStride;
+  static constexpr int kWRows = kChunkC * 9, kWStride = kBlockK + 4;  // s_w: (c, tap) rows of K
+  static constexpr int kWFloats = kWRows * kWStride;
   static constexpr unsigned kSmemBytes = (kInFloats + kWFloats) * sizeof(float);
   static_assert(kThreads == (kTileH / 2) * (kTileW / 2) * (kBlockK / kThreadK), "one 2x2 x 8K block per thread");
   static_assert(kInFloats % 4 == 0, "s_w must stay 16-byte aligned");
+  static_assert(kThreads % 32 == 0 && kWRows % 8 == 0 && kBlockK % 4 == 0 && kWStride % 32 == 4,
+                "s_w staging: a warp's 8 rows x 4 k in 32 distinct banks");
 };
 
 template <class Index>
@@ -117,9 +120,14 @@ __global__ void __launch_bounds__(256)
       if (c < p.C && h >= 0 && h < p.H && ww >= 0 && ww < p.W) v = to_float(xn[c * p.xs_c + h * p.xs_h + ww * p.xs_w]);
       st_shared(s_in + cc * L::kInPlane + r * L::kInStride + s, v);
     }
-    // Stage the weights: read (k, c, tap) order (contiguous runs of 8*9), store tap-major.
-    for (int i = tid; i < L::kBlockK * L::kChunkC * 9; i += L::kThreads) {
-      const int kk = i / (L::kChunkC * 9), rem = i % (L::kChunkC * 9), cc = rem / 9, tap = rem % 9;
+    // Stage the weights tap-major: s_w row (cc * 9 + tap), the block's K innermost. A warp
+    // stages 8 consecutive rows of 4 consecutive k (lane = 4 * row + k, mod 8 rows and 4
+    // k): it reads 4 runs of 8 floats of (k, c, tap) order, the same 32-byte sectors as
+    // one run of 32, and its stores, rows 36 floats apart, land in 32 distinct banks.
+    for (int i = tid; i < L::kBlockK * L::kWRows; i += L::kThreads) {
+      const int lane = i % 32, group = i / 32;
+      const int row = group % (L::kWRows / 8) * 8 + lane / 4, kk = group / (L::kWRows / 8) * 4 + lane % 4;
+      const int cc = row / 9, tap = row % 9;
       const Index k = k0 + kk, c = c0 + cc;
       float v = 0.f;
       if (k < p.K && c < p.C) v = to_float(w[(k * p.C + c) * 9 + tap]);
