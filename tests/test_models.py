@@ -624,6 +624,25 @@ def test_conv3x3_module_caches_weight_layout(algo, weight_layout):
         assert conv._prepared_weight() is conv.weight, "a weight in the kernel's layout is used as it is"
 
 
+@pytest.mark.parametrize("dtype,c", [(torch.float32, 8), (torch.float16, 3)])
+def test_tensor_core_module_keeps_no_weight_copy_the_op_would_redo(dtype, c, monkeypatch):
+    """Where the op lays the tensor-core weight out itself on every call (float32, rounded
+    to TF32 there; C not a multiple of 8, zero-padded there) the module hands it the weight
+    as it is, in any layout, and holds no second copy; the result is the functional op's."""
+    monkeypatch.setattr(torch.backends.cudnn, "allow_tf32", True)  # what the module's float32 call follows
+    torch.manual_seed(2)
+    conv = vggkern.Conv3x3(c, 16, relu=True, algo="implicit_gemm").to(dtype)
+    x = torch.randn(2, c, 6, 7, dtype=dtype).contiguous(memory_format=torch.channels_last)
+    with vggkern.cpu_backend("emulator"), torch.no_grad():
+        for layout in (torch.contiguous_format, torch.channels_last):
+            conv.weight.data = conv.weight.data.contiguous(memory_format=layout)
+            assert conv._prepared_weight() is conv.weight
+            y = conv(x)
+            assert conv._weight_cache is None
+            torch.testing.assert_close(y, vggkern.conv3x3(x, conv.weight, conv.bias, relu=True, algo="implicit_gemm"),
+                                       rtol=0, atol=0)
+
+
 @pytest.mark.parametrize("include_top", [True, False])
 def test_tensor_core_model_converts_nchw_input_once(include_top):
     """With a tensor-core algorithm the model converts an NCHW input to channels_last once,

@@ -95,8 +95,11 @@ class Conv3x3(nn.Module):
         """The weight as ``algo``'s kernel takes it (default ``self.algo``; "auto" is
         resolved per input by forward), so that a forward pass does not
         transform or copy filters: the Winograd algorithms take U = winograd_weight(weight,
-        m); the tensor-core ones the weight laid out (K, 3, 3, C), i.e. channels_last; the
-        others (K, C, 3, 3) contiguous. A weight already in that layout is used as it is;
+        m); the tensor-core ones a 16-bit weight laid out (K, 3, 3, C), i.e. channels_last,
+        where C is a multiple of 8 (else, and in float32, which the op rounds to TF32, the
+        op lays the weight out itself in one launch whatever its strides: a copy here would
+        only hold memory); the others (K, C, 3, 3) contiguous. A weight already in that
+        layout is used as it is;
         otherwise the prepared copy is kept until the weight changes (in place: its version
         counter; replaced: its data pointer; or moved: device and dtype). The raw weight is
         used where a gradient must flow to it (the op has no backward through U) and while
@@ -107,7 +110,10 @@ class Conv3x3(nn.Module):
         if m:
             prepare = lambda: ops.winograd_weight(w.detach(), m)  # noqa: E731
         else:
-            layout = torch.channels_last if algo in ops._TENSOR_CORE_ALGORITHMS else torch.contiguous_format
+            tensor_core = algo in ops._TENSOR_CORE_ALGORITHMS
+            if tensor_core and (w.dtype == torch.float32 or w.shape[1] % 8):
+                return w
+            layout = torch.channels_last if tensor_core else torch.contiguous_format
             if w.is_contiguous(memory_format=layout):
                 return w
             prepare = lambda: w.detach().contiguous(memory_format=layout)  # noqa: E731
