@@ -62,14 +62,14 @@
 // NHWC stores of 8 channels (one 16-byte vector for fp16/bf16, two for fp32) or the max
 // over a window's 4 rows (torch's NaN rule, window order) and the pooled stores.
 // Issue slots (measured without a GPU: python -m benchmarks.sass_loop counts the compiled
-// main loop; nvcc 13.0, sm_90): per 64-byte slice a 64 x 64 warp issues 64 HMMA, 16
+// main loop; nvcc 13.0, sm_90a): per 64-byte slice a 64 x 64 warp issues 64 HMMA, 16
 // LDSM and its cp.async copies among 206 instructions (fp16/bf16, 128 x 128, 32-bit
 // offsets; 258 at 128 x 64, 271 for TF32, whose cvt.rna of x's fragments costs 2
 // instructions per element: 335 while the weight's were converted here too, before the
 // op rounded it once). Two warps share a sub-partition (2 blocks per SM), one instruction per clock,
 // against ~6 clocks per HMMA at mma.sync's ~65%: 2 x 206 of 768 slots. The first
 // version divided the K position by C every stage and recomputed swizzled addresses:
-// 305 instructions (4.8 per HMMA, 80% of the slots); now the K position advances one
+// 305 instructions (4.8 per HMMA, 79% of the slots); now the K position advances one
 // slice at a time, tap validity is a per-row bit mask, and shared offsets are fixed.
 // wgmma (tile wg128x128, sm_90a; fp16/bf16, or tf32 in k8 steps: the same 32 bytes, the
 // same counts below): one warpgroup (128 threads) owns the 128 x 128 tile as two
