@@ -103,9 +103,6 @@ def _torch_forward(x, w, b, relu, pool, dtype):
     if relu:
         y = F.relu(y)
     if pool:
-        n, k, h, wd = y.shape
-        if h // 2 == 0 or wd // 2 == 0:  # torch's max_pool2d refuses an empty result
-            return y.new_empty((n, k, h // 2, wd // 2))
         y = F.max_pool2d(y, 2, 2)
     return y
 
@@ -154,7 +151,7 @@ CASES = [
     (3, 17, 1, 2, 57, False, True, True),
     (1, 64, 7, 3, 2, True, False, False),
     (1, 3, 129, 57, 57, True, True, True),
-    (1, 3, 7, 1, 13, True, True, True),  # pool of H=1: empty result, as torch's
+    (1, 3, 7, 1, 13, True, True, False),  # (with the pool, H=1 is refused: test_bad_inputs)
     (3, 1, 64, 31, 1, False, True, False),
 ]
 
@@ -314,6 +311,9 @@ BAD_INPUTS = [
     (_bad(bias=torch.randn(3, dtype=torch.bfloat16)), r"expected bias of the same dtype as x"),
     (_bad(bias=torch.randn(4)), r"expected bias of shape \[K\] with K=3 matching weight, got \[4\]"),
     (_bad(algo="winograd"), r'unknown algo "winograd"; expected one of "auto", "direct"'),
+    # The pool's window must fit (as F.max_pool2d: an empty result is refused, not returned).
+    (_bad(x=torch.randn(1, 4, 1, 8), pool=True), r"pool=True: expected x with H >= 2 and W >= 2 .* got H=1, W=8"),
+    (_bad(x=torch.randn(2, 4, 9, 1), pool=True, algo="implicit_gemm"), r"pool=True: .* got H=9, W=1"),
 ]
 
 
@@ -327,9 +327,27 @@ def assert_refused(args, match, entry):
     """The wrapper (entry "wrapper") or the registered op refuses args with ValueError(match)."""
     with pytest.raises(ValueError, match="vggkern.conv3x3: " + match):
         if entry == "wrapper":
-            vggkern.conv3x3(args["x"], args["weight"], args["bias"], algo=args["algo"])
+            vggkern.conv3x3(args["x"], args["weight"], args["bias"], pool=args.get("pool", False), algo=args["algo"])
         else:
-            torch.ops.vggkern.conv3x3(args["x"], args["weight"], args["bias"], False, False, args["algo"])
+            torch.ops.vggkern.conv3x3(args["x"], args["weight"], args["bias"], False, args.get("pool", False),
+                                      args["algo"])
+
+
+# What is not a tensor is named: a TypeError from the wrappers, a ValueError from the op
+# (whose schema turns None into an undefined tensor).
+def test_arguments_that_are_not_tensors():
+    x, w, b = torch.randn(1, 4, 5, 5), torch.randn(3, 4, 3, 3), torch.randn(3)
+    for call, match in [(lambda: vggkern.conv3x3([[1.0]], w, b), "expected x to be a torch.Tensor, got list"),
+                        (lambda: vggkern.conv3x3(x, None, b), "expected weight to be a torch.Tensor, got NoneType"),
+                        (lambda: vggkern.conv3x3(x, w, 3.0), "expected bias to be a torch.Tensor, got float"),
+                        (lambda: vggkern.maxpool2x2(x.numpy()), "maxpool2x2: expected x to be a torch.Tensor"),
+                        (lambda: vggkern.winograd_weight("w", 2), "winograd_weight: expected weight to be a torch")]:
+        with pytest.raises(TypeError, match=match):
+            call()
+    with pytest.raises(ValueError, match="vggkern.conv3x3: expected weight to be a tensor, got None"):
+        torch.ops.vggkern.conv3x3(x, None, b, False, False, "auto")
+    with pytest.raises(ValueError, match=r"expected tile 2 \(F\(2x2,3x3\)\) or 4 \(F\(4x4,3x3\)\), got '2'"):
+        vggkern.winograd_weight(w, "2")
 
 
 @pytest.mark.gpu

@@ -403,6 +403,46 @@ def test_conv3x3_is_a_conv2d_drop_in():
             Conv3x3.from_conv2d(conv)
     with pytest.raises(ValueError, match='Conv3x3: unknown algo "winograd"; expected one of "auto", "direct"'):
         Conv3x3(3, 4, algo="winograd")
+    # nn.Conv2d's third argument is kernel_size; ours is bias, and only a bool is taken.
+    for args, kwargs, msg in [((5, 7, 3), {}, r"expected bias to be a bool, got 3 \(the kernel is always 3x3"),
+                              ((5, 7), {"relu": "no"}, "expected relu to be a bool, got 'no'"),
+                              ((5, 7), {"pool": None}, "expected pool to be a bool, got None"),
+                              (("5", 7), {}, "expected in_channels to be an int, got '5'"),
+                              ((5, 7.0), {}, "expected out_channels to be an int, got 7.0")]:
+        with pytest.raises(TypeError, match="Conv3x3: " + msg):
+            Conv3x3(*args, **kwargs)
+    with pytest.raises(TypeError, match="Conv3x3.from_conv2d: expected relu to be a bool, got 1"):
+        Conv3x3.from_conv2d(ref, relu=1)
+    with pytest.raises(ValueError, match="vggkern.vgg11: expected num_classes to be an int >= 1, got -3"):
+        vggkern.vgg11(num_classes=-3)
+    with pytest.raises(TypeError, match="vggkern.convert: expected model to be a torch.nn.Module, got str"):
+        vggkern.convert("model")
+
+
+def test_module_errors_name_the_input_not_the_prepared_weight():
+    """A Winograd module hands the op U, a (36, C, K) tensor the caller never saw: a wrong x
+    is said of x and the module (its channels, its dtype), on the kernels' path."""
+    m = Conv3x3(4, 6, algo="winograd_f4x4")
+    with vggkern.cpu_backend("emulator"), torch.no_grad():
+        with pytest.raises(ValueError, match=r"Conv3x3: expected x with in_channels=4 channels, got shape \[1, 3, 5, 5\]"):
+            m(torch.randn(1, 3, 5, 5))
+        with pytest.raises(ValueError, match=r"Conv3x3: expected x of the module's dtype \(torch.float32\), got torch.float16"):
+            m(torch.randn(1, 4, 5, 5, dtype=torch.float16))
+
+
+@pytest.mark.parametrize("backend", ["torch", "emulator"])
+def test_modules_take_unbatched_input(backend):
+    """(C, H, W) in, (K, H', W') out, as nn.Conv2d and nn.MaxPool2d take it, on both paths."""
+    torch.manual_seed(5)
+    conv, pool = Conv3x3(3, 5, relu=True, pool=True), MaxPool2x2()
+    x = torch.randn(3, 6, 7)
+    with vggkern.cpu_backend(backend), torch.no_grad():
+        y, p = conv(x), pool(x)
+        assert y.shape == (5, 3, 3) and p.shape == (3, 3, 3)
+        assert torch.equal(y, conv(x[None])[0]) and torch.equal(p, pool(x[None])[0])
+    torch.testing.assert_close(y, F.max_pool2d(F.relu(F.conv2d(x, conv.weight, conv.bias, padding=1)), 2, 2),
+                               rtol=1e-5, atol=1e-5)
+    assert torch.equal(p, F.max_pool2d(x, 2, 2))
 
 
 def _re(s):
@@ -596,6 +636,53 @@ def test_conv3x3_module_caches_winograd_transform(algo):
         y3.sum().backward()
         assert conv.weight.grad is not None and conv.weight.grad.abs().sum() > 0
     assert "_weight_cache" not in dict(conv.state_dict())
+
+
+@pytest.mark.parametrize("algo,dtype", [("winograd_f2x2", torch.float32), ("implicit_gemm", torch.float16),
+                                        ("direct", torch.float32)])
+def test_frozen_module_gives_the_input_its_gradient(algo, dtype):
+    """A frozen module (no parameter wants a gradient) with an x that does: the module
+    hands the op its raw weight, so the backward runs (the op has none through a prepared
+    one), also when the prepared weight was cached under inference_mode."""
+    torch.manual_seed(3)
+    conv = Conv3x3(8, 16, relu=True, pool=True, algo=algo).to(dtype).requires_grad_(False)
+    other = torch.channels_last if algo == "direct" else torch.contiguous_format  # not the kernel's: prepared
+    conv.weight.data = conv.weight.data.contiguous(memory_format=other)
+    x = torch.randn(2, 8, 6, 6, dtype=dtype)
+    ref = x.detach().clone().requires_grad_()
+    F.max_pool2d(F.relu(F.conv2d(ref, conv.weight, conv.bias, padding=1)), 2, 2).float().square().sum().backward()
+    with vggkern.cpu_backend("emulator"):
+        with torch.inference_mode():
+            conv(x)
+        assert conv._weight_cache is not None  # prepared (and an inference tensor)
+        xg = x.detach().clone().requires_grad_()
+        conv(xg).float().square().sum().backward()
+    tol = 1e-4 if dtype == torch.float32 else 2e-2
+    torch.testing.assert_close(xg.grad, ref.grad, rtol=tol, atol=tol)
+
+
+@pytest.mark.parametrize("algo", ["winograd_f4x4", "implicit_gemm"])
+def test_weight_changed_through_data_is_seen_after_clear_weight_caches(algo):
+    """The prepared weight follows the weight's version counter; a change through .data
+    bypasses it, and clear_weight_caches(model) makes the next call see it."""
+    torch.manual_seed(4)
+    model = nn.Sequential(Conv3x3(8, 8, relu=True, algo=algo), Conv3x3(8, 8, algo=algo)).half()
+    x = torch.randn(1, 8, 6, 6, dtype=torch.float16)
+
+    def want():
+        return vggkern.conv3x3(vggkern.conv3x3(x, model[0].weight, model[0].bias, relu=True, algo=algo),
+                               model[1].weight, model[1].bias, algo=algo)
+
+    with vggkern.cpu_backend("emulator"), torch.no_grad():
+        model(x)
+        for conv in model:
+            conv.weight.mul_(-1)  # seen: the version moves
+        assert torch.equal(model(x), want())
+        for conv in model:
+            conv.weight.data.mul_(-1)  # not seen until the caches are dropped
+        vggkern.nn.clear_weight_caches(model)
+        assert all(conv._weight_cache is None for conv in model)
+        assert torch.equal(model(x), want())
 
 
 @pytest.mark.parametrize("algo,weight_layout", [("implicit_gemm", torch.contiguous_format),

@@ -174,6 +174,8 @@ def convert(model: nn.Module, algo: str = "auto", inplace: bool = False) -> tupl
     ``inplace=False`` (default) converts a deep copy and leaves ``model`` untouched.
     ``report`` (a ConvertReport) names every replaced, fused and skipped module.
     """
+    if not isinstance(model, nn.Module):
+        raise TypeError(f"vggkern.convert: expected model to be a torch.nn.Module, got {type(model).__name__}")
     _check_algo(algo)
     if not inplace:
         model = copy.deepcopy(model)

@@ -14,13 +14,32 @@ from torch import nn
 from . import ops
 from .backend import describe_path, get_cpu_backend
 
-__all__ = ["Conv3x3", "MaxPool2x2", "Fused"]
+__all__ = ["Conv3x3", "MaxPool2x2", "Fused", "clear_weight_caches"]
 
 
 def _use_kernels(x: torch.Tensor) -> bool:
     # CPU tensors follow the CPU backend; every other device (CUDA, meta) goes to the
     # ops, which run our kernels (or refuse the device with a clear message).
     return x.device.type != "cpu" or get_cpu_backend() == "emulator"
+
+
+def _unbatched(x) -> bool:
+    return isinstance(x, torch.Tensor) and x.dim() == 3
+
+
+def _check_flags(op: str, **flags) -> None:
+    for name, v in flags.items():
+        if not isinstance(v, bool):
+            raise TypeError(f"{op}: expected {name} to be a bool, got {v!r}"
+                            + (" (the kernel is always 3x3, stride 1, padding 1)" if name == "bias" else ""))
+
+
+def clear_weight_caches(module: nn.Module) -> None:
+    """``Conv3x3.clear_weight_cache()`` on every Conv3x3 in ``module`` (a model, or one
+    Conv3x3): after changing weights through ``.data``."""
+    for m in module.modules():
+        if isinstance(m, Conv3x3):
+            m.clear_weight_cache()
 
 
 def _pair(v):
@@ -47,12 +66,17 @@ class Conv3x3(nn.Module):
     def __init__(self, in_channels: int, out_channels: int, bias: bool = True, *, relu: bool = False,
                  pool: bool = False, algo: str = "auto", device=None, dtype=None):
         super().__init__()
+        for name, v in (("in_channels", in_channels), ("out_channels", out_channels)):
+            if not isinstance(v, int) or isinstance(v, bool):
+                raise TypeError(f"Conv3x3: expected {name} to be an int, got {v!r}")
+        # bool only: Conv3x3(C, K, 3), nn.Conv2d's order, must not pass 3 as bias=True.
+        _check_flags("Conv3x3", bias=bias, relu=relu, pool=pool)
         if in_channels < 1 or out_channels < 1:
             raise ValueError(f"Conv3x3: expected in_channels >= 1 and out_channels >= 1, got {in_channels} "
                              f"and {out_channels}")
         _check_algo(algo)
         self.in_channels, self.out_channels = in_channels, out_channels
-        self.relu, self.pool, self.algo = bool(relu), bool(pool), algo
+        self.relu, self.pool, self.algo = relu, pool, algo
         factory = {"device": device, "dtype": dtype}
         self.weight = nn.Parameter(torch.empty(out_channels, in_channels, 3, 3, **factory))
         if bias:
@@ -79,11 +103,12 @@ class Conv3x3(nn.Module):
         reason = conv2d_incompatibility(conv)
         if reason:
             raise ValueError(f"Conv3x3.from_conv2d: cannot replace {conv}: {reason}")
+        _check_flags("Conv3x3.from_conv2d", relu=relu, pool=pool)
+        _check_algo(algo)
         m = cls.__new__(cls)
         nn.Module.__init__(m)
-        _check_algo(algo)
         m.in_channels, m.out_channels = conv.in_channels, conv.out_channels
-        m.relu, m.pool, m.algo = bool(relu), bool(pool), algo
+        m.relu, m.pool, m.algo = relu, pool, algo
         m.weight = conv.weight
         if conv.bias is not None:
             m.bias = conv.bias
@@ -91,7 +116,15 @@ class Conv3x3(nn.Module):
             m.register_parameter("bias", None)
         return m
 
-    def _prepared_weight(self, algo: str | None = None) -> torch.Tensor:
+    def clear_weight_cache(self) -> None:
+        """Drop the prepared weight, so that the next forward prepares it from the weight
+        as it is then. Needed only after a change its version counter does not see: one
+        made through ``weight.data`` (``conv.weight.data.copy_(w)``). In-place ops on the
+        Parameter itself (also under torch.no_grad(), as optimizers make them),
+        ``load_state_dict``, assigning a new weight and ``.to()`` are all seen."""
+        self._weight_cache = self._weight_cache_key = None
+
+    def _prepared_weight(self, algo: str | None = None, x: torch.Tensor | None = None) -> torch.Tensor:
         """The weight as ``algo``'s kernel takes it (default ``self.algo``; "auto" is
         resolved per input by forward), so that a forward pass does not
         transform or copy filters: the Winograd algorithms take U = winograd_weight(weight,
@@ -101,9 +134,10 @@ class Conv3x3(nn.Module):
         only hold memory); the others (K, C, 3, 3) contiguous. A weight already in that
         layout is used as it is;
         otherwise the prepared copy is kept until the weight changes (in place: its version
-        counter; replaced: its data pointer; or moved: device and dtype). The raw weight is
-        used where a gradient must flow to it (the op has no backward through U) and while
-        torch.compile traces (the cache is eager-mode state)."""
+        counter; replaced: its data pointer; or moved: device and dtype; a change through
+        ``weight.data`` is not seen: see clear_weight_cache). The raw weight is used where
+        a gradient is wanted, for x (given) or a parameter (the op's backward needs the raw
+        weight), and while torch.compile traces (the cache is eager-mode state)."""
         w = self.weight
         algo = self.algo if algo is None else algo
         m = ops._WINOGRAD_TILE.get(algo, 0)
@@ -117,7 +151,8 @@ class Conv3x3(nn.Module):
             if w.is_contiguous(memory_format=layout):
                 return w
             prepare = lambda: w.detach().contiguous(memory_format=layout)  # noqa: E731
-        if (torch.is_grad_enabled() and w.requires_grad) or torch.compiler.is_compiling():
+        if torch.compiler.is_compiling() or (
+                torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in (x, w, self.bias))):
             return w
         key = (w._version, w.data_ptr(), w.device, w.dtype, algo)
         if self._weight_cache_key != key:
@@ -127,12 +162,20 @@ class Conv3x3(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if _use_kernels(x):
+            if _unbatched(x):  # (C, H, W), as nn.Conv2d takes it
+                return self(x.unsqueeze(0)).squeeze(0)
+            if isinstance(x, torch.Tensor) and x.dim() == 4:  # said of x, not of the prepared weight
+                if x.shape[1] != self.in_channels:
+                    raise ValueError(f"Conv3x3: expected x with in_channels={self.in_channels} channels, "
+                                     f"got shape {list(x.shape)}")
+                if x.dtype != self.weight.dtype:
+                    raise ValueError(f"Conv3x3: expected x of the module's dtype ({self.weight.dtype}), got {x.dtype}")
             # "auto" resolved here, so that the weight is laid out for the kernel it picks
             # (while torch.compile traces, the op resolves it at run time instead).
             algo = self.algo
             if algo == "auto" and x.dim() == 4 and not torch.compiler.is_compiling():
                 algo = ops.resolve_algo(x, self.out_channels, pool=self.pool)
-            return ops.conv3x3(x, self._prepared_weight(algo), self.bias, relu=self.relu, pool=self.pool,
+            return ops.conv3x3(x, self._prepared_weight(algo, x), self.bias, relu=self.relu, pool=self.pool,
                                algo=algo)
         y = F.conv2d(x, self.weight, self.bias, padding=1)
         if self.relu:
@@ -158,6 +201,8 @@ class MaxPool2x2(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if _use_kernels(x):
+            if _unbatched(x):  # (C, H, W), as nn.MaxPool2d takes it
+                return self(x.unsqueeze(0)).squeeze(0)
             return ops.maxpool2x2(x)
         return F.max_pool2d(x, 2, 2)
 

@@ -12,9 +12,16 @@ from . import _C  # noqa: F401  (registers the schemas before we attach to them)
 _FLOAT_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
 
 
+def _check_tensor(name: str, t, op: str) -> None:
+    # What the op's schema says when called directly (torch.ops.vggkern.*), worded ours.
+    if not isinstance(t, torch.Tensor):
+        raise TypeError(f"{op}: expected {name} to be a torch.Tensor, got {type(t).__name__}")
+
+
 def _check_activation(x: torch.Tensor, op: str) -> None:
     # Mirrors check_activation in csrc/common/op_support.h, so that traced and eager
     # calls fail alike.
+    _check_tensor("x", x, op)
     if x.device.type not in ("cpu", "cuda", "meta"):
         raise ValueError(f"{op}: expected x on a CPU or CUDA device, got {x.device}")
     if x.dim() != 4:
@@ -108,12 +115,17 @@ def _tf32_allowed(allow_tf32):
     return bool(allow_tf32) if allow_tf32 is not None else _C.tf32_allowed()
 
 
-def _check_conv3x3_inputs(x, weight, bias, algo, allow_tf32=None, op="vggkern.conv3x3"):
+def _check_conv3x3_inputs(x, weight, bias, algo, allow_tf32=None, pool=False, op="vggkern.conv3x3"):
     # Mirrors csrc/ops/conv3x3.cpp so that traced and eager calls fail alike.
     _check_activation(x, op)
     n, c, h, w = x.shape
     if h < 1 or w < 1:
         raise ValueError(f"{op}: expected x with H >= 1 and W >= 1, got shape {list(x.shape)}")
+    if pool and (h < 2 or w < 2):  # as F.max_pool2d: no empty output from a window that does not fit
+        raise ValueError(f"{op}: pool=True: expected x with H >= 2 and W >= 2 for a 2x2 window, got H={h}, W={w}")
+    _check_tensor("weight", weight, op)
+    if bias is not None:
+        _check_tensor("bias", bias, op)
     if algo != "auto" and algo not in _CONV3X3_ALGORITHMS:
         valid = ", ".join(f'"{a}"' for a in ("auto",) + _CONV3X3_ALGORITHMS)
         raise ValueError(f'{op}: unknown algo "{algo}"; expected one of {valid}')
@@ -163,8 +175,8 @@ def conv3x3(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = N
     """3x3 convolution, stride 1, padding 1, with bias, ReLU and 2x2 max-pool fused.
 
     Computes ``F.conv2d(x, weight, bias, padding=1)``, then ``relu`` if relu, then
-    ``F.max_pool2d(., 2, 2)`` (floor mode) if pool, in one kernel that writes only the
-    result. x: (N, C, H, W); weight: (K, C, 3, 3); bias: (K,) or None; one dtype,
+    ``F.max_pool2d(., 2, 2)`` (floor mode; H, W >= 2) if pool, in one kernel that writes
+    only the result. x: (N, C, H, W); weight: (K, C, 3, 3); bias: (K,) or None; one dtype,
     float32/float16/bfloat16, sums in fp32. The output keeps x's memory format (NCHW or
     channels_last). algo: "auto" (see ``resolve_algo``: the algorithm measured fastest for
     the layer on a GPU, else "direct") or one of ``algorithms()``.
@@ -184,13 +196,13 @@ def conv3x3(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = N
     time. float32 with TF32 not allowed is a ValueError saying so. The other algorithms
     compute float32 in fp32 and ignore ``allow_tf32``.
     """
-    _check_conv3x3_inputs(x, weight, bias, algo, allow_tf32)
+    _check_conv3x3_inputs(x, weight, bias, algo, allow_tf32, pool)
     return torch.ops.vggkern.conv3x3(x, weight, bias, relu, pool, algo, allow_tf32)
 
 
 @torch.library.register_fake("vggkern::conv3x3")
 def _conv3x3_fake(x, weight, bias=None, relu=False, pool=False, algo="auto", allow_tf32=None):
-    _check_conv3x3_inputs(x, weight, bias, algo, allow_tf32)
+    _check_conv3x3_inputs(x, weight, bias, algo, allow_tf32, pool)
     n, _, h, w = x.shape
     k = weight.shape[2] if weight.dim() == 3 else weight.shape[0]
     shape = (n, k, h // 2, w // 2) if pool else (n, k, h, w)
@@ -235,8 +247,9 @@ torch.library.register_autograd("vggkern::conv3x3", _conv3x3_backward, setup_con
 
 def _check_winograd_weight_inputs(weight, tile, op="vggkern.winograd_weight"):
     # Mirrors csrc/ops/winograd.cpp.
-    if tile not in (2, 4):
-        raise ValueError(f"{op}: expected tile 2 (F(2x2,3x3)) or 4 (F(4x4,3x3)), got {tile}")
+    _check_tensor("weight", weight, op)
+    if isinstance(tile, bool) or tile not in (2, 4):
+        raise ValueError(f"{op}: expected tile 2 (F(2x2,3x3)) or 4 (F(4x4,3x3)), got {tile!r}")
     if weight.device.type not in ("cpu", "cuda", "meta"):
         raise ValueError(f"{op}: expected weight on a CPU or CUDA device, got {weight.device}")
     if weight.dim() != 4 or weight.shape[2] != 3 or weight.shape[3] != 3:

@@ -135,6 +135,9 @@ at::Tensor conv3x3(const at::Tensor& x, const at::Tensor& weight, const std::opt
   const DType dtype = check_activation(x, op);
   const int64_t N = x.size(0), C = x.size(1), H = x.size(2), W = x.size(3);
   TORCH_CHECK_VALUE(H >= 1 && W >= 1, op, ": expected x with H >= 1 and W >= 1, got shape ", x.sizes());
+  TORCH_CHECK_VALUE(!pool || (H >= 2 && W >= 2), op, ": pool=True: expected x with H >= 2 and W >= 2 for a 2x2 window, ",
+                    "got H=", H, ", W=", W);
+  TORCH_CHECK_VALUE(weight.defined(), op, ": expected weight to be a tensor, got None");
   std::string name(algo);
   if (name == "auto")  // a raw weight's K; anything else matches no table entry (and then fails as direct's)
     name = conv3x3_auto(dtype, layout_of(x.suggest_memory_format()), N, C, H, W, weight.dim() == 4 ? weight.size(0) : 0,
