@@ -413,8 +413,10 @@ def test_conv3x3_is_a_conv2d_drop_in():
             Conv3x3(*args, **kwargs)
     with pytest.raises(TypeError, match="Conv3x3.from_conv2d: expected relu to be a bool, got 1"):
         Conv3x3.from_conv2d(ref, relu=1)
-    with pytest.raises(ValueError, match="vggkern.vgg11: expected num_classes to be an int >= 1, got -3"):
+    with pytest.raises(ValueError, match="vggkern.vgg11: expected num_classes >= 1, got -3"):
         vggkern.vgg11(num_classes=-3)
+    with pytest.raises(TypeError, match="vggkern.vgg11: expected num_classes to be an int, got '10'"):
+        vggkern.vgg11(num_classes="10")
     with pytest.raises(TypeError, match="vggkern.convert: expected model to be a torch.nn.Module, got str"):
         vggkern.convert("model")
 
@@ -440,6 +442,10 @@ def test_modules_take_unbatched_input(backend):
         y, p = conv(x), pool(x)
         assert y.shape == (5, 3, 3) and p.shape == (3, 3, 3)
         assert torch.equal(y, conv(x[None])[0]) and torch.equal(p, pool(x[None])[0])
+        calls = []
+        conv.register_forward_hook(lambda m, args, out: calls.append(args[0].dim()))
+        conv(x)
+        assert calls == [3], "hooks run once, on the caller's input"
     torch.testing.assert_close(y, F.max_pool2d(F.relu(F.conv2d(x, conv.weight, conv.bias, padding=1)), 2, 2),
                                rtol=1e-5, atol=1e-5)
     assert torch.equal(p, F.max_pool2d(x, 2, 2))

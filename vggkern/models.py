@@ -126,8 +126,10 @@ def resolve_weights(arch: str, weights):
 
 
 def _vgg(arch: str, num_classes: int, weights, algo: str, include_top: bool, progress: bool) -> VGG:
-    if not isinstance(num_classes, int) or isinstance(num_classes, bool) or num_classes < 1:
-        raise ValueError(f"vggkern.{arch}: expected num_classes to be an int >= 1, got {num_classes!r}")
+    if not isinstance(num_classes, int) or isinstance(num_classes, bool):
+        raise TypeError(f"vggkern.{arch}: expected num_classes to be an int, got {num_classes!r}")
+    if num_classes < 1:
+        raise ValueError(f"vggkern.{arch}: expected num_classes >= 1, got {num_classes}")
     weights = resolve_weights(arch, weights)
     if weights is not None and not isinstance(weights, str):
         categories = weights.meta.get("categories")

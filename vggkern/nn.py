@@ -126,18 +126,18 @@ class Conv3x3(nn.Module):
 
     def _prepared_weight(self, algo: str | None = None, x: torch.Tensor | None = None) -> torch.Tensor:
         """The weight as ``algo``'s kernel takes it (default ``self.algo``; "auto" is
-        resolved per input by forward), so that a forward pass does not
-        transform or copy filters: the Winograd algorithms take U = winograd_weight(weight,
-        m); the tensor-core ones a 16-bit weight laid out (K, 3, 3, C), i.e. channels_last,
-        where C is a multiple of 8 (else, and in float32, which the op rounds to TF32, the
-        op lays the weight out itself in one launch whatever its strides: a copy here would
-        only hold memory); the others (K, C, 3, 3) contiguous. A weight already in that
-        layout is used as it is;
-        otherwise the prepared copy is kept until the weight changes (in place: its version
-        counter; replaced: its data pointer; or moved: device and dtype; a change through
-        ``weight.data`` is not seen: see clear_weight_cache). The raw weight is used where
-        a gradient is wanted, for x (given) or a parameter (the op's backward needs the raw
-        weight), and while torch.compile traces (the cache is eager-mode state)."""
+        resolved per input by forward), so that a forward pass does not transform or copy
+        filters: the Winograd algorithms take U = winograd_weight(weight, m); the
+        tensor-core ones a 16-bit weight laid out (K, 3, 3, C), i.e. channels_last, where C
+        is a multiple of 8 (else, and in float32, which the op rounds to TF32, the op lays
+        the weight out itself in one launch whatever its strides: a copy here would only
+        hold memory); the others (K, C, 3, 3) contiguous. A weight already in that layout
+        is used as it is; otherwise the prepared copy is kept until the weight changes (in
+        place: its version counter; replaced: its data pointer; or moved: device and dtype;
+        a change through ``weight.data`` is not seen: see clear_weight_cache). The raw
+        weight is used where a gradient is wanted, for x (given) or a parameter (the op's
+        backward needs the raw weight), and while torch.compile traces (the cache is
+        eager-mode state)."""
         w = self.weight
         algo = self.algo if algo is None else algo
         m = ops._WINOGRAD_TILE.get(algo, 0)
@@ -162,8 +162,8 @@ class Conv3x3(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if _use_kernels(x):
-            if _unbatched(x):  # (C, H, W), as nn.Conv2d takes it
-                return self(x.unsqueeze(0)).squeeze(0)
+            if _unbatched(x):  # (C, H, W), as nn.Conv2d takes it (forward: hooks run once)
+                return self.forward(x.unsqueeze(0)).squeeze(0)
             if isinstance(x, torch.Tensor) and x.dim() == 4:  # said of x, not of the prepared weight
                 if x.shape[1] != self.in_channels:
                     raise ValueError(f"Conv3x3: expected x with in_channels={self.in_channels} channels, "
@@ -202,7 +202,7 @@ class MaxPool2x2(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if _use_kernels(x):
             if _unbatched(x):  # (C, H, W), as nn.MaxPool2d takes it
-                return self(x.unsqueeze(0)).squeeze(0)
+                return self.forward(x.unsqueeze(0)).squeeze(0)
             return ops.maxpool2x2(x)
         return F.max_pool2d(x, 2, 2)
 
