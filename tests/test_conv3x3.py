@@ -333,8 +333,8 @@ def assert_refused(args, match, entry):
                                       args["algo"])
 
 
-# What is not a tensor is named: a TypeError from the wrappers, a ValueError from the op
-# (whose schema turns None into an undefined tensor).
+# What is not a tensor (or a flag not a bool) is named: a TypeError from the wrappers, a
+# ValueError from the op (whose schema turns None into an undefined tensor).
 def test_arguments_that_are_not_tensors():
     x, w, b = torch.randn(1, 4, 5, 5), torch.randn(3, 4, 3, 3), torch.randn(3)
     for call, match in [(lambda: vggkern.conv3x3([[1.0]], w, b), "expected x to be a torch.Tensor, got list"),
@@ -344,6 +344,10 @@ def test_arguments_that_are_not_tensors():
                         (lambda: vggkern.winograd_weight("w", 2), "winograd_weight: expected weight to be a torch")]:
         with pytest.raises(TypeError, match=match):
             call()
+    for flags, match in [({"pool": None}, "pool to be a bool, got None"), ({"relu": 1}, "relu to be a bool, got 1"),
+                         ({"allow_tf32": "yes"}, "allow_tf32 to be a bool, got 'yes'")]:
+        with pytest.raises(TypeError, match="vggkern.conv3x3: expected " + match):
+            vggkern.conv3x3(x, w, b, **flags)
     with pytest.raises(ValueError, match="vggkern.conv3x3: expected weight to be a tensor, got None"):
         torch.ops.vggkern.conv3x3(x, None, b, False, False, "auto")
     with pytest.raises(ValueError, match=r"expected tile 2 \(F\(2x2,3x3\)\) or 4 \(F\(4x4,3x3\)\), got '2'"):

@@ -27,13 +27,6 @@ def _unbatched(x) -> bool:
     return isinstance(x, torch.Tensor) and x.dim() == 3
 
 
-def _check_flags(op: str, **flags) -> None:
-    for name, v in flags.items():
-        if not isinstance(v, bool):
-            raise TypeError(f"{op}: expected {name} to be a bool, got {v!r}"
-                            + (" (the kernel is always 3x3, stride 1, padding 1)" if name == "bias" else ""))
-
-
 def clear_weight_caches(module: nn.Module) -> None:
     """``Conv3x3.clear_weight_cache()`` on every Conv3x3 in ``module`` (a model, or one
     Conv3x3): after changing weights through ``.data``."""
@@ -70,7 +63,7 @@ class Conv3x3(nn.Module):
             if not isinstance(v, int) or isinstance(v, bool):
                 raise TypeError(f"Conv3x3: expected {name} to be an int, got {v!r}")
         # bool only: Conv3x3(C, K, 3), nn.Conv2d's order, must not pass 3 as bias=True.
-        _check_flags("Conv3x3", bias=bias, relu=relu, pool=pool)
+        ops._check_flags("Conv3x3", bias=bias, relu=relu, pool=pool)
         if in_channels < 1 or out_channels < 1:
             raise ValueError(f"Conv3x3: expected in_channels >= 1 and out_channels >= 1, got {in_channels} "
                              f"and {out_channels}")
@@ -103,7 +96,7 @@ class Conv3x3(nn.Module):
         reason = conv2d_incompatibility(conv)
         if reason:
             raise ValueError(f"Conv3x3.from_conv2d: cannot replace {conv}: {reason}")
-        _check_flags("Conv3x3.from_conv2d", relu=relu, pool=pool)
+        ops._check_flags("Conv3x3.from_conv2d", relu=relu, pool=pool)
         _check_algo(algo)
         m = cls.__new__(cls)
         nn.Module.__init__(m)

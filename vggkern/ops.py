@@ -18,6 +18,14 @@ def _check_tensor(name: str, t, op: str) -> None:
         raise TypeError(f"{op}: expected {name} to be a torch.Tensor, got {type(t).__name__}")
 
 
+def _check_flags(op: str, **flags) -> None:
+    # bool only (not truthy values): a module's bias flag sits where nn.Conv2d's kernel_size does.
+    for name, v in flags.items():
+        if not isinstance(v, bool):
+            raise TypeError(f"{op}: expected {name} to be a bool, got {v!r}"
+                            + (" (the kernel is always 3x3, stride 1, padding 1)" if name == "bias" else ""))
+
+
 def _check_activation(x: torch.Tensor, op: str) -> None:
     # Mirrors check_activation in csrc/common/op_support.h, so that traced and eager
     # calls fail alike.
@@ -196,6 +204,7 @@ def conv3x3(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = N
     time. float32 with TF32 not allowed is a ValueError saying so. The other algorithms
     compute float32 in fp32 and ignore ``allow_tf32``.
     """
+    _check_flags("vggkern.conv3x3", relu=relu, pool=pool, **({} if allow_tf32 is None else {"allow_tf32": allow_tf32}))
     _check_conv3x3_inputs(x, weight, bias, algo, allow_tf32, pool)
     return torch.ops.vggkern.conv3x3(x, weight, bias, relu, pool, algo, allow_tf32)
 
