@@ -41,7 +41,7 @@ IMPLICIT_GEMM_TILES = tuple(t for t in ALL_IMPLICIT_GEMM_TILES
 # first measures the wgmma tiles also measures VGG on them (the per-layer table that
 # would make them the default is written from that run, after it).
 WGMMA_POLICIES = tuple(p for p in tiles.WGMMA_POLICIES  # those whose tiles on VGG's K the run kept
-                       if all(tiles.wgmma_policy_tile(k, p == "wgmma-wide") in IMPLICIT_GEMM_TILES
+                       if all(tiles.wgmma_policy_tile(k, p) in IMPLICIT_GEMM_TILES
                               for k in (64, 128, 256, 512)))
 
 

@@ -98,7 +98,7 @@ def layer_rows(n: int, gpu: str, dtype: str = "fp16", tile: str | None = None):
         t_byte = nbytes / (pk["bw"] * 1e12)
         tl = tile or rule_tile(k)
         if tl in WGMMA_POLICIES:
-            tl = wgmma_policy_tile(k, tl == "wgmma-wide")
+            tl = wgmma_policy_tile(k, tl)
         bm, bn, per_sm = TILES[tl]
         pl = plan(n, c, h, k, pool, elt, SMS[gpu], tl)
         m, blocks, splits = pl["M"], pl["blocks"], pl["splits"]

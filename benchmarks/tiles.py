@@ -14,13 +14,15 @@ def rule_tile(k: int) -> str:
     return "256x64" if k <= 64 else "128x128"
 
 
-def wgmma_policy_tile(k: int, wide: bool = False) -> str:
-    """wgmma: wg256x64 where K <= 64, else wg128x128; wgmma-wide: the same, and wg128x256
-    where K >= 256."""
-    return "wg256x64" if k <= 64 else "wg128x256" if wide and k >= 256 else "wg128x128"
+def wgmma_policy_tile(k: int, policy: str = "wgmma") -> str:
+    """The tile a policy (one of WGMMA_POLICIES) gives K output channels: wgmma: wg256x64
+    where K <= 64, else wg128x128; wgmma-wide: the same, and wg128x256 where K >= 256."""
+    if policy not in WGMMA_POLICIES:
+        raise ValueError(f"unknown wgmma policy {policy!r}; expected one of {WGMMA_POLICIES}")
+    return "wg256x64" if k <= 64 else "wg128x256" if policy == "wgmma-wide" and k >= 256 else "wg128x128"
 
 
 def wgmma_policy_tiles(k: int) -> tuple:
     """The tiles the two policies give a layer of K output channels: wgmma's, then
     wgmma-wide's where it differs."""
-    return tuple(dict.fromkeys(wgmma_policy_tile(k, wide) for wide in (False, True)))
+    return tuple(dict.fromkeys(wgmma_policy_tile(k, policy) for policy in WGMMA_POLICIES))

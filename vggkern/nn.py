@@ -23,10 +23,6 @@ def _use_kernels(x: torch.Tensor) -> bool:
     return x.device.type != "cpu" or get_cpu_backend() == "emulator"
 
 
-def _unbatched(x) -> bool:
-    return isinstance(x, torch.Tensor) and x.dim() == 3
-
-
 def clear_weight_caches(module: nn.Module) -> None:
     """``Conv3x3.clear_weight_cache()`` on every Conv3x3 in ``module`` (a model, or one
     Conv3x3): after changing weights through ``.data``."""
@@ -155,9 +151,9 @@ class Conv3x3(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if _use_kernels(x):
-            if _unbatched(x):  # (C, H, W), as nn.Conv2d takes it (forward: hooks run once)
+            if x.dim() == 3:  # (C, H, W), as nn.Conv2d takes it (forward: hooks run once)
                 return self.forward(x.unsqueeze(0)).squeeze(0)
-            if isinstance(x, torch.Tensor) and x.dim() == 4:  # said of x, not of the prepared weight
+            if x.dim() == 4:  # said of x, not of the prepared weight
                 if x.shape[1] != self.in_channels:
                     raise ValueError(f"Conv3x3: expected x with in_channels={self.in_channels} channels, "
                                      f"got shape {list(x.shape)}")
@@ -194,7 +190,7 @@ class MaxPool2x2(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if _use_kernels(x):
-            if _unbatched(x):  # (C, H, W), as nn.MaxPool2d takes it
+            if x.dim() == 3:  # (C, H, W), as nn.MaxPool2d takes it
                 return self.forward(x.unsqueeze(0)).squeeze(0)
             return ops.maxpool2x2(x)
         return F.max_pool2d(x, 2, 2)

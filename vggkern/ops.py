@@ -204,7 +204,9 @@ def conv3x3(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = N
     time. float32 with TF32 not allowed is a ValueError saying so. The other algorithms
     compute float32 in fp32 and ignore ``allow_tf32``.
     """
-    _check_flags("vggkern.conv3x3", relu=relu, pool=pool, **({} if allow_tf32 is None else {"allow_tf32": allow_tf32}))
+    _check_flags("vggkern.conv3x3", relu=relu, pool=pool)
+    if allow_tf32 is not None:
+        _check_flags("vggkern.conv3x3", allow_tf32=allow_tf32)
     _check_conv3x3_inputs(x, weight, bias, algo, allow_tf32, pool)
     return torch.ops.vggkern.conv3x3(x, weight, bias, relu, pool, algo, allow_tf32)
 
