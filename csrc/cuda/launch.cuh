@@ -3,8 +3,8 @@
 
 #include <cuda_runtime.h>
 
+#include <map>
 #include <mutex>
-#include <set>
 #include <stdexcept>
 #include <string>
 #include <utility>
@@ -19,18 +19,20 @@ inline void check(cudaError_t e, const char* what) {
     throw std::runtime_error(std::string("vggkern: ") + what + " failed: " + cudaGetErrorString(e));
 }
 
-// Opts a kernel into more than 48 KiB of dynamic shared memory, once per kernel, device
-// and size (the attribute persists; setting it on every launch would cost host time).
+// Opts a kernel into more than 48 KiB of dynamic shared memory on the current device. The
+// attribute persists and is a maximum, so it is raised only when a launch needs more than
+// any before it (setting it on every launch would cost host time; setting it to a smaller
+// size would break a later, larger launch of the same kernel).
 inline void opt_in_shared_memory(const void* kernel, size_t bytes, const char* name) {
   static std::mutex mutex;
-  static std::set<std::pair<std::pair<const void*, int>, size_t>> done;
+  static std::map<std::pair<const void*, int>, size_t> granted;
   int device = 0;
   check(cudaGetDevice(&device), name);
-  const auto key = std::make_pair(std::make_pair(kernel, device), bytes);
   std::lock_guard<std::mutex> lock(mutex);
-  if (done.count(key)) return;
+  size_t& have = granted[std::make_pair(kernel, device)];
+  if (bytes <= have) return;
   check(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(bytes)), name);
-  done.insert(key);
+  have = bytes;
 }
 
 // The launcher policy the per-kernel dispatch templates take.
