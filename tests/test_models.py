@@ -571,6 +571,44 @@ def test_torch_compile_follows_the_backend():
     torch._dynamo.reset()
 
 
+def test_torch_compile_inductor_runs_our_ops():
+    # torch.compile's default backend (Inductor) around our ops, with torch layers after
+    # them that it generates code for; eager's result (ours bit for bit, Linear to rounding).
+    torch._dynamo.reset()
+    torch.manual_seed(35)
+    model = nn.Sequential(Conv3x3(3, 8, relu=True), Conv3x3(8, 6, relu=True, pool=True), MaxPool2x2(),
+                          nn.Flatten(), nn.Linear(6 * 3 * 3, 4)).eval()
+    x = _image(2, 12, seed=36)
+    with torch.no_grad(), vggkern.cpu_backend("emulator"):
+        torch.testing.assert_close(torch.compile(model, fullgraph=True)(x), model(x), rtol=1e-6, atol=1e-6)
+    torch._dynamo.reset()
+
+
+@pytest.mark.parametrize("algo", ["direct", "winograd_f4x4"])
+def test_torch_export_keeps_our_ops_and_round_trips(algo, device, tmp_path):
+    # Deployment: torch.export with a dynamic batch, saved and loaded, runs our ops (not
+    # a copy of a cached transform: the graph takes the weight as a parameter) and gives
+    # the eager module's result at another batch size; exporting leaves the eager
+    # module's weight caches working.
+    torch.manual_seed(31)
+    model = nn.Sequential(Conv3x3(3, 8, relu=True, algo=algo), Conv3x3(8, 6, relu=True, pool=True, algo=algo),
+                          MaxPool2x2()).eval().to(device)
+    x2, x3 = _image(2, 12, seed=32).to(device), _image(3, 12, seed=33).to(device)
+    with torch.no_grad(), vggkern.cpu_backend("emulator"):
+        want = model(x3)  # fills the modules' prepared-weight caches
+        ep = torch.export.export(model, (x2,), dynamic_shapes=({0: torch.export.Dim("n", min=1, max=64)},))
+        calls = [str(n.target) for n in ep.graph.nodes if n.op == "call_function"]
+        assert calls == ["vggkern.conv3x3.default"] * 2 + ["vggkern.maxpool2x2.default"]
+        assert {s.target for s in ep.graph_signature.input_specs if s.kind.name == "PARAMETER"} == {
+            "0.weight", "0.bias", "1.weight", "1.bias"}
+        torch.export.save(ep, tmp_path / "model.pt2")
+        loaded = torch.export.load(tmp_path / "model.pt2").module()
+        assert torch.equal(loaded(x3), want)
+        assert torch.equal(model(x3), want)
+        with pytest.raises(AssertionError, match="64"):  # outside the declared batch range (guard)
+            loaded(_image(65, 12, seed=34).to(device))
+
+
 @pytest.mark.gpu
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="no GPU")
 def test_torch_compile_vgg_fullgraph_cuda():
