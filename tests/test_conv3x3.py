@@ -11,6 +11,7 @@ eps(dtype) / 4 * max|reference| (half an ulp of the largest output is eps/2 * ma
 covers cases where torch happens to be exact.
 """
 import itertools
+import math
 
 import pytest
 import torch
@@ -213,6 +214,30 @@ def test_noncontiguous_inputs(device):
         assert not x.is_contiguous() and not x.is_contiguous(memory_format=torch.channels_last)
         for relu, pool in [(False, False), (True, True)]:
             _check(vggkern.conv3x3(x, weight, b, relu=relu, pool=pool), x, weight, b, relu, pool)
+
+
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("algo,dtype", ALGO_DTYPES)
+def test_views_at_unaligned_storage_offsets(algo, dtype, device):
+    # Contiguous views that start one element into their storage (x, the weight laid out
+    # (K, 3, 3, C) as nn.Conv3x3 keeps it, the bias): not 16-byte aligned, which vector
+    # and cp.async reads need (implicit_gemm read x and such a weight in place and faulted
+    # on them: the emulator's alignment check; on a GPU, a misaligned-address error).
+    g = _gen(12)
+    n, c, k, h, w = 2, 16, 24, 6, 10
+
+    def at_offset_1(shape, permute=None):
+        base = torch.randn(math.prod(shape) + 1, generator=g).to(dtype).to(device)
+        t = base[1:].view(shape)
+        return t.permute(*permute) if permute else t
+
+    weight = at_offset_1((k, 3, 3, c), (0, 3, 1, 2))  # (K, C, 3, 3) in (K, 3, 3, C) order
+    b = at_offset_1((k,))
+    for x in (at_offset_1((n, c, h, w)), at_offset_1((n, h, w, c), (0, 3, 1, 2))):
+        assert x.data_ptr() % 16 and weight.data_ptr() % 16
+        for relu, pool in [(False, False), (True, True)]:
+            y = vggkern.conv3x3(x, weight, b, relu=relu, pool=pool, algo=algo, allow_tf32=True)
+            _check(y, x, weight, b, relu, pool, algo=algo)
 
 
 @pytest.mark.parametrize("device", DEVICES)
