@@ -611,6 +611,34 @@ def test_torch_export_keeps_our_ops_and_round_trips(algo, device, tmp_path):
 
 @pytest.mark.gpu
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="no GPU")
+@pytest.mark.parametrize("algo,dtype", [("direct", F32), ("winograd_f4x4", F32), ("implicit_gemm", F16)])
+def test_cuda_graph_replay_matches_eager(algo, dtype):
+    # Our ops launch on the current (capturing) stream and allocate only through torch
+    # (implicit_gemm's split-K workspace included: at batch 1 the late layers split), so
+    # a captured VGG11 backbone replays to eager's result, bit for bit, for new input.
+    torch.manual_seed(37)
+    model = vggkern.vgg11(algo=algo, include_top=False).eval().to("cuda", dtype)
+    static = _image(1, 64, seed=38).to("cuda", dtype)
+    with torch.no_grad():
+        side = torch.cuda.Stream()
+        side.wait_stream(torch.cuda.current_stream())
+        with torch.cuda.stream(side):  # warm-up outside the capture (prepared weights cached)
+            for _ in range(2):
+                model(static)
+        torch.cuda.current_stream().wait_stream(side)
+        graph = torch.cuda.CUDAGraph()
+        with torch.cuda.graph(graph):
+            out = model(static)
+        for seed in (39, 40):
+            x = _image(1, 64, seed=seed).to("cuda", dtype)
+            static.copy_(x)
+            graph.replay()
+            torch.cuda.synchronize()
+            assert torch.equal(out, model(x))
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="no GPU")
 def test_torch_compile_vgg_fullgraph_cuda():
     torch._dynamo.reset()
     tv, ours = _tv_and_ours("vgg11", seed=28)
