@@ -134,7 +134,7 @@ def test_vgg16_bn_from_torchvision(device):
     ours = vggkern.from_torchvision(tv)
     assert not any(isinstance(m, nn.BatchNorm2d) for m in ours.modules())
     assert isinstance(ours.features[0], Conv3x3) and ours.features[0].relu and not ours.features[0].pool
-    assert [type(m) for m in ours.features[1:3]] == [Fused, Fused]
+    assert [type(ours.features[i]) for i in (1, 2)] == [Fused, Fused]
     assert ours.features[40].pool and isinstance(ours.features[43], Fused)  # the last conv, bn, relu, pool
     x = _image(2 if device == "cuda" else 1, 64 if device == "cuda" else 32, seed=6)
     # Folding rounds the folded weights once more than torch's conv -> BN, hence the bound's own k.
@@ -254,6 +254,49 @@ def test_weights_from_file_and_include_top(vgg16_state_file):
         assert torch.equal(f, _run(m.features, x, "torch"))
     small = vggkern.vgg11(num_classes=10)
     assert small.classifier[-1].out_features == 10
+
+
+@pytest.mark.parametrize("backend", ["torch", "emulator"])
+def test_feature_slices_mean_what_torchvisions_do(backend):
+    # Perceptual losses take VGG16's relu1_2, relu2_2, relu3_3, relu4_3 as the slices
+    # features[:4], [4:9], [9:16], [16:23]; each ends where a pool is fused into the
+    # conv before it, so a plain nn.Sequential slice of ours would return pooled maps.
+    tv, ours = _tv_and_ours("vgg16", seed=41)
+    x = _image(1, 32, seed=42)
+    a = b = x
+    with torch.no_grad(), vggkern.cpu_backend(backend):
+        for sl in (slice(0, 4), slice(4, 9), slice(9, 16), slice(16, 23), slice(23, 31)):
+            a, b = ours.features[sl](a), tv.features[sl](b)
+            assert a.shape == b.shape, sl
+            torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5)
+        if backend == "emulator":
+            return  # the kernels are the same below: the slicing rules, on torch's ops
+        for sl in (slice(0, 3), slice(1, 7), slice(3, 5), slice(None, None, 1), slice(-3, None)):  # odd cuts
+            xin = x if sl.start in (None, 0) else tv.features[:sl.start if sl.start > 0 else 31 + sl.start](x)
+            torch.testing.assert_close(ours.features[sl](xin), tv.features[sl](xin), rtol=1e-4, atol=1e-5)
+        torch.testing.assert_close(ours.features[:9][:3](x), tv.features[:3](x), rtol=1e-4, atol=1e-5)
+    part = ours.features[:4]
+    assert isinstance(part, vggkern.nn.FusedSequential) and part[2] is not ours.features[2]
+    assert part[2].weight is ours.features[2].weight and part[2].bias is ours.features[2].bias  # shared
+    assert (part[2].relu, part[2].pool) == (True, False) and ours.features[2].pool
+    assert ours.features[:5][2] is ours.features[2]  # nothing cut off: the module itself
+    assert list(part.state_dict()) == list(tv.features[:4].state_dict())
+
+
+def test_feature_slices_refuse_to_split_a_folded_batchnorm():
+    torch.manual_seed(43)
+    tv = torchvision.models.vgg11_bn().eval()
+    ours = vggkern.from_torchvision(tv)
+    x = _image(1, 32, seed=44)
+    with torch.no_grad():
+        torch.testing.assert_close(ours.features[:3](x), tv.features[:3](x), rtol=1e-4, atol=1e-5)
+        torch.testing.assert_close(ours.features[:4](x), tv.features[:4](x), rtol=1e-4, atol=1e-5)
+        assert [type(m) for m in ours.features[1:3]] == [Fused, nn.ReLU]  # inspection works
+        with pytest.raises(ValueError, match="cannot run: it holds module 0 without the BatchNorm folded"):
+            ours.features[:1](x)
+        with pytest.raises(ValueError, match="holds module 1, a BatchNorm folded into module 0, without it"):
+            ours.features[1:3](x)
+        torch.testing.assert_close(ours.features[1:3][1:](x), tv.features[2:3](x))  # the ReLU alone runs
 
 
 def test_transfer_learning_new_head():

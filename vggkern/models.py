@@ -6,17 +6,19 @@ max-pool is ``Conv3x3(relu=True, pool=True)``. ``features`` keeps torchvision's
 indices: the fused ReLU and MaxPool2d positions hold ``Fused`` placeholders
 (parameter-free nn.Identity), so a torchvision VGG state_dict loads unchanged
 (``features.{0,2,5,...}.weight/bias``, ``classifier.{0,3,6}.*``) and ours loads into
-torchvision's.
+torchvision's. Slices of ``features`` mean what torchvision's do (``features[:4]`` ends
+at relu1_2, before the pool fused into features.2: see FusedSequential).
 """
 import copy
 import os
+from collections import OrderedDict
 
 import torch
 from torch import nn
 
 from . import ops
 from .convert import _convert_for_vgg
-from .nn import Conv3x3, Fused, _use_kernels
+from .nn import Conv3x3, Fused, FusedSequential, _use_kernels
 
 __all__ = ["VGG", "vgg11", "vgg13", "vgg16", "vgg19", "from_torchvision", "CONFIGS"]
 
@@ -30,8 +32,9 @@ CONFIGS = {
 }
 
 
-def make_features(cfg, algo: str = "auto") -> nn.Sequential:
-    """torchvision's ``make_layers(cfg)`` with conv+ReLU(+MaxPool) fused, same indices."""
+def make_features(cfg, algo: str = "auto") -> FusedSequential:
+    """torchvision's ``make_layers(cfg)`` with conv+ReLU(+MaxPool) fused, same indices
+    (and slices with torchvision's meaning: see FusedSequential)."""
     layers, in_channels = [], 3
     for i, v in enumerate(cfg):
         if v == "M":
@@ -43,7 +46,7 @@ def make_features(cfg, algo: str = "auto") -> nn.Sequential:
         if pool:
             layers.append(Fused("MaxPool2d", into))
         in_channels = v
-    return nn.Sequential(*layers)
+    return FusedSequential(*layers)
 
 
 class VGG(nn.Module):
@@ -213,6 +216,6 @@ def from_torchvision(model: nn.Module, algo: str = "auto") -> VGG:
     wrapper = nn.Module()
     wrapper.features = features
     _convert_for_vgg(wrapper, algo, fold_bn=True)
-    ours = VGG(wrapper.features, model.classifier[-1].out_features, init_weights=False,
+    ours = VGG(FusedSequential(OrderedDict(wrapper.features._modules)), model.classifier[-1].out_features, init_weights=False,
                classifier=copy.deepcopy(model.classifier), avgpool=copy.deepcopy(model.avgpool))
     return ours.train(model.training)

@@ -6,6 +6,7 @@ vggkern's kernels through the SIMT emulator after ``vggkern.set_cpu_backend("emu
 (see vggkern.backend). The reprs say which.
 """
 import math
+from collections import OrderedDict
 
 import torch
 import torch.nn.functional as F
@@ -14,7 +15,7 @@ from torch import nn
 from . import ops
 from .backend import describe_path, get_cpu_backend
 
-__all__ = ["Conv3x3", "MaxPool2x2", "Fused", "clear_weight_caches"]
+__all__ = ["Conv3x3", "MaxPool2x2", "Fused", "FusedSequential", "clear_weight_caches"]
 
 
 def _use_kernels(x: torch.Tensor) -> bool:
@@ -94,16 +95,26 @@ class Conv3x3(nn.Module):
             raise ValueError(f"Conv3x3.from_conv2d: cannot replace {conv}: {reason}")
         ops._check_flags("Conv3x3.from_conv2d", relu=relu, pool=pool)
         _check_algo(algo)
+        return cls._sharing(conv.weight, conv.bias, relu=relu, pool=pool, algo=algo)
+
+    @classmethod
+    def _sharing(cls, weight: nn.Parameter, bias: nn.Parameter | None, *, relu: bool, pool: bool,
+                 algo: str) -> "Conv3x3":
+        # A Conv3x3 holding these Parameter objects (no initialisation, no copy).
         m = cls.__new__(cls)
         nn.Module.__init__(m)
-        m.in_channels, m.out_channels = conv.in_channels, conv.out_channels
+        m.out_channels, m.in_channels = weight.shape[:2]
         m.relu, m.pool, m.algo = relu, pool, algo
-        m.weight = conv.weight
-        if conv.bias is not None:
-            m.bias = conv.bias
-        else:
-            m.register_parameter("bias", None)
+        m.weight = weight
+        m.register_parameter("bias", bias)
         return m
+
+    def _with_fused(self, *, relu: bool, pool: bool) -> "Conv3x3":
+        """This conv with other fused layers: self if they are the same, else a new
+        module sharing this one's Parameters (FusedSequential's slices)."""
+        if (relu, pool) == (self.relu, self.pool):
+            return self
+        return type(self)._sharing(self.weight, self.bias, relu=relu, pool=pool, algo=self.algo)
 
     def clear_weight_cache(self) -> None:
         """Drop the prepared weight, so that the next forward prepares it from the weight
@@ -210,6 +221,50 @@ class Fused(nn.Identity):
 
     def extra_repr(self) -> str:
         return f"{self.what} fused into {self.into}" if self.what else ""
+
+
+class FusedSequential(nn.Sequential):
+    """An nn.Sequential holding Conv3x3s with their ReLU / max-pool fused in and
+    ``Fused`` placeholders at the fused layers' indices (VGG's ``features``). Its forward
+    is nn.Sequential's (the fused kernels); a slice means what it means in the unfused
+    torchvision Sequential: ``features[:4]`` ends at relu1_2 (before the pool fused into
+    features.2), so the Conv3x3 whose fused layers the slice cuts off comes back as a
+    twin without them (the same Parameters), and a placeholder whose conv the slice cuts
+    off becomes the layer itself (nn.ReLU, MaxPool2x2). A folded BatchNorm cannot be
+    separated from its conv: a slice between them holds the modules as they are, for
+    inspection, and refuses to run (ValueError). Integer indexing and iteration give the
+    modules as they are (features[2] pools when features.2 has the pool fused)."""
+
+    _cannot_run = ""  # why this slice cannot run ("" when it can)
+
+    def __getitem__(self, idx):
+        if not isinstance(idx, slice):
+            return super().__getitem__(idx)
+        items = list(self._modules.items())
+        kept = dict(items[idx])
+        owner = {key: m.into.rsplit(".", 1)[-1] for key, m in items if isinstance(m, Fused) and m.what}
+        out, cannot_run = [], []
+        for key, m in kept.items():
+            if isinstance(m, Conv3x3):
+                cut = [self._modules[k].what for k, o in owner.items() if o == key and k not in kept]
+                if "BatchNorm2d" in cut:
+                    cannot_run.append(f"module {key} without the BatchNorm folded into its weights")
+                elif cut:
+                    m = m._with_fused(relu=m.relu and "ReLU" not in cut, pool=m.pool and "MaxPool2d" not in cut)
+            elif key in owner and owner[key] not in kept:  # its conv is outside the slice
+                if m.what == "BatchNorm2d":
+                    cannot_run.append(f"module {key}, a BatchNorm folded into module {owner[key]}, without it")
+                else:
+                    m = nn.ReLU() if m.what == "ReLU" else MaxPool2x2()
+            out.append((key, m))
+        part = self.__class__(OrderedDict(out))
+        part._cannot_run = "; ".join(cannot_run)
+        return part
+
+    def forward(self, x):
+        if self._cannot_run:
+            raise ValueError(f"FusedSequential: this slice cannot run: it holds {self._cannot_run}")
+        return super().forward(x)
 
 
 def _check_algo(algo: str) -> None:
