@@ -216,6 +216,7 @@ def from_torchvision(model: nn.Module, algo: str = "auto") -> VGG:
     wrapper = nn.Module()
     wrapper.features = features
     _convert_for_vgg(wrapper, algo, fold_bn=True)
-    ours = VGG(FusedSequential(OrderedDict(wrapper.features._modules)), model.classifier[-1].out_features, init_weights=False,
+    features = FusedSequential(OrderedDict(wrapper.features._modules))
+    ours = VGG(features, model.classifier[-1].out_features, init_weights=False,
                classifier=copy.deepcopy(model.classifier), avgpool=copy.deepcopy(model.avgpool))
     return ours.train(model.training)
