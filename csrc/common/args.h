@@ -13,6 +13,9 @@ enum class Layout { nchw, nhwc };  // nhwc = torch.channels_last
 
 inline int dtype_size(DType t) { return t == DType::float32 ? 4 : 2; }
 
+// Whether a pointer suits `bytes`-wide vector or cp.async accesses.
+inline bool aligned_to(const void* p, int bytes) { return reinterpret_cast<uintptr_t>(p) % bytes == 0; }
+
 // maxpool2x2: x (N, C, H, W) -> y (N, C, H/2, W/2), both dense in `layout`.
 struct Maxpool2x2Args {
   const void* x;

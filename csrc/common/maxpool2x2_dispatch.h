@@ -21,8 +21,6 @@ inline LaunchGeometry maxpool2x2_geometry(int64_t items) {
   return g;
 }
 
-inline bool aligned_to(const void* p, int bytes) { return reinterpret_cast<uintptr_t>(p) % bytes == 0; }
-
 template <class T, class Index, class Launcher>
 void maxpool2x2_run(const Maxpool2x2Args& a, const Launcher& launch) {
   using namespace VK_KERNEL_NS;

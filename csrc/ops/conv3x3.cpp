@@ -8,7 +8,6 @@
 #include <ATen/Context.h>
 #include <torch/library.h>
 
-#include <cstdint>
 #include <string>
 
 #include "../common/backends.h"
@@ -75,8 +74,6 @@ const char* conv3x3_auto(DType dtype, Layout layout, int64_t N, int64_t C, int64
 
 namespace {
 
-bool aligned_16(const at::Tensor& t) { return reinterpret_cast<uintptr_t>(t.const_data_ptr()) % 16 == 0; }
-
 // A tensor-core algorithm: NCHW input is converted to channels_last at the boundary
 // (and the result back), C is zero-padded to a multiple of 8 (VGG's first layer: 3 ->
 // 8), the weight is laid out (K, 3, 3, C) by tensor_core_weight (one launch, whatever
@@ -101,14 +98,15 @@ at::Tensor run_tensor_core(const Conv3x3Algorithm& algorithm, const at::Tensor& 
     xc = x.contiguous(at::MemoryFormat::ChannelsLast);
     // cp.async reads x in 16-byte chunks: a view whose storage offset breaks that
     // alignment (on the GPU a misaligned-address fault) is copied to a fresh allocation.
-    if (!aligned_16(xc)) xc = xc.clone(at::MemoryFormat::ChannelsLast);
+    if (!aligned_to(xc.const_data_ptr(), 16)) xc = xc.clone(at::MemoryFormat::ChannelsLast);
   } else {  // one pass over x whatever its layout (not a layout copy, then a padded one)
     xc = at::empty({N, Cp, H, W}, x.options().memory_format(at::MemoryFormat::ChannelsLast));
     xc.narrow(1, C, Cp - C).zero_();
     xc.narrow(1, 0, C).copy_(x);
   }
   at::Tensor wc = weight.permute({0, 2, 3, 1});  // (K, 3, 3, C)
-  if (dtype == DType::float32 || Cp != C || !wc.is_contiguous() || !aligned_16(wc)) {  // else as read: no copy
+  // Laid out here unless already as the kernels read it (16-bit, dense (K, 3, 3, C), 16-byte aligned).
+  if (dtype == DType::float32 || Cp != C || !wc.is_contiguous() || !aligned_to(wc.const_data_ptr(), 16)) {
     wc = at::empty({K, 3, 3, Cp}, weight.options().memory_format(at::MemoryFormat::Contiguous));
     poison_output(wc);
     TensorCoreWeightArgs wa{weight.const_data_ptr(), wc.data_ptr(), dtype, K, C, Cp,
