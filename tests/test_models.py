@@ -26,7 +26,7 @@ from torch import nn
 
 import vggkern
 from test_conv3x3 import K_FACTOR
-from vggkern.nn import Conv3x3, Fused, MaxPool2x2
+from vggkern.nn import Conv3x3, FusedSequential, MaxPool2x2
 
 GPU = [pytest.mark.gpu, pytest.mark.skipif(not torch.cuda.is_available(), reason="no GPU")]
 F32, F16, BF16 = torch.float32, torch.float16, torch.bfloat16
@@ -127,21 +127,17 @@ def test_vgg_matches_torchvision(arch, dtype, device):
 @pytest.mark.parametrize("device", ["cpu", pytest.param("cuda", marks=GPU)])
 def test_vgg16_bn_from_torchvision(device):
     torch.manual_seed(5)
-    tv = _randomize_bn(torchvision.models.vgg16_bn())
-    with pytest.raises(ValueError, match=r"training mode.*call model.eval\(\)"):
-        vggkern.from_torchvision(tv)
-    tv.eval()
+    tv = _randomize_bn(torchvision.models.vgg16_bn()).eval()
     ours = vggkern.from_torchvision(tv)
-    assert not any(isinstance(m, nn.BatchNorm2d) for m in ours.modules())
-    assert isinstance(ours.features[0], Conv3x3) and ours.features[0].relu and not ours.features[0].pool
-    assert [type(ours.features[i]) for i in (1, 2)] == [Fused, Fused]
-    assert ours.features[40].pool and isinstance(ours.features[43], Fused)  # the last conv, bn, relu, pool
+    assert ours.state_dict().keys() == tv.state_dict().keys()  # the BatchNorms are kept, folded when run
+    assert [type(m) for m in ours.features[:7]] == [Conv3x3, nn.BatchNorm2d, nn.ReLU, Conv3x3, nn.BatchNorm2d,
+                                                     nn.ReLU, MaxPool2x2]
     x = _image(2 if device == "cuda" else 1, 64 if device == "cuda" else 32, seed=6)
     # Folding rounds the folded weights once more than torch's conv -> BN, hence the bound's own k.
     _check_against(ours, tv, x, F32, device)
-    if device == "cpu":  # the torch path computes the folded network with torch's ops
+    if device == "cpu":  # the torch path runs torchvision's layers with torch's ops
         with torch.no_grad():
-            torch.testing.assert_close(_run(ours, x, "torch"), tv(x), rtol=1e-4, atol=1e-5)
+            assert torch.equal(_run(ours, x, "torch"), tv(x))
 
 
 def test_from_torchvision_plain_and_errors():
@@ -168,7 +164,7 @@ TV_CONV_INDICES = {
 }
 
 
-@pytest.mark.parametrize("arch", ["vgg11", "vgg13", "vgg16", "vgg19"])
+@pytest.mark.parametrize("arch", ["vgg11", "vgg13", "vgg16", "vgg19", "vgg11_bn", "vgg19_bn"])
 def test_state_dict_keys_and_layers_match_torchvision(arch):
     with torch.device("meta"):  # structure only: no memory, no init cost
         tv, ours = getattr(torchvision.models, arch)(), getattr(vggkern, arch)()
@@ -176,12 +172,10 @@ def test_state_dict_keys_and_layers_match_torchvision(arch):
     for k, v in tv.state_dict().items():
         assert ours.state_dict()[k].shape == v.shape
     assert len(ours.features) == len(tv.features)
-    for i, (a, b) in enumerate(zip(ours.features, tv.features)):
-        if isinstance(b, nn.Conv2d):
-            nxt = tv.features[i + 2] if i + 2 < len(tv.features) else None
-            assert isinstance(a, Conv3x3) and a.relu and a.pool == isinstance(nxt, nn.MaxPool2d), i
-        else:
-            assert isinstance(a, Fused) and a.what == type(b).__name__, i
+    ours_of = {nn.Conv2d: Conv3x3, nn.ReLU: nn.ReLU, nn.MaxPool2d: MaxPool2x2, nn.BatchNorm2d: nn.BatchNorm2d}
+    assert [type(m) for m in ours.features] == [ours_of[type(m)] for m in tv.features]
+    assert all(not m.relu and not m.pool for m in ours.features if isinstance(m, Conv3x3))  # fused at run time
+    assert all(m.inplace for m in ours.features if isinstance(m, nn.ReLU))
     assert repr(ours.avgpool) == repr(tv.avgpool) and repr(ours.classifier) == repr(tv.classifier)
     if arch in TV_CONV_INDICES:
         assert [i for i, m in enumerate(ours.features) if isinstance(m, Conv3x3)] == TV_CONV_INDICES[arch]
@@ -259,8 +253,8 @@ def test_weights_from_file_and_include_top(vgg16_state_file):
 @pytest.mark.parametrize("backend", ["torch", "emulator"])
 def test_feature_slices_mean_what_torchvisions_do(backend):
     # Perceptual losses take VGG16's relu1_2, relu2_2, relu3_3, relu4_3 as the slices
-    # features[:4], [4:9], [9:16], [16:23]; each ends where a pool is fused into the
-    # conv before it, so a plain nn.Sequential slice of ours would return pooled maps.
+    # features[:4], [4:9], [9:16], [16:23]; each ends right before a pool, which a slice
+    # of ours must not fuse in (it is not there) while the whole features does.
     tv, ours = _tv_and_ours("vgg16", seed=41)
     x = _image(1, 32, seed=42)
     a = b = x
@@ -269,34 +263,173 @@ def test_feature_slices_mean_what_torchvisions_do(backend):
             a, b = ours.features[sl](a), tv.features[sl](b)
             assert a.shape == b.shape, sl
             torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5)
-        if backend == "emulator":
-            return  # the kernels are the same below: the slicing rules, on torch's ops
+        if backend == "torch":
+            return  # the torch path runs the layers one by one: the fusion rules are the kernels' path's
         for sl in (slice(0, 3), slice(1, 7), slice(3, 5), slice(None, None, 1), slice(-3, None)):  # odd cuts
             xin = x if sl.start in (None, 0) else tv.features[:sl.start if sl.start > 0 else 31 + sl.start](x)
             torch.testing.assert_close(ours.features[sl](xin), tv.features[sl](xin), rtol=1e-4, atol=1e-5)
         torch.testing.assert_close(ours.features[:9][:3](x), tv.features[:3](x), rtol=1e-4, atol=1e-5)
     part = ours.features[:4]
-    assert isinstance(part, vggkern.nn.FusedSequential) and part[2] is not ours.features[2]
-    assert part[2].weight is ours.features[2].weight and part[2].bias is ours.features[2].bias  # shared
-    assert (part[2].relu, part[2].pool) == (True, False) and ours.features[2].pool
-    assert ours.features[:5][2] is ours.features[2]  # nothing cut off: the module itself
+    assert isinstance(part, FusedSequential) and all(a is b for a, b in zip(part, ours.features))
     assert list(part.state_dict()) == list(tv.features[:4].state_dict())
 
 
-def test_feature_slices_refuse_to_split_a_folded_batchnorm():
-    torch.manual_seed(43)
-    tv = torchvision.models.vgg11_bn().eval()
+def _per_layer(layers, x):
+    """Each layer's output, running them one at a time (a perceptual loss's loop)."""
+    outs = []
+    for layer in layers:
+        x = layer(x)
+        outs.append(x.clone())  # the next in-place ReLU would change it
+    return outs
+
+
+# A small torchvision VGG with BatchNorm (the classifier needs 512 channels): every kind
+# of group, conv + BN + ReLU with and without the pool, in 4 convs.
+TINY_BN_CONFIG = [8, "M", 16, 16, "M", 512, "M"]
+
+
+def _tiny_vgg_bn(num_classes=1000):
+    from torchvision.models.vgg import make_layers
+    return _randomize_bn(torchvision.models.VGG(make_layers(TINY_BN_CONFIG, batch_norm=True), num_classes))
+
+
+@pytest.mark.parametrize("arch", ["vgg11", "tiny_bn"])
+def test_features_layer_by_layer_and_hooks_see_torchvisions_outputs(arch):
+    """Iterating ``features``, or hooking any of its layers, sees what torchvision's layer
+    at that index gives: the layers are torchvision's, fused only when run as a whole."""
+    torch.manual_seed(45)
+    tv = (_tiny_vgg_bn() if arch == "tiny_bn" else torchvision.models.vgg11()).eval()
     ours = vggkern.from_torchvision(tv)
-    x = _image(1, 32, seed=44)
+    x = _image(1, 32, seed=46)
     with torch.no_grad():
-        torch.testing.assert_close(ours.features[:3](x), tv.features[:3](x), rtol=1e-4, atol=1e-5)
-        torch.testing.assert_close(ours.features[:4](x), tv.features[:4](x), rtol=1e-4, atol=1e-5)
-        assert [type(m) for m in ours.features[1:3]] == [Fused, nn.ReLU]  # inspection works
-        with pytest.raises(ValueError, match="cannot run: it holds module 0 without the BatchNorm folded"):
-            ours.features[:1](x)
-        with pytest.raises(ValueError, match="holds module 1, a BatchNorm folded into module 0, without it"):
-            ours.features[1:3](x)
-        torch.testing.assert_close(ours.features[1:3][1:](x), tv.features[2:3](x))  # the ReLU alone runs
+        want = _per_layer(tv.features, x)
+        with vggkern.cpu_backend("emulator"):
+            got = _per_layer(ours.features, x)
+            got_named = _per_layer([m for _, m in ours.features.named_children()], x)
+            seen = {}
+            hooks = [m.register_forward_hook(lambda m, a, y, i=i: seen.__setitem__(i, y.clone()))
+                     for i, m in enumerate(ours.features)]
+            y = ours.features(x)
+            for h in hooks:
+                h.remove()
+        for i, w in enumerate(want):
+            for name, g in (("iterated", got[i]), ("named_children", got_named[i]), ("hooked", seen[i])):
+                assert g.shape == w.shape, (name, i)
+                torch.testing.assert_close(g, w, rtol=1e-4, atol=1e-5, msg=f"{name} layer {i}")
+        torch.testing.assert_close(y, want[-1], rtol=1e-4, atol=1e-5)
+
+
+def test_fx_feature_extractor_with_our_modules_as_leaves():
+    """torchvision's create_feature_extractor (torch.fx) takes torchvision's node names
+    from our VGG once Conv3x3 and MaxPool2x2 are leaves (it then runs them unfused);
+    without that it says so instead of failing inside our modules."""
+    from torchvision.models.feature_extraction import create_feature_extractor
+    torch.manual_seed(51)
+    tv = torchvision.models.vgg11().eval()
+    ours = vggkern.from_torchvision(tv)
+    nodes = {"features.4": "relu2_1", "features.10": "pool3", "classifier.0": "fc6"}
+    leaves = {"leaf_modules": [vggkern.Conv3x3, vggkern.MaxPool2x2]}
+    x = _image(1, 32, seed=52)
+    with torch.no_grad():
+        want = create_feature_extractor(tv, nodes)(x)
+        got = create_feature_extractor(ours, nodes, tracer_kwargs=leaves)
+        with vggkern.cpu_backend("emulator"):
+            got = got(x)
+    assert got.keys() == want.keys()
+    for k in want:
+        torch.testing.assert_close(got[k], want[k], rtol=1e-4, atol=1e-5, msg=k)
+    with pytest.raises(TypeError, match=r"got Proxy: torch.fx's symbolic tracing must treat vggkern's modules as "
+                                        r"leaves.*leaf_modules"):
+        create_feature_extractor(ours, nodes)
+
+
+class _OpCalls:
+    """The (relu, pool) of every vggkern.conv3x3 call the modules make, and the number of
+    standalone maxpool2x2 calls."""
+
+    def __init__(self, monkeypatch):
+        self.convs, self.pools = [], 0
+        conv, pool = vggkern.ops.conv3x3, vggkern.ops.maxpool2x2
+
+        def spy_conv(*args, relu=False, pool=False, **kwargs):
+            self.convs.append((relu, pool))
+            return conv(*args, relu=relu, pool=pool, **kwargs)
+
+        def spy_pool(*args, **kwargs):
+            self.pools += 1
+            return pool(*args, **kwargs)
+
+        monkeypatch.setattr(vggkern.ops, "conv3x3", spy_conv)
+        monkeypatch.setattr(vggkern.ops, "maxpool2x2", spy_pool)
+
+    def take(self):
+        out = (self.convs, self.pools)
+        self.convs, self.pools = [], 0
+        return out
+
+
+def test_features_fuse_unless_a_layer_is_observed(monkeypatch):
+    """Run as a whole, ``features`` makes one fused kernel call per conv (its BatchNorm
+    folded in, eval mode); a hooked layer runs as itself, and only its group unfuses."""
+    calls = _OpCalls(monkeypatch)
+    torch.manual_seed(47)
+    tv = _tiny_vgg_bn().eval()
+    ours = vggkern.from_torchvision(tv, algo="direct")
+    x = _image(1, 32, seed=48)
+    fused = [(True, True), (True, False), (True, True), (True, True)]  # TINY_BN_CONFIG's 4 convs
+    with torch.no_grad(), vggkern.cpu_backend("emulator"):
+        want = ours(x)
+        assert calls.take() == (fused, 0)
+        h = ours.features[2].register_forward_hook(lambda *_: None)  # the first ReLU (features.0 conv, .1 BN)
+        torch.testing.assert_close(ours(x), want, rtol=1e-4, atol=1e-5)
+        assert calls.take() == ([(False, False)] + fused[1:], 1)  # conv + BN, then ReLU and pool alone
+        h.remove()
+        h = ours.features[0].register_forward_pre_hook(lambda *_: None)  # the conv itself
+        torch.testing.assert_close(ours(x), want, rtol=1e-4, atol=1e-5)
+        assert calls.take() == ([(False, False)] + fused[1:], 1)  # conv alone; BN, ReLU, pool alone
+        h.remove()
+        from torch.nn.modules.module import register_module_forward_hook
+        h = register_module_forward_hook(lambda *_: None)  # a global hook sees every module
+        torch.testing.assert_close(ours(x), want, rtol=1e-4, atol=1e-5)
+        assert calls.take() == ([(False, False)] * 4, 3)
+        h.remove()
+        ours.features[:3](x)  # a slice ending after the ReLU: conv + BN + ReLU, no pool
+        assert calls.take() == ([(True, False)], 0)
+    with vggkern.cpu_backend("torch"), torch.no_grad():  # torch's ops, layer by layer: torchvision's exactly
+        assert torch.equal(ours(x), tv(x)) and calls.take() == ([], 0)
+
+
+def test_vgg_bn_trains_and_fine_tunes_like_torchvision():
+    """BatchNorm is folded only in eval mode without autograd's need for it: in training
+    mode the layers run one at a time (batch statistics, running-stat updates as
+    torchvision's); in eval mode with gradients the fold is differentiable, so every
+    parameter gets torchvision's gradient; and the folded weights follow the running
+    statistics as they change."""
+    torch.manual_seed(49)
+    tv = _tiny_vgg_bn(num_classes=5)
+    ours = vggkern.from_torchvision(tv, algo="direct")
+    assert ours.training and [m.training for m in ours.modules()] == [m.training for m in tv.modules()]
+    x = _image(2, 32, seed=50)
+    with vggkern.cpu_backend("emulator"):
+        with torch.no_grad():  # eval mode first: the folded weights are cached
+            torch.testing.assert_close(ours.eval()(x), tv.eval()(x), rtol=1e-4, atol=1e-5)
+        tv.train(), ours.train()
+        torch.manual_seed(0)
+        y = ours(x)
+        torch.manual_seed(0)
+        torch.testing.assert_close(y, tv(x), rtol=1e-4, atol=1e-5)  # Dropout: the same draws
+        for a, b in zip(ours.features, tv.features):
+            if isinstance(b, nn.BatchNorm2d):
+                torch.testing.assert_close(a.running_mean, b.running_mean, rtol=1e-4, atol=1e-6)
+                torch.testing.assert_close(a.running_var, b.running_var, rtol=1e-4, atol=1e-6)
+        tv.eval(), ours.eval()
+        with torch.no_grad():  # the running statistics changed: the cached fold must follow
+            torch.testing.assert_close(ours(x), tv(x), rtol=1e-4, atol=1e-5)
+        ours(x).square().sum().backward()
+        tv(x).square().sum().backward()
+    for (name, a), b in zip(ours.named_parameters(), tv.parameters()):
+        assert a.grad is not None, name
+        torch.testing.assert_close(a.grad, b.grad, rtol=1e-3, atol=1e-5, msg=name)
 
 
 def test_transfer_learning_new_head():
@@ -363,15 +496,18 @@ def test_convert_vgg16(device):
     tv = torchvision.models.vgg16().eval()
     converted, report = vggkern.convert(tv, algo="direct")
     convs = [f"features.{i}" for i in TV_CONV_INDICES["vgg16"]]
-    assert list(report.replaced) == convs and report.skipped == {}
+    pools = [f"features.{i}" for i, m in enumerate(tv.features) if isinstance(m, nn.MaxPool2d)]
+    assert list(report.replaced) == sorted(convs + pools, key=lambda n: int(n.split(".")[1])) and report.skipped == {}
+    assert {report.replaced[p] for p in pools} == {"MaxPool2x2"}
     pools_after = {"features.2": 4, "features.7": 9, "features.14": 16, "features.21": 23, "features.28": 30}
     for c in convs:
         i = int(c.split(".")[1])
         assert report.fused[c] == [f"features.{i + 1}"] + ([f"features.{pools_after[c]}"] if c in pools_after else [])
         m = converted.get_submodule(c)
-        assert m.relu and m.pool == (c in pools_after) and m.algo == "direct"
-    assert all(isinstance(converted.features[j], nn.Identity) for j in range(len(tv.features))
-               if not isinstance(tv.features[j], nn.Conv2d))
+        assert not m.relu and not m.pool and m.algo == "direct"  # the layers stay; fused at run time
+    assert type(converted.features) is FusedSequential and type(tv.features) is nn.Sequential
+    ours_of = {nn.Conv2d: Conv3x3, nn.ReLU: nn.ReLU, nn.MaxPool2d: MaxPool2x2}
+    assert [type(m) for m in converted.features] == [ours_of[type(m)] for m in tv.features]
     assert type(converted.classifier[1]) is nn.ReLU  # Linear + ReLU: not ours
     assert "replaced features.2 -> Conv3x3 + features.3, features.4 fused" in str(report)
     tv.load_state_dict(converted.state_dict())  # keys unchanged
@@ -382,13 +518,14 @@ def test_convert_vgg16(device):
     _check_against(converted, tv, x, F32, device)
 
 
-def test_convert_fusion_rules():
+def test_convert_fusion_rules(monkeypatch):
+    calls = _OpCalls(monkeypatch)
     torch.manual_seed(19)
     model = nn.Sequential(
         nn.Conv2d(3, 8, 3, padding=1), nn.ReLU(inplace=True), nn.MaxPool2d(2),      # 0-2: fused all
         nn.Conv2d(8, 8, 3, padding="same", bias=False), nn.MaxPool2d(2, 2),          # 3-4: conv + pool
-        nn.Conv2d(8, 8, 3, padding=1), nn.BatchNorm2d(8), nn.ReLU(),                  # 5-7: swap only
-        nn.MaxPool2d(2, stride=2),                                                    # 8: standalone
+        nn.Conv2d(8, 8, 3, padding=1), nn.BatchNorm2d(8), nn.ReLU(),                  # 5-7: conv + BN + ReLU
+        nn.MaxPool2d(2, stride=2),                                                    # 8: + pool
         nn.Conv2d(8, 8, 3, padding=1, padding_mode="reflect"), nn.ReLU(),             # 9-10: kept
         nn.Conv2d(8, 8, 3, padding=2, dilation=2),                                    # 11: kept
         nn.Conv2d(8, 8, 3, padding=1, groups=2), nn.ReLU(),                           # 12-13: kept
@@ -397,24 +534,28 @@ def test_convert_fusion_rules():
     ).eval()
     _randomize_bn(model)
     converted, report = vggkern.convert(model)
-    assert report.replaced == {"0": "Conv3x3", "3": "Conv3x3", "5": "Conv3x3", "8": "MaxPool2x2", "15": "Conv3x3"}
-    assert report.fused == {"0": ["1", "2"], "3": ["4"], "15": ["16"]}
+    assert report.replaced == {"0": "Conv3x3", "2": "MaxPool2x2", "3": "Conv3x3", "4": "MaxPool2x2", "5": "Conv3x3",
+                               "8": "MaxPool2x2", "15": "Conv3x3"}
+    assert report.fused == {"0": ["1", "2"], "3": ["4"], "5": ["6", "7", "8"], "15": ["16"]}
     assert set(report.skipped) == {"9", "11", "12", "14", "17"}
     assert "padding_mode='zeros', got 'reflect'" in report.skipped["9"]
-    assert (converted[0].relu, converted[0].pool, converted[3].relu, converted[3].pool) == (True, True, False, True)
-    assert type(converted[6]) is nn.BatchNorm2d and type(converted[7]) is nn.ReLU and type(converted[8]) is MaxPool2x2
+    assert type(converted) is FusedSequential and type(model) is nn.Sequential  # a copy (inplace=False)
+    assert [type(converted[i]).__name__ for i in range(9)] == ["Conv3x3", "ReLU", "MaxPool2x2", "Conv3x3", "MaxPool2x2",
+                                                               "Conv3x3", "BatchNorm2d", "ReLU", "MaxPool2x2"]
     x = _image(2, 40, seed=20)
     with torch.no_grad():
         want = model(x)
         assert torch.equal(_run(converted, x, "torch"), want)
         torch.testing.assert_close(_run(converted, x, "emulator"), want, rtol=1e-5, atol=1e-5)
+    assert calls.take() == ([(True, True), (False, True), (True, True), (True, False)], 0)  # as reported
     # A bare layer is converted too; inplace=True shares the parameters (an optimizer keeps them).
     conv = nn.Conv2d(3, 4, 3, padding=1)
     single, rep = vggkern.convert(conv, inplace=True)
     assert type(single) is Conv3x3 and single.weight is conv.weight and rep.replaced == {"(model)": "Conv3x3"}
     seq = nn.Sequential(conv, nn.ReLU())
     same, _ = vggkern.convert(seq, inplace=True)
-    assert same is seq and type(seq[0]) is Conv3x3 and seq[0].weight is conv.weight and type(seq[1]) is Fused
+    assert same is seq and type(seq[0]) is Conv3x3 and seq[0].weight is conv.weight and type(seq[1]) is nn.ReLU
+    assert type(seq) is FusedSequential
     with pytest.raises(ValueError, match='unknown algo "fast"'):
         vggkern.convert(model, algo="fast")
 
@@ -652,6 +793,36 @@ def test_torch_export_keeps_our_ops_and_round_trips(algo, device, tmp_path):
             loaded(_image(65, 12, seed=34).to(device))
 
 
+def test_fused_sequential_compiles_and_exports_fused(tmp_path):
+    # torch.compile (fullgraph) and torch.export trace FusedSequential's forward: each
+    # conv with its BatchNorm (folded in the graph, from the parameters and running
+    # statistics), ReLU and pool is one vggkern.conv3x3 call, as in eager mode.
+    torch._dynamo.reset()
+    torch.manual_seed(53)
+    model = FusedSequential(Conv3x3(3, 8), nn.BatchNorm2d(8), nn.ReLU(inplace=True), Conv3x3(8, 6), nn.ReLU(),
+                            MaxPool2x2())
+    model = _randomize_bn(model).eval()
+    graphs = []
+
+    def record(gm, example_inputs):
+        graphs.append([str(n.target) for n in gm.graph.nodes if n.op == "call_function"])
+        return gm.forward
+
+    x = _image(2, 12, seed=54)
+    with torch.no_grad(), vggkern.cpu_backend("emulator"):
+        want = model(x)
+        torch.testing.assert_close(want, nn.Sequential(*model)(x), rtol=1e-5, atol=1e-6)  # unfused, layer by layer
+        assert torch.equal(torch.compile(model, fullgraph=True, backend=record)(x), want)
+        ours = [t for t in graphs[0] if "vggkern" in t]
+        assert ours == ["vggkern.conv3x3"] * 2 and not any("batch_norm" in t for t in graphs[0]), graphs
+        ep = torch.export.export(model, (x,))
+        calls = [str(n.target) for n in ep.graph.nodes if n.op == "call_function"]
+        assert [t for t in calls if "vggkern" in t] == ["vggkern.conv3x3.default"] * 2, calls
+        torch.export.save(ep, tmp_path / "fused.pt2")
+        torch.testing.assert_close(torch.export.load(tmp_path / "fused.pt2").module()(x), want, rtol=0, atol=0)
+    torch._dynamo.reset()
+
+
 @pytest.mark.gpu
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="no GPU")
 @pytest.mark.parametrize("algo,dtype", [("direct", F32), ("winograd_f4x4", F32), ("implicit_gemm", F16)])
@@ -823,7 +994,7 @@ def test_conv3x3_module_caches_weight_layout(algo, weight_layout):
         torch.testing.assert_close(y2, vggkern.conv3x3(x, conv.weight, conv.bias, relu=True, algo=algo), rtol=0,
                                    atol=0)
         conv.weight.data = conv.weight.data.contiguous(memory_format=kernel_layout)
-        assert conv._prepared_weight() is conv.weight, "a weight in the kernel's layout is used as it is"
+        assert conv._prepared()[0] is conv.weight, "a weight in the kernel's layout is used as it is"
 
 
 @pytest.mark.parametrize("dtype,c", [(torch.float32, 8), (torch.float16, 3)])
@@ -838,7 +1009,7 @@ def test_tensor_core_module_keeps_no_weight_copy_the_op_would_redo(dtype, c, mon
     with vggkern.cpu_backend("emulator"), torch.no_grad():
         for layout in (torch.contiguous_format, torch.channels_last):
             conv.weight.data = conv.weight.data.contiguous(memory_format=layout)
-            assert conv._prepared_weight() is conv.weight
+            assert conv._prepared()[0] is conv.weight
             y = conv(x)
             assert conv._weight_cache is None
             torch.testing.assert_close(y, vggkern.conv3x3(x, conv.weight, conv.bias, relu=True, algo="implicit_gemm"),

@@ -4,8 +4,8 @@ Ops live in ``torch.ops.vggkern``; the typed wrappers here are the Python API. C
 tensors given to the ops run the same kernels' source through vggkern's SIMT emulator
 (exact, slow: for verification).
 
-Modules (``vggkern.nn``: Conv3x3, MaxPool2x2), models (vgg11/13/16/19,
-from_torchvision) and ``convert`` (swap the modules into any model) run our kernels on
+Modules (``vggkern.nn``: Conv3x3, MaxPool2x2), models (vgg11/13/16/19 and
+their _bn variants, from_torchvision) and ``convert`` (swap the modules into any model) run our kernels on
 CUDA tensors; on CPU tensors they run torch's own ops unless
 ``set_cpu_backend("emulator")`` (or ``with cpu_backend("emulator"):``) says otherwise.
 """
@@ -19,11 +19,13 @@ from .backend import cpu_backend, get_cpu_backend, set_cpu_backend  # noqa: E402
 from . import nn  # noqa: E402
 from .nn import Conv3x3, MaxPool2x2  # noqa: E402
 from .convert import ConvertReport, convert  # noqa: E402
-from .models import VGG, from_torchvision, vgg11, vgg13, vgg16, vgg19  # noqa: E402
+from .models import (VGG, from_torchvision, vgg11, vgg11_bn, vgg13, vgg13_bn, vgg16, vgg16_bn,  # noqa: E402
+                     vgg19, vgg19_bn)
 
 __all__ = ["conv3x3", "algorithms", "resolve_algo", "maxpool2x2", "winograd_weight", "build_info", "__version__",
            "nn", "Conv3x3", "MaxPool2x2", "convert", "ConvertReport",
-           "VGG", "vgg11", "vgg13", "vgg16", "vgg19", "from_torchvision",
+           "VGG", "vgg11", "vgg13", "vgg16", "vgg19", "vgg11_bn", "vgg13_bn", "vgg16_bn", "vgg19_bn",
+           "from_torchvision",
            "set_cpu_backend", "get_cpu_backend", "cpu_backend"]
 
 

@@ -1,26 +1,26 @@
 """VGG11/13/16/19 on vggkern's fused convolutions, torchvision-compatible.
 
-The layers are torchvision's (configs A, B, D, E of Simonyan & Zisserman), fused:
-each conv + ReLU is one ``Conv3x3(relu=True)``, and the conv right before each
-max-pool is ``Conv3x3(relu=True, pool=True)``. ``features`` keeps torchvision's
-indices: the fused ReLU and MaxPool2d positions hold ``Fused`` placeholders
-(parameter-free nn.Identity), so a torchvision VGG state_dict loads unchanged
-(``features.{0,2,5,...}.weight/bias``, ``classifier.{0,3,6}.*``) and ours loads into
-torchvision's. Slices of ``features`` mean what torchvision's do (``features[:4]`` ends
-at relu1_2, before the pool fused into features.2: see FusedSequential).
+The layers are torchvision's (configs A, B, D, E of Simonyan & Zisserman, and their
+BatchNorm variants) at torchvision's indices: ``Conv3x3`` for each 3x3 conv, nn.ReLU,
+``MaxPool2x2`` for each max-pool (nn.BatchNorm2d for the ``_bn`` models), so a
+torchvision VGG state_dict loads unchanged and ours loads into torchvision's. The fusion
+happens at run time: ``features`` is a ``FusedSequential``, whose forward runs each conv
+with the BatchNorm (eval mode), ReLU and max-pool after it as one kernel, while slices,
+iteration and hooks see torchvision's layers (``features[:4]`` ends at relu1_2).
 """
 import copy
 import os
-from collections import OrderedDict
 
 import torch
 from torch import nn
+from torch.fx._symbolic_trace import is_fx_symbolic_tracing
 
 from . import ops
 from .convert import _convert_for_vgg
-from .nn import Conv3x3, Fused, FusedSequential, _use_kernels
+from .nn import Conv3x3, FusedSequential, MaxPool2x2, _use_kernels
 
-__all__ = ["VGG", "vgg11", "vgg13", "vgg16", "vgg19", "from_torchvision", "CONFIGS"]
+__all__ = ["VGG", "vgg11", "vgg13", "vgg16", "vgg19", "vgg11_bn", "vgg13_bn", "vgg16_bn", "vgg19_bn",
+           "from_torchvision", "CONFIGS"]
 
 # torchvision.models.vgg.cfgs: output widths, "M" = 2x2/2 max-pool.
 CONFIGS = {
@@ -32,19 +32,18 @@ CONFIGS = {
 }
 
 
-def make_features(cfg, algo: str = "auto") -> FusedSequential:
-    """torchvision's ``make_layers(cfg)`` with conv+ReLU(+MaxPool) fused, same indices
-    (and slices with torchvision's meaning: see FusedSequential)."""
+def make_features(cfg, algo: str = "auto", batch_norm: bool = False) -> FusedSequential:
+    """torchvision's ``make_layers(cfg, batch_norm)`` on vggkern's modules, same layers
+    at the same indices, in a FusedSequential (which fuses them at run time)."""
     layers, in_channels = [], 3
-    for i, v in enumerate(cfg):
+    for v in cfg:
         if v == "M":
-            continue  # fused into the conv before it (placeholder added there)
-        pool = i + 1 < len(cfg) and cfg[i + 1] == "M"
-        into = f"features.{len(layers)}"
-        layers.append(Conv3x3(in_channels, v, relu=True, pool=pool, algo=algo))
-        layers.append(Fused("ReLU", into))
-        if pool:
-            layers.append(Fused("MaxPool2d", into))
+            layers.append(MaxPool2x2())
+            continue
+        layers.append(Conv3x3(in_channels, v, algo=algo))
+        if batch_norm:
+            layers.append(nn.BatchNorm2d(v))
+        layers.append(nn.ReLU(inplace=True))
         in_channels = v
     return FusedSequential(*layers)
 
@@ -85,12 +84,17 @@ class VGG(nn.Module):
                 elif isinstance(m, nn.Linear):
                     nn.init.normal_(m.weight, 0, 0.01)
                     nn.init.constant_(m.bias, 0)
+                elif isinstance(m, nn.BatchNorm2d):
+                    nn.init.constant_(m.weight, 1)
+                    nn.init.constant_(m.bias, 0)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         # Tensor-core convolutions compute in channels_last (NHWC): an NCHW input is
         # converted once here, not at every layer, and features come back in x's format.
+        # (Not while torch.fx traces symbolically, where x's layout is unknown.)
         entry_format = None
-        if x.dim() == 4 and not x.is_contiguous(memory_format=torch.channels_last) and _use_kernels(x) and any(
+        if not is_fx_symbolic_tracing() and x.dim() == 4 and not x.is_contiguous(
+                memory_format=torch.channels_last) and _use_kernels(x) and any(
                 isinstance(m, Conv3x3) and m.algo in ops._TENSOR_CORE_ALGORITHMS for m in self.features.modules()):
             entry_format = torch.contiguous_format
             x = x.contiguous(memory_format=torch.channels_last)
@@ -139,8 +143,9 @@ def _vgg(arch: str, num_classes: int, weights, algo: str, include_top: bool, pro
         if include_top and categories is not None and num_classes != len(categories):
             raise ValueError(f"vggkern.{arch}: weights {weights} have {len(categories)} classes, "
                              f"got num_classes={num_classes}")
+    cfg, batch_norm = CONFIGS[arch.removesuffix("_bn")], arch.endswith("_bn")
     if weights is None:
-        return VGG(make_features(CONFIGS[arch], algo), num_classes, include_top=include_top)
+        return VGG(make_features(cfg, algo, batch_norm), num_classes, include_top=include_top)
     if isinstance(weights, str):
         state = torch.load(weights, map_location="cpu", weights_only=True)
     else:  # torchvision downloads (or finds in its cache) and checks the file
@@ -148,7 +153,7 @@ def _vgg(arch: str, num_classes: int, weights, algo: str, include_top: bool, pro
     # Built on the meta device and then given the loaded tensors (as float32 CPU
     # parameters): no time spent initialising weights that are overwritten at once.
     with torch.device("meta"):
-        model = VGG(make_features(CONFIGS[arch], algo), num_classes, include_top=include_top, init_weights=False)
+        model = VGG(make_features(cfg, algo, batch_norm), num_classes, include_top=include_top, init_weights=False)
     if not include_top:
         state = {k: v for k, v in state.items() if k.startswith("features.")}
     state = {k: v.to("cpu", torch.float32, copy=True) if v.is_floating_point() else v for k, v in state.items()}
@@ -157,7 +162,8 @@ def _vgg(arch: str, num_classes: int, weights, algo: str, include_top: bool, pro
 
 
 def _doc(arch, config):
-    return f"""{arch.upper()} (config {config}) on vggkern's fused kernels; torchvision's layers and state_dict keys.
+    bn = " with BatchNorm after each conv" if arch.endswith("_bn") else ""
+    return f"""{arch.upper()} (config {config}{bn}) on vggkern's kernels; torchvision's layers and state_dict keys.
 
     num_classes: size of the last Linear (must match the weights' classes when loading).
     weights: None (random, torchvision's initialisation), a ``torchvision.models.{arch.upper()}_Weights``
@@ -169,54 +175,39 @@ def _doc(arch, config):
     """
 
 
-def vgg11(num_classes: int = 1000, weights=None, *, algo: str = "auto", include_top: bool = True,
-          progress: bool = True) -> VGG:
-    return _vgg("vgg11", num_classes, weights, algo, include_top, progress)
+def _builder(arch: str, config: str):
+    def build(num_classes: int = 1000, weights=None, *, algo: str = "auto", include_top: bool = True,
+              progress: bool = True) -> VGG:
+        return _vgg(arch, num_classes, weights, algo, include_top, progress)
+
+    build.__name__ = build.__qualname__ = arch
+    build.__doc__ = _doc(arch, config)
+    return build
 
 
-def vgg13(num_classes: int = 1000, weights=None, *, algo: str = "auto", include_top: bool = True,
-          progress: bool = True) -> VGG:
-    return _vgg("vgg13", num_classes, weights, algo, include_top, progress)
-
-
-def vgg16(num_classes: int = 1000, weights=None, *, algo: str = "auto", include_top: bool = True,
-          progress: bool = True) -> VGG:
-    return _vgg("vgg16", num_classes, weights, algo, include_top, progress)
-
-
-def vgg19(num_classes: int = 1000, weights=None, *, algo: str = "auto", include_top: bool = True,
-          progress: bool = True) -> VGG:
-    return _vgg("vgg19", num_classes, weights, algo, include_top, progress)
-
-
-for _f, _c in ((vgg11, "A"), (vgg13, "B"), (vgg16, "D"), (vgg19, "E")):
-    _f.__doc__ = _doc(_f.__name__, _c)
+vgg11, vgg13, vgg16, vgg19 = (_builder(a, c) for a, c in (("vgg11", "A"), ("vgg13", "B"), ("vgg16", "D"),
+                                                           ("vgg19", "E")))
+vgg11_bn, vgg13_bn, vgg16_bn, vgg19_bn = (_builder(a + "_bn", c) for a, c in (("vgg11", "A"), ("vgg13", "B"),
+                                                                               ("vgg16", "D"), ("vgg19", "E")))
 
 
 def from_torchvision(model: nn.Module, algo: str = "auto") -> VGG:
     """A vggkern VGG computing what the torchvision VGG ``model`` computes.
 
     Works for vgg11/13/16/19 and their ``_bn`` variants. The result has its own copy of
-    the parameters (``model`` is left untouched) and the same state_dict keys for the
-    convs and the classifier. BatchNorm variants: each BatchNorm2d is folded into the
-    conv before it (in float64, from its running statistics), which is only valid in
-    eval mode: ``model`` must be in eval mode (else ValueError), and the result is for
-    inference (its state_dict no longer has the BatchNorm entries).
+    the parameters and buffers (``model`` is left untouched), the same layers at the
+    same indices (Conv3x3 for each conv, MaxPool2x2 for each max-pool, the rest as they
+    are), so the same state_dict, and ``model``'s training mode. Its ``features`` fuses
+    each conv with the BatchNorm (in eval mode, folded into the weights), ReLU and
+    max-pool after it when run on vggkern's kernels.
     """
     import torchvision.models as tvm
 
     if not isinstance(model, tvm.VGG):
         raise ValueError(f"vggkern.from_torchvision: expected a torchvision.models.VGG, got {type(model).__name__}")
-    has_bn = any(isinstance(m, nn.BatchNorm2d) for m in model.features.modules())
-    if has_bn and model.training:
-        raise ValueError("vggkern.from_torchvision: the model has BatchNorm layers and is in training mode; "
-                         "BatchNorm is folded into the convolutions, which is valid only in eval mode: "
-                         "call model.eval() first (the result is for inference)")
-    features = copy.deepcopy(model.features)
     wrapper = nn.Module()
-    wrapper.features = features
-    _convert_for_vgg(wrapper, algo, fold_bn=True)
-    features = FusedSequential(OrderedDict(wrapper.features._modules))
-    ours = VGG(features, model.classifier[-1].out_features, init_weights=False,
+    wrapper.features = copy.deepcopy(model.features)
+    _convert_for_vgg(wrapper, algo)
+    ours = VGG(wrapper.features, model.classifier[-1].out_features, init_weights=False,
                classifier=copy.deepcopy(model.classifier), avgpool=copy.deepcopy(model.avgpool))
     return ours.train(model.training)

@@ -6,21 +6,26 @@ vggkern's kernels through the SIMT emulator after ``vggkern.set_cpu_backend("emu
 (see vggkern.backend). The reprs say which.
 """
 import math
-from collections import OrderedDict
 
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.fx._symbolic_trace import is_fx_symbolic_tracing
 
 from . import ops
 from .backend import describe_path, get_cpu_backend
 
-__all__ = ["Conv3x3", "MaxPool2x2", "Fused", "FusedSequential", "clear_weight_caches"]
+__all__ = ["Conv3x3", "MaxPool2x2", "FusedSequential", "clear_weight_caches"]
 
 
 def _use_kernels(x: torch.Tensor) -> bool:
     # CPU tensors follow the CPU backend; every other device (CUDA, meta) goes to the
     # ops, which run our kernels (or refuse the device with a clear message).
+    if not isinstance(x, torch.Tensor):
+        hint = (": torch.fx's symbolic tracing must treat vggkern's modules as leaves, e.g. "
+                "create_feature_extractor(model, nodes, tracer_kwargs={'leaf_modules': [vggkern.Conv3x3, "
+                "vggkern.MaxPool2x2]})") if isinstance(x, torch.fx.Proxy) else ""
+        raise TypeError(f"vggkern: expected x to be a torch.Tensor, got {type(x).__name__}{hint}")
     return x.device.type != "cpu" or get_cpu_backend() == "emulator"
 
 
@@ -48,10 +53,9 @@ class Conv3x3(nn.Module):
     keeps the input's memory format on our kernels).
     """
 
-    # The weight as self.algo's kernel takes it, and the weight state it was made from
-    # (see _prepared_weight); plain attributes, not part of the state_dict.
-    _weight_cache = None
-    _weight_cache_key = None
+    # The weight as the kernel takes it (with a folded BatchNorm: and the bias), and the
+    # state it was made from (see _prepared); plain attributes, not in the state_dict.
+    _weight_cache = _bias_cache = _weight_cache_key = None
 
     def __init__(self, in_channels: int, out_channels: int, bias: bool = True, *, relu: bool = False,
                  pool: bool = False, algo: str = "auto", device=None, dtype=None):
@@ -109,61 +113,70 @@ class Conv3x3(nn.Module):
         m.register_parameter("bias", bias)
         return m
 
-    def _with_fused(self, *, relu: bool, pool: bool) -> "Conv3x3":
-        """This conv with other fused layers: self if they are the same, else a new
-        module sharing this one's Parameters (FusedSequential's slices)."""
-        if (relu, pool) == (self.relu, self.pool):
-            return self
-        return type(self)._sharing(self.weight, self.bias, relu=relu, pool=pool, algo=self.algo)
-
     def clear_weight_cache(self) -> None:
         """Drop the prepared weight, so that the next forward prepares it from the weight
         as it is then. Needed only after a change its version counter does not see: one
         made through ``weight.data`` (``conv.weight.data.copy_(w)``). In-place ops on the
         Parameter itself (also under torch.no_grad(), as optimizers make them),
         ``load_state_dict``, assigning a new weight and ``.to()`` are all seen."""
-        self._weight_cache = self._weight_cache_key = None
+        self._weight_cache = self._bias_cache = self._weight_cache_key = None
 
-    def _prepared_weight(self, algo: str | None = None, x: torch.Tensor | None = None) -> torch.Tensor:
-        """The weight as ``algo``'s kernel takes it (default ``self.algo``; "auto" is
-        resolved per input by forward), so that a forward pass does not transform or copy
+    def _prepared(self, algo: str | None = None, x: torch.Tensor | None = None, bn: nn.BatchNorm2d | None = None):
+        """(weight, bias) as ``algo``'s kernel takes them (default ``self.algo``; "auto" is
+        resolved per input by _run), so that a forward pass does not transform or copy
         filters: the Winograd algorithms take U = winograd_weight(weight, m); the
         tensor-core ones a 16-bit weight laid out (K, 3, 3, C), i.e. channels_last, where C
         is a multiple of 8 (else, and in float32, which the op rounds to TF32, the op lays
         the weight out itself in one launch whatever its strides: a copy here would only
-        hold memory); the others (K, C, 3, 3) contiguous. A weight already in that layout
-        is used as it is; otherwise the prepared copy is kept until the weight changes (in
-        place: its version counter; replaced: its data pointer; or moved: device and dtype;
-        a change through ``weight.data`` is not seen: see clear_weight_cache). The raw
-        weight is used where a gradient is wanted, for x (given) or a parameter (the op's
-        backward needs the raw weight), and while torch.compile traces (the cache is
-        eager-mode state)."""
-        w = self.weight
+        hold memory); the others (K, C, 3, 3) contiguous. With ``bn`` (an eval-mode
+        BatchNorm2d after this conv, which FusedSequential folds in): the weight and bias
+        of conv then bn, folded in float64, then laid out so.
+
+        A weight already in its layout is used as it is; otherwise the prepared copy is
+        kept until the weight changes (in place: its version counter; replaced: its data
+        pointer; or moved: device and dtype; with bn, the same of the bias and of bn's
+        parameters, running statistics and num_batches_tracked). A change through
+        ``.data`` is not seen: see clear_weight_cache. Where a gradient is wanted, for x
+        or a parameter, and while torch.compile traces (the cache is eager-mode state),
+        nothing is cached: the raw weight (with bn, folded differentiably) goes to the op."""
+        w, b = self.weight, self.bias
         algo = self.algo if algo is None else algo
-        m = ops._WINOGRAD_TILE.get(algo, 0)
-        if m:
-            prepare = lambda: ops.winograd_weight(w.detach(), m)  # noqa: E731
-        else:
-            tensor_core = algo in ops._TENSOR_CORE_ALGORITHMS
-            if tensor_core and (w.dtype == torch.float32 or w.shape[1] % 8):
-                return w
-            layout = torch.channels_last if tensor_core else torch.contiguous_format
-            if w.is_contiguous(memory_format=layout):
-                return w
-            prepare = lambda: w.detach().contiguous(memory_format=layout)  # noqa: E731
+        grads = (x, w, b) if bn is None else (x, w, b, bn.weight, bn.bias)
         if torch.compiler.is_compiling() or (
-                torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in (x, w, self.bias))):
-            return w
-        key = (w._version, w.data_ptr(), w.device, w.dtype, algo)
+                torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in grads)):
+            return (w, b) if bn is None else _fold_bn(w, b, bn)
+        m = ops._WINOGRAD_TILE.get(algo, 0)
+        tensor_core = algo in ops._TENSOR_CORE_ALGORITHMS
+        layout = torch.channels_last if tensor_core else torch.contiguous_format
+        op_lays_out = tensor_core and (w.dtype == torch.float32 or w.shape[1] % 8)
+        if bn is None and not m and (op_lays_out or w.is_contiguous(memory_format=layout)):
+            return w, b  # used as it is (or laid out by the op on each call anyway)
+        # A training-mode forward updates bn's running statistics without bumping their
+        # version counters, but it bumps num_batches_tracked's (an in-place add_).
+        tracked = (w,) if bn is None else (w, b, bn.weight, bn.bias, bn.running_mean, bn.running_var,
+                                           bn.num_batches_tracked)
+        key = (algo, w.device, w.dtype, None if bn is None else bn.eps) + tuple(
+            None if t is None else (t._version, t.data_ptr()) for t in tracked)
         if self._weight_cache_key != key:
-            self._weight_cache = prepare()
-            self._weight_cache_key = key
-        return self._weight_cache
+            fw, fb = (w, None) if bn is None else _fold_bn(w, b, bn)
+            fw = fw.detach()
+            if m:
+                fw = ops.winograd_weight(fw, m)
+            elif not op_lays_out:
+                fw = fw.contiguous(memory_format=layout)
+            self._weight_cache, self._bias_cache, self._weight_cache_key = fw, fb, key
+        return self._weight_cache, (b if bn is None else self._bias_cache)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self._run(x, relu=self.relu, pool=self.pool)
+
+    def _run(self, x: torch.Tensor, *, relu: bool, pool: bool, bn: nn.BatchNorm2d | None = None) -> torch.Tensor:
+        """This conv, then ``bn`` (eval mode, folded in) if given, then ReLU if relu, then
+        the 2x2 max-pool if pool: forward's computation with other fused layers
+        (FusedSequential's)."""
         if _use_kernels(x):
             if x.dim() == 3:  # (C, H, W), as nn.Conv2d takes it (forward: hooks run once)
-                return self.forward(x.unsqueeze(0)).squeeze(0)
+                return self._run(x.unsqueeze(0), relu=relu, pool=pool, bn=bn).squeeze(0)
             if x.dim() == 4:  # said of x, not of the prepared weight
                 if x.shape[1] != self.in_channels:
                     raise ValueError(f"Conv3x3: expected x with in_channels={self.in_channels} channels, "
@@ -174,13 +187,14 @@ class Conv3x3(nn.Module):
             # (while torch.compile traces, the op resolves it at run time instead).
             algo = self.algo
             if algo == "auto" and x.dim() == 4 and not torch.compiler.is_compiling():
-                algo = ops.resolve_algo(x, self.out_channels, pool=self.pool)
-            return ops.conv3x3(x, self._prepared_weight(algo, x), self.bias, relu=self.relu, pool=self.pool,
-                               algo=algo)
-        y = F.conv2d(x, self.weight, self.bias, padding=1)
-        if self.relu:
+                algo = ops.resolve_algo(x, self.out_channels, pool=pool)
+            weight, bias = self._prepared(algo, x, bn)
+            return ops.conv3x3(x, weight, bias, relu=relu, pool=pool, algo=algo)
+        weight, bias = (self.weight, self.bias) if bn is None else _fold_bn(self.weight, self.bias, bn)
+        y = F.conv2d(x, weight, bias, padding=1)
+        if relu:
             y = F.relu(y)
-        if self.pool:
+        if pool:
             y = F.max_pool2d(y, 2, 2)
         return y
 
@@ -210,61 +224,88 @@ class MaxPool2x2(nn.Module):
         return f"[{describe_path()}]"
 
 
-class Fused(nn.Identity):
-    """Placeholder for a layer fused into a Conv3x3 (its ReLU, BatchNorm or 2x2
-    max-pool): passes its input through, has no parameters, and keeps the indices of
-    an nn.Sequential (and so its state_dict keys) where they were."""
+def _fold_bn(weight: torch.Tensor, bias: torch.Tensor | None, bn: nn.BatchNorm2d):
+    """(weight, bias) of a conv followed by ``bn`` in eval mode (its running statistics),
+    computed in float64 and rounded once to the weight's dtype; differentiable."""
+    scale = torch.rsqrt(bn.running_var.double() + bn.eps)
+    if bn.weight is not None:
+        scale = scale * bn.weight.double()
+    b = bias.double() if bias is not None else torch.zeros_like(scale)
+    b = (b - bn.running_mean.double()) * scale
+    if bn.bias is not None:
+        b = b + bn.bias.double()
+    return (weight.double() * scale.reshape(-1, 1, 1, 1)).to(weight.dtype), b.to(weight.dtype)
 
-    def __init__(self, what: str = "", into: str = ""):
-        super().__init__()
-        self.what, self.into = what, into
 
-    def extra_repr(self) -> str:
-        return f"{self.what} fused into {self.into}" if self.what else ""
+def _observed(m: nn.Module) -> bool:
+    # A module whose input or output someone sees (or changes): it must be called itself.
+    return bool(m._forward_hooks or m._forward_pre_hooks or m._backward_hooks or m._backward_pre_hooks)
+
+
+def _global_hooks() -> bool:
+    from torch.nn.modules import module as m  # the hooks nn.Module's call runs for every module
+
+    return bool(m._global_forward_hooks or m._global_forward_pre_hooks or m._global_backward_hooks
+                or m._global_backward_pre_hooks)
+
+
+def _foldable_bn(m: nn.Module, conv: "Conv3x3", at_run_time: bool) -> bool:
+    # Folding uses the running statistics: an eval-mode BatchNorm's computation.
+    return (type(m) is nn.BatchNorm2d and not (at_run_time and m.training) and m.running_mean is not None
+            and m.running_var is not None and m.num_features == conv.out_channels)
+
+
+def _is_pool(m: nn.Module) -> bool:
+    return type(m) is MaxPool2x2 or (type(m) is nn.MaxPool2d and not maxpool2d_incompatibility(m))
 
 
 class FusedSequential(nn.Sequential):
-    """An nn.Sequential holding Conv3x3s with their ReLU / max-pool fused in and
-    ``Fused`` placeholders at the fused layers' indices (VGG's ``features``). Its forward
-    is nn.Sequential's (the fused kernels); a slice means what it means in the unfused
-    torchvision Sequential: ``features[:4]`` ends at relu1_2 (before the pool fused into
-    features.2), so the Conv3x3 whose fused layers the slice cuts off comes back as a
-    twin without them (the same Parameters), and a placeholder whose conv the slice cuts
-    off becomes the layer itself (nn.ReLU, MaxPool2x2). A folded BatchNorm cannot be
-    separated from its conv: a slice between them holds the modules as they are, for
-    inspection, and refuses to run (ValueError). Integer indexing and iteration give the
-    modules as they are (features[2] pools when features.2 has the pool fused)."""
-
-    _cannot_run = ""  # why this slice cannot run ("" when it can)
-
-    def __getitem__(self, idx):
-        if not isinstance(idx, slice):
-            return super().__getitem__(idx)
-        items = list(self._modules.items())
-        kept = dict(items[idx])
-        owner = {key: m.into.rsplit(".", 1)[-1] for key, m in items if isinstance(m, Fused) and m.what}
-        out, cannot_run = [], []
-        for key, m in kept.items():
-            if isinstance(m, Conv3x3):
-                cut = [self._modules[k].what for k, o in owner.items() if o == key and k not in kept]
-                if "BatchNorm2d" in cut:
-                    cannot_run.append(f"module {key} without the BatchNorm folded into its weights")
-                elif cut:
-                    m = m._with_fused(relu=m.relu and "ReLU" not in cut, pool=m.pool and "MaxPool2d" not in cut)
-            elif key in owner and owner[key] not in kept:  # its conv is outside the slice
-                if m.what == "BatchNorm2d":
-                    cannot_run.append(f"module {key}, a BatchNorm folded into module {owner[key]}, without it")
-                else:
-                    m = nn.ReLU() if m.what == "ReLU" else MaxPool2x2()
-            out.append((key, m))
-        part = self.__class__(OrderedDict(out))
-        part._cannot_run = "; ".join(cannot_run)
-        return part
+    """An nn.Sequential whose forward fuses each Conv3x3 with what directly follows it:
+    an eval-mode nn.BatchNorm2d (folded into the weights, in float64), an nn.ReLU, a 2x2
+    max-pool (MaxPool2x2 or an equivalent nn.MaxPool2d), in that order, into one kernel
+    launch. Its layers are the unfused ones (VGG's ``features`` holds torchvision's
+    layers at torchvision's indices), so anything that takes them one at a time sees
+    what it would see in torchvision: slices (``features[:4]`` ends at relu1_2),
+    iteration, ``named_children()``, hooks. A layer with a hook (forward, pre-forward or
+    backward, or a global one) is called as itself, unfused, so the hook sees its own
+    input and output. Fusion happens only on vggkern's kernels (CUDA tensors, or the CPU
+    emulator); on CPU with the "torch" backend, and under torch.fx symbolic tracing, the
+    layers run one by one as in nn.Sequential."""
 
     def forward(self, x):
-        if self._cannot_run:
-            raise ValueError(f"FusedSequential: this slice cannot run: it holds {self._cannot_run}")
-        return super().forward(x)
+        if not (isinstance(x, torch.Tensor) and _use_kernels(x)) or _global_hooks() or is_fx_symbolic_tracing():
+            return super().forward(x)
+        layers = list(self._modules.values())
+        i = 0
+        while i < len(layers):
+            conv = layers[i]
+            if type(conv) is not Conv3x3 or _observed(conv):
+                x, i = conv(x), i + 1
+                continue
+            bn, relu, pool, i = _fusion(layers, i, at_run_time=True)
+            x = conv._run(x, relu=relu, pool=pool, bn=bn)
+        return x
+
+
+def _fusion(layers: list, i: int, *, at_run_time: bool):
+    """What FusedSequential fuses into the Conv3x3 ``layers[i]``: (bn, relu, pool, j), the
+    BatchNorm2d to fold (or None), whether to apply ReLU and the pool, and the index of
+    the first layer after them. At run time a layer with a hook is not fused, nor a
+    BatchNorm in training mode; otherwise (convert's report) a BatchNorm counts as fused
+    (it is, in eval mode)."""
+    conv = layers[i]
+    bn, relu, pool, j = None, conv.relu, conv.pool, i + 1
+
+    def takes(m):
+        return not (at_run_time and _observed(m))
+
+    if j < len(layers) and not (relu or pool) and _foldable_bn(layers[j], conv, at_run_time) and takes(layers[j]):
+        bn, j = layers[j], j + 1
+    if j < len(layers) and not pool and type(layers[j]) is nn.ReLU and takes(layers[j]):
+        relu, j = True, j + 1
+    if j < len(layers) and not pool and _is_pool(layers[j]) and takes(layers[j]):
+        pool, j = True, j + 1
+    return bn, relu, pool, j
 
 
 def _check_algo(algo: str) -> None:
