@@ -225,6 +225,24 @@ def test_weights_load_through_torchvision(spec, vgg16_state_file, monkeypatch):
     assert list(feats.state_dict().keys()) == [k for k in state if k.startswith("features.")]
 
 
+def test_bn_weights_load_through_torchvision(monkeypatch):
+    # vgg16_bn's state_dict (BatchNorm parameters, running statistics, num_batches_tracked)
+    # loads unchanged, strict, into ours, which then gives torchvision's result.
+    torch.manual_seed(55)
+    tv = _randomize_bn(torchvision.models.vgg16_bn()).eval()
+    state = tv.state_dict()
+    enum = torchvision.models.VGG16_BN_Weights
+    monkeypatch.setattr(enum, "get_state_dict", lambda self, **kwargs: state)
+    ours = vggkern.vgg16_bn(weights="IMAGENET1K_V1").eval()
+    assert ours.state_dict().keys() == state.keys()
+    for k, v in state.items():
+        assert torch.equal(ours.state_dict()[k], v) and ours.state_dict()[k].dtype == v.dtype, k
+    x = _image(1, 32, seed=56)
+    with torch.no_grad():
+        assert torch.equal(_run(ours, x, "torch"), tv(x))
+    assert vggkern.vgg11_bn.__name__ == "vgg11_bn" and "BatchNorm" in vggkern.vgg11_bn.__doc__
+
+
 def test_weights_errors():
     with pytest.raises(ValueError, match="weights must be None, a VGG16_Weights member or name"):
         vggkern.vgg16(weights="IMAGENET1K_V9")
