@@ -298,6 +298,50 @@ def test_torch_compile_fullgraph(device):
     torch.testing.assert_close(compiled(xc, w1, b1, w2, b2), block(xc, w1, b1, w2, b2), rtol=0, atol=0)
 
 
+AUTOCAST_CASES = [("cpu", torch.bfloat16)] + [pytest.param("cuda", d, marks=DEVICES[1].marks)
+                                                 for d in (torch.float16, torch.bfloat16)]
+
+
+@pytest.mark.parametrize("device,dtype", AUTOCAST_CASES, ids=str)
+def test_autocast_runs_in_the_autocast_dtype(device, dtype):
+    """Under torch.autocast conv3x3 is F.conv2d's kind of op: float32 x, weight and bias are
+    cast to the autocast dtype (whichever entry: wrapper or torch.ops), bit for bit the
+    op on cast operands; a lower-precision x meets a float32 weight; a Winograd U stays
+    float32; gradients flow back in float32, as torch's conv's do."""
+    g = _gen(61)
+    x = torch.randn(2, 8, 9, 10, generator=g).to(device)
+    w, b = torch.randn(16, 8, 3, 3, generator=g).to(device), torch.randn(16, generator=g).to(device)
+    want = vggkern.conv3x3(x.to(dtype), w.to(dtype), b.to(dtype), relu=True, pool=True, algo="direct")
+    u = vggkern.winograd_weight(w, 4)
+    with torch.autocast(device, dtype=dtype):
+        for y in (vggkern.conv3x3(x, w, b, relu=True, pool=True, algo="direct"),
+                  torch.ops.vggkern.conv3x3(x, w, b, True, True, "direct", None),
+                  vggkern.conv3x3(x.to(dtype), w, b, relu=True, pool=True, algo="direct")):
+            assert y.dtype == dtype and torch.equal(y, want)
+        y = vggkern.conv3x3(x, u, b, algo="winograd_f4x4")
+        assert y.dtype == dtype
+        assert torch.equal(y, vggkern.conv3x3(x.to(dtype), u, b.to(dtype), algo="winograd_f4x4"))
+        torch._dynamo.reset()
+        compiled = torch.compile(lambda *a: vggkern.conv3x3(*a, relu=True, pool=True, algo="direct"), fullgraph=True,
+                                 backend="aot_eager")
+        assert torch.equal(compiled(x, w, b), want)  # traced through the autocast kernel
+        torch._dynamo.reset()
+    with pytest.raises(ValueError, match="expected weight of the same dtype as x"):  # no autocast: no casts
+        vggkern.conv3x3(x.to(dtype), w, b)
+    other = "cuda" if device == "cpu" else "cpu"
+    if other == "cpu" or torch.cuda.is_available():
+        with torch.autocast(other, dtype=torch.bfloat16):  # another device type's autocast casts nothing here
+            assert vggkern.conv3x3(x, w, b, algo="direct").dtype == torch.float32
+    xs, ws, bs = (t.clone().requires_grad_() for t in (x, w, b))
+    xt, wt, bt = (t.clone().requires_grad_() for t in (x, w, b))
+    with torch.autocast(device, dtype=dtype):
+        vggkern.conv3x3(xs, ws, bs, relu=True, algo="direct").float().square().sum().backward()
+        F.relu(F.conv2d(xt, wt, bt, padding=1)).float().square().sum().backward()
+    for ours, torchs in ((xs, xt), (ws, wt), (bs, bt)):
+        assert ours.grad.dtype == torch.float32
+        torch.testing.assert_close(ours.grad, torchs.grad, rtol=0.05, atol=0.05 * torchs.grad.abs().max().item())
+
+
 @pytest.mark.parametrize("device", DEVICES)
 @pytest.mark.parametrize("channels_last", [False, True], ids=["nchw", "nhwc"])
 @pytest.mark.parametrize("bias,relu,pool", [(True, False, False), (False, True, False), (True, False, True),

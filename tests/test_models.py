@@ -811,6 +811,38 @@ def test_torch_export_keeps_our_ops_and_round_trips(algo, device, tmp_path):
             loaded(_image(65, 12, seed=34).to(device))
 
 
+def test_models_under_autocast():
+    """torch.autocast works on our modules as on torch's: VGG's features run in bfloat16,
+    bit for bit the bfloat16 model's (weights cast once and cached for inference); a
+    converted ResNet's convs take the bfloat16 activations torch's layers hand them,
+    with float32 weights; a training step under autocast gives float32 gradients."""
+    torch.manual_seed(57)
+    tv = torchvision.models.vgg11().eval()
+    ours = vggkern.from_torchvision(tv, algo="direct")
+    x = _image(1, 32, seed=58)
+    with torch.no_grad(), vggkern.cpu_backend("emulator"):
+        want = copy.deepcopy(ours).bfloat16().features(x.bfloat16())
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            got = ours.features(x)
+            assert got.dtype == torch.bfloat16 and torch.equal(got, want)
+            conv = ours.features[0]
+            assert conv._weight_cache.dtype == torch.bfloat16 and conv.weight.dtype == torch.float32
+            cached = conv._weight_cache
+            assert torch.equal(ours.features(x), want) and conv._weight_cache is cached
+        resnet = _randomize_bn(torchvision.models.resnet18()).eval()
+        converted, _ = vggkern.convert(resnet)
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            y = converted(x)
+            ref = resnet(x)
+        assert y.dtype == ref.dtype == torch.bfloat16
+        torch.testing.assert_close(y.float(), ref.float(), rtol=0.05, atol=0.05 * ref.float().abs().max().item())
+    ours.train()
+    with vggkern.cpu_backend("emulator"), torch.autocast("cpu", dtype=torch.bfloat16):
+        ours.features[:5](x).float().square().sum().backward()
+    grads = [p.grad for p in ours.features[:5].parameters()]
+    assert len(grads) == 4 and all(g is not None and g.dtype == torch.float32 and g.abs().sum() > 0 for g in grads)
+
+
 def test_fused_sequential_compiles_and_exports_fused(tmp_path):
     # torch.compile (fullgraph) and torch.export trace FusedSequential's forward: each
     # conv with its BatchNorm (folded in the graph, from the parameters and running

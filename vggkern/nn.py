@@ -121,7 +121,8 @@ class Conv3x3(nn.Module):
         ``load_state_dict``, assigning a new weight and ``.to()`` are all seen."""
         self._weight_cache = self._bias_cache = self._weight_cache_key = None
 
-    def _prepared(self, algo: str | None = None, x: torch.Tensor | None = None, bn: nn.BatchNorm2d | None = None):
+    def _prepared(self, algo: str | None = None, x: torch.Tensor | None = None, bn: nn.BatchNorm2d | None = None,
+                  dtype: torch.dtype | None = None):
         """(weight, bias) as ``algo``'s kernel takes them (default ``self.algo``; "auto" is
         resolved per input by _run), so that a forward pass does not transform or copy
         filters: the Winograd algorithms take U = winograd_weight(weight, m); the
@@ -130,7 +131,8 @@ class Conv3x3(nn.Module):
         the weight out itself in one launch whatever its strides: a copy here would only
         hold memory); the others (K, C, 3, 3) contiguous. With ``bn`` (an eval-mode
         BatchNorm2d after this conv, which FusedSequential folds in): the weight and bias
-        of conv then bn, folded in float64, then laid out so.
+        of conv then bn, folded in float64, then laid out so. ``dtype`` (torch.autocast's,
+        default the weight's): the weight cast to it first.
 
         A weight already in its layout is used as it is; otherwise the prepared copy is
         kept until the weight changes (in place: its version counter; replaced: its data
@@ -144,27 +146,28 @@ class Conv3x3(nn.Module):
         grads = (x, w, b) if bn is None else (x, w, b, bn.weight, bn.bias)
         if torch.compiler.is_compiling() or (
                 torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in grads)):
-            return (w, b) if bn is None else _fold_bn(w, b, bn)
+            return (w, b) if bn is None else _fold_bn(w, b, bn)  # (cast by the op under autocast)
+        dtype = w.dtype if dtype is None else dtype
         m = ops._WINOGRAD_TILE.get(algo, 0)
         tensor_core = algo in ops._TENSOR_CORE_ALGORITHMS
         layout = torch.channels_last if tensor_core else torch.contiguous_format
-        op_lays_out = tensor_core and (w.dtype == torch.float32 or w.shape[1] % 8)
-        if bn is None and not m and (op_lays_out or w.is_contiguous(memory_format=layout)):
+        op_lays_out = tensor_core and (dtype == torch.float32 or w.shape[1] % 8)
+        if bn is None and not m and dtype == w.dtype and (op_lays_out or w.is_contiguous(memory_format=layout)):
             return w, b  # used as it is (or laid out by the op on each call anyway)
         # A training-mode forward updates bn's running statistics without bumping their
         # version counters, but it bumps num_batches_tracked's (an in-place add_).
         tracked = (w,) if bn is None else (w, b, bn.weight, bn.bias, bn.running_mean, bn.running_var,
                                            bn.num_batches_tracked)
-        key = (algo, w.device, w.dtype, None if bn is None else bn.eps) + tuple(
+        key = (algo, w.device, w.dtype, dtype, None if bn is None else bn.eps) + tuple(
             None if t is None else (t._version, t.data_ptr()) for t in tracked)
         if self._weight_cache_key != key:
             fw, fb = (w, None) if bn is None else _fold_bn(w, b, bn)
-            fw = fw.detach()
+            fw = fw.detach().to(dtype)
             if m:
                 fw = ops.winograd_weight(fw, m)
             elif not op_lays_out:
                 fw = fw.contiguous(memory_format=layout)
-            self._weight_cache, self._bias_cache, self._weight_cache_key = fw, fb, key
+            self._weight_cache, self._bias_cache, self._weight_cache_key = fw, fb if fb is None else fb.to(dtype), key
         return self._weight_cache, (b if bn is None else self._bias_cache)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -177,18 +180,22 @@ class Conv3x3(nn.Module):
         if _use_kernels(x):
             if x.dim() == 3:  # (C, H, W), as nn.Conv2d takes it (forward: hooks run once)
                 return self._run(x.unsqueeze(0), relu=relu, pool=pool, bn=bn).squeeze(0)
+            # Under torch.autocast x and the weight run in its dtype, as F.conv2d's would.
+            dtype = ops._autocast_dtype(x)
+            if dtype is not None and x.dtype in (torch.float32, torch.float16, torch.bfloat16):
+                x = x.to(dtype)
             if x.dim() == 4:  # said of x, not of the prepared weight
                 if x.shape[1] != self.in_channels:
                     raise ValueError(f"Conv3x3: expected x with in_channels={self.in_channels} channels, "
                                      f"got shape {list(x.shape)}")
-                if x.dtype != self.weight.dtype:
+                if dtype is None and x.dtype != self.weight.dtype:
                     raise ValueError(f"Conv3x3: expected x of the module's dtype ({self.weight.dtype}), got {x.dtype}")
             # "auto" resolved here, so that the weight is laid out for the kernel it picks
             # (while torch.compile traces, the op resolves it at run time instead).
             algo = self.algo
             if algo == "auto" and x.dim() == 4 and not torch.compiler.is_compiling():
                 algo = ops.resolve_algo(x, self.out_channels, pool=pool)
-            weight, bias = self._prepared(algo, x, bn)
+            weight, bias = self._prepared(algo, x, bn, dtype)
             return ops.conv3x3(x, weight, bias, relu=relu, pool=pool, algo=algo)
         weight, bias = (self.weight, self.bias) if bn is None else _fold_bn(self.weight, self.bias, bn)
         y = F.conv2d(x, weight, bias, padding=1)

@@ -188,7 +188,8 @@ def conv3x3(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = N
     float32/float16/bfloat16, sums in fp32. The output keeps x's memory format (NCHW or
     channels_last). algo: "auto" (see ``resolve_algo``: the algorithm measured fastest for
     the layer on a GPU, else "direct") or one of ``algorithms()``.
-    Differentiable (the backward is torch's own).
+    Differentiable (the backward is torch's own). Under torch.autocast, float32 x, weight
+    and bias are cast to the autocast dtype first, as for F.conv2d.
 
     Winograd algorithms ("winograd_f2x2", "winograd_f4x4": F(2x2,3x3) and F(4x4,3x3))
     also take ``weight = winograd_weight(w, 2 or 4)``, the filter transform done once
@@ -207,6 +208,9 @@ def conv3x3(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = N
     _check_flags("vggkern.conv3x3", relu=relu, pool=pool)
     if allow_tf32 is not None:
         _check_flags("vggkern.conv3x3", allow_tf32=allow_tf32)
+    if isinstance(x, torch.Tensor) and (dtype := _autocast_dtype(x)) is not None:
+        # The op's autocast kernel would cast them so; checked as the kernels get them.
+        x, weight, bias = _autocast_operands(dtype, x, weight, bias)
     _check_conv3x3_inputs(x, weight, bias, algo, allow_tf32, pool)
     return torch.ops.vggkern.conv3x3(x, weight, bias, relu, pool, algo, allow_tf32)
 
@@ -251,6 +255,55 @@ def _conv3x3_backward(ctx, grad):
 
 
 torch.library.register_autograd("vggkern::conv3x3", _conv3x3_backward, setup_context=_conv3x3_setup_context)
+
+
+# ---- autocast ------------------------------------------------------------------------
+# Under torch.autocast conv3x3 is what F.conv2d is, an op that runs in the autocast dtype
+# (float16 or bfloat16): x, a raw weight and the bias, where float32 (float tensors on
+# the autocast's device type, except float64), are cast to it first, and the output is
+# in it. A pre-transformed Winograd weight U stays float32, as the op takes it.
+
+def _autocast_dtype(x: torch.Tensor) -> torch.dtype | None:
+    """The dtype torch.autocast casts conv3x3's operands to for ``x`` now (None: no autocast
+    on x's device type)."""
+    device_type = x.device.type
+    if device_type not in ("cpu", "cuda") or not torch.is_autocast_enabled(device_type):
+        return None
+    return torch.get_autocast_dtype(device_type)
+
+
+def _autocast_operands(dtype, x, weight, bias):
+    device_type = x.device.type
+
+    def cast(t):
+        eligible = (isinstance(t, torch.Tensor) and t.is_floating_point() and t.device.type == device_type
+                    and t.dtype is not torch.float64)
+        return t.to(dtype) if eligible else t
+
+    pre_transformed = isinstance(weight, torch.Tensor) and weight.dim() == 3
+    return cast(x), weight if pre_transformed else cast(weight), cast(bias)
+
+
+def _register_conv3x3_autocast(device_type: str) -> None:
+    # What torch.library.register_autocast registers (a Python-dispatcher kernel, for
+    # tracing, and a C++ dispatcher one), with the autocast dtype read at call time
+    # rather than fixed at registration.
+    key_name = "Autocast" + torch._C._dispatch_key_for_device(device_type)
+    key = getattr(torch._C.DispatchKey, key_name)
+    op = torch.ops.vggkern.conv3x3.default
+
+    def kernel(x, weight, bias=None, relu=False, pool=False, algo="auto", allow_tf32=None):
+        x, weight, bias = _autocast_operands(torch.get_autocast_dtype(device_type), x, weight, bias)
+        with torch._C._ExcludeDispatchKeyGuard(torch._C.DispatchKeySet(key)):
+            return op(x, weight, bias, relu, pool, algo, allow_tf32)
+
+    op.py_impl(key)(kernel)
+    _AUTOCAST_LIB.impl("conv3x3", lambda _keyset, *args: kernel(*args), key_name, with_keyset=True)
+
+
+_AUTOCAST_LIB = torch.library.Library("vggkern", "IMPL")
+for _device_type in ("cpu", "cuda"):
+    _register_conv3x3_autocast(_device_type)
 
 
 # ---- Winograd filter transform ---------------------------------------------------------
