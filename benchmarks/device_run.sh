@@ -72,8 +72,10 @@ esac
 
 # ---- GPU tests ------------------------------------------------------------------------
 # 8 worker processes where pytest-xdist is installed (the device image has it): the
-# bit-exact tests run the emulator on the CPU side, and the machine has 16 cores.
-XDIST=(); $PY -c "import xdist" 2>/dev/null && XDIST=(-n 8)
+# bit-exact tests run the emulator on the CPU side, and the machine has 16 cores (fewer
+# where there are fewer cores: 8 on preflight's 2 cores took 45 s just to start).
+NW=$(nproc 2>/dev/null || echo 8); NW=$(( NW < 8 ? NW : 8 ))
+XDIST=(); $PY -c "import xdist" 2>/dev/null && XDIST=(-n "$NW")
 step "GPU tests (pytest tests -m gpu ${XDIST[*]:-})"
 TT=$(( QUICK ? 45 : 90 ))
 timeout $TT $PY -m pytest tests -m gpu -q -p no:cacheprovider ${XDIST[@]+"${XDIST[@]}"} \
