@@ -276,11 +276,14 @@ class FusedSequential(nn.Sequential):
     iteration, ``named_children()``, hooks. A layer with a hook (forward, pre-forward or
     backward, or a global one) is called as itself, unfused, so the hook sees its own
     input and output. Fusion happens only on vggkern's kernels (CUDA tensors, or the CPU
-    emulator); on CPU with the "torch" backend, and under torch.fx symbolic tracing, the
-    layers run one by one as in nn.Sequential."""
+    emulator) and (N, C, H, W) input; on CPU with the "torch" backend, under torch.fx
+    symbolic tracing, and for unbatched input, the layers run one by one as in
+    nn.Sequential."""
 
     def forward(self, x):
-        if not (isinstance(x, torch.Tensor) and _use_kernels(x)) or _global_hooks() or is_fx_symbolic_tracing():
+        # Unbatched (C, H, W) input runs layer by layer too: nn.BatchNorm2d refuses it.
+        if not (isinstance(x, torch.Tensor) and x.dim() == 4 and _use_kernels(x)) or _global_hooks() or \
+                is_fx_symbolic_tracing():
             return super().forward(x)
         layers = list(self._modules.values())
         i = 0
