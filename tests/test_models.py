@@ -415,6 +415,7 @@ def test_features_fuse_unless_a_layer_is_observed(monkeypatch):
         assert calls.take() == ([(True, False)], 0)
         with pytest.raises(ValueError, match="expected 4D input"):  # unbatched: BatchNorm2d refuses it, as in torch
             ours.features(x[0])
+        assert calls.take() == ([(False, False)], 0)  # the first conv ran, as itself
     with vggkern.cpu_backend("torch"), torch.no_grad():  # torch's ops, layer by layer: torchvision's exactly
         assert torch.equal(ours(x), tv(x)) and calls.take() == ([], 0)
 
