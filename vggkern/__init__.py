@@ -4,9 +4,9 @@ Ops live in ``torch.ops.vggkern``; the typed wrappers here are the Python API. C
 tensors given to the ops run the same kernels' source through vggkern's SIMT emulator
 (exact, slow: for verification).
 
-Modules (``vggkern.nn``: Conv3x3, MaxPool2x2), models (vgg11/13/16/19 and
-their _bn variants, from_torchvision) and ``convert`` (swap the modules into any model) run our kernels on
-CUDA tensors; on CPU tensors they run torch's own ops unless
+Modules (``vggkern.nn``: Conv3x3, MaxPool2x2, FusedSequential), models (vgg11/13/16/19
+and their _bn variants, from_torchvision) and ``convert`` (swap the modules into any
+model) run our kernels on CUDA tensors; on CPU tensors they run torch's own ops unless
 ``set_cpu_backend("emulator")`` (or ``with cpu_backend("emulator"):``) says otherwise.
 """
 __version__ = "0.1.0"

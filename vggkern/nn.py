@@ -1,5 +1,7 @@
 """torch.nn modules on vggkern's kernels: drop-ins for nn.Conv2d(C, K, 3, padding=1)
-(with ReLU and 2x2 max-pool fused in) and nn.MaxPool2d(2, 2).
+(with ReLU and 2x2 max-pool fused in) and nn.MaxPool2d(2, 2), and FusedSequential, an
+nn.Sequential that runs each conv with the BatchNorm, ReLU and max-pool after it as one
+kernel while its layers stay torchvision's.
 
 CUDA tensors run vggkern's kernels. CPU tensors run PyTorch's own ops by default, or
 vggkern's kernels through the SIMT emulator after ``vggkern.set_cpu_backend("emulator")``
