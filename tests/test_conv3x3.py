@@ -322,9 +322,9 @@ def test_autocast_runs_in_the_autocast_dtype(device, dtype):
         assert y.dtype == dtype
         assert torch.equal(y, vggkern.conv3x3(x.to(dtype), u, b.to(dtype), algo="winograd_f4x4"))
         torch._dynamo.reset()
-        compiled = torch.compile(lambda *a: vggkern.conv3x3(*a, relu=True, pool=True, algo="direct"), fullgraph=True,
-                                 backend="aot_eager")
-        assert torch.equal(compiled(x, w, b), want)  # traced through the autocast kernel
+        compiled = torch.compile(lambda *a: torch.ops.vggkern.conv3x3(*a, True, True, "direct", None),
+                                 fullgraph=True, backend="aot_eager")
+        assert torch.equal(compiled(x, w, b), want)  # traced through the op's autocast kernel
         torch._dynamo.reset()
     with pytest.raises(ValueError, match="expected weight of the same dtype as x"):  # no autocast: no casts
         vggkern.conv3x3(x.to(dtype), w, b)

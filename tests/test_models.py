@@ -1050,6 +1050,39 @@ def test_conv3x3_module_caches_weight_layout(algo, weight_layout):
         assert conv._prepared()[0] is conv.weight, "a weight in the kernel's layout is used as it is"
 
 
+def test_prepared_weight_cache_edge_cases():
+    """The prepared-weight cache never serves a stale weight and never stands in the way:
+    a new tensor object over the same memory at the same version (torch.func's
+    functional_call passes such) is a new weight; inference tensors (no version counter)
+    are prepared per call; a forward replaced on a layer's instance keeps it unfused; a
+    float64 module is not autocast (its mismatch is an error, as in torch)."""
+    torch.manual_seed(59)
+    conv = Conv3x3(4, 6, algo="winograd_f4x4")
+    x = torch.randn(1, 4, 6, 6)
+    store = torch.empty_like(conv.weight)
+    with torch.no_grad(), vggkern.cpu_backend("emulator"):
+        for _ in range(2):
+            w = store.data  # a new tensor object, version 0, the same data pointer
+            w.copy_(torch.randn_like(w))
+            y = torch.func.functional_call(conv, {"weight": w}, (x,))
+            assert torch.equal(y, vggkern.conv3x3(x, w, conv.bias, algo="winograd_f4x4"))
+        seq = FusedSequential(Conv3x3(3, 4, algo="direct"), nn.BatchNorm2d(4), nn.ReLU()).eval()
+        _randomize_bn(seq)
+        xi = torch.randn(1, 3, 8, 8)
+        want = seq(xi)
+        with torch.inference_mode():
+            seq.to(torch.float64).to(torch.float32)  # parameters and buffers become inference tensors
+            assert seq[0].weight.is_inference() and torch.equal(seq(xi), want)
+        relu_forward = seq[2].forward
+        seq[2].forward = lambda t: relu_forward(t) * 0 + 7
+        assert torch.equal(seq(xi), torch.full_like(want, 7.0))  # called as itself, not fused past
+        del seq[2].forward
+        assert torch.equal(seq(xi), want)
+        double = Conv3x3(3, 4, algo="direct").double()
+        with torch.autocast("cpu", dtype=torch.bfloat16), pytest.raises(ValueError, match="module's dtype"):
+            double(xi)
+
+
 @pytest.mark.parametrize("dtype,c", [(torch.float32, 8), (torch.float16, 3)])
 def test_tensor_core_module_keeps_no_weight_copy_the_op_would_redo(dtype, c, monkeypatch):
     """Where the op lays the tensor-core weight out itself on every call (float32, rounded

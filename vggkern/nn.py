@@ -8,6 +8,7 @@ vggkern's kernels through the SIMT emulator after ``vggkern.set_cpu_backend("emu
 (see vggkern.backend). The reprs say which.
 """
 import math
+import weakref
 
 import torch
 import torch.nn.functional as F
@@ -156,20 +157,31 @@ class Conv3x3(nn.Module):
         op_lays_out = tensor_core and (dtype == torch.float32 or w.shape[1] % 8)
         if bn is None and not m and dtype == w.dtype and (op_lays_out or w.is_contiguous(memory_format=layout)):
             return w, b  # used as it is (or laid out by the op on each call anyway)
-        # A training-mode forward updates bn's running statistics without bumping their
-        # version counters, but it bumps num_batches_tracked's (an in-place add_).
-        tracked = (w,) if bn is None else (w, b, bn.weight, bn.bias, bn.running_mean, bn.running_var,
-                                           bn.num_batches_tracked)
-        key = (algo, w.device, w.dtype, dtype, None if bn is None else bn.eps) + tuple(
-            None if t is None else (t._version, t.data_ptr()) for t in tracked)
-        if self._weight_cache_key != key:
+
+        def prepare():
             fw, fb = (w, None) if bn is None else _fold_bn(w, b, bn)
             fw = fw.detach().to(dtype)
             if m:
                 fw = ops.winograd_weight(fw, m)
             elif not op_lays_out:
                 fw = fw.contiguous(memory_format=layout)
-            self._weight_cache, self._bias_cache, self._weight_cache_key = fw, fb if fb is None else fb.to(dtype), key
+            return fw, (None if fb is None else fb.to(dtype))
+
+        # A training-mode forward updates bn's running statistics without bumping their
+        # version counters, but it bumps num_batches_tracked's (an in-place add_).
+        tracked = [t for t in ((w,) if bn is None else (w, b, bn.weight, bn.bias, bn.running_mean, bn.running_var,
+                                                        bn.num_batches_tracked)) if t is not None]
+        if any(t.is_inference() for t in tracked):  # no version counter: nothing to key a cache on
+            fw, fb = prepare()
+            return fw, (b if bn is None else fb)
+        # The same tensor objects (weak references: a new tensor at a freed address, as
+        # torch.func.functional_call passes, is not the old one), unchanged since.
+        key = (algo, w.device, w.dtype, dtype, None if bn is None else bn.eps) + tuple(
+            (t._version, t.data_ptr()) for t in tracked)
+        cached = self._weight_cache_key
+        if cached is None or cached[0] != key or any(r() is not t for r, t in zip(cached[1], tracked)):
+            self._weight_cache, self._bias_cache = prepare()
+            self._weight_cache_key = (key, [weakref.ref(t) for t in tracked])
         return self._weight_cache, (b if bn is None else self._bias_cache)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -183,7 +195,7 @@ class Conv3x3(nn.Module):
             if x.dim() == 3:  # (C, H, W), as nn.Conv2d takes it (forward: hooks run once)
                 return self._run(x.unsqueeze(0), relu=relu, pool=pool, bn=bn).squeeze(0)
             # Under torch.autocast x and the weight run in its dtype, as F.conv2d's would.
-            dtype = ops._autocast_dtype(x)
+            dtype = ops._autocast_dtype(x) if self.weight.dtype != torch.float64 else None  # float64: not cast
             if dtype is not None and x.dtype in (torch.float32, torch.float16, torch.bfloat16):
                 x = x.to(dtype)
             if x.dim() == 4:  # said of x, not of the prepared weight
@@ -248,7 +260,9 @@ def _fold_bn(weight: torch.Tensor, bias: torch.Tensor | None, bn: nn.BatchNorm2d
 
 def _observed(m: nn.Module) -> bool:
     # A module whose input or output someone sees (or changes): it must be called itself.
-    return bool(m._forward_hooks or m._forward_pre_hooks or m._backward_hooks or m._backward_pre_hooks)
+    # So must one whose forward was replaced on the instance (as accelerate's hooks do).
+    return bool(m._forward_hooks or m._forward_pre_hooks or m._backward_hooks or m._backward_pre_hooks
+                or "forward" in m.__dict__)
 
 
 def _global_hooks() -> bool:
@@ -276,8 +290,8 @@ class FusedSequential(nn.Sequential):
     layers at torchvision's indices), so anything that takes them one at a time sees
     what it would see in torchvision: slices (``features[:4]`` ends at relu1_2),
     iteration, ``named_children()``, hooks. A layer with a hook (forward, pre-forward or
-    backward, or a global one) is called as itself, unfused, so the hook sees its own
-    input and output. Fusion happens only on vggkern's kernels (CUDA tensors, or the CPU
+    backward, or a global one), or whose forward was replaced on the instance, is called
+    as itself, unfused, so the hook sees its own input and output. Fusion happens only on vggkern's kernels (CUDA tensors, or the CPU
     emulator) and (N, C, H, W) input; on CPU with the "torch" backend, under torch.fx
     symbolic tracing, and for unbatched input, the layers run one by one as in
     nn.Sequential."""
