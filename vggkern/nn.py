@@ -21,6 +21,9 @@ from .backend import describe_path, get_cpu_backend
 __all__ = ["Conv3x3", "MaxPool2x2", "FusedSequential", "clear_weight_caches"]
 
 
+_conv3x3_op = torch.ops.vggkern.conv3x3.default
+
+
 def _use_kernels(x: torch.Tensor) -> bool:
     # CPU tensors follow the CPU backend; every other device (CUDA, meta) goes to the
     # ops, which run our kernels (or refuse the device with a clear message).
@@ -210,7 +213,9 @@ class Conv3x3(nn.Module):
             if algo == "auto" and x.dim() == 4 and not torch.compiler.is_compiling():
                 algo = ops.resolve_algo(x, self.out_channels, pool=pool)
             weight, bias = self._prepared(algo, x, bn, dtype)
-            return ops.conv3x3(x, weight, bias, relu=relu, pool=pool, algo=algo)
+            # The registered op itself: the wrapper's checks (the op makes them again) cost
+            # ~10 us per call on the host (benchmarks/README.md, host overhead).
+            return _conv3x3_op(x, weight, bias, relu, pool, algo, None)
         weight, bias = (self.weight, self.bias) if bn is None else _fold_bn(self.weight, self.bias, bn)
         y = F.conv2d(x, weight, bias, padding=1)
         if relu:
