@@ -690,8 +690,8 @@ def test_conv3x3_module_forward(relu, pool, device):
 
 def test_paths_and_reprs(monkeypatch):
     calls = []
-    real_conv, real_pool = vggkern.ops.conv3x3, vggkern.ops.maxpool2x2
-    monkeypatch.setattr(vggkern.ops, "conv3x3", lambda *a, **k: calls.append("conv") or real_conv(*a, **k))
+    real_conv, real_pool = vggkern.nn._conv3x3_op, vggkern.ops.maxpool2x2
+    monkeypatch.setattr(vggkern.nn, "_conv3x3_op", lambda *a: calls.append("conv") or real_conv(*a))
     monkeypatch.setattr(vggkern.ops, "maxpool2x2", lambda *a: calls.append("pool") or real_pool(*a))
     m = nn.Sequential(Conv3x3(3, 4, relu=True, algo="direct"), MaxPool2x2())
     x = _image(1, 6, seed=24)
