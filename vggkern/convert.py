@@ -127,9 +127,3 @@ def convert(model: nn.Module, algo: str = "auto", inplace: bool = False) -> tupl
     _convert_children(model, "", algo, report, set())
     return model, report
 
-
-def _convert_for_vgg(model: nn.Module, algo: str) -> ConvertReport:
-    """convert() in place."""
-    report = ConvertReport(algo=algo)
-    _convert_children(model, "", algo, report, set())
-    return report

@@ -16,7 +16,7 @@ from torch import nn
 from torch.fx._symbolic_trace import is_fx_symbolic_tracing
 
 from . import ops
-from .convert import _convert_for_vgg
+from .convert import convert
 from .nn import Conv3x3, FusedSequential, MaxPool2x2, _use_kernels
 
 __all__ = ["VGG", "vgg11", "vgg13", "vgg16", "vgg19", "vgg11_bn", "vgg13_bn", "vgg16_bn", "vgg19_bn",
@@ -205,9 +205,7 @@ def from_torchvision(model: nn.Module, algo: str = "auto") -> VGG:
 
     if not isinstance(model, tvm.VGG):
         raise ValueError(f"vggkern.from_torchvision: expected a torchvision.models.VGG, got {type(model).__name__}")
-    wrapper = nn.Module()
-    wrapper.features = copy.deepcopy(model.features)
-    _convert_for_vgg(wrapper, algo)
-    ours = VGG(wrapper.features, model.classifier[-1].out_features, init_weights=False,
+    features, _ = convert(model.features, algo)  # a copy; its nn.Sequential becomes a FusedSequential
+    ours = VGG(features, model.classifier[-1].out_features, init_weights=False,
                classifier=copy.deepcopy(model.classifier), avgpool=copy.deepcopy(model.avgpool))
     return ours.train(model.training)

@@ -14,6 +14,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 from torch.fx._symbolic_trace import is_fx_symbolic_tracing
+from torch.nn.modules import module as _module_globals
 
 from . import ops
 from .backend import describe_path, get_cpu_backend
@@ -271,8 +272,7 @@ def _observed(m: nn.Module) -> bool:
 
 
 def _global_hooks() -> bool:
-    from torch.nn.modules import module as m  # the hooks nn.Module's call runs for every module
-
+    m = _module_globals  # the hooks nn.Module's call runs for every module
     return bool(m._global_forward_hooks or m._global_forward_pre_hooks or m._global_backward_hooks
                 or m._global_backward_pre_hooks)
 
