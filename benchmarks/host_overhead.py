@@ -8,6 +8,8 @@ enqueues only if it is shorter than they are, so it bounds eager-mode latency (C
 graphs remove it). torch's own F.conv2d on the same empty input is the reference.
 
     python -m benchmarks.host_overhead        # best of 7 repeats, microseconds per call
+
+Under torch.no_grad except the last two rows, which time a training forward.
 """
 import time
 
@@ -50,6 +52,13 @@ def measure(n: int = 3000, reps: int = 7) -> dict[str, float]:
         with vggkern.cpu_backend("torch"):
             out["VGG16 features on torch's ops, 31 layers (per forward)"] = _best_us(
                 lambda: features(image), max(1, n // 10), reps)
+    # A training step's forward: x and the parameters want gradients, so autograd
+    # records the op (its backward is not timed).
+    xg = x.clone().requires_grad_()
+    out["F.conv2d + relu (torch), recording autograd"] = _best_us(
+        lambda: F.relu(F.conv2d(xg, conv.weight, conv.bias, padding=1)), n, reps)
+    with vggkern.cpu_backend("emulator"):
+        out["Conv3x3 module, recording autograd"] = _best_us(lambda: conv(xg), n, reps)
     return out
 
 

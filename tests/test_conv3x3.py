@@ -359,6 +359,54 @@ def test_gradients_match_torch(bias, relu, pool, channels_last, device):
         torch.testing.assert_close(a.grad, r.grad, rtol=1e-5, atol=1e-5)
 
 
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("wanted", ["x", "weight", "bias", "x,bias"])
+def test_gradients_of_some_inputs_and_double_backward(wanted, device):
+    # The backward (csrc/ops/autograd.cpp) maps "which inputs want a gradient" onto x,
+    # weight and bias in that order, and builds its result from differentiable aten ops,
+    # so a gradient of a gradient (create_graph) is torch's too.
+    x, w, b = _inputs(2, 4, 5, 8, 6, torch.float32, device, seed=29)
+    names = ("x", "weight", "bias")
+    ref_in = [t.detach().clone().requires_grad_(n in wanted.split(",")) for n, t in zip(names, (x, w, b))]
+    ours_in = [t.detach().clone().requires_grad_(t.requires_grad) for t in ref_in]
+    ref = _torch_forward(*ref_in, True, True, torch.float32)
+    ours = vggkern.conv3x3(*ours_in, relu=True, pool=True, algo="direct")
+    grad = torch.randn(ref.shape, generator=_gen(31)).to(device).requires_grad_()
+    want = [t for t in ref_in if t.requires_grad]
+    got = torch.autograd.grad(ours, [t for t in ours_in if t.requires_grad], grad, create_graph=True)
+    expected = torch.autograd.grad(ref, want, grad, create_graph=True)
+    for g, e in zip(got, expected):
+        torch.testing.assert_close(g, e, rtol=1e-5, atol=1e-5)
+    # Second order: d/d(grad) of <dL/d(first wanted), v>, linear in grad.
+    v = torch.randn(got[0].shape, generator=_gen(37)).to(device)
+    (gg,) = torch.autograd.grad((got[0] * v).sum(), grad)
+    (ge,) = torch.autograd.grad((expected[0] * v).sum(), grad)
+    torch.testing.assert_close(gg, ge, rtol=1e-5, atol=1e-5)
+    assert all(t.grad is None for t in ours_in)
+
+
+def test_compiled_autograd_traces_the_backward():
+    """The C++ backward is traceable (is_traceable): torch.compile's compiled autograd
+    captures it, and its gradients are torch's."""
+    torch._dynamo.reset()
+    x, w, b = _inputs(2, 3, 4, 6, 6, torch.float32, "cpu", seed=41)
+    ours = [t.detach().clone().requires_grad_() for t in (x, w, b)]
+    ref = [t.detach().clone().requires_grad_() for t in (x, w, b)]
+    _torch_forward(*ref, True, True, torch.float32).square().sum().backward()
+    f = torch.compile(lambda *a: torch.ops.vggkern.conv3x3(*a, True, True, "direct", None).square().sum(),
+                      backend="aot_eager")
+    counters = torch._dynamo.utils.counters
+    counters.clear()
+    try:
+        with torch._dynamo.compiled_autograd._enable(torch.compile(backend="aot_eager")):
+            f(*ours).backward()
+    finally:
+        torch._dynamo.reset()
+    assert counters["compiled_autograd"]["captures"] == 1
+    for a, r in zip(ours, ref):
+        torch.testing.assert_close(a.grad, r.grad, rtol=1e-5, atol=1e-5)
+
+
 def _bad(**over):
     x = torch.randn(1, 4, 5, 5)
     args = {"x": x, "weight": torch.randn(3, 4, 3, 3), "bias": torch.randn(3), "algo": "auto"}

@@ -86,6 +86,13 @@ def _randomize_bn(model, seed=0):
     return model
 
 
+def _cached_weight(conv):
+    """The weight a Conv3x3 holds prepared for its kernel, or None (its cache slot is
+    (key, weak references, weight, bias))."""
+    cached = conv._weight_cache
+    return None if cached is None else cached[2]
+
+
 def _tv_and_ours(arch, seed=0):
     """torchvision's model (random weights, seeded) and ours with its state_dict."""
     torch.manual_seed(seed)
@@ -829,9 +836,9 @@ def test_models_under_autocast():
             got = ours.features(x)
             assert got.dtype == torch.bfloat16 and torch.equal(got, want)
             conv = ours.features[0]
-            assert conv._weight_cache.dtype == torch.bfloat16 and conv.weight.dtype == torch.float32
-            cached = conv._weight_cache
-            assert torch.equal(ours.features(x), want) and conv._weight_cache is cached
+            assert _cached_weight(conv).dtype == torch.bfloat16 and conv.weight.dtype == torch.float32
+            cached = _cached_weight(conv)
+            assert torch.equal(ours.features(x), want) and _cached_weight(conv) is cached
         resnet = _randomize_bn(torchvision.models.resnet18()).eval()
         converted, _ = vggkern.convert(resnet)
         with torch.autocast("cpu", dtype=torch.bfloat16):
@@ -963,12 +970,12 @@ def test_conv3x3_module_caches_winograd_transform(algo):
     with vggkern.cpu_backend("emulator"):
         with torch.no_grad():
             y1 = conv(x)
-            u1 = conv._weight_cache
+            u1 = _cached_weight(conv)
             assert u1 is not None and u1.shape == ({"winograd_f2x2": 16, "winograd_f4x4": 36}[algo], 6, 10)
-            assert torch.equal(conv(x), y1) and conv._weight_cache is u1, "second call must reuse U"
+            assert torch.equal(conv(x), y1) and _cached_weight(conv) is u1, "second call must reuse U"
             conv.weight.mul_(0.5)  # in place: the version counter moves
             y2 = conv(x)
-            assert conv._weight_cache is not u1
+            assert _cached_weight(conv) is not u1
             torch.testing.assert_close(y2, vggkern.conv3x3(x, conv.weight, conv.bias, relu=True, algo=algo),
                                        rtol=0, atol=0)
         y3 = conv(x)  # grad enabled, weight requires grad: the raw weight, so backward works
@@ -993,7 +1000,7 @@ def test_frozen_module_gives_the_input_its_gradient(algo, dtype):
     with vggkern.cpu_backend("emulator"):
         with torch.inference_mode():
             conv(x)
-        assert conv._weight_cache is not None  # prepared (and an inference tensor)
+        assert _cached_weight(conv) is not None  # prepared (and an inference tensor)
         xg = x.detach().clone().requires_grad_()
         conv(xg).float().square().sum().backward()
     tol = 1e-4 if dtype == torch.float32 else 2e-2
@@ -1020,7 +1027,7 @@ def test_weight_changed_through_data_is_seen_after_clear_weight_caches(algo):
         for conv in model:
             conv.weight.data.mul_(-1)  # not seen until the caches are dropped
         vggkern.nn.clear_weight_caches(model)
-        assert all(conv._weight_cache is None for conv in model)
+        assert all(_cached_weight(conv) is None for conv in model)
         assert torch.equal(model(x), want())
 
 
@@ -1038,12 +1045,12 @@ def test_conv3x3_module_caches_weight_layout(algo, weight_layout):
     kernel_layout = torch.channels_last if algo == "implicit_gemm" else torch.contiguous_format
     with vggkern.cpu_backend("emulator"), torch.no_grad():
         y1 = conv(x)
-        w1 = conv._weight_cache
+        w1 = _cached_weight(conv)
         assert w1 is not None and w1.is_contiguous(memory_format=kernel_layout) and torch.equal(w1, conv.weight)
-        assert torch.equal(conv(x), y1) and conv._weight_cache is w1, "second call must reuse the copy"
+        assert torch.equal(conv(x), y1) and _cached_weight(conv) is w1, "second call must reuse the copy"
         conv.weight.mul_(0.5)
         y2 = conv(x)
-        assert conv._weight_cache is not w1 and torch.equal(conv._weight_cache, conv.weight)
+        assert _cached_weight(conv) is not w1 and torch.equal(_cached_weight(conv), conv.weight)
         torch.testing.assert_close(y2, vggkern.conv3x3(x, conv.weight, conv.bias, relu=True, algo=algo), rtol=0,
                                    atol=0)
         conv.weight.data = conv.weight.data.contiguous(memory_format=kernel_layout)
@@ -1081,6 +1088,66 @@ def test_prepared_weight_cache_edge_cases():
         double = Conv3x3(3, 4, algo="direct").double()
         with torch.autocast("cpu", dtype=torch.bfloat16), pytest.raises(ValueError, match="module's dtype"):
             double(xi)
+
+
+def test_prepared_weight_cache_is_safe_across_threads(monkeypatch):
+    """Another thread replacing the cache between this thread's check of the key and its
+    read of the weight (two threads sharing a model, one under bf16 autocast, which is
+    per thread) does not hand this thread the other's weight: the slot is one tuple, read
+    once. The replacement is made to happen exactly there: from inside the check (its
+    weak-reference calls)."""
+    import weakref
+
+    import vggkern.nn as vnn
+
+    conv = Conv3x3(8, 8, algo="direct")
+    conv.weight.data = conv.weight.data.contiguous(memory_format=torch.channels_last)  # so it is prepared
+    x = torch.randn(0, 8, 5, 5)  # the checks and the cache, no kernel
+    interleaved = []
+
+    class Ref:
+        def __init__(self, t):
+            self.ref = weakref.ref(t)
+
+        def __call__(self):
+            if not interleaved and not torch.is_autocast_enabled("cpu"):
+                interleaved.append(True)
+                with torch.autocast("cpu", dtype=torch.bfloat16):  # "the other thread"
+                    assert conv(x).dtype == torch.bfloat16
+                assert conv._weight_cache[2].dtype == torch.bfloat16  # the slot was replaced
+            return self.ref()
+
+    monkeypatch.setattr(vnn, "weakref", type("weakref", (), {"ref": Ref}))
+    with torch.no_grad(), vggkern.cpu_backend("emulator"):
+        assert conv(x).dtype == torch.float32  # fills the slot
+        assert conv(x).dtype == torch.float32  # checks it, and is interleaved
+    assert interleaved
+
+
+def test_parametrized_and_pruned_weights_are_read_as_the_module_reads_them():
+    """The module reads its weight from _parameters only where it is there: a
+    parametrization (a property) and pruning (a plain attribute) are read through the
+    attribute, so the kernel gets the weight they compute."""
+    from torch.nn.utils import parametrize, prune
+
+    torch.manual_seed(61)
+    x = torch.randn(1, 4, 6, 6)
+
+    class Doubled(nn.Module):
+        def forward(self, w):
+            return 2 * w
+
+    for change in ("parametrize", "prune"):
+        conv = Conv3x3(4, 5, algo="direct")
+        if change == "parametrize":
+            parametrize.register_parametrization(conv, "weight", Doubled())
+        else:
+            prune.l1_unstructured(conv, "weight", amount=0.5)
+        raw = conv.parametrizations.weight.original if change == "parametrize" else conv.weight_orig
+        assert "weight" not in conv._parameters and not torch.equal(conv.weight, raw)
+        with torch.no_grad(), vggkern.cpu_backend("emulator"):
+            y = conv(x)
+        assert torch.equal(y, vggkern.conv3x3(x, conv.weight, conv.bias, algo="direct")), change
 
 
 @pytest.mark.parametrize("dtype,c", [(torch.float32, 8), (torch.float16, 3)])

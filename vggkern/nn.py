@@ -33,7 +33,7 @@ def _use_kernels(x: torch.Tensor) -> bool:
                 "create_feature_extractor(model, nodes, tracer_kwargs={'leaf_modules': [vggkern.Conv3x3, "
                 "vggkern.MaxPool2x2]})") if isinstance(x, torch.fx.Proxy) else ""
         raise TypeError(f"vggkern: expected x to be a torch.Tensor, got {type(x).__name__}{hint}")
-    return x.device.type != "cpu" or get_cpu_backend() == "emulator"
+    return not x.is_cpu or get_cpu_backend() == "emulator"
 
 
 def clear_weight_caches(module: nn.Module) -> None:
@@ -60,9 +60,14 @@ class Conv3x3(nn.Module):
     keeps the input's memory format on our kernels).
     """
 
-    # The weight as the kernel takes it (with a folded BatchNorm: and the bias), and the
-    # state it was made from (see _prepared); plain attributes, not in the state_dict.
-    _weight_cache = _bias_cache = _weight_cache_key = None
+    # The weight as the kernel takes it (with a folded BatchNorm: and the bias), with the
+    # state it was made from (see _prepared): one tuple, replaced whole, so that a thread
+    # never reads one call's key with another's weight. A plain attribute, not in the
+    # state_dict.
+    _weight_cache = None
+    # What "auto" resolved to for the last input's (shape, strides, dtype, pool, TF32
+    # setting), which is all resolve_algo reads: (key, algo), replaced whole.
+    _auto_memo = None
 
     def __init__(self, in_channels: int, out_channels: int, bias: bool = True, *, relu: bool = False,
                  pool: bool = False, algo: str = "auto", device=None, dtype=None):
@@ -126,7 +131,16 @@ class Conv3x3(nn.Module):
         made through ``weight.data`` (``conv.weight.data.copy_(w)``). In-place ops on the
         Parameter itself (also under torch.no_grad(), as optimizers make them),
         ``load_state_dict``, assigning a new weight and ``.to()`` are all seen."""
-        self._weight_cache = self._bias_cache = self._weight_cache_key = None
+        self._weight_cache = None
+
+    def _weight_and_bias(self):
+        # self.weight, self.bias, read the fast way: a Parameter is found through
+        # nn.Module.__getattr__ only after a failed normal lookup, ~1.5 us each (host
+        # overhead, benchmarks/README.md). Anything not in _parameters (a parametrization's
+        # property, a pruned weight's plain attribute) is read the normal way.
+        params = self._parameters
+        w = params["weight"] if "weight" in params else self.weight
+        return w, (params["bias"] if "bias" in params else self.bias)
 
     def _prepared(self, algo: str | None = None, x: torch.Tensor | None = None, bn: nn.BatchNorm2d | None = None,
                   dtype: torch.dtype | None = None):
@@ -148,12 +162,8 @@ class Conv3x3(nn.Module):
         ``.data`` is not seen: see clear_weight_cache. Where a gradient is wanted, for x
         or a parameter, and while torch.compile traces (the cache is eager-mode state),
         nothing is cached: the raw weight (with bn, folded differentiably) goes to the op."""
-        w, b = self.weight, self.bias
+        w, b = self._weight_and_bias()
         algo = self.algo if algo is None else algo
-        grads = (x, w, b) if bn is None else (x, w, b, bn.weight, bn.bias)
-        if torch.compiler.is_compiling() or (
-                torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in grads)):
-            return (w, b) if bn is None else _fold_bn(w, b, bn)  # (cast by the op under autocast)
         dtype = w.dtype if dtype is None else dtype
         m = ops._WINOGRAD_TILE.get(algo, 0)
         tensor_core = algo in ops._TENSOR_CORE_ALGORITHMS
@@ -161,6 +171,10 @@ class Conv3x3(nn.Module):
         op_lays_out = tensor_core and (dtype == torch.float32 or w.shape[1] % 8)
         if bn is None and not m and dtype == w.dtype and (op_lays_out or w.is_contiguous(memory_format=layout)):
             return w, b  # used as it is (or laid out by the op on each call anyway)
+        grads = (x, w, b) if bn is None else (x, w, b, bn.weight, bn.bias)
+        if torch.compiler.is_compiling() or (
+                torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in grads)):
+            return (w, b) if bn is None else _fold_bn(w, b, bn)  # (cast by the op under autocast)
 
         def prepare():
             fw, fb = (w, None) if bn is None else _fold_bn(w, b, bn)
@@ -182,11 +196,11 @@ class Conv3x3(nn.Module):
         # torch.func.functional_call passes, is not the old one), unchanged since.
         key = (algo, w.device, w.dtype, dtype, None if bn is None else bn.eps) + tuple(
             (t._version, t.data_ptr()) for t in tracked)
-        cached = self._weight_cache_key
+        cached = self._weight_cache  # read once: another thread may replace it meanwhile
         if cached is None or cached[0] != key or any(r() is not t for r, t in zip(cached[1], tracked)):
-            self._weight_cache, self._bias_cache = prepare()
-            self._weight_cache_key = (key, [weakref.ref(t) for t in tracked])
-        return self._weight_cache, (b if bn is None else self._bias_cache)
+            cached = (key, [weakref.ref(t) for t in tracked], *prepare())
+            self._weight_cache = cached
+        return cached[2], (b if bn is None else cached[3])
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self._run(x, relu=self.relu, pool=self.pool)
@@ -199,20 +213,21 @@ class Conv3x3(nn.Module):
             if x.dim() == 3:  # (C, H, W), as nn.Conv2d takes it (forward: hooks run once)
                 return self._run(x.unsqueeze(0), relu=relu, pool=pool, bn=bn).squeeze(0)
             # Under torch.autocast x and the weight run in its dtype, as F.conv2d's would.
-            dtype = ops._autocast_dtype(x) if self.weight.dtype != torch.float64 else None  # float64: not cast
+            w_dtype = self._weight_and_bias()[0].dtype
+            dtype = ops._autocast_dtype(x) if w_dtype != torch.float64 else None  # float64: not cast
             if dtype is not None and x.dtype in (torch.float32, torch.float16, torch.bfloat16):
                 x = x.to(dtype)
             if x.dim() == 4:  # said of x, not of the prepared weight
                 if x.shape[1] != self.in_channels:
                     raise ValueError(f"Conv3x3: expected x with in_channels={self.in_channels} channels, "
                                      f"got shape {list(x.shape)}")
-                if dtype is None and x.dtype != self.weight.dtype:
-                    raise ValueError(f"Conv3x3: expected x of the module's dtype ({self.weight.dtype}), got {x.dtype}")
+                if dtype is None and x.dtype != w_dtype:
+                    raise ValueError(f"Conv3x3: expected x of the module's dtype ({w_dtype}), got {x.dtype}")
             # "auto" resolved here, so that the weight is laid out for the kernel it picks
             # (while torch.compile traces, the op resolves it at run time instead).
             algo = self.algo
             if algo == "auto" and x.dim() == 4 and not torch.compiler.is_compiling():
-                algo = ops.resolve_algo(x, self.out_channels, pool=pool)
+                algo = self._resolved_auto(x, pool)
             weight, bias = self._prepared(algo, x, bn, dtype)
             # The registered op itself: the wrapper's checks (the op makes them again) cost
             # ~10 us per call on the host (benchmarks/README.md, host overhead).
@@ -224,6 +239,15 @@ class Conv3x3(nn.Module):
         if pool:
             y = F.max_pool2d(y, 2, 2)
         return y
+
+    def _resolved_auto(self, x: torch.Tensor, pool: bool) -> str:
+        # ops.resolve_algo(x, K, pool=pool), remembered for the last input's layout: it
+        # costs ~3 us a call, against ~1 us for the key.
+        key = (x.shape, x.stride(), x.dtype, pool, ops._tf32_allowed(None))
+        memo = self._auto_memo
+        if memo is None or memo[0] != key:
+            memo = self._auto_memo = (key, ops.resolve_algo(x, self.out_channels, pool=pool))
+        return memo[1]
 
     def extra_repr(self) -> str:
         s = f"{self.in_channels}, {self.out_channels}"

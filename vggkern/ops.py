@@ -1,8 +1,8 @@
 """Typed wrappers, fake (meta) kernels and autograd for torch.ops.vggkern.*.
 
-The C++ side (csrc/vggkern.cpp) holds the schemas and the CPU/CUDA kernels; this
-module makes the ops traceable by torch.compile (register_fake) and differentiable
-(register_autograd).
+The C++ side holds the schemas (csrc/vggkern.cpp), the CPU/CUDA kernels (csrc/ops/) and
+conv3x3's and maxpool2x2's autograd (csrc/ops/autograd.cpp); this module makes them traceable by torch.compile
+(register_fake) and gives winograd_weight its backward (register_autograd).
 """
 import torch
 from torch._prims_common import suggest_memory_format
@@ -55,7 +55,7 @@ def maxpool2x2(x: torch.Tensor) -> torch.Tensor:
     x: (N, C, H, W), float32/float16/bfloat16, NCHW or channels_last (the output keeps
     the input's memory format; other strides are made contiguous). NaN propagates.
     """
-    _check_pool_input(x, "vggkern.maxpool2x2")
+    _check_tensor("x", x, "vggkern.maxpool2x2")  # the rest the op checks, with the same words
     return torch.ops.vggkern.maxpool2x2(x)
 
 
@@ -64,23 +64,6 @@ def _maxpool2x2_fake(x):
     _check_pool_input(x, "vggkern.maxpool2x2")
     n, c, h, w = x.shape
     return x.new_empty((n, c, h // 2, w // 2)).contiguous(memory_format=suggest_memory_format(x))
-
-
-def _maxpool2x2_setup_context(ctx, inputs, output):
-    (x,) = inputs
-    ctx.save_for_backward(x)
-
-
-def _maxpool2x2_backward(ctx, grad):
-    # The gradient of a max goes to the element torch's max_pool2d picks (the first
-    # maximum of the window); torch computes it.
-    (x,) = ctx.saved_tensors
-    _, indices = torch.ops.aten.max_pool2d_with_indices(x, [2, 2], [2, 2])
-    return torch.ops.aten.max_pool2d_with_indices_backward(grad, x, [2, 2], [2, 2], [0, 0], [1, 1], False, indices)
-
-
-torch.library.register_autograd("vggkern::maxpool2x2", _maxpool2x2_backward,
-                                setup_context=_maxpool2x2_setup_context)
 
 
 # ---- conv3x3 ----------------------------------------------------------------------
@@ -208,10 +191,15 @@ def conv3x3(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = N
     _check_flags("vggkern.conv3x3", relu=relu, pool=pool)
     if allow_tf32 is not None:
         _check_flags("vggkern.conv3x3", allow_tf32=allow_tf32)
-    if isinstance(x, torch.Tensor) and (dtype := _autocast_dtype(x)) is not None:
-        # The op's autocast kernel would cast them so; checked as the kernels get them.
+    # The op checks the rest itself, with the same words (its fake kernel runs
+    # _check_conv3x3_inputs), so it is not checked twice here: ~8 us a call on the host.
+    for name, t in (("x", x), ("weight", weight)) + ((("bias", bias),) if bias is not None else ()):
+        _check_tensor(name, t, "vggkern.conv3x3")
+    if not isinstance(algo, str):
+        raise TypeError(f"vggkern.conv3x3: expected algo to be a str, got {algo!r}")
+    if (dtype := _autocast_dtype(x)) is not None:
+        # The op's autocast kernel would cast them so.
         x, weight, bias = _autocast_operands(dtype, x, weight, bias)
-    _check_conv3x3_inputs(x, weight, bias, algo, allow_tf32, pool)
     return torch.ops.vggkern.conv3x3(x, weight, bias, relu, pool, algo, allow_tf32)
 
 
@@ -224,39 +212,6 @@ def _conv3x3_fake(x, weight, bias=None, relu=False, pool=False, algo="auto", all
     return x.new_empty(shape).contiguous(memory_format=suggest_memory_format(x))
 
 
-def _conv3x3_setup_context(ctx, inputs, output):
-    x, weight, bias, relu, pool, _algo, _allow_tf32 = inputs
-    ctx.relu, ctx.pool, ctx.has_bias = relu, pool, bias is not None
-    ctx.save_for_backward(x, weight, bias)
-
-
-def _conv3x3_backward(ctx, grad):
-    # torch's own backward of conv2d -> relu -> max_pool2d, recomputing the forward's
-    # intermediate values with torch where relu or pool need them.
-    x, weight, bias = ctx.saved_tensors
-    need_x, need_w, need_b = ctx.needs_input_grad[:3]
-    if weight.dim() == 3:
-        raise NotImplementedError("vggkern.conv3x3: no backward through a pre-transformed (winograd_weight) weight; "
-                                  "pass the raw (K, C, 3, 3) weight to differentiate")
-    if ctx.relu or ctx.pool:
-        a = torch.ops.aten.convolution(x, weight, bias, [1, 1], [1, 1], [1, 1], False, [0, 0], 1)
-        if ctx.relu:
-            a = torch.relu(a)
-        if ctx.pool:
-            _, indices = torch.ops.aten.max_pool2d_with_indices(a, [2, 2], [2, 2])
-            grad = torch.ops.aten.max_pool2d_with_indices_backward(grad, a, [2, 2], [2, 2], [0, 0], [1, 1], False,
-                                                                   indices)
-        if ctx.relu:
-            grad = torch.ops.aten.threshold_backward(grad, a, 0)
-    gx, gw, gb = torch.ops.aten.convolution_backward(
-        grad, x, weight, [weight.shape[0]] if ctx.has_bias else None, [1, 1], [1, 1], [1, 1], False, [0, 0], 1,
-        [need_x, need_w, need_b and ctx.has_bias])
-    return gx, gw, gb if ctx.has_bias else None, None, None, None, None
-
-
-torch.library.register_autograd("vggkern::conv3x3", _conv3x3_backward, setup_context=_conv3x3_setup_context)
-
-
 # ---- autocast ------------------------------------------------------------------------
 # Under torch.autocast conv3x3 is what F.conv2d is, an op that runs in the autocast dtype
 # (float16 or bfloat16): x, a raw weight and the bias, where float32 (float tensors on
@@ -266,8 +221,8 @@ torch.library.register_autograd("vggkern::conv3x3", _conv3x3_backward, setup_con
 def _autocast_dtype(x: torch.Tensor) -> torch.dtype | None:
     """The dtype torch.autocast casts conv3x3's operands to for ``x`` now (None: no autocast
     on x's device type)."""
-    device_type = x.device.type
-    if device_type not in ("cpu", "cuda") or not torch.is_autocast_enabled(device_type):
+    device_type = "cuda" if x.is_cuda else "cpu" if x.is_cpu else None  # (x.device.type costs ~1 us)
+    if device_type is None or not torch.is_autocast_enabled(device_type):
         return None
     return torch.get_autocast_dtype(device_type)
 
