@@ -36,7 +36,8 @@ def measure(n: int = 3000, reps: int = 7) -> dict[str, float]:
     x = torch.randn(0, 64, 56, 56)
     w, b = torch.randn(64, 64, 3, 3), torch.randn(64)
     conv = vggkern.Conv3x3(64, 64, relu=True, algo="direct").eval()
-    features = vggkern.vgg16(include_top=False, algo="direct").features.eval()
+    model = vggkern.vgg16(include_top=False, algo="direct").eval()
+    features = model.features
     image = torch.randn(0, 3, 224, 224)
     out = {}
     with torch.no_grad():
@@ -48,6 +49,8 @@ def measure(n: int = 3000, reps: int = 7) -> dict[str, float]:
         with vggkern.cpu_backend("emulator"):  # the kernels' path, as CUDA tensors take it
             out["Conv3x3 module"] = _best_us(lambda: conv(x), n, reps)
             out["VGG16 features, 13 fused convs (per forward)"] = _best_us(lambda: features(image),
+                                                                           max(1, n // 10), reps)
+            out["VGG16 model, include_top=False (per forward)"] = _best_us(lambda: model(image),
                                                                            max(1, n // 10), reps)
         with vggkern.cpu_backend("torch"):
             out["VGG16 features on torch's ops, 31 layers (per forward)"] = _best_us(

@@ -91,11 +91,15 @@ class VGG(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         # Tensor-core convolutions compute in channels_last (NHWC): an NCHW input is
         # converted once here, not at every layer, and features come back in x's format.
-        # (Not while torch.fx traces symbolically, where x's layout is unknown.)
+        # (Not while torch.fx traces symbolically, where x's layout is unknown.) Only the
+        # direct children of features are looked at: .modules() walks at ~2.5 us a
+        # module, ~80 us a forward (benchmarks/README.md, host overhead); a tensor-core
+        # conv nested deeper converts its own input, as any conv does.
         entry_format = None
         if not is_fx_symbolic_tracing() and x.dim() == 4 and not x.is_contiguous(
                 memory_format=torch.channels_last) and _use_kernels(x) and any(
-                isinstance(m, Conv3x3) and m.algo in ops._TENSOR_CORE_ALGORITHMS for m in self.features.modules()):
+                isinstance(m, Conv3x3) and m.algo in ops._TENSOR_CORE_ALGORITHMS
+                for m in self.features._modules.values()):
             entry_format = torch.contiguous_format
             x = x.contiguous(memory_format=torch.channels_last)
         x = self.features(x)

@@ -229,8 +229,8 @@ class Conv3x3(nn.Module):
             if algo == "auto" and x.dim() == 4 and not torch.compiler.is_compiling():
                 algo = self._resolved_auto(x, pool)
             weight, bias = self._prepared(algo, x, bn, dtype)
-            # The registered op itself: the wrapper's checks (the op makes them again) cost
-            # ~10 us per call on the host (benchmarks/README.md, host overhead).
+            # The registered op itself: the functional wrapper's Python would add ~2.5 us a
+            # call on the host (benchmarks/README.md, host overhead).
             return _conv3x3_op(x, weight, bias, relu, pool, algo, None)
         weight, bias = (self.weight, self.bias) if bn is None else _fold_bn(self.weight, self.bias, bn)
         y = F.conv2d(x, weight, bias, padding=1)

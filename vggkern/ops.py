@@ -1,8 +1,9 @@
 """Typed wrappers, fake (meta) kernels and autograd for torch.ops.vggkern.*.
 
 The C++ side holds the schemas (csrc/vggkern.cpp), the CPU/CUDA kernels (csrc/ops/) and
-conv3x3's and maxpool2x2's autograd (csrc/ops/autograd.cpp); this module makes them traceable by torch.compile
-(register_fake) and gives winograd_weight its backward (register_autograd).
+conv3x3's and maxpool2x2's autograd (csrc/ops/autograd.cpp); this module makes the ops
+traceable by torch.compile (register_fake), gives conv3x3 its autocast kernels and
+winograd_weight its backward (register_autograd).
 """
 import torch
 from torch._prims_common import suggest_memory_format
