@@ -42,6 +42,15 @@ def _check_activation(x: torch.Tensor, op: str) -> None:
         raise ValueError(f"{op}: expected x with at least one channel, got shape {list(x.shape)}")
 
 
+def _check_entry(x, op: str) -> None:
+    # What a wrapper checks before the op, which checks the rest itself in the same words
+    # (csrc/common/op_support.h): that x is a tensor, and on a device the op has kernels
+    # for (elsewhere the dispatcher's NotImplementedError would name no argument).
+    _check_tensor("x", x, op)
+    if not (x.is_cpu or x.is_cuda or x.is_meta):
+        raise ValueError(f"{op}: expected x on a CPU or CUDA device, got {x.device}")
+
+
 def _check_pool_input(x: torch.Tensor, op: str) -> None:
     # Mirrors csrc/ops/maxpool2x2.cpp.
     _check_activation(x, op)
@@ -56,7 +65,7 @@ def maxpool2x2(x: torch.Tensor) -> torch.Tensor:
     x: (N, C, H, W), float32/float16/bfloat16, NCHW or channels_last (the output keeps
     the input's memory format; other strides are made contiguous). NaN propagates.
     """
-    _check_tensor("x", x, "vggkern.maxpool2x2")  # the rest the op checks, with the same words
+    _check_entry(x, "vggkern.maxpool2x2")  # the rest the op checks, in the same words
     return torch.ops.vggkern.maxpool2x2(x)
 
 
@@ -192,10 +201,12 @@ def conv3x3(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = N
     _check_flags("vggkern.conv3x3", relu=relu, pool=pool)
     if allow_tf32 is not None:
         _check_flags("vggkern.conv3x3", allow_tf32=allow_tf32)
-    # The op checks the rest itself, with the same words (its fake kernel runs
+    # The op checks the rest itself, in the same words (its fake kernel runs
     # _check_conv3x3_inputs), so it is not checked twice here: ~8 us a call on the host.
-    for name, t in (("x", x), ("weight", weight)) + ((("bias", bias),) if bias is not None else ()):
-        _check_tensor(name, t, "vggkern.conv3x3")
+    _check_entry(x, "vggkern.conv3x3")
+    _check_tensor("weight", weight, "vggkern.conv3x3")
+    if bias is not None:
+        _check_tensor("bias", bias, "vggkern.conv3x3")
     if not isinstance(algo, str):
         raise TypeError(f"vggkern.conv3x3: expected algo to be a str, got {algo!r}")
     if (dtype := _autocast_dtype(x)) is not None:

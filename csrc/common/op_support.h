@@ -6,8 +6,10 @@
 #include <ATen/ATen.h>
 
 #include <atomic>
+#include <cctype>
 #include <cstdlib>
 #include <limits>
+#include <string>
 #include <type_traits>
 
 #include "args.h"
@@ -23,13 +25,38 @@
 
 namespace vk {
 
+// A dtype as Python prints it ("torch.float32"), so that the op's messages read as those
+// of the Python wrappers and fake kernels (vggkern/ops.py) do.
+inline std::string dtype_name(at::ScalarType t) {
+  switch (t) {
+    case at::kFloat: return "torch.float32";
+    case at::kDouble: return "torch.float64";
+    case at::kHalf: return "torch.float16";
+    case at::kBFloat16: return "torch.bfloat16";
+    case at::kByte: return "torch.uint8";
+    case at::kChar: return "torch.int8";
+    case at::kShort: return "torch.int16";
+    case at::kInt: return "torch.int32";
+    case at::kLong: return "torch.int64";
+    case at::kComplexHalf: return "torch.complex32";
+    case at::kComplexFloat: return "torch.complex64";
+    case at::kComplexDouble: return "torch.complex128";
+    default: {  // the rest print as their ATen name in lower case (bool, float8_e4m3fn, ...)
+      std::string name = c10::toString(t);
+      for (char& ch : name) ch = static_cast<char>(std::tolower(static_cast<unsigned char>(ch)));
+      return "torch." + name;
+    }
+  }
+}
+
 inline DType checked_dtype(const at::Tensor& t, const char* op, const char* arg) {
   switch (t.scalar_type()) {
     case at::kFloat: return DType::float32;
     case at::kHalf: return DType::float16;
     case at::kBFloat16: return DType::bfloat16;
     default:
-      TORCH_CHECK_VALUE(false, op, ": expected ", arg, " of dtype float32, float16 or bfloat16, got ", t.scalar_type());
+      TORCH_CHECK_VALUE(false, op, ": expected ", arg, " of dtype float32, float16 or bfloat16, got ",
+                        dtype_name(t.scalar_type()));
   }
 }
 

@@ -1,16 +1,18 @@
 // Autograd for torch.ops.vggkern.conv3x3 and maxpool2x2, registered at the Autograd key.
 //
 // In C++ rather than torch.library.register_autograd because a call then costs the
-// dispatcher's work, not a Python kernel's: benchmarks/host_overhead.py measured the
-// Python autograd kernel at ~9 us of the op's ~14.5 us per call under torch.no_grad
-// (Python 3.11, torch 2.14 on this project's CPU machine), on every conv of every eager
-// forward, with or without gradients.
+// dispatcher's work, not a Python kernel's, on every conv of every eager forward, with
+// or without gradients: a call to the op under torch.no_grad took 10.0 us with the
+// Python kernel and takes 5.5 with this one; recording a training forward through
+// Conv3x3 took 73 us and takes 15 (benchmarks/host_overhead.py, best of 3 interleaved
+// runs; Python 3.11, torch 2.14, this project's 2-core CPU machine).
 //
 // Each forward redispatches to the op itself below autograd (so traces, torch.compile's
 // included, see vggkern::conv3x3, whose fake kernel is in vggkern/ops.py), and each
 // backward is torch's own backward of conv2d -> relu -> max_pool2d built from aten ops
 // only (so AOTAutograd and compiled autograd can trace it, and double backward works),
 // recomputing the forward's intermediate values with torch where relu or pool need them.
+#include <ATen/core/grad_mode.h>
 #include <ATen/ops/convolution.h>
 #include <ATen/ops/convolution_backward.h>
 #include <ATen/ops/max_pool2d_with_indices.h>
@@ -107,16 +109,26 @@ struct Conv3x3Function : torch::autograd::Function<Conv3x3Function> {
   }
 };
 
+// Whether autograd has anything to record. Where it has not, the op runs below autograd
+// directly, as torch.library's Python kernel did: cheaper, and a torch.func transform
+// (which refuses any C++ autograd::Function) can still run a call that no gradient
+// flows through, such as a frozen backbone's. An undefined tensor (None passed as x or
+// weight) goes there too, for the op to refuse by name: autograd would fail on it first
+// with a message that names nothing.
+bool records(const at::Tensor& x, const at::Tensor& weight = {}, const std::optional<at::Tensor>& bias = {}) {
+  if (!x.defined() || !at::GradMode::is_enabled()) return false;
+  if (x.requires_grad() || (weight.defined() && weight.requires_grad())) return true;
+  return bias.has_value() && bias->defined() && bias->requires_grad();
+}
+
 at::Tensor maxpool2x2_autograd(const at::Tensor& x) {
-  if (!x.defined()) return maxpool2x2_below_autograd(x);  // the op's to refuse, as for conv3x3
-  return Maxpool2x2Function::apply(x);
+  return records(x) ? Maxpool2x2Function::apply(x) : maxpool2x2_below_autograd(x);
 }
 
 at::Tensor conv3x3_autograd(const at::Tensor& x, const at::Tensor& weight, const std::optional<at::Tensor>& bias,
                             bool relu, bool pool, c10::string_view algo, std::optional<bool> allow_tf32) {
-  // An undefined tensor (None passed as x or weight) is the op's to refuse, by name;
-  // autograd would fail on it first with a message that names nothing.
-  if (!x.defined() || !weight.defined()) return conv3x3_below_autograd(x, weight, bias, relu, pool, algo, allow_tf32);
+  if (!weight.defined() || !records(x, weight, bias))
+    return conv3x3_below_autograd(x, weight, bias, relu, pool, algo, allow_tf32);
   return Conv3x3Function::apply(x, weight, bias, relu, pool, std::string(algo), allow_tf32);
 }
 

@@ -53,7 +53,7 @@ const Conv3x3Algorithm& conv3x3_algorithm(const std::string& name, const char* o
 
 void check_same(const at::Tensor& t, const at::Tensor& x, const char* op, const char* arg) {
   TORCH_CHECK_VALUE(t.scalar_type() == x.scalar_type(), op, ": expected ", arg, " of the same dtype as x (",
-                    x.scalar_type(), "), got ", t.scalar_type());
+                    dtype_name(x.scalar_type()), "), got ", dtype_name(t.scalar_type()));
   TORCH_CHECK_VALUE(t.device() == x.device(), op, ": expected ", arg, " on the same device as x (", x.device(),
                     "), got ", t.device());
 }
@@ -160,7 +160,7 @@ at::Tensor conv3x3(const at::Tensor& x, const at::Tensor& weight, const std::opt
     TORCH_CHECK_VALUE(K >= 1, op, ": expected weight with at least one output channel (K >= 1), got ",
                       weight.sizes());
     TORCH_CHECK_VALUE(weight.scalar_type() == at::kFloat, op, ": expected a pre-transformed weight (winograd_weight) ",
-                      "of dtype float32, got ", weight.scalar_type());
+                      "of dtype float32, got ", dtype_name(weight.scalar_type()));
     TORCH_CHECK_VALUE(weight.device() == x.device(), op, ": expected weight on the same device as x (", x.device(),
                       "), got ", weight.device());
   } else {
