@@ -3,9 +3,10 @@
 // In C++ rather than torch.library.register_autograd because a call then costs the
 // dispatcher's work, not a Python kernel's, on every conv of every eager forward, with
 // or without gradients: a call to the op under torch.no_grad took 10.0 us with the
-// Python kernel and takes 5.5 with this one; recording a training forward through
-// Conv3x3 took 73 us and takes 15 (benchmarks/host_overhead.py, best of 3 interleaved
-// runs; Python 3.11, torch 2.14, this project's 2-core CPU machine).
+// Python kernel and 5.5 through this Function (3.9 now that such a call skips it, see
+// records()); recording a training forward through Conv3x3 took 73 us and takes 15
+// (benchmarks/host_overhead.py, best of 3 runs; Python 3.11, torch 2.14, this
+// project's 2-core CPU machine).
 //
 // Each forward redispatches to the op itself below autograd (so traces, torch.compile's
 // included, see vggkern::conv3x3, whose fake kernel is in vggkern/ops.py), and each
