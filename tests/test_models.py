@@ -1124,6 +1124,25 @@ def test_prepared_weight_cache_is_safe_across_threads(monkeypatch):
     assert interleaved
 
 
+def test_module_with_a_prepared_weight_pickles():
+    """torch.save of a whole module after a forward: the cache (weak references) is left
+    out and remade, and the reloaded module computes the same."""
+    import io
+
+    torch.manual_seed(67)
+    conv = Conv3x3(4, 5, algo="winograd_f2x2").eval()
+    x = torch.randn(1, 4, 6, 6)
+    with torch.no_grad(), vggkern.cpu_backend("emulator"):
+        y = conv(x)
+        assert conv._weight_cache is not None
+        buf = io.BytesIO()
+        torch.save(conv, buf)
+        buf.seek(0)
+        loaded = torch.load(buf, weights_only=False)
+        assert loaded._weight_cache is None and conv._weight_cache is not None
+        assert torch.equal(loaded(x), y)
+
+
 def test_parametrized_and_pruned_weights_are_read_as_the_module_reads_them():
     """The module reads its weight from _parameters only where it is there: a
     parametrization (a property) and pruning (a plain attribute) are read through the

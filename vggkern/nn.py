@@ -133,6 +133,14 @@ class Conv3x3(nn.Module):
         ``load_state_dict``, assigning a new weight and ``.to()`` are all seen."""
         self._weight_cache = None
 
+    def __getstate__(self):
+        # Pickling (torch.save of a whole model, multiprocessing) leaves out the caches:
+        # they hold weak references, which do not pickle, and are remade on first use.
+        state = self.__dict__.copy()
+        state.pop("_weight_cache", None)
+        state.pop("_auto_memo", None)
+        return state
+
     def _weight_and_bias(self):
         # self.weight, self.bias, read the fast way: a Parameter is found through
         # nn.Module.__getattr__ only after a failed normal lookup, ~1.5 us each (host
