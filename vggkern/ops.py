@@ -30,9 +30,7 @@ def _check_flags(op: str, **flags) -> None:
 def _check_activation(x: torch.Tensor, op: str) -> None:
     # Mirrors check_activation in csrc/common/op_support.h, so that traced and eager
     # calls fail alike.
-    _check_tensor("x", x, op)
-    if x.device.type not in ("cpu", "cuda", "meta"):
-        raise ValueError(f"{op}: expected x on a CPU or CUDA device, got {x.device}")
+    _check_entry(x, op)
     if x.dim() != 4:
         raise ValueError(f"{op}: expected x to be a 4-D tensor (N, C, H, W), got a {x.dim()}-D tensor "
                          f"of shape {list(x.shape)}")
