@@ -25,6 +25,15 @@ TORCH_LIBRARY(vggkern, m) {
         "bool? allow_tf32=None) -> Tensor");
   m.def("winograd_weight(Tensor weight, int tile) -> Tensor");
   m.def("_winograd_matrices(int tile) -> (Tensor, Tensor, Tensor)");
+  // conv3x3's derivatives as composite ops (aten ops only, so differentiable), for its
+  // Python autograd.Function (torch.func, forward-mode AD: csrc/ops/autograd.cpp), which
+  // is _conv3x3_forward_ad's kernel.
+  m.def("_conv3x3_forward_ad(Tensor x, Tensor weight, Tensor? bias, bool relu, bool pool, str algo, "
+        "bool? allow_tf32) -> Tensor");
+  m.def("_conv3x3_backward(Tensor grad, Tensor x, Tensor weight, Tensor? bias, bool relu, bool pool, "
+        "bool[3] output_mask) -> (Tensor, Tensor, Tensor)");
+  m.def("_conv3x3_jvp(Tensor x, Tensor weight, Tensor? bias, Tensor? x_tangent, Tensor? weight_tangent, "
+        "Tensor? bias_tangent, bool relu, bool pool) -> Tensor");
 }
 
 namespace {

@@ -466,20 +466,6 @@ def test_bad_inputs_are_refused_in_the_same_words_everywhere(args):
     assert "Float" not in wrapper and "Half" not in wrapper and "Double" not in wrapper
 
 
-def test_frozen_op_runs_under_torch_func_transforms():
-    # No gradient flows through the op (constant inputs): it runs below autograd, so
-    # torch.func, which refuses C++ autograd functions, runs it; one flowing through it
-    # is refused by name.
-    x, w, b = _inputs(1, 3, 4, 5, 5, torch.float32, "cpu", seed=43)
-    s = torch.tensor(2.0)
-    f = lambda s: vggkern.conv3x3(x, w, b, relu=True, algo="direct").sum() * s  # noqa: E731
-    assert torch.equal(torch.func.grad(f)(s), vggkern.conv3x3(x, w, b, relu=True, algo="direct").sum())
-    g = lambda s: vggkern.maxpool2x2(x).sum() * s  # noqa: E731
-    assert torch.equal(torch.func.grad(g)(s), vggkern.maxpool2x2(x).sum())
-    with pytest.raises(RuntimeError, match="functorch transforms"):
-        torch.func.grad(lambda w: vggkern.conv3x3(x, w, b, algo="direct").sum())(w)
-
-
 # What is not a tensor (or a flag not a bool) is named: a TypeError from the wrappers, a
 # ValueError from the op (whose schema turns None into an undefined tensor).
 def test_arguments_that_are_not_tensors():

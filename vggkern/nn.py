@@ -22,8 +22,6 @@ from .backend import describe_path, get_cpu_backend
 __all__ = ["Conv3x3", "MaxPool2x2", "FusedSequential", "clear_weight_caches"]
 
 
-_conv3x3_op = torch.ops.vggkern.conv3x3.default
-
 
 def _use_kernels(x: torch.Tensor) -> bool:
     # CPU tensors follow the CPU backend; every other device (CUDA, meta) goes to the
@@ -168,8 +166,9 @@ class Conv3x3(nn.Module):
         pointer; or moved: device and dtype; with bn, the same of the bias and of bn's
         parameters, running statistics and num_batches_tracked). A change through
         ``.data`` is not seen: see clear_weight_cache. Where a gradient is wanted, for x
-        or a parameter, and while torch.compile traces (the cache is eager-mode state),
-        nothing is cached: the raw weight (with bn, folded differentiably) goes to the op."""
+        or a parameter, while torch.compile traces and under torch.func's transforms (the
+        cache is eager-mode state, of plain tensors), nothing is cached: the raw weight
+        (with bn, folded differentiably) goes to the op."""
         w, b = self._weight_and_bias()
         algo = self.algo if algo is None else algo
         dtype = w.dtype if dtype is None else dtype
@@ -180,7 +179,7 @@ class Conv3x3(nn.Module):
         if bn is None and not m and dtype == w.dtype and (op_lays_out or w.is_contiguous(memory_format=layout)):
             return w, b  # used as it is (or laid out by the op on each call anyway)
         grads = (x, w, b) if bn is None else (x, w, b, bn.weight, bn.bias)
-        if torch.compiler.is_compiling() or (
+        if torch.compiler.is_compiling() or ops._transforms_active() or (
                 torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in grads)):
             return (w, b) if bn is None else _fold_bn(w, b, bn)  # (cast by the op under autocast)
 
@@ -232,14 +231,17 @@ class Conv3x3(nn.Module):
                 if dtype is None and x.dtype != w_dtype:
                     raise ValueError(f"Conv3x3: expected x of the module's dtype ({w_dtype}), got {x.dtype}")
             # "auto" resolved here, so that the weight is laid out for the kernel it picks
-            # (while torch.compile traces, the op resolves it at run time instead).
+            # (while torch.compile traces, and under torch.func's transforms, whose
+            # batched x has no strides to read, the op resolves it at run time instead).
             algo = self.algo
-            if algo == "auto" and x.dim() == 4 and not torch.compiler.is_compiling():
+            if (algo == "auto" and x.dim() == 4 and not torch.compiler.is_compiling()
+                    and not ops._transforms_active()):
                 algo = self._resolved_auto(x, pool)
             weight, bias = self._prepared(algo, x, bn, dtype)
-            # The registered op itself: the functional wrapper's Python would add ~2.5 us a
-            # call on the host (benchmarks/README.md, host overhead).
-            return _conv3x3_op(x, weight, bias, relu, pool, algo, None)
+            # The registered op itself (the functional wrapper's Python would add ~2.5 us a
+            # call on the host: benchmarks/README.md, host overhead), or under torch.func
+            # the Function its transforms run.
+            return ops._run_conv3x3(x, weight, bias, relu, pool, algo, None)
         weight, bias = (self.weight, self.bias) if bn is None else _fold_bn(self.weight, self.bias, bn)
         y = F.conv2d(x, weight, bias, padding=1)
         if relu:

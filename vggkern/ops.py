@@ -2,8 +2,9 @@
 
 The C++ side holds the schemas (csrc/vggkern.cpp), the CPU/CUDA kernels (csrc/ops/) and
 conv3x3's and maxpool2x2's autograd (csrc/ops/autograd.cpp); this module makes the ops
-traceable by torch.compile (register_fake), gives conv3x3 its autocast kernels and
-winograd_weight its backward (register_autograd).
+traceable by torch.compile (register_fake), gives conv3x3 its autocast kernels, its vmap
+rule and its path under torch.func transforms and forward-mode AD, and winograd_weight
+its backward (register_autograd).
 """
 import torch
 from torch._prims_common import suggest_memory_format
@@ -179,8 +180,9 @@ def conv3x3(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = N
     float32/float16/bfloat16, sums in fp32. The output keeps x's memory format (NCHW or
     channels_last). algo: "auto" (see ``resolve_algo``: the algorithm measured fastest for
     the layer on a GPU, else "direct") or one of ``algorithms()``.
-    Differentiable (the backward is torch's own). Under torch.autocast, float32 x, weight
-    and bias are cast to the autocast dtype first, as for F.conv2d.
+    Differentiable (the backward is torch's own), also under torch.func's transforms
+    (grad, vjp, jvp, hessian, vmap) and forward-mode AD. Under torch.autocast, float32 x,
+    weight and bias are cast to the autocast dtype first, as for F.conv2d.
 
     Winograd algorithms ("winograd_f2x2", "winograd_f4x4": F(2x2,3x3) and F(4x4,3x3))
     also take ``weight = winograd_weight(w, 2 or 4)``, the filter transform done once
@@ -210,7 +212,7 @@ def conv3x3(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = N
     if (dtype := _autocast_dtype(x)) is not None:
         # The op's autocast kernel would cast them so.
         x, weight, bias = _autocast_operands(dtype, x, weight, bias)
-    return torch.ops.vggkern.conv3x3(x, weight, bias, relu, pool, algo, allow_tf32)
+    return _run_conv3x3(x, weight, bias, relu, pool, algo, allow_tf32)
 
 
 @torch.library.register_fake("vggkern::conv3x3")
@@ -263,12 +265,91 @@ def _register_conv3x3_autocast(device_type: str) -> None:
             return op(x, weight, bias, relu, pool, algo, allow_tf32)
 
     op.py_impl(key)(kernel)
-    _AUTOCAST_LIB.impl("conv3x3", lambda _keyset, *args: kernel(*args), key_name, with_keyset=True)
+    _LIB.impl("conv3x3", lambda _keyset, *args: kernel(*args), key_name, with_keyset=True)
 
 
-_AUTOCAST_LIB = torch.library.Library("vggkern", "IMPL")
+_LIB = torch.library.Library("vggkern", "IMPL")
 for _device_type in ("cpu", "cuda"):
     _register_conv3x3_autocast(_device_type)
+
+
+# ---- torch.func: transforms, vmap and forward-mode AD ----------------------------------
+# The op's autograd is a C++ autograd::Function, which torch.func's transforms refuse and
+# which has no forward derivative. This Python Function stands in for it there: the same
+# forward (the op, below autograd), the same backward, and a forward derivative, both
+# composite ops built from aten ops (csrc/ops/autograd.cpp), so differentiable again and
+# vmapped by torch's own rules. A transform must meet it before its own dispatch, so
+# _run_conv3x3 applies it where one is on; forward-mode AD outside torch.func reaches it
+# from the op's autograd kernel, as vggkern::_conv3x3_forward_ad's kernel.
+
+class _Conv3x3Function(torch.autograd.Function):
+    generate_vmap_rule = True  # the forward vmaps by the op's vmap rule, the rest by torch's
+
+    @staticmethod
+    def forward(x, weight, bias, relu, pool, algo, allow_tf32):
+        return torch.ops.vggkern.conv3x3(x, weight, bias, relu, pool, algo, allow_tf32)
+
+    @staticmethod
+    def setup_context(ctx, inputs, output):
+        x, weight, bias, ctx.relu, ctx.pool = inputs[:5]
+        ctx.save_for_backward(x, weight, bias)
+        ctx.save_for_forward(x, weight, bias)
+
+    @staticmethod
+    def backward(ctx, grad):
+        x, weight, bias = ctx.saved_tensors
+        mask = [ctx.needs_input_grad[0], ctx.needs_input_grad[1], bias is not None and ctx.needs_input_grad[2]]
+        gx, gw, gb = torch.ops.vggkern._conv3x3_backward(grad, x, weight, bias, ctx.relu, ctx.pool, mask)
+        return gx, gw, gb, None, None, None, None
+
+    @staticmethod
+    def jvp(ctx, x_tangent, weight_tangent, bias_tangent, *_):
+        x, weight, bias = ctx.saved_tensors
+        return torch.ops.vggkern._conv3x3_jvp(x, weight, bias, x_tangent, weight_tangent, bias_tangent, ctx.relu,
+                                              ctx.pool)
+
+
+_LIB.impl("_conv3x3_forward_ad", _Conv3x3Function.apply, "CompositeImplicitAutograd")
+_conv3x3_op = torch.ops.vggkern.conv3x3.default
+_transforms_active = torch._C._are_functorch_transforms_active
+
+
+def _run_conv3x3(x, weight, bias, relu, pool, algo, allow_tf32):
+    """torch.ops.vggkern.conv3x3, or where a torch.func transform is on, _Conv3x3Function."""
+    if _transforms_active():
+        return _Conv3x3Function.apply(x, weight, bias, relu, pool, algo, allow_tf32)
+    return _conv3x3_op(x, weight, bias, relu, pool, algo, allow_tf32)
+
+
+@torch.library.register_vmap("vggkern::maxpool2x2", lib=_LIB)
+def _maxpool2x2_vmap(info, in_dims, x):
+    x = x.movedim(in_dims[0], 0)  # the batch joins N
+    return torch.ops.vggkern.maxpool2x2(x.flatten(0, 1)).unflatten(0, x.shape[:2]), 0
+
+
+@torch.library.register_vmap("vggkern::conv3x3", lib=_LIB)
+def _conv3x3_vmap(info, in_dims, x, weight, bias=None, relu=False, pool=False, algo="auto", allow_tf32=None):
+    # One call where the batch folds into the op's own dimensions, else one per element.
+    op = torch.ops.vggkern.conv3x3
+    x_dim, w_dim, b_dim = in_dims[:3]
+    if w_dim is None and b_dim is None:  # inputs batched, one conv: they join N
+        x = x.movedim(x_dim, 0)
+        y = op(x.flatten(0, 1), weight, bias, relu, pool, algo, allow_tf32)
+        return y.unflatten(0, x.shape[:2]), 0
+    if x_dim is None and w_dim is not None and weight.dim() == 5:  # one input, convs batched: their filters join K
+        b = info.batch_size
+        weight = weight.movedim(w_dim, 0).flatten(0, 1)
+        if bias is not None:
+            bias = bias.movedim(b_dim, 0).flatten() if b_dim is not None else bias.repeat(b)
+        y = op(x, weight, bias, relu, pool, algo, allow_tf32)
+        return y.unflatten(1, (b, -1)), 1
+
+    def element(t, dim, i):
+        return t if dim is None else t.select(dim, i)
+
+    ys = [op(element(x, x_dim, i), element(weight, w_dim, i), element(bias, b_dim, i), relu, pool, algo, allow_tf32)
+          for i in range(info.batch_size)]
+    return torch.stack(ys), 0
 
 
 # ---- Winograd filter transform ---------------------------------------------------------

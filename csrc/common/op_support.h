@@ -75,6 +75,14 @@ inline DType check_activation(const at::Tensor& x, const char* op) {
   return dtype;
 }
 
+// check_activation, and a 2x2 window's fit: maxpool2x2's checks of x.
+inline DType check_maxpool2x2_input(const at::Tensor& x, const char* op) {
+  const DType dtype = check_activation(x, op);
+  TORCH_CHECK_VALUE(x.size(2) >= 2 && x.size(3) >= 2, op, ": expected x with H >= 2 and W >= 2 for a 2x2 window, got H=",
+                    x.size(2), ", W=", x.size(3));
+  return dtype;
+}
+
 // The memory format an output takes: the input's, by torch's own rule.
 inline Layout layout_of(at::MemoryFormat f) { return f == at::MemoryFormat::ChannelsLast ? Layout::nhwc : Layout::nchw; }
 

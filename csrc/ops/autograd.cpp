@@ -13,17 +13,34 @@
 // backward is torch's own backward of conv2d -> relu -> max_pool2d built from aten ops
 // only (so AOTAutograd and compiled autograd can trace it, and double backward works),
 // recomputing the forward's intermediate values with torch where relu or pool need them.
+//
+// torch.func's transforms (grad, vjp, jvp, jacrev, hessian, vmap with a gradient) refuse
+// a C++ autograd::Function, and it has no forward-mode derivative. conv3x3 has a Python
+// autograd.Function for those (vggkern/ops.py, _Conv3x3Function): the same forward (the
+// op below autograd), the same backward (vggkern::_conv3x3_backward, below), a forward
+// derivative (vggkern::_conv3x3_jvp) and a vmap rule. A transform must apply it above its
+// own dispatch, so vggkern.conv3x3 and the modules do that where a transform is on, and
+// this kernel refuses such a call by name; forward-mode AD outside torch.func is sent to
+// it from here (vggkern::_conv3x3_forward_ad). maxpool2x2, whose values are exactly
+// F.max_pool2d's, runs as at::max_pool2d in both cases, which torch.func supports.
 #include <ATen/core/grad_mode.h>
 #include <ATen/ops/convolution.h>
 #include <ATen/ops/convolution_backward.h>
+#include <ATen/ops/max_pool2d.h>
 #include <ATen/ops/max_pool2d_with_indices.h>
 #include <ATen/ops/max_pool2d_with_indices_backward.h>
 #include <ATen/ops/relu.h>
 #include <ATen/ops/threshold_backward.h>
+#include <ATen/ops/zeros.h>
+#include <c10/core/impl/LocalDispatchKeySet.h>
 #include <torch/csrc/autograd/custom_function.h>
 #include <torch/library.h>
 
+#include <array>
 #include <string>
+#include <tuple>
+
+#include "../common/op_support.h"
 
 namespace vk {
 namespace {
@@ -72,6 +89,66 @@ at::Tensor conv3x3_below_autograd(const at::Tensor& x, const at::Tensor& weight,
   return op.call(x, weight, bias, relu, pool, algo, allow_tf32);
 }
 
+// F.conv2d(x, weight, bias, padding=1): conv3x3 with no relu or pool, in torch, for the backward's and the
+// forward derivative's recomputation.
+at::Tensor padded_conv(const at::Tensor& x, const at::Tensor& weight, const std::optional<at::Tensor>& bias) {
+  return at::convolution(x, weight, bias, {1, 1}, {1, 1}, {1, 1}, false, {0, 0}, 1);
+}
+
+void check_raw_weight(const at::Tensor& weight) {
+  TORCH_CHECK_NOT_IMPLEMENTED(weight.dim() == 4,
+                              "vggkern.conv3x3: no derivative through a pre-transformed (winograd_weight) weight; "
+                              "pass the raw (K, C, 3, 3) weight to differentiate");
+}
+
+// vggkern::_conv3x3_backward: the gradients of conv3x3 (x, weight, bias) for grad, those
+// in output_mask (the others undefined). Composite (aten ops only), so differentiable.
+std::tuple<at::Tensor, at::Tensor, at::Tensor> conv3x3_backward(const at::Tensor& grad_output, const at::Tensor& x,
+                                                                const at::Tensor& weight,
+                                                                const std::optional<at::Tensor>& bias, bool relu,
+                                                                bool pool, std::array<bool, 3> output_mask) {
+  check_raw_weight(weight);
+  const bool has_bias = bias.has_value() && bias->defined();
+  at::Tensor grad = grad_output;
+  if (relu || pool) {
+    at::Tensor a = padded_conv(x, weight, bias);
+    if (relu) a = at::relu(a);
+    if (pool) grad = maxpool2x2_backward(grad, a);
+    if (relu) grad = at::threshold_backward(grad, a, 0);
+  }
+  output_mask[2] = output_mask[2] && has_bias;
+  const int64_t k = weight.size(0);  // bias_sizes points at it
+  const at::OptionalIntArrayRef bias_sizes = has_bias ? at::OptionalIntArrayRef(at::IntArrayRef(k)) : std::nullopt;
+  return at::convolution_backward(grad, x, weight, bias_sizes, {1, 1}, {1, 1}, {1, 1}, false, {0, 0}, 1, output_mask);
+}
+
+// vggkern::_conv3x3_jvp: conv3x3's forward derivative, the tangent of its output for the
+// given tangents of x, weight and bias (None: zero). As torch's own for conv2d, relu and
+// max_pool2d (the first maximum of each window carries the tangent). Composite.
+at::Tensor conv3x3_jvp(const at::Tensor& x, const at::Tensor& weight, const std::optional<at::Tensor>& bias,
+                       const std::optional<at::Tensor>& x_tangent, const std::optional<at::Tensor>& weight_tangent,
+                       const std::optional<at::Tensor>& bias_tangent, bool relu, bool pool) {
+  check_raw_weight(weight);
+  auto given = [](const std::optional<at::Tensor>& t) { return t.has_value() && t->defined(); };
+  // d(conv(x, w) + b) = conv(dx, w) + conv(x, dw) + db
+  at::Tensor t = at::zeros({x.size(0), weight.size(0), x.size(2), x.size(3)}, x.options());
+  if (given(x_tangent)) t = t + padded_conv(*x_tangent, weight, std::nullopt);
+  if (given(weight_tangent)) t = t + padded_conv(x, *weight_tangent, std::nullopt);
+  if (given(bias_tangent)) t = t + bias_tangent->view({1, -1, 1, 1});
+  if (relu || pool) {
+    at::Tensor a = padded_conv(x, weight, bias);
+    if (relu) {
+      a = at::relu(a);
+      t = at::threshold_backward(t, a, 0);
+    }
+    if (pool) {
+      const at::Tensor indices = std::get<1>(at::max_pool2d_with_indices(a, {2, 2}, {2, 2}));
+      t = t.flatten(2).gather(2, indices.flatten(2)).view_as(indices);
+    }
+  }
+  return t;
+}
+
 struct Conv3x3Function : torch::autograd::Function<Conv3x3Function> {
   static constexpr bool is_traceable = true;
 
@@ -86,34 +163,18 @@ struct Conv3x3Function : torch::autograd::Function<Conv3x3Function> {
 
   static variable_list backward(AutogradContext* ctx, variable_list grads) {
     const variable_list saved = ctx->get_saved_variables();
-    const at::Tensor &x = saved[0], &weight = saved[1], &bias = saved[2];
-    TORCH_CHECK_NOT_IMPLEMENTED(weight.dim() == 4,
-                                "vggkern.conv3x3: no backward through a pre-transformed (winograd_weight) weight; "
-                                "pass the raw (K, C, 3, 3) weight to differentiate");
-    const bool relu = ctx->saved_data["relu"].toBool(), pool = ctx->saved_data["pool"].toBool();
-    const bool has_bias = bias.defined();
-    at::Tensor grad = grads[0];
-    if (relu || pool) {
-      at::Tensor a = at::convolution(x, weight, bias, {1, 1}, {1, 1}, {1, 1}, false, {0, 0}, 1);
-      if (relu) a = at::relu(a);
-      if (pool) grad = maxpool2x2_backward(grad, a);
-      if (relu) grad = at::threshold_backward(grad, a, 0);
-    }
     // The tensor inputs' edges are x, weight and, when given, bias, in that order.
-    const bool need_x = ctx->needs_input_grad(0), need_w = ctx->needs_input_grad(1);
-    const bool need_b = has_bias && ctx->needs_input_grad(2);
-    const int64_t k = weight.size(0);
-    const at::OptionalIntArrayRef bias_sizes = has_bias ? at::OptionalIntArrayRef(at::IntArrayRef(k)) : std::nullopt;
-    auto [gx, gw, gb] = at::convolution_backward(grad, x, weight, bias_sizes, {1, 1}, {1, 1}, {1, 1}, false, {0, 0}, 1,
-                                                 {need_x, need_w, need_b});
+    const bool need_bias = saved[2].defined() && ctx->needs_input_grad(2);
+    auto [gx, gw, gb] = conv3x3_backward(grads[0], saved[0], saved[1], saved[2], ctx->saved_data["relu"].toBool(),
+                                         ctx->saved_data["pool"].toBool(),
+                                         {ctx->needs_input_grad(0), ctx->needs_input_grad(1), need_bias});
     return {gx, gw, gb, at::Tensor(), at::Tensor(), at::Tensor(), at::Tensor()};
   }
 };
 
 // Whether autograd has anything to record. Where it has not, the op runs below autograd
-// directly, as torch.library's Python kernel did: cheaper, and a torch.func transform
-// (which refuses any C++ autograd::Function) can still run a call that no gradient
-// flows through, such as a frozen backbone's. An undefined tensor (None passed as x or
+// directly, as torch.library's Python kernel did: cheaper, and under vmap the op's vmap
+// rule runs it. An undefined tensor (None passed as x or
 // weight) goes there too, for the op to refuse by name: autograd would fail on it first
 // with a message that names nothing.
 bool records(const at::Tensor& x, const at::Tensor& weight = {}, const std::optional<at::Tensor>& bias = {}) {
@@ -122,14 +183,45 @@ bool records(const at::Tensor& x, const at::Tensor& weight = {}, const std::opti
   return bias.has_value() && bias->defined() && bias->requires_grad();
 }
 
+// Whether forward-mode AD (torch.autograd.forward_ad) carries a tangent for t.
+bool has_tangent(const at::Tensor& t) { return t.defined() && t._fw_grad(/*level=*/0).defined(); }
+
+// Whether a torch.func transform is running this call: its dynamic-layer keys are in the
+// thread's included set while any transform is on (torch._C._are_functorch_transforms_active).
+bool under_torch_func() {
+  const c10::DispatchKeySet included = c10::impl::tls_local_dispatch_key_set().included_;
+  return included.has(c10::DispatchKey::FuncTorchDynamicLayerFrontMode) ||
+         included.has(c10::DispatchKey::FuncTorchDynamicLayerBackMode);
+}
+
 at::Tensor maxpool2x2_autograd(const at::Tensor& x) {
+  if (has_tangent(x) || (x.defined() && under_torch_func())) {
+    check_maxpool2x2_input(x, "vggkern.maxpool2x2");
+    return at::max_pool2d(x, {2, 2}, {2, 2});
+  }
   return records(x) ? Maxpool2x2Function::apply(x) : maxpool2x2_below_autograd(x);
+}
+
+// vggkern::_conv3x3_forward_ad, whose kernel vggkern/ops.py registers.
+at::Tensor conv3x3_forward_ad(const at::Tensor& x, const at::Tensor& weight, const std::optional<at::Tensor>& bias,
+                              bool relu, bool pool, c10::string_view algo, std::optional<bool> allow_tf32) {
+  static const auto op =
+      c10::Dispatcher::singleton().findSchemaOrThrow("vggkern::_conv3x3_forward_ad", "").typed<Conv3x3Signature>();
+  return op.call(x, weight, bias, relu, pool, algo, allow_tf32);
 }
 
 at::Tensor conv3x3_autograd(const at::Tensor& x, const at::Tensor& weight, const std::optional<at::Tensor>& bias,
                             bool relu, bool pool, c10::string_view algo, std::optional<bool> allow_tf32) {
-  if (!weight.defined() || !records(x, weight, bias))
-    return conv3x3_below_autograd(x, weight, bias, relu, pool, algo, allow_tf32);
+  if (!weight.defined()) return conv3x3_below_autograd(x, weight, bias, relu, pool, algo, allow_tf32);
+  const bool tangents = has_tangent(x) || has_tangent(weight) || (bias.has_value() && has_tangent(*bias));
+  const bool recorded = records(x, weight, bias);
+  if (!recorded && !tangents) return conv3x3_below_autograd(x, weight, bias, relu, pool, algo, allow_tf32);
+  // A transform's own dispatch has reached this kernel; the Function must be applied above it.
+  TORCH_CHECK_NOT_IMPLEMENTED(!under_torch_func(),
+                              "vggkern.conv3x3: under torch.func transforms (grad, vjp, jvp, jacrev, hessian, vmap "
+                              "with a gradient) call vggkern.conv3x3 or the vggkern modules, which run a "
+                              "transformable autograd.Function there, rather than torch.ops.vggkern.conv3x3");
+  if (tangents) return conv3x3_forward_ad(x, weight, bias, relu, pool, algo, allow_tf32);
   return Conv3x3Function::apply(x, weight, bias, relu, pool, std::string(algo), allow_tf32);
 }
 
@@ -139,4 +231,15 @@ at::Tensor conv3x3_autograd(const at::Tensor& x, const at::Tensor& weight, const
 TORCH_LIBRARY_IMPL(vggkern, Autograd, m) {
   m.impl("conv3x3", &vk::conv3x3_autograd);
   m.impl("maxpool2x2", &vk::maxpool2x2_autograd);
+}
+
+// Composite: decomposed into aten ops under autograd and backends, and under vmap too
+// (else vmap would loop over the batch).
+TORCH_LIBRARY_IMPL(vggkern, CompositeImplicitAutograd, m) {
+  m.impl("_conv3x3_backward", &vk::conv3x3_backward);
+  m.impl("_conv3x3_jvp", &vk::conv3x3_jvp);
+}
+TORCH_LIBRARY_IMPL(vggkern, FuncTorchBatchedDecomposition, m) {
+  m.impl("_conv3x3_backward", &vk::conv3x3_backward);
+  m.impl("_conv3x3_jvp", &vk::conv3x3_jvp);
 }

@@ -9,10 +9,8 @@ namespace {
 
 at::Tensor maxpool2x2(const at::Tensor& x) {
   constexpr const char* op = "vggkern.maxpool2x2";
-  const DType dtype = check_activation(x, op);
+  const DType dtype = check_maxpool2x2_input(x, op);
   const int64_t N = x.size(0), C = x.size(1), H = x.size(2), W = x.size(3);
-  TORCH_CHECK_VALUE(H >= 2 && W >= 2, op, ": expected x with H >= 2 and W >= 2 for a 2x2 window, got H=", H,
-                    ", W=", W);
 
   const at::MemoryFormat format = x.suggest_memory_format();
   const at::Tensor xc = x.contiguous(format);

@@ -1,0 +1,198 @@
+"""conv3x3 and maxpool2x2 under torch.func (grad, vjp, jvp, jacrev, hessian, vmap) and
+forward-mode AD, against torch's own ops under the same transforms.
+
+The op's autograd is a C++ autograd::Function, which torch.func refuses; vggkern.conv3x3
+and the modules apply a Python autograd.Function there instead (vggkern/ops.py,
+_Conv3x3Function), whose forward is the op's and whose derivatives are torch's. So:
+values are the op's own, bit for bit; derivatives are torch's, up to the fp32 rounding of
+the forward values they recompute; vmap folds the batch into the op's N (or, for a batch
+of filters, K) instead of looping, and never falls back to torch's per-element loop.
+"""
+import copy
+import warnings
+
+import pytest
+import torch
+import torch.autograd.forward_ad as fwAD
+import torch.nn.functional as F
+from torch.func import functional_call, grad, grad_and_value, hessian, jacrev, jvp, stack_module_state, vjp, vmap
+
+import vggkern
+
+RELU_POOL = [(False, False), (True, False), (False, True), (True, True)]
+
+
+def _inputs(n=2, c=3, h=6, w=6, k=4, seed=0, device="cpu"):
+    g = torch.Generator().manual_seed(seed)
+    x = torch.randn(n, c, h, w, generator=g)
+    weight = torch.randn(k, c, 3, 3, generator=g) / 3
+    bias = torch.randn(k, generator=g)
+    return x.to(device), weight.to(device), bias.to(device)
+
+
+def _torch(x, weight, bias, relu, pool):
+    y = F.conv2d(x, weight, bias, padding=1)
+    if relu:
+        y = F.relu(y)
+    return F.max_pool2d(y, 2, 2) if pool else y
+
+
+def _ours(x, weight, bias, relu, pool):
+    return vggkern.conv3x3(x, weight, bias, relu=relu, pool=pool, algo="direct")
+
+
+@pytest.fixture(autouse=True)
+def _no_vmap_fallback():
+    # torch's per-element fallback (a loop, "There is a performance drop...") must never run.
+    with warnings.catch_warnings():
+        warnings.filterwarnings("error", message=".*performance drop.*")
+        yield
+
+
+@pytest.mark.parametrize("relu,pool", RELU_POOL)
+def test_grad_and_vjp_match_torch(relu, pool, device):
+    x, w, b = _inputs(seed=1, device=device)
+    loss = lambda f: lambda x, w, b: f(x, w, b, relu, pool).square().sum()  # noqa: E731
+    (gx, gw, gb), value = grad_and_value(loss(_ours), argnums=(0, 1, 2))(x, w, b)
+    expected = grad(loss(_torch), argnums=(0, 1, 2))(x, w, b)
+    assert torch.equal(value, _ours(x, w, b, relu, pool).square().sum())  # the op's own forward
+    for got, want in zip((gx, gw, gb), expected):
+        torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-5)
+    no_bias = grad(loss(_ours), argnums=(0, 1))(x, w, None)  # without bias (two tensor inputs)
+    for got, want in zip(no_bias, grad(loss(_torch), argnums=(0, 1))(x, w, None)):
+        torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-5)
+    y, pullback = vjp(lambda w: _ours(x, w, b, relu, pool), w)
+    v = torch.randn(y.shape, generator=torch.Generator().manual_seed(2)).to(device)
+    torch.testing.assert_close(pullback(v)[0], vjp(lambda w: _torch(x, w, b, relu, pool), w)[1](v)[0],
+                               rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("relu,pool", RELU_POOL)
+def test_forward_mode_matches_torch(relu, pool, device):
+    # jvp (torch.func) and torch.autograd.forward_ad with the op itself: torch's tangent.
+    x, w, b = _inputs(seed=3, device=device)
+    g = torch.Generator().manual_seed(4)
+    tx, tw, tb = (torch.randn(t.shape, generator=g).to(device) for t in (x, w, b))
+    y, t = jvp(lambda *a: _ours(*a, relu, pool), (x, w, b), (tx, tw, tb))
+    y_ref, t_ref = jvp(lambda *a: _torch(*a, relu, pool), (x, w, b), (tx, tw, tb))
+    assert torch.equal(y, _ours(x, w, b, relu, pool))
+    torch.testing.assert_close(t, t_ref, rtol=1e-5, atol=1e-5)
+    with fwAD.dual_level():  # a tangent for weight only
+        out = torch.ops.vggkern.conv3x3(x, fwAD.make_dual(w, tw), b, relu, pool, "direct")
+        t = fwAD.unpack_dual(out).tangent
+    t_ref = jvp(lambda w: _torch(x, w, b, relu, pool), (w,), (tw,))[1]
+    torch.testing.assert_close(t, t_ref, rtol=1e-5, atol=1e-5)
+
+
+def test_second_derivatives_match_torch(device):
+    # hessian is jacfwd(jacrev): forward mode over reverse mode, through the composite backward.
+    x, w, b = _inputs(1, 2, 4, 4, 3, seed=5, device=device)
+    h = hessian(lambda x: _ours(x, w, b, True, True).square().sum())(x)
+    h_ref = hessian(lambda x: _torch(x, w, b, True, True).square().sum())(x)
+    torch.testing.assert_close(h, h_ref, rtol=1e-5, atol=1e-5)
+    j = jacrev(lambda w: vggkern.maxpool2x2(_ours(x, w, b, True, False)))(w)
+    j_ref = jacrev(lambda w: F.max_pool2d(_torch(x, w, b, True, False), 2, 2))(w)
+    torch.testing.assert_close(j, j_ref, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("channels_last", [False, True], ids=["nchw", "nhwc"])
+def test_vmap_folds_the_batch_into_one_call(channels_last, device, monkeypatch):
+    x, w, b = _inputs(6, 3, 6, 6, 4, seed=6, device=device)
+    if channels_last:
+        x = x.contiguous(memory_format=torch.channels_last)
+    g = torch.Generator().manual_seed(7)
+    ws, bs = (torch.randn(3, *t.shape, generator=g).to(device) for t in (w, b))
+    calls, op, batched = [], torch.ops.vggkern.conv3x3, torch._C._functorch.is_batchedtensor
+
+    def spy(*a):  # the op's calls on plain tensors: what the vmap rule runs
+        if not (batched(a[0]) or batched(a[1])):
+            calls.append((tuple(a[0].shape), tuple(a[1].shape)))
+        return op(*a)
+
+    monkeypatch.setattr(torch.ops.vggkern, "conv3x3", spy)
+    # A batch of inputs through one conv: one call, the batch joined to N; exact.
+    y = vmap(lambda x: _ours(x, w, b, True, True))(x.view(2, 3, 3, 6, 6))
+    assert torch.equal(y, _ours(x, w, b, True, True).view(2, 3, 4, 3, 3))
+    # One input through a batch of convs (an ensemble): one call, the filters side by side.
+    y = vmap(lambda w, b: _ours(x, w, b, True, False))(ws, bs)
+    assert torch.equal(y, torch.stack([_ours(x, ws[i], bs[i], True, False) for i in range(3)]))
+    assert calls == [((6, 3, 6, 6), (4, 3, 3, 3)), ((6, 3, 6, 6), (12, 3, 3, 3))]
+    # Both batched: one call per element.
+    y = vmap(lambda x, w: _ours(x, w, b, False, False))(x.view(3, 2, 3, 6, 6), ws)
+    assert torch.equal(y, torch.stack([_ours(x[2 * i:2 * i + 2], ws[i], b, False, False) for i in range(3)]))
+    y = vmap(vggkern.maxpool2x2, in_dims=1)(x.view(2, 3, 3, 6, 6))
+    assert torch.equal(y, F.max_pool2d(x, 2, 2).view(2, 3, 3, 3, 3).transpose(0, 1))
+
+
+def test_per_sample_gradients(device):
+    # vmap over grad: each input's own gradient, as a loop of torch autograd computes it.
+    x, w, b = _inputs(3, 3, 6, 6, 4, seed=8, device=device)
+
+    def loss(w, b, x):
+        return vggkern.maxpool2x2(_ours(x[None], w, b, True, False)).square().sum()
+
+    gw, gb = vmap(grad(loss, argnums=(0, 1)), in_dims=(None, None, 0))(w, b, x)
+    for i in range(3):
+        wi, bi = w.clone().requires_grad_(), b.clone().requires_grad_()
+        F.max_pool2d(_torch(x[i:i + 1], wi, bi, True, False), 2, 2).square().sum().backward()
+        torch.testing.assert_close(gw[i], wi.grad, rtol=1e-5, atol=1e-5)
+        torch.testing.assert_close(gb[i], bi.grad, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("algo", ["auto", "direct", "winograd_f2x2"])
+def test_modules_under_functional_call_vmap_and_grad(algo, device):
+    # A model ensemble (stack_module_state + vmap) and per-sample gradients through the
+    # modules, on our kernels (the emulator on CPU); with Winograd, whose prepared
+    # weight is cached outside transforms.
+    torch.manual_seed(9)
+
+    def model():
+        return torch.nn.Sequential(vggkern.Conv3x3(3, 4, relu=True, pool=True, algo=algo),
+                                   vggkern.Conv3x3(4, 5, relu=True, algo=algo), vggkern.MaxPool2x2()).to(device)
+
+    models = [model() for _ in range(3)]
+    x = torch.randn(2, 3, 8, 8).to(device)
+    with vggkern.cpu_backend("emulator"):
+        params, buffers = stack_module_state(models)
+        skeleton = copy.deepcopy(models[0]).to("meta")
+        ensemble = vmap(lambda p, x: functional_call(skeleton, (p, buffers), (x,)), in_dims=(0, None))
+        expected = torch.stack([m(x) for m in models])
+        assert torch.equal(ensemble(params, x), expected)
+        with torch.no_grad():
+            assert torch.equal(ensemble(params, x), expected)
+        m = models[0]
+        p = {k: v.detach() for k, v in m.named_parameters()}
+        per_sample = vmap(grad(lambda p, x: functional_call(m, p, (x[None],)).square().sum()), in_dims=(None, 0))(p, x)
+    for i in range(2):
+        ref = {k: v.detach().clone().requires_grad_() for k, v in m.named_parameters()}
+        functional_call(m, ref, (x[i:i + 1],)).square().sum().backward()  # torch's layers (CPU backend "torch")
+        for k in ref:
+            torch.testing.assert_close(per_sample[k][i], ref[k].grad, rtol=1e-4, atol=1e-5)
+
+
+def test_refusals_under_transforms():
+    x, w, b = _inputs(seed=10)
+    # The registered op itself under a transform that differentiates it: refused by name
+    # (the transform's dispatch has already reached the op's C++ autograd).
+    with pytest.raises(NotImplementedError, match=r"vggkern.conv3x3: under torch.func transforms .* call "
+                                                  r"vggkern.conv3x3 or the vggkern modules"):
+        grad(lambda w: torch.ops.vggkern.conv3x3(x, w, b, False, False, "direct").sum())(w)
+    # No derivative through a pre-transformed Winograd weight, in either mode.
+    u = vggkern.winograd_weight(w, 2)
+    with pytest.raises(NotImplementedError, match="no derivative through a pre-transformed"):
+        grad(lambda u: vggkern.conv3x3(x, u, b, algo="winograd_f2x2").sum())(u)
+    with pytest.raises(NotImplementedError, match="no derivative through a pre-transformed"):
+        jvp(lambda u: vggkern.conv3x3(x, u, b, algo="winograd_f2x2"), (u,), (torch.ones_like(u),))
+    # maxpool2x2's checks still name the argument where torch's max_pool2d runs it.
+    with pytest.raises(ValueError, match="vggkern.maxpool2x2: expected x with H >= 2 and W >= 2"):
+        grad(lambda x: vggkern.maxpool2x2(x).sum())(torch.randn(1, 2, 1, 4))
+
+
+def test_frozen_op_under_transforms_runs_the_op():
+    # Nothing to differentiate through the op (constant inputs): the op runs as it is.
+    x, w, b = _inputs(1, 3, 5, 5, 4, seed=11)
+    s = torch.tensor(2.0)
+    y = _ours(x, w, b, True, False)
+    assert torch.equal(grad(lambda s: torch.ops.vggkern.conv3x3(x, w, b, True, False, "direct").sum() * s)(s),
+                       y.sum())
+    assert torch.equal(grad(lambda s: vggkern.maxpool2x2(x).sum() * s)(s), F.max_pool2d(x, 2, 2).sum())
