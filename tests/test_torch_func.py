@@ -177,12 +177,20 @@ def test_refusals_under_transforms():
     with pytest.raises(NotImplementedError, match=r"vggkern.conv3x3: under torch.func transforms .* call "
                                                   r"vggkern.conv3x3 or the vggkern modules"):
         grad(lambda w: torch.ops.vggkern.conv3x3(x, w, b, False, False, "direct").sum())(w)
+    with pytest.raises(NotImplementedError, match="vggkern.conv3x3: under torch.func transforms"):
+        jvp(lambda x: torch.ops.vggkern.conv3x3(x, w, b, False, False, "direct"), (x,), (x,))
     # No derivative through a pre-transformed Winograd weight, in either mode.
     u = vggkern.winograd_weight(w, 2)
     with pytest.raises(NotImplementedError, match="no derivative through a pre-transformed"):
         grad(lambda u: vggkern.conv3x3(x, u, b, algo="winograd_f2x2").sum())(u)
     with pytest.raises(NotImplementedError, match="no derivative through a pre-transformed"):
         jvp(lambda u: vggkern.conv3x3(x, u, b, algo="winograd_f2x2"), (u,), (torch.ones_like(u),))
+    # Under vmap, what an element is, not the folded batch.
+    with pytest.raises(ValueError, match=r"conv3x3: expected x to be a 4-D tensor \(N, C, H, W\), got a 3-D tensor "
+                                         r"of shape \[3, 6, 6\]"):
+        vmap(lambda x: vggkern.conv3x3(x, w, b))(x)
+    with pytest.raises(ValueError, match=r"maxpool2x2: expected x to be a 4-D tensor .* shape \[3, 6, 6\]"):
+        vmap(vggkern.maxpool2x2)(x)
     # maxpool2x2's checks still name the argument where torch's max_pool2d runs it.
     with pytest.raises(ValueError, match="vggkern.maxpool2x2: expected x with H >= 2 and W >= 2"):
         grad(lambda x: vggkern.maxpool2x2(x).sum())(torch.randn(1, 2, 1, 4))

@@ -22,6 +22,10 @@ from .backend import describe_path, get_cpu_backend
 __all__ = ["Conv3x3", "MaxPool2x2", "FusedSequential", "clear_weight_caches"]
 
 
+_conv3x3_op = ops._conv3x3_op
+_transforms_active = ops._transforms_active
+
+
 
 def _use_kernels(x: torch.Tensor) -> bool:
     # CPU tensors follow the CPU backend; every other device (CUDA, meta) goes to the
@@ -179,7 +183,7 @@ class Conv3x3(nn.Module):
         if bn is None and not m and dtype == w.dtype and (op_lays_out or w.is_contiguous(memory_format=layout)):
             return w, b  # used as it is (or laid out by the op on each call anyway)
         grads = (x, w, b) if bn is None else (x, w, b, bn.weight, bn.bias)
-        if torch.compiler.is_compiling() or ops._transforms_active() or (
+        if torch.compiler.is_compiling() or _transforms_active() or (
                 torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in grads)):
             return (w, b) if bn is None else _fold_bn(w, b, bn)  # (cast by the op under autocast)
 
@@ -235,13 +239,15 @@ class Conv3x3(nn.Module):
             # batched x has no strides to read, the op resolves it at run time instead).
             algo = self.algo
             if (algo == "auto" and x.dim() == 4 and not torch.compiler.is_compiling()
-                    and not ops._transforms_active()):
+                    and not _transforms_active()):
                 algo = self._resolved_auto(x, pool)
             weight, bias = self._prepared(algo, x, bn, dtype)
             # The registered op itself (the functional wrapper's Python would add ~2.5 us a
             # call on the host: benchmarks/README.md, host overhead), or under torch.func
-            # the Function its transforms run.
-            return ops._run_conv3x3(x, weight, bias, relu, pool, algo, None)
+            # the Function its transforms run (as the wrapper does).
+            if _transforms_active():
+                return ops._Conv3x3Function.apply(x, weight, bias, relu, pool, algo, None)
+            return _conv3x3_op(x, weight, bias, relu, pool, algo, None)
         weight, bias = (self.weight, self.bias) if bn is None else _fold_bn(self.weight, self.bias, bn)
         y = F.conv2d(x, weight, bias, padding=1)
         if relu:

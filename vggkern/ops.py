@@ -212,7 +212,13 @@ def conv3x3(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = N
     if (dtype := _autocast_dtype(x)) is not None:
         # The op's autocast kernel would cast them so.
         x, weight, bias = _autocast_operands(dtype, x, weight, bias)
-    return _run_conv3x3(x, weight, bias, relu, pool, algo, allow_tf32)
+    if _transforms_active():  # torch.func: the Function its transforms run
+        return _Conv3x3Function.apply(x, weight, bias, relu, pool, algo, allow_tf32)
+    return _conv3x3_op(x, weight, bias, relu, pool, algo, allow_tf32)
+
+
+_conv3x3_op = torch.ops.vggkern.conv3x3.default
+_transforms_active = torch._C._are_functorch_transforms_active  # a torch.func transform is on
 
 
 @torch.library.register_fake("vggkern::conv3x3")
@@ -279,8 +285,8 @@ for _device_type in ("cpu", "cuda"):
 # forward (the op, below autograd), the same backward, and a forward derivative, both
 # composite ops built from aten ops (csrc/ops/autograd.cpp), so differentiable again and
 # vmapped by torch's own rules. A transform must meet it before its own dispatch, so
-# _run_conv3x3 applies it where one is on; forward-mode AD outside torch.func reaches it
-# from the op's autograd kernel, as vggkern::_conv3x3_forward_ad's kernel.
+# conv3x3 and Conv3x3 apply it where one is on; forward-mode AD outside torch.func
+# reaches it from the op's autograd kernel, as vggkern::_conv3x3_forward_ad's kernel.
 
 class _Conv3x3Function(torch.autograd.Function):
     generate_vmap_rule = True  # the forward vmaps by the op's vmap rule, the rest by torch's
@@ -310,33 +316,27 @@ class _Conv3x3Function(torch.autograd.Function):
 
 
 _LIB.impl("_conv3x3_forward_ad", _Conv3x3Function.apply, "CompositeImplicitAutograd")
-_conv3x3_op = torch.ops.vggkern.conv3x3.default
-_transforms_active = torch._C._are_functorch_transforms_active
-
-
-def _run_conv3x3(x, weight, bias, relu, pool, algo, allow_tf32):
-    """torch.ops.vggkern.conv3x3, or where a torch.func transform is on, _Conv3x3Function."""
-    if _transforms_active():
-        return _Conv3x3Function.apply(x, weight, bias, relu, pool, algo, allow_tf32)
-    return _conv3x3_op(x, weight, bias, relu, pool, algo, allow_tf32)
 
 
 @torch.library.register_vmap("vggkern::maxpool2x2", lib=_LIB)
 def _maxpool2x2_vmap(info, in_dims, x):
-    x = x.movedim(in_dims[0], 0)  # the batch joins N
-    return torch.ops.vggkern.maxpool2x2(x.flatten(0, 1)).unflatten(0, x.shape[:2]), 0
+    x = x.movedim(in_dims[0], 0)
+    if x.dim() != 5:  # not a batch of (N, C, H, W): the op names what each element is
+        return torch.stack([torch.ops.vggkern.maxpool2x2(e) for e in x]), 0
+    return torch.ops.vggkern.maxpool2x2(x.flatten(0, 1)).unflatten(0, x.shape[:2]), 0  # the batch joins N
 
 
 @torch.library.register_vmap("vggkern::conv3x3", lib=_LIB)
 def _conv3x3_vmap(info, in_dims, x, weight, bias=None, relu=False, pool=False, algo="auto", allow_tf32=None):
-    # One call where the batch folds into the op's own dimensions, else one per element.
+    # One call where the batch folds into the op's own dimensions, else one per element
+    # (also where an element is not what the op takes: the op then names what it is).
     op = torch.ops.vggkern.conv3x3
     x_dim, w_dim, b_dim = in_dims[:3]
-    if w_dim is None and b_dim is None:  # inputs batched, one conv: they join N
+    if w_dim is None and b_dim is None and x.dim() == 5:  # inputs batched, one conv: they join N
         x = x.movedim(x_dim, 0)
         y = op(x.flatten(0, 1), weight, bias, relu, pool, algo, allow_tf32)
         return y.unflatten(0, x.shape[:2]), 0
-    if x_dim is None and w_dim is not None and weight.dim() == 5:  # one input, convs batched: their filters join K
+    if x_dim is None and x.dim() == 4 and w_dim is not None and weight.dim() == 5:  # convs batched: filters join K
         b = info.batch_size
         weight = weight.movedim(w_dim, 0).flatten(0, 1)
         if bias is not None:

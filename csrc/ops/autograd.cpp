@@ -89,8 +89,8 @@ at::Tensor conv3x3_below_autograd(const at::Tensor& x, const at::Tensor& weight,
   return op.call(x, weight, bias, relu, pool, algo, allow_tf32);
 }
 
-// F.conv2d(x, weight, bias, padding=1): conv3x3 with no relu or pool, in torch, for the backward's and the
-// forward derivative's recomputation.
+// F.conv2d(x, weight, bias, padding=1), torch's: the derivatives' recomputation of the
+// forward's intermediate values.
 at::Tensor padded_conv(const at::Tensor& x, const at::Tensor& weight, const std::optional<at::Tensor>& bias) {
   return at::convolution(x, weight, bias, {1, 1}, {1, 1}, {1, 1}, false, {0, 0}, 1);
 }
@@ -173,10 +173,10 @@ struct Conv3x3Function : torch::autograd::Function<Conv3x3Function> {
 };
 
 // Whether autograd has anything to record. Where it has not, the op runs below autograd
-// directly, as torch.library's Python kernel did: cheaper, and under vmap the op's vmap
-// rule runs it. An undefined tensor (None passed as x or
-// weight) goes there too, for the op to refuse by name: autograd would fail on it first
-// with a message that names nothing.
+// directly, as torch.library's Python kernel did: cheaper, and a torch.func transform
+// that differentiates nothing through it (a frozen backbone's) runs it as it is. An
+// undefined tensor (None passed as x or weight) goes there too, for the op to refuse by
+// name: autograd would fail on it first with a message that names nothing.
 bool records(const at::Tensor& x, const at::Tensor& weight = {}, const std::optional<at::Tensor>& bias = {}) {
   if (!x.defined() || !at::GradMode::is_enabled()) return false;
   if (x.requires_grad() || (weight.defined() && weight.requires_grad())) return true;
