@@ -6,7 +6,8 @@ and the modules apply a Python autograd.Function there instead (vggkern/ops.py,
 _Conv3x3Function), whose forward is the op's and whose derivatives are torch's. So:
 values are the op's own, bit for bit; derivatives are torch's, up to the fp32 rounding of
 the forward values they recompute; vmap folds the batch into the op's N (or, for a batch
-of filters, K) instead of looping, and never falls back to torch's per-element loop.
+of filters over one input, K), loops over the elements only where both are batched, and
+never falls back to torch's own per-element loop.
 """
 import copy
 import warnings
