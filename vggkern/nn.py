@@ -26,7 +26,6 @@ _conv3x3_op = ops._conv3x3_op
 _transforms_active = ops._transforms_active
 
 
-
 def _use_kernels(x: torch.Tensor) -> bool:
     # CPU tensors follow the CPU backend; every other device (CUDA, meta) goes to the
     # ops, which run our kernels (or refuse the device with a clear message).
@@ -237,15 +236,14 @@ class Conv3x3(nn.Module):
             # "auto" resolved here, so that the weight is laid out for the kernel it picks
             # (while torch.compile traces, and under torch.func's transforms, whose
             # batched x has no strides to read, the op resolves it at run time instead).
-            algo = self.algo
-            if (algo == "auto" and x.dim() == 4 and not torch.compiler.is_compiling()
-                    and not _transforms_active()):
+            algo, transformed = self.algo, _transforms_active()
+            if algo == "auto" and x.dim() == 4 and not torch.compiler.is_compiling() and not transformed:
                 algo = self._resolved_auto(x, pool)
             weight, bias = self._prepared(algo, x, bn, dtype)
             # The registered op itself (the functional wrapper's Python would add ~2.5 us a
             # call on the host: benchmarks/README.md, host overhead), or under torch.func
             # the Function its transforms run (as the wrapper does).
-            if _transforms_active():
+            if transformed:
                 return ops._Conv3x3Function.apply(x, weight, bias, relu, pool, algo, None)
             return _conv3x3_op(x, weight, bias, relu, pool, algo, None)
         weight, bias = (self.weight, self.bias) if bn is None else _fold_bn(self.weight, self.bias, bn)

@@ -51,7 +51,7 @@ def _check_entry(x, op: str) -> None:
 
 
 def _check_pool_input(x: torch.Tensor, op: str) -> None:
-    # Mirrors csrc/ops/maxpool2x2.cpp.
+    # Mirrors check_maxpool2x2_input in csrc/common/op_support.h.
     _check_activation(x, op)
     if x.shape[2] < 2 or x.shape[3] < 2:
         raise ValueError(f"{op}: expected x with H >= 2 and W >= 2 for a 2x2 window, "
