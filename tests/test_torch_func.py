@@ -205,3 +205,42 @@ def test_frozen_op_under_transforms_runs_the_op():
     assert torch.equal(grad(lambda s: torch.ops.vggkern.conv3x3(x, w, b, True, False, "direct").sum() * s)(s),
                        y.sum())
     assert torch.equal(grad(lambda s: vggkern.maxpool2x2(x).sum() * s)(s), F.max_pool2d(x, 2, 2).sum())
+
+
+def test_torch_compile_over_transforms(device):
+    # dynamo (torch 2.14) traces into the Function's forward under a transform. vmap alone:
+    # the op's vmap rule runs in the graph, fullgraph, exact. A transform that
+    # differentiates: the op is reached and refused by name with fullgraph=True; without
+    # it, a graph break there: the transform runs eagerly, torch's derivatives, the code
+    # around it compiled. (aot_eager: dynamo's own backend="eager" fails on any graph
+    # break inside grad, with torch ops alone too.)
+    x, w, b = _inputs(4, 3, 6, 6, 4, seed=12, device=device)
+    g = torch.Generator().manual_seed(13)
+    ws, bs = (torch.randn(3, *t.shape, generator=g).to(device) for t in (w, b))
+    graphs = []
+
+    def backend(gm, example_inputs):
+        graphs.append(gm)
+        return torch._dynamo.backends.debugging.aot_eager(gm, example_inputs)
+
+    def ensemble(ws, bs):
+        return vmap(lambda w, b: vggkern.maxpool2x2(_ours(x, w, b, True, False)))(ws, bs)
+
+    torch._dynamo.reset()
+    assert torch.equal(torch.compile(ensemble, fullgraph=True, backend=backend)(ws, bs), ensemble(ws, bs))
+    assert len(graphs) == 1
+
+    def two_convs(f):
+        return lambda w: f(f(x, w, b, True, False), w[:, :3].repeat(1, 4, 1, 1)[:, :4], b, True, True).square().sum()
+
+    graphs.clear()
+    grads = torch.compile(lambda w: grad(two_convs(_ours))(w.sin()).cos(), backend=backend)(w)
+    assert torch.equal(grads, grad(two_convs(_ours))(w.sin()).cos())  # as eager
+    torch.testing.assert_close(grads, grad(two_convs(_torch))(w.sin()).cos(), rtol=1e-4, atol=1e-4)
+    # Graphs: sin before the transform, cos after it, and the Function's forward (the op
+    # alone, on plain tensors) for each conv, called by the eager transform.
+    calls = [str(n.target) for gm in graphs for n in gm.graph.nodes if n.op.startswith("call")]
+    assert calls == ["sin", "vggkern.conv3x3", "vggkern.conv3x3", "cos"], calls
+    torch._dynamo.reset()
+    with pytest.raises(Exception, match=r"vggkern.conv3x3: under torch.func transforms .* without fullgraph=True"):
+        torch.compile(lambda w: grad(two_convs(_ours))(w), fullgraph=True, backend="aot_eager")(w)

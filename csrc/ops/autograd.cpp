@@ -21,7 +21,10 @@
 // derivative (vggkern::_conv3x3_jvp) and a vmap rule. A transform must apply it above its
 // own dispatch, so vggkern.conv3x3 and the modules do that where a transform is on, and
 // this kernel refuses such a call by name; forward-mode AD outside torch.func is sent to
-// it from here (vggkern::_conv3x3_forward_ad). maxpool2x2, whose values are exactly
+// it from here (vggkern::_conv3x3_forward_ad). torch.compile over such a transform: dynamo
+// (torch 2.14) traces into an autograd.Function's forward there, ignoring its derivatives,
+// so the op reaches this kernel and is refused; without fullgraph=True that is a graph
+// break, and the transform runs eagerly (its graph is not compiled). maxpool2x2, whose values are exactly
 // F.max_pool2d's, runs as at::max_pool2d in both cases, which torch.func supports.
 #include <ATen/core/grad_mode.h>
 #include <ATen/ops/convolution.h>
@@ -220,7 +223,9 @@ at::Tensor conv3x3_autograd(const at::Tensor& x, const at::Tensor& weight, const
   TORCH_CHECK_NOT_IMPLEMENTED(!under_torch_func(),
                               "vggkern.conv3x3: under torch.func transforms (grad, vjp, jvp, jacrev, hessian, vmap "
                               "with a gradient) call vggkern.conv3x3 or the vggkern modules, which run a "
-                              "transformable autograd.Function there, rather than torch.ops.vggkern.conv3x3");
+                              "transformable autograd.Function there, rather than torch.ops.vggkern.conv3x3 (under "
+                              "torch.compile, whose tracing reaches the op inside that Function, compile such a "
+                              "function without fullgraph=True: dynamo then runs the transform eagerly)");
   if (tangents) return conv3x3_forward_ad(x, weight, bias, relu, pool, algo, allow_tf32);
   return Conv3x3Function::apply(x, weight, bias, relu, pool, std::string(algo), allow_tf32);
 }
