@@ -1146,14 +1146,17 @@ def test_module_with_a_prepared_weight_pickles():
 def test_parametrized_and_pruned_weights_are_read_as_the_module_reads_them():
     """The module reads its weight from _parameters only where it is there: a
     parametrization (a property) and pruning (a plain attribute) are read through the
-    attribute, so the kernel gets the weight they compute."""
+    attribute, so the kernel gets the weight they compute, once a forward (as nn.Conv2d
+    computes a parametrized weight)."""
     from torch.nn.utils import parametrize, prune
 
     torch.manual_seed(61)
     x = torch.randn(1, 4, 6, 6)
+    computed = []
 
     class Doubled(nn.Module):
         def forward(self, w):
+            computed.append(w)
             return 2 * w
 
     for change in ("parametrize", "prune"):
@@ -1164,8 +1167,10 @@ def test_parametrized_and_pruned_weights_are_read_as_the_module_reads_them():
             prune.l1_unstructured(conv, "weight", amount=0.5)
         raw = conv.parametrizations.weight.original if change == "parametrize" else conv.weight_orig
         assert "weight" not in conv._parameters and not torch.equal(conv.weight, raw)
+        computed.clear()
         with torch.no_grad(), vggkern.cpu_backend("emulator"):
             y = conv(x)
+        assert len(computed) == (change == "parametrize")
         assert torch.equal(y, vggkern.conv3x3(x, conv.weight, conv.bias, algo="direct")), change
 
 

@@ -152,7 +152,7 @@ class Conv3x3(nn.Module):
         return w, (params["bias"] if "bias" in params else self.bias)
 
     def _prepared(self, algo: str | None = None, x: torch.Tensor | None = None, bn: nn.BatchNorm2d | None = None,
-                  dtype: torch.dtype | None = None):
+                  dtype: torch.dtype | None = None, weight_and_bias: tuple | None = None):
         """(weight, bias) as ``algo``'s kernel takes them (default ``self.algo``; "auto" is
         resolved per input by _run), so that a forward pass does not transform or copy
         filters: the Winograd algorithms take U = winograd_weight(weight, m); the
@@ -171,8 +171,10 @@ class Conv3x3(nn.Module):
         ``.data`` is not seen: see clear_weight_cache. Where a gradient is wanted, for x
         or a parameter, while torch.compile traces and under torch.func's transforms (the
         cache is eager-mode state, of plain tensors), nothing is cached: the raw weight
-        (with bn, folded differentiably) goes to the op."""
-        w, b = self._weight_and_bias()
+        (with bn, folded differentiably) goes to the op. ``weight_and_bias``: what
+        _weight_and_bias() gave, where the caller has read it (a parametrized weight is
+        computed on each read)."""
+        w, b = self._weight_and_bias() if weight_and_bias is None else weight_and_bias
         algo = self.algo if algo is None else algo
         dtype = w.dtype if dtype is None else dtype
         m = ops._WINOGRAD_TILE.get(algo, 0)
@@ -223,7 +225,8 @@ class Conv3x3(nn.Module):
             if x.dim() == 3:  # (C, H, W), as nn.Conv2d takes it (forward: hooks run once)
                 return self._run(x.unsqueeze(0), relu=relu, pool=pool, bn=bn).squeeze(0)
             # Under torch.autocast x and the weight run in its dtype, as F.conv2d's would.
-            w_dtype = self._weight_and_bias()[0].dtype
+            weight_and_bias = self._weight_and_bias()  # read once: a parametrization computes it
+            w_dtype = weight_and_bias[0].dtype
             dtype = ops._autocast_dtype(x) if w_dtype != torch.float64 else None  # float64: not cast
             if dtype is not None and x.dtype in (torch.float32, torch.float16, torch.bfloat16):
                 x = x.to(dtype)
@@ -239,7 +242,7 @@ class Conv3x3(nn.Module):
             algo, transformed = self.algo, _transforms_active()
             if algo == "auto" and x.dim() == 4 and not torch.compiler.is_compiling() and not transformed:
                 algo = self._resolved_auto(x, pool)
-            weight, bias = self._prepared(algo, x, bn, dtype)
+            weight, bias = self._prepared(algo, x, bn, dtype, weight_and_bias)
             # The registered op itself (the functional wrapper's Python would add ~2.5 us a
             # call on the host: benchmarks/README.md, host overhead), or under torch.func
             # the Function its transforms run (as the wrapper does).
