@@ -229,6 +229,13 @@ def test_torch_compile_over_transforms(device):
     torch._dynamo.reset()
     assert torch.equal(torch.compile(ensemble, fullgraph=True, backend=backend)(ws, bs), ensemble(ws, bs))
     assert len(graphs) == 1
+    models = [torch.nn.Sequential(vggkern.Conv3x3(3, 4, relu=True, pool=True, algo="direct")).to(device)
+              for _ in range(3)]
+    with vggkern.cpu_backend("emulator"), torch.no_grad():  # the modules: a model ensemble
+        params, buffers = stack_module_state(models)
+        skeleton = copy.deepcopy(models[0]).to("meta")
+        modules = vmap(lambda p, x: functional_call(skeleton, (p, buffers), (x,)), in_dims=(0, None))
+        assert torch.equal(torch.compile(modules, fullgraph=True, backend="aot_eager")(params, x), modules(params, x))
 
     def two_convs(f):
         return lambda w: f(f(x, w, b, True, False), w[:, :3].repeat(1, 4, 1, 1)[:, :4], b, True, True).square().sum()
