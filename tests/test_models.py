@@ -821,6 +821,21 @@ def test_torch_export_keeps_our_ops_and_round_trips(algo, device, tmp_path):
             loaded(_image(65, 12, seed=34).to(device))
 
 
+def test_aot_inductor_package_runs_our_ops(tmp_path):
+    # Deployment without Python tracing: torch.export, then AOTInductor's package (a
+    # compiled .so calling our ops through the dispatcher; vggkern must be imported
+    # before loading it), gives the eager module's result bit for bit at another batch
+    # size. CPU only: the package's C++ build takes ~40 s.
+    torch.manual_seed(35)
+    model = nn.Sequential(Conv3x3(3, 8, relu=True, algo="direct"), Conv3x3(8, 6, relu=True, pool=True)).eval()
+    x2, x3 = _image(2, 10, seed=36), _image(3, 10, seed=37)
+    with torch.no_grad(), vggkern.cpu_backend("emulator"):
+        want = model(x3)
+        ep = torch.export.export(model, (x2,), dynamic_shapes=({0: torch.export.Dim("n", min=1, max=64)},))
+        path = torch._inductor.aoti_compile_and_package(ep, package_path=str(tmp_path / "model.pt2"))
+        assert torch.equal(torch._inductor.aoti_load_package(path)(x3), want)
+
+
 def test_models_under_autocast():
     """torch.autocast works on our modules as on torch's: VGG's features run in bfloat16,
     bit for bit the bfloat16 model's (weights cast once and cached for inference); a
