@@ -125,6 +125,36 @@ def test_vmap_folds_the_batch_into_one_call(channels_last, device, monkeypatch):
     assert torch.equal(y, F.max_pool2d(x, 2, 2).view(2, 3, 3, 3, 3).transpose(0, 1))
 
 
+def test_vmap_resolves_auto_for_an_element(device, monkeypatch):
+    # A folded call runs the algorithm "auto" picks for one element (its N, its K), as a
+    # loop of unbatched calls would, not for the folded batch: the tuned table's pick
+    # depends on N, and another algorithm would round differently.
+    x, w, b = _inputs(6, 3, 6, 6, 4, seed=14, device=device)
+    ws = torch.randn(3, *w.shape, generator=torch.Generator().manual_seed(15)).to(device)
+    asked, algos = [], []
+    resolve, op = vggkern.ops.resolve_algo, torch.ops.vggkern.conv3x3
+
+    def spy_resolve(x, k, **kw):
+        asked.append((tuple(x.shape), k))
+        return resolve(x, k, **kw)
+
+    def spy_op(*a):
+        if not (torch._C._functorch.is_batchedtensor(a[0]) or torch._C._functorch.is_batchedtensor(a[1])):
+            algos.append(a[5])
+        return op(*a)
+
+    monkeypatch.setattr(vggkern.ops, "resolve_algo", spy_resolve)
+    monkeypatch.setattr(torch.ops.vggkern, "conv3x3", spy_op)
+    auto = lambda x, w: vggkern.conv3x3(x, w, b, relu=True, pool=True)  # noqa: E731
+    y = vmap(lambda x: auto(x, w))(x.view(2, 3, 3, 6, 6))
+    y_ens = vmap(lambda w: auto(x, w))(ws)
+    assert asked == [((3, 3, 6, 6), 4), ((6, 3, 6, 6), 4)]
+    assert algos == [resolve(x[:3], 4, pool=True), resolve(x, 4, pool=True)]
+    monkeypatch.undo()
+    assert torch.equal(y, torch.stack([auto(x[:3], w), auto(x[3:], w)]))
+    assert torch.equal(y_ens, torch.stack([auto(x, wi) for wi in ws]))
+
+
 def test_per_sample_gradients(device):
     # vmap over grad: each input's own gradient, as a loop of torch autograd computes it.
     x, w, b = _inputs(3, 3, 6, 6, 4, seed=8, device=device)

@@ -330,14 +330,20 @@ def _maxpool2x2_vmap(info, in_dims, x):
 def _conv3x3_vmap(info, in_dims, x, weight, bias=None, relu=False, pool=False, algo="auto", allow_tf32=None):
     # One call where the batch folds into the op's own dimensions, else one per element
     # (also where an element is not what the op takes: the op then names what it is).
+    # "auto" is resolved for an element, as a loop of unbatched calls would resolve it, so
+    # that the folded call runs the same algorithm and gives their values bit for bit.
     op = torch.ops.vggkern.conv3x3
     x_dim, w_dim, b_dim = in_dims[:3]
     if w_dim is None and b_dim is None and x.dim() == 5:  # inputs batched, one conv: they join N
         x = x.movedim(x_dim, 0)
+        if algo == "auto" and x.shape[0] > 0 and weight.dim() == 4:
+            algo = resolve_algo(x[0], weight.shape[0], pool=pool, allow_tf32=allow_tf32)
         y = op(x.flatten(0, 1), weight, bias, relu, pool, algo, allow_tf32)
         return y.unflatten(0, x.shape[:2]), 0
     if x_dim is None and x.dim() == 4 and w_dim is not None and weight.dim() == 5:  # convs batched: filters join K
         b = info.batch_size
+        if algo == "auto":
+            algo = resolve_algo(x, weight.shape[1 if w_dim == 0 else 0], pool=pool, allow_tf32=allow_tf32)
         weight = weight.movedim(w_dim, 0).flatten(0, 1)
         if bias is not None:
             bias = bias.movedim(b_dim, 0).flatten() if b_dim is not None else bias.repeat(b)
