@@ -135,7 +135,7 @@ def test_vmap_resolves_auto_for_an_element(device, monkeypatch):
     resolve, op = vggkern.ops.resolve_algo, torch.ops.vggkern.conv3x3
 
     def spy_resolve(x, k, **kw):
-        asked.append((tuple(x.shape), k))
+        asked.append((tuple(x.shape), k, x.is_contiguous(memory_format=torch.channels_last) and not x.is_contiguous()))
         return resolve(x, k, **kw)
 
     def spy_op(*a):
@@ -148,11 +148,21 @@ def test_vmap_resolves_auto_for_an_element(device, monkeypatch):
     auto = lambda x, w: vggkern.conv3x3(x, w, b, relu=True, pool=True)  # noqa: E731
     y = vmap(lambda x: auto(x, w))(x.view(2, 3, 3, 6, 6))
     y_ens = vmap(lambda w: auto(x, w))(ws)
-    assert asked == [((3, 3, 6, 6), 4), ((6, 3, 6, 6), 4)]
+    assert asked == [((3, 3, 6, 6), 4, False), ((6, 3, 6, 6), 4, False)]
     assert algos == [resolve(x[:3], 4, pool=True), resolve(x, 4, pool=True)]
     monkeypatch.undo()
     assert torch.equal(y, torch.stack([auto(x[:3], w), auto(x[3:], w)]))
     assert torch.equal(y_ens, torch.stack([auto(x, wi) for wi in ws]))
+    # Nested vmap: an element of the innermost level, whose layout the outer level's
+    # BatchedTensor cannot tell (here channels_last); and an empty batch.
+    xs = x.contiguous(memory_format=torch.channels_last).view(2, 3, 1, 3, 6, 6)
+    monkeypatch.setattr(vggkern.ops, "resolve_algo", spy_resolve)
+    asked.clear()
+    y = vmap(vmap(lambda x: auto(x, w)))(xs)
+    assert asked == [((1, 3, 6, 6), 4, True)]
+    assert vmap(lambda x: auto(x, w))(x[:0].view(0, 1, 3, 6, 6)).shape == (0, 1, 4, 3, 3)
+    monkeypatch.undo()
+    assert torch.equal(y, torch.stack([torch.stack([auto(xs[i, j], w) for j in range(3)]) for i in range(2)]))
 
 
 def test_per_sample_gradients(device):

@@ -326,6 +326,21 @@ def _maxpool2x2_vmap(info, in_dims, x):
     return torch.ops.vggkern.maxpool2x2(x.flatten(0, 1)).unflatten(0, x.shape[:2]), 0  # the batch joins N
 
 
+def _auto_for_element(x, dim, out_channels, pool, allow_tf32):
+    # What "auto" picks for one element of a vmapped conv3x3: x's element 0 along dim
+    # (None: x is one), and along the batch dimension of every outer vmap level, whose
+    # BatchedTensor cannot say its memory format. "auto" as it is for an empty batch.
+    functorch = torch._C._functorch
+
+    def first(t, d):  # element 0 of t along d (d None: t itself); None for an empty batch
+        return t if d is None else t.select(d, 0) if t.shape[d] > 0 else None
+
+    e = first(x, dim)
+    while e is not None and functorch.is_batchedtensor(e):
+        e = first(*functorch._unwrap_batched(e, functorch.maybe_get_level(e)))
+    return "auto" if e is None else resolve_algo(e, out_channels, pool=pool, allow_tf32=allow_tf32)
+
+
 @torch.library.register_vmap("vggkern::conv3x3", lib=_LIB)
 def _conv3x3_vmap(info, in_dims, x, weight, bias=None, relu=False, pool=False, algo="auto", allow_tf32=None):
     # One call where the batch folds into the op's own dimensions, else one per element
@@ -336,14 +351,14 @@ def _conv3x3_vmap(info, in_dims, x, weight, bias=None, relu=False, pool=False, a
     x_dim, w_dim, b_dim = in_dims[:3]
     if w_dim is None and b_dim is None and x.dim() == 5:  # inputs batched, one conv: they join N
         x = x.movedim(x_dim, 0)
-        if algo == "auto" and x.shape[0] > 0 and weight.dim() == 4:
-            algo = resolve_algo(x[0], weight.shape[0], pool=pool, allow_tf32=allow_tf32)
+        if algo == "auto" and weight.dim() == 4:
+            algo = _auto_for_element(x, 0, weight.shape[0], pool, allow_tf32)
         y = op(x.flatten(0, 1), weight, bias, relu, pool, algo, allow_tf32)
         return y.unflatten(0, x.shape[:2]), 0
     if x_dim is None and x.dim() == 4 and w_dim is not None and weight.dim() == 5:  # convs batched: filters join K
         b = info.batch_size
         if algo == "auto":
-            algo = resolve_algo(x, weight.shape[1 if w_dim == 0 else 0], pool=pool, allow_tf32=allow_tf32)
+            algo = _auto_for_element(x, None, weight.shape[1 if w_dim == 0 else 0], pool, allow_tf32)
         weight = weight.movedim(w_dim, 0).flatten(0, 1)
         if bias is not None:
             bias = bias.movedim(b_dim, 0).flatten() if b_dim is not None else bias.repeat(b)
