@@ -42,6 +42,18 @@ def _ours(x, weight, bias, relu, pool):
     return vggkern.conv3x3(x, weight, bias, relu=relu, pool=pool, algo="direct")
 
 
+def _spy_on_plain_calls(monkeypatch, record):
+    # record(args) for each call of the op on plain tensors: what the vmap rule runs.
+    op, batched = torch.ops.vggkern.conv3x3, torch._C._functorch.is_batchedtensor
+
+    def spy(*a):
+        if not (batched(a[0]) or batched(a[1])):
+            record(a)
+        return op(*a)
+
+    monkeypatch.setattr(torch.ops.vggkern, "conv3x3", spy)
+
+
 @pytest.fixture(autouse=True)
 def _no_vmap_fallback():
     # torch's per-element fallback (a loop, "There is a performance drop...") must never run.
@@ -103,14 +115,8 @@ def test_vmap_folds_the_batch_into_one_call(channels_last, device, monkeypatch):
         x = x.contiguous(memory_format=torch.channels_last)
     g = torch.Generator().manual_seed(7)
     ws, bs = (torch.randn(3, *t.shape, generator=g).to(device) for t in (w, b))
-    calls, op, batched = [], torch.ops.vggkern.conv3x3, torch._C._functorch.is_batchedtensor
-
-    def spy(*a):  # the op's calls on plain tensors: what the vmap rule runs
-        if not (batched(a[0]) or batched(a[1])):
-            calls.append((tuple(a[0].shape), tuple(a[1].shape)))
-        return op(*a)
-
-    monkeypatch.setattr(torch.ops.vggkern, "conv3x3", spy)
+    calls = []
+    _spy_on_plain_calls(monkeypatch, lambda a: calls.append((tuple(a[0].shape), tuple(a[1].shape))))
     # A batch of inputs through one conv: one call, the batch joined to N; exact.
     y = vmap(lambda x: _ours(x, w, b, True, True))(x.view(2, 3, 3, 6, 6))
     assert torch.equal(y, _ours(x, w, b, True, True).view(2, 3, 4, 3, 3))
@@ -132,19 +138,14 @@ def test_vmap_resolves_auto_for_an_element(device, monkeypatch):
     x, w, b = _inputs(6, 3, 6, 6, 4, seed=14, device=device)
     ws = torch.randn(3, *w.shape, generator=torch.Generator().manual_seed(15)).to(device)
     asked, algos = [], []
-    resolve, op = vggkern.ops.resolve_algo, torch.ops.vggkern.conv3x3
+    resolve = vggkern.ops.resolve_algo
 
     def spy_resolve(x, k, **kw):
         asked.append((tuple(x.shape), k, x.is_contiguous(memory_format=torch.channels_last) and not x.is_contiguous()))
         return resolve(x, k, **kw)
 
-    def spy_op(*a):
-        if not (torch._C._functorch.is_batchedtensor(a[0]) or torch._C._functorch.is_batchedtensor(a[1])):
-            algos.append(a[5])
-        return op(*a)
-
     monkeypatch.setattr(vggkern.ops, "resolve_algo", spy_resolve)
-    monkeypatch.setattr(torch.ops.vggkern, "conv3x3", spy_op)
+    _spy_on_plain_calls(monkeypatch, lambda a: algos.append(a[5]))
     auto = lambda x, w: vggkern.conv3x3(x, w, b, relu=True, pool=True)  # noqa: E731
     y = vmap(lambda x: auto(x, w))(x.view(2, 3, 3, 6, 6))
     y_ens = vmap(lambda w: auto(x, w))(ws)

@@ -326,19 +326,23 @@ def _maxpool2x2_vmap(info, in_dims, x):
     return torch.ops.vggkern.maxpool2x2(x.flatten(0, 1)).unflatten(0, x.shape[:2]), 0  # the batch joins N
 
 
+def _element(t, dim, i=0):
+    # Element i of a vmapped argument t batched along dim (None: not batched, t itself).
+    return t if dim is None else t.select(dim, i)
+
+
 def _auto_for_element(x, dim, out_channels, pool, allow_tf32):
-    # What "auto" picks for one element of a vmapped conv3x3: x's element 0 along dim
-    # (None: x is one), and along the batch dimension of every outer vmap level, whose
-    # BatchedTensor cannot say its memory format. "auto" as it is for an empty batch.
+    # What "auto" picks for one element of a vmapped conv3x3: x's element 0 along dim,
+    # and along the batch dimension of every outer vmap level, whose BatchedTensor cannot
+    # say its memory format. "auto" as it is for an empty batch.
     functorch = torch._C._functorch
-
-    def first(t, d):  # element 0 of t along d (d None: t itself); None for an empty batch
-        return t if d is None else t.select(d, 0) if t.shape[d] > 0 else None
-
-    e = first(x, dim)
-    while e is not None and functorch.is_batchedtensor(e):
-        e = first(*functorch._unwrap_batched(e, functorch.maybe_get_level(e)))
-    return "auto" if e is None else resolve_algo(e, out_channels, pool=pool, allow_tf32=allow_tf32)
+    while True:
+        if dim is not None and x.shape[dim] == 0:
+            return "auto"
+        x = _element(x, dim)
+        if not functorch.is_batchedtensor(x):
+            return resolve_algo(x, out_channels, pool=pool, allow_tf32=allow_tf32)
+        x, dim = functorch._unwrap_batched(x, functorch.maybe_get_level(x))
 
 
 @torch.library.register_vmap("vggkern::conv3x3", lib=_LIB)
@@ -357,19 +361,16 @@ def _conv3x3_vmap(info, in_dims, x, weight, bias=None, relu=False, pool=False, a
         return y.unflatten(0, x.shape[:2]), 0
     if x_dim is None and x.dim() == 4 and w_dim is not None and weight.dim() == 5:  # convs batched: filters join K
         b = info.batch_size
+        weight = weight.movedim(w_dim, 0)
         if algo == "auto":
-            algo = _auto_for_element(x, None, weight.shape[1 if w_dim == 0 else 0], pool, allow_tf32)
-        weight = weight.movedim(w_dim, 0).flatten(0, 1)
+            algo = _auto_for_element(x, None, weight.shape[1], pool, allow_tf32)
+        weight = weight.flatten(0, 1)
         if bias is not None:
             bias = bias.movedim(b_dim, 0).flatten() if b_dim is not None else bias.repeat(b)
         y = op(x, weight, bias, relu, pool, algo, allow_tf32)
         return y.unflatten(1, (b, -1)), 1
-
-    def element(t, dim, i):
-        return t if dim is None else t.select(dim, i)
-
-    ys = [op(element(x, x_dim, i), element(weight, w_dim, i), element(bias, b_dim, i), relu, pool, algo, allow_tf32)
-          for i in range(info.batch_size)]
+    ys = [op(_element(x, x_dim, i), _element(weight, w_dim, i), _element(bias, b_dim, i), relu, pool, algo,
+             allow_tf32) for i in range(info.batch_size)]
     return torch.stack(ys), 0
 
 

@@ -24,8 +24,9 @@
 // it from here (vggkern::_conv3x3_forward_ad). torch.compile over such a transform: dynamo
 // (torch 2.14) traces into an autograd.Function's forward there, ignoring its derivatives,
 // so the op reaches this kernel and is refused; without fullgraph=True that is a graph
-// break, and the transform runs eagerly (its graph is not compiled). maxpool2x2, whose values are exactly
-// F.max_pool2d's, runs as at::max_pool2d in both cases, which torch.func supports.
+// break, and the transform runs eagerly (its graph is not compiled). maxpool2x2, whose
+// values are exactly F.max_pool2d's, runs as at::max_pool2d in both cases, which
+// torch.func supports.
 #include <ATen/core/grad_mode.h>
 #include <ATen/ops/convolution.h>
 #include <ATen/ops/convolution_backward.h>
