@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
 # The one script a GPU session runs, from the repo root, in one call:
 #   bash benchmarks/device_run.sh [--quick]
-# Builds vggkern in place against the machine's own torch (no network, no pip), probes the
-# wgmma tiles in a process of their own (benchmarks/wgmma_probe.py; if they fault or
-# differ from the emulator they are left out of what follows), runs the GPU tests,
+# Builds vggkern in place against the machine's own torch (no network, no pip), runs the
+# tensor-core instruction cases (tests/tensor_core_probe.cu), probes the wgmma tiles in a
+# process of their own (benchmarks/wgmma_probe.py; if they fault or differ from the
+# emulator they are left out of what follows), runs the GPU tests,
 # compute-sanitizer memcheck + racecheck on a small case, the benchmarks
 # (pytest-benchmark if present, else python -m benchmarks.run: same cases, same JSON),
 # and writes under $OUT (default ./device_out):
@@ -45,6 +46,12 @@ step "GPU: $(nvidia-smi --query-gpu=name,driver_version --format=csv,noheader 2>
 $PY -c "import torch; print('torch', torch.__version__, 'cuda', torch.version.cuda, 'cudnn', torch.backends.cudnn.version(), 'gpu', torch.cuda.is_available())"
 
 # ---- build ----------------------------------------------------------------------------
+# The tensor-core probe (tests/tensor_core_probe.cu, ~10 s of nvcc) builds beside the extension.
+PROBE=$PWD/build/tensor_core_probe
+mkdir -p build
+( [ -n "${CUDA_HOME:-}" ] && timeout 120 "$CUDA_HOME/bin/nvcc" -std=c++17 -O2 -gencode arch=compute_90a,code=sm_90a \
+    -o "$PROBE" tests/tensor_core_probe.cu >build/tensor_core_probe.log 2>&1 ) &
+PROBE_BUILD=$!
 step "build (python3 setup.py build_ext --inplace, MAX_JOBS=16)"
 BT=$(( $(left) - 120 )); [ $BT -lt 30 ] && BT=30
 if timeout $BT $PY setup.py build_ext --inplace >"$OUT/build.log" 2>&1; then
@@ -54,13 +61,30 @@ else
 fi
 $PY -c "import torch, vggkern; print('vggkern', vggkern.__file__, vggkern.build_info())" || STATUS+=("import vggkern: FAILED")
 
+# ---- tensor-core probe ----------------------------------------------------------------
+# The instruction wrappers alone (ldmatrix, mma.sync, wgmma), each against the exact
+# product or the PTX ISA's fragment layout: a wrong layout shows here by instruction name.
+step "tensor-core probe (tests/tensor_core_probe.cu)"
+: >"$OUT/tests.log"
+if wait $PROBE_BUILD && [ -x "$PROBE" ]; then
+  timeout 60 "$PROBE" >>"$OUT/tests.log" 2>&1
+  rc=$?
+  grep -E "DIFFERS|probe:" "$OUT/tests.log" | head -40
+  case $rc in
+    0) STATUS+=("tensor-core probe: every case passes");;
+    2) STATUS+=("tensor-core probe: not runnable here");;
+    *) STATUS+=("tensor-core probe: FAILED rc=$rc (see tests.log)");;
+  esac
+else
+  STATUS+=("tensor-core probe: did not build"); tail -5 build/tensor_core_probe.log 2>/dev/null
+fi
+
 # ---- wgmma probe ----------------------------------------------------------------------
 # The wgmma tiles against the emulator in a process of their own (benchmarks/wgmma_probe.py):
 # if they fault or differ, they stay out of the later steps' processes.
 step "wgmma probe (benchmarks/wgmma_probe.py)"
-timeout 60 $PY benchmarks/wgmma_probe.py >"$OUT/tests.log" 2>&1
-rc=$?
-cat "$OUT/tests.log"
+timeout 60 $PY benchmarks/wgmma_probe.py 2>&1 | tee -a "$OUT/tests.log"
+rc=${PIPESTATUS[0]}
 WG_FILTER=()
 case $rc in
   0) STATUS+=("wgmma probe: every wgmma tile matches the emulator bit for bit");;
