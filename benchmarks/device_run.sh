@@ -52,12 +52,28 @@ mkdir -p build
 ( [ -n "${CUDA_HOME:-}" ] && timeout 120 "$CUDA_HOME/bin/nvcc" -std=c++17 -O2 -gencode arch=compute_90a,code=sm_90a \
     -o "$PROBE" tests/tensor_core_probe.cu >build/tensor_core_probe.log 2>&1 ) &
 PROBE_BUILD=$!
-step "build (python3 setup.py build_ext --inplace, MAX_JOBS=16)"
-BT=$(( $(left) - 120 )); [ $BT -lt 30 ] && BT=30
-if timeout $BT $PY setup.py build_ext --inplace >"$OUT/build.log" 2>&1; then
-  STATUS+=("build: ok ($(elapsed)s)")
-else
-  STATUS+=("build: FAILED rc=$? (see build.log)"); tail -20 "$OUT/build.log"
+# preflight.sh's build for this Python, torch and these sources, where carried
+# (device_build/, its stamp matching) and importable; else a build here.
+PREBUILT=0
+if [ -f device_build/stamp ] && ls device_build/_C*.so >/dev/null 2>&1; then
+  want=$(cat device_build/stamp); have=$(bash benchmarks/build_stamp.sh "$PY" 2>/dev/null || true)
+  if [ "$want" = "$have" ]; then
+    step "build: preflight's, carried in device_build/ ($have)"
+    cp device_build/_C*.so vggkern/ && $PY -c "import vggkern; assert vggkern.build_info()['cuda_kernels']" \
+      >"$OUT/build.log" 2>&1 && PREBUILT=1 && STATUS+=("build: preflight's, carried (stamp: $have)")
+    [ $PREBUILT = 1 ] || { cat "$OUT/build.log"; rm -f vggkern/_C*.so; echo "it does not import: building"; }
+  else
+    step "build: device_build/ is for another build (stamp '$want', here '$have'): building"
+  fi
+fi
+if [ $PREBUILT = 0 ]; then
+  step "build (python3 setup.py build_ext --inplace, MAX_JOBS=16)"
+  BT=$(( $(left) - 120 )); [ $BT -lt 30 ] && BT=30
+  if timeout $BT $PY setup.py build_ext --inplace >"$OUT/build.log" 2>&1; then
+    STATUS+=("build: ok ($(elapsed)s)")
+  else
+    STATUS+=("build: FAILED rc=$? (see build.log)"); tail -20 "$OUT/build.log"
+  fi
 fi
 $PY -c "import torch, vggkern; print('vggkern', vggkern.__file__, vggkern.build_info())" || STATUS+=("import vggkern: FAILED")
 

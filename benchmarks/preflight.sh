@@ -6,6 +6,8 @@
 # installs those versions from PyPI into a venv, builds a clean clone of this checkout's
 # HEAD against them (nvcc, sm_90a), runs the whole test suite (emulator), and runs
 # benchmarks/device_run.sh --quick, which finds no GPU and so checks only its plumbing.
+# The extension it builds is staged in device_build/ (git-ignored) for the device run to
+# carry, so the device spends no time building it.
 #
 #   bash benchmarks/preflight.sh            # ~15 min on 2 cores; ~4 GB of wheels the first time
 #
@@ -37,6 +39,13 @@ echo "preflight: commit $(git rev-parse --short HEAD) in $WORK/repo"
 echo "preflight: build (setup.py build_ext --inplace)"
 "$PY" setup.py build_ext --inplace >"$WORK/build.log" 2>&1 || { tail -30 "$WORK/build.log"; echo "preflight: BUILD FAILED"; exit 1; }
 "$PY" -c "import vggkern; print('preflight: built', vggkern.build_info())"
+# The build, staged for the device: device_run.sh takes it instead of building (~2 min of
+# device time) where its stamp (benchmarks/build_stamp.sh) matches there. Carry it:
+# run(..., carry=["device_build"]).
+rm -rf "$REPO/device_build" && mkdir -p "$REPO/device_build"
+cp vggkern/_C*.so "$REPO/device_build/"
+bash benchmarks/build_stamp.sh "$PY" >"$REPO/device_build/stamp"
+echo "preflight: staged $(ls "$REPO"/device_build/_C*.so) ($(cat "$REPO/device_build/stamp"))"
 
 echo "preflight: pytest tests benchmarks"
 XDIST=(); "$PY" -c "import xdist" 2>/dev/null && XDIST=(-n "$MAX_JOBS")
@@ -44,10 +53,11 @@ PYTHONPATH="$PWD" "$PY" -m pytest tests benchmarks -q -p no:cacheprovider ${XDIS
   || { tail -30 "$WORK/tests.log"; echo "preflight: TESTS FAILED"; exit 1; }
 tail -1 "$WORK/tests.log"
 
-echo "preflight: benchmarks/device_run.sh --quick (no GPU: the plumbing only)"
+echo "preflight: benchmarks/device_run.sh --quick (no GPU: the plumbing only, on the staged build)"
+cp -r "$REPO/device_build" .
 OUT="$WORK/device_out" PYTHON="$PY" VGGKERN_GIT_COMMIT=$(git rev-parse HEAD) \
   bash benchmarks/device_run.sh --quick >"$WORK/device_run.log" 2>&1 || true
 sed -n '/^== \[[0-9]*s\] done/,$p' "$WORK/device_run.log" | head -12
-grep -q "build: ok" "$WORK/device_run.log" || { echo "preflight: device_run.sh did not build"; exit 1; }
+grep -q "build: preflight's, carried" "$WORK/device_run.log" || { echo "preflight: device_run.sh did not take the staged build"; exit 1; }
 grep -q "gpu tests: passed" "$WORK/device_run.log" || { echo "preflight: device_run.sh's GPU-test step did not pass (collection or plumbing)"; exit 1; }
 echo "preflight: ok (logs in $WORK)"
