@@ -18,8 +18,14 @@ REPO=$(cd "$(dirname "$0")/.." && pwd)
 TORCH_VERSION=${TORCH_VERSION:-2.11.0}
 TORCHVISION_VERSION=${TORCHVISION_VERSION:-0.26.0}
 VENV=${VENV:-/tmp/vggkern-preflight-venv-$TORCH_VERSION}
-PY312=${PY312:-$(command -v python3.12 || ls -d "$HOME"/.pyenv/versions/3.12*/bin/python 2>/dev/null | tail -1 || true)}
-[ -n "$PY312" ] || { echo "preflight: no Python 3.12 found (set PY312)"; exit 2; }
+# The first Python 3.12 that runs (pyenv's python3.12 shim exists but fails where 3.12
+# is not the selected version).
+if [ -z "${PY312:-}" ]; then
+  for c in "$(command -v python3.12 || true)" "$HOME"/.pyenv/versions/3.12*/bin/python; do
+    [ -n "$c" ] && "$c" -c "import sys; assert sys.version_info[:2] == (3, 12)" 2>/dev/null && { PY312=$c; break; }
+  done
+fi
+[ -n "${PY312:-}" ] || { echo "preflight: no Python 3.12 found (set PY312)"; exit 2; }
 export CUDA_HOME=${CUDA_HOME:-/usr/local/cuda} TORCH_CUDA_ARCH_LIST=9.0a MAX_JOBS=${MAX_JOBS:-2}
 export PATH="$CUDA_HOME/bin:$PATH"
 
