@@ -18,8 +18,8 @@
 // the codes are at most 128: exact in fp16, bf16 and tf32.
 //
 // Shapes: the mma.sync tile is D (16x8) = A (16x32) * B (32x8), two k16 (or four tf32
-// k8) steps; the wgmma tile D (64x128) = A (64x32) * B (32x128), two k16 steps, done twice
-// on the same registers. Matrices are row-major; "Bt" is B transposed (Bt[n][k]).
+// k8) steps; the wgmma tile D (64x128) = A (64xK) * B (Kx128), K = 32 halves or 16 floats
+// (64-byte rows), two 32-byte k steps (k16, or k8 tf32), done twice on the same registers. Matrices are row-major; "Bt" is B transposed (Bt[n][k]).
 #pragma once
 
 #include <cmath>
@@ -109,16 +109,17 @@ __global__ void ldmatrix_x4_kernel(uint32_t* out, const __half* tile) {
   for (int j = 0; j < 4; ++j) out[lane * 4 + j] = r[j];
 }
 
-// wgmma: one warpgroup, D (64x128) = A (64x32) * B (32x128) in two k16 steps, A given
-// row-major (A[m][k]) and B as Bt (Bt[n][k]), both stored K-major in rows of 64 bytes with
+// wgmma: one warpgroup, D (64x128) = A (64xK) * B (Kx128), K = wgmma_k<T> (one 64-byte
+// row: 32 halves or 16 floats) in two 32-byte k steps (m64n128k16, or m64n128k8.tf32), A
+// given row-major (A[m][k]) and B as Bt (Bt[n][k]), both stored K-major in rows of 64 bytes with
 // the 64-byte swizzle written from the PTX ISA's description (address bits 4-5 XOR bits
 // 7-8), independently of the conv kernel's offset(); D read back by the documented
 // accumulator layout. It does so twice, the second time on the same registers zeroed
 // again (as a kernel's next tile would), which wgmma's register protocol allows after a
 // wgmma_fence(). `fault` breaks one rule for the emulator's error tests (the GPU runs
 // WgmmaFault::none only).
-__device__ __forceinline__ int sw64(int row, int k) {
-  const int linear = row * 64 + k * 2;
+__device__ __forceinline__ int sw64(int row, int byte) {
+  const int linear = row * 64 + byte;
   return linear ^ (((linear >> 7) & 3) << 4);
 }
 enum class WgmmaFault {
@@ -135,7 +136,9 @@ enum class WgmmaFault {
   warp_skips_commit,  // round 2: warp 3 does not commit
   warp_leaves_early,  // warp 3 returns before round 2
 };
-constexpr int kWgM = 64, kWgN = 128, kWgK = 32;
+constexpr int kWgM = 64, kWgN = 128;
+template <class T>
+constexpr int wgmma_k = 64 / int(sizeof(T));
 constexpr size_t kWgmmaSmemBytes = size_t(kWgM + kWgN) * 64;
 
 template <class T, MmaType kType>
@@ -144,13 +147,14 @@ __global__ void wgmma_tile_kernel(float* D, const T* A, const T* Bt, WgmmaFault 
   unsigned char* const as = smem;            // 64 rows x 64 bytes
   unsigned char* const bs = smem + 64 * 64;  // 128 rows x 64 bytes
   // Pairs of elements through st_shared (which the emulator sees), as the generic proxy.
-  auto store_pair = [](unsigned char* tile, int i, const T* src) {
+  // Word i (4 bytes) of the row-major source is word i % 16 of row i / 16.
+  auto store_word = [](unsigned char* tile, int i, const T* src) {
     uint32_t bits;
-    memcpy(&bits, src + 2 * i, sizeof bits);
-    st_shared(reinterpret_cast<uint32_t*>(tile + sw64(i / 16, 2 * (i % 16))), bits);
+    memcpy(&bits, reinterpret_cast<const unsigned char*>(src) + 4 * i, sizeof bits);
+    st_shared(reinterpret_cast<uint32_t*>(tile + sw64(i / 16, 4 * (i % 16))), bits);
   };
-  for (int i = threadIdx.x; i < 64 * 16; i += blockDim.x) store_pair(as, i, A);
-  for (int i = threadIdx.x; i < 128 * 16; i += blockDim.x) store_pair(bs, i, Bt);
+  for (int i = threadIdx.x; i < 64 * 16; i += blockDim.x) store_word(as, i, A);
+  for (int i = threadIdx.x; i < 128 * 16; i += blockDim.x) store_word(bs, i, Bt);
   if (fault != WgmmaFault::no_proxy_fence) fence_proxy_async();
   __syncthreads();
   uint64_t da = smem_desc_k_sw64(as, 512), db = smem_desc_k_sw64(bs, 512);
@@ -382,15 +386,17 @@ int run_ldmatrix_cases(Launch&& launch) {
   return failed;
 }
 
-// wgmma m64n128k16 (f16, bf16) from 64-byte-swizzled shared memory.
+// wgmma m64n128k16 (f16, bf16) and m64n128k8 (tf32) from 64-byte-swizzled shared memory.
 template <class Launch>
 int run_wgmma_cases(Launch&& launch) {
   namespace k = vk::VK_KERNEL_NS::tc_kernels;
   return run_gemm_cases<__half>(launch, "wgmma_m64n128k16 f16", k::wgmma_tile_kernel<__half, MmaType::f16>, k::kWgM,
-                                k::kWgN, k::kWgK, true, 128, k::kWgmmaSmemBytes, k::WgmmaFault::none) +
+                                k::kWgN, k::wgmma_k<__half>, true, 128, k::kWgmmaSmemBytes, k::WgmmaFault::none) +
          run_gemm_cases<__nv_bfloat16>(launch, "wgmma_m64n128k16 bf16",
-                                       k::wgmma_tile_kernel<__nv_bfloat16, MmaType::bf16>, k::kWgM, k::kWgN, k::kWgK,
-                                       true, 128, k::kWgmmaSmemBytes, k::WgmmaFault::none);
+                                       k::wgmma_tile_kernel<__nv_bfloat16, MmaType::bf16>, k::kWgM, k::kWgN,
+                                       k::wgmma_k<__nv_bfloat16>, true, 128, k::kWgmmaSmemBytes, k::WgmmaFault::none) +
+         run_gemm_cases<float>(launch, "wgmma_m64n128k8 tf32", k::wgmma_tile_kernel<float, MmaType::tf32>, k::kWgM,
+                               k::kWgN, k::wgmma_k<float>, true, 128, k::kWgmmaSmemBytes, k::WgmmaFault::none);
 }
 
 }  // namespace tc_cases
