@@ -9,12 +9,16 @@
 # The extension it builds is staged in device_build/ (git-ignored) for the device run to
 # carry, so the device spends no time building it.
 #
-#   bash benchmarks/preflight.sh            # ~15 min on 2 cores; ~4 GB of wheels the first time
+#   bash benchmarks/preflight.sh               # ~25 min on 2 cores; ~4 GB of wheels the first time
+#   bash benchmarks/preflight.sh --build-only  # ~10 min: the build, staged, and the plumbing check;
+#                                              # no test suite (for a session about to use the GPU)
 #
 # Environment: PY312 (a Python 3.12 interpreter; default python3.12 on PATH or pyenv's),
 # TORCH_VERSION / TORCHVISION_VERSION (default the device image's), VENV (reused if there).
 set -euo pipefail
 REPO=$(cd "$(dirname "$0")/.." && pwd)
+BUILD_ONLY=0
+[ "${1:-}" = "--build-only" ] && BUILD_ONLY=1
 TORCH_VERSION=${TORCH_VERSION:-2.11.0}
 TORCHVISION_VERSION=${TORCHVISION_VERSION:-0.26.0}
 VENV=${VENV:-/tmp/vggkern-preflight-venv-$TORCH_VERSION}
@@ -53,11 +57,13 @@ cp vggkern/_C*.so "$REPO/device_build/"
 bash benchmarks/build_stamp.sh "$PY" >"$REPO/device_build/stamp"
 echo "preflight: staged $(ls "$REPO"/device_build/_C*.so) ($(cat "$REPO/device_build/stamp"))"
 
-echo "preflight: pytest tests benchmarks"
-XDIST=(); "$PY" -c "import xdist" 2>/dev/null && XDIST=(-n "$MAX_JOBS")
-PYTHONPATH="$PWD" "$PY" -m pytest tests benchmarks -q -p no:cacheprovider ${XDIST[@]+"${XDIST[@]}"} >"$WORK/tests.log" 2>&1 \
-  || { tail -30 "$WORK/tests.log"; echo "preflight: TESTS FAILED"; exit 1; }
-tail -1 "$WORK/tests.log"
+if [ $BUILD_ONLY = 0 ]; then
+  echo "preflight: pytest tests benchmarks"
+  XDIST=(); "$PY" -c "import xdist" 2>/dev/null && XDIST=(-n "$MAX_JOBS")
+  PYTHONPATH="$PWD" "$PY" -m pytest tests benchmarks -q -p no:cacheprovider ${XDIST[@]+"${XDIST[@]}"} >"$WORK/tests.log" 2>&1 \
+    || { tail -30 "$WORK/tests.log"; echo "preflight: TESTS FAILED"; exit 1; }
+  tail -1 "$WORK/tests.log"
+fi
 
 echo "preflight: benchmarks/device_run.sh --quick (no GPU: the plumbing only, on the staged build)"
 cp -r "$REPO/device_build" .
