@@ -6,7 +6,6 @@
 // emulator's own behaviour: cp.async timing, bank counts, and misuse reported.
 #include <cmath>
 #include <cstdlib>
-#include <cstring>
 #include <vector>
 
 #include "../../csrc/emu/launch.h"
