@@ -127,6 +127,7 @@ def _get_benchmark(request):
 @pytest.fixture
 def run_bench(request):
     """run_bench(case): time the case, put its row in benchmark.extra_info, or skip."""
+    from . import journal, timing
     from .cases import SkipCase, run_case, default_cfg
 
     def run(case):
@@ -142,6 +143,8 @@ def run_bench(request):
             _SKIPPED.append({"id": case.id, "reason": str(e)})
             pytest.skip(str(e))
         host_call = row.pop("_host_call", None)
+        journal.record(case, row, lambda: timing.environment("cpu" if case.tier == "smoke" else "cuda"),
+                       config._vk_set)
         vk_benchmark = _get_benchmark(request)
         vk_benchmark.group = f"{case.group}"
         vk_benchmark.extra_info.update(row)

@@ -9,6 +9,8 @@
 # (pytest-benchmark if present, else python -m benchmarks.run: same cases, same JSON),
 # and writes under $OUT (default ./device_out):
 #   results.json  summary.md  speedup.png  roofline.md  build.log  tests.log  sanitize.log  bench.log
+#   bench_rows.jsonl (the benchmarks' rows as they finished: results.json is made from it
+#   where the benchmark run was killed before writing its own)
 # Finishes inside 9 minutes (--quick: 4): each step has a time limit and the benchmarks
 # stop starting new cases at a deadline. The last lines printed are the summary table.
 # Set VGGKERN_GIT_COMMIT=<sha> when the tree has no .git (the device copy has none).
@@ -153,6 +155,11 @@ done
 
 # ---- benchmarks -----------------------------------------------------------------------
 DEADLINE=$(( $(date +%s) + $(left) - 30 ))
+# Each timed case is also appended to a journal as it finishes (benchmarks/journal.py):
+# pytest-benchmark writes its JSON only at the end, and a run killed by the time limit
+# (a hung kernel) would otherwise leave no results at all.
+export VGGKERN_BENCH_JOURNAL="$OUT/bench_rows.jsonl"
+rm -f "$VGGKERN_BENCH_JOURNAL"
 step "benchmarks (--bench-set $SET, new cases stop at $(( DEADLINE - START ))s)"
 if $PY -c "import pytest_benchmark" 2>/dev/null; then
   RUNNER="pytest-benchmark"
@@ -168,6 +175,10 @@ else
 fi
 rc=$?
 STATUS+=("benchmarks ($RUNNER): rc=$rc, $(grep -E '(passed|skipped|timed|failed)' "$OUT/bench.log" | tail -1)")
+if [ ! -s "$OUT/results.json" ] && [ -s "$VGGKERN_BENCH_JOURNAL" ]; then
+  STATUS+=("benchmarks: no results.json (the run did not finish): $($PY -m benchmarks.journal \
+    "$VGGKERN_BENCH_JOURNAL" "$OUT/results.json" 2>&1 | tail -1), marked partial")
+fi
 
 # Record the steps' outcome in the JSON too.
 if [ -s "$OUT/results.json" ]; then

@@ -105,6 +105,8 @@ def env_lines(env, data):
     out = ["| what | value |", "| --- | --- |"]
     out += [f"| {k} | {env.get(k)} |" for k in keys if k in env]
     out.append(f"| bench set | {data.get('vggkern_bench_set')} |")
+    if data.get("vggkern_partial"):
+        out.append(f"| **partial** | {data['vggkern_partial']} |")
     return out
 
 

@@ -17,7 +17,7 @@ import traceback
 
 import torch
 
-from . import timing
+from . import journal, timing
 from .cases import SkipCase, build_cases, default_cfg
 
 TIERS = {"smoke": ("smoke",), "quick": ("quick",), "full": ("quick", "full")}
@@ -66,10 +66,8 @@ def main(argv=None):
             continue
         row.pop("_host_call", None)
         med = row["median_s"]
-        results.append({"name": case.id, "fullname": f"benchmarks.run::{case.id}", "group": case.group,
-                         "params": case.p, "extra_info": row,
-                         "stats": {"median": med, "iqr": row["iqr_s"], "min": row["min_s"], "max": row["max_s"],
-                                   "rounds": row["repeats"]}})
+        results.append(journal.entry(case, row))
+        journal.record(case, row, env, bench_set)
         print(f"[{i + 1}/{len(cases)}] {case.id}: {med * 1e6:.1f} us (IQR {row['iqr_s'] * 1e6:.1f})", flush=True)
     out = {"machine_info": {"vggkern_env": env}, "commit_info": {"id": env.get("git_commit")},
            "benchmarks": results, "datetime": datetime.datetime.now(datetime.timezone.utc).isoformat(),
