@@ -74,9 +74,12 @@ def test_an_empty_journal_makes_no_results(tmp_path):
 def test_the_pytest_suite_writes_the_journal(tmp_path):
     # The pytest-benchmark path (device_run.sh's), which writes its own JSON only at the end.
     path = tmp_path / "rows.jsonl"
-    env = dict(os.environ, **{journal.ENV_VAR: str(path)})
+    # A pytest of its own, not an xdist worker (pytest-benchmark switches itself off there).
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PYTEST_")}
+    env[journal.ENV_VAR] = str(path)
     proc = subprocess.run([sys.executable, "-m", "pytest", "benchmarks/test_bench_maxpool.py", "--bench-set", "smoke",
-                           "-q", "-p", "no:cacheprovider", "--benchmark-json", str(tmp_path / "bench.json")],
+                           "-q", "-p", "no:cacheprovider", "-p", "no:xdist",
+                           "--benchmark-json", str(tmp_path / "bench.json")],
                           cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
     assembled = journal.assemble(str(path))

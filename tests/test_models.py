@@ -1002,9 +1002,10 @@ def test_conv3x3_module_caches_winograd_transform(algo):
 @pytest.mark.parametrize("algo,dtype", [("winograd_f2x2", torch.float32), ("implicit_gemm", torch.float16),
                                         ("direct", torch.float32)])
 def test_frozen_module_gives_the_input_its_gradient(algo, dtype):
-    """A frozen module (no parameter wants a gradient) with an x that does: the module
-    hands the op its raw weight, so the backward runs (the op has none through a prepared
-    one), also when the prepared weight was cached under inference_mode."""
+    """A frozen module (no parameter wants a gradient) with an x that does (saliency, style
+    transfer): the module hands the op its prepared weight, cached, whose backward gives x
+    its gradient; one cached under inference_mode (which autograd cannot save) is made
+    again, once."""
     torch.manual_seed(3)
     conv = Conv3x3(8, 16, relu=True, pool=True, algo=algo).to(dtype).requires_grad_(False)
     other = torch.channels_last if algo == "direct" else torch.contiguous_format  # not the kernel's: prepared
@@ -1015,11 +1016,17 @@ def test_frozen_module_gives_the_input_its_gradient(algo, dtype):
     with vggkern.cpu_backend("emulator"):
         with torch.inference_mode():
             conv(x)
-        assert _cached_weight(conv) is not None  # prepared (and an inference tensor)
+        assert _cached_weight(conv).is_inference()  # prepared (and an inference tensor)
         xg = x.detach().clone().requires_grad_()
         conv(xg).float().square().sum().backward()
+        prepared = _cached_weight(conv)
+        assert not prepared.is_inference() and prepared is not conv.weight
+        xg2 = x.detach().clone().requires_grad_()
+        conv(xg2).float().square().sum().backward()
+        assert _cached_weight(conv) is prepared  # kept across calls that want x's gradient
     tol = 1e-4 if dtype == torch.float32 else 2e-2
     torch.testing.assert_close(xg.grad, ref.grad, rtol=tol, atol=tol)
+    torch.testing.assert_close(xg2.grad, xg.grad, rtol=0, atol=0)
 
 
 @pytest.mark.parametrize("algo", ["winograd_f4x4", "implicit_gemm"])

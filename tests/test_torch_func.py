@@ -221,11 +221,12 @@ def test_refusals_under_transforms():
         grad(lambda w: torch.ops.vggkern.conv3x3(x, w, b, False, False, "direct").sum())(w)
     with pytest.raises(NotImplementedError, match="vggkern.conv3x3: under torch.func transforms"):
         jvp(lambda x: torch.ops.vggkern.conv3x3(x, w, b, False, False, "direct"), (x,), (x,))
-    # No derivative through a pre-transformed Winograd weight, in either mode.
+    # No derivative for a pre-transformed Winograd weight U itself, in either mode (x has
+    # its own through U: test_derivatives_for_x_through_a_pre_transformed_weight).
     u = vggkern.winograd_weight(w, 2)
-    with pytest.raises(NotImplementedError, match="no derivative through a pre-transformed"):
+    with pytest.raises(NotImplementedError, match="no derivative with respect to a pre-transformed"):
         grad(lambda u: vggkern.conv3x3(x, u, b, algo="winograd_f2x2").sum())(u)
-    with pytest.raises(NotImplementedError, match="no derivative through a pre-transformed"):
+    with pytest.raises(NotImplementedError, match="no derivative with respect to a pre-transformed"):
         jvp(lambda u: vggkern.conv3x3(x, u, b, algo="winograd_f2x2"), (u,), (torch.ones_like(u),))
     # Under vmap, what an element is, not the folded batch.
     with pytest.raises(ValueError, match=r"conv3x3: expected x to be a 4-D tensor \(N, C, H, W\), got a 3-D tensor "
@@ -292,3 +293,26 @@ def test_torch_compile_over_transforms(device):
     torch._dynamo.reset()
     with pytest.raises(Exception, match=r"vggkern.conv3x3: under torch.func transforms .* without fullgraph=True"):
         torch.compile(lambda w: grad(two_convs(_ours))(w), fullgraph=True, backend="aot_eager")(w)
+
+
+@pytest.mark.parametrize("tile", [2, 4])
+def test_derivatives_for_x_through_a_pre_transformed_weight(tile):
+    # grad, jvp and per-sample vmap(grad) over x with U = winograd_weight(w, tile) held
+    # constant: torch's derivatives through w, in float64.
+    x, w, b = _inputs(seed=11)
+    u, algo = vggkern.winograd_weight(w, tile), f"winograd_f{tile}x{tile}"
+
+    def ours(x):
+        return vggkern.conv3x3(x, u, b, relu=True, algo=algo)
+
+    def theirs(x):
+        return F.relu(F.conv2d(x, w.double(), b.double(), padding=1))
+
+    torch.testing.assert_close(grad(lambda x: ours(x).square().sum())(x).double(),
+                               grad(lambda x: theirs(x).square().sum())(x.double()), rtol=1e-5, atol=1e-5)
+    t = torch.randn(x.shape, generator=torch.Generator().manual_seed(4))
+    torch.testing.assert_close(jvp(ours, (x,), (t,))[1].double(), jvp(theirs, (x.double(),), (t.double(),))[1],
+                               rtol=1e-5, atol=1e-5)
+    per_sample = vmap(grad(lambda xi: ours(xi.unsqueeze(0)).square().sum()))(x)
+    torch.testing.assert_close(per_sample.double(), grad(lambda x: theirs(x).square().sum())(x.double()),
+                               rtol=1e-5, atol=1e-5)

@@ -239,11 +239,74 @@ def test_bad_inputs(args, match, entry):
     assert_refused(args, match, entry)
 
 
-def test_no_backward_through_pre_transformed_weight():
+@pytest.mark.parametrize("algo", list(ALGOS))
+@pytest.mark.parametrize("relu,pool", [(False, False), (True, True)])
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_gradients_for_x_and_bias_through_pre_transformed_weight(algo, relu, pool, dtype):
+    # A frozen model's U = winograd_weight(w, m) gives x and bias their gradients: torch's
+    # (float64) through w, within the rounding of recovering w from the float32 U and of
+    # dtype's backward.
+    x, w, b = _inputs(2, 5, 6, 7, 9, dtype, "cpu", seed=53)
+    u = vggkern.winograd_weight(w, ALGOS[algo])
+    xg, bg = x.clone().requires_grad_(), b.clone().requires_grad_()
+    y = vggkern.conv3x3(xg, u, bg, relu=relu, pool=pool, algo=algo)
+    dy = torch.randn(y.shape, generator=torch.Generator().manual_seed(1)).to(dtype)
+    gx, gb = torch.autograd.grad(y, (xg, bg), dy)
+    assert gx.dtype == gb.dtype == dtype
+    # As through the raw weight (whose backward recomputes ReLU and pool in dtype too),
+    # to the rounding of recovering w from the float32 U: none once w is in 16 bits.
+    xw, bw = x.clone().requires_grad_(), b.clone().requires_grad_()
+    yw = vggkern.conv3x3(xw, w, bw, relu=relu, pool=pool, algo=algo)
+    exact = dtype != torch.float32
+    for got, want in zip((gx, gb), torch.autograd.grad(yw, (xw, bw), dy)):
+        torch.testing.assert_close(got, want, rtol=0 if exact else 1e-5, atol=0 if exact else 1e-5)
+    # And torch's in float64. With ReLU and pool, only in float32: in 16 bits ties in a
+    # pool window are common, and which element gets the gradient is then the rounded
+    # forward's choice, not float64's.
+    if relu and exact:
+        return
+    x64, b64 = x.double().requires_grad_(), b.double().requires_grad_()
+    y64 = _torch_forward(x64, w.double(), b64, relu, pool, torch.float64)
+    tol = {torch.float32: 1e-5, torch.float16: 2e-3, torch.bfloat16: 2e-2}[dtype]
+    for got, want in zip((gx, gb), torch.autograd.grad(y64, (x64, b64), dy.double())):
+        assert (got.double() - want).abs().max().item() <= tol * want.abs().max().item()
+
+
+def test_no_derivative_for_the_pre_transformed_weight_itself():
     x, w, b = _inputs(1, 3, 4, 5, 5, torch.float32, "cpu", seed=53)
-    y = vggkern.conv3x3(x.requires_grad_(), vggkern.winograd_weight(w, 2), b, algo="winograd_f2x2")
-    with pytest.raises(NotImplementedError, match="pre-transformed"):
+    match = r"no derivative with respect to a pre-transformed \(winograd_weight\) weight U; pass the raw"
+    u = vggkern.winograd_weight(w, 2).requires_grad_()
+    y = vggkern.conv3x3(x.requires_grad_(), u, b, algo="winograd_f2x2")
+    with pytest.raises(NotImplementedError, match=match):
         y.sum().backward()
+    # U made from a weight that wants its gradient: that gradient goes through U, so the
+    # same refusal (pass the raw weight instead).
+    u = vggkern.winograd_weight(w.clone().requires_grad_(), 4)
+    with pytest.raises(NotImplementedError, match=match):
+        vggkern.conv3x3(x, u, b, algo="winograd_f4x4").sum().backward()
+
+
+def test_forward_ad_and_compile_through_pre_transformed_weight():
+    import torch.autograd.forward_ad as fwad
+
+    x, w, b = _inputs(2, 3, 5, 6, 7, torch.float32, "cpu", seed=54)
+    u = vggkern.winograd_weight(w, 4)
+    t = torch.randn(x.shape, generator=torch.Generator().manual_seed(2))
+    with fwad.dual_level():
+        out = fwad.unpack_dual(vggkern.conv3x3(fwad.make_dual(x, t), u, b, relu=True, algo="winograd_f4x4")).tangent
+    _, want = torch.func.jvp(lambda x: F.relu(F.conv2d(x, w.double(), b.double(), padding=1)), (x.double(),),
+                             (t.double(),))
+    torch.testing.assert_close(out.double(), want, rtol=1e-5, atol=1e-5)
+
+    def loss(x):
+        return vggkern.conv3x3(x, u, b, relu=True, pool=True, algo="winograd_f4x4").square().sum()
+
+    torch._dynamo.reset()
+    compiled = torch.compile(loss, fullgraph=True, backend="aot_eager")
+    xe, xc = x.clone().requires_grad_(), x.clone().requires_grad_()
+    loss(xe).backward()
+    compiled(xc).backward()
+    torch.testing.assert_close(xc.grad, xe.grad, rtol=0, atol=0)
 
 
 @pytest.mark.parametrize("algo", list(ALGOS))

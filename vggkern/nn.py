@@ -168,10 +168,11 @@ class Conv3x3(nn.Module):
         kept until the weight changes (in place: its version counter; replaced: its data
         pointer; or moved: device and dtype; with bn, the same of the bias and of bn's
         parameters, running statistics and num_batches_tracked). A change through
-        ``.data`` is not seen: see clear_weight_cache. Where a gradient is wanted, for x
-        or a parameter, while torch.compile traces and under torch.func's transforms (the
-        cache is eager-mode state, of plain tensors), nothing is cached: the raw weight
-        (with bn, folded differentiably) goes to the op. ``weight_and_bias``: what
+        ``.data`` is not seen: see clear_weight_cache. Where a parameter wants a gradient,
+        while torch.compile traces and under torch.func's transforms (the cache is
+        eager-mode state, of plain tensors), nothing is cached: the raw weight (with bn,
+        folded differentiably) goes to the op. Where only x wants one, the prepared weight
+        serves (the op's backward gives x its gradient through any of them). ``weight_and_bias``: what
         _weight_and_bias() gave, where the caller has read it (a parametrized weight is
         computed on each read)."""
         w, b = self._weight_and_bias() if weight_and_bias is None else weight_and_bias
@@ -183,10 +184,15 @@ class Conv3x3(nn.Module):
         op_lays_out = tensor_core and (dtype == torch.float32 or w.shape[1] % 8)
         if bn is None and not m and dtype == w.dtype and (op_lays_out or w.is_contiguous(memory_format=layout)):
             return w, b  # used as it is (or laid out by the op on each call anyway)
-        grads = (x, w, b) if bn is None else (x, w, b, bn.weight, bn.bias)
+        grad_enabled = torch.is_grad_enabled()
+        params = (w, b) if bn is None else (w, b, bn.weight, bn.bias)
         if torch.compiler.is_compiling() or _transforms_active() or (
-                torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in grads)):
+                grad_enabled and any(t is not None and t.requires_grad for t in params)):
             return (w, b) if bn is None else _fold_bn(w, b, bn)  # (cast by the op under autocast)
+        # Only x wants a gradient (a frozen model: saliency, style transfer): the prepared
+        # weight serves, as the op's backward gives x and bias theirs through any of them.
+        # It must not be an inference tensor then (autograd cannot save one).
+        records = grad_enabled and x is not None and x.requires_grad
 
         def prepare():
             fw, fb = (w, None) if bn is None else _fold_bn(w, b, bn)
@@ -209,7 +215,8 @@ class Conv3x3(nn.Module):
         key = (algo, w.device, w.dtype, dtype, None if bn is None else bn.eps) + tuple(
             (t._version, t.data_ptr()) for t in tracked)
         cached = self._weight_cache  # read once: another thread may replace it meanwhile
-        if cached is None or cached[0] != key or any(r() is not t for r, t in zip(cached[1], tracked)):
+        if cached is None or cached[0] != key or any(r() is not t for r, t in zip(cached[1], tracked)) or (
+                records and cached[2].is_inference()):
             cached = (key, [weakref.ref(t) for t in tracked], *prepare())
             self._weight_cache = cached
         return cached[2], (b if bn is None else cached[3])

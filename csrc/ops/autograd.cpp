@@ -30,6 +30,9 @@
 #include <ATen/core/grad_mode.h>
 #include <ATen/ops/convolution.h>
 #include <ATen/ops/convolution_backward.h>
+#include <ATen/ops/einsum.h>
+#include <ATen/ops/from_blob.h>
+#include <ATen/ops/lift_fresh.h>
 #include <ATen/ops/max_pool2d.h>
 #include <ATen/ops/max_pool2d_with_indices.h>
 #include <ATen/ops/max_pool2d_with_indices_backward.h>
@@ -43,7 +46,9 @@
 #include <array>
 #include <string>
 #include <tuple>
+#include <vector>
 
+#include "../common/backends.h"
 #include "../common/op_support.h"
 
 namespace vk {
@@ -99,10 +104,60 @@ at::Tensor padded_conv(const at::Tensor& x, const at::Tensor& weight, const std:
   return at::convolution(x, weight, bias, {1, 1}, {1, 1}, {1, 1}, false, {0, 0}, 1);
 }
 
-void check_raw_weight(const at::Tensor& weight) {
-  TORCH_CHECK_NOT_IMPLEMENTED(weight.dim() == 4,
-                              "vggkern.conv3x3: no derivative through a pre-transformed (winograd_weight) weight; "
-                              "pass the raw (K, C, 3, 3) weight to differentiate");
+// A pre-transformed weight U = winograd_weight(w, m) gives derivatives for x and bias
+// (saliency maps, style transfer and adversarial inputs on a frozen model keep the
+// transform done once), not for U itself.
+void check_no_weight_derivative(const at::Tensor& weight, bool wanted) {
+  TORCH_CHECK_NOT_IMPLEMENTED(weight.dim() == 4 || !wanted,
+                              "vggkern.conv3x3: no derivative with respect to a pre-transformed (winograd_weight) "
+                              "weight U; pass the raw (K, C, 3, 3) weight to differentiate it (winograd_weight(w, m) "
+                              "itself is differentiable); x and bias have their derivatives with U");
+}
+
+// P (3 x alpha) = (G^T G)^-1 G^T, G's left inverse (P G = I), in float64: for each (k, c),
+// U = G w G^T gives back w = P U P^T. G (alpha x 3) is the kernels' own.
+std::vector<double> winograd_left_inverse(int64_t tile) {
+  const int64_t alpha = tile + 2;
+  std::vector<double> b(alpha * alpha), g(alpha * 3), a(alpha * tile);
+  emu::winograd_matrices(static_cast<int>(tile), b.data(), g.data(), a.data());
+  double gtg[3][3] = {}, inv[3][3];
+  for (int r = 0; r < 3; ++r)
+    for (int c = 0; c < 3; ++c)
+      for (int64_t i = 0; i < alpha; ++i) gtg[r][c] += g[i * 3 + r] * g[i * 3 + c];
+  // The inverse of the symmetric positive definite 3 x 3 G^T G by cofactors.
+  const auto m = gtg;
+  inv[0][0] = m[1][1] * m[2][2] - m[1][2] * m[2][1];
+  inv[0][1] = m[0][2] * m[2][1] - m[0][1] * m[2][2];
+  inv[0][2] = m[0][1] * m[1][2] - m[0][2] * m[1][1];
+  inv[1][0] = m[1][2] * m[2][0] - m[1][0] * m[2][2];
+  inv[1][1] = m[0][0] * m[2][2] - m[0][2] * m[2][0];
+  inv[1][2] = m[0][2] * m[1][0] - m[0][0] * m[1][2];
+  inv[2][0] = m[1][0] * m[2][1] - m[1][1] * m[2][0];
+  inv[2][1] = m[0][1] * m[2][0] - m[0][0] * m[2][1];
+  inv[2][2] = m[0][0] * m[1][1] - m[0][1] * m[1][0];
+  const double det = m[0][0] * inv[0][0] + m[0][1] * inv[1][0] + m[0][2] * inv[2][0];
+  std::vector<double> p(3 * alpha, 0.0);
+  for (int r = 0; r < 3; ++r)
+    for (int64_t i = 0; i < alpha; ++i)
+      for (int c = 0; c < 3; ++c) p[r * alpha + i] += inv[r][c] / det * g[i * 3 + c];
+  return p;
+}
+
+// The filters (K, C, 3, 3) that weight stands for, in dtype: weight itself, or, for a
+// pre-transformed U ((m + 2)^2, C, K), the w of U = winograd_weight(w, m), as P U P^T
+// computed in float64 and rounded once. A U that winograd_weight did not make (one
+// outside the span of G g G^T) gives the filters of its projection onto that span.
+at::Tensor filters_of(const at::Tensor& weight, at::ScalarType dtype) {
+  if (weight.dim() == 4) return weight;
+  const int64_t alpha = weight.size(0) == 16 ? 4 : 6;
+  static const std::vector<double> p2 = winograd_left_inverse(2), p4 = winograd_left_inverse(4);
+  const std::vector<double>& p = alpha == 4 ? p2 : p4;
+  // A constant made without dispatch (at::tensor's would be wrapped under torch.func),
+  // lifted so that a traced backward (fake tensors) takes it. Only read.
+  const at::Tensor pm =
+      at::lift_fresh(at::from_blob(const_cast<double*>(p.data()), {3, alpha}, at::kDouble)).to(weight.device());
+  const at::Tensor u = weight.to(at::kDouble).view({alpha, alpha, weight.size(1), weight.size(2)});
+  return at::einsum("ai,ijck,bj->kcab", {pm, u, pm}).to(dtype).contiguous();
 }
 
 // vggkern::_conv3x3_backward: the gradients of conv3x3 (x, weight, bias) for grad, those
@@ -111,19 +166,20 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> conv3x3_backward(const at::Tensor
                                                                 const at::Tensor& weight,
                                                                 const std::optional<at::Tensor>& bias, bool relu,
                                                                 bool pool, std::array<bool, 3> output_mask) {
-  check_raw_weight(weight);
+  check_no_weight_derivative(weight, output_mask[1]);
+  const at::Tensor w = filters_of(weight, x.scalar_type());
   const bool has_bias = bias.has_value() && bias->defined();
   at::Tensor grad = grad_output;
   if (relu || pool) {
-    at::Tensor a = padded_conv(x, weight, bias);
+    at::Tensor a = padded_conv(x, w, bias);
     if (relu) a = at::relu(a);
     if (pool) grad = maxpool2x2_backward(grad, a);
     if (relu) grad = at::threshold_backward(grad, a, 0);
   }
   output_mask[2] = output_mask[2] && has_bias;
-  const int64_t k = weight.size(0);  // bias_sizes points at it
+  const int64_t k = w.size(0);  // bias_sizes points at it
   const at::OptionalIntArrayRef bias_sizes = has_bias ? at::OptionalIntArrayRef(at::IntArrayRef(k)) : std::nullopt;
-  return at::convolution_backward(grad, x, weight, bias_sizes, {1, 1}, {1, 1}, {1, 1}, false, {0, 0}, 1, output_mask);
+  return at::convolution_backward(grad, x, w, bias_sizes, {1, 1}, {1, 1}, {1, 1}, false, {0, 0}, 1, output_mask);
 }
 
 // vggkern::_conv3x3_jvp: conv3x3's forward derivative, the tangent of its output for the
@@ -132,15 +188,16 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> conv3x3_backward(const at::Tensor
 at::Tensor conv3x3_jvp(const at::Tensor& x, const at::Tensor& weight, const std::optional<at::Tensor>& bias,
                        const std::optional<at::Tensor>& x_tangent, const std::optional<at::Tensor>& weight_tangent,
                        const std::optional<at::Tensor>& bias_tangent, bool relu, bool pool) {
-  check_raw_weight(weight);
   auto given = [](const std::optional<at::Tensor>& t) { return t.has_value() && t->defined(); };
+  check_no_weight_derivative(weight, given(weight_tangent));
+  const at::Tensor w = filters_of(weight, x.scalar_type());
   // d(conv(x, w) + b) = conv(dx, w) + conv(x, dw) + db
-  at::Tensor t = at::zeros({x.size(0), weight.size(0), x.size(2), x.size(3)}, x.options());
-  if (given(x_tangent)) t = t + padded_conv(*x_tangent, weight, std::nullopt);
+  at::Tensor t = at::zeros({x.size(0), w.size(0), x.size(2), x.size(3)}, x.options());
+  if (given(x_tangent)) t = t + padded_conv(*x_tangent, w, std::nullopt);
   if (given(weight_tangent)) t = t + padded_conv(x, *weight_tangent, std::nullopt);
   if (given(bias_tangent)) t = t + bias_tangent->view({1, -1, 1, 1});
   if (relu || pool) {
-    at::Tensor a = padded_conv(x, weight, bias);
+    at::Tensor a = padded_conv(x, w, bias);
     if (relu) {
       a = at::relu(a);
       t = at::threshold_backward(t, a, 0);
