@@ -272,6 +272,21 @@ def test_gradients_for_x_and_bias_through_pre_transformed_weight(algo, relu, poo
         assert (got.double() - want).abs().max().item() <= tol * want.abs().max().item()
 
 
+def test_double_backward_through_pre_transformed_weight():
+    # An input-gradient penalty (the gradient of |dL/dx|^2) on a frozen model using U.
+    x, w, b = _inputs(2, 3, 4, 6, 6, torch.float32, "cpu", seed=55)
+    u = vggkern.winograd_weight(w, 4)
+
+    def penalty_grad(f, x):
+        x = x.clone().requires_grad_()
+        (g,) = torch.autograd.grad(f(x).square().sum(), x, create_graph=True)
+        return torch.autograd.grad(g.square().sum(), x)[0]
+
+    ours = penalty_grad(lambda x: vggkern.conv3x3(x, u, b, relu=True, algo="winograd_f4x4"), x)
+    ref = penalty_grad(lambda x: F.relu(F.conv2d(x, w.double(), b.double(), padding=1)), x.double())
+    assert (ours.double() - ref).abs().max().item() <= 1e-5 * ref.abs().max().item()
+
+
 def test_no_derivative_for_the_pre_transformed_weight_itself():
     x, w, b = _inputs(1, 3, 4, 5, 5, torch.float32, "cpu", seed=53)
     match = r"no derivative with respect to a pre-transformed \(winograd_weight\) weight U; pass the raw"
