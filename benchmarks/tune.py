@@ -4,6 +4,8 @@ implicit_gemm's block tile per layer and batch, and what algo="auto" runs.
     python -m benchmarks.tune RESULTS.json            # print the tables and the header
     python -m benchmarks.tune RESULTS.json --write    # write csrc/common/conv3x3_tuned.h
     python -m benchmarks.tune --latest --write        # the newest benchmarks/results/*.json
+    python -m benchmarks.tune RESULTS.json --json T.json   # the same tables for
+                                       # vggkern.set_tuned_tables("T.json"), no rebuild
 
 Then rebuild (pip install --no-build-isolation -e .) and commit the header with the
 results file it names. Rules (conv3x3_tuning.h looks the tables up):
@@ -129,6 +131,12 @@ def render_header(tiles, autos, source: str) -> str:
         + array("kTunedAuto", "TunedAuto", auto_rows) + "\n}  // namespace vk\n")
 
 
+def run_time_tables(rows, source: str, exclude=()) -> dict:
+    """The tables for vggkern.set_tuned_tables (and VGGKERN_TUNED_TABLES): what --write
+    puts in the header, as data (each entry also keeps the times it was picked on)."""
+    return {"source": source, "tiles": tile_table(rows, exclude), "auto": auto_table(rows)}
+
+
 def describe(data, env, path) -> str:
     gpu = env.get("gpu_name") or "unknown GPU"
     parts = [os.path.basename(path), gpu, f"torch {env.get('torch')}", str(env.get("date_utc", "")),
@@ -143,6 +151,8 @@ def main(argv=None) -> int:
     ap.add_argument("--write", action="store_true", help=f"write {os.path.relpath(HEADER)}")
     ap.add_argument("--exclude-tile", action="append", default=[], choices=sorted(TILES), metavar="TILE",
                     help="never pick this tile (repeatable): one the run's GPU tests failed, e.g. wg128x128")
+    ap.add_argument("--json", metavar="TABLES.json",
+                    help="write the tables as JSON, for vggkern.set_tuned_tables (no rebuild)")
     ap.add_argument("--header", default=HEADER, help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
     path = report.latest() if args.latest else args.results
@@ -152,14 +162,20 @@ def main(argv=None) -> int:
     if not any(r.get("device") == "cuda" for r in rows):
         print(f"{path}: no GPU rows (a CPU smoke run?): nothing to tune from", file=sys.stderr)
         return 1
-    tiles, autos = tile_table(rows, set(args.exclude_tile)), auto_table(rows)
-    text = render_header(tiles, autos, describe(data, env, path))
+    tables = run_time_tables(rows, describe(data, env, path), set(args.exclude_tile))
+    tiles, autos = tables["tiles"], tables["auto"]
+    text = render_header(tiles, autos, tables["source"])
     print(f"tile entries: {len(tiles)}; auto entries: {len(autos)} (margin {MARGIN:.0%})")
+    if args.json:
+        import json
+        with open(args.json, "w") as f:
+            json.dump(tables, f, indent=1)
+        print(f"wrote {args.json}: vggkern.set_tuned_tables({args.json!r}) or VGGKERN_TUNED_TABLES={args.json}")
     if args.write:
         with open(args.header, "w") as f:
             f.write(text)
         print(f"wrote {args.header}: rebuild the extension to use it")
-    else:
+    elif not args.json:
         print(text)
     return 0
 

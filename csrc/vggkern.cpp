@@ -3,11 +3,12 @@
 #include <Python.h>
 
 #include <string>
+#include <vector>
 #include <torch/library.h>
 
 #include "common/backends.h"
 #include "common/conv3x3_implicit_gemm_plan.h"
-#include "common/conv3x3_tuned.h"
+#include "common/conv3x3_tables.h"
 #include "emu/bank_stats.h"
 #include "ops/conv3x3.h"
 
@@ -125,11 +126,14 @@ PyObject* conv3x3_auto(PyObject*, PyObject* args) {
                                                pool != 0, tf32 != 0));
 }
 
-// The measured tables (common/conv3x3_tuned.h) as Python data, for tests and reports.
+static const char* kDtypes[] = {"float32", "float16", "bfloat16"};
+
+// The measured tables conv3x3 uses (common/conv3x3_tables.h: the build's, or those set at
+// run time) as Python data, for tests, reports and vggkern.tuned_tables().
 PyObject* tuned_tables(PyObject*, PyObject*) {
-  static const char* kDtypes[] = {"float32", "float16", "bfloat16"};
+  const vk::TunedTables tables = vk::tuned_tables();
   PyObject* tiles = PyList_New(0);
-  for (const vk::TunedTile& e : vk::kTunedTiles) {
+  for (const vk::TunedTile& e : std::vector<vk::TunedTile>(tables.tiles, tables.tiles + tables.n_tiles)) {
     PyObject* row = Py_BuildValue("{s:L,s:L,s:L,s:L,s:O,s:L,s:s,s:O}", "C", (long long)e.shape.C, "K",
                                   (long long)e.shape.K, "H", (long long)e.shape.H, "W", (long long)e.shape.W, "pool",
                                   e.shape.pool ? Py_True : Py_False, "N", (long long)e.shape.N, "tile",
@@ -138,7 +142,7 @@ PyObject* tuned_tables(PyObject*, PyObject*) {
     Py_DECREF(row);
   }
   PyObject* autos = PyList_New(0);
-  for (const vk::TunedAuto& e : vk::kTunedAuto) {
+  for (const vk::TunedAuto& e : std::vector<vk::TunedAuto>(tables.autos, tables.autos + tables.n_autos)) {
     PyObject* row = Py_BuildValue(
         "{s:s,s:O,s:L,s:L,s:L,s:L,s:O,s:L,s:s}", "dtype", kDtypes[static_cast<int>(e.dtype)], "channels_last",
         e.layout == vk::Layout::nhwc ? Py_True : Py_False, "C", (long long)e.shape.C, "K", (long long)e.shape.K, "H",
@@ -147,7 +151,66 @@ PyObject* tuned_tables(PyObject*, PyObject*) {
     PyList_Append(autos, row);
     Py_DECREF(row);
   }
-  return Py_BuildValue("{s:s,s:N,s:N}", "source", vk::kTunedSource, "tiles", tiles, "auto", autos);
+  return Py_BuildValue("{s:s,s:N,s:N,s:O}", "source", tables.source, "tiles", tiles, "auto", autos, "run_time",
+                       tables.run_time ? Py_True : Py_False);
+}
+
+// What a run-time TunedTables points to (kept for the life of the process).
+struct RunTimeTables {
+  std::vector<vk::TunedTile> tiles;
+  std::vector<vk::TunedAuto> autos;
+  std::string source;
+  vk::TunedTables view;
+};
+
+// _set_tuned_tables(source, tiles, autos): use these tables from now on (vggkern/ops.py
+// checks them first and builds the rows: tiles (C, K, H, W, pool, N, tile name, tf32),
+// autos (dtype name, channels_last, C, K, H, W, pool, N, algo name)); _set_tuned_tables()
+// with no arguments: the build's again.
+PyObject* set_tuned_tables(PyObject*, PyObject* args) {
+  const char* source = nullptr;
+  PyObject *tiles = nullptr, *autos = nullptr;
+  if (!PyArg_ParseTuple(args, "|sOO", &source, &tiles, &autos)) return nullptr;
+  if (source == nullptr) {
+    vk::set_run_time_tables(nullptr);
+    Py_RETURN_NONE;
+  }
+  if (tiles == nullptr || autos == nullptr || !PyList_Check(tiles) || !PyList_Check(autos)) {
+    PyErr_SetString(PyExc_TypeError, "_set_tuned_tables(source, tiles: list, autos: list)");
+    return nullptr;
+  }
+  auto* t = new RunTimeTables{{}, {}, source, {}};
+  try {
+    for (Py_ssize_t i = 0; i < PyList_Size(tiles); ++i) {
+      long long c, k, h, w, n;
+      int pool, tf32;
+      const char* tile;
+      if (!PyArg_ParseTuple(PyList_GetItem(tiles, i), "LLLLpLsp", &c, &k, &h, &w, &pool, &n, &tile, &tf32))
+        throw std::invalid_argument("");
+      t->tiles.push_back({{c, k, h, w, pool != 0, n}, vk::implicit_gemm_tile_named(tile, "a tuned tile"), tf32 != 0});
+    }
+    for (Py_ssize_t i = 0; i < PyList_Size(autos); ++i) {
+      long long c, k, h, w, n;
+      int cl, pool;
+      const char *dtype, *algo;
+      if (!PyArg_ParseTuple(PyList_GetItem(autos, i), "spLLLLpLs", &dtype, &cl, &c, &k, &h, &w, &pool, &n, &algo))
+        throw std::invalid_argument("");
+      const std::string d = dtype, a = algo;
+      int di = 0;
+      while (di < 3 && d != kDtypes[di]) ++di;
+      if (di == 3 || (a != "direct" && a != "implicit_gemm"))
+        throw std::invalid_argument("_set_tuned_tables: bad dtype '" + d + "' or algo '" + a + "'");
+      t->autos.push_back({static_cast<vk::DType>(di), cl ? vk::Layout::nhwc : vk::Layout::nchw, {c, k, h, w, pool != 0, n},
+                          a == "direct" ? vk::TunedAlgo::direct : vk::TunedAlgo::implicit_gemm});
+    }
+  } catch (const std::invalid_argument& e) {
+    delete t;
+    if (!PyErr_Occurred()) PyErr_SetString(PyExc_ValueError, e.what());
+    return nullptr;
+  }
+  t->view = {t->tiles.data(), t->tiles.size(), t->autos.data(), t->autos.size(), t->source.c_str(), true};
+  vk::set_run_time_tables(&t->view);
+  Py_RETURN_NONE;
 }
 
 PyMethodDef methods[] = {
@@ -167,7 +230,11 @@ PyMethodDef methods[] = {
      "conv3x3_auto(dtype, N, C, H, W, K, channels_last, pool, tf32_allowed) -> str: the algorithm "
      "algo='auto' runs for that call (the measured table's pick, else 'direct')."},
     {"tuned_tables", tuned_tables, METH_NOARGS,
-     "The measured tables this build carries (common/conv3x3_tuned.h): implicit_gemm tiles and auto's picks."},
+     "The measured tables conv3x3 uses: implicit_gemm tiles and auto's picks (the build's, "
+     "common/conv3x3_tuned.h, or those vggkern.set_tuned_tables gave: run_time True)."},
+    {"_set_tuned_tables", set_tuned_tables, METH_VARARGS,
+     "_set_tuned_tables(source, tiles, autos): use these tables (checked by vggkern.set_tuned_tables); "
+     "no arguments: the build's again."},
     {nullptr, nullptr, 0, nullptr},
 };
 

@@ -218,3 +218,104 @@ def test_python_tile_choices_are_the_plans(policy, monkeypatch):
         assert _C.implicit_gemm_plan(3, 16, 5, 5, k, 2, False, 132)["tile"] == want, (policy, k)
     assert tiles.wgmma_policy_tiles(512) == ("wg128x128", "wg128x256")
     assert tiles.wgmma_policy_tiles(64) == ("wg256x64",)
+
+
+# ---- the same tables at run time: vggkern.set_tuned_tables (no rebuild) ------------------
+
+@pytest.fixture
+def run_time_tables(tmp_path):
+    """tune.py --json's tables of the synthetic run, set; the build's again afterwards."""
+    import vggkern
+
+    path = write(tmp_path / "2026-01-01_synthetic.json", synthetic() + tf32_sweep())
+    tables = tmp_path / "tables.json"
+    assert tune.main([path, "--json", str(tables)]) == 0
+    vggkern.set_tuned_tables(str(tables))
+    yield tables
+    vggkern.set_tuned_tables(None)
+
+
+def test_run_time_tables_answer_as_the_written_header(run_time_tables):
+    # The answers test_written_header_compiles_and_answers gets from a rebuilt header.
+    import torch
+    import vggkern
+    from vggkern import _C
+
+    got = vggkern.tuned_tables()
+    assert got["run_time"] and got["source"].startswith("2026-01-01_synthetic.json, NVIDIA H100 80GB HBM3")
+    assert len(got["tiles"]) == 5 and len(got["auto"]) == 2
+
+    def tile(n, c, k, h):
+        return _C.implicit_gemm_plan(n, c, h, h, k, 2, False, 132)["tile"]
+
+    assert [tile(64, 256, 256, 56), tile(128, 256, 256, 56), tile(8, 64, 64, 224), tile(16, 64, 64, 224),
+            tile(64, 256, 256, 28)] == ["256x128", "256x128", "128x128", "256x128", "128x128"]
+
+    def algo(dtype, fmt, n, c, k, h, pool, tf32):
+        x = torch.empty(n, c, h, h, dtype=dtype).contiguous(memory_format=fmt)
+        return vggkern.resolve_algo(x, k, pool=pool, allow_tf32=tf32)
+
+    cl, nchw = torch.channels_last, torch.contiguous_format
+    assert [algo(torch.float16, cl, 32, 256, 256, 56, False, False),
+            algo(torch.bfloat16, cl, 32, 256, 256, 56, False, False),
+            algo(torch.float16, nchw, 32, 256, 256, 56, False, False),
+            algo(torch.float32, cl, 64, 3, 64, 224, True, True),
+            algo(torch.float32, cl, 64, 3, 64, 224, True, False)] == [
+        "implicit_gemm", "direct", "direct", "implicit_gemm", "direct"]
+    vggkern.set_tuned_tables(None)
+    assert not vggkern.tuned_tables()["run_time"]
+    assert algo(torch.float16, cl, 32, 256, 256, 56, False, False) == "direct"
+    assert tile(64, 256, 256, 56) == "128x128"  # the rule's
+
+
+def test_a_module_follows_new_tables(run_time_tables):
+    # What Conv3x3 remembers of "auto" is keyed on the tables in use.
+    import torch
+    import vggkern
+
+    conv = vggkern.Conv3x3(256, 256, relu=True).half()
+    x = torch.empty(32, 256, 56, 56, dtype=torch.float16).contiguous(memory_format=torch.channels_last)
+    assert conv._resolved_auto(x, False) == "implicit_gemm"
+    vggkern.set_tuned_tables(None)
+    assert conv._resolved_auto(x, False) == "direct"
+    vggkern.set_tuned_tables(str(run_time_tables))
+    assert conv._resolved_auto(x, False) == "implicit_gemm"
+
+
+BAD_TABLES = [
+    ({"tiles": [], "autos": []}, r"unknown keys \['autos'\]"),
+    ({"tiles": [{"C": 60, "K": 64, "H": 8, "W": 8, "pool": False, "N": 1, "tile": "128x64", "tf32": False}]},
+     r"expected tiles\[0\]\['C'\] to be a multiple of 8 .*got 60"),
+    ({"tiles": [{"C": 64, "K": 64, "H": 8, "W": 8, "pool": 0, "N": 1, "tile": "128x64", "tf32": False}]},
+     r"expected tiles\[0\]\['pool'\] to be a bool, got 0"),
+    ({"tiles": [{"C": 64, "K": 64, "H": 8, "W": 8, "pool": False, "N": 1, "tile": "64x64", "tf32": False}]},
+     r"expected tiles\[0\]\['tile'\] to be one of 128x64, .*got '64x64'"),
+    ({"auto": [{"dtype": "float64", "channels_last": True, "C": 64, "K": 64, "H": 8, "W": 8, "pool": False, "N": 1,
+                "algo": "direct"}]}, r"expected auto\[0\]\['dtype'\] to be one of float32, float16, bfloat16"),
+    ({"auto": [{"dtype": "float16", "channels_last": True, "C": 64, "K": 64, "H": 8, "W": 8, "pool": False, "N": 0,
+                "algo": "direct"}]}, r"expected auto\[0\]\['N'\] to be an int >= 1, got 0"),
+    ({"auto": [{"dtype": "float16", "channels_last": True, "C": 64, "K": 64, "H": 8, "W": 8, "pool": False, "N": 1,
+                "algo": "winograd_f4x4"}]}, r"expected auto\[0\]\['algo'\] to be one of direct, implicit_gemm"),
+]
+
+
+@pytest.mark.parametrize("tables,match", BAD_TABLES, ids=range(len(BAD_TABLES)))
+def test_bad_tables_are_refused_whole(run_time_tables, tables, match):
+    import vggkern
+
+    before = vggkern.tuned_tables()
+    with pytest.raises(ValueError, match="set_tuned_tables: " + match):
+        vggkern.set_tuned_tables(tables)
+    assert vggkern.tuned_tables() == before  # the tables in use stay as they were
+    with pytest.raises(TypeError, match="expected a dict, a JSON file's path or None, got list"):
+        vggkern.set_tuned_tables([])
+
+
+def test_tables_from_the_environment_at_import(run_time_tables, tmp_path):
+    code = "import vggkern; t = vggkern.tuned_tables(); print(t['run_time'], len(t['tiles']), len(t['auto']))"
+    env = dict(os.environ, VGGKERN_TUNED_TABLES=str(run_time_tables))
+    out = subprocess.run([sys.executable, "-c", code], env=env, cwd=ROOT, capture_output=True, text=True)
+    assert out.stdout.split() == ["True", "5", "2"], out.stderr[-2000:]
+    env["VGGKERN_TUNED_TABLES"] = str(tmp_path / "missing.json")
+    out = subprocess.run([sys.executable, "-c", code], env=env, cwd=ROOT, capture_output=True, text=True)
+    assert out.returncode != 0 and "ImportError: vggkern: VGGKERN_TUNED_TABLES=" in out.stderr

@@ -16,6 +16,7 @@ import torch  # noqa: F401  (loads libtorch, which _C links against)
 from . import _C  # noqa: F401  (registers torch.ops.vggkern.*)
 from .ops import algorithms, conv3x3, maxpool2x2, resolve_algo, winograd_weight  # noqa: E402
 from .backend import cpu_backend, get_cpu_backend, set_cpu_backend  # noqa: E402
+from .tuning import set_tuned_tables, tuned_tables  # noqa: E402
 from . import nn  # noqa: E402
 from .nn import Conv3x3, MaxPool2x2  # noqa: E402
 from .convert import ConvertReport, convert  # noqa: E402
@@ -26,7 +27,7 @@ __all__ = ["conv3x3", "algorithms", "resolve_algo", "maxpool2x2", "winograd_weig
            "nn", "Conv3x3", "MaxPool2x2", "convert", "ConvertReport",
            "VGG", "vgg11", "vgg13", "vgg16", "vgg19", "vgg11_bn", "vgg13_bn", "vgg16_bn", "vgg19_bn",
            "from_torchvision",
-           "set_cpu_backend", "get_cpu_backend", "cpu_backend"]
+           "set_cpu_backend", "get_cpu_backend", "cpu_backend", "tuned_tables", "set_tuned_tables"]
 
 
 def build_info():

@@ -16,7 +16,7 @@ from torch import nn
 from torch.fx._symbolic_trace import is_fx_symbolic_tracing
 from torch.nn.modules import module as _module_globals
 
-from . import ops
+from . import ops, tuning
 from .backend import describe_path, get_cpu_backend
 
 __all__ = ["Conv3x3", "MaxPool2x2", "FusedSequential", "clear_weight_caches"]
@@ -265,9 +265,9 @@ class Conv3x3(nn.Module):
         return y
 
     def _resolved_auto(self, x: torch.Tensor, pool: bool) -> str:
-        # ops.resolve_algo(x, K, pool=pool), remembered for the last input's layout: it
-        # costs ~3 us a call, against ~1 us for the key.
-        key = (x.shape, x.stride(), x.dtype, pool, ops._tf32_allowed(None))
+        # ops.resolve_algo(x, K, pool=pool), remembered for the last input's layout (and
+        # the tables in use): it costs ~3 us a call, against ~1 us for the key.
+        key = (x.shape, x.stride(), x.dtype, pool, ops._tf32_allowed(None), tuning.generation)
         memo = self._auto_memo
         if memo is None or memo[0] != key:
             memo = self._auto_memo = (key, ops.resolve_algo(x, self.out_channels, pool=pool))

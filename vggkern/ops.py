@@ -97,7 +97,8 @@ def resolve_algo(x: torch.Tensor, out_channels: int, *, pool: bool = False, algo
                  allow_tf32: bool | None = None) -> str:
     """The algorithm ``conv3x3(x, weight, ..., pool=pool, algo=algo)`` runs, for a weight of
     ``out_channels`` filters: ``algo`` itself unless it is "auto". "auto" runs the pick of
-    the table measured on a GPU (``vggkern._C.tuned_tables()``; fp32 runs implicit_gemm
+    the table measured on a GPU (``vggkern.tuned_tables()``: the build's, or those
+    ``vggkern.set_tuned_tables`` gave; fp32 runs implicit_gemm
     only where TF32 is allowed) and "direct" where the table has no entry for the shape,
     dtype and memory format. It never picks Winograd (looser error bound: README)."""
     if algo != "auto":

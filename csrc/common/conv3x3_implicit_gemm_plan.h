@@ -2,9 +2,9 @@
 // the workspace that split needs. Torch-free and kernel-free: the op computes it once
 // (it allocates the workspace) and hands it to the dispatch (which launches) as args.plan.
 //
-// Tile: the measured table's (conv3x3_tuned.h, for the layers a GPU run timed: see
-// conv3x3_tuning.h), else 256 x 64 (4 warps) where K <= 64 and 128 x 128 (4 warps)
-// otherwise (by counting: 256 x 64 has a 62% shared-memory cap and 3.5 instructions per
+// Tile: the measured table's (conv3x3_tables.h: the build's, or one set at run time; for
+// the layers a GPU run timed: see conv3x3_tuning.h), else 256 x 64 (4 warps) where
+// K <= 64 and 128 x 128 (4 warps) otherwise (by counting: 256 x 64 has a 62% shared-memory cap and 3.5 instructions per
 // mma against 128 x 64's 57% and 4.0); 128 x 64 and 256 x 128 where forced or measured
 // fastest. Split-K: where the grid has fewer blocks than the GPU has SMs (late
 // VGG layers at small batch: conv5 at batch 1 is 2 M tiles x 4 K tiles = 8 blocks on
@@ -38,7 +38,7 @@
 #include <string>
 
 #include "args.h"
-#include "conv3x3_tuned.h"
+#include "conv3x3_tables.h"
 
 namespace vk {
 
@@ -127,8 +127,10 @@ inline ImplicitGemmTile implicit_gemm_tile(const Conv3x3Args& a) {
   // fp32: its own (tf32) entry first, else the fp16 one; a wgmma tile runs as measured only
   // in the dtype it was measured in, on a device that has wgmma, else as its mma.sync twin.
   const bool fp32 = a.dtype == DType::float32;
-  auto lookup = [&](bool tf32) { return tuned_tile(kTunedTiles.data(), kTunedTiles.size(), tf32, a.N, a.C, a.K, a.H,
-                                                   a.W, a.pool); };
+  const TunedTables tables = tuned_tables();
+  auto lookup = [&](bool tf32) {
+    return tuned_tile(tables.tiles, tables.n_tiles, tf32, a.N, a.C, a.K, a.H, a.W, a.pool);
+  };
   const TunedTile* t = fp32 ? lookup(true) : nullptr;
   const bool same_dtype = t != nullptr || !fp32;
   if (t == nullptr) t = lookup(false);

@@ -12,7 +12,7 @@
 
 #include "../common/backends.h"
 #include "../common/conv3x3_implicit_gemm_plan.h"
-#include "../common/conv3x3_tuned.h"
+#include "../common/conv3x3_tables.h"
 #include "../common/op_support.h"
 #include "conv3x3.h"
 #include "winograd.h"
@@ -68,7 +68,8 @@ bool tf32_allowed(std::optional<bool> allow_tf32) {
 
 const char* conv3x3_auto(DType dtype, Layout layout, int64_t N, int64_t C, int64_t H, int64_t W, int64_t K,
                          bool pool, bool tf32) {
-  const TunedAlgo a = tuned_auto(kTunedAuto.data(), kTunedAuto.size(), dtype, layout, N, C, K, H, W, pool, tf32);
+  const TunedTables tables = tuned_tables();
+  const TunedAlgo a = tuned_auto(tables.autos, tables.n_autos, dtype, layout, N, C, K, H, W, pool, tf32);
   return a == TunedAlgo::implicit_gemm ? "implicit_gemm" : kConv3x3Algorithms[0].name;
 }
 
