@@ -203,7 +203,9 @@ def build_cases():
                 cases.append(Case("conv", "torch", base + (("math", math), ("algo", "cudnn")), tier, prio))
             if algos is not None:
                 for a in algos:
-                    p_ours = 0 if headline and a in ("auto", "implicit_gemm") else max(prio, 1)
+                    # direct too: tune.py's auto table weighs implicit_gemm against it, for
+                    # the network row on this run's own tables (below).
+                    p_ours = 0 if headline and a in ("auto", "implicit_gemm", "direct") else max(prio, 1)
                     cases.append(Case("conv", "vggkern", base + (("math", "-"), ("algo", a)), tier, p_ours))
     if algos is None:
         for tier in ("quick", "full"):
@@ -253,6 +255,15 @@ def build_cases():
         for algo, (layout, mode) in itertools.product(net_algos, (("nchw", "eager"), ("cl", "eager"), ("cl", "graph"))):
             cases.append(Case("network", "vggkern", base + (("layout", layout), ("mode", mode), ("algo", algo)), tier,
                               prio_of(layout), None if ours else NO_NET_REASON.format(net=net)))
+        # "auto" on the tables tune.py makes from this run's rows so far (set at run time:
+        # vggkern.set_tuned_tables): what a build tuned from this run would run, measured in
+        # the same session. Right after the rows it is made from (the headline layers,
+        # ours and direct, and the batch-64 tile sweep), before the rest of the matrix.
+        if quick and dt == "fp16" and algos and "implicit_gemm" in algos:
+            for mode in ("eager", "graph"):
+                cases.append(Case("network", "vggkern", base + (("layout", "cl"), ("mode", mode), ("algo", "auto"),
+                                                                ("tables", "run")),
+                                  tier, 0.75, None if ours else NO_NET_REASON.format(net=net)))
         # On wgmma (a policy, like a forced tile); fp32 as TF32 only for VGG16 at the quick
         # batch (a network row costs seconds; the per-layer fp32 sweep covers the layers).
         if "implicit_gemm" in net_algos and (dt != "fp32" or (net == "vgg16" and n == QUICK_BATCH)):
@@ -438,6 +449,31 @@ def _cpu_model(net: str, impl: str, algo: str = "auto"):
     return getattr(vk, net)(algo=algo).eval()
 
 
+@contextlib.contextmanager
+def _run_tables(which: str | None, extra: dict):
+    """which="run": for the block, conv3x3 follows the tables benchmarks/tune.py makes
+    from this run's rows so far (the journal, benchmarks/journal.py), set at run time;
+    the tables in use before come back after. Their sizes go into extra. None: nothing."""
+    if which is None:
+        yield
+        return
+    from . import journal, tune
+    rows = journal.rows_so_far()
+    if not any(r.get("device") == "cuda" and r.get("group") == "conv" for r in rows):
+        raise SkipCase("auto on this run's tables: no GPU conv rows journaled before it (the journal, "
+                       "VGGKERN_BENCH_JOURNAL, is set by benchmarks/device_run.sh)")
+    exclude = {t for t in os.environ.get("VGGKERN_BENCH_EXCLUDE_TILES", "").split(",") if t}
+    tables = tune.run_time_tables(rows, f"this benchmark run's first {len(rows)} rows", exclude)
+    extra.update(tables_tiles=len(tables["tiles"]), tables_auto=len(tables["auto"]))
+    vk = _vggkern()
+    before = vk.tuned_tables()
+    vk.set_tuned_tables(tables)
+    try:
+        yield
+    finally:
+        vk.set_tuned_tables(before if before["run_time"] else None)
+
+
 def _network_case(case: Case, device: str, cfg: dict) -> dict:
     p = case.p
     net, n, res, dt, layout, mode = p["net"], p["N"], p["res"], DTYPES[p["dtype"]], p["layout"], p["mode"]
@@ -447,6 +483,7 @@ def _network_case(case: Case, device: str, cfg: dict) -> dict:
             raise SkipCase(NO_NET_REASON.format(net=net))
     extra = {}
     tile = _env("VGGKERN_IMPLICIT_GEMM_TILE", p.get("tile"))  # a wgmma policy, for every launch below
+    tables = _run_tables(p.get("tables"), extra)  # or this run's own tables
     model = copy.deepcopy(_cpu_model(net, case.impl, p.get("algo", "auto"))).to(device=device, dtype=dt)
     if layout == "cl":
         model = model.to(memory_format=torch.channels_last)
@@ -460,7 +497,7 @@ def _network_case(case: Case, device: str, cfg: dict) -> dict:
     if case.impl == "vggkern" and device != "cuda":
         backend = vk.cpu_backend("emulator")
         extra["cpu_backend"] = "emulator"
-    with tile, backend, torch.inference_mode(), fp32_math(p.get("math", "-")):
+    with tile, tables, backend, torch.inference_mode(), fp32_math(p.get("math", "-")):
         fn = model
         if mode == "compile":
             if device != "cuda":
@@ -492,6 +529,10 @@ def _network_case(case: Case, device: str, cfg: dict) -> dict:
         if p.get("tile"):
             def call(inner=call, policy=p["tile"]):  # ... on the same tiles
                 with _env("VGGKERN_IMPLICIT_GEMM_TILE", policy):
+                    inner()
+        if p.get("tables"):
+            def call(inner=call, which=p["tables"]):  # ... and tables
+                with _run_tables(which, {}):
                     inner()
         extra["_host_call"] = call
     flops = n * network_flops(net, res)

@@ -76,6 +76,15 @@ def assemble(path: str) -> dict:
                                 + (f"; {cut} unreadable line(s) left out" if cut else ""))}
 
 
+def rows_so_far() -> list[dict]:
+    """The rows this run has journaled so far (VGGKERN_BENCH_JOURNAL's file), in the form
+    benchmarks/report.load gives; [] without a journal."""
+    path = os.environ.get(ENV_VAR)
+    if not path or not os.path.exists(path):
+        return []
+    return [dict(b["extra_info"]) for b in assemble(path)["benchmarks"] if "group" in b.get("extra_info", {})]
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description="results JSON from a benchmark journal (a run that did not finish)")
     ap.add_argument("journal")

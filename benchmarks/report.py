@@ -58,12 +58,15 @@ def impl_label(r):
         s += f" {r['algo']}"
     if r.get("tile"):
         s += f" [{r['tile']}]"
+    if r.get("tables"):
+        s += " [this run's tables]"
     return s + " " + baseline_label(r)
 
 
 def is_sweep(r):
-    """A tile-sweep row: our kernel with a forced tile, not what a user's call runs."""
-    return bool(r.get("tile"))
+    """A tile-sweep row (our kernel with a forced tile), or one on a policy or on this
+    run's own tables: not what a user's call of this build runs."""
+    return bool(r.get("tile") or r.get("tables"))
 
 
 def annotate(rows):
@@ -202,9 +205,11 @@ def headline(rows):
                 impl_label(o) if o else "–", _us(o["median_s"]) if o else "–", rt(o),
                 _f(o["speedup_vs_best_torch"] if o else None, "{:.2f}×")]) + " |")
         lines.append("")
-        policy = sorted((r for r in rs if is_sweep(r)), key=lambda r: (r["net"], r["dtype"], r["tile"], r["mode"]))
-        if policy:  # whole networks on a wgmma policy (VGGKERN_IMPLICIT_GEMM_TILE): not yet what a call runs
-            lines += [f"{title}, batch {n}, implicit_gemm on a tile policy (VGGKERN_IMPLICIT_GEMM_TILE)", "",
+        policy = sorted((r for r in rs if is_sweep(r)),
+                        key=lambda r: (r["net"], r["dtype"], r.get("tile") or "", r["mode"]))
+        if policy:  # on a wgmma policy, or on this run's own tables: not yet what a call runs
+            lines += [f"{title}, batch {n}, on a tile policy (VGGKERN_IMPLICIT_GEMM_TILE) or on the tables "
+                      "tune.py makes from this run (set at run time)", "",
                       "| problem | dtype | ours | µs | rate | vs best torch |", "| --- | --- | --- | ---: | ---: | ---: |"]
             lines += [f"| {r['net']} | {r['dtype']} | {impl_label(r)} | {_us(r['median_s'])} | "
                       f"{r['images_per_s']:.0f} img/s | {_f(r.get('speedup_vs_best_torch'), '{:.2f}×')} |"

@@ -89,3 +89,61 @@ def test_the_pytest_suite_writes_the_journal(tmp_path):
     # pytest-benchmark names its entries by test id; the rows themselves are the same.
     assert sorted(map(json.dumps, ours.values())) == sorted(
         json.dumps(b["extra_info"]) for b in finished["benchmarks"])
+
+
+# ---- "auto" on this run's own tables: the network rows made from the journal --------------
+
+def test_the_run_tables_rows_come_right_after_what_they_are_made_from():
+    from benchmarks.cases import build_cases
+
+    order = run.select(build_cases(), "quick")
+    tables_at = [i for i, c in enumerate(order) if c.p.get("tables") == "run"]
+    assert [(order[i].p["net"], order[i].p["N"], order[i].p["dtype"], order[i].p["mode"]) for i in tables_at] == [
+        ("vgg16", 64, "fp16", "eager"), ("vgg16", 64, "fp16", "graph")]
+    needed = [i for i, c in enumerate(order) if c.group == "conv" and c.impl == "vggkern" and c.p.get("N") == 64
+              and c.p.get("dtype") == "fp16" and c.p.get("layout") == "cl" and c.p.get("variant") != "conv"
+              and (c.p.get("tile") or c.p.get("algo") in ("direct", "implicit_gemm"))]
+    assert needed and max(needed) < min(tables_at)
+    # ... and before the rest of the quick set (fp32 and NCHW layers, the other networks).
+    assert min(tables_at) < len(order) // 2
+
+
+def test_run_tables_are_set_for_the_row_and_restored(tmp_path, monkeypatch):
+    import vggkern
+    from benchmarks import cases
+    from test_tune import synthetic
+
+    path = tmp_path / "rows.jsonl"
+    monkeypatch.setenv(journal.ENV_VAR, str(path))
+    with pytest.raises(cases.SkipCase, match="no GPU conv rows journaled before it"):
+        with cases._run_tables("run", {}):
+            pass
+    # A journal of (synthetic) GPU rows: tune.py's tables from them hold while the row runs.
+    with open(path, "w") as f:
+        f.write(json.dumps({"env": {}}) + "\n")
+        for r in synthetic():
+            f.write(json.dumps({"benchmark": {"name": r["id"], "extra_info": dict(r, device="cuda")}}) + "\n")
+    extra = {}
+    assert not vggkern.tuned_tables()["run_time"]
+    with cases._run_tables("run", extra):
+        inside = vggkern.tuned_tables()
+    assert inside["run_time"] and inside["source"].startswith("this benchmark run's first")
+    assert (extra["tables_tiles"], extra["tables_auto"]) == (len(inside["tiles"]), len(inside["auto"])) == (3, 2)
+    assert not vggkern.tuned_tables()["run_time"]  # the build's again
+    monkeypatch.setenv("VGGKERN_BENCH_EXCLUDE_TILES", "256x128")  # a tile device_run.sh left out
+    with cases._run_tables("run", extra):
+        assert all(e["tile"] != "256x128" for e in vggkern.tuned_tables()["tiles"])
+
+
+def test_report_keeps_run_tables_rows_apart(tmp_path):
+    from test_bench_report import row, write
+
+    rows = [row("torch", 2e-2, group="network", net="vgg16", flops=1, images_per_s=3200, mode="eager"),
+            row("vggkern", 3e-2, group="network", net="vgg16", flops=1, images_per_s=2100, algo="auto", mode="eager"),
+            row("vggkern", 1e-2, group="network", net="vgg16", flops=1, images_per_s=6400, algo="auto", mode="eager",
+                tables="run")]
+    md, _, _ = report.render(write(tmp_path / "r.json", rows))
+    best = [line for line in md.splitlines() if line.startswith("| vgg16 |")]
+    assert "ours auto [this run's tables] cl eager" in best[-1]  # the policy table's row
+    assert "[this run's tables]" not in best[0]  # not the best of ours
+
