@@ -2,9 +2,11 @@
 // build carries (conv3x3_tuned.h), or, once vggkern.set_tuned_tables() has given some,
 // those: the same tables from a benchmark run (benchmarks/tune.py --json), used without
 // a rebuild. The benchmark suite measures "auto" on its own run's tables this way.
-// Torch-free. Plain pointers only: this header is compiled by nvcc's and the host
-// compiler's front ends alike, and its one variable is constant-initialised, so no
-// translation unit depends on another's static initialisation.
+// Torch-free. Plain pointers only, and one variable, constant-initialised in every
+// translation unit: the .cu files build as C++17 and the .cpp files as C++20 (torch's),
+// where a static of class type (std::string, std::vector) can be constant-initialised in
+// one and initialised at run time in the other; the linker keeps one of the two, and the
+// other's code then reads it uninitialised (seen here: a std::string read as null).
 #pragma once
 
 #include <atomic>
