@@ -172,9 +172,9 @@ class Conv3x3(nn.Module):
         while torch.compile traces and under torch.func's transforms (the cache is
         eager-mode state, of plain tensors), nothing is cached: the raw weight (with bn,
         folded differentiably) goes to the op. Where only x wants one, the prepared weight
-        serves (the op's backward gives x its gradient through any of them). ``weight_and_bias``: what
-        _weight_and_bias() gave, where the caller has read it (a parametrized weight is
-        computed on each read)."""
+        serves (the op's backward gives x its gradient through any of them).
+        ``weight_and_bias``: what _weight_and_bias() gave, where the caller has read it (a
+        parametrized weight is computed on each read)."""
         w, b = self._weight_and_bias() if weight_and_bias is None else weight_and_bias
         algo = self.algo if algo is None else algo
         dtype = w.dtype if dtype is None else dtype
