@@ -319,3 +319,33 @@ def test_tables_from_the_environment_at_import(run_time_tables, tmp_path):
     env["VGGKERN_TUNED_TABLES"] = str(tmp_path / "missing.json")
     out = subprocess.run([sys.executable, "-c", code], env=env, cwd=ROOT, capture_output=True, text=True)
     assert out.returncode != 0 and "ImportError: vggkern: VGGKERN_TUNED_TABLES=" in out.stderr
+
+
+def test_the_op_launches_the_run_time_tables_tile(monkeypatch):
+    # End to end through the op (the emulator counts the kernel's shared-memory traffic):
+    # a tile entry set at run time makes the launch the forced tile's, not the rule's.
+    import torch
+    import vggkern
+    from vggkern import _C
+
+    x = torch.randn(1, 16, 16, 16, dtype=torch.float16).contiguous(memory_format=torch.channels_last)
+    w, b = torch.randn(32, 16, 3, 3, dtype=torch.float16), torch.randn(32, dtype=torch.float16)
+
+    def launch():
+        _C.emu_reset_bank_stats()
+        y = vggkern.conv3x3(x, w, b, relu=True, algo="implicit_gemm")
+        return _C.emu_bank_stats(), y
+
+    rule, _ = launch()  # K = 32 <= 64: the rule's 256x64
+    monkeypatch.setenv("VGGKERN_IMPLICIT_GEMM_TILE", "256x128")
+    forced, y_forced = launch()
+    monkeypatch.delenv("VGGKERN_IMPLICIT_GEMM_TILE")
+    assert forced != rule
+    vggkern.set_tuned_tables({"source": "test", "tiles": [
+        {"C": 16, "K": 32, "H": 16, "W": 16, "pool": False, "N": 1, "tile": "256x128", "tf32": False}]})
+    try:
+        tabled, y_tabled = launch()
+    finally:
+        vggkern.set_tuned_tables(None)
+    assert tabled == forced and torch.equal(y_tabled, y_forced)
+    assert launch()[0] == rule  # the build's tables again
