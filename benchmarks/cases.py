@@ -449,22 +449,27 @@ def _cpu_model(net: str, impl: str, algo: str = "auto"):
     return getattr(vk, net)(algo=algo).eval()
 
 
-@contextlib.contextmanager
-def _run_tables(which: str | None, extra: dict):
-    """which="run": for the block, conv3x3 follows the tables benchmarks/tune.py makes
-    from this run's rows so far (the journal, benchmarks/journal.py), set at run time;
-    the tables in use before come back after. Their sizes go into extra. None: nothing."""
+def _run_tables(which: str | None) -> dict | None:
+    """which="run": the tables benchmarks/tune.py makes from this run's rows so far (the
+    journal, benchmarks/journal.py); None: none."""
     if which is None:
-        yield
-        return
+        return None
     from . import journal, tune
     rows = journal.rows_so_far()
     if not any(r.get("device") == "cuda" and r.get("group") == "conv" for r in rows):
         raise SkipCase("auto on this run's tables: no GPU conv rows journaled before it (the journal, "
                        "VGGKERN_BENCH_JOURNAL, is set by benchmarks/device_run.sh)")
     exclude = {t for t in os.environ.get("VGGKERN_BENCH_EXCLUDE_TILES", "").split(",") if t}
-    tables = tune.run_time_tables(rows, f"this benchmark run's first {len(rows)} rows", exclude)
-    extra.update(tables_tiles=len(tables["tiles"]), tables_auto=len(tables["auto"]))
+    return tune.run_time_tables(rows, f"this benchmark run's first {len(rows)} rows", exclude)
+
+
+@contextlib.contextmanager
+def _using_tables(tables: dict | None):
+    """conv3x3 follows ``tables`` (set at run time) for the block, and the tables in use
+    before afterwards; None: nothing changes."""
+    if tables is None:
+        yield
+        return
     vk = _vggkern()
     before = vk.tuned_tables()
     vk.set_tuned_tables(tables)
@@ -483,7 +488,9 @@ def _network_case(case: Case, device: str, cfg: dict) -> dict:
             raise SkipCase(NO_NET_REASON.format(net=net))
     extra = {}
     tile = _env("VGGKERN_IMPLICIT_GEMM_TILE", p.get("tile"))  # a wgmma policy, for every launch below
-    tables = _run_tables(p.get("tables"), extra)  # or this run's own tables
+    run_tables = _run_tables(p.get("tables"))  # or this run's own tables
+    if run_tables is not None:
+        extra.update(tables_tiles=len(run_tables["tiles"]), tables_auto=len(run_tables["auto"]))
     model = copy.deepcopy(_cpu_model(net, case.impl, p.get("algo", "auto"))).to(device=device, dtype=dt)
     if layout == "cl":
         model = model.to(memory_format=torch.channels_last)
@@ -497,7 +504,7 @@ def _network_case(case: Case, device: str, cfg: dict) -> dict:
     if case.impl == "vggkern" and device != "cuda":
         backend = vk.cpu_backend("emulator")
         extra["cpu_backend"] = "emulator"
-    with tile, tables, backend, torch.inference_mode(), fp32_math(p.get("math", "-")):
+    with tile, _using_tables(run_tables), backend, torch.inference_mode(), fp32_math(p.get("math", "-")):
         fn = model
         if mode == "compile":
             if device != "cuda":
@@ -530,9 +537,9 @@ def _network_case(case: Case, device: str, cfg: dict) -> dict:
             def call(inner=call, policy=p["tile"]):  # ... on the same tiles
                 with _env("VGGKERN_IMPLICIT_GEMM_TILE", policy):
                     inner()
-        if p.get("tables"):
-            def call(inner=call, which=p["tables"]):  # ... and tables
-                with _run_tables(which, {}):
+        if run_tables is not None:
+            def call(inner=call):  # ... and tables
+                with _using_tables(run_tables):
                     inner()
         extra["_host_call"] = call
     flops = n * network_flops(net, res)

@@ -82,7 +82,8 @@ def rows_so_far() -> list[dict]:
     path = os.environ.get(ENV_VAR)
     if not path or not os.path.exists(path):
         return []
-    return [dict(b["extra_info"]) for b in assemble(path)["benchmarks"] if "group" in b.get("extra_info", {})]
+    from .report import rows_of
+    return rows_of(assemble(path))
 
 
 def main(argv=None) -> int:

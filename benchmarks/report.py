@@ -29,10 +29,15 @@ SAME = {  # params that make two rows 'the same problem' (impl/layout/math/algo/
 }
 
 
+def rows_of(data):
+    """Our rows (each benchmark's extra_info) of a results JSON's data."""
+    return [dict(b["extra_info"]) for b in data.get("benchmarks", []) if "group" in b.get("extra_info", {})]
+
+
 def load(path):
     with open(path) as f:
         data = json.load(f)
-    rows = [dict(b["extra_info"]) for b in data.get("benchmarks", []) if "group" in b.get("extra_info", {})]
+    rows = rows_of(data)
     env = data.get("machine_info", {}).get("vggkern_env", {})
     return data, rows, env
 

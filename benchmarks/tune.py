@@ -28,6 +28,7 @@ whose layout the emulator got wrong) cannot enter the tables.
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import sys
 from collections import defaultdict
@@ -167,7 +168,6 @@ def main(argv=None) -> int:
     text = render_header(tiles, autos, tables["source"])
     print(f"tile entries: {len(tiles)}; auto entries: {len(autos)} (margin {MARGIN:.0%})")
     if args.json:
-        import json
         with open(args.json, "w") as f:
             json.dump(tables, f, indent=1)
         print(f"wrote {args.json}: vggkern.set_tuned_tables({args.json!r}) or VGGKERN_TUNED_TABLES={args.json}")

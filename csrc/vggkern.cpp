@@ -133,21 +133,21 @@ static const char* kDtypes[] = {"float32", "float16", "bfloat16"};
 PyObject* tuned_tables(PyObject*, PyObject*) {
   const vk::TunedTables tables = vk::tuned_tables();
   PyObject* tiles = PyList_New(0);
-  for (const vk::TunedTile& e : std::vector<vk::TunedTile>(tables.tiles, tables.tiles + tables.n_tiles)) {
-    PyObject* row = Py_BuildValue("{s:L,s:L,s:L,s:L,s:O,s:L,s:s,s:O}", "C", (long long)e.shape.C, "K",
-                                  (long long)e.shape.K, "H", (long long)e.shape.H, "W", (long long)e.shape.W, "pool",
-                                  e.shape.pool ? Py_True : Py_False, "N", (long long)e.shape.N, "tile",
-                                  vk::implicit_gemm_tile_name(e.tile), "tf32", e.tf32 ? Py_True : Py_False);
+  for (const vk::TunedTile* e = tables.tiles; e != tables.tiles + tables.n_tiles; ++e) {
+    PyObject* row = Py_BuildValue("{s:L,s:L,s:L,s:L,s:O,s:L,s:s,s:O}", "C", (long long)e->shape.C, "K",
+                                  (long long)e->shape.K, "H", (long long)e->shape.H, "W", (long long)e->shape.W, "pool",
+                                  e->shape.pool ? Py_True : Py_False, "N", (long long)e->shape.N, "tile",
+                                  vk::implicit_gemm_tile_name(e->tile), "tf32", e->tf32 ? Py_True : Py_False);
     PyList_Append(tiles, row);
     Py_DECREF(row);
   }
   PyObject* autos = PyList_New(0);
-  for (const vk::TunedAuto& e : std::vector<vk::TunedAuto>(tables.autos, tables.autos + tables.n_autos)) {
+  for (const vk::TunedAuto* e = tables.autos; e != tables.autos + tables.n_autos; ++e) {
     PyObject* row = Py_BuildValue(
-        "{s:s,s:O,s:L,s:L,s:L,s:L,s:O,s:L,s:s}", "dtype", kDtypes[static_cast<int>(e.dtype)], "channels_last",
-        e.layout == vk::Layout::nhwc ? Py_True : Py_False, "C", (long long)e.shape.C, "K", (long long)e.shape.K, "H",
-        (long long)e.shape.H, "W", (long long)e.shape.W, "pool", e.shape.pool ? Py_True : Py_False, "N",
-        (long long)e.shape.N, "algo", e.algo == vk::TunedAlgo::implicit_gemm ? "implicit_gemm" : "direct");
+        "{s:s,s:O,s:L,s:L,s:L,s:L,s:O,s:L,s:s}", "dtype", kDtypes[static_cast<int>(e->dtype)], "channels_last",
+        e->layout == vk::Layout::nhwc ? Py_True : Py_False, "C", (long long)e->shape.C, "K", (long long)e->shape.K, "H",
+        (long long)e->shape.H, "W", (long long)e->shape.W, "pool", e->shape.pool ? Py_True : Py_False, "N",
+        (long long)e->shape.N, "algo", e->algo == vk::TunedAlgo::implicit_gemm ? "implicit_gemm" : "direct");
     PyList_Append(autos, row);
     Py_DECREF(row);
   }
@@ -200,7 +200,8 @@ PyObject* set_tuned_tables(PyObject*, PyObject* args) {
       while (di < 3 && d != kDtypes[di]) ++di;
       if (di == 3 || (a != "direct" && a != "implicit_gemm"))
         throw std::invalid_argument("_set_tuned_tables: bad dtype '" + d + "' or algo '" + a + "'");
-      t->autos.push_back({static_cast<vk::DType>(di), cl ? vk::Layout::nhwc : vk::Layout::nchw, {c, k, h, w, pool != 0, n},
+      t->autos.push_back({static_cast<vk::DType>(di), cl ? vk::Layout::nhwc : vk::Layout::nchw,
+                          {c, k, h, w, pool != 0, n},
                           a == "direct" ? vk::TunedAlgo::direct : vk::TunedAlgo::implicit_gemm});
     }
   } catch (const std::invalid_argument& e) {

@@ -116,22 +116,22 @@ def test_run_tables_are_set_for_the_row_and_restored(tmp_path, monkeypatch):
     path = tmp_path / "rows.jsonl"
     monkeypatch.setenv(journal.ENV_VAR, str(path))
     with pytest.raises(cases.SkipCase, match="no GPU conv rows journaled before it"):
-        with cases._run_tables("run", {}):
-            pass
+        cases._run_tables("run")
     # A journal of (synthetic) GPU rows: tune.py's tables from them hold while the row runs.
     with open(path, "w") as f:
         f.write(json.dumps({"env": {}}) + "\n")
         for r in synthetic():
             f.write(json.dumps({"benchmark": {"name": r["id"], "extra_info": dict(r, device="cuda")}}) + "\n")
-    extra = {}
     assert not vggkern.tuned_tables()["run_time"]
-    with cases._run_tables("run", extra):
+    tables = cases._run_tables("run")
+    extra = {"tables_tiles": len(tables["tiles"]), "tables_auto": len(tables["auto"])}  # as the row records them
+    with cases._using_tables(tables):
         inside = vggkern.tuned_tables()
     assert inside["run_time"] and inside["source"].startswith("this benchmark run's first")
     assert (extra["tables_tiles"], extra["tables_auto"]) == (len(inside["tiles"]), len(inside["auto"])) == (3, 2)
     assert not vggkern.tuned_tables()["run_time"]  # the build's again
     monkeypatch.setenv("VGGKERN_BENCH_EXCLUDE_TILES", "256x128")  # a tile device_run.sh left out
-    with cases._run_tables("run", extra):
+    with cases._using_tables(cases._run_tables("run")):
         assert all(e["tile"] != "256x128" for e in vggkern.tuned_tables()["tiles"])
 
 

@@ -4,7 +4,8 @@
 //
 // Tile: the measured table's (conv3x3_tables.h: the build's, or one set at run time; for
 // the layers a GPU run timed: see conv3x3_tuning.h), else 256 x 64 (4 warps) where
-// K <= 64 and 128 x 128 (4 warps) otherwise (by counting: 256 x 64 has a 62% shared-memory cap and 3.5 instructions per
+// K <= 64 and 128 x 128 (4 warps) otherwise (by counting: 256 x 64 has a 62%
+// shared-memory cap and 3.5 instructions per
 // mma against 128 x 64's 57% and 4.0); 128 x 64 and 256 x 128 where forced or measured
 // fastest. Split-K: where the grid has fewer blocks than the GPU has SMs (late
 // VGG layers at small batch: conv5 at batch 1 is 2 M tiles x 4 K tiles = 8 blocks on
