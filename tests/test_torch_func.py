@@ -221,13 +221,6 @@ def test_refusals_under_transforms():
         grad(lambda w: torch.ops.vggkern.conv3x3(x, w, b, False, False, "direct").sum())(w)
     with pytest.raises(NotImplementedError, match="vggkern.conv3x3: under torch.func transforms"):
         jvp(lambda x: torch.ops.vggkern.conv3x3(x, w, b, False, False, "direct"), (x,), (x,))
-    # No derivative for a pre-transformed Winograd weight U itself, in either mode (x has
-    # its own through U: test_derivatives_for_x_through_a_pre_transformed_weight).
-    u = vggkern.winograd_weight(w, 2)
-    with pytest.raises(NotImplementedError, match="no derivative with respect to a pre-transformed"):
-        grad(lambda u: vggkern.conv3x3(x, u, b, algo="winograd_f2x2").sum())(u)
-    with pytest.raises(NotImplementedError, match="no derivative with respect to a pre-transformed"):
-        jvp(lambda u: vggkern.conv3x3(x, u, b, algo="winograd_f2x2"), (u,), (torch.ones_like(u),))
     # Under vmap, what an element is, not the folded batch.
     with pytest.raises(ValueError, match=r"conv3x3: expected x to be a 4-D tensor \(N, C, H, W\), got a 3-D tensor "
                                          r"of shape \[3, 6, 6\]"):
@@ -316,3 +309,32 @@ def test_derivatives_for_x_through_a_pre_transformed_weight(tile):
     per_sample = vmap(grad(lambda xi: ours(xi.unsqueeze(0)).square().sum()))(x)
     torch.testing.assert_close(per_sample.double(), grad(lambda x: theirs(x).square().sum())(x.double()),
                                rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("tile", [2, 4])
+def test_derivatives_for_a_pre_transformed_weight_itself(tile):
+    # grad, jvp and per-sample vmap(grad) over U (one winograd_weight did not make: trained
+    # in the Winograd domain): those of the kernels' computation, the float64 tile-by-tile
+    # reference's (tests/test_winograd.py).
+    from test_winograd import _winograd_reference
+
+    x, w, b = _inputs(seed=12)
+    algo = f"winograd_f{tile}x{tile}"
+    u = vggkern.winograd_weight(w, tile) + 0.1 * torch.randn((tile + 2) ** 2, 3, 4,
+                                                             generator=torch.Generator().manual_seed(5))
+
+    def ours(u, x=x):
+        return vggkern.conv3x3(x, u, b, relu=True, algo=algo)
+
+    def theirs(u, x=x):
+        return _winograd_reference(x, u, b, tile, relu=True)
+
+    def close(got, want):  # float32 Winograd rounding (F(4x4)'s transforms amplify it): relative to the largest
+        assert (got.double() - want).abs().max().item() <= 1e-5 * want.abs().max().item()
+
+    close(grad(lambda u: ours(u).square().sum())(u), grad(lambda u: theirs(u).square().sum())(u.double()))
+    t = torch.randn(u.shape, generator=torch.Generator().manual_seed(6))
+    close(jvp(ours, (u,), (t,))[1], jvp(theirs, (u.double(),), (t.double(),))[1])
+    per_sample = vmap(grad(lambda u, xi: ours(u, xi.unsqueeze(0)).square().sum()), in_dims=(None, 0))(u, x)
+    for i in range(x.shape[0]):
+        close(per_sample[i], grad(lambda u: theirs(u, x[i:i + 1]).square().sum())(u.double()))

@@ -244,8 +244,7 @@ def test_bad_inputs(args, match, entry):
 @pytest.mark.parametrize("dtype", DTYPES)
 def test_gradients_for_x_and_bias_through_pre_transformed_weight(algo, relu, pool, dtype):
     # A frozen model's U = winograd_weight(w, m) gives x and bias their gradients: torch's
-    # (float64) through w, within the rounding of recovering w from the float32 U and of
-    # dtype's backward.
+    # (float64) through w, within the Winograd computation's float32 rounding and dtype's.
     x, w, b = _inputs(2, 5, 6, 7, 9, dtype, "cpu", seed=53)
     u = vggkern.winograd_weight(w, ALGOS[algo])
     xg, bg = x.clone().requires_grad_(), b.clone().requires_grad_()
@@ -253,17 +252,10 @@ def test_gradients_for_x_and_bias_through_pre_transformed_weight(algo, relu, poo
     dy = torch.randn(y.shape, generator=torch.Generator().manual_seed(1)).to(dtype)
     gx, gb = torch.autograd.grad(y, (xg, bg), dy)
     assert gx.dtype == gb.dtype == dtype
-    # As through the raw weight (whose backward recomputes ReLU and pool in dtype too),
-    # to the rounding of recovering w from the float32 U: none once w is in 16 bits.
-    xw, bw = x.clone().requires_grad_(), b.clone().requires_grad_()
-    yw = vggkern.conv3x3(xw, w, bw, relu=relu, pool=pool, algo=algo)
-    exact = dtype != torch.float32
-    for got, want in zip((gx, gb), torch.autograd.grad(yw, (xw, bw), dy)):
-        torch.testing.assert_close(got, want, rtol=0 if exact else 1e-5, atol=0 if exact else 1e-5)
-    # And torch's in float64. With ReLU and pool, only in float32: in 16 bits ties in a
-    # pool window are common, and which element gets the gradient is then the rounded
-    # forward's choice, not float64's.
-    if relu and exact:
+    # With ReLU and pool, only in float32: in 16 bits ties in a pool window are common,
+    # and which element gets the gradient is then the rounded forward's choice, not
+    # float64's.
+    if relu and dtype != torch.float32:
         return
     x64, b64 = x.double().requires_grad_(), b.double().requires_grad_()
     y64 = _torch_forward(x64, w.double(), b64, relu, pool, torch.float64)
@@ -272,33 +264,101 @@ def test_gradients_for_x_and_bias_through_pre_transformed_weight(algo, relu, poo
         assert (got.double() - want).abs().max().item() <= tol * want.abs().max().item()
 
 
+def _winograd_reference(x, u, b, tile, relu=False, pool=False):
+    """What the Winograd kernels compute with any U (one winograd_weight did not make
+    too), in float64, tile by tile: each m x m output tile from its (m+2) x (m+2) input
+    tile d (padding 1, tiles from (0, 0), zeros past the edge) as A^T [sum_c U_ck ⊙ (B^T d
+    B)] A; then bias, ReLU, pool. Differentiable (torch's autograd gives the reference
+    derivatives)."""
+    bt, _, a = torch.ops.vggkern._winograd_matrices(tile)
+    alpha = tile + 2
+    n, c, h, w = x.shape
+    tiles_h, tiles_w = -(-h // tile), -(-w // tile)
+    xp = F.pad(x.double(), (1, tiles_w * tile + 1 - w, 1, tiles_h * tile + 1 - h))
+    uk = u.double().reshape(alpha, alpha, c, u.shape[2])
+    rows = []
+    for i in range(tiles_h):
+        cols = []
+        for j in range(tiles_w):
+            d = xp[:, :, i * tile:i * tile + alpha, j * tile:j * tile + alpha]
+            v = bt.T @ d @ bt
+            cols.append(a.T @ torch.einsum("pqck,ncpq->nkpq", uk, v) @ a)
+        rows.append(torch.cat(cols, dim=3))
+    y = torch.cat(rows, dim=2)[:, :, :h, :w]
+    if b is not None:
+        y = y + b.double().view(1, -1, 1, 1)
+    if relu:
+        y = F.relu(y)
+    return F.max_pool2d(y, 2, 2) if pool else y
+
+
+@pytest.mark.parametrize("algo", list(ALGOS))
+@pytest.mark.parametrize("relu,pool", [(False, False), (True, False), (True, True)])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16])
+@pytest.mark.parametrize("channels_last", [False, True])
+def test_derivatives_of_any_pre_transformed_weight(algo, relu, pool, dtype, channels_last, device):
+    # A U that winograd_weight did not make (trained or pruned in the Winograd domain: not
+    # a 3x3 conv) has its own gradient, and x and bias theirs, those of the computation the
+    # kernels do with it: the tile-by-tile float64 reference's (CPU), by torch's autograd.
+    tile = ALGOS[algo]
+    x, _, b = _inputs(2, 3, 5, 7, 9, dtype, "cpu", channels_last=channels_last, seed=57)
+    u = torch.randn((tile + 2) ** 2, 3, 5, generator=_gen(58))
+    u[u.abs() < 0.5] = 0  # pruned in the Winograd domain
+    xg, ug, bg = (t.to(device).requires_grad_() for t in (x, u, b))
+    y = vggkern.conv3x3(xg, ug, bg, relu=relu, pool=pool, algo=algo)
+    x64, u64, b64 = (t.double().requires_grad_() for t in (x, u, b))
+    ref = _winograd_reference(x64, u64, b64, tile, relu, pool)
+    tol = {torch.float32: 1e-5, torch.float16: 2e-3}[dtype]
+    # The forward first: the reference is the kernels' computation.
+    assert (y.double().cpu() - ref).abs().max().item() <= tol * ref.abs().max().item()
+    dy = torch.randn(y.shape, generator=_gen(59)).to(dtype)
+    got = torch.autograd.grad(y, (xg, ug, bg), dy.to(device))
+    assert [(g.dtype, g.device.type) for g in got] == [(dtype, device), (torch.float32, device), (dtype, device)]
+    assert got[0].is_contiguous(memory_format=torch.channels_last if channels_last else torch.contiguous_format)
+    got = [g.cpu() for g in got]
+    if relu and dtype != torch.float32:  # ties in 16 bits (above)
+        return
+    for name, g, want in zip("xUb", got, torch.autograd.grad(ref, (x64, u64, b64), dy.double())):
+        err = (g.double() - want).abs().max().item()
+        assert err <= tol * want.abs().max().item(), f"d{name}: {err:.3g} vs max {want.abs().max().item():.3g}"
+
+
+@pytest.mark.parametrize("algo", list(ALGOS))
+def test_weight_gradient_through_winograd_weight(algo):
+    # w -> U = winograd_weight(w, m) -> conv3x3(x, U): w's gradient through U is torch's
+    # conv2d's (float64), so a model may keep its weights and train through the transform.
+    x, w, b = _inputs(2, 4, 6, 7, 6, torch.float32, "cpu", seed=60)
+    wg = w.clone().requires_grad_()
+    y = vggkern.conv3x3(x, vggkern.winograd_weight(wg, ALGOS[algo]), b, relu=True, pool=True, algo=algo)
+    dy = torch.randn(y.shape, generator=_gen(61))
+    (got,) = torch.autograd.grad(y, wg, dy)
+    w64 = w.double().requires_grad_()
+    (want,) = torch.autograd.grad(_torch_forward(x.double(), w64, b.double(), True, True, torch.float64), w64,
+                                  dy.double())
+    assert (got.double() - want).abs().max().item() <= 1e-5 * want.abs().max().item()
+
+
 def test_double_backward_through_pre_transformed_weight():
-    # An input-gradient penalty (the gradient of |dL/dx|^2) on a frozen model using U.
+    # An input-gradient penalty (the gradient of |dL/dx|^2) on a frozen model using U, and
+    # the same penalty's gradient for U itself (the reference's for any U).
     x, w, b = _inputs(2, 3, 4, 6, 6, torch.float32, "cpu", seed=55)
     u = vggkern.winograd_weight(w, 4)
 
-    def penalty_grad(f, x):
+    def penalty_grad(f, x, u):
         x = x.clone().requires_grad_()
-        (g,) = torch.autograd.grad(f(x).square().sum(), x, create_graph=True)
-        return torch.autograd.grad(g.square().sum(), x)[0]
+        (g,) = torch.autograd.grad(f(x, u).square().sum(), x, create_graph=True)
+        return torch.autograd.grad(g.square().sum(), (x, u) if u.requires_grad else x)
 
-    ours = penalty_grad(lambda x: vggkern.conv3x3(x, u, b, relu=True, algo="winograd_f4x4"), x)
-    ref = penalty_grad(lambda x: F.relu(F.conv2d(x, w.double(), b.double(), padding=1)), x.double())
+    (ours,) = penalty_grad(lambda x, u: vggkern.conv3x3(x, u, b, relu=True, algo="winograd_f4x4"), x, u)
+    (ref,) = penalty_grad(lambda x, w: F.relu(F.conv2d(x, w, b.double(), padding=1)), x.double(), w.double())
     assert (ours.double() - ref).abs().max().item() <= 1e-5 * ref.abs().max().item()
-
-
-def test_no_derivative_for_the_pre_transformed_weight_itself():
-    x, w, b = _inputs(1, 3, 4, 5, 5, torch.float32, "cpu", seed=53)
-    match = r"no derivative with respect to a pre-transformed \(winograd_weight\) weight U; pass the raw"
-    u = vggkern.winograd_weight(w, 2).requires_grad_()
-    y = vggkern.conv3x3(x.requires_grad_(), u, b, algo="winograd_f2x2")
-    with pytest.raises(NotImplementedError, match=match):
-        y.sum().backward()
-    # U made from a weight that wants its gradient: that gradient goes through U, so the
-    # same refusal (pass the raw weight instead).
-    u = vggkern.winograd_weight(w.clone().requires_grad_(), 4)
-    with pytest.raises(NotImplementedError, match=match):
-        vggkern.conv3x3(x, u, b, algo="winograd_f4x4").sum().backward()
+    u = u + 0.1 * torch.randn(u.shape, generator=_gen(56))  # out of winograd_weight's range
+    ours = penalty_grad(lambda x, u: vggkern.conv3x3(x, u, b, relu=True, algo="winograd_f4x4"), x,
+                        u.requires_grad_())
+    ref = penalty_grad(lambda x, u: _winograd_reference(x, u, b, 4, relu=True), x.double(),
+                       u.detach().double().requires_grad_())
+    for got, want in zip(ours, ref):
+        assert (got.double() - want).abs().max().item() <= 1e-5 * want.abs().max().item()
 
 
 def test_forward_ad_and_compile_through_pre_transformed_weight():
@@ -312,16 +372,23 @@ def test_forward_ad_and_compile_through_pre_transformed_weight():
     _, want = torch.func.jvp(lambda x: F.relu(F.conv2d(x, w.double(), b.double(), padding=1)), (x.double(),),
                              (t.double(),))
     torch.testing.assert_close(out.double(), want, rtol=1e-5, atol=1e-5)
+    # A tangent for U itself: the reference's (any U; this one winograd_weight made).
+    tu = torch.randn(u.shape, generator=torch.Generator().manual_seed(3))
+    with fwad.dual_level():
+        out = fwad.unpack_dual(vggkern.conv3x3(x, fwad.make_dual(u, tu), b, relu=True, algo="winograd_f4x4")).tangent
+    _, want = torch.func.jvp(lambda u: _winograd_reference(x, u, b, 4, relu=True), (u.double(),), (tu.double(),))
+    torch.testing.assert_close(out.double(), want, rtol=1e-5, atol=1e-5)
 
-    def loss(x):
+    def loss(x, u):
         return vggkern.conv3x3(x, u, b, relu=True, pool=True, algo="winograd_f4x4").square().sum()
 
     torch._dynamo.reset()
     compiled = torch.compile(loss, fullgraph=True, backend="aot_eager")
-    xe, xc = x.clone().requires_grad_(), x.clone().requires_grad_()
-    loss(xe).backward()
-    compiled(xc).backward()
+    (xe, ue), (xc, uc) = [(x.clone().requires_grad_(), u.clone().requires_grad_()) for _ in range(2)]
+    loss(xe, ue).backward()
+    compiled(xc, uc).backward()
     torch.testing.assert_close(xc.grad, xe.grad, rtol=0, atol=0)
+    torch.testing.assert_close(uc.grad, ue.grad, rtol=0, atol=0)
 
 
 @pytest.mark.parametrize("algo", list(ALGOS))
@@ -329,9 +396,8 @@ def test_opcheck_and_gradients(algo):
     x, w, b = _inputs(2, 3, 4, 6, 5, torch.float32, "cpu", seed=13)
     args = (x.requires_grad_(), w.requires_grad_(), b.requires_grad_())
     torch.library.opcheck(torch.ops.vggkern.conv3x3.default, args, {"relu": True, "pool": True, "algo": algo})
-    u = vggkern.winograd_weight(w.detach(), ALGOS[algo])
-    torch.library.opcheck(torch.ops.vggkern.conv3x3.default, (x.detach(), u, b.detach()),
-                          {"relu": True, "pool": False, "algo": algo})
+    u = vggkern.winograd_weight(w.detach(), ALGOS[algo]).requires_grad_()
+    torch.library.opcheck(torch.ops.vggkern.conv3x3.default, (x, u, b), {"relu": True, "pool": True, "algo": algo})
 
 
 def test_torch_compile_fullgraph():

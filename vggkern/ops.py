@@ -188,8 +188,8 @@ def conv3x3(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = N
     Winograd algorithms ("winograd_f2x2", "winograd_f4x4": F(2x2,3x3) and F(4x4,3x3))
     also take ``weight = winograd_weight(w, 2 or 4)``, the filter transform done once
     (float32, shape (16 or 36, C, K)); given the raw weight they transform it per call.
-    With U, x and bias have their gradients (those through the w U was made from); U
-    itself has none: pass the raw weight to differentiate it.
+    With U, x, bias and U itself have their derivatives: those of the Winograd
+    computation done with U (for any U: one trained or pruned in the Winograd domain too).
     Their rounding differs from direct's (see README, Numerics), and a NaN/Inf input may
     spread within its output tile (2x2 or 4x4), not only to its 3x3 neighbourhood.
 
@@ -301,8 +301,7 @@ class _Conv3x3Function(torch.autograd.Function):
     @staticmethod
     def setup_context(ctx, inputs, output):
         x, weight, bias, ctx.relu, ctx.pool = inputs[:5]
-        # An input without a tangent gets None, not zeros: no work for it, and a
-        # pre-transformed Winograd weight (no derivative of its own) can stay constant.
+        # An input without a tangent gets None, not zeros: no work for it.
         ctx.set_materialize_grads(False)
         ctx.save_for_backward(x, weight, bias)
         ctx.save_for_forward(x, weight, bias)

@@ -12,7 +12,9 @@
 // included, see vggkern::conv3x3, whose fake kernel is in vggkern/ops.py), and each
 // backward is torch's own backward of conv2d -> relu -> max_pool2d built from aten ops
 // only (so AOTAutograd and compiled autograd can trace it, and double backward works),
-// recomputing the forward's intermediate values with torch where relu or pool need them.
+// recomputing the forward's intermediate values with torch where relu or pool need them;
+// with a pre-transformed Winograd weight U, the Winograd computation's own derivatives
+// (winograd_conv below).
 //
 // torch.func's transforms (grad, vjp, jvp, jacrev, hessian, vmap with a gradient) refuse
 // a C++ autograd::Function, and it has no forward-mode derivative. conv3x3 has a Python
@@ -29,6 +31,7 @@
 // torch.func supports.
 #include <ATen/core/grad_mode.h>
 #include <ATen/ops/convolution.h>
+#include <ATen/ops/constant_pad_nd.h>
 #include <ATen/ops/convolution_backward.h>
 #include <ATen/ops/einsum.h>
 #include <ATen/ops/from_blob.h>
@@ -46,6 +49,7 @@
 #include <array>
 #include <string>
 #include <tuple>
+#include <utility>
 #include <vector>
 
 #include "../common/backends.h"
@@ -104,60 +108,126 @@ at::Tensor padded_conv(const at::Tensor& x, const at::Tensor& weight, const std:
   return at::convolution(x, weight, bias, {1, 1}, {1, 1}, {1, 1}, false, {0, 0}, 1);
 }
 
-// A pre-transformed weight U = winograd_weight(w, m) gives derivatives for x and bias
-// (saliency maps, style transfer and adversarial inputs on a frozen model keep the
-// transform done once), not for U itself.
-void check_no_weight_derivative(const at::Tensor& weight, bool wanted) {
-  TORCH_CHECK_NOT_IMPLEMENTED(weight.dim() == 4 || !wanted,
-                              "vggkern.conv3x3: no derivative with respect to a pre-transformed (winograd_weight) "
-                              "weight U; pass the raw (K, C, 3, 3) weight to differentiate it (winograd_weight(w, m) "
-                              "itself is differentiable); x and bias have their derivatives with U");
+// A pre-transformed weight U = winograd_weight(w, m), ((m + 2)^2, C, K): the derivatives
+// are those of the computation the Winograd kernels do with it, written in aten ops
+// (float32, as the kernels compute), not those of a conv with some w. So they hold for
+// any U, one that winograd_weight made or one trained or pruned in the Winograd domain
+// (which is then no longer a 3x3 conv: its output depends on the position in the tile),
+// and U has its own. Per output tile of m x m pixels, with its (m + 2)^2 input tile d
+// (padding 1, tiles from (0, 0), zeros past the edge) and the kernels' B and A:
+//   V = B^T d B,  M_k = sum_c U_ck (.) V_c,  y_k = A^T M_k A (+ bias),
+// so for dy: dM_k = A dy_k A^T, dU_ck = sum over tiles of V_c (.) dM_k,
+// dV_c = sum_k U_ck (.) dM_k, dd = B dV_c B^T, summed where the input tiles overlap.
+// Each einsum's index letters: i, j the (m + 2)^2 transform positions; a, b a tile's
+// rows and columns; n, c, k, t, s batch, channel, filter, tile row and tile column.
+bool is_pre_transformed(const at::Tensor& weight) { return weight.dim() == 3; }
+
+struct WinogradTransforms {
+  int64_t m, alpha;
+  at::Tensor b, a;  // B (alpha x alpha), A (alpha x m): float32 (exact: small integers)
+};
+
+WinogradTransforms winograd_transforms(const at::Tensor& u, c10::Device device) {
+  const int64_t m = u.size(0) == 16 ? 2 : 4, alpha = m + 2;
+  struct Constants {
+    std::vector<float> b, a;
+  };
+  static const auto make = [](int tile) {
+    const int n = tile + 2;
+    std::vector<double> b(n * n), g(n * 3), a(n * tile);
+    emu::winograd_matrices(tile, b.data(), g.data(), a.data());
+    return Constants{std::vector<float>(b.begin(), b.end()), std::vector<float>(a.begin(), a.end())};
+  };
+  static const Constants c2 = make(2), c4 = make(4);
+  const Constants& c = m == 2 ? c2 : c4;
+  // Constants made without dispatch (at::tensor's would be wrapped under torch.func),
+  // lifted so that a traced backward (fake tensors) takes them. Only read.
+  auto constant = [&](const std::vector<float>& v, int64_t cols) {
+    return at::lift_fresh(at::from_blob(const_cast<float*>(v.data()), {alpha, cols}, at::kFloat)).to(device);
+  };
+  return {m, alpha, constant(c.b, alpha), constant(c.a, m)};
 }
 
-// P (3 x alpha) = (G^T G)^-1 G^T, G's left inverse (P G = I), in float64: for each (k, c),
-// U = G w G^T gives back w = P U P^T. G (alpha x 3) is the kernels' own.
-std::vector<double> winograd_left_inverse(int64_t tile) {
-  const int64_t alpha = tile + 2;
-  std::vector<double> b(alpha * alpha), g(alpha * 3), a(alpha * tile);
-  emu::winograd_matrices(static_cast<int>(tile), b.data(), g.data(), a.data());
-  double gtg[3][3] = {}, inv[3][3];
-  for (int r = 0; r < 3; ++r)
-    for (int c = 0; c < 3; ++c)
-      for (int64_t i = 0; i < alpha; ++i) gtg[r][c] += g[i * 3 + r] * g[i * 3 + c];
-  // The inverse of the symmetric positive definite 3 x 3 G^T G by cofactors.
-  const auto m = gtg;
-  inv[0][0] = m[1][1] * m[2][2] - m[1][2] * m[2][1];
-  inv[0][1] = m[0][2] * m[2][1] - m[0][1] * m[2][2];
-  inv[0][2] = m[0][1] * m[1][2] - m[0][2] * m[1][1];
-  inv[1][0] = m[1][2] * m[2][0] - m[1][0] * m[2][2];
-  inv[1][1] = m[0][0] * m[2][2] - m[0][2] * m[2][0];
-  inv[1][2] = m[0][2] * m[1][0] - m[0][0] * m[1][2];
-  inv[2][0] = m[1][0] * m[2][1] - m[1][1] * m[2][0];
-  inv[2][1] = m[0][1] * m[2][0] - m[0][0] * m[2][1];
-  inv[2][2] = m[0][0] * m[1][1] - m[0][1] * m[1][0];
-  const double det = m[0][0] * inv[0][0] + m[0][1] * inv[1][0] + m[0][2] * inv[2][0];
-  std::vector<double> p(3 * alpha, 0.0);
-  for (int r = 0; r < 3; ++r)
-    for (int64_t i = 0; i < alpha; ++i)
-      for (int c = 0; c < 3; ++c) p[r * alpha + i] += inv[r][c] / det * g[i * 3 + c];
-  return p;
+int64_t tiles_along(int64_t size, int64_t m) { return (size + m - 1) / m; }
+
+// V = B^T d B of every input tile of x (N, C, H, W): (alpha, alpha, N, C, T, S), float32.
+at::Tensor winograd_input_transform(const at::Tensor& x, const WinogradTransforms& t) {
+  const int64_t rows = tiles_along(x.size(2), t.m) * t.m + 2, cols = tiles_along(x.size(3), t.m) * t.m + 2;
+  const at::Tensor xp = at::constant_pad_nd(x.to(at::kFloat), {1, cols - 1 - x.size(3), 1, rows - 1 - x.size(2)});
+  const at::Tensor d = xp.unfold(2, t.alpha, t.m).unfold(3, t.alpha, t.m);  // (N, C, T, S, alpha, alpha)
+  return at::einsum("ai,nctsab,bj->ijncts", {t.b, d, t.b});
 }
 
-// The filters (K, C, 3, 3) that weight stands for, in dtype: weight itself, or, for a
-// pre-transformed U ((m + 2)^2, C, K), the w of U = winograd_weight(w, m), as P U P^T
-// computed in float64 and rounded once. A U that winograd_weight did not make (one
-// outside the span of G g G^T) gives the filters of its projection onto that span.
-at::Tensor filters_of(const at::Tensor& weight, at::ScalarType dtype) {
-  if (weight.dim() == 4) return weight;
-  const int64_t alpha = weight.size(0) == 16 ? 4 : 6;
-  static const std::vector<double> p2 = winograd_left_inverse(2), p4 = winograd_left_inverse(4);
-  const std::vector<double>& p = alpha == 4 ? p2 : p4;
-  // A constant made without dispatch (at::tensor's would be wrapped under torch.func),
-  // lifted so that a traced backward (fake tensors) takes it. Only read.
-  const at::Tensor pm =
-      at::lift_fresh(at::from_blob(const_cast<double*>(p.data()), {3, alpha}, at::kDouble)).to(weight.device());
-  const at::Tensor u = weight.to(at::kDouble).view({alpha, alpha, weight.size(1), weight.size(2)});
-  return at::einsum("ai,ijck,bj->kcab", {pm, u, pm}).to(dtype).contiguous();
+// dM = A dy A^T of every output tile of dy (N, K, H, W): (alpha, alpha, N, K, T, S), float32.
+at::Tensor winograd_output_transform_backward(const at::Tensor& dy, const WinogradTransforms& t) {
+  const int64_t T = tiles_along(dy.size(2), t.m), S = tiles_along(dy.size(3), t.m);
+  const at::Tensor dyp = at::constant_pad_nd(dy.to(at::kFloat), {0, S * t.m - dy.size(3), 0, T * t.m - dy.size(2)});
+  return at::einsum("ia,nktasb,jb->ijnkts", {t.a, dyp.reshape({dy.size(0), dy.size(1), T, t.m, S, t.m}), t.a});
+}
+
+at::Tensor u_of(const at::Tensor& u, const WinogradTransforms& t) {
+  return u.to(at::kFloat).view({t.alpha, t.alpha, u.size(1), u.size(2)});
+}
+
+// conv3x3 with U as the Winograd kernels compute it (without their rounding order), in
+// x's dtype: (N, K, H, W).
+at::Tensor winograd_conv(const at::Tensor& x, const at::Tensor& u, const std::optional<at::Tensor>& bias) {
+  const WinogradTransforms t = winograd_transforms(u, x.device());
+  const at::Tensor v = winograd_input_transform(x, t);
+  const at::Tensor mk = at::einsum("ijck,ijncts->ijnkts", {u_of(u, t), v});
+  const int64_t N = x.size(0), K = u.size(2), T = v.size(4), S = v.size(5);
+  at::Tensor y = at::einsum("ia,ijnkts,jb->nktasb", {t.a, mk, t.a})
+                     .reshape({N, K, T * t.m, S * t.m})
+                     .narrow(2, 0, x.size(2))
+                     .narrow(3, 0, x.size(3));
+  if (bias.has_value() && bias->defined()) y = y + bias->to(at::kFloat).view({1, -1, 1, 1});
+  return y.to(x.scalar_type()).contiguous();
+}
+
+// The sum of per-tile values v (..., T, alpha, ...) at dims (dim, dim + 1) where the
+// input tiles overlap, a tile's last two rows being the next one's first two:
+// (..., T m + 2, ...). The backward of unfold(dim, alpha, m), in ops that torch.func
+// batches (unfold_backward has no batching rule: vmap would loop).
+at::Tensor overlap_add(const at::Tensor& v, int64_t dim, int64_t m) {
+  auto pad = [](const at::Tensor& t, int64_t d, int64_t before, int64_t after) {
+    std::vector<int64_t> widths(2 * (t.dim() - d), 0);  // constant_pad_nd's: the last dim first
+    widths[widths.size() - 2] = before;
+    widths[widths.size() - 1] = after;
+    return at::constant_pad_nd(t, widths);
+  };
+  const int64_t rows = v.size(dim) * m + 2;
+  const at::Tensor head = pad(v.narrow(dim + 1, 0, m).flatten(dim, dim + 1), dim, 0, 2);
+  const at::Tensor tail = pad(pad(v.narrow(dim + 1, m, 2), dim + 1, 0, m - 2).flatten(dim, dim + 1), dim, m, 0);
+  return head + tail.narrow(dim, 0, rows);
+}
+
+// The gradients of winograd_conv (without bias) for dy (N, K, H, W): x's (x's dtype) if
+// want_x, U's (float32) if want_u.
+std::pair<at::Tensor, at::Tensor> winograd_conv_backward(const at::Tensor& dy, const at::Tensor& x,
+                                                         const at::Tensor& u, bool want_x, bool want_u) {
+  const WinogradTransforms t = winograd_transforms(u, x.device());
+  const at::Tensor dm = winograd_output_transform_backward(dy, t);
+  at::Tensor gx, gu;
+  if (want_x) {
+    const at::Tensor dv = at::einsum("ijck,ijnkts->ijncts", {u_of(u, t), dm});
+    const at::Tensor dd = at::einsum("ai,ijncts,bj->nctasb", {t.b, dv, t.b});  // (N, C, T, alpha, S, alpha)
+    gx = overlap_add(overlap_add(dd, 4, t.m), 2, t.m)
+             .narrow(2, 1, x.size(2))
+             .narrow(3, 1, x.size(3))
+             .to(x.scalar_type())
+             .contiguous(x.suggest_memory_format());
+  }
+  if (want_u) {
+    const at::Tensor v = winograd_input_transform(x, t);
+    gu = at::einsum("ijncts,ijnkts->ijck", {v, dm}).reshape(u.sizes()).to(u.scalar_type());
+  }
+  return {gx, gu};
+}
+
+// The forward's value before ReLU and the pool: torch's conv, or the Winograd computation
+// with a pre-transformed U.
+at::Tensor conv_before_epilogue(const at::Tensor& x, const at::Tensor& weight, const std::optional<at::Tensor>& bias) {
+  return is_pre_transformed(weight) ? winograd_conv(x, weight, bias) : padded_conv(x, weight, bias);
 }
 
 // vggkern::_conv3x3_backward: the gradients of conv3x3 (x, weight, bias) for grad, those
@@ -166,20 +236,23 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> conv3x3_backward(const at::Tensor
                                                                 const at::Tensor& weight,
                                                                 const std::optional<at::Tensor>& bias, bool relu,
                                                                 bool pool, std::array<bool, 3> output_mask) {
-  check_no_weight_derivative(weight, output_mask[1]);
-  const at::Tensor w = filters_of(weight, x.scalar_type());
   const bool has_bias = bias.has_value() && bias->defined();
   at::Tensor grad = grad_output;
   if (relu || pool) {
-    at::Tensor a = padded_conv(x, w, bias);
+    at::Tensor a = conv_before_epilogue(x, weight, bias);
     if (relu) a = at::relu(a);
     if (pool) grad = maxpool2x2_backward(grad, a);
     if (relu) grad = at::threshold_backward(grad, a, 0);
   }
   output_mask[2] = output_mask[2] && has_bias;
-  const int64_t k = w.size(0);  // bias_sizes points at it
+  if (is_pre_transformed(weight)) {
+    auto [gx, gu] = winograd_conv_backward(grad, x, weight, output_mask[0], output_mask[1]);
+    at::Tensor gb = output_mask[2] ? grad.sum({0, 2, 3}, false, at::kFloat).to(bias->scalar_type()) : at::Tensor();
+    return {gx, gu, gb};
+  }
+  const int64_t k = weight.size(0);  // bias_sizes points at it
   const at::OptionalIntArrayRef bias_sizes = has_bias ? at::OptionalIntArrayRef(at::IntArrayRef(k)) : std::nullopt;
-  return at::convolution_backward(grad, x, w, bias_sizes, {1, 1}, {1, 1}, {1, 1}, false, {0, 0}, 1, output_mask);
+  return at::convolution_backward(grad, x, weight, bias_sizes, {1, 1}, {1, 1}, {1, 1}, false, {0, 0}, 1, output_mask);
 }
 
 // vggkern::_conv3x3_jvp: conv3x3's forward derivative, the tangent of its output for the
@@ -189,15 +262,14 @@ at::Tensor conv3x3_jvp(const at::Tensor& x, const at::Tensor& weight, const std:
                        const std::optional<at::Tensor>& x_tangent, const std::optional<at::Tensor>& weight_tangent,
                        const std::optional<at::Tensor>& bias_tangent, bool relu, bool pool) {
   auto given = [](const std::optional<at::Tensor>& t) { return t.has_value() && t->defined(); };
-  check_no_weight_derivative(weight, given(weight_tangent));
-  const at::Tensor w = filters_of(weight, x.scalar_type());
-  // d(conv(x, w) + b) = conv(dx, w) + conv(x, dw) + db
-  at::Tensor t = at::zeros({x.size(0), w.size(0), x.size(2), x.size(3)}, x.options());
-  if (given(x_tangent)) t = t + padded_conv(*x_tangent, w, std::nullopt);
-  if (given(weight_tangent)) t = t + padded_conv(x, *weight_tangent, std::nullopt);
+  // d(conv(x, w) + b) = conv(dx, w) + conv(x, dw) + db (conv bilinear, the Winograd one too)
+  const int64_t k = is_pre_transformed(weight) ? weight.size(2) : weight.size(0);
+  at::Tensor t = at::zeros({x.size(0), k, x.size(2), x.size(3)}, x.options());
+  if (given(x_tangent)) t = t + conv_before_epilogue(*x_tangent, weight, std::nullopt);
+  if (given(weight_tangent)) t = t + conv_before_epilogue(x, *weight_tangent, std::nullopt);
   if (given(bias_tangent)) t = t + bias_tangent->view({1, -1, 1, 1});
   if (relu || pool) {
-    at::Tensor a = padded_conv(x, w, bias);
+    at::Tensor a = conv_before_epilogue(x, weight, bias);
     if (relu) {
       a = at::relu(a);
       t = at::threshold_backward(t, a, 0);
