@@ -13,7 +13,6 @@ K_FACTOR's direct fp32 bound (its comment); then --minutes 20 --seed 11: 20,181 
 none failed, worst ratios in README.md (Numerics).
 """
 import argparse
-import contextlib
 import os
 import random
 import sys
@@ -21,8 +20,10 @@ import time
 
 import torch
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path[:0] = [HERE, os.path.dirname(HERE)]  # test_conv3x3, and the repository (benchmarks)
 import vggkern  # noqa: E402
+from benchmarks.cases import _env as env  # noqa: E402  (sets a variable for a block; None: as it is)
 from test_conv3x3 import K_FACTOR, TF32_ALGOS, _check, _round_tf32, _torch_forward, _truncate_tf32  # noqa: E402
 
 LAYOUTS = ("nchw", "channels_last", "sliced", "permuted", "offset")
@@ -45,21 +46,6 @@ def make_x(rng, g, n, c, h, w, dtype, layout):
     if layout == "offset":  # storage offset of 7 elements: unaligned vectors
         return torch.cat([torch.zeros(7, dtype=dtype), x.flatten()])[7:].view(n, c, h, w)
     return x
-
-
-@contextlib.contextmanager
-def env(name, value):
-    """os.environ[name] = value (None: as it is) for the block."""
-    old = os.environ.get(name)
-    if value is not None:
-        os.environ[name] = value
-    try:
-        yield
-    finally:
-        if old is None:
-            os.environ.pop(name, None)
-        else:
-            os.environ[name] = old
 
 
 def ratio(y, x, wt, b, relu, pool, algo, tf32_x="rounded"):
