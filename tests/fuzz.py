@@ -24,7 +24,7 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path[:0] = [HERE, os.path.dirname(HERE)]  # test_conv3x3, and the repository (benchmarks)
 import vggkern  # noqa: E402
 from benchmarks.cases import _env as env  # noqa: E402  (sets a variable for a block; None: as it is)
-from test_conv3x3 import K_FACTOR, TF32_ALGOS, _check, _round_tf32, _torch_forward, _truncate_tf32  # noqa: E402
+from test_conv3x3 import K_FACTOR, TF32_ALGOS, _check, _errors, _torch_forward  # noqa: E402
 
 LAYOUTS = ("nchw", "channels_last", "sliced", "permuted", "offset")
 # implicit_gemm: the default tile, or one forced (the wgmma ones read fp32 x truncated to
@@ -49,18 +49,12 @@ def make_x(rng, g, n, c, h, w, dtype, layout):
 
 
 def ratio(y, x, wt, b, relu, pool, algo, tf32_x="rounded"):
+    """(err - floor) / err_torch, the quantity K_FACTOR bounds (0 where nothing is finite)."""
     ref = _torch_forward(x, wt, b, relu, pool, torch.float64)
     finite = ref.isfinite()
     if not finite.any():
         return 0.0
-    if algo in TF32_ALGOS and x.dtype == torch.float32:
-        xt = _truncate_tf32(x) if tf32_x == "truncated" else _round_tf32(x)
-        own = _torch_forward(xt, _round_tf32(wt), b, relu, pool, torch.float64)
-    else:
-        own = _torch_forward(x, wt, b, relu, pool, x.dtype).double()
-    err = (y.double() - ref)[finite].abs().max().item()
-    err_torch = (own - ref)[finite].abs().max().item()
-    floor = torch.finfo(x.dtype).eps / 4 * ref[finite].abs().max().item()
+    err, err_torch, floor = _errors(y, x, wt, b, relu, pool, algo, tf32_x, ref, finite)
     return (err - floor) / err_torch if err_torch else 0.0
 
 

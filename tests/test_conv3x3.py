@@ -112,6 +112,21 @@ def _torch_forward(x, w, b, relu, pool, dtype):
     return y
 
 
+def _errors(y, x, w, b, relu, pool, algo, tf32_x, ref, finite):
+    """(err, err_torch, floor) over ref's finite elements (ref: the float64 result): our
+    error, torch's own in x's dtype (for a TF32 algorithm on float32: that of the float64
+    conv of TF32 inputs, x rounded or truncated per tf32_x), and eps/4 x max|ref|."""
+    if algo in TF32_ALGOS and x.dtype == torch.float32:  # TF32: the input rounding is the error model
+        xt = _truncate_tf32(x) if tf32_x == "truncated" else _round_tf32(x)
+        own = _torch_forward(xt, _round_tf32(w), b, relu, pool, torch.float64)
+    else:
+        own = _torch_forward(x, w, b, relu, pool, x.dtype).double()
+    err = (y.double() - ref)[finite].abs().max().item()
+    err_torch = (own - ref)[finite].abs().max().item()
+    floor = torch.finfo(x.dtype).eps / 4 * ref[finite].abs().max().item()
+    return err, err_torch, floor
+
+
 def _check(y, x, w, b, relu, pool, algo="direct", tf32_x="rounded"):
     """tf32_x: how a TF32 algorithm's x reaches the tensor cores: "rounded" (cvt.rna, as
     the weight always is) or "truncated" (implicit_gemm's wgmma tiles)."""
@@ -130,14 +145,7 @@ def _check(y, x, w, b, relu, pool, algo="direct", tf32_x="rounded"):
     finite = ref.isfinite()
     if not finite.any():
         return
-    if algo in TF32_ALGOS and x.dtype == torch.float32:  # TF32: the input rounding is the error model
-        xt = _truncate_tf32(x) if tf32_x == "truncated" else _round_tf32(x)
-        own = _torch_forward(xt, _round_tf32(w), b, relu, pool, torch.float64)
-    else:
-        own = _torch_forward(x, w, b, relu, pool, x.dtype).double()
-    err = (ours - ref)[finite].abs().max().item()
-    err_torch = (own - ref)[finite].abs().max().item()
-    floor = torch.finfo(x.dtype).eps / 4 * ref[finite].abs().max().item()
+    err, err_torch, floor = _errors(y, x, w, b, relu, pool, algo, tf32_x, ref, finite)
     k = K_FACTOR[algo][x.dtype]
     assert err <= k * err_torch + floor, f"err {err:.3g} > {k} * err_torch {err_torch:.3g} + floor {floor:.3g}"
 

@@ -47,6 +47,7 @@
 #include <torch/library.h>
 
 #include <array>
+#include <optional>
 #include <string>
 #include <tuple>
 #include <utility>
@@ -169,11 +170,10 @@ at::Tensor u_of(const at::Tensor& u, const WinogradTransforms& t) {
   return u.to(at::kFloat).view({t.alpha, t.alpha, u.size(1), u.size(2)});
 }
 
-// conv3x3 with U as the Winograd kernels compute it (without their rounding order), in
-// x's dtype: (N, K, H, W).
-at::Tensor winograd_conv(const at::Tensor& x, const at::Tensor& u, const std::optional<at::Tensor>& bias) {
-  const WinogradTransforms t = winograd_transforms(u, x.device());
-  const at::Tensor v = winograd_input_transform(x, t);
+// conv3x3 of x with U as the Winograd kernels compute it (without their rounding order),
+// from v = winograd_input_transform(x, t), in x's dtype: (N, K, H, W).
+at::Tensor winograd_conv(const at::Tensor& v, const at::Tensor& x, const at::Tensor& u,
+                         const std::optional<at::Tensor>& bias, const WinogradTransforms& t) {
   const at::Tensor mk = at::einsum("ijck,ijncts->ijnkts", {u_of(u, t), v});
   const int64_t N = x.size(0), K = u.size(2), T = v.size(4), S = v.size(5);
   at::Tensor y = at::einsum("ia,ijnkts,jb->nktasb", {t.a, mk, t.a})
@@ -202,10 +202,11 @@ at::Tensor overlap_add(const at::Tensor& v, int64_t dim, int64_t m) {
 }
 
 // The gradients of winograd_conv (without bias) for dy (N, K, H, W): x's (x's dtype) if
-// want_x, U's (float32) if want_u.
+// want_x, U's (float32) if want_u, which needs v = winograd_input_transform(x, t)
+// (undefined otherwise).
 std::pair<at::Tensor, at::Tensor> winograd_conv_backward(const at::Tensor& dy, const at::Tensor& x,
-                                                         const at::Tensor& u, bool want_x, bool want_u) {
-  const WinogradTransforms t = winograd_transforms(u, x.device());
+                                                         const at::Tensor& u, const at::Tensor& v,
+                                                         const WinogradTransforms& t, bool want_x, bool want_u) {
   const at::Tensor dm = winograd_output_transform_backward(dy, t);
   at::Tensor gx, gu;
   if (want_x) {
@@ -217,18 +218,42 @@ std::pair<at::Tensor, at::Tensor> winograd_conv_backward(const at::Tensor& dy, c
              .to(x.scalar_type())
              .contiguous(x.suggest_memory_format());
   }
-  if (want_u) {
-    const at::Tensor v = winograd_input_transform(x, t);
-    gu = at::einsum("ijncts,ijnkts->ijck", {v, dm}).reshape(u.sizes()).to(u.scalar_type());
-  }
+  if (want_u) gu = at::einsum("ijncts,ijnkts->ijck", {v, dm}).reshape(u.sizes()).to(u.scalar_type());
   return {gx, gu};
 }
 
-// The forward's value before ReLU and the pool: torch's conv, or the Winograd computation
-// with a pre-transformed U.
-at::Tensor conv_before_epilogue(const at::Tensor& x, const at::Tensor& weight, const std::optional<at::Tensor>& bias) {
-  return is_pre_transformed(weight) ? winograd_conv(x, weight, bias) : padded_conv(x, weight, bias);
-}
+// conv3x3 before its epilogue, as the derivatives recompute it: torch's conv for a raw
+// weight, the Winograd computation for a pre-transformed U, whose constants and x's input
+// transform (wanted by the forward and by U's gradient) are made once per derivative.
+class ConvBeforeEpilogue {
+ public:
+  ConvBeforeEpilogue(const at::Tensor& x, const at::Tensor& weight)
+      : x_(x), pre_transformed_(is_pre_transformed(weight)) {
+    if (pre_transformed_) t_ = winograd_transforms(weight, x.device());
+  }
+  bool pre_transformed() const { return pre_transformed_; }
+  const WinogradTransforms& transforms() const { return *t_; }
+  // V = B^T d B of x's tiles (U only), made on first use.
+  const at::Tensor& x_tiles() {
+    if (!v_.defined()) v_ = winograd_input_transform(x_, *t_);
+    return v_;
+  }
+  // conv(x, w) + b, w the weight or (bilinear) its tangent.
+  at::Tensor of_x(const at::Tensor& w, const std::optional<at::Tensor>& b) {
+    return pre_transformed_ ? winograd_conv(x_tiles(), x_, w, b, *t_) : padded_conv(x_, w, b);
+  }
+  // conv(input, w) of another input of x's shape (x's tangent).
+  at::Tensor of(const at::Tensor& input, const at::Tensor& w) {
+    return pre_transformed_ ? winograd_conv(winograd_input_transform(input, *t_), input, w, std::nullopt, *t_)
+                            : padded_conv(input, w, std::nullopt);
+  }
+
+ private:
+  const at::Tensor& x_;
+  bool pre_transformed_;
+  std::optional<WinogradTransforms> t_;
+  at::Tensor v_;
+};
 
 // vggkern::_conv3x3_backward: the gradients of conv3x3 (x, weight, bias) for grad, those
 // in output_mask (the others undefined). Composite (aten ops only), so differentiable.
@@ -237,16 +262,18 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> conv3x3_backward(const at::Tensor
                                                                 const std::optional<at::Tensor>& bias, bool relu,
                                                                 bool pool, std::array<bool, 3> output_mask) {
   const bool has_bias = bias.has_value() && bias->defined();
+  output_mask[2] = output_mask[2] && has_bias;
+  ConvBeforeEpilogue conv(x, weight);
   at::Tensor grad = grad_output;
   if (relu || pool) {
-    at::Tensor a = conv_before_epilogue(x, weight, bias);
+    at::Tensor a = conv.of_x(weight, bias);
     if (relu) a = at::relu(a);
     if (pool) grad = maxpool2x2_backward(grad, a);
     if (relu) grad = at::threshold_backward(grad, a, 0);
   }
-  output_mask[2] = output_mask[2] && has_bias;
-  if (is_pre_transformed(weight)) {
-    auto [gx, gu] = winograd_conv_backward(grad, x, weight, output_mask[0], output_mask[1]);
+  if (conv.pre_transformed()) {
+    const at::Tensor v = output_mask[1] ? conv.x_tiles() : at::Tensor();
+    auto [gx, gu] = winograd_conv_backward(grad, x, weight, v, conv.transforms(), output_mask[0], output_mask[1]);
     at::Tensor gb = output_mask[2] ? grad.sum({0, 2, 3}, false, at::kFloat).to(bias->scalar_type()) : at::Tensor();
     return {gx, gu, gb};
   }
@@ -263,13 +290,14 @@ at::Tensor conv3x3_jvp(const at::Tensor& x, const at::Tensor& weight, const std:
                        const std::optional<at::Tensor>& bias_tangent, bool relu, bool pool) {
   auto given = [](const std::optional<at::Tensor>& t) { return t.has_value() && t->defined(); };
   // d(conv(x, w) + b) = conv(dx, w) + conv(x, dw) + db (conv bilinear, the Winograd one too)
-  const int64_t k = is_pre_transformed(weight) ? weight.size(2) : weight.size(0);
+  ConvBeforeEpilogue conv(x, weight);
+  const int64_t k = conv.pre_transformed() ? weight.size(2) : weight.size(0);
   at::Tensor t = at::zeros({x.size(0), k, x.size(2), x.size(3)}, x.options());
-  if (given(x_tangent)) t = t + conv_before_epilogue(*x_tangent, weight, std::nullopt);
-  if (given(weight_tangent)) t = t + conv_before_epilogue(x, *weight_tangent, std::nullopt);
+  if (given(x_tangent)) t = t + conv.of(*x_tangent, weight);
+  if (given(weight_tangent)) t = t + conv.of_x(*weight_tangent, std::nullopt);
   if (given(bias_tangent)) t = t + bias_tangent->view({1, -1, 1, 1});
   if (relu || pool) {
-    at::Tensor a = conv_before_epilogue(x, weight, bias);
+    at::Tensor a = conv.of_x(weight, bias);
     if (relu) {
       a = at::relu(a);
       t = at::threshold_backward(t, a, 0);
