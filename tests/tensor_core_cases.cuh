@@ -166,6 +166,7 @@ __global__ void wgmma_tile_kernel(float* D, const T* A, const T* Bt, WgmmaFault 
     const bool second = round == 1;
     if (second && fault == WgmmaFault::warp_leaves_early && threadIdx.x / 32 == 3) return;
     for (float& v : d) v = 0.f;
+    wgmma_pin<64>(d);
     if (fault != WgmmaFault::no_register_fence && !(second && fault == WgmmaFault::unfenced_rewrite)) wgmma_fence();
     if (second && fault == WgmmaFault::write_after_fence) d[0] = 1.f;
     for (int kk = 0; kk < 2; ++kk) wgmma_m64nN<kType, 128>(d, da + 2 * kk, db + 2 * kk);  // + 32 bytes per step
@@ -173,6 +174,7 @@ __global__ void wgmma_tile_kernel(float* D, const T* A, const T* Bt, WgmmaFault 
     if (second && fault == WgmmaFault::write_in_flight) d[1] = 1.f;
     if (fault == WgmmaFault::no_wait) return;
     wgmma_wait<0>();
+    wgmma_pin<64>(d);
   }
   const int w = threadIdx.x / 32, g = threadIdx.x % 32 / 4, t = threadIdx.x % 4;
   for (int j = 0; j < 16; ++j)

@@ -397,6 +397,8 @@ __global__ void __launch_bounds__(32 * kWarpsM * kWarpsN,
     constexpr uint32_t kAStageUnits = L::kAStage * sizeof(T) / 16, kBStageUnits = L::kBStage * sizeof(T) / 16;
     const uint64_t a_desc = smem_desc_k_sw64(a_smem, 8 * 64), b_desc = smem_desc_k_sw64(b_smem, 8 * 64);
     const int a_block0 = L::kWarpgroups > 1 ? warp / 4 * L::kMTiles : 0;  // its warpgroup's first 64-row A block
+    constexpr int kAccumulators = L::kMTiles * L::kNTiles * 4;
+    float* const acc_regs = &acc[0][0][0];
     int read = 0, write = L::kPrefetch;  // stages: computed now, loaded now
     for (int kt = 0; kt < n_tiles; ++kt) {
       cp_async_wait<L::kPrefetch - 1>();
@@ -405,6 +407,7 @@ __global__ void __launch_bounds__(32 * kWarpsM * kWarpsN,
       if (kt + L::kPrefetch < n_tiles) load_stage(write);
       cp_async_commit();
       const uint64_t a_stage = a_desc + read * kAStageUnits, b_stage = b_desc + read * kBStageUnits;
+      wgmma_pin<kAccumulators>(acc_regs);
       wgmma_fence();
 #pragma unroll
       for (int kk = 0; kk < 2; ++kk) {
@@ -420,10 +423,12 @@ __global__ void __launch_bounds__(32 * kWarpsM * kWarpsN,
       }
       wgmma_commit();
       wgmma_wait<1>();
+      wgmma_pin<kAccumulators>(acc_regs);
       read = read + 1 == L::kStages ? 0 : read + 1;
       write = write + 1 == L::kStages ? 0 : write + 1;
     }
     wgmma_wait<0>();
+    wgmma_pin<kAccumulators>(acc_regs);
   } else {
     int a_frag[2], b_frag[2];  // ldmatrix row offsets per k-step kk; + 16 rows per mma tile
 #pragma unroll

@@ -208,6 +208,24 @@ __device__ __forceinline__ void wgmma_wait() {
 #endif
 }
 
+// Pins kCount accumulators around wgmma's asynchronous window: an empty asm that reads
+// and writes each register. The compiler sees wgmma write d when the instruction issues,
+// and wgmma_fence()/wgmma_wait() name no registers, so without it the compiler could move
+// a read or write of d (the epilogue's, a register copy) across them, into the window in
+// which the tensor cores still write d. Called on every accumulator before wgmma_fence()
+// and after each wgmma_wait() (CUTLASS's warpgroup_fence_operand does the same). It
+// emits no instruction: the SASS is unchanged (benchmarks/sass_loop.py). The emulator
+// runs wgmma at the wait in program order: nothing to pin there.
+template <int kCount>
+__device__ __forceinline__ void wgmma_pin(float* d) {
+#if defined(__CUDA_ARCH_FEAT_SM90_ALL)
+#pragma unroll
+  for (int i = 0; i < kCount; ++i) asm volatile("" : "+f"(d[i])::"memory");
+#else
+  (void)d;
+#endif
+}
+
 // Orders this thread's generic-proxy writes to shared memory (stores, cp.async after its
 // wait) before later async-proxy reads (wgmma); a barrier then publishes them.
 __device__ __forceinline__ void fence_proxy_async() {
