@@ -25,7 +25,8 @@
 //     in d[4j + i] D[16w + g + 8*(i>>1)][8j + 2t + (i&1)], the mma.sync C layout repeated
 //     over N/8 n8 tiles. Asynchronous: wgmma_fence() before the first (and after any other write to
 //     d), wgmma_commit() closes a group, wgmma_wait<k>() waits for all but the k newest;
-//     d and the shared operands must not be touched until then. Shared memory written by
+//     d and the shared operands must not be touched until then, and wgmma_pin(d) on both
+//     sides of that window keeps the compiler from moving d's uses into it. Shared memory written by
 //     ordinary stores or cp.async reaches wgmma after fence_proxy_async() and a barrier.
 //     sm_90a only (the 'a' in TORCH_CUDA_ARCH_LIST=9.0a); on other targets it traps. The
 //     emulator queues the operation per thread and runs it at the wait that covers it,
