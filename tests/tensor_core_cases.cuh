@@ -128,6 +128,7 @@ enum class WgmmaFault {
   misaligned_start,
   no_wait,
   no_proxy_fence,
+  no_barrier,         // no __syncthreads() between the stores and the wgmma (each thread fenced its own)
   no_register_fence,  // no wgmma_fence() before the first wgmma
   unfenced_rewrite,   // round 2: the accumulator zeroed with no wgmma_fence() after
   write_after_fence,  // round 2: the accumulator written between the fence and the wgmma
@@ -156,7 +157,7 @@ __global__ void wgmma_tile_kernel(float* D, const T* A, const T* Bt, WgmmaFault 
   for (int i = threadIdx.x; i < 64 * 16; i += blockDim.x) store_word(as, i, A);
   for (int i = threadIdx.x; i < 128 * 16; i += blockDim.x) store_word(bs, i, Bt);
   if (fault != WgmmaFault::no_proxy_fence) fence_proxy_async();
-  __syncthreads();
+  if (fault != WgmmaFault::no_barrier) __syncthreads();
   uint64_t da = smem_desc_k_sw64(as, 512), db = smem_desc_k_sw64(bs, 512);
   if (fault == WgmmaFault::swizzle_mode) da ^= uint64_t(3) << 62;  // mode 1: the 128-byte swizzle
   if (fault == WgmmaFault::misaligned_start) db += 4;               // 64 bytes: row 1 of the pattern

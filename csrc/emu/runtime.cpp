@@ -144,6 +144,10 @@ struct AsyncCopy {
   void* dst;
   int bytes;
   int group;
+  uint64_t issued;  // the race clock at its issue (Worker::race_*)
+  bool landed;      // already (VGGKERN_EMU_CP_ASYNC=eager); still in flight for races until the wait
+  const char* file;
+  int line;
   unsigned char data[16];
 };
 
@@ -152,6 +156,7 @@ struct AsyncCopy {
 struct AsyncOp {
   AsyncOpFn run;
   int group;
+  uint64_t issued, issued_interval;  // the race clock at its issue, and its barrier interval's start
   unsigned char data[kAsyncOpBytes];
 };
 
@@ -171,6 +176,7 @@ struct Fiber {
   uint64_t warpgroup_seq;          // warpgroup instructions executed so far
   WgmmaRegisters wgmma;
   uint32_t access_seq[3];  // cp.async, ld_shared, st_shared calls so far (bank accounting)
+  uint32_t synced;         // its warp's __syncwarp() count when it last passed one (races)
 #if !VK_EMU_ASM_SWITCH
   ucontext_t ctx;
 #endif
@@ -206,6 +212,25 @@ struct SharedAlloc {
   size_t bytes;
 };
 
+// Race detection (what compute-sanitizer's racecheck reports on a GPU, on the CPU): per
+// 4-byte word of shared memory, its last write and its reads since the barrier interval
+// began, each with the race clock's tick, the thread, the warp's __syncwarp() count then
+// and the source line. Zero bytes: never accessed (calloc'ed).
+struct SharedWord {
+  uint64_t write_tick, read_tick;
+  const char* write_file;
+  const char* read_file;  // the last read's
+  int32_t write_line, read_line;
+  uint32_t write_sync, read_sync;  // reads: the highest
+  uint16_t writer, reader;         // reader: kSeveralReaders once two threads read in the interval
+  uint16_t last_reader, read_warp; // read_warp: kSeveralReaders once two warps did
+};
+constexpr uint16_t kSeveralReaders = 0xffff;
+constexpr const char* kNoBarrier = "with no barrier between (__syncthreads(), or __syncwarp() within a warp)";
+constexpr const char* kCopyInFlight =
+    "while this thread's cp.async into it was in flight: no other thread may touch a cp.async's destination "
+    "between its issue and the issuing thread's wait (and then a barrier)";
+
 std::string coord(const uint3& c) {
   return "(" + std::to_string(c.x) + "," + std::to_string(c.y) + "," + std::to_string(c.z) + ")";
 }
@@ -232,6 +257,8 @@ class Worker {
     }
     warps_.resize((nthreads_ + 31) / 32);
     exited_.resize(warps_.size());
+    warp_syncs_.resize(warps_.size());
+    if (!words_) throw std::runtime_error("vggkern emulator: cannot allocate the shared-memory race records");
     warpgroups_.resize((nthreads_ + 127) / 128);
     absent_.assign(warps_.size(), 0u);
     if (nthreads_ % 32) absent_.back() = ~0u << (nthreads_ % 32);
@@ -276,7 +303,7 @@ class Worker {
   }
   void async_op_enqueue(AsyncOpFn run, const void* op, size_t bytes, const char* file, int line) {
     if (bytes > kAsyncOpBytes) fail("asynchronous operation record too large", file, line);
-    AsyncOp a{run, current_->async_op_group, {}};
+    AsyncOp a{run, current_->async_op_group, ++tick_, interval_, {}};
     std::memcpy(a.data, op, bytes);
     current_->async_ops.push_back(a);
   }
@@ -304,11 +331,22 @@ class Worker {
                  "a missing fence_proxy_async() before the barrier, or a write into an operand that an unwaited "
                  "wgmma still reads",
              file, line);
+    race_async_read(address, bytes, file, line);
   }
   void warpgroup_instruction(const char* name, const void* record, size_t bytes, const char* file, int line);
   WgmmaRegisters& wgmma_registers() { return current_->wgmma; }
   void note_shared_access(SharedPath path, const void* p, int bytes, const char* file, int line);
   void flush_access_slot(SharedPath path, const AccessSlot& s);
+  // Races between threads on shared memory (see SharedWord): a read, a write, a cp.async
+  // issued (checked as a write) and waited for (its write: no other thread may have
+  // touched the bytes since the issue), a wgmma's read (async proxy).
+  void race_read(const void* p, size_t bytes, const char* file, int line);
+  void race_write(const void* p, size_t bytes, const char* file, int line);
+  void race_copy_issued(const void* p, size_t bytes, const char* file, int line) {
+    check_write(p, bytes, "this thread's cp.async writes", file, line);
+  }
+  void race_copy_waited(const AsyncCopy& c);
+  void race_async_read(uint32_t address, size_t bytes, const char* file, int line);
   [[noreturn]] void fail(const std::string& what, const char* file, int line);
 
   static void fiber_main();
@@ -322,15 +360,37 @@ class Worker {
   std::string where() const;
   std::string deadlock_report() const;
   void check_canaries() const;
+  bool ordered(uint64_t tick, unsigned other, uint32_t sync) const;
+  bool reads_ordered(const SharedWord& w) const;
+  std::string thread_name(unsigned linear) const { return "thread " + coord(fibers_[linear].view.thread_idx); }
+  std::string readers(const SharedWord& w) const;
+  void record_read(SharedWord& w, uint64_t now, const char* file, int line);
+  void check_write(const void* p, size_t bytes, const char* now, const char* file, int line);
+  [[noreturn]] void race(const std::string& now, size_t word, const std::string& then, const char* then_file,
+                         int then_line, const char* file, int line, const char* why = kNoBarrier);
+  SharedWord* words_of(const void* p, size_t bytes, size_t* n) const {
+    const size_t offset = static_cast<size_t>(static_cast<const unsigned char*>(p) - shared_.get());
+    *n = (offset + bytes - 1) / 4 - offset / 4 + 1;
+    return words_.get() + offset / 4;
+  }
 
   LaunchParams params_;
   FunctionRef body_;
   std::unique_ptr<StackSet> stacks_;
   struct FreeDeleter {
-    void operator()(unsigned char* p) const { std::free(p); }
+    void operator()(void* p) const { std::free(p); }
   };
   std::unique_ptr<unsigned char, FreeDeleter> shared_;  // 1024-byte aligned, as wgmma's swizzles need
   std::vector<uint32_t> unfenced_ = std::vector<uint32_t>(kMaxSharedBytesPerBlock / 16 + 1);
+  // Races: the words' records (pages zeroed by the OS as first touched), the clock (one
+  // tick per access; monotonic over this worker's blocks, so earlier blocks' records are
+  // simply older than the interval), the tick at which the current barrier interval
+  // began, each warp's __syncwarp() count, and the issue of the async op running now.
+  std::unique_ptr<SharedWord, FreeDeleter> words_{
+      static_cast<SharedWord*>(std::calloc(kMaxSharedBytesPerBlock / 4, sizeof(SharedWord)))};
+  uint64_t tick_ = 0, interval_ = 0;
+  std::vector<uint32_t> warp_syncs_;
+  uint64_t op_issued_ = 0, op_interval_ = 0;
   size_t shared_used_ = 0;
   std::vector<SharedAlloc> shared_allocs_;
 
@@ -429,6 +489,8 @@ void Worker::run_block(uint3 block_idx) {
 
   barrier_arrived_ = 0;
   barrier_count_ = 0;
+  interval_ = ++tick_;  // every record of an earlier block is older than this block's accesses
+  std::fill(warp_syncs_.begin(), warp_syncs_.end(), 0u);
   for (auto& w : warps_) {
     for (WarpRecord* r : w) free_records_.push_back(r);
     w.clear();
@@ -449,6 +511,7 @@ void Worker::run_block(uint3 block_idx) {
     f.warpgroup_seq = 0;
     f.wgmma = WgmmaRegisters();
     std::fill(std::begin(f.access_seq), std::end(f.access_seq), 0u);
+    f.synced = 0;
     prepare_fiber(f, stacks_->top(i), stacks_->bottom(i));
     runnable_.push_back(i);
   }
@@ -507,6 +570,7 @@ int Worker::block_barrier(int predicate, const char* file, int line) {
   barrier_count_ += predicate;
   if (++barrier_arrived_ == nthreads_) {
     barrier_arrived_ = 0;
+    interval_ = ++tick_;  // accesses before the barrier are ordered before those after
     for (unsigned i = 0; i < nthreads_; ++i) {
       if (fibers_[i].state != FiberState::at_barrier) continue;
       fibers_[i].barrier_result = barrier_count_;
@@ -575,6 +639,11 @@ bool Worker::try_complete(unsigned warp, WarpRecord* r, unsigned self_lane) {
   std::vector<WarpRecord*>& pending = warps_[warp];
   pending.erase(std::find(pending.begin(), pending.end(), r));
   r->readers = __builtin_popcount(r->arrived);
+  if (r->kind == Collective::syncwarp) {  // orders the lanes' shared accesses (races)
+    ++warp_syncs_[warp];
+    for (unsigned l = 0; l < 32; ++l)
+      if ((r->arrived >> l) & 1u) fibers_[warp * 32 + l].synced = warp_syncs_[warp];
+  }
   for (unsigned l = 0; l < 32; ++l)
     if (((r->arrived >> l) & 1u) && l != self_lane) wake(warp * 32 + l);
   return true;
@@ -606,14 +675,14 @@ void Worker::async_copy(void* dst, const void* src, int bytes, int src_bytes, co
     fail("cp.async of " + std::to_string(bytes) + " bytes needs addresses aligned to " + std::to_string(bytes), file, line);
   if (!in_shared(dst, static_cast<size_t>(bytes)))
     fail("cp.async destination is not in shared memory", file, line);
-  AsyncCopy c{dst, bytes, current_->async_group, {}};
+  race_copy_issued(dst, static_cast<size_t>(bytes), file, line);
+  AsyncCopy c{dst, bytes, current_->async_group, tick_, eager_copies_, file, line, {}};
   std::memcpy(c.data, src, static_cast<size_t>(src_bytes));  // the rest stays zero: cp.async's zero fill
-  if (eager_copies_) {  // lands now (see runtime.h)
+  if (c.landed) {  // lands now (see runtime.h)
     std::memcpy(dst, c.data, static_cast<size_t>(bytes));
     note_generic_write(dst, static_cast<size_t>(bytes));
-  } else {
-    current_->async_copies.push_back(c);
   }
+  current_->async_copies.push_back(c);
 
   note_shared_access(SharedPath::cp_async, dst, bytes, file, line);
 }
@@ -623,6 +692,8 @@ void Worker::async_copy(void* dst, const void* src, int bytes, int src_bytes, co
 void Worker::note_shared_access(SharedPath path, const void* p, int bytes, const char* file, int line) {
   if (!in_shared(p, static_cast<size_t>(bytes))) fail("shared access outside this block's shared memory", file, line);
   if (path == SharedPath::store) note_generic_write(p, static_cast<size_t>(bytes));
+  if (path == SharedPath::store) race_write(p, static_cast<size_t>(bytes), file, line);
+  if (path == SharedPath::load) race_read(p, static_cast<size_t>(bytes), file, line);
   const int k = static_cast<int>(path) - 1;  // cp_async, load, store
   const unsigned warp = current_->view.linear >> 5, lane = current_->view.linear & 31u;
   auto& slots = access_slots_[k][warp];
@@ -683,8 +754,11 @@ void Worker::async_copy_wait(int pending_groups_left) {
   const int limit = pending_groups_left < 0 ? INT32_MAX : f->async_group - pending_groups_left;
   auto landed = [&](const AsyncCopy& c) {
     if (c.group >= limit) return false;
-    std::memcpy(c.dst, c.data, static_cast<size_t>(c.bytes));
-    note_generic_write(c.dst, static_cast<size_t>(c.bytes));
+    if (!c.landed) {
+      std::memcpy(c.dst, c.data, static_cast<size_t>(c.bytes));
+      note_generic_write(c.dst, static_cast<size_t>(c.bytes));
+    }
+    race_copy_waited(c);
     return true;
   };
   auto& q = f->async_copies;
@@ -698,10 +772,143 @@ void Worker::async_op_wait(int pending_groups_left) {
   size_t done = 0;
   while (done < q.size() && q[done].group < limit) {  // in issue order
     const AsyncOp op = q[done];
+    op_issued_ = op.issued;
+    op_interval_ = op.issued_interval;
     op.run(op.data);
     ++done;
   }
   q.erase(q.begin(), q.begin() + static_cast<std::ptrdiff_t>(done));
+}
+
+// ---- races on shared memory ------------------------------------------------------------
+// Two threads' accesses to one 4-byte word, at least one a write, race unless a barrier
+// orders them: a __syncthreads() between them, or for two lanes of one warp a
+// __syncwarp() that both passed between (every __syncwarp mask is taken as the whole
+// warp). Other warp collectives (shuffles, ldmatrix, mma) do not order memory. A
+// cp.async writes from its issue to the wait that lands it, and a wgmma reads from its
+// issue to its wait; in those windows no other thread may touch the words, and before
+// them the usual rule holds. Plain C++ accesses to shared memory are not seen (kernels
+// make theirs through ld_shared / st_shared). The order in which the emulator runs the
+// threads does not matter: whichever of two racing accesses comes second reports.
+
+bool Worker::ordered(uint64_t tick, unsigned other, uint32_t sync) const {
+  if (tick <= interval_) return true;  // before the last barrier (or never: tick 0)
+  const unsigned self = current_->view.linear;
+  return other == self || ((other >> 5) == (self >> 5) && current_->synced > sync);
+}
+
+bool Worker::reads_ordered(const SharedWord& w) const {
+  if (w.read_tick <= interval_) return true;
+  const unsigned self = current_->view.linear;
+  return w.reader == self || (w.read_warp == (self >> 5) && current_->synced > w.read_sync);
+}
+
+std::string Worker::readers(const SharedWord& w) const {
+  return w.reader == kSeveralReaders ? "several threads read (the last, " + thread_name(w.last_reader) + ","
+                                     : thread_name(w.reader) + " read";
+}
+
+void Worker::record_read(SharedWord& w, uint64_t now, const char* file, int line) {
+  const unsigned self = current_->view.linear, warp = self >> 5;
+  const uint32_t sync = warp_syncs_[warp];
+  if (w.read_tick <= interval_) {
+    w.reader = static_cast<uint16_t>(self);
+    w.read_warp = static_cast<uint16_t>(warp);
+    w.read_sync = sync;
+  } else {
+    if (w.reader != self) w.reader = kSeveralReaders;
+    if (w.read_warp != warp) w.read_warp = kSeveralReaders;
+    w.read_sync = std::max(w.read_sync, sync);
+  }
+  w.last_reader = static_cast<uint16_t>(self);
+  w.read_tick = now;
+  w.read_file = file;
+  w.read_line = line;
+}
+
+void Worker::race(const std::string& now, size_t word, const std::string& then, const char* then_file, int then_line,
+                  const char* file, int line, const char* why) {
+  fail("shared-memory race: " + now + " shared address " + std::to_string(4 * word) + ", which " + then + " at " +
+           site(then_file, then_line) + ", " + why,
+       file, line);
+}
+
+void Worker::race_read(const void* p, size_t bytes, const char* file, int line) {
+  size_t n;
+  SharedWord* w = words_of(p, bytes, &n);
+  const uint64_t now = ++tick_;
+  for (size_t i = 0; i < n; ++i) {
+    if (!ordered(w[i].write_tick, w[i].writer, w[i].write_sync))
+      race("this thread reads", static_cast<size_t>(w + i - words_.get()), thread_name(w[i].writer) + " wrote", w[i].write_file,
+           w[i].write_line, file, line);
+    record_read(w[i], now, file, line);
+  }
+}
+
+void Worker::check_write(const void* p, size_t bytes, const char* now, const char* file, int line) {
+  size_t n;
+  const SharedWord* w = words_of(p, bytes, &n);
+  for (size_t i = 0; i < n; ++i) {
+    const size_t word = static_cast<size_t>(w + i - words_.get());
+    if (!ordered(w[i].write_tick, w[i].writer, w[i].write_sync))
+      race(now, word, thread_name(w[i].writer) + " wrote", w[i].write_file, w[i].write_line, file, line);
+    if (!reads_ordered(w[i])) race(now, word, readers(w[i]), w[i].read_file, w[i].read_line, file, line);
+  }
+}
+
+void Worker::race_write(const void* p, size_t bytes, const char* file, int line) {
+  check_write(p, bytes, "this thread writes", file, line);
+  size_t n;
+  SharedWord* w = words_of(p, bytes, &n);
+  const uint64_t now = ++tick_;
+  const unsigned self = current_->view.linear;
+  for (size_t i = 0; i < n; ++i) {
+    w[i].write_tick = now;
+    w[i].writer = static_cast<uint16_t>(self);
+    w[i].write_sync = warp_syncs_[self >> 5];
+    w[i].write_file = file;
+    w[i].write_line = line;
+  }
+}
+
+void Worker::race_copy_waited(const AsyncCopy& c) {
+  size_t n;
+  SharedWord* w = words_of(c.dst, static_cast<size_t>(c.bytes), &n);
+  const unsigned self = current_->view.linear;
+  for (size_t i = 0; i < n; ++i) {
+    const size_t word = static_cast<size_t>(w + i - words_.get());
+    if (w[i].write_tick > c.issued && w[i].writer != self)
+      race("this thread's cp.async writes", word, thread_name(w[i].writer) + " wrote", w[i].write_file,
+           w[i].write_line, c.file, c.line, kCopyInFlight);
+    if (w[i].read_tick > c.issued && w[i].reader != self)
+      race("this thread's cp.async writes", word, readers(w[i]), w[i].read_file, w[i].read_line, c.file, c.line,
+           kCopyInFlight);
+  }
+  const uint64_t now = ++tick_;
+  for (size_t i = 0; i < n; ++i) {
+    w[i].write_tick = now;
+    w[i].writer = static_cast<uint16_t>(self);
+    w[i].write_sync = warp_syncs_[self >> 5];
+    w[i].write_file = c.file;
+    w[i].write_line = c.line;
+  }
+}
+
+void Worker::race_async_read(uint32_t address, size_t bytes, const char* file, int line) {
+  size_t n;
+  SharedWord* w = words_of(shared_.get() + address, bytes, &n);
+  const unsigned self = current_->view.linear;
+  const uint64_t now = ++tick_;
+  for (size_t i = 0; i < n; ++i) {
+    const size_t word = static_cast<size_t>(w + i - words_.get());
+    if (w[i].write_tick > op_issued_)
+      race("this thread's wgmma reads", word, thread_name(w[i].writer) + " wrote", w[i].write_file, w[i].write_line,
+           file, line, "while the wgmma was in flight: its operands may not be written between its issue and its wait");
+    if (w[i].write_tick > op_interval_ && w[i].writer != self)
+      race("this thread's wgmma reads", word, thread_name(w[i].writer) + " wrote", w[i].write_file, w[i].write_line,
+           file, line, "in the barrier interval the wgmma was issued in: no __syncthreads() orders it before the wgmma");
+    record_read(w[i], now, file, line);
+  }
 }
 
 void Worker::check_canaries() const {
@@ -772,6 +979,9 @@ void async_copy_commit() { t_worker->async_copy_commit(); }
 bool in_shared(const void* p, size_t bytes) { return t_worker->in_shared(p, bytes); }
 void note_shared_access(SharedPath path, const void* p, int bytes, const char* file, int line) {
   t_worker->note_shared_access(path, p, bytes, file, line);
+}
+void note_shared_read(const void* p, size_t bytes, const char* file, int line) {
+  t_worker->race_read(p, bytes, file, line);
 }
 void async_copy_wait(int pending_groups_left) { t_worker->async_copy_wait(pending_groups_left); }
 uint32_t shared_address(const void* p, const char* file, int line) { return t_worker->shared_address(p, file, line); }

@@ -13,6 +13,8 @@
 //   - shared memory (static VK_SHARED and dynamic VK_DYNAMIC_SHARED) lives in a
 //     per-worker arena, filled with 0xFF bytes (NaN in every float type) at every
 //     block start, so reading unwritten shared memory shows up in results.
+//   - two threads' accesses to a word of shared memory, one a write, with no barrier
+//     between them fail the launch as a race, naming both source lines (runtime.cpp).
 // Everything here is plain C++: no torch, no CUDA headers.
 #pragma once
 

@@ -67,6 +67,9 @@ bool in_shared(const void* p, size_t bytes);     // inside this block's shared m
 // A plain shared-memory load or store of `bytes` at p, for bank accounting (bank_stats.h);
 // the kernels' ld_shared / st_shared call it.
 void note_shared_access(SharedPath path, const void* p, int bytes, const char* file, int line);
+// A read of shared memory the emulator would not see otherwise (ldmatrix's rows), for
+// race detection (runtime.cpp: two threads' accesses to a word with no barrier between).
+void note_shared_read(const void* p, size_t bytes, const char* file, int line);
 
 // The block-shared address of p (its offset in the block's shared memory: what
 // __cvta_generic_to_shared gives on the GPU), and the memory at such an address; both

@@ -94,6 +94,7 @@ void ldmatrix(uint32_t* r, int count, bool trans, const void* row_address, const
   }
   warp_exchange_done(ex.handle);
   const int lane = static_cast<int>(t_thread->linear & 31u);
+  if (lane < 8 * count) note_shared_read(rows[lane], 16, file, line);  // the row this lane addressed
   if (lane == 0) {  // bank accounting, once per warp: each matrix (8 rows of 16 bytes) is a phase
     uintptr_t addresses[32];
     int bytes[32];

@@ -27,6 +27,15 @@
 #define VK_KERNEL_NS emu
 #endif
 
+// The emulator's bodies of the wrappers below (and tensor_core.cuh's) take their
+// caller's source line as defaulted arguments, so that its error messages (a race, a
+// misaligned row) name the kernel's line, not the wrapper's; under nvcc there are none.
+#if defined(__CUDACC__)
+#define VK_CALL_SITE
+#else
+#define VK_CALL_SITE , const char *vk_file = __builtin_FILE(), int vk_line = __builtin_LINE()
+#endif
+
 namespace vk {
 namespace VK_KERNEL_NS {
 
@@ -35,16 +44,16 @@ namespace VK_KERNEL_NS {
 // conflicts (bank_stats.h). A warp's lanes meet by call order, so every lane of the warp
 // makes the same calls (compute a predicate, do not branch around them).
 template <class T>
-__device__ __forceinline__ T ld_shared(const T* p) {
+__device__ __forceinline__ T ld_shared(const T* p VK_CALL_SITE) {
 #if !defined(__CUDACC__)
-  ::vk::emu::note_shared_access(::vk::emu::SharedPath::load, p, sizeof(T), __FILE__, __LINE__);
+  ::vk::emu::note_shared_access(::vk::emu::SharedPath::load, p, sizeof(T), vk_file, vk_line);
 #endif
   return *p;
 }
 template <class T>
-__device__ __forceinline__ void st_shared(T* p, const T& v) {
+__device__ __forceinline__ void st_shared(T* p, const T& v VK_CALL_SITE) {
 #if !defined(__CUDACC__)
-  ::vk::emu::note_shared_access(::vk::emu::SharedPath::store, p, sizeof(T), __FILE__, __LINE__);
+  ::vk::emu::note_shared_access(::vk::emu::SharedPath::store, p, sizeof(T), vk_file, vk_line);
 #endif
   *p = v;
 }

@@ -122,7 +122,7 @@ __device__ __forceinline__ uint32_t to_tf32(float x) {
 #endif
 
 template <int kCount, bool kTrans = false>
-__device__ __forceinline__ void ldmatrix(uint32_t (&r)[kCount], const void* row_address) {
+__device__ __forceinline__ void ldmatrix(uint32_t (&r)[kCount], const void* row_address VK_CALL_SITE) {
   static_assert(kCount == 1 || kCount == 2 || kCount == 4, "ldmatrix loads 1, 2 or 4 matrices");
 #if defined(__CUDACC__)
   const unsigned addr = static_cast<unsigned>(__cvta_generic_to_shared(row_address));
@@ -139,16 +139,16 @@ __device__ __forceinline__ void ldmatrix(uint32_t (&r)[kCount], const void* row_
       VK_LDMATRIX(4, "", "{%0,%1,%2,%3}, [%4];\n" : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3]) : "r"(addr));
   }
 #else
-  ::vk::emu::ldmatrix(r, kCount, kTrans, row_address, __FILE__, __LINE__);
+  ::vk::emu::ldmatrix(r, kCount, kTrans, row_address, vk_file, vk_line);
 #endif
 }
 
-__device__ __forceinline__ void cp_async_16(void* shared_dst, const void* global_src, int src_bytes = 16) {
+__device__ __forceinline__ void cp_async_16(void* shared_dst, const void* global_src, int src_bytes = 16 VK_CALL_SITE) {
 #if defined(__CUDACC__)
   const unsigned dst = static_cast<unsigned>(__cvta_generic_to_shared(shared_dst));
   asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(dst), "l"(global_src), "r"(src_bytes));
 #else
-  ::vk::emu::async_copy(shared_dst, global_src, 16, src_bytes, __FILE__, __LINE__);
+  ::vk::emu::async_copy(shared_dst, global_src, 16, src_bytes, vk_file, vk_line);
 #endif
 }
 
@@ -273,7 +273,8 @@ __device__ __forceinline__ void fence_proxy_async() {
 // f16/bf16, k8 for tf32), N = 128 or 256 (d[4j + i], j < N/8); both operands K-major (no
 // transpose: tf32 has none).
 template <MmaType kType, int kN>
-__device__ __forceinline__ void wgmma_m64nN(float (&d)[kN / 2], uint64_t desc_a, uint64_t desc_b, int scale_d = 1) {
+__device__ __forceinline__ void wgmma_m64nN(float (&d)[kN / 2], uint64_t desc_a, uint64_t desc_b,
+                                            int scale_d = 1 VK_CALL_SITE) {
   static_assert(kN == 128 || kN == 256, "N = 128 or 256");
 #if defined(__CUDA_ARCH_FEAT_SM90_ALL)
   if constexpr (kN == 128) {
@@ -289,7 +290,7 @@ __device__ __forceinline__ void wgmma_m64nN(float (&d)[kN / 2], uint64_t desc_a,
   (void)d, (void)desc_a, (void)desc_b, (void)scale_d;
   __trap();  // built without sm_90a: the plan never picks a wgmma tile (args.wgmma)
 #else
-  ::vk::emu::wgmma_async(emu_input(kType), d, kN, desc_a, desc_b, scale_d, __FILE__, __LINE__);
+  ::vk::emu::wgmma_async(emu_input(kType), d, kN, desc_a, desc_b, scale_d, vk_file, vk_line);
 #endif
 }
 

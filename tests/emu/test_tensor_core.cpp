@@ -134,6 +134,8 @@ EMU_TEST(wgmma_misuse_is_reported) {
   expect_error([&] { run(WgmmaFault::no_wait, 128); }, {"wgmma_tile_kernel", "never waited for"});
   expect_error([&] { run(WgmmaFault::none, 96); }, {"wgmma_tile_kernel", "whole warpgroups"});
   expect_error([&] { run(WgmmaFault::no_proxy_fence, 128); }, {"wgmma_tile_kernel", "fence.proxy.async"});
+  // Fenced but not ordered: the warps' stores race with the other warps' wgmma reads.
+  expect_error([&] { run(WgmmaFault::no_barrier, 128); }, {"wgmma_tile_kernel", "shared-memory race"});
   // wgmma's register protocol and its warpgroup-wide instructions.
   expect_error([&] { run(WgmmaFault::no_register_fence, 128); }, {"wgmma_tile_kernel", "before any wgmma_fence"});
   expect_error([&] { run(WgmmaFault::unfenced_rewrite, 128); }, {"wgmma_tile_kernel", "without a wgmma_fence() after"});
