@@ -144,7 +144,6 @@ struct AsyncCopy {
   void* dst;
   int bytes;
   int group;
-  uint64_t issued;  // the race clock at its issue (Worker::race_*)
   bool landed;      // already (VGGKERN_EMU_CP_ASYNC=eager); still in flight for races until the wait
   const char* file;
   int line;
@@ -220,16 +219,18 @@ struct SharedWord {
   uint64_t write_tick, read_tick;
   const char* write_file;
   const char* read_file;  // the last read's
-  int32_t write_line, read_line;
+  const char* copy_file;  // of the cp.async into it in flight, if any
+  int32_t write_line, read_line, copy_line;
   uint32_t write_sync, read_sync;  // reads: the highest
   uint16_t writer, reader;         // reader: kSeveralReaders once two threads read in the interval
   uint16_t last_reader, read_warp; // read_warp: kSeveralReaders once two warps did
+  uint16_t copier, copies;         // cp.async into it issued and not yet waited for: by whom, how many
 };
 constexpr uint16_t kSeveralReaders = 0xffff;
 constexpr const char* kNoBarrier = "with no barrier between (__syncthreads(), or __syncwarp() within a warp)";
 constexpr const char* kCopyInFlight =
-    "while this thread's cp.async into it was in flight: no other thread may touch a cp.async's destination "
-    "between its issue and the issuing thread's wait (and then a barrier)";
+    "still in flight: a cp.async's destination may not be touched, even by its own thread, between its issue and "
+    "the issuing thread's wait (and by other threads until a barrier after that)";
 
 std::string coord(const uint3& c) {
   return "(" + std::to_string(c.x) + "," + std::to_string(c.y) + "," + std::to_string(c.z) + ")";
@@ -338,13 +339,11 @@ class Worker {
   void note_shared_access(SharedPath path, const void* p, int bytes, const char* file, int line);
   void flush_access_slot(SharedPath path, const AccessSlot& s);
   // Races between threads on shared memory (see SharedWord): a read, a write, a cp.async
-  // issued (checked as a write) and waited for (its write: no other thread may have
-  // touched the bytes since the issue), a wgmma's read (async proxy).
+  // issued (checked as a write; its bytes untouchable until the wait) and waited for (its
+  // write), a wgmma's read (async proxy).
   void race_read(const void* p, size_t bytes, const char* file, int line);
   void race_write(const void* p, size_t bytes, const char* file, int line);
-  void race_copy_issued(const void* p, size_t bytes, const char* file, int line) {
-    check_write(p, bytes, "this thread's cp.async writes", file, line);
-  }
+  void race_copy_issued(const void* p, size_t bytes, const char* file, int line);
   void race_copy_waited(const AsyncCopy& c);
   void race_async_read(uint32_t address, size_t bytes, const char* file, int line);
   [[noreturn]] void fail(const std::string& what, const char* file, int line);
@@ -366,6 +365,7 @@ class Worker {
   std::string readers(const SharedWord& w) const;
   void record_read(SharedWord& w, uint64_t now, const char* file, int line);
   void check_write(const void* p, size_t bytes, const char* now, const char* file, int line);
+  void check_no_copy(const SharedWord& w, size_t word, const char* now, const char* file, int line);
   [[noreturn]] void race(const std::string& now, size_t word, const std::string& then, const char* then_file,
                          int then_line, const char* file, int line, const char* why = kNoBarrier);
   SharedWord* words_of(const void* p, size_t bytes, size_t* n) const {
@@ -676,7 +676,7 @@ void Worker::async_copy(void* dst, const void* src, int bytes, int src_bytes, co
   if (!in_shared(dst, static_cast<size_t>(bytes)))
     fail("cp.async destination is not in shared memory", file, line);
   race_copy_issued(dst, static_cast<size_t>(bytes), file, line);
-  AsyncCopy c{dst, bytes, current_->async_group, tick_, eager_copies_, file, line, {}};
+  AsyncCopy c{dst, bytes, current_->async_group, eager_copies_, file, line, {}};
   std::memcpy(c.data, src, static_cast<size_t>(src_bytes));  // the rest stays zero: cp.async's zero fill
   if (c.landed) {  // lands now (see runtime.h)
     std::memcpy(dst, c.data, static_cast<size_t>(bytes));
@@ -811,7 +811,10 @@ std::string Worker::readers(const SharedWord& w) const {
 void Worker::record_read(SharedWord& w, uint64_t now, const char* file, int line) {
   const unsigned self = current_->view.linear, warp = self >> 5;
   const uint32_t sync = warp_syncs_[warp];
-  if (w.read_tick <= interval_) {
+  // A fresh record where every read so far is ordered before this one (an earlier
+  // interval, or this warp's lanes before a __syncwarp() this thread passed): whatever is
+  // ordered after this read is ordered after them too.
+  if (w.read_tick <= interval_ || (w.read_warp == warp && current_->synced > w.read_sync)) {
     w.reader = static_cast<uint16_t>(self);
     w.read_warp = static_cast<uint16_t>(warp);
     w.read_sync = sync;
@@ -833,14 +836,22 @@ void Worker::race(const std::string& now, size_t word, const std::string& then, 
        file, line);
 }
 
+void Worker::check_no_copy(const SharedWord& w, size_t word, const char* now, const char* file, int line) {
+  if (w.copies != 0)
+    race(now, word, "is the destination of a cp.async that " + thread_name(w.copier) + " issued", w.copy_file,
+         w.copy_line, file, line, kCopyInFlight);
+}
+
 void Worker::race_read(const void* p, size_t bytes, const char* file, int line) {
   size_t n;
   SharedWord* w = words_of(p, bytes, &n);
   const uint64_t now = ++tick_;
   for (size_t i = 0; i < n; ++i) {
+    const size_t word = static_cast<size_t>(w + i - words_.get());
+    check_no_copy(w[i], word, "this thread reads", file, line);
     if (!ordered(w[i].write_tick, w[i].writer, w[i].write_sync))
-      race("this thread reads", static_cast<size_t>(w + i - words_.get()), thread_name(w[i].writer) + " wrote", w[i].write_file,
-           w[i].write_line, file, line);
+      race("this thread reads", word, thread_name(w[i].writer) + " wrote", w[i].write_file, w[i].write_line, file,
+           line);
     record_read(w[i], now, file, line);
   }
 }
@@ -850,6 +861,7 @@ void Worker::check_write(const void* p, size_t bytes, const char* now, const cha
   const SharedWord* w = words_of(p, bytes, &n);
   for (size_t i = 0; i < n; ++i) {
     const size_t word = static_cast<size_t>(w + i - words_.get());
+    check_no_copy(w[i], word, now, file, line);
     if (!ordered(w[i].write_tick, w[i].writer, w[i].write_sync))
       race(now, word, thread_name(w[i].writer) + " wrote", w[i].write_file, w[i].write_line, file, line);
     if (!reads_ordered(w[i])) race(now, word, readers(w[i]), w[i].read_file, w[i].read_line, file, line);
@@ -871,21 +883,28 @@ void Worker::race_write(const void* p, size_t bytes, const char* file, int line)
   }
 }
 
+// A cp.async is a write from its issue to the issuing thread's wait: checked as one at
+// the issue, its words marked in flight until the wait (any access meanwhile fails), and
+// recorded as written at the wait, whichever landing mode put the bytes there.
+void Worker::race_copy_issued(const void* p, size_t bytes, const char* file, int line) {
+  check_write(p, bytes, "this thread's cp.async writes", file, line);
+  size_t n;
+  SharedWord* w = words_of(p, bytes, &n);
+  for (size_t i = 0; i < n; ++i) {
+    ++w[i].copies;
+    w[i].copier = static_cast<uint16_t>(current_->view.linear);
+    w[i].copy_file = file;
+    w[i].copy_line = line;
+  }
+}
+
 void Worker::race_copy_waited(const AsyncCopy& c) {
   size_t n;
   SharedWord* w = words_of(c.dst, static_cast<size_t>(c.bytes), &n);
+  const uint64_t now = ++tick_;
   const unsigned self = current_->view.linear;
   for (size_t i = 0; i < n; ++i) {
-    const size_t word = static_cast<size_t>(w + i - words_.get());
-    if (w[i].write_tick > c.issued && w[i].writer != self)
-      race("this thread's cp.async writes", word, thread_name(w[i].writer) + " wrote", w[i].write_file,
-           w[i].write_line, c.file, c.line, kCopyInFlight);
-    if (w[i].read_tick > c.issued && w[i].reader != self)
-      race("this thread's cp.async writes", word, readers(w[i]), w[i].read_file, w[i].read_line, c.file, c.line,
-           kCopyInFlight);
-  }
-  const uint64_t now = ++tick_;
-  for (size_t i = 0; i < n; ++i) {
+    --w[i].copies;
     w[i].write_tick = now;
     w[i].writer = static_cast<uint16_t>(self);
     w[i].write_sync = warp_syncs_[self >> 5];
@@ -901,6 +920,7 @@ void Worker::race_async_read(uint32_t address, size_t bytes, const char* file, i
   const uint64_t now = ++tick_;
   for (size_t i = 0; i < n; ++i) {
     const size_t word = static_cast<size_t>(w + i - words_.get());
+    check_no_copy(w[i], word, "this thread's wgmma reads", file, line);
     if (w[i].write_tick > op_issued_)
       race("this thread's wgmma reads", word, thread_name(w[i].writer) + " wrote", w[i].write_file, w[i].write_line,
            file, line, "while the wgmma was in flight: its operands may not be written between its issue and its wait");

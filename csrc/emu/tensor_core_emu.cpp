@@ -92,6 +92,15 @@ void ldmatrix(uint32_t* r, int count, bool trans, const void* row_address, const
                   file, line);
     }
   }
+  // The rows are read once, for the whole warp, when the collective completes: by the first
+  // lane to resume, the one that completed it. A lane resuming later must not see a row
+  // that a lane before it has since overwritten (its own row, after its ldmatrix).
+  if (!*ex.shared_ready) {
+    for (int l = 0; l < 8 * count; ++l) std::memcpy(ex.shared_result[l], rows[l], 16);
+    *ex.shared_ready = true;
+  }
+  unsigned char data[32][16];
+  for (int l = 0; l < 8 * count; ++l) std::memcpy(data[l], ex.shared_result[l], 16);
   warp_exchange_done(ex.handle);
   const int lane = static_cast<int>(t_thread->linear & 31u);
   if (lane < 8 * count) note_shared_read(rows[lane], 16, file, line);  // the row this lane addressed
@@ -104,7 +113,7 @@ void ldmatrix(uint32_t* r, int count, bool trans, const void* row_address, const
   const int g = lane >> 2, t = lane & 3;
   auto at = [&](int matrix, int row, int col) {
     unsigned short v;
-    std::memcpy(&v, rows[8 * matrix + row] + 2 * col, 2);
+    std::memcpy(&v, data[8 * matrix + row] + 2 * col, 2);
     return static_cast<uint32_t>(v);
   };
   for (int j = 0; j < count; ++j) {

@@ -45,6 +45,7 @@ namespace VK_KERNEL_NS {
 // makes the same calls (compute a predicate, do not branch around them).
 template <class T>
 __device__ __forceinline__ T ld_shared(const T* p VK_CALL_SITE) {
+  static_assert(sizeof(T) == 4 || sizeof(T) == 8 || sizeof(T) == 16, "ld_shared: a 4-, 8- or 16-byte type");
 #if !defined(__CUDACC__)
   ::vk::emu::note_shared_access(::vk::emu::SharedPath::load, p, sizeof(T), vk_file, vk_line);
 #endif
@@ -52,6 +53,7 @@ __device__ __forceinline__ T ld_shared(const T* p VK_CALL_SITE) {
 }
 template <class T>
 __device__ __forceinline__ void st_shared(T* p, const T& v VK_CALL_SITE) {
+  static_assert(sizeof(T) == 4 || sizeof(T) == 8 || sizeof(T) == 16, "st_shared: a 4-, 8- or 16-byte type");
 #if !defined(__CUDACC__)
   ::vk::emu::note_shared_access(::vk::emu::SharedPath::store, p, sizeof(T), vk_file, vk_line);
 #endif

@@ -67,6 +67,54 @@ __global__ void copy_kernel(const float* src, float* out, bool early) {
   if (threadIdx.x == 32) out[1] = ld_shared(&s[1]);
 }
 
+// A scan of one warp in shared memory (Hillis-Steele), every step between __syncwarp()s:
+// each lane reads a word other lanes read before the last __syncwarp(), then writes its own.
+__global__ void warp_scan_kernel(float* out) {
+  VK_SHARED(float, s, [32]);
+  const int lane = threadIdx.x;
+  st_shared(&s[lane], 1.f);
+  __syncwarp();
+  for (int d = 1; d < 32; d *= 2) {
+    const float v = lane >= d ? ld_shared(&s[lane - d]) : 0.f;
+    __syncwarp();
+    if (lane >= d) st_shared(&s[lane], ld_shared(&s[lane]) + v);
+    __syncwarp();
+  }
+  out[lane] = ld_shared(&s[lane]);
+}
+
+// Thread 0 reads its own cp.async destination before its wait; with `other`, thread 32
+// reads it first (after a barrier that follows the issue).
+__global__ void own_copy_kernel(const float* src, float* out, bool other) {
+  VK_SHARED(float, s, [4]);
+  if (threadIdx.x == 0) {
+    cp_async_16(&s[0], src, 16);
+    cp_async_commit();
+  }
+  __syncthreads();
+  if (other && threadIdx.x == 32) out[1] = ld_shared(&s[0]);
+  __syncthreads();
+  if (threadIdx.x == 0) {
+    out[0] = ld_shared(&s[0]);
+    cp_async_wait<0>();
+  }
+}
+
+// ldmatrix reads its rows when the warp executes it: lanes 0-7 overwrite the row each
+// addressed right after (their own row, in their own program order), which must not
+// change what the other lanes received.
+__global__ void ldmatrix_then_overwrite_kernel(uint32_t* out) {
+  VK_SHARED(uint32_t, s, [8][4]);
+  const int lane = threadIdx.x;
+  if (lane < 8)
+    for (int i = 0; i < 4; ++i) st_shared(&s[lane][i], static_cast<uint32_t>(lane * 4 + i));
+  __syncwarp();
+  uint32_t r[1];
+  ldmatrix<1>(r, &s[lane % 8][0]);
+  if (lane < 8) st_shared(&s[lane][0], 0xdeaddeadu);
+  out[lane] = r[0];
+}
+
 // A pipeline's stage reuse: every thread reads the stage (its own 16-byte row and its
 // neighbour's) and then refills its row by cp.async. Without the barrier between the
 // reads and the refill, a thread overwrites a row its neighbour still reads.
@@ -125,13 +173,32 @@ EMU_TEST(race_with_a_copy_in_flight_is_reported) {
     launch("copy_kernel", copy_kernel, dim3(1), dim3(64), 0, src, out.data(), false);
     CHECK(out[1] == 2.f);
     expect_error([&] { launch("copy_kernel", copy_kernel, dim3(1), dim3(64), 0, src, out.data(), true); },
-                 {"copy_kernel", "shared-memory race", "thread (32,0,0) read at test_races.cpp:"});
+                 {"copy_kernel", "thread (32,0,0)", "shared-memory race", "still in flight"});
   }
-  setenv("VGGKERN_EMU_CP_ASYNC", "", 1);  // at the wait: the read comes between issue and landing
-  expect_error([&] { launch("copy_kernel", copy_kernel, dim3(1), dim3(64), 0, src, out.data(), true); },
-               {"thread (0,0,0)", "this thread's cp.async writes shared address", "thread (32,0,0) read",
-                "while this thread's cp.async into it was in flight"});
   unsetenv("VGGKERN_EMU_CP_ASYNC");
+  expect_error([&] { launch("copy_kernel", copy_kernel, dim3(1), dim3(64), 0, src, out.data(), true); },
+               {"thread (32,0,0)", "this thread reads shared address",
+                "is the destination of a cp.async that thread (0,0,0) issued at test_races.cpp:", "still in flight"});
+  // Its own thread may not read it before the wait either, and that read does not hide
+  // another thread's earlier one.
+  for (bool other : {false, true})
+    expect_error([&] { launch("own_copy_kernel", own_copy_kernel, dim3(1), dim3(64), 0, src, out.data(), other); },
+                 {other ? "thread (32,0,0)" : "thread (0,0,0)", "is the destination of a cp.async", "still in flight"});
+}
+
+EMU_TEST(syncwarp_orders_a_warp_scan) {
+  std::vector<float> out(32, 0.f);
+  launch("warp_scan_kernel", warp_scan_kernel, dim3(1), dim3(32), 0, out.data());
+  for (int lane = 0; lane < 32; ++lane) CHECK(out[lane] == static_cast<float>(lane + 1));
+}
+
+EMU_TEST(ldmatrix_reads_when_the_warp_executes_it) {
+  std::vector<uint32_t> out(32, 0u);
+  launch("ldmatrix_then_overwrite_kernel", ldmatrix_then_overwrite_kernel, dim3(1), dim3(32), 0, out.data());
+  for (int lane = 0; lane < 32; ++lane) {  // lane (g, t) holds row g, halves 2t and 2t + 1: word t of row g
+    const uint32_t g = lane / 4, t = lane % 4;
+    CHECK(out[lane] == g * 4 + t);
+  }
 }
 
 EMU_TEST(race_on_a_refilled_stage_is_reported) {
