@@ -366,12 +366,15 @@ class Worker {
   void record_read(SharedWord& w, uint64_t now, const char* file, int line);
   void check_write(const void* p, size_t bytes, const char* now, const char* file, int line);
   void check_no_copy(const SharedWord& w, size_t word, const char* now, const char* file, int line);
+  void check_after_write(const SharedWord& w, size_t word, const char* now, const char* file, int line);
+  void record_write(size_t first, size_t n, const char* file, int line);
   [[noreturn]] void race(const std::string& now, size_t word, const std::string& then, const char* then_file,
                          int then_line, const char* file, int line, const char* why = kNoBarrier);
-  SharedWord* words_of(const void* p, size_t bytes, size_t* n) const {
+  // The words [first, first + n) that `bytes` at p cover.
+  size_t words_of(const void* p, size_t bytes, size_t* n) const {
     const size_t offset = static_cast<size_t>(static_cast<const unsigned char*>(p) - shared_.get());
     *n = (offset + bytes - 1) / 4 - offset / 4 + 1;
-    return words_.get() + offset / 4;
+    return offset / 4;
   }
 
   LaunchParams params_;
@@ -691,8 +694,10 @@ void Worker::async_copy(void* dst, const void* src, int bytes, int src_bytes, co
 // the path), so a warp-wide instruction is the k-th call of every lane of the warp.
 void Worker::note_shared_access(SharedPath path, const void* p, int bytes, const char* file, int line) {
   if (!in_shared(p, static_cast<size_t>(bytes))) fail("shared access outside this block's shared memory", file, line);
-  if (path == SharedPath::store) note_generic_write(p, static_cast<size_t>(bytes));
-  if (path == SharedPath::store) race_write(p, static_cast<size_t>(bytes), file, line);
+  if (path == SharedPath::store) {
+    note_generic_write(p, static_cast<size_t>(bytes));
+    race_write(p, static_cast<size_t>(bytes), file, line);
+  }
   if (path == SharedPath::load) race_read(p, static_cast<size_t>(bytes), file, line);
   const int k = static_cast<int>(path) - 1;  // cp_async, load, store
   const unsigned warp = current_->view.linear >> 5, lane = current_->view.linear & 31u;
@@ -842,45 +847,51 @@ void Worker::check_no_copy(const SharedWord& w, size_t word, const char* now, co
          w.copy_line, file, line, kCopyInFlight);
 }
 
+void Worker::check_after_write(const SharedWord& w, size_t word, const char* now, const char* file, int line) {
+  if (!ordered(w.write_tick, w.writer, w.write_sync))
+    race(now, word, thread_name(w.writer) + " wrote", w.write_file, w.write_line, file, line);
+}
+
+void Worker::record_write(size_t first, size_t n, const char* file, int line) {
+  const uint64_t now = ++tick_;
+  const unsigned self = current_->view.linear;
+  for (SharedWord* w = words_.get() + first; w != words_.get() + first + n; ++w) {
+    w->write_tick = now;
+    w->writer = static_cast<uint16_t>(self);
+    w->write_sync = warp_syncs_[self >> 5];
+    w->write_file = file;
+    w->write_line = line;
+  }
+}
+
 void Worker::race_read(const void* p, size_t bytes, const char* file, int line) {
   size_t n;
-  SharedWord* w = words_of(p, bytes, &n);
+  const size_t first = words_of(p, bytes, &n);
   const uint64_t now = ++tick_;
-  for (size_t i = 0; i < n; ++i) {
-    const size_t word = static_cast<size_t>(w + i - words_.get());
-    check_no_copy(w[i], word, "this thread reads", file, line);
-    if (!ordered(w[i].write_tick, w[i].writer, w[i].write_sync))
-      race("this thread reads", word, thread_name(w[i].writer) + " wrote", w[i].write_file, w[i].write_line, file,
-           line);
-    record_read(w[i], now, file, line);
+  for (size_t word = first; word < first + n; ++word) {
+    SharedWord& w = words_.get()[word];
+    check_no_copy(w, word, "this thread reads", file, line);
+    check_after_write(w, word, "this thread reads", file, line);
+    record_read(w, now, file, line);
   }
 }
 
 void Worker::check_write(const void* p, size_t bytes, const char* now, const char* file, int line) {
   size_t n;
-  const SharedWord* w = words_of(p, bytes, &n);
-  for (size_t i = 0; i < n; ++i) {
-    const size_t word = static_cast<size_t>(w + i - words_.get());
-    check_no_copy(w[i], word, now, file, line);
-    if (!ordered(w[i].write_tick, w[i].writer, w[i].write_sync))
-      race(now, word, thread_name(w[i].writer) + " wrote", w[i].write_file, w[i].write_line, file, line);
-    if (!reads_ordered(w[i])) race(now, word, readers(w[i]), w[i].read_file, w[i].read_line, file, line);
+  const size_t first = words_of(p, bytes, &n);
+  for (size_t word = first; word < first + n; ++word) {
+    const SharedWord& w = words_.get()[word];
+    check_no_copy(w, word, now, file, line);
+    check_after_write(w, word, now, file, line);
+    if (!reads_ordered(w)) race(now, word, readers(w), w.read_file, w.read_line, file, line);
   }
 }
 
 void Worker::race_write(const void* p, size_t bytes, const char* file, int line) {
   check_write(p, bytes, "this thread writes", file, line);
   size_t n;
-  SharedWord* w = words_of(p, bytes, &n);
-  const uint64_t now = ++tick_;
-  const unsigned self = current_->view.linear;
-  for (size_t i = 0; i < n; ++i) {
-    w[i].write_tick = now;
-    w[i].writer = static_cast<uint16_t>(self);
-    w[i].write_sync = warp_syncs_[self >> 5];
-    w[i].write_file = file;
-    w[i].write_line = line;
-  }
+  const size_t first = words_of(p, bytes, &n);
+  record_write(first, n, file, line);
 }
 
 // A cp.async is a write from its issue to the issuing thread's wait: checked as one at
@@ -889,45 +900,38 @@ void Worker::race_write(const void* p, size_t bytes, const char* file, int line)
 void Worker::race_copy_issued(const void* p, size_t bytes, const char* file, int line) {
   check_write(p, bytes, "this thread's cp.async writes", file, line);
   size_t n;
-  SharedWord* w = words_of(p, bytes, &n);
-  for (size_t i = 0; i < n; ++i) {
-    ++w[i].copies;
-    w[i].copier = static_cast<uint16_t>(current_->view.linear);
-    w[i].copy_file = file;
-    w[i].copy_line = line;
+  const size_t first = words_of(p, bytes, &n);
+  for (SharedWord* w = words_.get() + first; w != words_.get() + first + n; ++w) {
+    ++w->copies;
+    w->copier = static_cast<uint16_t>(current_->view.linear);
+    w->copy_file = file;
+    w->copy_line = line;
   }
 }
 
 void Worker::race_copy_waited(const AsyncCopy& c) {
   size_t n;
-  SharedWord* w = words_of(c.dst, static_cast<size_t>(c.bytes), &n);
-  const uint64_t now = ++tick_;
-  const unsigned self = current_->view.linear;
-  for (size_t i = 0; i < n; ++i) {
-    --w[i].copies;
-    w[i].write_tick = now;
-    w[i].writer = static_cast<uint16_t>(self);
-    w[i].write_sync = warp_syncs_[self >> 5];
-    w[i].write_file = c.file;
-    w[i].write_line = c.line;
-  }
+  const size_t first = words_of(c.dst, static_cast<size_t>(c.bytes), &n);
+  for (size_t word = first; word < first + n; ++word) --words_.get()[word].copies;
+  record_write(first, n, c.file, c.line);
 }
 
 void Worker::race_async_read(uint32_t address, size_t bytes, const char* file, int line) {
   size_t n;
-  SharedWord* w = words_of(shared_.get() + address, bytes, &n);
+  const size_t first = words_of(shared_.get() + address, bytes, &n);
   const unsigned self = current_->view.linear;
   const uint64_t now = ++tick_;
-  for (size_t i = 0; i < n; ++i) {
-    const size_t word = static_cast<size_t>(w + i - words_.get());
-    check_no_copy(w[i], word, "this thread's wgmma reads", file, line);
-    if (w[i].write_tick > op_issued_)
-      race("this thread's wgmma reads", word, thread_name(w[i].writer) + " wrote", w[i].write_file, w[i].write_line,
-           file, line, "while the wgmma was in flight: its operands may not be written between its issue and its wait");
-    if (w[i].write_tick > op_interval_ && w[i].writer != self)
-      race("this thread's wgmma reads", word, thread_name(w[i].writer) + " wrote", w[i].write_file, w[i].write_line,
-           file, line, "in the barrier interval the wgmma was issued in: no __syncthreads() orders it before the wgmma");
-    record_read(w[i], now, file, line);
+  const char* const reads = "this thread's wgmma reads";
+  for (size_t word = first; word < first + n; ++word) {
+    SharedWord& w = words_.get()[word];
+    check_no_copy(w, word, reads, file, line);
+    if (w.write_tick > op_issued_)
+      race(reads, word, thread_name(w.writer) + " wrote", w.write_file, w.write_line, file, line,
+           "while the wgmma was in flight: its operands may not be written between its issue and its wait");
+    if (w.write_tick > op_interval_ && w.writer != self)
+      race(reads, word, thread_name(w.writer) + " wrote", w.write_file, w.write_line, file, line,
+           "in the barrier interval the wgmma was issued in: no __syncthreads() orders it before the wgmma");
+    record_read(w, now, file, line);
   }
 }
 

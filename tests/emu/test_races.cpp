@@ -52,8 +52,9 @@ __global__ void shuffle_is_no_barrier_kernel(float* out) {
 
 // Thread 0 copies 16 bytes with cp.async; thread 32 reads them once they landed (its
 // wait, then a barrier), or, with `early`, while the copy is still in flight: after a
-// barrier that follows the issue but precedes the wait.
-__global__ void copy_kernel(const float* src, float* out, bool early) {
+// barrier that follows the issue but precedes the wait. With `own`, thread 0 reads its
+// own destination before its wait.
+__global__ void copy_kernel(const float* src, float* out, bool early, bool own) {
   VK_SHARED(float, s, [4]);
   if (threadIdx.x == 0) {
     cp_async_16(&s[0], src, 16);
@@ -62,7 +63,10 @@ __global__ void copy_kernel(const float* src, float* out, bool early) {
   __syncthreads();
   if (early && threadIdx.x == 32) out[0] = ld_shared(&s[0]);
   __syncthreads();
-  if (threadIdx.x == 0) cp_async_wait<0>();
+  if (threadIdx.x == 0) {
+    if (own) out[2] = ld_shared(&s[0]);
+    cp_async_wait<0>();
+  }
   __syncthreads();
   if (threadIdx.x == 32) out[1] = ld_shared(&s[1]);
 }
@@ -81,23 +85,6 @@ __global__ void warp_scan_kernel(float* out) {
     __syncwarp();
   }
   out[lane] = ld_shared(&s[lane]);
-}
-
-// Thread 0 reads its own cp.async destination before its wait; with `other`, thread 32
-// reads it first (after a barrier that follows the issue).
-__global__ void own_copy_kernel(const float* src, float* out, bool other) {
-  VK_SHARED(float, s, [4]);
-  if (threadIdx.x == 0) {
-    cp_async_16(&s[0], src, 16);
-    cp_async_commit();
-  }
-  __syncthreads();
-  if (other && threadIdx.x == 32) out[1] = ld_shared(&s[0]);
-  __syncthreads();
-  if (threadIdx.x == 0) {
-    out[0] = ld_shared(&s[0]);
-    cp_async_wait<0>();
-  }
 }
 
 // ldmatrix reads its rows when the warp executes it: lanes 0-7 overwrite the row each
@@ -167,22 +154,22 @@ EMU_TEST(race_within_a_warp_needs_syncwarp) {
 
 EMU_TEST(race_with_a_copy_in_flight_is_reported) {
   const float src[4] = {1, 2, 3, 4};
-  std::vector<float> out(2, 0.f);
+  std::vector<float> out(3, 0.f);
   for (const char* mode : {"", "eager"}) {  // either end of the copy's window
     setenv("VGGKERN_EMU_CP_ASYNC", mode, 1);
-    launch("copy_kernel", copy_kernel, dim3(1), dim3(64), 0, src, out.data(), false);
+    launch("copy_kernel", copy_kernel, dim3(1), dim3(64), 0, src, out.data(), false, false);
     CHECK(out[1] == 2.f);
-    expect_error([&] { launch("copy_kernel", copy_kernel, dim3(1), dim3(64), 0, src, out.data(), true); },
+    expect_error([&] { launch("copy_kernel", copy_kernel, dim3(1), dim3(64), 0, src, out.data(), true, false); },
                  {"copy_kernel", "thread (32,0,0)", "shared-memory race", "still in flight"});
   }
   unsetenv("VGGKERN_EMU_CP_ASYNC");
-  expect_error([&] { launch("copy_kernel", copy_kernel, dim3(1), dim3(64), 0, src, out.data(), true); },
+  expect_error([&] { launch("copy_kernel", copy_kernel, dim3(1), dim3(64), 0, src, out.data(), true, false); },
                {"thread (32,0,0)", "this thread reads shared address",
                 "is the destination of a cp.async that thread (0,0,0) issued at test_races.cpp:", "still in flight"});
   // Its own thread may not read it before the wait either, and that read does not hide
   // another thread's earlier one.
   for (bool other : {false, true})
-    expect_error([&] { launch("own_copy_kernel", own_copy_kernel, dim3(1), dim3(64), 0, src, out.data(), other); },
+    expect_error([&] { launch("copy_kernel", copy_kernel, dim3(1), dim3(64), 0, src, out.data(), other, true); },
                  {other ? "thread (32,0,0)" : "thread (0,0,0)", "is the destination of a cp.async", "still in flight"});
 }
 
