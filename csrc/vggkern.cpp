@@ -10,6 +10,7 @@
 #include "common/conv3x3_implicit_gemm_plan.h"
 #include "common/conv3x3_tables.h"
 #include "emu/bank_stats.h"
+#include "emu/global_stats.h"
 #include "ops/conv3x3.h"
 
 #if VK_WITH_CUDA
@@ -79,6 +80,33 @@ PyObject* emu_bank_stats(PyObject*, PyObject*) {
 
 PyObject* emu_reset_bank_stats(PyObject*, PyObject*) {
   vk::emu::reset_shared_bank_stats();
+  Py_RETURN_NONE;
+}
+
+// The emulator's global-memory sector counts by kernel (csrc/emu/global_stats.h).
+PyObject* emu_global_stats(PyObject*, PyObject*) {
+  auto counts = [](const vk::emu::GlobalSectorCounts& c) {
+    return Py_BuildValue("{s:K,s:K,s:K,s:K}", "instructions", static_cast<unsigned long long>(c.instructions),
+                         "bytes", static_cast<unsigned long long>(c.bytes), "ideal",
+                         static_cast<unsigned long long>(c.ideal), "sectors", static_cast<unsigned long long>(c.sectors));
+  };
+  PyObject* out = PyDict_New();
+  if (out == nullptr) return nullptr;
+  for (const auto& [kernel, s] : vk::emu::global_sector_stats()) {
+    PyObject* v = Py_BuildValue("{s:N,s:N,s:N}", "load", counts(s.load), "store", counts(s.store), "cp_async",
+                                counts(s.cp_async));
+    if (v == nullptr || PyDict_SetItemString(out, kernel.c_str(), v) != 0) {
+      Py_XDECREF(v);
+      Py_DECREF(out);
+      return nullptr;
+    }
+    Py_DECREF(v);
+  }
+  return out;
+}
+
+PyObject* emu_reset_global_stats(PyObject*, PyObject*) {
+  vk::emu::reset_global_sector_stats();
   Py_RETURN_NONE;
 }
 
@@ -223,6 +251,12 @@ PyMethodDef methods[] = {
      "kernels' plain ld_shared (load) and st_shared (store), "
      "warp-wide instructions, ideal (conflict-free) wavefronts and the wavefronts the addresses cost."},
     {"emu_reset_bank_stats", emu_reset_bank_stats, METH_NOARGS, "Zero the emulator's bank counts."},
+    {"emu_global_stats", emu_global_stats, METH_NOARGS,
+     "The SIMT emulator's global-memory counts since the last reset, by kernel name: for the kernels' "
+     "ld_global (load) and st_global (store) and cp.async's source (cp_async), warp-wide instructions, "
+     "distinct bytes, ideal sectors (those bytes packed: ceil(bytes / 32) per instruction) and the 32-byte "
+     "sectors the addresses touch."},
+    {"emu_reset_global_stats", emu_reset_global_stats, METH_NOARGS, "Zero the emulator's global-memory counts."},
     {"implicit_gemm_plan", implicit_gemm_plan, METH_VARARGS,
      "implicit_gemm_plan(N, C, H, W, K, element_bytes, pool, sm_count, tile='') -> dict: the block tile and "
      "split-K the conv3x3 implicit_gemm kernel uses for that shape (tile '' : its default or "

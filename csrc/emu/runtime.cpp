@@ -159,6 +159,34 @@ struct AsyncOp {
   unsigned char data[kAsyncOpBytes];
 };
 
+// Global-memory accounting (global_stats.h): a warp's lanes meet at the k-th call of a
+// call site (kernel line and path) since the last __syncthreads(). Per thread, the calls
+// per site; per warp, the instructions some of its lanes have reached.
+struct GlobalSite {
+  const char* file;
+  int line;
+  GlobalPath path;
+  uint32_t calls;
+};
+struct GlobalKey {
+  const char* file;
+  int line;
+  GlobalPath path;
+  uint32_t call;
+  bool operator==(const GlobalKey& o) const { return file == o.file && line == o.line && path == o.path && call == o.call; }
+};
+struct GlobalKeyHash {
+  size_t operator()(const GlobalKey& k) const {
+    return std::hash<const void*>()(k.file) ^ (size_t(k.line) << 20) ^ (size_t(k.path) << 16) ^ (size_t(k.call) << 32);
+  }
+};
+struct GlobalSlot {
+  unsigned arrived = 0;
+  int active = 0;
+  uintptr_t addresses[32];
+  int bytes[32];
+};
+
 struct Fiber {
   ThreadView view;
   FiberState state;
@@ -175,6 +203,7 @@ struct Fiber {
   uint64_t warpgroup_seq;          // warpgroup instructions executed so far
   WgmmaRegisters wgmma;
   uint32_t access_seq[3];  // cp.async, ld_shared, st_shared calls so far (bank accounting)
+  std::vector<GlobalSite> global_sites;  // its calls per global-access site since the last barrier
   uint32_t synced;         // its warp's __syncwarp() count when it last passed one (races)
 #if !VK_EMU_ASM_SWITCH
   ucontext_t ctx;
@@ -264,6 +293,7 @@ class Worker {
     absent_.assign(warps_.size(), 0u);
     if (nthreads_ % 32) absent_.back() = ~0u << (nthreads_ % 32);
     for (auto& slots : access_slots_) slots.resize(warps_.size());
+    global_slots_.resize(warps_.size());
     block_.block_dim = p.block;
     block_.grid_dim = p.grid;
     runnable_.reserve(nthreads_);
@@ -338,6 +368,9 @@ class Worker {
   WgmmaRegisters& wgmma_registers() { return current_->wgmma; }
   void note_shared_access(SharedPath path, const void* p, int bytes, const char* file, int line);
   void flush_access_slot(SharedPath path, const AccessSlot& s);
+  void note_global_access(GlobalPath path, const void* p, int bytes, bool active, const char* file, int line);
+  void flush_global_slots();
+  const GlobalSectorStats& global_counts() const { return global_counts_; }
   // Races between threads on shared memory (see SharedWord): a read, a write, a cp.async
   // issued (checked as a write; its bytes untouchable until the wait) and waited for (its
   // write), a wgmma's read (async proxy).
@@ -418,6 +451,9 @@ class Worker {
   std::vector<unsigned> absent_;                 // lanes past the block's last thread, per warp
   // Per path (cp.async, ld_shared, st_shared), per warp, by sequence number.
   std::vector<std::unordered_map<uint32_t, AccessSlot>> access_slots_[3];
+  // Global accesses, per warp, by (site, call); see GlobalSite.
+  std::vector<std::unordered_map<GlobalKey, GlobalSlot, GlobalKeyHash>> global_slots_;
+  GlobalSectorStats global_counts_;  // this worker's part of the launch's
   std::vector<WarpRecord*> free_records_;
   std::vector<WarpgroupLog> warpgroups_;
 
@@ -499,6 +535,7 @@ void Worker::run_block(uint3 block_idx) {
     w.clear();
   }
   std::fill(exited_.begin(), exited_.end(), 0u);
+  for (auto& slots : global_slots_) slots.clear();  // a failed launch's leftovers
   for (WarpgroupLog& log : warpgroups_) log = WarpgroupLog();
   std::fill(unfenced_.begin(), unfenced_.end(), 0u);
   runnable_.clear();
@@ -514,6 +551,7 @@ void Worker::run_block(uint3 block_idx) {
     f.warpgroup_seq = 0;
     f.wgmma = WgmmaRegisters();
     std::fill(std::begin(f.access_seq), std::end(f.access_seq), 0u);
+    f.global_sites.clear();
     f.synced = 0;
     prepare_fiber(f, stacks_->top(i), stacks_->bottom(i));
     runnable_.push_back(i);
@@ -551,6 +589,7 @@ void Worker::run_block(uint3 block_idx) {
                              " (first: thread " + coord(fibers_[e.first_thread].view.thread_idx) +
                              "): every thread of a warpgroup must execute each wgmma instruction (.sync.aligned)");
   }
+  flush_global_slots();
   for (int path = 0; path < 3; ++path) {  // accesses that some lanes skipped
     for (auto& slots : access_slots_[path]) {
       for (const auto& kv : slots) flush_access_slot(static_cast<SharedPath>(path + 1), kv.second);
@@ -574,6 +613,7 @@ int Worker::block_barrier(int predicate, const char* file, int line) {
   if (++barrier_arrived_ == nthreads_) {
     barrier_arrived_ = 0;
     interval_ = ++tick_;  // accesses before the barrier are ordered before those after
+    flush_global_slots();
     for (unsigned i = 0; i < nthreads_; ++i) {
       if (fibers_[i].state != FiberState::at_barrier) continue;
       fibers_[i].barrier_result = barrier_count_;
@@ -688,6 +728,7 @@ void Worker::async_copy(void* dst, const void* src, int bytes, int src_bytes, co
   current_->async_copies.push_back(c);
 
   note_shared_access(SharedPath::cp_async, dst, bytes, file, line);
+  note_global_access(GlobalPath::cp_async, src, src_bytes, src_bytes > 0, file, line);
 }
 
 // Bank accounting: the warp's lanes meet by sequence number (each lane's k-th access on
@@ -711,6 +752,42 @@ void Worker::note_shared_access(SharedPath path, const void* p, int bytes, const
     flush_access_slot(path, s);
     slots.erase(it);
   }
+}
+
+void Worker::note_global_access(GlobalPath path, const void* p, int bytes, bool active, const char* file, int line) {
+  Fiber* f = current_;
+  uint32_t call = 0;
+  auto site = std::find_if(f->global_sites.begin(), f->global_sites.end(), [&](const GlobalSite& s) {
+    return s.line == line && s.path == path && s.file == file;
+  });
+  if (site == f->global_sites.end())
+    f->global_sites.push_back(GlobalSite{file, line, path, 1});
+  else
+    call = site->calls++;
+  const unsigned warp = f->view.linear >> 5, lane = f->view.linear & 31u;
+  auto& slots = global_slots_[warp];
+  const auto it = slots.try_emplace(GlobalKey{file, line, path, call}).first;
+  GlobalSlot& s = it->second;
+  s.arrived |= 1u << lane;
+  if (active) {
+    s.addresses[s.active] = reinterpret_cast<uintptr_t>(p);
+    s.bytes[s.active++] = bytes;
+  }
+  if ((s.arrived | exited_[warp] | absent_[warp]) == ~0u) {
+    global_counts_[path].add(global_access_counts(s.addresses, s.bytes, s.active));
+    slots.erase(it);
+  }
+}
+
+// At a barrier and a block's end: the instructions that some lanes skipped (a loop with
+// fewer trips for them), with the lanes that made them.
+void Worker::flush_global_slots() {
+  for (auto& slots : global_slots_) {
+    for (const auto& kv : slots)
+      global_counts_[kv.first.path].add(global_access_counts(kv.second.addresses, kv.second.bytes, kv.second.active));
+    slots.clear();
+  }
+  for (Fiber& f : fibers_) f.global_sites.clear();
 }
 
 void Worker::flush_access_slot(SharedPath path, const AccessSlot& s) {
@@ -1004,6 +1081,9 @@ bool in_shared(const void* p, size_t bytes) { return t_worker->in_shared(p, byte
 void note_shared_access(SharedPath path, const void* p, int bytes, const char* file, int line) {
   t_worker->note_shared_access(path, p, bytes, file, line);
 }
+void note_global_access(GlobalPath path, const void* p, int bytes, bool active, const char* file, int line) {
+  t_worker->note_global_access(path, p, bytes, active, file, line);
+}
 void note_shared_read(const void* p, size_t bytes, const char* file, int line) {
   t_worker->race_read(p, bytes, file, line);
 }
@@ -1069,6 +1149,7 @@ void run_grid(const LaunchParams& p, FunctionRef body) {
         w.run_block(uint3{static_cast<unsigned>(i % p.grid.x), static_cast<unsigned>((i / p.grid.x) % p.grid.y),
                           static_cast<unsigned>(i / (uint64_t(p.grid.x) * p.grid.y))});
       }
+      add_global_sector_stats(p.kernel_name, w.global_counts());
     } catch (const std::exception& e) {
       std::lock_guard<std::mutex> lock(error_mutex);
       if (error.empty()) error = e.what();

@@ -24,6 +24,7 @@
 #include <type_traits>
 
 #include "bank_stats.h"
+#include "global_stats.h"
 #include "cuda_types.h"
 
 namespace vk {

@@ -67,6 +67,10 @@ bool in_shared(const void* p, size_t bytes);     // inside this block's shared m
 // A plain shared-memory load or store of `bytes` at p, for bank accounting (bank_stats.h);
 // the kernels' ld_shared / st_shared call it.
 void note_shared_access(SharedPath path, const void* p, int bytes, const char* file, int line);
+// A global-memory load or store of `bytes` at p (or, active false, a lane's call whose
+// access is predicated off), for sector accounting (global_stats.h); the kernels'
+// ld_global / st_global call it.
+void note_global_access(GlobalPath path, const void* p, int bytes, bool active, const char* file, int line);
 // A read of shared memory the emulator would not see otherwise (ldmatrix's rows), for
 // race detection (runtime.cpp: two threads' accesses to a word with no barrier between).
 void note_shared_read(const void* p, size_t bytes, const char* file, int line);

@@ -116,8 +116,8 @@ __global__ void __launch_bounds__(256)
         cc = t / L::kInH;
       }
       const Index c = c0 + cc, h = h0 + r - 1, ww = w0 + s - 1;
-      float v = 0.f;
-      if (c < p.C && h >= 0 && h < p.H && ww >= 0 && ww < p.W) v = to_float(xn[c * p.xs_c + h * p.xs_h + ww * p.xs_w]);
+      const bool inside = c < p.C && h >= 0 && h < p.H && ww >= 0 && ww < p.W;
+      const float v = to_float(ld_global(xn + (c * p.xs_c + h * p.xs_h + ww * p.xs_w), inside));
       st_shared(s_in + cc * L::kInPlane + r * L::kInStride + s, v);
     }
     // Stage the weights tap-major: s_w row (cc * 9 + tap), the block's K innermost. A warp
@@ -129,8 +129,7 @@ __global__ void __launch_bounds__(256)
       const int row = group % (L::kWRows / 8) * 8 + lane / 4, kk = group / (L::kWRows / 8) * 4 + lane % 4;
       const int cc = row / 9, tap = row % 9;
       const Index k = k0 + kk, c = c0 + cc;
-      float v = 0.f;
-      if (k < p.K && c < p.C) v = to_float(w[(k * p.C + c) * 9 + tap]);
+      const float v = to_float(ld_global(w + ((k * p.C + c) * 9 + tap), k < p.K && c < p.C));
       st_shared(s_w + (cc * 9 + tap) * L::kWStride + kk, v);
     }
     __syncthreads();
@@ -174,7 +173,7 @@ __global__ void __launch_bounds__(256)
   for (int k = 0; k < L::kThreadK; ++k) {
     const Index kk = k0 + kg * L::kThreadK + k;
     if (kk < p.K) {
-      const float bk = bias != nullptr ? to_float(bias[kk]) : 0.f;
+      const float bk = bias != nullptr ? to_float(ld_global(bias + kk)) : 0.f;
       float v[2][2];
 #pragma unroll
       for (int i = 0; i < 2; ++i)
@@ -185,16 +184,15 @@ __global__ void __launch_bounds__(256)
         }
       T* yk = yn + kk * p.ys_k;
       if (p.pool) {
-        if (h + 1 < p.H && ww + 1 < p.W) {  // both rows and columns exist: (h/2, ww/2) is in y
-          const float m = max_step(max_step(max_step(v[0][0], v[0][1]), v[1][0]), v[1][1]);
-          yk[(h / 2) * p.ys_h + (ww / 2) * p.ys_w] = from_float<T>(m);
-        }
+        // Both rows and columns exist: (h/2, ww/2) is in y.
+        const float m = max_step(max_step(max_step(v[0][0], v[0][1]), v[1][0]), v[1][1]);
+        st_global(yk + ((h / 2) * p.ys_h + (ww / 2) * p.ys_w), from_float<T>(m), h + 1 < p.H && ww + 1 < p.W);
       } else {
 #pragma unroll
         for (int i = 0; i < 2; ++i)
 #pragma unroll
           for (int j = 0; j < 2; ++j)
-            if (h + i < p.H && ww + j < p.W) yk[(h + i) * p.ys_h + (ww + j) * p.ys_w] = from_float<T>(v[i][j]);
+            st_global(yk + ((h + i) * p.ys_h + (ww + j) * p.ys_w), from_float<T>(v[i][j]), h + i < p.H && ww + j < p.W);
       }
     }
   }

@@ -231,18 +231,18 @@ __global__ void __launch_bounds__(256)
   const Index rows_out = p.pool ? p.M / 4 : p.M;
   if (i >= rows_out * p.K) return;
   const Index k = i % p.K, row = i / p.K;
-  const float bk = bias != nullptr ? to_float(bias[k]) : 0.f;
+  const float bk = bias != nullptr ? to_float(ld_global(bias + k)) : 0.f;
   const int window = p.pool ? 4 : 1;
   float out = 0.f;
   for (int r = 0; r < window; ++r) {  // a pool window's 4 GEMM rows, in torch's order
     const Index m = row * window + r;
-    float sum = partial[m * p.K + k];
-    for (int s = 1; s < p.splits; ++s) sum += partial[(static_cast<Index>(s) * p.M + m) * p.K + k];
+    float sum = ld_global(partial + (m * p.K + k));
+    for (int s = 1; s < p.splits; ++s) sum += ld_global(partial + ((static_cast<Index>(s) * p.M + m) * p.K + k));
     float v = sum + bk;
     if (p.relu && v < 0.f) v = 0.f;  // ReLU(NaN) = NaN
     out = r == 0 ? v : max_step(out, v);
   }
-  y[row * p.K + k] = from_float<T>(out);
+  st_global(y + (row * p.K + k), from_float<T>(out));
 }
 
 template <class T, MmaType kMma, int kWarpsM, int kWarpsN, MainLoop kLoop, class Index>
@@ -492,7 +492,7 @@ __global__ void __launch_bounds__(32 * kWarpsM * kWarpsN,
 #pragma unroll
         for (int i = 0; i < 4; ++i) {
           const Index m = m0 + 8 * j + 2 * t + i % 2, k = k0 + 16 * warp + g + 8 * (i / 2);
-          if (m < p.M && k < p.K) part[m * p.K + k] = dt[4 * j + i];
+          st_global(part + (m * p.K + k), dt[4 * j + i], m < p.M && k < p.K);
         }
     } else {
 #pragma unroll
@@ -509,10 +509,10 @@ __global__ void __launch_bounds__(32 * kWarpsM * kWarpsN,
               float2 v;
               v.x = acc[mt][nt][2 * half];
               v.y = acc[mt][nt][2 * half + 1];
-              *reinterpret_cast<float2*>(dst) = v;
+              st_global(reinterpret_cast<float2*>(dst), v);
             } else {
-              dst[0] = acc[mt][nt][2 * half];
-              if (k + 1 < p.K) dst[1] = acc[mt][nt][2 * half + 1];
+              st_global(dst, acc[mt][nt][2 * half]);
+              st_global(dst + 1, acc[mt][nt][2 * half + 1], k + 1 < p.K);
             }
           }
       }
@@ -529,7 +529,7 @@ __global__ void __launch_bounds__(32 * kWarpsM * kWarpsN,
 #pragma unroll
     for (int h = 0; h < 2; ++h) {
       const int col = 16 * warp + g + 8 * h;
-      const float bk = (bias != nullptr && k0 + col < p.K) ? to_float(bias[k0 + col]) : 0.f;
+      const float bk = bias != nullptr ? to_float(ld_global(bias + (k0 + col), k0 + col < p.K)) : 0.f;
 #pragma unroll
       for (int j = 0; j < 32; ++j)
 #pragma unroll
@@ -545,7 +545,8 @@ __global__ void __launch_bounds__(32 * kWarpsM * kWarpsN,
       const int col = warp_n * L::kWarpN + nt * 8 + 2 * t;
       float bk[2];
 #pragma unroll
-      for (int j = 0; j < 2; ++j) bk[j] = (bias != nullptr && k0 + col + j < p.K) ? to_float(bias[k0 + col + j]) : 0.f;
+      for (int j = 0; j < 2; ++j)
+        bk[j] = bias != nullptr ? to_float(ld_global(bias + (k0 + col + j), k0 + col + j < p.K)) : 0.f;
 #pragma unroll
       for (int mt = 0; mt < L::kMTiles; ++mt)
 #pragma unroll
@@ -574,14 +575,14 @@ __global__ void __launch_bounds__(32 * kWarpsM * kWarpsN,
     v[0] = lo.x, v[1] = lo.y, v[2] = lo.z, v[3] = lo.w, v[4] = hi.x, v[5] = hi.y, v[6] = hi.z, v[7] = hi.w;
   };
   const bool vector_store = p.K % 8 == 0;
-  auto store8 = [&](T* dst, Index k, const float* v) {
+  auto store8 = [&](T* dst, Index k, const float* v, bool inside) {
     if (vector_store) {
       Vec<T, 8> out;
 #pragma unroll
       for (int j = 0; j < 8; ++j) out.v[j] = from_float<T>(v[j]);
-      *reinterpret_cast<Vec<T, 8>*>(dst) = out;
+      st_global(reinterpret_cast<Vec<T, 8>*>(dst), out, inside);
     } else {
-      for (int j = 0; j < 8 && k + j < p.K; ++j) dst[j] = from_float<T>(v[j]);
+      for (int j = 0; j < 8; ++j) st_global(dst + j, from_float<T>(v[j]), inside && k + j < p.K);
     }
   };
   // Every thread makes the same number of passes (the tile divides by the block) and
@@ -593,7 +594,7 @@ __global__ void __launch_bounds__(32 * kWarpsM * kWarpsN,
       const Index k = k0 + grp * 8;
       float v[8];
       read8(m, grp, v);
-      if (m0 + m < p.M && k < p.K) store8(y + (m0 + m) * p.K + k, k, v);
+      store8(y + (m0 + m) * p.K + k, k, v, m0 + m < p.M && k < p.K);
     }
   } else {  // rows 4q .. 4q+3 are pooled pixel m0/4 + q's window, in torch's order
     for (int idx = tid; idx < L::kBM / 4 * kGroups; idx += L::kThreads) {
@@ -607,7 +608,7 @@ __global__ void __launch_bounds__(32 * kWarpsM * kWarpsN,
 #pragma unroll
         for (int j = 0; j < 8; ++j) v[j] = max_step(v[j], u[j]);
       }
-      if (m0 + 4 * q < p.M && k < p.K) store8(y + (m0 / 4 + q) * p.K + k, k, v);
+      store8(y + (m0 / 4 + q) * p.K + k, k, v, m0 + 4 * q < p.M && k < p.K);
     }
   }
 }

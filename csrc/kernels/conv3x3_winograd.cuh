@@ -150,13 +150,13 @@ __global__ void __launch_bounds__(256)
 #pragma unroll
   for (int r = 0; r < 3; ++r)
 #pragma unroll
-    for (int s = 0; s < 3; ++s) g[r][s] = to_float(wp[r * 3 + s]);
+    for (int s = 0; s < 3; ++s) g[r][s] = to_float(ld_global(wp + (r * 3 + s)));
   float t[a][a];
   winograd_filter_transform<M>(g, t);
 #pragma unroll
   for (int r = 0; r < a; ++r)
 #pragma unroll
-    for (int s = 0; s < a; ++s) u[((r * a + s) * C + c) * K + k] = t[r][s];
+    for (int s = 0; s < a; ++s) st_global(u + (((r * a + s) * C + c) * K + k), t[r][s]);
 }
 
 template <int M, class T, class Index>
@@ -206,7 +206,7 @@ __global__ void __launch_bounds__(Conv3x3WinogradTiling<M>::kThreads)
 #pragma unroll
           for (int ss = 0; ss < a; ++ss) {
             const Index h = h0 + rr, ww = w0 + ss;
-            d[rr][ss] = (h >= 0 && h < p.H && ww >= 0 && ww < p.W) ? to_float(xc[h * p.xs_h + ww * p.xs_w]) : 0.f;
+            d[rr][ss] = to_float(ld_global(xc + (h * p.xs_h + ww * p.xs_w), h >= 0 && h < p.H && ww >= 0 && ww < p.W));
           }
       } else {
 #pragma unroll
@@ -225,7 +225,7 @@ __global__ void __launch_bounds__(Conv3x3WinogradTiling<M>::kThreads)
     for (int i = tid; i < CC * P * BK; i += L::kThreads) {
       const int kk = i % BK, rest = i / BK, cc = rest % CC, pp = rest / CC;
       const Index c = c0 + cc, k = k0 + kk;
-      st_shared(s_u + (cc * P + pp) * L::kUStride + kk, (c < p.C && k < p.K) ? u[(pp * p.C + c) * p.K + k] : 0.f);
+      st_shared(s_u + (cc * P + pp) * L::kUStride + kk, ld_global(u + ((pp * p.C + c) * p.K + k), c < p.C && k < p.K));
     }
     __syncthreads();
 
@@ -282,7 +282,7 @@ __global__ void __launch_bounds__(Conv3x3WinogradTiling<M>::kThreads)
     if (tile >= p.tiles || k >= p.K) continue;
     float o[M][M];
     winograd_output_transform<M>(mm, o);
-    const float bk = bias != nullptr ? to_float(bias[k]) : 0.f;
+    const float bk = bias != nullptr ? to_float(ld_global(bias + k)) : 0.f;
 #pragma unroll
     for (int rr = 0; rr < M; ++rr)
 #pragma unroll
@@ -300,19 +300,17 @@ __global__ void __launch_bounds__(Conv3x3WinogradTiling<M>::kThreads)
 #pragma unroll
         for (int pc = 0; pc < M / 2; ++pc) {
           const Index h = h0 + 2 * pr, ww = w0 + 2 * pc;
-          if (h + 1 < p.H && ww + 1 < p.W) {  // the whole window exists: (h/2, ww/2) is in y
-            const float m = max_step(max_step(max_step(o[2 * pr][2 * pc], o[2 * pr][2 * pc + 1]),
-                                              o[2 * pr + 1][2 * pc]),
-                                     o[2 * pr + 1][2 * pc + 1]);
-            yk[(h / 2) * p.ys_h + (ww / 2) * p.ys_w] = from_float<T>(m);
-          }
+          // Stored if the whole window exists: then (h/2, ww/2) is in y.
+          const float m = max_step(max_step(max_step(o[2 * pr][2 * pc], o[2 * pr][2 * pc + 1]), o[2 * pr + 1][2 * pc]),
+                                   o[2 * pr + 1][2 * pc + 1]);
+          st_global(yk + ((h / 2) * p.ys_h + (ww / 2) * p.ys_w), from_float<T>(m), h + 1 < p.H && ww + 1 < p.W);
         }
     } else {
 #pragma unroll
       for (int rr = 0; rr < M; ++rr)
 #pragma unroll
         for (int ss = 0; ss < M; ++ss)
-          if (h0 + rr < p.H && w0 + ss < p.W) yk[(h0 + rr) * p.ys_h + (w0 + ss) * p.ys_w] = from_float<T>(o[rr][ss]);
+          st_global(yk + ((h0 + rr) * p.ys_h + (w0 + ss) * p.ys_w), from_float<T>(o[rr][ss]), h0 + rr < p.H && w0 + ss < p.W);
     }
   }
 }

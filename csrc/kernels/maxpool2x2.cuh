@@ -21,11 +21,11 @@ namespace VK_KERNEL_NS {
 template <class T, int N, bool kVector>
 __device__ __forceinline__ Vec<T, N> load_run(const T* p) {
   if constexpr (kVector) {
-    return *reinterpret_cast<const Vec<T, N>*>(p);
+    return ld_global(reinterpret_cast<const Vec<T, N>*>(p));
   } else {
     Vec<T, N> r;
 #pragma unroll
-    for (int i = 0; i < N; ++i) r.v[i] = p[i];
+    for (int i = 0; i < N; ++i) r.v[i] = ld_global(p + i);
     return r;
   }
 }
@@ -33,10 +33,10 @@ __device__ __forceinline__ Vec<T, N> load_run(const T* p) {
 template <class T, int N, bool kVector>
 __device__ __forceinline__ void store_run(T* p, const Vec<T, N>& r) {
   if constexpr (kVector) {
-    *reinterpret_cast<Vec<T, N>*>(p) = r;
+    st_global(reinterpret_cast<Vec<T, N>*>(p), r);
   } else {
 #pragma unroll
-    for (int i = 0; i < N; ++i) p[i] = r.v[i];
+    for (int i = 0; i < N; ++i) st_global(p + i, r.v[i]);
   }
 }
 

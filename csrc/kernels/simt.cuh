@@ -60,5 +60,26 @@ __device__ __forceinline__ void st_shared(T* p, const T& v VK_CALL_SITE) {
   *p = v;
 }
 
+// ld_global / st_global: a global-memory load or store of one T. On the GPU only the
+// access (`active` false: none, and the load gives T{}, zero); under the emulator it is
+// also counted for 32-byte sectors per warp-wide instruction (global_stats.h). A warp's
+// lanes meet at the k-th call of each call site since the last __syncthreads(), so a
+// lane whose access is conditional passes the condition as `active` rather than
+// branching around the call (a loop with fewer trips for some lanes is fine).
+template <class T>
+__device__ __forceinline__ T ld_global(const T* p, bool active = true VK_CALL_SITE) {
+#if !defined(__CUDACC__)
+  ::vk::emu::note_global_access(::vk::emu::GlobalPath::load, p, sizeof(T), active, vk_file, vk_line);
+#endif
+  return active ? *p : T{};
+}
+template <class T>
+__device__ __forceinline__ void st_global(T* p, const T& v, bool active = true VK_CALL_SITE) {
+#if !defined(__CUDACC__)
+  ::vk::emu::note_global_access(::vk::emu::GlobalPath::store, p, sizeof(T), active, vk_file, vk_line);
+#endif
+  if (active) *p = v;
+}
+
 }  // namespace VK_KERNEL_NS
 }  // namespace vk

@@ -34,12 +34,12 @@ __global__ void __launch_bounds__(256)
   const int64_t c = i % p.Cp, tap = i / p.Cp % 9, k = i / (9 * p.Cp);
   T v = from_float<T>(0.f);
   if (c < p.C) {
-    v = w[k * p.sk + c * p.sc + tap / 3 * p.sr + tap % 3 * p.ss];
+    v = ld_global(w + (k * p.sk + c * p.sc + tap / 3 * p.sr + tap % 3 * p.ss));
     if constexpr (sizeof(T) == 4) {
       if (p.round_tf32) v = __uint_as_float(to_tf32(v));
     }
   }
-  out[i] = v;
+  st_global(out + i, v);
 }
 
 }  // namespace VK_KERNEL_NS

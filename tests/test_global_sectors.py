@@ -1,0 +1,133 @@
+"""Global-memory traffic of every kernel, counted by the emulator (csrc/emu/global_stats.h):
+per warp-wide load or store, the 32-byte sectors its lanes' addresses touch against the
+least those bytes need ("ideal"). The counts are compared with what each layout implies,
+worked out here from the tiling in each kernel's header: whole sectors where the lanes
+read or write consecutive elements, and the documented multiple where they do not. CPU
+only (the GPU does not count); tests/emu/test_global_sectors.cpp checks the counting."""
+import math
+
+import pytest
+import torch
+
+import vggkern
+from test_conv3x3 import _inputs
+from vggkern import _C
+
+pytestmark = pytest.mark.skipif(not hasattr(_C, "emu_global_stats"), reason="built without the emulator")
+
+
+def _counted(f):
+    _C.emu_reset_global_stats()
+    y = f()
+    return _C.emu_global_stats(), y
+
+
+def _whole_sectors(c):
+    return c["instructions"] > 0 and c["sectors"] == c["ideal"]
+
+
+# maxpool2x2 reads each element of x once and writes each of y once, all in whole sectors
+# (16-byte runs of consecutive elements per lane, consecutive lanes on consecutive runs).
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16, torch.bfloat16], ids=str)
+@pytest.mark.parametrize("channels_last", [False, True], ids=["nchw", "nhwc"])
+def test_maxpool_moves_each_byte_once_in_whole_sectors(dtype, channels_last):
+    x = torch.randn(2, 64, 8, 16) if channels_last else torch.randn(2, 8, 16, 64)
+    x = x.to(dtype).contiguous(memory_format=torch.channels_last if channels_last else torch.contiguous_format)
+    stats, y = _counted(lambda: vggkern.maxpool2x2(x))
+    (name, s), = stats.items()
+    assert name.startswith("maxpool2x2"), stats
+    assert s["load"]["bytes"] == x.nbytes and s["store"]["bytes"] == y.nbytes, stats
+    assert _whole_sectors(s["load"]) and _whole_sectors(s["store"]), stats
+    assert torch.equal(y, torch.nn.functional.max_pool2d(x.float(), 2).to(dtype))
+
+
+def _taps_inside(h, w):
+    """(pixel, tap) pairs of an h x w image whose tap lies inside it (the rest is padding)."""
+    return sum((h - abs(dr)) * (w - abs(ds)) for dr in (-1, 0, 1) for ds in (-1, 0, 1))
+
+
+# implicit_gemm's cp.async reads, per block, its BM pixels' in-image taps (padding is zero
+# fill: no read) and its BN channels' weights: x once per K block, the weight once per M
+# tile; every copy is whole sectors (a 16-byte chunk per lane, 4 lanes per 64-byte row of
+# a pixel's channels). The epilogue writes y once, in 16-byte vectors of 8 channels.
+@pytest.mark.parametrize("tile,k", [("256x64", 64), ("128x128", 128), ("wg128x128", 128), ("wg256x64", 64)])
+@pytest.mark.parametrize("pool", [False, True], ids=["", "pool"])
+def test_implicit_gemm_reads_its_tiles_in_whole_sectors(tile, k, pool, monkeypatch):
+    monkeypatch.setenv("VGGKERN_IMPLICIT_GEMM_TILE", tile)
+    monkeypatch.setenv("VGGKERN_IMPLICIT_GEMM_SPLIT_K", "1")
+    n, c, h, w = 1, 64, 16, 16
+    x, wt, b = _inputs(n, c, k, h, w, torch.float16, "cpu", channels_last=True, seed=k)
+    wt = wt.contiguous(memory_format=torch.channels_last)  # (K, 3, 3, C): used as it is, no relayout kernel
+    stats, y = _counted(lambda: vggkern.conv3x3(x, wt, b, relu=True, pool=pool, algo="implicit_gemm"))
+    assert set(stats) == {"conv3x3_implicit_gemm_kernel"}, stats
+    s = stats["conv3x3_implicit_gemm_kernel"]
+    plan = _C.implicit_gemm_plan(n, c, h, w, k, 2, pool, 132, tile)
+    assert plan["splits"] == 1
+    x_bytes = n * _taps_inside(h, w) * c * 2
+    w_bytes = k * 9 * c * 2
+    assert s["cp_async"]["bytes"] == plan["k_blocks"] * x_bytes + plan["m_tiles"] * w_bytes, (plan, stats)
+    assert _whole_sectors(s["cp_async"]), stats
+    assert s["store"]["bytes"] == y.nbytes and _whole_sectors(s["store"]), stats
+    assert _whole_sectors(s["load"]), stats  # the bias
+
+
+# Split-K: each split writes its raw sums (float2 per lane, consecutive channels) once, and
+# the reduce kernel reads them once (one thread per output element, channels fastest).
+def test_implicit_gemm_split_k_traffic(monkeypatch):
+    monkeypatch.setenv("VGGKERN_IMPLICIT_GEMM_SPLIT_K", "2")
+    n, c, k, h, w = 1, 64, 64, 16, 16
+    x, wt, b = _inputs(n, c, k, h, w, torch.float16, "cpu", channels_last=True, seed=2)
+    wt = wt.contiguous(memory_format=torch.channels_last)
+    stats, y = _counted(lambda: vggkern.conv3x3(x, wt, b, algo="implicit_gemm"))
+    partial = 2 * n * h * w * k * 4
+    main, reduce = stats["conv3x3_implicit_gemm_kernel"], stats["conv3x3_implicit_gemm_reduce_kernel"]
+    assert main["store"]["bytes"] == partial and _whole_sectors(main["store"]), stats
+    warps = reduce["store"]["instructions"]  # each warp: 32 outputs, 32 biases of 2 bytes, 2 partial sums each
+    assert reduce["load"]["bytes"] == partial + warps * 64 and reduce["load"]["instructions"] == 3 * warps, stats
+    assert _whole_sectors(reduce["load"]), stats
+    assert reduce["store"]["bytes"] == y.nbytes and _whole_sectors(reduce["store"]), stats
+
+
+def _nchw_store_ratio(lanes_per_row, stride, element):
+    """Sectors over ideal of a warp store whose 32 lanes lie in rows of `lanes_per_row`,
+    `stride` elements apart (rows sector-aligned)."""
+    per_row = math.ceil(lanes_per_row * stride * element / 32)
+    return (32 // lanes_per_row) * per_row / math.ceil(32 * element / 32)
+
+
+# direct and Winograd write each element of y once. Their stores' sectors follow the
+# thread layout in their headers:
+#   direct: a warp is 8 lanes (2-pixel columns) x 4 rows; NCHW: lanes 2 columns apart
+#     (the pool: 1); NHWC: every lane a different pixel (and one channel), 32 sectors.
+#   Winograd: lanes are consecutive tiles along W (tiles_w per row); NCHW: lanes M columns
+#     apart (the pool: M/2); NHWC: runs of a sector of channels per tile, whole sectors.
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16], ids=str)
+@pytest.mark.parametrize("channels_last", [False, True], ids=["nchw", "nhwc"])
+@pytest.mark.parametrize("pool", [False, True], ids=["", "pool"])
+@pytest.mark.parametrize("algo", ["direct", "winograd_f2x2", "winograd_f4x4"])
+def test_direct_and_winograd_stores(algo, pool, channels_last, dtype):
+    n, c, k, h, w = 1, 8, 32, 32, 32
+    x, wt, b = _inputs(n, c, k, h, w, dtype, "cpu", channels_last=channels_last, seed=1)
+    stats, y = _counted(lambda: vggkern.conv3x3(x, wt, b, relu=True, pool=pool, algo=algo))
+    name = "conv3x3_direct_kernel" if algo == "direct" else f"conv3x3_{algo}_kernel"
+    s = stats[name]["store"]
+    assert s["bytes"] == y.nbytes, stats
+    element = x.element_size()
+    if channels_last:
+        want = 32 / math.ceil(32 * element / 32) if algo == "direct" else 1
+    elif algo == "direct":
+        want = _nchw_store_ratio(8, 1 if pool else 2, element)
+    else:
+        m = 2 if algo == "winograd_f2x2" else 4
+        want = _nchw_store_ratio(min(32, w // m), m // 2 if pool else m, element)
+    assert s["sectors"] == want * s["ideal"], (want, stats)
+
+
+# Loads in whole sectors where the layout allows: channels-fastest staging (NHWC, fp32: a
+# chunk of 8 channels is one sector) in direct and Winograd; Winograd's U slab (K fastest).
+@pytest.mark.parametrize("algo", ["direct", "winograd_f2x2", "winograd_f4x4"])
+def test_nhwc_staging_reads_whole_sectors(algo):
+    x, wt, b = _inputs(1, 8, 32, 32, 32, torch.float32, "cpu", channels_last=True, seed=3)
+    stats, _ = _counted(lambda: vggkern.conv3x3(x, wt, b, algo=algo))
+    name = "conv3x3_direct_kernel" if algo == "direct" else f"conv3x3_{algo}_kernel"
+    assert _whole_sectors(stats[name]["load"]), stats
