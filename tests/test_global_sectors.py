@@ -4,13 +4,11 @@ least those bytes need ("ideal"). The counts are compared with what each layout 
 worked out here from the tiling in each kernel's header: whole sectors where the lanes
 read or write consecutive elements, and the documented multiple where they do not. CPU
 only (the GPU does not count); tests/emu/test_global_sectors.cpp checks the counting."""
-import math
-
 import pytest
 import torch
 
 import vggkern
-from test_conv3x3 import _inputs
+from test_conv3x3 import _check, _inputs
 from vggkern import _C
 
 pytestmark = pytest.mark.skipif(not hasattr(_C, "emu_global_stats"), reason="built without the emulator")
@@ -88,19 +86,12 @@ def test_implicit_gemm_split_k_traffic(monkeypatch):
     assert reduce["store"]["bytes"] == y.nbytes and _whole_sectors(reduce["store"]), stats
 
 
-def _nchw_store_ratio(lanes_per_row, stride, element):
-    """Sectors over ideal of a warp store whose 32 lanes lie in rows of `lanes_per_row`,
-    `stride` elements apart (rows sector-aligned)."""
-    per_row = math.ceil(lanes_per_row * stride * element / 32)
-    return (32 // lanes_per_row) * per_row / math.ceil(32 * element / 32)
-
-
-# direct and Winograd write each element of y once. Their stores' sectors follow the
-# thread layout in their headers:
-#   direct: a warp is 8 lanes (2-pixel columns) x 4 rows; NCHW: lanes 2 columns apart
-#     (the pool: 1); NHWC: every lane a different pixel (and one channel), 32 sectors.
-#   Winograd: lanes are consecutive tiles along W (tiles_w per row); NCHW: lanes M columns
-#     apart (the pool: M/2); NHWC: runs of a sector of channels per tile, whole sectors.
+# direct and Winograd write each element of y once, in the widest stores y's layout allows
+# (each kernel's header): direct NHWC (K % 8 == 0) a pixel's 8 channels in 16-byte vectors,
+# 32 pixels per store: 2 sectors per 32 bytes; direct NCHW a row's 2 pixels as one vector,
+# 8 lanes per row of the warp: whole sectors (its pool: single elements, lanes on
+# consecutive columns); Winograd NCHW (W % M == 0) a tile's row as one vector, lanes on
+# consecutive tiles: whole sectors; Winograd NHWC runs of a sector of channels per tile.
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float16], ids=str)
 @pytest.mark.parametrize("channels_last", [False, True], ids=["nchw", "nhwc"])
 @pytest.mark.parametrize("pool", [False, True], ids=["", "pool"])
@@ -109,18 +100,30 @@ def test_direct_and_winograd_stores(algo, pool, channels_last, dtype):
     n, c, k, h, w = 1, 8, 32, 32, 32
     x, wt, b = _inputs(n, c, k, h, w, dtype, "cpu", channels_last=channels_last, seed=1)
     stats, y = _counted(lambda: vggkern.conv3x3(x, wt, b, relu=True, pool=pool, algo=algo))
+    _check(y, x, wt, b, True, pool, algo=algo)
     name = "conv3x3_direct_kernel" if algo == "direct" else f"conv3x3_{algo}_kernel"
     s = stats[name]["store"]
     assert s["bytes"] == y.nbytes, stats
-    element = x.element_size()
-    if channels_last:
-        want = 32 / math.ceil(32 * element / 32) if algo == "direct" else 1
-    elif algo == "direct":
-        want = _nchw_store_ratio(8, 1 if pool else 2, element)
+    if algo != "direct":
+        want = 1
+    elif channels_last:
+        want = 2
     else:
-        m = 2 if algo == "winograd_f2x2" else 4
-        want = _nchw_store_ratio(min(32, w // m), m // 2 if pool else m, element)
+        # the pool's 8 lanes per row write 8 consecutive elements: a sector in fp32, half of one in fp16
+        want = 2 if pool and x.element_size() == 2 else 1
     assert s["sectors"] == want * s["ideal"], (want, stats)
+
+
+# Where no vector fits (direct NHWC with K not a multiple of 8), single elements: every
+# lane of a store writes another pixel, 32 sectors for 32 elements.
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16], ids=str)
+def test_direct_scalar_stores(dtype):
+    x, wt, b = _inputs(1, 8, 36, 16, 16, dtype, "cpu", channels_last=True, seed=2)
+    stats, y = _counted(lambda: vggkern.conv3x3(x, wt, b, algo="direct"))
+    _check(y, x, wt, b, False, False, algo="direct")
+    s = stats["conv3x3_direct_kernel"]["store"]
+    assert s["bytes"] == y.nbytes and s["sectors"] == 32 * s["instructions"], stats
+    assert s["sectors"] == (32 // x.element_size()) * s["ideal"], stats
 
 
 # Loads in whole sectors where the layout allows: channels-fastest staging (NHWC, fp32: a

@@ -45,6 +45,7 @@ inline LaunchGeometry conv3x3_direct_geometry(const Conv3x3DirectShape& s) {
 template <class T, class Index, class Launcher>
 void conv3x3_direct_run(const Conv3x3Args& a, const Launcher& launch) {
   using namespace VK_KERNEL_NS;
+  using L = Conv3x3DirectTiling;
   const Conv3x3DirectShape s = conv3x3_direct_shape(a.N, a.H, a.W, a.K);
   if (s.blocks > kConv3x3DirectMaxBlocks) throw std::invalid_argument("vggkern.conv3x3: too many blocks for one launch");
   Conv3x3DirectParams<Index> p;
@@ -52,6 +53,13 @@ void conv3x3_direct_run(const Conv3x3Args& a, const Launcher& launch) {
   p.tiles_h = s.tiles_h, p.tiles_w = s.tiles_w, p.k_groups = s.k_groups;
   set_conv3x3_strides(p, a);
   p.relu = a.relu, p.pool = a.pool;
+  const int element = dtype_size(a.dtype);
+  if (a.layout == Layout::nhwc && a.K % L::kThreadK == 0 && aligned_to(a.y, 16))
+    p.store = kDirectStoreChannels;
+  else if (a.layout == Layout::nchw && !a.pool && a.W % 2 == 0 && aligned_to(a.y, 2 * element))
+    p.store = kDirectStoreColumnPairs;
+  else
+    p.store = kDirectStoreScalars;
   launch("conv3x3_direct_kernel", conv3x3_direct_kernel<T, Index>, conv3x3_direct_geometry(s),
          static_cast<const T*>(a.x), static_cast<const T*>(a.weight), static_cast<const T*>(a.bias),
          static_cast<T*>(a.y), p);

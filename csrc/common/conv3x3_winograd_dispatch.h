@@ -52,6 +52,8 @@ void conv3x3_winograd_run(const Conv3x3Args& a, const Launcher& launch) {
   p.tiles_h = s.tiles_h, p.tiles_w = s.tiles_w, p.tiles = s.tiles, p.k_groups = s.k_groups;
   set_conv3x3_strides(p, a);
   p.relu = a.relu, p.pool = a.pool;
+  const int row = a.pool ? M / 2 : M;  // elements of a tile's output row
+  p.store_rows = a.layout == Layout::nchw && row > 1 && a.W % M == 0 && aligned_to(a.y, row * dtype_size(a.dtype));
   launch(M == 2 ? "conv3x3_winograd_f2x2_kernel" : "conv3x3_winograd_f4x4_kernel", conv3x3_winograd_kernel<M, T, Index>,
          conv3x3_winograd_geometry<M>(s), static_cast<const T*>(a.x), a.winograd_u, static_cast<const T*>(a.bias),
          static_cast<T*>(a.y), p);

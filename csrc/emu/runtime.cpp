@@ -268,6 +268,11 @@ std::string site(const char* file, int line) {
   const char* slash = file ? std::strrchr(file, '/') : nullptr;
   return std::string(slash ? slash + 1 : (file ? file : "?")) + ":" + std::to_string(line);
 }
+std::string hex_address(const void* p) {
+  char buf[32];
+  std::snprintf(buf, sizeof buf, "%p", p);
+  return buf;
+}
 std::string hex(unsigned v) {
   char buf[16];
   std::snprintf(buf, sizeof buf, "0x%08x", v);
@@ -755,6 +760,13 @@ void Worker::note_shared_access(SharedPath path, const void* p, int bytes, const
 }
 
 void Worker::note_global_access(GlobalPath path, const void* p, int bytes, bool active, const char* file, int line) {
+  // A vector access must be aligned to its size (the largest power of two dividing it; a
+  // wider one is made of 16-byte accesses, the widest sm_90 has), or the GPU faults
+  // ("misaligned address").
+  if (active && reinterpret_cast<uintptr_t>(p) % static_cast<uintptr_t>(std::min(bytes & -bytes, 16)) != 0)
+    fail("misaligned global " + std::string(path == GlobalPath::store ? "store" : "load") + " of " +
+             std::to_string(bytes) + " bytes at " + hex_address(p) + ": a GPU faults (misaligned address)",
+         file, line);
   Fiber* f = current_;
   uint32_t call = 0;
   auto site = std::find_if(f->global_sites.begin(), f->global_sites.end(), [&](const GlobalSite& s) {

@@ -32,6 +32,15 @@
 // stores are conflict-free (they cost 256 while a warp staged 32 rows of one k: 4-way;
 // 346 and 418 in all). Against that, ~18k warp-instructions of fmaf per chunk, so the
 // staging was never the bound: the change saves ~1% of a chunk's issue slots (counted).
+// Global memory, counted by the emulator (tests/test_global_sectors.py: 32-byte sectors
+// per warp-wide access against ceil(bytes / 32)): NHWC fp32 staging reads whole sectors
+// (fp16 ~1.6x: a chunk of 8 channels is half a sector); NCHW's rows of 18 with the halo
+// ~1.25x (fp32). Stores by Conv3x3DirectStore: NCHW
+// column pairs whole sectors (fp32 and fp16; the pool's single elements: fp32 whole,
+// fp16 2x); NHWC 8-channel vectors 2x, where single elements (the previous epilogue, and
+// still K % 8 != 0) cost 8x (fp32) / 16x (fp16): 4x / 8x fewer store sectors per output.
+// Predicted to matter little (the kernel is FMA-bound: ~288 C FMAs per thread against 32
+// stores), not measured. Registers (ptxas, sm_90a): 102 for fp32 int32 (2 blocks/SM).
 // Addressing is by element strides, so NCHW and NHWC (channels_last) share one
 // instantiation per (element type, index type); the load order of the staging loop
 // follows the layout (W fastest for NCHW, C fastest for NHWC) to keep loads coalesced.
@@ -61,6 +70,16 @@ struct Conv3x3DirectTiling {
                 "s_w staging: a warp's 8 rows x 4 k in 32 distinct banks");
 };
 
+// How the epilogue stores a thread's 2x2 pixels x 8 channels (the dispatch picks the
+// widest that y's layout, K, W and alignment allow; the emulator counts the sectors):
+//   scalars:      one element per store. NHWC: 32 lanes, 32 pixels: 32 sectors a store.
+//   column pairs: NCHW, W even: a row's 2 pixels as one 2-element vector; a warp's 8
+//                 lanes per row write 16 consecutive elements: whole sectors.
+//   channels:     NHWC, K % 8 == 0: a pixel's 8 channels as 16-byte vectors (two for
+//                 fp32): 32 pixels a store, 16 bytes each, 2 sectors per 32 bytes written
+//                 where scalars cost 8 (fp32) or 16 (fp16/bf16).
+enum Conv3x3DirectStore : int { kDirectStoreScalars = 0, kDirectStoreColumnPairs = 1, kDirectStoreChannels = 2 };
+
 template <class Index>
 struct Conv3x3DirectParams {
   Index N, C, H, W, K;
@@ -68,7 +87,21 @@ struct Conv3x3DirectParams {
   Index xs_n, xs_c, xs_h, xs_w;  // x strides in elements
   Index ys_n, ys_k, ys_h, ys_w;  // y strides in elements (y pooled or not)
   int relu, pool, channels_inner;
+  int store;  // Conv3x3DirectStore
 };
+
+// 8 consecutive channels of one pixel (16-byte aligned) in 16-byte stores.
+template <class T>
+__device__ __forceinline__ void store_channels8(T* p, const float (&v)[8], bool active) {
+  constexpr int kPer = 16 / static_cast<int>(sizeof(T));
+#pragma unroll
+  for (int part = 0; part < 8 / kPer; ++part) {
+    Vec<T, kPer> out;
+#pragma unroll
+    for (int j = 0; j < kPer; ++j) out.v[j] = from_float<T>(v[part * kPer + j]);
+    st_global(reinterpret_cast<Vec<T, kPer>*>(p + part * kPer), out, active);
+  }
+}
 
 template <class T, class Index>
 __global__ void __launch_bounds__(256)
@@ -166,35 +199,66 @@ __global__ void __launch_bounds__(256)
     __syncthreads();  // the next stage overwrites what this one read
   }
 
-  // Epilogue: bias, ReLU, pool, one conversion, store what lies inside y.
-  const Index h = h0 + 2 * ty, ww = w0 + 2 * tx;
-  T* yn = y + n * p.ys_n;
+  // Epilogue: bias, ReLU, pool, one conversion, store what lies inside y (the store
+  // shape: see Conv3x3DirectStore).
+  const Index h = h0 + 2 * ty, ww = w0 + 2 * tx, kk0 = k0 + kg * L::kThreadK;
 #pragma unroll
   for (int k = 0; k < L::kThreadK; ++k) {
-    const Index kk = k0 + kg * L::kThreadK + k;
-    if (kk < p.K) {
-      const float bk = bias != nullptr ? to_float(ld_global(bias + kk)) : 0.f;
-      float v[2][2];
+    const Index kk = kk0 + k;
+    const float bk = (bias != nullptr && kk < p.K) ? to_float(ld_global(bias + kk)) : 0.f;
+#pragma unroll
+    for (int i = 0; i < 2; ++i)
+#pragma unroll
+      for (int j = 0; j < 2; ++j) {
+        const float t = acc[k][i][j] + bk;
+        acc[k][i][j] = (p.relu && t < 0.f) ? 0.f : t;  // ReLU(NaN) = NaN, as torch
+      }
+  }
+  T* const yn = y + n * p.ys_n;
+  if (p.pool) {  // the window's rows and columns all exist: (h/2, ww/2) is in y
+    float m[L::kThreadK];
+#pragma unroll
+    for (int k = 0; k < L::kThreadK; ++k)
+      m[k] = max_step(max_step(max_step(acc[k][0][0], acc[k][0][1]), acc[k][1][0]), acc[k][1][1]);
+    const bool inside = h + 1 < p.H && ww + 1 < p.W;
+    T* const yp = yn + (h / 2) * p.ys_h + (ww / 2) * p.ys_w;
+    if (p.store == kDirectStoreChannels) {
+      store_channels8(yp + kk0, m, inside && kk0 < p.K);
+    } else {
+#pragma unroll
+      for (int k = 0; k < L::kThreadK; ++k)
+        st_global(yp + (kk0 + k) * p.ys_k, from_float<T>(m[k]), inside && kk0 + k < p.K);
+    }
+  } else if (p.store == kDirectStoreChannels) {
+#pragma unroll
+    for (int i = 0; i < 2; ++i)
+#pragma unroll
+      for (int j = 0; j < 2; ++j) {
+        float v[L::kThreadK];
+#pragma unroll
+        for (int k = 0; k < L::kThreadK; ++k) v[k] = acc[k][i][j];
+        store_channels8(yn + (h + i) * p.ys_h + (ww + j) * p.ys_w + kk0, v, h + i < p.H && ww + j < p.W && kk0 < p.K);
+      }
+  } else if (p.store == kDirectStoreColumnPairs) {
+#pragma unroll
+    for (int k = 0; k < L::kThreadK; ++k)
+#pragma unroll
+      for (int i = 0; i < 2; ++i) {
+        Vec<T, 2> v;
+        v.v[0] = from_float<T>(acc[k][i][0]);
+        v.v[1] = from_float<T>(acc[k][i][1]);
+        st_global(reinterpret_cast<Vec<T, 2>*>(yn + (kk0 + k) * p.ys_k + (h + i) * p.ys_h + ww), v,
+                  h + i < p.H && ww < p.W && kk0 + k < p.K);
+      }
+  } else {
+#pragma unroll
+    for (int k = 0; k < L::kThreadK; ++k)
 #pragma unroll
       for (int i = 0; i < 2; ++i)
 #pragma unroll
-        for (int j = 0; j < 2; ++j) {
-          const float t = acc[k][i][j] + bk;
-          v[i][j] = (p.relu && t < 0.f) ? 0.f : t;  // ReLU(NaN) = NaN, as torch
-        }
-      T* yk = yn + kk * p.ys_k;
-      if (p.pool) {
-        // Both rows and columns exist: (h/2, ww/2) is in y.
-        const float m = max_step(max_step(max_step(v[0][0], v[0][1]), v[1][0]), v[1][1]);
-        st_global(yk + ((h / 2) * p.ys_h + (ww / 2) * p.ys_w), from_float<T>(m), h + 1 < p.H && ww + 1 < p.W);
-      } else {
-#pragma unroll
-        for (int i = 0; i < 2; ++i)
-#pragma unroll
-          for (int j = 0; j < 2; ++j)
-            st_global(yk + ((h + i) * p.ys_h + (ww + j) * p.ys_w), from_float<T>(v[i][j]), h + i < p.H && ww + j < p.W);
-      }
-    }
+        for (int j = 0; j < 2; ++j)
+          st_global(yn + (kk0 + k) * p.ys_k + (h + i) * p.ys_h + (ww + j) * p.ys_w, from_float<T>(acc[k][i][j]),
+                    h + i < p.H && ww + j < p.W && kk0 + k < p.K);
   }
 }
 

@@ -61,6 +61,10 @@
 // ld_shared / st_shared, so the emulator counts them as well: one wavefront per phase). Then either
 // NHWC stores of 8 channels (one 16-byte vector for fp16/bf16, two for fp32) or the max
 // over a window's 4 rows (torch's NaN rule, window order) and the pooled stores.
+// Global memory, counted by the emulator (tests/test_global_sectors.py): cp.async reads
+// whole sectors (16 bytes a lane, 4 lanes per 64-byte row of a pixel's channels; padding
+// taps are zero fill, no read), x once per K block and the weight once per M tile; y,
+// split-K's partial sums and the reduce kernel's reads and writes are whole sectors.
 // Issue slots (measured without a GPU: python -m benchmarks.sass_loop counts the compiled
 // main loop; nvcc 13.0, sm_90a): per 64-byte slice a 64 x 64 warp issues 64 HMMA, 16
 // LDSM and its cp.async copies among 206 instructions (fp16/bf16, 128 x 128, 32-bit

@@ -34,6 +34,15 @@
 // lies inside y. F(2x2): 256 threads, kBT = 32, kBK = 32; F(4x4): 288 threads (8 per
 // position), kBT = 16, kBK = 32; both kChunkC = 8.
 //
+// Global memory, counted by the emulator (tests/test_global_sectors.py, 32 x 32 maps,
+// C = 8, K = 32): NHWC reads whole sectors in fp32 (1.2-1.3x in fp16: a chunk of 8
+// channels is half a sector); NCHW input patches, lanes M columns apart, ~1.5x (F2) /
+// ~2x (F4) in fp32. Stores
+// are whole sectors: NHWC runs of a sector of channels; NCHW, W % M == 0, a tile's output
+// row as one vector (single elements M columns apart cost M x the sectors, 4x for F4,
+// which is what the epilogue did before and still does for W % M != 0). The filter
+// transform reads the weight 9 C apart per lane: 8x (fp32) / 16x (fp16), once per weight.
+//
 // Why fused (first-principles estimate, TO BE CONFIRMED BY MEASUREMENT; H100 SXM: ~67
 // TFLOP/s fp32 on CUDA cores, ~3.35 TB/s HBM3, 50 MB L2). VGG16 conv3_x (C = K = 256,
 // 56x56) at batch 32: direct is 118 GFLOP.
@@ -134,6 +143,11 @@ struct Conv3x3WinogradParams {
   Index xs_n, xs_c, xs_h, xs_w;             // x strides in elements
   Index ys_n, ys_k, ys_h, ys_w;             // y strides in elements (y pooled or not)
   int relu, pool, channels_inner;
+  // NCHW with W % M == 0 and y aligned: a tile's output row (pooled: M/2 columns) is one
+  // vector store, so a warp's lanes (consecutive tiles along W) write consecutive
+  // elements: whole sectors, where single elements M (pooled M/2) columns apart cost M
+  // (M/2) times the sectors.
+  int store_rows;
 };
 
 // U[p][c][k] = (G weight[k][c] G^T)[p], fp32; one thread per (c, k), k fastest.
@@ -294,17 +308,38 @@ __global__ void __launch_bounds__(Conv3x3WinogradTiling<M>::kThreads)
     const Index th = rest % p.tiles_h, n = rest / p.tiles_h;
     const Index h0 = th * M, w0 = tw * M;
     T* yk = y + n * p.ys_n + k * p.ys_k;
-    if (p.pool) {
+    if (p.pool) {  // stored where the whole window exists: then (h/2, ww/2) is in y
+      float m[M / 2][M / 2];
 #pragma unroll
       for (int pr = 0; pr < M / 2; ++pr)
 #pragma unroll
-        for (int pc = 0; pc < M / 2; ++pc) {
-          const Index h = h0 + 2 * pr, ww = w0 + 2 * pc;
-          // Stored if the whole window exists: then (h/2, ww/2) is in y.
-          const float m = max_step(max_step(max_step(o[2 * pr][2 * pc], o[2 * pr][2 * pc + 1]), o[2 * pr + 1][2 * pc]),
-                                   o[2 * pr + 1][2 * pc + 1]);
-          st_global(yk + ((h / 2) * p.ys_h + (ww / 2) * p.ys_w), from_float<T>(m), h + 1 < p.H && ww + 1 < p.W);
+        for (int pc = 0; pc < M / 2; ++pc)
+          m[pr][pc] = max_step(max_step(max_step(o[2 * pr][2 * pc], o[2 * pr][2 * pc + 1]), o[2 * pr + 1][2 * pc]),
+                               o[2 * pr + 1][2 * pc + 1]);
+#pragma unroll
+      for (int pr = 0; pr < M / 2; ++pr) {
+        const Index h = h0 + 2 * pr;
+        if (p.store_rows) {  // W % M == 0: every window's columns exist
+          Vec<T, M / 2> v;
+#pragma unroll
+          for (int pc = 0; pc < M / 2; ++pc) v.v[pc] = from_float<T>(m[pr][pc]);
+          st_global(reinterpret_cast<Vec<T, M / 2>*>(yk + (h / 2) * p.ys_h + w0 / 2), v, h + 1 < p.H);
+        } else {
+#pragma unroll
+          for (int pc = 0; pc < M / 2; ++pc) {
+            const Index ww = w0 + 2 * pc;
+            st_global(yk + ((h / 2) * p.ys_h + (ww / 2) * p.ys_w), from_float<T>(m[pr][pc]), h + 1 < p.H && ww + 1 < p.W);
+          }
         }
+      }
+    } else if (p.store_rows) {  // W % M == 0: every tile's columns exist
+#pragma unroll
+      for (int rr = 0; rr < M; ++rr) {
+        Vec<T, M> v;
+#pragma unroll
+        for (int ss = 0; ss < M; ++ss) v.v[ss] = from_float<T>(o[rr][ss]);
+        st_global(reinterpret_cast<Vec<T, M>*>(yk + (h0 + rr) * p.ys_h + w0), v, h0 + rr < p.H);
+      }
     } else {
 #pragma unroll
       for (int rr = 0; rr < M; ++rr)

@@ -10,6 +10,8 @@
 //         pixels' V channels; with kVector those are 16-byte loads (V = 16/sizeof(T)).
 // No shared memory. Max follows torch's rule (greater, or NaN) in window order, so the
 // result equals torch's bit for bit. Index is int32 when every offset fits, else int64.
+// Global memory, counted by the emulator: each byte of x read once and of y written once,
+// in whole 32-byte sectors (tests/test_global_sectors.py).
 // Measurement: pending a GPU session (see benchmarks/).
 #pragma once
 

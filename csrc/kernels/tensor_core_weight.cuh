@@ -9,7 +9,8 @@
 // 16-bit weight already laid out so, as nn.Conv3x3 keeps it, is used as it is.) One
 // thread per output element, consecutive threads on consecutive channels: the stores are
 // coalesced, the loads strided by weight's C stride (a weight is at most 512 x 512 x 9
-// floats, 9.4 MB, read once). 64-bit indexes.
+// floats, 9.4 MB, read once: the emulator counts ~9x the sectors of its bytes for a
+// (K, C, 3, 3) weight, whole sectors for one already (K, 3, 3, C)). 64-bit indexes.
 #pragma once
 
 #include <cstdint>

@@ -8,6 +8,7 @@
 #include "../../csrc/kernels/tensor_core.cuh"
 #include "harness.h"
 
+using emu_test::expect_error;
 using vk::emu::launch;
 using namespace vk::emu;  // the kernels' namespace (VK_KERNEL_NS) on the emulator
 
@@ -55,6 +56,9 @@ __global__ void copy_kernel(const float* src, float* out) {
   cp_async_wait<0>();
   out[lane] = s[4 * lane];
 }
+
+// A float4 store one float past a 16-byte boundary.
+__global__ void misaligned_kernel(float* dst) { st_global(reinterpret_cast<float4*>(dst + 1), make_float4(0.f, 0.f, 0.f, 0.f)); }
 
 struct Counts {
   uint64_t instructions, bytes, ideal, sectors;
@@ -112,4 +116,10 @@ EMU_TEST(global_sectors_of_cp_async_sources) {
   launch("copy_kernel", copy_kernel, dim3(1), dim3(32), 0, static_cast<const float*>(src), out.data());
   // 24 lanes x 16 bytes read; the 8 zero-fill lanes read nothing.
   CHECK(stats_of("copy_kernel").cp_async == (Counts{1, 384, 12, 12}));
+}
+
+EMU_TEST(misaligned_global_vector_is_reported) {
+  alignas(256) static float dst[8];
+  expect_error([&] { launch("misaligned_kernel", misaligned_kernel, dim3(1), dim3(32), 0, dst); },
+               {"misaligned global store of 16 bytes", "test_global_sectors.cpp"});
 }
