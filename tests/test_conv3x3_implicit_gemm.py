@@ -478,6 +478,43 @@ def test_auto_follows_the_measured_table():
         vggkern.resolve_algo(x.int(), 8)
 
 
+def test_resolve_algo_answers_or_fails_as_conv3x3_does():
+    """resolve_algo(x, K, pool=, algo=, allow_tf32=) validates as conv3x3 does: where the
+    call with a (K, C, 3, 3) weight fails, it fails with the same error (K < 1 in its own
+    words), and where the call runs, it names the algorithm that ran (auto: its output
+    bit for bit)."""
+    g = torch.Generator().manual_seed(11)
+    x16 = torch.randn(1, 3, 4, 4, generator=g).half()
+    cases = [  # (x, K, pool, algo, allow_tf32)
+        (x16, 2, False, "auto", None), (x16.float(), 2, True, "auto", False), (x16, 2, True, "direct", None),
+        (x16.float(), 2, False, "implicit_gemm", True),
+        (x16.float(), 2, False, "implicit_gemm", False),  # float32 on tensor cores without TF32
+        (x16, 2, False, "fast", None), (x16, 2, False, None, None), (x16, 2, False, "Direct", None),
+        (x16[:, :, :1], 2, True, "auto", None), (x16[:, :, :, :1], 2, True, "direct", None),  # pool, H or W = 1
+        (x16.int(), 2, False, "auto", None), (x16[0], 2, False, "auto", None), (x16, 2, 1, "auto", None),
+        (x16, 2, False, "auto", 1), ("x", 2, False, "auto", None),
+    ]
+    for x, k, pool, algo, tf32 in cases:
+        label = (getattr(x, "shape", x), getattr(x, "dtype", None), k, pool, algo, tf32)
+        w = torch.randn(k, 3, 3, 3, generator=g).to(getattr(x, "dtype", torch.float16))
+        try:
+            y = vggkern.conv3x3(x, w, pool=pool, algo=algo, allow_tf32=tf32)
+        except (TypeError, ValueError) as e:
+            with pytest.raises(type(e)) as got:
+                vggkern.resolve_algo(x, k, pool=pool, algo=algo, allow_tf32=tf32)
+            assert str(got.value) == str(e), label
+            continue
+        ran = vggkern.resolve_algo(x, k, pool=pool, algo=algo, allow_tf32=tf32)
+        assert ran == algo if algo != "auto" else ran in ("direct", "implicit_gemm"), label
+        assert torch.equal(vggkern.conv3x3(x, w, pool=pool, algo=ran, allow_tf32=tf32), y), label
+    # No weight to say K: out_channels < 1 (conv3x3: a weight without output channels) in its own words.
+    for k, err in ((0, ValueError), (-3, ValueError), (2.0, TypeError), (True, TypeError)):
+        with pytest.raises(err, match="out_channels"):
+            vggkern.resolve_algo(x16, k)
+    with pytest.raises(ValueError, match="at least one output channel"):
+        vggkern.conv3x3(x16, torch.empty(0, 3, 3, 3, dtype=torch.float16))
+
+
 def test_module_prepares_the_weight_for_what_auto_runs(monkeypatch):
     # The resolution is the op's; here it is pinned to implicit_gemm for this module's calls.
     from vggkern import ops

@@ -95,15 +95,31 @@ def algorithms() -> list[str]:
 
 def resolve_algo(x: torch.Tensor, out_channels: int, *, pool: bool = False, algo: str = "auto",
                  allow_tf32: bool | None = None) -> str:
-    """The algorithm ``conv3x3(x, weight, ..., pool=pool, algo=algo)`` runs, for a weight of
-    ``out_channels`` filters: ``algo`` itself unless it is "auto". "auto" runs the pick of
-    the table measured on a GPU (``vggkern.tuned_tables()``: the build's, or those
-    ``vggkern.set_tuned_tables`` gave; fp32 runs implicit_gemm
-    only where TF32 is allowed) and "direct" where the table has no entry for the shape,
-    dtype and memory format. It never picks Winograd (looser error bound: README)."""
+    """The algorithm ``conv3x3(x, weight, ..., pool=pool, algo=algo, allow_tf32=allow_tf32)``
+    runs, for a weight of ``out_channels`` filters: ``algo`` itself unless it is "auto".
+    "auto" runs the pick of the table measured on a GPU (``vggkern.tuned_tables()``: the
+    build's, or those ``vggkern.set_tuned_tables`` gave; fp32 runs implicit_gemm only
+    where TF32 is allowed) and "direct" where the table has no entry for the shape, dtype
+    and memory format. It never picks Winograd (looser error bound: README). Where that
+    conv3x3 call would fail on x, out_channels, pool, algo or allow_tf32 (an unknown
+    algo, pool=True with H or W < 2, "implicit_gemm" on float32 without TF32, ...), this
+    raises the same error."""
+    op = "vggkern.conv3x3"
+    _check_flags(op, pool=pool)
+    if allow_tf32 is not None:
+        _check_flags(op, allow_tf32=allow_tf32)
+    if not isinstance(algo, str):
+        raise TypeError(f"{op}: expected algo to be a str, got {algo!r}")
+    if not isinstance(out_channels, int) or isinstance(out_channels, bool):
+        raise TypeError(f"vggkern.resolve_algo: expected out_channels to be an int, got {out_channels!r}")
+    # In _check_conv3x3_inputs's order, less the checks of a weight and bias.
+    _check_conv3x3_x(x, pool, op)
+    _check_algo_name(algo, op)
+    if out_channels < 1:
+        raise ValueError(f"vggkern.resolve_algo: expected out_channels >= 1 (the weight's K), got {out_channels}")
+    _check_tf32(x, algo, allow_tf32, op)
     if algo != "auto":
         return algo
-    _check_activation(x, "vggkern.conv3x3")
     n, c, h, w = x.shape
     channels_last = x.is_contiguous(memory_format=torch.channels_last) and not x.is_contiguous()
     return _C.conv3x3_auto(str(x.dtype).removeprefix("torch."), n, c, h, w, out_channels, channels_last, pool,
@@ -116,20 +132,24 @@ def _tf32_allowed(allow_tf32):
     return bool(allow_tf32) if allow_tf32 is not None else _C.tf32_allowed()
 
 
-def _check_conv3x3_inputs(x, weight, bias, algo, allow_tf32=None, pool=False, op="vggkern.conv3x3"):
-    # Mirrors csrc/ops/conv3x3.cpp so that traced and eager calls fail alike.
+def _check_conv3x3_x(x, pool, op="vggkern.conv3x3"):
+    # conv3x3's checks of x alone (with pool): _check_conv3x3_inputs's first, and resolve_algo's.
     _check_activation(x, op)
     n, c, h, w = x.shape
     if h < 1 or w < 1:
         raise ValueError(f"{op}: expected x with H >= 1 and W >= 1, got shape {list(x.shape)}")
     if pool and (h < 2 or w < 2):  # as F.max_pool2d: no empty output from a window that does not fit
         raise ValueError(f"{op}: pool=True: expected x with H >= 2 and W >= 2 for a 2x2 window, got H={h}, W={w}")
+
+
+def _check_conv3x3_inputs(x, weight, bias, algo, allow_tf32=None, pool=False, op="vggkern.conv3x3"):
+    # Mirrors csrc/ops/conv3x3.cpp so that traced and eager calls fail alike.
+    _check_conv3x3_x(x, pool, op)
+    n, c, h, w = x.shape
     _check_tensor("weight", weight, op)
     if bias is not None:
         _check_tensor("bias", bias, op)
-    if algo != "auto" and algo not in _CONV3X3_ALGORITHMS:
-        valid = ", ".join(f'"{a}"' for a in ("auto",) + _CONV3X3_ALGORITHMS)
-        raise ValueError(f'{op}: unknown algo "{algo}"; expected one of {valid}')
+    _check_algo_name(algo, op)
     m = _WINOGRAD_TILE.get(algo, 0)
     operands = []
     if m and weight.dim() == 3:  # pre-transformed: winograd_weight(weight, m)
@@ -161,6 +181,17 @@ def _check_conv3x3_inputs(x, weight, bias, algo, allow_tf32=None, pool=False, op
             raise ValueError(f"{op}: expected {name} of the same dtype as x ({x.dtype}), got {t.dtype}")
         if t.device != x.device:
             raise ValueError(f"{op}: expected {name} on the same device as x ({x.device}), got {t.device}")
+    _check_tf32(x, algo, allow_tf32, op)
+
+
+def _check_algo_name(algo, op):
+    if algo != "auto" and algo not in _CONV3X3_ALGORITHMS:
+        valid = ", ".join(f'"{a}"' for a in ("auto",) + _CONV3X3_ALGORITHMS)
+        raise ValueError(f'{op}: unknown algo "{algo}"; expected one of {valid}')
+
+
+def _check_tf32(x, algo, allow_tf32, op):
+    # A tensor-core algo on float32 runs TF32 math: only where TF32 is allowed.
     if algo in _TENSOR_CORE_ALGORITHMS and x.dtype == torch.float32:
         # With allow_tf32=None the global setting decides; while Dynamo traces the wrapper
         # that is left to the fake kernel (which runs this check outside the trace) and to
