@@ -588,6 +588,107 @@ def test_convert_fusion_rules(monkeypatch):
         vggkern.convert(model, algo="fast")
 
 
+def test_convert_keeps_hooked_layers_as_they_are(monkeypatch):
+    """A Conv2d or MaxPool2d with a hook (forward, pre-forward, backward; with_kwargs and
+    always_call ones too), or a forward replaced on the instance, is left as it is and
+    reported: its hooks stay on the layer they were put on and see what they saw; the
+    other layers convert and fuse as usual. Replacements keep the layer's training mode."""
+    calls = _OpCalls(monkeypatch)
+    torch.manual_seed(63)
+
+    def build():
+        return nn.Sequential(
+            nn.Conv2d(3, 4, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),      # 0: forward hook; 2: pre-hook
+            nn.Conv2d(4, 4, 3, padding=1), nn.ReLU(),                       # 3: full backward hook
+            nn.Conv2d(4, 4, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),      # 5-7: no hooks, fused
+        ).eval()
+
+    for inplace in (False, True):
+        model, seen = build(), []
+        handles = [
+            model[0].register_forward_hook(lambda m, i, o: seen.append(("fwd0", type(m), o.shape))),
+            model[2].register_forward_pre_hook(lambda m, a, k: seen.append(("pre2", type(m), a[0].shape)),
+                                               with_kwargs=True),
+            model[3].register_full_backward_hook(lambda m, gi, go: seen.append(("bwd3", type(m), go[0].shape))),
+            model[3].register_forward_hook(lambda m, i, o: seen.append(("always3", type(m))), always_call=True),
+        ]
+        ref = copy.deepcopy(model)  # the hooks come along, as with convert's own copy
+        converted, report = vggkern.convert(model, inplace=inplace)
+        assert set(report.skipped) == {"0", "2", "3"} and report.replaced == {"5": "Conv3x3", "7": "MaxPool2x2"}
+        assert report.fused == {"5": ["6", "7"]}
+        assert "forward hooks" in report.skipped["0"] and "forward pre-hooks" in report.skipped["2"]
+        assert "forward hooks, backward hooks" in report.skipped["3"]
+        assert [type(m) for m in converted] == [nn.Conv2d, nn.ReLU, nn.MaxPool2d, nn.Conv2d, nn.ReLU, Conv3x3,
+                                                nn.ReLU, MaxPool2x2]
+        assert not any(m.training for m in converted.modules())  # eval() is kept on the replacements
+        if inplace:
+            assert all(converted[i] is ref_i for i, ref_i in ((0, model[0]), (3, model[3])))
+        x = _image(1, 16, seed=64).requires_grad_()
+        ref(x).sum().backward()
+        want = list(seen)
+        for backend in ("torch", "emulator"):
+            seen.clear()
+            with vggkern.cpu_backend(backend):
+                y = converted(x)
+                y.sum().backward()
+            assert seen == want, backend
+            torch.testing.assert_close(y, ref(x), rtol=1e-5, atol=1e-5)
+        assert calls.take()[0] == [(True, True)]  # on the emulator: conv 5 + ReLU + pool, the rest as themselves
+        if inplace:  # the user's handles still remove them
+            for h in handles:
+                h.remove()
+            assert not vggkern.convert(model, inplace=True)[1].skipped
+    # A forward replaced on the instance (as accelerate does) counts as a hook; so does a bare hooked layer.
+    pool = nn.MaxPool2d(2)
+    pool.forward = lambda x: F.max_pool2d(x, 2) + 1
+    same, report = vggkern.convert(nn.Sequential(pool), inplace=True)
+    assert same[0] is pool and "a forward replaced on the instance" in report.skipped["0"]
+    conv = nn.Conv2d(3, 4, 3, padding=1)
+    conv.register_forward_pre_hook(lambda m, a: None)
+    single, report = vggkern.convert(conv)
+    assert type(single) is nn.Conv2d and "forward pre-hooks" in report.skipped["(model)"]
+
+
+def test_convert_leaves_reparametrized_convs_alone():
+    """Convs whose weight or bias a hook recomputes each forward (torch.nn.utils.prune,
+    the hook-based spectral_norm and weight_norm) are left as they are, with a reason: the
+    same state_dict and parameters, and training goes on through the mask / power
+    iteration exactly as in the original. from_conv2d refuses them."""
+    from torch.nn.utils import prune
+
+    def build():  # (torch cannot deepcopy these: their computed weights are not graph leaves)
+        torch.manual_seed(65)
+        model = nn.Sequential(nn.Conv2d(3, 4, 3, padding=1), nn.ReLU(), nn.Conv2d(4, 4, 3, padding=1), nn.ReLU(),
+                              nn.Conv2d(4, 4, 3, padding=1), nn.Conv2d(4, 4, 3, padding=1),
+                              nn.Conv2d(4, 2, 3, padding=1))
+        prune.l1_unstructured(model[0], "weight", amount=0.5)
+        nn.utils.spectral_norm(model[2])
+        prune.random_unstructured(model[4], "bias", amount=0.5)
+        with pytest.warns(FutureWarning):
+            nn.utils.weight_norm(model[5])
+        return model
+
+    ref = build()
+    converted, report = vggkern.convert(build(), inplace=True)
+    assert report.replaced == {"6": "Conv3x3"} and set(report.skipped) == {"0", "2", "4", "5"}
+    assert "its weight is not a Parameter of its own" in report.skipped["0"]
+    assert "its bias is not a Parameter of its own" in report.skipped["4"]
+    assert converted.state_dict().keys() == ref.state_dict().keys()
+    assert [n for n, _ in converted.named_parameters()] == [n for n, _ in ref.named_parameters()]
+    x = _image(2, 8, seed=66)
+    for m in (ref, converted):  # training: the mask, power iteration and weight norm apply on both
+        opt = torch.optim.SGD(m.parameters(), lr=0.1)
+        for _ in range(2):
+            opt.zero_grad()
+            m(x).square().sum().backward()
+            opt.step()
+    for k, v in ref.state_dict().items():
+        assert torch.equal(converted.state_dict()[k], v), k
+    assert (converted[0].weight == 0).sum() == 4 * 27 // 2  # still pruned
+    with pytest.raises(ValueError, match="its weight is not a Parameter of its own"):
+        Conv3x3.from_conv2d(ref[0])
+
+
 # ---- nn modules -----------------------------------------------------------------------
 
 def test_conv3x3_is_a_conv2d_drop_in():

@@ -6,7 +6,9 @@ dilation 1, groups 1, zero padding by a ``Conv3x3`` (sharing its parameters) and
 ``FusedSequential``, which at run time fuses into the conv what directly follows it:
 an eval-mode nn.BatchNorm2d, an nn.ReLU, then the max-pool (none of them moves, so
 indices, state_dict keys and hooks stay where they were). Everything else is left
-alone: convolutions of other shapes, and fusion across anything in between.
+alone: convolutions of other shapes, a conv or pool with a hook on it (it stays itself,
+its hooks with it), a conv whose weight a hook recomputes (torch.nn.utils.prune,
+spectral_norm, weight_norm), and fusion across anything in between.
 """
 import copy
 from dataclasses import dataclass, field
@@ -27,7 +29,8 @@ class ConvertReport:
     replaced: {name: new module type} for every module swapped ("Conv3x3", "MaxPool2x2").
     fused:    {conv name: [names of the BatchNorm2d / ReLU / max-pool its FusedSequential
               fuses into it when they run on vggkern's kernels; a BatchNorm in eval mode]}.
-    skipped:  {name: reason} for each nn.Conv2d / nn.MaxPool2d left as it was.
+    skipped:  {name: reason} for each nn.Conv2d / nn.MaxPool2d left as it was (another
+              shape, a subclass, hooks on it, a weight a hook recomputes).
     """
     replaced: dict = field(default_factory=dict)
     fused: dict = field(default_factory=dict)
@@ -52,6 +55,25 @@ def _join(prefix, name):
     return f"{prefix}.{name}" if prefix else name
 
 
+_HOOKS = [("forward hooks", "_forward_hooks"), ("forward pre-hooks", "_forward_pre_hooks"),
+          ("backward hooks", "_backward_hooks"), ("backward pre-hooks", "_backward_pre_hooks"),
+          ("state_dict hooks", "_state_dict_hooks"), ("state_dict pre-hooks", "_state_dict_pre_hooks"),
+          ("load_state_dict pre-hooks", "_load_state_dict_pre_hooks"),
+          ("load_state_dict post-hooks", "_load_state_dict_post_hooks")]
+
+
+def _hooked(m: nn.Module) -> str:
+    """Why ``m`` stays as it is for its hooks ("" when it has none): a replacement would
+    drop them, and moving them would hand them a module of another type (one without
+    nn.Conv2d's attributes, which FLOP counters and the like read)."""
+    found = [kind for kind, attr in _HOOKS if getattr(m, attr, None)]
+    if "forward" in m.__dict__:
+        found.append("a forward replaced on the instance")
+    if not found:
+        return ""
+    return f"it has {', '.join(found)}: kept, and run as itself, so that they stay on the layer they were put on"
+
+
 def _convert_children(parent: nn.Module, prefix: str, algo: str, report: ConvertReport, seen: set) -> None:
     if id(parent) in seen:
         return
@@ -60,21 +82,16 @@ def _convert_children(parent: nn.Module, prefix: str, algo: str, report: Convert
         qual = _join(prefix, name)
         if child is None:
             continue
-        if type(child) is nn.Conv2d:
-            why = conv2d_incompatibility(child)
+        if type(child) in (nn.Conv2d, nn.MaxPool2d):
+            conv = type(child) is nn.Conv2d
+            why = (conv2d_incompatibility(child) if conv else maxpool2d_incompatibility(child)) or _hooked(child)
             if why:
                 report.skipped[qual] = why
             else:
-                parent._modules[name] = Conv3x3.from_conv2d(child, algo=algo)
-                report.replaced[qual] = "Conv3x3"
-            continue
-        if type(child) is nn.MaxPool2d:
-            why = maxpool2d_incompatibility(child)
-            if why:
-                report.skipped[qual] = why
-            else:
-                parent._modules[name] = MaxPool2x2()
-                report.replaced[qual] = "MaxPool2x2"
+                new = Conv3x3.from_conv2d(child, algo=algo) if conv else MaxPool2x2()
+                new.training = child.training
+                parent._modules[name] = new
+                report.replaced[qual] = type(new).__name__
             continue
         if isinstance(child, nn.Conv2d) and not isinstance(child, Conv3x3):
             report.skipped[qual] = f"a subclass of nn.Conv2d ({type(child).__name__}) whose forward may differ"
@@ -107,7 +124,13 @@ def convert(model: nn.Module, algo: str = "auto", inplace: bool = False) -> tupl
       iteration and hooks see each layer's own output;
     - everything else stays as it is: other convs (stride 2, 1x1, ...), subclasses of
       nn.Conv2d / nn.ReLU / nn.MaxPool2d / nn.BatchNorm2d, and fusion across anything in
-      between or outside an nn.Sequential (a ResNet block's conv, BatchNorm and ReLU).
+      between or outside an nn.Sequential (a ResNet block's conv, BatchNorm and ReLU);
+    - so does a conv or max-pool with a hook (forward, pre-forward, backward, state_dict;
+      or a forward replaced on the instance): its hooks stay on it and see what they saw
+      (moving them onto a replacement would hand them a module of another type), and it
+      runs as itself; and a conv whose weight or bias is not a Parameter of its own but
+      recomputed by a hook (torch.nn.utils.prune, spectral_norm, weight_norm), which a
+      Conv3x3 would freeze. The report says why for each.
 
     ``inplace=False`` (default) converts a deep copy and leaves ``model`` untouched.
     ``report`` (a ConvertReport) names every replaced, fused and skipped module.

@@ -106,7 +106,9 @@ class Conv3x3(nn.Module):
         """A Conv3x3 computing what ``conv`` (then ReLU if relu, then 2x2 max-pool if
         pool) computes. Shares conv's Parameter objects (no copy: an optimizer holding
         them keeps working). conv must be 3x3, stride 1, padding 1 (or "same"),
-        dilation 1, groups 1, padding_mode "zeros"; otherwise ValueError."""
+        dilation 1, groups 1, padding_mode "zeros", with its weight and bias Parameters of
+        its own (not recomputed by a hook: torch.nn.utils.prune, spectral_norm); otherwise
+        ValueError."""
         reason = conv2d_incompatibility(conv)
         if reason:
             raise ValueError(f"Conv3x3.from_conv2d: cannot replace {conv}: {reason}")
@@ -399,6 +401,12 @@ def conv2d_incompatibility(conv: nn.Module) -> str:
         return f"expected an nn.Conv2d, got {type(conv).__name__}"
     if isinstance(conv.weight, nn.parameter.UninitializedParameter):
         return "its parameters are not initialised yet (lazy module)"
+    computed = [n for n in ("weight", "bias") if n not in conv._parameters]
+    if computed:  # conv.weight is then recomputed from other state each forward (or set by hand)
+        what = " and ".join(computed)
+        return (f"its {what} is not a Parameter of its own but computed (a hook-based reparametrization such as "
+                f"torch.nn.utils.prune, spectral_norm or weight_norm recomputes it each forward); a Conv3x3 would "
+                f"freeze the {what} as it is now")
     checks = [
         ("kernel_size", _pair(conv.kernel_size), (3, 3)),
         ("stride", _pair(conv.stride), (1, 1)),
