@@ -164,6 +164,51 @@ def test_from_torchvision_plain_and_errors():
         vggkern.from_torchvision(torchvision.models.resnet18())
 
 
+def test_from_torchvision_keeps_each_modules_mode_and_any_head():
+    """Each module keeps its own training flag (a train()-mode model with frozen eval()
+    BatchNorms, as in fine-tuning), and a torchvision VGG with another head (one Linear,
+    the last layer an Identity) converts: the classifier is copied, not read."""
+    torch.manual_seed(67)
+    tv = _tiny_vgg_bn(num_classes=5).train()
+    for m in tv.modules():
+        if isinstance(m, nn.BatchNorm2d):
+            m.eval()
+    tv.classifier[2].eval()  # one Dropout too
+    ours = vggkern.from_torchvision(tv, algo="direct")
+    modes = {n: m.training for n, m in tv.named_modules()}
+    assert {n: m.training for n, m in ours.named_modules()} == modes and ours.training
+    assert not ours.features[1].training and ours.features[0].training  # frozen BN; a Conv3x3 as its conv
+    x = _image(2, 32, seed=68)
+    with torch.no_grad():
+        want = tv.features(x)
+        assert torch.equal(_run(ours.features, x, "torch"), want)  # running statistics, not the batch's
+        torch.testing.assert_close(_run(ours.features, x, "emulator"), want, rtol=1e-4, atol=1e-5)
+    assert {n: m.training for n, m in tv.named_modules()} == modes  # tv untouched
+    for head in ("linear", "identity"):
+        tv = _tiny_vgg_bn(num_classes=5).eval()
+        if head == "linear":
+            tv.classifier = nn.Linear(512 * 7 * 7, 10)
+        else:
+            tv.classifier[6] = nn.Identity()
+        ours = vggkern.from_torchvision(tv)
+        assert ours.state_dict().keys() == tv.state_dict().keys()
+        assert type(ours.classifier) is type(tv.classifier) and ours.classifier is not tv.classifier
+        with torch.no_grad():
+            assert torch.equal(_run(ours, x, "torch"), tv(x)), head
+    # What cannot be converted says so: a forward of its own, a part that is not a module.
+
+    class MyVGG(torchvision.models.VGG):
+        def forward(self, x):
+            return self.features(x)
+
+    from torchvision.models.vgg import make_layers
+    with pytest.raises(ValueError, match="MyVGG has a forward of its own"):
+        vggkern.from_torchvision(MyVGG(make_layers(TINY_BN_CONFIG)))
+    tv.classifier = None
+    with pytest.raises(ValueError, match="expected model.classifier to be an nn.Module"):
+        vggkern.from_torchvision(tv)
+
+
 # ---- model structure, state_dict, weights ----------------------------------------------
 
 TV_CONV_INDICES = {

@@ -198,18 +198,37 @@ vgg11_bn, vgg13_bn, vgg16_bn, vgg19_bn = (_builder(a + "_bn", c) for a, c in (("
 def from_torchvision(model: nn.Module, algo: str = "auto") -> VGG:
     """A vggkern VGG computing what the torchvision VGG ``model`` computes.
 
-    Works for vgg11/13/16/19 and their ``_bn`` variants. The result has its own copy of
-    the parameters and buffers (``model`` is left untouched), the same layers at the
-    same indices (Conv3x3 for each conv, MaxPool2x2 for each max-pool, the rest as they
-    are), so the same state_dict, and ``model``'s training mode. Its ``features`` fuses
+    Works for vgg11/13/16/19 and their ``_bn`` variants, also with another classifier or
+    avgpool (a new head: ``classifier[6] = nn.Linear(4096, 10)``, ``nn.Identity()``, a
+    single Linear). The result has its own copy of the parameters and buffers (``model``
+    is left untouched), the same layers at the same indices (Conv3x3 for each conv,
+    MaxPool2x2 for each max-pool, as ``convert`` replaces them; the rest as they are), so
+    the same state_dict, and the training mode of each of ``model``'s modules (a
+    train()-mode model with frozen eval() BatchNorms stays so). Its ``features`` fuses
     each conv with the BatchNorm (in eval mode, folded into the weights), ReLU and
-    max-pool after it when run on vggkern's kernels.
+    max-pool after it when run on vggkern's kernels. A subclass of torchvision's VGG with
+    its own forward is refused (ours runs torchvision's: features, avgpool, flatten,
+    classifier).
     """
     import torchvision.models as tvm
 
     if not isinstance(model, tvm.VGG):
         raise ValueError(f"vggkern.from_torchvision: expected a torchvision.models.VGG, got {type(model).__name__}")
+    if type(model).forward is not tvm.VGG.forward or "forward" in model.__dict__:
+        raise ValueError(f"vggkern.from_torchvision: {type(model).__name__} has a forward of its own; the result "
+                         "would run torchvision VGG's (features, avgpool, flatten, classifier) instead")
+    for name in ("features", "avgpool", "classifier"):
+        part = model._modules.get(name)
+        if not isinstance(part, nn.Module):
+            raise ValueError(f"vggkern.from_torchvision: expected model.{name} to be an nn.Module, as torchvision's "
+                             f"VGG.forward calls it, got {part!r}")
     features, _ = convert(model.features, algo)  # a copy; its nn.Sequential becomes a FusedSequential
-    ours = VGG(features, model.classifier[-1].out_features, init_weights=False,
-               classifier=copy.deepcopy(model.classifier), avgpool=copy.deepcopy(model.avgpool))
-    return ours.train(model.training)
+    # The classifier is given, so num_classes (which only sizes a default one) is not read.
+    ours = VGG(features, init_weights=False, classifier=copy.deepcopy(model.classifier),
+               avgpool=copy.deepcopy(model.avgpool))
+    # Each module's own mode (copies and convert's replacements keep theirs; this says so for all).
+    own = dict(ours.named_modules(remove_duplicate=False))
+    for name, m in model.named_modules(remove_duplicate=False):
+        if name in own:
+            own[name].training = m.training
+    return ours
