@@ -58,9 +58,16 @@ PyObject* build_info(PyObject*, PyObject*) {
 #else
   PyObject* wgmma = Py_False;
 #endif
+  int threads = 0;
+  try {
+    threads = vk::emu::worker_count();
+  } catch (const std::exception& e) {
+    PyErr_SetString(PyExc_RuntimeError, e.what());
+    return nullptr;
+  }
   return Py_BuildValue("{s:O,s:s,s:O,s:i,s:s,s:i}", "cuda_kernels", cuda, "cuda_archs", VK_CUDA_ARCHS, "cuda_wgmma",
                        wgmma, "cuda_runtime_version", cuda_runtime, "emulator_context_switch", switcher,
-                       "emulator_threads", vk::emu::worker_count());
+                       "emulator_threads", threads);
 }
 
 // conv3x3's TF32 policy with allow_tf32=None: torch's current setting for cuDNN convolutions.

@@ -199,3 +199,28 @@ def test_gpu_runs_on_current_stream():
         y = vggkern.maxpool2x2(x)
     s.synchronize()
     assert torch.equal(y, F.max_pool2d(x, 2, 2))
+
+
+# The emulator's settings (docs/emulator.md): a value it cannot use is an error naming the
+# variable, not a silent default. Read once per process, so each runs in its own.
+@pytest.mark.parametrize("var,value,says", [
+    ("VGGKERN_EMU_THREADS", "abc", "VGGKERN_EMU_THREADS must be an integer from 1 to"),
+    ("VGGKERN_EMU_THREADS", "0", "got '0'"), ("VGGKERN_EMU_THREADS", "2x", "got '2x'"),
+    ("VGGKERN_EMU_STACK_KB", "16", "VGGKERN_EMU_STACK_KB must be an integer from 32 to"),
+    ("VGGKERN_EMU_CP_ASYNC", "bogus", "VGGKERN_EMU_CP_ASYNC must be \"wait\" (the default) or \"eager\""),
+    ("VGGKERN_EMU_THREADS", "200", None), ("VGGKERN_EMU_CP_ASYNC", "wait", None)])
+def test_emulator_settings_are_checked(var, value, says):
+    import os
+    import subprocess
+    import sys
+
+    code = ("import torch, vggkern\n"
+            "x = torch.arange(16.).view(1, 1, 4, 4)\n"
+            "assert torch.equal(vggkern.maxpool2x2(x), torch.nn.functional.max_pool2d(x, 2))\n")
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    env = dict(os.environ, **{var: value}, PYTHONPATH=root + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    done = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, cwd=root)
+    if says is None:
+        assert done.returncode == 0, done.stderr
+    else:
+        assert done.returncode != 0 and says in done.stderr, done.stderr

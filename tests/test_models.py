@@ -1111,6 +1111,33 @@ def test_classify_command(vgg16_state_file, tmp_path, capsys):
     assert "weights must be None, a VGG16_Weights member or name" in capsys.readouterr().err
 
 
+def test_command_line_refuses_bad_values(tmp_path, capsys, monkeypatch):
+    from vggkern.__main__ import main
+
+    for args, says in [(["--batch", "0"], "expected a batch >= 1, got 0"), (["--batch", "-1"], "got -1"),
+                       (["--size", "31"], "expected a size (VGG16's five 2x2 pools) >= 32, got 31"),
+                       (["--size", "x"], "expected an integer, got 'x'")]:
+        with pytest.raises(SystemExit) as e:
+            main(args)
+        assert e.value.code == 2 and says in capsys.readouterr().err, args
+    image = tmp_path / "img.png"
+    from PIL import Image
+
+    Image.new("RGB", (8, 8)).save(image)
+    not_a_checkpoint = tmp_path / "notes.txt"
+    not_a_checkpoint.write_text("hello")
+    vgg11_file = tmp_path / "vgg11.pt"
+    torch.save(torchvision.models.vgg11().state_dict(), vgg11_file)
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    for extra, says in [(["--device", "cuda"], "no CUDA GPU is available"), (["--device", "meta"], "expected cpu or cuda"),
+                        (["--device", "gpu7"], "python -m vggkern classify:")]:
+        assert main(["classify", str(image), "--weights", str(vgg11_file)] + extra) == 2, extra
+        assert says in capsys.readouterr().err, extra
+    for weights, says in [(vgg11_file, "state_dict"), (not_a_checkpoint, "is not a saved state_dict torch.load can read")]:
+        assert main(["classify", str(image), "--weights", str(weights), "--device", "cpu"]) == 2, weights
+        assert says in capsys.readouterr().err, weights
+
+
 def test_main_command_without_gpu(capsys, monkeypatch):
     from vggkern.__main__ import main
 

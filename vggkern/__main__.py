@@ -78,12 +78,12 @@ def main_job(batch: int | None = None, size: int | None = None, seed: int = 0) -
     gpu = torch.cuda.is_available()
     device = "cuda" if gpu else "cpu"
     if gpu:
-        batch, size = batch or 16, size or 224
+        batch, size = 16 if batch is None else batch, 224 if size is None else size
         p = torch.cuda.get_device_properties(0)
         print(f"vggkern {vggkern.__version__}: VGG16 on {p.name} (torch {torch.__version__}, "
               f"CUDA {torch.version.cuda}), fp32, TF32 off")
     else:
-        batch, size = batch or 1, size or 64
+        batch, size = 1 if batch is None else batch, 64 if size is None else size
         print(f"vggkern {vggkern.__version__}: no GPU found. Checking VGG16 through the SIMT emulator instead "
               f"(our CUDA kernels' source run on the CPU: exact but slow), at batch {batch}, {size}x{size} "
               f"(AdaptiveAvgPool2d lets any size >= 32 through); fp32.")
@@ -141,13 +141,21 @@ def classify(image: str, weights: str, algo: str = "auto", device: str | None = 
     from vggkern.models import resolve_weights
 
     try:
+        if device is not None:
+            dev = torch.device(device)  # RuntimeError on a string that names no device
+            if dev.type not in ("cpu", "cuda"):
+                raise ValueError(f"--device: expected cpu or cuda[:i], got {device!r}")
+            if dev.type == "cuda" and not torch.cuda.is_available():
+                raise ValueError(f"--device {device}: no CUDA GPU is available")
         resolved = resolve_weights("vgg16", weights)
         meta = resolved if not isinstance(resolved, str) else VGG16_Weights.IMAGENET1K_V1
         categories = meta.meta["categories"] or VGG16_Weights.IMAGENET1K_V1.meta["categories"]
         device = device or ("cuda" if torch.cuda.is_available() else "cpu")
         img = Image.open(image).convert("RGB")
         model = vggkern.vgg16(weights=resolved, algo=algo).eval().to(device)
-    except (ValueError, OSError) as e:  # bad name or file; no network (URLError is an OSError)
+    # A bad device, weights name or file (not a VGG16 state_dict: load_state_dict's
+    # RuntimeError), or no network (URLError is an OSError).
+    except (ValueError, OSError, RuntimeError) as e:
         print(f"python -m vggkern classify: {e}", file=sys.stderr)
         return 2
     x = meta.transforms()(img).unsqueeze(0).to(device)
@@ -163,11 +171,25 @@ def classify(image: str, weights: str, algo: str = "auto", device: str | None = 
     return 0
 
 
+def _at_least(low: int, what: str):
+    """An argparse type: an int >= low."""
+    def parse(text: str) -> int:
+        try:
+            v = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
+        if v < low:
+            raise argparse.ArgumentTypeError(f"expected {what} >= {low}, got {v}")
+        return v
+    return parse
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(prog="python -m vggkern", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--batch", type=int, help="main job: batch size (default 16 on a GPU, 1 without)")
-    parser.add_argument("--size", type=int, help="main job: image size (default 224 on a GPU, 64 without)")
+    parser.add_argument("--batch", type=_at_least(1, "a batch"), help="main job: batch size (default 16 on a GPU, 1 without)")
+    parser.add_argument("--size", type=_at_least(32, "a size (VGG16's five 2x2 pools)"),
+                        help="main job: image size, at least 32 (default 224 on a GPU, 64 without)")
     sub = parser.add_subparsers(dest="command")
     sub.add_parser("info", help="what this build contains and what it runs on")
     c = sub.add_parser("classify", help="top-5 ImageNet classes of an image with VGG16")

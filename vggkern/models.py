@@ -151,7 +151,15 @@ def _vgg(arch: str, num_classes: int, weights, algo: str, include_top: bool, pro
     if weights is None:
         return VGG(make_features(cfg, algo, batch_norm), num_classes, include_top=include_top)
     if isinstance(weights, str):
-        state = torch.load(weights, map_location="cpu", weights_only=True)
+        try:
+            state = torch.load(weights, map_location="cpu", weights_only=True)
+        except OSError:
+            raise
+        except Exception as e:  # noqa: BLE001 (torch.load's unpickler raises many kinds on a foreign file)
+            raise ValueError(f"vggkern.{arch}: {weights!r} is not a saved state_dict torch.load can read "
+                             f"({type(e).__name__}: {e})") from e
+        if not isinstance(state, dict):
+            raise ValueError(f"vggkern.{arch}: {weights!r} holds a {type(state).__name__}, not a state_dict")
     else:  # torchvision downloads (or finds in its cache) and checks the file
         state = weights.get_state_dict(progress=progress, check_hash=True)
     # Built on the meta device and then given the loaded tensors (as float32 CPU

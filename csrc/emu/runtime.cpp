@@ -3,11 +3,13 @@
 // on x86-64 (ucontext elsewhere), so a barrier costs tens of nanoseconds per thread.
 #include "runtime.h"
 
+#include <cerrno>
 #include <sys/mman.h>
 #include <unistd.h>
 
 #include <algorithm>
 #include <atomic>
+#include <cerrno>
 #include <climits>
 #include <cstdio>
 #include <cstdlib>
@@ -75,12 +77,22 @@ vk_emu_switch:
 )");
 #endif
 
+// An integer environment variable in [lo, hi], or `fallback` when unset or empty; any
+// other value (not a whole integer, out of range) is an error naming the variable.
+long env_integer(const char* name, long fallback, long lo, long hi) {
+  const char* env = std::getenv(name);
+  if (env == nullptr || *env == '\0') return fallback;
+  errno = 0;
+  char* end = nullptr;
+  const long v = std::strtol(env, &end, 10);
+  if (errno != 0 || end == env || *end != '\0' || v < lo || v > hi)
+    throw std::runtime_error(std::string("vggkern emulator: ") + name + " must be an integer from " +
+                             std::to_string(lo) + " to " + std::to_string(hi) + ", got '" + env + "'");
+  return v;
+}
+
 size_t stack_bytes() {
-  static const size_t bytes = [] {
-    const char* env = std::getenv("VGGKERN_EMU_STACK_KB");
-    const long kb = env ? std::atol(env) : 256;
-    return static_cast<size_t>(std::max(32L, kb)) * 1024;
-  }();
+  static const size_t bytes = static_cast<size_t>(env_integer("VGGKERN_EMU_STACK_KB", 256, 32, 1L << 20)) * 1024;
   return bytes;
 }
 
@@ -1120,15 +1132,15 @@ WgmmaRegisters& wgmma_registers() { return t_worker->wgmma_registers(); }
 
 bool cp_async_lands_eagerly() {
   const char* env = std::getenv("VGGKERN_EMU_CP_ASYNC");
-  return env != nullptr && std::strcmp(env, "eager") == 0;
+  if (env == nullptr || *env == '\0' || std::strcmp(env, "wait") == 0) return false;
+  if (std::strcmp(env, "eager") == 0) return true;
+  throw std::runtime_error(std::string("vggkern emulator: VGGKERN_EMU_CP_ASYNC must be \"wait\" (the default) or "
+                                       "\"eager\", got '") + env + "'");
 }
 
 int worker_count() {
-  static const int n = [] {
-    const char* env = std::getenv("VGGKERN_EMU_THREADS");
-    int v = env ? std::atoi(env) : static_cast<int>(std::thread::hardware_concurrency());
-    return std::max(1, std::min(v, 64));
-  }();
+  static const int n = static_cast<int>(std::min<long>(
+      64, env_integer("VGGKERN_EMU_THREADS", std::max(1u, std::thread::hardware_concurrency()), 1, 1L << 20)));
   return n;
 }
 
