@@ -3,7 +3,6 @@
 // on x86-64 (ucontext elsewhere), so a barrier costs tens of nanoseconds per thread.
 #include "runtime.h"
 
-#include <cerrno>
 #include <sys/mman.h>
 #include <unistd.h>
 
@@ -387,6 +386,9 @@ class Worker {
   void flush_access_slot(SharedPath path, const AccessSlot& s);
   void note_global_access(GlobalPath path, const void* p, int bytes, bool active, const char* file, int line);
   void flush_global_slots();
+  void count_global(GlobalPath path, const GlobalSlot& s) {
+    global_counts_[path].add(global_access_counts(s.addresses, s.bytes, s.active));
+  }
   const GlobalSectorStats& global_counts() const { return global_counts_; }
   // Races between threads on shared memory (see SharedWord): a read, a write, a cp.async
   // issued (checked as a write; its bytes untouchable until the wait) and waited for (its
@@ -552,7 +554,6 @@ void Worker::run_block(uint3 block_idx) {
     w.clear();
   }
   std::fill(exited_.begin(), exited_.end(), 0u);
-  for (auto& slots : global_slots_) slots.clear();  // a failed launch's leftovers
   for (WarpgroupLog& log : warpgroups_) log = WarpgroupLog();
   std::fill(unfenced_.begin(), unfenced_.end(), 0u);
   runnable_.clear();
@@ -798,7 +799,7 @@ void Worker::note_global_access(GlobalPath path, const void* p, int bytes, bool 
     s.bytes[s.active++] = bytes;
   }
   if ((s.arrived | exited_[warp] | absent_[warp]) == ~0u) {
-    global_counts_[path].add(global_access_counts(s.addresses, s.bytes, s.active));
+    count_global(path, s);
     slots.erase(it);
   }
 }
@@ -807,8 +808,7 @@ void Worker::note_global_access(GlobalPath path, const void* p, int bytes, bool 
 // fewer trips for them), with the lanes that made them.
 void Worker::flush_global_slots() {
   for (auto& slots : global_slots_) {
-    for (const auto& kv : slots)
-      global_counts_[kv.first.path].add(global_access_counts(kv.second.addresses, kv.second.bytes, kv.second.active));
+    for (const auto& kv : slots) count_global(kv.first.path, kv.second);
     slots.clear();
   }
   for (Fiber& f : fibers_) f.global_sites.clear();
