@@ -393,7 +393,7 @@ __global__ void __launch_bounds__(32 * kWarpsM * kWarpsN,
     //   wgmma_t: D^T (64 channels x 256 pixels) += W * X^T, the B stage (the weight rows)
     //            as wgmma's A and the A stage (256 pixel rows) as its B, 1 m64n256.
     // tf32 reads the floats as they landed: x's low 13 mantissa bits are dropped by the
-    // tensor cores (by our reading: see tensor_core.cuh); the weight arrives rounded to
+    // tensor cores (the PTX ISA's rule: see tensor_core.cuh); the weight arrives rounded to
     // TF32 (cvt.rna's rule) by the op.
     // The slice loaded at iteration kt goes to the stage of slice kt + kPrefetch - kStages
     // = kt - 2, whose wgmma group every thread waited for (wgmma_wait<1> at kt - 1) before

@@ -19,9 +19,9 @@
 //     step (k = 16 halves: m64nNk16, or 8 floats: m64nNk8.tf32), both read from shared
 //     memory through 64-bit matrix descriptors (smem_desc_k_sw64), fp32 accumulators in
 //     registers. tf32 reads the operands' fp32 bit patterns as they are in shared memory:
-//     by our reading the tensor cores use sign, exponent and the top 10 mantissa bits
-//     (the low 13 dropped: round toward zero), which the emulator models and only a GPU
-//     can confirm (benchmarks/wgmma_probe.py). Warp w of the group, lane (g, t), holds
+//     the PTX ISA (wgmma, "Precision and rounding") says the low 13 bits of a .tf32 input
+//     are truncated before the multiply (round toward zero), which the emulator models
+//     (benchmarks/wgmma_probe.py checks it on hardware). Warp w of the group, lane (g, t), holds
 //     in d[4j + i] D[16w + g + 8*(i>>1)][8j + 2t + (i&1)], the mma.sync C layout repeated
 //     over N/8 n8 tiles. Asynchronous: wgmma_fence() before the first (and after any other write to
 //     d), wgmma_commit() closes a group, wgmma_wait<k>() waits for all but the k newest;
