@@ -34,9 +34,24 @@ def rows_of(data):
     return [dict(b["extra_info"]) for b in data.get("benchmarks", []) if "group" in b.get("extra_info", {})]
 
 
+class NotResults(ValueError):
+    """A file that is not a results JSON: empty, cut short, or not a JSON object."""
+
+
 def load(path):
+    """(data, rows, env) of a results JSON. A file that is not one (empty or cut short, as
+    a run killed while writing it leaves it; a JSON value other than an object) raises
+    NotResults naming the file and what is wrong."""
     with open(path) as f:
-        data = json.load(f)
+        text = f.read()
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError as e:
+        what = "empty" if not text.strip() else f"not valid JSON ({e})"
+        raise NotResults(f"{path}: {what}: not a benchmark results file (a run that did not finish writing it? "
+                         "python -m benchmarks.journal makes one from the run's journal)") from None
+    if not isinstance(data, dict):
+        raise NotResults(f"{path}: holds a JSON {type(data).__name__}, not a benchmark results object")
     rows = rows_of(data)
     env = data.get("machine_info", {}).get("vggkern_env", {})
     return data, rows, env
@@ -376,6 +391,14 @@ def main(argv=None):
     ap.add_argument("--threshold", type=float, default=0.05)
     ap.add_argument("--fail-on-regression", action="store_true")
     args = ap.parse_args(argv)
+    try:
+        return _main(args)
+    except NotResults as e:
+        print(f"report: {e}", file=sys.stderr)
+        return 2
+
+
+def _main(args):
     if args.compare:
         text, regressions = compare(*args.compare, threshold=args.threshold)
         print(text)

@@ -159,7 +159,11 @@ def main(argv=None) -> int:
     path = report.latest() if args.latest else args.results
     if not path:
         ap.error("give RESULTS.json or --latest")
-    data, rows, env = report.load(path)
+    try:
+        data, rows, env = report.load(path)
+    except report.NotResults as e:
+        print(f"tune: {e}", file=sys.stderr)
+        return 2
     if not any(r.get("device") == "cuda" for r in rows):
         print(f"{path}: no GPU rows (a CPU smoke run?): nothing to tune from", file=sys.stderr)
         return 1

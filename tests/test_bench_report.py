@@ -203,3 +203,26 @@ def test_network_rows_on_a_wgmma_policy_are_reported_apart(tmp_path):
     assert len(best) == 1 and "ours implicit_gemm cl graph" in best[0] and "0.83×" in best[0], best
     policy = [ln for ln in lines if ln.startswith("| vgg16 | fp16 | ours implicit_gemm [wgmma]")]
     assert policy == ["| vgg16 | fp16 | ours implicit_gemm [wgmma] cl graph | 8000 | 8000 img/s | 1.25× |"], policy
+
+
+@pytest.mark.parametrize("text,what", [("", "empty"), ('{"benchmarks": [{"extra_info": {"gro', "not valid JSON"),
+                                       ("[]", "a JSON list")])
+def test_a_file_that_is_not_results_is_refused_by_name(tmp_path, capsys, text, what):
+    """An empty or cut-short file (a run killed while writing it) or one holding no JSON
+    object: an error naming the file and what is wrong, not a JSONDecodeError traceback
+    or an AttributeError; the command line says so and exits 2."""
+    from benchmarks import tune
+
+    bad = tmp_path / "results.json"
+    bad.write_text(text)
+    good = write(tmp_path / "good.json", synthetic_rows())
+    with pytest.raises(ValueError, match=f"{bad}: .*{what}"):
+        report.load(str(bad))
+    capsys.readouterr()
+    for argv in ([str(bad)], ["--compare", good, str(bad)], ["--compare", str(bad), good]):
+        assert report.main(argv) == 2
+        err = capsys.readouterr().err
+        assert str(bad) in err and what in err, err
+    assert tune.main([str(bad)]) == 2
+    err = capsys.readouterr().err
+    assert str(bad) in err and what in err, err
