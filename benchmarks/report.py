@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import glob
 import json
+import math
 import os
 import sys
 from collections import Counter, defaultdict
@@ -57,6 +58,13 @@ def load(path):
     return data, rows, env
 
 
+def timed(r):
+    """Whether r holds a valid time (a finite median > 0). One that does not (zero, NaN,
+    missing: a broken timing) is nobody's baseline and has no speedup."""
+    m = r.get("median_s")
+    return isinstance(m, (int, float)) and not isinstance(m, bool) and math.isfinite(m) and m > 0
+
+
 def problem_key(r):
     return (r["group"],) + tuple(r.get(k) for k in SAME[r["group"]])
 
@@ -93,7 +101,7 @@ def annotate(rows):
     """Adds speedup_vs_best_torch and best_torch (label) to every row."""
     best = {}
     for r in rows:
-        if r["impl"] == "torch":
+        if r["impl"] == "torch" and timed(r):
             k = problem_key(r)
             if k not in best or r["median_s"] < best[k]["median_s"]:
                 best[k] = r
@@ -101,7 +109,7 @@ def annotate(rows):
         b = best.get(problem_key(r))
         r["best_torch"] = impl_label(b) if b else None
         r["best_torch_s"] = b["median_s"] if b else None
-        r["speedup_vs_best_torch"] = b["median_s"] / r["median_s"] if b else None
+        r["speedup_vs_best_torch"] = b["median_s"] / r["median_s"] if b and timed(r) else None
     return rows
 
 
@@ -139,10 +147,12 @@ def pick_batch(rows, group):
 
 
 def best_torch_and_ours(rows):
-    """Per problem (problem_key): the fastest torch row and the fastest of ours (None if absent)."""
+    """Per problem (problem_key): the fastest torch row and the fastest of ours (None if absent;
+    rows without a valid time left out)."""
     groups = defaultdict(list)
     for r in rows:
         groups[problem_key(r)].append(r)
+    groups = {k: [r for r in g if timed(r)] for k, g in groups.items()}
     for g in groups.values():
         yield (min((r for r in g if r["impl"] == "torch"), key=lambda r: r["median_s"], default=None),
                min((r for r in g if r["impl"] != "torch" and not is_sweep(r)), key=lambda r: r["median_s"],
@@ -158,7 +168,7 @@ def tile_order(tile: str):
 def tile_sweep(rows):
     """implicit_gemm's time per forced tile, per layer and batch, and the default's: one
     table per dtype (fp16: every tile; fp32 with TF32: the rule's tile and the wgmma ones)."""
-    sweep = [r for r in rows if r["group"] == "conv" and is_sweep(r)]
+    sweep = [r for r in rows if r["group"] == "conv" and is_sweep(r) and timed(r)]
     default = {problem_key(r): r for r in rows if r["group"] == "conv" and r["impl"] != "torch"
                and r.get("algo") == "implicit_gemm" and not is_sweep(r) and r.get("layout") == "cl"}
     lines = []
@@ -348,10 +358,13 @@ def compare(old_path, new_path, threshold=0.05):
              f"new: {env_n.get('gpu_name')} {env_n.get('git_commit', '')[:10]} {env_n.get('date_utc')}", ""]
     if env_o.get("gpu_name") != env_n.get("gpu_name"):
         lines += ["**warning: different GPUs: timings are not comparable**", ""]
-    regressions, improvements, same = [], [], 0
+    regressions, improvements, same, invalid = [], [], 0, []
     for r in new:
         o = old_by.get(r["id"])
         if o is None:
+            continue
+        if not (timed(r) and timed(o)):  # a broken timing on either side: no ratio, listed apart
+            invalid.append((r, o))
             continue
         ratio = r["median_s"] / o["median_s"]
         noise = max(o.get("iqr_s", 0), r.get("iqr_s", 0))
@@ -362,9 +375,10 @@ def compare(old_path, new_path, threshold=0.05):
             improvements.append((r, o, ratio))
         else:
             same += 1
-    matched = len(regressions) + len(improvements) + same
+    matched = len(regressions) + len(improvements) + same + len(invalid)
     lines.append(f"{matched} rows matched; {len(regressions)} regressions, {len(improvements)} improvements "
-                 f"(threshold {threshold:.0%} and beyond the IQR); {same} unchanged.")
+                 f"(threshold {threshold:.0%} and beyond the IQR); {same} unchanged"
+                 + (f"; {len(invalid)} without a valid time (zero, NaN or missing median)" if invalid else "") + ".")
     for title, items in (("Regressions", regressions), ("Improvements", improvements)):
         if not items:
             continue
@@ -372,6 +386,9 @@ def compare(old_path, new_path, threshold=0.05):
         for r, o, ratio in sorted(items, key=lambda t: -abs(t[2] - 1)):
             flag = " **REGRESSION**" if title == "Regressions" else ""
             lines.append(f"| {r['id']} | {_us(o['median_s'])} | {_us(r['median_s'])} | {ratio:.3f}{flag} |")
+    if invalid:
+        lines += ["", "## Without a valid time", "", "| case | old median | new median |", "| --- | ---: | ---: |"]
+        lines += [f"| {r['id']} | {o.get('median_s')} | {r.get('median_s')} |" for r, o in invalid]
     return "\n".join(lines), regressions
 
 

@@ -226,3 +226,38 @@ def test_a_file_that_is_not_results_is_refused_by_name(tmp_path, capsys, text, w
     assert tune.main([str(bad)]) == 2
     err = capsys.readouterr().err
     assert str(bad) in err and what in err, err
+
+
+def test_rows_without_a_valid_time_are_no_baseline_and_not_unchanged(tmp_path):
+    """A zero or NaN median (a broken timing) is no torch baseline, gets no speedup and
+    no "best ours", and compare lists it apart: it neither crashes the tool
+    (ZeroDivisionError) nor hides the valid rows, nor counts as unchanged."""
+    nan = float("nan")
+
+    def timed(median, impl="vggkern", **p):  # a row whose recorded median is `median`
+        return dict(row(impl, 1.0e-3, **p), median_s=median)
+
+    rows = [timed(nan, "torch", layout="nchw"), row("torch", 1.5e-3, layout="cl"),
+            row("vggkern", 1.0e-3, algo="direct"), timed(0.0, algo="implicit_gemm"),
+            timed(nan, algo="winograd_f2x2")]
+    path = write(tmp_path / "r.json", rows)
+    _, got, _ = report.load(path)
+    report.annotate(got)
+    by = {r["algo"]: r for r in got if r["impl"] == "vggkern"}
+    assert by["direct"]["speedup_vs_best_torch"] == pytest.approx(1.5)  # against the valid torch row
+    assert by["direct"]["best_torch"] == "torch cl"
+    assert by["implicit_gemm"]["speedup_vs_best_torch"] is None
+    assert by["winograd_f2x2"]["speedup_vs_best_torch"] is None
+    text, _, _ = report.render(path, headline_only=True)
+    best = [ln for ln in text.splitlines() if ln.startswith("| conv3_2+conv3_3 (256")]
+    assert len(best) == 1 and "torch cl" in best[0] and "ours direct cl" in best[0] and "1.50×" in best[0], best
+
+    old = write(tmp_path / "old.json", [row("vggkern", 1.0e-3, algo=a) for a in ("direct", "implicit_gemm")]
+                + [timed(0.0, algo="winograd_f2x2")])
+    new = write(tmp_path / "new.json", [row("vggkern", 1.0e-3, algo="direct"), timed(nan, algo="implicit_gemm"),
+                                        row("vggkern", 1.0e-3, algo="winograd_f2x2")])
+    text, regressions = report.compare(old, new)
+    assert regressions == []
+    assert "3 rows matched" in text and "1 unchanged" in text and "2 without a valid time" in text, text
+    invalid = text.split("## Without a valid time")[1]
+    assert "implicit_gemm" in invalid and "winograd_f2x2" in invalid and "| nan |" in invalid, text
