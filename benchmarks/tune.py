@@ -64,7 +64,7 @@ def tile_table(rows, exclude=()) -> list[dict]:
     correctness test failed in that run) are never picked."""
     by = defaultdict(dict)
     for r in rows:
-        if (r.get("group") == "conv" and r.get("impl") == "vggkern" and r.get("tile") and r.get("median_s")
+        if (r.get("group") == "conv" and r.get("impl") == "vggkern" and r.get("tile") and report.timed(r)
                 and r.get("dtype", "fp16") in ("fp16", "fp32") and r["tile"] not in exclude and _trusted(r)):
             key = (r.get("dtype", "fp16") == "fp32", _padded(r["C"]), r["K"], r["H"], r.get("variant") == "relu_pool",
                    r["N"])
@@ -82,7 +82,7 @@ def tile_table(rows, exclude=()) -> list[dict]:
 def auto_table(rows) -> list[dict]:
     by = defaultdict(dict)  # (dtype, layout, C, K, H, pool, N) -> {algo: row}, ReLU rows first
     for r in rows:
-        if (r.get("group") != "conv" or r.get("impl") != "vggkern" or r.get("tile") or not r.get("median_s")
+        if (r.get("group") != "conv" or r.get("impl") != "vggkern" or r.get("tile") or not report.timed(r)
                 or r.get("algo") not in ("direct", "implicit_gemm") or r.get("dtype") not in DTYPES
                 or r.get("layer") == "smoke" or not _trusted(r)):
             continue

@@ -349,3 +349,19 @@ def test_the_op_launches_the_run_time_tables_tile(monkeypatch):
         vggkern.set_tuned_tables(None)
     assert tabled == forced and torch.equal(y_tabled, y_forced)
     assert launch()[0] == rule  # the build's tables again
+
+
+def test_rows_without_a_valid_time_are_never_compared():
+    """A NaN median (a broken timing) must not decide anything: min() over a sweep that
+    meets it first returned it, hiding the tile that did beat the rule's."""
+    conv4 = dict(layer="conv4_2", C=512, K=512, H=28, N=64)
+    nan = float("nan")
+    rows = [dict(sweep("wg128x128", 1, **conv4), median_s=nan), sweep("256x128", 80, **conv4),
+            sweep("128x128", 100, **conv4)]
+    for order in (rows, rows[::-1]):
+        assert [e["tile"] for e in tune.tile_table(order)] == ["256x128"]
+    # auto: a NaN ReLU row of implicit_gemm leaves the decision to the valid bare-conv row.
+    autos = [dict(ours("implicit_gemm", 1, **conv4), median_s=nan), ours("direct", 500, **conv4),
+             ours("implicit_gemm", 100, variant="conv", **conv4)]
+    for order in (autos, autos[::-1]):
+        assert [(e["algo"], e["us"]) for e in tune.auto_table(order)] == [("implicit_gemm", pytest.approx(100))]
