@@ -296,6 +296,12 @@ BAD_TABLES = [
                 "algo": "direct"}]}, r"expected auto\[0\]\['N'\] to be an int >= 1, got 0"),
     ({"auto": [{"dtype": "float16", "channels_last": True, "C": 64, "K": 64, "H": 8, "W": 8, "pool": False, "N": 1,
                 "algo": "winograd_f4x4"}]}, r"expected auto\[0\]\['algo'\] to be one of direct, implicit_gemm"),
+    # Values the C++ tables cannot hold: named, not a bare OverflowError / "embedded null character".
+    ({"tiles": [{"C": 64, "K": 64, "H": 8, "W": 8, "pool": False, "N": 2**64, "tile": "128x64", "tf32": False}]},
+     r"expected tiles\[0\]\['N'\] to be an int >= 1 that fits in 64 bits, got 18446744073709551616"),
+    ({"auto": [{"dtype": "float16", "channels_last": True, "C": 2**70, "K": 64, "H": 8, "W": 8, "pool": False, "N": 1,
+                "algo": "direct"}]}, r"expected auto\[0\]\['C'\] to be an int >= 1 that fits in 64 bits"),
+    ({"source": "run\0x"}, r"expected tables\['source'\] to be a str without NUL characters"),
 ]
 
 

@@ -37,6 +37,9 @@ def _int(entry: dict, key: str, where: str, minimum: int = 1) -> int:
     v = entry.get(key)
     if not isinstance(v, int) or isinstance(v, bool) or v < minimum:
         raise ValueError(f"set_tuned_tables: expected {where}[{key!r}] to be an int >= {minimum}, got {v!r}")
+    if v >= 2**63:  # the tables hold int64_t
+        raise ValueError(f"set_tuned_tables: expected {where}[{key!r}] to be an int >= {minimum} that fits in 64 bits, "
+                         f"got {v!r}")
     return v
 
 
@@ -92,6 +95,9 @@ def set_tuned_tables(tables) -> None:
     source = tables.get("source", "set at run time")
     if not isinstance(source, str):
         raise ValueError(f"set_tuned_tables: expected tables['source'] to be a str, got {source!r}")
+    if "\0" in source:  # a C string in the tables
+        raise ValueError(f"set_tuned_tables: expected tables['source'] to be a str without NUL characters, "
+                         f"got {source!r}")
     tiles = [_shape(e, f"tiles[{i}]") + (_choice(e, "tile", f"tiles[{i}]", TILES), _bool(e, "tf32", f"tiles[{i}]"))
              for i, e in enumerate(_entries(tables, "tiles"))]
     autos = [(_choice(e, "dtype", f"auto[{i}]", DTYPES), _bool(e, "channels_last", f"auto[{i}]"))
