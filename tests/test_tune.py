@@ -302,6 +302,16 @@ BAD_TABLES = [
     ({"auto": [{"dtype": "float16", "channels_last": True, "C": 2**70, "K": 64, "H": 8, "W": 8, "pool": False, "N": 1,
                 "algo": "direct"}]}, r"expected auto\[0\]\['C'\] to be an int >= 1 that fits in 64 bits"),
     ({"source": "run\0x"}, r"expected tables\['source'\] to be a str without NUL characters"),
+    # Two answers for one lookup: the lookup would take whichever comes first.
+    ({"tiles": [{"C": 64, "K": 64, "H": 8, "W": 8, "pool": False, "N": 1, "tile": "128x64", "tf32": False},
+                {"C": 64, "K": 64, "H": 8, "W": 8, "pool": False, "N": 1, "tile": "256x128", "tf32": False}]},
+     r"tiles\[1\] gives '256x128' where tiles\[0\] gives '128x64' for the same"),
+    ({"auto": [{"dtype": "float16", "channels_last": True, "C": 64, "K": 64, "H": 8, "W": 8, "pool": False, "N": 1,
+                "algo": "direct"}, {"dtype": "float32", "channels_last": True, "C": 64, "K": 64, "H": 8, "W": 8,
+                                    "pool": False, "N": 1, "algo": "implicit_gemm"},
+               {"dtype": "float16", "channels_last": True, "C": 64, "K": 64, "H": 8, "W": 8, "pool": False, "N": 1,
+                "algo": "implicit_gemm"}]},
+     r"auto\[2\] gives 'implicit_gemm' where auto\[0\] gives 'direct' for the same"),
 ]
 
 
@@ -371,3 +381,20 @@ def test_rows_without_a_valid_time_are_never_compared():
              ours("implicit_gemm", 100, variant="conv", **conv4)]
     for order in (autos, autos[::-1]):
         assert [(e["algo"], e["us"]) for e in tune.auto_table(order)] == [("implicit_gemm", pytest.approx(100))]
+
+
+def test_repeated_table_entries_that_agree_are_taken():
+    """The same entry twice (tables merged from two files, say) is no conflict; entries
+    that differ in tf32 (tiles) or dtype/layout (auto) are different lookups."""
+    import vggkern
+
+    tile = {"C": 64, "K": 64, "H": 8, "W": 8, "pool": False, "N": 1, "tile": "128x64", "tf32": False}
+    auto = {"dtype": "float16", "channels_last": True, "C": 64, "K": 64, "H": 8, "W": 8, "pool": False, "N": 1,
+            "algo": "implicit_gemm"}
+    try:
+        vggkern.set_tuned_tables({"tiles": [tile, tile, dict(tile, tile="256x128", tf32=True)],
+                                  "auto": [auto, auto, dict(auto, channels_last=False, algo="direct")]})
+        got = vggkern.tuned_tables()
+        assert len(got["tiles"]) == 3 and len(got["auto"]) == 3
+    finally:
+        vggkern.set_tuned_tables(None)

@@ -73,6 +73,17 @@ def _entries(tables: dict, key: str) -> list:
     return v
 
 
+def _unambiguous(rows: list, name: str, answer_at: int, what: str) -> None:
+    # Two entries for one lookup (all but row[answer_at] equal) with different answers:
+    # the lookup would silently take the first.
+    seen = {}
+    for i, row in enumerate(rows):
+        j = seen.setdefault(row[:answer_at] + row[answer_at + 1:], i)
+        if rows[j][answer_at] != row[answer_at]:
+            raise ValueError(f"set_tuned_tables: {name}[{i}] gives {row[answer_at]!r} where {name}[{j}] gives "
+                             f"{rows[j][answer_at]!r} for the same {what}")
+
+
 def set_tuned_tables(tables) -> None:
     """Use these tables from now on, in every thread: a dict as ``tuned_tables()``
     returns it (or ``benchmarks.tune --json`` writes it; "source" names where it came
@@ -103,6 +114,8 @@ def set_tuned_tables(tables) -> None:
     autos = [(_choice(e, "dtype", f"auto[{i}]", DTYPES), _bool(e, "channels_last", f"auto[{i}]"))
              + _shape(e, f"auto[{i}]") + (_choice(e, "algo", f"auto[{i}]", ALGOS),)
              for i, e in enumerate(_entries(tables, "auto"))]
+    _unambiguous(tiles, "tiles", 6, "(C, K, H, W, pool, N, tf32)")
+    _unambiguous(autos, "auto", 8, "(dtype, channels_last, C, K, H, W, pool, N)")
     _C._set_tuned_tables(source, tiles, autos)
     generation += 1
 
