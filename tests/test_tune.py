@@ -398,3 +398,17 @@ def test_repeated_table_entries_that_agree_are_taken():
         assert len(got["tiles"]) == 3 and len(got["auto"]) == 3
     finally:
         vggkern.set_tuned_tables(None)
+
+
+def test_a_tables_file_that_is_not_json_is_named(tmp_path):
+    """A file cut short or not JSON: a ValueError naming the file (json's own message
+    names only a line and column), the tables in use unchanged."""
+    import vggkern
+
+    before = vggkern.tuned_tables()
+    for text in ("", '{"tiles": [{"C": 64,'):
+        bad = tmp_path / "tables.json"
+        bad.write_text(text)
+        with pytest.raises(ValueError, match=f"set_tuned_tables: {bad}: not a JSON file"):
+            vggkern.set_tuned_tables(str(bad))
+        assert vggkern.tuned_tables() == before

@@ -97,7 +97,10 @@ def set_tuned_tables(tables) -> None:
         return
     if isinstance(tables, (str, os.PathLike)):
         with open(tables) as f:
-            tables = json.load(f)
+            try:
+                tables = json.load(f)
+            except json.JSONDecodeError as e:
+                raise ValueError(f"set_tuned_tables: {os.fspath(tables)}: not a JSON file ({e})") from None
     if not isinstance(tables, dict):
         raise TypeError(f"set_tuned_tables: expected a dict, a JSON file's path or None, got {type(tables).__name__}")
     unknown = set(tables) - {"source", "tiles", "auto", "run_time"}
