@@ -41,8 +41,9 @@ class NotResults(ValueError):
 
 def load(path):
     """(data, rows, env) of a results JSON. A file that is not one (empty or cut short, as
-    a run killed while writing it leaves it; a JSON value other than an object) raises
-    NotResults naming the file and what is wrong."""
+    a run killed while writing it leaves it; a JSON value other than an object; an object
+    whose benchmarks or machine_info are not of their shape) raises NotResults naming the
+    file and what is wrong."""
     with open(path) as f:
         text = f.read()
     try:
@@ -53,6 +54,17 @@ def load(path):
                          "python -m benchmarks.journal makes one from the run's journal)") from None
     if not isinstance(data, dict):
         raise NotResults(f"{path}: holds a JSON {type(data).__name__}, not a benchmark results object")
+    def expect(ok, part, what):
+        if not ok:
+            raise NotResults(f"{path}: expected {part} to be {what}")
+    benchmarks = data.get("benchmarks", [])
+    expect(isinstance(benchmarks, list) and all(isinstance(b, dict) for b in benchmarks), "['benchmarks']",
+           "a list of objects")
+    for i, b in enumerate(benchmarks):
+        expect(isinstance(b.get("extra_info", {}), dict), f"['benchmarks'][{i}]['extra_info']", "an object")
+    machine = data.get("machine_info", {})
+    expect(isinstance(machine, dict), "['machine_info']", "an object")
+    expect(isinstance(machine.get("vggkern_env", {}), dict), "['machine_info']['vggkern_env']", "an object")
     rows = rows_of(data)
     env = data.get("machine_info", {}).get("vggkern_env", {})
     return data, rows, env

@@ -261,3 +261,19 @@ def test_rows_without_a_valid_time_are_no_baseline_and_not_unchanged(tmp_path):
     assert "3 rows matched" in text and "1 unchanged" in text and "2 without a valid time" in text, text
     invalid = text.split("## Without a valid time")[1]
     assert "implicit_gemm" in invalid and "winograd_f2x2" in invalid and "| nan |" in invalid, text
+
+
+@pytest.mark.parametrize("data,what", [
+    ({"benchmarks": None}, r"\['benchmarks'\] to be a list of objects"),
+    ({"benchmarks": ["x"]}, r"\['benchmarks'\] to be a list of objects"),
+    ({"benchmarks": [{"extra_info": None}]}, r"\['benchmarks'\]\[0\]\['extra_info'\] to be an object"),
+    ({"machine_info": None, "benchmarks": []}, r"\['machine_info'\] to be an object"),
+    ({"machine_info": {"vggkern_env": None}, "benchmarks": []}, r"\['machine_info'\]\['vggkern_env'\] to be an object"),
+])
+def test_a_results_object_of_the_wrong_shape_is_refused_by_name(tmp_path, data, what):
+    """A JSON object whose parts are not what a results file holds: an error naming the
+    part, not a TypeError or AttributeError from deep inside the report."""
+    bad = tmp_path / "results.json"
+    bad.write_text(json.dumps(data))
+    with pytest.raises(report.NotResults, match=f"{bad}: expected .*{what}"):
+        report.load(str(bad))
