@@ -366,8 +366,8 @@ def compare(old_path, new_path, threshold=0.05):
     _, new, env_n = load(new_path)
     old_by = {r["id"]: r for r in old}
     lines = [f"# compare {os.path.basename(old_path)} → {os.path.basename(new_path)}", "",
-             f"old: {env_o.get('gpu_name')} {env_o.get('git_commit', '')[:10]} {env_o.get('date_utc')}; "
-             f"new: {env_n.get('gpu_name')} {env_n.get('git_commit', '')[:10]} {env_n.get('date_utc')}", ""]
+             f"old: {env_o.get('gpu_name')} {str(env_o.get('git_commit') or '')[:10]} {env_o.get('date_utc')}; "
+             f"new: {env_n.get('gpu_name')} {str(env_n.get('git_commit') or '')[:10]} {env_n.get('date_utc')}", ""]
     if env_o.get("gpu_name") != env_n.get("gpu_name"):
         lines += ["**warning: different GPUs: timings are not comparable**", ""]
     regressions, improvements, same, invalid = [], [], 0, []

@@ -277,3 +277,15 @@ def test_a_results_object_of_the_wrong_shape_is_refused_by_name(tmp_path, data, 
     bad.write_text(json.dumps(data))
     with pytest.raises(report.NotResults, match=f"{bad}: expected .*{what}"):
         report.load(str(bad))
+
+
+def test_compare_takes_files_with_an_unknown_commit(tmp_path):
+    """A null git_commit (JSON's "unknown"; render and tune take it) must not crash compare."""
+    old = tmp_path / "old.json"
+    data = json.loads(open(write(old, synthetic_rows(1.0e-3))).read())
+    data["machine_info"]["vggkern_env"]["git_commit"] = None
+    old.write_text(json.dumps(data))
+    new = write(tmp_path / "new.json", synthetic_rows(1.3e-3))
+    text, regressions = report.compare(str(old), new)
+    assert len(regressions) == 1
+    assert text.splitlines()[2].startswith("old: NVIDIA H100 80GB HBM3 (SYNTHETIC)  synthetic; new: "), text
