@@ -63,6 +63,9 @@ def assemble(path: str) -> dict:
             except json.JSONDecodeError:
                 cut += 1
                 continue
+            if not isinstance(rec, dict):  # valid JSON but no record of ours: a damaged line
+                cut += 1
+                continue
             if "env" in rec and env is None:
                 env, bench_set = rec["env"], rec.get("bench_set")
             elif "benchmark" in rec:

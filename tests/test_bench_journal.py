@@ -147,3 +147,15 @@ def test_report_keeps_run_tables_rows_apart(tmp_path):
     assert "ours auto [this run's tables] cl eager" in best[-1]  # the policy table's row
     assert "[this run's tables]" not in best[0]  # not the best of ours
 
+
+
+def test_a_line_that_is_json_but_no_record_is_left_out(tmp_path):
+    """A line that parses but is no record (null, a number, a list: a damaged journal) is
+    counted with the unreadable ones, not a TypeError, and not silently dropped."""
+    entry = {"name": "maxpool-x", "extra_info": {"group": "maxpool", "id": "maxpool-x"}}
+    path = tmp_path / "rows.jsonl"
+    path.write_text("\n".join([json.dumps({"env": {"git_commit": "abc"}, "bench_set": "smoke"}), "null", "5", "[1, 2]",
+                               json.dumps({"benchmark": entry})]) + "\n")
+    data = journal.assemble(str(path))
+    assert data["benchmarks"] == [entry]
+    assert "3 unreadable line(s) left out" in data["vggkern_partial"]
