@@ -10,7 +10,8 @@
 # and writes under $OUT (default ./device_out):
 #   results.json  summary.md  speedup.png  roofline.md  build.log  tests.log  sanitize.log  bench.log
 #   bench_rows.jsonl (the benchmarks' rows as they finished: results.json is made from it
-#   where the benchmark run was killed before writing its own)
+#   where the benchmark run was killed before writing its own, or left it cut short: then
+#   kept as results.broken.json)
 # Finishes inside 9 minutes (--quick: 4): each step has a time limit and the benchmarks
 # stop starting new cases at a deadline. The last lines printed are the summary table.
 # Set VGGKERN_GIT_COMMIT=<sha> when the tree has no .git (the device copy has none).
@@ -175,6 +176,13 @@ else
 fi
 rc=$?
 STATUS+=("benchmarks ($RUNNER): rc=$rc, $(grep -E '(passed|skipped|timed|failed)' "$OUT/bench.log" | tail -1)")
+# A results.json that report.load cannot read (a run killed while writing it: non-empty
+# but cut short) is kept aside as results.broken.json, and the journal stands in for it.
+if [ -s "$OUT/results.json" ] && ! $PY -c "import sys; from benchmarks import report; report.load(sys.argv[1])" \
+    "$OUT/results.json" 2>/dev/null; then
+  mv "$OUT/results.json" "$OUT/results.broken.json"
+  STATUS+=("benchmarks: results.json unreadable (kept as results.broken.json)")
+fi
 if [ ! -s "$OUT/results.json" ] && [ -s "$VGGKERN_BENCH_JOURNAL" ]; then
   STATUS+=("benchmarks: no results.json (the run did not finish): $($PY -m benchmarks.journal \
     "$VGGKERN_BENCH_JOURNAL" "$OUT/results.json" 2>&1 | tail -1), marked partial")
