@@ -359,12 +359,19 @@ def plot(rows, out_png):
     return True
 
 
+def same_gpu(old_path, new_path):
+    """Whether two results files were measured on the same GPU (by name)."""
+    return load(old_path)[2].get("gpu_name") == load(new_path)[2].get("gpu_name")
+
+
 def compare(old_path, new_path, threshold=0.05):
     """Rows present in both files, matched by case id. A regression: the new median is
-    more than `threshold` slower AND the change exceeds the larger IQR (noise)."""
+    more than `threshold` slower AND the change exceeds the larger IQR (noise). Cases in
+    only one file are listed by id (one timed before and gone now may have failed)."""
     _, old, env_o = load(old_path)
     _, new, env_n = load(new_path)
     old_by = {r["id"]: r for r in old}
+    new_ids = {r["id"] for r in new}
     lines = [f"# compare {os.path.basename(old_path)} → {os.path.basename(new_path)}", "",
              f"old: {env_o.get('gpu_name')} {str(env_o.get('git_commit') or '')[:10]} {env_o.get('date_utc')}; "
              f"new: {env_n.get('gpu_name')} {str(env_n.get('git_commit') or '')[:10]} {env_n.get('date_utc')}", ""]
@@ -401,6 +408,12 @@ def compare(old_path, new_path, threshold=0.05):
     if invalid:
         lines += ["", "## Without a valid time", "", "| case | old median | new median |", "| --- | ---: | ---: |"]
         lines += [f"| {r['id']} | {o.get('median_s')} | {r.get('median_s')} |" for r, o in invalid]
+    only_old = sorted(i for i in old_by if i not in new_ids)
+    only_new = sorted(i for i in new_ids if i not in old_by)
+    for title, ids in (("Only in old (not timed in new: skipped, failed or not run)", only_old),
+                       ("Only in new", only_new)):
+        if ids:
+            lines += ["", f"## {title}: {len(ids)}", ""] + [f"- {i}" for i in ids]
     return "\n".join(lines), regressions
 
 
@@ -434,6 +447,10 @@ def _main(args):
         if args.md:
             with open(args.md, "w") as f:
                 f.write(text + "\n")
+        if args.fail_on_regression and not same_gpu(*args.compare):
+            print("report: --fail-on-regression needs two files from the same GPU (timings on different "
+                  "GPUs are not comparable)", file=sys.stderr)
+            return 2
         return 1 if regressions and args.fail_on_regression else 0
     path = args.results or (latest() if args.latest or not args.results else None)
     if not path:

@@ -73,6 +73,28 @@ def test_compare_flags_regression(tmp_path):
     assert report.main(["--compare", old, new, "--fail-on-regression"]) == 1
 
 
+def test_compare_lists_cases_in_one_file_only(tmp_path):
+    rows = synthetic_rows(1.0e-3)
+    old = write(tmp_path / "old.json", rows)
+    new = write(tmp_path / "new.json", rows[:2] + rows[3:])  # ours on conv gone (failed, say)
+    text, regressions = report.compare(old, new)
+    assert regressions == []
+    gone = text.split("## Only in old", 1)[1].splitlines()
+    assert gone[0].endswith(": 1") and gone[2] == f"- {rows[2]['id']}", text
+    assert "## Only in new" not in text
+    back, _ = report.compare(new, old)
+    assert "## Only in old" not in back and f"- {rows[2]['id']}" in back.split("## Only in new: 1", 1)[1]
+
+
+def test_fail_on_regression_needs_one_gpu(tmp_path, capsys):
+    old = write(tmp_path / "old.json", synthetic_rows(1.0e-3))
+    new = write(tmp_path / "new.json", synthetic_rows(1.0e-3), gpu="NVIDIA H200 (SYNTHETIC)")
+    assert report.main(["--compare", old, new]) == 0  # a report across GPUs is allowed, with a warning
+    assert "different GPUs" in capsys.readouterr().out
+    assert report.main(["--compare", old, new, "--fail-on-regression"]) == 2
+    assert "same GPU" in capsys.readouterr().err
+
+
 def test_compare_ignores_noise(tmp_path):
     old = write(tmp_path / "old.json", [row("vggkern", 1.0e-3, iqr=0.5e-3)])
     new = write(tmp_path / "new.json", [row("vggkern", 1.2e-3, iqr=0.5e-3)])
