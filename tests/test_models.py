@@ -1226,6 +1226,29 @@ def test_weight_changed_through_data_is_seen_after_clear_weight_caches(algo):
         assert torch.equal(model(x), want())
 
 
+@pytest.mark.parametrize("algo", ["winograd_f2x2", "winograd_f4x4", "implicit_gemm"])
+def test_module_conversions_drop_the_prepared_weight(algo):
+    """.half(), .float(), .to() go through Module._apply, which sets parameters' data
+    through .data (no version bump) and may get a freed address back (a .half().float()
+    round trip): the model's conversions drop every prepared weight. The fn here changes
+    the values in place through .data, keeping address and version: what such a reuse
+    looks like to the cache."""
+    torch.manual_seed(5)
+    model = nn.Sequential(Conv3x3(8, 8, relu=True, algo=algo), Conv3x3(8, 8, algo=algo)).half()
+    x = torch.randn(1, 8, 6, 6, dtype=torch.float16)
+    with vggkern.cpu_backend("emulator"), torch.no_grad():
+        model(x)
+        assert all(_cached_weight(conv) is not None for conv in model)
+        model._apply(lambda t: t.data.mul_(-1) if t.is_floating_point() else t)
+        assert all(_cached_weight(conv) is None for conv in model)
+        want = vggkern.conv3x3(vggkern.conv3x3(x, model[0].weight, model[0].bias, relu=True, algo=algo),
+                               model[1].weight, model[1].bias, algo=algo)
+        assert torch.equal(model(x), want)
+        y16 = model(x)
+        model.float().half()  # values unchanged by the round trip: the same output
+        assert torch.equal(model(x), y16)
+
+
 @pytest.mark.parametrize("algo,weight_layout", [("implicit_gemm", torch.contiguous_format),
                                                 ("direct", torch.channels_last)])
 def test_conv3x3_module_caches_weight_layout(algo, weight_layout):

@@ -133,8 +133,16 @@ class Conv3x3(nn.Module):
         as it is then. Needed only after a change its version counter does not see: one
         made through ``weight.data`` (``conv.weight.data.copy_(w)``). In-place ops on the
         Parameter itself (also under torch.no_grad(), as optimizers make them),
-        ``load_state_dict``, assigning a new weight and ``.to()`` are all seen."""
+        ``load_state_dict``, assigning a new weight and ``.to()``/``.half()`` (any
+        ``Module._apply``, which drops it) are all seen."""
         self._weight_cache = None
+
+    def _apply(self, fn, *args, **kwargs):
+        # .to(), .half(), .float(), .cuda() and the like set the parameters' data through
+        # .data, which the version counter does not see, and a freed address can come back
+        # (a .half().float() round trip): the prepared weight is dropped here.
+        self._weight_cache = None
+        return super()._apply(fn, *args, **kwargs)
 
     def __getstate__(self):
         # Pickling (torch.save of a whole model, multiprocessing) leaves out the caches:
