@@ -177,6 +177,23 @@ def test_written_header_compiles_and_answers(tmp_path):
     assert source.startswith("2026-01-01_synthetic.json, NVIDIA H100 80GB HBM3 (SYNTHETIC)")
 
 
+@pytest.mark.skipif(shutil.which("g++") is None, reason="needs g++ to compile the generated header")
+def test_header_source_string_survives_any_characters(tmp_path):
+    """The source (a results file's name and its GPU's) is written into a string literal
+    and a comment: quotes, backslashes (one last: a line splice would swallow the next
+    line), a newline and non-ASCII come back from the compiled header as they were."""
+    common = tmp_path / "common"
+    shutil.copytree(os.path.join(ROOT, "csrc", "common"), common)
+    source = 'r\u00e9sults "H100"\nnext line\tC:\\runs\\'
+    (common / "conv3x3_tuned.h").write_text(tune.render_header([], [], source))
+    (tmp_path / "source.cpp").write_text('#include <cstdio>\n#include "common/conv3x3_tuned.h"\n'
+                                         'int main() { std::fputs(vk::kTunedSource, stdout); }\n')
+    exe = tmp_path / "source"
+    subprocess.run(["g++", "-std=c++17", "-Wall", "-Werror", "-I", str(tmp_path), str(tmp_path / "source.cpp"),
+                    "-o", str(exe)], check=True)
+    assert subprocess.run([str(exe)], check=True, capture_output=True).stdout.decode("utf-8") == source
+
+
 def test_committed_header_is_well_formed():
     """The header in the tree is what tune writes (generated, or the empty tables)."""
     text = open(os.path.join(ROOT, "csrc", "common", "conv3x3_tuned.h")).read()
