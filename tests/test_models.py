@@ -732,6 +732,9 @@ def test_convert_leaves_reparametrized_convs_alone():
     assert (converted[0].weight == 0).sum() == 4 * 27 // 2  # still pruned
     with pytest.raises(ValueError, match="its weight is not a Parameter of its own"):
         Conv3x3.from_conv2d(ref[0])
+    # inplace=False deep-copies, which torch refuses for these: said by convert, naming the way out
+    with pytest.raises(RuntimeError, match=r"vggkern.convert: inplace=False deep-copies.*inplace=True"):
+        vggkern.convert(build())
 
 
 # ---- nn modules -----------------------------------------------------------------------

@@ -139,7 +139,11 @@ def convert(model: nn.Module, algo: str = "auto", inplace: bool = False) -> tupl
         raise TypeError(f"vggkern.convert: expected model to be a torch.nn.Module, got {type(model).__name__}")
     _check_algo(algo)
     if not inplace:
-        model = copy.deepcopy(model)
+        try:
+            model = copy.deepcopy(model)
+        except RuntimeError as e:  # torch's own: e.g. a pruned or weight_norm'd layer's non-leaf weight
+            raise RuntimeError(f"vggkern.convert: inplace=False deep-copies the model, and torch cannot copy this "
+                               f"one ({e}); convert it in place (inplace=True), or copy it another way first") from e
     report = ConvertReport(algo=algo)
     if type(model) in (nn.Conv2d, nn.MaxPool2d):  # the model itself is one layer
         root = nn.Sequential(model)
