@@ -164,6 +164,25 @@ def test_from_torchvision_plain_and_errors():
         vggkern.from_torchvision(torchvision.models.resnet18())
 
 
+def test_from_torchvision_keeps_the_models_hooks():
+    """Hooks registered on the torchvision model itself (and on its parts) come along:
+    the same functions, called with the converted model."""
+    torch.manual_seed(69)
+    tv = _tiny_vgg_bn(num_classes=5).eval()
+    seen = []
+    tv.register_forward_pre_hook(lambda m, args: (args[0] * 2,))
+    tv.register_forward_hook(lambda m, args, out: seen.append(m) or out + 1)
+    tv.classifier.register_forward_hook(lambda m, args, out: out * 3)
+    tv.register_state_dict_post_hook(lambda m, sd, prefix, local: sd.__setitem__("marker", torch.ones(1)))
+    ours = vggkern.from_torchvision(tv, algo="direct")
+    x = _image(2, 32, seed=70)
+    with torch.no_grad():
+        want = tv(x)
+        assert seen == [tv]
+        assert torch.equal(_run(ours, x, "torch"), want) and seen == [tv, ours]
+    assert "marker" in ours.state_dict()
+
+
 def test_from_torchvision_keeps_each_modules_mode_and_any_head():
     """Each module keeps its own training flag (a train()-mode model with frozen eval()
     BatchNorms, as in fine-tuning), and a torchvision VGG with another head (one Linear,

@@ -211,8 +211,9 @@ def from_torchvision(model: nn.Module, algo: str = "auto") -> VGG:
     single Linear). The result has its own copy of the parameters and buffers (``model``
     is left untouched), the same layers at the same indices (Conv3x3 for each conv,
     MaxPool2x2 for each max-pool, as ``convert`` replaces them; the rest as they are), so
-    the same state_dict, and the training mode of each of ``model``'s modules (a
-    train()-mode model with frozen eval() BatchNorms stays so). Its ``features`` fuses
+    the same state_dict, the training mode of each of ``model``'s modules (a
+    train()-mode model with frozen eval() BatchNorms stays so) and the hooks registered
+    on ``model`` and on its modules (a hooked layer stays unconverted, as in ``convert``). Its ``features`` fuses
     each conv with the BatchNorm (in eval mode, folded into the weights), ReLU and
     max-pool after it when run on vggkern's kernels. A subclass of torchvision's VGG with
     its own forward is refused (ours runs torchvision's: features, avgpool, flatten,
@@ -234,6 +235,11 @@ def from_torchvision(model: nn.Module, algo: str = "auto") -> VGG:
     # The classifier is given, so num_classes (which only sizes a default one) is not read.
     ours = VGG(features, init_weights=False, classifier=copy.deepcopy(model.classifier),
                avgpool=copy.deepcopy(model.avgpool))
+    # The hooks on model itself (forward, backward, state_dict, load_state_dict), as the
+    # copies keep those of its parts: the same functions, called with ours.
+    for k, v in vars(model).items():
+        if "hook" in k:
+            setattr(ours, k, copy.copy(v))
     # Each module's own mode (copies and convert's replacements keep theirs; this says so for all).
     own = dict(ours.named_modules(remove_duplicate=False))
     for name, m in model.named_modules(remove_duplicate=False):
