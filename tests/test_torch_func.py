@@ -131,6 +131,20 @@ def test_vmap_folds_the_batch_into_one_call(channels_last, device, monkeypatch):
     assert torch.equal(y, F.max_pool2d(x, 2, 2).view(2, 3, 3, 3, 3).transpose(0, 1))
 
 
+def test_vmap_with_every_default_argument(device):
+    # conv3x3(x, w) with no bias and every flag at its default: torch.library's vmap
+    # helper then passes the rule in_dims for x and the weight alone (the trailing
+    # arguments at their defaults are left out), which the rule unpacked as three.
+    x, w, _ = _inputs(4, 3, 6, 6, 4, seed=16, device=device)
+    ws = torch.randn(3, *w.shape, generator=torch.Generator().manual_seed(17)).to(device)
+    y = vmap(lambda x: vggkern.conv3x3(x, w))(x.view(2, 2, 3, 6, 6))
+    assert torch.equal(y, torch.stack([vggkern.conv3x3(x[:2], w), vggkern.conv3x3(x[2:], w)]))
+    y = vmap(lambda w: vggkern.conv3x3(x, w))(ws)
+    assert torch.equal(y, torch.stack([vggkern.conv3x3(x, wi) for wi in ws]))
+    y = vmap(lambda x, w: vggkern.conv3x3(x, w))(x.view(2, 2, 3, 6, 6), ws[:2])
+    assert torch.equal(y, torch.stack([vggkern.conv3x3(x[2 * i:2 * i + 2], ws[i]) for i in range(2)]))
+
+
 def test_vmap_resolves_auto_for_an_element(device, monkeypatch):
     # A folded call runs the algorithm "auto" picks for one element (its N, its K), as a
     # loop of unbatched calls would, not for the folded batch: the tuned table's pick

@@ -390,7 +390,9 @@ def _conv3x3_vmap(info, in_dims, x, weight, bias=None, relu=False, pool=False, a
     # "auto" is resolved for an element, as a loop of unbatched calls would resolve it, so
     # that the folded call runs the same algorithm and gives their values bit for bit.
     op = torch.ops.vggkern.conv3x3
-    x_dim, w_dim, b_dim = in_dims[:3]
+    # in_dims covers the arguments passed: without bias, the trailing ones at their
+    # defaults are left out (bias=None is then not batched).
+    x_dim, w_dim, b_dim = (tuple(in_dims) + (None,))[:3]
     if w_dim is None and b_dim is None and x.dim() == 5:  # inputs batched, one conv: they join N
         x = x.movedim(x_dim, 0)
         if algo == "auto" and weight.dim() == 4:
