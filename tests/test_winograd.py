@@ -112,6 +112,14 @@ def test_winograd_weight_bad_inputs(weight, tile, match, entry):
         fn(weight, tile)
 
 
+@pytest.mark.parametrize("tile", [2.0, 4.0])
+def test_winograd_weight_refuses_a_float_tile(tile):
+    # 2.0 == 2 passed the wrapper's check, and the dispatcher then refused it with its own
+    # RuntimeError (a float for an int), not the wrapper's ValueError naming the tile.
+    with pytest.raises(ValueError, match=r"vggkern.winograd_weight: expected tile 2 .* got " + str(tile)):
+        vggkern.winograd_weight(torch.randn(3, 4, 3, 3), tile)
+
+
 def test_winograd_weight_opcheck():
     w = torch.randn(4, 3, 3, 3, generator=_gen(45)).requires_grad_()
     torch.library.opcheck(torch.ops.vggkern.winograd_weight.default, (w, 4))

@@ -420,7 +420,7 @@ def _conv3x3_vmap(info, in_dims, x, weight, bias=None, relu=False, pool=False, a
 def _check_winograd_weight_inputs(weight, tile, op="vggkern.winograd_weight"):
     # Mirrors csrc/ops/winograd.cpp.
     _check_tensor("weight", weight, op)
-    if isinstance(tile, bool) or tile not in (2, 4):
+    if isinstance(tile, bool) or not isinstance(tile, int) or tile not in (2, 4):
         raise ValueError(f"{op}: expected tile 2 (F(2x2,3x3)) or 4 (F(4x4,3x3)), got {tile!r}")
     if weight.device.type not in ("cpu", "cuda", "meta"):
         raise ValueError(f"{op}: expected weight on a CPU or CUDA device, got {weight.device}")
