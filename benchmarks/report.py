@@ -160,15 +160,18 @@ def pick_batch(rows, group):
 
 def best_torch_and_ours(rows):
     """Per problem (problem_key): the fastest torch row and the fastest of ours (None if absent;
-    rows without a valid time left out)."""
+    rows without a valid time left out). A problem with neither (only tile-sweep rows, or
+    none with a valid time) is left out."""
     groups = defaultdict(list)
     for r in rows:
         groups[problem_key(r)].append(r)
     groups = {k: [r for r in g if timed(r)] for k, g in groups.items()}
     for g in groups.values():
-        yield (min((r for r in g if r["impl"] == "torch"), key=lambda r: r["median_s"], default=None),
-               min((r for r in g if r["impl"] != "torch" and not is_sweep(r)), key=lambda r: r["median_s"],
-                   default=None))
+        best = (min((r for r in g if r["impl"] == "torch"), key=lambda r: r["median_s"], default=None),
+                min((r for r in g if r["impl"] != "torch" and not is_sweep(r)), key=lambda r: r["median_s"],
+                    default=None))
+        if best != (None, None):
+            yield best
 
 
 def tile_order(tile: str):

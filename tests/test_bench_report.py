@@ -285,6 +285,22 @@ def test_rows_without_a_valid_time_are_no_baseline_and_not_unchanged(tmp_path):
     assert "implicit_gemm" in invalid and "winograd_f2x2" in invalid and "| nan |" in invalid, text
 
 
+def test_a_problem_with_neither_a_torch_row_nor_ours_is_left_out(tmp_path):
+    """A problem whose only rows are tile-sweep rows, or rows without a valid time (a
+    time-limited or failing run), has no best torch and no best ours: the report leaves
+    it out of the headline tables (it crashed there on None) and shows the rest."""
+    conv5 = dict(layer="conv5_3", C=512, K=512, H=14)
+    sweep = row("vggkern", 0.9e-3, algo="implicit_gemm", tile="256x128", **conv5)
+    sweep["id"] += "-256x128"
+    rows = [row("torch", 1.5e-3), row("vggkern", 1.0e-3, algo="direct"), sweep,
+            dict(row("torch", 1.0e-4, group="maxpool", C=64, H=112, layout="cl", flops=None), median_s=float("nan")),
+            row("torch", 1.0e-4, group="maxpool", C=256, H=56, layout="cl", flops=None)]
+    text, _, _ = report.render(write(tmp_path / "r.json", rows))
+    assert [ln for ln in text.splitlines() if ln.startswith("| conv3_2+conv3_3 (256")], text
+    assert not [ln for ln in text.splitlines() if ln.startswith("| conv5_3 (512")], text
+    assert "| conv5_3 | 64 | relu |" in text  # in the tile-sweep table
+
+
 @pytest.mark.parametrize("data,what", [
     ({"benchmarks": None}, r"\['benchmarks'\] to be a list of objects"),
     ({"benchmarks": ["x"]}, r"\['benchmarks'\] to be a list of objects"),
