@@ -199,6 +199,20 @@ def test_split_k_by_default_where_the_grid_is_small(device):
            algo=ALGO)
 
 
+def test_k_slices_must_fit_the_kernels_int():
+    """The kernel counts 64-byte K slices (9 C elements of 2 or 4 bytes) in int: the plan
+    refuses a C past that, by name (with the default 16-way split a split's slice range
+    wrapped negative, silently dropping part of the sum), and takes the largest C below."""
+    from vggkern import _C
+
+    for element_bytes, per_slice in ((2, 32), (4, 16)):
+        c_max = (2**31 - 1) * per_slice // 9 // 8 * 8  # the largest multiple of 8 whose slices fit
+        plan = _C.implicit_gemm_plan(1, c_max, 2, 2, 8, element_bytes, False, 132)
+        assert plan["slices"] == -(-9 * c_max // per_slice) <= 2**31 - 1 and plan["splits"] == 16
+        with pytest.raises(ValueError, match=f"C = {c_max + 8} is too many input channels for implicit_gemm"):
+            _C.implicit_gemm_plan(1, c_max + 8, 2, 2, 8, element_bytes, False, 132)
+
+
 @pytest.mark.parametrize("value", ["0", "65", "two"])
 def test_split_k_override_must_be_valid(value, monkeypatch):
     monkeypatch.setenv("VGGKERN_IMPLICIT_GEMM_SPLIT_K", value)

@@ -28,7 +28,7 @@ void conv3x3_implicit_gemm_run(const Conv3x3Args& a, const ImplicitGemmPlan& pla
   using L = ImplicitGemmTiling<T, kWarpsM, kWarpsN, kLoop>;
   static_assert(L::kBK * sizeof(T) == 64, "the plan counts 64-byte K slices");
   if (plan.bm != L::kBM || plan.bn != L::kBN) throw std::logic_error("vggkern.conv3x3: implicit_gemm tile mismatch");
-  if (plan.blocks() > (int64_t(1) << 31) - 1 || a.H > INT32_MAX - 2 || a.W > INT32_MAX - 2)
+  if (plan.blocks() > (int64_t(1) << 31) - 1)
     throw std::invalid_argument("vggkern.conv3x3: too many blocks for one implicit_gemm launch");
   if (plan.splits > 1 && a.workspace == nullptr)
     throw std::logic_error("vggkern.conv3x3: implicit_gemm split-K needs its workspace");

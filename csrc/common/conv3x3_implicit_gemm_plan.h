@@ -151,6 +151,10 @@ inline ImplicitGemmPlan implicit_gemm_plan(const Conv3x3Args& a, ImplicitGemmTil
   p.k_blocks = (a.K + p.bn - 1) / p.bn;
   const int64_t slice = 64 / dtype_size(a.dtype);
   p.slices = (9 * a.C + slice - 1) / slice;
+  if (p.slices > INT32_MAX)  // the kernel counts K slices in int (k_tiles, kt0, n_tiles)
+    throw std::invalid_argument("vggkern.conv3x3: C = " + std::to_string(a.C) + " is too many input channels for "
+                                "implicit_gemm (" + std::to_string(p.slices) + " K slices of 64 bytes, more than "
+                                "2^31 - 1); use algo=\"direct\"");
 
   constexpr int64_t kMinSlices = 8, kMaxSplits = 16;
   int64_t splits = 1;

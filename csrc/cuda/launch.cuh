@@ -31,6 +31,12 @@ inline void opt_in_shared_memory(const void* kernel, size_t bytes, const char* n
   std::lock_guard<std::mutex> lock(mutex);
   size_t& have = granted[std::make_pair(kernel, device)];
   if (bytes <= have) return;
+  int limit = 0;  // what a block may opt in to on this device (99 KiB on compute capability 8.6/8.9)
+  check(cudaDeviceGetAttribute(&limit, cudaDevAttrMaxSharedMemoryPerBlockOptin, device), name);
+  if (bytes > static_cast<size_t>(limit))
+    throw std::runtime_error(std::string("vggkern: ") + name + " needs " + std::to_string(bytes) +
+                             " bytes of shared memory per block, more than this GPU (cuda:" + std::to_string(device) +
+                             ") allows (" + std::to_string(limit) + ")");
   check(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(bytes)), name);
   have = bytes;
 }
