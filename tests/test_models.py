@@ -491,6 +491,84 @@ def test_features_fuse_unless_a_layer_is_observed(monkeypatch):
         assert torch.equal(ours(x), tv(x)) and calls.take() == ([], 0)
 
 
+def test_fusion_keeps_the_order_of_a_convs_own_relu_and_pool():
+    """A Conv3x3 that applies its own ReLU or pool (relu=True / pool=True) computes
+    conv -> ReLU -> pool; what follows it in a FusedSequential comes after that: a BatchNorm
+    is not folded into the weights (that would move it before the ReLU / pool), and a
+    max-pool after a pooling conv pools a second time. Checked against the same layers
+    run one by one with torch's ops, in float64."""
+    torch.manual_seed(71)
+    cases = [
+        (Conv3x3(3, 6, relu=True, algo="direct"), nn.BatchNorm2d(6)),
+        (Conv3x3(3, 6, pool=True, algo="direct"), nn.BatchNorm2d(6)),
+        (Conv3x3(3, 6, pool=True, algo="direct"), MaxPool2x2()),
+        (Conv3x3(3, 6, pool=True, algo="direct"), nn.MaxPool2d(2)),
+    ]
+    x = _image(1, 8, seed=72)
+    for layers in cases:
+        seq = _randomize_bn(FusedSequential(*layers)).eval()
+        with torch.no_grad():
+            if isinstance(layers[1], nn.BatchNorm2d):  # a negative scale does not commute with a max
+                layers[1].weight[::2] *= -1
+            conv = layers[0]
+            y = F.conv2d(x.double(), conv.weight.double(), conv.bias.double(), padding=1)
+            y = F.max_pool2d(y, 2, 2) if conv.pool else F.relu(y)
+            second = layers[1]
+            if isinstance(second, nn.BatchNorm2d):
+                want = F.batch_norm(y, second.running_mean.double(), second.running_var.double(),
+                                    second.weight.double(), second.bias.double(), eps=second.eps)
+            else:
+                want = F.max_pool2d(y, 2, 2)
+            got = _run(seq, x, "emulator")
+        assert got.shape == want.shape, layers
+        torch.testing.assert_close(got.double(), want, rtol=1e-5, atol=1e-5, msg=str(layers))
+
+
+def test_a_changed_batchnorm_eps_is_seen_by_the_folded_weights():
+    """The folded weights depend on the BatchNorm's eps, a plain attribute no version
+    counter sees: changing it between calls changes the result as it does in torch."""
+    torch.manual_seed(73)
+    seq = _randomize_bn(FusedSequential(Conv3x3(3, 4, algo="direct"), nn.BatchNorm2d(4))).eval()
+    for m in seq.modules():  # small variances: eps matters
+        if isinstance(m, nn.BatchNorm2d):
+            m.running_var.mul_(1e-3)
+    x = _image(1, 6, seed=74)
+    with torch.no_grad():
+        for eps in (1e-5, 1e-1):
+            seq[1].eps = eps
+            want = seq[1](F.conv2d(x.double(), seq[0].weight.double(), seq[0].bias.double(), padding=1).float())
+            torch.testing.assert_close(_run(seq, x, "emulator"), want, rtol=1e-4, atol=1e-4, msg=f"eps={eps}")
+
+
+def test_a_changed_algo_is_seen_by_the_prepared_weight():
+    """The prepared weight is kept per algorithm: a module whose algo is changed between
+    calls (Winograd F(2x2) to F(4x4), each with its own transform) runs the new one on the
+    weight prepared for it."""
+    torch.manual_seed(75)
+    conv = Conv3x3(4, 6, algo="winograd_f2x2")
+    x = torch.randn(1, 4, 8, 8)
+    with torch.no_grad(), vggkern.cpu_backend("emulator"):
+        for algo in ("winograd_f2x2", "winograd_f4x4", "direct", "winograd_f2x2"):
+            conv.algo = algo
+            assert torch.equal(conv(x), vggkern.conv3x3(x, conv.weight, conv.bias, algo=algo)), algo
+            torch.testing.assert_close(conv(x), F.conv2d(x, conv.weight, conv.bias, padding=1), rtol=1e-4,
+                                       atol=1e-4)
+
+
+def test_a_layer_with_a_backward_hook_runs_unfused():
+    """A full backward hook on a layer FusedSequential would fuse (the ReLU after a conv)
+    makes it run as itself, so the hook sees the gradient of its own output, as in torch."""
+    torch.manual_seed(77)
+    seq = FusedSequential(Conv3x3(3, 4, algo="direct"), nn.ReLU(), MaxPool2x2())
+    seen = []
+    seq[1].register_full_backward_hook(lambda m, gi, go: seen.append(go[0].shape))
+    x = _image(1, 6, seed=78).requires_grad_()
+    for backend in ("torch", "emulator"):
+        with vggkern.cpu_backend(backend):
+            seq(x).sum().backward()
+    assert seen == [(1, 4, 6, 6)] * 2
+
+
 def test_vgg_bn_trains_and_fine_tunes_like_torchvision():
     """BatchNorm is folded only in eval mode without autograd's need for it: in training
     mode the layers run one at a time (batch statistics, running-stat updates as
