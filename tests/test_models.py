@@ -323,6 +323,17 @@ def test_weights_errors():
         vggkern.vgg16(num_classes=10, weights="IMAGENET1K_V1")
 
 
+def test_weights_without_the_top_take_any_num_classes(vgg16_state_file, monkeypatch):
+    """include_top=False drops the classifier, so the weights' class count does not have to
+    match num_classes (a backbone for a new task)."""
+    _, state = vgg16_state_file
+    monkeypatch.setattr(torchvision.models.VGG16_Weights, "get_state_dict", lambda self, **kwargs: state)
+    feats = vggkern.vgg16(num_classes=10, weights="IMAGENET1K_V1", include_top=False)
+    assert not hasattr(feats, "classifier")
+    for k, v in feats.state_dict().items():
+        assert torch.equal(v, state[k]), k
+
+
 def test_weights_from_file_and_include_top(vgg16_state_file):
     path, state = vgg16_state_file
     m = vggkern.vgg16(weights=str(path))
@@ -791,6 +802,38 @@ def test_convert_keeps_hooked_layers_as_they_are(monkeypatch):
     assert type(single) is nn.Conv2d and "forward pre-hooks" in report.skipped["(model)"]
 
 
+def test_convert_leaves_subclasses_and_state_dict_hooked_layers_alone():
+    """What convert leaves as it is, and reports: an nn.Sequential subclass keeps its class
+    (and so its own forward: it is not made a FusedSequential, though its 3x3 conv is
+    converted), a subclass of nn.Conv2d is reported as skipped, and a conv with a
+    state_dict hook keeps it (a replacement would drop the hook)."""
+
+    class Reversed(nn.Sequential):  # a forward of its own: runs its layers backwards
+        def forward(self, x):
+            for m in reversed(self):
+                x = m(x)
+            return x
+
+    class MyConv(nn.Conv2d):
+        pass
+
+    torch.manual_seed(79)
+    model = nn.Sequential(Reversed(nn.ReLU(), nn.Conv2d(3, 4, 3, padding=1)), MyConv(4, 4, 3, padding=1),
+                          nn.Conv2d(4, 4, 3, padding=1)).eval()
+    model[2]._register_state_dict_hook(lambda module, state, prefix, local: state)
+    converted, report = vggkern.convert(model)
+    assert type(converted[0]) is Reversed and type(converted[0][1]) is Conv3x3
+    assert report.replaced == {"0.1": "Conv3x3"}
+    assert set(report.skipped) == {"1", "2"}
+    assert "subclass of nn.Conv2d (MyConv)" in report.skipped["1"] and "state_dict hooks" in report.skipped["2"]
+    assert type(converted[1]) is MyConv and type(converted[2]) is nn.Conv2d and converted[2]._state_dict_hooks
+    x = _image(1, 6, seed=80) - 0.5
+    with torch.no_grad():
+        want = model(x)
+        for backend in ("torch", "emulator"):
+            torch.testing.assert_close(_run(converted, x, backend), want, rtol=1e-5, atol=1e-5, msg=backend)
+
+
 def test_convert_leaves_reparametrized_convs_alone():
     """Convs whose weight or bias a hook recomputes each forward (torch.nn.utils.prune,
     the hook-based spectral_norm and weight_norm) are left as they are, with a reason: the
@@ -995,6 +1038,16 @@ def test_cpu_backend_switch():
         assert vggkern.get_cpu_backend() == "emulator"
     finally:
         vggkern.set_cpu_backend(start)
+    # Each restores the setting before it, not the default: nested the other way round too.
+    for outer, inner in (("emulator", "torch"), ("torch", "emulator")):
+        with vggkern.cpu_backend(outer):
+            with vggkern.set_cpu_backend(inner):
+                assert vggkern.get_cpu_backend() == inner
+            assert vggkern.get_cpu_backend() == outer
+            with vggkern.cpu_backend(inner):
+                assert vggkern.get_cpu_backend() == inner
+            assert vggkern.get_cpu_backend() == outer
+        assert vggkern.get_cpu_backend() == start
     with pytest.raises(ValueError, match='unknown CPU backend "gpu"; expected one of "torch", "emulator"'):
         vggkern.set_cpu_backend("gpu")
     with pytest.raises(ValueError, match="unknown CPU backend"):
