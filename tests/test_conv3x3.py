@@ -396,6 +396,17 @@ def test_autocast_runs_in_the_autocast_dtype(device, dtype):
         torch._dynamo.reset()
     with pytest.raises(ValueError, match="expected weight of the same dtype as x"):  # no autocast: no casts
         vggkern.conv3x3(x.to(dtype), w, b)
+    # float64 is not autocast's to cast (torch's conv stays in float64): the op refuses it
+    # under autocast as without, whichever entry, rather than running it in the autocast dtype.
+    x64, w64, b64 = x.double(), w.double(), b.double()
+    with torch.autocast(device, dtype=dtype):
+        assert F.conv2d(x64, w64, b64, padding=1).dtype == torch.float64
+        for entry in (lambda: vggkern.conv3x3(x64, w64, b64, algo="direct"),
+                      lambda: torch.ops.vggkern.conv3x3(x64, w64, b64, False, False, "direct", None)):
+            with pytest.raises(ValueError, match="expected x of dtype float32, float16 or bfloat16, got torch.float64"):
+                entry()
+        with pytest.raises(ValueError, match="expected bias of the same dtype as x"):  # only the float32 ones cast
+            vggkern.conv3x3(x, w, b64, algo="direct")
     other = "cuda" if device == "cpu" else "cpu"
     if other == "cpu" or torch.cuda.is_available():
         with torch.autocast(other, dtype=torch.bfloat16):  # another device type's autocast casts nothing here
