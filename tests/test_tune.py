@@ -87,6 +87,20 @@ def test_rows_with_a_wrong_result_are_never_picked():
     assert tune.auto_table([ours("direct", 500, dtype="fp16", **conv4), wrong_ig]) == []
 
 
+def test_smoke_and_bf16_sweep_rows_are_never_picked():
+    """The CPU smoke rows (layer "smoke", emulator times) never make an auto entry, and a
+    bf16 tile-sweep row never makes a tile entry (the sweep's dtypes are fp16, and fp32
+    as TF32); the same rows as fp16 GPU rows would."""
+    smoke = dict(layer="smoke", C=8, K=8, H=8, N=1, dtype="fp32", layout="nchw", device="cpu")
+    smoke_rows = [ours("direct", 5000, **smoke), ours("implicit_gemm", 100, **smoke)]
+    assert tune.auto_table(smoke_rows) == []
+    assert len(tune.auto_table([dict(r, layer="conv5_1") for r in smoke_rows])) == 1
+    conv4 = dict(layer="conv4_2", C=512, K=512, H=28, N=64)
+    bf16 = [sweep("128x128", 100, dtype="bf16", **conv4), sweep("256x128", 50, dtype="bf16", **conv4)]
+    assert tune.tile_table(bf16) == []
+    assert len(tune.tile_table([dict(r, dtype="fp16") for r in bf16])) == 1
+
+
 def test_without_gpu_rows_nothing_is_written(tmp_path):
     path = write(tmp_path / "cpu.json", [dict(r, device="cpu") for r in synthetic()])
     header = tmp_path / "conv3x3_tuned.h"
@@ -297,6 +311,28 @@ def test_a_module_follows_new_tables(run_time_tables):
     assert conv._resolved_auto(x, False) == "direct"
     vggkern.set_tuned_tables(str(run_time_tables))
     assert conv._resolved_auto(x, False) == "implicit_gemm"
+    # ... and on the input's layout: the same shape in NCHW has no entry (direct).
+    assert conv._resolved_auto(x.contiguous(), False) == "direct"
+    assert conv._resolved_auto(x, False) == "implicit_gemm"
+
+
+def test_auto_reads_an_ambiguous_layout_as_the_op_does():
+    """A tensor contiguous both ways (H = W = 1) is NCHW to the op (torch's
+    suggest_memory_format, which the op reads): resolve_algo looks up the NCHW entry."""
+    import torch
+    import vggkern
+    from torch._prims_common import suggest_memory_format
+
+    x = torch.empty(2, 8, 1, 1, dtype=torch.float16)
+    assert x.is_contiguous(memory_format=torch.channels_last) and suggest_memory_format(x) == torch.contiguous_format
+    entry = {"dtype": "float16", "C": 8, "K": 8, "H": 1, "W": 1, "pool": False, "N": 2, "algo": "implicit_gemm"}
+    try:
+        for channels_last, want in ((True, "direct"), (False, "implicit_gemm")):
+            vggkern.set_tuned_tables({"auto": [dict(entry, channels_last=channels_last)]})
+            assert vggkern.resolve_algo(x, 8) == want, channels_last
+            assert vggkern.resolve_algo(x.contiguous(memory_format=torch.channels_last), 8) == want, channels_last
+    finally:
+        vggkern.set_tuned_tables(None)
 
 
 BAD_TABLES = [
@@ -319,6 +355,9 @@ BAD_TABLES = [
     ({"auto": [{"dtype": "float16", "channels_last": True, "C": 2**70, "K": 64, "H": 8, "W": 8, "pool": False, "N": 1,
                 "algo": "direct"}]}, r"expected auto\[0\]\['C'\] to be an int >= 1 that fits in 64 bits"),
     ({"source": "run\0x"}, r"expected tables\['source'\] to be a str without NUL characters"),
+    # JSON true where an int belongs is not 1.
+    ({"tiles": [{"C": 64, "K": True, "H": 8, "W": 8, "pool": False, "N": 1, "tile": "128x64", "tf32": False}]},
+     r"expected tiles\[0\]\['K'\] to be an int >= 1, got True"),
     # Two answers for one lookup: the lookup would take whichever comes first.
     ({"tiles": [{"C": 64, "K": 64, "H": 8, "W": 8, "pool": False, "N": 1, "tile": "128x64", "tf32": False},
                 {"C": 64, "K": 64, "H": 8, "W": 8, "pool": False, "N": 1, "tile": "256x128", "tf32": False}]},
