@@ -101,6 +101,40 @@ def test_compare_ignores_noise(tmp_path):
     assert report.compare(old, new)[1] == []                          # within the IQR: not flagged
 
 
+def test_compare_ignores_noise_in_improvements_too(tmp_path):
+    old = write(tmp_path / "old.json", [row("vggkern", 1.2e-3, iqr=0.5e-3)])
+    new = write(tmp_path / "new.json", [row("vggkern", 1.0e-3, iqr=0.5e-3)])
+    assert "0 improvements" in report.compare(old, new)[0]             # within the IQR: unchanged
+    tight = write(tmp_path / "tight.json", [row("vggkern", 1.0e-3, iqr=1e-6)])
+    assert "1 improvements" in report.compare(write(tmp_path / "o.json", [row("vggkern", 1.2e-3, iqr=1e-6)]),
+                                              tight)[0]
+
+
+def test_headline_batch_and_fusion(tmp_path):
+    """The headline table shows one batch, 64 where the run has it, else the largest, and
+    the per-layer rows with ReLU (and pool) only, not the bare conv or bias-only rows."""
+    def runs(*ns, variants=("relu",)):
+        return [row(impl, t * n, N=n, variant=v) for n in ns for v in variants
+                for impl, t in (("torch", 2e-5), ("vggkern", 1e-5))]
+
+    for ns, shown in (((1, 64, 128), 64), ((1, 128, 8), 128)):
+        text, _, _ = report.render(write(tmp_path / "r.json", runs(*ns)), headline_only=True)
+        assert f"Per layer, batch {shown} " in text, ns
+    text, _, _ = report.render(write(tmp_path / "r.json", runs(64, variants=("conv", "bias", "relu"))),
+                               headline_only=True)
+    layer_rows = [ln for ln in text.splitlines() if ln.startswith("| conv3_2+conv3_3 (")]
+    assert len(layer_rows) == 1 and "| relu |" in layer_rows[0], layer_rows
+
+
+def test_latest_is_the_newest_file_by_time_not_by_name(tmp_path):
+    older, newer = tmp_path / "b_old.json", tmp_path / "a_new.json"
+    for i, p in enumerate((older, newer)):
+        p.write_text("{}")
+        os.utime(p, (1_000_000 + i * 100, 1_000_000 + i * 100))
+    assert report.latest(str(tmp_path)) == str(newer)
+    assert report.latest(str(tmp_path / "none")) is None
+
+
 def test_main_writes_md_and_survives_missing_matplotlib(tmp_path, capsys):
     path = write(tmp_path / "r.json", synthetic_rows())
     md, png = tmp_path / "s.md", tmp_path / "s.png"
