@@ -535,6 +535,44 @@ def test_fusion_keeps_the_order_of_a_convs_own_relu_and_pool():
         torch.testing.assert_close(got.double(), want, rtol=1e-5, atol=1e-5, msg=str(layers))
 
 
+def test_a_batchnorm_of_another_width_is_not_folded():
+    """A BatchNorm2d whose num_features is not the conv's K is not folded: it runs as
+    itself and fails as in torch (folding a 1-wide one would broadcast it silently)."""
+    torch.manual_seed(81)
+    seq = FusedSequential(Conv3x3(3, 4, algo="direct"), nn.BatchNorm2d(1)).eval()
+    x = _image(1, 6, seed=82)
+    for backend in ("torch", "emulator"):
+        with pytest.raises(RuntimeError, match="running_mean should contain 4 elements not 1"):
+            _run(seq, x, backend)
+
+
+def test_only_tensor_core_models_convert_nchw_input(monkeypatch):
+    """The model's one-time NCHW -> channels_last conversion is for tensor-core convs: a
+    model of direct convs hands its convs the input's own layout; and a tensor that is not
+    on the CPU (here meta; CUDA alike) always goes to our op, whatever the CPU backend."""
+    from vggkern.models import VGG, make_features
+
+    seen, conv3x3 = [], vggkern.nn._conv3x3_op
+
+    def spy(x, *args):
+        seen.append((x.device.type, x.is_contiguous(memory_format=torch.channels_last)))
+        return conv3x3(x, *args)
+
+    monkeypatch.setattr(vggkern.nn, "_conv3x3_op", spy)
+    torch.manual_seed(83)
+    model = VGG(make_features([8, "M", 8], algo="direct"), include_top=False).eval()
+    x = _image(1, 8, seed=84)
+    with vggkern.cpu_backend("emulator"), torch.no_grad():
+        y = model(x)
+    assert seen == [("cpu", False)] * 2 and y.is_contiguous()
+    seen.clear()
+    with vggkern.cpu_backend("torch"), torch.no_grad():
+        model(x)
+        assert seen == []
+        y = model.to("meta")(x.to("meta"))
+    assert seen == [("meta", False)] * 2 and y.shape == (1, 8, 4, 4)
+
+
 def test_a_changed_batchnorm_eps_is_seen_by_the_folded_weights():
     """The folded weights depend on the BatchNorm's eps, a plain attribute no version
     counter sees: changing it between calls changes the result as it does in torch."""
