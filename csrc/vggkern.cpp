@@ -120,14 +120,16 @@ PyObject* emu_reset_global_stats(PyObject*, PyObject*) {
 // implicit_gemm's plan for a shape (conv3x3_implicit_gemm_plan.h), C as the kernel sees
 // it (padded to a multiple of 8): for tests and the benchmarks' model.
 PyObject* implicit_gemm_plan(PyObject*, PyObject* args) {
-  long long n, c, h, w, k;
+  long long n, c, h, w, k, smem_optin = 0;
   int element_bytes, pool, sm_count;
   const char* tile = "";
-  if (!PyArg_ParseTuple(args, "LLLLLipi|s", &n, &c, &h, &w, &k, &element_bytes, &pool, &sm_count, &tile))
+  if (!PyArg_ParseTuple(args, "LLLLLipi|sL", &n, &c, &h, &w, &k, &element_bytes, &pool, &sm_count, &tile,
+                        &smem_optin))
     return nullptr;
   vk::Conv3x3Args a{};
   a.dtype = element_bytes == 4 ? vk::DType::float32 : vk::DType::float16;
   a.N = n, a.C = (c + 7) / 8 * 8, a.H = h, a.W = w, a.K = k, a.pool = pool != 0, a.sm_count = sm_count;
+  a.smem_optin = smem_optin;
   try {
     const vk::ImplicitGemmPlan p = tile[0] == '\0'
                                        ? vk::implicit_gemm_plan(a)
@@ -265,9 +267,10 @@ PyMethodDef methods[] = {
      "sectors the addresses touch."},
     {"emu_reset_global_stats", emu_reset_global_stats, METH_NOARGS, "Zero the emulator's global-memory counts."},
     {"implicit_gemm_plan", implicit_gemm_plan, METH_VARARGS,
-     "implicit_gemm_plan(N, C, H, W, K, element_bytes, pool, sm_count, tile='') -> dict: the block tile and "
-     "split-K the conv3x3 implicit_gemm kernel uses for that shape (tile '' : its default or "
-     "VGGKERN_IMPLICIT_GEMM_TILE; VGGKERN_IMPLICIT_GEMM_SPLIT_K applies)."},
+     "implicit_gemm_plan(N, C, H, W, K, element_bytes, pool, sm_count, tile='', smem_optin=0) -> dict: the "
+     "block tile and split-K the conv3x3 implicit_gemm kernel uses for that shape (tile '' : its default or "
+     "VGGKERN_IMPLICIT_GEMM_TILE; VGGKERN_IMPLICIT_GEMM_SPLIT_K applies) on a device whose blocks may have "
+     "smem_optin bytes of shared memory (0: no limit)."},
     {"conv3x3_auto", conv3x3_auto, METH_VARARGS,
      "conv3x3_auto(dtype, N, C, H, W, K, channels_last, pool, tf32_allowed) -> str: the algorithm "
      "algo='auto' runs for that call (the measured table's pick, else 'direct')."},

@@ -199,6 +199,28 @@ def test_split_k_by_default_where_the_grid_is_small(device):
            algo=ALGO)
 
 
+def test_a_measured_tile_runs_only_where_its_shared_memory_fits():
+    """A tile from the measured table that needs more shared memory than the device lets a
+    block have (256x128: 136 KiB, where a compute capability 8.6/8.9 GPU allows 99 KiB;
+    wg128x256: 144 KiB) gives way to the rule's tile there; where it fits (an H100's 227
+    KiB, or no limit given: the emulator) it runs as measured."""
+    from vggkern import _C
+
+    shape = {"C": 64, "K": 256, "H": 16, "W": 16, "pool": False, "N": 1, "tf32": False}
+    kib = 1024
+    try:
+        for tile, need in (("256x128", 136 * kib), ("wg128x256", 144 * kib)):
+            vggkern.set_tuned_tables({"tiles": [dict(shape, tile=tile)]})
+
+            def plan(optin):
+                return _C.implicit_gemm_plan(1, 64, 16, 16, 256, 2, False, 132, "", optin)["tile"]
+
+            assert plan(0) == plan(227 * kib) == plan(need) == tile
+            assert plan(need - 1) == plan(99 * kib) == "128x128", tile  # the rule's tile for K > 64
+    finally:
+        vggkern.set_tuned_tables(None)
+
+
 def test_k_slices_must_fit_the_kernels_int():
     """The kernel counts 64-byte K slices (9 C elements of 2 or 4 bytes) in int: the plan
     refuses a C past that, by name (with the default 16-way split a split's slice range

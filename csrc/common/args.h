@@ -54,6 +54,10 @@ struct Conv3x3Args {
   // implicit_gemm: whether the device runs the wgmma tiles (a build with sm_90a kernels on
   // a compute capability 9.0 GPU; the emulator runs them everywhere).
   bool wgmma = true;
+  // implicit_gemm: the dynamic shared memory a block may opt in to on the device (bytes; 0:
+  // no limit, the emulator, which mirrors an H100/H200's 227 KiB that every tile fits). A
+  // measured tile that needs more runs as the rule's tile (conv3x3_implicit_gemm_plan.h).
+  int64_t smem_optin = 0;
 };
 
 // tensor_core_weight: weight (K, C, 3, 3) with any strides (in elements) -> out (K, 3,

@@ -27,7 +27,8 @@ void conv3x3_implicit_gemm_run(const Conv3x3Args& a, const ImplicitGemmPlan& pla
   using namespace VK_KERNEL_NS;
   using L = ImplicitGemmTiling<T, kWarpsM, kWarpsN, kLoop>;
   static_assert(L::kBK * sizeof(T) == 64, "the plan counts 64-byte K slices");
-  if (plan.bm != L::kBM || plan.bn != L::kBN) throw std::logic_error("vggkern.conv3x3: implicit_gemm tile mismatch");
+  if (plan.bm != L::kBM || plan.bn != L::kBN || tile_smem_bytes(plan.tile) != int64_t(L::kSmemBytes))
+    throw std::logic_error("vggkern.conv3x3: implicit_gemm tile mismatch");
   if (plan.blocks() > (int64_t(1) << 31) - 1)
     throw std::invalid_argument("vggkern.conv3x3: too many blocks for one implicit_gemm launch");
   if (plan.splits > 1 && a.workspace == nullptr)

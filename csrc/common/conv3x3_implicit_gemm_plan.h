@@ -22,7 +22,10 @@
 // (TF32) has entries of its own, measured in fp32 (benchmarks/tune.py); where it has none
 // it takes the fp16 entry, a wgmma tile as its mma.sync twin: TF32 on wgmma has its own
 // numerics (x's low mantissa bits dropped, not rounded: see conv3x3_implicit_gemm.cuh),
-// so fp32 runs it only where forced or measured faster in fp32.
+// so fp32 runs it only where forced or measured faster in fp32. A measured tile whose
+// shared memory the device cannot give a block (args.smem_optin: 256x128's 136 KiB on a
+// compute capability 8.6/8.9 GPU) runs as the rule's tile; a forced one fails at launch,
+// naming the bytes it needs and the device's limit.
 // Environment (read per launch; tuning knobs for the benchmarks' sweeps):
 //   VGGKERN_IMPLICIT_GEMM_TILE=128x64|128x128|256x128|256x64|wg128x128|wg256x64|wg128x256
 //                                                        forces the tile; or a wgmma policy
@@ -108,8 +111,23 @@ inline int tile_columns(ImplicitGemmTile t) {
                                                                                                                : 128;
 }
 
+// Dynamic shared memory per block of each tile, by ImplicitGemmTile: the larger of its
+// stages (64-byte rows, either element size) and its fp32 epilogue tile, i.e. the kernel's
+// ImplicitGemmTiling::kSmemBytes (conv3x3_implicit_gemm_run checks that they agree):
+// 48, 68, 136, 80, 96, 100 and 144 KiB.
+inline constexpr int64_t kImplicitGemmTileSmemBytes[] = {49152, 69632, 139264, 81920, 98304, 102400, 147456};
+
+inline int64_t tile_smem_bytes(ImplicitGemmTile t) { return kImplicitGemmTileSmemBytes[static_cast<int>(t)]; }
+
 // Can this call run a wgmma tile? On a device (and build) that has wgmma.
 inline bool wgmma_runs(const Conv3x3Args& a) { return a.wgmma; }
+
+// Does the tile's shared memory fit what a block may have on this device? (A table measured
+// on an H100 may name 256x128, whose 136 KiB a compute capability 8.6/8.9 GPU's 99 KiB
+// cannot hold.)
+inline bool tile_fits(const Conv3x3Args& a, ImplicitGemmTile t) {
+  return a.smem_optin <= 0 || tile_smem_bytes(t) <= a.smem_optin;
+}
 
 // VGGKERN_IMPLICIT_GEMM_TILE, else the measured table, else the rule. a.C: as the kernel sees it.
 inline ImplicitGemmTile implicit_gemm_tile(const Conv3x3Args& a) {
@@ -135,7 +153,11 @@ inline ImplicitGemmTile implicit_gemm_tile(const Conv3x3Args& a) {
   const TunedTile* t = fp32 ? lookup(true) : nullptr;
   const bool same_dtype = t != nullptr || !fp32;
   if (t == nullptr) t = lookup(false);
-  if (t != nullptr) return is_wgmma(t->tile) && !(wgmma_runs(a) && same_dtype) ? mma_sync_twin(t->tile) : t->tile;
+  if (t != nullptr) {
+    const ImplicitGemmTile tile =
+        is_wgmma(t->tile) && !(wgmma_runs(a) && same_dtype) ? mma_sync_twin(t->tile) : t->tile;
+    if (tile_fits(a, tile)) return tile;
+  }
   return a.K <= 64 ? ImplicitGemmTile::m256n64 : ImplicitGemmTile::m128n128;
 }
 

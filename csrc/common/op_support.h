@@ -127,6 +127,16 @@ inline int sm_count_of(const at::Tensor& x) {
   return 132;
 }
 
+// The dynamic shared memory a block may opt in to on x's GPU (bytes); 0 for CPU tensors
+// (the emulator: no limit below what every tile needs).
+inline int64_t smem_optin_of(const at::Tensor& x) {
+#if VK_WITH_CUDA
+  if (x.is_cuda()) return device_attribute<cudaDevAttrMaxSharedMemoryPerBlockOptin>(x, "shared memory per block");
+#endif
+  (void)x;
+  return 0;
+}
+
 // Does x's device run implicit_gemm's wgmma tiles? They are built where
 // TORCH_CUDA_ARCH_LIST names 9.0a (VK_WGMMA) and run on compute capability 9.0 exactly
 // (H100/H200: an sm_90a binary runs nowhere else). The emulator runs them for CPU tensors.

@@ -119,6 +119,7 @@ at::Tensor run_tensor_core(const Conv3x3Algorithm& algorithm, const at::Tensor& 
                    y.data_ptr(), dtype, Layout::nhwc, N, Cp, H, W, K, relu, pool, nullptr};
   args.sm_count = sm_count_of(x);
   args.wgmma = wgmma_on(x);
+  args.smem_optin = smem_optin_of(x);
   // The plan (tile, split-K: conv3x3_implicit_gemm_plan.h), chosen once here for the
   // launch, and split-K's fp32 partial sums where it splits.
   const ImplicitGemmPlan plan = implicit_gemm_plan(args);
