@@ -65,9 +65,7 @@ def load(path):
     machine = data.get("machine_info", {})
     expect(isinstance(machine, dict), "['machine_info']", "an object")
     expect(isinstance(machine.get("vggkern_env", {}), dict), "['machine_info']['vggkern_env']", "an object")
-    rows = rows_of(data)
-    env = data.get("machine_info", {}).get("vggkern_env", {})
-    return data, rows, env
+    return data, rows_of(data), machine.get("vggkern_env", {})
 
 
 def timed(r):
@@ -164,8 +162,8 @@ def best_torch_and_ours(rows):
     none with a valid time) is left out."""
     groups = defaultdict(list)
     for r in rows:
-        groups[problem_key(r)].append(r)
-    groups = {k: [r for r in g if timed(r)] for k, g in groups.items()}
+        if timed(r):
+            groups[problem_key(r)].append(r)
     for g in groups.values():
         best = (min((r for r in g if r["impl"] == "torch"), key=lambda r: r["median_s"], default=None),
                 min((r for r in g if r["impl"] != "torch" and not is_sweep(r)), key=lambda r: r["median_s"],
@@ -362,17 +360,16 @@ def plot(rows, out_png):
     return True
 
 
-def same_gpu(old_path, new_path):
-    """Whether two results files were measured on the same GPU (by name)."""
-    return load(old_path)[2].get("gpu_name") == load(new_path)[2].get("gpu_name")
-
-
 def compare(old_path, new_path, threshold=0.05):
     """Rows present in both files, matched by case id. A regression: the new median is
     more than `threshold` slower AND the change exceeds the larger IQR (noise). Cases in
     only one file are listed by id (one timed before and gone now may have failed)."""
-    _, old, env_o = load(old_path)
-    _, new, env_n = load(new_path)
+    return _compare(old_path, load(old_path), new_path, load(new_path), threshold)
+
+
+def _compare(old_path, old_loaded, new_path, new_loaded, threshold):
+    _, old, env_o = old_loaded
+    _, new, env_n = new_loaded
     old_by = {r["id"]: r for r in old}
     new_ids = {r["id"] for r in new}
     lines = [f"# compare {os.path.basename(old_path)} → {os.path.basename(new_path)}", "",
@@ -445,12 +442,13 @@ def main(argv=None):
 
 def _main(args):
     if args.compare:
-        text, regressions = compare(*args.compare, threshold=args.threshold)
+        (old_path, new_path), (old, new) = args.compare, [load(p) for p in args.compare]
+        text, regressions = _compare(old_path, old, new_path, new, args.threshold)
         print(text)
         if args.md:
             with open(args.md, "w") as f:
                 f.write(text + "\n")
-        if args.fail_on_regression and not same_gpu(*args.compare):
+        if args.fail_on_regression and old[2].get("gpu_name") != new[2].get("gpu_name"):
             print("report: --fail-on-regression needs two files from the same GPU (timings on different "
                   "GPUs are not comparable)", file=sys.stderr)
             return 2

@@ -104,8 +104,11 @@ def auto_table(rows) -> list[dict]:
 def c_string(text: str) -> str:
     """text as the body of a C++ string literal (and a one-line comment): printable ASCII as
     it is, but for an escaped quote and backslash; every other byte of its UTF-8 in octal."""
-    return "".join(chr(b) if 32 <= b < 127 and chr(b) not in '"\\' else
-                   ("\\" + chr(b) if chr(b) in '"\\' else f"\\{b:03o}") for b in text.encode("utf-8", "replace"))
+    def byte(b):
+        c = chr(b)
+        return "\\" + c if c in '"\\' else c if 32 <= b < 127 else f"\\{b:03o}"
+
+    return "".join(byte(b) for b in text.encode("utf-8", "replace"))
 
 
 def render_header(tiles, autos, source: str) -> str:

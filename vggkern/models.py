@@ -213,11 +213,11 @@ def from_torchvision(model: nn.Module, algo: str = "auto") -> VGG:
     MaxPool2x2 for each max-pool, as ``convert`` replaces them; the rest as they are), so
     the same state_dict, the training mode of each of ``model``'s modules (a
     train()-mode model with frozen eval() BatchNorms stays so) and the hooks registered
-    on ``model`` and on its modules (a hooked layer stays unconverted, as in ``convert``). Its ``features`` fuses
-    each conv with the BatchNorm (in eval mode, folded into the weights), ReLU and
-    max-pool after it when run on vggkern's kernels. A subclass of torchvision's VGG with
-    its own forward is refused (ours runs torchvision's: features, avgpool, flatten,
-    classifier).
+    on ``model`` and on its modules (a hooked layer stays unconverted, as in
+    ``convert``). Its ``features`` fuses each conv with the BatchNorm (in eval mode,
+    folded into the weights), ReLU and max-pool after it when run on vggkern's kernels. A
+    subclass of torchvision's VGG with its own forward is refused (ours runs
+    torchvision's: features, avgpool, flatten, classifier).
     """
     import torchvision.models as tvm
 
