@@ -114,6 +114,28 @@ def test_non_contiguous_input(make_view, dtype, device):
     assert_identical(vggkern.maxpool2x2(x).cpu(), reference(x.cpu()))
 
 
+@pytest.mark.parametrize("offset", [1, 2], ids=["offset1", "offset2"])
+@pytest.mark.parametrize("dtype", DTYPES, ids=str)
+@pytest.mark.parametrize("channels_last", [False, True], ids=["nchw", "nhwc"])
+def test_contiguous_views_at_unaligned_storage_offsets(offset, dtype, channels_last, device):
+    """A view that is contiguous (in its memory format) but starts 1 or 2 elements into its
+    storage is read in place, not copied, so x is not 16-byte (or not 8-byte) aligned: the
+    dispatch must then leave the 16- and 8-byte vector loads for narrower ones (a vector
+    load from a misaligned address faults on a GPU; the emulator fails it the same way).
+    The shape would otherwise take the widest path (W % 8 == 0, C % 8 == 0)."""
+    n, c, h, w = 2, 16, 6, 16
+    base = torch.randn(n * c * h * w + offset).to(dtype).to(device)
+    if channels_last:
+        x = base[offset:].view(n, h, w, c).permute(0, 3, 1, 2)
+        assert x.is_contiguous(memory_format=torch.channels_last)
+    else:
+        x = base[offset:].view(n, c, h, w)
+    assert x.data_ptr() % 16 != 0
+    y = vggkern.maxpool2x2(x)
+    assert y.is_contiguous(memory_format=torch.channels_last if channels_last else torch.contiguous_format)
+    assert_identical(y.cpu(), reference(x.cpu()))
+
+
 def test_indices_beyond_32_bits():
     """A 4.3 GiB fp16 input: offsets pass 2**31, so the kernel's 64-bit path runs."""
     H, W = 65536, 32776
@@ -135,6 +157,21 @@ def test_int64_index_variant(channels_last, device, monkeypatch):
     for shape in [(2, 8, 16, 16), (1, 12, 6, 12), (2, 3, 7, 9)]:
         x = random_input(shape, torch.float16, device, channels_last)
         assert_identical(vggkern.maxpool2x2(x).cpu(), reference(x.cpu()))
+
+
+@pytest.mark.parametrize("channels_last", [False, True], ids=["nchw", "nhwc"])
+def test_grid_stride_loop(channels_last, device, monkeypatch):
+    # Past 2^20 blocks (2^28 work items) a thread takes several items, a grid apart: the
+    # grid capped at 1 or 3 blocks (VGGKERN_MAX_GRID_BLOCKS) runs that loop here, for every
+    # vector width, a cap that divides the items and one that does not.
+    for blocks in ("1", "3"):
+        monkeypatch.setenv("VGGKERN_MAX_GRID_BLOCKS", blocks)
+        for shape in [(2, 8, 16, 16), (1, 12, 6, 12), (2, 3, 7, 9), (3, 17, 57, 31)]:
+            x = random_input(shape, torch.float16, device, channels_last)
+            assert_identical(vggkern.maxpool2x2(x).cpu(), reference(x.cpu()))
+    monkeypatch.setenv("VGGKERN_MAX_GRID_BLOCKS", "0")
+    with pytest.raises(ValueError, match="VGGKERN_MAX_GRID_BLOCKS must be an integer from 1 to 1048576, got '0'"):
+        vggkern.maxpool2x2(random_input((1, 1, 2, 2), torch.float16, device))
 
 
 @pytest.mark.parametrize("channels_last", [False, True], ids=["nchw", "nhwc"])

@@ -3,7 +3,10 @@
 #pragma once
 
 #include <cstddef>
+#include <cstdint>
 #include <cstdlib>
+#include <stdexcept>
+#include <string>
 
 namespace vk {
 
@@ -23,6 +26,22 @@ struct LaunchGeometry {
 inline bool force_int64_index() {
   const char* e = std::getenv("VGGKERN_FORCE_INT64_INDEX");
   return e != nullptr && e[0] == '1';
+}
+
+// Testing aid: VGGKERN_MAX_GRID_BLOCKS=B caps the grid of the grid-stride kernels
+// (maxpool2x2) at B blocks instead of 2^20, which only inputs past 2^28 work items reach, so
+// tests run the loop's later trips at small sizes. Read per launch; anything but an integer
+// from 1 to 2^20 is an error naming the variable.
+inline int64_t grid_stride_max_blocks() {
+  constexpr int64_t kMax = int64_t(1) << 20;
+  const char* e = std::getenv("VGGKERN_MAX_GRID_BLOCKS");
+  if (e == nullptr || e[0] == '\0') return kMax;
+  char* end = nullptr;
+  const long long v = std::strtoll(e, &end, 10);
+  if (*end != '\0' || v < 1 || v > kMax)
+    throw std::invalid_argument(std::string("vggkern: VGGKERN_MAX_GRID_BLOCKS must be an integer from 1 to 1048576, "
+                                            "got '") + e + "'");
+  return v;
 }
 
 inline unsigned ceil_div_u32(long long a, long long b) { return static_cast<unsigned>((a + b - 1) / b); }

@@ -16,8 +16,8 @@ namespace vk {
 inline LaunchGeometry maxpool2x2_geometry(int64_t items) {
   LaunchGeometry g;
   g.block.x = 256;
-  // Beyond 2^20 blocks the grid-stride loop takes over.
-  g.grid.x = static_cast<unsigned>(std::max<int64_t>(1, std::min<int64_t>((items + 255) / 256, int64_t(1) << 20)));
+  // Beyond 2^20 blocks (or VGGKERN_MAX_GRID_BLOCKS: tests) the grid-stride loop takes over.
+  g.grid.x = static_cast<unsigned>(std::max<int64_t>(1, std::min<int64_t>((items + 255) / 256, grid_stride_max_blocks())));
   return g;
 }
 
