@@ -102,6 +102,7 @@ at::Tensor run_tensor_core(const Conv3x3Algorithm& algorithm, const at::Tensor& 
     if (!aligned_to(xc.const_data_ptr(), 16)) xc = xc.clone(at::MemoryFormat::ChannelsLast);
   } else {  // one pass over x whatever its layout (not a layout copy, then a padded one)
     xc = at::empty({N, Cp, H, W}, x.options().memory_format(at::MemoryFormat::ChannelsLast));
+    poison_output(xc);  // NaN until written (emulator): padding left unzeroed would reach every output
     xc.narrow(1, C, Cp - C).zero_();
     xc.narrow(1, 0, C).copy_(x);
   }
