@@ -28,11 +28,21 @@ def test_tiles_and_stores(n, c, k, h, w, relu, pool, device):
     _check(vggkern.conv3x3(x, wt, b, relu=relu, pool=pool, algo=ALGO), x, wt, b, relu, pool, algo=ALGO)
 
 
+# NaN and Inf as torch has them, through every epilogue: the fused one of mma.sync's tiles,
+# of wgmma's (wg128x128) and of wgmma_t's transposed accumulators (wg256x64), and split-K's
+# reduction kernel (forced S). x[0, 3, 6, 7]'s NaN covers rows 5-7 of the conv output, so
+# the pool windows of rows 4-5 hold a NaN beside three finite values: the max must keep it
+# (torch's rule; fmaxf drops it). b[4]'s NaN fills channel 4: ReLU(NaN) is NaN, not 0.
 @pytest.mark.parametrize("device", DEVICES)
-@pytest.mark.parametrize("relu,pool", [(False, False), (True, True)])
-def test_nan_inf_propagate_like_torch(relu, pool, device):
+@pytest.mark.parametrize("tile,split", [("", ""), ("", "3"), ("wg128x128", ""), ("wg256x64", "")])
+@pytest.mark.parametrize("relu,pool", [(False, False), (True, False), (True, True)])
+def test_nan_inf_propagate_like_torch(relu, pool, tile, split, device, monkeypatch):
+    _skip_without_wgmma(tile, device)
+    monkeypatch.setenv("VGGKERN_IMPLICIT_GEMM_TILE", tile)
+    monkeypatch.setenv("VGGKERN_IMPLICIT_GEMM_SPLIT_K", split)
     x, w, b = _inputs(2, 8, 16, 11, 13, torch.float16, device, channels_last=True, seed=3)
     x[0, 1, 0, 0] = float("nan")
+    x[0, 3, 6, 7] = float("nan")
     x[1, 0, 4, 12] = float("inf")
     x[1, 2, 9, 2] = float("-inf")
     b[4] = float("nan")
@@ -178,6 +188,20 @@ def test_split_k(split, tile, k, relu, pool, device, monkeypatch):
     monkeypatch.setenv("VGGKERN_IMPLICIT_GEMM_TILE", tile)
     x, w, b = _inputs(2, 40, k, 9, 11, torch.float16, device, channels_last=True, seed=k + int(split))
     _check(vggkern.conv3x3(x, w, b, relu=relu, pool=pool, algo=ALGO), x, w, b, relu, pool, algo=ALGO)
+
+
+# A forced S that does not divide the K slices: ceil(slices / S) slices per split, and only
+# the splits those fill (C = 40 in fp16: 12 slices; S = 5 would leave a fifth split with
+# none, a block of zeros and S x M x K more workspace), never more splits than slices.
+@pytest.mark.parametrize("forced,splits,per_split", [("5", 4, 3), ("7", 6, 2), ("12", 12, 1), ("64", 12, 1)])
+def test_split_k_leaves_no_split_empty(forced, splits, per_split, monkeypatch):
+    from vggkern import _C
+
+    monkeypatch.setenv("VGGKERN_IMPLICIT_GEMM_SPLIT_K", forced)
+    plan = _C.implicit_gemm_plan(2, 40, 9, 11, 40, 2, True, 132)
+    assert plan["slices"] == 12
+    assert (plan["splits"], plan["slices_per_split"]) == (splits, per_split)
+    assert plan["blocks"] == plan["m_tiles"] * plan["k_blocks"] * splits
 
 
 @pytest.mark.parametrize("device", DEVICES)
@@ -359,6 +383,11 @@ def test_float32_tf32_rounds_its_inputs(rounded):
     want = torch.nn.functional.conv2d(_round_tf32(x).double(), _round_tf32(w).double(), padding=1)
     assert torch.equal(y.double(), want)
     assert not torch.equal(want, torch.nn.functional.conv2d(x.double(), w.double(), padding=1))
+    # A float32 weight already laid out as the kernels read it ((K, 3, 3, C) dense, C a
+    # multiple of 8, aligned: what a 16-bit weight is used as) is still rounded.
+    w_cl = w.contiguous(memory_format=torch.channels_last)
+    assert w_cl.permute(0, 2, 3, 1).is_contiguous() and w_cl.data_ptr() % 16 == 0
+    assert torch.equal(vggkern.conv3x3(x, w_cl, algo=ALGO, allow_tf32=True).double(), want)
     # The test's helper rounds as cvt.rna: 10 mantissa bits, ties away from zero.
     t = torch.tensor([1 + 2.0 ** -11, -(1 + 2.0 ** -11), 1 + 2.0 ** -12, 1 + 3 * 2.0 ** -12, 3.0, float("inf"),
                       float("nan")])
