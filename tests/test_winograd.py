@@ -147,8 +147,12 @@ def test_pre_transformed_weight(algo, dtype, device):
 def test_pool_odd_sizes(algo, device):
     # Partial tiles at the border under the pool: the last pooled row/column of an odd
     # H/W lies in a tile whose other half is outside the image (F(4x4): windows at every
-    # position inside a tile).
-    for i, (n, c, k, h, w) in enumerate([(1, 5, 9, 7, 9), (2, 3, 33, 5, 11), (1, 8, 6, 15, 3), (1, 4, 4, 3, 17)]):
+    # position inside a tile). NCHW with W % 4 == 0 (i = 4, 6): F(4x4) stores a tile's pooled
+    # row as one vector, and a tile's second pooled row at an odd H's last row (no window)
+    # must not be stored.
+    shapes = [(1, 5, 9, 7, 9), (2, 3, 33, 5, 11), (1, 8, 6, 15, 3), (1, 4, 4, 3, 17), (2, 3, 8, 7, 8),
+              (1, 6, 5, 5, 12), (1, 6, 40, 9, 4)]
+    for i, (n, c, k, h, w) in enumerate(shapes):
         for dtype in (torch.float32, torch.bfloat16):
             x, wt, b = _inputs(n, c, k, h, w, dtype, device, seed=50 + i, channels_last=i % 2 == 1)
             _check(vggkern.conv3x3(x, wt, b, relu=True, pool=True, algo=algo), x, wt, b, True, True, algo=algo)
