@@ -40,11 +40,15 @@
 // fp16 2x); NHWC 8-channel vectors 2x, where single elements (the previous epilogue, and
 // still K % 8 != 0) cost 8x (fp32) / 16x (fp16): 4x / 8x fewer store sectors per output.
 // Predicted to matter little (the kernel is FMA-bound: ~288 C FMAs per thread against 32
-// stores), not measured. Registers (ptxas, sm_90a): 102 for fp32 int32 (2 blocks/SM).
+// stores), not measured. Registers (ptxas, nvcc 13, sm_90a): 80 for int32 offsets (3 blocks/SM
+// by registers; 102 and 2 blocks/SM before masked lanes formed offset 0, which also
+// ended nvcc hoisting the epilogue's addresses), 108-112 for int64. No spills.
 // Addressing is by element strides, so NCHW and NHWC (channels_last) share one
 // instantiation per (element type, index type); the load order of the staging loop
 // follows the layout (W fastest for NCHW, C fastest for NHWC) to keep loads coalesced.
-// Index is int32 when every offset of x, weight and y fits, else int64.
+// Index is int32 when every offset of x, weight and y fits, else int64. A lane whose
+// access is masked off (halo, past C, K, H or W) forms offset 0, so every offset formed,
+// not only every one dereferenced, lies inside its tensor (no int32 overflow).
 // Measurement: pending a GPU session (see benchmarks/).
 #pragma once
 
@@ -150,7 +154,8 @@ __global__ void __launch_bounds__(256)
       }
       const Index c = c0 + cc, h = h0 + r - 1, ww = w0 + s - 1;
       const bool inside = c < p.C && h >= 0 && h < p.H && ww >= 0 && ww < p.W;
-      const float v = to_float(ld_global(xn + (c * p.xs_c + h * p.xs_h + ww * p.xs_w), inside));
+      const Index off = inside ? c * p.xs_c + h * p.xs_h + ww * p.xs_w : 0;  // masked: no offset past x
+      const float v = to_float(ld_global(xn + off, inside));
       st_shared(s_in + cc * L::kInPlane + r * L::kInStride + s, v);
     }
     // Stage the weights tap-major: s_w row (cc * 9 + tap), the block's K innermost. A warp
@@ -162,7 +167,8 @@ __global__ void __launch_bounds__(256)
       const int row = group % (L::kWRows / 8) * 8 + lane / 4, kk = group / (L::kWRows / 8) * 4 + lane % 4;
       const int cc = row / 9, tap = row % 9;
       const Index k = k0 + kk, c = c0 + cc;
-      const float v = to_float(ld_global(w + ((k * p.C + c) * 9 + tap), k < p.K && c < p.C));
+      const bool inside = k < p.K && c < p.C;
+      const float v = to_float(ld_global(w + (inside ? (k * p.C + c) * 9 + tap : 0), inside));
       st_shared(s_w + (cc * 9 + tap) * L::kWStride + kk, v);
     }
     __syncthreads();
@@ -221,13 +227,16 @@ __global__ void __launch_bounds__(256)
     for (int k = 0; k < L::kThreadK; ++k)
       m[k] = max_step(max_step(max_step(acc[k][0][0], acc[k][0][1]), acc[k][1][0]), acc[k][1][1]);
     const bool inside = h + 1 < p.H && ww + 1 < p.W;
-    T* const yp = yn + (h / 2) * p.ys_h + (ww / 2) * p.ys_w;
+    T* const yp = yn + (inside ? (h / 2) * p.ys_h + (ww / 2) * p.ys_w : 0);
     if (p.store == kDirectStoreChannels) {
-      store_channels8(yp + kk0, m, inside && kk0 < p.K);
+      const bool active = inside && kk0 < p.K;
+      store_channels8(yp + (active ? kk0 : 0), m, active);
     } else {
 #pragma unroll
-      for (int k = 0; k < L::kThreadK; ++k)
-        st_global(yp + (kk0 + k) * p.ys_k, from_float<T>(m[k]), inside && kk0 + k < p.K);
+      for (int k = 0; k < L::kThreadK; ++k) {
+        const bool active = inside && kk0 + k < p.K;
+        st_global(yp + (active ? (kk0 + k) * p.ys_k : 0), from_float<T>(m[k]), active);
+      }
     }
   } else if (p.store == kDirectStoreChannels) {
 #pragma unroll
@@ -237,7 +246,8 @@ __global__ void __launch_bounds__(256)
         float v[L::kThreadK];
 #pragma unroll
         for (int k = 0; k < L::kThreadK; ++k) v[k] = acc[k][i][j];
-        store_channels8(yn + (h + i) * p.ys_h + (ww + j) * p.ys_w + kk0, v, h + i < p.H && ww + j < p.W && kk0 < p.K);
+        const bool active = h + i < p.H && ww + j < p.W && kk0 < p.K;
+        store_channels8(yn + (active ? (h + i) * p.ys_h + (ww + j) * p.ys_w + kk0 : 0), v, active);
       }
   } else if (p.store == kDirectStoreColumnPairs) {
 #pragma unroll
@@ -247,8 +257,9 @@ __global__ void __launch_bounds__(256)
         Vec<T, 2> v;
         v.v[0] = from_float<T>(acc[k][i][0]);
         v.v[1] = from_float<T>(acc[k][i][1]);
-        st_global(reinterpret_cast<Vec<T, 2>*>(yn + (kk0 + k) * p.ys_k + (h + i) * p.ys_h + ww), v,
-                  h + i < p.H && ww < p.W && kk0 + k < p.K);
+        const bool active = h + i < p.H && ww < p.W && kk0 + k < p.K;
+        st_global(reinterpret_cast<Vec<T, 2>*>(yn + (active ? (kk0 + k) * p.ys_k + (h + i) * p.ys_h + ww : 0)), v,
+                  active);
       }
   } else {
 #pragma unroll
@@ -256,9 +267,11 @@ __global__ void __launch_bounds__(256)
 #pragma unroll
       for (int i = 0; i < 2; ++i)
 #pragma unroll
-        for (int j = 0; j < 2; ++j)
-          st_global(yn + (kk0 + k) * p.ys_k + (h + i) * p.ys_h + (ww + j) * p.ys_w, from_float<T>(acc[k][i][j]),
-                    h + i < p.H && ww + j < p.W && kk0 + k < p.K);
+        for (int j = 0; j < 2; ++j) {
+          const bool active = h + i < p.H && ww + j < p.W && kk0 + k < p.K;
+          st_global(yn + (active ? (kk0 + k) * p.ys_k + (h + i) * p.ys_h + (ww + j) * p.ys_w : 0),
+                    from_float<T>(acc[k][i][j]), active);
+        }
   }
 }
 

@@ -96,8 +96,8 @@
 // bytes per 128 clocks, with (256 + 64) x 32 bytes of cp.async: an 80% cap (mma.sync 256 x
 // 64: 62%). Each thread then holds D^T (channels 16w + g (+8), pixels 8j + 2t (+1)); the
 // epilogue stores single floats into the same [pixel][channel] tile, rows kBN + 4 floats
-// apart so a warp's 32 stores (rows 2t, 8 channels) hit 32 banks. 5 stages (100 KiB), 201
-// registers (205 with 64-bit offsets), 137 instructions per slice per warp around 2
+// apart so a warp's 32 stores (rows 2t, 8 channels) hit 32 banks. 5 stages (100 KiB), 203
+// registers (204-206 with 64-bit offsets), 137 instructions per slice per warp around 2
 // HGMMA.64x256x16 (54% issue share).
 // wgmma with two warpgroups (tile wg128x256, for VGG's K >= 256 layers, 69% of its conv
 // FLOPs): each warpgroup one m64n256k16 per k-step on its 64 of the 128 rows, the B rows
@@ -496,7 +496,8 @@ __global__ void __launch_bounds__(32 * kWarpsM * kWarpsN,
 #pragma unroll
         for (int i = 0; i < 4; ++i) {
           const Index m = m0 + 8 * j + 2 * t + i % 2, k = k0 + 16 * warp + g + 8 * (i / 2);
-          st_global(part + (m * p.K + k), dt[4 * j + i], m < p.M && k < p.K);
+          const bool active = m < p.M && k < p.K;
+          st_global(part + (active ? m * p.K + k : 0), dt[4 * j + i], active);
         }
     } else {
 #pragma unroll
@@ -586,7 +587,10 @@ __global__ void __launch_bounds__(32 * kWarpsM * kWarpsN,
       for (int j = 0; j < 8; ++j) out.v[j] = from_float<T>(v[j]);
       st_global(reinterpret_cast<Vec<T, 8>*>(dst), out, inside);
     } else {
-      for (int j = 0; j < 8; ++j) st_global(dst + j, from_float<T>(v[j]), inside && k + j < p.K);
+      for (int j = 0; j < 8; ++j) {
+        const bool active = inside && k + j < p.K;
+        st_global(dst + (active ? j : 0), from_float<T>(v[j]), active);
+      }
     }
   };
   // Every thread makes the same number of passes (the tile divides by the block) and
@@ -598,7 +602,8 @@ __global__ void __launch_bounds__(32 * kWarpsM * kWarpsN,
       const Index k = k0 + grp * 8;
       float v[8];
       read8(m, grp, v);
-      store8(y + (m0 + m) * p.K + k, k, v, m0 + m < p.M && k < p.K);
+      const bool inside = m0 + m < p.M && k < p.K;
+      store8(y + (inside ? (m0 + m) * p.K + k : 0), k, v, inside);
     }
   } else {  // rows 4q .. 4q+3 are pooled pixel m0/4 + q's window, in torch's order
     for (int idx = tid; idx < L::kBM / 4 * kGroups; idx += L::kThreads) {
@@ -612,7 +617,8 @@ __global__ void __launch_bounds__(32 * kWarpsM * kWarpsN,
 #pragma unroll
         for (int j = 0; j < 8; ++j) v[j] = max_step(v[j], u[j]);
       }
-      store8(y + (m0 / 4 + q) * p.K + k, k, v, m0 + 4 * q < p.M && k < p.K);
+      const bool inside = m0 + 4 * q < p.M && k < p.K;
+      store8(y + (inside ? (m0 / 4 + q) * p.K + k : 0), k, v, inside);
     }
   }
 }

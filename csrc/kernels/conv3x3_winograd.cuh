@@ -60,7 +60,7 @@
 // So the fused kernel should win at this shape by ~1.5x over a split pipeline with the
 // same GEMM; the GEMM itself (CUDA cores, 64 accumulators per thread, 1 shared-memory
 // float4 per 16 fmaf) is the part to tune once measured.
-// Resources (nvcc 13, sm_90, -O3): F(2x2) 121-128 registers, F(4x4) 165-168, no spills,
+// Resources (nvcc 13, sm_90, -O3): F(2x2) 121-127 registers, F(4x4) 151-167, no spills,
 // no stack frame (the transform coefficients fold); so F(2x2) runs 2 blocks (16 warps)
 // per SM, F(4x4) 1 block (9 warps) + 94 KiB of shared memory (F(2x2): 74 KiB). Capping
 // F(4x4) at 2 blocks (__launch_bounds__(288, 2)) spills 300-580 bytes per thread:
@@ -215,13 +215,21 @@ __global__ void __launch_bounds__(Conv3x3WinogradTiling<M>::kThreads)
         const Index th = rest % p.tiles_h, n = rest / p.tiles_h;
         const Index h0 = th * M - 1, w0 = tw * M - 1;
         const T* xc = x + n * p.xs_n + c * p.xs_c;
+        // The tile's rows and columns with their offsets; 0 outside the image, so a masked
+        // load forms no offset past x (a select per row and column, not per element).
+        Index row_off[a], col_off[a];
+        bool row_in[a], col_in[a];
+#pragma unroll
+        for (int j = 0; j < a; ++j) {
+          const Index h = h0 + j, ww = w0 + j;
+          row_in[j] = h >= 0 && h < p.H, col_in[j] = ww >= 0 && ww < p.W;
+          row_off[j] = row_in[j] ? h * p.xs_h : 0, col_off[j] = col_in[j] ? ww * p.xs_w : 0;
+        }
 #pragma unroll
         for (int rr = 0; rr < a; ++rr)
 #pragma unroll
-          for (int ss = 0; ss < a; ++ss) {
-            const Index h = h0 + rr, ww = w0 + ss;
-            d[rr][ss] = to_float(ld_global(xc + (h * p.xs_h + ww * p.xs_w), h >= 0 && h < p.H && ww >= 0 && ww < p.W));
-          }
+          for (int ss = 0; ss < a; ++ss)
+            d[rr][ss] = to_float(ld_global(xc + (row_off[rr] + col_off[ss]), row_in[rr] && col_in[ss]));
       } else {
 #pragma unroll
         for (int rr = 0; rr < a; ++rr)
@@ -239,7 +247,8 @@ __global__ void __launch_bounds__(Conv3x3WinogradTiling<M>::kThreads)
     for (int i = tid; i < CC * P * BK; i += L::kThreads) {
       const int kk = i % BK, rest = i / BK, cc = rest % CC, pp = rest / CC;
       const Index c = c0 + cc, k = k0 + kk;
-      st_shared(s_u + (cc * P + pp) * L::kUStride + kk, ld_global(u + ((pp * p.C + c) * p.K + k), c < p.C && k < p.K));
+      const bool inside = c < p.C && k < p.K;
+      st_shared(s_u + (cc * P + pp) * L::kUStride + kk, ld_global(u + (inside ? (pp * p.C + c) * p.K + k : 0), inside));
     }
     __syncthreads();
 
@@ -323,12 +332,14 @@ __global__ void __launch_bounds__(Conv3x3WinogradTiling<M>::kThreads)
           Vec<T, M / 2> v;
 #pragma unroll
           for (int pc = 0; pc < M / 2; ++pc) v.v[pc] = from_float<T>(m[pr][pc]);
-          st_global(reinterpret_cast<Vec<T, M / 2>*>(yk + (h / 2) * p.ys_h + w0 / 2), v, h + 1 < p.H);
+          const bool active = h + 1 < p.H;
+          st_global(reinterpret_cast<Vec<T, M / 2>*>(yk + (active ? (h / 2) * p.ys_h + w0 / 2 : 0)), v, active);
         } else {
 #pragma unroll
           for (int pc = 0; pc < M / 2; ++pc) {
             const Index ww = w0 + 2 * pc;
-            st_global(yk + ((h / 2) * p.ys_h + (ww / 2) * p.ys_w), from_float<T>(m[pr][pc]), h + 1 < p.H && ww + 1 < p.W);
+            const bool active = h + 1 < p.H && ww + 1 < p.W;
+            st_global(yk + (active ? (h / 2) * p.ys_h + (ww / 2) * p.ys_w : 0), from_float<T>(m[pr][pc]), active);
           }
         }
       }
@@ -338,14 +349,17 @@ __global__ void __launch_bounds__(Conv3x3WinogradTiling<M>::kThreads)
         Vec<T, M> v;
 #pragma unroll
         for (int ss = 0; ss < M; ++ss) v.v[ss] = from_float<T>(o[rr][ss]);
-        st_global(reinterpret_cast<Vec<T, M>*>(yk + (h0 + rr) * p.ys_h + w0), v, h0 + rr < p.H);
+        const bool active = h0 + rr < p.H;
+        st_global(reinterpret_cast<Vec<T, M>*>(yk + (active ? (h0 + rr) * p.ys_h + w0 : 0)), v, active);
       }
     } else {
 #pragma unroll
       for (int rr = 0; rr < M; ++rr)
 #pragma unroll
-        for (int ss = 0; ss < M; ++ss)
-          st_global(yk + ((h0 + rr) * p.ys_h + (w0 + ss) * p.ys_w), from_float<T>(o[rr][ss]), h0 + rr < p.H && w0 + ss < p.W);
+        for (int ss = 0; ss < M; ++ss) {
+          const bool active = h0 + rr < p.H && w0 + ss < p.W;
+          st_global(yk + (active ? (h0 + rr) * p.ys_h + (w0 + ss) * p.ys_w : 0), from_float<T>(o[rr][ss]), active);
+        }
     }
   }
 }
