@@ -468,3 +468,30 @@ def test_a_tables_file_that_is_not_json_is_named(tmp_path):
         with pytest.raises(ValueError, match=f"set_tuned_tables: {bad}: not a JSON file"):
             vggkern.set_tuned_tables(str(bad))
         assert vggkern.tuned_tables() == before
+
+
+def test_a_batch_equally_far_from_two_entries_takes_the_larger():
+    """Nearest batch by ratio, ties to the larger (conv3x3_tuning.h): N = 4 is as far from
+    an entry measured at N = 2 as from one at N = 8 (a factor 2 each way), so the N = 8
+    entry decides, whichever order the table lists them in; N = 3 is nearer 2."""
+    import torch
+    import vggkern
+    from vggkern import _C
+
+    layer = {"C": 64, "K": 64, "H": 8, "W": 8, "pool": False}
+    tiles = [dict(layer, N=2, tile="128x64", tf32=False), dict(layer, N=8, tile="256x128", tf32=False)]
+    autos = [dict(layer, dtype="float16", channels_last=True, N=2, algo="direct"),
+             dict(layer, dtype="float16", channels_last=True, N=8, algo="implicit_gemm")]
+
+    def x(n):
+        return torch.empty(n, 64, 8, 8, dtype=torch.float16).contiguous(memory_format=torch.channels_last)
+
+    try:
+        for order in (slice(None), slice(None, None, -1)):
+            vggkern.set_tuned_tables({"source": "test", "tiles": tiles[order], "auto": autos[order]})
+            assert _C.implicit_gemm_plan(4, 64, 8, 8, 64, 2, False, 132)["tile"] == "256x128"
+            assert _C.implicit_gemm_plan(3, 64, 8, 8, 64, 2, False, 132)["tile"] == "128x64"
+            assert vggkern.resolve_algo(x(4), 64) == "implicit_gemm"
+            assert vggkern.resolve_algo(x(3), 64) == "direct"
+    finally:
+        vggkern.set_tuned_tables(None)
