@@ -43,6 +43,7 @@
 
 #include "args.h"
 #include "conv3x3_tables.h"
+#include "launch_geometry.h"
 
 namespace vk {
 
@@ -182,9 +183,7 @@ inline ImplicitGemmPlan implicit_gemm_plan(const Conv3x3Args& a, ImplicitGemmTil
   int64_t splits = 1;
   const char* forced = std::getenv("VGGKERN_IMPLICIT_GEMM_SPLIT_K");
   if (forced != nullptr && forced[0] != '\0') {
-    char* end = nullptr;
-    splits = std::strtoll(forced, &end, 10);
-    if (*end != '\0' || splits < 1 || splits > 64)
+    if (!parse_integer(forced, 1, 64, splits))
       throw std::invalid_argument(std::string("vggkern.conv3x3: VGGKERN_IMPLICIT_GEMM_SPLIT_K must be an integer in "
                                               "[1, 64], got '") + forced + "'");
   } else {

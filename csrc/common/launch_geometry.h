@@ -2,6 +2,7 @@
 // function that computes it, and both backends launch with exactly that.
 #pragma once
 
+#include <cerrno>
 #include <cstddef>
 #include <cstdint>
 #include <cstdlib>
@@ -20,6 +21,18 @@ struct LaunchGeometry {
   size_t smem_bytes = 0;  // dynamic shared memory
 };
 
+// s as a whole decimal integer in [lo, hi] (into out), else false: the integer
+// environment variables' parse (VGGKERN_MAX_GRID_BLOCKS, VGGKERN_IMPLICIT_GEMM_SPLIT_K,
+// the emulator's settings); each caller words its own error.
+inline bool parse_integer(const char* s, int64_t lo, int64_t hi, int64_t& out) {
+  errno = 0;
+  char* end = nullptr;
+  const long long v = std::strtoll(s, &end, 10);
+  if (errno != 0 || end == s || *end != '\0' || v < lo || v > hi) return false;
+  out = v;
+  return true;
+}
+
 // Testing aid: VGGKERN_FORCE_INT64_INDEX=1 makes every dispatcher pick its int64-offset
 // kernel variant (normally used only from 2^31 elements on), so tests reach it at small
 // sizes. Read per launch, since tests toggle it; a getenv is noise next to a launch.
@@ -35,10 +48,8 @@ inline bool force_int64_index() {
 inline int64_t grid_stride_max_blocks() {
   constexpr int64_t kMax = int64_t(1) << 20;
   const char* e = std::getenv("VGGKERN_MAX_GRID_BLOCKS");
-  if (e == nullptr || e[0] == '\0') return kMax;
-  char* end = nullptr;
-  const long long v = std::strtoll(e, &end, 10);
-  if (*end != '\0' || v < 1 || v > kMax)
+  int64_t v = kMax;
+  if (e != nullptr && e[0] != '\0' && !parse_integer(e, 1, kMax, v))
     throw std::invalid_argument(std::string("vggkern: VGGKERN_MAX_GRID_BLOCKS must be an integer from 1 to 1048576, "
                                             "got '") + e + "'");
   return v;

@@ -21,6 +21,7 @@
 #include <unordered_map>
 #include <vector>
 
+#include "../common/launch_geometry.h"
 #include "simt_emu.h"
 
 // Fibers switch with a few lines of assembly on x86-64, with ucontext elsewhere (or
@@ -81,10 +82,8 @@ vk_emu_switch:
 long env_integer(const char* name, long fallback, long lo, long hi) {
   const char* env = std::getenv(name);
   if (env == nullptr || *env == '\0') return fallback;
-  errno = 0;
-  char* end = nullptr;
-  const long v = std::strtol(env, &end, 10);
-  if (errno != 0 || end == env || *end != '\0' || v < lo || v > hi)
+  int64_t v = 0;
+  if (!parse_integer(env, lo, hi, v))
     throw std::runtime_error(std::string("vggkern emulator: ") + name + " must be an integer from " +
                              std::to_string(lo) + " to " + std::to_string(hi) + ", got '" + env + "'");
   return v;
