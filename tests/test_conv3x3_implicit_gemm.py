@@ -589,7 +589,7 @@ def test_module_prepares_the_weight_for_what_auto_runs(monkeypatch):
     monkeypatch.setattr(ops, "resolve_algo", lambda *a, **k: "implicit_gemm")
     with vggkern.cpu_backend("emulator"), torch.no_grad():
         y = m(x)
-    assert m._weight_cache is not None and m._weight_cache[2].is_contiguous(memory_format=torch.channels_last)
+    assert m._weight_cache is not None and torch.equal(m._weight_cache[2], vggkern.tensor_core_weight(m.weight))
     assert m._weight_cache[0][0] == "implicit_gemm"  # (key, weak references, weight, bias)
     _check(y, x, m.weight, m.bias, True, False, algo=ALGO)
 

@@ -14,7 +14,7 @@ __version__ = "0.1.0"
 import torch  # noqa: F401  (loads libtorch, which _C links against)
 
 from . import _C  # noqa: F401  (registers torch.ops.vggkern.*)
-from .ops import algorithms, conv3x3, maxpool2x2, resolve_algo, winograd_weight  # noqa: E402
+from .ops import algorithms, conv3x3, maxpool2x2, resolve_algo, tensor_core_weight, winograd_weight  # noqa: E402
 from .backend import cpu_backend, get_cpu_backend, set_cpu_backend  # noqa: E402
 from .tuning import set_tuned_tables, tuned_tables  # noqa: E402
 from . import nn  # noqa: E402
@@ -23,7 +23,8 @@ from .convert import ConvertReport, convert  # noqa: E402
 from .models import (VGG, from_torchvision, vgg11, vgg11_bn, vgg13, vgg13_bn, vgg16, vgg16_bn,  # noqa: E402
                      vgg19, vgg19_bn)
 
-__all__ = ["conv3x3", "algorithms", "resolve_algo", "maxpool2x2", "winograd_weight", "build_info", "__version__",
+__all__ = ["conv3x3", "algorithms", "resolve_algo", "maxpool2x2", "winograd_weight", "tensor_core_weight",
+           "build_info", "__version__",
            "nn", "Conv3x3", "MaxPool2x2", "convert", "ConvertReport",
            "VGG", "vgg11", "vgg13", "vgg16", "vgg19", "vgg11_bn", "vgg13_bn", "vgg16_bn", "vgg19_bn",
            "from_torchvision",

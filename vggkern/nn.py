@@ -166,10 +166,9 @@ class Conv3x3(nn.Module):
         """(weight, bias) as ``algo``'s kernel takes them (default ``self.algo``; "auto" is
         resolved per input by _run), so that a forward pass does not transform or copy
         filters: the Winograd algorithms take U = winograd_weight(weight, m); the
-        tensor-core ones a 16-bit weight laid out (K, 3, 3, C), i.e. channels_last, where C
-        is a multiple of 8 (else, and in float32, which the op rounds to TF32, the op lays
-        the weight out itself in one launch whatever its strides: a copy here would only
-        hold memory); the others (K, C, 3, 3) contiguous. With ``bn`` (an eval-mode
+        tensor-core ones tensor_core_weight(weight) (K, 3, 3, Cp), TF32-rounded in float32,
+        or a 16-bit weight already channels_last with C a multiple of 8 (the same bytes);
+        the others (K, C, 3, 3) contiguous. With ``bn`` (an eval-mode
         BatchNorm2d after this conv, which FusedSequential folds in): the weight and bias
         of conv then bn, folded in float64, then laid out so. ``dtype`` (torch.autocast's,
         default the weight's): the weight cast to it first.
@@ -191,9 +190,11 @@ class Conv3x3(nn.Module):
         m = ops._WINOGRAD_TILE.get(algo, 0)
         tensor_core = algo in ops._TENSOR_CORE_ALGORITHMS
         layout = torch.channels_last if tensor_core else torch.contiguous_format
-        op_lays_out = tensor_core and (dtype == torch.float32 or w.shape[1] % 8)
-        if bn is None and not m and dtype == w.dtype and (op_lays_out or w.is_contiguous(memory_format=layout)):
-            return w, b  # used as it is (or laid out by the op on each call anyway)
+        # A 16-bit weight channels_last with C a multiple of 8 is tensor_core_weight's bytes.
+        as_is = (not tensor_core or (dtype != torch.float32 and w.shape[1] % 8 == 0)) and w.is_contiguous(
+            memory_format=layout)
+        if bn is None and not m and dtype == w.dtype and as_is:
+            return w, b  # used as it is
         grad_enabled = torch.is_grad_enabled()
         params = (w, b) if bn is None else (w, b, bn.weight, bn.bias)
         if torch.compiler.is_compiling() or _transforms_active() or (
@@ -209,7 +210,9 @@ class Conv3x3(nn.Module):
             fw = fw.detach().to(dtype)
             if m:
                 fw = ops.winograd_weight(fw, m)
-            elif not op_lays_out:
+            elif tensor_core:
+                fw = ops.tensor_core_weight(fw)
+            else:
                 fw = fw.contiguous(memory_format=layout)
             return fw, (None if fb is None else fb.to(dtype))
 

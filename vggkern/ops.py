@@ -88,6 +88,18 @@ _TENSOR_CORE_ALGORITHMS = ("implicit_gemm",)
 _WINOGRAD_TILE = {"winograd_f2x2": 2, "winograd_f4x4": 4}
 
 
+def _tensor_core_channels(c: int) -> int:
+    # C padded to a multiple of 8: the last dimension of tensor_core_weight's result.
+    return (c + 7) // 8 * 8
+
+
+def _is_tensor_core_layout(weight: torch.Tensor) -> bool:
+    # tensor_core_weight's form (K, 3, 3, Cp), told from a raw (K, C, 3, 3) by its shape
+    # (a raw weight's last dimension is 3, Cp a multiple of 8). Mirrors
+    # csrc/ops/tensor_core_weight.h.
+    return weight.dim() == 4 and weight.shape[1] == 3 and weight.shape[2] == 3 and weight.shape[3] != 3
+
+
 def algorithms() -> list[str]:
     """Names of the conv3x3 algorithms this build has (valid ``algo=`` values besides "auto")."""
     return list(_CONV3X3_ALGORITHMS)
@@ -150,7 +162,10 @@ def _check_conv3x3_inputs(x, weight, bias, algo, allow_tf32=None, pool=False, op
     if bias is not None:
         _check_tensor("bias", bias, op)
     _check_algo_name(algo, op)
+    if algo == "auto" and _is_tensor_core_layout(weight):  # the one algorithm that takes it
+        algo = _TENSOR_CORE_ALGORITHMS[0]
     m = _WINOGRAD_TILE.get(algo, 0)
+    laid_out = algo in _TENSOR_CORE_ALGORITHMS and _is_tensor_core_layout(weight)
     operands = []
     if m and weight.dim() == 3:  # pre-transformed: winograd_weight(weight, m)
         p = (m + 2) ** 2
@@ -164,8 +179,11 @@ def _check_conv3x3_inputs(x, weight, bias, algo, allow_tf32=None, pool=False, op
         if weight.device != x.device:
             raise ValueError(f"{op}: expected weight on the same device as x ({x.device}), got {weight.device}")
     else:
-        if weight.dim() != 4 or weight.shape[1] != c or weight.shape[2] != 3 or weight.shape[3] != 3:
-            alt = f", or winograd_weight(weight, {m}) of shape [{(m + 2) ** 2}, C, K]" if m else ""
+        raw = weight.dim() == 4 and weight.shape[1] == c and weight.shape[2] == 3 and weight.shape[3] == 3
+        if not (raw or (laid_out and weight.shape[3] == _tensor_core_channels(c))):
+            alt = (f", or winograd_weight(weight, {m}) of shape [{(m + 2) ** 2}, C, K]" if m else
+                   f", or tensor_core_weight(weight) of shape [K, 3, 3, {_tensor_core_channels(c)}]"
+                   if algo in _TENSOR_CORE_ALGORITHMS else "")
             raise ValueError(f"{op}: expected weight of shape [K, C, 3, 3] with C={c} matching x{alt}, "
                              f"got {list(weight.shape)}")
         k = weight.shape[0]
@@ -230,7 +248,10 @@ def conv3x3(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = N
     ``allow_tf32`` True/False decides for this call; None (the default) follows
     ``torch.backends.cudnn.allow_tf32`` (torch's setting for cuDNN convolutions) at call
     time. float32 with TF32 not allowed is a ValueError saying so. The other algorithms
-    compute float32 in fp32 and ignore ``allow_tf32``.
+    compute float32 in fp32 and ignore ``allow_tf32``. "implicit_gemm" (and "auto", which
+    such a weight resolves to it) also takes ``weight = tensor_core_weight(w)``, laid out
+    once, shape (K, 3, 3, C padded to a multiple of 8); given the raw weight it lays it
+    out per call. The output is the same bit for bit.
     """
     _check_flags("vggkern.conv3x3", relu=relu, pool=pool)
     if allow_tf32 is not None:
@@ -395,14 +416,14 @@ def _conv3x3_vmap(info, in_dims, x, weight, bias=None, relu=False, pool=False, a
     x_dim, w_dim, b_dim = (tuple(in_dims) + (None,))[:3]
     if w_dim is None and b_dim is None and x.dim() == 5:  # inputs batched, one conv: they join N
         x = x.movedim(x_dim, 0)
-        if algo == "auto" and weight.dim() == 4:
+        if algo == "auto" and weight.dim() == 4 and not _is_tensor_core_layout(weight):
             algo = _auto_for_element(x, 0, weight.shape[0], pool, allow_tf32)
         y = op(x.flatten(0, 1), weight, bias, relu, pool, algo, allow_tf32)
         return y.unflatten(0, x.shape[:2]), 0
     if x_dim is None and x.dim() == 4 and w_dim is not None and weight.dim() == 5:  # convs batched: filters join K
         b = info.batch_size
         weight = weight.movedim(w_dim, 0)
-        if algo == "auto":
+        if algo == "auto" and not _is_tensor_core_layout(weight[0]):
             algo = _auto_for_element(x, None, weight.shape[1], pool, allow_tf32)
         weight = weight.flatten(0, 1)
         if bias is not None:
@@ -422,6 +443,12 @@ def _check_winograd_weight_inputs(weight, tile, op="vggkern.winograd_weight"):
     _check_tensor("weight", weight, op)
     if isinstance(tile, bool) or not isinstance(tile, int) or tile not in (2, 4):
         raise ValueError(f"{op}: expected tile 2 (F(2x2,3x3)) or 4 (F(4x4,3x3)), got {tile!r}")
+    _check_raw_weight(weight, op)
+
+
+def _check_raw_weight(weight, op):
+    # A weight transform's input (winograd_weight, tensor_core_weight): a raw (K, C, 3, 3)
+    # weight of a float dtype on a CPU or CUDA device.
     if weight.device.type not in ("cpu", "cuda", "meta"):
         raise ValueError(f"{op}: expected weight on a CPU or CUDA device, got {weight.device}")
     if weight.dim() != 4 or weight.shape[2] != 3 or weight.shape[3] != 3:
@@ -471,3 +498,50 @@ def _winograd_weight_backward(ctx, grad):
 
 torch.library.register_autograd("vggkern::winograd_weight", _winograd_weight_backward,
                                 setup_context=_winograd_weight_setup_context)
+
+
+# ---- the tensor-core weight layout ------------------------------------------------------
+
+
+def _check_tensor_core_weight_input(weight, op="vggkern.tensor_core_weight"):
+    # Mirrors csrc/ops/tensor_core_weight.cpp.
+    _check_tensor("weight", weight, op)
+    _check_raw_weight(weight, op)
+
+
+def tensor_core_weight(weight: torch.Tensor) -> torch.Tensor:
+    """The weight as conv3x3's tensor-core algorithm ("implicit_gemm") reads it, laid out
+    once: pass it as conv3x3's weight to skip the per-call layout (a launch, and a read
+    and a write of the whole weight, which matter at small batch; nn.Conv3x3 keeps it so
+    by itself).
+
+    weight: (K, C, 3, 3), float32/float16/bfloat16, any strides. Returns (K, 3, 3, Cp),
+    Cp = C rounded up to a multiple of 8 (channels C..Cp-1 zero), contiguous, same dtype
+    and device: out[k, r, s, c] = weight[k, c, r, s]; float32 rounded to TF32 (10
+    mantissa bits, nearest, ties away from zero), the tensor cores' math, which conv3x3
+    then does not redo (a float32 weight of this shape not made so has its low 13
+    mantissa bits dropped by the tensor cores rather than rounded). conv3x3 takes it with
+    algo "implicit_gemm" or "auto" (which it then resolves to "implicit_gemm"), for x of
+    C channels. Differentiable: the gradient passes to weight's layout (as through the
+    TF32 rounding, which the conv's own backward also treats so)."""
+    _check_tensor_core_weight_input(weight)
+    return torch.ops.vggkern.tensor_core_weight(weight)
+
+
+@torch.library.register_fake("vggkern::tensor_core_weight")
+def _tensor_core_weight_fake(weight):
+    _check_tensor_core_weight_input(weight)
+    k, c = weight.shape[:2]
+    return weight.new_empty((k, 3, 3, _tensor_core_channels(c)))
+
+
+def _tensor_core_weight_setup_context(ctx, inputs, output):
+    ctx.channels = inputs[0].shape[1]
+
+
+def _tensor_core_weight_backward(ctx, grad):
+    return grad[..., :ctx.channels].permute(0, 3, 1, 2)
+
+
+torch.library.register_autograd("vggkern::tensor_core_weight", _tensor_core_weight_backward,
+                                setup_context=_tensor_core_weight_setup_context)

@@ -14,7 +14,8 @@
 // only (so AOTAutograd and compiled autograd can trace it, and double backward works),
 // recomputing the forward's intermediate values with torch where relu or pool need them;
 // with a pre-transformed Winograd weight U, the Winograd computation's own derivatives
-// (winograd_conv below).
+// (winograd_conv below); with a laid-out tensor-core weight (K, 3, 3, Cp), those of the
+// raw weight it holds, laid out the same way (laid_out_conv below).
 //
 // torch.func's transforms (grad, vjp, jvp, jacrev, hessian, vmap with a gradient) refuse
 // a C++ autograd::Function, and it has no forward-mode derivative. conv3x3 has a Python
@@ -55,6 +56,7 @@
 
 #include "../common/backends.h"
 #include "../common/op_support.h"
+#include "tensor_core_weight.h"
 
 namespace vk {
 namespace {
@@ -255,12 +257,26 @@ class ConvBeforeEpilogue {
   at::Tensor v_;
 };
 
+// A laid-out weight w = tensor_core_weight(g), (K, 3, 3, Cp): the conv is that of the raw
+// (K, C, 3, 3) weight it holds, w[..., :C] (a view), as the kernel computes it (its
+// channels past C meet x's zero padding). So the derivatives are the raw weight's, and
+// w's gradient is the raw one's laid out the same way, zero past C.
+at::Tensor raw_of_laid_out(const at::Tensor& w, int64_t C) { return w.narrow(3, 0, C).permute({0, 3, 1, 2}); }
+at::Tensor laid_out_of_raw(const at::Tensor& g, int64_t Cp) {
+  return at::constant_pad_nd(g.permute({0, 2, 3, 1}), {0, Cp - g.size(1)});
+}
+
 // vggkern::_conv3x3_backward: the gradients of conv3x3 (x, weight, bias) for grad, those
 // in output_mask (the others undefined). Composite (aten ops only), so differentiable.
 std::tuple<at::Tensor, at::Tensor, at::Tensor> conv3x3_backward(const at::Tensor& grad_output, const at::Tensor& x,
                                                                 const at::Tensor& weight,
                                                                 const std::optional<at::Tensor>& bias, bool relu,
                                                                 bool pool, std::array<bool, 3> output_mask) {
+  if (is_tensor_core_layout(weight)) {
+    auto [gx, gw, gb] =
+        conv3x3_backward(grad_output, x, raw_of_laid_out(weight, x.size(1)), bias, relu, pool, output_mask);
+    return {gx, gw.defined() ? laid_out_of_raw(gw, weight.size(3)) : gw, gb};
+  }
   const bool has_bias = bias.has_value() && bias->defined();
   output_mask[2] = output_mask[2] && has_bias;
   ConvBeforeEpilogue conv(x, weight);
@@ -289,6 +305,13 @@ at::Tensor conv3x3_jvp(const at::Tensor& x, const at::Tensor& weight, const std:
                        const std::optional<at::Tensor>& x_tangent, const std::optional<at::Tensor>& weight_tangent,
                        const std::optional<at::Tensor>& bias_tangent, bool relu, bool pool) {
   auto given = [](const std::optional<at::Tensor>& t) { return t.has_value() && t->defined(); };
+  if (is_tensor_core_layout(weight)) {  // the raw weight's (and tangent's) derivative: see raw_of_laid_out
+    const int64_t C = x.size(1);
+    return conv3x3_jvp(x, raw_of_laid_out(weight, C), bias, x_tangent,
+                       given(weight_tangent) ? std::optional<at::Tensor>(raw_of_laid_out(*weight_tangent, C))
+                                             : std::nullopt,
+                       bias_tangent, relu, pool);
+  }
   // d(conv(x, w) + b) = conv(dx, w) + conv(x, dw) + db (conv bilinear, the Winograd one too)
   ConvBeforeEpilogue conv(x, weight);
   const int64_t k = conv.pre_transformed() ? weight.size(2) : weight.size(0);

@@ -4,7 +4,9 @@
 // y = [max_pool2d(., 2, 2)](ReLU?(conv2d(x, weight, bias, stride=1, padding=1))), fused.
 // The Winograd algorithms also take weight = winograd_weight(w, m) (csrc/ops/winograd.cpp),
 // float32 (alpha^2, C, K); given a raw weight they transform it per call into a U
-// allocated here.
+// allocated here. Likewise the tensor-core algorithm takes weight = tensor_core_weight(w)
+// (csrc/ops/tensor_core_weight.cpp), (K, 3, 3, Cp) in x's dtype, and lays a raw weight out
+// per call.
 #include <ATen/Context.h>
 #include <torch/library.h>
 
@@ -15,6 +17,7 @@
 #include "../common/conv3x3_tables.h"
 #include "../common/op_support.h"
 #include "conv3x3.h"
+#include "tensor_core_weight.h"
 #include "winograd.h"
 
 namespace vk {
@@ -77,11 +80,13 @@ namespace {
 
 // A tensor-core algorithm: NCHW input is converted to channels_last at the boundary
 // (and the result back), C is zero-padded to a multiple of 8 (VGG's first layer: 3 ->
-// 8), the weight is laid out (K, 3, 3, C) by tensor_core_weight (one launch, whatever
-// its strides; float32 rounded to TF32 there, once, so no main loop converts it), except
-// a 16-bit weight already so (nn.Conv3x3's cached one). Copies only where needed.
+// 8), a raw weight is laid out (K, 3, 3, Cp) by tensor_core_layout (one launch, whatever
+// its strides; float32 rounded to TF32 there, so no main loop converts it), except a
+// 16-bit one already so (channels_last with C a multiple of 8). A laid-out weight
+// (`laid_out`: tensor_core_weight's, as nn.Conv3x3 caches it) is used as it is, float32
+// not rounded again. Copies only where needed.
 at::Tensor run_tensor_core(const Conv3x3Algorithm& algorithm, const at::Tensor& x, const at::Tensor& weight,
-                           const at::Tensor& bias, bool relu, bool pool, DType dtype,
+                           bool laid_out, const at::Tensor& bias, bool relu, bool pool, DType dtype,
                            std::optional<bool> allow_tf32, const char* op) {
   // float32 runs with TF32 math (inputs rounded to 10 mantissa bits), so only where the
   // caller allows it, as cuDNN does. vggkern/ops.py words the same refusal.
@@ -89,7 +94,7 @@ at::Tensor run_tensor_core(const Conv3x3Algorithm& algorithm, const at::Tensor& 
                     "\": float32 on tensor cores needs TF32: allow it with torch.backends.cudnn.allow_tf32 = True "
                     "or allow_tf32=True, or use algo=\"direct\"");
   const int64_t N = x.size(0), C = x.size(1), H = x.size(2), W = x.size(3), K = weight.size(0);
-  const int64_t Cp = (C + 7) / 8 * 8;
+  const int64_t Cp = tensor_core_channels(C);
   at::Tensor y = at::empty({N, K, pool ? H / 2 : H, pool ? W / 2 : W},
                            x.options().memory_format(at::MemoryFormat::ChannelsLast));
   if (y.numel() == 0) return y.contiguous(x.suggest_memory_format());
@@ -106,15 +111,12 @@ at::Tensor run_tensor_core(const Conv3x3Algorithm& algorithm, const at::Tensor& 
     xc.narrow(1, C, Cp - C).zero_();
     xc.narrow(1, 0, C).copy_(x);
   }
-  at::Tensor wc = weight.permute({0, 2, 3, 1});  // (K, 3, 3, C)
-  // Laid out here unless already as the kernels read it (16-bit, dense (K, 3, 3, C), 16-byte aligned).
-  if (dtype == DType::float32 || Cp != C || !wc.is_contiguous() || !aligned_to(wc.const_data_ptr(), 16)) {
-    wc = at::empty({K, 3, 3, Cp}, weight.options().memory_format(at::MemoryFormat::Contiguous));
-    poison_output(wc);
-    TensorCoreWeightArgs wa{weight.const_data_ptr(), wc.data_ptr(), dtype, K, C, Cp,
-                            {weight.stride(0), weight.stride(1), weight.stride(2), weight.stride(3)},
-                            dtype == DType::float32, nullptr};
-    launch_on_device(weight, wa, VK_CUDA_LAUNCHER(cuda::tensor_core_weight), &emu::tensor_core_weight, op);
+  at::Tensor wc = laid_out ? weight.contiguous() : weight.permute({0, 2, 3, 1});  // (K, 3, 3, C or Cp)
+  if (laid_out) {
+    // cp.async reads it in 16-byte chunks, as x: a misaligned view is copied.
+    if (!aligned_to(wc.const_data_ptr(), 16)) wc = wc.clone(at::MemoryFormat::Contiguous);
+  } else if (dtype == DType::float32 || Cp != C || !wc.is_contiguous() || !aligned_to(wc.const_data_ptr(), 16)) {
+    wc = tensor_core_layout(weight, op);  // unless already as the kernels read it (16-bit, dense, aligned)
   }
   Conv3x3Args args{xc.const_data_ptr(), wc.const_data_ptr(), bias.defined() ? bias.const_data_ptr() : nullptr,
                    y.data_ptr(), dtype, Layout::nhwc, N, Cp, H, W, K, relu, pool, nullptr};
@@ -146,10 +148,13 @@ at::Tensor conv3x3(const at::Tensor& x, const at::Tensor& weight, const std::opt
                     "got H=", H, ", W=", W);
   TORCH_CHECK_VALUE(weight.defined(), op, ": expected weight to be a tensor, got None");
   std::string name(algo);
+  // A laid-out weight (tensor_core_weight's) makes "auto" the one algorithm that takes it.
+  if (name == "auto" && is_tensor_core_layout(weight)) name = "implicit_gemm";
   if (name == "auto")  // a raw weight's K; anything else matches no table entry (and then fails as direct's)
     name = conv3x3_auto(dtype, layout_of(x.suggest_memory_format()), N, C, H, W, weight.dim() == 4 ? weight.size(0) : 0,
                         pool, tf32_allowed(allow_tf32));
   const Conv3x3Algorithm& algorithm = conv3x3_algorithm(name, op);
+  const bool laid_out = algorithm.tensor_core && is_tensor_core_layout(weight);
   // Winograd algorithms also take the pre-transformed weight U = winograd_weight(weight,
   // m): float32 (alpha^2, C, K), told apart from a raw weight by its 3 dimensions.
   const int64_t m = algorithm.winograd_tile, P = (m + 2) * (m + 2);
@@ -167,11 +172,14 @@ at::Tensor conv3x3(const at::Tensor& x, const at::Tensor& weight, const std::opt
     TORCH_CHECK_VALUE(weight.device() == x.device(), op, ": expected weight on the same device as x (", x.device(),
                       "), got ", weight.device());
   } else {
-    TORCH_CHECK_VALUE(weight.dim() == 4 && weight.size(1) == C && weight.size(2) == 3 && weight.size(3) == 3, op,
+    const bool raw = weight.dim() == 4 && weight.size(1) == C && weight.size(2) == 3 && weight.size(3) == 3;
+    TORCH_CHECK_VALUE(raw || (laid_out && weight.size(3) == tensor_core_channels(C)), op,
                       ": expected weight of shape [K, C, 3, 3] with C=", C, " matching x",
                       m != 0 ? ", or winograd_weight(weight, " + std::to_string(m) + ") of shape [" +
                                    std::to_string(P) + ", C, K]"
-                             : std::string(),
+                      : algorithm.tensor_core ? ", or tensor_core_weight(weight) of shape [K, 3, 3, " +
+                                                    std::to_string(tensor_core_channels(C)) + "]"
+                                              : std::string(),
                       ", got ", weight.sizes());
     K = weight.size(0);
     TORCH_CHECK_VALUE(K >= 1, op, ": expected weight with at least one output channel (K >= 1), got ",
@@ -185,7 +193,8 @@ at::Tensor conv3x3(const at::Tensor& x, const at::Tensor& weight, const std::opt
   }
   const at::Tensor bc = bias.has_value() ? bias->contiguous() : at::Tensor();
   // allow_tf32 matters only to the tensor-core algorithms; the others compute fp32 in fp32.
-  if (algorithm.tensor_core) return run_tensor_core(algorithm, x, weight, bc, relu, pool, dtype, allow_tf32, op);
+  if (algorithm.tensor_core)
+    return run_tensor_core(algorithm, x, weight, laid_out, bc, relu, pool, dtype, allow_tf32, op);
 
   const at::MemoryFormat format = x.suggest_memory_format();
   const at::Tensor xc = x.contiguous(format);
