@@ -64,6 +64,16 @@ inline void check_device(const at::Tensor& t, const char* op, const char* arg) {
   TORCH_CHECK_VALUE(t.is_cpu() || t.is_cuda(), op, ": expected ", arg, " on a CPU or CUDA device, got ", t.device());
 }
 
+// A weight transform's input (winograd_weight, tensor_core_weight): a raw weight (K, C,
+// 3, 3) of a float dtype on a CPU or CUDA device. Returns its element type.
+inline DType check_raw_weight(const at::Tensor& weight, const char* op) {
+  TORCH_CHECK_VALUE(weight.defined(), op, ": expected weight to be a tensor, got None");
+  check_device(weight, op, "weight");
+  TORCH_CHECK_VALUE(weight.dim() == 4 && weight.size(2) == 3 && weight.size(3) == 3, op,
+                    ": expected weight of shape [K, C, 3, 3], got ", weight.sizes());
+  return checked_dtype(weight, op, "weight");
+}
+
 // The checks every op makes of its activation x (N, C, H, W): device, rank, dtype, C >= 1.
 // Returns x's element type.
 inline DType check_activation(const at::Tensor& x, const char* op) {

@@ -15,7 +15,7 @@
 // recomputing the forward's intermediate values with torch where relu or pool need them;
 // with a pre-transformed Winograd weight U, the Winograd computation's own derivatives
 // (winograd_conv below); with a laid-out tensor-core weight (K, 3, 3, Cp), those of the
-// raw weight it holds, laid out the same way (laid_out_conv below).
+// raw weight it holds, laid out the same way (raw_of_laid_out below).
 //
 // torch.func's transforms (grad, vjp, jvp, jacrev, hessian, vmap with a gradient) refuse
 // a C++ autograd::Function, and it has no forward-mode derivative. conv3x3 has a Python

@@ -111,12 +111,14 @@ at::Tensor run_tensor_core(const Conv3x3Algorithm& algorithm, const at::Tensor& 
     xc.narrow(1, C, Cp - C).zero_();
     xc.narrow(1, 0, C).copy_(x);
   }
-  at::Tensor wc = laid_out ? weight.contiguous() : weight.permute({0, 2, 3, 1});  // (K, 3, 3, C or Cp)
+  at::Tensor wc;  // (K, 3, 3, Cp) dense, 16-byte aligned (cp.async's chunks, as x's)
   if (laid_out) {
-    // cp.async reads it in 16-byte chunks, as x: a misaligned view is copied.
+    wc = weight.contiguous();
     if (!aligned_to(wc.const_data_ptr(), 16)) wc = wc.clone(at::MemoryFormat::Contiguous);
-  } else if (dtype == DType::float32 || Cp != C || !wc.is_contiguous() || !aligned_to(wc.const_data_ptr(), 16)) {
-    wc = tensor_core_layout(weight, op);  // unless already as the kernels read it (16-bit, dense, aligned)
+  } else {
+    wc = weight.permute({0, 2, 3, 1});  // used as it is only if 16-bit and already so
+    if (dtype == DType::float32 || Cp != C || !wc.is_contiguous() || !aligned_to(wc.const_data_ptr(), 16))
+      wc = tensor_core_layout(weight, op);
   }
   Conv3x3Args args{xc.const_data_ptr(), wc.const_data_ptr(), bias.defined() ? bias.const_data_ptr() : nullptr,
                    y.data_ptr(), dtype, Layout::nhwc, N, Cp, H, W, K, relu, pool, nullptr};
@@ -148,13 +150,14 @@ at::Tensor conv3x3(const at::Tensor& x, const at::Tensor& weight, const std::opt
                     "got H=", H, ", W=", W);
   TORCH_CHECK_VALUE(weight.defined(), op, ": expected weight to be a tensor, got None");
   std::string name(algo);
+  const bool laid_out_shape = is_tensor_core_layout(weight);
   // A laid-out weight (tensor_core_weight's) makes "auto" the one algorithm that takes it.
-  if (name == "auto" && is_tensor_core_layout(weight)) name = "implicit_gemm";
+  if (name == "auto" && laid_out_shape) name = "implicit_gemm";
   if (name == "auto")  // a raw weight's K; anything else matches no table entry (and then fails as direct's)
     name = conv3x3_auto(dtype, layout_of(x.suggest_memory_format()), N, C, H, W, weight.dim() == 4 ? weight.size(0) : 0,
                         pool, tf32_allowed(allow_tf32));
   const Conv3x3Algorithm& algorithm = conv3x3_algorithm(name, op);
-  const bool laid_out = algorithm.tensor_core && is_tensor_core_layout(weight);
+  const bool laid_out = algorithm.tensor_core && laid_out_shape;
   // Winograd algorithms also take the pre-transformed weight U = winograd_weight(weight,
   // m): float32 (alpha^2, C, K), told apart from a raw weight by its 3 dimensions.
   const int64_t m = algorithm.winograd_tile, P = (m + 2) * (m + 2);

@@ -14,11 +14,7 @@
 namespace vk {
 
 at::Tensor tensor_core_layout(const at::Tensor& weight, const char* op) {
-  TORCH_CHECK_VALUE(weight.defined(), op, ": expected weight to be a tensor, got None");
-  check_device(weight, op, "weight");
-  TORCH_CHECK_VALUE(weight.dim() == 4 && weight.size(2) == 3 && weight.size(3) == 3, op,
-                    ": expected weight of shape [K, C, 3, 3], got ", weight.sizes());
-  const DType dtype = checked_dtype(weight, op, "weight");
+  const DType dtype = check_raw_weight(weight, op);
   const int64_t K = weight.size(0), C = weight.size(1), Cp = tensor_core_channels(C);
   at::Tensor out = at::empty({K, 3, 3, Cp}, weight.options().memory_format(at::MemoryFormat::Contiguous));
   if (out.numel() == 0) return out;

@@ -20,10 +20,7 @@ namespace vk {
 
 at::Tensor winograd_weight_transform(const at::Tensor& weight, int64_t tile, const char* op) {
   TORCH_CHECK_VALUE(tile == 2 || tile == 4, op, ": expected tile 2 (F(2x2,3x3)) or 4 (F(4x4,3x3)), got ", tile);
-  check_device(weight, op, "weight");
-  TORCH_CHECK_VALUE(weight.dim() == 4 && weight.size(2) == 3 && weight.size(3) == 3, op,
-                    ": expected weight of shape [K, C, 3, 3], got ", weight.sizes());
-  const DType dtype = checked_dtype(weight, op, "weight");
+  const DType dtype = check_raw_weight(weight, op);
   const int64_t K = weight.size(0), C = weight.size(1), alpha = tile + 2;
   const at::Tensor wc = weight.contiguous();
   at::Tensor u = at::empty({alpha * alpha, C, K}, weight.options().dtype(at::kFloat).memory_format(at::MemoryFormat::Contiguous));
