@@ -107,6 +107,18 @@ def is_sweep(r):
     return bool(r.get("tile") or r.get("tables"))
 
 
+def is_prepared(r):
+    """A row of ours given the weight prepared once (Winograd's U, implicit_gemm's laid-out
+    weight), as the modules hold it: torch is timed with the raw weight, so these rows are
+    not compared with it; they have a table of their own (prepared_weight)."""
+    return r.get("weight") == "prepared"
+
+
+def set_apart(r):
+    """Left out of "best ours" and the plot: a sweep row or a prepared-weight one."""
+    return is_sweep(r) or is_prepared(r)
+
+
 def annotate(rows):
     """Adds speedup_vs_best_torch and best_torch (label) to every row."""
     best = {}
@@ -166,7 +178,7 @@ def best_torch_and_ours(rows):
             groups[problem_key(r)].append(r)
     for g in groups.values():
         best = (min((r for r in g if r["impl"] == "torch"), key=lambda r: r["median_s"], default=None),
-                min((r for r in g if r["impl"] != "torch" and not is_sweep(r)), key=lambda r: r["median_s"],
+                min((r for r in g if r["impl"] != "torch" and not set_apart(r)), key=lambda r: r["median_s"],
                     default=None))
         if best != (None, None):
             yield best
@@ -258,13 +270,38 @@ def headline(rows):
                       f"{r['images_per_s']:.0f} img/s | {_f(r.get('speedup_vs_best_torch'), '{:.2f}×')} |"
                       for r in policy]
             lines.append("")
-    return lines + tile_sweep(rows)
+    return lines + tile_sweep(rows) + prepared_weight(rows)
+
+
+def prepared_weight(rows):
+    """Per layer, batch and algo: our time with the raw weight and with the weight prepared
+    once (the per-call transform or layout the modules skip), and what preparing saved."""
+    def key(r):
+        return problem_key(r) + (r.get("algo"), r.get("layout"))
+    raw = {key(r): r for r in rows if r["group"] == "conv" and r["impl"] != "torch" and timed(r)
+           and not set_apart(r)}
+    prepared = sorted((r for r in rows if r["group"] == "conv" and is_prepared(r) and timed(r)),
+                      key=lambda r: (r["N"], r.get("dtype"), r["C"], r["K"], -r["H"], r.get("algo")))
+    if not prepared:
+        return []
+    lines = ["Weight prepared once (winograd_weight / tensor_core_weight, as the modules hold it) against "
+             "the raw weight (µs, CUDA-event median; saved = raw − prepared)", "",
+             "| layer | N | dtype | layout | algo | raw | prepared | saved | raw ÷ prepared |",
+             "| --- | ---: | --- | --- | --- | ---: | ---: | ---: | ---: |"]
+    for r in prepared:
+        w = raw.get(key(r))
+        lines.append("| " + " | ".join([
+            r["layer"], str(r["N"]), r["dtype"], str(r.get("layout")), str(r.get("algo")),
+            _us(w["median_s"]) if w else "–", _us(r["median_s"]),
+            _us(w["median_s"] - r["median_s"]) if w else "–",
+            _f(w["median_s"] / r["median_s"] if w else None, "{:.2f}×")]) + " |")
+    return lines + [""]
 
 
 def full_tables(rows):
     lines = []
     cols = {
-        "conv": ("layer", "N", "dtype", "layout", "variant", "math", "algo", "tile"),
+        "conv": ("layer", "N", "dtype", "layout", "variant", "math", "algo", "tile", "weight"),
         "maxpool": ("C", "H", "N", "dtype", "layout"),
         "network": ("net", "N", "dtype", "math", "layout", "mode", "algo", "tile"),
     }
@@ -324,7 +361,7 @@ def plot(rows, out_png):
     for group in ("conv", "maxpool"):
         n = pick_batch(rows, group)
         ours = [r for r in rows if r["group"] == group and r["impl"] != "torch" and r["N"] == n
-                and not is_sweep(r) and r.get("speedup_vs_best_torch") and r.get("variant", "relu") in ("relu", "relu_pool")]
+                and not set_apart(r) and r.get("speedup_vs_best_torch") and r.get("variant", "relu") in ("relu", "relu_pool")]
         if ours:
             break
     else:

@@ -82,7 +82,7 @@ def tile_table(rows, exclude=()) -> list[dict]:
 def auto_table(rows) -> list[dict]:
     by = defaultdict(dict)  # (dtype, layout, C, K, H, pool, N) -> {algo: row}, ReLU rows first
     for r in rows:
-        if (r.get("group") != "conv" or r.get("impl") != "vggkern" or r.get("tile") or not report.timed(r)
+        if (r.get("group") != "conv" or r.get("impl") != "vggkern" or report.set_apart(r) or not report.timed(r)
                 or r.get("algo") not in ("direct", "implicit_gemm") or r.get("dtype") not in DTYPES
                 or r.get("layer") == "smoke" or not _trusted(r)):
             continue

@@ -361,3 +361,69 @@ def test_compare_takes_files_with_an_unknown_commit(tmp_path):
     text, regressions = report.compare(str(old), new)
     assert len(regressions) == 1
     assert text.splitlines()[2].startswith("old: NVIDIA H100 80GB HBM3 (SYNTHETIC)  synthetic; new: "), text
+
+
+def test_prepared_weight_rows_stay_out_of_best_ours_and_have_their_table(tmp_path):
+    """A row of ours given the weight prepared once (weight="prepared") is not compared with
+    torch, which is timed with the raw weight: "best ours" is the raw row, and the prepared
+    row is shown beside it, with what preparing saved."""
+    rows = [row("torch", 1.5e-3), row("vggkern", 1.2e-3, algo="winograd_f4x4"),
+            row("vggkern", 0.9e-3, algo="winograd_f4x4", weight="prepared"),
+            row("vggkern", 2.0e-3, algo="implicit_gemm", weight="prepared")]  # no raw twin
+    rows[2]["id"] += "-prepared"
+    rows[3]["id"] += "-ig-prepared"
+    text, _, _ = report.render(write(tmp_path / "r.json", rows), headline_only=True)
+    best = [line for line in text.splitlines() if line.startswith("| conv3_2+conv3_3 (256")]
+    assert len(best) == 1 and "ours winograd_f4x4 cl" in best[0] and "1.25×" in best[0], best
+    table = [line for line in text.splitlines() if line.startswith("| conv3_2+conv3_3 | 64 |")]
+    assert table == ["| conv3_2+conv3_3 | 64 | fp16 | cl | implicit_gemm | – | 2000 | – | – |",
+                     "| conv3_2+conv3_3 | 64 | fp16 | cl | winograd_f4x4 | 1200 | 900.0 | 300.0 | 1.33× |"], table
+    assert "Weight prepared once" in text
+    # Without prepared rows there is no such table.
+    text, _, _ = report.render(write(tmp_path / "s.json", rows[:2]), headline_only=True)
+    assert "Weight prepared once" not in text
+
+
+def test_prepared_weight_cases_are_where_the_raw_call_transforms_the_weight():
+    """The prepared-weight cases: each algo that takes a prepared weight, every VGG layer
+    shape at batches 1 and 64, channels_last, fp32 and fp16; implicit_gemm only where its
+    raw call lays the weight out (fp32: TF32 rounding; C not a multiple of 8), and each
+    has its raw twin in the matrix, to be compared with."""
+    from benchmarks import cases
+
+    if cases.conv_algorithms() is None:
+        pytest.skip("vggkern.conv3x3 is not importable")
+    all_cases = cases.build_cases()
+    ids = {c.id for c in all_cases}
+    gpu = [c for c in all_cases if c.p.get("weight") == "prepared" and c.tier != "smoke"]
+    assert {c.p["algo"] for c in gpu} == set(cases.PREPARED_WEIGHT)
+    for c in gpu:
+        assert c.p["layout"] == "cl" and c.p["N"] in (1, cases.QUICK_BATCH) and c.priority >= 1.5
+        assert c.p["algo"] != "implicit_gemm" or c.p["dtype"] == "fp32" or c.p["C"] % 8
+        twin = cases.Case(c.group, c.impl, tuple(kv for kv in c.params if kv[0] != "weight"), c.tier)
+        assert twin.id in ids, twin.id
+    per_shape = 2 * 2 * len(cases.LAYER_SHAPES)  # batches x dtypes x layer shapes
+    # both Winograd tiles everywhere; implicit_gemm in fp32 everywhere, in fp16 conv1_1 only
+    assert len(gpu) == 2 * per_shape + (per_shape // 2 + 2)
+
+
+def test_prepared_weight_smoke_rows_compute_what_the_raw_ones_do():
+    """The CPU smoke pass runs each prepared-weight case through the emulator: with the same
+    inputs (same seed), its error against fp32 torch is the raw-weight row's, to the bit
+    (the prepared weight is what the raw call prepares)."""
+    import torch
+    from benchmarks import cases
+
+    smoke = {(c.p["algo"], c.p.get("weight")): c for c in cases.build_cases()
+             if c.tier == "smoke" and c.group == "conv" and c.impl == "vggkern"}
+    prepared = [a for a, w in smoke if w == "prepared"]
+    if not prepared:
+        pytest.skip("vggkern.conv3x3 is not importable")
+    assert sorted(prepared) == sorted(cases.PREPARED_WEIGHT)
+    cfg = dict(cases.default_cfg(), cpu_repeats=1)
+    for algo in prepared:
+        errs = []
+        for weight in (None, "prepared"):
+            torch.manual_seed(0)
+            errs.append(cases.run_case(smoke[(algo, weight)], cfg)["rel_err_vs_fp32"])
+        assert errs[0] == errs[1] and 0 < errs[0] < 1e-3, (algo, errs)

@@ -495,3 +495,12 @@ def test_a_batch_equally_far_from_two_entries_takes_the_larger():
             assert vggkern.resolve_algo(x(3), 64) == "direct"
     finally:
         vggkern.set_tuned_tables(None)
+
+
+def test_prepared_weight_rows_are_never_picked():
+    """auto's table weighs the raw-weight calls (what a functional call costs); a row timed
+    with the weight prepared once makes no entry, the same row with the raw weight does."""
+    conv4 = dict(layer="conv4_2", C=512, K=512, H=28, N=64, dtype="fp16")
+    direct, ig = ours("direct", 500, **conv4), ours("implicit_gemm", 100, **conv4)
+    assert tune.auto_table([direct, dict(ig, weight="prepared")]) == []
+    assert len(tune.auto_table([direct, ig])) == 1
