@@ -5,10 +5,13 @@
 # tensor-core instruction cases (tests/tensor_core_probe.cu), probes the wgmma tiles in a
 # process of their own (benchmarks/wgmma_probe.py; if they fault or differ from the
 # emulator they are left out of what follows), runs the GPU tests,
-# compute-sanitizer memcheck + racecheck on a small case, the benchmarks
+# compute-sanitizer memcheck + racecheck on a small case, Nsight Compute's counters on
+# two layers (not in --quick), the benchmarks
 # (pytest-benchmark if present, else python -m benchmarks.run: same cases, same JSON),
 # and writes under $OUT (default ./device_out):
 #   results.json  summary.md  speedup.png  roofline.md  build.log  tests.log  sanitize.log  bench.log
+#   ncu.md  ncu.csv  ncu.ncu-rep  ncu.log (hardware counters of implicit_gemm and cuDNN on two
+#   layers; not in --quick)
 #   bench_rows.jsonl (the benchmarks' rows as they finished: results.json is made from it
 #   where the benchmark run was killed before writing its own, or left it cut short: then
 #   kept as results.broken.json)
@@ -153,6 +156,46 @@ for tool in memcheck racecheck; do
   esac
   grep -E "ERROR SUMMARY|RACECHECK SUMMARY|sanitize_case:" "$OUT/sanitize.log" | tail -2
 done
+
+# ---- hardware counters (full runs) ----------------------------------------------------
+# What limits implicit_gemm, read rather than modelled: Nsight Compute on our kernel
+# (default tile, and wg128x128 where it runs) and cuDNN's on VGG16's conv3_2 and conv5_1,
+# fp16 channels_last, batch 64 (benchmarks/ncu_case.py), with the clocks left alone
+# (METHOD.md). Writes ncu.ncu-rep, ncu.csv (details page), ncu.md (benchmarks/ncu_summary.py)
+# and ncu.log. At most 75 s, taken from the benchmarks' time. VGGKERN_RUN_NCU=0 skips it.
+NCU=$(command -v ncu || true)
+[ -z "$NCU" ] && [ -n "${CUDA_HOME:-}" ] && [ -x "$CUDA_HOME/bin/ncu" ] && NCU=$CUDA_HOME/bin/ncu
+if [ $QUICK = 0 ] && [ "${VGGKERN_RUN_NCU:-1}" != 0 ]; then
+  step "ncu (benchmarks/ncu_case.py: conv3_2 and conv5_1, ours and cuDNN's)"
+  if [ -z "$NCU" ]; then
+    STATUS+=("ncu: not found")
+  else
+    NT=75; T0=$(elapsed)
+    NCU_ARGS=(--profile-from-start off --clock-control none --section SpeedOfLight --section ComputeWorkloadAnalysis
+              --section MemoryWorkloadAnalysis --section Occupancy --section LaunchStats -f -o "$OUT/ncu")
+    METRICS=$($PY -c "from benchmarks.ncu_summary import RAW_METRICS; print(','.join(RAW_METRICS))")
+    timeout $NT "$NCU" "${NCU_ARGS[@]}" --metrics "$METRICS" $PY benchmarks/ncu_case.py >"$OUT/ncu.log" 2>&1
+    rc=$?
+    LEFT_NCU=$(( NT - ($(elapsed) - T0) ))
+    if [ $rc != 0 ] && [ $rc != 124 ] && [ $rc != 2 ] && [ $LEFT_NCU -gt 30 ]; then  # a raw metric unknown here?
+      echo "== rc=$rc: again without --metrics (the sections only)" >>"$OUT/ncu.log"
+      timeout $LEFT_NCU "$NCU" "${NCU_ARGS[@]}" $PY benchmarks/ncu_case.py >>"$OUT/ncu.log" 2>&1
+      rc=$?
+    fi
+    grep -E "^ncu_case:|==ERROR==" "$OUT/ncu.log" | head -12
+    if [ -s "$OUT/ncu.ncu-rep" ]; then
+      timeout 30 "$NCU" --import "$OUT/ncu.ncu-rep" --csv --page details --print-kernel-base function \
+        >"$OUT/ncu.csv" 2>>"$OUT/ncu.log"
+      $PY -m benchmarks.ncu_summary "$OUT/ncu.csv" --md "$OUT/ncu.md" 2>>"$OUT/ncu.log"
+    fi
+    case $rc in
+      0) STATUS+=("ncu: $(grep -c '^ncu_case: profiled' "$OUT/ncu.log") calls profiled (ncu.md, ncu.csv)");;
+      2) STATUS+=("ncu: not runnable here (no GPU seen under ncu)");;
+      124) STATUS+=("ncu: TIMEOUT after ${NT}s (what it profiled is in ncu.md)");;
+      *) STATUS+=("ncu: rc=$rc (see ncu.log; counters may be unreadable on this machine: KINDS.md)");;
+    esac
+  fi
+fi
 
 # ---- benchmarks -----------------------------------------------------------------------
 DEADLINE=$(( $(date +%s) + $(left) - 30 ))

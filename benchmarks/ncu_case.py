@@ -1,0 +1,82 @@
+"""What limits implicit_gemm, read from the hardware counters: a driver for Nsight Compute.
+
+    ncu --profile-from-start off --clock-control none --section SpeedOfLight ... \
+        -o OUT/ncu python3 benchmarks/ncu_case.py
+    python -m benchmarks.ncu_summary OUT/ncu.csv     # after ncu --import OUT/ncu.ncu-rep --csv
+
+For each layer (default: VGG16's conv3_2, C = K = 256 at 56x56, where the issue's 50%-of-
+peak target applies, and conv5_1, 512 -> 512 at 14x14, whose grid is 2 waves), fp16
+channels_last at batch 64: our implicit_gemm on its default tile and on wg128x128 (where
+this build and GPU run wgmma and the run has not left the wgmma tiles out), and torch's
+conv2d + relu_ (cuDNN, cudnn.benchmark on). Each is warmed up (cuDNN's autotune, module
+load), then called once between cudaProfilerStart and cudaProfilerStop, so ncu with
+--profile-from-start off profiles exactly those launches (ncu lists them in this order;
+the kernels' names tell ours from cuDNN's). Prints what it profiled, in order. Exit 2
+without a GPU.
+"""
+import os
+import sys
+
+import torch
+import torch.nn.functional as F
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # run as a script
+import vggkern  # noqa: E402
+from benchmarks.cases import IMPLICIT_GEMM_TILES  # noqa: E402  (less those a failed wgmma probe excludes)
+
+# name, C, K, H=W
+LAYERS = (("conv3_2", 256, 256, 56), ("conv5_1", 512, 512, 14))
+BATCH = 64
+
+
+def calls(x, w, b):
+    """(label, fn) of what is profiled for one layer."""
+    out = [("ours implicit_gemm (default tile)", None)]
+    if vggkern.build_info().get("cuda_wgmma") and torch.cuda.get_device_capability() == (9, 0) \
+            and "wg128x128" in IMPLICIT_GEMM_TILES:
+        out.append(("ours implicit_gemm [wg128x128]", "wg128x128"))
+    fns = []
+    for label, tile in out:
+        def ours(tile=tile):
+            old = os.environ.get("VGGKERN_IMPLICIT_GEMM_TILE")
+            if tile:
+                os.environ["VGGKERN_IMPLICIT_GEMM_TILE"] = tile
+            try:
+                return vggkern.conv3x3(x, w, b, relu=True, algo="implicit_gemm")
+            finally:
+                if tile:
+                    if old is None:
+                        os.environ.pop("VGGKERN_IMPLICIT_GEMM_TILE")
+                    else:
+                        os.environ["VGGKERN_IMPLICIT_GEMM_TILE"] = old
+        fns.append((label, ours))
+    fns.append(("torch conv2d + relu_ (cuDNN)", lambda: F.relu(F.conv2d(x, w, b, padding=1), inplace=True)))
+    return fns
+
+
+def main(argv=None):
+    if not torch.cuda.is_available():
+        print("ncu_case: no CUDA GPU: nothing to profile")
+        return 2
+    torch.backends.cudnn.benchmark = True
+    torch.manual_seed(0)
+    cl = torch.channels_last
+    for name, c, k, h in LAYERS:
+        x = torch.randn(BATCH, c, h, h, device="cuda", dtype=torch.float16).contiguous(memory_format=cl)
+        w = (torch.randn(k, c, 3, 3, device="cuda") * (2 / (9 * c)) ** 0.5).half().contiguous(memory_format=cl)
+        b = torch.randn(k, device="cuda", dtype=torch.float16) * 0.1
+        for label, fn in calls(x, w, b):
+            for _ in range(3):  # warm-up: module load, cuDNN's autotune, the allocator
+                fn()
+            torch.cuda.synchronize()
+            torch.cuda.profiler.start()
+            fn()
+            torch.cuda.synchronize()
+            torch.cuda.profiler.stop()
+            print(f"ncu_case: profiled {name} (C={c}, K={k}, {h}x{h}, N={BATCH}, fp16 channels_last): {label}",
+                  flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
