@@ -8,8 +8,10 @@ Reads ncu's long format (a row per kernel, section and metric: ID, Kernel Name, 
 Size, Grid Size, Section Name, Metric Name, Metric Unit, Metric Value), whatever lines
 come before its header. A metric is taken by the first of its names found (section
 metrics are named differently across ncu versions); the raw metrics device_run.sh asks
-for (shared-memory bank conflicts, the tensor pipe) by their own names. Values as ncu
-printed them, with their units.
+for by their own names: the tensor pipe's busy share, shared-memory wavefronts and bank
+conflicts (to set beside the emulator's counted wavefronts, tests/test_conv3x3_implicit_gemm.py)
+and DRAM bytes (beside roofline.py's counted bytes). Values as ncu printed them, with
+their units.
 """
 from __future__ import annotations
 
@@ -28,8 +30,12 @@ COLUMNS = (
     ("issue busy %", ("Issue Slots Busy",)),
     ("tensor pipe % (mma.sync)", ("sm__pipe_tensor_op_hmma_cycles_active.avg.pct_of_peak_sustained_active",)),
     ("tensor pipe % (wgmma)", ("sm__pipe_tensor_op_gmma_cycles_active.avg.pct_of_peak_sustained_active",)),
+    ("smem ld wavefronts", ("l1tex__data_pipe_lsu_wavefronts_mem_shared_op_ld.sum",)),
     ("smem ld conflicts", ("l1tex__data_bank_conflicts_pipe_lsu_mem_shared_op_ld.sum",)),
+    ("smem st wavefronts", ("l1tex__data_pipe_lsu_wavefronts_mem_shared_op_st.sum",)),
     ("smem st conflicts", ("l1tex__data_bank_conflicts_pipe_lsu_mem_shared_op_st.sum",)),
+    ("DRAM read", ("dram__bytes_read.sum",)),
+    ("DRAM written", ("dram__bytes_write.sum",)),
     ("regs", ("Registers Per Thread",)),
     ("occupancy (achieved)", ("Achieved Occupancy",)),
     ("waves/SM", ("Waves Per SM",)),
