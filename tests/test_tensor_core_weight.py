@@ -226,3 +226,33 @@ def test_module_keeps_the_laid_out_weight(dtype, c, layout, monkeypatch):
         m.weight.mul_(-1)
         assert torch.equal(m(x), vggkern.conv3x3(x, m.weight, m.bias, relu=True, algo=ALGO))
     _check(y, x, -m.weight, m.bias, True, False, algo=ALGO)
+
+
+# Under torch.autocast a float32 laid-out weight is cast to the autocast dtype as it is:
+# from its TF32 values, not the raw weight's. Cast twice (fp32 -> TF32, ties away; -> bf16,
+# ties to even), a value just under a bfloat16 tie rounds up where the raw weight's one cast
+# rounds it down: one bf16 ulp on such elements (about 1 in 32 of random weights), so the
+# output is then not the raw weight's bit for bit. Laying out the cast weight,
+# tensor_core_weight(w.to(dtype)), is; nn.Conv3x3 under autocast does that (cast, then
+# laid out, cached).
+def test_autocast_casts_a_laid_out_weight_as_it_is(monkeypatch):
+    monkeypatch.setattr(torch.backends.cudnn, "allow_tf32", True)
+    g = torch.Generator().manual_seed(21)
+    x = torch.randn(1, 16, 6, 7, generator=g).contiguous(memory_format=torch.channels_last)
+    w = torch.randn(8, 16, 3, 3, generator=g)
+    bits = w.view(torch.int32)
+    w[0] = ((bits[0] & ~0xFFFF) | 0x7FFF).view(torch.float32)  # filter 0: every value just under a bf16 tie
+    wl = vggkern.tensor_core_weight(w)
+    assert not torch.equal(wl.bfloat16().permute(0, 3, 1, 2), w.bfloat16())  # the double rounding
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        raw = vggkern.conv3x3(x, w, algo=ALGO)
+        laid_out = vggkern.conv3x3(x, wl, algo=ALGO)
+        cast_first = vggkern.conv3x3(x, vggkern.tensor_core_weight(w.bfloat16()), algo=ALGO)
+    assert raw.dtype == laid_out.dtype == cast_first.dtype == torch.bfloat16
+    assert torch.equal(laid_out, vggkern.conv3x3(x.bfloat16(), wl.bfloat16(), algo=ALGO))  # cast as it is
+    assert torch.equal(cast_first, raw) and not torch.equal(laid_out[:, 0], raw[:, 0])
+    m = vggkern.Conv3x3(16, 8, bias=False, algo=ALGO)
+    with torch.no_grad():
+        m.weight.copy_(w)
+    with vggkern.cpu_backend("emulator"), torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
+        assert torch.equal(m(x), raw) and torch.equal(m(x), raw)  # the cached cast weight too

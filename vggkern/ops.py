@@ -523,7 +523,13 @@ def tensor_core_weight(weight: torch.Tensor) -> torch.Tensor:
     mantissa bits dropped by the tensor cores rather than rounded). conv3x3 takes it with
     algo "implicit_gemm" or "auto" (which it then resolves to "implicit_gemm"), for x of
     C channels. Differentiable: the gradient passes to weight's layout (as through the
-    TF32 rounding, which the conv's own backward also treats so)."""
+    TF32 rounding, which the conv's own backward also treats so).
+
+    Under torch.autocast, lay out the weight in the autocast dtype
+    (tensor_core_weight(weight.to(dtype)), as nn.Conv3x3 does): a float32 laid-out weight
+    is cast as it is, from its TF32 values, and a value rounded twice can land one ulp
+    from the raw weight's single cast (bfloat16: about 1 in 32 values), so the output is
+    then not the raw weight's bit for bit."""
     _check_tensor_core_weight_input(weight)
     return torch.ops.vggkern.tensor_core_weight(weight)
 
