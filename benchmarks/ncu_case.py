@@ -32,7 +32,8 @@ BATCH = 64
 def calls(x, w, b):
     """(label, fn) of what is profiled for one layer."""
     out = [("ours implicit_gemm (default tile)", None)]
-    if vggkern.build_info().get("cuda_wgmma") and torch.cuda.get_device_capability() == (9, 0) \
+    # (The emulator runs the wgmma tiles too: on the CPU, the wiring is tested with them.)
+    if (not x.is_cuda or (vggkern.build_info().get("cuda_wgmma") and torch.cuda.get_device_capability() == (9, 0))) \
             and "wg128x128" in IMPLICIT_GEMM_TILES:
         out.append(("ours implicit_gemm [wg128x128]", "wg128x128"))
     fns = []
@@ -55,28 +56,34 @@ def calls(x, w, b):
 
 
 def main(argv=None):
-    if not torch.cuda.is_available():
+    """argv ["--cpu"]: the same calls on a small layer through the emulator, without the
+    profiler (the wiring, tested without a GPU)."""
+    cpu = "--cpu" in (argv or [])
+    if not cpu and not torch.cuda.is_available():
         print("ncu_case: no CUDA GPU: nothing to profile")
         return 2
+    device, layers, batch = ("cpu", (("small", 16, 24, 6),), 1) if cpu else ("cuda", LAYERS, BATCH)
     torch.backends.cudnn.benchmark = True
     torch.manual_seed(0)
     cl = torch.channels_last
-    for name, c, k, h in LAYERS:
-        x = torch.randn(BATCH, c, h, h, device="cuda", dtype=torch.float16).contiguous(memory_format=cl)
-        w = (torch.randn(k, c, 3, 3, device="cuda") * (2 / (9 * c)) ** 0.5).half().contiguous(memory_format=cl)
-        b = torch.randn(k, device="cuda", dtype=torch.float16) * 0.1
+    for name, c, k, h in layers:
+        x = torch.randn(batch, c, h, h, device=device).half().contiguous(memory_format=cl)
+        w = (torch.randn(k, c, 3, 3, device=device) * (2 / (9 * c)) ** 0.5).half().contiguous(memory_format=cl)
+        b = torch.randn(k, device=device).half() * 0.1
         for label, fn in calls(x, w, b):
-            for _ in range(3):  # warm-up: module load, cuDNN's autotune, the allocator
+            for _ in range(1 if cpu else 3):  # warm-up: module load, cuDNN's autotune, the allocator
                 fn()
-            torch.cuda.synchronize()
-            torch.cuda.profiler.start()
+            if not cpu:
+                torch.cuda.synchronize()
+                torch.cuda.profiler.start()
             fn()
-            torch.cuda.synchronize()
-            torch.cuda.profiler.stop()
-            print(f"ncu_case: profiled {name} (C={c}, K={k}, {h}x{h}, N={BATCH}, fp16 channels_last): {label}",
+            if not cpu:
+                torch.cuda.synchronize()
+                torch.cuda.profiler.stop()
+            print(f"ncu_case: profiled {name} (C={c}, K={k}, {h}x{h}, N={batch}, fp16 channels_last): {label}",
                   flush=True)
     return 0
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(main(sys.argv[1:]))

@@ -79,3 +79,24 @@ def test_ncu_case_without_a_gpu_exits_2():
     r = subprocess.run([sys.executable, os.path.join(ROOT, "benchmarks", "ncu_case.py")], capture_output=True,
                        text=True, timeout=300)
     assert r.returncode == 2 and "no CUDA GPU" in r.stdout, r.stdout + r.stderr
+
+
+def test_ncu_case_calls_run_through_the_emulator(monkeypatch, capsys):
+    """ncu_case's calls, on a small layer on the CPU (the emulator), without the profiler:
+    ours on the default tile and on wg128x128, and torch's, in that order; the forced tile
+    leaves the environment as it found it (and a wg128x128 left out by the run is left
+    out here)."""
+    pytest.importorskip("torch")
+    from benchmarks import ncu_case
+
+    monkeypatch.setenv("VGGKERN_IMPLICIT_GEMM_TILE", "128x64")
+    assert ncu_case.main(["--cpu"]) == 0
+    out = [ln for ln in capsys.readouterr().out.splitlines() if ln.startswith("ncu_case: profiled")]
+    assert [ln.split(": ")[-1] for ln in out] == ["ours implicit_gemm (default tile)",
+                                                 "ours implicit_gemm [wg128x128]", "torch conv2d + relu_ (cuDNN)"]
+    assert os.environ["VGGKERN_IMPLICIT_GEMM_TILE"] == "128x64"
+    monkeypatch.delenv("VGGKERN_IMPLICIT_GEMM_TILE")
+    monkeypatch.setattr(ncu_case, "IMPLICIT_GEMM_TILES", ("128x128",))
+    assert ncu_case.main(["--cpu"]) == 0
+    out = [ln for ln in capsys.readouterr().out.splitlines() if ln.startswith("ncu_case: profiled")]
+    assert len(out) == 2 and "VGGKERN_IMPLICIT_GEMM_TILE" not in os.environ
