@@ -191,7 +191,7 @@ def build_cases():
         for a in algos:
             cases.append(Case("conv", "vggkern", smoke_conv + (("math", "-"), ("algo", a)), "smoke", 0))
         for a in algos:  # ... and with the weight prepared once (the path the modules take)
-            if PREPARED_WEIGHT.get(a):
+            if a in PREPARED_WEIGHT:
                 cases.append(Case("conv", "vggkern", smoke_conv + (("math", "-"), ("algo", a), ("weight", "prepared")),
                                   "smoke", 0))
     smoke_net = (("net", "vgg16"), ("N", 1), ("res", 32), ("dtype", "fp32"), ("math", "ieee"), ("layout", "nchw"),
@@ -256,7 +256,7 @@ def build_cases():
             base = (("layer", s.label), ("N", n), ("C", s.C), ("K", s.K), ("H", s.H), ("dtype", dt),
                     ("layout", "cl"), ("variant", "relu_pool" if s.pool else "relu"), ("math", "-"))
             for a in algos:
-                if PREPARED_WEIGHT.get(a) and (a != "implicit_gemm" or dt == "fp32" or s.C % 8):
+                if a in PREPARED_WEIGHT and (a != "implicit_gemm" or dt == "fp32" or s.C % 8):
                     cases.append(Case("conv", "vggkern", base + (("algo", a), ("weight", "prepared")), "full",
                                       1.5 if n == 1 else 2))
 

@@ -191,7 +191,7 @@ if [ $QUICK = 0 ] && [ "${VGGKERN_RUN_NCU:-1}" != 0 ]; then
     case $rc in
       0) STATUS+=("ncu: $(grep -c '^ncu_case: profiled' "$OUT/ncu.log") calls profiled (ncu.md, ncu.csv)");;
       2) STATUS+=("ncu: not runnable here (no GPU seen under ncu)");;
-      124) STATUS+=("ncu: TIMEOUT after ${NT}s (what it profiled is in ncu.md)");;
+      124) STATUS+=("ncu: TIMEOUT after ${NT}s (ncu.md holds what it wrote, if anything)");;
       *) STATUS+=("ncu: rc=$rc (see ncu.log; counters may be unreadable on this machine: KINDS.md)");;
     esac
   fi

@@ -23,6 +23,7 @@ import torch.nn.functional as F
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # run as a script
 import vggkern  # noqa: E402
 from benchmarks.cases import IMPLICIT_GEMM_TILES  # noqa: E402  (less those a failed wgmma probe excludes)
+from benchmarks.cases import _env  # noqa: E402  (sets a variable for a block)
 
 # name, C, K, H=W
 LAYERS = (("conv3_2", 256, 256, 56), ("conv5_1", 512, 512, 14))
@@ -39,17 +40,8 @@ def calls(x, w, b):
     fns = []
     for label, tile in out:
         def ours(tile=tile):
-            old = os.environ.get("VGGKERN_IMPLICIT_GEMM_TILE")
-            if tile:
-                os.environ["VGGKERN_IMPLICIT_GEMM_TILE"] = tile
-            try:
+            with _env("VGGKERN_IMPLICIT_GEMM_TILE", tile):  # None: as it is
                 return vggkern.conv3x3(x, w, b, relu=True, algo="implicit_gemm")
-            finally:
-                if tile:
-                    if old is None:
-                        os.environ.pop("VGGKERN_IMPLICIT_GEMM_TILE")
-                    else:
-                        os.environ["VGGKERN_IMPLICIT_GEMM_TILE"] = old
         fns.append((label, ours))
     fns.append(("torch conv2d + relu_ (cuDNN)", lambda: F.relu(F.conv2d(x, w, b, padding=1), inplace=True)))
     return fns
