@@ -53,7 +53,7 @@ def kernels(text: str) -> list[dict]:
     out: dict[str, dict] = {}
     for row in csv.DictReader(io.StringIO("\n".join(lines[start:]))):
         kid = row.get("ID")
-        if not kid or row.get("Metric Name") is None:
+        if not kid or not (row.get("Metric Name") or "").strip():  # a rule's row (newer ncu) has no metric
             continue
         k = out.setdefault(kid, {"id": kid, "name": row.get("Kernel Name", ""), "grid": row.get("Grid Size", ""),
                                  "block": row.get("Block Size", ""), "metrics": {}})

@@ -100,3 +100,16 @@ def test_ncu_case_calls_run_through_the_emulator(monkeypatch, capsys):
     assert ncu_case.main(["--cpu"]) == 0
     out = [ln for ln in capsys.readouterr().out.splitlines() if ln.startswith("ncu_case: profiled")]
     assert len(out) == 2 and "VGGKERN_IMPLICIT_GEMM_TILE" not in os.environ
+
+
+def test_newer_csv_with_rule_columns():
+    """Newer ncu versions add rule columns (and rows that are a rule's, with no metric);
+    the metrics are read the same."""
+    head = HEADER + ',"Rule Name","Rule Type","Rule Description","Estimated Speedup Type","Estimated Speedup"'
+    rows = [line(0, "conv3x3_implicit_gemm_kernel", "GPU Speed Of Light Throughput", "Duration", "us", "1,204.5")
+            + ',"","","","",""',
+            line(0, "conv3x3_implicit_gemm_kernel", "GPU Speed Of Light Throughput", "", "", "")
+            + ',"SOLBottleneck","OPT","Compute is more heavily utilized than memory","global","12.5"']
+    ks = ncu_summary.kernels("\n".join([head] + rows))
+    assert len(ks) == 1 and ks[0]["metrics"] == {"Duration": "1,204.5 us"}
+    assert "| 1,204.5 us |" in ncu_summary.render(ks)
