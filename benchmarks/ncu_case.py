@@ -32,17 +32,14 @@ BATCH = 64
 
 def calls(x, w, b):
     """(label, fn) of what is profiled for one layer."""
-    out = [("ours implicit_gemm (default tile)", None)]
+    def ours(tile=None):
+        with _env("VGGKERN_IMPLICIT_GEMM_TILE", tile):  # None: as it is
+            return vggkern.conv3x3(x, w, b, relu=True, algo="implicit_gemm")
+    fns = [("ours implicit_gemm (default tile)", ours)]
     # (The emulator runs the wgmma tiles too: on the CPU, the wiring is tested with them.)
     if (not x.is_cuda or (vggkern.build_info().get("cuda_wgmma") and torch.cuda.get_device_capability() == (9, 0))) \
             and "wg128x128" in IMPLICIT_GEMM_TILES:
-        out.append(("ours implicit_gemm [wg128x128]", "wg128x128"))
-    fns = []
-    for label, tile in out:
-        def ours(tile=tile):
-            with _env("VGGKERN_IMPLICIT_GEMM_TILE", tile):  # None: as it is
-                return vggkern.conv3x3(x, w, b, relu=True, algo="implicit_gemm")
-        fns.append((label, ours))
+        fns.append(("ours implicit_gemm [wg128x128]", lambda: ours("wg128x128")))
     fns.append(("torch conv2d + relu_ (cuDNN)", lambda: F.relu(F.conv2d(x, w, b, padding=1), inplace=True)))
     return fns
 

@@ -28,6 +28,7 @@ import torch
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path[:0] = [HERE, os.path.dirname(HERE)]  # test_conv3x3, and the repository (benchmarks)
 import vggkern  # noqa: E402
+from benchmarks.cases import PREPARED_WEIGHT  # noqa: E402  (the weight prepared once, by algo)
 from benchmarks.cases import _env as env  # noqa: E402  (sets a variable for a block; None: as it is)
 from test_conv3x3 import K_FACTOR, TF32_ALGOS, _check, _errors, _torch_forward  # noqa: E402
 
@@ -36,6 +37,11 @@ LAYOUTS = ("nchw", "channels_last", "sliced", "permuted", "offset")
 # TF32), and split-K by default or forced.
 TILES = (None, "128x64", "128x128", "256x128", "256x64", "wg128x128", "wg256x64", "wg128x256")
 SPLITS = (None, None, "1", "2", "3", "5")
+
+
+def at_offset(t, off):
+    """t's values in fresh storage, starting `off` elements in (unaligned vectors)."""
+    return torch.cat([torch.zeros(off, dtype=t.dtype), t.flatten()])[off:].view(t.shape)
 
 
 def make_x(rng, g, n, c, h, w, dtype, layout):
@@ -49,14 +55,8 @@ def make_x(rng, g, n, c, h, w, dtype, layout):
     if layout == "permuted":  # H and W swapped in memory
         return x.transpose(2, 3).contiguous().transpose(2, 3)
     if layout == "offset":  # storage offset of 7 elements: unaligned vectors
-        return torch.cat([torch.zeros(7, dtype=dtype), x.flatten()])[7:].view(n, c, h, w)
+        return at_offset(x, 7)
     return x
-
-
-# The weight prepared once, by algo (conv3x3 takes it in place of the raw weight).
-PREPARE = {"implicit_gemm": vggkern.tensor_core_weight,
-           "winograd_f2x2": lambda w: vggkern.winograd_weight(w, 2),
-           "winograd_f4x4": lambda w: vggkern.winograd_weight(w, 4)}
 
 
 def restride(rng, t):
@@ -70,8 +70,7 @@ def restride(rng, t):
     if how == "permuted":
         return t.transpose(-1, -2).contiguous().transpose(-1, -2), how
     if how == "offset":
-        off = rng.randint(1, 7)
-        return torch.cat([torch.zeros(off, dtype=t.dtype), t.flatten()])[off:].view(t.shape), how
+        return at_offset(t, rng.randint(1, 7)), how
     return t, how
 
 
@@ -113,20 +112,21 @@ def main():
         case = dict(algo=algo, dtype=str(dtype), shape=(n, c, k, h, w), relu=relu, pool=pool, bias=bias,
                     layout=layout, tile=tile, split_k=split)
         cases += 1
-        try:
+
+        def conv(weight):
             with env("VGGKERN_IMPLICIT_GEMM_TILE", tile), env("VGGKERN_IMPLICIT_GEMM_SPLIT_K", split):
-                y = vggkern.conv3x3(x, wt, b, relu=relu, pool=pool, algo=algo, **extra)
+                return vggkern.conv3x3(x, weight, b, relu=relu, pool=pool, algo=algo, **extra)
+        try:
+            y = conv(wt)
             if y.numel():
                 key = (algo, str(dtype).removeprefix("torch."))
                 worst[key] = max(worst.get(key, 0.0), ratio(y, x, wt, b, relu, pool, algo, tf32_x))
             _check(y, x, wt, b, relu, pool, algo, tf32_x)
-            if algo in PREPARE and rng.random() < 0.5:
-                prepared, how = restride(rng, PREPARE[algo](wt))
+            if algo in PREPARED_WEIGHT and rng.random() < 0.5:
+                prepared, how = restride(rng, PREPARED_WEIGHT[algo](vggkern, wt))
                 case["prepared_weight"] = how
                 prepared_cases += 1
-                with env("VGGKERN_IMPLICIT_GEMM_TILE", tile), env("VGGKERN_IMPLICIT_GEMM_SPLIT_K", split):
-                    y2 = vggkern.conv3x3(x, prepared, b, relu=relu, pool=pool, algo=algo, **extra)
-                torch.testing.assert_close(y2, y, rtol=0, atol=0, equal_nan=True,
+                torch.testing.assert_close(conv(prepared), y, rtol=0, atol=0, equal_nan=True,
                                            msg=lambda m: "prepared weight differs from the raw call: " + m)
         except Exception as e:  # noqa: BLE001
             failures += 1
