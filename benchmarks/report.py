@@ -114,9 +114,17 @@ def is_prepared(r):
     return r.get("weight") == "prepared"
 
 
+def is_nchw_converted(r):
+    """A row of implicit_gemm on an NCHW x with y written NHWC and converted after the kernel
+    (VGGKERN_IMPLICIT_GEMM_NCHW_Y=convert, the earlier path): timed beside the default,
+    whose epilogue writes y NCHW, in a table of its own (nchw_y)."""
+    return r.get("nchw_y") == "convert"
+
+
 def set_apart(r):
-    """Left out of "best ours" and the plot: a sweep row or a prepared-weight one."""
-    return is_sweep(r) or is_prepared(r)
+    """Left out of "best ours" and the plot: a sweep row, a prepared-weight one, or NCHW's
+    converted y."""
+    return is_sweep(r) or is_prepared(r) or is_nchw_converted(r)
 
 
 def annotate(rows):
@@ -270,38 +278,55 @@ def headline(rows):
                       f"{r['images_per_s']:.0f} img/s | {_f(r.get('speedup_vs_best_torch'), '{:.2f}×')} |"
                       for r in policy]
             lines.append("")
-    return lines + tile_sweep(rows) + prepared_weight(rows)
+    return lines + tile_sweep(rows) + prepared_weight(rows) + nchw_y(rows)
+
+
+def _beside_default(rows, is_variant, title, names, variant_saves):
+    """Per layer, batch and algo: the rows of a variant (is_variant) beside the same call's
+    default row of ours: µs of each, and what the faster one (variant_saves: the variant,
+    else the default) saved. names: the columns (slow, fast, saved, ratio)."""
+    def key(r):
+        return problem_key(r) + (r.get("algo"), r.get("layout"))
+    default = {key(r): r for r in rows if r["group"] == "conv" and r["impl"] != "torch" and timed(r)
+               and not set_apart(r)}
+    variant = sorted((r for r in rows if r["group"] == "conv" and is_variant(r) and timed(r)),
+                     key=lambda r: (r["N"], r.get("dtype"), r["C"], r["K"], -r["H"], r.get("algo")))
+    if not variant:
+        return []
+    lines = [title, "", "| layer | N | dtype | layout | algo | " + " | ".join(names) + " |",
+             "| --- | ---: | --- | --- | --- | ---: | ---: | ---: | ---: |"]
+    for r in variant:
+        d = default.get(key(r))
+        slow, fast = (d, r) if variant_saves else (r, d)
+        lines.append("| " + " | ".join([
+            r["layer"], str(r["N"]), r["dtype"], str(r.get("layout")), str(r.get("algo")),
+            _us(slow["median_s"]) if slow else "–", _us(fast["median_s"]) if fast else "–",
+            _us(slow["median_s"] - fast["median_s"]) if d else "–",
+            _f(slow["median_s"] / fast["median_s"] if d else None, "{:.2f}×")]) + " |")
+    return lines + [""]
 
 
 def prepared_weight(rows):
-    """Per layer, batch and algo: our time with the raw weight and with the weight prepared
-    once (the per-call transform or layout the modules skip), and what preparing saved."""
-    def key(r):
-        return problem_key(r) + (r.get("algo"), r.get("layout"))
-    raw = {key(r): r for r in rows if r["group"] == "conv" and r["impl"] != "torch" and timed(r)
-           and not set_apart(r)}
-    prepared = sorted((r for r in rows if r["group"] == "conv" and is_prepared(r) and timed(r)),
-                      key=lambda r: (r["N"], r.get("dtype"), r["C"], r["K"], -r["H"], r.get("algo")))
-    if not prepared:
-        return []
-    lines = ["Weight prepared once (winograd_weight / tensor_core_weight, as the modules hold it) against "
-             "the raw weight (µs, CUDA-event median; saved = raw − prepared)", "",
-             "| layer | N | dtype | layout | algo | raw | prepared | saved | raw ÷ prepared |",
-             "| --- | ---: | --- | --- | --- | ---: | ---: | ---: | ---: |"]
-    for r in prepared:
-        w = raw.get(key(r))
-        lines.append("| " + " | ".join([
-            r["layer"], str(r["N"]), r["dtype"], str(r.get("layout")), str(r.get("algo")),
-            _us(w["median_s"]) if w else "–", _us(r["median_s"]),
-            _us(w["median_s"] - r["median_s"]) if w else "–",
-            _f(w["median_s"] / r["median_s"] if w else None, "{:.2f}×")]) + " |")
-    return lines + [""]
+    """Our time with the raw weight and with the weight prepared once (the per-call
+    transform or layout the modules skip), and what preparing saved."""
+    return _beside_default(rows, is_prepared, "Weight prepared once (winograd_weight / tensor_core_weight, as the "
+                           "modules hold it) against the raw weight (µs, CUDA-event median; saved = raw − prepared)",
+                           ("raw", "prepared", "saved", "raw ÷ prepared"), variant_saves=True)
+
+
+def nchw_y(rows):
+    """implicit_gemm on an NCHW x: y converted after the kernel against y written NCHW by
+    its epilogue (the default), and what writing it directly saved."""
+    return _beside_default(rows, is_nchw_converted, "implicit_gemm on NCHW x: y written NHWC and converted after "
+                           "(VGGKERN_IMPLICIT_GEMM_NCHW_Y=convert) against y written NCHW by the epilogue (the "
+                           "default) (µs, CUDA-event median; saved = converted − direct)",
+                           ("converted", "direct", "saved", "converted ÷ direct"), variant_saves=False)
 
 
 def full_tables(rows):
     lines = []
     cols = {
-        "conv": ("layer", "N", "dtype", "layout", "variant", "math", "algo", "tile", "weight"),
+        "conv": ("layer", "N", "dtype", "layout", "variant", "math", "algo", "tile", "weight", "nchw_y"),
         "maxpool": ("C", "H", "N", "dtype", "layout"),
         "network": ("net", "N", "dtype", "math", "layout", "mode", "algo", "tile"),
     }

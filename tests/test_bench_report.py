@@ -384,6 +384,55 @@ def test_prepared_weight_rows_stay_out_of_best_ours_and_have_their_table(tmp_pat
     assert "Weight prepared once" not in text
 
 
+def test_nchw_y_converted_rows_stay_out_of_best_ours_and_have_their_table(tmp_path):
+    """implicit_gemm's NCHW rows with y converted after the kernel (nchw_y="convert", the
+    earlier path) are not what a call runs: "best ours" is the default row (y written NCHW
+    by the epilogue), and the converted row is shown beside it, with what the direct
+    store saved."""
+    rows = [row("torch", 1.5e-3, layout="nchw"), row("vggkern", 1.2e-3, algo="implicit_gemm", layout="nchw"),
+            row("vggkern", 1.0e-3, algo="implicit_gemm", layout="nchw", nchw_y="convert")]
+    rows[2]["id"] += "-convert"
+    text, _, _ = report.render(write(tmp_path / "r.json", rows), headline_only=True)
+    best = [line for line in text.splitlines() if line.startswith("| conv3_2+conv3_3 (256")]
+    assert len(best) == 1 and "ours implicit_gemm nchw" in best[0] and "1.25×" in best[0], best
+    table = [line for line in text.splitlines() if line.startswith("| conv3_2+conv3_3 | 64 |")]
+    assert table == ["| conv3_2+conv3_3 | 64 | fp16 | nchw | implicit_gemm | 1000 | 1200 | -200.0 | 0.83× |"], table
+    assert "y written NCHW by the epilogue" in text
+    text, _, _ = report.render(write(tmp_path / "s.json", rows[:2]), headline_only=True)
+    assert "y written NCHW by the epilogue" not in text
+
+
+def test_nchw_y_converted_cases_have_their_default_twin():
+    """The converted-y cases: implicit_gemm, fp16 NCHW, every VGG layer shape at batches 1
+    and 64, after the headline rows, each beside its default (y written by the epilogue)
+    twin in the matrix; the CPU smoke pass has one, computing the default's values."""
+    import torch
+    from benchmarks import cases
+
+    all_cases = cases.build_cases()
+    if cases.conv_algorithms() is None or "implicit_gemm" not in cases.conv_algorithms():
+        pytest.skip("vggkern.conv3x3 with implicit_gemm is not importable")
+    ids = {c.id for c in all_cases}
+    converted = [c for c in all_cases if c.p.get("nchw_y")]
+    gpu = [c for c in converted if c.tier != "smoke"]
+    assert len(gpu) == 2 * len(cases.LAYER_SHAPES)
+    for c in converted:
+        assert c.p["nchw_y"] == "convert" and c.p["algo"] == "implicit_gemm" and c.p["layout"] == "nchw"
+        twin = cases.Case(c.group, c.impl, tuple(kv for kv in c.params if kv[0] != "nchw_y"), c.tier)
+        assert twin.id in ids, twin.id
+    for c in gpu:
+        assert c.p["dtype"] == "fp16" and c.p["N"] in (1, cases.QUICK_BATCH) and c.priority >= 1.5
+    (smoke,) = [c for c in converted if c.tier == "smoke"]
+    default = next(c for c in all_cases if c.id == cases.Case(
+        smoke.group, smoke.impl, tuple(kv for kv in smoke.params if kv[0] != "nchw_y"), smoke.tier).id)
+    cfg = dict(cases.default_cfg(), cpu_repeats=1)
+    errs = []
+    for c in (default, smoke):
+        torch.manual_seed(0)
+        errs.append(cases.run_case(c, cfg)["rel_err_vs_fp32"])
+    assert errs[0] == errs[1] and 0 < errs[0] < 1e-2, errs
+
+
 def test_prepared_weight_cases_are_where_the_raw_call_transforms_the_weight():
     """The prepared-weight cases: each algo that takes a prepared weight, every VGG layer
     shape at batches 1 and 64, channels_last, fp32 and fp16; implicit_gemm only where its

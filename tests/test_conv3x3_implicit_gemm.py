@@ -120,6 +120,43 @@ def test_forced_tile_must_exist(monkeypatch):
         vggkern.conv3x3(x, w, b, algo=ALGO)
 
 
+# NCHW calls: the kernel's epilogue writes y NCHW itself (no NHWC y, no conversion pass
+# after it), bit for bit the channels_last call's values and the conversion path's
+# (VGGKERN_IMPLICIT_GEMM_NCHW_Y=convert): every epilogue tile layout (mma.sync's, wgmma's
+# and wgmma_t's transposed one), with and without the pool, split-K's reduce kernel, planes
+# stored in 16-byte vectors (Ho * Wo a multiple of 8 halves or 4 floats: 8 x 12, and 14 x 14
+# in fp32) or in single elements (14 x 14 in 16 bits, 7 x 7, 9 x 7), M tiles that span
+# images, C padded, K that does not fill its tile.
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("tile,split", [("", ""), ("", "3"), *((t, "") for t in TILES), ("wg128x128", "2")])
+@pytest.mark.parametrize("dtype", HALF_DTYPES + [torch.float32], ids=str)
+def test_nchw_output_written_by_the_kernel(tile, split, dtype, device, monkeypatch):
+    _skip_without_wgmma(tile, device)
+    monkeypatch.setenv("VGGKERN_IMPLICIT_GEMM_TILE", tile)
+    monkeypatch.setenv("VGGKERN_IMPLICIT_GEMM_SPLIT_K", split)
+    for n, c, k, h, w in [(3, 8, 72, 8, 12), (2, 16, 40, 14, 14), (1, 5, 136, 9, 7)]:
+        x, wt, b = _inputs(n, c, k, h, w, dtype, device, seed=n * k)
+        for relu, pool in [(False, False), (True, True)]:
+            def conv(x):
+                return vggkern.conv3x3(x, wt, b, relu=relu, pool=pool, algo=ALGO, allow_tf32=True)
+
+            y = conv(x)
+            assert y.is_contiguous()
+            assert torch.equal(y, conv(x.contiguous(memory_format=torch.channels_last)))
+            monkeypatch.setenv("VGGKERN_IMPLICIT_GEMM_NCHW_Y", "convert")
+            assert torch.equal(y, conv(x))
+            monkeypatch.delenv("VGGKERN_IMPLICIT_GEMM_NCHW_Y")
+            _check(y, x, wt, b, relu, pool, algo=ALGO, tf32_x="truncated" if tile.startswith("wg") else "rounded")
+
+
+def test_nchw_y_override_must_be_valid(monkeypatch):
+    monkeypatch.setenv("VGGKERN_IMPLICIT_GEMM_NCHW_Y", "nhwc")
+    x, w, b = _inputs(1, 8, 8, 4, 4, torch.float16, "cpu", seed=0)
+    with pytest.raises(ValueError, match="VGGKERN_IMPLICIT_GEMM_NCHW_Y must be \"direct\" or \"convert\", "
+                                         "got 'nhwc'"):
+        vggkern.conv3x3(x, w, b, algo=ALGO)
+
+
 # The wgmma policies (VGGKERN_IMPLICIT_GEMM_TILE=wgmma | wgmma-wide: the benchmarks time
 # whole networks on wgmma with them) pick a tile per layer by K, over the measured table.
 @pytest.mark.parametrize("policy", ["wgmma", "wgmma-wide"])
@@ -312,6 +349,30 @@ def test_shared_memory_without_bank_conflicts(dtype, k, tile, monkeypatch):
         assert s["ideal"] == s["instructions"] * phases[path], (path, stats)
 
 
+# NCHW's epilogue reads single floats, a tile column per lane and 2 x 8 (fp32: 2 x 4)
+# rows per half-warp pair, the upper half-warp rotated so the two halves sit 16 banks
+# apart (store_nchw_tile): one wavefront per read, BM * BN / 32 reads per block, for every
+# epilogue tile layout. (Only the epilogue's loads are ld_shared: the main loops read with
+# ldmatrix or wgmma.)
+@pytest.mark.parametrize("dtype", [torch.float16, torch.float32], ids=str)
+@pytest.mark.parametrize("tile,k", [("", 64), ("", 136), ("256x128", 136), ("128x64", 64), ("wg128x128", 136),
+                                    ("wg256x64", 64), ("wg128x256", 136)])
+@pytest.mark.parametrize("pool", [False, True], ids=["", "pool"])
+def test_nchw_epilogue_without_bank_conflicts(tile, k, pool, dtype, monkeypatch):
+    from vggkern import _C
+
+    monkeypatch.setenv("VGGKERN_IMPLICIT_GEMM_TILE", tile)
+    monkeypatch.setenv("VGGKERN_IMPLICIT_GEMM_SPLIT_K", "1")
+    x, w, b = _inputs(1, 24, k, 16, 16, dtype, "cpu", seed=k)
+    _C.emu_reset_bank_stats()
+    vggkern.conv3x3(x, w, b, relu=True, pool=pool, algo=ALGO, allow_tf32=True)
+    s = _C.emu_bank_stats()["load"]
+    plan = _C.implicit_gemm_plan(1, 24, 16, 16, k, x.element_size(), pool, 132, tile)
+    blocks = plan["m_tiles"] * plan["k_blocks"]
+    assert s["instructions"] == blocks * plan["bm"] * plan["bn"] // 32, (plan, s)
+    assert s["wavefronts"] == s["ideal"] == s["instructions"], s
+
+
 @pytest.mark.parametrize("device", DEVICES)
 def test_int64_index_variant(device, monkeypatch):
     # The kernel's int64-offset variant (used from 2^31 elements on), forced at small sizes.
@@ -502,17 +563,19 @@ def test_torch_compile_float32_tf32(device):
 @pytest.mark.parametrize("dtype", HALF_DTYPES + [torch.float32], ids=str)
 @pytest.mark.parametrize("tile,split", [("", ""), *((t, "") for t in TILES), ("128x128", "3"),
                                         *((t, "3") for t in WGMMA_TWIN)])
-def test_gpu_matches_emulator_bit_for_bit(dtype, tile, split, monkeypatch):
+@pytest.mark.parametrize("layout", [torch.channels_last, torch.contiguous_format], ids=["nhwc", "nchw"])
+def test_gpu_matches_emulator_bit_for_bit(dtype, tile, split, layout, monkeypatch):
     """The proof that the emulated fragment layouts are the hardware's: with small
     integer data every sum is exact, so the GPU and the emulator must agree exactly
     (float32: the TF32 path, mma.sync.m16n8k8 fed by ldmatrix of 32-bit elements, or
     wgmma's m64nNk8.tf32), for the default tile choice, each tile forced (the wg tiles:
-    wgmma's descriptors and accumulator layout), and split-K."""
+    wgmma's descriptors and accumulator layout), and split-K; y NHWC, and NCHW as the
+    epilogue writes it for NCHW calls."""
     _skip_without_wgmma(tile, "cuda")
     monkeypatch.setenv("VGGKERN_IMPLICIT_GEMM_TILE", tile)
     monkeypatch.setenv("VGGKERN_IMPLICIT_GEMM_SPLIT_K", split)
     g = torch.Generator().manual_seed(0)
-    x = torch.randint(-3, 4, (2, 24, 12, 20), generator=g).to(dtype).contiguous(memory_format=torch.channels_last)
+    x = torch.randint(-3, 4, (2, 24, 12, 20), generator=g).to(dtype).contiguous(memory_format=layout)
     w = torch.randint(-2, 3, (72, 24, 3, 3), generator=g).to(dtype)
     b = torch.randint(-5, 6, (72,), generator=g).to(dtype)
     for relu, pool in [(False, False), (True, True)]:

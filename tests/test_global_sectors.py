@@ -67,6 +67,30 @@ def test_implicit_gemm_reads_its_tiles_in_whole_sectors(tile, k, pool, monkeypat
     assert _whole_sectors(s["load"]), stats  # the bias
 
 
+# NCHW calls: implicit_gemm's epilogue writes y NCHW, each channel's share of a tile a run
+# of its plane; a lane pair's two 16-byte vectors are one 32-byte sector, so whole
+# sectors where a plane is a multiple of 32 bytes (16 x 16, its pool's 8 x 8). Elsewhere
+# (14 x 14 in fp16: 196 halves break the vectors' alignment) single elements; y is written
+# once either way. Split-K's reduce kernel writes NCHW y once too (lanes on consecutive
+# channels, one plane apart), its reads of the partial sums unchanged: whole sectors.
+@pytest.mark.parametrize("tile,k", [("256x64", 64), ("128x128", 128), ("wg128x128", 128), ("wg256x64", 64)])
+@pytest.mark.parametrize("pool", [False, True], ids=["", "pool"])
+@pytest.mark.parametrize("h,split", [(16, "1"), (14, "1"), (16, "2")])
+def test_implicit_gemm_nchw_stores(tile, k, pool, h, split, monkeypatch):
+    monkeypatch.setenv("VGGKERN_IMPLICIT_GEMM_TILE", tile)
+    monkeypatch.setenv("VGGKERN_IMPLICIT_GEMM_SPLIT_K", split)
+    x, wt, b = _inputs(1, 64, k, h, h, torch.float16, "cpu", seed=k)  # NCHW
+    stats, y = _counted(lambda: vggkern.conv3x3(x, wt, b, relu=True, pool=pool, algo="implicit_gemm"))
+    assert y.is_contiguous()
+    name = "conv3x3_implicit_gemm_kernel" if split == "1" else "conv3x3_implicit_gemm_reduce_kernel"
+    s = stats[name]
+    assert s["store"]["bytes"] == y.nbytes, stats
+    if split == "1" and h == 16:
+        assert _whole_sectors(s["store"]), stats
+    if split != "1":
+        assert _whole_sectors(s["load"]), stats
+
+
 # Split-K: each split writes its raw sums (float2 per lane, consecutive channels) once, and
 # the reduce kernel reads them once (one thread per output element, channels fastest).
 def test_implicit_gemm_split_k_traffic(monkeypatch):

@@ -72,11 +72,15 @@ def test_main_loop_of_every_instantiation(tmp_path):
     # ptxas: no coded notes (wgmma serialized, a warpgroup.arrive injected for a missing
     # fence, ...), and every instantiation in registers: no stack frame, no spills.
     assert report["diagnostics"] == []
-    # + the split-K reduction kernels (3 dtypes x 2 index types)
-    assert len(report["functions"]) == len(rows) + 6, sorted(report["functions"])
+    # + the split-K reduction kernels (3 dtypes x 2 index types), and the NCHW epilogue
+    # (store_nchw_tile: a call, not inlined) per instantiation and window (1, or the pool's 4)
+    kernels = [name for name in report["functions"] if "store_nchw_tile" not in name]
+    assert len(kernels) == len(rows) + 6, sorted(kernels)
+    assert len(report["functions"]) == len(kernels) + 2 * len(rows), sorted(report["functions"])
     for name, f in report["functions"].items():
         assert (f["stack"], f["spill_stores"], f["spill_loads"]) == (0, 0, 0), (name, f)
-        assert f["registers"] <= 255, (name, f)
+        # ptxas counts registers per kernel (a device function's within its caller's)
+        assert name not in kernels or f["registers"] <= 255, (name, f)
     for r in rows:
         dtype, tile, index = r["kernel"].split()
         bm, bn, threads = TILES[tile]

@@ -58,6 +58,9 @@ struct Conv3x3Args {
   // no limit, the emulator, which mirrors an H100/H200's 227 KiB that every tile fits). A
   // measured tile that needs more runs as the rule's tile (conv3x3_implicit_gemm_plan.h).
   int64_t smem_optin = 0;
+  // implicit_gemm: x is NHWC (`layout`); y is NHWC too, or with y_nchw NCHW (N, K, Ho, Wo),
+  // written so by the kernel's epilogue (the op's NCHW calls).
+  bool y_nchw = false;
 };
 
 // tensor_core_weight: weight (K, C, 3, 3) with any strides (in elements) -> out (K, 3,

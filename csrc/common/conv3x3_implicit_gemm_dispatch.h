@@ -4,8 +4,8 @@
 // allowed), index type, and geometry: 3 dtypes x (4 mma.sync + 3 wgmma tiles) x 2 index
 // types = 42 instantiations (and the split-K reduction per dtype and index type).
 // Compiled into both backends, which pass their own Launcher, so the GPU and the
-// emulator run the same choice. Expects what the op prepares: x and y NHWC, weight (K, 3,
-// 3, C), C a multiple of 8.
+// emulator run the same choice. Expects what the op prepares: x NHWC, y NHWC or (y_nchw)
+// NCHW, weight (K, 3, 3, C), C a multiple of 8.
 #pragma once
 
 #include <climits>
@@ -38,6 +38,8 @@ void conv3x3_implicit_gemm_run(const Conv3x3Args& a, const ImplicitGemmPlan& pla
   p.M = plan.M;
   p.k_blocks = plan.k_blocks;
   p.relu = a.relu, p.pool = a.pool;
+  p.y_nchw = a.y_nchw;
+  p.hw_out = a.pool ? (a.H / 2) * (a.W / 2) : a.H * a.W;
   p.splits = plan.splits;
   p.slices_per_split = static_cast<int>(plan.slices_per_split);
   p.partial = a.workspace;
@@ -51,6 +53,7 @@ void conv3x3_implicit_gemm_run(const Conv3x3Args& a, const ImplicitGemmPlan& pla
   if (plan.splits == 1) return;
   ImplicitGemmReduceParams<Index> r;
   r.M = plan.M, r.K = a.K, r.splits = plan.splits, r.relu = a.relu, r.pool = a.pool;
+  r.y_nchw = p.y_nchw, r.hw_out = p.hw_out;
   LaunchGeometry rg;
   rg.block.x = 256;
   rg.grid.x = ceil_div_u32((a.pool ? plan.M / 4 : plan.M) * a.K, 256);

@@ -61,6 +61,15 @@
 // ld_shared / st_shared, so the emulator counts them as well: one wavefront per phase). Then either
 // NHWC stores of 8 channels (one 16-byte vector for fp16/bf16, two for fp32) or the max
 // over a window's 4 rows (torch's NaN rule, window order) and the pooled stores.
+// NCHW y (the op's NCHW calls; x is still converted to NHWC first): the same tile, read a
+// column per lane, so that each channel's run of consecutive pixels is stored straight into
+// its plane as 16-byte vectors, a lane pair per 32-byte sector, conflict-free
+// (store_nchw_tile). This replaced an NHWC y and a conversion pass after the kernel, which
+// read and wrote y again (conv2_1 at batch 64: 206 MB, ~0.12 ms at 3.3 TB/s, against ~0.24
+// ms for the conv at half the fp16 peak). Kept behind VGGKERN_IMPLICIT_GEMM_NCHW_Y=convert
+// until a GPU run measures the two (benchmarks/cases.py). Its code is a call, not
+// inlined: inlined, it cost the mma.sync main loop 9 instructions per slice (206 -> 215)
+// by changing the compiler's choices there (python -m benchmarks.sass_loop).
 // Global memory, counted by the emulator (tests/test_global_sectors.py): cp.async reads
 // whole sectors (16 bytes a lane, 4 lanes per 64-byte row of a pixel's channels; padding
 // taps are zero fill, no read), x once per K block and the weight once per M tile; y,
@@ -199,6 +208,22 @@ struct ImplicitGemmTiling {
   static __device__ __forceinline__ int column_of(int col) {
     return (col % 8 < 4 ? 0 : kBN / 2 + 4) + (col / 8) * 4 + col % 4;
   }
+  // Its inverse, for the NCHW stores: the channel column `column` holds (columns BN/2 ..
+  // BN/2 + 3 hold none).
+  static __device__ __forceinline__ int channel_of(int column) {
+    const bool upper = column >= kBN / 2;
+    const int c = upper ? column - (kBN / 2 + 4) : column;
+    return (c / 4) * 8 + (upper ? 4 : 0) + c % 4;
+  }
+  // NCHW stores: a lane reads n epilogue rows of one column, its partner lane (16 further)
+  // the next n rows of the same column, starting `rotation` rows into them, so that at
+  // every step the two half-warps' rows (n + r or r rows apart) are 16 banks apart mod 32
+  // (kCStride is 8 banks mod 32, or 4 transposed).
+  static constexpr int nchw_rotation(int n) {
+    for (int r = 0; r < n; ++r)
+      if ((n + r) * kCStride % 32 == 16 && (r == 0 || r * kCStride % 32 == 16)) return r;
+    return -1;
+  }
 };
 
 template <class Index> struct UnsignedOf;
@@ -211,6 +236,9 @@ struct ImplicitGemmParams {
   Index M;              // GEMM rows: N*H*W, or 4 * N*(H/2)*(W/2) with pool
   Index k_blocks;       // ceil(K / BN)
   int relu, pool;
+  // y NCHW (N, K, Ho, Wo), written by the epilogue, instead of NHWC; hw_out = Ho * Wo.
+  int y_nchw;
+  Index hw_out;
   // Split-K (conv3x3_implicit_gemm_plan.h): splits > 1 gives block b the 64-byte K slices
   // [s * slices_per_split, (s + 1) * slices_per_split), s = b % splits, and has it write
   // raw fp32 sums to partial[s][m][k]; conv3x3_implicit_gemm_reduce_kernel finishes.
@@ -225,6 +253,8 @@ template <class Index>
 struct ImplicitGemmReduceParams {
   Index M, K;  // GEMM rows and output channels
   int splits, relu, pool;
+  int y_nchw;    // as ImplicitGemmParams's
+  Index hw_out;
 };
 
 template <class T, class Index>
@@ -246,7 +276,72 @@ __global__ void __launch_bounds__(256)
     if (p.relu && v < 0.f) v = 0.f;  // ReLU(NaN) = NaN
     out = r == 0 ? v : max_step(out, v);
   }
-  st_global(y + (row * p.K + k), from_float<T>(out));
+  // NCHW: consecutive threads write consecutive channels, one plane apart (split-K runs
+  // where the grid is small; its partial sums, S times y's elements in fp32, stay read in
+  // whole sectors).
+  const Index dst = p.y_nchw ? (row / p.hw_out * p.K + k) * p.hw_out + row % p.hw_out : row * p.K + k;
+  st_global(y + dst, from_float<T>(out));
+}
+
+// Epilogue 2 for an NCHW y (the op's NCHW calls: no NHWC y, no conversion pass after the
+// kernel), from the epilogue tile of fp32 [row][column_of(channel)] (bias and ReLU in):
+// output pixel o = (n, ho, wo) of channel k is y[(n * K + k) * hw_out + ho * Wo + wo], and a
+// tile's output pixels are consecutive o, so each channel's share of the tile is a run
+// of its plane (split where it crosses an image). Per warp step, 16 channels (16
+// consecutive tile columns) x 2 kChunk pixels: lane (ci = lane % 16, half = lane / 16)
+// writes pixels half * kChunk .. + kChunk - 1 of its channel as one 16-byte vector, so
+// the two halves fill one 32-byte sector. It reads them as kWindow rows each (the pool
+// window's 4, max in torch's order), the upper half rotated (nchw_rotation) so that each
+// 32-lane read is 32 distinct banks. Vectors need hw_out % kChunk == 0 (VGG: all but its
+// 14 x 14 and 7 x 7 maps, whose planes break the 16-byte alignment); otherwise single
+// elements.
+template <class L, int kWindow, class T, class Index>
+__device__ __noinline__ void store_nchw_tile(const float* c_smem, T* y, Index pixels, Index K, Index hw_out, Index m0,
+                                             Index k0, int warp, int lane) {
+  constexpr int kV = L::kChunk, kRows = kV * kWindow;  // pixels and epilogue rows per lane
+  constexpr int kRot = L::nchw_rotation(kRows);
+  constexpr int kColBlocks = L::kBN / 16, kRowBlocks = L::kBM / (2 * kRows), kWarps = L::kThreads / 32;
+  static_assert(kRot >= 0, "a rotation that keeps the two half-warps' reads 16 banks apart");
+  static_assert(kColBlocks * kRowBlocks % kWarps == 0, "uniform epilogue passes");
+  const int ci = lane % 16, half = lane / 16;
+  const bool vector_store = hw_out % kV == 0;
+  for (int item = warp; item < kColBlocks * kRowBlocks; item += kWarps) {
+    const int cb = item / kRowBlocks, rb = item % kRowBlocks;  // consecutive warps: one plane's next run
+    const int column = 16 * cb + ci + (16 * cb < L::kBN / 2 ? 0 : 4);
+    const int row0 = (2 * rb + half) * kRows;
+    float r[kRows], v[kRows];
+#pragma unroll
+    for (int i = 0; i < kRows; ++i)
+      r[i] = ld_shared(c_smem + (row0 + (half ? (i + kRot) % kRows : i)) * L::kCStride + column);
+#pragma unroll
+    for (int i = 0; i < kRows; ++i) v[i] = half ? r[(i + kRows - kRot) % kRows] : r[i];  // row i's value
+    T out[kV];
+#pragma unroll
+    for (int j = 0; j < kV; ++j) {
+      float m = v[kWindow * j];
+#pragma unroll
+      for (int d = 1; d < kWindow; ++d) m = max_step(m, v[kWindow * j + d]);
+      out[j] = from_float<T>(m);
+    }
+    const Index k = k0 + L::channel_of(column);
+    const Index o = m0 / kWindow + row0 / kWindow;  // this lane's first output pixel
+    if (vector_store) {  // o % kV == 0: the kV pixels lie in one image, 16-byte aligned
+      const bool inside = o < pixels && k < K;
+      const Index n = o / hw_out;
+      Vec<T, kV> vec;
+#pragma unroll
+      for (int j = 0; j < kV; ++j) vec.v[j] = out[j];
+      st_global(reinterpret_cast<Vec<T, kV>*>(y + (inside ? (n * K + k) * hw_out + (o - n * hw_out) : 0)), vec,
+                inside);
+    } else {
+#pragma unroll
+      for (int j = 0; j < kV; ++j) {
+        const bool inside = o + j < pixels && k < K;
+        const Index n = (o + j) / hw_out;
+        st_global(y + (inside ? (n * K + k) * hw_out + (o + j - n * hw_out) : 0), out[j], inside);
+      }
+    }
+  }
 }
 
 template <class T, MmaType kMma, int kWarpsM, int kWarpsN, MainLoop kLoop, class Index>
@@ -596,6 +691,11 @@ __global__ void __launch_bounds__(32 * kWarpsM * kWarpsN,
   // Every thread makes the same number of passes (the tile divides by the block) and
   // reads its rows whether or not they exist in y; only the stores are guarded.
   static_assert(L::kBM / 4 * kGroups % L::kThreads == 0, "uniform epilogue passes");
+  if (p.y_nchw) {  // y NCHW: per channel, the tile's output pixels are runs of one plane
+    if (p.pool) store_nchw_tile<L, 4>(c_smem, y, p.M / 4, p.K, p.hw_out, m0, k0, warp, lane);
+    else store_nchw_tile<L, 1>(c_smem, y, p.M, p.K, p.hw_out, m0, k0, warp, lane);
+    return;
+  }
   if (!p.pool) {  // row m is pixel m0 + m of the NHWC output
     for (int idx = tid; idx < L::kBM * kGroups; idx += L::kThreads) {
       const int m = idx / kGroups, grp = idx % kGroups;

@@ -10,6 +10,7 @@
 #include <ATen/Context.h>
 #include <torch/library.h>
 
+#include <cstdlib>
 #include <string>
 
 #include "../common/backends.h"
@@ -78,8 +79,19 @@ const char* conv3x3_auto(DType dtype, Layout layout, int64_t N, int64_t C, int64
 
 namespace {
 
+// NCHW calls to the tensor-core algorithm: y is written NCHW by the kernel's epilogue,
+// or with VGGKERN_IMPLICIT_GEMM_NCHW_Y=convert written NHWC and converted after (the
+// earlier path, kept so that a GPU run measures the two: benchmarks/cases.py).
+bool nchw_y_direct() {
+  const char* e = std::getenv("VGGKERN_IMPLICIT_GEMM_NCHW_Y");
+  const std::string v = e != nullptr ? e : "";
+  TORCH_CHECK_VALUE(v.empty() || v == "direct" || v == "convert",
+                    "VGGKERN_IMPLICIT_GEMM_NCHW_Y must be \"direct\" or \"convert\", got '", v, "'");
+  return v != "convert";
+}
+
 // A tensor-core algorithm: NCHW input is converted to channels_last at the boundary
-// (and the result back), C is zero-padded to a multiple of 8 (VGG's first layer: 3 ->
+// (y is written NCHW by the kernel: nchw_y_direct), C is zero-padded to a multiple of 8 (VGG's first layer: 3 ->
 // 8), a raw weight is laid out (K, 3, 3, Cp) by tensor_core_layout (one launch, whatever
 // its strides; float32 rounded to TF32 there, so no main loop converts it), except a
 // 16-bit one already so (channels_last with C a multiple of 8). A laid-out weight
@@ -95,9 +107,11 @@ at::Tensor run_tensor_core(const Conv3x3Algorithm& algorithm, const at::Tensor& 
                     "or allow_tf32=True, or use algo=\"direct\"");
   const int64_t N = x.size(0), C = x.size(1), H = x.size(2), W = x.size(3), K = weight.size(0);
   const int64_t Cp = tensor_core_channels(C);
+  const at::MemoryFormat format = x.suggest_memory_format();
+  const bool y_nchw = format == at::MemoryFormat::Contiguous && nchw_y_direct();
   at::Tensor y = at::empty({N, K, pool ? H / 2 : H, pool ? W / 2 : W},
-                           x.options().memory_format(at::MemoryFormat::ChannelsLast));
-  if (y.numel() == 0) return y.contiguous(x.suggest_memory_format());
+                           x.options().memory_format(y_nchw ? format : at::MemoryFormat::ChannelsLast));
+  if (y.numel() == 0) return y.contiguous(format);
   poison_output(y);
   at::Tensor xc;  // x channels_last, C zero-padded to Cp, 16-byte aligned
   if (Cp == C) {
@@ -122,6 +136,7 @@ at::Tensor run_tensor_core(const Conv3x3Algorithm& algorithm, const at::Tensor& 
   }
   Conv3x3Args args{xc.const_data_ptr(), wc.const_data_ptr(), bias.defined() ? bias.const_data_ptr() : nullptr,
                    y.data_ptr(), dtype, Layout::nhwc, N, Cp, H, W, K, relu, pool, nullptr};
+  args.y_nchw = y_nchw;
   args.sm_count = sm_count_of(x);
   args.wgmma = wgmma_on(x);
   args.smem_optin = smem_optin_of(x);
@@ -137,7 +152,7 @@ at::Tensor run_tensor_core(const Conv3x3Algorithm& algorithm, const at::Tensor& 
     args.workspace = partial.data_ptr<float>();
   }
   launch_on_device(x, args, algorithm.cuda, algorithm.emu, op);
-  return y.contiguous(x.suggest_memory_format());
+  return y.contiguous(format);  // a no-op where the kernel wrote y in x's format
 }
 
 at::Tensor conv3x3(const at::Tensor& x, const at::Tensor& weight, const std::optional<at::Tensor>& bias, bool relu,
