@@ -66,8 +66,9 @@
 // its plane as 16-byte vectors, a lane pair per 32-byte sector, conflict-free
 // (store_nchw_tile). This replaced an NHWC y and a conversion pass after the kernel, which
 // read and wrote y again (conv2_1 at batch 64: 206 MB, ~0.12 ms at 3.3 TB/s, against ~0.24
-// ms for the conv at half the fp16 peak). Kept behind VGGKERN_IMPLICIT_GEMM_NCHW_Y=convert
-// until a GPU run measures the two (benchmarks/cases.py). Its code is a call, not
+// ms for the conv at half the fp16 peak). The earlier path stays selectable
+// (VGGKERN_IMPLICIT_GEMM_NCHW_Y=convert) so a GPU run measures the two (benchmarks/cases.py,
+// nchw_y rows); not measured yet. Its code is a call, not
 // inlined: inlined, it cost the mma.sync main loop 9 instructions per slice (206 -> 215)
 // by changing the compiler's choices there (python -m benchmarks.sass_loop).
 // Global memory, counted by the emulator (tests/test_global_sectors.py): cp.async reads
