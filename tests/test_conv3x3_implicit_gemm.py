@@ -124,9 +124,10 @@ def test_forced_tile_must_exist(monkeypatch):
 # after it), bit for bit the channels_last call's values and the conversion path's
 # (VGGKERN_IMPLICIT_GEMM_NCHW_Y=convert): every epilogue tile layout (mma.sync's, wgmma's
 # and wgmma_t's transposed one), with and without the pool, split-K's reduce kernel, planes
-# stored in 16-byte vectors (Ho * Wo a multiple of 8 halves or 4 floats: 8 x 12, and 14 x 14
-# in fp32) or in single elements (14 x 14 in 16 bits, 7 x 7, 9 x 7), M tiles that span
-# images, C padded, K that does not fill its tile.
+# stored in the widest vectors they keep aligned: 16 bytes (Ho * Wo a multiple of 8 halves
+# or 4 floats: 8 x 12, and 14 x 14 in fp32), 8 bytes (14 x 14 in 16 bits), 2 elements (6 x
+# 5, its pool's 3 x 2), single ones (7 x 7, 9 x 7); M tiles that span images, C padded, K
+# that does not fill its tile.
 @pytest.mark.parametrize("device", DEVICES)
 @pytest.mark.parametrize("tile,split", [("", ""), ("", "3"), *((t, "") for t in TILES), ("wg128x128", "2")])
 @pytest.mark.parametrize("dtype", HALF_DTYPES + [torch.float32], ids=str)
@@ -134,7 +135,7 @@ def test_nchw_output_written_by_the_kernel(tile, split, dtype, device, monkeypat
     _skip_without_wgmma(tile, device)
     monkeypatch.setenv("VGGKERN_IMPLICIT_GEMM_TILE", tile)
     monkeypatch.setenv("VGGKERN_IMPLICIT_GEMM_SPLIT_K", split)
-    for n, c, k, h, w in [(3, 8, 72, 8, 12), (2, 16, 40, 14, 14), (1, 5, 136, 9, 7)]:
+    for n, c, k, h, w in [(3, 8, 72, 8, 12), (2, 16, 40, 14, 14), (1, 5, 136, 9, 7), (5, 8, 24, 6, 5)]:
         x, wt, b = _inputs(n, c, k, h, w, dtype, device, seed=n * k)
         for relu, pool in [(False, False), (True, True)]:
             def conv(x):

@@ -70,8 +70,8 @@ def test_implicit_gemm_reads_its_tiles_in_whole_sectors(tile, k, pool, monkeypat
 # NCHW calls: implicit_gemm's epilogue writes y NCHW, each channel's share of a tile a run
 # of its plane; a lane pair's two 16-byte vectors are one 32-byte sector, so whole
 # sectors where a plane is a multiple of 32 bytes (16 x 16, its pool's 8 x 8). Elsewhere
-# (14 x 14 in fp16: 196 halves break the vectors' alignment) single elements; y is written
-# once either way. Split-K's reduce kernel writes NCHW y once too (lanes on consecutive
+# the widest vectors the planes keep aligned (14 x 14 in fp16: 196 halves, 8 bytes; its
+# pool's 7 x 7, single elements); y is written once either way. Split-K's reduce kernel writes NCHW y once too (lanes on consecutive
 # channels, one plane apart), its reads of the partial sums unchanged: whole sectors.
 @pytest.mark.parametrize("tile,k", [("256x64", 64), ("128x128", 128), ("wg128x128", 128), ("wg256x64", 64)])
 @pytest.mark.parametrize("pool", [False, True], ids=["", "pool"])

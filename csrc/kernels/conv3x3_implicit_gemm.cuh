@@ -284,6 +284,31 @@ __global__ void __launch_bounds__(256)
   st_global(y + dst, from_float<T>(out));
 }
 
+// Stores one lane's kV consecutive output pixels o .. o + kV - 1 (o a multiple of kV) of
+// channel k into y NCHW as vectors of W elements, the widest W <= kV that divides hw_out:
+// then W divides o, each vector's pixels lie in one image (and all inside y or all past
+// it), and its address is W-element aligned.
+template <int W, class T, class Index, int kV>
+__device__ __forceinline__ void store_nchw_run(T* y, const T (&out)[kV], Index o, Index k, Index pixels, Index K,
+                                               Index hw_out) {
+  if constexpr (W > 1) {
+    if (hw_out % W != 0) {  // uniform over the warp: the lanes meet at the same stores
+      store_nchw_run<W / 2>(y, out, o, k, pixels, K, hw_out);
+      return;
+    }
+  }
+#pragma unroll
+  for (int j = 0; j < kV; j += W) {
+    const bool inside = o + j < pixels && k < K;
+    const Index n = (o + j) / hw_out;
+    Vec<T, W> vec;
+#pragma unroll
+    for (int e = 0; e < W; ++e) vec.v[e] = out[j + e];
+    st_global(reinterpret_cast<Vec<T, W>*>(y + (inside ? (n * K + k) * hw_out + (o + j - n * hw_out) : 0)), vec,
+              inside);
+  }
+}
+
 // Epilogue 2 for an NCHW y (the op's NCHW calls: no NHWC y, no conversion pass after the
 // kernel), from the epilogue tile of fp32 [row][column_of(channel)] (bias and ReLU in):
 // output pixel o = (n, ho, wo) of channel k is y[(n * K + k) * hw_out + ho * Wo + wo], and a
@@ -293,9 +318,9 @@ __global__ void __launch_bounds__(256)
 // writes pixels half * kChunk .. + kChunk - 1 of its channel as one 16-byte vector, so
 // the two halves fill one 32-byte sector. It reads them as kWindow rows each (the pool
 // window's 4, max in torch's order), the upper half rotated (nchw_rotation) so that each
-// 32-lane read is 32 distinct banks. Vectors need hw_out % kChunk == 0 (VGG: all but its
-// 14 x 14 and 7 x 7 maps, whose planes break the 16-byte alignment); otherwise single
-// elements.
+// 32-lane read is 32 distinct banks. 16-byte vectors need hw_out % kChunk == 0 (VGG: all
+// but its 14 x 14 and 7 x 7 maps); otherwise the widest that the planes keep aligned
+// (store_nchw_run: 14 x 14 in 16 bits, 8 bytes; 7 x 7, single elements).
 template <class L, int kWindow, class T, class Index>
 __device__ __noinline__ void store_nchw_tile(const float* c_smem, T* y, Index pixels, Index K, Index hw_out, Index m0,
                                              Index k0, int warp, int lane) {
@@ -305,7 +330,6 @@ __device__ __noinline__ void store_nchw_tile(const float* c_smem, T* y, Index pi
   static_assert(kRot >= 0, "a rotation that keeps the two half-warps' reads 16 banks apart");
   static_assert(kColBlocks * kRowBlocks % kWarps == 0, "uniform epilogue passes");
   const int ci = lane % 16, half = lane / 16;
-  const bool vector_store = hw_out % kV == 0;
   for (int item = warp; item < kColBlocks * kRowBlocks; item += kWarps) {
     const int cb = item / kRowBlocks, rb = item % kRowBlocks;  // consecutive warps: one plane's next run
     const int column = 16 * cb + ci + (16 * cb < L::kBN / 2 ? 0 : 4);
@@ -324,24 +348,8 @@ __device__ __noinline__ void store_nchw_tile(const float* c_smem, T* y, Index pi
       for (int d = 1; d < kWindow; ++d) m = max_step(m, v[kWindow * j + d]);
       out[j] = from_float<T>(m);
     }
-    const Index k = k0 + L::channel_of(column);
-    const Index o = m0 / kWindow + row0 / kWindow;  // this lane's first output pixel
-    if (vector_store) {  // o % kV == 0: the kV pixels lie in one image, 16-byte aligned
-      const bool inside = o < pixels && k < K;
-      const Index n = o / hw_out;
-      Vec<T, kV> vec;
-#pragma unroll
-      for (int j = 0; j < kV; ++j) vec.v[j] = out[j];
-      st_global(reinterpret_cast<Vec<T, kV>*>(y + (inside ? (n * K + k) * hw_out + (o - n * hw_out) : 0)), vec,
-                inside);
-    } else {
-#pragma unroll
-      for (int j = 0; j < kV; ++j) {
-        const bool inside = o + j < pixels && k < K;
-        const Index n = (o + j) / hw_out;
-        st_global(y + (inside ? (n * K + k) * hw_out + (o + j - n * hw_out) : 0), out[j], inside);
-      }
-    }
+    // This lane's first output pixel (a multiple of kV), and its channel.
+    store_nchw_run<kV>(y, out, m0 / kWindow + row0 / kWindow, k0 + L::channel_of(column), pixels, K, hw_out);
   }
 }
 
