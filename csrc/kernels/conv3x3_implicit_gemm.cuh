@@ -63,8 +63,8 @@
 // over a window's 4 rows (torch's NaN rule, window order) and the pooled stores.
 // NCHW y (the op's NCHW calls; x is still converted to NHWC first): the same tile, read a
 // column per lane, so that each channel's run of consecutive pixels is stored straight into
-// its plane as 16-byte vectors, a lane pair per 32-byte sector, conflict-free
-// (store_nchw_tile). This replaced an NHWC y and a conversion pass after the kernel, which
+// its plane as 16-byte vectors (narrower where a plane breaks their alignment), a lane
+// pair per 32-byte sector, conflict-free (store_nchw_tile). This replaced an NHWC y and a conversion pass after the kernel, which
 // read and wrote y again (conv2_1 at batch 64: 206 MB, ~0.12 ms at 3.3 TB/s, against ~0.24
 // ms for the conv at half the fp16 peak). The earlier path stays selectable
 // (VGGKERN_IMPLICIT_GEMM_NCHW_Y=convert) so a GPU run measures the two (benchmarks/cases.py,
