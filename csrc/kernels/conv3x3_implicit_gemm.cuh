@@ -220,7 +220,7 @@ struct ImplicitGemmTiling {
   // the next n rows of the same column, starting `rotation` rows into them, so that at
   // every step the two half-warps' rows (n + r or r rows apart) are 16 banks apart mod 32
   // (kCStride is 8 banks mod 32, or 4 transposed).
-  static constexpr int nchw_rotation(int n) {
+  __host__ __device__ static constexpr int nchw_rotation(int n) {
     for (int r = 0; r < n; ++r)
       if ((n + r) * kCStride % 32 == 16 && (r == 0 || r * kCStride % 32 == 16)) return r;
     return -1;
