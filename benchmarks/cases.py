@@ -81,6 +81,11 @@ class LayerShape:
     def key(self):
         return f"C{self.C}K{self.K}H{self.H}"
 
+    @property
+    def fused(self):
+        """The epilogue the layer runs in VGG: relu_pool where it pools, else relu."""
+        return "relu_pool" if self.pool else "relu"
+
 
 def layer_shapes():
     shapes = {}
@@ -229,7 +234,7 @@ def build_cases():
                     # the network row on this run's own tables (below).
                     p_ours = 0 if headline and a in ("auto", "implicit_gemm", "direct") else max(prio, 1)
                     if (quick and a == "implicit_gemm" and dt == "fp16" and layout == "nchw"
-                            and variant == ("relu_pool" if s.pool else "relu")):
+                            and variant == s.fused):
                         p_ours = NCHW_Y_PRIORITY  # beside its converted-y twin (below)
                     cases.append(Case("conv", "vggkern", base + (("math", "-"), ("algo", a)), tier, p_ours))
     if algos is None:
@@ -240,7 +245,7 @@ def build_cases():
             if n not in (1, QUICK_BATCH, 128):
                 continue
             base = (("layer", s.label), ("N", n), ("C", s.C), ("K", s.K), ("H", s.H), ("dtype", "fp16"),
-                    ("layout", "cl"), ("variant", "relu_pool" if s.pool else "relu"), ("math", "-"),
+                    ("layout", "cl"), ("variant", s.fused), ("math", "-"),
                     ("algo", "implicit_gemm"))
             for tile in IMPLICIT_GEMM_TILES:
                 cases.append(Case("conv", "vggkern", base + (("tile", tile),),
@@ -266,7 +271,7 @@ def build_cases():
     if algos is not None:
         for s, n, dt in itertools.product(LAYER_SHAPES, (1, QUICK_BATCH), ("fp32", "fp16")):
             base = (("layer", s.label), ("N", n), ("C", s.C), ("K", s.K), ("H", s.H), ("dtype", dt),
-                    ("layout", "cl"), ("variant", "relu_pool" if s.pool else "relu"), ("math", "-"))
+                    ("layout", "cl"), ("variant", s.fused), ("math", "-"))
             for a in algos:
                 if a in PREPARED_WEIGHT and (a != "implicit_gemm" or dt == "fp32" or s.C % 8):
                     cases.append(Case("conv", "vggkern", base + (("algo", a), ("weight", "prepared")), "full",
@@ -285,7 +290,7 @@ def build_cases():
     if algos is not None and "implicit_gemm" in algos:
         for s, n in itertools.product(LAYER_SHAPES, (1, QUICK_BATCH)):
             base = (("layer", s.label), ("N", n), ("C", s.C), ("K", s.K), ("H", s.H), ("dtype", "fp16"),
-                    ("layout", "nchw"), ("variant", "relu_pool" if s.pool else "relu"), ("math", "-"),
+                    ("layout", "nchw"), ("variant", s.fused), ("math", "-"),
                     ("algo", "implicit_gemm"))
             cases.append(Case("conv", "vggkern", base + (("nchw_y", "convert"),), "full",
                               1.5 if n == 1 else NCHW_Y_PRIORITY))

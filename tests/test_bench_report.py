@@ -384,6 +384,13 @@ def test_prepared_weight_rows_stay_out_of_best_ours_and_have_their_table(tmp_pat
     assert "Weight prepared once" not in text
 
 
+def twin_id(case, key):
+    """The id of `case` without its `key` parameter: the default row it is timed beside."""
+    from benchmarks import cases
+
+    return cases.Case(case.group, case.impl, tuple(kv for kv in case.params if kv[0] != key), case.tier).id
+
+
 def test_nchw_y_converted_rows_stay_out_of_best_ours_and_have_their_table(tmp_path):
     """implicit_gemm's NCHW rows with y converted after the kernel (nchw_y="convert", the
     earlier path) are not what a call runs: "best ours" is the default row (y written NCHW
@@ -412,23 +419,19 @@ def test_nchw_y_converted_cases_have_their_default_twin():
     all_cases = cases.build_cases()
     if cases.conv_algorithms() is None or "implicit_gemm" not in cases.conv_algorithms():
         pytest.skip("vggkern.conv3x3 with implicit_gemm is not importable")
-    ids = {c.id for c in all_cases}
+    by_id = {c.id: c for c in all_cases}
     converted = [c for c in all_cases if c.p.get("nchw_y")]
     gpu = [c for c in converted if c.tier != "smoke"]
     assert len(gpu) == 2 * len(cases.LAYER_SHAPES)
     for c in converted:
         assert c.p["nchw_y"] == "convert" and c.p["algo"] == "implicit_gemm" and c.p["layout"] == "nchw"
-        twin = cases.Case(c.group, c.impl, tuple(kv for kv in c.params if kv[0] != "nchw_y"), c.tier)
-        assert twin.id in ids, twin.id
-    by_id = {c.id: c for c in all_cases}
-    for c in gpu:  # at batch 64 both rows of a pair come right after the headline ones
-        assert c.p["dtype"] == "fp16" and c.p["N"] in (1, cases.QUICK_BATCH)
-        twin = by_id[cases.Case(c.group, c.impl, tuple(kv for kv in c.params if kv[0] != "nchw_y"), c.tier).id]
-        want = cases.NCHW_Y_PRIORITY if c.p["N"] == cases.QUICK_BATCH else 1.5
-        assert c.priority == want and twin.priority == min(want, 1), (c.id, c.priority, twin.priority)
+        twin = by_id[twin_id(c, "nchw_y")]
+        if c.tier != "smoke":  # at batch 64 both rows of a pair come right after the headline ones
+            assert c.p["dtype"] == "fp16" and c.p["N"] in (1, cases.QUICK_BATCH)
+            want = cases.NCHW_Y_PRIORITY if c.p["N"] == cases.QUICK_BATCH else 1.5
+            assert c.priority == want and twin.priority == min(want, 1), (c.id, c.priority, twin.priority)
     (smoke,) = [c for c in converted if c.tier == "smoke"]
-    default = next(c for c in all_cases if c.id == cases.Case(
-        smoke.group, smoke.impl, tuple(kv for kv in smoke.params if kv[0] != "nchw_y"), smoke.tier).id)
+    default = by_id[twin_id(smoke, "nchw_y")]
     cfg = dict(cases.default_cfg(), cpu_repeats=1)
     errs = []
     for c in (default, smoke):
@@ -453,8 +456,7 @@ def test_prepared_weight_cases_are_where_the_raw_call_transforms_the_weight():
     for c in gpu:
         assert c.p["layout"] == "cl" and c.p["N"] in (1, cases.QUICK_BATCH) and c.priority >= 1.5
         assert c.p["algo"] != "implicit_gemm" or c.p["dtype"] == "fp32" or c.p["C"] % 8
-        twin = cases.Case(c.group, c.impl, tuple(kv for kv in c.params if kv[0] != "weight"), c.tier)
-        assert twin.id in ids, twin.id
+        assert twin_id(c, "weight") in ids, twin_id(c, "weight")
     per_shape = 2 * 2 * len(cases.LAYER_SHAPES)  # batches x dtypes x layer shapes
     # both Winograd tiles everywhere; implicit_gemm in fp32 everywhere, in fp16 conv1_1 only
     assert len(gpu) == 2 * per_shape + (per_shape // 2 + 2)
