@@ -6,7 +6,8 @@ so a run that hits its time budget drops the least important cases: 0 the headli
 fp16 channels_last at batch 64 against cuDNN, per layer and for VGG16, and the quick
 pools; 0.5 implicit_gemm's tile sweep at batch 64, the measurement benchmarks/tune.py
 turns into the per-layer tile table; 0.75 VGG16 on the run's own tables; 0.9 the
-batch-64 pair that measures implicit_gemm's NCHW y (NCHW_Y_PRIORITY); 1 the rest of the
+batch-64 pair that measures implicit_gemm's NCHW y (NCHW_Y_PRIORITY), and the batch-64
+fp16 layout rows (implicit_gemm's x laid out, against ATen's conversion); 1 the rest of the
 matrix; 2 the bias-only variant and the sweeps at batch 1 and 128; 3 torch.compile), and
 how to run itself: ``run_case(case) -> row`` returns one result row (a flat dict), or
 raises ``SkipCase(reason)``.
@@ -100,6 +101,7 @@ def layer_shapes():
 
 LAYER_SHAPES = layer_shapes()
 POOL_INPUTS = [(s.K, s.H) for s in LAYER_SHAPES if s.pool]     # (C, H) of the five pools
+CONV_INPUTS = sorted({(s.C, s.H) for s in LAYER_SHAPES}, key=lambda ch: (-ch[1], ch[0]))  # (C, H) of the 9 x's
 
 
 class SkipCase(Exception):
@@ -173,6 +175,12 @@ PREPARED_WEIGHT = {
 }
 
 
+def _tensor_core_input():
+    """torch.ops.vggkern._tensor_core_input (implicit_gemm's layout of x), or None."""
+    vk = _vggkern()
+    return getattr(torch.ops.vggkern, "_tensor_core_input", None) if vk is not None else None
+
+
 # The batch-64 pair that measures implicit_gemm's NCHW y (written by the epilogue, or
 # converted after: the nchw_y rows): after the headline rows, the tile sweep and VGG16 on
 # the run's own tables, before the rest of the matrix.
@@ -181,6 +189,7 @@ NCHW_Y_PRIORITY = 0.9
 NO_CONV_REASON = ("vggkern.conv3x3 does not exist in this build yet (the conv op is being written "
                   "in parallel): our conv rows are skipped; torch baselines still run")
 NO_NET_REASON = "vggkern.{net} does not exist in this build yet: only torchvision baselines run"
+NO_LAYOUT_REASON = "torch.ops.vggkern._tensor_core_input does not exist in this build: only torch's conversion runs"
 
 
 def build_cases():
@@ -208,6 +217,9 @@ def build_cases():
         if "implicit_gemm" in algos:  # ... and NCHW's y converted after the kernel (below)
             cases.append(Case("conv", "vggkern", smoke_conv + (("math", "-"), ("algo", "implicit_gemm"),
                                                                ("nchw_y", "convert")), "smoke", 0))
+    smoke_layout = (("N", 1), ("C", 3), ("H", 8), ("dtype", "fp32"), ("layout", "nchw"))
+    cases.append(Case("layout", "torch", smoke_layout, "smoke", 0))
+    cases.append(Case("layout", "vggkern", smoke_layout, "smoke", 0, None if _tensor_core_input() else NO_LAYOUT_REASON))
     smoke_net = (("net", "vgg16"), ("N", 1), ("res", 32), ("dtype", "fp32"), ("math", "ieee"), ("layout", "nchw"),
                  ("mode", "eager"))
     cases.append(Case("network", "torch", smoke_net, "smoke", 0))
@@ -294,6 +306,22 @@ def build_cases():
                     ("algo", "implicit_gemm"))
             cases.append(Case("conv", "vggkern", base + (("nchw_y", "convert"),), "full",
                               1.5 if n == 1 else NCHW_Y_PRIORITY))
+
+    # ---------------- GPU: x laid out for implicit_gemm ---------------------------------------
+    # implicit_gemm reads x channels_last with C padded to a multiple of 8; an NCHW x (or
+    # VGG's C = 3 input, channels_last) is laid out per call by our kernel
+    # (kernels/tensor_core_input.cuh: whole sectors both ways), where the op used ATen's
+    # x.contiguous(channels_last) (from NCHW: each lane of a warp reads another plane) and,
+    # for a padded C, a zero fill and a copy into a strided view (the torch rows time that
+    # path). Memory-bound: GB/s against the HBM peak. Every VGG layer's x at batches 1 and
+    # 64, fp16 and fp32; at batch 64 fp16 right after the headline rows (NCHW_Y_PRIORITY):
+    # beside the NCHW conv rows, they tell how much of an NCHW call the layout is.
+    for (c, h), n, dt in itertools.product(CONV_INPUTS, (1, QUICK_BATCH), ("fp16", "fp32")):
+        for layout in ("nchw",) + (("cl",) if c % 8 else ()):
+            prio = NCHW_Y_PRIORITY if n == QUICK_BATCH and dt == "fp16" else (1.5 if n == QUICK_BATCH else 2)
+            for impl in ("torch", "vggkern"):
+                cases.append(Case("layout", impl, (("N", n), ("C", c), ("H", h), ("dtype", dt), ("layout", layout)),
+                                  "full", prio, None if impl == "torch" or _tensor_core_input() else NO_LAYOUT_REASON))
 
     # ---------------- GPU: maxpool2x2 ------------------------------------------------------
     for (c, h), n, dt, layout in itertools.product(POOL_INPUTS, BATCHES, DTYPES, LAYOUTS):
@@ -499,6 +527,36 @@ def _maxpool_case(case: Case, device: str, cfg: dict) -> dict:
                    gbytes=nbytes / 1e9)
 
 
+def _layout_case(case: Case, device: str, cfg: dict) -> dict:
+    """x (N, C, H, H) -> (N, Cp, H, H) channels_last, zeros past C: ours, or what the op did
+    with ATen before it (a channels_last copy; for a padded C, a zero fill and a copy)."""
+    p = case.p
+    n, c, h, dt, layout = p["N"], p["C"], p["H"], DTYPES[p["dtype"]], p["layout"]
+    cp = (c + 7) // 8 * 8
+    if case.impl == "torch":
+        def fn(a):
+            if cp == c:
+                return a.contiguous(memory_format=torch.channels_last)
+            out = torch.empty((n, cp, h, h), dtype=dt, device=a.device, memory_format=torch.channels_last)
+            out[:, c:].zero_()
+            out[:, :c].copy_(a)
+            return out
+    else:
+        fn = _tensor_core_input()
+        if fn is None:
+            raise SkipCase(NO_LAYOUT_REASON)
+
+    def make_inputs():
+        return _rand((n, c, h, h), dt, device, layout)
+
+    t = _measure(fn, make_inputs, device, cfg)
+    x = make_inputs()
+    elt = torch.empty((), dtype=dt).element_size()
+    nbytes = n * (c + cp) * h * h * elt
+    return _finish(case, device, t, {"bytes": nbytes, "math_peak": "bw", "_host_call": _host_call(fn, x, device)},
+                   gbytes=nbytes / 1e9)
+
+
 @contextlib.contextmanager
 def _env(name: str, value: str | None):
     """Sets an environment variable for the block (value None: leaves it alone)."""
@@ -652,7 +710,7 @@ def _finish(case, device, t, extra, tflop=None, gbytes=None):
     return row
 
 
-RUNNERS = {"conv": _conv_case, "maxpool": _maxpool_case, "network": _network_case}
+RUNNERS = {"conv": _conv_case, "maxpool": _maxpool_case, "layout": _layout_case, "network": _network_case}
 
 
 def default_cfg(quick: bool = False) -> dict:

@@ -81,7 +81,7 @@ def pytest_collection_modifyitems(config, items):
     if drop:
         config.hook.pytest_deselected(items=drop)
         items[:] = keep
-    order = {"conv": 1, "maxpool": 0, "network": 2}
+    order = {"conv": 1, "maxpool": 0, "layout": 0, "network": 2}
 
     def prio(item):
         case = _bench_case(item)

@@ -26,6 +26,7 @@ RESULTS_DIR = os.path.join(HERE, "results")
 SAME = {  # params that make two rows 'the same problem' (impl/layout/math/algo/mode excluded)
     "conv": ("layer", "N", "C", "K", "H", "dtype", "variant"),
     "maxpool": ("N", "C", "H", "dtype"),
+    "layout": ("N", "C", "H", "dtype", "layout"),  # x's layout is the problem: what is converted
     "network": ("net", "N", "res", "dtype"),
 }
 
@@ -152,7 +153,7 @@ def _us(s):
 
 
 def rate(r):
-    if r["group"] == "maxpool":
+    if r["group"] in ("maxpool", "layout"):
         return f"{r['gbps']:.3g} GB/s" if r.get("gbps") is not None else "–"
     if r.get("tflops") is None:
         return "–"
@@ -247,7 +248,9 @@ def headline(rows):
                 _f(o.get("pct_peak") if o else None, "{:.0f}%"),
                 _f(o["speedup_vs_best_torch"] if o else None, "{:.2f}×")]) + " |")
         lines.append("")
-    for group, title in (("maxpool", "maxpool2x2"), ("network", "Whole network")):
+    for group, title in (("maxpool", "maxpool2x2"),
+                         ("layout", "implicit_gemm's x laid out (channels_last, C padded to 8) from x's layout"),
+                         ("network", "Whole network")):
         n = pick_batch(rows, group)
         rs = [r for r in rows if r["group"] == group and r["N"] == n]
         if not rs:
@@ -257,7 +260,8 @@ def headline(rows):
                   "| --- | --- | --- | ---: | ---: | --- | ---: | ---: | ---: |"]
         for t, o in best_torch_and_ours(rs):
             ref = t or o
-            prob = f"{ref['C']}×{ref['H']}²" if group == "maxpool" else ref["net"]
+            prob = {"maxpool": f"{ref['C']}×{ref['H']}²", "layout": f"{ref['C']}×{ref['H']}² {ref['layout']}",
+                    "network": ref.get("net")}[group]
 
             def rt(r):
                 if r is None:
@@ -328,6 +332,7 @@ def full_tables(rows):
     cols = {
         "conv": ("layer", "N", "dtype", "layout", "variant", "math", "algo", "tile", "weight", "nchw_y"),
         "maxpool": ("C", "H", "N", "dtype", "layout"),
+        "layout": ("C", "H", "N", "dtype", "layout"),
         "network": ("net", "N", "dtype", "math", "layout", "mode", "algo", "tile"),
     }
     for group, keys in cols.items():

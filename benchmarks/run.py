@@ -21,7 +21,7 @@ from . import journal, timing
 from .cases import SkipCase, build_cases, default_cfg
 
 TIERS = {"smoke": ("smoke",), "quick": ("quick",), "full": ("quick", "full")}
-GROUP_ORDER = {"maxpool": 0, "conv": 1, "network": 2}
+GROUP_ORDER = {"maxpool": 0, "layout": 0, "conv": 1, "network": 2}
 
 
 def select(cases, bench_set, substr=None):

@@ -27,6 +27,7 @@ TORCH_LIBRARY(vggkern, m) {
         "bool? allow_tf32=None) -> Tensor");
   m.def("winograd_weight(Tensor weight, int tile) -> Tensor");
   m.def("tensor_core_weight(Tensor weight) -> Tensor");
+  m.def("_tensor_core_input(Tensor x) -> Tensor");  // implicit_gemm's x layout: tests, benchmarks
   m.def("_winograd_matrices(int tile) -> (Tensor, Tensor, Tensor)");
   // conv3x3's derivatives as composite ops (aten ops only, so differentiable), for its
   // Python autograd.Function (torch.func, forward-mode AD: csrc/ops/autograd.cpp), which

@@ -482,3 +482,48 @@ def test_prepared_weight_smoke_rows_compute_what_the_raw_ones_do():
             torch.manual_seed(0)
             errs.append(cases.run_case(smoke[(algo, weight)], cfg)["rel_err_vs_fp32"])
         assert errs[0] == errs[1] and 0 < errs[0] < 1e-3, (algo, errs)
+
+
+def test_layout_rows_compare_like_with_like(tmp_path):
+    """The "layout" rows (implicit_gemm's x laid out, ours against ATen's conversion): each
+    of ours is compared with torch's conversion of x in the same layout (the layout is
+    the problem, not a baseline's choice), in GB/s, in a headline table of their own."""
+    lay = dict(group="layout", C=64, H=224, flops=None, layout="nchw")
+    rows = [row("torch", 4e-4, **lay), row("vggkern", 1e-4, **lay),
+            row("torch", 1e-5, **dict(lay, C=3, layout="cl")), row("vggkern", 2e-5, **dict(lay, C=3, layout="cl"))]
+    rows[2]["id"] += "-c3"
+    rows[3]["id"] += "-c3"
+    _, got, _ = report.load(write(tmp_path / "r.json", rows))
+    report.annotate(got)
+    assert [r["speedup_vs_best_torch"] for r in got if r["impl"] == "vggkern"] == [pytest.approx(4.0),
+                                                                                   pytest.approx(0.5)]
+    text, _, _ = report.render(write(tmp_path / "r.json", rows), headline_only=True)
+    assert "implicit_gemm's x laid out" in text
+    lines = [ln for ln in text.splitlines() if ln.startswith(("| 64×224² nchw |", "| 3×224² cl |"))]
+    assert len(lines) == 2 and "4.00×" in lines[0] and "GB/s" in lines[0] and "0.50×" in lines[1], lines
+
+
+def test_layout_cases_pair_ours_with_atens_conversion():
+    """Every VGG layer's x (9 shapes), NCHW (and channels_last where C is padded: conv1_1),
+    at batches 1 and 64, fp16 and fp32, ours beside torch's; batch-64 fp16 before the rest
+    of the matrix; the CPU smoke pair runs (through the emulator for ours)."""
+    from benchmarks import cases
+
+    all_cases = cases.build_cases()
+    lay = [c for c in all_cases if c.group == "layout" and c.tier != "smoke"]
+    assert len(cases.CONV_INPUTS) == 9
+    assert len(lay) == 2 * 2 * 2 * (9 + 1)  # impls x batches x dtypes x (9 NCHW + conv1_1 channels_last)
+    ids = {c.id for c in lay}
+    for c in lay:
+        assert c.id.replace(f"-{c.impl}-", "-torch-" if c.impl == "vggkern" else "-vggkern-", 1) in ids, c.id
+        assert c.p["layout"] == "nchw" or c.p["C"] % 8
+        fast = c.p["N"] == cases.QUICK_BATCH and c.p["dtype"] == "fp16"
+        assert c.priority == (cases.NCHW_Y_PRIORITY if fast else 1.5 if c.p["N"] == cases.QUICK_BATCH else 2)
+    smoke = [c for c in all_cases if c.group == "layout" and c.tier == "smoke"]
+    assert sorted(c.impl for c in smoke) == ["torch", "vggkern"]
+    cfg = dict(cases.default_cfg(), cpu_repeats=1)
+    for c in smoke:
+        if c.skip_reason:
+            continue
+        r = cases.run_case(c, cfg)
+        assert r["bytes"] == (3 + 8) * 8 * 8 * 4 and r["gbps"] > 0, r

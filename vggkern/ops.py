@@ -96,7 +96,7 @@ def _tensor_core_channels(c: int) -> int:
 def _is_tensor_core_layout(weight: torch.Tensor) -> bool:
     # tensor_core_weight's form (K, 3, 3, Cp), told from a raw (K, C, 3, 3) by its shape
     # (a raw weight's last dimension is 3, Cp a multiple of 8). Mirrors
-    # csrc/ops/tensor_core_weight.h.
+    # csrc/ops/tensor_core_layout.h.
     return weight.dim() == 4 and weight.shape[1] == 3 and weight.shape[2] == 3 and weight.shape[3] != 3
 
 
@@ -551,3 +551,13 @@ def _tensor_core_weight_backward(ctx, grad):
 
 torch.library.register_autograd("vggkern::tensor_core_weight", _tensor_core_weight_backward,
                                 setup_context=_tensor_core_weight_setup_context)
+
+
+# ---- the tensor-core layout of x (internal: conv3x3 makes it per call; tests, benchmarks) ----
+
+
+@torch.library.register_fake("vggkern::_tensor_core_input")
+def _tensor_core_input_fake(x):
+    _check_activation(x, "vggkern._tensor_core_input")  # mirrors csrc/ops/tensor_core_input.cpp
+    n, c, h, w = x.shape
+    return x.new_empty((n, _tensor_core_channels(c), h, w)).contiguous(memory_format=torch.channels_last)

@@ -76,6 +76,18 @@ struct TensorCoreWeightArgs {
   void* stream;  // cudaStream_t for CUDA tensors, unused on the emulator
 };
 
+// tensor_core_input: x (N, C, H, W) with any strides (in elements) -> out (N, H, W, Cp)
+// dense (channels_last, 16-byte aligned), the tensor-core algorithms' x: channels C..Cp-1
+// zero, values copied as they are.
+struct TensorCoreInputArgs {
+  const void* x;
+  void* out;
+  DType dtype;
+  int64_t N, C, H, W, Cp;
+  int64_t stride[4];  // x's (N, C, H, W) strides
+  void* stream;       // cudaStream_t for CUDA tensors, unused on the emulator
+};
+
 // winograd_weight: weight (K, C, 3, 3) contiguous -> u (alpha^2, C, K) fp32 contiguous,
 // alpha = tile + 2, tile = 2 or 4.
 struct WinogradWeightArgs {

@@ -56,7 +56,7 @@
 
 #include "../common/backends.h"
 #include "../common/op_support.h"
-#include "tensor_core_weight.h"
+#include "tensor_core_layout.h"
 
 namespace vk {
 namespace {

@@ -18,7 +18,7 @@
 #include "../common/conv3x3_tables.h"
 #include "../common/op_support.h"
 #include "conv3x3.h"
-#include "tensor_core_weight.h"
+#include "tensor_core_layout.h"
 #include "winograd.h"
 
 namespace vk {
@@ -91,8 +91,9 @@ bool nchw_y_direct() {
 }
 
 // A tensor-core algorithm: NCHW input is converted to channels_last at the boundary
-// (y is written NCHW by the kernel: nchw_y_direct), C is zero-padded to a multiple of 8 (VGG's first layer: 3 ->
-// 8), a raw weight is laid out (K, 3, 3, Cp) by tensor_core_layout (one launch, whatever
+// and C zero-padded to a multiple of 8 (VGG's first layer: 3 -> 8), in one pass of our
+// own kernel (tensor_core_input_layout); y is written NCHW by the kernel (nchw_y_direct).
+// A raw weight is laid out (K, 3, 3, Cp) by tensor_core_layout (one launch, whatever
 // its strides; float32 rounded to TF32 there, so no main loop converts it), except a
 // 16-bit one already so (channels_last with C a multiple of 8). A laid-out weight
 // (`laid_out`: tensor_core_weight's, as nn.Conv3x3 caches it) is used as it is, float32
@@ -113,18 +114,11 @@ at::Tensor run_tensor_core(const Conv3x3Algorithm& algorithm, const at::Tensor& 
                            x.options().memory_format(y_nchw ? format : at::MemoryFormat::ChannelsLast));
   if (y.numel() == 0) return y.contiguous(format);
   poison_output(y);
-  at::Tensor xc;  // x channels_last, C zero-padded to Cp, 16-byte aligned
-  if (Cp == C) {
-    xc = x.contiguous(at::MemoryFormat::ChannelsLast);
-    // cp.async reads x in 16-byte chunks: a view whose storage offset breaks that
-    // alignment (on the GPU a misaligned-address fault) is copied to a fresh allocation.
-    if (!aligned_to(xc.const_data_ptr(), 16)) xc = xc.clone(at::MemoryFormat::ChannelsLast);
-  } else {  // one pass over x whatever its layout (not a layout copy, then a padded one)
-    xc = at::empty({N, Cp, H, W}, x.options().memory_format(at::MemoryFormat::ChannelsLast));
-    poison_output(xc);  // NaN until written (emulator): padding left unzeroed would reach every output
-    xc.narrow(1, C, Cp - C).zero_();
-    xc.narrow(1, 0, C).copy_(x);
-  }
+  // x channels_last, C zero-padded to Cp, 16-byte aligned (cp.async reads it in 16-byte
+  // chunks: a misaligned address faults on the GPU): x itself where it is so already,
+  // else laid out in one pass (tensor_core_input_layout, whatever x's strides).
+  const bool ready = Cp == C && x.is_contiguous(at::MemoryFormat::ChannelsLast) && aligned_to(x.const_data_ptr(), 16);
+  const at::Tensor xc = ready ? x : tensor_core_input_layout(x, op);
   at::Tensor wc;  // (K, 3, 3, Cp) dense, 16-byte aligned (cp.async's chunks, as x's)
   if (laid_out) {
     wc = weight.contiguous();

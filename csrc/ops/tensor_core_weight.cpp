@@ -4,7 +4,7 @@
 // rounded up to a multiple of 8 (channels C..Cp-1 zero), same dtype, float32 rounded to
 // TF32 (the math the tensor cores do on it). conv3x3 then uses it as it is; given a raw
 // weight it makes this per call (one launch of kernels/tensor_core_weight.cuh).
-#include "tensor_core_weight.h"
+#include "tensor_core_layout.h"
 
 #include <torch/library.h>
 

@@ -1,4 +1,5 @@
-// Every conv3x3 kernel (and tensor_core_weight, which lays out their weight) through its
+// Every conv3x3 kernel (and tensor_core_weight and tensor_core_input, which lay out the
+// tensor-core kernels' weight and x) through its
 // torch-free launcher, on odd shapes, with every tensor in a heap buffer of exactly its
 // size: x, weight (or Winograd's U), bias, y and the split-K workspace. Checked here
 // against float64 loops; and in the emu_asan build (CMakeLists.txt: AddressSanitizer) a
@@ -235,6 +236,42 @@ EMU_TEST(tensor_core_weight_stays_in_its_buffers) {
       if (fp32) run(0.f, [](float v) { return v; });
       else run(__float2half_rn(0.f), [](float v) { return __float2half_rn(v); });
     }
+}
+
+// tensor_core_input: x in a buffer of exactly its size, NCHW (strides (CHW, HW, W, 1)) and
+// channels_last (strides (HWC, 1, WC, C)); out (N, H, W, Cp) in one of exactly its size; C
+// padded 3 -> 8 and 24 -> 24, 13 x 5 pixels (a last warp only partly inside), fp32 (two
+// lanes per pixel) and fp16 (one lane per 16-byte chunk, Cp = 8 and 24: odd chunk counts).
+EMU_TEST(tensor_core_input_stays_in_its_buffers) {
+  const int64_t N = 2, H = 13, W = 5;
+  for (const int64_t C : {3, 24})
+    for (const bool nchw : {true, false})
+      for (const bool fp32 : {true, false}) {
+        const int64_t Cp = (C + 7) / 8 * 8;
+        auto value = [&](int64_t n, int64_t c, int64_t h, int64_t w) {
+          return static_cast<float>((((n * C + c) * H + h) * W + w) % 61) - 30.f;
+        };
+        const int64_t stride[4] = {C * H * W, nchw ? H * W : 1, nchw ? W : W * C, nchw ? 1 : C};
+        auto run = [&](auto zero, auto convert) {
+          using T = decltype(zero);
+          std::vector<T> x(N * C * H * W, zero), out(N * H * W * Cp, zero);
+          for (int64_t n = 0; n < N; ++n)
+            for (int64_t c = 0; c < C; ++c)
+              for (int64_t h = 0; h < H; ++h)
+                for (int64_t w = 0; w < W; ++w)
+                  x[n * stride[0] + c * stride[1] + h * stride[2] + w * stride[3]] = convert(value(n, c, h, w));
+          vk::emu::tensor_core_input(vk::TensorCoreInputArgs{
+              x.data(), out.data(), fp32 ? vk::DType::float32 : vk::DType::float16, N, C, H, W, Cp,
+              {stride[0], stride[1], stride[2], stride[3]}, nullptr});
+          for (int64_t n = 0; n < N; ++n)
+            for (int64_t h = 0; h < H; ++h)
+              for (int64_t w = 0; w < W; ++w)
+                for (int64_t c = 0; c < Cp; ++c)
+                  CHECK(as_float(out[((n * H + h) * W + w) * Cp + c]) == (c < C ? value(n, c, h, w) : 0.f));
+        };
+        if (fp32) run(0.f, [](float v) { return v; });
+        else run(__float2half_rn(0.f), [](float v) { return __float2half_rn(v); });
+      }
 }
 
 }  // namespace

@@ -1,6 +1,7 @@
-// The weight as the tensor-core algorithms read it (csrc/ops/tensor_core_weight.cpp):
-// conv3x3's "implicit_gemm" lays a raw weight out per call with it, or takes one laid
-// out once by vggkern.tensor_core_weight.
+// The operands as the tensor-core algorithms read them. The weight
+// (csrc/ops/tensor_core_weight.cpp): conv3x3's "implicit_gemm" lays a raw weight out per
+// call with it, or takes one laid out once by vggkern.tensor_core_weight. x
+// (csrc/ops/tensor_core_input.cpp): laid out per call where it is not already so.
 #pragma once
 
 #include <ATen/ATen.h>
@@ -21,5 +22,10 @@ inline bool is_tensor_core_layout(const at::Tensor& weight) {
 // its device, channels C..Cp-1 zero, float32 rounded to TF32 (cvt.rna: nearest, ties
 // away from zero). Checks weight, naming `op`.
 at::Tensor tensor_core_layout(const at::Tensor& weight, const char* op);
+
+// x (N, C, H, W) of any strides -> (N, Cp, H, W) channels_last (dense, 16-byte aligned)
+// in x's dtype, on its device, channels C..Cp-1 zero, values as they are: one launch
+// (kernels/tensor_core_input.cuh). Checks x, naming `op`.
+at::Tensor tensor_core_input_layout(const at::Tensor& x, const char* op);
 
 }  // namespace vk
