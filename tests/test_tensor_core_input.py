@@ -75,11 +75,12 @@ def test_layout(n, c, h, w, dtype, device):
 # and a last tile of pixels only partly inside (N*H*W = 3*5*7 = 105, tiles of 16 and 32).
 @pytest.mark.parametrize("env", [{"VGGKERN_FORCE_INT64_INDEX": "1"}, {"VGGKERN_MAX_GRID_BLOCKS": "1"}],
                          ids=["int64", "grid_stride"])
+@pytest.mark.parametrize("device", DEVICES)
 @pytest.mark.parametrize("c", [3, 16])
-def test_variants(env, c, monkeypatch):
+def test_variants(env, c, device, monkeypatch):
     for k, v in env.items():
         monkeypatch.setenv(k, v)
-    x = torch.randn(3, c, 5, 7, generator=torch.Generator().manual_seed(c)).half()
+    x = torch.randn(3, c, 5, 7, generator=torch.Generator().manual_seed(c)).half().to(device)
     assert torch.equal(OP(x), _want(x))
 
 
