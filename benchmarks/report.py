@@ -260,8 +260,9 @@ def headline(rows):
                   "| --- | --- | --- | ---: | ---: | --- | ---: | ---: | ---: |"]
         for t, o in best_torch_and_ours(rs):
             ref = t or o
-            prob = {"maxpool": f"{ref['C']}×{ref['H']}²", "layout": f"{ref['C']}×{ref['H']}² {ref['layout']}",
-                    "network": ref.get("net")}[group]
+            prob = ref["net"] if group == "network" else f"{ref['C']}×{ref['H']}²"
+            if group == "layout":
+                prob += f" {ref['layout']}"
 
             def rt(r):
                 if r is None:

@@ -527,3 +527,19 @@ def test_layout_cases_pair_ours_with_atens_conversion():
             continue
         r = cases.run_case(c, cfg)
         assert r["bytes"] == (3 + 8) * 8 * 8 * 4 and r["gbps"] > 0, r
+
+
+def test_headline_takes_network_rows_as_the_runner_makes_them(tmp_path):
+    """A network row carries the network's parameters only (no C, H or layer): the headline
+    names it by its net, whichever other groups the run holds."""
+    net = dict(group="network", net="vgg16", N=64, res=224, layout="cl", mode="eager", flops=None)
+    rows = [row("torch", 10e-3, **net), row("vggkern", 8e-3, algo="auto", **net),
+            row("torch", 1e-4, group="maxpool", C=256, H=56, flops=None),
+            row("torch", 4e-4, group="layout", C=64, H=224, layout="nchw", flops=None)]
+    for r in rows[:2]:
+        for k in ("C", "K", "H", "layer", "variant"):
+            del r[k]
+        r["images_per_s"] = 64 / r["median_s"]
+    text, _, _ = report.render(write(tmp_path / "r.json", rows), headline_only=True)
+    assert [ln for ln in text.splitlines() if ln.startswith("| vgg16 | fp16 | torch cl eager")], text
+    assert "| 256×56² | fp16 |" in text and "| 64×224² nchw | fp16 |" in text
