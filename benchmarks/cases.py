@@ -516,15 +516,20 @@ def _maxpool_case(case: Case, device: str, cfg: dict) -> dict:
             raise SkipCase("vggkern.maxpool2x2 is not importable")
         fn = vk.maxpool2x2
 
+    return _bandwidth_case(case, device, cfg, fn, (n, c, h, h), dt, layout,
+                           elements_moved=n * c * h * h + n * c * (h // 2) * (h // 2))
+
+
+def _bandwidth_case(case, device, cfg, fn, shape, dt, layout, elements_moved):
+    """A memory-bound case (maxpool, layout): fn timed on x of `shape` rotated over memory,
+    reported in GB/s of the elements it reads and writes, against the HBM peak."""
     def make_inputs():
-        return _rand((n, c, h, h), dt, device, layout)
+        return _rand(shape, dt, device, layout)
 
     t = _measure(fn, make_inputs, device, cfg)
-    x = make_inputs()
-    elt = torch.empty((), dtype=dt).element_size()
-    nbytes = n * c * h * h * elt + n * c * (h // 2) * (h // 2) * elt
-    return _finish(case, device, t, {"bytes": nbytes, "math_peak": "bw", "_host_call": _host_call(fn, x, device)},
-                   gbytes=nbytes / 1e9)
+    nbytes = elements_moved * torch.empty((), dtype=dt).element_size()
+    extra = {"bytes": nbytes, "math_peak": "bw", "_host_call": _host_call(fn, make_inputs(), device)}
+    return _finish(case, device, t, extra, gbytes=nbytes / 1e9)
 
 
 def _layout_case(case: Case, device: str, cfg: dict) -> dict:
@@ -546,15 +551,7 @@ def _layout_case(case: Case, device: str, cfg: dict) -> dict:
         if fn is None:
             raise SkipCase(NO_LAYOUT_REASON)
 
-    def make_inputs():
-        return _rand((n, c, h, h), dt, device, layout)
-
-    t = _measure(fn, make_inputs, device, cfg)
-    x = make_inputs()
-    elt = torch.empty((), dtype=dt).element_size()
-    nbytes = n * (c + cp) * h * h * elt
-    return _finish(case, device, t, {"bytes": nbytes, "math_peak": "bw", "_host_call": _host_call(fn, x, device)},
-                   gbytes=nbytes / 1e9)
+    return _bandwidth_case(case, device, cfg, fn, (n, c, h, h), dt, layout, elements_moved=n * (c + cp) * h * h)
 
 
 @contextlib.contextmanager

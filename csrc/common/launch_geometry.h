@@ -55,6 +55,17 @@ inline int64_t grid_stride_max_blocks() {
   return v;
 }
 
+// The geometry of a grid-stride kernel over `items` work items (maxpool2x2,
+// tensor_core_input): 256-thread blocks, one item per thread, up to 2^20 blocks (or
+// VGGKERN_MAX_GRID_BLOCKS: tests), beyond which the kernel's loop takes the rest.
+inline LaunchGeometry grid_stride_geometry(int64_t items) {
+  LaunchGeometry g;
+  g.block.x = 256;
+  const int64_t blocks = (items + 255) / 256, cap = grid_stride_max_blocks();
+  g.grid.x = static_cast<unsigned>(blocks < 1 ? 1 : blocks < cap ? blocks : cap);
+  return g;
+}
+
 inline unsigned ceil_div_u32(long long a, long long b) { return static_cast<unsigned>((a + b - 1) / b); }
 
 }  // namespace vk

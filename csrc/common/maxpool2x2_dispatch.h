@@ -3,7 +3,6 @@
 // (cuda::Launcher or emu::Launcher), so the GPU and the emulator run the same choice.
 #pragma once
 
-#include <algorithm>
 #include <cstdint>
 
 #include "../kernels/maxpool2x2.cuh"
@@ -12,14 +11,6 @@
 #include "launch_geometry.h"
 
 namespace vk {
-
-inline LaunchGeometry maxpool2x2_geometry(int64_t items) {
-  LaunchGeometry g;
-  g.block.x = 256;
-  // Beyond 2^20 blocks (or VGGKERN_MAX_GRID_BLOCKS: tests) the grid-stride loop takes over.
-  g.grid.x = static_cast<unsigned>(std::max<int64_t>(1, std::min<int64_t>((items + 255) / 256, grid_stride_max_blocks())));
-  return g;
-}
 
 template <class T, class Index, class Launcher>
 void maxpool2x2_run(const Maxpool2x2Args& a, const Launcher& launch) {
@@ -34,12 +25,12 @@ void maxpool2x2_run(const Maxpool2x2Args& a, const Launcher& launch) {
     constexpr int kOut16 = 8 / kSize, kOut8 = 4 / kSize;
     if (W % (2 * kOut16) == 0 && aligned_to(x, 16) && aligned_to(y, 8)) {
       launch("maxpool2x2_nchw_kernel", maxpool2x2_nchw_kernel<T, kOut16, true, Index>,
-             maxpool2x2_geometry(rows * (Wo / kOut16)), x, y, N * C, H, W, Ho, Wo);
+             grid_stride_geometry(rows * (Wo / kOut16)), x, y, N * C, H, W, Ho, Wo);
     } else if (W % (2 * kOut8) == 0 && aligned_to(x, 8) && aligned_to(y, 4)) {
       launch("maxpool2x2_nchw_kernel", maxpool2x2_nchw_kernel<T, kOut8, true, Index>,
-             maxpool2x2_geometry(rows * (Wo / kOut8)), x, y, N * C, H, W, Ho, Wo);
+             grid_stride_geometry(rows * (Wo / kOut8)), x, y, N * C, H, W, Ho, Wo);
     } else {
-      launch("maxpool2x2_nchw_kernel", maxpool2x2_nchw_kernel<T, 1, false, Index>, maxpool2x2_geometry(rows * Wo), x,
+      launch("maxpool2x2_nchw_kernel", maxpool2x2_nchw_kernel<T, 1, false, Index>, grid_stride_geometry(rows * Wo), x,
              y, N * C, H, W, Ho, Wo);
     }
   } else {
@@ -48,13 +39,13 @@ void maxpool2x2_run(const Maxpool2x2Args& a, const Launcher& launch) {
     constexpr int kV16 = 16 / kSize, kV8 = 8 / kSize;
     if (C % kV16 == 0 && aligned_to(x, 16) && aligned_to(y, 16)) {
       launch("maxpool2x2_nhwc_kernel", maxpool2x2_nhwc_kernel<T, kV16, true, Index>,
-             maxpool2x2_geometry(pixels * (a.C / kV16)), x, y, N, C, H, W, Ho, Wo);
+             grid_stride_geometry(pixels * (a.C / kV16)), x, y, N, C, H, W, Ho, Wo);
     } else if (C % kV8 == 0 && aligned_to(x, 8) && aligned_to(y, 8)) {
       launch("maxpool2x2_nhwc_kernel", maxpool2x2_nhwc_kernel<T, kV8, true, Index>,
-             maxpool2x2_geometry(pixels * (a.C / kV8)), x, y, N, C, H, W, Ho, Wo);
+             grid_stride_geometry(pixels * (a.C / kV8)), x, y, N, C, H, W, Ho, Wo);
     } else {
       launch("maxpool2x2_nhwc_kernel", maxpool2x2_nhwc_kernel<T, 1, false, Index>,
-             maxpool2x2_geometry(pixels * a.C), x, y, N, C, H, W, Ho, Wo);
+             grid_stride_geometry(pixels * a.C), x, y, N, C, H, W, Ho, Wo);
     }
   }
 }

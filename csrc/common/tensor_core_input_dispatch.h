@@ -2,7 +2,6 @@
 // type and geometry, per dtype. Compiled into both backends.
 #pragma once
 
-#include <algorithm>
 #include <cstdint>
 #include <stdexcept>
 
@@ -16,15 +15,14 @@ namespace vk {
 template <class T, class Index, class Launcher>
 void tensor_core_input_run(const TensorCoreInputArgs& a, const Launcher& launch) {
   using namespace VK_KERNEL_NS;
-  const TensorCoreInputParams<Index> p{a.N, a.C, a.H, a.W, a.Cp, a.stride[0], a.stride[1], a.stride[2], a.stride[3]};
+  const auto I = [](int64_t v) { return static_cast<Index>(v); };  // int32: the dispatch checked the offsets fit
+  const TensorCoreInputParams<Index> p{I(a.N),         I(a.C),         I(a.H),         I(a.W),        I(a.Cp),
+                                       I(a.stride[0]), I(a.stride[1]), I(a.stride[2]), I(a.stride[3])};
   const int64_t chunks = a.Cp * static_cast<int64_t>(sizeof(T)) / 16;  // 16-byte chunks per pixel
   const int U = chunks % 2 == 0 ? 2 : 1;  // lanes per pixel (float32: always 2, Cp being a multiple of 8)
   const int64_t pixels = a.N * a.H * a.W, per_warp = 32 / U;
   const int64_t items = (pixels + per_warp - 1) / per_warp * (chunks / U) * 32;
-  LaunchGeometry g;
-  g.block.x = 256;
-  // Beyond 2^20 blocks (or VGGKERN_MAX_GRID_BLOCKS: tests) the grid-stride loop takes over.
-  g.grid.x = static_cast<unsigned>(std::max<int64_t>(1, std::min<int64_t>((items + 255) / 256, grid_stride_max_blocks())));
+  const LaunchGeometry g = grid_stride_geometry(items);
   if (U == 2)
     launch("tensor_core_input_kernel", tensor_core_input_kernel<T, 2, Index>, g, static_cast<const T*>(a.x),
            static_cast<T*>(a.out), p);
