@@ -52,11 +52,16 @@ void conv3x3_implicit_gemm_run(const Conv3x3Args& a, const ImplicitGemmPlan& pla
          static_cast<T*>(a.y), p);
   if (plan.splits == 1) return;
   ImplicitGemmReduceParams<Index> r;
+  using R = VK_KERNEL_NS::ImplicitGemmReduceTiling;
   r.M = plan.M, r.K = a.K, r.splits = plan.splits, r.relu = a.relu, r.pool = a.pool;
+  r.k_tiles = (a.K + R::kChannels - 1) / R::kChannels;
   r.y_nchw = p.y_nchw, r.hw_out = p.hw_out;
   LaunchGeometry rg;
-  rg.block.x = 256;
-  rg.grid.x = ceil_div_u32((a.pool ? plan.M / 4 : plan.M) * a.K, 256);
+  rg.block.x = R::kThreads;
+  const int64_t reduce_blocks = ((a.pool ? plan.M / 4 : plan.M) + R::kPixels - 1) / R::kPixels * r.k_tiles;
+  if (reduce_blocks > (int64_t(1) << 31) - 1)
+    throw std::invalid_argument("vggkern.conv3x3: too many blocks for one implicit_gemm split-K reduction");
+  rg.grid.x = static_cast<unsigned>(reduce_blocks);
   launch("conv3x3_implicit_gemm_reduce_kernel", conv3x3_implicit_gemm_reduce_kernel<T, Index>, rg,
          static_cast<const float*>(a.workspace), static_cast<const T*>(a.bias), static_cast<T*>(a.y), r);
 }

@@ -66,6 +66,4 @@ inline LaunchGeometry grid_stride_geometry(int64_t items) {
   return g;
 }
 
-inline unsigned ceil_div_u32(long long a, long long b) { return static_cast<unsigned>((a + b - 1) / b); }
-
 }  // namespace vk

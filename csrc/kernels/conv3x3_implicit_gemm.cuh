@@ -249,39 +249,75 @@ struct ImplicitGemmParams {
 };
 
 // Split-K's second pass: y = [pool](ReLU?(sum over s of partial[s] + bias)), the partials
-// added in split order; one thread per output element (channel-fastest, coalesced).
+// added in split order. A block of 256 threads (8 warps) finishes a tile of 32 output pixels
+// x 32 channels (block b: pixel tile b / k_tiles, channel tile b % k_tiles). Read phase:
+// warp w takes the tile's pixels w, w + 8, w + 16, w + 24, lane l channel k0 + l, so each
+// warp-wide read of a partial row is 32 consecutive floats (128 bytes: whole sectors) and
+// the bias is read once per lane. NHWC y is stored from there, 32 consecutive channels of a
+// pixel per store. NCHW y goes through a [32][33] fp32 tile in shared memory (rows of 33:
+// the row-wise writes and column-wise reads are both 32 distinct banks), then warp w stores
+// channels w + 8i, lane l pixel l: 32 consecutive pixels of one plane per store, whole
+// sectors where the plane is 32-byte aligned. The first version ran one thread per output
+// element, channels fastest: NHWC the same traffic, but NCHW stores landed a plane apart
+// per lane, 16 sectors per 32 bytes of fp16 (8 for fp32); now whole sectors, 1.35x on
+// 14 x 14 planes (tests/test_global_sectors.py). ptxas (nvcc 13, sm_90a): 32 registers,
+// no stack, for every element and index type.
 template <class Index>
 struct ImplicitGemmReduceParams {
-  Index M, K;  // GEMM rows and output channels
+  Index M, K;       // GEMM rows and output channels
+  Index k_tiles;    // ceil(K / 32)
   int splits, relu, pool;
-  int y_nchw;    // as ImplicitGemmParams's
+  int y_nchw;       // as ImplicitGemmParams's
   Index hw_out;
+};
+
+struct ImplicitGemmReduceTiling {
+  static constexpr int kThreads = 256, kPixels = 32, kChannels = 32;
+  static constexpr int kPasses = kPixels / (kThreads / 32);  // pixels per warp
 };
 
 template <class T, class Index>
 __global__ void __launch_bounds__(256)
     conv3x3_implicit_gemm_reduce_kernel(const float* __restrict__ partial, const T* __restrict__ bias,
                                         T* __restrict__ y, const ImplicitGemmReduceParams<Index> p) {
-  const Index i = static_cast<Index>(blockIdx.x) * 256 + threadIdx.x;
+  using R = ImplicitGemmReduceTiling;
+  VK_SHARED(float, tile, [R::kPixels][R::kChannels + 1]);
+  const int lane = threadIdx.x % 32, warp = threadIdx.x / 32;
+  const Index b = blockIdx.x;
+  const Index o0 = b / p.k_tiles * R::kPixels, k0 = b % p.k_tiles * R::kChannels;
   const Index rows_out = p.pool ? p.M / 4 : p.M;
-  if (i >= rows_out * p.K) return;
-  const Index k = i % p.K, row = i / p.K;
-  const float bk = bias != nullptr ? to_float(ld_global(bias + k)) : 0.f;
   const int window = p.pool ? 4 : 1;
-  float out = 0.f;
-  for (int r = 0; r < window; ++r) {  // a pool window's 4 GEMM rows, in torch's order
-    const Index m = row * window + r;
-    float sum = ld_global(partial + (m * p.K + k));
-    for (int s = 1; s < p.splits; ++s) sum += ld_global(partial + ((static_cast<Index>(s) * p.M + m) * p.K + k));
-    float v = sum + bk;
-    if (p.relu && v < 0.f) v = 0.f;  // ReLU(NaN) = NaN
-    out = r == 0 ? v : max_step(out, v);
+  const Index k = k0 + lane;
+  const float bk = bias != nullptr ? to_float(ld_global(bias + (k < p.K ? k : 0), k < p.K)) : 0.f;
+#pragma unroll
+  for (int i = 0; i < R::kPasses; ++i) {
+    const int px = warp + 8 * i;
+    const Index o = o0 + px;
+    const bool inside = o < rows_out && k < p.K;
+    float out = 0.f;
+    for (int r = 0; r < window; ++r) {  // a pool window's 4 GEMM rows, in torch's order
+      const Index m = o * window + r;
+      float sum = ld_global(partial + (inside ? m * p.K + k : 0), inside);
+      for (int s = 1; s < p.splits; ++s)
+        sum += ld_global(partial + (inside ? (static_cast<Index>(s) * p.M + m) * p.K + k : 0), inside);
+      float v = sum + bk;
+      if (p.relu && v < 0.f) v = 0.f;  // ReLU(NaN) = NaN
+      out = r == 0 ? v : max_step(out, v);
+    }
+    if (p.y_nchw) st_shared(&tile[px][lane], out);
+    else st_global(y + (inside ? o * p.K + k : 0), from_float<T>(out), inside);
   }
-  // NCHW: consecutive threads write consecutive channels, one plane apart (split-K runs
-  // where the grid is small; its partial sums, S times y's elements in fp32, stay read in
-  // whole sectors).
-  const Index dst = p.y_nchw ? (row / p.hw_out * p.K + k) * p.hw_out + row % p.hw_out : row * p.K + k;
-  st_global(y + dst, from_float<T>(out));
+  if (!p.y_nchw) return;
+  __syncthreads();
+  const Index o = o0 + lane, n = o / p.hw_out;
+#pragma unroll
+  for (int i = 0; i < R::kPasses; ++i) {
+    const int ch = warp + 8 * i;
+    const Index kc = k0 + ch;
+    const bool inside = o < rows_out && kc < p.K;
+    const float v = ld_shared(&tile[lane][ch]);
+    st_global(y + (inside ? (n * p.K + kc) * p.hw_out + (o - n * p.hw_out) : 0), from_float<T>(v), inside);
+  }
 }
 
 // Stores one lane's kV consecutive output pixels o .. o + kV - 1 (o a multiple of kV) of

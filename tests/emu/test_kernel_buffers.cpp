@@ -167,32 +167,35 @@ EMU_TEST(winograd_stays_in_its_buffers) {
       }
 }
 
-// Every tile in all three dtypes (fp32: TF32 math),
-// with and without split-K (its workspace exactly workspace_floats(K) floats).
+// Every tile in all three dtypes (fp32: TF32 math), with and without split-K (its
+// workspace exactly workspace_floats(K) floats), y NHWC or NCHW (the epilogue's and the
+// reduce kernel's plane stores).
 EMU_TEST(implicit_gemm_stays_in_its_buffers) {
   const Shape shapes[] = {{2, 8, 5, 7, 24, true, false}, {1, 64, 6, 5, 40, false, true}};
   unsigned seed = 21;
   for (const Shape& s : shapes)
     for (int t = 0; t < static_cast<int>(std::size(vk::kImplicitGemmTileNames)); ++t)
-      for (int split : {1, 3}) {
-        const auto tile = static_cast<vk::ImplicitGemmTile>(t);
-        const Problem p(s, 1, seed++);  // |sums| <= 9 C: exact in fp16 and bf16 for C = 8 and 64
-        auto run = [&](auto buffers) {
-          vk::Conv3x3Args a = buffers.args(s, vk::Layout::nhwc);
-          setenv("VGGKERN_IMPLICIT_GEMM_SPLIT_K", std::to_string(split).c_str(), 1);
-          const vk::ImplicitGemmPlan plan = vk::implicit_gemm_plan(a, tile);
-          unsetenv("VGGKERN_IMPLICIT_GEMM_SPLIT_K");
-          CHECK(plan.splits == split);  // C = 8: 3 slices of 64 bytes (5 in fp32), enough for 3
-          std::vector<float> workspace(plan.workspace_floats(s.K));
-          a.plan = &plan;
-          a.workspace = workspace.empty() ? nullptr : workspace.data();
-          vk::emu::conv3x3_implicit_gemm(a);
-          buffers.check(p, vk::Layout::nhwc, 0.0);
-        };
-        run(Buffers<__half>(p, vk::Layout::nhwc, true));
-        run(Buffers<__nv_bfloat16>(p, vk::Layout::nhwc, true));
-        run(Buffers<float>(p, vk::Layout::nhwc, true));  // TF32: small integers are exact
-      }
+      for (int split : {1, 3})
+        for (bool y_nchw : {false, true}) {
+          const auto tile = static_cast<vk::ImplicitGemmTile>(t);
+          const Problem p(s, 1, seed++);  // |sums| <= 9 C: exact in fp16 and bf16 for C = 8 and 64
+          auto run = [&](auto buffers) {
+            vk::Conv3x3Args a = buffers.args(s, vk::Layout::nhwc);
+            setenv("VGGKERN_IMPLICIT_GEMM_SPLIT_K", std::to_string(split).c_str(), 1);
+            const vk::ImplicitGemmPlan plan = vk::implicit_gemm_plan(a, tile);
+            unsetenv("VGGKERN_IMPLICIT_GEMM_SPLIT_K");
+            CHECK(plan.splits == split);  // C = 8: 3 slices of 64 bytes (5 in fp32), enough for 3
+            std::vector<float> workspace(plan.workspace_floats(s.K));
+            a.plan = &plan;
+            a.workspace = workspace.empty() ? nullptr : workspace.data();
+            a.y_nchw = y_nchw;
+            vk::emu::conv3x3_implicit_gemm(a);
+            buffers.check(p, y_nchw ? vk::Layout::nchw : vk::Layout::nhwc, 0.0);
+          };
+          run(Buffers<__half>(p, vk::Layout::nhwc, true));
+          run(Buffers<__nv_bfloat16>(p, vk::Layout::nhwc, true));
+          run(Buffers<float>(p, vk::Layout::nhwc, true));  // TF32: small integers are exact
+        }
 }
 
 }  // namespace
