@@ -7,7 +7,8 @@ Compiles csrc/cuda/conv3x3_implicit_gemm.cu for the arch (or reads a cubin), dis
 with cuobjdump (from $CUDA_HOME/bin, else the copy triton ships), and for each kernel
 instantiation finds its main loop: the largest backward branch whose body holds mma
 (HMMA, or HGMMA for the wgmma tile). Per loop iteration (one 64-byte K slice) it reports
-the instructions a warp issues, the HMMA/HGMMA among them, and the rest by opcode.
+the instructions a warp issues, the HMMA/HGMMA among them, and the rest by opcode; and,
+where it compiled the cubin itself, each kernel's registers per thread (ptxas -v).
 
 Why it matters: on sm_90 a sub-partition issues one instruction per clock and, at
 mma.sync's ~65% of the dense fp16 peak, retires one m16n8k16 HMMA every ~6 clocks. A 64 x
@@ -165,7 +166,8 @@ def analyse(sass: str) -> list[dict]:
             continue
         ops = Counter(opcode(t) for t in body)
         hmma, hgmma = ops["HMMA"], ops["HGMMA"]
-        rows.append({"kernel": instantiation(name), "loop_instructions": len(body), "hmma": hmma, "hgmma": hgmma,
+        rows.append({"kernel": instantiation(name), "function": name, "loop_instructions": len(body),
+                     "hmma": hmma, "hgmma": hgmma,
                      "ldsm": ops["LDSM"], "ldgsts": ops["LDGSTS"],
                      "issue_per_hmma": round(len(body) / hmma, 2) if hmma else None,
                      "issue_share": round(len(body) / (hgmma_clocks(body)), 2) if hgmma else None,
@@ -189,22 +191,25 @@ def main(argv=None) -> int:
     args = ap.parse_args(argv)
     with tempfile.TemporaryDirectory() as tmp:
         cubin = args.cubin
+        functions = {}
         if cubin is None:
             cubin = Path(tmp) / "ig.cubin"
-            compile_cubin(args.arch, cubin)
+            functions = ptxas_report(compile_cubin(args.arch, cubin))["functions"]
         rows = analyse(sass_of(cubin))
+    for r in rows:  # ptxas's count, where this run compiled the cubin (not for --cubin)
+        r["registers"] = functions.get(r["function"], {}).get("registers")
     if args.json:
         json.dump(rows, sys.stdout, indent=1)
         print()
         return 0
     print(f"implicit_gemm main loop per 64-byte K slice, per warp ({args.arch}):")
-    print("| kernel | instructions | HMMA | HGMMA | LDSM | LDGSTS | issue per HMMA | issue share (wgmma) | division "
-          "| top others |")
-    print("|---|---:|---:|---:|---:|---:|---:|---:|---|---|")
+    print("| kernel | registers | instructions | HMMA | HGMMA | LDSM | LDGSTS | issue per HMMA | issue share (wgmma) "
+          "| division | top others |")
+    print("|---|---:|---:|---:|---:|---:|---:|---:|---:|---|---|")
     for r in rows:
         others = ", ".join(f"{k} {v}" for k, v in r["opcodes"].items()
                            if k not in ("HMMA", "HGMMA", "LDSM", "LDGSTS"))[:60]
-        print(f"| {r['kernel']} | {r['loop_instructions']} | {r['hmma']} | {r['hgmma']} | {r['ldsm']} | {r['ldgsts']} | "
+        print(f"| {r['kernel']} | {r['registers'] or '-'} | {r['loop_instructions']} | {r['hmma']} | {r['hgmma']} | {r['ldsm']} | {r['ldgsts']} | "
               f"{r['issue_per_hmma'] or '-'} | {r['issue_share'] or '-'} | {'yes' if r['division'] else 'no'} | {others} |")
     return 0
 

@@ -76,6 +76,7 @@ def test_main_loop_of_every_instantiation(tmp_path):
     # (store_nchw_tile: a call, not inlined) per instantiation and window (1, or the pool's 4)
     kernels = [name for name in report["functions"] if "store_nchw_tile" not in name]
     assert len(kernels) == len(rows) + 6, sorted(kernels)
+    assert all(r["function"] in kernels for r in rows)  # the table's registers column: ptxas's count
     assert len(report["functions"]) == len(kernels) + 2 * len(rows), sorted(report["functions"])
     for name, f in report["functions"].items():
         assert (f["stack"], f["spill_stores"], f["spill_loads"]) == (0, 0, 0), (name, f)

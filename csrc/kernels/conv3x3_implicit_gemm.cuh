@@ -85,6 +85,12 @@
 // version divided the K position by C every stage and recomputed swizzled addresses:
 // 305 instructions (4.8 per HMMA, 79% of the slots); now the K position advances one
 // slice at a time, tap validity is a per-row bit mask, and shared offsets are fixed.
+// Registers (python -m benchmarks.sass_loop: ptxas; nvcc 13.0, sm_90a; no spills), fp16/bf16 |
+// tf32, 32-bit | 64-bit offsets: 128 x 128: 217 | 198, 232 | 213; 128 x 64: 227 | 205,
+// 242 | 224; 256 x 64: 225 | 208, 240 | 228; 256 x 128: 218 | 196, 234 | 212. Allocated
+// in 8s per thread, they and the shared memory (68, 48, 80, 136 KiB with the epilogue's
+// tile) let 2, 4, 2 and 1 blocks share an SM: 8 warps, 2 per sub-partition, in each case.
+// The wgmma tiles' counts are with their own paragraphs below.
 // wgmma (tile wg128x128, sm_90a; fp16/bf16, or tf32 in k8 steps: the same 32 bytes, the
 // same counts below): one warpgroup (128 threads) owns the 128 x 128 tile as two
 // wgmma.m64n128k16 per k-step, both operands read by the tensor cores
@@ -96,7 +102,7 @@
 // By counting (python -m benchmarks.sass_loop): no ldmatrix, 138 instructions per slice
 // per warp against 4 HGMMA of 64 clocks each at the dense peak, 54% of a sub-partition's
 // issue slots with 2 blocks per SM (mma.sync's 128 x 128: 206 instructions per 64 HMMA,
-// 80%); 166 registers (185 with 64-bit offsets), no spills; shared memory per k16 step: 2 x (64 + 128) rows x 32
+// 80%); 166 registers (185-187 with 64-bit offsets), no spills; shared memory per k16 step: 2 x (64 + 128) rows x 32
 // bytes read by wgmma plus 256 x 32 bytes of cp.async writes, 160 bytes per tensor clock:
 // an 80% cap, against mma.sync's 67%.
 // wgmma_t (tile wg256x64, for VGG's K = 64 layers, 13% of VGG16's conv FLOPs): with 64 output
@@ -106,15 +112,15 @@
 // bytes per 128 clocks, with (256 + 64) x 32 bytes of cp.async: an 80% cap (mma.sync 256 x
 // 64: 62%). Each thread then holds D^T (channels 16w + g (+8), pixels 8j + 2t (+1)); the
 // epilogue stores single floats into the same [pixel][channel] tile, rows kBN + 4 floats
-// apart so a warp's 32 stores (rows 2t, 8 channels) hit 32 banks. 5 stages (100 KiB), 203
-// registers (204-206 with 64-bit offsets), 137 instructions per slice per warp around 2
+// apart so a warp's 32 stores (rows 2t, 8 channels) hit 32 banks. 5 stages (100 KiB), 201
+// registers (205 with 64-bit offsets), 137 instructions per slice per warp around 2
 // HGMMA.64x256x16 (54% issue share).
 // wgmma with two warpgroups (tile wg128x256, for VGG's K >= 256 layers, 69% of its conv
 // FLOPs): each warpgroup one m64n256k16 per k-step on its 64 of the 128 rows, the B rows
 // shared. Per k16 step wgmma reads 2 x (64 + 256) x 32 bytes and cp.async writes (128 +
 // 256) x 32: 256 bytes per 2 tensor clocks, exactly the 128 bytes per clock shared memory
 // has, so by this count it no longer caps the tile (wg128x128: 80%). The price: 256 threads
-// x 168 registers (179 with 64-bit offsets) hold an SM alone, so no other block hides its
+// x 167 registers (179-180 with 64-bit offsets) hold an SM alone, so no other block hides its
 // first loads and its epilogue (128 x 256 fp32 through shared memory): ~10% of a conv3
 // tile's time by the roofline model (benchmarks/roofline.py, "unhidden"). 6 stages (144
 // KiB), 129 instructions per slice per warp around 2 HGMMA.64x256x16 (50% issue share).
