@@ -209,8 +209,9 @@ def main(argv=None) -> int:
     for r in rows:
         others = ", ".join(f"{k} {v}" for k, v in r["opcodes"].items()
                            if k not in ("HMMA", "HGMMA", "LDSM", "LDGSTS"))[:60]
-        print(f"| {r['kernel']} | {r['registers'] or '-'} | {r['loop_instructions']} | {r['hmma']} | {r['hgmma']} | {r['ldsm']} | {r['ldgsts']} | "
-              f"{r['issue_per_hmma'] or '-'} | {r['issue_share'] or '-'} | {'yes' if r['division'] else 'no'} | {others} |")
+        print(f"| {r['kernel']} | {r['registers'] or '-'} | {r['loop_instructions']} | {r['hmma']} | {r['hgmma']} | "
+              f"{r['ldsm']} | {r['ldgsts']} | {r['issue_per_hmma'] or '-'} | {r['issue_share'] or '-'} | "
+              f"{'yes' if r['division'] else 'no'} | {others} |")
     return 0
 
 

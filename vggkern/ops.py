@@ -560,4 +560,5 @@ torch.library.register_autograd("vggkern::tensor_core_weight", _tensor_core_weig
 def _tensor_core_input_fake(x):
     _check_activation(x, "vggkern._tensor_core_input")  # mirrors csrc/ops/tensor_core_input.cpp
     n, c, h, w = x.shape
-    return x.new_empty((n, _tensor_core_channels(c), h, w)).contiguous(memory_format=torch.channels_last)
+    return torch.empty((n, _tensor_core_channels(c), h, w), dtype=x.dtype, device=x.device,
+                       memory_format=torch.channels_last)
