@@ -27,20 +27,27 @@ cmake --build build/cmake -j"$MAX_JOBS" >> build/cmake.log 2>&1 || { tail -50 bu
 grep "vggkern:" build/cmake.log || true
 ctest --test-dir build/cmake --output-on-failure
 
-echo "== CPU-only build (what a machine without nvcc installs)"
-# A copy of the tree built with VGGKERN_CPU_ONLY=1 must build, import, say so, and run
-# the ops through the emulator (a subset of the tests: the kernels are the same).
-cpu_dir=build/cpu-only
+echo "== CPU-only install from the sdist (what a machine without nvcc installs)"
+# The source distribution, made as pip and `python -m build` make it, must build a
+# CPU-only wheel (VGGKERN_CPU_ONLY=1) that installs, imports from where it was installed,
+# says so, and runs the ops through the emulator (a subset of the tests, the sdist's own:
+# the kernels are the same).
+cpu_dir="$PWD/build/cpu-only"
 rm -rf "$cpu_dir" && mkdir -p "$cpu_dir"
-cp -r setup.py pyproject.toml csrc vggkern tests "$cpu_dir"/
-rm -f "$cpu_dir"/vggkern/_C*.so
-(cd "$cpu_dir" && VGGKERN_CPU_ONLY=1 "$PY" setup.py build_ext --inplace > build.log 2>&1) \
-  || { tail -40 "$cpu_dir/build.log"; exit 1; }
-(cd "$cpu_dir" && "$PY" -c "
-import vggkern
+sdist=$(VGGKERN_CPU_ONLY=1 "$PY" -c "import sys; from setuptools import build_meta; print(build_meta.build_sdist(sys.argv[1]))" \
+  "$cpu_dir" 2> "$cpu_dir/sdist.log" | tail -1) || { tail -40 "$cpu_dir/sdist.log"; exit 1; }
+VGGKERN_CPU_ONLY=1 "$PY" -m pip wheel -q --no-build-isolation --no-deps -w "$cpu_dir/dist" "$cpu_dir/$sdist" \
+  > "$cpu_dir/build.log" 2>&1 || { tail -40 "$cpu_dir/build.log"; exit 1; }
+tar xzf "$cpu_dir/$sdist" -C "$cpu_dir"
+src="$cpu_dir/${sdist%.tar.gz}"
+PIP_ROOT_USER_ACTION=ignore "$PY" -m pip install -q --no-deps --target "$cpu_dir/site" "$cpu_dir"/dist/vggkern-*.whl
+(cd "$src/tests" && PYTHONPATH="$cpu_dir/site" "$PY" -c "
+import os, vggkern
 info = vggkern.build_info()
 assert not info['cuda_kernels'], info
-print('CPU-only build:', info)" && "$PY" -m pytest -q tests/test_maxpool2x2.py tests/test_conv3x3.py \
+assert vggkern.__file__.startswith('$cpu_dir/site/'), vggkern.__file__
+print('CPU-only install:', os.path.dirname(vggkern.__file__), info)" \
+  && PYTHONPATH="$cpu_dir/site" "$PY" -m pytest -q test_maxpool2x2.py test_conv3x3.py \
   -k "not indices_beyond and (bad or opcheck or algorithms or epilogue)" -p no:cacheprovider) || exit 1
 
 echo "== pytest"

@@ -1,0 +1,87 @@
+"""The source distribution carries what a build from it needs (MANIFEST.in).
+
+`pip install vggkern-X.tar.gz` (or a wheel built by `python -m build`, which goes
+through the sdist) compiles from the sdist alone. setup.py lists only the sources it
+compiles where the sdist is made, so without MANIFEST.in the sdist had no header and,
+made without nvcc, no .cu file: every build from it failed. Here the sdist is made by
+setuptools' PEP 517 hook (what pip and `build` call), and checked against the source
+tree and against the #includes of the C++/CUDA sources. tests/run.sh then builds the
+CPU-only install from such an sdist and runs tests against it.
+"""
+import os
+import re
+import shutil
+import subprocess
+import sys
+import tarfile
+
+import pytest
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+SKIP_PARTS = {"__pycache__", "build", "dist", ".git", "device_build", "device_out", ".benchmarks"}
+SKIP_SUFFIXES = (".pyc", ".so", ".o")
+
+
+def source_files(top):
+    """The files under ROOT/top, build outputs left out, as sdist-relative paths."""
+    found = set()
+    for dirpath, dirnames, filenames in os.walk(os.path.join(ROOT, top)):
+        dirnames[:] = [d for d in dirnames if d not in SKIP_PARTS and not d.endswith(".egg-info")]
+        for name in filenames:
+            if not name.endswith(SKIP_SUFFIXES):
+                found.add(os.path.relpath(os.path.join(dirpath, name), ROOT))
+    return found
+
+
+@pytest.fixture(scope="module")
+def sdist(tmp_path_factory):
+    # Made from a copy of the tree without build outputs: setuptools also ships whatever
+    # an earlier build's vggkern.egg-info/SOURCES.txt lists, which would hide a gap.
+    tree = tmp_path_factory.mktemp("tree") / "src"
+    shutil.copytree(ROOT, tree, ignore=lambda d, names: [
+        n for n in names if n in SKIP_PARTS or n.endswith(SKIP_SUFFIXES + (".egg-info",))])
+    out = tmp_path_factory.mktemp("sdist")
+    env = dict(os.environ, VGGKERN_CPU_ONLY="1")  # the sdist's content must not depend on nvcc
+    proc = subprocess.run(
+        [sys.executable, "-c", "import sys; from setuptools import build_meta; print(build_meta.build_sdist(sys.argv[1]))",
+         str(out)], cwd=tree, env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
+    name = proc.stdout.strip().splitlines()[-1]
+    assert name.endswith(".tar.gz"), proc.stdout[-2000:]
+    with tarfile.open(out / name) as tar:
+        members = [m.name for m in tar.getmembers() if m.isfile()]
+    prefix = name[: -len(".tar.gz")] + "/"
+    assert all(m.startswith(prefix) for m in members), members[:5]
+    return {m[len(prefix):] for m in members}
+
+
+def test_sdist_holds_the_source_tree(sdist):
+    expected = set()
+    for top in ("csrc", "vggkern", "tests", "benchmarks", "docs"):
+        expected |= source_files(top)
+    expected |= {"setup.py", "pyproject.toml", "README.md", "CMakeLists.txt", "MANIFEST.in", "requirements-dev.txt"}
+    assert sorted(expected - sdist) == []
+    # and every kind of source setup.py may compile, whichever build the sdist's user makes
+    for suffix in (".cpp", ".cu", ".cuh", ".h"):
+        assert any(p.startswith("csrc/") and p.endswith(suffix) for p in sdist), suffix
+
+
+def test_sdist_leaves_out_build_outputs(sdist):
+    assert [p for p in sdist if p.endswith(SKIP_SUFFIXES) or "__pycache__" in p.split("/")] == []
+
+
+def test_every_include_resolves_inside_the_sdist(sdist):
+    """Each `#include "..."` of a shipped C++/CUDA file names a shipped file (found next
+    to the includer or under csrc/, setup.py's include directory)."""
+    include = re.compile(r'^\s*#\s*include\s+"([^"]+)"', re.MULTILINE)
+    checked = 0
+    for path in sorted(p for p in sdist if p.startswith("csrc/")):
+        if not path.endswith((".cpp", ".cu", ".cuh", ".h")):
+            continue
+        with open(os.path.join(ROOT, path), encoding="utf-8") as f:
+            for target in include.findall(f.read()):
+                candidates = [os.path.normpath(os.path.join(os.path.dirname(path), target)),
+                              os.path.normpath(os.path.join("csrc", target))]
+                assert any(c in sdist for c in candidates), f"{path} includes {target!r}: not in the sdist"
+                checked += 1
+    assert checked > 50  # the sources do include each other: the walk above saw them
