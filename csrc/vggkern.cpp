@@ -5,6 +5,7 @@
 #include <string>
 #include <vector>
 #include <torch/library.h>
+#include <torch/version.h>
 
 #include "common/backends.h"
 #include "common/conv3x3_implicit_gemm_plan.h"
@@ -67,9 +68,9 @@ PyObject* build_info(PyObject*, PyObject*) {
     PyErr_SetString(PyExc_RuntimeError, e.what());
     return nullptr;
   }
-  return Py_BuildValue("{s:O,s:s,s:O,s:i,s:s,s:i}", "cuda_kernels", cuda, "cuda_archs", VK_CUDA_ARCHS, "cuda_wgmma",
-                       wgmma, "cuda_runtime_version", cuda_runtime, "emulator_context_switch", switcher,
-                       "emulator_threads", threads);
+  return Py_BuildValue("{s:O,s:s,s:O,s:i,s:s,s:i,s:s}", "cuda_kernels", cuda, "cuda_archs", VK_CUDA_ARCHS,
+                       "cuda_wgmma", wgmma, "cuda_runtime_version", cuda_runtime, "emulator_context_switch",
+                       switcher, "emulator_threads", threads, "torch_version", TORCH_VERSION);
 }
 
 // conv3x3's TF32 policy with allow_tf32=None: torch's current setting for cuDNN convolutions.
@@ -290,4 +291,13 @@ PyModuleDef module = {PyModuleDef_HEAD_INIT, "_C", "vggkern's compiled ops (regi
 
 }  // namespace
 
-PyMODINIT_FUNC PyInit__C(void) { return PyModule_Create(&module); }
+// TORCH_VERSION: the torch whose headers and libraries this build used ("2.14.1"), which
+// vggkern/__init__.py compares with the torch that loaded it.
+PyMODINIT_FUNC PyInit__C(void) {
+  PyObject* m = PyModule_Create(&module);
+  if (m != nullptr && PyModule_AddStringConstant(m, "TORCH_VERSION", TORCH_VERSION) != 0) {
+    Py_DECREF(m);
+    return nullptr;
+  }
+  return m;
+}

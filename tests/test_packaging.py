@@ -1,4 +1,5 @@
-"""The source distribution carries what a build from it needs (MANIFEST.in).
+"""Packaging: the source distribution carries what a build from it needs (MANIFEST.in),
+and the built extension loads against the torch it was built with, or says why not.
 
 `pip install vggkern-X.tar.gz` (or a wheel built by `python -m build`, which goes
 through the sdist) compiles from the sdist alone. setup.py lists only the sources it
@@ -7,6 +8,11 @@ made without nvcc, no .cu file: every build from it failed. Here the sdist is ma
 setuptools' PEP 517 hook (what pip and `build` call), and checked against the source
 tree and against the #includes of the C++/CUDA sources. tests/run.sh then builds the
 CPU-only install from such an sdist and runs tests against it.
+
+An extension built against another torch fails to resolve torch's C++ symbols when
+loaded; `import vggkern` turns that (or a missing build) into an ImportError that names
+the running torch and the rebuild, and warns where the versions differ in major.minor
+but the load succeeded.
 """
 import os
 import re
@@ -85,3 +91,72 @@ def test_every_include_resolves_inside_the_sdist(sdist):
                 assert any(c in sdist for c in candidates), f"{path} includes {target!r}: not in the sdist"
                 checked += 1
     assert checked > 50  # the sources do include each other: the walk above saw them
+
+
+# ---- loading the extension: built against the torch that runs it, or a clear error --------
+
+def test_extension_was_built_against_the_running_torch():
+    import torch
+    import vggkern
+    assert vggkern._C.TORCH_VERSION == torch.__version__.split("+")[0]
+    assert vggkern.build_info()["torch_version"] == vggkern._C.TORCH_VERSION
+
+
+def test_torch_mismatch_rule():
+    from vggkern import _torch_mismatch
+    assert _torch_mismatch("2.14.1", "2.14.1+cu130") is None
+    assert _torch_mismatch("2.14.0", "2.14.1") is None  # patch releases keep the C++ ABI
+    for built, running in (("2.13.0", "2.14.1+cu130"), ("3.14.1", "2.14.1"), ("2.11.0", "2.1.0")):
+        message = _torch_mismatch(built, running)
+        assert message is not None and built in message and running in message and "--no-build-isolation" in message
+
+
+def run_python(code, *flags):
+    return subprocess.run([sys.executable, *flags, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120,
+                          env=dict(os.environ, PYTHONPATH=ROOT + os.pathsep + os.environ.get("PYTHONPATH", "")))
+
+
+def load_failure(proc):
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    import torch
+    out = proc.stdout
+    assert out.startswith("ERR vggkern's compiled extension (vggkern._C) did not load"), out
+    assert f"torch {torch.__version__}" in out and "--no-build-isolation" in out, out
+    assert out.rstrip().endswith("| cause is an ImportError: True"), out  # the loader's own error is chained
+    return out
+
+
+IMPORT = ("import sys, torch\n{}\ntry:\n    import vggkern\nexcept ImportError as e:\n"
+          "    print('ERR', e, '| cause is an ImportError:', isinstance(e.__cause__, ImportError))\n")
+
+
+def test_a_missing_extension_is_a_clear_import_error():
+    # As if vggkern._C were not built (None in sys.modules makes its import fail).
+    load_failure(run_python(IMPORT.format("sys.modules['vggkern._C'] = None")))
+
+
+def test_an_extension_that_cannot_link_is_a_clear_import_error(tmp_path):
+    """What an extension built against another torch does: the loader cannot resolve a
+    symbol it needs. Here a vggkern/_C whose init calls a function nothing defines."""
+    compiler = shutil.which("cc") or shutil.which("gcc")
+    if compiler is None:
+        pytest.skip("no C compiler to build the stand-in extension")
+    package = tmp_path / "vggkern"
+    shutil.copytree(os.path.join(ROOT, "vggkern"), package,
+                    ignore=shutil.ignore_patterns("_C*", "__pycache__"))
+    source = tmp_path / "stand_in.c"
+    source.write_text("extern void *vk_symbol_of_another_torch(void);\n"
+                      "void *PyInit__C(void) { return vk_symbol_of_another_torch(); }\n")
+    import sysconfig
+    subprocess.run([compiler, "-shared", "-fPIC", "-o", str(package / ("_C" + sysconfig.get_config_var("EXT_SUFFIX"))),
+                    str(source)], check=True, timeout=120)
+    proc = subprocess.run([sys.executable, "-c", IMPORT.format("")], cwd=tmp_path, capture_output=True, text=True,
+                          timeout=120, env=dict(os.environ, PYTHONPATH=str(tmp_path)))
+    out = load_failure(proc)
+    assert "undefined symbol: vk_symbol_of_another_torch" in out, out
+    assert str(tmp_path) in out, out  # it was the stand-in that failed, not the real build
+
+
+def test_import_warns_nothing_when_the_versions_match():
+    proc = run_python("import vggkern", "-W", "error::RuntimeWarning")
+    assert proc.returncode == 0, proc.stderr[-2000:]

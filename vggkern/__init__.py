@@ -11,9 +11,38 @@ model) run our kernels on CUDA tensors; on CPU tensors they run torch's own ops 
 """
 __version__ = "0.1.0"
 
-import torch  # noqa: F401  (loads libtorch, which _C links against)
+import warnings as _warnings
 
-from . import _C  # noqa: F401  (registers torch.ops.vggkern.*)
+import torch  # loads libtorch, which _C links against
+
+_REBUILD = ("rebuild it against this torch: `pip install --no-build-isolation .` in vggkern's source tree (or "
+            "its sdist), with CUDA_HOME and TORCH_CUDA_ARCH_LIST set (README, 'Two commands'); without nvcc it "
+            "builds CPU-only")
+
+
+def _load_failure(error):
+    """The message for an extension that did not load: not built, or built against another torch
+    (whose C++ symbols then fail to resolve)."""
+    return (f"vggkern's compiled extension (vggkern._C) did not load: {error}. It is built by pip and "
+            f"links against the torch it was built with; this process runs torch {torch.__version__}. "
+            f"Build or {_REBUILD}")
+
+
+def _torch_mismatch(built, running):
+    """A warning's text where the torch the extension was built against (TORCH_VERSION,
+    e.g. "2.14.1") and the one running (torch.__version__, e.g. "2.14.1+cu130") differ in
+    major or minor version (C++ ABI changes between those); None where they agree."""
+    if built.split(".")[:2] == running.split("+")[0].split(".")[:2]:
+        return None
+    return f"vggkern._C was built against torch {built}, but torch {running} is running: {_REBUILD}"
+
+
+try:
+    from . import _C  # registers torch.ops.vggkern.*
+except ImportError as _error:
+    raise ImportError(_load_failure(_error)) from _error
+if (_mismatch := _torch_mismatch(_C.TORCH_VERSION, torch.__version__)) is not None:
+    _warnings.warn(_mismatch, RuntimeWarning, stacklevel=2)
 from .ops import algorithms, conv3x3, maxpool2x2, resolve_algo, tensor_core_weight, winograd_weight  # noqa: E402
 from .backend import cpu_backend, get_cpu_backend, set_cpu_backend  # noqa: E402
 from .tuning import set_tuned_tables, tuned_tables  # noqa: E402

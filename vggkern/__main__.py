@@ -29,9 +29,11 @@ def info() -> int:
           f"cuDNN {torch.backends.cudnn.version() if torch.backends.cudnn.is_available() else 'none'})")
     if built["cuda_kernels"]:
         rt = built["cuda_runtime_version"]
-        print(f"  CUDA kernels  compiled for sm {built['cuda_archs']} against CUDA runtime {rt // 1000}.{rt % 1000 // 10}")
+        print(f"  CUDA kernels  compiled for sm {built['cuda_archs']} against CUDA runtime {rt // 1000}.{rt % 1000 // 10}"
+              f" and torch {built['torch_version']}")
     else:
-        print("  CUDA kernels  NOT compiled (built without nvcc): CUDA tensors are refused")
+        print(f"  CUDA kernels  NOT compiled (built without nvcc, against torch {built['torch_version']}): "
+              "CUDA tensors are refused")
     if torch.cuda.is_available():
         for i in range(torch.cuda.device_count()):
             p = torch.cuda.get_device_properties(i)
