@@ -17,6 +17,9 @@ in fp32; in fp16/bf16, up to ranks whose float64 logits lie within the error bou
 each other (a tie at that precision).
 """
 import copy
+import os
+import subprocess
+import sys
 
 import pytest
 import torch
@@ -779,6 +782,43 @@ def test_convert_fusion_rules(monkeypatch):
         vggkern.convert(model, algo="fast")
 
 
+def test_convert_reports_what_runs(monkeypatch):
+    """The report's fused layers are those the kernels fuse when the model runs (in eval
+    mode): a ReLU, BatchNorm or pool with a hook on it is not fused, nor what follows it;
+    a conv with a hook runs alone; a BatchNorm in training mode now is listed (it is fused
+    once in eval mode); an nn.MaxPool2d subclass is kept, and reported, as a Conv2d one is."""
+    calls = _OpCalls(monkeypatch)
+    torch.manual_seed(41)
+
+    class MyPool(nn.MaxPool2d):
+        pass
+
+    model = nn.Sequential(
+        nn.Conv2d(3, 4, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),                      # 0-2: ReLU hooked
+        nn.Conv2d(4, 4, 3, padding=1), nn.BatchNorm2d(4), nn.ReLU(), nn.MaxPool2d(2),   # 3-6: pool hooked
+        nn.Conv2d(4, 4, 3, padding=1), nn.ReLU(), MyPool(2),                            # 7-9: a pool subclass
+        Conv3x3(4, 4), nn.ReLU(),                                                       # 10-11: conv hooked
+    ).train()
+    _randomize_bn(model)
+    model[1].register_forward_hook(lambda m, i, o: None)
+    model[6].register_forward_pre_hook(lambda m, a: None)
+    model[10].register_forward_hook(lambda m, i, o: None)
+    converted, report = vggkern.convert(model)
+    assert report.fused == {"3": ["4", "5"], "7": ["8"]}
+    assert set(report.skipped) == {"6", "9"}
+    assert "forward pre-hooks" in report.skipped["6"]
+    assert report.skipped["9"] == "a subclass of nn.MaxPool2d (MyPool) whose forward may differ"
+    assert report.replaced == {"0": "Conv3x3", "2": "MaxPool2x2", "3": "Conv3x3", "7": "Conv3x3"}
+    converted.eval()
+    x = _image(1, 16, seed=42)
+    with torch.no_grad():
+        want = model.eval()(x)
+        torch.testing.assert_close(_run(converted, x, "emulator"), want, rtol=1e-5, atol=1e-5)
+    # One conv launch per conv: (relu, pool) fused as reported, conv 3's BatchNorm folded
+    # (no BatchNorm runs: the result above matches with it); pool 2 runs as a launch of its own.
+    assert calls.take() == ([(False, False), (True, False), (True, False), (False, False)], 1)
+
+
 def test_convert_keeps_hooked_layers_as_they_are(monkeypatch):
     """A Conv2d or MaxPool2d with a hook (forward, pre-forward, backward; with_kwargs and
     always_call ones too), or a forward replaced on the instance, is left as it is and
@@ -958,6 +998,15 @@ def test_conv3x3_is_a_conv2d_drop_in():
         vggkern.vgg11(num_classes="10")
     with pytest.raises(TypeError, match="vggkern.convert: expected model to be a torch.nn.Module, got str"):
         vggkern.convert("model")
+    # Flags are bools, not truthy values: inplace="no" would otherwise convert in place.
+    model = nn.Sequential(nn.Conv2d(3, 4, 3, padding=1))
+    with pytest.raises(TypeError, match="vggkern.convert: expected inplace to be a bool, got 'no'"):
+        vggkern.convert(model, inplace="no")
+    assert type(model) is nn.Sequential and type(model[0]) is nn.Conv2d  # untouched
+    with pytest.raises(TypeError, match="vggkern.vgg11: expected include_top to be a bool, got 'no'"):
+        vggkern.vgg11(include_top="no")
+    with pytest.raises(TypeError, match="vggkern.vgg16_bn: expected progress to be a bool, got 1"):
+        vggkern.vgg16_bn(progress=1)
 
 
 def test_module_errors_name_the_input_not_the_prepared_weight():
@@ -1091,6 +1140,13 @@ def test_cpu_backend_switch():
     with pytest.raises(ValueError, match="unknown CPU backend"):
         vggkern.cpu_backend("cuda")
     assert vggkern.get_cpu_backend() == start
+    # The environment's value is checked at import, naming the variable.
+    proc = subprocess.run([sys.executable, "-c", "import vggkern"], capture_output=True, text=True, timeout=120,
+                          cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
+                          env=dict(os.environ, VGGKERN_CPU_BACKEND="gpu"))
+    assert proc.returncode != 0
+    assert ('ValueError: the environment variable VGGKERN_CPU_BACKEND: unknown CPU backend "gpu"; expected one of '
+            '"torch", "emulator"') in proc.stderr, proc.stderr[-2000:]
 
 
 def test_torch_compile_follows_the_backend():

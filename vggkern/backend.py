@@ -26,14 +26,14 @@ import os
 CPU_BACKENDS = ("torch", "emulator")
 
 
-def _checked(name):
+def _checked(name, where="vggkern.set_cpu_backend"):
     if name not in CPU_BACKENDS:
         valid = ", ".join(f'"{b}"' for b in CPU_BACKENDS)
-        raise ValueError(f'vggkern.set_cpu_backend: unknown CPU backend "{name}"; expected one of {valid}')
+        raise ValueError(f'{where}: unknown CPU backend "{name}"; expected one of {valid}')
     return name
 
 
-_cpu_backend = _checked(os.environ.get("VGGKERN_CPU_BACKEND", "torch"))
+_cpu_backend = _checked(os.environ.get("VGGKERN_CPU_BACKEND", "torch"), "the environment variable VGGKERN_CPU_BACKEND")
 
 
 def get_cpu_backend() -> str:

@@ -16,7 +16,8 @@ from dataclasses import dataclass, field
 from torch import nn
 
 from .backend import describe_path, get_cpu_backend
-from .nn import (Conv3x3, FusedSequential, MaxPool2x2, _check_algo, _fusion, conv2d_incompatibility,
+from .ops import _check_flags
+from .nn import (Conv3x3, FusedSequential, MaxPool2x2, _check_algo, _fusion, _observed, conv2d_incompatibility,
                  maxpool2d_incompatibility)
 
 __all__ = ["convert", "ConvertReport"]
@@ -28,7 +29,9 @@ class ConvertReport:
 
     replaced: {name: new module type} for every module swapped ("Conv3x3", "MaxPool2x2").
     fused:    {conv name: [names of the BatchNorm2d / ReLU / max-pool its FusedSequential
-              fuses into it when they run on vggkern's kernels; a BatchNorm in eval mode]}.
+              fuses into it when they run on vggkern's kernels]}. Layers with hooks on them
+              now are not listed (they run as themselves); a BatchNorm2d is listed whatever
+              its mode now: it is fused whenever it runs in eval mode.
     skipped:  {name: reason} for each nn.Conv2d / nn.MaxPool2d left as it was (another
               shape, a subclass, hooks on it, a weight a hook recomputes).
     """
@@ -95,6 +98,8 @@ def _convert_children(parent: nn.Module, prefix: str, algo: str, report: Convert
             continue
         if isinstance(child, nn.Conv2d) and not isinstance(child, Conv3x3):
             report.skipped[qual] = f"a subclass of nn.Conv2d ({type(child).__name__}) whose forward may differ"
+        elif isinstance(child, nn.MaxPool2d):
+            report.skipped[qual] = f"a subclass of nn.MaxPool2d ({type(child).__name__}) whose forward may differ"
         _convert_children(child, qual, algo, report, seen)
     # Fusion follows the order of children only where that is the order of execution: an
     # nn.Sequential (not a subclass, whose forward may differ), now fusing.
@@ -103,7 +108,7 @@ def _convert_children(parent: nn.Module, prefix: str, algo: str, report: Convert
         parent.__class__ = FusedSequential
         names = list(parent._modules)
         for i, m in enumerate(layers):
-            if type(m) is Conv3x3:
+            if type(m) is Conv3x3 and not _observed(m):  # a hooked conv runs as itself, alone
                 _, _, _, j = _fusion(layers, i, at_run_time=False)
                 if j > i + 1:
                     report.fused[_join(prefix, names[i])] = [_join(prefix, n) for n in names[i + 1:j]]
@@ -138,6 +143,7 @@ def convert(model: nn.Module, algo: str = "auto", inplace: bool = False) -> tupl
     if not isinstance(model, nn.Module):
         raise TypeError(f"vggkern.convert: expected model to be a torch.nn.Module, got {type(model).__name__}")
     _check_algo(algo)
+    _check_flags("vggkern.convert", inplace=inplace)
     if not inplace:
         try:
             model = copy.deepcopy(model)

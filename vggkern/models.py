@@ -137,6 +137,7 @@ def resolve_weights(arch: str, weights):
 
 
 def _vgg(arch: str, num_classes: int, weights, algo: str, include_top: bool, progress: bool) -> VGG:
+    ops._check_flags(f"vggkern.{arch}", include_top=include_top, progress=progress)
     if not isinstance(num_classes, int) or isinstance(num_classes, bool):
         raise TypeError(f"vggkern.{arch}: expected num_classes to be an int, got {num_classes!r}")
     if num_classes < 1:

@@ -382,14 +382,14 @@ class FusedSequential(nn.Sequential):
 def _fusion(layers: list, i: int, *, at_run_time: bool):
     """What FusedSequential fuses into the Conv3x3 ``layers[i]``: (bn, relu, pool, j), the
     BatchNorm2d to fold (or None), whether to apply ReLU and the pool, and the index of
-    the first layer after them. At run time a layer with a hook is not fused, nor a
-    BatchNorm in training mode; otherwise (convert's report) a BatchNorm counts as fused
-    (it is, in eval mode)."""
+    the first layer after them. A layer with a hook is not fused. At run time a BatchNorm
+    in training mode is not either; otherwise (convert's report) a BatchNorm counts as
+    fused whatever its mode (it is, whenever it runs in eval mode)."""
     conv = layers[i]
     bn, relu, pool, j = None, conv.relu, conv.pool, i + 1
 
     def takes(m):
-        return not (at_run_time and _observed(m))
+        return not _observed(m)
 
     if j < len(layers) and not (relu or pool) and _foldable_bn(layers[j], conv, at_run_time) and takes(layers[j]):
         bn, j = layers[j], j + 1

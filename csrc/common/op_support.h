@@ -77,6 +77,8 @@ inline DType check_raw_weight(const at::Tensor& weight, const char* op) {
 // The checks every op makes of its activation x (N, C, H, W): device, rank, dtype, C >= 1.
 // Returns x's element type.
 inline DType check_activation(const at::Tensor& x, const char* op) {
+  // The dispatcher passes None as an undefined tensor (it dispatches on the other tensors).
+  TORCH_CHECK_VALUE(x.defined(), op, ": expected x to be a tensor, got None");
   check_device(x, op, "x");
   TORCH_CHECK_VALUE(x.dim() == 4, op, ": expected x to be a 4-D tensor (N, C, H, W), got a ", x.dim(),
                     "-D tensor of shape ", x.sizes());
