@@ -439,7 +439,7 @@ def test_gradients_match_torch(bias, relu, pool, channels_last, device):
 
 
 @pytest.mark.parametrize("device", DEVICES)
-@pytest.mark.parametrize("wanted", ["x", "weight", "bias", "x,bias"])
+@pytest.mark.parametrize("wanted", ["x", "weight", "bias", "x,bias", "x,weight"])
 def test_gradients_of_some_inputs_and_double_backward(wanted, device):
     # The backward (csrc/ops/autograd.cpp) maps "which inputs want a gradient" onto x,
     # weight and bias in that order, and builds its result from differentiable aten ops,
@@ -456,11 +456,19 @@ def test_gradients_of_some_inputs_and_double_backward(wanted, device):
     expected = torch.autograd.grad(ref, want, grad, create_graph=True)
     for g, e in zip(got, expected):
         torch.testing.assert_close(g, e, rtol=1e-5, atol=1e-5)
-    # Second order: d/d(grad) of <dL/d(first wanted), v>, linear in grad.
+    # Second order: d/d(grad) and d/d(each wanted input) of <dL/d(first wanted), v>. The
+    # first is linear in grad; the others need the backward's use of the saved x and
+    # weight to be differentiable (with "x,weight": d/dweight of <dL/dx, v> is not zero).
     v = torch.randn(got[0].shape, generator=_gen(37)).to(device)
-    (gg,) = torch.autograd.grad((got[0] * v).sum(), grad)
-    (ge,) = torch.autograd.grad((expected[0] * v).sum(), grad)
-    torch.testing.assert_close(gg, ge, rtol=1e-5, atol=1e-5)
+    ours_wanted = [t for t in ours_in if t.requires_grad]
+    gg = torch.autograd.grad((got[0] * v).sum(), [grad] + ours_wanted, allow_unused=True)
+    ge = torch.autograd.grad((expected[0] * v).sum(), [grad] + want, allow_unused=True)
+    for name, a, e, t in zip(["grad"] + wanted.split(","), gg, ge, [grad] + want):
+        a = torch.zeros_like(t) if a is None else a  # None: no path, a zero derivative
+        e = torch.zeros_like(t) if e is None else e
+        torch.testing.assert_close(a, e, rtol=1e-5, atol=1e-5, msg=name)
+    if wanted == "x,weight":
+        assert ge[2] is not None and ge[2].abs().max() > 0.1  # the mixed derivative is there to compare
     assert all(t.grad is None for t in ours_in)
 
 

@@ -230,12 +230,22 @@ def test_gpu_matches_emulator_bit_for_bit():
 @pytest.mark.gpu
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA GPU visible")
 def test_gpu_runs_on_current_stream():
+    """The ops launch on the caller's current stream. On a side stream held back by a
+    sleep, they must see what that stream writes after the sleep; launched on another
+    stream they would run first and read the NaN the input held before."""
     x = torch.randn(4, 32, 64, 64, device="cuda")
+    w = torch.randn(16, 32, 3, 3, device="cuda")
+    xs = torch.full_like(x, float("nan"))
     s = torch.cuda.Stream()
+    s.wait_stream(torch.cuda.current_stream())
     with torch.cuda.stream(s):
-        y = vggkern.maxpool2x2(x)
+        torch.cuda._sleep(10**8)  # ~50 ms of GPU time on s: a launch elsewhere would run first
+        xs.copy_(x)
+        y = vggkern.maxpool2x2(xs)
+        z = vggkern.conv3x3(xs, w, None, algo="direct")
     s.synchronize()
     assert torch.equal(y, F.max_pool2d(x, 2, 2))
+    assert torch.equal(z, vggkern.conv3x3(x, w, None, algo="direct"))  # same kernel, its input ready
 
 
 # The emulator's settings (docs/emulator.md): a value it cannot use is an error naming the

@@ -655,20 +655,38 @@ def test_vgg_bn_trains_and_fine_tunes_like_torchvision():
 
 
 def test_transfer_learning_new_head():
+    """README's recipe: a frozen backbone (on the kernels: the emulator here) and a new
+    head trained on it. The backbone gets no gradient and stays as it was; the logits and
+    the trained head are those of the same recipe on torchvision's layers."""
     torch.manual_seed(13)
     backbone = vggkern.vgg11(include_top=False)
-    for p in backbone.parameters():
-        p.requires_grad_(False)
-    model = nn.Sequential(backbone, nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(512, 3))
+    reference = torchvision.models.vgg11().features
+    reference.load_state_dict({k.removeprefix("features."): v for k, v in backbone.state_dict().items()})
+    models, optimizers = [], []
+    for features in (backbone, reference):
+        for p in features.parameters():
+            p.requires_grad_(False)
+        head = nn.Linear(512, 3)
+        if models:
+            head.load_state_dict(models[0][3].state_dict())
+        models.append(nn.Sequential(features, nn.AdaptiveAvgPool2d(1), nn.Flatten(), head))
+        optimizers.append(torch.optim.SGD(head.parameters(), lr=0.1))
     before = copy.deepcopy(backbone.state_dict())
-    opt = torch.optim.SGD([p for p in model.parameters() if p.requires_grad], lr=0.1)
+    head_before = models[0][3].weight.detach().clone()
     x, target = _image(2, 32, seed=14), torch.tensor([0, 2])
     for _ in range(2):
-        loss = F.cross_entropy(model(x), target)  # torch path; the emulator path's grads: test_conv3x3_module_forward
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-        assert model[3].weight.grad is not None and model[3].weight.grad.abs().sum() > 0
+        logits = []
+        for model, opt, backend in zip(models, optimizers, ("emulator", "torch")):
+            with vggkern.cpu_backend(backend):
+                out = model(x)
+            logits.append(out.detach())
+            opt.zero_grad()
+            F.cross_entropy(out, target).backward()
+            opt.step()
+        torch.testing.assert_close(logits[0], logits[1], rtol=1e-4, atol=1e-5)
+    torch.testing.assert_close(models[0][3].weight, models[1][3].weight, rtol=1e-4, atol=1e-6)
+    assert (models[0][3].weight - head_before).abs().max() > 1e-3  # and the head did train
+    assert all(p.grad is None for p in backbone.parameters())
     for k, v in backbone.state_dict().items():
         assert torch.equal(v, before[k])
 
@@ -1063,12 +1081,18 @@ def test_conv3x3_module_forward(relu, pool, device):
         torch.testing.assert_close(_run(m, x, "emulator"), want(x), rtol=1e-5, atol=1e-5)
         xc = x.contiguous(memory_format=torch.channels_last)
         torch.testing.assert_close(_run(m, xc, "emulator"), want(x), rtol=1e-5, atol=1e-5)
-    # gradients flow through both paths
+    # Gradients, on both paths: the plain layers' (x's too).
+    xg = x.clone().requires_grad_()
+    conv.zero_grad()
+    want(xg).square().sum().backward()
+    ref = [t.grad.clone() for t in (xg, conv.weight, conv.bias)]
     for backend in ("torch", "emulator"):
         conv.zero_grad()
+        xg.grad = None
         with vggkern.cpu_backend(backend):
-            m(x).square().sum().backward()
-        assert conv.weight.grad is not None and conv.weight.grad.abs().sum() > 0
+            m(xg).square().sum().backward()
+        for name, t, r in zip(("x", "weight", "bias"), (xg, conv.weight, conv.bias), ref):
+            torch.testing.assert_close(t.grad, r, rtol=1e-4, atol=1e-4, msg=f"{backend}: d{name}")
 
 
 def test_paths_and_reprs(monkeypatch):
