@@ -36,7 +36,9 @@ cpu_dir="$PWD/build/cpu-only"
 rm -rf "$cpu_dir" && mkdir -p "$cpu_dir"
 sdist=$(VGGKERN_CPU_ONLY=1 "$PY" -c "import sys; from setuptools import build_meta; print(build_meta.build_sdist(sys.argv[1]))" \
   "$cpu_dir" 2> "$cpu_dir/sdist.log" | tail -1) || { tail -40 "$cpu_dir/sdist.log"; exit 1; }
-VGGKERN_CPU_ONLY=1 "$PY" -m pip wheel -q --no-build-isolation --no-deps -w "$cpu_dir/dist" "$cpu_dir/$sdist" \
+# --no-cache-dir: pip caches a wheel built from a local archive by its path, so a second
+# run would test the first run's wheel.
+VGGKERN_CPU_ONLY=1 "$PY" -m pip wheel -q --no-cache-dir --no-build-isolation --no-deps -w "$cpu_dir/dist" "$cpu_dir/$sdist" \
   > "$cpu_dir/build.log" 2>&1 || { tail -40 "$cpu_dir/build.log"; exit 1; }
 tar xzf "$cpu_dir/$sdist" -C "$cpu_dir"
 src="$cpu_dir/${sdist%.tar.gz}"

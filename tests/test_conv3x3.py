@@ -572,6 +572,9 @@ def test_arguments_that_are_not_tensors():
         torch.ops.vggkern.conv3x3(x, None, b, False, False, "auto")
     with pytest.raises(ValueError, match="vggkern.conv3x3: expected x to be a tensor, got None"):
         torch.ops.vggkern.conv3x3(None, w, b, False, False, "auto")  # dispatched on the weight's device
+    with torch.autocast("cpu", dtype=torch.bfloat16):  # through the op's autocast kernel first
+        with pytest.raises(ValueError, match="vggkern.conv3x3: expected x to be a tensor, got None"):
+            torch.ops.vggkern.conv3x3(None, w, b, False, False, "auto")
     with pytest.raises(ValueError, match=r"expected tile 2 \(F\(2x2,3x3\)\) or 4 \(F\(4x4,3x3\)\), got '2'"):
         vggkern.winograd_weight(w, "2")
 

@@ -98,7 +98,8 @@ def test_every_include_resolves_inside_the_sdist(sdist):
 def test_extension_was_built_against_the_running_torch():
     import torch
     import vggkern
-    assert vggkern._C.TORCH_VERSION == torch.__version__.split("+")[0]
+    # TORCH_VERSION is X.Y.Z; a source or nightly torch's version goes on ("2.14.0a0+git...")
+    assert vggkern._C.TORCH_VERSION == re.match(r"\d+\.\d+\.\d+", torch.__version__).group(0)
     assert vggkern.build_info()["torch_version"] == vggkern._C.TORCH_VERSION
 
 
@@ -135,6 +136,17 @@ def test_a_missing_extension_is_a_clear_import_error():
     load_failure(run_python(IMPORT.format("sys.modules['vggkern._C'] = None")))
 
 
+def test_an_extension_of_older_sources_is_a_clear_import_error():
+    # An editable install pulled forward and not rebuilt: a _C that loads but lacks what
+    # this package reads of it (here: a module with nothing in it).
+    proc = run_python("import sys, types, torch; sys.modules['vggkern._C'] = types.ModuleType('vggkern._C')\n"
+                      "try:\n    import vggkern\nexcept ImportError as e:\n    print('ERR', e)\n")
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert proc.stdout.startswith("ERR vggkern's compiled extension (vggkern._C) did not load: it was built from "
+                                  "older vggkern sources"), proc.stdout
+    assert "--no-build-isolation" in proc.stdout, proc.stdout
+
+
 def test_an_extension_that_cannot_link_is_a_clear_import_error(tmp_path):
     """What an extension built against another torch does: the loader cannot resolve a
     symbol it needs. Here a vggkern/_C whose init calls a function nothing defines."""
@@ -151,7 +163,8 @@ def test_an_extension_that_cannot_link_is_a_clear_import_error(tmp_path):
     subprocess.run([compiler, "-shared", "-fPIC", "-o", str(package / ("_C" + sysconfig.get_config_var("EXT_SUFFIX"))),
                     str(source)], check=True, timeout=120)
     proc = subprocess.run([sys.executable, "-c", IMPORT.format("")], cwd=tmp_path, capture_output=True, text=True,
-                          timeout=120, env=dict(os.environ, PYTHONPATH=str(tmp_path)))
+                          timeout=120, env=dict(os.environ, PYTHONPATH=os.pathsep.join(
+                              [str(tmp_path)] + [p for p in [os.environ.get("PYTHONPATH")] if p])))
     out = load_failure(proc)
     assert "undefined symbol: vk_symbol_of_another_torch" in out, out
     assert str(tmp_path) in out, out  # it was the stand-in that failed, not the real build

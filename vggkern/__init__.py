@@ -15,9 +15,9 @@ import warnings as _warnings
 
 import torch  # loads libtorch, which _C links against
 
-_REBUILD = ("rebuild it against this torch: `pip install --no-build-isolation .` in vggkern's source tree (or "
-            "its sdist), with CUDA_HOME and TORCH_CUDA_ARCH_LIST set (README, 'Two commands'); without nvcc it "
-            "builds CPU-only")
+_REBUILD = ("rebuild it against this torch: `pip install --no-build-isolation --no-cache-dir .` in vggkern's "
+            "source tree (or the same with its sdist for '.'), with CUDA_HOME and TORCH_CUDA_ARCH_LIST set (README, "
+            "'Two commands'); without nvcc it builds CPU-only")
 
 
 def _load_failure(error):
@@ -41,6 +41,8 @@ try:
     from . import _C  # registers torch.ops.vggkern.*
 except ImportError as _error:
     raise ImportError(_load_failure(_error)) from _error
+if not hasattr(_C, "TORCH_VERSION"):  # a build of older sources, loaded by these (an editable install not rebuilt)
+    raise ImportError(_load_failure("it was built from older vggkern sources than this package's"))
 if (_mismatch := _torch_mismatch(_C.TORCH_VERSION, torch.__version__)) is not None:
     _warnings.warn(_mismatch, RuntimeWarning, stacklevel=2)
 from .ops import algorithms, conv3x3, maxpool2x2, resolve_algo, tensor_core_weight, winograd_weight  # noqa: E402

@@ -301,6 +301,8 @@ def _autocast_dtype(x: torch.Tensor) -> torch.dtype | None:
 
 
 def _autocast_operands(dtype, x, weight, bias):
+    if not isinstance(x, torch.Tensor):  # the op itself says what x should be
+        return x, weight, bias
     device_type = x.device.type
 
     def cast(t):
