@@ -112,9 +112,11 @@ def test_torch_mismatch_rule():
         assert message is not None and built in message and running in message and "--no-build-isolation" in message
 
 
-def run_python(code, *flags):
-    return subprocess.run([sys.executable, *flags, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120,
-                          env=dict(os.environ, PYTHONPATH=ROOT + os.pathsep + os.environ.get("PYTHONPATH", "")))
+def run_python(code, *flags, root=ROOT):
+    """`python FLAGS -c CODE` in ``root``, which comes first on its path (vggkern from there)."""
+    path = os.pathsep.join([str(root)] + [p for p in [os.environ.get("PYTHONPATH")] if p])
+    return subprocess.run([sys.executable, *flags, "-c", code], cwd=root, capture_output=True, text=True, timeout=120,
+                          env=dict(os.environ, PYTHONPATH=path))
 
 
 def load_failure(proc):
@@ -139,8 +141,7 @@ def test_a_missing_extension_is_a_clear_import_error():
 def test_an_extension_of_older_sources_is_a_clear_import_error():
     # An editable install pulled forward and not rebuilt: a _C that loads but lacks what
     # this package reads of it (here: a module with nothing in it).
-    proc = run_python("import sys, types, torch; sys.modules['vggkern._C'] = types.ModuleType('vggkern._C')\n"
-                      "try:\n    import vggkern\nexcept ImportError as e:\n    print('ERR', e)\n")
+    proc = run_python(IMPORT.format("import types; sys.modules['vggkern._C'] = types.ModuleType('vggkern._C')"))
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert proc.stdout.startswith("ERR vggkern's compiled extension (vggkern._C) did not load: it was built from "
                                   "older vggkern sources"), proc.stdout
@@ -162,10 +163,7 @@ def test_an_extension_that_cannot_link_is_a_clear_import_error(tmp_path):
     import sysconfig
     subprocess.run([compiler, "-shared", "-fPIC", "-o", str(package / ("_C" + sysconfig.get_config_var("EXT_SUFFIX"))),
                     str(source)], check=True, timeout=120)
-    proc = subprocess.run([sys.executable, "-c", IMPORT.format("")], cwd=tmp_path, capture_output=True, text=True,
-                          timeout=120, env=dict(os.environ, PYTHONPATH=os.pathsep.join(
-                              [str(tmp_path)] + [p for p in [os.environ.get("PYTHONPATH")] if p])))
-    out = load_failure(proc)
+    out = load_failure(run_python(IMPORT.format(""), root=tmp_path))
     assert "undefined symbol: vk_symbol_of_another_torch" in out, out
     assert str(tmp_path) in out, out  # it was the stand-in that failed, not the real build
 

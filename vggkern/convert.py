@@ -17,7 +17,7 @@ from torch import nn
 
 from .backend import describe_path, get_cpu_backend
 from .ops import _check_flags
-from .nn import (Conv3x3, FusedSequential, MaxPool2x2, _check_algo, _fusion, _observed, conv2d_incompatibility,
+from .nn import (Conv3x3, FusedSequential, MaxPool2x2, _check_algo, _fuses, _fusion, conv2d_incompatibility,
                  maxpool2d_incompatibility)
 
 __all__ = ["convert", "ConvertReport"]
@@ -108,7 +108,7 @@ def _convert_children(parent: nn.Module, prefix: str, algo: str, report: Convert
         parent.__class__ = FusedSequential
         names = list(parent._modules)
         for i, m in enumerate(layers):
-            if type(m) is Conv3x3 and not _observed(m):  # a hooked conv runs as itself, alone
+            if _fuses(m):
                 _, _, _, j = _fusion(layers, i, at_run_time=False)
                 if j > i + 1:
                     report.fused[_join(prefix, names[i])] = [_join(prefix, n) for n in names[i + 1:j]]

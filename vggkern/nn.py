@@ -371,12 +371,18 @@ class FusedSequential(nn.Sequential):
         i = 0
         while i < len(layers):
             conv = layers[i]
-            if type(conv) is not Conv3x3 or _observed(conv):
+            if not _fuses(conv):
                 x, i = conv(x), i + 1
                 continue
             bn, relu, pool, i = _fusion(layers, i, at_run_time=True)
             x = conv._run(x, relu=relu, pool=pool, bn=bn)
         return x
+
+
+def _fuses(m: nn.Module) -> bool:
+    """Whether FusedSequential runs ``m`` fused with what follows it: a Conv3x3 without a
+    hook (one with a hook runs as itself, alone)."""
+    return type(m) is Conv3x3 and not _observed(m)
 
 
 def _fusion(layers: list, i: int, *, at_run_time: bool):
@@ -387,15 +393,12 @@ def _fusion(layers: list, i: int, *, at_run_time: bool):
     fused whatever its mode (it is, whenever it runs in eval mode)."""
     conv = layers[i]
     bn, relu, pool, j = None, conv.relu, conv.pool, i + 1
-
-    def takes(m):
-        return not _observed(m)
-
-    if j < len(layers) and not (relu or pool) and _foldable_bn(layers[j], conv, at_run_time) and takes(layers[j]):
+    if j < len(layers) and not (relu or pool) and _foldable_bn(layers[j], conv, at_run_time) and \
+            not _observed(layers[j]):
         bn, j = layers[j], j + 1
-    if j < len(layers) and not pool and type(layers[j]) is nn.ReLU and takes(layers[j]):
+    if j < len(layers) and not pool and type(layers[j]) is nn.ReLU and not _observed(layers[j]):
         relu, j = True, j + 1
-    if j < len(layers) and not pool and _is_pool(layers[j]) and takes(layers[j]):
+    if j < len(layers) and not pool and _is_pool(layers[j]) and not _observed(layers[j]):
         pool, j = True, j + 1
     return bn, relu, pool, j
 
