@@ -374,26 +374,22 @@ def build_cases():
 
 @contextlib.contextmanager
 def fp32_math(math: str):
-    """math='tf32' lets cuDNN/cuBLAS use TF32 for fp32; 'ieee' forbids it; '-' leaves it."""
+    """math='tf32' lets cuDNN/cuBLAS use TF32 for fp32; 'ieee' forbids it; '-' leaves it.
+    Through the legacy setters (cudnn.allow_tf32, set_float32_matmul_precision), which
+    keep the legacy and the fp32_precision views in step: setting fp32_precision alone
+    (torch >= 2.9) leaves the legacy getters raising "a mix of the legacy and new APIs"
+    where torch (or a library) reads them inside the block."""
     if math not in ("tf32", "ieee"):
         yield
         return
-    cudnn_conv = getattr(torch.backends.cudnn, "conv", None)
-    if cudnn_conv is not None and hasattr(cudnn_conv, "fp32_precision"):   # torch >= 2.9
-        old = (cudnn_conv.fp32_precision, torch.backends.cuda.matmul.fp32_precision)
-        cudnn_conv.fp32_precision = math
-        torch.backends.cuda.matmul.fp32_precision = math
-        try:
-            yield
-        finally:
-            cudnn_conv.fp32_precision, torch.backends.cuda.matmul.fp32_precision = old
-    else:
-        old = (torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32)
-        torch.backends.cudnn.allow_tf32 = torch.backends.cuda.matmul.allow_tf32 = math == "tf32"
-        try:
-            yield
-        finally:
-            torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32 = old
+    old = (torch.backends.cudnn.allow_tf32, torch.get_float32_matmul_precision())
+    torch.backends.cudnn.allow_tf32 = math == "tf32"
+    torch.set_float32_matmul_precision("high" if math == "tf32" else "highest")
+    try:
+        yield
+    finally:
+        torch.backends.cudnn.allow_tf32 = old[0]
+        torch.set_float32_matmul_precision(old[1])
 
 
 def _fmt(t: torch.Tensor, layout: str) -> torch.Tensor:

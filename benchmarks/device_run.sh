@@ -29,6 +29,10 @@ PY=${PYTHON:-python3}
 export PYTHONUNBUFFERED=1 PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"
 elapsed() { echo $(( $(date +%s) - START )); }
 left() { echo $(( LIMIT - $(elapsed) )); }
+# A step's time limit: what it asks for, but never more than the run has left less
+# RESERVE (the benchmarks' minimum and the report after them), and at least 5 s.
+RESERVE=$(( QUICK ? 60 : 120 ))
+cap() { local c=$(( $(left) - RESERVE )); c=$(( $1 < c ? $1 : c )); echo $(( c < 5 ? 5 : c )); }
 step() { echo "== [$(elapsed)s] $*"; }
 STATUS=()
 
@@ -89,7 +93,7 @@ $PY -c "import torch, vggkern; print('vggkern', vggkern.__file__, vggkern.build_
 step "tensor-core probe (tests/tensor_core_probe.cu)"
 : >"$OUT/tests.log"
 if wait $PROBE_BUILD && [ -x "$PROBE" ]; then
-  timeout 60 "$PROBE" >>"$OUT/tests.log" 2>&1
+  timeout "$(cap 60)" "$PROBE" >>"$OUT/tests.log" 2>&1
   rc=$?
   grep -E "DIFFERS|probe:" "$OUT/tests.log" | head -40
   case $rc in
@@ -105,7 +109,7 @@ fi
 # The wgmma tiles against the emulator in a process of their own (benchmarks/wgmma_probe.py):
 # if they fault or differ, they stay out of the later steps' processes.
 step "wgmma probe (benchmarks/wgmma_probe.py)"
-timeout 60 $PY benchmarks/wgmma_probe.py 2>&1 | tee -a "$OUT/tests.log"
+timeout "$(cap 60)" $PY benchmarks/wgmma_probe.py 2>&1 | tee -a "$OUT/tests.log"
 rc=${PIPESTATUS[0]}
 WG_FILTER=()
 case $rc in
@@ -123,7 +127,8 @@ esac
 NW=$(nproc 2>/dev/null || echo 8); NW=$(( NW < 8 ? NW : 8 ))
 XDIST=(); $PY -c "import xdist" 2>/dev/null && XDIST=(-n "$NW")
 step "GPU tests (pytest tests -m gpu ${XDIST[*]:-})"
-TT=$(( QUICK ? 45 : 90 ))
+# (--quick: 75 s, not less: 8 workers each import torch and collect ~2,200 items first.)
+TT=$(cap $(( QUICK ? 75 : 90 )))
 timeout $TT $PY -m pytest tests -m gpu -q -p no:cacheprovider ${XDIST[@]+"${XDIST[@]}"} \
   ${WG_FILTER[@]+"${WG_FILTER[@]}"} >>"$OUT/tests.log" 2>&1
 rc=$?
@@ -139,22 +144,26 @@ tail -3 "$OUT/tests.log"
 SAN=$(command -v compute-sanitizer || true)
 [ -z "$SAN" ] && [ -n "${CUDA_HOME:-}" ] && [ -x "$CUDA_HOME/bin/compute-sanitizer" ] && SAN=$CUDA_HOME/bin/compute-sanitizer
 : >"$OUT/sanitize.log"
-ST=$(( QUICK ? 40 : 75 ))
 for tool in memcheck racecheck; do
   step "compute-sanitizer --tool $tool (small conv/pool case)"
   if [ -z "$SAN" ]; then STATUS+=("$tool: compute-sanitizer not found"); continue; fi
   echo "===== $tool =====" >>"$OUT/sanitize.log"
+  # sanitize_case.py starts no case after its deadline (30 s short of the step's limit:
+  # CUDA's start under the sanitizer, and the case in flight), so it ends with a verdict
+  # and a count of the cases it ran, the first round covering every kernel.
+  ST=$(cap $(( QUICK ? 40 : 75 )))
   PYTORCH_NO_CUDA_MEMORY_CACHING=1 timeout $ST "$SAN" --tool $tool --error-exitcode 3 --print-limit 20 \
-    $PY benchmarks/sanitize_case.py >>"$OUT/sanitize.log" 2>&1
+    $PY benchmarks/sanitize_case.py --deadline $(( ST > 40 ? ST - 30 : 10 )) >>"$OUT/sanitize.log" 2>&1
   rc=$?
+  RAN=$(sed -n '/^===== '$tool' =====/,$p' "$OUT/sanitize.log" | grep -E "^conv3x3: [0-9]+ of" | tail -1)
   case $rc in
-    0) STATUS+=("$tool: clean");;
+    0) STATUS+=("$tool: clean (${RAN:-no conv count})");;
     3) STATUS+=("$tool: ERRORS reported (see sanitize.log)");;
-    1) STATUS+=("$tool: results differ from torch (see sanitize.log)");;
+    4) STATUS+=("$tool: results differ from torch (see sanitize.log)");;
     124) STATUS+=("$tool: TIMEOUT after ${ST}s");;
-    *) STATUS+=("$tool: rc=$rc (see sanitize.log)");;
+    *) STATUS+=("$tool: rc=$rc: the driver failed (a Python error or a fault; see sanitize.log)");;
   esac
-  grep -E "ERROR SUMMARY|RACECHECK SUMMARY|sanitize_case:" "$OUT/sanitize.log" | tail -2
+  grep -E "ERROR SUMMARY|RACECHECK SUMMARY|sanitize_case:|Device not supported" "$OUT/sanitize.log" | tail -3
 done
 
 # ---- hardware counters (full runs) ----------------------------------------------------
@@ -170,7 +179,7 @@ if [ $QUICK = 0 ] && [ "${VGGKERN_RUN_NCU:-1}" != 0 ]; then
   if [ -z "$NCU" ]; then
     STATUS+=("ncu: not found")
   else
-    NT=75; T0=$(elapsed)
+    NT=$(cap 75); T0=$(elapsed)
     NCU_ARGS=(--profile-from-start off --clock-control none --section SpeedOfLight --section ComputeWorkloadAnalysis
               --section MemoryWorkloadAnalysis --section Occupancy --section LaunchStats -f -o "$OUT/ncu")
     METRICS=$($PY -c "from benchmarks.ncu_summary import RAW_METRICS; print(','.join(RAW_METRICS))")
@@ -198,7 +207,7 @@ if [ $QUICK = 0 ] && [ "${VGGKERN_RUN_NCU:-1}" != 0 ]; then
 fi
 
 # ---- benchmarks -----------------------------------------------------------------------
-DEADLINE=$(( $(date +%s) + $(left) - 30 ))
+DEADLINE=$(( $(date +%s) + $(left) - 50 ))  # the case in flight finishes inside the 35 s the timeout below keeps
 # Each timed case is also appended to a journal as it finishes (benchmarks/journal.py):
 # pytest-benchmark writes its JSON only at the end, and a run killed by the time limit
 # (a hung kernel) would otherwise leave no results at all.
@@ -207,13 +216,13 @@ rm -f "$VGGKERN_BENCH_JOURNAL"
 step "benchmarks (--bench-set $SET, new cases stop at $(( DEADLINE - START ))s)"
 if $PY -c "import pytest_benchmark" 2>/dev/null; then
   RUNNER="pytest-benchmark"
-  BT=$(( $(left) - 15 )); [ $BT -lt 10 ] && BT=10
+  BT=$(( $(left) - 35 )); [ $BT -lt 10 ] && BT=10
   timeout $BT $PY -m pytest benchmarks -q -p no:cacheprovider --bench-set $SET \
     --bench-deadline $DEADLINE --benchmark-json "$OUT/results.json" \
     --benchmark-columns=median,iqr,rounds --benchmark-sort=name >"$OUT/bench.log" 2>&1
 else
   RUNNER="python -m benchmarks.run (pytest-benchmark missing)"
-  BT=$(( $(left) - 15 )); [ $BT -lt 10 ] && BT=10
+  BT=$(( $(left) - 35 )); [ $BT -lt 10 ] && BT=10
   timeout $BT $PY -m benchmarks.run --set $SET --deadline $DEADLINE \
     --json "$OUT/results.json" >"$OUT/bench.log" 2>&1
 fi
@@ -242,10 +251,15 @@ fi
 
 # The counted floors and implicit_gemm's predicted ceiling for this GPU, to read the
 # measurements against (a model: benchmarks/roofline.py).
-GPU_KEY=$($PY -c "import torch; from benchmarks import peaks; print(peaks.gpu_key(torch.cuda.get_device_name(0)) if torch.cuda.is_available() else '')" 2>/dev/null)
-[ -n "$GPU_KEY" ] && { $PY -m benchmarks.roofline --batch 64 --gpu "$GPU_KEY"; echo;
-  $PY -m benchmarks.roofline --batch 64 --gpu "$GPU_KEY" --tile wgmma; echo;
-  $PY -m benchmarks.roofline --batch 64 --gpu "$GPU_KEY" --tile wgmma-wide; } >"$OUT/roofline.md" 2>&1
+# One process for the three tables (each start imports torch).
+timeout 20 $PY -c "
+import torch
+from benchmarks import peaks, roofline
+key = peaks.gpu_key(torch.cuda.get_device_name(0)) if torch.cuda.is_available() else None
+if key:
+    for i, tile in enumerate(([], ['--tile', 'wgmma'], ['--tile', 'wgmma-wide'])):
+        print() if i else None
+        roofline.main(['--batch', '64', '--gpu', key, *tile])" >"$OUT/roofline.md" 2>&1
 
 # ---- report (last: the summary table) ---------------------------------------------------
 step "done in $(elapsed)s"

@@ -2,14 +2,28 @@
 small, odd shapes in every dtype and layout and checks the results against torch.
 
     PYTORCH_NO_CUDA_MEMORY_CACHING=1 compute-sanitizer --tool memcheck \
-        --error-exitcode 3 python3 benchmarks/sanitize_case.py
+        --error-exitcode 3 python3 benchmarks/sanitize_case.py [--deadline SECONDS]
 
 PYTORCH_NO_CUDA_MEMORY_CACHING=1 makes every tensor its own cudaMalloc, so an access
-past a tensor's end lands outside any allocation and memcheck sees it. Exit code 1 if
-a result differs from torch (the sanitizer's own findings give its --error-exitcode).
+past a tensor's end lands outside any allocation and memcheck sees it.
+
+Only our kernels (and copies) run on the GPU: inputs are made on the CPU and copied over,
+and the references are computed on the CPU in float64, so the sanitizer, which
+instruments every kernel in the process (racecheck slowly), spends its time on ours.
+The cases run round by round: each round is one (dtype, layout, epilogue) for every
+algorithm and tile, so a deadline (--deadline: no new case starts after that many
+seconds) still leaves every kernel sanitized at least once, and the script ends with a
+verdict instead of being killed by the caller's timeout.
+
+Exit code: 0 all ran cases agree with torch; 4 a result differs (printed); a Python
+error (a CUDA fault in our kernel raises one) exits 1; the sanitizer's own findings
+give its --error-exitcode.
 """
+import argparse
+import itertools
 import os
 import sys
+import time
 
 import torch
 import torch.nn.functional as F
@@ -18,72 +32,85 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__)))) 
 import vggkern  # noqa: E402
 from benchmarks.cases import IMPLICIT_GEMM_TILES  # noqa: E402  (less those a failed wgmma probe excludes)
 
+MISMATCH = 4
+DTYPES = (torch.float16, torch.float32, torch.bfloat16)
 
-def main():
+
+def _conv_runs():
+    """(algo, forced tile, forced split-K) per conv run: every algorithm as the op picks
+    it; implicit_gemm's default plan here (256 x 64: K = 19; no split), the other tiles
+    forced (wg*: wgmma; fp32 as TF32, torch's default), and split-K forced (its partial
+    sums and reduction kernel)."""
+    algos = vggkern.algorithms()
+    runs = [(a, "", "") for a in ["auto", *algos]]
+    forced = [t for t in IMPLICIT_GEMM_TILES if t != "256x64"]  # 256x64: the default above
+    runs += [("implicit_gemm", t, "") for t in forced]
+    runs += [("implicit_gemm", "", "3")] + [("implicit_gemm", t, "3") for t in forced if t.startswith("wg")]
+    return runs
+
+
+def _on_gpu(t, channels_last=False):
+    t = t.cuda()
+    return t.contiguous(memory_format=torch.channels_last) if channels_last else t
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--deadline", type=float, default=None,
+                        help="seconds after start past which no new case starts")
+    parser.add_argument("--rounds", type=int, default=None,
+                        help="run only the first ROUNDS (dtype, layout, epilogue) rounds of conv cases")
+    args = parser.parse_args(argv)
+    start = time.monotonic()
     if not torch.cuda.is_available():
         print("sanitize_case: no CUDA GPU: nothing to check")
         return 0
-    torch.manual_seed(0)
+    g = torch.Generator().manual_seed(0)
     bad = 0
-    dtypes = (torch.float32, torch.float16, torch.bfloat16)
-    for dt in dtypes:
-        for cl in (False, True):
-            for shape in ((1, 3, 7, 9), (2, 17, 13, 6), (1, 64, 16, 16)):
-                x = torch.randn(shape, device="cuda").to(dt)
-                if cl:
-                    x = x.contiguous(memory_format=torch.channels_last)
-                y = vggkern.maxpool2x2(x)
-                if not torch.equal(y, F.max_pool2d(x, 2, 2)):
-                    print(f"maxpool2x2 mismatch: {dt} cl={cl} {shape}")
-                    bad += 1
-    print(f"maxpool2x2: {len(dtypes) * 6} cases run")
-    if hasattr(vggkern, "conv3x3"):
-        algos = ["auto"]
-        if hasattr(vggkern, "algorithms"):
-            a = vggkern.algorithms()
-            algos = sorted(set(algos) | set(a if not isinstance(a, dict) else list(a)))
-        n = 0
-        # implicit_gemm: its default plan here (256 x 64: K = 19; no split), the other
-        # tiles forced (wg*: wgmma; fp32 as TF32, torch's default), and split-K forced
-        # (its partial sums and reduction kernel).
-        runs = [(a, "", "") for a in algos]
-        if "implicit_gemm" in algos:
-            forced = [t for t in IMPLICIT_GEMM_TILES if t != "256x64"]  # 256x64: the default above
-            runs += [("implicit_gemm", t, "") for t in forced]
-            runs += [("implicit_gemm", "", "3")] + [("implicit_gemm", t, "3") for t in forced if t.startswith("wg")]
-        for algo, tile, split in runs:
-            os.environ["VGGKERN_IMPLICIT_GEMM_TILE"] = tile
-            os.environ["VGGKERN_IMPLICIT_GEMM_SPLIT_K"] = split
-            for dt in dtypes:
-                for cl in (False, True):
-                    for relu, pool in ((False, False), (True, False), (True, True)):
-                        x = torch.randn(2, 17, 13, 10, device="cuda").to(dt)
-                        w = (torch.randn(19, 17, 3, 3, device="cuda") * 0.1).to(dt)
-                        b = torch.randn(19, device="cuda").to(dt)
-                        if cl:
-                            x = x.contiguous(memory_format=torch.channels_last)
-                        try:
-                            y = vggkern.conv3x3(x, w, b, relu=relu, pool=pool, algo=algo)
-                        except (ValueError, NotImplementedError, RuntimeError) as e:
-                            print(f"conv3x3 {algo} {dt} cl={cl}: not supported ({str(e)[:80]})")
-                            continue
-                        ref = F.conv2d(x.float(), w.float(), b.float(), padding=1)
-                        ref = F.relu(ref) if relu else ref
-                        ref = F.max_pool2d(ref, 2, 2) if pool else ref
-                        err = float((y.float() - ref).norm() / ref.norm())
-                        n += 1
-                        if not err < 5e-2:
-                            print(f"conv3x3 mismatch: {algo} {tile} {split} {dt} cl={cl} relu={relu} pool={pool}: "
-                                  f"rel err {err:.3g}")
-                            bad += 1
-        os.environ.pop("VGGKERN_IMPLICIT_GEMM_TILE", None)
-        os.environ.pop("VGGKERN_IMPLICIT_GEMM_SPLIT_K", None)
-        print(f"conv3x3: {n} cases run")
-    else:
-        print("conv3x3: not in this build (skipped)")
+
+    pool_cases = list(itertools.product(DTYPES, (False, True), ((1, 3, 7, 9), (2, 17, 13, 6), (1, 64, 16, 16))))
+    for dt, cl, shape in pool_cases:
+        x = torch.randn(shape, generator=g).to(dt)
+        y = vggkern.maxpool2x2(_on_gpu(x, cl)).cpu()
+        if not torch.equal(y, F.max_pool2d(x.float(), 2, 2).to(dt)):  # max is exact in any precision
+            print(f"maxpool2x2 mismatch: {dt} cl={cl} {shape}")
+            bad += 1
+    print(f"maxpool2x2: {len(pool_cases)} cases run")
+
+    runs = _conv_runs()
+    rounds = list(itertools.product(DTYPES, (True, False), ((True, True), (False, False), (True, False))))
+    rounds = rounds[:args.rounds] if args.rounds is not None else rounds
+    total, ran, skipped = len(rounds) * len(runs), 0, 0
+    for (dt, cl, (relu, pool)), (algo, tile, split) in itertools.product(rounds, runs):
+        if args.deadline is not None and time.monotonic() - start > args.deadline:
+            break
+        os.environ["VGGKERN_IMPLICIT_GEMM_TILE"] = tile
+        os.environ["VGGKERN_IMPLICIT_GEMM_SPLIT_K"] = split
+        x = torch.randn(2, 17, 13, 10, generator=g).to(dt)
+        w = (torch.randn(19, 17, 3, 3, generator=g) * 0.1).to(dt)
+        b = torch.randn(19, generator=g).to(dt)
+        label = f"conv3x3 {algo} tile={tile or '-'} split={split or '-'} {dt} cl={cl} relu={relu} pool={pool}"
+        try:
+            y = vggkern.conv3x3(_on_gpu(x, cl), _on_gpu(w), _on_gpu(b), relu=relu, pool=pool, algo=algo)
+        except (ValueError, NotImplementedError) as e:  # a refused combination, not a fault
+            print(f"{label}: not supported ({str(e)[:100]})")
+            skipped += 1
+            continue
+        ref = F.conv2d(x.double(), w.double(), b.double(), padding=1)
+        ref = F.relu(ref) if relu else ref
+        ref = F.max_pool2d(ref, 2, 2) if pool else ref
+        err = float((y.cpu().double() - ref).norm() / ref.norm())
+        ran += 1
+        if not err < 5e-2:
+            print(f"{label}: MISMATCH, rel err {err:.3g}")
+            bad += 1
+    os.environ.pop("VGGKERN_IMPLICIT_GEMM_TILE", None)
+    os.environ.pop("VGGKERN_IMPLICIT_GEMM_SPLIT_K", None)
     torch.cuda.synchronize()
-    print("sanitize_case:", "OK" if not bad else f"{bad} MISMATCHES")
-    return 1 if bad else 0
+    cut = f", {total - ran - skipped} not started (deadline {args.deadline:g} s)" if ran + skipped < total else ""
+    print(f"conv3x3: {ran} of {total} cases run, {skipped} refused{cut}")
+    print("sanitize_case:", "OK" if not bad else f"{bad} MISMATCHES", f"({time.monotonic() - start:.0f} s)")
+    return MISMATCH if bad else 0
 
 
 if __name__ == "__main__":

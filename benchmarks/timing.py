@@ -56,15 +56,24 @@ class Timing:
         return asdict(self)
 
 
-def tensor_bytes(obj: Any) -> int:
-    """Bytes of every tensor in obj (a tensor, or nested lists/tuples/dicts of them)."""
+def _storages(obj: Any, seen: dict) -> dict:
+    """seen, with every tensor storage in obj (nested lists/tuples/dicts) by its address."""
     if isinstance(obj, torch.Tensor):
-        return obj.untyped_storage().nbytes()
-    if isinstance(obj, (list, tuple)):
-        return sum(tensor_bytes(o) for o in obj)
-    if isinstance(obj, dict):
-        return sum(tensor_bytes(o) for o in obj.values())
-    return 0
+        st = obj.untyped_storage()
+        seen[st.data_ptr()] = st.nbytes()
+    elif isinstance(obj, (list, tuple)):
+        for o in obj:
+            _storages(o, seen)
+    elif isinstance(obj, dict):
+        for o in obj.values():
+            _storages(o, seen)
+    return seen
+
+
+def tensor_bytes(obj: Any) -> int:
+    """Bytes of the distinct storages of the tensors in obj (a tensor, or nested
+    lists/tuples/dicts of them): a storage several sets share (a layer's weight) counts once."""
+    return sum(_storages(obj, {}).values())
 
 
 def quantiles(samples: Sequence[float]) -> tuple[float, float, float]:
@@ -88,11 +97,18 @@ def summarize(samples: Sequence[float], iters: int, sets: int, nbytes: int, meth
 
 
 def make_sets(make_inputs: Callable[[], Any], rotate_bytes: int = ROTATE_BYTES, max_sets: int = MAX_SETS):
-    """Input sets to rotate over: enough that together they hold >= rotate_bytes."""
-    first = make_inputs()
-    per_set = max(1, tensor_bytes(first))
-    k = max(1, min(max_sets, math.ceil(rotate_bytes / per_set)))
-    return [first] + [make_inputs() for _ in range(k - 1)], per_set * k
+    """Input sets to rotate over, made until their distinct storages together hold >=
+    rotate_bytes (or max_sets are made), and those bytes. A storage the sets share (a
+    weight made once) counts once, so sets of a small input and a large shared weight are
+    not taken for a rotation past L2."""
+    sets, seen, total = [], {}, 0
+    while not sets or (total < rotate_bytes and len(sets) < max_sets):
+        sets.append(make_inputs())
+        for ptr, nbytes in _storages(sets[-1], {}).items():
+            if ptr not in seen:
+                seen[ptr] = nbytes
+                total += nbytes
+    return sets, total
 
 
 def time_gpu(fn: Callable[[Any], Any], make_inputs: Callable[[], Any], *, repeats: int = 25,

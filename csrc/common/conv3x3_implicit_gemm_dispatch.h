@@ -13,6 +13,7 @@
 #include <cstdlib>
 #include <stdexcept>
 #include <string>
+#include <utility>
 
 #include "../kernels/conv3x3_implicit_gemm.cuh"
 #include "args.h"
@@ -107,6 +108,13 @@ template <class Launcher>
 void conv3x3_implicit_gemm_dispatch(const Conv3x3Args& a, const Launcher& launch) {
   if (a.layout != Layout::nhwc || a.C % 8 != 0)
     throw std::invalid_argument("vggkern.conv3x3: implicit_gemm expects NHWC input with C a multiple of 8");
+  // 16-byte cp.async of x and the weight, 16-byte vector stores of y: the op passes only
+  // aligned tensors (its own copies otherwise); a C++ caller of the launcher gets this
+  // error, not the GPU's misaligned-address fault.
+  for (const auto& [name, p] : {std::pair<const char*, const void*>{"x", a.x}, {"weight", a.weight}, {"y", a.y}})
+    if (!aligned_to(p, 16))
+      throw std::invalid_argument(std::string("vggkern.conv3x3: implicit_gemm needs ") + name +
+                                  "'s data 16-byte aligned");
   // The op's plan (args.plan), else (a C++ caller of the launcher) the plan computed here.
   const ImplicitGemmPlan plan = a.plan != nullptr ? *a.plan : implicit_gemm_plan(a);
   if (plan.M != (a.pool ? 4 * a.N * (a.H / 2) * (a.W / 2) : a.N * a.H * a.W) ||

@@ -752,6 +752,15 @@ void Worker::async_copy(void* dst, const void* src, int bytes, int src_bytes, co
 // the path), so a warp-wide instruction is the k-th call of every lane of the warp.
 void Worker::note_shared_access(SharedPath path, const void* p, int bytes, const char* file, int line) {
   if (!in_shared(p, static_cast<size_t>(bytes))) fail("shared access outside this block's shared memory", file, line);
+  // As for global memory (note_global_access): a vector access is aligned to its size, or
+  // the GPU faults. Offsets within the block's shared memory decide: the arena's base and
+  // every allocation in it are at least 16-byte aligned, as on the GPU.
+  const uintptr_t offset = reinterpret_cast<uintptr_t>(p) - reinterpret_cast<uintptr_t>(shared_.get());
+  if (offset % static_cast<uintptr_t>(std::min(bytes & -bytes, 16)) != 0)
+    fail("misaligned shared " + std::string(path == SharedPath::store ? "store" : path == SharedPath::load ? "load" : "cp.async") +
+             " of " + std::to_string(bytes) + " bytes at shared offset " + std::to_string(offset) +
+             ": a GPU faults (misaligned address)",
+         file, line);
   if (path == SharedPath::store) {
     note_generic_write(p, static_cast<size_t>(bytes));
     race_write(p, static_cast<size_t>(bytes), file, line);

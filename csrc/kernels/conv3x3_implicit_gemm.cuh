@@ -125,8 +125,9 @@
 // tile's time by the roofline model (benchmarks/roofline.py, "unhidden"). 6 stages (144
 // KiB), 129 instructions per slice per warp around 2 HGMMA.64x256x16 (50% issue share).
 // The wgmma tiles run where forced or measured fastest until a GPU has confirmed them bit
-// for bit against the emulator (tests/test_conv3x3_implicit_gemm.py); on the emulator they
-// equal mma.sync's tiles bit for bit (wg128x256: 128 x 128's).
+// for bit against the emulator on exact-sum data (tests/test_conv3x3_implicit_gemm.py; the
+// hardware's accumulation rounding is unspecified, so only such data can be compared
+// exactly); on the emulator they equal mma.sync's tiles bit for bit (wg128x256: 128 x 128's).
 // Time on the GPU: pending a GPU session (benchmarks/). Predicted from counting alone:
 // dense M gives VGG16's 28x28 and 14x14 layers (39% of its FLOPs) 1.3x fewer mma
 // issued, and 64 x 64 warps lift the shared-memory cap from 50% to 67% of the peak;

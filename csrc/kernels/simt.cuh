@@ -15,7 +15,9 @@
 #include <cuda_runtime.h>
 
 #define VK_KERNEL_NS gpu
-#define VK_SHARED(T, name, dims) __shared__ T name dims
+// Static shared arrays start 16-byte aligned, as the emulator places them, whatever T's
+// own alignment: cp.async and ldmatrix rows need 16 bytes.
+#define VK_SHARED(T, name, dims) __shared__ __align__(16) T name dims
 // Dynamic shared memory starts 1024-byte aligned: wgmma's swizzled operands are laid out
 // relative to the buffer and read by absolute address bits (the emulator's arena too).
 #define VK_DYNAMIC_SHARED(T, name)                                     \

@@ -163,7 +163,10 @@ __device__ __forceinline__ void cp_async_commit() {
 template <int kPendingGroupsLeft>
 __device__ __forceinline__ void cp_async_wait() {
 #if defined(__CUDACC__)
-  asm volatile("cp.async.wait_group %0;\n" ::"n"(kPendingGroupsLeft));
+  // "memory": the copies' shared-memory writes become visible to this thread here, so no
+  // shared load may be moved above the wait (the barrier or proxy fence after every wait
+  // in our kernels already keeps them below; this keeps it so for any future reader).
+  asm volatile("cp.async.wait_group %0;\n" ::"n"(kPendingGroupsLeft) : "memory");
 #else
   ::vk::emu::async_copy_wait(kPendingGroupsLeft);
 #endif

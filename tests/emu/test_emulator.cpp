@@ -133,6 +133,15 @@ __global__ void shared_overrun_kernel(float* out) {
   out[threadIdx.x] = buf[0];
 }
 
+// A float4 stored 4 bytes into a shared array: a misaligned vector access, which the GPU
+// faults on. `aligned` moves it to a 16-byte boundary (the control: no error).
+__global__ void misaligned_shared_kernel(float* out, int aligned) {
+  VK_SHARED(float, buf, [8]);
+  vk::emu::st_shared(reinterpret_cast<float4*>(&buf[aligned ? 4 : 1]), make_float4(1.f, 2.f, 3.f, 4.f));
+  __syncthreads();
+  out[threadIdx.x] = vk::emu::ld_shared(&buf[aligned ? 4 : 1]);
+}
+
 // Each thread of a 3-D grid of 3-D blocks writes its global coordinates.
 __global__ void coords_kernel(int* out) {
   const int X = gridDim.x * blockDim.x, Y = gridDim.y * blockDim.y;
@@ -264,6 +273,14 @@ EMU_TEST(shared_overrun_is_reported) {
   std::vector<float> out(12, 0.f);
   expect_error([&] { launch("shared_overrun_kernel", shared_overrun_kernel, dim3(1), dim3(12), 0, out.data()); },
                {"shared_overrun_kernel", "wrote past the end"});
+}
+
+EMU_TEST(misaligned_shared_vector_is_reported) {
+  std::vector<float> out(1, 0.f);
+  launch("misaligned_shared_kernel", misaligned_shared_kernel, dim3(1), dim3(1), 0, out.data(), 1);
+  CHECK(out[0] == 1.f);
+  expect_error([&] { launch("misaligned_shared_kernel", misaligned_shared_kernel, dim3(1), dim3(1), 0, out.data(), 0); },
+               {"misaligned shared store of 16 bytes at shared offset", "test_emulator.cpp"});
 }
 
 EMU_TEST(grid_and_block_3d) {

@@ -94,6 +94,23 @@ EMU_TEST(implicit_gemm_launcher_without_a_plan) {
     refused = std::string(e.what()).find("plan made for another shape") != std::string::npos;
   }
   CHECK(refused);
+  // Data that is not 16-byte aligned (x, weight or y one element in) is refused by name.
+  a.plan = nullptr;
+  std::vector<__half> x1(x.size() + 8), w1(w.size() + 8), y1(y.size() + 8);
+  for (const char* which : {"x", "weight", "y"}) {
+    vk::Conv3x3Args m = a;
+    const std::string name = which;
+    if (name == "x") m.x = x1.data() + 1;
+    if (name == "weight") m.weight = w1.data() + 1;
+    if (name == "y") m.y = y1.data() + 1;
+    std::string message;
+    try {
+      vk::emu::conv3x3_implicit_gemm(m);
+    } catch (const std::invalid_argument& e) {
+      message = e.what();
+    }
+    CHECK(message == "vggkern.conv3x3: implicit_gemm needs " + name + "'s data 16-byte aligned");
+  }
 }
 
 }  // namespace

@@ -1,0 +1,55 @@
+"""benchmarks/sanitize_case.py without a GPU: its cases run on CPU tensors (through the
+emulator) with torch.cuda stood in for, so the driver's logic (every kernel in the first
+round, refusals, the deadline, the verdict and its exit codes) is checked where CI runs.
+On the device it runs under compute-sanitizer (benchmarks/device_run.sh)."""
+import pytest
+import torch
+
+import vggkern
+from benchmarks import sanitize_case as sc
+
+
+@pytest.fixture
+def cpu_stands_in(monkeypatch):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "synchronize", lambda *a, **k: None)
+    monkeypatch.setattr(sc, "_on_gpu", lambda t, channels_last=False:
+                        t.contiguous(memory_format=torch.channels_last) if channels_last else t)
+
+
+def test_first_round_runs_every_conv_path_and_agrees(cpu_stands_in, capsys):
+    runs = sc._conv_runs()
+    assert ("implicit_gemm", "", "3") in runs and ("winograd_f4x4", "", "") in runs and ("auto", "", "") in runs
+    assert sc.main(["--rounds", "1"]) == 0
+    out = capsys.readouterr().out
+    assert "maxpool2x2: 18 cases run" in out
+    assert f"conv3x3: {len(runs)} of {len(runs)} cases run, 0 refused\n" in out
+    assert "sanitize_case: OK" in out
+
+
+def test_mismatch_refusal_fault_and_deadline(cpu_stands_in, monkeypatch, capsys):
+    real = vggkern.conv3x3
+
+    def planted(x, w, b, *, algo, **kw):
+        if algo == "direct":
+            return real(x, w, b, algo=algo, **kw) + 1  # a wrong result
+        if algo == "winograd_f2x2":
+            raise ValueError("refused here")
+        return real(x, w, b, algo=algo, **kw)
+
+    monkeypatch.setattr(vggkern, "conv3x3", planted)
+    assert sc.main(["--rounds", "1"]) == sc.MISMATCH
+    out = capsys.readouterr().out
+    assert "conv3x3 direct tile=- split=- torch.float16 cl=True relu=True pool=True: MISMATCH" in out
+    assert "winograd_f2x2 tile=- split=- torch.float16 cl=True relu=True pool=True: not supported (refused here)" in out
+    assert "1 refused" in out and "sanitize_case: 1 MISMATCHES" in out
+
+    # A CUDA fault surfaces as a RuntimeError: it fails the script, never "not supported".
+    monkeypatch.setattr(vggkern, "conv3x3", lambda *a, **k: (_ for _ in ()).throw(RuntimeError("misaligned address")))
+    with pytest.raises(RuntimeError, match="misaligned address"):
+        sc.main(["--rounds", "1"])
+
+    # Past the deadline no conv case starts, and the count says so.
+    assert sc.main(["--deadline", "0"]) == 0
+    total = 18 * len(sc._conv_runs())
+    assert f"conv3x3: 0 of {total} cases run, 0 refused, {total} not started (deadline 0 s)" in capsys.readouterr().out
