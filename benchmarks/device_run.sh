@@ -29,10 +29,12 @@ PY=${PYTHON:-python3}
 export PYTHONUNBUFFERED=1 PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"
 elapsed() { echo $(( $(date +%s) - START )); }
 left() { echo $(( LIMIT - $(elapsed) )); }
-# A step's time limit: what it asks for, but never more than the run has left less
-# RESERVE (the benchmarks' minimum and the report after them), and at least 5 s.
-RESERVE=$(( QUICK ? 60 : 120 ))
-cap() { local c=$(( $(left) - RESERVE )); c=$(( $1 < c ? $1 : c )); echo $(( c < 5 ? 5 : c )); }
+# A step's time limit: cap WANT MIN gives WANT, but never more than the run has left less
+# RESERVE, and 0 where that is under MIN (too little for the step to say anything: it is
+# skipped). RESERVE keeps for the benchmarks at least 50 s of new cases (--quick: 30) plus
+# the 15 s the case in flight may take past their deadline and the 35 s of the report.
+RESERVE=$(( QUICK ? 80 : 100 ))
+cap() { local c=$(( $(left) - RESERVE )); c=$(( $1 < c ? $1 : c )); echo $(( c < $2 ? 0 : c )); }
 step() { echo "== [$(elapsed)s] $*"; }
 STATUS=()
 
@@ -92,13 +94,17 @@ $PY -c "import torch, vggkern; print('vggkern', vggkern.__file__, vggkern.build_
 # product or the PTX ISA's fragment layout: a wrong layout shows here by instruction name.
 step "tensor-core probe (tests/tensor_core_probe.cu)"
 : >"$OUT/tests.log"
-if wait $PROBE_BUILD && [ -x "$PROBE" ]; then
-  timeout "$(cap 60)" "$PROBE" >>"$OUT/tests.log" 2>&1
+PT=$(cap 60 10)
+if [ "$PT" = 0 ]; then
+  STATUS+=("tensor-core probe: skipped ($(left)s left)")
+elif wait $PROBE_BUILD && [ -x "$PROBE" ]; then
+  timeout "$PT" "$PROBE" >>"$OUT/tests.log" 2>&1
   rc=$?
   grep -E "DIFFERS|probe:" "$OUT/tests.log" | head -40
   case $rc in
     0) STATUS+=("tensor-core probe: every case passes");;
     2) STATUS+=("tensor-core probe: not runnable here");;
+    124) STATUS+=("tensor-core probe: TIMEOUT after ${PT}s (see tests.log)");;
     *) STATUS+=("tensor-core probe: FAILED rc=$rc (see tests.log)");;
   esac
 else
@@ -109,13 +115,23 @@ fi
 # The wgmma tiles against the emulator in a process of their own (benchmarks/wgmma_probe.py):
 # if they fault or differ, they stay out of the later steps' processes.
 step "wgmma probe (benchmarks/wgmma_probe.py)"
-timeout "$(cap 60)" $PY benchmarks/wgmma_probe.py 2>&1 | tee -a "$OUT/tests.log"
-rc=${PIPESTATUS[0]}
+WT=$(cap 60 20)
+if [ "$WT" = 0 ]; then
+  rc=skipped
+else
+  timeout "$WT" $PY benchmarks/wgmma_probe.py 2>&1 | tee -a "$OUT/tests.log"
+  rc=${PIPESTATUS[0]}
+fi
 WG_FILTER=()
+LEFT_OUT="wgmma tiles left out of the GPU tests, sanitizer and sweep"
 case $rc in
   0) STATUS+=("wgmma probe: every wgmma tile matches the emulator bit for bit");;
   2) STATUS+=("wgmma probe: not runnable here");;
-  *) STATUS+=("wgmma probe: FAILED rc=$rc: wgmma tiles left out of the GPU tests, sanitizer and sweep")
+  *) case $rc in  # unproven tiles stay out: a faulting kernel would poison the later steps' CUDA context
+       skipped) STATUS+=("wgmma probe: skipped ($(left)s left): $LEFT_OUT");;
+       124) STATUS+=("wgmma probe: TIMEOUT after ${WT}s: $LEFT_OUT");;
+       *) STATUS+=("wgmma probe: FAILED rc=$rc: $LEFT_OUT");;
+     esac
      export VGGKERN_BENCH_EXCLUDE_TILES=wg128x128,wg256x64,wg128x256
      WG_FILTER=(-k "not wg128x128 and not wg256x64 and not wg128x256");;
 esac
@@ -128,11 +144,16 @@ NW=$(nproc 2>/dev/null || echo 8); NW=$(( NW < 8 ? NW : 8 ))
 XDIST=(); $PY -c "import xdist" 2>/dev/null && XDIST=(-n "$NW")
 step "GPU tests (pytest tests -m gpu ${XDIST[*]:-})"
 # (--quick: 75 s, not less: 8 workers each import torch and collect ~2,200 items first.)
-TT=$(cap $(( QUICK ? 75 : 90 )))
-timeout $TT $PY -m pytest tests -m gpu -q -p no:cacheprovider ${XDIST[@]+"${XDIST[@]}"} \
-  ${WG_FILTER[@]+"${WG_FILTER[@]}"} >>"$OUT/tests.log" 2>&1
-rc=$?
+TT=$(cap $(( QUICK ? 75 : 90 )) 30)
+if [ "$TT" = 0 ]; then
+  rc=skipped
+else
+  timeout $TT $PY -m pytest tests -m gpu -q -p no:cacheprovider ${XDIST[@]+"${XDIST[@]}"} \
+    ${WG_FILTER[@]+"${WG_FILTER[@]}"} >>"$OUT/tests.log" 2>&1
+  rc=$?
+fi
 case $rc in
+  skipped) STATUS+=("gpu tests: skipped ($(left)s left)");;
   0) STATUS+=("gpu tests: passed ($(tail -1 "$OUT/tests.log"))");;
   5) STATUS+=("gpu tests: none collected (no tests marked gpu in tests/)");;
   124) STATUS+=("gpu tests: TIMEOUT after ${TT}s");;
@@ -144,16 +165,20 @@ tail -3 "$OUT/tests.log"
 SAN=$(command -v compute-sanitizer || true)
 [ -z "$SAN" ] && [ -n "${CUDA_HOME:-}" ] && [ -x "$CUDA_HOME/bin/compute-sanitizer" ] && SAN=$CUDA_HOME/bin/compute-sanitizer
 : >"$OUT/sanitize.log"
-for tool in memcheck racecheck; do
+# --quick: memcheck only (racecheck instruments every shared-memory access: the slow one).
+TOOLS=(memcheck racecheck); [ $QUICK = 1 ] && TOOLS=(memcheck)
+for tool in "${TOOLS[@]}"; do
   step "compute-sanitizer --tool $tool (small conv/pool case)"
   if [ -z "$SAN" ]; then STATUS+=("$tool: compute-sanitizer not found"); continue; fi
+  ST=$(cap $(( QUICK ? 50 : 75 )) 30)
+  if [ "$ST" = 0 ]; then STATUS+=("$tool: skipped ($(left)s left)"); continue; fi
   echo "===== $tool =====" >>"$OUT/sanitize.log"
-  # sanitize_case.py starts no case after its deadline (30 s short of the step's limit:
-  # CUDA's start under the sanitizer, and the case in flight), so it ends with a verdict
-  # and a count of the cases it ran, the first round covering every kernel.
-  ST=$(cap $(( QUICK ? 40 : 75 )))
+  # sanitize_case.py starts no case past its deadline (an epoch time, 15 s before the
+  # step's limit: the case in flight and the sanitizer's report), so it ends with a
+  # verdict and a count of the cases it ran (its first three rounds: every algorithm and
+  # tile in each dtype).
   PYTORCH_NO_CUDA_MEMORY_CACHING=1 timeout $ST "$SAN" --tool $tool --error-exitcode 3 --print-limit 20 \
-    $PY benchmarks/sanitize_case.py --deadline $(( ST > 40 ? ST - 30 : 10 )) >>"$OUT/sanitize.log" 2>&1
+    $PY benchmarks/sanitize_case.py --deadline $(( $(date +%s) + ST - 15 )) >>"$OUT/sanitize.log" 2>&1
   rc=$?
   RAN=$(sed -n '/^===== '$tool' =====/,$p' "$OUT/sanitize.log" | grep -E "^conv3x3: [0-9]+ of" | tail -1)
   case $rc in
@@ -176,10 +201,13 @@ NCU=$(command -v ncu || true)
 [ -z "$NCU" ] && [ -n "${CUDA_HOME:-}" ] && [ -x "$CUDA_HOME/bin/ncu" ] && NCU=$CUDA_HOME/bin/ncu
 if [ $QUICK = 0 ] && [ "${VGGKERN_RUN_NCU:-1}" != 0 ]; then
   step "ncu (benchmarks/ncu_case.py: conv3_2 and conv5_1, ours and cuDNN's)"
+  NT=$(cap 75 40)
   if [ -z "$NCU" ]; then
     STATUS+=("ncu: not found")
+  elif [ "$NT" = 0 ]; then
+    STATUS+=("ncu: skipped ($(left)s left)")
   else
-    NT=$(cap 75); T0=$(elapsed)
+    T0=$(elapsed)
     NCU_ARGS=(--profile-from-start off --clock-control none --section SpeedOfLight --section ComputeWorkloadAnalysis
               --section MemoryWorkloadAnalysis --section Occupancy --section LaunchStats -f -o "$OUT/ncu")
     METRICS=$($PY -c "from benchmarks.ncu_summary import RAW_METRICS; print(','.join(RAW_METRICS))")
@@ -207,7 +235,7 @@ if [ $QUICK = 0 ] && [ "${VGGKERN_RUN_NCU:-1}" != 0 ]; then
 fi
 
 # ---- benchmarks -----------------------------------------------------------------------
-DEADLINE=$(( $(date +%s) + $(left) - 50 ))  # the case in flight finishes inside the 35 s the timeout below keeps
+DEADLINE=$(( $(date +%s) + $(left) - 50 ))  # 15 s for the case in flight: the timeout below keeps 35 s
 # Each timed case is also appended to a journal as it finishes (benchmarks/journal.py):
 # pytest-benchmark writes its JSON only at the end, and a run killed by the time limit
 # (a hung kernel) would otherwise leave no results at all.

@@ -2,7 +2,7 @@
 small, odd shapes in every dtype and layout and checks the results against torch.
 
     PYTORCH_NO_CUDA_MEMORY_CACHING=1 compute-sanitizer --tool memcheck \
-        --error-exitcode 3 python3 benchmarks/sanitize_case.py [--deadline SECONDS]
+        --error-exitcode 3 python3 benchmarks/sanitize_case.py [--deadline EPOCH]
 
 PYTORCH_NO_CUDA_MEMORY_CACHING=1 makes every tensor its own cudaMalloc, so an access
 past a tensor's end lands outside any allocation and memcheck sees it.
@@ -10,10 +10,12 @@ past a tensor's end lands outside any allocation and memcheck sees it.
 Only our kernels (and copies) run on the GPU: inputs are made on the CPU and copied over,
 and the references are computed on the CPU in float64, so the sanitizer, which
 instruments every kernel in the process (racecheck slowly), spends its time on ours.
-The cases run round by round: each round is one (dtype, layout, epilogue) for every
-algorithm and tile, so a deadline (--deadline: no new case starts after that many
-seconds) still leaves every kernel sanitized at least once, and the script ends with a
-verdict instead of being killed by the caller's timeout.
+The cases run round by round: each round is one (layout, epilogue, dtype) for every
+algorithm and tile, the dtype changing fastest, so the first three rounds run every
+algorithm and tile in each dtype (channels_last, ReLU + pool): every kernel
+instantiation. No case starts past --deadline (a time.time() epoch, as benchmarks/run.py's
+--deadline), so the script ends with a verdict and a count of the cases it ran instead
+of being killed by the caller's timeout.
 
 Exit code: 0 all ran cases agree with torch; 4 a result differs (printed); a Python
 error (a CUDA fault in our kernel raises one) exits 1; the sanitizer's own findings
@@ -57,9 +59,9 @@ def _on_gpu(t, channels_last=False):
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--deadline", type=float, default=None,
-                        help="seconds after start past which no new case starts")
+                        help="time.time() past which no new case starts")
     parser.add_argument("--rounds", type=int, default=None,
-                        help="run only the first ROUNDS (dtype, layout, epilogue) rounds of conv cases")
+                        help="run only the first ROUNDS (layout, epilogue, dtype) rounds of conv cases")
     args = parser.parse_args(argv)
     start = time.monotonic()
     if not torch.cuda.is_available():
@@ -78,11 +80,31 @@ def main(argv=None):
     print(f"maxpool2x2: {len(pool_cases)} cases run")
 
     runs = _conv_runs()
-    rounds = list(itertools.product(DTYPES, (True, False), ((True, True), (False, False), (True, False))))
+    rounds = [(dt, cl, epilogue) for cl, epilogue, dt in
+              itertools.product((True, False), ((True, True), (False, False), (True, False)), DTYPES)]
     rounds = rounds[:args.rounds] if args.rounds is not None else rounds
-    total, ran, skipped = len(rounds) * len(runs), 0, 0
+    total = len(rounds) * len(runs)
+    saved = {k: os.environ.get(k) for k in ("VGGKERN_IMPLICIT_GEMM_TILE", "VGGKERN_IMPLICIT_GEMM_SPLIT_K")}
+    try:
+        ran, skipped, bad = _conv_cases(rounds, runs, args.deadline, g, bad)
+    finally:
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+    torch.cuda.synchronize()
+    cut = f", {total - ran - skipped} not started (past the deadline)" if ran + skipped < total else ""
+    print(f"conv3x3: {ran} of {total} cases run, {skipped} refused{cut}")
+    print("sanitize_case:", "OK" if not bad else f"{bad} MISMATCHES", f"({time.monotonic() - start:.0f} s)")
+    return MISMATCH if bad else 0
+
+
+def _conv_cases(rounds, runs, deadline, g, bad):
+    """Runs the conv cases, round by round, until the deadline: (ran, refused, bad)."""
+    ran = skipped = 0
     for (dt, cl, (relu, pool)), (algo, tile, split) in itertools.product(rounds, runs):
-        if args.deadline is not None and time.monotonic() - start > args.deadline:
+        if deadline is not None and time.time() > deadline:
             break
         os.environ["VGGKERN_IMPLICIT_GEMM_TILE"] = tile
         os.environ["VGGKERN_IMPLICIT_GEMM_SPLIT_K"] = split
@@ -104,13 +126,7 @@ def main(argv=None):
         if not err < 5e-2:
             print(f"{label}: MISMATCH, rel err {err:.3g}")
             bad += 1
-    os.environ.pop("VGGKERN_IMPLICIT_GEMM_TILE", None)
-    os.environ.pop("VGGKERN_IMPLICIT_GEMM_SPLIT_K", None)
-    torch.cuda.synchronize()
-    cut = f", {total - ran - skipped} not started (deadline {args.deadline:g} s)" if ran + skipped < total else ""
-    print(f"conv3x3: {ran} of {total} cases run, {skipped} refused{cut}")
-    print("sanitize_case:", "OK" if not bad else f"{bad} MISMATCHES", f"({time.monotonic() - start:.0f} s)")
-    return MISMATCH if bad else 0
+    return ran, skipped, bad
 
 
 if __name__ == "__main__":

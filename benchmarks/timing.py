@@ -2,9 +2,10 @@
 
 How a GPU case is timed (``time_gpu``):
   * Inputs are ROTATED: the caller gives a factory that makes one input set (every
-    tensor the call reads: activations, weights, bias); we make ``k`` independent sets
-    so that ``k * set_bytes >= ROTATE_BYTES`` (256 MiB, > 4x the 50 MB L2 of an H100
-    and the 60 MB of an H200), and call i uses set ``i % k``. A call therefore finds
+    tensor the call reads: activations, weights, bias); we make ``k`` sets, until their
+    distinct storages (a weight the sets share counts once) hold >= ROTATE_BYTES (256
+    MiB, > 4x the 50 MB L2 of an H100 and the 60 MB of an H200) or MAX_SETS are made,
+    and call i uses set ``i % k``. A call therefore finds
     its inputs in device memory, not in L2, as it would inside a network. (We rotate
     rather than flush L2 between repeats because each repeat times many back-to-back
     calls; a flush would only clear the cache for the first of them.)

@@ -2,11 +2,15 @@
 emulator) with torch.cuda stood in for, so the driver's logic (every kernel in the first
 round, refusals, the deadline, the verdict and its exit codes) is checked where CI runs.
 On the device it runs under compute-sanitizer (benchmarks/device_run.sh)."""
+import os
+
 import pytest
 import torch
 
 import vggkern
 from benchmarks import sanitize_case as sc
+
+ENV = ("VGGKERN_IMPLICIT_GEMM_TILE", "VGGKERN_IMPLICIT_GEMM_SPLIT_K")
 
 
 @pytest.fixture
@@ -28,6 +32,7 @@ def test_first_round_runs_every_conv_path_and_agrees(cpu_stands_in, capsys):
 
 
 def test_mismatch_refusal_fault_and_deadline(cpu_stands_in, monkeypatch, capsys):
+    env_before = {k: os.environ.get(k) for k in ENV}
     real = vggkern.conv3x3
 
     def planted(x, w, b, *, algo, **kw):
@@ -49,7 +54,31 @@ def test_mismatch_refusal_fault_and_deadline(cpu_stands_in, monkeypatch, capsys)
     with pytest.raises(RuntimeError, match="misaligned address"):
         sc.main(["--rounds", "1"])
 
-    # Past the deadline no conv case starts, and the count says so.
+    # Past the deadline (an epoch) no conv case starts, and the count says so.
+    capsys.readouterr()
     assert sc.main(["--deadline", "0"]) == 0
     total = 18 * len(sc._conv_runs())
-    assert f"conv3x3: 0 of {total} cases run, 0 refused, {total} not started (deadline 0 s)" in capsys.readouterr().out
+    assert f"conv3x3: 0 of {total} cases run, 0 refused, {total} not started (past the deadline)" in capsys.readouterr().out
+    # The forced tile and split-K do not outlive the script, even when it fails.
+    assert {k: os.environ.get(k) for k in ENV} == env_before
+
+
+def test_first_three_rounds_run_every_path_in_every_dtype(cpu_stands_in, monkeypatch, capsys):
+    """Every kernel instantiation (algorithm or tile, split-K or not, dtype) runs in the
+    first three rounds, so a deadline that stops the driver there has sanitized each."""
+    import torch.nn.functional as F
+
+    seen = []
+
+    def recorded(x, w, b, *, relu, pool, algo):
+        seen.append((algo, os.environ["VGGKERN_IMPLICIT_GEMM_TILE"], os.environ["VGGKERN_IMPLICIT_GEMM_SPLIT_K"],
+                     x.dtype))
+        y = F.conv2d(x.double(), w.double(), b.double(), padding=1)
+        y = F.relu(y) if relu else y
+        return (F.max_pool2d(y, 2, 2) if pool else y).to(x.dtype)
+
+    monkeypatch.setattr(vggkern, "conv3x3", recorded)
+    assert sc.main(["--rounds", "3"]) == 0
+    runs = sc._conv_runs()
+    assert len(seen) == 3 * len(runs)
+    assert set(seen) == {(*run, dt) for run in runs for dt in sc.DTYPES}
