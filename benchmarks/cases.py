@@ -2,10 +2,15 @@
 
 A case knows its parameters, its tier ('smoke': CPU, tiny, for CI; 'quick': the GPU
 subset for --quick; 'full': the rest of the GPU matrix), a priority (lower runs first,
-so a run that hits its time budget drops the least important cases: 0 the headline rows,
-fp16 channels_last at batch 64 against cuDNN, per layer and for VGG16, and the quick
-pools; 0.5 implicit_gemm's tile sweep at batch 64, the measurement benchmarks/tune.py
-turns into the per-layer tile table; 0.75 VGG16 on the run's own tables; 0.9 the
+so a run that hits its time budget drops the least important cases: 0 torch's headline
+rows, fp16 channels_last at batch 64 with cuDNN, per layer and for VGG16, so the
+baselines are taken before any kernel of ours runs (a fault of ours poisons the CUDA
+context for every later case); 0.1 ours on the tensor cores against them (implicit_gemm
+per layer, and VGG16 on it with each tile policy); 0.5 implicit_gemm's tile sweep at
+batch 64, the measurement benchmarks/tune.py turns into the per-layer tile table; 0.55
+and 0.6 the headline layers on direct and "auto" (CUDA cores until a table says
+otherwise: slow, so after the tensor-core rows), VGG16 on "auto", and the quick pools;
+0.75 VGG16 on the run's own tables; 0.9 the
 batch-64 pair that measures implicit_gemm's NCHW y (NCHW_Y_PRIORITY), and the batch-64
 fp16 layout rows (implicit_gemm's x laid out, against ATen's conversion); 1 the rest of the
 matrix; 2 the bias-only variant and the sweeps at batch 1 and 128; 3 torch.compile), and
@@ -185,6 +190,11 @@ def _tensor_core_input():
 # converted after: the nchw_y rows): after the headline rows, the tile sweep and VGG16 on
 # the run's own tables, before the rest of the matrix.
 NCHW_Y_PRIORITY = 0.9
+# Our headline rows' priorities (torch's are 0: its baselines first): the tensor cores
+# right after them, the CUDA-core "direct" and "auto" (until a tuned table says otherwise,
+# auto runs direct) after the tile sweep (0.5), before VGG16 on the run's tables (0.75),
+# which tune.py makes from the direct rows too.
+HEADLINE_OURS = {"implicit_gemm": 0.1, "direct": 0.55, "auto": 0.6}
 
 NO_CONV_REASON = ("vggkern.conv3x3 does not exist in this build yet (the conv op is being written "
                   "in parallel): our conv rows are skipped; torch baselines still run")
@@ -244,7 +254,7 @@ def build_cases():
                 for a in algos:
                     # direct too: tune.py's auto table weighs implicit_gemm against it, for
                     # the network row on this run's own tables (below).
-                    p_ours = 0 if headline and a in ("auto", "implicit_gemm", "direct") else max(prio, 1)
+                    p_ours = HEADLINE_OURS.get(a, 1) if headline else max(prio, 1)
                     if (quick and a == "implicit_gemm" and dt == "fp16" and layout == "nchw"
                             and variant == s.fused):
                         p_ours = NCHW_Y_PRIORITY  # beside its converted-y twin (below)
@@ -328,7 +338,7 @@ def build_cases():
         quick = n == QUICK_BATCH and dt in ("fp32", "fp16")
         for impl in ("torch", "vggkern"):
             cases.append(Case("maxpool", impl, (("N", n), ("C", c), ("H", h), ("dtype", dt), ("layout", layout)),
-                              "quick" if quick else "full", 0 if quick else 1))
+                              "quick" if quick else "full", HEADLINE_OURS["auto"] if quick else 1))
 
     # ---------------- GPU: whole networks --------------------------------------------------
     for net, n, (dt, math) in itertools.product(("vgg16", "vgg19"), BATCHES,
@@ -346,9 +356,10 @@ def build_cases():
         ours = vk is not None and hasattr(vk, net)
         # Our algorithms for the whole net: "auto", and the tensor cores where they apply.
         net_algos = ("auto",) + (("implicit_gemm",) if algos and "implicit_gemm" in algos and math != "ieee" else ())
+        ours_prio = (lambda layout, algo: HEADLINE_OURS[algo] if prio_of(layout) == 0 else prio_of(layout))
         for algo, (layout, mode) in itertools.product(net_algos, (("nchw", "eager"), ("cl", "eager"), ("cl", "graph"))):
             cases.append(Case("network", "vggkern", base + (("layout", layout), ("mode", mode), ("algo", algo)), tier,
-                              prio_of(layout), None if ours else NO_NET_REASON.format(net=net)))
+                              ours_prio(layout, algo), None if ours else NO_NET_REASON.format(net=net)))
         # "auto" on the tables tune.py makes from this run's rows so far (set at run time:
         # vggkern.set_tuned_tables): what a build tuned from this run would run, measured in
         # the same session. Right after the rows it is made from (the headline layers,
@@ -364,7 +375,7 @@ def build_cases():
             for policy, mode in itertools.product(WGMMA_POLICIES, ("eager", "graph")):
                 cases.append(Case("network", "vggkern", base + (("layout", "cl"), ("mode", mode),
                                                                 ("algo", "implicit_gemm"), ("tile", policy)),
-                                  tier, prio_of("cl"), None if ours else NO_NET_REASON.format(net=net)))
+                                  tier, ours_prio("cl", "implicit_gemm"), None if ours else NO_NET_REASON.format(net=net)))
     return cases
 
 
@@ -390,6 +401,17 @@ def fp32_math(math: str):
     finally:
         torch.backends.cudnn.allow_tf32 = old[0]
         torch.set_float32_matmul_precision(old[1])
+
+
+@contextlib.contextmanager
+def _setting(obj, name: str, value):
+    """obj.name = value for the block, restored after."""
+    old = getattr(obj, name)
+    setattr(obj, name, value)
+    try:
+        yield
+    finally:
+        setattr(obj, name, old)
 
 
 def _fmt(t: torch.Tensor, layout: str) -> torch.Tensor:
@@ -485,8 +507,9 @@ def _conv_case(case: Case, device: str, cfg: dict) -> dict:
                 raise
             raise SkipCase(f"algo {p['algo']!r} does not run this case: {type(e).__name__}: {str(e)[:200]}") from e
         if case.impl == "vggkern":
-            # Accuracy vs torch in fp32 without TF32 (not a test: recorded next to the time).
-            with fp32_math("ieee"):
+            # Accuracy vs torch in fp32 without TF32 (not a test: recorded next to the time),
+            # without cuDNN's autotuning (a second or so per shape: a reference, not timed).
+            with fp32_math("ieee"), _setting(torch.backends.cudnn, "benchmark", False):
                 x32, w32, b32 = (t.float() for t in (probe[0], raw[0], probe[2]))  # the probe is the first
                 ref = F.conv2d(x32, w32, b32, padding=1)
                 ref = F.max_pool2d(F.relu(ref), 2, 2) if pool else (F.relu(ref) if relu else ref)
