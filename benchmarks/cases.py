@@ -356,10 +356,9 @@ def build_cases():
         ours = vk is not None and hasattr(vk, net)
         # Our algorithms for the whole net: "auto", and the tensor cores where they apply.
         net_algos = ("auto",) + (("implicit_gemm",) if algos and "implicit_gemm" in algos and math != "ieee" else ())
-        ours_prio = (lambda layout, algo: HEADLINE_OURS[algo] if prio_of(layout) == 0 else prio_of(layout))
         for algo, (layout, mode) in itertools.product(net_algos, (("nchw", "eager"), ("cl", "eager"), ("cl", "graph"))):
             cases.append(Case("network", "vggkern", base + (("layout", layout), ("mode", mode), ("algo", algo)), tier,
-                              ours_prio(layout, algo), None if ours else NO_NET_REASON.format(net=net)))
+                              _ours_prio(prio_of(layout), algo), None if ours else NO_NET_REASON.format(net=net)))
         # "auto" on the tables tune.py makes from this run's rows so far (set at run time:
         # vggkern.set_tuned_tables): what a build tuned from this run would run, measured in
         # the same session. Right after the rows it is made from (the headline layers,
@@ -375,8 +374,14 @@ def build_cases():
             for policy, mode in itertools.product(WGMMA_POLICIES, ("eager", "graph")):
                 cases.append(Case("network", "vggkern", base + (("layout", "cl"), ("mode", mode),
                                                                 ("algo", "implicit_gemm"), ("tile", policy)),
-                                  tier, ours_prio("cl", "implicit_gemm"), None if ours else NO_NET_REASON.format(net=net)))
+                                  tier, _ours_prio(prio_of("cl"), "implicit_gemm"), None if ours else NO_NET_REASON.format(net=net)))
     return cases
+
+
+def _ours_prio(torch_prio: float, algo: str) -> float:
+    """A network row of ours: right after torch's headline rows when it is a headline row
+    itself (HEADLINE_OURS orders our algorithms), else with torch's row of the same shape."""
+    return HEADLINE_OURS[algo] if torch_prio == 0 else torch_prio
 
 
 # ----------------------------------------------------------------------------------------
@@ -497,8 +502,8 @@ def _conv_case(case: Case, device: str, cfg: dict) -> dict:
             return vk.conv3x3(a[0], a[1], a[2], relu=relu, pool=pool, algo=algo)
 
     extra = {}
-    with fp32_math(p.get("math", "-")), _env("VGGKERN_IMPLICIT_GEMM_TILE", p.get("tile")), \
-            _env("VGGKERN_IMPLICIT_GEMM_NCHW_Y", p.get("nchw_y")):
+    with fp32_math(p.get("math", "-")), env_var("VGGKERN_IMPLICIT_GEMM_TILE", p.get("tile")), \
+            env_var("VGGKERN_IMPLICIT_GEMM_NCHW_Y", p.get("nchw_y")):
         probe = make_inputs()
         try:
             y = fn(probe)
@@ -574,7 +579,7 @@ def _layout_case(case: Case, device: str, cfg: dict) -> dict:
 
 
 @contextlib.contextmanager
-def _env(name: str, value: str | None):
+def env_var(name: str, value: str | None):
     """Sets an environment variable for the block (value None: leaves it alone)."""
     if value is None:
         yield
@@ -637,7 +642,7 @@ def _network_case(case: Case, device: str, cfg: dict) -> dict:
         if vk is None or not hasattr(vk, net):
             raise SkipCase(NO_NET_REASON.format(net=net))
     extra = {}
-    tile = _env("VGGKERN_IMPLICIT_GEMM_TILE", p.get("tile"))  # a wgmma policy, for every launch below
+    tile = env_var("VGGKERN_IMPLICIT_GEMM_TILE", p.get("tile"))  # a wgmma policy, for every launch below
     run_tables = _run_tables(p.get("tables"))  # or this run's own tables
     if run_tables is not None:
         extra.update(tables_tiles=len(run_tables["tiles"]), tables_auto=len(run_tables["auto"]))
@@ -685,7 +690,7 @@ def _network_case(case: Case, device: str, cfg: dict) -> dict:
                     inner()
         if p.get("tile"):
             def call(inner=call, policy=p["tile"]):  # ... on the same tiles
-                with _env("VGGKERN_IMPLICIT_GEMM_TILE", policy):
+                with env_var("VGGKERN_IMPLICIT_GEMM_TILE", policy):
                     inner()
         if run_tables is not None:
             def call(inner=call):  # ... and tables

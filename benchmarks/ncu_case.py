@@ -23,7 +23,7 @@ import torch.nn.functional as F
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # run as a script
 import vggkern  # noqa: E402
 from benchmarks.cases import IMPLICIT_GEMM_TILES  # noqa: E402  (less those a failed wgmma probe excludes)
-from benchmarks.cases import _env  # noqa: E402  (sets a variable for a block)
+from benchmarks.cases import env_var  # noqa: E402  (sets a variable for a block)
 
 # name, C, K, H=W
 LAYERS = (("conv3_2", 256, 256, 56), ("conv5_1", 512, 512, 14))
@@ -33,7 +33,7 @@ BATCH = 64
 def calls(x, w, b):
     """(label, fn) of what is profiled for one layer."""
     def ours(tile=None):
-        with _env("VGGKERN_IMPLICIT_GEMM_TILE", tile):  # None: as it is
+        with env_var("VGGKERN_IMPLICIT_GEMM_TILE", tile):  # None: as it is
             return vggkern.conv3x3(x, w, b, relu=True, algo="implicit_gemm")
     fns = [("ours implicit_gemm (default tile)", ours)]
     # (The emulator runs the wgmma tiles too: on the CPU, the wiring is tested with them.)

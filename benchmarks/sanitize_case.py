@@ -32,7 +32,7 @@ import torch.nn.functional as F
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # run as a script
 import vggkern  # noqa: E402
-from benchmarks.cases import IMPLICIT_GEMM_TILES  # noqa: E402  (less those a failed wgmma probe excludes)
+from benchmarks.cases import IMPLICIT_GEMM_TILES, env_var  # noqa: E402  (tiles: less those a failed wgmma probe excludes)
 
 MISMATCH = 4
 DTYPES = (torch.float16, torch.float32, torch.bfloat16)
@@ -84,15 +84,7 @@ def main(argv=None):
               itertools.product((True, False), ((True, True), (False, False), (True, False)), DTYPES)]
     rounds = rounds[:args.rounds] if args.rounds is not None else rounds
     total = len(rounds) * len(runs)
-    saved = {k: os.environ.get(k) for k in ("VGGKERN_IMPLICIT_GEMM_TILE", "VGGKERN_IMPLICIT_GEMM_SPLIT_K")}
-    try:
-        ran, skipped, bad = _conv_cases(rounds, runs, args.deadline, g, bad)
-    finally:
-        for k, v in saved.items():
-            if v is None:
-                os.environ.pop(k, None)
-            else:
-                os.environ[k] = v
+    ran, skipped, bad = _conv_cases(rounds, runs, args.deadline, g, bad)
     torch.cuda.synchronize()
     cut = f", {total - ran - skipped} not started (past the deadline)" if ran + skipped < total else ""
     print(f"conv3x3: {ran} of {total} cases run, {skipped} refused{cut}")
@@ -106,14 +98,13 @@ def _conv_cases(rounds, runs, deadline, g, bad):
     for (dt, cl, (relu, pool)), (algo, tile, split) in itertools.product(rounds, runs):
         if deadline is not None and time.time() > deadline:
             break
-        os.environ["VGGKERN_IMPLICIT_GEMM_TILE"] = tile
-        os.environ["VGGKERN_IMPLICIT_GEMM_SPLIT_K"] = split
         x = torch.randn(2, 17, 13, 10, generator=g).to(dt)
         w = (torch.randn(19, 17, 3, 3, generator=g) * 0.1).to(dt)
         b = torch.randn(19, generator=g).to(dt)
         label = f"conv3x3 {algo} tile={tile or '-'} split={split or '-'} {dt} cl={cl} relu={relu} pool={pool}"
         try:
-            y = vggkern.conv3x3(_on_gpu(x, cl), _on_gpu(w), _on_gpu(b), relu=relu, pool=pool, algo=algo)
+            with env_var("VGGKERN_IMPLICIT_GEMM_TILE", tile), env_var("VGGKERN_IMPLICIT_GEMM_SPLIT_K", split):
+                y = vggkern.conv3x3(_on_gpu(x, cl), _on_gpu(w), _on_gpu(b), relu=relu, pool=pool, algo=algo)
         except (ValueError, NotImplementedError) as e:  # a refused combination, not a fault
             print(f"{label}: not supported ({str(e)[:100]})")
             skipped += 1

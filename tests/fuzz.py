@@ -29,7 +29,7 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path[:0] = [HERE, os.path.dirname(HERE)]  # test_conv3x3, and the repository (benchmarks)
 import vggkern  # noqa: E402
 from benchmarks.cases import PREPARED_WEIGHT  # noqa: E402  (the weight prepared once, by algo)
-from benchmarks.cases import _env as env  # noqa: E402  (sets a variable for a block; None: as it is)
+from benchmarks.cases import env_var as env  # noqa: E402  (sets a variable for a block; None: as it is)
 from test_conv3x3 import K_FACTOR, TF32_ALGOS, _check, _errors, _torch_forward  # noqa: E402
 
 LAYOUTS = ("nchw", "channels_last", "sliced", "permuted", "offset")
