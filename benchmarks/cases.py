@@ -113,6 +113,21 @@ class SkipCase(Exception):
     """This case cannot run here; the message says why."""
 
 
+# A row of ours also says whether its result is right (``accuracy_ok``): a fast kernel that
+# computes garbage is a failure, not a result. A gate against wrong results, not the test
+# of our accuracy (tests/ holds that, against float64): its error against torch in fp32
+# without TF32 (conv, network), or equality with torch's result (maxpool, layout).
+# fp16/bf16 and TF32 convs of VGG's shapes are ~1e-3 off, fp32 ones ~1e-6; a wrong kernel ~1.
+REL_ERR_BOUND = {"fp32": 1e-3, "low": 5e-2}  # low: fp16, bf16, fp32 as TF32
+NET_ERR_K = 4  # a network of ours: within NET_ERR_K x torch's own error at the dtype (or 1e-3)
+
+
+def conv_err_bound(dtype: str, algo_ran: str) -> float:
+    """The gate on a conv row's rel_err_vs_fp32, by the algorithm that ran: fp32 on the CUDA
+    cores, or at a lower precision (fp16, bf16, or fp32 on the tensor cores: TF32)."""
+    return REL_ERR_BOUND["fp32" if dtype == "fp32" and algo_ran != "implicit_gemm" else "low"]
+
+
 @dataclass(frozen=True)
 class Case:
     group: str                    # conv | maxpool | network
@@ -507,7 +522,7 @@ def _conv_case(case: Case, device: str, cfg: dict) -> dict:
         probe = make_inputs()
         try:
             y = fn(probe)
-        except Exception as e:  # noqa: BLE001
+        except (ValueError, NotImplementedError) as e:  # a refusal; anything else (a fault) fails the case
             if case.impl == "torch":
                 raise
             raise SkipCase(f"algo {p['algo']!r} does not run this case: {type(e).__name__}: {str(e)[:200]}") from e
@@ -519,6 +534,8 @@ def _conv_case(case: Case, device: str, cfg: dict) -> dict:
                 ref = F.conv2d(x32, w32, b32, padding=1)
                 ref = F.max_pool2d(F.relu(ref), 2, 2) if pool else (F.relu(ref) if relu else ref)
             extra["rel_err_vs_fp32"] = float((y.float() - ref).norm() / ref.norm().clamp_min(1e-30))
+            extra["algo_ran"] = vk.resolve_algo(probe[0], k, pool=pool, algo=algo)  # what "auto" ran
+            extra["accuracy_ok"] = extra["rel_err_vs_fp32"] <= conv_err_bound(p["dtype"], extra["algo_ran"])
         del y
         t = _measure(fn, make_inputs, device, cfg)
         extra["_host_call"] = _host_call(fn, probe, device, p.get("math", "-"))
@@ -531,28 +548,36 @@ def _conv_case(case: Case, device: str, cfg: dict) -> dict:
 def _maxpool_case(case: Case, device: str, cfg: dict) -> dict:
     p = case.p
     n, c, h, dt, layout = p["N"], p["C"], p["H"], DTYPES[p["dtype"]], p["layout"]
-    if case.impl == "torch":
-        def fn(a):
-            return F.max_pool2d(a, 2, 2)
-    else:
+    def torch_fn(a):
+        return F.max_pool2d(a, 2, 2)
+
+    fn = torch_fn
+    if case.impl != "torch":
         vk = _vggkern()
         if vk is None or not hasattr(vk, "maxpool2x2"):
             raise SkipCase("vggkern.maxpool2x2 is not importable")
         fn = vk.maxpool2x2
 
-    return _bandwidth_case(case, device, cfg, fn, (n, c, h, h), dt, layout,
+    return _bandwidth_case(case, device, cfg, fn, torch_fn, (n, c, h, h), dt, layout,
                            elements_moved=n * c * h * h + n * c * (h // 2) * (h // 2))
 
 
-def _bandwidth_case(case, device, cfg, fn, shape, dt, layout, elements_moved):
+def _bandwidth_case(case, device, cfg, fn, torch_fn, shape, dt, layout, elements_moved):
     """A memory-bound case (maxpool, layout): fn timed on x of `shape` rotated over memory,
-    reported in GB/s of the elements it reads and writes, against the HBM peak."""
+    reported in GB/s of the elements it reads and writes, against the HBM peak. Ours must
+    give torch_fn's result to the bit (accuracy_ok: both only move and compare values)."""
     def make_inputs():
         return _rand(shape, dt, device, layout)
 
+    extra = {}
+    if case.impl != "torch":
+        probe = make_inputs()
+        y, want = fn(probe), torch_fn(probe)
+        extra["accuracy_ok"] = y.shape == want.shape and y.stride() == want.stride() and torch.equal(y, want)
+        del y, want, probe
     t = _measure(fn, make_inputs, device, cfg)
     nbytes = elements_moved * torch.empty((), dtype=dt).element_size()
-    extra = {"bytes": nbytes, "math_peak": "bw", "_host_call": _host_call(fn, make_inputs(), device)}
+    extra.update({"bytes": nbytes, "math_peak": "bw", "_host_call": _host_call(fn, make_inputs(), device)})
     return _finish(case, device, t, extra, gbytes=nbytes / 1e9)
 
 
@@ -562,20 +587,22 @@ def _layout_case(case: Case, device: str, cfg: dict) -> dict:
     p = case.p
     n, c, h, dt, layout = p["N"], p["C"], p["H"], DTYPES[p["dtype"]], p["layout"]
     cp = (c + 7) // 8 * 8
-    if case.impl == "torch":
-        def fn(a):
-            if cp == c:
-                return a.contiguous(memory_format=torch.channels_last)
-            out = torch.empty((n, cp, h, h), dtype=dt, device=a.device, memory_format=torch.channels_last)
-            out[:, c:].zero_()
-            out[:, :c].copy_(a)
-            return out
-    else:
+    def torch_fn(a):
+        if cp == c:
+            return a.contiguous(memory_format=torch.channels_last)
+        out = torch.empty((n, cp, h, h), dtype=dt, device=a.device, memory_format=torch.channels_last)
+        out[:, c:].zero_()
+        out[:, :c].copy_(a)
+        return out
+
+    fn = torch_fn
+    if case.impl != "torch":
         fn = _tensor_core_input()
         if fn is None:
             raise SkipCase(NO_LAYOUT_REASON)
 
-    return _bandwidth_case(case, device, cfg, fn, (n, c, h, h), dt, layout, elements_moved=n * (c + cp) * h * h)
+    return _bandwidth_case(case, device, cfg, fn, torch_fn, (n, c, h, h), dt, layout,
+                           elements_moved=n * (c + cp) * h * h)
 
 
 @contextlib.contextmanager
@@ -660,6 +687,8 @@ def _network_case(case: Case, device: str, cfg: dict) -> dict:
         backend = vk.cpu_backend("emulator")
         extra["cpu_backend"] = "emulator"
     with tile, _using_tables(run_tables), backend, torch.inference_mode(), fp32_math(p.get("math", "-")):
+        if case.impl != "torch":
+            extra.update(_network_accuracy(model, net, (n, 3, res, res), layout, p.get("math", "-")))
         fn = model
         if mode == "compile":
             if device != "cuda":
@@ -702,6 +731,46 @@ def _network_case(case: Case, device: str, cfg: dict) -> dict:
     return _finish(case, device, t, extra, tflop=flops / 1e12)
 
 
+_NET_REFS = {}  # (net, weights, shape, dtype, layout, math, device) -> (x, torchvision's logits: fp32, same dtype)
+
+
+def _network_accuracy(model, net: str, shape, layout: str, math: str) -> dict:
+    """Our network's logits against torchvision's with the same weights, on a seeded x of
+    `shape` in the model's dtype and device: its relative error against torchvision in
+    fp32 without TF32, and torchvision's own at that dtype and layout under the row's math;
+    accuracy_ok: ours within NET_ERR_K times torch's (or 1e-3). Eager (a graph row replays
+    the same kernels). torchvision's two results are kept per weights (a fingerprint: the
+    sums of the first and last parameters), shape, dtype, layout and math: a network row
+    costs seconds of GPU time, and VGG16's headline rows (modes, tile policies) share them.
+    In the caller's inference mode."""
+    params = list(model.parameters())
+    p0 = params[0]
+    weights = tuple(float(t.double().sum()) for t in (params[0], params[-1]))
+    key = (net, weights, tuple(shape), p0.dtype, layout, math, p0.device)
+    if key not in _NET_REFS:
+        x = _fmt(torch.randn(shape, generator=torch.Generator().manual_seed(0)).to(p0.device, p0.dtype), layout)
+        ref_model = copy.deepcopy(_cpu_model(net, "torch")).to(p0.device)
+        ref_model.load_state_dict(model.state_dict())  # ours holds torchvision's state_dict (cast: exact)
+        with fp32_math("ieee"), _setting(torch.backends.cudnn, "benchmark", False):
+            ref = ref_model(x.float())
+        same_model = ref_model.to(dtype=p0.dtype)
+        if layout == "cl":
+            same_model = same_model.to(memory_format=torch.channels_last)
+        with fp32_math(math):
+            same = same_model(x).float()
+        del ref_model, same_model
+        _NET_REFS[key] = (x.cpu(), ref, same)  # x kept on the host: 77 MB at VGG's batch 128
+    x, ref, same = _NET_REFS[key]
+    y = model(x.to(p0.device)).float()
+
+    def err(a):
+        return float((a - ref).norm() / ref.norm().clamp_min(1e-30))
+
+    ours, theirs = err(y), err(same)
+    return {"rel_err_vs_fp32": ours, "torch_rel_err_vs_fp32": theirs,
+            "accuracy_ok": ours <= max(NET_ERR_K * theirs, REL_ERR_BOUND["fp32"])}
+
+
 def _host_call(fn, inputs, device, math="-", inference=False):
     """One synchronized call, for pytest-benchmark's own (host-clock) rounds."""
     def call():
@@ -732,6 +801,19 @@ def _finish(case, device, t, extra, tflop=None, gbytes=None):
 
 
 RUNNERS = {"conv": _conv_case, "maxpool": _maxpool_case, "layout": _layout_case, "network": _network_case}
+
+
+def wrong_result(row: dict) -> str | None:
+    """Why a timed row of ours is wrong (its accuracy_ok is False), or None. The row is
+    still recorded (what ran, and how fast) but its case fails, and neither the report's
+    "best ours" nor tune.py takes it."""
+    if row.get("accuracy_ok") is not False:
+        return None
+    if "rel_err_vs_fp32" in row:
+        theirs = row.get("torch_rel_err_vs_fp32")
+        return (f"wrong result: rel err vs torch fp32 {row['rel_err_vs_fp32']:.3g}"
+                + (f" (torch's at this dtype: {theirs:.3g})" if theirs is not None else ""))
+    return "wrong result: differs from torch's"
 
 
 def default_cfg(quick: bool = False) -> dict:

@@ -20,6 +20,7 @@ from benchmarks.cases import Case
 
 TIERS = {"smoke": ("smoke",), "quick": ("quick",), "full": ("quick", "full")}
 _SKIPPED = []
+_FAILED = []  # {"id", "error"}: cases that raised, or whose result was wrong (as benchmarks.run lists them)
 
 
 def pytest_addoption(parser):
@@ -102,6 +103,7 @@ class _BenchmarkHooks:
     def pytest_benchmark_update_json(config, benchmarks, output_json):
         output_json["vggkern_bench_set"] = config._vk_set
         output_json["vggkern_skipped"] = list(_SKIPPED)
+        output_json["vggkern_failed"] = list(_FAILED)
 
 
 class _NoBenchmark:
@@ -128,7 +130,7 @@ def _get_benchmark(request):
 def run_bench(request):
     """run_bench(case): time the case, put its row in benchmark.extra_info, or skip."""
     from . import journal, timing
-    from .cases import SkipCase, run_case, default_cfg
+    from .cases import SkipCase, default_cfg, run_case, wrong_result
 
     def run(case):
         config = request.config
@@ -142,6 +144,9 @@ def run_bench(request):
         except SkipCase as e:
             _SKIPPED.append({"id": case.id, "reason": str(e)})
             pytest.skip(str(e))
+        except Exception as e:
+            _FAILED.append({"id": case.id, "error": f"{type(e).__name__}: {str(e)[:300]}"})
+            raise
         host_call = row.pop("_host_call", None)
         journal.record(case, row, lambda: timing.environment("cpu" if case.tier == "smoke" else "cuda"),
                        config._vk_set)
@@ -151,6 +156,10 @@ def run_bench(request):
         # pytest-benchmark's own host-clock rounds (synchronized calls): secondary; the
         # reported numbers are the CUDA-event median/IQR in extra_info.
         vk_benchmark.pedantic(host_call or (lambda: None), rounds=3 if case.tier != "smoke" else 1, iterations=1)
+        wrong = wrong_result(row)
+        if wrong:  # recorded above (what ran, how fast), but a wrong result fails the case
+            _FAILED.append({"id": case.id, "error": wrong})
+            pytest.fail(f"{case.id}: {wrong}", pytrace=False)
         return row
 
     return run

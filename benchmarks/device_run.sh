@@ -195,7 +195,7 @@ done
 # What limits implicit_gemm, read rather than modelled: Nsight Compute on our kernel
 # (default tile, and wg128x128 where it runs) and cuDNN's on VGG16's conv3_2 and conv5_1,
 # fp16 channels_last, batch 64 (benchmarks/ncu_case.py), with the clocks left alone
-# (METHOD.md). Writes ncu.ncu-rep, ncu.csv (details page), ncu.md (benchmarks/ncu_summary.py)
+# (the device tool's METHOD.md). Writes ncu.ncu-rep, ncu.csv (details page), ncu.md (benchmarks/ncu_summary.py)
 # and ncu.log. At most 75 s, taken from the benchmarks' time. VGGKERN_RUN_NCU=0 skips it.
 NCU=$(command -v ncu || true)
 [ -z "$NCU" ] && [ -n "${CUDA_HOME:-}" ] && [ -x "$CUDA_HOME/bin/ncu" ] && NCU=$CUDA_HOME/bin/ncu

@@ -99,7 +99,7 @@ def impl_label(r):
         s += f" [{r['tile']}]"
     if r.get("tables"):
         s += " [this run's tables]"
-    return s + " " + baseline_label(r)
+    return s + " " + baseline_label(r) + (" **WRONG**" if wrong(r) else "")
 
 
 def is_sweep(r):
@@ -120,6 +120,12 @@ def is_nchw_converted(r):
     (VGGKERN_IMPLICIT_GEMM_NCHW_Y=convert, the earlier path): timed beside the default,
     whose epilogue writes y NCHW, in a table of its own (nchw_y)."""
     return r.get("nchw_y") == "convert"
+
+
+def wrong(r):
+    """A row of ours whose result was wrong (accuracy_ok False: benchmarks.cases.wrong_result):
+    listed, never "best ours"."""
+    return r.get("accuracy_ok") is False
 
 
 def set_apart(r):
@@ -187,7 +193,8 @@ def best_torch_and_ours(rows):
             groups[problem_key(r)].append(r)
     for g in groups.values():
         best = (min((r for r in g if r["impl"] == "torch"), key=lambda r: r["median_s"], default=None),
-                min((r for r in g if r["impl"] != "torch" and not set_apart(r)), key=lambda r: r["median_s"],
+                min((r for r in g if r["impl"] != "torch" and not set_apart(r) and not wrong(r)),
+                    key=lambda r: r["median_s"],
                     default=None))
         if best != (None, None):
             yield best
@@ -202,7 +209,7 @@ def tile_order(tile: str):
 def tile_sweep(rows):
     """implicit_gemm's time per forced tile, per layer and batch, and the default's: one
     table per dtype (fp16: every tile; fp32 with TF32: the rule's tile and the wgmma ones)."""
-    sweep = [r for r in rows if r["group"] == "conv" and is_sweep(r) and timed(r)]
+    sweep = [r for r in rows if r["group"] == "conv" and is_sweep(r) and timed(r) and not wrong(r)]
     default = {problem_key(r): r for r in rows if r["group"] == "conv" and r["impl"] != "torch"
                and r.get("algo") == "implicit_gemm" and not is_sweep(r) and r.get("layout") == "cl"}
     lines = []
@@ -348,7 +355,7 @@ def full_tables(rows):
                   "| --- " * (len(keys) + 1) + "| ---: | ---: | ---: | ---: | " + ("---: | " if extra else "")
                   + "---: | --- |"]
         for r in rs:
-            cells = [r["impl"]] + [str(r.get(k, "")) for k in keys] + [
+            cells = [r["impl"] + (" **WRONG**" if wrong(r) else "")] + [str(r.get(k, "")) for k in keys] + [
                 _us(r["median_s"]), _us(r["iqr_s"]), rate(r), _f(r.get("pct_peak"), "{:.1f}%")]
             if group == "network":
                 cells.append(_f(r.get("images_per_s"), "{:.0f}"))

@@ -50,7 +50,7 @@ def main(argv=None):
     cfg = default_cfg(quick=bench_set == "quick")
     results, skipped, failed = [], [], []
     t_start = time.time()
-    from .cases import run_case
+    from .cases import run_case, wrong_result
     for i, case in enumerate(cases):
         if deadline is not None and time.time() + case.cost_s > deadline:
             skipped.append({"id": case.id, "reason": "time budget exhausted"})
@@ -69,6 +69,10 @@ def main(argv=None):
         results.append(journal.entry(case, row))
         journal.record(case, row, env, bench_set)
         print(f"[{i + 1}/{len(cases)}] {case.id}: {med * 1e6:.1f} us (IQR {row['iqr_s'] * 1e6:.1f})", flush=True)
+        wrong = wrong_result(row)
+        if wrong:  # timed and recorded, but a failure
+            failed.append({"id": case.id, "error": wrong})
+            print(f"  FAILED: {wrong}", flush=True)
     out = {"machine_info": {"vggkern_env": env}, "commit_info": {"id": env.get("git_commit")},
            "benchmarks": results, "datetime": datetime.datetime.now(datetime.timezone.utc).isoformat(),
            "version": "vggkern-benchmarks-run", "vggkern_bench_set": bench_set,

@@ -112,9 +112,11 @@ def _conv_cases(rounds, runs, deadline, g, bad):
         ref = F.conv2d(x.double(), w.double(), b.double(), padding=1)
         ref = F.relu(ref) if relu else ref
         ref = F.max_pool2d(ref, 2, 2) if pool else ref
-        err = float((y.cpu().double() - ref).norm() / ref.norm())
+        # Per element (a single wrong one counts), against the largest: 16-bit outputs round
+        # at 2^-8 of themselves, TF32 sums of 17 x 9 terms are ~1e-3 off.
+        err = float((y.cpu().double() - ref).abs().max() / ref.abs().max())
         ran += 1
-        if not err < 5e-2:
+        if not err < 1e-2:
             print(f"{label}: MISMATCH, rel err {err:.3g}")
             bad += 1
     return ran, skipped, bad

@@ -366,7 +366,7 @@ def test_torch_compile_fullgraph(device):
     torch.testing.assert_close(compiled(xc, w1, b1, w2, b2), block(xc, w1, b1, w2, b2), rtol=0, atol=0)
 
 
-AUTOCAST_CASES = [("cpu", torch.bfloat16)] + [pytest.param("cuda", d, marks=DEVICES[1].marks)
+AUTOCAST_CASES = [("cpu", torch.bfloat16), ("cpu", torch.float16)] + [pytest.param("cuda", d, marks=DEVICES[1].marks)
                                                  for d in (torch.float16, torch.bfloat16)]
 
 

@@ -1,0 +1,117 @@
+"""The benchmarks' gate on wrong results: a row of ours records whether its result is
+right (accuracy_ok), a wrong one fails its case (still recorded), a fault fails it (is
+not a skip), and neither the report's "best ours" nor tune.py takes a wrong row. Run on
+the CPU smoke cases (our kernels through the emulator), with the kernel made wrong here."""
+import json
+import os
+import sys
+
+import pytest
+import torch
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+cases = pytest.importorskip("benchmarks.cases")
+vggkern = pytest.importorskip("vggkern")
+if cases.conv_algorithms() is None:
+    pytest.skip("vggkern.conv3x3 is not importable", allow_module_level=True)
+
+CFG = dict(cases.default_cfg(), cpu_repeats=1)
+
+
+def _smoke(group, algo=None, **p):
+    found = [c for c in cases.build_cases() if c.tier == "smoke" and c.impl == "vggkern" and c.group == group
+             and (algo is None or c.p.get("algo") == algo) and all(c.p.get(k) == v for k, v in p.items())]
+    assert len(found) == 1, [c.id for c in found]
+    return found[0]
+
+
+@pytest.mark.parametrize("algo", ["direct", "auto", "winograd_f4x4", "implicit_gemm"])
+def test_a_conv_row_says_whether_its_result_is_right(algo, monkeypatch):
+    case = _smoke("conv", algo, weight=None, nchw_y=None)
+    row = cases.run_case(case, CFG)
+    assert row["accuracy_ok"] is True and cases.wrong_result(row) is None
+    ran = row["algo_ran"]
+    assert ran == (algo if algo != "auto" else vggkern.resolve_algo(torch.empty(1, 8, 8, 8), 8, pool=True))
+    # fp32 on the CUDA cores is held to 1e-3; TF32 (implicit_gemm) to the 16-bit bound
+    off = 1.01 if ran != "implicit_gemm" else 1.2
+    real = vggkern.conv3x3
+    monkeypatch.setattr(vggkern, "conv3x3", lambda *a, **k: real(*a, **k) * off)
+    row = cases.run_case(case, CFG)
+    assert row["accuracy_ok"] is False and row["rel_err_vs_fp32"] == pytest.approx(off - 1, rel=0.1)
+    assert cases.wrong_result(row).startswith("wrong result: rel err vs torch fp32")
+
+
+def test_a_fault_fails_the_case_and_a_refusal_skips_it(monkeypatch):
+    case = _smoke("conv", "direct", weight=None)
+
+    def fault(*a, **k):
+        raise RuntimeError("CUDA error: an illegal memory access was encountered")
+    monkeypatch.setattr(vggkern, "conv3x3", fault)
+    with pytest.raises(RuntimeError, match="illegal memory access"):
+        cases.run_case(case, CFG)
+
+    def refusal(*a, **k):
+        raise ValueError("vggkern.conv3x3: algo \"direct\" does not run this")
+    monkeypatch.setattr(vggkern, "conv3x3", refusal)
+    with pytest.raises(cases.SkipCase, match="does not run this case: ValueError"):
+        cases.run_case(case, CFG)
+
+
+@pytest.mark.parametrize("group", ["maxpool", "layout"])
+def test_a_memory_bound_row_must_equal_torchs_result(group, monkeypatch):
+    case = _smoke(group)
+    assert cases.run_case(case, CFG)["accuracy_ok"] is True
+    if group == "maxpool":
+        real = vggkern.maxpool2x2
+        monkeypatch.setattr(vggkern, "maxpool2x2", lambda x: real(x).clone().index_fill_(1, torch.tensor([3]), 0.5))
+    else:
+        real = cases._tensor_core_input()
+        monkeypatch.setattr(cases, "_tensor_core_input", lambda: lambda x: real(x).contiguous())  # NCHW, not NHWC
+    row = cases.run_case(case, CFG)
+    assert row["accuracy_ok"] is False and cases.wrong_result(row) == "wrong result: differs from torch's"
+
+
+def test_a_network_is_held_to_torchs_own_error():
+    """Our VGG16 against torchvision's with the same weights (torch's ops on the CPU here:
+    the network case runs ours through the emulator, which is covered by the smoke pass)."""
+    model = vggkern.vgg16().eval()
+    shape = (1, 3, 32, 32)
+    with torch.inference_mode():
+        ok = cases._network_accuracy(model, "vgg16", shape, "nchw", "-")
+        assert ok["accuracy_ok"] is True and ok["rel_err_vs_fp32"] < 1e-5
+        half = cases._network_accuracy(model.to(torch.bfloat16), "vgg16", shape, "cl", "-")
+        assert half["accuracy_ok"] is True and 1e-4 < half["torch_rel_err_vs_fp32"] < 0.2, half
+        model = vggkern.vgg16().eval()  # other weights: not the first call's references
+        right = cases._network_accuracy(model, "vgg16", shape, "nchw", "-")["rel_err_vs_fp32"]
+        real = model.forward
+        model.forward = lambda a: real(a) * 1.05
+        bad = cases._network_accuracy(model, "vgg16", shape, "nchw", "-")
+    assert right < 1e-5
+    assert bad["accuracy_ok"] is False and bad["rel_err_vs_fp32"] == pytest.approx(0.05, rel=1e-3)
+    assert "torch's at this dtype" in cases.wrong_result(bad)
+
+
+def test_the_runner_records_a_wrong_row_and_fails(monkeypatch, tmp_path):
+    from benchmarks import run
+
+    real = vggkern.maxpool2x2
+    monkeypatch.setattr(vggkern, "maxpool2x2", lambda x: real(x) + 1)
+    out = tmp_path / "r.json"
+    assert run.main(["--set", "smoke", "--filter", "maxpool-vggkern", "--json", str(out)]) == 1
+    data = json.loads(out.read_text())
+    (row,) = data["benchmarks"]
+    assert row["extra_info"]["accuracy_ok"] is False
+    assert [f["error"] for f in data["vggkern_failed"]] == ["wrong result: differs from torch's"]
+
+
+def test_a_wrong_row_is_never_best_ours_nor_tuned(tmp_path):
+    from benchmarks import report, tune
+    from tests.test_bench_report import row, write
+
+    fast_wrong = row("vggkern", 0.5e-3, algo="implicit_gemm", accuracy_ok=False, rel_err_vs_fp32=0.9)
+    right = row("vggkern", 1.0e-3, algo="direct", accuracy_ok=True, rel_err_vs_fp32=1e-3)
+    text, rows, _ = report.render(write(tmp_path / "r.json", [row("torch", 1.5e-3, layout="cl"), fast_wrong, right]))
+    best = [o for _, o in report.best_torch_and_ours(rows)]
+    assert [o["algo"] for o in best] == ["direct"]
+    assert "**WRONG**" in text and "1.50×" in text
+    assert not tune._trusted(dict(fast_wrong, rel_err_vs_fp32=1e-3)) and tune._trusted(right)
