@@ -18,6 +18,7 @@ each other (a tie at that precision).
 """
 import copy
 import os
+import re
 import subprocess
 import sys
 
@@ -1000,6 +1001,27 @@ def test_conv3x3_is_a_conv2d_drop_in():
             Conv3x3.from_conv2d(conv)
     with pytest.raises(ValueError, match='Conv3x3: unknown algo "winograd"; expected one of "auto", "direct"'):
         Conv3x3(3, 4, algo="winograd")
+    # algo: a str, said by the entry that was called
+    for call, op in [(lambda a: Conv3x3(3, 4, algo=a), "Conv3x3"),
+                     (lambda a: Conv3x3.from_conv2d(nn.Conv2d(3, 4, 3, padding=1), algo=a), "Conv3x3.from_conv2d"),
+                     (lambda a: vggkern.vgg11(algo=a), "vggkern.vgg11"),
+                     (lambda a: vggkern.convert(nn.Conv2d(3, 4, 3, padding=1), algo=a), "vggkern.convert"),
+                     (lambda a: vggkern.from_torchvision(torchvision.models.vgg11(), algo=a),
+                      "vggkern.from_torchvision")]:
+        with pytest.raises(TypeError, match=f"^{_re(op)}: expected algo to be a str, got None$"):
+            call(None)
+        with pytest.raises(ValueError, match=f'^{_re(op)}: unknown algo "fast"'):
+            call("fast")
+    # The kernels run float32/float16/bfloat16: a float64 (or complex) conv is not theirs
+    for dtype in (torch.float64, torch.complex64):
+        with pytest.raises(ValueError, match=f"Conv3x3: expected dtype float32, float16 or bfloat16 .*got {dtype}"):
+            Conv3x3(3, 4, dtype=dtype)
+        conv = nn.Conv2d(3, 4, 3, padding=1, dtype=dtype)
+        with pytest.raises(ValueError, match=f"cannot replace .*: its weight is {dtype}: the kernels run float32, "
+                                             "float16 and bfloat16"):
+            Conv3x3.from_conv2d(conv)
+        model, report = vggkern.convert(nn.Sequential(conv, nn.ReLU()))
+        assert type(model[0]) is nn.Conv2d and report.replaced == {} and "its weight is" in report.skipped["0"]
     # nn.Conv2d's third argument is kernel_size; ours is bias, and only a bool is taken.
     for args, kwargs, msg in [((5, 7, 3), {}, r"expected bias to be a bool, got 3 \(the kernel is always 3x3"),
                               ((5, 7), {"relu": "no"}, "expected relu to be a bool, got 'no'"),
@@ -1404,9 +1426,27 @@ def test_command_line_refuses_bad_values(tmp_path, capsys, monkeypatch):
                         (["--device", "gpu7"], "python -m vggkern classify:")]:
         assert main(["classify", str(image), "--weights", str(vgg11_file)] + extra) == 2, extra
         assert says in capsys.readouterr().err, extra
-    for weights, says in [(vgg11_file, "state_dict"), (not_a_checkpoint, "is not a saved state_dict torch.load can read")]:
+    checkpoint = tmp_path / "ckpt.pt"  # a training checkpoint: the state_dict and more, in a dict
+    torch.save({"state_dict": torchvision.models.vgg16().state_dict(), "epoch": 3}, checkpoint)
+    for weights, says in [(vgg11_file, "state_dict"), (not_a_checkpoint, "is not a saved state_dict torch.load can read"),
+                          (checkpoint, "its entry 'state_dict' is of type OrderedDict: a checkpoint? pass its "
+                                       "state_dict (torch.save(ckpt['state_dict'], path))")]:
         assert main(["classify", str(image), "--weights", str(weights), "--device", "cpu"]) == 2, weights
         assert says in capsys.readouterr().err, weights
+
+
+@pytest.mark.parametrize("entry,says", [
+    ("epoch", "its entry 'epoch' is of type int"),
+    ("features.0.bias", "its entry 'features.0.bias' is a tensor of dtype torch.complex64"),
+    ("classifier.6.weight", "its entry 'classifier.6.weight' is a tensor of dtype torch.int64")])
+def test_a_weights_file_of_other_than_float_tensors_is_refused_by_name(entry, says, tmp_path):
+    state = torchvision.models.vgg11().state_dict()
+    state[entry] = {"epoch": 3, "features.0.bias": torch.zeros(64, dtype=torch.complex64),
+                    "classifier.6.weight": torch.zeros(1000, 4096, dtype=torch.int64)}[entry]
+    torch.save(state, tmp_path / "w.pt")
+    with pytest.raises(ValueError, match=r"vggkern.vgg11: expected weights '.*w.pt' to hold a state_dict of real "
+                                         r"floating-point tensors; " + re.escape(says)):
+        vggkern.vgg11(weights=str(tmp_path / "w.pt"))
 
 
 def test_main_command_without_gpu(capsys, monkeypatch):

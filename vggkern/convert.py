@@ -142,7 +142,7 @@ def convert(model: nn.Module, algo: str = "auto", inplace: bool = False) -> tupl
     """
     if not isinstance(model, nn.Module):
         raise TypeError(f"vggkern.convert: expected model to be a torch.nn.Module, got {type(model).__name__}")
-    _check_algo(algo)
+    _check_algo(algo, "vggkern.convert")
     _check_flags("vggkern.convert", inplace=inplace)
     if not inplace:
         try:

@@ -17,7 +17,7 @@ from torch.fx._symbolic_trace import is_fx_symbolic_tracing
 
 from . import ops
 from .convert import convert
-from .nn import Conv3x3, FusedSequential, MaxPool2x2, _use_kernels
+from .nn import Conv3x3, FusedSequential, MaxPool2x2, _check_algo, _use_kernels
 
 __all__ = ["VGG", "vgg11", "vgg13", "vgg16", "vgg19", "vgg11_bn", "vgg13_bn", "vgg16_bn", "vgg19_bn",
            "from_torchvision", "CONFIGS"]
@@ -138,6 +138,7 @@ def resolve_weights(arch: str, weights):
 
 def _vgg(arch: str, num_classes: int, weights, algo: str, include_top: bool, progress: bool) -> VGG:
     ops._check_flags(f"vggkern.{arch}", include_top=include_top, progress=progress)
+    _check_algo(algo, f"vggkern.{arch}")
     if not isinstance(num_classes, int) or isinstance(num_classes, bool):
         raise TypeError(f"vggkern.{arch}: expected num_classes to be an int, got {num_classes!r}")
     if num_classes < 1:
@@ -161,6 +162,15 @@ def _vgg(arch: str, num_classes: int, weights, algo: str, include_top: bool, pro
                              f"({type(e).__name__}: {e})") from e
         if not isinstance(state, dict):
             raise ValueError(f"vggkern.{arch}: {weights!r} holds a {type(state).__name__}, not a state_dict")
+        odd = next((k for k, v in state.items() if not isinstance(v, torch.Tensor)
+                    or v.is_complex() or not (v.is_floating_point() or k.endswith("num_batches_tracked"))), None)
+        if odd is not None:
+            hint = (f": a checkpoint? pass its state_dict (torch.save(ckpt[{odd!r}], path))"
+                    if isinstance(state[odd], dict) else "")
+            what = (f"of type {type(state[odd]).__name__}" if not isinstance(state[odd], torch.Tensor)
+                    else f"a tensor of dtype {state[odd].dtype}")
+            raise ValueError(f"vggkern.{arch}: expected weights {weights!r} to hold a state_dict of real "
+                             f"floating-point tensors; its entry {odd!r} is {what}{hint}")
     else:  # torchvision downloads (or finds in its cache) and checks the file
         state = weights.get_state_dict(progress=progress, check_hash=True)
     # Built on the meta device and then given the loaded tensors (as float32 CPU
@@ -224,6 +234,7 @@ def from_torchvision(model: nn.Module, algo: str = "auto") -> VGG:
 
     if not isinstance(model, tvm.VGG):
         raise ValueError(f"vggkern.from_torchvision: expected a torchvision.models.VGG, got {type(model).__name__}")
+    _check_algo(algo, "vggkern.from_torchvision")
     if type(model).forward is not tvm.VGG.forward or "forward" in model.__dict__:
         raise ValueError(f"vggkern.from_torchvision: {type(model).__name__} has a forward of its own; the result "
                          "would run torchvision VGG's (features, avgpool, flatten, classifier) instead")
