@@ -628,7 +628,11 @@ def _cpu_model(net: str, impl: str, algo: str = "auto"):
         import torchvision
         return getattr(torchvision.models, net)(weights=None).eval()
     vk = _vggkern()
-    return getattr(vk, net)(algo=algo).eval()
+    model = getattr(vk, net)(algo=algo).eval()
+    # torchvision's weights: every network row, ours (any algo) and torch's, computes on the
+    # same weights, and ours shares torchvision's references (_network_accuracy) per dtype.
+    model.load_state_dict(_cpu_model(net, "torch").state_dict())
+    return model
 
 
 def _run_tables(which: str | None) -> dict | None:

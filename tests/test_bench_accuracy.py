@@ -115,3 +115,12 @@ def test_a_wrong_row_is_never_best_ours_nor_tuned(tmp_path):
     assert [o["algo"] for o in best] == ["direct"]
     assert "**WRONG**" in text and "1.50×" in text
     assert not tune._trusted(dict(fast_wrong, rel_err_vs_fp32=1e-3)) and tune._trusted(right)
+
+
+def test_network_rows_compute_on_torchvisions_weights():
+    """Ours (whatever algo) and torchvision's network rows run the same weights, so that
+    ours shares torchvision's references (one per dtype, layout and shape) in the run."""
+    tv = cases._cpu_model("vgg11", "torch").state_dict()
+    for algo in ("auto", "direct"):
+        ours = cases._cpu_model("vgg11", "vggkern", algo).state_dict()
+        assert ours.keys() == tv.keys() and all(torch.equal(ours[k], tv[k]) for k in tv), algo
