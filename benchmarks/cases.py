@@ -434,6 +434,14 @@ def _setting(obj, name: str, value):
         setattr(obj, name, old)
 
 
+@contextlib.contextmanager
+def _reference_math():
+    """How the accuracy references are computed: fp32 without TF32, and without cuDNN's
+    autotuning (a second or so per shape, for a reference that is not timed)."""
+    with fp32_math("ieee"), _setting(torch.backends.cudnn, "benchmark", False):
+        yield
+
+
 def _fmt(t: torch.Tensor, layout: str) -> torch.Tensor:
     return t.contiguous(memory_format=torch.channels_last) if layout == "cl" else t.contiguous()
 
@@ -527,9 +535,9 @@ def _conv_case(case: Case, device: str, cfg: dict) -> dict:
                 raise
             raise SkipCase(f"algo {p['algo']!r} does not run this case: {type(e).__name__}: {str(e)[:200]}") from e
         if case.impl == "vggkern":
-            # Accuracy vs torch in fp32 without TF32 (not a test: recorded next to the time),
-            # without cuDNN's autotuning (a second or so per shape: a reference, not timed).
-            with fp32_math("ieee"), _setting(torch.backends.cudnn, "benchmark", False):
+            # Accuracy vs torch in fp32 without TF32: recorded next to the time, and the gate
+            # on a wrong result (accuracy_ok, below).
+            with _reference_math():
                 x32, w32, b32 = (t.float() for t in (probe[0], raw[0], probe[2]))  # the probe is the first
                 ref = F.conv2d(x32, w32, b32, padding=1)
                 ref = F.max_pool2d(F.relu(ref), 2, 2) if pool else (F.relu(ref) if relu else ref)
@@ -755,7 +763,7 @@ def _network_accuracy(model, net: str, shape, layout: str, math: str) -> dict:
         x = _fmt(torch.randn(shape, generator=torch.Generator().manual_seed(0)).to(p0.device, p0.dtype), layout)
         ref_model = copy.deepcopy(_cpu_model(net, "torch")).to(p0.device)
         ref_model.load_state_dict(model.state_dict())  # ours holds torchvision's state_dict (cast: exact)
-        with fp32_math("ieee"), _setting(torch.backends.cudnn, "benchmark", False):
+        with _reference_math():
             ref = ref_model(x.float())
         same_model = ref_model.to(dtype=p0.dtype)
         if layout == "cl":

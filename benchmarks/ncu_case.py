@@ -22,8 +22,8 @@ import torch.nn.functional as F
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # run as a script
 import vggkern  # noqa: E402
-from benchmarks.cases import IMPLICIT_GEMM_TILES  # noqa: E402  (less those a failed wgmma probe excludes)
-from benchmarks.cases import env_var  # noqa: E402  (sets a variable for a block)
+# the tiles (less those a failed wgmma probe excludes), and a variable set for a block
+from benchmarks.cases import IMPLICIT_GEMM_TILES, env_var  # noqa: E402
 
 # name, C, K, H=W
 LAYERS = (("conv3_2", 256, 256, 56), ("conv5_1", 512, 512, 14))

@@ -165,10 +165,9 @@ def _vgg(arch: str, num_classes: int, weights, algo: str, include_top: bool, pro
         odd = next((k for k, v in state.items() if not isinstance(v, torch.Tensor)
                     or v.is_complex() or not (v.is_floating_point() or k.endswith("num_batches_tracked"))), None)
         if odd is not None:
-            hint = (f": a checkpoint? pass its state_dict (torch.save(ckpt[{odd!r}], path))"
-                    if isinstance(state[odd], dict) else "")
-            what = (f"of type {type(state[odd]).__name__}" if not isinstance(state[odd], torch.Tensor)
-                    else f"a tensor of dtype {state[odd].dtype}")
+            v = state[odd]
+            hint = f": a checkpoint? pass its state_dict (torch.save(ckpt[{odd!r}], path))" if isinstance(v, dict) else ""
+            what = f"a tensor of dtype {v.dtype}" if isinstance(v, torch.Tensor) else f"of type {type(v).__name__}"
             raise ValueError(f"vggkern.{arch}: expected weights {weights!r} to hold a state_dict of real "
                              f"floating-point tensors; its entry {odd!r} is {what}{hint}")
     else:  # torchvision downloads (or finds in its cache) and checks the file

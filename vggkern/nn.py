@@ -82,7 +82,7 @@ class Conv3x3(nn.Module):
             raise ValueError(f"Conv3x3: expected in_channels >= 1 and out_channels >= 1, got {in_channels} "
                              f"and {out_channels}")
         _check_algo(algo)
-        if dtype is not None and dtype not in _KERNEL_DTYPES:
+        if dtype is not None and dtype not in ops._FLOAT_DTYPES:
             raise ValueError(f"Conv3x3: expected dtype float32, float16 or bfloat16 (the kernels'), got {dtype}")
         self.in_channels, self.out_channels = in_channels, out_channels
         self.relu, self.pool, self.algo = relu, pool, algo
@@ -408,12 +408,7 @@ def _fusion(layers: list, i: int, *, at_run_time: bool):
 def _check_algo(algo: str, op: str = "Conv3x3") -> None:
     if not isinstance(algo, str):
         raise TypeError(f"{op}: expected algo to be a str, got {algo!r}")
-    valid = ("auto",) + tuple(ops.algorithms())
-    if algo not in valid:
-        raise ValueError(f'{op}: unknown algo "{algo}"; expected one of ' + ", ".join(f'"{a}"' for a in valid))
-
-
-_KERNEL_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
+    ops._check_algo_name(algo, op)
 
 
 def conv2d_incompatibility(conv: nn.Module) -> str:
@@ -441,7 +436,7 @@ def conv2d_incompatibility(conv: nn.Module) -> str:
     padding = conv.padding if conv.padding == "same" else _pair(conv.padding)
     if padding not in ((1, 1), "same"):
         return f"expected padding=(1, 1), got {padding!r}"
-    if conv.weight.dtype not in _KERNEL_DTYPES:
+    if conv.weight.dtype not in ops._FLOAT_DTYPES:
         return f"its weight is {conv.weight.dtype}: the kernels run float32, float16 and bfloat16"
     return ""
 
