@@ -17,6 +17,7 @@ import math
 import pytest
 import torch
 import torch.nn.functional as F
+from torch._dynamo.testing import CompileCounterWithBackend
 from torch._prims_common import suggest_memory_format
 
 import vggkern
@@ -364,6 +365,27 @@ def test_torch_compile_fullgraph(device):
     torch.testing.assert_close(compiled(x, w1, b1, w2, b2), block(x, w1, b1, w2, b2), rtol=0, atol=0)
     xc = x.contiguous(memory_format=torch.channels_last)
     torch.testing.assert_close(compiled(xc, w1, b1, w2, b2), block(xc, w1, b1, w2, b2), rtol=0, atol=0)
+
+
+def test_torch_compile_dynamic_shapes_backward():
+    # dynamic=True: AOTAutograd traces the backward (and its input checks) with a symbolic
+    # batch and spatial size; one graph serves every size, gradients eager's.
+    torch._dynamo.reset()
+    g = _gen(19)
+    w, b = torch.randn(4, 3, 3, 3, generator=g, requires_grad=True), torch.randn(4, generator=g)
+
+    def loss(x, w):
+        return vggkern.conv3x3(x, w, b, relu=True, pool=True, algo="direct").square().sum()
+
+    counter = CompileCounterWithBackend("aot_eager")
+    compiled = torch.compile(loss, dynamic=True, backend=counter)
+    for n, h in ((2, 8), (3, 10), (5, 6)):
+        x = torch.randn(n, 3, h, h, generator=g)
+        got = torch.autograd.grad(compiled(x, w), w)[0]
+        want = torch.autograd.grad(loss(x, w), w)[0]
+        torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-5)
+    assert counter.frame_count == 1
+    torch._dynamo.reset()
 
 
 AUTOCAST_CASES = [("cpu", torch.bfloat16), ("cpu", torch.float16)] + [pytest.param("cuda", d, marks=DEVICES[1].marks)

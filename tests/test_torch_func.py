@@ -246,6 +246,63 @@ def test_refusals_under_transforms():
         grad(lambda x: vggkern.maxpool2x2(x).sum())(torch.randn(1, 2, 1, 4))
 
 
+_B = "vggkern._conv3x3_backward"
+_J = "vggkern._conv3x3_jvp"
+
+
+@pytest.mark.parametrize("call, match", [
+    # (grad, x, weight, bias, pool) for the backward; x, weight, bias, tangents for the jvp.
+    (lambda x, w, b, g: torch.ops.vggkern._conv3x3_backward(g, x, torch.randn(4, 3, 5, 5), b, False, False,
+                                                            [True] * 3),
+     _B + r": expected weight of shape \[K, C, 3, 3\] with C=3 matching x.*got \[4, 3, 5, 5\]"),
+    (lambda x, w, b, g: torch.ops.vggkern._conv3x3_backward(g, x, w[:, :2], b, False, False, [True] * 3),
+     _B + r": expected weight of shape .*got \[4, 2, 3, 3\]"),
+    (lambda x, w, b, g: torch.ops.vggkern._conv3x3_backward(g, x, torch.randn(16, 2, 4), b, False, False,
+                                                            [True] * 3),
+     _B + r": expected weight of shape .*winograd_weight\(weight, m\)'s .*got \[16, 2, 4\]"),
+    (lambda x, w, b, g: torch.ops.vggkern._conv3x3_backward(g, x, w.half(), b, False, False, [True] * 3),
+     _B + r": expected weight of dtype torch.float32, got torch.float16"),
+    (lambda x, w, b, g: torch.ops.vggkern._conv3x3_backward(g, x, w, b[:3], False, False, [True] * 3),
+     _B + r": expected bias of shape \[K\] with K=4 matching weight, got \[3\]"),
+    (lambda x, w, b, g: torch.ops.vggkern._conv3x3_backward(g, x, w, b, False, True, [True] * 3),
+     _B + r": expected grad of shape \[2, 4, 3, 3\], got \[2, 4, 6, 6\]"),
+    (lambda x, w, b, g: torch.ops.vggkern._conv3x3_backward(g.double(), x, w, b, False, False, [True] * 3),
+     _B + r": expected grad of dtype torch.float32 on cpu, got torch.float64 on cpu"),
+    (lambda x, w, b, g: torch.ops.vggkern._conv3x3_backward(g, x.long(), w, b, False, False, [True] * 3),
+     _B + r": expected x of dtype float32, float16 or bfloat16, got torch.int64"),
+    (lambda x, w, b, g: torch.ops.vggkern._conv3x3_backward(g, x[0], w, b, False, False, [True] * 3),
+     _B + r": expected x to be a 4-D tensor \(N, C, H, W\), got shape \[3, 6, 6\]"),
+    (lambda x, w, b, g: torch.ops.vggkern._conv3x3_jvp(x, w, b, x[:, :2], None, None, False, False),
+     _J + r": expected x_tangent of shape \[2, 3, 6, 6\], got \[2, 2, 6, 6\]"),
+    (lambda x, w, b, g: torch.ops.vggkern._conv3x3_jvp(x, w, b, None, w[..., :2], None, False, False),
+     _J + r": expected weight_tangent of shape \[4, 3, 3, 3\], got \[4, 3, 3, 2\]"),
+    (lambda x, w, b, g: torch.ops.vggkern._conv3x3_jvp(x, w, None, None, None, b, False, False),
+     _J + r": expected no bias_tangent without a bias"),
+    (lambda x, w, b, g: torch.ops.vggkern._conv3x3_jvp(x, torch.randn(4, 3, 1, 1), b, x, None, None, False, False),
+     _J + r": expected weight of shape .*got \[4, 3, 1, 1\]"),
+])
+def test_derivative_ops_name_bad_inputs(call, match):
+    # The derivative ops (internal: conv3x3's backward and forward derivative) check their
+    # inputs as the forward does, so a direct call gets a named error, not aten's from deep
+    # inside (or, for a bias of the wrong length, a gradient of the weight's K).
+    x, w, b = _inputs(seed=12)
+    with pytest.raises(ValueError, match=match):
+        call(x, w, b, torch.randn(2, 4, 6, 6))
+
+
+def test_derivative_ops_take_every_weight_form():
+    # The checks let through what the forward takes: a raw weight, a laid-out one, a U
+    # (x's gradient the same conv's, up to the laid-out weight's TF32 rounding).
+    x, w, b = _inputs(seed=13)
+    g = torch.randn(2, 4, 6, 6)
+    gx, gw, gb = torch.ops.vggkern._conv3x3_backward(g, x, w, b, False, False, [True] * 3)
+    for weight in (vggkern.tensor_core_weight(w), vggkern.winograd_weight(w, 2), vggkern.winograd_weight(w, 4)):
+        gx2, gw2, gb2 = torch.ops.vggkern._conv3x3_backward(g, x, weight, b, False, False, [True] * 3)
+        assert gw2.shape == weight.shape
+        torch.testing.assert_close(gb2, gb)
+        torch.testing.assert_close(gx2, gx, rtol=2e-3, atol=2e-3)
+
+
 def test_frozen_op_under_transforms_runs_the_op():
     # Nothing to differentiate through the op (constant inputs): the op runs as it is.
     x, w, b = _inputs(1, 3, 5, 5, 4, seed=11)

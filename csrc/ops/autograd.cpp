@@ -266,12 +266,69 @@ at::Tensor laid_out_of_raw(const at::Tensor& g, int64_t Cp) {
   return at::constant_pad_nd(g.permute({0, 2, 3, 1}), {0, Cp - g.size(1)});
 }
 
+// The derivative ops' checks of x, weight and bias, as conv3x3's forward makes them (the
+// forward checked them already where conv3x3's own backward calls these; a direct call
+// gets named errors, not aten's from deep inside): x an activation, weight raw (K, C, 3,
+// 3), laid out (K, 3, 3, Cp) in x's dtype, or a Winograd U ((m + 2)^2, C, K) in float32,
+// bias (K) in x's dtype, all on x's device. Returns the shape conv3x3 gives y. Symbolic
+// sizes (torch.compile with dynamic shapes traces these) are compared as such.
+std::vector<c10::SymInt> checked_conv3x3_output_shape(const at::Tensor& x, const at::Tensor& weight,
+                                                      const std::optional<at::Tensor>& bias, bool pool,
+                                                      const char* op) {
+  TORCH_CHECK_VALUE(x.defined(), op, ": expected x to be a tensor, got None");
+  check_device(x, op, "x");
+  TORCH_CHECK_VALUE(x.dim() == 4, op, ": expected x to be a 4-D tensor (N, C, H, W), got shape ", x.sym_sizes());
+  checked_dtype(x, op, "x");
+  const c10::SymInt &N = x.sym_size(0), &C = x.sym_size(1), &H = x.sym_size(2), &W = x.sym_size(3);
+  TORCH_CHECK_VALUE(!pool || (H >= 2 && W >= 2), op, ": pool=True: expected x with H >= 2 and W >= 2, got H=", H,
+                    ", W=", W);
+  TORCH_CHECK_VALUE(weight.defined(), op, ": expected weight to be a tensor, got None");
+  const bool four = weight.dim() == 4, u = weight.dim() == 3;
+  const bool raw = four && weight.sym_size(1) == C && weight.sym_size(2) == 3 && weight.sym_size(3) == 3;
+  const bool laid_out = four && weight.sym_size(1) == 3 && weight.sym_size(2) == 3 && weight.sym_size(3) != 3 &&
+                        weight.sym_size(3) == (C + 7) / 8 * 8;  // is_tensor_core_layout, symbolic
+  const bool pre_transformed =
+      u && (weight.sym_size(0) == 16 || weight.sym_size(0) == 36) && weight.sym_size(1) == C;
+  TORCH_CHECK_VALUE(raw || laid_out || pre_transformed, op, ": expected weight of shape [K, C, 3, 3] with C=", C,
+                    " matching x, tensor_core_weight(weight)'s [K, 3, 3, Cp] (Cp: C rounded up to a multiple of 8) ",
+                    "or winograd_weight(weight, m)'s [(m + 2)^2, C, K], got ", weight.sym_sizes());
+  const c10::SymInt& K = u ? weight.sym_size(2) : weight.sym_size(0);
+  TORCH_CHECK_VALUE(K >= 1, op, ": expected weight with at least one output channel (K >= 1), got ",
+                    weight.sym_sizes());
+  const at::ScalarType weight_dtype = u ? at::kFloat : x.scalar_type();
+  TORCH_CHECK_VALUE(weight.scalar_type() == weight_dtype, op, ": expected weight of dtype ", dtype_name(weight_dtype),
+                    ", got ", dtype_name(weight.scalar_type()));
+  TORCH_CHECK_VALUE(weight.device() == x.device(), op, ": expected weight on the same device as x (", x.device(),
+                    "), got ", weight.device());
+  if (bias.has_value() && bias->defined()) {
+    TORCH_CHECK_VALUE(bias->dim() == 1 && bias->sym_size(0) == K, op, ": expected bias of shape [K] with K=", K,
+                      " matching weight, got ", bias->sym_sizes());
+    TORCH_CHECK_VALUE(bias->scalar_type() == x.scalar_type() && bias->device() == x.device(), op,
+                      ": expected bias of x's dtype and device (", dtype_name(x.scalar_type()), ", ", x.device(),
+                      "), got ", dtype_name(bias->scalar_type()), ", ", bias->device());
+  }
+  return {N, K, pool ? H / 2 : H, pool ? W / 2 : W};
+}
+
+// t (a gradient or tangent, named arg) has `shape` and `like`'s dtype and device.
+void check_like(const at::Tensor& t, c10::SymIntArrayRef shape, const at::Tensor& like, const char* op,
+                const char* arg) {
+  bool same = t.dim() == static_cast<int64_t>(shape.size());
+  for (int64_t d = 0; same && d < t.dim(); ++d) same = t.sym_size(d) == shape[d];
+  TORCH_CHECK_VALUE(same, op, ": expected ", arg, " of shape ", shape, ", got ", t.sym_sizes());
+  TORCH_CHECK_VALUE(t.scalar_type() == like.scalar_type() && t.device() == like.device(), op, ": expected ", arg,
+                    " of dtype ", dtype_name(like.scalar_type()), " on ", like.device(), ", got ",
+                    dtype_name(t.scalar_type()), " on ", t.device());
+}
+
 // vggkern::_conv3x3_backward: the gradients of conv3x3 (x, weight, bias) for grad, those
 // in output_mask (the others undefined). Composite (aten ops only), so differentiable.
 std::tuple<at::Tensor, at::Tensor, at::Tensor> conv3x3_backward(const at::Tensor& grad_output, const at::Tensor& x,
                                                                 const at::Tensor& weight,
                                                                 const std::optional<at::Tensor>& bias, bool relu,
                                                                 bool pool, std::array<bool, 3> output_mask) {
+  constexpr const char* op = "vggkern._conv3x3_backward";
+  check_like(grad_output, checked_conv3x3_output_shape(x, weight, bias, pool, op), x, op, "grad");
   if (is_tensor_core_layout(weight)) {
     auto [gx, gw, gb] =
         conv3x3_backward(grad_output, x, raw_of_laid_out(weight, x.size(1)), bias, relu, pool, output_mask);
@@ -305,6 +362,14 @@ at::Tensor conv3x3_jvp(const at::Tensor& x, const at::Tensor& weight, const std:
                        const std::optional<at::Tensor>& x_tangent, const std::optional<at::Tensor>& weight_tangent,
                        const std::optional<at::Tensor>& bias_tangent, bool relu, bool pool) {
   auto given = [](const std::optional<at::Tensor>& t) { return t.has_value() && t->defined(); };
+  constexpr const char* op = "vggkern._conv3x3_jvp";
+  checked_conv3x3_output_shape(x, weight, bias, pool, op);
+  if (given(x_tangent)) check_like(*x_tangent, x.sym_sizes(), x, op, "x_tangent");
+  if (given(weight_tangent)) check_like(*weight_tangent, weight.sym_sizes(), weight, op, "weight_tangent");
+  if (given(bias_tangent)) {
+    TORCH_CHECK_VALUE(given(bias), op, ": expected no bias_tangent without a bias");
+    check_like(*bias_tangent, bias->sym_sizes(), *bias, op, "bias_tangent");
+  }
   if (is_tensor_core_layout(weight)) {  // the raw weight's (and tangent's) derivative: see raw_of_laid_out
     const int64_t C = x.size(1);
     return conv3x3_jvp(x, raw_of_laid_out(weight, C), bias, x_tangent,
