@@ -368,8 +368,8 @@ def test_torch_compile_fullgraph(device):
 
 
 def test_torch_compile_dynamic_shapes_backward():
-    # dynamic=True: AOTAutograd traces the backward (and its input checks) with a symbolic
-    # batch and spatial size; one graph serves every size, gradients eager's.
+    # dynamic=True: AOTAutograd traces the backward with a symbolic batch and spatial
+    # size; one graph serves every size, gradients eager's.
     torch._dynamo.reset()
     g = _gen(19)
     w, b = torch.randn(4, 3, 3, 3, generator=g, requires_grad=True), torch.randn(4, generator=g)

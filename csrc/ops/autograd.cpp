@@ -64,6 +64,10 @@ namespace {
 using torch::autograd::AutogradContext;
 using torch::autograd::variable_list;
 
+// Whether an optional tensor argument (a bias, a tangent) was given: None arrives as
+// nullopt or as an undefined tensor.
+bool given(const std::optional<at::Tensor>& t) { return t.has_value() && t->defined(); }
+
 // The gradient of y = max_pool2d(a, 2, 2) for dy: torch's, which sends it to the first
 // maximum of each window.
 at::Tensor maxpool2x2_backward(const at::Tensor& dy, const at::Tensor& a) {
@@ -182,7 +186,7 @@ at::Tensor winograd_conv(const at::Tensor& v, const at::Tensor& x, const at::Ten
                      .reshape({N, K, T * t.m, S * t.m})
                      .narrow(2, 0, x.size(2))
                      .narrow(3, 0, x.size(3));
-  if (bias.has_value() && bias->defined()) y = y + bias->to(at::kFloat).view({1, -1, 1, 1});
+  if (given(bias)) y = y + bias->to(at::kFloat).view({1, -1, 1, 1});
   return y.to(x.scalar_type()).contiguous();
 }
 
@@ -266,11 +270,9 @@ at::Tensor laid_out_of_raw(const at::Tensor& g, int64_t Cp) {
   return at::constant_pad_nd(g.permute({0, 2, 3, 1}), {0, Cp - g.size(1)});
 }
 
-// The derivative ops' checks of x, weight and bias, as conv3x3's forward makes them (the
-// forward checked them already where conv3x3's own backward calls these; a direct call
-// gets named errors, not aten's from deep inside): x an activation, weight raw (K, C, 3,
-// 3), laid out (K, 3, 3, Cp) in x's dtype, or a Winograd U ((m + 2)^2, C, K) in float32,
-// bias (K) in x's dtype, all on x's device. Returns the shape conv3x3 gives y. Symbolic
+// The derivative ops' checks of x, weight and bias, as conv3x3's forward makes them: x an
+// activation, weight raw (K, C, 3, 3), laid out (K, 3, 3, Cp) in x's dtype, or a Winograd
+// U ((m + 2)^2, C, K) in float32, bias (K) in x's dtype, all on x's device. Returns the shape conv3x3 gives y. Symbolic
 // sizes (torch.compile with dynamic shapes traces these) are compared as such.
 std::vector<c10::SymInt> checked_conv3x3_output_shape(const at::Tensor& x, const at::Tensor& weight,
                                                       const std::optional<at::Tensor>& bias, bool pool,
@@ -285,8 +287,8 @@ std::vector<c10::SymInt> checked_conv3x3_output_shape(const at::Tensor& x, const
   TORCH_CHECK_VALUE(weight.defined(), op, ": expected weight to be a tensor, got None");
   const bool four = weight.dim() == 4, u = weight.dim() == 3;
   const bool raw = four && weight.sym_size(1) == C && weight.sym_size(2) == 3 && weight.sym_size(3) == 3;
-  const bool laid_out = four && weight.sym_size(1) == 3 && weight.sym_size(2) == 3 && weight.sym_size(3) != 3 &&
-                        weight.sym_size(3) == (C + 7) / 8 * 8;  // is_tensor_core_layout, symbolic
+  const bool laid_out =  // is_tensor_core_layout, symbolic (Cp, a multiple of 8, is never a raw weight's 3)
+      four && weight.sym_size(1) == 3 && weight.sym_size(2) == 3 && weight.sym_size(3) == (C + 7) / 8 * 8;
   const bool pre_transformed =
       u && (weight.sym_size(0) == 16 || weight.sym_size(0) == 36) && weight.sym_size(1) == C;
   TORCH_CHECK_VALUE(raw || laid_out || pre_transformed, op, ": expected weight of shape [K, C, 3, 3] with C=", C,
@@ -300,7 +302,7 @@ std::vector<c10::SymInt> checked_conv3x3_output_shape(const at::Tensor& x, const
                     ", got ", dtype_name(weight.scalar_type()));
   TORCH_CHECK_VALUE(weight.device() == x.device(), op, ": expected weight on the same device as x (", x.device(),
                     "), got ", weight.device());
-  if (bias.has_value() && bias->defined()) {
+  if (given(bias)) {
     TORCH_CHECK_VALUE(bias->dim() == 1 && bias->sym_size(0) == K, op, ": expected bias of shape [K] with K=", K,
                       " matching weight, got ", bias->sym_sizes());
     TORCH_CHECK_VALUE(bias->scalar_type() == x.scalar_type() && bias->device() == x.device(), op,
@@ -321,20 +323,18 @@ void check_like(const at::Tensor& t, c10::SymIntArrayRef shape, const at::Tensor
                     dtype_name(t.scalar_type()), " on ", t.device());
 }
 
-// vggkern::_conv3x3_backward: the gradients of conv3x3 (x, weight, bias) for grad, those
-// in output_mask (the others undefined). Composite (aten ops only), so differentiable.
+// The gradients of conv3x3 (x, weight, bias) for grad, those in output_mask (the others
+// undefined), for inputs the forward checked. Composite (aten ops only), so differentiable.
 std::tuple<at::Tensor, at::Tensor, at::Tensor> conv3x3_backward(const at::Tensor& grad_output, const at::Tensor& x,
                                                                 const at::Tensor& weight,
                                                                 const std::optional<at::Tensor>& bias, bool relu,
                                                                 bool pool, std::array<bool, 3> output_mask) {
-  constexpr const char* op = "vggkern._conv3x3_backward";
-  check_like(grad_output, checked_conv3x3_output_shape(x, weight, bias, pool, op), x, op, "grad");
   if (is_tensor_core_layout(weight)) {
     auto [gx, gw, gb] =
         conv3x3_backward(grad_output, x, raw_of_laid_out(weight, x.size(1)), bias, relu, pool, output_mask);
     return {gx, gw.defined() ? laid_out_of_raw(gw, weight.size(3)) : gw, gb};
   }
-  const bool has_bias = bias.has_value() && bias->defined();
+  const bool has_bias = given(bias);
   output_mask[2] = output_mask[2] && has_bias;
   ConvBeforeEpilogue conv(x, weight);
   at::Tensor grad = grad_output;
@@ -355,21 +355,12 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> conv3x3_backward(const at::Tensor
   return at::convolution_backward(grad, x, weight, bias_sizes, {1, 1}, {1, 1}, {1, 1}, false, {0, 0}, 1, output_mask);
 }
 
-// vggkern::_conv3x3_jvp: conv3x3's forward derivative, the tangent of its output for the
-// given tangents of x, weight and bias (None: zero). As torch's own for conv2d, relu and
+// conv3x3's forward derivative, the tangent of its output for the given tangents of x,
+// weight and bias (None: zero), for checked inputs. As torch's own for conv2d, relu and
 // max_pool2d (the first maximum of each window carries the tangent). Composite.
 at::Tensor conv3x3_jvp(const at::Tensor& x, const at::Tensor& weight, const std::optional<at::Tensor>& bias,
                        const std::optional<at::Tensor>& x_tangent, const std::optional<at::Tensor>& weight_tangent,
                        const std::optional<at::Tensor>& bias_tangent, bool relu, bool pool) {
-  auto given = [](const std::optional<at::Tensor>& t) { return t.has_value() && t->defined(); };
-  constexpr const char* op = "vggkern._conv3x3_jvp";
-  checked_conv3x3_output_shape(x, weight, bias, pool, op);
-  if (given(x_tangent)) check_like(*x_tangent, x.sym_sizes(), x, op, "x_tangent");
-  if (given(weight_tangent)) check_like(*weight_tangent, weight.sym_sizes(), weight, op, "weight_tangent");
-  if (given(bias_tangent)) {
-    TORCH_CHECK_VALUE(given(bias), op, ": expected no bias_tangent without a bias");
-    check_like(*bias_tangent, bias->sym_sizes(), *bias, op, "bias_tangent");
-  }
   if (is_tensor_core_layout(weight)) {  // the raw weight's (and tangent's) derivative: see raw_of_laid_out
     const int64_t C = x.size(1);
     return conv3x3_jvp(x, raw_of_laid_out(weight, C), bias, x_tangent,
@@ -396,6 +387,32 @@ at::Tensor conv3x3_jvp(const at::Tensor& x, const at::Tensor& weight, const std:
     }
   }
   return t;
+}
+
+// The ops' kernels, vggkern::_conv3x3_backward and vggkern::_conv3x3_jvp: the above, with
+// the forward's checks (conv3x3's own backward calls conv3x3_backward, its inputs checked
+// by the forward; a direct call gets named errors, not aten's from deep inside).
+std::tuple<at::Tensor, at::Tensor, at::Tensor> conv3x3_backward_op(const at::Tensor& grad_output, const at::Tensor& x,
+                                                                   const at::Tensor& weight,
+                                                                   const std::optional<at::Tensor>& bias, bool relu,
+                                                                   bool pool, std::array<bool, 3> output_mask) {
+  constexpr const char* op = "vggkern._conv3x3_backward";
+  check_like(grad_output, checked_conv3x3_output_shape(x, weight, bias, pool, op), x, op, "grad");
+  return conv3x3_backward(grad_output, x, weight, bias, relu, pool, output_mask);
+}
+
+at::Tensor conv3x3_jvp_op(const at::Tensor& x, const at::Tensor& weight, const std::optional<at::Tensor>& bias,
+                          const std::optional<at::Tensor>& x_tangent, const std::optional<at::Tensor>& weight_tangent,
+                          const std::optional<at::Tensor>& bias_tangent, bool relu, bool pool) {
+  constexpr const char* op = "vggkern._conv3x3_jvp";
+  checked_conv3x3_output_shape(x, weight, bias, pool, op);
+  if (given(x_tangent)) check_like(*x_tangent, x.sym_sizes(), x, op, "x_tangent");
+  if (given(weight_tangent)) check_like(*weight_tangent, weight.sym_sizes(), weight, op, "weight_tangent");
+  if (given(bias_tangent)) {
+    TORCH_CHECK_VALUE(given(bias), op, ": expected no bias_tangent without a bias");
+    check_like(*bias_tangent, bias->sym_sizes(), *bias, op, "bias_tangent");
+  }
+  return conv3x3_jvp(x, weight, bias, x_tangent, weight_tangent, bias_tangent, relu, pool);
 }
 
 struct Conv3x3Function : torch::autograd::Function<Conv3x3Function> {
@@ -429,7 +446,7 @@ struct Conv3x3Function : torch::autograd::Function<Conv3x3Function> {
 bool records(const at::Tensor& x, const at::Tensor& weight = {}, const std::optional<at::Tensor>& bias = {}) {
   if (!x.defined() || !at::GradMode::is_enabled()) return false;
   if (x.requires_grad() || (weight.defined() && weight.requires_grad())) return true;
-  return bias.has_value() && bias->defined() && bias->requires_grad();
+  return given(bias) && bias->requires_grad();
 }
 
 // Whether forward-mode AD (torch.autograd.forward_ad) carries a tangent for t.
@@ -487,10 +504,10 @@ TORCH_LIBRARY_IMPL(vggkern, Autograd, m) {
 // Composite: decomposed into aten ops under autograd and backends, and under vmap too
 // (else vmap would loop over the batch).
 TORCH_LIBRARY_IMPL(vggkern, CompositeImplicitAutograd, m) {
-  m.impl("_conv3x3_backward", &vk::conv3x3_backward);
-  m.impl("_conv3x3_jvp", &vk::conv3x3_jvp);
+  m.impl("_conv3x3_backward", &vk::conv3x3_backward_op);
+  m.impl("_conv3x3_jvp", &vk::conv3x3_jvp_op);
 }
 TORCH_LIBRARY_IMPL(vggkern, FuncTorchBatchedDecomposition, m) {
-  m.impl("_conv3x3_backward", &vk::conv3x3_backward);
-  m.impl("_conv3x3_jvp", &vk::conv3x3_jvp);
+  m.impl("_conv3x3_backward", &vk::conv3x3_backward_op);
+  m.impl("_conv3x3_jvp", &vk::conv3x3_jvp_op);
 }
