@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The one script a GPU session runs, from the repo root, in one call:
-#   bash benchmarks/device_run.sh [--quick]
+#   bash benchmarks/device_run.sh [--quick | --network]
 # Builds vggkern in place against the machine's own torch (no network, no pip), runs the
 # tensor-core instruction cases (tests/tensor_core_probe.cu), probes the wgmma tiles in a
 # process of their own (benchmarks/wgmma_probe.py; if they fault or differ from the
@@ -17,12 +17,18 @@
 #   kept as results.broken.json)
 # Finishes inside 9 minutes (--quick: 4): each step has a time limit and the benchmarks
 # stop starting new cases at a deadline. The last lines printed are the summary table.
+# --network: the build and the whole-network rows only (benchmarks/test_bench_network.py,
+# those VGGKERN_BENCH_K selects, a pytest -k expression; default every fp16 row but
+# torch.compile's), inside 4 minutes: for what is left of a session's device time after a
+# full run (the full run's deadline leaves the batches other than 64 and VGG19 unmeasured).
 # Set VGGKERN_GIT_COMMIT=<sha> when the tree has no .git (the device copy has none).
 set -u
 START=$(date +%s)
-QUICK=0
+QUICK=0 NETWORK=0
 [ "${1:-}" = "--quick" ] && QUICK=1
-if [ $QUICK = 1 ]; then LIMIT=${VGGKERN_RUN_LIMIT:-235}; SET=quick; else LIMIT=${VGGKERN_RUN_LIMIT:-530}; SET=full; fi
+[ "${1:-}" = "--network" ] && NETWORK=1 QUICK=1  # QUICK: the short steps' limits
+if [ $NETWORK = 1 ]; then LIMIT=${VGGKERN_RUN_LIMIT:-225}; SET=full
+elif [ $QUICK = 1 ]; then LIMIT=${VGGKERN_RUN_LIMIT:-235}; SET=quick; else LIMIT=${VGGKERN_RUN_LIMIT:-530}; SET=full; fi
 OUT=${OUT:-$PWD/device_out}
 mkdir -p "$OUT"
 PY=${PYTHON:-python3}
@@ -61,7 +67,7 @@ $PY -c "import torch; print('torch', torch.__version__, 'cuda', torch.version.cu
 # The tensor-core probe (tests/tensor_core_probe.cu, ~10 s of nvcc) builds beside the extension.
 PROBE=$PWD/build/tensor_core_probe
 mkdir -p build
-( [ -n "${CUDA_HOME:-}" ] && timeout 120 "$CUDA_HOME/bin/nvcc" -std=c++17 -O2 -gencode arch=compute_90a,code=sm_90a \
+( [ $NETWORK = 0 ] && [ -n "${CUDA_HOME:-}" ] && timeout 120 "$CUDA_HOME/bin/nvcc" -std=c++17 -O2 -gencode arch=compute_90a,code=sm_90a \
     -o "$PROBE" tests/tensor_core_probe.cu >build/tensor_core_probe.log 2>&1 ) &
 PROBE_BUILD=$!
 # preflight.sh's build for this Python, torch and these sources, where carried
@@ -89,6 +95,11 @@ if [ $PREBUILT = 0 ]; then
 fi
 $PY -c "import torch, vggkern; print('vggkern', vggkern.__file__, vggkern.build_info())" || STATUS+=("import vggkern: FAILED")
 
+# The checks (probes, GPU tests, sanitizer, counters): not in --network, which follows a
+# full run that made them on the same kernels.
+if [ $NETWORK = 1 ]; then
+  STATUS+=("probes, GPU tests, sanitizer, counters: not run (--network)")
+else
 # ---- tensor-core probe ----------------------------------------------------------------
 # The instruction wrappers alone (ldmatrix, mma.sync, wgmma), each against the exact
 # product or the PTX ISA's fragment layout: a wrong layout shows here by instruction name.
@@ -234,7 +245,15 @@ if [ $QUICK = 0 ] && [ "${VGGKERN_RUN_NCU:-1}" != 0 ]; then
   fi
 fi
 
+fi  # the checks
+
 # ---- benchmarks -----------------------------------------------------------------------
+# --network: benchmarks/test_bench_network.py's rows that VGGKERN_BENCH_K selects.
+BENCH_PATHS=(benchmarks); RUN_FILTER=()
+if [ $NETWORK = 1 ]; then
+  BENCH_PATHS=(benchmarks/test_bench_network.py -k "${VGGKERN_BENCH_K:-fp16 and not compile}")
+  RUN_FILTER=(--filter network-)
+fi
 DEADLINE=$(( $(date +%s) + $(left) - 50 ))  # 15 s for the case in flight: the timeout below keeps 35 s
 # Each timed case is also appended to a journal as it finishes (benchmarks/journal.py):
 # pytest-benchmark writes its JSON only at the end, and a run killed by the time limit
@@ -245,13 +264,13 @@ step "benchmarks (--bench-set $SET, new cases stop at $(( DEADLINE - START ))s)"
 if $PY -c "import pytest_benchmark" 2>/dev/null; then
   RUNNER="pytest-benchmark"
   BT=$(( $(left) - 35 )); [ $BT -lt 10 ] && BT=10
-  timeout $BT $PY -m pytest benchmarks -q -p no:cacheprovider --bench-set $SET \
+  timeout $BT $PY -m pytest "${BENCH_PATHS[@]}" -q -p no:cacheprovider --bench-set $SET \
     --bench-deadline $DEADLINE --benchmark-json "$OUT/results.json" \
     --benchmark-columns=median,iqr,rounds --benchmark-sort=name >"$OUT/bench.log" 2>&1
 else
   RUNNER="python -m benchmarks.run (pytest-benchmark missing)"
   BT=$(( $(left) - 35 )); [ $BT -lt 10 ] && BT=10
-  timeout $BT $PY -m benchmarks.run --set $SET --deadline $DEADLINE \
+  timeout $BT $PY -m benchmarks.run --set $SET --deadline $DEADLINE ${RUN_FILTER[@]+"${RUN_FILTER[@]}"} \
     --json "$OUT/results.json" >"$OUT/bench.log" 2>&1
 fi
 rc=$?

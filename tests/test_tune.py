@@ -177,8 +177,10 @@ def test_written_header_compiles_and_answers(tmp_path):
     tiles, autos, tf32, plans, source = subprocess.run([str(exe)], check=True, capture_output=True,
                                                        text=True).stdout.splitlines()
     # ImplicitGemmTile: 0 = 128x64, 1 = 128x128, 2 = 256x128, 3 = 256x64, 4 = wg128x128; -1: no entry.
-    # N=128 takes the N=64 entry (the only one); N=8 is nearer 1 than 128, N=16 nearer 128.
-    assert tiles.split() == ["2", "2", "-1", "1", "2", "-1", "-1"]
+    # N=128 takes the N=64 entry (the only one); N=8 is nearer 1 than 128, N=16 nearer 128;
+    # conv3 with the pool has no entry of its own and takes the unpooled one (2); conv5
+    # (within the margin) has neither.
+    assert tiles.split() == ["2", "2", "-1", "1", "2", "2", "-1"]
     # TunedAlgo: 0 = direct, 1 = implicit_gemm. bf16 and NCHW have no entry; fp32 needs TF32.
     assert autos.split() == ["1", "0", "0", "1", "0", "0"]
     # tf32 entries: conv3's wg128x128 (4); conv4's fp32 rows were within the margin (-1),
@@ -272,21 +274,26 @@ def test_run_time_tables_answer_as_the_written_header(run_time_tables):
     import vggkern
     from vggkern import _C
 
-    got = vggkern.tuned_tables()
-    assert got["run_time"] and got["source"].startswith("2026-01-01_synthetic.json, NVIDIA H100 80GB HBM3")
-    assert len(got["tiles"]) == 5 and len(got["auto"]) == 2
-
     def tile(n, c, k, h):
         return _C.implicit_gemm_plan(n, c, h, h, k, 2, False, 132)["tile"]
-
-    assert [tile(64, 256, 256, 56), tile(128, 256, 256, 56), tile(8, 64, 64, 224), tile(16, 64, 64, 224),
-            tile(64, 256, 256, 28)] == ["256x128", "256x128", "128x128", "256x128", "128x128"]
 
     def algo(dtype, fmt, n, c, k, h, pool, tf32):
         x = torch.empty(n, c, h, h, dtype=dtype).contiguous(memory_format=fmt)
         return vggkern.resolve_algo(x, k, pool=pool, allow_tf32=tf32)
 
     cl, nchw = torch.channels_last, torch.contiguous_format
+    # The build's own answers (its committed header's tables), to come back after the reset.
+    vggkern.set_tuned_tables(None)
+    build = vggkern.tuned_tables()
+    build_answers = (algo(torch.float16, cl, 32, 256, 256, 56, False, False), tile(64, 256, 256, 56))
+    vggkern.set_tuned_tables(str(run_time_tables))
+
+    got = vggkern.tuned_tables()
+    assert got["run_time"] and got["source"].startswith("2026-01-01_synthetic.json, NVIDIA H100 80GB HBM3")
+    assert len(got["tiles"]) == 5 and len(got["auto"]) == 2
+
+    assert [tile(64, 256, 256, 56), tile(128, 256, 256, 56), tile(8, 64, 64, 224), tile(16, 64, 64, 224),
+            tile(64, 256, 256, 28)] == ["256x128", "256x128", "128x128", "256x128", "128x128"]
     assert [algo(torch.float16, cl, 32, 256, 256, 56, False, False),
             algo(torch.bfloat16, cl, 32, 256, 256, 56, False, False),
             algo(torch.float16, nchw, 32, 256, 256, 56, False, False),
@@ -294,20 +301,23 @@ def test_run_time_tables_answer_as_the_written_header(run_time_tables):
             algo(torch.float32, cl, 64, 3, 64, 224, True, False)] == [
         "implicit_gemm", "direct", "direct", "implicit_gemm", "direct"]
     vggkern.set_tuned_tables(None)
-    assert not vggkern.tuned_tables()["run_time"]
-    assert algo(torch.float16, cl, 32, 256, 256, 56, False, False) == "direct"
-    assert tile(64, 256, 256, 56) == "128x128"  # the rule's
+    assert vggkern.tuned_tables() == build and not build["run_time"]
+    assert (algo(torch.float16, cl, 32, 256, 256, 56, False, False), tile(64, 256, 256, 56)) == build_answers
 
 
-def test_a_module_follows_new_tables(run_time_tables):
+def test_a_module_follows_new_tables(run_time_tables, tmp_path):
     # What Conv3x3 remembers of "auto" is keyed on the tables in use.
+    import json
+
     import torch
     import vggkern
 
     conv = vggkern.Conv3x3(256, 256, relu=True).half()
     x = torch.empty(32, 256, 56, 56, dtype=torch.float16).contiguous(memory_format=torch.channels_last)
     assert conv._resolved_auto(x, False) == "implicit_gemm"
-    vggkern.set_tuned_tables(None)
+    no_auto = tmp_path / "no_auto.json"  # the same tables without their "auto" entries
+    no_auto.write_text(json.dumps(dict(json.loads(run_time_tables.read_text()), auto=[], source="no auto")))
+    vggkern.set_tuned_tables(str(no_auto))
     assert conv._resolved_auto(x, False) == "direct"
     vggkern.set_tuned_tables(str(run_time_tables))
     assert conv._resolved_auto(x, False) == "implicit_gemm"

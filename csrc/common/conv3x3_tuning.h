@@ -7,7 +7,8 @@
 // the kernel sees it, a multiple of 8; for "auto" also dtype and layout; for a tile, fp16
 // or fp32-with-TF32 measurement); among the
 // entries that match, the one measured at the batch nearest N (ratio, ties to the larger)
-// decides. No match: the rules in conv3x3_implicit_gemm_plan.h (tile) and "direct"
+// decides; a tile entry of the other pool setting stands in where the call's has none
+// (tuned_tile). No match: the rules in conv3x3_implicit_gemm_plan.h (tile) and "direct"
 // (auto). The tables come from one GPU (named in kTunedSource); they apply on every
 // device this build runs on, the emulator included, so CPU tests see the GPU's choices.
 #pragma once
@@ -76,10 +77,20 @@ const Entry* tuned_entry(const Entry* table, size_t count, int64_t N, Match&& ma
 }
 
 // The entry measured in fp32 with TF32 (tf32) or in fp16 (!tf32) for this layer, or nullptr.
+// A layer with no entry for its own epilogue takes the one measured on the same (C, K, H, W)
+// with the other (pooled or not): the sweep times each shape once, with the epilogue of
+// VGG's layer that pools (conv3_3 for conv3_2's shape), and the pool changes only the
+// epilogue, not the main loop the tile shapes. Measured on the H200
+// (benchmarks/results/2026-12-04_H200_a95939d.json, batch 64, fp16 channels_last, one tile):
+// relu and relu_pool within 2% on conv1_2, conv2_2, conv4_2 and conv5, 8% on conv3_2.
 inline const TunedTile* tuned_tile(const TunedTile* table, size_t count, bool tf32, int64_t N, int64_t C, int64_t K,
                                    int64_t H, int64_t W, bool pool) {
-  return tuned_entry(table, count, N,
-                     [&](const TunedTile& e) { return e.tf32 == tf32 && same_layer(e.shape, C, K, H, W, pool); });
+  for (const bool p : {pool, !pool}) {
+    const TunedTile* e = tuned_entry(
+        table, count, N, [&](const TunedTile& t) { return t.tf32 == tf32 && same_layer(t.shape, C, K, H, W, p); });
+    if (e != nullptr) return e;
+  }
+  return nullptr;
 }
 
 // C: the call's channel count (padded to a multiple of 8 here, as the kernel sees it).
