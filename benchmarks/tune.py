@@ -15,11 +15,13 @@ results file it names. Rules (conv3x3_tuning.h looks the tables up):
   The same from the sweep's fp32 rows (TF32, batches 1, 64, 128: the rule's tile and
   the wgmma tiles), as entries marked tf32 that only fp32 calls use; without one, fp32
   takes the fp16 entry, a wgmma tile as its mma.sync twin (conv3x3_implicit_gemm_plan.h).
-- auto: per (dtype, memory format, layer, pool, batch), implicit_gemm where our
-  implicit_gemm row beats our direct row by more than MARGIN (fp32 rows ran with TF32,
-  torch's default, so the entry applies to fp32 only where TF32 is allowed); elsewhere
-  direct. Rows with ReLU (and the pool where the layer has one) decide; the bare conv rows
-  only where those are missing. Winograd is never auto's pick (its error bound is looser).
+- auto: per (dtype, memory format, layer, pool, batch) where both were measured,
+  implicit_gemm where our implicit_gemm row beats our direct row by more than MARGIN
+  (fp32 rows ran with TF32, torch's default, so the entry applies to fp32 only where TF32
+  is allowed), else direct: both verdicts are entries, so that a call takes the nearest
+  measurement of its layer (conv3x3_tuning.h's tuned_auto). Rows with ReLU (and the
+  pool where the layer has one) decide; the bare conv rows only where those are missing.
+  Winograd is never auto's pick (its error bound is looser).
 Only the median times are compared; MARGIN keeps run-to-run noise from flipping entries.
 A row whose recorded error against torch in fp32 (rel_err_vs_fp32) exceeds MAX_REL_ERR is
 never picked, however fast: a kernel that computes garbage on the GPU (say, a wgmma tile
@@ -96,10 +98,10 @@ def auto_table(rows) -> list[dict]:
     out = []
     for (dt, layout, c, k, h, pool, n), algos in sorted(by.items()):
         ig, direct = algos.get("implicit_gemm"), algos.get("direct")
-        if ig is not None and direct is not None and _beats(ig, direct):
+        if ig is not None and direct is not None:
             out.append({"dtype": DTYPES[dt], "channels_last": layout == "cl", "C": c, "K": k, "H": h, "W": h,
-                        "pool": pool, "N": n, "algo": "implicit_gemm", "us": ig["median_s"] * 1e6,
-                        "direct_us": direct["median_s"] * 1e6})
+                        "pool": pool, "N": n, "algo": "implicit_gemm" if _beats(ig, direct) else "direct",
+                        "us": ig["median_s"] * 1e6, "direct_us": direct["median_s"] * 1e6})
     return out
 
 
@@ -123,7 +125,8 @@ def render_header(tiles, autos, source: str) -> str:
                  + (f" (rule's tile {e['rule_us']:.1f} us)" if e.get("rule_us") else "") for e in tiles]
     dtype_enum = {"float32": "float32", "float16": "float16", "bfloat16": "bfloat16"}
     auto_rows = [f"    TunedAuto{{DType::{dtype_enum[e['dtype']]}, Layout::{'nhwc' if e['channels_last'] else 'nchw'}, "
-                 f"{shape(e)}, TunedAlgo::{e['algo']}}},  // {e['us']:.1f} us (direct {e['direct_us']:.1f} us)"
+                 f"{shape(e)}, TunedAlgo::{e['algo']}}},  // implicit_gemm {e['us']:.1f} us, direct "
+                 f"{e['direct_us']:.1f} us"
                  for e in autos]
 
     def array(name, typ, entries):
@@ -141,7 +144,8 @@ def render_header(tiles, autos, source: str) -> str:
         "// implicit_gemm's tile per (C, K, H, W, pool, N), where it beats the rule's (true: measured in\n"
         "// fp32 with TF32, for fp32 calls; false: in fp16).\n"
         + array("kTunedTiles", "TunedTile", tile_rows) + "\n"
-        "// \"auto\" runs implicit_gemm for these (dtype, layout, C, K, H, W, pool, N); direct elsewhere.\n"
+        "// What \"auto\" runs, measured per (dtype, layout, C, K, H, W, pool, N); a call takes the\n"
+        "// measurement of its (C, K, H, W) nearest it (conv3x3_tuning.h's tuned_auto).\n"
         + array("kTunedAuto", "TunedAuto", auto_rows) + "\n}  // namespace vk\n")
 
 

@@ -55,8 +55,10 @@ def test_tables_from_synthetic_rows():
     assert [(e["C"], e["H"], e["N"], e["tile"]) for e in tiles] == [
         (64, 224, 1, "128x128"), (64, 224, 128, "256x128"), (256, 56, 64, "256x128")]
     autos = tune.auto_table(synthetic())
+    # Both verdicts where both were measured (NCHW's implicit_gemm within the margin: direct).
     assert [(e["dtype"], e["channels_last"], e["C"], e["pool"], e["algo"]) for e in autos] == [
-        ("float16", True, 256, False, "implicit_gemm"), ("float32", True, 8, True, "implicit_gemm")]
+        ("float16", True, 256, False, "implicit_gemm"), ("float16", False, 256, False, "direct"),
+        ("float32", True, 8, True, "implicit_gemm")]
     assert autos[0]["us"] == pytest.approx(100)  # the ReLU row, not the faster bare conv row
 
 
@@ -181,8 +183,9 @@ def test_written_header_compiles_and_answers(tmp_path):
     # conv3 with the pool has no entry of its own and takes the unpooled one (2); conv5
     # (within the margin) has neither.
     assert tiles.split() == ["2", "2", "-1", "1", "2", "2", "-1"]
-    # TunedAlgo: 0 = direct, 1 = implicit_gemm. bf16 and NCHW have no entry; fp32 needs TF32.
-    assert autos.split() == ["1", "0", "0", "1", "0", "0"]
+    # TunedAlgo: 0 = direct, 1 = implicit_gemm. bf16 takes fp16's verdict (no entry of its
+    # own); NCHW measured direct; fp32 needs TF32; conv4 has no implicit_gemm row (none).
+    assert autos.split() == ["1", "1", "0", "1", "0", "0"]
     # tf32 entries: conv3's wg128x128 (4); conv4's fp32 rows were within the margin (-1),
     # its fp16 entry is wg128x256 (6).
     assert tf32.split() == ["4", "-1", "6", "-1"]
@@ -290,7 +293,7 @@ def test_run_time_tables_answer_as_the_written_header(run_time_tables):
 
     got = vggkern.tuned_tables()
     assert got["run_time"] and got["source"].startswith("2026-01-01_synthetic.json, NVIDIA H100 80GB HBM3")
-    assert len(got["tiles"]) == 5 and len(got["auto"]) == 2
+    assert len(got["tiles"]) == 5 and len(got["auto"]) == 3
 
     assert [tile(64, 256, 256, 56), tile(128, 256, 256, 56), tile(8, 64, 64, 224), tile(16, 64, 64, 224),
             tile(64, 256, 256, 28)] == ["256x128", "256x128", "128x128", "256x128", "128x128"]
@@ -299,7 +302,7 @@ def test_run_time_tables_answer_as_the_written_header(run_time_tables):
             algo(torch.float16, nchw, 32, 256, 256, 56, False, False),
             algo(torch.float32, cl, 64, 3, 64, 224, True, True),
             algo(torch.float32, cl, 64, 3, 64, 224, True, False)] == [
-        "implicit_gemm", "direct", "direct", "implicit_gemm", "direct"]
+        "implicit_gemm", "implicit_gemm", "direct", "implicit_gemm", "direct"]
     vggkern.set_tuned_tables(None)
     assert vggkern.tuned_tables() == build and not build["run_time"]
     assert (algo(torch.float16, cl, 32, 256, 256, 56, False, False), tile(64, 256, 256, 56)) == build_answers
@@ -335,12 +338,13 @@ def test_auto_reads_an_ambiguous_layout_as_the_op_does():
 
     x = torch.empty(2, 8, 1, 1, dtype=torch.float16)
     assert x.is_contiguous(memory_format=torch.channels_last) and suggest_memory_format(x) == torch.contiguous_format
-    entry = {"dtype": "float16", "C": 8, "K": 8, "H": 1, "W": 1, "pool": False, "N": 2, "algo": "implicit_gemm"}
+    entry = {"dtype": "float16", "C": 8, "K": 8, "H": 1, "W": 1, "pool": False, "N": 2}
     try:
-        for channels_last, want in ((True, "direct"), (False, "implicit_gemm")):
-            vggkern.set_tuned_tables({"auto": [dict(entry, channels_last=channels_last)]})
-            assert vggkern.resolve_algo(x, 8) == want, channels_last
-            assert vggkern.resolve_algo(x.contiguous(memory_format=torch.channels_last), 8) == want, channels_last
+        for nchw, cl in (("implicit_gemm", "direct"), ("direct", "implicit_gemm")):
+            vggkern.set_tuned_tables({"auto": [dict(entry, channels_last=False, algo=nchw),
+                                               dict(entry, channels_last=True, algo=cl)]})
+            assert vggkern.resolve_algo(x, 8) == nchw
+            assert vggkern.resolve_algo(x.contiguous(memory_format=torch.channels_last), 8) == nchw
     finally:
         vggkern.set_tuned_tables(None)
 
@@ -397,7 +401,7 @@ def test_tables_from_the_environment_at_import(run_time_tables, tmp_path):
     code = "import vggkern; t = vggkern.tuned_tables(); print(t['run_time'], len(t['tiles']), len(t['auto']))"
     env = dict(os.environ, VGGKERN_TUNED_TABLES=str(run_time_tables))
     out = subprocess.run([sys.executable, "-c", code], env=env, cwd=ROOT, capture_output=True, text=True)
-    assert out.stdout.split() == ["True", "5", "2"], out.stderr[-2000:]
+    assert out.stdout.split() == ["True", "5", "3"], out.stderr[-2000:]
     env["VGGKERN_TUNED_TABLES"] = str(tmp_path / "missing.json")
     out = subprocess.run([sys.executable, "-c", code], env=env, cwd=ROOT, capture_output=True, text=True)
     assert out.returncode != 0 and "ImportError: vggkern: VGGKERN_TUNED_TABLES=" in out.stderr
@@ -503,6 +507,42 @@ def test_a_batch_equally_far_from_two_entries_takes_the_larger():
             assert _C.implicit_gemm_plan(3, 64, 8, 8, 64, 2, False, 132)["tile"] == "128x64"
             assert vggkern.resolve_algo(x(4), 64) == "implicit_gemm"
             assert vggkern.resolve_algo(x(3), 64) == "direct"
+    finally:
+        vggkern.set_tuned_tables(None)
+
+
+def test_auto_takes_the_nearest_measurement_of_its_layer():
+    """A call whose own (dtype, format, batch, pool) was not measured takes the verdict
+    measured nearest it on the same (C, K, H, W) (conv3x3_tuning.h's tuned_auto): fp32 or
+    16-bit first, then the memory format, then fp16/bf16, then the batch, then the pool;
+    a layer never measured runs direct. Every table order answers the same."""
+    import itertools
+
+    import torch
+    import vggkern
+
+    layer = {"C": 256, "K": 256, "H": 56, "W": 56}
+    autos = [dict(layer, dtype="float16", channels_last=True, pool=False, N=64, algo="implicit_gemm"),
+             dict(layer, dtype="float16", channels_last=True, pool=False, N=1, algo="direct"),
+             dict(layer, dtype="float16", channels_last=False, pool=False, N=64, algo="direct"),
+             dict(layer, dtype="float32", channels_last=True, pool=True, N=64, algo="implicit_gemm")]
+
+    def algo(dtype, fmt, n, pool=False, tf32=True, c=256, h=56):
+        x = torch.empty(n, c, h, h, dtype=dtype).contiguous(memory_format=fmt)
+        return vggkern.resolve_algo(x, c, pool=pool, allow_tf32=tf32)
+
+    cl, nchw = torch.channels_last, torch.contiguous_format
+    try:
+        for order in itertools.permutations(autos):
+            vggkern.set_tuned_tables({"source": "test", "tiles": [], "auto": list(order)})
+            assert [algo(torch.bfloat16, cl, 64),         # fp16's verdict, same format and batch
+                    algo(torch.bfloat16, cl, 2),          # fp16's at the nearer batch, 1
+                    algo(torch.float16, cl, 64, pool=True),  # the unpooled entry
+                    algo(torch.bfloat16, nchw, 64),       # NCHW fp16's before channels_last bf16's
+                    algo(torch.float32, nchw, 64),        # fp32's own (channels_last, pooled)
+                    algo(torch.float32, nchw, 64, tf32=False),  # implicit_gemm needs TF32
+                    algo(torch.float16, cl, 64, c=512, h=28)] == [  # a layer never measured
+                "implicit_gemm", "direct", "implicit_gemm", "direct", "implicit_gemm", "direct", "direct"]
     finally:
         vggkern.set_tuned_tables(None)
 

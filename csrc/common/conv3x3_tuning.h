@@ -3,14 +3,14 @@
 // `python -m benchmarks.tune RESULTS.json --write`); this header looks them up.
 // Torch-free and kernel-free: the op (auto, workspace) and the dispatch (tile) include it.
 //
-// Lookup: a table entry matches a call whose (C, K, H, W, pool) equal the entry's (C as
-// the kernel sees it, a multiple of 8; for "auto" also dtype and layout; for a tile, fp16
-// or fp32-with-TF32 measurement); among the
-// entries that match, the one measured at the batch nearest N (ratio, ties to the larger)
-// decides; a tile entry of the other pool setting stands in where the call's has none
-// (tuned_tile). No match: the rules in conv3x3_implicit_gemm_plan.h (tile) and "direct"
-// (auto). The tables come from one GPU (named in kTunedSource); they apply on every
-// device this build runs on, the emulator included, so CPU tests see the GPU's choices.
+// Lookup. A tile entry matches a call whose (C, K, H, W, pool) equal the entry's (C as the
+// kernel sees it, a multiple of 8; fp16 or fp32-with-TF32 measurement), the batch nearest N
+// (ratio, ties to the larger) deciding among them; where the call's pool setting has none,
+// the other's stands in (tuned_tile); no entry: the rule in conv3x3_implicit_gemm_plan.h.
+// "auto" takes the measurement of the same (C, K, H, W) nearest the call in dtype, memory
+// format, batch and pool (tuned_auto); a layer never measured: "direct". The tables come
+// from one GPU (named in kTunedSource); they apply on every device this build runs on,
+// the emulator included, so CPU tests see the GPU's choices.
 #pragma once
 
 #include <cmath>
@@ -93,16 +93,43 @@ inline const TunedTile* tuned_tile(const TunedTile* table, size_t count, bool tf
   return nullptr;
 }
 
+// How far an auto entry's measurement stands from a call on the same (C, K, H, W), most
+// telling first: fp32 against a 16-bit dtype (other kernels' speeds), the memory format
+// (NCHW's implicit_gemm lays x out first), fp16 against bf16 (the same kernels: within 2%
+// on the H200 run's layers).
+inline int auto_mismatch(const TunedAuto& e, DType dtype, Layout layout) {
+  return 4 * ((e.dtype == DType::float32) != (dtype == DType::float32)) + 2 * (e.layout != layout) +
+         (e.dtype != dtype);
+}
+
+// "auto"'s pick. The table holds both verdicts (direct where implicit_gemm did not win);
+// the entry of the same (C, K, H, W) measured nearest the call decides: least auto_mismatch,
+// then nearest batch (nearer_batch), then the same pool setting. A layer measured in one
+// dtype or format only (a time-limited run measures the headline fp16 channels_last first)
+// so takes that verdict in the others; no entry for the layer at all: direct.
 // C: the call's channel count (padded to a multiple of 8 here, as the kernel sees it).
 inline TunedAlgo tuned_auto(const TunedAuto* table, size_t count, DType dtype, Layout layout, int64_t N, int64_t C,
                             int64_t K, int64_t H, int64_t W, bool pool, bool tf32_allowed) {
   const int64_t Cp = (C + 7) / 8 * 8;
-  const TunedAuto* e = tuned_entry(table, count, N, [&](const TunedAuto& t) {
-    return t.dtype == dtype && t.layout == layout && same_layer(t.shape, Cp, K, H, W, pool);
-  });
-  if (e == nullptr) return TunedAlgo::direct;
-  if (e->algo == TunedAlgo::implicit_gemm && dtype == DType::float32 && !tf32_allowed) return TunedAlgo::direct;
-  return e->algo;
+  const TunedAuto* best = nullptr;
+  for (size_t i = 0; i < count; ++i) {
+    const TunedAuto& e = table[i];
+    if (!(e.shape.C == Cp && e.shape.K == K && e.shape.H == H && e.shape.W == W)) continue;
+    if (best != nullptr) {
+      const int m = auto_mismatch(e, dtype, layout), mb = auto_mismatch(*best, dtype, layout);
+      if (m != mb) {
+        if (m > mb) continue;
+      } else if (e.shape.N != best->shape.N) {
+        if (!nearer_batch(N, e.shape.N, best->shape.N)) continue;
+      } else if (e.shape.pool != pool || best->shape.pool == pool) {
+        continue;
+      }
+    }
+    best = &e;
+  }
+  if (best == nullptr) return TunedAlgo::direct;
+  if (best->algo == TunedAlgo::implicit_gemm && dtype == DType::float32 && !tf32_allowed) return TunedAlgo::direct;
+  return best->algo;
 }
 
 }  // namespace vk
