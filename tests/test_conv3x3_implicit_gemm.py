@@ -16,6 +16,15 @@ ALGO = "implicit_gemm"
 HALF_DTYPES = [torch.float16, torch.bfloat16]
 
 
+@pytest.fixture
+def rule_tiles():
+    """No measured tile entries while the test runs (the build's tables come from a GPU
+    run and name VGG's layers): the plan is the rule's."""
+    vggkern.set_tuned_tables({"source": "none: the rule", "tiles": [], "auto": []})
+    yield
+    vggkern.set_tuned_tables(None)
+
+
 # Both default tiles (256 x 64 for K <= 64, 128 x 128 above), K that is and is not a multiple of
 # 8 (16-byte or scalar stores), C a multiple of 8 or padded, 128-row M tiles that span
 # image rows and images (and pool windows of odd-sized maps), the last one partial.
@@ -161,7 +170,7 @@ def test_nchw_y_override_must_be_valid(monkeypatch):
 # The wgmma policies (VGGKERN_IMPLICIT_GEMM_TILE=wgmma | wgmma-wide: the benchmarks time
 # whole networks on wgmma with them) pick a tile per layer by K, over the measured table.
 @pytest.mark.parametrize("policy", ["wgmma", "wgmma-wide"])
-def test_wgmma_policies_pick_the_tile_per_layer(policy, monkeypatch):
+def test_wgmma_policies_pick_the_tile_per_layer(policy, monkeypatch, rule_tiles):
     from vggkern import _C
 
     monkeypatch.setenv("VGGKERN_IMPLICIT_GEMM_TILE", policy)
@@ -241,7 +250,7 @@ def test_split_k_leaves_no_split_empty(forced, splits, per_split, monkeypatch):
 
 
 @pytest.mark.parametrize("device", DEVICES)
-def test_split_k_by_default_where_the_grid_is_small(device):
+def test_split_k_by_default_where_the_grid_is_small(device, rule_tiles):
     """Without overrides, a layer whose grid has fewer blocks than the GPU has SMs is split
     (VGG's conv5 at batch 1: 8 blocks -> 16 splits of 9 slices), a large one is not, and
     the split result is the conv's, in fp32 via TF32 as well."""
