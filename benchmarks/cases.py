@@ -205,6 +205,9 @@ def _tensor_core_input():
 # converted after: the nchw_y rows): after the headline rows, the tile sweep and VGG16 on
 # the run's own tables, before the rest of the matrix.
 NCHW_Y_PRIORITY = 0.9
+# VGG16 and VGG19 in fp16 channels_last at the other batches, VGG16 in bf16 at batch 64
+# (torch's rows and our "auto"'s): right after the pair above.
+NETWORK_PRIORITY = 0.95
 # Our headline rows' priorities (torch's are 0: its baselines first): the tensor cores
 # right after them, the CUDA-core "direct" and "auto" (until a tuned table says otherwise,
 # auto runs direct) after the tile sweep (0.5), before VGG16 on the run's tables (0.75),
@@ -362,8 +365,16 @@ def build_cases():
         quick = net == "vgg16" and n == QUICK_BATCH and dt in ("fp16", "fp32")
         tier, prio = ("quick", 0) if quick else ("full", 1)
         prio_of = (lambda layout, dt=dt, prio=prio: prio if dt == "fp16" and layout == "cl" else max(prio, 1))
+        # The headline networks at every batch (fp16 channels_last, torch's and our "auto"'s
+        # eager and graph rows), and VGG16 in bf16 at batch 64 (auto there takes fp16's
+        # measurements where bf16 has none): right after the batch-64 headline rows, before
+        # the rest of the matrix, which a full run's deadline does not reach (40 such rows
+        # took 43 s on the H200).
+        wide = (NETWORK_PRIORITY if not quick and (dt == "fp16" or (dt == "bf16" and net == "vgg16" and n == QUICK_BATCH))
+                else None)
         for layout, mode in (("nchw", "eager"), ("cl", "eager"), ("cl", "graph")):
-            cases.append(Case("network", "torch", base + (("layout", layout), ("mode", mode)), tier, prio_of(layout)))
+            p = wide if wide is not None and layout == "cl" else prio_of(layout)
+            cases.append(Case("network", "torch", base + (("layout", layout), ("mode", mode)), tier, p))
         # torch.compile: compiles per shape (tens of seconds each): last in line.
         if net == "vgg16" and math != "ieee":
             cases.append(Case("network", "torch", base + (("layout", "cl"), ("mode", "compile")),
@@ -372,8 +383,9 @@ def build_cases():
         # Our algorithms for the whole net: "auto", and the tensor cores where they apply.
         net_algos = ("auto",) + (("implicit_gemm",) if algos and "implicit_gemm" in algos and math != "ieee" else ())
         for algo, (layout, mode) in itertools.product(net_algos, (("nchw", "eager"), ("cl", "eager"), ("cl", "graph"))):
+            p = wide if wide is not None and layout == "cl" and algo == "auto" else _ours_prio(prio_of(layout), algo)
             cases.append(Case("network", "vggkern", base + (("layout", layout), ("mode", mode), ("algo", algo)), tier,
-                              _ours_prio(prio_of(layout), algo), None if ours else NO_NET_REASON.format(net=net)))
+                              p, None if ours else NO_NET_REASON.format(net=net)))
         # "auto" on the tables tune.py makes from this run's rows so far (set at run time:
         # vggkern.set_tuned_tables): what a build tuned from this run would run, measured in
         # the same session. Right after the rows it is made from (the headline layers,

@@ -219,8 +219,9 @@ def test_roofline_counts_vgg16():
 def test_a_time_limited_run_reaches_the_tile_sweep():
     """A GPU session gets one full run (benchmarks/README.md): in the order the runners take
     the cases, the headline rows (fp16 channels_last at batch 64: every layer against
-    cuDNN, and VGG16) and then the batch-64 tile sweep (what tune.py needs) come before
-    the rest of the matrix, and together they are a small part of it."""
+    cuDNN, and VGG16) and then the batch-64 tile sweep (what tune.py needs), and the
+    fp16 networks at every batch, come before the rest of the matrix, and together they
+    are a small part of it."""
     from benchmarks import cases, run
 
     order = run.select(cases.build_cases(), "full")
@@ -234,7 +235,7 @@ def test_a_time_limited_run_reaches_the_tile_sweep():
     assert sorted({(c.p["N"], c.priority) for c in tf32}) == [(1, 2), (cases.QUICK_BATCH, 1), (128, 2)]
     first_rest = next(i for i, c in enumerate(order) if c.priority >= 1)
     assert max(sweep) < first_rest <= 250 < len(order) / 10
-    head = [c for c in order[:first_rest] if not c.p.get("tile")]
+    head = [c for c in order[:first_rest] if not c.p.get("tile") and c.priority != cases.NETWORK_PRIORITY]
     assert all(c.p.get("N") == cases.QUICK_BATCH and c.p.get("dtype") in ("fp16", "fp32") for c in head)
     net = [c for c in order[:first_rest]
            if c.group == "network" and c.p["net"] == "vgg16" and c.p["dtype"] == "fp16"]
@@ -243,6 +244,14 @@ def test_a_time_limited_run_reaches_the_tile_sweep():
     assert {(c.p.get("tile"), c.p["mode"]) for c in net if c.impl == "vggkern" and c.p["algo"] == "implicit_gemm"
             and c.p["layout"] == "cl"} == {(t, m) for t in (None, "wgmma", "wgmma-wide") for m in ("eager", "graph")}
     assert min(i for i, c in enumerate(order) if c.group == "network") < min(sweep)  # VGG16 before the sweep
+    # VGG16 and VGG19 in fp16 channels_last at every batch, torch's and our auto's rows,
+    # eager and graph, and VGG16 in bf16 at batch 64, before the rest too.
+    nets = {(c.impl, c.p["net"], c.p["N"], c.p["dtype"], c.p["mode"]) for c in order[:first_rest]
+            if c.group == "network" and c.p["layout"] == "cl" and c.p.get("algo") in (None, "auto")
+            and not c.p.get("tables")}
+    assert nets == {(impl, net, n, dt, mode) for impl in ("torch", "vggkern") for mode in ("eager", "graph")
+                    for net, n, dt in [(net, n, "fp16") for net in ("vgg16", "vgg19") for n in cases.BATCHES]
+                    + [("vgg16", cases.QUICK_BATCH, "bf16")]}
     # torch's headline baselines (VGG16's 14 layer rows and VGG16, eager and graph) run
     # before any kernel of ours (a fault of ours poisons the CUDA context for every later
     # case); ours on the tensor cores next (the 14 rows, VGG16 on each tile policy), then
