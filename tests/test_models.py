@@ -1708,6 +1708,40 @@ def test_parametrized_and_pruned_weights_are_read_as_the_module_reads_them():
         assert torch.equal(y, vggkern.conv3x3(x, conv.weight, conv.bias, algo="direct")), change
 
 
+@pytest.mark.parametrize("dtype,tf32,tables,converts", [
+    (torch.float16, True, "float16", True), (torch.bfloat16, True, "float16", True),
+    (torch.float32, True, "float16", True), (torch.float32, False, "float32", False),
+    (torch.float16, True, None, False)])
+def test_auto_model_converts_nchw_input_where_the_tables_run_tensor_cores(dtype, tf32, tables, converts,
+                                                                           monkeypatch):
+    """On "auto" the model computes in channels_last where the tables in use run
+    implicit_gemm on some layer (in any dtype: the others take its verdict) and x can run it
+    (16-bit, or fp32 with TF32 allowed), and in x's format elsewhere; either way it gives
+    what a channels_last input gives."""
+    torch.manual_seed(3)
+    model = vggkern.vgg11(algo="auto").eval().to(dtype)
+    seen, conv3x3 = [], vggkern.nn._conv3x3_op
+
+    def spy(x, *args):
+        seen.append(x.is_contiguous(memory_format=torch.channels_last))
+        return conv3x3(x, *args)
+
+    monkeypatch.setattr(vggkern.nn, "_conv3x3_op", spy)
+    monkeypatch.setattr(torch.backends.cudnn, "allow_tf32", tf32)
+    entry = {"channels_last": True, "C": 512, "K": 512, "H": 14, "W": 14, "pool": True, "N": 64,
+             "algo": "implicit_gemm"}
+    x = torch.randn(1, 3, 32, 32, dtype=dtype)
+    try:
+        vggkern.set_tuned_tables({"source": "test", "auto": [dict(entry, dtype=tables)] if tables else []})
+        with vggkern.cpu_backend("emulator"), torch.no_grad():
+            y = model(x)
+            assert len(seen) == 8 and seen == [converts] * 8, seen
+            y_cl = model(x.contiguous(memory_format=torch.channels_last))
+    finally:
+        vggkern.set_tuned_tables(None)
+    assert torch.equal(y, y_cl)
+
+
 @pytest.mark.parametrize("include_top", [True, False])
 def test_tensor_core_model_converts_nchw_input_once(include_top, monkeypatch):
     """With a tensor-core algorithm the model converts an NCHW input to channels_last once,

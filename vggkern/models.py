@@ -15,7 +15,7 @@ import torch
 from torch import nn
 from torch.fx._symbolic_trace import is_fx_symbolic_tracing
 
-from . import ops
+from . import ops, tuning
 from .convert import convert
 from .nn import Conv3x3, FusedSequential, MaxPool2x2, _check_algo, _use_kernels
 
@@ -91,6 +91,7 @@ class VGG(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         # Tensor-core convolutions compute in channels_last (NHWC): an NCHW input is
         # converted once here, not at every layer, and features come back in x's format.
+        # So does "auto" where the tables in use run the tensor cores (_auto_on_tensor_cores).
         # (Not while torch.fx traces symbolically, where x's layout is unknown.) Only the
         # direct children of features are looked at: walking .modules() cost ~40 us a
         # VGG16 forward, this ~11 (benchmarks/README.md, host overhead); a tensor-core
@@ -98,7 +99,8 @@ class VGG(nn.Module):
         entry_format = None
         if not is_fx_symbolic_tracing() and x.dim() == 4 and not x.is_contiguous(
                 memory_format=torch.channels_last) and _use_kernels(x) and any(
-                isinstance(m, Conv3x3) and m.algo in ops._TENSOR_CORE_ALGORITHMS
+                isinstance(m, Conv3x3) and (m.algo in ops._TENSOR_CORE_ALGORITHMS
+                                            or (m.algo == "auto" and _auto_on_tensor_cores(x.dtype)))
                 for m in self.features._modules.values()):
             entry_format = torch.contiguous_format
             x = x.contiguous(memory_format=torch.channels_last)
@@ -108,6 +110,25 @@ class VGG(nn.Module):
         x = self.avgpool(x)
         x = torch.flatten(x, 1)
         return self.classifier(x)
+
+
+_auto_memo = (None, False)  # (tables generation, do they pick implicit_gemm anywhere)
+
+
+def _auto_on_tensor_cores(dtype: torch.dtype) -> bool:
+    """Can "auto" run implicit_gemm in this dtype on the tables in use: do they pick it
+    for some layer (in any dtype: a layer measured in one takes that verdict in the others,
+    conv3x3_tuning.h's tuned_auto), x is 16-bit, or fp32 with TF32 allowed? Then a model
+    on "auto" computes in channels_last: on the H200
+    (benchmarks/results/2026-12-04_H200_a95939d.json, fp16, batch 64) implicit_gemm on an
+    NCHW x took 1.02-1.45x its channels_last time per layer (x laid out at every layer),
+    against one conversion of the image here (torch's copy: 69 us at batch 64)."""
+    global _auto_memo
+    if _auto_memo[0] != tuning.generation:
+        _auto_memo = (tuning.generation, any(e["algo"] == "implicit_gemm" for e in tuning.tuned_tables()["auto"]))
+    if not _auto_memo[1]:
+        return False
+    return dtype in (torch.float16, torch.bfloat16) or (dtype == torch.float32 and ops._tf32_allowed(None))
 
 
 def _weights_enum(arch: str):
