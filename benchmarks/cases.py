@@ -7,7 +7,8 @@ rows, fp16 channels_last at batch 64 with cuDNN, per layer and for VGG16, so the
 baselines are taken before any kernel of ours runs (a fault of ours poisons the CUDA
 context for every later case); 0.1 ours on the tensor cores against them (implicit_gemm
 per layer, and VGG16 on it with each tile policy); 0.5 implicit_gemm's tile sweep at
-batch 64, the measurement benchmarks/tune.py turns into the per-layer tile table; 0.55
+batch 64, the measurement benchmarks/tune.py turns into the per-layer tile table (and the
+wgmma tiles with the K order before, taps outer, beside it); 0.55
 and 0.6 the headline layers on direct and "auto" (CUDA cores until a table says
 otherwise: slow, so after the tensor-core rows), VGG16 on "auto", and the quick pools;
 0.75 VGG16 on the run's own tables; 0.9 the
@@ -290,6 +291,19 @@ def build_cases():
             for tile in IMPLICIT_GEMM_TILES:
                 cases.append(Case("conv", "vggkern", base + (("tile", tile),),
                                   "quick" if n == QUICK_BATCH else "full", 0.5 if n == QUICK_BATCH else 2))
+            # K order: the wgmma tiles at batch 64 again with K tap by tap (the order before;
+            # VGGKERN_IMPLICIT_GEMM_K_ORDER=taps_outer) beside the sweep's default taps-inner
+            # rows, where C allows taps inner (a multiple of 32 halves). Predicted by counting
+            # (benchmarks/roofline.py, L2 column): x's L2 reads fall from ~9 to ~2 per pixel
+            # chunk, the SM's L2 demand at the tensor peak from 63 to 39 bytes per clock on
+            # wg128x128 and from 80 to 30 on wg256x64; what that buys depends on whether L2
+            # limits the kernel (the first run's ncu: 78% memory throughput on wg128x128 at
+            # 60% tensor-pipe use). Kept out of "best ours" and of tune.py's table.
+            if n == QUICK_BATCH and s.C % 32 == 0:
+                for tile in IMPLICIT_GEMM_TILES:
+                    if tile.startswith("wg"):
+                        cases.append(Case("conv", "vggkern", base + (("tile", tile), ("k_order", "taps_outer")),
+                                          "full", 0.5))
             # fp32 as TF32 (torch's TF32 on) on the rule's mma.sync tile and the wgmma tiles
             # the policies give the layer: tune.py's fp32 entries (TF32 on wgmma reads x
             # truncated, so fp32 moves to it only where measured faster in fp32).
@@ -538,7 +552,8 @@ def _conv_case(case: Case, device: str, cfg: dict) -> dict:
 
     extra = {}
     with fp32_math(p.get("math", "-")), env_var("VGGKERN_IMPLICIT_GEMM_TILE", p.get("tile")), \
-            env_var("VGGKERN_IMPLICIT_GEMM_NCHW_Y", p.get("nchw_y")):
+            env_var("VGGKERN_IMPLICIT_GEMM_NCHW_Y", p.get("nchw_y")), \
+            env_var("VGGKERN_IMPLICIT_GEMM_K_ORDER", p.get("k_order")):
         probe = make_inputs()
         try:
             y = fn(probe)

@@ -7,7 +7,8 @@
 For each layer (default: VGG16's conv3_2, C = K = 256 at 56x56, where the issue's 50%-of-
 peak target applies, and conv5_1, 512 -> 512 at 14x14, whose grid is 2 waves), fp16
 channels_last at batch 64: our implicit_gemm on its default tile and on wg128x128 (where
-this build and GPU run wgmma and the run has not left the wgmma tiles out), and torch's
+this build and GPU run wgmma and the run has not left the wgmma tiles out; also with K tap
+by tap, VGGKERN_IMPLICIT_GEMM_K_ORDER=taps_outer), and torch's
 conv2d + relu_ (cuDNN, cudnn.benchmark on). Each is warmed up (cuDNN's autotune, module
 load), then called once between cudaProfilerStart and cudaProfilerStop, so ncu with
 --profile-from-start off profiles exactly those launches (ncu lists them in this order;
@@ -32,14 +33,17 @@ BATCH = 64
 
 def calls(x, w, b):
     """(label, fn) of what is profiled for one layer."""
-    def ours(tile=None):
-        with env_var("VGGKERN_IMPLICIT_GEMM_TILE", tile):  # None: as it is
-            return vggkern.conv3x3(x, w, b, relu=True, algo="implicit_gemm")
+    def ours(tile=None, k_order=None):
+        with env_var("VGGKERN_IMPLICIT_GEMM_TILE", tile), env_var("VGGKERN_IMPLICIT_GEMM_K_ORDER", k_order):
+            return vggkern.conv3x3(x, w, b, relu=True, algo="implicit_gemm")  # None: as it is
     fns = [("ours implicit_gemm (default tile)", ours)]
     # (The emulator runs the wgmma tiles too: on the CPU, the wiring is tested with them.)
     if (not x.is_cuda or (vggkern.build_info().get("cuda_wgmma") and torch.cuda.get_device_capability() == (9, 0))) \
             and "wg128x128" in IMPLICIT_GEMM_TILES:
         fns.append(("ours implicit_gemm [wg128x128]", lambda: ours("wg128x128")))
+        # ... and with K tap by tap (the order before taps inner): its L2 throughput and L1 hit
+        # rate beside the default's tell whether x's copies through L1 took the L2 load off.
+        fns.append(("ours implicit_gemm [wg128x128, taps outer]", lambda: ours("wg128x128", "taps_outer")))
     fns.append(("torch conv2d + relu_ (cuDNN)", lambda: F.relu(F.conv2d(x, w, b, padding=1), inplace=True)))
     return fns
 
@@ -51,7 +55,7 @@ def main(argv=None):
     if not cpu and not torch.cuda.is_available():
         print("ncu_case: no CUDA GPU: nothing to profile")
         return 2
-    device, layers, batch = ("cpu", (("small", 16, 24, 6),), 1) if cpu else ("cuda", LAYERS, BATCH)
+    device, layers, batch = ("cpu", (("small", 32, 24, 6),), 1) if cpu else ("cuda", LAYERS, BATCH)
     torch.backends.cudnn.benchmark = True
     torch.manual_seed(0)
     cl = torch.channels_last

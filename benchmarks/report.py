@@ -122,6 +122,12 @@ def is_nchw_converted(r):
     return r.get("nchw_y") == "convert"
 
 
+def is_k_order_variant(r):
+    """A row of implicit_gemm with K run tap by tap (VGGKERN_IMPLICIT_GEMM_K_ORDER=taps_outer,
+    the order before): timed beside the default (taps inner) in a table of its own (k_order)."""
+    return r.get("k_order") == "taps_outer"
+
+
 def wrong(r):
     """A row of ours whose result was wrong (accuracy_ok False: benchmarks.cases.wrong_result):
     listed, never "best ours"."""
@@ -129,9 +135,9 @@ def wrong(r):
 
 
 def set_apart(r):
-    """Left out of "best ours" and the plot: a sweep row, a prepared-weight one, or NCHW's
-    converted y."""
-    return is_sweep(r) or is_prepared(r) or is_nchw_converted(r)
+    """Left out of "best ours" and the plot: a sweep row, a prepared-weight one, NCHW's
+    converted y, or K tap by tap."""
+    return is_sweep(r) or is_prepared(r) or is_nchw_converted(r) or is_k_order_variant(r)
 
 
 def annotate(rows):
@@ -209,7 +215,8 @@ def tile_order(tile: str):
 def tile_sweep(rows):
     """implicit_gemm's time per forced tile, per layer and batch, and the default's: one
     table per dtype (fp16: every tile; fp32 with TF32: the rule's tile and the wgmma ones)."""
-    sweep = [r for r in rows if r["group"] == "conv" and is_sweep(r) and timed(r) and not wrong(r)]
+    sweep = [r for r in rows if r["group"] == "conv" and is_sweep(r) and timed(r) and not wrong(r)
+             and not is_k_order_variant(r)]
     default = {problem_key(r): r for r in rows if r["group"] == "conv" and r["impl"] != "torch"
                and r.get("algo") == "implicit_gemm" and not is_sweep(r) and r.get("layout") == "cl"}
     lines = []
@@ -290,7 +297,7 @@ def headline(rows):
                       f"{r['images_per_s']:.0f} img/s | {_f(r.get('speedup_vs_best_torch'), '{:.2f}×')} |"
                       for r in policy]
             lines.append("")
-    return lines + tile_sweep(rows) + prepared_weight(rows) + nchw_y(rows)
+    return lines + tile_sweep(rows) + k_order(rows) + prepared_weight(rows) + nchw_y(rows)
 
 
 def _beside_default(rows, is_variant, title, names, variant_saves):
@@ -335,10 +342,33 @@ def nchw_y(rows):
                            ("converted", "direct", "saved", "converted ÷ direct"), variant_saves=False)
 
 
+def k_order(rows):
+    """implicit_gemm's forced tiles with K tap by tap (taps_outer, the order before) against
+    the same tile's sweep row (taps inner, x through L1: the default), and the ratio."""
+    def key(r):
+        return problem_key(r) + (r.get("tile"),)
+    inner = {key(r): r for r in rows if r["group"] == "conv" and is_sweep(r) and not is_k_order_variant(r)
+             and timed(r) and not wrong(r)}
+    outer = sorted((r for r in rows if r["group"] == "conv" and is_k_order_variant(r) and timed(r) and not wrong(r)),
+                   key=lambda r: (r["N"], r["C"], r["K"], -r["H"], tile_order(r.get("tile"))))
+    if not outer:
+        return []
+    lines = ["implicit_gemm K order: taps outer (VGGKERN_IMPLICIT_GEMM_K_ORDER=taps_outer, the order before) "
+             "against taps inner (the default: x through L1) (µs, CUDA-event median)", "",
+             "| layer | N | dtype | tile | taps outer | taps inner | outer ÷ inner |",
+             "| --- | ---: | --- | --- | ---: | ---: | ---: |"]
+    for r in outer:
+        d = inner.get(key(r))
+        lines.append("| " + " | ".join([r["layer"], str(r["N"]), r["dtype"], str(r.get("tile")), _us(r["median_s"]),
+                                        _us(d["median_s"]) if d else "–",
+                                        _f(r["median_s"] / d["median_s"] if d else None, "{:.2f}×")]) + " |")
+    return lines + [""]
+
+
 def full_tables(rows):
     lines = []
     cols = {
-        "conv": ("layer", "N", "dtype", "layout", "variant", "math", "algo", "tile", "weight", "nchw_y"),
+        "conv": ("layer", "N", "dtype", "layout", "variant", "math", "algo", "tile", "weight", "nchw_y", "k_order"),
         "maxpool": ("C", "H", "N", "dtype", "layout"),
         "layout": ("C", "H", "N", "dtype", "layout"),
         "network": ("net", "N", "dtype", "math", "layout", "mode", "algo", "tile"),

@@ -216,6 +216,22 @@ def test_roofline_counts_vgg16():
     assert roofline.main(["--batch", "2"]) == 0
 
 
+def test_roofline_counts_x_rows_from_l2():
+    """roofline.x_rows_from_l2 on hand-worked cases: one 4 x 4 image in one 16-row tile.
+    Taps outer: every in-image (pixel, tap) pair, (4+3+3)^2 = 100 rows over 9 slices; taps
+    inner: the 16 distinct pixels once per 9 slices. Pooled, the same pixels in window
+    order. Two 4 x 4 images in 8-row tiles (two image rows each): a tile's taps reach its
+    rows and one more row above or below, 12 distinct pixels."""
+    from benchmarks import roofline
+
+    assert roofline.x_rows_from_l2(16, 4, False, False, images=1) == pytest.approx(100 / 9)
+    assert roofline.x_rows_from_l2(16, 4, False, True, images=1) == pytest.approx(16 / 9)
+    assert roofline.x_rows_from_l2(16, 4, True, True, images=1) == pytest.approx(16 / 9)
+    assert roofline.x_rows_from_l2(8, 4, False, True, images=2) == pytest.approx(12 / 9)
+    # L2 bytes per clock: (x rows + BN weight rows) x 64 bytes per BM x BN x 32 / 2048 clocks.
+    assert roofline.l2_bytes_per_clock(16, 8, 4, False, True) == pytest.approx(64 * (16 / 9 + 8) / 2)
+
+
 def test_a_time_limited_run_reaches_the_tile_sweep():
     """A GPU session gets one full run (benchmarks/README.md): in the order the runners take
     the cases, the headline rows (fp16 channels_last at batch 64: every layer against
@@ -225,16 +241,23 @@ def test_a_time_limited_run_reaches_the_tile_sweep():
     from benchmarks import cases, run
 
     order = run.select(cases.build_cases(), "full")
-    sweep = [i for i, c in enumerate(order)
-             if c.group == "conv" and c.p.get("tile") and c.p["N"] == cases.QUICK_BATCH and c.p["dtype"] == "fp16"]
+    sweep = [i for i, c in enumerate(order) if c.group == "conv" and c.p.get("tile") and not c.p.get("k_order")
+             and c.p["N"] == cases.QUICK_BATCH and c.p["dtype"] == "fp16"]
     assert len(sweep) == 9 * len(cases.IMPLICIT_GEMM_TILES)  # every tile on VGG's 9 layer shapes
+    # ... and beside it the wgmma tiles with K tap by tap (the K order's measurement), on
+    # the 8 shapes whose C is a multiple of 32 halves (all but conv1_1's C = 3)
+    k_order = [i for i, c in enumerate(order) if c.p.get("k_order")]
+    wg = [t for t in cases.IMPLICIT_GEMM_TILES if t.startswith("wg")]
+    assert sorted((order[i].p["layer"], order[i].p["tile"]) for i in k_order) == sorted(
+        (c.p["layer"], c.p["tile"]) for c in (order[i] for i in sweep) if c.p["tile"] in wg and c.p["C"] % 32 == 0)
+    assert len(k_order) == 8 * len(wg) and all(order[i].p["k_order"] == "taps_outer" for i in k_order)
     # fp32 (TF32): the rule's tile and the wgmma policies' (1 per layer, 2 where K >= 256:
     # 5 shapes), in the rest of the matrix (priority 1 at batch 64, 2 at batches 1 and 128).
     tf32 = [c for c in order if c.group == "conv" and c.p.get("tile") and c.p["dtype"] == "fp32"]
     assert len(tf32) == 3 * (9 + 9 + 5) and all(c.p["math"] == "tf32" for c in tf32)
     assert sorted({(c.p["N"], c.priority) for c in tf32}) == [(1, 2), (cases.QUICK_BATCH, 1), (128, 2)]
     first_rest = next(i for i, c in enumerate(order) if c.priority >= 1)
-    assert max(sweep) < first_rest <= 250 < len(order) / 10
+    assert max(sweep + k_order) < first_rest <= 280 < len(order) / 10
     head = [c for c in order[:first_rest] if not c.p.get("tile") and c.priority != cases.NETWORK_PRIORITY]
     assert all(c.p.get("N") == cases.QUICK_BATCH and c.p.get("dtype") in ("fp16", "fp32") for c in head)
     net = [c for c in order[:first_rest]
@@ -428,6 +451,51 @@ def test_nchw_y_converted_rows_stay_out_of_best_ours_and_have_their_table(tmp_pa
     assert "y written NCHW by the epilogue" in text
     text, _, _ = report.render(write(tmp_path / "s.json", rows[:2]), headline_only=True)
     assert "y written NCHW by the epilogue" not in text
+
+
+def test_k_order_rows_stay_out_of_the_sweep_and_tune_and_have_their_table(tmp_path):
+    """A forced tile with K tap by tap (k_order="taps_outer", the order before) is neither
+    "best ours" nor the tile sweep's time for its tile (the default, taps inner, is), and
+    tune.py never picks it; the K-order table shows it beside the same tile's sweep row."""
+    from benchmarks import tune
+
+    rows = [row("torch", 1.5e-3), row("vggkern", 1.2e-3, algo="implicit_gemm"),
+            row("vggkern", 1.0e-3, algo="implicit_gemm", tile="wg128x128"),
+            row("vggkern", 0.8e-3, algo="implicit_gemm", tile="wg128x128", k_order="taps_outer"),
+            row("vggkern", 1.4e-3, algo="implicit_gemm", tile="wg128x256", k_order="taps_outer")]
+    for r in rows[2:]:
+        r["id"] += "-" + r["tile"] + "-" + r.get("k_order", "")
+    text, _, _ = report.render(write(tmp_path / "r.json", rows), headline_only=True)
+    lines = text.splitlines()
+    best = [ln for ln in lines if ln.startswith("| conv3_2+conv3_3 (256")]
+    assert len(best) == 1 and "ours implicit_gemm cl" in best[0] and "1.25×" in best[0], best
+    sweep = [ln for ln in lines if ln.startswith("| conv3_2+conv3_3 | 64 | relu |")]
+    assert sweep == ["| conv3_2+conv3_3 | 64 | relu | 1000 | 1200 | wg128x128 |"], sweep
+    table = [ln for ln in lines if ln.startswith("| conv3_2+conv3_3 | 64 | fp16 |")]
+    assert table == ["| conv3_2+conv3_3 | 64 | fp16 | wg128x128 | 800.0 | 1000 | 0.80× |",
+                     "| conv3_2+conv3_3 | 64 | fp16 | wg128x256 | 1400 | – | – |"], table
+    assert [e["tile"] for e in tune.tile_table(rows)] == ["wg128x128"]
+    assert [e["us"] for e in tune.tile_table(rows)] == [pytest.approx(1000)]
+    text, _, _ = report.render(write(tmp_path / "s.json", rows[:3]), headline_only=True)
+    assert "K order" not in text
+
+
+def test_k_order_cases_have_their_sweep_twin():
+    """The K-order cases: the wgmma tiles at batch 64 with K tap by tap, on every layer
+    shape whose C is a multiple of 32 halves, each beside its tile-sweep twin (taps inner)."""
+    from benchmarks import cases
+
+    all_cases = cases.build_cases()
+    if cases.conv_algorithms() is None or "implicit_gemm" not in cases.conv_algorithms():
+        pytest.skip("vggkern.conv3x3 with implicit_gemm is not importable")
+    by_id = {c.id: c for c in all_cases}
+    outer = [c for c in all_cases if c.p.get("k_order")]
+    wg = [t for t in cases.IMPLICIT_GEMM_TILES if t.startswith("wg")]
+    assert len(outer) == len(wg) * sum(1 for s in cases.LAYER_SHAPES if s.C % 32 == 0) > 0
+    for c in outer:
+        assert c.p["k_order"] == "taps_outer" and c.p["tile"] in wg and c.p["N"] == cases.QUICK_BATCH
+        twin = by_id[twin_id(c, "k_order")]
+        assert twin.priority == c.priority == 0.5, (c.id, twin.id)
 
 
 def test_nchw_y_converted_cases_have_their_default_twin():

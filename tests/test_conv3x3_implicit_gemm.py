@@ -121,11 +121,20 @@ def test_forced_tiles(tile, k, relu, pool, device, monkeypatch):
     _check(vggkern.conv3x3(x, w, b, relu=relu, pool=pool, algo=ALGO), x, w, b, relu, pool, algo=ALGO)
 
 
-def test_forced_tile_must_exist(monkeypatch):
-    monkeypatch.setenv("VGGKERN_IMPLICIT_GEMM_TILE", "64x64")
-    x, w, b = _inputs(1, 8, 8, 4, 4, torch.float16, "cpu", channels_last=True, seed=0)
-    with pytest.raises(ValueError, match="VGGKERN_IMPLICIT_GEMM_TILE must be 128x64, 128x128, 256x128, 256x64, "
-                                         "wg128x128, wg256x64 or wg128x256 \\(or wgmma, wgmma-wide\\), got '64x64'"):
+# The implicit_gemm overrides (forced tile, NCHW y's path, K order) refuse a value they do
+# not know with an error naming the variable, whatever the shape (C = 8: K runs taps outer
+# there anyway) and on an NCHW call (its x laid out first).
+@pytest.mark.parametrize("var,value,message", [
+    ("VGGKERN_IMPLICIT_GEMM_TILE", "64x64", "VGGKERN_IMPLICIT_GEMM_TILE must be 128x64, 128x128, 256x128, 256x64, "
+                                            "wg128x128, wg256x64 or wg128x256 \\(or wgmma, wgmma-wide\\), got '64x64'"),
+    ("VGGKERN_IMPLICIT_GEMM_NCHW_Y", "nhwc", "VGGKERN_IMPLICIT_GEMM_NCHW_Y must be \"direct\" or \"convert\", "
+                                             "got 'nhwc'"),
+    ("VGGKERN_IMPLICIT_GEMM_K_ORDER", "channels", "VGGKERN_IMPLICIT_GEMM_K_ORDER must be \"taps_inner\" or "
+                                                  "\"taps_outer\", got 'channels'")])
+def test_overrides_must_be_valid(var, value, message, monkeypatch):
+    monkeypatch.setenv(var, value)
+    x, w, b = _inputs(1, 8, 8, 4, 4, torch.float16, "cpu", seed=0)
+    with pytest.raises(ValueError, match=message):
         vggkern.conv3x3(x, w, b, algo=ALGO)
 
 
@@ -159,12 +168,35 @@ def test_nchw_output_written_by_the_kernel(tile, split, dtype, device, monkeypat
             _check(y, x, wt, b, relu, pool, algo=ALGO, tf32_x="truncated" if tile.startswith("wg") else "rounded")
 
 
-def test_nchw_y_override_must_be_valid(monkeypatch):
-    monkeypatch.setenv("VGGKERN_IMPLICIT_GEMM_NCHW_Y", "nhwc")
-    x, w, b = _inputs(1, 8, 8, 4, 4, torch.float16, "cpu", seed=0)
-    with pytest.raises(ValueError, match="VGGKERN_IMPLICIT_GEMM_NCHW_Y must be \"direct\" or \"convert\", "
-                                         "got 'nhwc'"):
-        vggkern.conv3x3(x, w, b, algo=ALGO)
+# K order (the kernel's header): where C is a multiple of the 64-byte slice (32 halves, 16
+# floats), K_gemm runs channel slice by channel slice, the 9 taps of each in turn, so x's
+# bytes re-read by the next taps come from L1; VGGKERN_IMPLICIT_GEMM_K_ORDER=taps_outer
+# restores tap by tap. With small integers every fp32 sum is exact in any order, so both
+# orders must give exactly the float64 result rounded once to the dtype: a wrong tap,
+# channel or pixel offset in either walk (the taps' row step, the next slice's first tap,
+# a split-K block that starts mid-slice: 18 slices over 4 or 7 splits) changes it. Every
+# tile, pooled and not, images spanning M tiles, maps narrower than a tile.
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("tile,split", [("", ""), ("", "4"), ("", "7"), *((t, "") for t in TILES),
+                                        ("wg128x256", "4"), ("wg256x64", "7")])
+@pytest.mark.parametrize("dtype,c", [(torch.float16, 64), (torch.bfloat16, 32), (torch.float32, 32)], ids=str)
+def test_k_orders_sum_the_same_products(tile, split, dtype, c, device, monkeypatch):
+    _skip_without_wgmma(tile, device)
+    monkeypatch.setenv("VGGKERN_IMPLICIT_GEMM_TILE", tile)
+    monkeypatch.setenv("VGGKERN_IMPLICIT_GEMM_SPLIT_K", split)
+    g = torch.Generator().manual_seed(c + len(tile))
+    x = torch.randint(-3, 4, (3, c, 9, 13), generator=g).to(dtype).contiguous(memory_format=torch.channels_last)
+    w = torch.randint(-2, 3, (72, c, 3, 3), generator=g).to(dtype)
+    b = torch.randint(-5, 6, (72,), generator=g).to(dtype)
+    x, w, b = x.to(device), w.to(device), b.to(device)
+    for relu, pool in [(False, False), (True, True)]:
+        want = torch.nn.functional.conv2d(x.double(), w.double(), b.double(), padding=1)
+        want = torch.nn.functional.max_pool2d(want.relu(), 2) if pool else want
+        want = want.to(dtype)
+        for order in ["taps_outer", "taps_inner", ""]:
+            monkeypatch.setenv("VGGKERN_IMPLICIT_GEMM_K_ORDER", order)
+            y = vggkern.conv3x3(x, w, b, relu=relu, pool=pool, algo=ALGO, allow_tf32=True)
+            assert torch.equal(y, want), (order, relu, pool)
 
 
 # The wgmma policies (VGGKERN_IMPLICIT_GEMM_TILE=wgmma | wgmma-wide: the benchmarks time
@@ -572,19 +604,21 @@ def test_torch_compile_float32_tf32(device):
 @pytest.mark.parametrize("tile,split", [("", ""), *((t, "") for t in TILES), ("128x128", "3"),
                                         *((t, "3") for t in WGMMA_TWIN)])
 @pytest.mark.parametrize("layout", [torch.channels_last, torch.contiguous_format], ids=["nhwc", "nchw"])
-def test_gpu_matches_emulator_bit_for_bit(dtype, tile, split, layout, monkeypatch):
+@pytest.mark.parametrize("c", [24, 32])
+def test_gpu_matches_emulator_bit_for_bit(dtype, tile, split, layout, c, monkeypatch):
     """The proof that the emulated fragment layouts are the hardware's: with small
     integer data every sum is exact, so the GPU and the emulator must agree exactly
     (float32: the TF32 path, mma.sync.m16n8k8 fed by ldmatrix of 32-bit elements, or
     wgmma's m64nNk8.tf32), for the default tile choice, each tile forced (the wg tiles:
     wgmma's descriptors and accumulator layout), and split-K; y NHWC, and NCHW as the
-    epilogue writes it for NCHW calls."""
+    epilogue writes it for NCHW calls; K taps outer (C = 24) and taps inner (C = 32,
+    x's copies through L1)."""
     _skip_without_wgmma(tile, "cuda")
     monkeypatch.setenv("VGGKERN_IMPLICIT_GEMM_TILE", tile)
     monkeypatch.setenv("VGGKERN_IMPLICIT_GEMM_SPLIT_K", split)
     g = torch.Generator().manual_seed(0)
-    x = torch.randint(-3, 4, (2, 24, 12, 20), generator=g).to(dtype).contiguous(memory_format=layout)
-    w = torch.randint(-2, 3, (72, 24, 3, 3), generator=g).to(dtype)
+    x = torch.randint(-3, 4, (2, c, 12, 20), generator=g).to(dtype).contiguous(memory_format=layout)
+    w = torch.randint(-2, 3, (72, c, 3, 3), generator=g).to(dtype)
     b = torch.randint(-5, 6, (72,), generator=g).to(dtype)
     for relu, pool in [(False, False), (True, True)]:
         cpu = vggkern.conv3x3(x, w, b, relu=relu, pool=pool, algo=ALGO, allow_tf32=True)

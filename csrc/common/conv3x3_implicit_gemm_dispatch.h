@@ -22,6 +22,19 @@
 
 namespace vk {
 
+// K_gemm's slice order (the kernel's "K order"): VGGKERN_IMPLICIT_GEMM_K_ORDER unset or
+// "taps_inner" (the default: each channel slice's 9 taps in turn, where C is a multiple of
+// the slice) or "taps_outer" (tap by tap, the order before; kept so that a GPU run
+// measures the two: benchmarks/cases.py). Read per launch, as the tests toggle it.
+inline bool implicit_gemm_taps_inner() {
+  const char* e = std::getenv("VGGKERN_IMPLICIT_GEMM_K_ORDER");
+  const std::string v = e != nullptr ? e : "";
+  if (!v.empty() && v != "taps_inner" && v != "taps_outer")
+    throw std::invalid_argument("vggkern.conv3x3: VGGKERN_IMPLICIT_GEMM_K_ORDER must be \"taps_inner\" or "
+                                "\"taps_outer\", got '" + v + "'");
+  return v != "taps_outer";
+}
+
 template <class T, VK_KERNEL_NS::MmaType kMma, int kWarpsM, int kWarpsN, VK_KERNEL_NS::MainLoop kLoop, class Index,
           class Launcher>
 void conv3x3_implicit_gemm_run(const Conv3x3Args& a, const ImplicitGemmPlan& plan, const Launcher& launch) {
@@ -44,6 +57,8 @@ void conv3x3_implicit_gemm_run(const Conv3x3Args& a, const ImplicitGemmPlan& pla
   p.splits = plan.splits;
   p.slices_per_split = static_cast<int>(plan.slices_per_split);
   p.partial = a.workspace;
+  const bool taps_inner = implicit_gemm_taps_inner();  // read (and checked) whatever C is
+  p.taps_inner = taps_inner && a.C % L::kBK == 0;
   LaunchGeometry g;
   g.block.x = L::kThreads;
   g.grid.x = static_cast<unsigned>(plan.blocks());  // (M tile, K tile, split), split fastest

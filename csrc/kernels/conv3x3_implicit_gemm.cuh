@@ -35,6 +35,29 @@
 // warps per 128 x 128) cost 512 wavefronts per 256 mma: a 50% cap; 256 x 128 blocks
 // cost 704 per 512 mma (73%), 128 x 64 ones 224 per 128 (57%), 256 x 64 ones 416 per
 // 256 (62%: the candidate for VGG's K = 64 layers, 13% of VGG16's conv FLOPs).
+// K order: where C is a multiple of kBK (every VGG layer but the first), K_gemm runs
+// channel slice by channel slice, and within each the 9 taps in turn (slice kt: tap kt % 9,
+// channels (kt / 9) * kBK on; the weight's (K, 3, 3, C) rows are read at tap * C + c
+// either way), and x's copies go through L1 (cp.async.ca; the weight's bypass it, .cg).
+// Then the 9 consecutive slices of a channel slice copy the same pixels' bytes shifted by a
+// pixel or a row, and all but the first copy of each hit L1 if it holds a block's ~3 slices
+// of x (8-16 KiB per slice). Counted (benchmarks/roofline.py, and the emulator's model of a
+// block's L1: tests/test_global_sectors.py, which finds exactly that count): x's L2 reads
+// fall from 9 per in-image pixel chunk to ~2 (a 128-row tile's 128 pixels + its halo),
+// the SM's L2 demand at the dense peak from 63 to 39 bytes per clock on wg128x128's C,K >=
+// 128 layers, from 48 to 35 on wg128x256, from 80 to 30 on wg256x64's conv1_2. The reason
+// (first H200 run, benchmarks/results/2026-12-04_H200_a95939d_ncu.md): wg128x128 on
+// conv3_2 ran the tensor pipe 60% busy with memory throughput at 78%, L1 at 55% and DRAM
+// at 9%: the L2 side was the busiest unit, and at 64 bytes per clock per SM the tile asks
+// L2 for more than it gave there (~49 per clock, inferred: 64 x 0.60 / 0.78) before the
+// pipe can pass 77%. Tap by tap (the order before: the reuse 8-16 slices apart for C =
+// 256-512, past L1) stays selectable (VGGKERN_IMPLICIT_GEMM_K_ORDER=taps_outer) so that a
+// GPU run measures the two (benchmarks/cases.py, k_order rows). Not measured yet. Its cost
+// (python -m benchmarks.sass_loop; nvcc 13.0, sm_90a, 32-bit offsets): the loop body holds
+// both orders' advance, one branch run per slice, +15 to +21 instructions in the listing:
+// 128 x 128 206 -> 226, wg128x128 138 -> 158 (issue share 54% -> 62%), wg128x256 129 ->
+// 145, wg256x64 137 -> 154; registers +0 to +8 (wg128x128 166 -> 174), no spills. The
+// counts in the paragraphs below are the order before.
 // K_gemm advances one 64-byte slice at a time (kBK = 32 fp16/bf16 or 16 fp32 elements)
 // through a 4-stage cp.async pipeline that is byte-for-byte the same for both element
 // sizes:
@@ -253,6 +276,9 @@ struct ImplicitGemmParams {
   int splits;
   int slices_per_split;
   float* partial;
+  // K_gemm's order of 64-byte slices (see "K order" above): 1, channel slice by channel
+  // slice, the 9 taps of each in turn (needs C a multiple of kBK); 0, tap by tap.
+  int taps_inner;
 };
 
 // Split-K's second pass: y = [pool](ReLU?(sum over s of partial[s] + bias)), the partials
@@ -475,11 +501,21 @@ __global__ void __launch_bounds__(32 * kWarpsM * kWarpsN,
     if (k < p.K) b_rows |= 1u << j;
     b_base[j] = k < p.K ? k * kd : 0;
   }
-  // The K position of this thread's chunk in the next slice to load: kpos = tap*C + c.
-  Index kpos = static_cast<Index>(kt0) * L::kBK + a_chunk * L::kChunk;
-  Index c = kpos % p.C;
-  int tap = static_cast<int>(kpos / p.C);  // 9 and up: past K_gemm (zeros)
-  Index tap_delta = 0;                     // ((r - 1)*W + (s - 1))*C for the current tap
+  // The K position of this thread's chunk in the next slice to load: kpos = tap*C + c, and
+  // slice kt's tap and channel (K order above): taps inner, tap kt % 9 of channels (kt /
+  // 9)*kBK on; taps outer, K position kt*kBK.
+  Index kpos, c;
+  int tap;  // taps outer: 9 and up past K_gemm; taps inner: c >= C past it (zeros)
+  if (p.taps_inner) {
+    tap = kt0 % 9;
+    c = static_cast<Index>(kt0 / 9) * L::kBK + a_chunk * L::kChunk;
+    kpos = static_cast<Index>(tap) * p.C + c;
+  } else {
+    kpos = static_cast<Index>(kt0) * L::kBK + a_chunk * L::kChunk;
+    c = kpos % p.C;
+    tap = static_cast<int>(kpos / p.C);
+  }
+  Index tap_delta = 0;  // ((r - 1)*W + (s - 1))*C for the current tap
   auto set_tap_delta = [&]() {
     const int r = tap / 3, s = tap % 3;
     tap_delta = (static_cast<Index>(r - 1) * p.W + (s - 1)) * p.C;
@@ -489,13 +525,13 @@ __global__ void __launch_bounds__(32 * kWarpsM * kWarpsN,
   auto load_stage = [&](int stage) {  // the next slice, into `stage`; then advance by one slice
     T* const as = a_smem + stage * L::kAStage;
     T* const bs = b_smem + stage * L::kBStage;
-    const bool in_k = tap < 9;
+    const bool in_k = tap < 9 && c < p.C;
     const Index a_off = tap_delta + c;
 #pragma unroll
-    for (int i = 0; i < kARows; ++i) {
+    for (int i = 0; i < kARows; ++i) {  // x through L1: the next taps re-read these bytes (K order)
       const bool ok = in_k && ((a_taps[i] >> tap) & 1u);
       const UIndex off = ok ? static_cast<UIndex>(a_base[i] + a_off) : 0;  // x itself where nothing is read
-      cp_async_16(as + copy_dst + i * L::kRowsPerPass * L::kRow, x + off, ok ? 16 : 0);
+      cp_async_16_l1(as + copy_dst + i * L::kRowsPerPass * L::kRow, x + off, ok ? 16 : 0);
     }
 #pragma unroll
     for (int j = 0; j < kBRows; ++j) {
@@ -503,14 +539,28 @@ __global__ void __launch_bounds__(32 * kWarpsM * kWarpsN,
       const UIndex off = ok ? static_cast<UIndex>(b_base[j] + kpos) : 0;
       cp_async_16(bs + copy_dst + j * L::kRowsPerPass * L::kRow, w + off, ok ? 16 : 0);
     }
-    kpos += L::kBK;
-    c += L::kBK;
-    if (c >= p.C) {  // into the next tap (several when C < kBK: VGG's padded C = 8)
-      do {
-        c -= p.C;
-        ++tap;
-      } while (c >= p.C);
-      set_tap_delta();
+    if (p.taps_inner) {  // the next tap of these channels: one pixel on (s), or a row (r)
+      ++tap;
+      kpos += p.C;
+      tap_delta += p.C;
+      if (tap == 3 || tap == 6) {
+        tap_delta += static_cast<Index>(p.W - 3) * p.C;
+      } else if (tap == 9) {  // the next channel slice's first tap
+        tap = 0;
+        c += L::kBK;
+        kpos = c;
+        set_tap_delta();
+      }
+    } else {
+      kpos += L::kBK;
+      c += L::kBK;
+      if (c >= p.C) {  // into the next tap (several when C < kBK: VGG's padded C = 8)
+        do {
+          c -= p.C;
+          ++tap;
+        } while (c >= p.C);
+        set_tap_delta();
+      }
     }
   };
 
