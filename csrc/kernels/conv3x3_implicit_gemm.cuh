@@ -50,9 +50,11 @@
 // conv3_2 ran the tensor pipe 60% busy with memory throughput at 78%, L1 at 55% and DRAM
 // at 9%: the L2 side was the busiest unit, and at 64 bytes per clock per SM the tile asks
 // L2 for more than it gave there (~49 per clock, inferred: 64 x 0.60 / 0.78) before the
-// pipe can pass 77%. Tap by tap (the order before: the reuse 8-16 slices apart for C =
-// 256-512, past L1) stays selectable (VGGKERN_IMPLICIT_GEMM_K_ORDER=taps_outer) so that a
-// GPU run measures the two (benchmarks/cases.py, k_order rows). Not measured yet. Its cost
+// pipe can pass 77%. Tap by tap (the order before, then with x's copies past L1: a pixel's
+// next tap comes C/kBK slices later, 64-128 KiB of a block's copies for C = 256-512) stays
+// selectable (VGGKERN_IMPLICIT_GEMM_K_ORDER=taps_outer; x still through L1, where it now
+// rarely hits) so that a GPU run measures the two (benchmarks/cases.py, k_order rows).
+// Not measured yet. Its cost
 // (python -m benchmarks.sass_loop; nvcc 13.0, sm_90a, 32-bit offsets): the loop body holds
 // both orders' advance, one branch run per slice, +15 to +21 instructions in the listing:
 // 128 x 128 206 -> 226, wg128x128 138 -> 158 (issue share 54% -> 62%), wg128x256 129 ->
