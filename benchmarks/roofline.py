@@ -33,6 +33,7 @@ it is a model to check measurements against, not a measurement.
 from __future__ import annotations
 
 import argparse
+import functools
 import math
 
 from .cases import VGG16_CONVS
@@ -99,6 +100,13 @@ def x_rows_from_l2(bm: int, h: int, pool: bool, taps_inner: bool, images: int = 
     64-byte K slice, averaged over the M tiles of `images` h x h images in the kernel's M
     order (pool: window by window): every in-image tap's row (taps outer), or the distinct
     in-image pixels of the 9 taps' rows over 9 (taps inner, x through L1)."""
+    return _x_rows(bm, h, pool, images)[1 if taps_inner else 0]
+
+
+@functools.lru_cache(maxsize=None)
+def _x_rows(bm: int, h: int, pool: bool, images: int) -> tuple:
+    """x_rows_from_l2 for both K orders, (taps outer, taps inner), from one walk over the
+    tiles (layers of one shape and tile share it)."""
     rows = []
     for im in range(images):
         if pool:
@@ -109,12 +117,13 @@ def x_rows_from_l2(bm: int, h: int, pool: bool, taps_inner: bool, images: int = 
         else:
             rows += [(im, m // h, m % h) for m in range(h * h)]
     tiles = math.ceil(len(rows) / bm)
-    total = 0
+    outer = inner = 0
     for t in range(tiles):
         taps = [(im, r + dr, c + dc) for im, r, c in rows[t * bm:(t + 1) * bm] for dr in (-1, 0, 1) for dc in (-1, 0, 1)
                 if 0 <= r + dr < h and 0 <= c + dc < h]
-        total += len(set(taps)) if taps_inner else len(taps)
-    return total / tiles / 9
+        outer += len(taps)
+        inner += len(set(taps))
+    return outer / tiles / 9, inner / tiles / 9
 
 
 def l2_bytes_per_clock(bm: int, bn: int, h: int, pool: bool, taps_inner: bool) -> float:
