@@ -48,6 +48,9 @@ IMPLICIT_GEMM_TILES = tuple(t for t in ALL_IMPLICIT_GEMM_TILES
 # by K) and the tiles they use: whole networks are timed with them too, so the run that
 # first measures the wgmma tiles also measures VGG on them (the per-layer table that
 # would make them the default is written from that run, after it).
+# implicit_gemm's (K order, x's path) rows beside the default (taps_outer, l2): the kernel's
+# VGGKERN_IMPLICIT_GEMM_K_ORDER and VGGKERN_IMPLICIT_GEMM_X_CACHE.
+X_PATH_VARIANTS = (("taps_inner", "l2"), ("taps_inner", "l1"), ("taps_outer", "l1"))
 WGMMA_POLICIES = tuple(p for p in tiles.WGMMA_POLICIES  # those whose tiles on VGG's K the run kept
                        if all(tiles.wgmma_policy_tile(k, p) in IMPLICIT_GEMM_TILES
                               for k in (64, 128, 256, 512)))
@@ -291,19 +294,20 @@ def build_cases():
             for tile in IMPLICIT_GEMM_TILES:
                 cases.append(Case("conv", "vggkern", base + (("tile", tile),),
                                   "quick" if n == QUICK_BATCH else "full", 0.5 if n == QUICK_BATCH else 2))
-            # K order: the wgmma tiles at batch 64 again with K tap by tap (the order before;
-            # VGGKERN_IMPLICIT_GEMM_K_ORDER=taps_outer) beside the sweep's default taps-inner
-            # rows, where C allows taps inner (a multiple of 32 halves). Predicted by counting
-            # (benchmarks/roofline.py, L2 column): x's L2 reads fall from ~9 to ~2 per pixel
-            # chunk, the SM's L2 demand at the tensor peak from 63 to 39 bytes per clock on
-            # wg128x128 and from 80 to 30 on wg256x64; what that buys depends on whether L2
-            # limits the kernel (the first run's ncu: 78% memory throughput on wg128x128 at
-            # 60% tensor-pipe use). Kept out of "best ours" and of tune.py's table.
+            # K order and x's path: the wgmma tiles at batch 64 again, beside the sweep's
+            # default rows (tap by tap, x past L1), with K channel slice by channel slice
+            # (VGGKERN_IMPLICIT_GEMM_K_ORDER=taps_inner) and/or x through L1
+            # (VGGKERN_IMPLICIT_GEMM_X_CACHE=l1), where C allows taps inner (a multiple of
+            # 32 halves). Counted (benchmarks/roofline.py, L2 column): taps inner with x
+            # through L1 cuts x's L2 reads from ~9 to ~2 per pixel chunk; measured on the
+            # H200 (results/2026-12-04_H200_9f429b0.json) it cost more on the L1/shared-memory
+            # unit than it saved on L2. Kept out of "best ours" and of tune.py's table.
             if n == QUICK_BATCH and s.C % 32 == 0:
                 for tile in IMPLICIT_GEMM_TILES:
                     if tile.startswith("wg"):
-                        cases.append(Case("conv", "vggkern", base + (("tile", tile), ("k_order", "taps_outer")),
-                                          "full", 0.5))
+                        for order, cache in X_PATH_VARIANTS:
+                            cases.append(Case("conv", "vggkern", base + (("tile", tile), ("k_order", order),
+                                                                         ("x_cache", cache)), "full", 0.5))
             # fp32 as TF32 (torch's TF32 on) on the rule's mma.sync tile and the wgmma tiles
             # the policies give the layer: tune.py's fp32 entries (TF32 on wgmma reads x
             # truncated, so fp32 moves to it only where measured faster in fp32).
@@ -553,7 +557,8 @@ def _conv_case(case: Case, device: str, cfg: dict) -> dict:
     extra = {}
     with fp32_math(p.get("math", "-")), env_var("VGGKERN_IMPLICIT_GEMM_TILE", p.get("tile")), \
             env_var("VGGKERN_IMPLICIT_GEMM_NCHW_Y", p.get("nchw_y")), \
-            env_var("VGGKERN_IMPLICIT_GEMM_K_ORDER", p.get("k_order")):
+            env_var("VGGKERN_IMPLICIT_GEMM_K_ORDER", p.get("k_order")), \
+            env_var("VGGKERN_IMPLICIT_GEMM_X_CACHE", p.get("x_cache")):
         probe = make_inputs()
         try:
             y = fn(probe)

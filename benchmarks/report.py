@@ -123,9 +123,10 @@ def is_nchw_converted(r):
 
 
 def is_k_order_variant(r):
-    """A row of implicit_gemm with K run tap by tap (VGGKERN_IMPLICIT_GEMM_K_ORDER=taps_outer,
-    the order before): timed beside the default (taps inner) in a table of its own (k_order)."""
-    return r.get("k_order") == "taps_outer"
+    """A row of implicit_gemm with another K order or x path than the default's (k_order,
+    x_cache: VGGKERN_IMPLICIT_GEMM_K_ORDER, VGGKERN_IMPLICIT_GEMM_X_CACHE): timed beside the
+    default in a table of its own (k_order)."""
+    return bool(r.get("k_order") or r.get("x_cache"))
 
 
 def wrong(r):
@@ -343,32 +344,45 @@ def nchw_y(rows):
 
 
 def k_order(rows):
-    """implicit_gemm's forced tiles with K tap by tap (taps_outer, the order before) against
-    the same tile's sweep row (taps inner, x through L1: the default), and the ratio."""
+    """implicit_gemm's forced tiles with each other (K order, x path) beside the same tile's
+    sweep row (the default: taps outer, x past L1), and the fastest."""
     def key(r):
         return problem_key(r) + (r.get("tile"),)
-    inner = {key(r): r for r in rows if r["group"] == "conv" and is_sweep(r) and not is_k_order_variant(r)
-             and timed(r) and not wrong(r)}
-    outer = sorted((r for r in rows if r["group"] == "conv" and is_k_order_variant(r) and timed(r) and not wrong(r)),
-                   key=lambda r: (r["N"], r["C"], r["K"], -r["H"], tile_order(r.get("tile"))))
-    if not outer:
+    default = {key(r): r for r in rows if r["group"] == "conv" and is_sweep(r) and not is_k_order_variant(r)
+               and timed(r) and not wrong(r)}
+    variants = {}
+    for r in rows:
+        if r["group"] == "conv" and is_k_order_variant(r) and timed(r) and not wrong(r):
+            variants.setdefault(key(r), {})[(r.get("k_order") or "taps_outer", r.get("x_cache") or "l2")] = r
+    if not variants:
         return []
-    lines = ["implicit_gemm K order: taps outer (VGGKERN_IMPLICIT_GEMM_K_ORDER=taps_outer, the order before) "
-             "against taps inner (the default: x through L1) (µs, CUDA-event median)", "",
-             "| layer | N | dtype | tile | taps outer | taps inner | outer ÷ inner |",
-             "| --- | ---: | --- | --- | ---: | ---: | ---: |"]
-    for r in outer:
-        d = inner.get(key(r))
-        lines.append("| " + " | ".join([r["layer"], str(r["N"]), r["dtype"], str(r.get("tile")), _us(r["median_s"]),
-                                        _us(d["median_s"]) if d else "–",
-                                        _f(r["median_s"] / d["median_s"] if d else None, "{:.2f}×")]) + " |")
+    cols = [("taps_outer", "l2")] + sorted({v for d in variants.values() for v in d} - {("taps_outer", "l2")})
+    names = {("taps_outer", "l2"): "outer, L2 (default)"}
+    lines = ["implicit_gemm K order (VGGKERN_IMPLICIT_GEMM_K_ORDER: taps outer or inner) and x's path "
+             "(VGGKERN_IMPLICIT_GEMM_X_CACHE: past L1 to L2, or through L1) (µs, CUDA-event median)", "",
+             "| layer | N | dtype | tile | " + " | ".join(names.get(c, f"{c[0][5:]}, {c[1].upper()}") for c in cols)
+             + " | fastest | default ÷ fastest |",
+             "| --- | ---: | --- | --- | " + "---: | " * len(cols) + "--- | ---: |"]
+    for k in sorted(variants, key=lambda k: (k[:-1], tile_order(k[-1]))):
+        d = dict(variants[k])
+        if k in default:
+            d[("taps_outer", "l2")] = default[k]
+        r0 = next(iter(variants[k].values()))
+        best = min(d, key=lambda c: d[c]["median_s"])
+        base = d.get(("taps_outer", "l2"))
+        lines.append("| " + " | ".join([r0["layer"], str(r0["N"]), r0["dtype"], str(r0.get("tile"))]
+                                        + [_us(d[c]["median_s"]) if c in d else "–" for c in cols]
+                                        + [names.get(best, f"{best[0][5:]}, {best[1].upper()}"),
+                                           _f(base["median_s"] / d[best]["median_s"] if base else None, "{:.2f}×")])
+                     + " |")
     return lines + [""]
 
 
 def full_tables(rows):
     lines = []
     cols = {
-        "conv": ("layer", "N", "dtype", "layout", "variant", "math", "algo", "tile", "weight", "nchw_y", "k_order"),
+        "conv": ("layer", "N", "dtype", "layout", "variant", "math", "algo", "tile", "weight", "nchw_y", "k_order",
+                 "x_cache"),
         "maxpool": ("C", "H", "N", "dtype", "layout"),
         "layout": ("C", "H", "N", "dtype", "layout"),
         "network": ("net", "N", "dtype", "math", "layout", "mode", "algo", "tile"),

@@ -4,7 +4,7 @@ machine without pytest-benchmark. Writes JSON in the layout pytest-benchmark's
 reads either.
 
     python -m benchmarks.run [--set auto|smoke|quick|full] [--quick] [--json out.json]
-                             [--deadline EPOCH | --budget SECONDS] [--filter SUBSTR]
+                             [--deadline EPOCH | --budget SECONDS] [--filter SUBSTR[|SUBSTR...]]
 """
 from __future__ import annotations
 
@@ -25,7 +25,9 @@ GROUP_ORDER = {"maxpool": 0, "layout": 0, "conv": 1, "network": 2}
 
 
 def select(cases, bench_set, substr=None):
-    chosen = [c for c in cases if c.tier in TIERS[bench_set] and (not substr or substr in c.id)]
+    """The cases of the set whose id contains substr, or any of its '|'-separated parts."""
+    parts = [s for s in (substr or "").split("|") if s]
+    chosen = [c for c in cases if c.tier in TIERS[bench_set] and (not parts or any(s in c.id for s in parts))]
     return sorted(chosen, key=lambda c: (c.priority, GROUP_ORDER.get(c.group, 9)))
 
 
@@ -36,7 +38,7 @@ def main(argv=None):
     ap.add_argument("--json", default=None, help="write results here")
     ap.add_argument("--deadline", type=float, default=None)
     ap.add_argument("--budget", type=float, default=None)
-    ap.add_argument("--filter", default=None, help="only cases whose id contains this")
+    ap.add_argument("--filter", default=None, help="only cases whose id contains this (or one of its '|'-separated parts)")
     args = ap.parse_args(argv)
     bench_set = "quick" if args.quick else args.set
     if bench_set == "auto":

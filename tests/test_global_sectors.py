@@ -70,9 +70,9 @@ def test_implicit_gemm_reads_its_tiles_in_whole_sectors(tile, k, pool, monkeypat
     assert _whole_sectors(s["load"]), stats  # the bias
 
 
-# x's copies go through L1 (.ca), and K runs channel slice by channel slice, the 9 taps of
-# each in turn (the kernel's "K order"), so that the next taps' copies of the same pixels
-# hit there. Against the emulator's model of one block's L1 (csrc/emu/global_stats.h; 32
+# x's copies through L1 (.ca: VGGKERN_IMPLICIT_GEMM_X_CACHE=l1; by default they pass it), and
+# K channel slice by channel slice, the 9 taps of each in turn (the kernel's "K order"), so
+# that the next taps' copies of the same pixels hit there. Against the emulator's model of one block's L1 (csrc/emu/global_stats.h; 32
 # KiB: what two blocks beside ~200 KiB of shared memory leave each, roughly), the sectors
 # that miss, those L2 would serve, are exactly benchmarks/roofline.py's count: the distinct
 # in-image pixels of a block's rows over each slice's 9 taps, 64 bytes each per channel
@@ -94,6 +94,7 @@ def test_implicit_gemm_x_reuse_in_l1(tile, k, pool, monkeypatch):
     # The model's rows per slice, x 9 taps x C/32 channel slices x 2 sectors, per M tile and K block.
     want = x_rows_from_l2(plan["bm"], h, pool, True, images=n) * 9 * (c // 32) * 2 * plan["m_tiles"] * plan["k_blocks"]
     misses = {}
+    monkeypatch.setenv("VGGKERN_IMPLICIT_GEMM_X_CACHE", "l1")
     for order, kib in [("taps_inner", "32"), ("taps_outer", "32"), ("taps_outer", "1024")]:
         monkeypatch.setenv("VGGKERN_IMPLICIT_GEMM_K_ORDER", order)
         monkeypatch.setenv("VGGKERN_EMU_L1_KIB", kib)
@@ -104,6 +105,9 @@ def test_implicit_gemm_x_reuse_in_l1(tile, k, pool, monkeypatch):
     assert misses["taps_inner", "32"] == pytest.approx(want, rel=1e-9), (misses, want)
     assert misses["taps_outer", "1024"] == misses["taps_inner", "32"], misses
     assert misses["taps_outer", "32"] > 5 * misses["taps_inner", "32"], misses
+    monkeypatch.setenv("VGGKERN_IMPLICIT_GEMM_X_CACHE", "")  # the default: every copy past L1
+    stats, _ = _counted(lambda: vggkern.conv3x3(x, wt, b, relu=True, pool=pool, algo="implicit_gemm"))
+    assert stats["conv3x3_implicit_gemm_kernel"]["l1"]["bytes"] == 0, stats
 
 
 # NCHW calls: implicit_gemm's epilogue writes y NCHW, each channel's share of a tile a run

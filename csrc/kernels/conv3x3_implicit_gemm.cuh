@@ -3,8 +3,9 @@
 // mma.sync.m16n8k16 (or, on sm_90a, wgmma.m64nNk16: the wg tiles, below), or fp32
 // storage with TF32 math: the op rounds the weight to TF32 once (cvt.rna's rule:
 // kernels/tensor_core_weight.cuh), and x is rounded by cvt.rna after its ldmatrix
-// (mma.sync.m16n8k8.tf32), as cuDNN's TF32 rounds its inputs, or read from shared memory
-// as it is by wgmma.m64nNk8.tf32, its low 13 mantissa bits dropped by the tensor cores. x (N, H, W, C) and y (N,
+// (mma.sync.m16n8k8.tf32), as cuDNN's TF32 rounds its inputs, or, on the wgmma tiles, by
+// cvt.rna in shared memory before wgmma.m64nNk8.tf32 reads it (which would otherwise drop its
+// low 13 mantissa bits: a bias toward zero). x (N, H, W, C) and y (N,
 // H, W, K) or (N, H/2, W/2, K) are NHWC (channels_last); the weight is given as (K, 3, 3,
 // C). C is a multiple of 8 (the op pads VGG's C=3 first layer with zeros).
 //
@@ -35,31 +36,28 @@
 // warps per 128 x 128) cost 512 wavefronts per 256 mma: a 50% cap; 256 x 128 blocks
 // cost 704 per 512 mma (73%), 128 x 64 ones 224 per 128 (57%), 256 x 64 ones 416 per
 // 256 (62%: the candidate for VGG's K = 64 layers, 13% of VGG16's conv FLOPs).
-// K order: where C is a multiple of kBK (every VGG layer but the first), K_gemm runs
-// channel slice by channel slice, and within each the 9 taps in turn (slice kt: tap kt % 9,
-// channels (kt / 9) * kBK on; the weight's (K, 3, 3, C) rows are read at tap * C + c
-// either way), and x's copies go through L1 (cp.async.ca; the weight's bypass it, .cg).
-// Then the 9 consecutive slices of a channel slice copy the same pixels' bytes shifted by a
-// pixel or a row, and all but the first copy of each hit L1 if it holds a block's ~3 slices
-// of x (8-16 KiB per slice). Counted (benchmarks/roofline.py, and the emulator's model of a
-// block's L1: tests/test_global_sectors.py, which finds exactly that count): x's L2 reads
-// fall from 9 per in-image pixel chunk to ~2 (a 128-row tile's 128 pixels + its halo),
-// the SM's L2 demand at the dense peak from 63 to 39 bytes per clock on wg128x128's C,K >=
-// 128 layers, from 48 to 35 on wg128x256, from 80 to 30 on wg256x64's conv1_2. The reason
-// (first H200 run, benchmarks/results/2026-12-04_H200_a95939d_ncu.md): wg128x128 on
-// conv3_2 ran the tensor pipe 60% busy with memory throughput at 78%, L1 at 55% and DRAM
-// at 9%: the L2 side was the busiest unit, and at 64 bytes per clock per SM the tile asks
-// L2 for more than it gave there (~49 per clock, inferred: 64 x 0.60 / 0.78) before the
-// pipe can pass 77%. Tap by tap (the order before, then with x's copies past L1: a pixel's
-// next tap comes C/kBK slices later, 64-128 KiB of a block's copies for C = 256-512) stays
-// selectable (VGGKERN_IMPLICIT_GEMM_K_ORDER=taps_outer; x still through L1, where it now
-// rarely hits) so that a GPU run measures the two (benchmarks/cases.py, k_order rows).
-// Not measured yet. Its cost
-// (python -m benchmarks.sass_loop; nvcc 13.0, sm_90a, 32-bit offsets): the loop body holds
-// both orders' advance, one branch run per slice, +15 to +21 instructions in the listing:
-// 128 x 128 206 -> 226, wg128x128 138 -> 158 (issue share 54% -> 62%), wg128x256 129 ->
-// 145, wg256x64 137 -> 154; registers +0 to +8 (wg128x128 166 -> 174), no spills. The
-// counts in the paragraphs below are the order before.
+// K order and x's path. Tap by tap (the default, K position kt * kBK), or, where C is a
+// multiple of kBK (every VGG layer but the first), channel slice by channel slice with the 9
+// taps inner (slice kt: tap kt % 9, channels (kt / 9) * kBK on; the weight's (K, 3, 3, C)
+// rows are read at tap * C + c either way): VGGKERN_IMPLICIT_GEMM_K_ORDER=taps_inner. x's
+// copies go past L1 (cp.async.cg, the default) or through it (cp.async.ca,
+// VGGKERN_IMPLICIT_GEMM_X_CACHE=l1); the weight's always past it. With taps inner and x
+// through L1, the 9 consecutive slices of a channel slice copy the same pixels shifted by a
+// pixel or a row, and all but the first copy of each hit L1: counted (benchmarks/roofline.py;
+// the emulator's L1 model, tests/test_global_sectors.py, finds the same), x's L2 reads fall
+// from 9 per pixel chunk to ~2, the SM's L2 demand at the dense peak from 63 to 39 bytes per
+// clock on wg128x128's C,K >= 128 layers. Measured (H200, benchmarks/results/
+// 2026-12-04_H200_9f429b0.json and its _ncu.md, fp16 channels_last, batch 64) it did not pay:
+// L2 was not the limit. On conv3_2, wg128x128 took 461 us before the change (tap by tap, x
+// past L1) and 500 us taps inner / 520 us taps outer with x through L1: L2 throughput fell
+// from 67% to 44% (L1 hit rate 37%), but the L1/shared-memory unit, which also feeds wgmma
+// its operands, went from 55% to 75% busy in both orders, and the tensor pipe from 60% to
+// 51%. Every wgmma tile at batch 64 lost 4-13% (VGG16: 4.70 -> 5.00 ms). So x goes past
+// L1 again, tap by tap; both switches stay so that a GPU run measures the four
+// combinations (benchmarks/cases.py, k_order rows). Their cost (python -m
+// benchmarks.sass_loop; nvcc 13.0, sm_90a): the loop holds both orders' advance and both
+// copies, one of each run per slice. The counts in the paragraphs below are from before
+// the switches.
 // K_gemm advances one 64-byte slice at a time (kBK = 32 fp16/bf16 or 16 fp32 elements)
 // through a 4-stage cp.async pipeline that is byte-for-byte the same for both element
 // sizes:
@@ -281,6 +279,9 @@ struct ImplicitGemmParams {
   // K_gemm's order of 64-byte slices (see "K order" above): 1, channel slice by channel
   // slice, the 9 taps of each in turn (needs C a multiple of kBK); 0, tap by tap.
   int taps_inner;
+  // x's copies: 1 through L1 (cp.async.ca: the next taps' copies of the same bytes can hit
+  // there), 0 past it to L2 (cp.async.cg). See "x's path" above.
+  int x_l1;
 };
 
 // Split-K's second pass: y = [pool](ReLU?(sum over s of partial[s] + bias)), the partials
@@ -530,10 +531,15 @@ __global__ void __launch_bounds__(32 * kWarpsM * kWarpsN,
     const bool in_k = tap < 9 && c < p.C;
     const Index a_off = tap_delta + c;
 #pragma unroll
-    for (int i = 0; i < kARows; ++i) {  // x through L1: the next taps re-read these bytes (K order)
+    for (int i = 0; i < kARows; ++i) {
       const bool ok = in_k && ((a_taps[i] >> tap) & 1u);
       const UIndex off = ok ? static_cast<UIndex>(a_base[i] + a_off) : 0;  // x itself where nothing is read
-      cp_async_16_l1(as + copy_dst + i * L::kRowsPerPass * L::kRow, x + off, ok ? 16 : 0);
+      T* const dst = as + copy_dst + i * L::kRowsPerPass * L::kRow;
+      if (p.x_l1) {
+        cp_async_16_l1(dst, x + off, ok ? 16 : 0);
+      } else {
+        cp_async_16(dst, x + off, ok ? 16 : 0);
+      }
     }
 #pragma unroll
     for (int j = 0; j < kBRows; ++j) {
@@ -591,9 +597,9 @@ __global__ void __launch_bounds__(32 * kWarpsM * kWarpsN,
     //            of the stage x all BN B rows: 2 m64n128 (one warpgroup) or 1 m64n256;
     //   wgmma_t: D^T (64 channels x 256 pixels) += W * X^T, the B stage (the weight rows)
     //            as wgmma's A and the A stage (256 pixel rows) as its B, 1 m64n256.
-    // tf32 reads the floats as they landed: x's low 13 mantissa bits are dropped by the
-    // tensor cores (the PTX ISA's rule: see tensor_core.cuh); the weight arrives rounded to
-    // TF32 (cvt.rna's rule) by the op.
+    // tf32: wgmma drops the low 13 mantissa bits of what it reads (the PTX ISA's rule: see
+    // tensor_core.cuh), so x is rounded to TF32 in place first (below) and the weight arrives
+    // rounded by the op (cvt.rna's rule both): then nothing is left to drop.
     // The slice loaded at iteration kt goes to the stage of slice kt + kPrefetch - kStages
     // = kt - 2, whose wgmma group every thread waited for (wgmma_wait<1> at kt - 1) before
     // this iteration's barrier.
@@ -605,7 +611,21 @@ __global__ void __launch_bounds__(32 * kWarpsM * kWarpsN,
     int read = 0, write = L::kPrefetch;  // stages: computed now, loaded now
     for (int kt = 0; kt < n_tiles; ++kt) {
       cp_async_wait<L::kPrefetch - 1>();
-      fence_proxy_async();  // this thread's copies, visible to the tensor cores' reads...
+      if constexpr (kMma == MmaType::tf32) {
+        // x rounded to TF32 (cvt.rna) in place, each thread its own copies of this slice
+        // (complete after its wait): wgmma would drop the low 13 bits, a bias toward zero
+        // that 13 layers compound (VGG16 at batch 64 on the H200: 5.2x torch's TF32 error).
+        T* const as = a_smem + read * L::kAStage;
+#pragma unroll
+        for (int i = 0; i < kARows; ++i) {
+          float4* const q = reinterpret_cast<float4*>(as + copy_dst + i * L::kRowsPerPass * L::kRow);
+          float4 v = ld_shared(q);
+          v.x = __uint_as_float(to_tf32(v.x)), v.y = __uint_as_float(to_tf32(v.y));
+          v.z = __uint_as_float(to_tf32(v.z)), v.w = __uint_as_float(to_tf32(v.w));
+          st_shared(q, v);
+        }
+      }
+      fence_proxy_async();  // this thread's copies (and roundings), visible to the tensor cores' reads...
       __syncthreads();      // ...and everyone's
       if (kt + L::kPrefetch < n_tiles) load_stage(write);
       cp_async_commit();
