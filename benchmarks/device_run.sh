@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The one script a GPU session runs, from the repo root, in one call:
-#   bash benchmarks/device_run.sh [--quick | --network]
+#   bash benchmarks/device_run.sh [--quick | --network | --focus]
 # Builds vggkern in place against the machine's own torch (no network, no pip), runs the
 # tensor-core instruction cases (tests/tensor_core_probe.cu), probes the wgmma tiles in a
 # process of their own (benchmarks/wgmma_probe.py; if they fault or differ from the
@@ -21,13 +21,20 @@
 # those VGGKERN_BENCH_K selects, a pytest -k expression; default every fp16 row but
 # torch.compile's), inside 4 minutes: for what is left of a session's device time after a
 # full run (the full run's deadline leaves the batches other than 64 and VGG19 unmeasured).
+# --focus: what one change needs, where a session has less device time than a full run:
+# the build, the probes, the GPU tests VGGKERN_TEST_K selects (a pytest -k expression;
+# default all), memcheck and racecheck, no counters, and the benchmarks VGGKERN_BENCH_K
+# selects (a pytest -k expression over benchmarks/; default every case), inside
+# VGGKERN_RUN_LIMIT seconds (default 200).
 # Set VGGKERN_GIT_COMMIT=<sha> when the tree has no .git (the device copy has none).
 set -u
 START=$(date +%s)
-QUICK=0 NETWORK=0
+QUICK=0 NETWORK=0 FOCUS=0
 [ "${1:-}" = "--quick" ] && QUICK=1
 [ "${1:-}" = "--network" ] && NETWORK=1 QUICK=1  # QUICK: the short steps' limits
+[ "${1:-}" = "--focus" ] && FOCUS=1 QUICK=1
 if [ $NETWORK = 1 ]; then LIMIT=${VGGKERN_RUN_LIMIT:-225}; SET=full
+elif [ $FOCUS = 1 ]; then LIMIT=${VGGKERN_RUN_LIMIT:-200}; SET=full
 elif [ $QUICK = 1 ]; then LIMIT=${VGGKERN_RUN_LIMIT:-235}; SET=quick; else LIMIT=${VGGKERN_RUN_LIMIT:-530}; SET=full; fi
 OUT=${OUT:-$PWD/device_out}
 mkdir -p "$OUT"
@@ -159,6 +166,9 @@ TT=$(cap $(( QUICK ? 75 : 90 )) 30)
 if [ "$TT" = 0 ]; then
   rc=skipped
 else
+  if [ $FOCUS = 1 ] && [ -n "${VGGKERN_TEST_K:-}" ]; then  # its selection, less the tiles left out
+    WG_FILTER=(-k "($VGGKERN_TEST_K)${WG_FILTER[1]:+ and (${WG_FILTER[1]})}")
+  fi
   timeout $TT $PY -m pytest tests -m gpu -q -p no:cacheprovider ${XDIST[@]+"${XDIST[@]}"} \
     ${WG_FILTER[@]+"${WG_FILTER[@]}"} >>"$OUT/tests.log" 2>&1
   rc=$?
@@ -177,7 +187,7 @@ SAN=$(command -v compute-sanitizer || true)
 [ -z "$SAN" ] && [ -n "${CUDA_HOME:-}" ] && [ -x "$CUDA_HOME/bin/compute-sanitizer" ] && SAN=$CUDA_HOME/bin/compute-sanitizer
 : >"$OUT/sanitize.log"
 # --quick: memcheck only (racecheck instruments every shared-memory access: the slow one).
-TOOLS=(memcheck racecheck); [ $QUICK = 1 ] && TOOLS=(memcheck)
+TOOLS=(memcheck racecheck); [ $QUICK = 1 ] && [ $FOCUS = 0 ] && TOOLS=(memcheck)
 for tool in "${TOOLS[@]}"; do
   step "compute-sanitizer --tool $tool (small conv/pool case)"
   if [ -z "$SAN" ]; then STATUS+=("$tool: compute-sanitizer not found"); continue; fi
@@ -253,6 +263,8 @@ BENCH_PATHS=(benchmarks); RUN_FILTER=()
 if [ $NETWORK = 1 ]; then
   BENCH_PATHS=(benchmarks/test_bench_network.py -k "${VGGKERN_BENCH_K:-fp16 and not compile}")
   RUN_FILTER=(--filter network-)
+elif [ $FOCUS = 1 ] && [ -n "${VGGKERN_BENCH_K:-}" ]; then
+  BENCH_PATHS=(benchmarks -k "$VGGKERN_BENCH_K")
 fi
 DEADLINE=$(( $(date +%s) + $(left) - 50 ))  # 15 s for the case in flight: the timeout below keeps 35 s
 # Each timed case is also appended to a journal as it finishes (benchmarks/journal.py):

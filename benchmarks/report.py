@@ -356,7 +356,8 @@ def k_order(rows):
             variants.setdefault(key(r), {})[(r.get("k_order") or "taps_outer", r.get("x_cache") or "l2")] = r
     if not variants:
         return []
-    cols = [("taps_outer", "l2")] + sorted({v for d in variants.values() for v in d} - {("taps_outer", "l2")})
+    known = [("taps_outer", "l2"), ("taps_inner", "l2"), ("taps_inner", "l1"), ("taps_outer", "l1")]
+    cols = known + sorted({v for d in variants.values() for v in d} - set(known))
     names = {("taps_outer", "l2"): "outer, L2 (default)"}
     lines = ["implicit_gemm K order (VGGKERN_IMPLICIT_GEMM_K_ORDER: taps outer or inner) and x's path "
              "(VGGKERN_IMPLICIT_GEMM_X_CACHE: past L1 to L2, or through L1) (µs, CUDA-event median)", "",

@@ -117,11 +117,18 @@ def test_run_tables_are_set_for_the_row_and_restored(tmp_path, monkeypatch):
     monkeypatch.setenv(journal.ENV_VAR, str(path))
     with pytest.raises(cases.SkipCase, match="no GPU conv rows journaled before it"):
         cases._run_tables("run")
+
+    def journal_rows(rows):
+        with open(path, "w") as f:
+            f.write(json.dumps({"env": {}}) + "\n")
+            for r in rows:
+                f.write(json.dumps({"benchmark": {"name": r["id"], "extra_info": dict(r, device="cuda")}}) + "\n")
+    # Forced tiles alone (a --focus run's rows) give no verdict per algorithm: no tables.
+    journal_rows([r for r in synthetic() if r.get("tile")])
+    with pytest.raises(cases.SkipCase, match="no algorithm verdicts"):
+        cases._run_tables("run")
     # A journal of (synthetic) GPU rows: tune.py's tables from them hold while the row runs.
-    with open(path, "w") as f:
-        f.write(json.dumps({"env": {}}) + "\n")
-        for r in synthetic():
-            f.write(json.dumps({"benchmark": {"name": r["id"], "extra_info": dict(r, device="cuda")}}) + "\n")
+    journal_rows(synthetic())
     assert not vggkern.tuned_tables()["run_time"]
     tables = cases._run_tables("run")
     extra = {"tables_tiles": len(tables["tiles"]), "tables_auto": len(tables["auto"])}  # as the row records them

@@ -244,13 +244,15 @@ def test_a_time_limited_run_reaches_the_tile_sweep():
     sweep = [i for i, c in enumerate(order) if c.group == "conv" and c.p.get("tile") and not c.p.get("k_order")
              and c.p["N"] == cases.QUICK_BATCH and c.p["dtype"] == "fp16"]
     assert len(sweep) == 9 * len(cases.IMPLICIT_GEMM_TILES)  # every tile on VGG's 9 layer shapes
-    # ... and beside it the wgmma tiles with K tap by tap (the K order's measurement), on
-    # the 8 shapes whose C is a multiple of 32 halves (all but conv1_1's C = 3)
-    k_order = [i for i, c in enumerate(order) if c.p.get("k_order")]
+    # ... and beside it the wgmma tiles with K taps inner (x past L1, the other path's rows
+    # come at the matrix's end), on the 8 shapes whose C is a multiple of 32 halves (all but
+    # conv1_1's C = 3)
+    k_order = [i for i, c in enumerate(order) if c.p.get("k_order") and c.priority < 1]
     wg = [t for t in cases.IMPLICIT_GEMM_TILES if t.startswith("wg")]
     assert sorted((order[i].p["layer"], order[i].p["tile"]) for i in k_order) == sorted(
         (c.p["layer"], c.p["tile"]) for c in (order[i] for i in sweep) if c.p["tile"] in wg and c.p["C"] % 32 == 0)
-    assert len(k_order) == 8 * len(wg) and all(order[i].p["k_order"] == "taps_outer" for i in k_order)
+    assert len(k_order) == 8 * len(wg)
+    assert {(order[i].p["k_order"], order[i].p["x_cache"]) for i in k_order} == {("taps_inner", "l2")}
     # fp32 (TF32): the rule's tile and the wgmma policies' (1 per layer, 2 where K >= 256:
     # 5 shapes), in the rest of the matrix (priority 1 at batch 64, 2 at batches 1 and 128).
     tf32 = [c for c in order if c.group == "conv" and c.p.get("tile") and c.p["dtype"] == "fp32"]
@@ -454,17 +456,19 @@ def test_nchw_y_converted_rows_stay_out_of_best_ours_and_have_their_table(tmp_pa
 
 
 def test_k_order_rows_stay_out_of_the_sweep_and_tune_and_have_their_table(tmp_path):
-    """A forced tile with K tap by tap (k_order="taps_outer", the order before) is neither
-    "best ours" nor the tile sweep's time for its tile (the default, taps inner, is), and
-    tune.py never picks it; the K-order table shows it beside the same tile's sweep row."""
+    """A forced tile with another K order or x path (k_order, x_cache) is neither "best
+    ours" nor the tile sweep's time for its tile (the default, taps outer past L1, is), and
+    tune.py never picks it; the K-order table shows each beside the same tile's sweep row,
+    with the fastest and the default's time over its."""
     from benchmarks import tune
 
     rows = [row("torch", 1.5e-3), row("vggkern", 1.2e-3, algo="implicit_gemm"),
             row("vggkern", 1.0e-3, algo="implicit_gemm", tile="wg128x128"),
-            row("vggkern", 0.8e-3, algo="implicit_gemm", tile="wg128x128", k_order="taps_outer"),
-            row("vggkern", 1.4e-3, algo="implicit_gemm", tile="wg128x256", k_order="taps_outer")]
+            row("vggkern", 0.8e-3, algo="implicit_gemm", tile="wg128x128", k_order="taps_inner", x_cache="l1"),
+            row("vggkern", 1.1e-3, algo="implicit_gemm", tile="wg128x128", k_order="taps_inner", x_cache="l2"),
+            row("vggkern", 1.4e-3, algo="implicit_gemm", tile="wg128x256", k_order="taps_outer", x_cache="l1")]
     for r in rows[2:]:
-        r["id"] += "-" + r["tile"] + "-" + r.get("k_order", "")
+        r["id"] += "-" + r["tile"] + "-" + r.get("k_order", "") + "-" + r.get("x_cache", "")
     text, _, _ = report.render(write(tmp_path / "r.json", rows), headline_only=True)
     lines = text.splitlines()
     best = [ln for ln in lines if ln.startswith("| conv3_2+conv3_3 (256")]
@@ -472,8 +476,11 @@ def test_k_order_rows_stay_out_of_the_sweep_and_tune_and_have_their_table(tmp_pa
     sweep = [ln for ln in lines if ln.startswith("| conv3_2+conv3_3 | 64 | relu |")]
     assert sweep == ["| conv3_2+conv3_3 | 64 | relu | 1000 | 1200 | wg128x128 |"], sweep
     table = [ln for ln in lines if ln.startswith("| conv3_2+conv3_3 | 64 | fp16 |")]
-    assert table == ["| conv3_2+conv3_3 | 64 | fp16 | wg128x128 | 800.0 | 1000 | 0.80× |",
-                     "| conv3_2+conv3_3 | 64 | fp16 | wg128x256 | 1400 | – | – |"], table
+    assert table == ["| conv3_2+conv3_3 | 64 | fp16 | wg128x128 | 1000 | 1100 | 800.0 | – | inner, L1 | 1.25× |",
+                     "| conv3_2+conv3_3 | 64 | fp16 | wg128x256 | – | – | – | 1400 | outer, L1 | – |"], table
+    head = next(ln for ln in lines if ln.startswith("| layer | N | dtype | tile |"))
+    assert head == ("| layer | N | dtype | tile | outer, L2 (default) | inner, L2 | inner, L1 | outer, L1 | fastest "
+                    "| default ÷ fastest |"), head
     assert [e["tile"] for e in tune.tile_table(rows)] == ["wg128x128"]
     assert [e["us"] for e in tune.tile_table(rows)] == [pytest.approx(1000)]
     text, _, _ = report.render(write(tmp_path / "s.json", rows[:3]), headline_only=True)
@@ -481,8 +488,9 @@ def test_k_order_rows_stay_out_of_the_sweep_and_tune_and_have_their_table(tmp_pa
 
 
 def test_k_order_cases_have_their_sweep_twin():
-    """The K-order cases: the wgmma tiles at batch 64 with K tap by tap, on every layer
-    shape whose C is a multiple of 32 halves, each beside its tile-sweep twin (taps inner)."""
+    """The K-order cases: the wgmma tiles at batch 64 with each other (K order, x path), on
+    every layer shape whose C is a multiple of 32 halves, each beside its tile-sweep twin
+    (the default: taps outer, x past L1)."""
     from benchmarks import cases
 
     all_cases = cases.build_cases()
@@ -491,11 +499,13 @@ def test_k_order_cases_have_their_sweep_twin():
     by_id = {c.id: c for c in all_cases}
     outer = [c for c in all_cases if c.p.get("k_order")]
     wg = [t for t in cases.IMPLICIT_GEMM_TILES if t.startswith("wg")]
-    assert len(outer) == len(wg) * sum(1 for s in cases.LAYER_SHAPES if s.C % 32 == 0) > 0
+    assert len(outer) == 3 * len(wg) * sum(1 for s in cases.LAYER_SHAPES if s.C % 32 == 0) > 0
     for c in outer:
-        assert c.p["k_order"] == "taps_outer" and c.p["tile"] in wg and c.p["N"] == cases.QUICK_BATCH
-        twin = by_id[twin_id(c, "k_order")]
-        assert twin.priority == c.priority == 0.5, (c.id, twin.id)
+        assert (c.p["k_order"], c.p["x_cache"]) in cases.X_PATH_VARIANTS
+        assert c.p["tile"] in wg and c.p["N"] == cases.QUICK_BATCH
+        twin = by_id[twin_id(cases.Case(c.group, c.impl, tuple(kv for kv in c.params if kv[0] != "x_cache"), c.tier),
+                             "k_order")]
+        assert twin.priority == 0.5 and c.priority == cases.X_PATH_VARIANTS[c.p["k_order"], c.p["x_cache"]], c.id
 
 
 def test_nchw_y_converted_cases_have_their_default_twin():
