@@ -13,6 +13,7 @@ above 1 means faster than the best torch baseline.
 from __future__ import annotations
 
 import argparse
+import datetime
 import glob
 import json
 import math
@@ -538,7 +539,17 @@ def _compare(old_path, old_loaded, new_path, new_loaded, threshold):
 
 
 def latest(directory=RESULTS_DIR):
-    files = sorted(glob.glob(os.path.join(directory, "*.json")), key=lambda p: (os.path.getmtime(p), p))
+    """The newest run in directory by the time it recorded (its env's date_utc, else the
+    file's), then by name: a fresh clone's files all carry the checkout's time."""
+    def when(path):
+        try:
+            with open(path) as f:
+                date = json.load(f).get("machine_info", {}).get("vggkern_env", {}).get("date_utc")
+        except (OSError, ValueError, AttributeError):
+            date = None
+        stamp = datetime.datetime.fromtimestamp(os.path.getmtime(path), datetime.timezone.utc).isoformat()
+        return (str(date or stamp), path)
+    files = sorted(glob.glob(os.path.join(directory, "*.json")), key=when)
     return files[-1] if files else None
 
 

@@ -14,7 +14,7 @@ results file it names. Rules (conv3x3_tuning.h looks the tables up):
   picks (256x64 where K <= 64, else 128x128) by more than MARGIN; elsewhere the rule stays.
   The same from the sweep's fp32 rows (TF32, batches 1, 64, 128: the rule's tile and
   the wgmma tiles), as entries marked tf32 that only fp32 calls use; without one, fp32
-  takes the fp16 entry, a wgmma tile as its mma.sync twin (conv3x3_implicit_gemm_plan.h).
+  takes the fp16 entry's tile (conv3x3_implicit_gemm_plan.h).
 - auto: per (dtype, memory format, layer, pool, batch) where both were measured,
   implicit_gemm where our implicit_gemm row beats our direct row by more than MARGIN
   (fp32 rows ran with TF32, torch's default, so the entry applies to fp32 only where TF32

@@ -34,8 +34,7 @@ from benchmarks.cases import env_var as env  # noqa: E402  (sets a variable for 
 from test_conv3x3 import K_FACTOR, TF32_ALGOS, _check, _errors, _torch_forward  # noqa: E402
 
 LAYOUTS = ("nchw", "channels_last", "sliced", "permuted", "offset")
-# implicit_gemm: the default tile, or one forced (the wgmma ones read fp32 x truncated to
-# TF32), and split-K by default or forced.
+# implicit_gemm: the default tile, or one forced, and split-K by default or forced.
 TILES = (None, "128x64", "128x128", "256x128", "256x64", "wg128x128", "wg256x64", "wg128x256")
 SPLITS = (None, None, "1", "2", "3", "5")
 
@@ -75,13 +74,13 @@ def restride(rng, t):
     return t, how
 
 
-def ratio(y, x, wt, b, relu, pool, algo, tf32_x="rounded"):
+def ratio(y, x, wt, b, relu, pool, algo):
     """(err - floor) / err_torch, the quantity K_FACTOR bounds (0 where nothing is finite)."""
     ref = _torch_forward(x, wt, b, relu, pool, torch.float64)
     finite = ref.isfinite()
     if not finite.any():
         return 0.0
-    err, err_torch, floor = _errors(y, x, wt, b, relu, pool, algo, tf32_x, ref, finite)
+    err, err_torch, floor = _errors(y, x, wt, b, relu, pool, algo, ref, finite)
     return (err - floor) / err_torch if err_torch else 0.0
 
 
@@ -109,7 +108,6 @@ def main():
         b = torch.randn(k, generator=g).to(dtype) if bias else None
         extra = {"allow_tf32": True} if algo in TF32_ALGOS and dtype == torch.float32 else {}
         tile, split = (rng.choice(TILES), rng.choice(SPLITS)) if algo == "implicit_gemm" else (None, None)
-        tf32_x = "truncated" if tile and tile.startswith("wg") else "rounded"
         case = dict(algo=algo, dtype=str(dtype), shape=(n, c, k, h, w), relu=relu, pool=pool, bias=bias,
                     layout=layout, tile=tile, split_k=split)
         cases += 1
@@ -121,8 +119,8 @@ def main():
             y = conv(wt)
             if y.numel():
                 key = (algo, str(dtype).removeprefix("torch."))
-                worst[key] = max(worst.get(key, 0.0), ratio(y, x, wt, b, relu, pool, algo, tf32_x))
-            _check(y, x, wt, b, relu, pool, algo, tf32_x)
+                worst[key] = max(worst.get(key, 0.0), ratio(y, x, wt, b, relu, pool, algo))
+            _check(y, x, wt, b, relu, pool, algo)
             if algo in PREPARED_WEIGHT and rng.random() < 0.5:
                 prepared, how = restride(rng, PREPARED_WEIGHT[algo](vggkern, wt))
                 case["prepared_weight"] = how

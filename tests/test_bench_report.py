@@ -126,13 +126,19 @@ def test_headline_batch_and_fusion(tmp_path):
     assert len(layer_rows) == 1 and "| relu |" in layer_rows[0], layer_rows
 
 
-def test_latest_is_the_newest_file_by_time_not_by_name(tmp_path):
+def test_latest_is_the_newest_run_by_time_not_by_name(tmp_path):
     older, newer = tmp_path / "b_old.json", tmp_path / "a_new.json"
     for i, p in enumerate((older, newer)):
         p.write_text("{}")
         os.utime(p, (1_000_000 + i * 100, 1_000_000 + i * 100))
     assert report.latest(str(tmp_path)) == str(newer)
     assert report.latest(str(tmp_path / "none")) is None
+    # A run's recorded time wins over the file's (a fresh clone's files share the checkout's):
+    # the older run, touched last, is still the older.
+    for p, date in ((older, "2026-12-04T10:00:00+00:00"), (newer, "2026-12-04T16:00:00+00:00")):
+        p.write_text(json.dumps({"machine_info": {"vggkern_env": {"date_utc": date}}}))
+    os.utime(older, (2_000_000, 2_000_000))
+    assert report.latest(str(tmp_path)) == str(newer)
 
 
 def test_main_writes_md_and_survives_missing_matplotlib(tmp_path, capsys):

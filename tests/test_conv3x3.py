@@ -159,18 +159,17 @@ def _scale(x, w, b, pool, algo):
     return F.max_pool2d(s, 2, 2) if pool else s
 
 
-def _errors(y, x, w, b, relu, pool, algo, tf32_x, ref, finite):
+def _errors(y, x, w, b, relu, pool, algo, ref, finite):
     """(err, err_torch, floor) over ref's finite elements (ref: the float64 result): our
     error, torch's own in x's dtype (for a TF32 algorithm on float32: that of the float64
-    conv of TF32 inputs, x rounded or truncated per tf32_x), and the floor: eps/4 x max|ref|
+    conv of x and weight rounded to TF32), and the floor: eps/4 x max|ref|
     + FLOOR_C[algo] x eps(float32) x max _scale (over outputs where both are finite).
     torch's error leaves out elements where torch itself gave NaN or Inf for a finite
     ref: its CPU bfloat16 channels_last conv, on a CPU with AVX512-BF16 (torch 2.14.1),
     gives NaN two columns beside an Inf input, at outputs whose window does not hold it.
     A smaller err_torch, so a stricter bound for us."""
     if algo in TF32_ALGOS and x.dtype == torch.float32:  # TF32: the input rounding is the error model
-        xt = _truncate_tf32(x) if tf32_x == "truncated" else _round_tf32(x)
-        own = _torch_forward(xt, _round_tf32(w), b, relu, pool, torch.float64)
+        own = _torch_forward(_round_tf32(x), _round_tf32(w), b, relu, pool, torch.float64)
     else:
         own = _torch_forward(x, w, b, relu, pool, x.dtype).double()
     err = (y.double() - ref)[finite].abs().max().item()
@@ -184,9 +183,7 @@ def _errors(y, x, w, b, relu, pool, algo, tf32_x, ref, finite):
     return err, err_torch, floor
 
 
-def _check(y, x, w, b, relu, pool, algo="direct", tf32_x="rounded"):
-    """tf32_x: how a TF32 algorithm's x reaches the tensor cores: "rounded" (cvt.rna, as
-    the weight always is) or "truncated" (implicit_gemm's wgmma tiles)."""
+def _check(y, x, w, b, relu, pool, algo="direct"):
     ref = _torch_forward(x, w, b, relu, pool, torch.float64)
     assert y.shape == ref.shape
     assert y.dtype == x.dtype and y.device == x.device
@@ -202,7 +199,7 @@ def _check(y, x, w, b, relu, pool, algo="direct", tf32_x="rounded"):
     finite = ref.isfinite()
     if not finite.any():
         return
-    err, err_torch, floor = _errors(y, x, w, b, relu, pool, algo, tf32_x, ref, finite)
+    err, err_torch, floor = _errors(y, x, w, b, relu, pool, algo, ref, finite)
     k = K_FACTOR[algo][x.dtype]
     assert err <= k * err_torch + floor, f"err {err:.3g} > {k} * err_torch {err_torch:.3g} + floor {floor:.3g}"
 

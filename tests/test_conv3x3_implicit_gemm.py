@@ -509,8 +509,8 @@ def test_float32_tf32_rounds_its_inputs(rounded):
 
 
 # float32 on the wgmma tiles (forced; m64nNk8.tf32): the tensor cores would drop the low 13
-# mantissa bits of what they read (the emulator models it; tests/tensor_core_probe.cu checks
-# it on the hardware), so the kernel rounds x to TF32 in shared memory first and the op
+# mantissa bits of what they read (the emulator models it; the H200 agreed on data where
+# that and rounding differ, before x was rounded here), so the kernel rounds x to TF32 in shared memory first and the op
 # rounds the weight (cvt.rna's rule both) before the launch: the error model is the
 # float64 conv of rounded x and weight, as on mma.sync. Truncated x had a bias toward zero
 # that VGG16's 13 layers compounded to 5.2x torch's TF32 error (H200, batch 64).

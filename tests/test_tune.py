@@ -190,9 +190,10 @@ def test_written_header_compiles_and_answers(tmp_path):
     # its fp16 entry is wg128x256 (6).
     assert tf32.split() == ["4", "-1", "6", "-1"]
     # The plan: fp32 takes its tf32 entry (wg128x128), or without wgmma its twin 128x128
-    # (1); where it has none, the fp16 entry's mma.sync twin (wg128x256 -> 128x128); fp16
-    # takes wg128x256 where wgmma runs, else 128x128; conv3's fp16 entry is 256x128 (2).
-    assert plans.split() == ["4", "1", "1", "6", "1", "2"]
+    # (1); where it has none, the fp16 entry as it is (wg128x256: 6; x is rounded to TF32
+    # before wgmma reads it); fp16 takes wg128x256 where wgmma runs, else 128x128; conv3's
+    # fp16 entry is 256x128 (2).
+    assert plans.split() == ["4", "1", "6", "6", "1", "2"]
     assert source.startswith("2026-01-01_synthetic.json, NVIDIA H100 80GB HBM3 (SYNTHETIC)")
 
 

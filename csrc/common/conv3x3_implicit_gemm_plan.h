@@ -20,9 +20,12 @@
 // the default. A measured wgmma tile on a device without wgmma runs as its mma.sync
 // fallback: the tile of its shape (wg128x256: 128 x 128, 1 of its 2 blocks per SM). fp32
 // (TF32) has entries of its own, measured in fp32 (benchmarks/tune.py); where it has none
-// it takes the fp16 entry, a wgmma tile as its mma.sync twin: TF32 on wgmma has its own
-// numerics (x's low mantissa bits dropped, not rounded: see conv3x3_implicit_gemm.cuh),
-// so fp32 runs it only where forced or measured faster in fp32. A measured tile whose
+// it takes the fp16 entry's tile as it is (until f697b76 a wgmma tile ran as its mma.sync
+// twin, as wgmma then read x truncated to TF32: since the kernel rounds x first, the
+// wgmma tiles compute what mma.sync does. Measured on the H200, VGG16 fp32 with TF32 at
+// batch 64: 10.85 ms on the fp16 entries' tiles (wgmma-wide, the same tiles), 12.20 ms on
+// their mma.sync twins; benchmarks/results/focus/2026-12-04_H200_f697b76_*,
+// network/2026-12-04_H200_9f429b0_*). A measured tile whose
 // shared memory the device cannot give a block (args.smem_optin: 256x128's 136 KiB on a
 // compute capability 8.6/8.9 GPU) runs as the rule's tile; a forced one fails at launch,
 // naming the bytes it needs and the device's limit.
@@ -144,19 +147,17 @@ inline ImplicitGemmTile implicit_gemm_tile(const Conv3x3Args& a) {
                                   "capability 9.0 GPU (H100/H200)");
     return t;
   }
-  // fp32: its own (tf32) entry first, else the fp16 one; a wgmma tile runs as measured only
-  // in the dtype it was measured in, on a device that has wgmma, else as its mma.sync twin.
+  // fp32: its own (tf32) entry first, else the fp16 one; a wgmma tile runs on a device that
+  // has wgmma, else as its mma.sync twin.
   const bool fp32 = a.dtype == DType::float32;
   const TunedTables tables = tuned_tables();
   auto lookup = [&](bool tf32) {
     return tuned_tile(tables.tiles, tables.n_tiles, tf32, a.N, a.C, a.K, a.H, a.W, a.pool);
   };
   const TunedTile* t = fp32 ? lookup(true) : nullptr;
-  const bool same_dtype = t != nullptr || !fp32;
   if (t == nullptr) t = lookup(false);
   if (t != nullptr) {
-    const ImplicitGemmTile tile =
-        is_wgmma(t->tile) && !(wgmma_runs(a) && same_dtype) ? mma_sync_twin(t->tile) : t->tile;
+    const ImplicitGemmTile tile = is_wgmma(t->tile) && !wgmma_runs(a) ? mma_sync_twin(t->tile) : t->tile;
     if (tile_fits(a, tile)) return tile;
   }
   return a.K <= 64 ? ImplicitGemmTile::m256n64 : ImplicitGemmTile::m128n128;

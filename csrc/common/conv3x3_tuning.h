@@ -33,8 +33,7 @@ struct TunedShape {
 };
 
 // tf32: measured in fp32 with TF32 math, for fp32 calls; else in fp16, for every dtype
-// (fp32 where it has no tf32 entry, a wgmma tile there as its mma.sync twin: see
-// conv3x3_implicit_gemm_plan.h).
+// (fp32 where it has no tf32 entry: see conv3x3_implicit_gemm_plan.h).
 struct TunedTile {
   TunedShape shape;
   ImplicitGemmTile tile;
