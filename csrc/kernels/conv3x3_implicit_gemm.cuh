@@ -54,7 +54,10 @@
 // its operands, went from 55% to 75% busy in both orders, and the tensor pipe from 60% to
 // 51%. Every wgmma tile at batch 64 lost 4-13% (VGG16: 4.70 -> 5.00 ms). So x goes past
 // L1 again, tap by tap; both switches stay so that a GPU run measures the four
-// combinations (benchmarks/cases.py, k_order rows). Their cost (python -m
+// combinations (benchmarks/cases.py, k_order rows). Measured so (results/focus/
+// 2026-12-04_H200_f697b76_k-order-tf32.json; wg128x128 and wg128x256 on conv3_1, conv3_2,
+// conv4_2, conv5_1): the default fastest or within 7%, taps inner past L1 at 0.90-1.07x
+// its time, x through L1 slower in both orders (up to 1.24x). Their cost (python -m
 // benchmarks.sass_loop; nvcc 13.0, sm_90a): the loop lists both orders' advance and both
 // copies of x, one of each run per slice: 128 x 128 206 -> 232 instructions per slice,
 // wg128x128 138 -> 164 (issue share 54% -> 64%), wg128x256 129 -> 157, wg256x64 137 -> 165;
