@@ -311,8 +311,8 @@ def build_cases():
                             cases.append(Case("conv", "vggkern", base + (("tile", tile), ("k_order", order),
                                                                          ("x_cache", cache)), "full", priority))
             # fp32 as TF32 (torch's TF32 on) on the rule's mma.sync tile and the wgmma tiles
-            # the policies give the layer: tune.py's fp32 entries (TF32 on wgmma reads x
-            # truncated, so fp32 moves to it only where measured faster in fp32).
+            # the policies give the layer: tune.py's fp32 entries (without one, fp32 takes
+            # the fp16 entry's tile).
             fp32 = dict(base, dtype="fp32", math="tf32")
             for tile in (tiles.rule_tile(s.K),) + wgmma_tf32_tiles(s.K):
                 if tile in IMPLICIT_GEMM_TILES:

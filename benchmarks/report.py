@@ -359,11 +359,12 @@ def k_order(rows):
         return []
     known = [("taps_outer", "l2"), ("taps_inner", "l2"), ("taps_inner", "l1"), ("taps_outer", "l1")]
     cols = known + sorted({v for d in variants.values() for v in d} - set(known))
-    names = {("taps_outer", "l2"): "outer, L2 (default)"}
+
+    def label(c):  # ("taps_inner", "l1") -> "inner, L1"
+        return "outer, L2 (default)" if c == known[0] else f"{c[0][5:]}, {c[1].upper()}"
     lines = ["implicit_gemm K order (VGGKERN_IMPLICIT_GEMM_K_ORDER: taps outer or inner) and x's path "
              "(VGGKERN_IMPLICIT_GEMM_X_CACHE: past L1 to L2, or through L1) (µs, CUDA-event median)", "",
-             "| layer | N | dtype | tile | " + " | ".join(names.get(c, f"{c[0][5:]}, {c[1].upper()}") for c in cols)
-             + " | fastest | default ÷ fastest |",
+             "| layer | N | dtype | tile | " + " | ".join(label(c) for c in cols) + " | fastest | default ÷ fastest |",
              "| --- | ---: | --- | --- | " + "---: | " * len(cols) + "--- | ---: |"]
     for k in sorted(variants, key=lambda k: (k[:-1], tile_order(k[-1]))):
         d = dict(variants[k])
@@ -374,7 +375,7 @@ def k_order(rows):
         base = d.get(("taps_outer", "l2"))
         lines.append("| " + " | ".join([r0["layer"], str(r0["N"]), r0["dtype"], str(r0.get("tile"))]
                                         + [_us(d[c]["median_s"]) if c in d else "–" for c in cols]
-                                        + [names.get(best, f"{best[0][5:]}, {best[1].upper()}"),
+                                        + [label(best),
                                            _f(base["median_s"] / d[best]["median_s"] if base else None, "{:.2f}×")])
                      + " |")
     return lines + [""]

@@ -27,25 +27,13 @@ namespace vk {
 // turn, where C is a multiple of the slice; kept so that a GPU run measures the two with
 // each x path: benchmarks/cases.py). Read per launch, as the tests toggle it.
 inline bool implicit_gemm_taps_inner() {
-  const char* e = std::getenv("VGGKERN_IMPLICIT_GEMM_K_ORDER");
-  const std::string v = e != nullptr ? e : "";
-  if (!v.empty() && v != "taps_inner" && v != "taps_outer")
-    throw std::invalid_argument("vggkern.conv3x3: VGGKERN_IMPLICIT_GEMM_K_ORDER must be \"taps_inner\" or "
-                                "\"taps_outer\", got '" + v + "'");
-  return v == "taps_inner";
+  return env_switch("VGGKERN_IMPLICIT_GEMM_K_ORDER", "taps_inner", "taps_outer", "taps_inner");
 }
 
 // x's path from global memory (the kernel's "x's path"): VGGKERN_IMPLICIT_GEMM_X_CACHE unset
 // or "l2" (the default: cp.async.cg, past L1) or "l1" (cp.async.ca, kept in L1 for the next
 // taps' copies; kept so that a GPU run measures the two: benchmarks/cases.py).
-inline bool implicit_gemm_x_through_l1() {
-  const char* e = std::getenv("VGGKERN_IMPLICIT_GEMM_X_CACHE");
-  const std::string v = e != nullptr ? e : "";
-  if (!v.empty() && v != "l1" && v != "l2")
-    throw std::invalid_argument("vggkern.conv3x3: VGGKERN_IMPLICIT_GEMM_X_CACHE must be \"l1\" or \"l2\", got '" +
-                                v + "'");
-  return v == "l1";
-}
+inline bool implicit_gemm_x_through_l1() { return env_switch("VGGKERN_IMPLICIT_GEMM_X_CACHE", "l1", "l2", "l1"); }
 
 template <class T, VK_KERNEL_NS::MmaType kMma, int kWarpsM, int kWarpsN, VK_KERNEL_NS::MainLoop kLoop, class Index,
           class Launcher>

@@ -89,6 +89,18 @@ inline ImplicitGemmTile wgmma_policy_tile(bool wide, int64_t K) {
   return wide && K >= 256 ? ImplicitGemmTile::wg128x256 : ImplicitGemmTile::wg128x128;
 }
 
+// One of implicit_gemm's two-way switches (VGGKERN_IMPLICIT_GEMM_NCHW_Y, _K_ORDER,
+// _X_CACHE), read per launch since the tests and benchmarks toggle them: unset, `a` or `b`,
+// else an error naming the variable. True where it is set to `on`.
+inline bool env_switch(const char* name, const std::string& a, const std::string& b, const std::string& on) {
+  const char* e = std::getenv(name);
+  const std::string v = e != nullptr ? e : "";
+  if (!v.empty() && v != a && v != b)
+    throw std::invalid_argument(std::string("vggkern.conv3x3: ") + name + " must be \"" + a + "\" or \"" + b +
+                                "\", got '" + v + "'");
+  return v == on;
+}
+
 inline bool is_wgmma(ImplicitGemmTile t) {
   return t == ImplicitGemmTile::wg128x128 || t == ImplicitGemmTile::wg256x64 || t == ImplicitGemmTile::wg128x256;
 }

@@ -10,7 +10,6 @@
 #include <ATen/Context.h>
 #include <torch/library.h>
 
-#include <cstdlib>
 #include <string>
 
 #include "../common/backends.h"
@@ -82,13 +81,7 @@ namespace {
 // NCHW calls to the tensor-core algorithm: y is written NCHW by the kernel's epilogue,
 // or with VGGKERN_IMPLICIT_GEMM_NCHW_Y=convert written NHWC and converted after (the
 // earlier path, kept so that a GPU run measures the two: benchmarks/cases.py).
-bool nchw_y_direct() {
-  const char* e = std::getenv("VGGKERN_IMPLICIT_GEMM_NCHW_Y");
-  const std::string v = e != nullptr ? e : "";
-  TORCH_CHECK_VALUE(v.empty() || v == "direct" || v == "convert",
-                    "VGGKERN_IMPLICIT_GEMM_NCHW_Y must be \"direct\" or \"convert\", got '", v, "'");
-  return v != "convert";
-}
+bool nchw_y_direct() { return !env_switch("VGGKERN_IMPLICIT_GEMM_NCHW_Y", "direct", "convert", "convert"); }
 
 // A tensor-core algorithm: NCHW input is converted to channels_last at the boundary
 // and C zero-padded to a multiple of 8 (VGG's first layer: 3 -> 8), in one pass of our
