@@ -8,7 +8,7 @@ baselines are taken before any kernel of ours runs (a fault of ours poisons the 
 context for every later case); 0.1 ours on the tensor cores against them (implicit_gemm
 per layer, and VGG16 on it with each tile policy); 0.5 implicit_gemm's tile sweep at
 batch 64, the measurement benchmarks/tune.py turns into the per-layer tile table (and the
-wgmma tiles with the K order before, taps outer, beside it); 0.55
+wgmma tiles with K taps inner beside it); 0.55
 and 0.6 the headline layers on direct and "auto" (CUDA cores until a table says
 otherwise: slow, so after the tensor-core rows), VGG16 on "auto", and the quick pools;
 0.75 VGG16 on the run's own tables; 0.9 the
@@ -48,11 +48,9 @@ IMPLICIT_GEMM_TILES = tuple(t for t in ALL_IMPLICIT_GEMM_TILES
 # by K) and the tiles they use: whole networks are timed with them too, so the run that
 # first measures the wgmma tiles also measures VGG on them (the per-layer table that
 # would make them the default is written from that run, after it).
-# implicit_gemm's (K order, x's path) rows beside the default (taps_outer, l2): the kernel's
-# VGGKERN_IMPLICIT_GEMM_K_ORDER and VGGKERN_IMPLICIT_GEMM_X_CACHE, with their priority:
-# taps inner past L1 (within 10% of the default, either way, on the H200) with the sweep;
-# x through L1 (measured slower in both orders) at the matrix's end.
-X_PATH_VARIANTS = {("taps_inner", "l2"): 0.5, ("taps_inner", "l1"): 2, ("taps_outer", "l1"): 2}
+# implicit_gemm's K order rows (VGGKERN_IMPLICIT_GEMM_K_ORDER=taps_inner) beside the
+# default (tap by tap): within 10% of it, either way, on the H200; with the sweep.
+K_ORDER_PRIORITY = 0.5
 WGMMA_POLICIES = tuple(p for p in tiles.WGMMA_POLICIES  # those whose tiles on VGG's K the run kept
                        if all(tiles.wgmma_policy_tile(k, p) in IMPLICIT_GEMM_TILES
                               for k in (64, 128, 256, 512)))
@@ -296,20 +294,15 @@ def build_cases():
             for tile in IMPLICIT_GEMM_TILES:
                 cases.append(Case("conv", "vggkern", base + (("tile", tile),),
                                   "quick" if n == QUICK_BATCH else "full", 0.5 if n == QUICK_BATCH else 2))
-            # K order and x's path: the wgmma tiles at batch 64 again, beside the sweep's
-            # default rows (tap by tap, x past L1), with K channel slice by channel slice
-            # (VGGKERN_IMPLICIT_GEMM_K_ORDER=taps_inner) and/or x through L1
-            # (VGGKERN_IMPLICIT_GEMM_X_CACHE=l1), where C allows taps inner (a multiple of
-            # 32 halves). Counted (benchmarks/roofline.py, L2 column): taps inner with x
-            # through L1 cuts x's L2 reads from ~9 to ~2 per pixel chunk; measured on the
-            # H200 (results/2026-12-04_H200_9f429b0.json) it cost more on the L1/shared-memory
-            # unit than it saved on L2. Kept out of "best ours" and of tune.py's table.
+            # K order: the wgmma tiles at batch 64 again, beside the sweep's default rows (tap
+            # by tap), with K channel slice by channel slice, the 9 taps of each in turn
+            # (VGGKERN_IMPLICIT_GEMM_K_ORDER=taps_inner), where C allows it (a multiple of 32
+            # halves). Kept out of "best ours" and of tune.py's table.
             if n == QUICK_BATCH and s.C % 32 == 0:
                 for tile in IMPLICIT_GEMM_TILES:
                     if tile.startswith("wg"):
-                        for (order, cache), priority in X_PATH_VARIANTS.items():
-                            cases.append(Case("conv", "vggkern", base + (("tile", tile), ("k_order", order),
-                                                                         ("x_cache", cache)), "full", priority))
+                        cases.append(Case("conv", "vggkern", base + (("tile", tile), ("k_order", "taps_inner")),
+                                          "full", K_ORDER_PRIORITY))
             # fp32 as TF32 (torch's TF32 on) on the rule's mma.sync tile and the wgmma tiles
             # the policies give the layer: tune.py's fp32 entries (without one, fp32 takes
             # the fp16 entry's tile).
@@ -559,8 +552,7 @@ def _conv_case(case: Case, device: str, cfg: dict) -> dict:
     extra = {}
     with fp32_math(p.get("math", "-")), env_var("VGGKERN_IMPLICIT_GEMM_TILE", p.get("tile")), \
             env_var("VGGKERN_IMPLICIT_GEMM_NCHW_Y", p.get("nchw_y")), \
-            env_var("VGGKERN_IMPLICIT_GEMM_K_ORDER", p.get("k_order")), \
-            env_var("VGGKERN_IMPLICIT_GEMM_X_CACHE", p.get("x_cache")):
+            env_var("VGGKERN_IMPLICIT_GEMM_K_ORDER", p.get("k_order")):
         probe = make_inputs()
         try:
             y = fn(probe)

@@ -124,9 +124,9 @@ def is_nchw_converted(r):
 
 
 def is_k_order_variant(r):
-    """A row of implicit_gemm with another K order or x path than the default's (k_order,
-    x_cache: VGGKERN_IMPLICIT_GEMM_K_ORDER, VGGKERN_IMPLICIT_GEMM_X_CACHE): timed beside the
-    default in a table of its own (k_order)."""
+    """A row of implicit_gemm with a forced K order (k_order: VGGKERN_IMPLICIT_GEMM_K_ORDER),
+    or, in runs before x's copies through L1 were removed, a forced x path (x_cache:
+    VGGKERN_IMPLICIT_GEMM_X_CACHE): timed beside the default in a table of its own (k_order)."""
     return bool(r.get("k_order") or r.get("x_cache"))
 
 
@@ -345,8 +345,10 @@ def nchw_y(rows):
 
 
 def k_order(rows):
-    """implicit_gemm's forced tiles with each other (K order, x path) beside the same tile's
-    sweep row (the default: taps outer, x past L1), and the fastest."""
+    """implicit_gemm's forced tiles with K taps inner beside the same tile's sweep row (the
+    default: taps outer), and the fastest. A run from before x's copies through L1 were
+    removed (rows with x_cache) has the four (K order, x path) combinations: x past L1 (l2,
+    what the kernel does now) or through it (l1)."""
     def key(r):
         return problem_key(r) + (r.get("tile"),)
     default = {key(r): r for r in rows if r["group"] == "conv" and is_sweep(r) and not is_k_order_variant(r)
@@ -357,13 +359,18 @@ def k_order(rows):
             variants.setdefault(key(r), {})[(r.get("k_order") or "taps_outer", r.get("x_cache") or "l2")] = r
     if not variants:
         return []
-    known = [("taps_outer", "l2"), ("taps_inner", "l2"), ("taps_inner", "l1"), ("taps_outer", "l1")]
+    x_path = any(r.get("x_cache") for d in variants.values() for r in d.values())
+    known = [("taps_outer", "l2"), ("taps_inner", "l2")]
+    if x_path:
+        known += [("taps_inner", "l1"), ("taps_outer", "l1")]
     cols = known + sorted({v for d in variants.values() for v in d} - set(known))
 
-    def label(c):  # ("taps_inner", "l1") -> "inner, L1"
-        return "outer, L2 (default)" if c == known[0] else f"{c[0][5:]}, {c[1].upper()}"
-    lines = ["implicit_gemm K order (VGGKERN_IMPLICIT_GEMM_K_ORDER: taps outer or inner) and x's path "
-             "(VGGKERN_IMPLICIT_GEMM_X_CACHE: past L1 to L2, or through L1) (µs, CUDA-event median)", "",
+    def label(c):  # ("taps_inner", "l2") -> "inner", or in an old run "inner, L2"
+        return (c[0].removeprefix("taps_") + (f", {c[1].upper()}" if x_path else "")
+                + (" (default)" if c == known[0] else ""))
+    lines = ["implicit_gemm K order (VGGKERN_IMPLICIT_GEMM_K_ORDER: taps outer or inner)"
+             + (" and x's path (VGGKERN_IMPLICIT_GEMM_X_CACHE, since removed: past L1 to L2, or through L1)"
+                if x_path else "") + " (µs, CUDA-event median)", "",
              "| layer | N | dtype | tile | " + " | ".join(label(c) for c in cols) + " | fastest | default ÷ fastest |",
              "| --- | ---: | --- | --- | " + "---: | " * len(cols) + "--- | ---: |"]
     for k in sorted(variants, key=lambda k: (k[:-1], tile_order(k[-1]))):
@@ -394,6 +401,8 @@ def full_tables(rows):
         rs = [r for r in rows if r["group"] == group]
         if not rs:
             continue
+        if not any(r.get("x_cache") for r in rs):  # x's path: only runs from before its switch was removed
+            keys = tuple(k for k in keys if k != "x_cache")
         rs.sort(key=lambda r: tuple(str(r.get(k)) for k in keys) + (r["impl"],))
         extra = "images/s | " if group == "network" else ""
         lines += [f"### {group}", "",

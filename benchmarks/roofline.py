@@ -23,12 +23,7 @@ The predicted time is the compute floor divided by the product of those efficien
 it is a model to check measurements against, not a measurement.
 - L2 traffic per SM (bytes per clock at the tensor peak), which the model does not turn
   into a cap (no measured L2 bandwidth yet): per 64-byte K slice a block copies BN weight
-  rows and its BM x rows, each 64 bytes from L2, except where the K order runs a channel
-  slice's 9 taps in turn and x's copies go through L1 (the kernel's "K order"): then only
-  the distinct in-image pixels the block's rows touch over the 9 taps cross from L2, once
-  per 9 slices (assuming L1 keeps them that long: 9 slices are ~5000 clocks, and a block's
-  distinct pixels per slice are 15-20 KiB against the ~60-90 KiB of L1 its shared-memory
-  carve-out leaves).
+  rows and its BM x rows, each 64 bytes from L2 (cp.async.cg, past L1), in either K order.
 """
 from __future__ import annotations
 
@@ -95,18 +90,12 @@ def smem_cap(bm: int, bn: int, wgmma: str | None = None) -> float:
     return min(1.0, mma_clocks / wavefronts)
 
 
-def x_rows_from_l2(bm: int, h: int, pool: bool, taps_inner: bool, images: int = 2) -> float:
+@functools.lru_cache(maxsize=None)
+def x_rows_from_l2(bm: int, h: int, pool: bool, images: int = 2) -> float:
     """Rows of x (64-byte chunks of one pixel's channels) a BM-row block copies from L2 per
     64-byte K slice, averaged over the M tiles of `images` h x h images in the kernel's M
-    order (pool: window by window): every in-image tap's row (taps outer), or the distinct
-    in-image pixels of the 9 taps' rows over 9 (taps inner, x through L1)."""
-    return _x_rows(bm, h, pool, images)[1 if taps_inner else 0]
-
-
-@functools.lru_cache(maxsize=None)
-def _x_rows(bm: int, h: int, pool: bool, images: int) -> tuple:
-    """x_rows_from_l2 for both K orders, (taps outer, taps inner), from one walk over the
-    tiles (layers of one shape and tile share it)."""
+    order (pool: window by window): every in-image tap's row, over the 9 taps. Cached:
+    layers of one shape and tile share it."""
     rows = []
     for im in range(images):
         if pool:
@@ -116,20 +105,14 @@ def _x_rows(bm: int, h: int, pool: bool, images: int) -> tuple:
                 rows += [(im, r0, c0), (im, r0, c0 + 1), (im, r0 + 1, c0), (im, r0 + 1, c0 + 1)]
         else:
             rows += [(im, m // h, m % h) for m in range(h * h)]
-    tiles = math.ceil(len(rows) / bm)
-    outer = inner = 0
-    for t in range(tiles):
-        taps = [(im, r + dr, c + dc) for im, r, c in rows[t * bm:(t + 1) * bm] for dr in (-1, 0, 1) for dc in (-1, 0, 1)
-                if 0 <= r + dr < h and 0 <= c + dc < h]
-        outer += len(taps)
-        inner += len(set(taps))
-    return outer / tiles / 9, inner / tiles / 9
+    taps = sum(1 for _, r, c in rows for dr in (-1, 0, 1) for dc in (-1, 0, 1) if 0 <= r + dr < h and 0 <= c + dc < h)
+    return taps / math.ceil(len(rows) / bm) / 9
 
 
-def l2_bytes_per_clock(bm: int, bn: int, h: int, pool: bool, taps_inner: bool) -> float:
+def l2_bytes_per_clock(bm: int, bn: int, h: int, pool: bool) -> float:
     """L2 bytes one SM's blocks read per clock at the dense tensor peak (2048 MACs per
     clock; a slice is BM x BN x 32 MACs): BN weight rows and the x rows, 64 bytes each."""
-    return 64 * (x_rows_from_l2(bm, h, pool, taps_inner) + bn) / (bm * bn * 32 / 2048)
+    return 64 * (x_rows_from_l2(bm, h, pool) + bn) / (bm * bn * 32 / 2048)
 
 
 def layer_rows(n: int, gpu: str, dtype: str = "fp16", tile: str | None = None):
@@ -162,8 +145,7 @@ def layer_rows(n: int, gpu: str, dtype: str = "fp16", tile: str | None = None):
         slices = pl.get("slices_per_split", math.ceil(9 * cp * elt / 64))
         alone = unhidden(bm, bn, slices, eff, per_sm)
         eff *= tail * pad * alone
-        inner = cp * elt % 64 == 0  # the K order's condition: C a multiple of the slice
-        l2 = (l2_bytes_per_clock(bm, bn, h, pool, False), l2_bytes_per_clock(bm, bn, h, pool, inner))
+        l2 = l2_bytes_per_clock(bm, bn, h, pool)
         rows.append(dict(layer=name, C=c, K=k, H=h, pool=pool, gflop=flops / 1e9, mbytes=nbytes / 1e6, l2=l2,
                          flop_floor_us=t_flop * 1e6, byte_floor_us=t_byte * 1e6, tile=tl, splits=splits,
                          smem_cap=smem_cap(bm, bn, wg), blocks=blocks, waves=waves, tail=tail, pad=pad, alone=alone,
@@ -175,14 +157,14 @@ def render(rows, n, gpu, dtype):
     out = [f"VGG16 convs, batch {n}, {dtype}, {gpu} (datasheet peaks; a model, not a measurement)", "",
            "| layer | C→K, H | GFLOP | MB | FLOP floor µs | byte floor µs | tile | split-K | smem cap "
            "| blocks (waves) | last-wave fill | padding | unhidden | predicted µs | % of peak "
-           "| L2 B/clk/SM, taps outer → inner |",
+           "| L2 B/clk/SM |",
            "| --- | --- | ---: | ---: | ---: | ---: | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: "
            "| ---: |"]
     for r in rows:
         out.append(f"| {r['layer']}{' +pool' if r['pool'] else ''} | {r['C']}→{r['K']}, {r['H']}² | {r['gflop']:.1f} "
                    f"| {r['mbytes']:.0f} | {r['flop_floor_us']:.0f} | {r['byte_floor_us']:.0f} | {r['tile']} | {r['splits']} "
                    f"| {r['smem_cap']:.0%} | {r['blocks']} ({r['waves']}) | {r['tail']:.0%} | {r['pad']:.0%} | {r['alone']:.0%} "
-                   f"| {r['predicted_us']:.0f} | {r['predicted_pct']:.0f}% | {r['l2'][0]:.0f} → {r['l2'][1]:.0f} |")
+                   f"| {r['predicted_us']:.0f} | {r['predicted_pct']:.0f}% | {r['l2']:.0f} |")
     tot_floor = sum(max(r["flop_floor_us"], r["byte_floor_us"]) for r in rows)
     tot_pred = sum(r["predicted_us"] for r in rows)
     out += ["", f"Sum over the 13 convs: floor {tot_floor:.0f} µs, predicted {tot_pred:.0f} µs (the floor is "

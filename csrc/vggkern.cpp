@@ -103,10 +103,8 @@ PyObject* emu_global_stats(PyObject*, PyObject*) {
   PyObject* out = PyDict_New();
   if (out == nullptr) return nullptr;
   for (const auto& [kernel, s] : vk::emu::global_sector_stats()) {
-    PyObject* v = Py_BuildValue("{s:N,s:N,s:N,s:{s:K,s:K}}", "load", counts(s.load), "store", counts(s.store),
-                                "cp_async", counts(s.cp_async), "l1", "bytes",
-                                static_cast<unsigned long long>(s.l1.bytes), "misses",
-                                static_cast<unsigned long long>(s.l1.misses));
+    PyObject* v = Py_BuildValue("{s:N,s:N,s:N}", "load", counts(s.load), "store", counts(s.store), "cp_async",
+                                counts(s.cp_async));
     if (v == nullptr || PyDict_SetItemString(out, kernel.c_str(), v) != 0) {
       Py_XDECREF(v);
       Py_DECREF(out);
@@ -269,8 +267,7 @@ PyMethodDef methods[] = {
      "The SIMT emulator's global-memory counts since the last reset, by kernel name: for the kernels' "
      "ld_global (load) and st_global (store) and cp.async's source (cp_async), warp-wide instructions, "
      "distinct bytes, ideal sectors (those bytes packed: ceil(bytes / 32) per instruction) and the 32-byte "
-     "sectors the addresses touch; and l1: the bytes cp.async read through L1 (.ca) and the 32-byte sectors "
-     "a model of the block's L1 (VGGKERN_EMU_L1_KIB, default 32, least recently used out) misses."},
+     "sectors the addresses touch."},
     {"emu_reset_global_stats", emu_reset_global_stats, METH_NOARGS, "Zero the emulator's global-memory counts."},
     {"implicit_gemm_plan", implicit_gemm_plan, METH_VARARGS,
      "implicit_gemm_plan(N, C, H, W, K, element_bytes, pool, sm_count, tile='', smem_optin=0) -> dict: the "

@@ -223,19 +223,19 @@ def test_roofline_counts_vgg16():
 
 
 def test_roofline_counts_x_rows_from_l2():
-    """roofline.x_rows_from_l2 on hand-worked cases: one 4 x 4 image in one 16-row tile.
-    Taps outer: every in-image (pixel, tap) pair, (4+3+3)^2 = 100 rows over 9 slices; taps
-    inner: the 16 distinct pixels once per 9 slices. Pooled, the same pixels in window
-    order. Two 4 x 4 images in 8-row tiles (two image rows each): a tile's taps reach its
-    rows and one more row above or below, 12 distinct pixels."""
+    """roofline.x_rows_from_l2 on hand-worked cases: one 4 x 4 image in one 16-row tile:
+    every in-image (pixel, tap) pair, (2+3+3+2)^2 = 100 rows over 9 slices; pooled, the
+    same pixels in window order. Two 4 x 4 images in 8-row tiles (two image rows each): a
+    tile's rows see 2 and 3 in-image tap rows of 10 (pixel, tap column) pairs, 50 per tile.
+    A 3 x 3 image in one 16-row tile (7 rows empty): (2+3+2)^2 = 49."""
     from benchmarks import roofline
 
-    assert roofline.x_rows_from_l2(16, 4, False, False, images=1) == pytest.approx(100 / 9)
-    assert roofline.x_rows_from_l2(16, 4, False, True, images=1) == pytest.approx(16 / 9)
-    assert roofline.x_rows_from_l2(16, 4, True, True, images=1) == pytest.approx(16 / 9)
-    assert roofline.x_rows_from_l2(8, 4, False, True, images=2) == pytest.approx(12 / 9)
+    assert roofline.x_rows_from_l2(16, 4, False, images=1) == pytest.approx(100 / 9)
+    assert roofline.x_rows_from_l2(16, 4, True, images=1) == pytest.approx(100 / 9)
+    assert roofline.x_rows_from_l2(8, 4, False, images=2) == pytest.approx(200 / 4 / 9)
+    assert roofline.x_rows_from_l2(16, 3, False, images=1) == pytest.approx(49 / 9)
     # L2 bytes per clock: (x rows + BN weight rows) x 64 bytes per BM x BN x 32 / 2048 clocks.
-    assert roofline.l2_bytes_per_clock(16, 8, 4, False, True) == pytest.approx(64 * (16 / 9 + 8) / 2)
+    assert roofline.l2_bytes_per_clock(16, 8, 4, False) == pytest.approx(64 * (100 / 9 + 8) / 2)
 
 
 def test_a_time_limited_run_reaches_the_tile_sweep():
@@ -250,15 +250,14 @@ def test_a_time_limited_run_reaches_the_tile_sweep():
     sweep = [i for i, c in enumerate(order) if c.group == "conv" and c.p.get("tile") and not c.p.get("k_order")
              and c.p["N"] == cases.QUICK_BATCH and c.p["dtype"] == "fp16"]
     assert len(sweep) == 9 * len(cases.IMPLICIT_GEMM_TILES)  # every tile on VGG's 9 layer shapes
-    # ... and beside it the wgmma tiles with K taps inner (x past L1, the other path's rows
-    # come at the matrix's end), on the 8 shapes whose C is a multiple of 32 halves (all but
-    # conv1_1's C = 3)
+    # ... and beside it the wgmma tiles with K taps inner, on the 8 shapes whose C is a
+    # multiple of 32 halves (all but conv1_1's C = 3)
     k_order = [i for i, c in enumerate(order) if c.p.get("k_order") and c.priority < 1]
     wg = [t for t in cases.IMPLICIT_GEMM_TILES if t.startswith("wg")]
     assert sorted((order[i].p["layer"], order[i].p["tile"]) for i in k_order) == sorted(
         (c.p["layer"], c.p["tile"]) for c in (order[i] for i in sweep) if c.p["tile"] in wg and c.p["C"] % 32 == 0)
     assert len(k_order) == 8 * len(wg)
-    assert {(order[i].p["k_order"], order[i].p["x_cache"]) for i in k_order} == {("taps_inner", "l2")}
+    assert {order[i].p["k_order"] for i in k_order} == {"taps_inner"}
     # fp32 (TF32): the rule's tile and the wgmma policies' (1 per layer, 2 where K >= 256:
     # 5 shapes), in the rest of the matrix (priority 1 at batch 64, 2 at batches 1 and 128).
     tf32 = [c for c in order if c.group == "conv" and c.p.get("tile") and c.p["dtype"] == "fp32"]
@@ -462,10 +461,44 @@ def test_nchw_y_converted_rows_stay_out_of_best_ours_and_have_their_table(tmp_pa
 
 
 def test_k_order_rows_stay_out_of_the_sweep_and_tune_and_have_their_table(tmp_path):
-    """A forced tile with another K order or x path (k_order, x_cache) is neither "best
-    ours" nor the tile sweep's time for its tile (the default, taps outer past L1, is), and
-    tune.py never picks it; the K-order table shows each beside the same tile's sweep row,
-    with the fastest and the default's time over its."""
+    """A forced tile with K taps inner (k_order) is neither "best ours" nor the tile sweep's
+    time for its tile (the default, taps outer, is), and tune.py never picks it; the K-order
+    table shows it beside the same tile's sweep row, with the fastest and the default's
+    time over its."""
+    from benchmarks import tune
+
+    rows = [row("torch", 1.5e-3), row("vggkern", 1.2e-3, algo="implicit_gemm"),
+            row("vggkern", 1.0e-3, algo="implicit_gemm", tile="wg128x128"),
+            row("vggkern", 0.8e-3, algo="implicit_gemm", tile="wg128x128", k_order="taps_inner"),
+            row("vggkern", 1.4e-3, algo="implicit_gemm", tile="wg128x256", k_order="taps_inner")]
+    for r in rows[2:]:
+        r["id"] += "-" + r["tile"] + "-" + r.get("k_order", "")
+    text, _, _ = report.render(write(tmp_path / "r.json", rows), headline_only=True)
+    lines = text.splitlines()
+    best = [ln for ln in lines if ln.startswith("| conv3_2+conv3_3 (256")]
+    assert len(best) == 1 and "ours implicit_gemm cl" in best[0] and "1.25×" in best[0], best
+    sweep = [ln for ln in lines if ln.startswith("| conv3_2+conv3_3 | 64 | relu |")]
+    assert sweep == ["| conv3_2+conv3_3 | 64 | relu | 1000 | 1200 | wg128x128 |"], sweep
+    table = [ln for ln in lines if ln.startswith("| conv3_2+conv3_3 | 64 | fp16 |")]
+    assert table == ["| conv3_2+conv3_3 | 64 | fp16 | wg128x128 | 1000 | 800.0 | inner | 1.25× |",
+                     "| conv3_2+conv3_3 | 64 | fp16 | wg128x256 | – | 1400 | inner | – |"], table
+    head = next(ln for ln in lines if ln.startswith("| layer | N | dtype | tile |"))
+    assert head == "| layer | N | dtype | tile | outer (default) | inner | fastest | default ÷ fastest |", head
+    assert "X_CACHE" not in text and "L1" not in text, text
+    assert [e["tile"] for e in tune.tile_table(rows)] == ["wg128x128"]
+    assert [e["us"] for e in tune.tile_table(rows)] == [pytest.approx(1000)]
+    text, _, _ = report.render(write(tmp_path / "s.json", rows[:3]), headline_only=True)
+    assert "K order" not in text
+    # The full tables have no x_cache column (a run from before its switch was removed has)
+    text, _, _ = report.render(write(tmp_path / "r.json", rows))
+    conv_head = next(ln for ln in text.splitlines() if ln.startswith("| impl | layer |"))
+    assert "| nchw_y | k_order | median µs |" in conv_head, conv_head
+
+
+def test_k_order_table_of_a_run_with_x_paths(tmp_path):
+    """A run from before x's copies through L1 were removed (f697b76's focus run) has rows
+    with x's path (x_cache: l2 past L1, l1 through it) too: the same rules, and the K-order
+    table shows the four (K order, x path) combinations."""
     from benchmarks import tune
 
     rows = [row("torch", 1.5e-3), row("vggkern", 1.2e-3, algo="implicit_gemm"),
@@ -487,31 +520,33 @@ def test_k_order_rows_stay_out_of_the_sweep_and_tune_and_have_their_table(tmp_pa
     head = next(ln for ln in lines if ln.startswith("| layer | N | dtype | tile |"))
     assert head == ("| layer | N | dtype | tile | outer, L2 (default) | inner, L2 | inner, L1 | outer, L1 | fastest "
                     "| default ÷ fastest |"), head
+    assert "and x's path (VGGKERN_IMPLICIT_GEMM_X_CACHE, since removed" in text, text
     assert [e["tile"] for e in tune.tile_table(rows)] == ["wg128x128"]
     assert [e["us"] for e in tune.tile_table(rows)] == [pytest.approx(1000)]
     text, _, _ = report.render(write(tmp_path / "s.json", rows[:3]), headline_only=True)
     assert "K order" not in text
+    text, _, _ = report.render(write(tmp_path / "r.json", rows))
+    conv_head = next(ln for ln in text.splitlines() if ln.startswith("| impl | layer |"))
+    assert "| nchw_y | k_order | x_cache | median µs |" in conv_head, conv_head
 
 
 def test_k_order_cases_have_their_sweep_twin():
-    """The K-order cases: the wgmma tiles at batch 64 with each other (K order, x path), on
-    every layer shape whose C is a multiple of 32 halves, each beside its tile-sweep twin
-    (the default: taps outer, x past L1)."""
+    """The K-order cases: the wgmma tiles at batch 64 with K taps inner, on every layer shape
+    whose C is a multiple of 32 halves, each beside its tile-sweep twin (the default: taps
+    outer), at the same priority."""
     from benchmarks import cases
 
     all_cases = cases.build_cases()
     if cases.conv_algorithms() is None or "implicit_gemm" not in cases.conv_algorithms():
         pytest.skip("vggkern.conv3x3 with implicit_gemm is not importable")
     by_id = {c.id: c for c in all_cases}
-    outer = [c for c in all_cases if c.p.get("k_order")]
+    inner = [c for c in all_cases if c.p.get("k_order")]
     wg = [t for t in cases.IMPLICIT_GEMM_TILES if t.startswith("wg")]
-    assert len(outer) == 3 * len(wg) * sum(1 for s in cases.LAYER_SHAPES if s.C % 32 == 0) > 0
-    for c in outer:
-        assert (c.p["k_order"], c.p["x_cache"]) in cases.X_PATH_VARIANTS
-        assert c.p["tile"] in wg and c.p["N"] == cases.QUICK_BATCH
-        twin = by_id[twin_id(cases.Case(c.group, c.impl, tuple(kv for kv in c.params if kv[0] != "x_cache"), c.tier),
-                             "k_order")]
-        assert twin.priority == 0.5 and c.priority == cases.X_PATH_VARIANTS[c.p["k_order"], c.p["x_cache"]], c.id
+    assert len(inner) == len(wg) * sum(1 for s in cases.LAYER_SHAPES if s.C % 32 == 0) > 0
+    for c in inner:
+        assert c.p["k_order"] == "taps_inner" and c.p["tile"] in wg and c.p["N"] == cases.QUICK_BATCH, c.id
+        twin = by_id[twin_id(c, "k_order")]
+        assert twin.priority == 0.5 and c.priority == cases.K_ORDER_PRIORITY == 0.5, c.id
 
 
 def test_nchw_y_converted_cases_have_their_default_twin():

@@ -3,8 +3,6 @@ run through the emulator on CPU and on the GPU when there is one. The shared acc
 cases run in test_conv3x3.py (every algorithm of K_FACTOR: fp16, bf16 and fp32 as TF32
 for this one); here: its own tiles, stores, padding, the TF32 policy, refusals and the
 GPU/emulator agreement."""
-import itertools
-
 import pytest
 import torch
 
@@ -123,8 +121,8 @@ def test_forced_tiles(tile, k, relu, pool, device, monkeypatch):
     _check(vggkern.conv3x3(x, w, b, relu=relu, pool=pool, algo=ALGO), x, w, b, relu, pool, algo=ALGO)
 
 
-# The implicit_gemm overrides (forced tile, NCHW y's path, K order, x's path) refuse a value they do
-# not know with an error naming the variable, whatever the shape (C = 8: K runs taps outer
+# The implicit_gemm overrides (forced tile, NCHW y's path, K order) refuse a value they do not
+# know with an error naming the variable, whatever the shape (C = 8: K runs taps outer
 # there anyway) and on an NCHW call (its x laid out first).
 @pytest.mark.parametrize("var,value,message", [
     ("VGGKERN_IMPLICIT_GEMM_TILE", "64x64", "VGGKERN_IMPLICIT_GEMM_TILE must be 128x64, 128x128, 256x128, 256x64, "
@@ -132,8 +130,7 @@ def test_forced_tiles(tile, k, relu, pool, device, monkeypatch):
     ("VGGKERN_IMPLICIT_GEMM_NCHW_Y", "nhwc", "VGGKERN_IMPLICIT_GEMM_NCHW_Y must be \"direct\" or \"convert\", "
                                              "got 'nhwc'"),
     ("VGGKERN_IMPLICIT_GEMM_K_ORDER", "channels", "VGGKERN_IMPLICIT_GEMM_K_ORDER must be \"taps_inner\" or "
-                                                  "\"taps_outer\", got 'channels'"),
-    ("VGGKERN_IMPLICIT_GEMM_X_CACHE", "L1", "VGGKERN_IMPLICIT_GEMM_X_CACHE must be \"l1\" or \"l2\", got 'L1'")])
+                                                  "\"taps_outer\", got 'channels'")])
 def test_overrides_must_be_valid(var, value, message, monkeypatch):
     monkeypatch.setenv(var, value)
     x, w, b = _inputs(1, 8, 8, 4, 4, torch.float16, "cpu", seed=0)
@@ -171,15 +168,14 @@ def test_nchw_output_written_by_the_kernel(tile, split, dtype, device, monkeypat
             _check(y, x, wt, b, relu, pool, algo=ALGO)
 
 
-# K order and x's path (the kernel's header): tap by tap (the default), or, where C is a
-# multiple of the 64-byte slice (32 halves, 16 floats), channel slice by channel slice with
-# the 9 taps of each in turn (VGGKERN_IMPLICIT_GEMM_K_ORDER=taps_inner); x's copies past L1
-# (the default) or through it (VGGKERN_IMPLICIT_GEMM_X_CACHE=l1). With small integers every
-# fp32 sum is exact in any order, so all four must give exactly the float64 result rounded
-# once to the dtype: a wrong tap,
-# channel or pixel offset in either walk (the taps' row step, the next slice's first tap,
-# a split-K block that starts mid-slice: 18 slices over 4 or 7 splits) changes it. Every
-# tile, pooled and not, images spanning M tiles, maps narrower than a tile.
+# K order (the kernel's header): tap by tap (the default), or, where C is a multiple of the
+# 64-byte slice (32 halves, 16 floats), channel slice by channel slice with the 9 taps of
+# each in turn (VGGKERN_IMPLICIT_GEMM_K_ORDER=taps_inner). With small integers every fp32
+# sum is exact in any order, so both must give exactly the float64 result rounded once to
+# the dtype: a wrong tap, channel or pixel offset in either walk (the taps' row step, the
+# next slice's first tap, a split-K block that starts mid-slice: 18 slices over 4 or 7
+# splits) changes it. Every tile, pooled and not, images spanning M tiles, maps narrower
+# than a tile.
 @pytest.mark.parametrize("device", DEVICES)
 @pytest.mark.parametrize("tile,split", [("", ""), ("", "4"), ("", "7"), *((t, "") for t in TILES),
                                         ("wg128x256", "4"), ("wg256x64", "7")])
@@ -197,11 +193,10 @@ def test_k_orders_sum_the_same_products(tile, split, dtype, c, device, monkeypat
         want = torch.nn.functional.conv2d(x.double(), w.double(), b.double(), padding=1)
         want = torch.nn.functional.max_pool2d(want.relu(), 2) if pool else want
         want = want.to(dtype)
-        for order, cache in itertools.product(["taps_outer", "taps_inner", ""], ["l1", "l2", ""]):
+        for order in ["taps_outer", "taps_inner", ""]:
             monkeypatch.setenv("VGGKERN_IMPLICIT_GEMM_K_ORDER", order)
-            monkeypatch.setenv("VGGKERN_IMPLICIT_GEMM_X_CACHE", cache)
             y = vggkern.conv3x3(x, w, b, relu=relu, pool=pool, algo=ALGO, allow_tf32=True)
-            assert torch.equal(y, want), (order, cache, relu, pool)
+            assert torch.equal(y, want), (order, relu, pool)
 
 
 # The wgmma policies (VGGKERN_IMPLICIT_GEMM_TILE=wgmma | wgmma-wide: the benchmarks time
@@ -618,18 +613,16 @@ def test_torch_compile_float32_tf32(device):
 @pytest.mark.parametrize("tile,split", [("", ""), *((t, "") for t in TILES), ("128x128", "3"),
                                         *((t, "3") for t in WGMMA_TWIN)])
 @pytest.mark.parametrize("layout", [torch.channels_last, torch.contiguous_format], ids=["nhwc", "nchw"])
-@pytest.mark.parametrize("c,order,cache", [(24, "", ""), (32, "taps_inner", "l1"), (32, "taps_inner", "l2")])
-def test_gpu_matches_emulator_bit_for_bit(dtype, tile, split, layout, c, order, cache, monkeypatch):
+@pytest.mark.parametrize("c,order", [(24, ""), (32, "taps_inner")])
+def test_gpu_matches_emulator_bit_for_bit(dtype, tile, split, layout, c, order, monkeypatch):
     """The proof that the emulated fragment layouts are the hardware's: with small
     integer data every sum is exact, so the GPU and the emulator must agree exactly
     (float32: the TF32 path, mma.sync.m16n8k8 fed by ldmatrix of 32-bit elements, or
     wgmma's m64nNk8.tf32), for the default tile choice, each tile forced (the wg tiles:
     wgmma's descriptors and accumulator layout), and split-K; y NHWC, and NCHW as the
-    epilogue writes it for NCHW calls; K tap by tap (the default) and taps inner (C = 32),
-    x's copies past L1 or through it."""
+    epilogue writes it for NCHW calls; K tap by tap (the default) and taps inner (C = 32)."""
     _skip_without_wgmma(tile, "cuda")
     monkeypatch.setenv("VGGKERN_IMPLICIT_GEMM_K_ORDER", order)
-    monkeypatch.setenv("VGGKERN_IMPLICIT_GEMM_X_CACHE", cache)
     monkeypatch.setenv("VGGKERN_IMPLICIT_GEMM_TILE", tile)
     monkeypatch.setenv("VGGKERN_IMPLICIT_GEMM_SPLIT_K", split)
     g = torch.Generator().manual_seed(0)

@@ -4,9 +4,6 @@ least those bytes need ("ideal"). The counts are compared with what each layout 
 worked out here from the tiling in each kernel's header: whole sectors where the lanes
 read or write consecutive elements, and the documented multiple where they do not. CPU
 only (the GPU does not count); tests/emu/test_global_sectors.cpp checks the counting."""
-import os
-import sys
-
 import pytest
 import torch
 
@@ -47,13 +44,16 @@ def _taps_inside(h, w):
 
 # implicit_gemm's cp.async reads, per block, its BM pixels' in-image taps (padding is zero
 # fill: no read) and its BN channels' weights: x once per K block, the weight once per M
-# tile; every copy is whole sectors (a 16-byte chunk per lane, 4 lanes per 64-byte row of
-# a pixel's channels). The epilogue writes y once, in 16-byte vectors of 8 channels.
+# tile, in either K order (taps inner copies the same bytes in another order); every copy
+# is whole sectors (a 16-byte chunk per lane, 4 lanes per 64-byte row of a pixel's
+# channels). The epilogue writes y once, in 16-byte vectors of 8 channels.
 @pytest.mark.parametrize("tile,k", [("256x64", 64), ("128x128", 128), ("wg128x128", 128), ("wg256x64", 64)])
 @pytest.mark.parametrize("pool", [False, True], ids=["", "pool"])
-def test_implicit_gemm_reads_its_tiles_in_whole_sectors(tile, k, pool, monkeypatch):
+@pytest.mark.parametrize("order", ["", "taps_inner"])
+def test_implicit_gemm_reads_its_tiles_in_whole_sectors(tile, k, pool, order, monkeypatch):
     monkeypatch.setenv("VGGKERN_IMPLICIT_GEMM_TILE", tile)
     monkeypatch.setenv("VGGKERN_IMPLICIT_GEMM_SPLIT_K", "1")
+    monkeypatch.setenv("VGGKERN_IMPLICIT_GEMM_K_ORDER", order)
     n, c, h, w = 1, 64, 16, 16
     x, wt, b = _inputs(n, c, k, h, w, torch.float16, "cpu", channels_last=True, seed=k)
     wt = wt.contiguous(memory_format=torch.channels_last)  # (K, 3, 3, C): used as it is, no relayout kernel
@@ -68,46 +68,6 @@ def test_implicit_gemm_reads_its_tiles_in_whole_sectors(tile, k, pool, monkeypat
     assert _whole_sectors(s["cp_async"]), stats
     assert s["store"]["bytes"] == y.nbytes and _whole_sectors(s["store"]), stats
     assert _whole_sectors(s["load"]), stats  # the bias
-
-
-# x's copies through L1 (.ca: VGGKERN_IMPLICIT_GEMM_X_CACHE=l1; by default they pass it), and
-# K channel slice by channel slice, the 9 taps of each in turn (the kernel's "K order"), so
-# that the next taps' copies of the same pixels hit there. Against the emulator's model of one block's L1 (csrc/emu/global_stats.h; 32
-# KiB: what two blocks beside ~200 KiB of shared memory leave each, roughly), the sectors
-# that miss, those L2 would serve, are exactly benchmarks/roofline.py's count: the distinct
-# in-image pixels of a block's rows over each slice's 9 taps, 64 bytes each per channel
-# slice. Taps outer (the order before), C = 256 puts 8 slices (64-128 KiB of a block's
-# copies) between a pixel's taps: nearly every copy misses, over 5x the taps-inner misses
-# (with a 1 MiB model both orders reach the count: only the reuse distance differs).
-@pytest.mark.parametrize("tile,k", [("wg128x128", 128), ("wg128x256", 256), ("wg256x64", 64), ("128x128", 128)])
-@pytest.mark.parametrize("pool", [False, True], ids=["", "pool"])
-def test_implicit_gemm_x_reuse_in_l1(tile, k, pool, monkeypatch):
-    sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # the repository
-    from benchmarks.roofline import x_rows_from_l2
-
-    monkeypatch.setenv("VGGKERN_IMPLICIT_GEMM_TILE", tile)
-    monkeypatch.setenv("VGGKERN_IMPLICIT_GEMM_SPLIT_K", "1")
-    n, c, h = 1, 256, 14
-    x, wt, b = _inputs(n, c, k, h, h, torch.float16, "cpu", channels_last=True, seed=k)
-    wt = wt.contiguous(memory_format=torch.channels_last)
-    plan = _C.implicit_gemm_plan(n, c, h, h, k, 2, pool, 132, tile)
-    # The model's rows per slice, x 9 taps x C/32 channel slices x 2 sectors, per M tile and K block.
-    want = x_rows_from_l2(plan["bm"], h, pool, True, images=n) * 9 * (c // 32) * 2 * plan["m_tiles"] * plan["k_blocks"]
-    misses = {}
-    monkeypatch.setenv("VGGKERN_IMPLICIT_GEMM_X_CACHE", "l1")
-    for order, kib in [("taps_inner", "32"), ("taps_outer", "32"), ("taps_outer", "1024")]:
-        monkeypatch.setenv("VGGKERN_IMPLICIT_GEMM_K_ORDER", order)
-        monkeypatch.setenv("VGGKERN_EMU_L1_KIB", kib)
-        stats, y = _counted(lambda: vggkern.conv3x3(x, wt, b, relu=True, pool=pool, algo="implicit_gemm"))
-        s = stats["conv3x3_implicit_gemm_kernel"]
-        assert s["l1"]["bytes"] == plan["k_blocks"] * n * _taps_inside(h, h) * c * 2, stats  # every x copy
-        misses[order, kib] = s["l1"]["misses"]
-    assert misses["taps_inner", "32"] == pytest.approx(want, rel=1e-9), (misses, want)
-    assert misses["taps_outer", "1024"] == misses["taps_inner", "32"], misses
-    assert misses["taps_outer", "32"] > 5 * misses["taps_inner", "32"], misses
-    monkeypatch.setenv("VGGKERN_IMPLICIT_GEMM_X_CACHE", "")  # the default: every copy past L1
-    stats, _ = _counted(lambda: vggkern.conv3x3(x, wt, b, relu=True, pool=pool, algo="implicit_gemm"))
-    assert stats["conv3x3_implicit_gemm_kernel"]["l1"]["bytes"] == 0, stats
 
 
 # NCHW calls: implicit_gemm's epilogue writes y NCHW, each channel's share of a tile a run

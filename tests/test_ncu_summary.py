@@ -83,25 +83,22 @@ def test_ncu_case_without_a_gpu_exits_2():
 
 def test_ncu_case_calls_run_through_the_emulator(monkeypatch, capsys):
     """ncu_case's calls, on a small layer on the CPU (the emulator), without the profiler:
-    ours on the default tile and on wg128x128 (the default path, then taps inner with x through
-    L1), and torch's, in that order; the forced tile, K order and x path leave the environment
-    as they found it (and a wg128x128 left out by the run is left
-    out here)."""
+    ours on the default tile and on wg128x128 (tap by tap, then taps inner), and torch's, in
+    that order; the forced tile and K order leave the environment as they found it (and a
+    wg128x128 left out by the run is left out here)."""
     pytest.importorskip("torch")
     from benchmarks import ncu_case
 
     monkeypatch.setenv("VGGKERN_IMPLICIT_GEMM_TILE", "128x64")
     monkeypatch.setenv("VGGKERN_IMPLICIT_GEMM_K_ORDER", "taps_outer")
-    monkeypatch.setenv("VGGKERN_IMPLICIT_GEMM_X_CACHE", "l2")
     assert ncu_case.main(["--cpu"]) == 0
     out = [ln for ln in capsys.readouterr().out.splitlines() if ln.startswith("ncu_case: profiled")]
     assert [ln.split(": ")[-1] for ln in out] == ["ours implicit_gemm (default tile)",
                                                  "ours implicit_gemm [wg128x128]",
-                                                 "ours implicit_gemm [wg128x128, taps inner, x through L1]",
+                                                 "ours implicit_gemm [wg128x128, taps inner]",
                                                  "torch conv2d + relu_ (cuDNN)"]
     assert os.environ["VGGKERN_IMPLICIT_GEMM_TILE"] == "128x64"
     assert os.environ["VGGKERN_IMPLICIT_GEMM_K_ORDER"] == "taps_outer"
-    assert os.environ["VGGKERN_IMPLICIT_GEMM_X_CACHE"] == "l2"
     monkeypatch.delenv("VGGKERN_IMPLICIT_GEMM_TILE")
     monkeypatch.setattr(ncu_case, "IMPLICIT_GEMM_TILES", ("128x128",))
     assert ncu_case.main(["--cpu"]) == 0

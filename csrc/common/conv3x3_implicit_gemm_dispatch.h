@@ -24,16 +24,11 @@ namespace vk {
 
 // K_gemm's slice order (the kernel's "K order"): VGGKERN_IMPLICIT_GEMM_K_ORDER unset or
 // "taps_outer" (the default: tap by tap) or "taps_inner" (each channel slice's 9 taps in
-// turn, where C is a multiple of the slice; kept so that a GPU run measures the two with
-// each x path: benchmarks/cases.py). Read per launch, as the tests toggle it.
+// turn, where C is a multiple of the slice; kept so that a GPU run measures the two:
+// benchmarks/cases.py). Read per launch, as the tests toggle it.
 inline bool implicit_gemm_taps_inner() {
   return env_switch("VGGKERN_IMPLICIT_GEMM_K_ORDER", "taps_inner", "taps_outer", "taps_inner");
 }
-
-// x's path from global memory (the kernel's "x's path"): VGGKERN_IMPLICIT_GEMM_X_CACHE unset
-// or "l2" (the default: cp.async.cg, past L1) or "l1" (cp.async.ca, kept in L1 for the next
-// taps' copies; kept so that a GPU run measures the two: benchmarks/cases.py).
-inline bool implicit_gemm_x_through_l1() { return env_switch("VGGKERN_IMPLICIT_GEMM_X_CACHE", "l1", "l2", "l1"); }
 
 template <class T, VK_KERNEL_NS::MmaType kMma, int kWarpsM, int kWarpsN, VK_KERNEL_NS::MainLoop kLoop, class Index,
           class Launcher>
@@ -59,7 +54,6 @@ void conv3x3_implicit_gemm_run(const Conv3x3Args& a, const ImplicitGemmPlan& pla
   p.partial = a.workspace;
   const bool taps_inner = implicit_gemm_taps_inner();  // read (and checked) whatever C is
   p.taps_inner = taps_inner && a.C % L::kBK == 0;
-  p.x_l1 = implicit_gemm_x_through_l1();
   LaunchGeometry g;
   g.block.x = L::kThreads;
   g.grid.x = static_cast<unsigned>(plan.blocks());  // (M tile, K tile, split), split fastest

@@ -89,8 +89,8 @@ inline ImplicitGemmTile wgmma_policy_tile(bool wide, int64_t K) {
   return wide && K >= 256 ? ImplicitGemmTile::wg128x256 : ImplicitGemmTile::wg128x128;
 }
 
-// One of implicit_gemm's two-way switches (VGGKERN_IMPLICIT_GEMM_NCHW_Y, _K_ORDER,
-// _X_CACHE), read per launch since the tests and benchmarks toggle them: unset, `a` or `b`,
+// One of implicit_gemm's two-way switches (VGGKERN_IMPLICIT_GEMM_NCHW_Y, _K_ORDER), read
+// per launch since the tests and benchmarks toggle them: unset, `a` or `b`,
 // else an error naming the variable. True where it is set to `on`.
 inline bool env_switch(const char* name, const std::string& a, const std::string& b, const std::string& on) {
   const char* e = std::getenv(name);

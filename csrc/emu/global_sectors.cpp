@@ -50,7 +50,7 @@ void add_global_sector_stats(const char* kernel, const GlobalSectorStats& s) {
   if (s.load.instructions + s.store.instructions + s.cp_async.instructions == 0) return;
   std::lock_guard<std::mutex> lock(g_mutex);
   GlobalSectorStats& t = g_stats[kernel];
-  t.load.add(s.load), t.store.add(s.store), t.cp_async.add(s.cp_async), t.l1.add(s.l1);
+  t.load.add(s.load), t.store.add(s.store), t.cp_async.add(s.cp_async);
 }
 
 std::map<std::string, GlobalSectorStats> global_sector_stats() {

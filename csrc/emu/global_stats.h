@@ -28,21 +28,9 @@ struct GlobalSectorCounts {
     instructions += o.instructions, bytes += o.bytes, ideal += o.ideal, sectors += o.sectors;
   }
 };
-// cp.async through L1 (.ca: cp_async_16_l1) against a model of one block's L1: the bytes
-// those copies read, and the misses, the 32-byte sectors they touch that are not among
-// the last VGGKERN_EMU_L1_KIB KiB (default 32) of distinct sectors the block's own .ca
-// copies touched (least recently used first out; per block, so no other block's traffic
-// evicts and none shares lines: a model of the block's share of an SM's L1, not of the
-// GPU's cache). 32 x misses is what such copies would read from L2; .cg copies bypass the
-// model (all from L2).
-struct L1Counts {
-  uint64_t bytes = 0, misses = 0;
-  void add(const L1Counts& o) { bytes += o.bytes, misses += o.misses; }
-};
 enum class GlobalPath { load, store, cp_async };
 struct GlobalSectorStats {
   GlobalSectorCounts load, store, cp_async;
-  L1Counts l1;
   GlobalSectorCounts& operator[](GlobalPath p) {
     return p == GlobalPath::load ? load : p == GlobalPath::store ? store : cp_async;
   }

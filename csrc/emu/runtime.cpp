@@ -14,7 +14,6 @@
 #include <cstdlib>
 #include <cstring>
 #include <deque>
-#include <list>
 #include <memory>
 #include <mutex>
 #include <stdexcept>
@@ -88,11 +87,6 @@ long env_integer(const char* name, long fallback, long lo, long hi) {
     throw std::runtime_error(std::string("vggkern emulator: ") + name + " must be an integer from " +
                              std::to_string(lo) + " to " + std::to_string(hi) + ", got '" + env + "'");
   return v;
-}
-
-// The L1 model's capacity in 32-byte sectors (global_stats.h), read per launch.
-size_t l1_model_sectors() {
-  return static_cast<size_t>(env_integer("VGGKERN_EMU_L1_KIB", 32, 1, 1L << 20)) * 1024 / 32;
 }
 
 size_t stack_bytes() {
@@ -341,7 +335,7 @@ class Worker {
     const auto* c = static_cast<const unsigned char*>(p);
     return c >= shared_.get() && c + bytes <= shared_.get() + kMaxSharedBytesPerBlock;
   }
-  void async_copy(void* dst, const void* src, int bytes, int src_bytes, const char* file, int line, bool through_l1);
+  void async_copy(void* dst, const void* src, int bytes, int src_bytes, const char* file, int line);
   void async_copy_commit() { ++current_->async_group; }
   void async_copy_wait(int pending_groups_left);
   uint32_t shared_address(const void* p, const char* file, int line) {
@@ -395,7 +389,6 @@ class Worker {
     global_counts_[path].add(global_access_counts(s.addresses, s.bytes, s.active));
   }
   const GlobalSectorStats& global_counts() const { return global_counts_; }
-  void l1_touch(uintptr_t sector);
   // Races between threads on shared memory (see SharedWord): a read, a write, a cp.async
   // issued (checked as a write; its bytes untouchable until the wait) and waited for (its
   // write), a wgmma's read (async proxy).
@@ -479,10 +472,6 @@ class Worker {
   // Global accesses, per warp, by (site, call); see GlobalSite.
   std::vector<std::unordered_map<GlobalKey, GlobalSlot, GlobalKeyHash>> global_slots_;
   GlobalSectorStats global_counts_;  // this worker's part of the launch's
-  // The running block's L1 model (global_stats.h): sectors, most recently used first.
-  std::list<uintptr_t> l1_lru_;
-  std::unordered_map<uintptr_t, std::list<uintptr_t>::iterator> l1_where_;
-  const size_t l1_capacity_ = l1_model_sectors();
   std::vector<WarpRecord*> free_records_;
   std::vector<WarpgroupLog> warpgroups_;
 
@@ -551,8 +540,6 @@ void Worker::run_block(uint3 block_idx) {
   t_block = &block_;
   // Poison shared memory: the dynamic part now, static allocations when declared.
   shared_allocs_.clear();
-  l1_lru_.clear();  // each block has its own L1 model (global_stats.h)
-  l1_where_.clear();
   std::memset(shared_.get(), kSharedPoison, params_.dynamic_smem_bytes);
   std::memset(shared_.get() + params_.dynamic_smem_bytes, kSharedCanary, kSharedCanaryBytes);
   shared_used_ = (params_.dynamic_smem_bytes + kSharedCanaryBytes + 15) & ~size_t(15);
@@ -741,8 +728,7 @@ void* Worker::shared_static(const void* tag, size_t bytes, size_t align, const c
   return shared_.get() + offset;
 }
 
-void Worker::async_copy(void* dst, const void* src, int bytes, int src_bytes, const char* file, int line,
-                        bool through_l1) {
+void Worker::async_copy(void* dst, const void* src, int bytes, int src_bytes, const char* file, int line) {
   if (bytes != 4 && bytes != 8 && bytes != 16) fail("cp.async copies 4, 8 or 16 bytes, not " + std::to_string(bytes), file, line);
   if (src_bytes < 0 || src_bytes > bytes) fail("cp.async source size " + std::to_string(src_bytes) + " outside [0, " + std::to_string(bytes) + "]", file, line);
   if (reinterpret_cast<uintptr_t>(dst) % bytes || (src_bytes && reinterpret_cast<uintptr_t>(src) % bytes))
@@ -760,28 +746,6 @@ void Worker::async_copy(void* dst, const void* src, int bytes, int src_bytes, co
 
   note_shared_access(SharedPath::cp_async, dst, bytes, file, line);
   note_global_access(GlobalPath::cp_async, src, src_bytes, src_bytes > 0, file, line);
-  if (through_l1 && src_bytes > 0) {
-    global_counts_.l1.bytes += static_cast<uint64_t>(src_bytes);
-    const uintptr_t a = reinterpret_cast<uintptr_t>(src);
-    for (uintptr_t sector = a / 32; sector <= (a + static_cast<uintptr_t>(src_bytes) - 1) / 32; ++sector)
-      l1_touch(sector);
-  }
-}
-
-// The block's L1 model (global_stats.h): a least-recently-used list of sectors.
-void Worker::l1_touch(uintptr_t sector) {
-  const auto it = l1_where_.find(sector);
-  if (it != l1_where_.end()) {
-    l1_lru_.splice(l1_lru_.begin(), l1_lru_, it->second);
-    return;
-  }
-  ++global_counts_.l1.misses;
-  l1_lru_.push_front(sector);
-  l1_where_[sector] = l1_lru_.begin();
-  if (l1_lru_.size() > l1_capacity_) {
-    l1_where_.erase(l1_lru_.back());
-    l1_lru_.pop_back();
-  }
 }
 
 // Bank accounting: the warp's lanes meet by sequence number (each lane's k-th access on
@@ -1141,8 +1105,8 @@ void* shared_static(const void* tag, size_t bytes, size_t align, const char* fil
   return t_worker->shared_static(tag, bytes, align, file, line);
 }
 void* shared_dynamic() { return t_worker->shared_dynamic(); }
-void async_copy(void* dst, const void* src, int bytes, int src_bytes, const char* file, int line, bool through_l1) {
-  t_worker->async_copy(dst, src, bytes, src_bytes, file, line, through_l1);
+void async_copy(void* dst, const void* src, int bytes, int src_bytes, const char* file, int line) {
+  t_worker->async_copy(dst, src, bytes, src_bytes, file, line);
 }
 void async_copy_commit() { t_worker->async_copy_commit(); }
 bool in_shared(const void* p, size_t bytes) { return t_worker->in_shared(p, bytes); }

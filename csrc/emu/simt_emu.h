@@ -59,10 +59,8 @@ void* shared_static(const void* tag, size_t bytes, size_t align, const char* fil
 void* shared_dynamic();
 
 // cp.async: copies `bytes` (4, 8, 16) from global to shared memory, the first
-// `src_bytes` from src and zeros after; lands when a wait covers its group. through_l1:
-// .ca (counted against the block's L1 model, global_stats.h), else .cg.
-void async_copy(void* dst, const void* src, int bytes, int src_bytes, const char* file, int line,
-                bool through_l1 = false);
+// `src_bytes` from src and zeros after; lands when a wait covers its group.
+void async_copy(void* dst, const void* src, int bytes, int src_bytes, const char* file, int line);
 void async_copy_commit();
 void async_copy_wait(int pending_groups_left);  // negative: all
 bool in_shared(const void* p, size_t bytes);     // inside this block's shared memory?

@@ -39,30 +39,23 @@
 // K order and x's path. Tap by tap (the default, K position kt * kBK), or, where C is a
 // multiple of kBK (every VGG layer but the first), channel slice by channel slice with the 9
 // taps inner (slice kt: tap kt % 9, channels (kt / 9) * kBK on; the weight's (K, 3, 3, C)
-// rows are read at tap * C + c either way): VGGKERN_IMPLICIT_GEMM_K_ORDER=taps_inner. x's
-// copies go past L1 (cp.async.cg, the default) or through it (cp.async.ca,
-// VGGKERN_IMPLICIT_GEMM_X_CACHE=l1); the weight's always past it. With taps inner and x
-// through L1, the 9 consecutive slices of a channel slice copy the same pixels shifted by a
-// pixel or a row, and all but the first copy of each hit L1: counted (benchmarks/roofline.py;
-// the emulator's L1 model, tests/test_global_sectors.py, finds the same), x's L2 reads fall
-// from 9 per pixel chunk to ~2, the SM's L2 demand at the dense peak from 63 to 39 bytes per
-// clock on wg128x128's C,K >= 128 layers. Measured (H200, benchmarks/results/
-// 2026-12-04_H200_9f429b0.json and its _ncu.md, fp16 channels_last, batch 64) it did not pay:
-// L2 was not the limit. On conv3_2, wg128x128 took 461 us before the change (tap by tap, x
-// past L1) and 500 us taps inner / 520 us taps outer with x through L1: L2 throughput fell
-// from 67% to 44% (L1 hit rate 37%), but the L1/shared-memory unit, which also feeds wgmma
-// its operands, went from 55% to 75% busy in both orders, and the tensor pipe from 60% to
-// 51%. Every wgmma tile at batch 64 lost 4-13% (VGG16: 4.70 -> 5.00 ms). So x goes past
-// L1 again, tap by tap; both switches stay so that a GPU run measures the four
-// combinations (benchmarks/cases.py, k_order rows). Measured so (results/focus/
-// 2026-12-04_H200_f697b76_k-order-tf32.json; wg128x128 and wg128x256 on conv3_1, conv3_2,
-// conv4_2, conv5_1): the default fastest or within 7%, taps inner past L1 at 0.90-1.07x
-// its time, x through L1 slower in both orders (up to 1.24x). Their cost (python -m
-// benchmarks.sass_loop; nvcc 13.0, sm_90a): the loop lists both orders' advance and both
-// copies of x, one of each run per slice: 128 x 128 206 -> 232 instructions per slice,
-// wg128x128 138 -> 164 (issue share 54% -> 64%), wg128x256 129 -> 157, wg256x64 137 -> 165;
-// registers +0 to +7, no spills. The counts in the paragraphs below are from before the
-// switches.
+// rows are read at tap * C + c either way): VGGKERN_IMPLICIT_GEMM_K_ORDER=taps_inner, kept so
+// that a GPU run measures the two (benchmarks/cases.py, k_order rows). Measured (H200,
+// results/focus/2026-12-04_H200_f697b76_k-order-tf32.json; fp16 channels_last, batch 64,
+// wg128x128 and wg128x256 on conv3_1, conv3_2, conv4_2, conv5_1): taps inner at 0.90-1.07x
+// the default's time. x's copies, like the weight's, go past L1 (cp.async.cg). Through L1
+// (cp.async.ca), with taps inner the next taps' copies of the same pixels would hit there
+// (by count, ~2 L2 reads per pixel chunk instead of 9), but that was measured slower than
+// past L1 in the same K order in every row of the focus run above (up to 1.24x), and where
+// it was the default (results/2026-12-04_H200_9f429b0.json and its _ncu.md) L2 was not the
+// limit: the L1/shared-memory unit, which also feeds wgmma, went from 55% to 75% busy on
+// conv3_2. So it was removed. Cost of the K order (python -m benchmarks.sass_loop;
+// nvcc 13.0, sm_90a, 32-bit offsets): the loop lists both orders' advance, a slice runs one:
+// 128 x 128 206 -> 226 instructions per slice, wg128x128 138 -> 158 (issue share 54% ->
+// 62%), wg128x256 129 -> 145, wg256x64 137 -> 154; TF32 128 x 128 271 -> 291, wg128x128
+// 218, wg128x256 177, wg256x64 270 (with x's .ca copy also listed, before its removal:
+// 232, 164, 157, 165; TF32 297, 224, 191, 281). No spills. The counts in the paragraphs
+// below are from before the K order.
 // K_gemm advances one 64-byte slice at a time (kBK = 32 fp16/bf16 or 16 fp32 elements)
 // through a 4-stage cp.async pipeline that is byte-for-byte the same for both element
 // sizes:
@@ -284,9 +277,6 @@ struct ImplicitGemmParams {
   // K_gemm's order of 64-byte slices (see "K order" above): 1, channel slice by channel
   // slice, the 9 taps of each in turn (needs C a multiple of kBK); 0, tap by tap.
   int taps_inner;
-  // x's copies: 1 through L1 (cp.async.ca: the next taps' copies of the same bytes can hit
-  // there), 0 past it to L2 (cp.async.cg). See "x's path" above.
-  int x_l1;
 };
 
 // Split-K's second pass: y = [pool](ReLU?(sum over s of partial[s] + bias)), the partials
@@ -539,12 +529,7 @@ __global__ void __launch_bounds__(32 * kWarpsM * kWarpsN,
     for (int i = 0; i < kARows; ++i) {
       const bool ok = in_k && ((a_taps[i] >> tap) & 1u);
       const UIndex off = ok ? static_cast<UIndex>(a_base[i] + a_off) : 0;  // x itself where nothing is read
-      T* const dst = as + copy_dst + i * L::kRowsPerPass * L::kRow;
-      if (p.x_l1) {
-        cp_async_16_l1(dst, x + off, ok ? 16 : 0);
-      } else {
-        cp_async_16(dst, x + off, ok ? 16 : 0);
-      }
+      cp_async_16(as + copy_dst + i * L::kRowsPerPass * L::kRow, x + off, ok ? 16 : 0);
     }
 #pragma unroll
     for (int j = 0; j < kBRows; ++j) {

@@ -12,7 +12,7 @@
 //   ldmatrix_x{1,2,4}(r, p): matrix j's row i comes from lane 8j+i's address p (16-byte
 //     aligned, shared); r[j] = M_j[g][2t + {0,1}], or with _trans M_j[2t + {0,1}][g].
 //   cp_async_16(dst, src, n): 16 bytes global -> shared, the first n from src and zeros
-//     after (cp_async_16_l1: the same through L1, .ca instead of .cg); visible after cp_async_wait<k>() (all but the k newest committed groups)
+//     after; visible after cp_async_wait<k>() (all but the k newest committed groups)
 //     and a barrier. The emulator delays the write to the wait, so reading early shows.
 //   wgmma_m64nN<f16|bf16|tf32, N>(d, desc_a, desc_b), N = 128 or 256: a warpgroup (4
 //     aligned warps, 128 threads) computes D(64xN) += A(64xk) * B(kxN) for one 32-byte K
@@ -149,20 +149,6 @@ __device__ __forceinline__ void cp_async_16(void* shared_dst, const void* global
   asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(dst), "l"(global_src), "r"(src_bytes));
 #else
   ::vk::emu::async_copy(shared_dst, global_src, 16, src_bytes, vk_file, vk_line);
-#endif
-}
-
-// cp_async_16 through the L1 cache (.ca: the line is kept in L1, so another copy of the
-// same bytes soon after hits there instead of crossing to L2; .cg above bypasses L1). The
-// same copy otherwise; the emulator copies alike and counts these against its model of
-// one block's L1 (csrc/emu/global_stats.h: sectors, and the misses that L2 would serve).
-__device__ __forceinline__ void cp_async_16_l1(void* shared_dst, const void* global_src,
-                                               int src_bytes = 16 VK_CALL_SITE) {
-#if defined(__CUDACC__)
-  const unsigned dst = static_cast<unsigned>(__cvta_generic_to_shared(shared_dst));
-  asm volatile("cp.async.ca.shared.global [%0], [%1], 16, %2;\n" ::"r"(dst), "l"(global_src), "r"(src_bytes));
-#else
-  ::vk::emu::async_copy(shared_dst, global_src, 16, src_bytes, vk_file, vk_line, /*through_l1=*/true);
 #endif
 }
 

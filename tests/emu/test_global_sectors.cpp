@@ -2,7 +2,6 @@
 // counts are worked out by hand from its addresses (32-byte sectors, the bytes the active
 // lanes touch, ideal = ceil(distinct bytes / 32) per warp-wide instruction).
 #include <cstdint>
-#include <cstdlib>
 #include <vector>
 
 #include "../../csrc/emu/launch.h"
@@ -56,21 +55,6 @@ __global__ void copy_kernel(const float* src, float* out) {
   cp_async_commit();
   cp_async_wait<0>();
   out[lane] = s[4 * lane];
-}
-
-// cp.async through L1 (.ca), one thread, against the L1 model: 16 bytes at the start of each
-// listed 32-byte sector of src (sector -1: 16 bytes at sector 0's second half), and one .cg
-// copy of sector 0 (past the model) first.
-__global__ void l1_kernel(const float* src, const int* sectors, int n, float* out) {
-  VK_SHARED(float, s, [8]);
-  cp_async_16(&s[4], src, 16);
-  for (int i = 0; i < n; ++i) {
-    const int sector = sectors[i];
-    cp_async_16_l1(&s[0], sector < 0 ? src + 4 : src + 8 * sector, 16);
-    cp_async_commit();
-    cp_async_wait<0>();
-  }
-  out[blockIdx.x] = s[0];
 }
 
 // A float4 store one float past a 16-byte boundary.
@@ -132,26 +116,6 @@ EMU_TEST(global_sectors_of_cp_async_sources) {
   launch("copy_kernel", copy_kernel, dim3(1), dim3(32), 0, static_cast<const float*>(src), out.data());
   // 24 lanes x 16 bytes read; the 8 zero-fill lanes read nothing.
   CHECK(stats_of("copy_kernel").cp_async == (Counts{1, 384, 12, 12}));
-}
-
-EMU_TEST(l1_model_of_cp_async_ca) {
-  alignas(256) static float src[8 * 64];
-  std::vector<float> out(2);
-  // A 1 KiB model (32 sectors): sectors 0..31 miss; 0 hits (and is now the most recent);
-  // 32 misses and evicts the least recent, 1; 1 misses (evicts 2); 0 and its second half
-  // hit; 2 misses. Each of the two blocks starts empty: the same again.
-  std::vector<int> seq;
-  for (int i = 0; i < 32; ++i) seq.push_back(i);
-  for (int i : {0, 32, 1, 0, -1, 2}) seq.push_back(i);
-  setenv("VGGKERN_EMU_L1_KIB", "1", 1);
-  reset_global_sector_stats();
-  launch("l1_kernel", l1_kernel, dim3(2), dim3(1), 0, static_cast<const float*>(src),
-         static_cast<const int*>(seq.data()), static_cast<int>(seq.size()), out.data());
-  unsetenv("VGGKERN_EMU_L1_KIB");
-  const GlobalSectorStats s = stats_of("l1_kernel");
-  CHECK(s.l1.bytes == 2 * 16 * seq.size());
-  CHECK(s.l1.misses == 2 * (32 + 3));
-  CHECK(s.cp_async.bytes == 2 * 16 * (seq.size() + 1));  // the .cg copy is counted as every cp.async
 }
 
 EMU_TEST(misaligned_global_vector_is_reported) {
