@@ -100,13 +100,15 @@ def impl_label(r):
         s += f" [{r['tile']}]"
     if r.get("tables"):
         s += " [this run's tables]"
+    if r.get("tf32_chain") == "no-chain":
+        s += " [TF32 chain off]"
     return s + " " + baseline_label(r) + (" **WRONG**" if wrong(r) else "")
 
 
 def is_sweep(r):
-    """A tile-sweep row (our kernel with a forced tile), or one on a policy or on this
-    run's own tables: not what a user's call of this build runs."""
-    return bool(r.get("tile") or r.get("tables"))
+    """A tile-sweep row (our kernel with a forced tile), or one on a policy, on this run's
+    own tables or with the TF32 chain off: not what a user's call of this build runs."""
+    return bool(r.get("tile") or r.get("tables") or r.get("tf32_chain"))
 
 
 def is_prepared(r):
@@ -292,8 +294,8 @@ def headline(rows):
         policy = sorted((r for r in rs if is_sweep(r)),
                         key=lambda r: (r["net"], r["dtype"], r.get("tile") or "", r["mode"]))
         if policy:  # on a wgmma policy, or on this run's own tables: not yet what a call runs
-            lines += [f"{title}, batch {n}, on a tile policy (VGGKERN_IMPLICIT_GEMM_TILE) or on the tables "
-                      "tune.py makes from this run (set at run time)", "",
+            lines += [f"{title}, batch {n}, on a tile policy (VGGKERN_IMPLICIT_GEMM_TILE), on the tables "
+                      "tune.py makes from this run (set at run time) or with the TF32 chain off", "",
                       "| problem | dtype | ours | µs | rate | vs best torch |", "| --- | --- | --- | ---: | ---: | ---: |"]
             lines += [f"| {r['net']} | {r['dtype']} | {impl_label(r)} | {_us(r['median_s'])} | "
                       f"{r['images_per_s']:.0f} img/s | {_f(r.get('speedup_vs_best_torch'), '{:.2f}×')} |"
@@ -395,7 +397,7 @@ def full_tables(rows):
                  "x_cache"),
         "maxpool": ("C", "H", "N", "dtype", "layout"),
         "layout": ("C", "H", "N", "dtype", "layout"),
-        "network": ("net", "N", "dtype", "math", "layout", "mode", "algo", "tile"),
+        "network": ("net", "N", "dtype", "math", "layout", "mode", "algo", "tile", "tf32_chain"),
     }
     for group, keys in cols.items():
         rs = [r for r in rows if r["group"] == group]

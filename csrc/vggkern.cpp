@@ -25,7 +25,7 @@
 TORCH_LIBRARY(vggkern, m) {
   m.def("maxpool2x2(Tensor x) -> Tensor");
   m.def("conv3x3(Tensor x, Tensor weight, Tensor? bias=None, bool relu=False, bool pool=False, str algo=\"auto\", "
-        "bool? allow_tf32=None) -> Tensor");
+        "bool? allow_tf32=None, bool x_tf32=False, bool y_tf32=False) -> Tensor");
   m.def("winograd_weight(Tensor weight, int tile) -> Tensor");
   m.def("tensor_core_weight(Tensor weight) -> Tensor");
   m.def("_tensor_core_input(Tensor x) -> Tensor");  // implicit_gemm's x layout: tests, benchmarks
@@ -34,7 +34,7 @@ TORCH_LIBRARY(vggkern, m) {
   // Python autograd.Function (torch.func, forward-mode AD: csrc/ops/autograd.cpp), which
   // is _conv3x3_forward_ad's kernel.
   m.def("_conv3x3_forward_ad(Tensor x, Tensor weight, Tensor? bias, bool relu, bool pool, str algo, "
-        "bool? allow_tf32) -> Tensor");
+        "bool? allow_tf32, bool x_tf32, bool y_tf32) -> Tensor");
   m.def("_conv3x3_backward(Tensor grad, Tensor x, Tensor weight, Tensor? bias, bool relu, bool pool, "
         "bool[3] output_mask) -> (Tensor, Tensor, Tensor)");
   m.def("_conv3x3_jvp(Tensor x, Tensor weight, Tensor? bias, Tensor? x_tangent, Tensor? weight_tangent, "

@@ -31,7 +31,7 @@ sys.path[:0] = [HERE, os.path.dirname(HERE)]  # test_conv3x3, and the repository
 import vggkern  # noqa: E402
 from benchmarks.cases import PREPARED_WEIGHT  # noqa: E402  (the weight prepared once, by algo)
 from benchmarks.cases import env_var as env  # noqa: E402  (sets a variable for a block; None: as it is)
-from test_conv3x3 import K_FACTOR, TF32_ALGOS, _check, _errors, _torch_forward  # noqa: E402
+from test_conv3x3 import K_FACTOR, TF32_ALGOS, _check, _errors, _round_tf32, _torch_forward  # noqa: E402
 
 LAYOUTS = ("nchw", "channels_last", "sliced", "permuted", "offset")
 # implicit_gemm: the default tile, or one forced, and split-K by default or forced.
@@ -90,7 +90,7 @@ def main():
     ap.add_argument("--seed", type=int, default=0)
     args = ap.parse_args()
     rng = random.Random(args.seed)
-    worst, cases, failures, prepared_cases = {}, 0, 0, 0
+    worst, cases, failures, prepared_cases, chain_cases = {}, 0, 0, 0, 0
     t_end = time.time() + 60 * args.minutes
     while time.time() < t_end:
         algo = rng.choice(list(K_FACTOR))
@@ -112,9 +112,9 @@ def main():
                     layout=layout, tile=tile, split_k=split)
         cases += 1
 
-        def conv(weight):
+        def conv(weight, x=x, **flags):
             with env("VGGKERN_IMPLICIT_GEMM_TILE", tile), env("VGGKERN_IMPLICIT_GEMM_SPLIT_K", split):
-                return vggkern.conv3x3(x, weight, b, relu=relu, pool=pool, algo=algo, **extra)
+                return vggkern.conv3x3(x, weight, b, relu=relu, pool=pool, algo=algo, **extra, **flags)
         try:
             y = conv(wt)
             if y.numel():
@@ -127,10 +127,19 @@ def main():
                 prepared_cases += 1
                 torch.testing.assert_close(conv(prepared), y, rtol=0, atol=0, equal_nan=True,
                                            msg=lambda m: "prepared weight differs from the raw call: " + m)
+            if dtype == torch.float32 and rng.random() < 0.3:  # TF32 chains (tests/test_tf32_chain.py)
+                case["tf32_chain"] = True
+                chain_cases += 1
+                torch.testing.assert_close(conv(wt, y_tf32=True), _round_tf32(y), rtol=0, atol=0, equal_nan=True,
+                                           msg=lambda m: "y_tf32 is not the output rounded to TF32: " + m)
+                if algo in TF32_ALGOS:  # x given rounded, and said so: what the kernel computes from x
+                    torch.testing.assert_close(conv(wt, x=_round_tf32(x), x_tf32=True), y, rtol=0, atol=0,
+                                               equal_nan=True, msg=lambda m: "x_tf32 on rounded x differs: " + m)
         except Exception as e:  # noqa: BLE001
             failures += 1
             print("FAIL", case, f"{type(e).__name__}: {str(e)[:300]}", flush=True)
-    print(f"{cases} cases ({prepared_cases} also with a prepared weight), {failures} failed")
+    print(f"{cases} cases ({prepared_cases} also with a prepared weight, {chain_cases} with TF32 chain flags), "
+          f"{failures} failed")
     for (algo, dtype), r in sorted(worst.items()):
         k = K_FACTOR[algo][getattr(torch, dtype)]
         print(f"  {algo:15s} {dtype:9s} worst (err - floor) / err_torch {r:6.2f}  (K_FACTOR {k})")

@@ -312,6 +312,43 @@ def test_network_rows_on_a_wgmma_policy_are_reported_apart(tmp_path):
     assert policy == ["| vgg16 | fp16 | ours implicit_gemm [wgmma] cl graph | 8000 | 8000 img/s | 1.25× |"], policy
 
 
+def test_network_rows_without_the_tf32_chain_are_reported_apart(tmp_path):
+    """VGG16 fp32 with FusedSequential's TF32 chain off is a comparison row, not what a call
+    runs: left out of "best ours", shown apart with its label; the cases have it for VGG16
+    at batch 64, eager and graph, beside "auto"'s default rows."""
+    from benchmarks import cases
+
+    net = dict(group="network", net="vgg16", N=64, res=224, layout="cl", mode="graph", flops=None, dtype="fp32",
+               math="tf32")
+    rows = [row("torch", 11e-3, **net), row("vggkern", 9e-3, algo="auto", **net),
+            row("vggkern", 8e-3, algo="auto", tf32_chain="no-chain", **net)]
+    for r in rows:
+        r["images_per_s"] = 64 / r["median_s"]
+    text, _, _ = report.render(write(tmp_path / "r.json", rows), headline_only=True)
+    lines = text.splitlines()
+    best = [ln for ln in lines if ln.startswith("| vgg16 | fp32 | torch")]
+    assert len(best) == 1 and "ours auto cl tf32 graph" in best[0] and "1.22×" in best[0], best
+    apart = [ln for ln in lines if "[TF32 chain off]" in ln]
+    assert apart == ["| vgg16 | fp32 | ours auto [TF32 chain off] cl tf32 graph | 8000 | 8000 img/s | 1.38× |"], apart
+    off = [c for c in cases.build_cases() if c.p.get("tf32_chain")]
+    assert sorted((c.p["net"], c.p["N"], c.p["dtype"], c.p["math"], c.p["mode"], c.p["algo"]) for c in off) == [
+        ("vgg16", 64, "fp32", "tf32", mode, "auto") for mode in ("eager", "graph")]
+    assert all(c.id.endswith("-auto-no-chain") for c in off)
+
+
+def test_torch_compile_headline_row_comes_before_the_matrix():
+    """torch.compile's VGG16 fp16 at batch 64 (the headline's shape) runs right after the
+    network rows at NETWORK_PRIORITY, before the rest of the matrix (priority 1), which a
+    full run's deadline cuts; the other compile rows stay last."""
+    from benchmarks import cases
+
+    compiled = [c for c in cases.build_cases() if c.p.get("mode") == "compile"]
+    head = [c for c in compiled if c.p["N"] == cases.QUICK_BATCH and c.p["dtype"] == "fp16"]
+    assert len(head) == 1 and cases.NETWORK_PRIORITY < head[0].priority < 1
+    assert head[0].tier == "quick" and head[0].impl == "torch" and head[0].p["layout"] == "cl"
+    assert all(c.priority == 3 for c in compiled if c is not head[0]) and len(compiled) > 1
+
+
 @pytest.mark.parametrize("text,what", [("", "empty"), ('{"benchmarks": [{"extra_info": {"gro', "not valid JSON"),
                                        ("[]", "a JSON list")])
 def test_a_file_that_is_not_results_is_refused_by_name(tmp_path, capsys, text, what):

@@ -243,9 +243,19 @@ class Conv3x3(nn.Module):
         """This conv, then ``bn`` (eval mode, folded in) if given, then ReLU if relu, then
         the 2x2 max-pool if pool: forward's computation with other fused layers
         (FusedSequential's)."""
+        return self._run_chained(x, relu=relu, pool=pool, bn=bn)[0]
+
+    def _run_chained(self, x: torch.Tensor, *, relu: bool, pool: bool, bn: nn.BatchNorm2d | None = None,
+                     x_tf32: bool = False, want_y_tf32: bool = False) -> tuple[torch.Tensor, bool]:
+        """_run's computation in a TF32 chain (FusedSequential's, see its tf32_chain): x_tf32,
+        x is such a chain's output (TF32 values); want_y_tf32, the next layer is a conv that
+        takes this one's output. Returns (y, whether y holds TF32 values): y is rounded to
+        TF32 in the kernel's epilogue where this conv runs TF32 math (float32 on
+        implicit_gemm), so that the next one's kernel need not round it; elsewhere nothing
+        changes."""
         if _use_kernels(x):
             if x.dim() == 3:  # (C, H, W), as nn.Conv2d takes it (forward: hooks run once)
-                return self._run(x.unsqueeze(0), relu=relu, pool=pool, bn=bn).squeeze(0)
+                return self._run(x.unsqueeze(0), relu=relu, pool=pool, bn=bn).squeeze(0), False
             # Under torch.autocast x and the weight run in its dtype, as F.conv2d's would.
             weight_and_bias = self._weight_and_bias()  # read once: a parametrization computes it
             w_dtype = weight_and_bias[0].dtype
@@ -265,19 +275,24 @@ class Conv3x3(nn.Module):
             if algo == "auto" and x.dim() == 4 and not torch.compiler.is_compiling() and not transformed:
                 algo = self._resolved_auto(x, pool)
             weight, bias = self._prepared(algo, x, bn, dtype, weight_and_bias)
+            # TF32 chain: x_tf32 where x holds TF32 values (and is float32: not cast here);
+            # y_tf32 where this conv's math is TF32 (implicit_gemm only runs float32 so).
+            fp32 = x.dtype == torch.float32 and x.dim() == 4
+            x_tf32 = x_tf32 and fp32
+            y_tf32 = want_y_tf32 and fp32 and algo in ops._TENSOR_CORE_ALGORITHMS
             # The registered op itself (the functional wrapper's Python would add ~2.5 us a
             # call on the host: benchmarks/README.md, host overhead), or under torch.func
             # the Function its transforms run (as the wrapper does).
             if transformed:
-                return ops._Conv3x3Function.apply(x, weight, bias, relu, pool, algo, None)
-            return _conv3x3_op(x, weight, bias, relu, pool, algo, None)
+                return ops._Conv3x3Function.apply(x, weight, bias, relu, pool, algo, None, x_tf32, y_tf32), y_tf32
+            return _conv3x3_op(x, weight, bias, relu, pool, algo, None, x_tf32, y_tf32), y_tf32
         weight, bias = (self.weight, self.bias) if bn is None else _fold_bn(self.weight, self.bias, bn)
         y = F.conv2d(x, weight, bias, padding=1)
         if relu:
             y = F.relu(y)
         if pool:
             y = F.max_pool2d(y, 2, 2)
-        return y
+        return y, False
 
     def _resolved_auto(self, x: torch.Tensor, pool: bool) -> str:
         # ops.resolve_algo(x, K, pool=pool), remembered for the last input's layout (and
@@ -362,7 +377,20 @@ class FusedSequential(nn.Sequential):
     as itself, unfused, so the hook sees its own input and output. Fusion happens only on vggkern's kernels (CUDA tensors, or the CPU
     emulator) and (N, C, H, W) input; on CPU with the "torch" backend, under torch.fx
     symbolic tracing, and for unbatched input, the layers run one by one as in
-    nn.Sequential."""
+    nn.Sequential.
+
+    ``tf32_chain`` (default True; set it on the instance to turn it off): where a fused conv
+    runs TF32 math (float32 on "implicit_gemm", TF32 allowed) and its output goes to another
+    fused conv (through unhooked ReLUs and max-pools only), its kernel rounds that output
+    to TF32 (``conv3x3(..., y_tf32=True)``) and the next conv is told so (``x_tf32=True``)
+    instead of rounding its input in its own main loop: rounding commutes with ReLU and
+    max-pool, so where the next conv runs TF32 math too its output is the same bit for
+    bit, and its kernel saves the rounding (on the wgmma tiles, a shared-memory read and
+    write of every x element). Where the next conv computes in fp32 (direct) it gets x in
+    TF32, as TF32 math would round it. The last conv's output (the features) is not
+    rounded."""
+
+    tf32_chain = True
 
     def forward(self, x):
         # Unbatched (C, H, W) input runs layer by layer too: nn.BatchNorm2d refuses it.
@@ -370,15 +398,31 @@ class FusedSequential(nn.Sequential):
                 is_fx_symbolic_tracing():
             return super().forward(x)
         layers = list(self._modules.values())
-        i = 0
+        i, x_tf32 = 0, False  # whether x holds a TF32 chain's values (see tf32_chain)
         while i < len(layers):
             conv = layers[i]
             if not _fuses(conv):
+                x_tf32 = x_tf32 and _keeps_tf32(conv)
                 x, i = conv(x), i + 1
                 continue
             bn, relu, pool, i = _fusion(layers, i, at_run_time=True)
-            x = conv._run(x, relu=relu, pool=pool, bn=bn)
+            x, x_tf32 = conv._run_chained(x, relu=relu, pool=pool, bn=bn, x_tf32=x_tf32,
+                                          want_y_tf32=self.tf32_chain and _conv_follows(layers, i))
         return x
+
+
+def _keeps_tf32(m: nn.Module) -> bool:
+    """Whether ``m`` maps TF32 values to TF32 values as FusedSequential calls it: an unhooked
+    ReLU or 2x2 max-pool (each output is one of its inputs, or zero)."""
+    return (type(m) is nn.ReLU or _is_pool(m)) and not _observed(m)
+
+
+def _conv_follows(layers: list, i: int) -> bool:
+    """Whether the layers from ``i`` on are unhooked ReLUs and max-pools, then a Conv3x3 that
+    FusedSequential fuses (a TF32 chain's next link)."""
+    while i < len(layers) and _keeps_tf32(layers[i]):
+        i += 1
+    return i < len(layers) and _fuses(layers[i])
 
 
 def _fuses(m: nn.Module) -> bool:

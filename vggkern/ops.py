@@ -154,8 +154,13 @@ def _check_conv3x3_x(x, pool, op="vggkern.conv3x3"):
         raise ValueError(f"{op}: pool=True: expected x with H >= 2 and W >= 2 for a 2x2 window, got H={h}, W={w}")
 
 
-def _check_conv3x3_inputs(x, weight, bias, algo, allow_tf32=None, pool=False, op="vggkern.conv3x3"):
+def _check_conv3x3_inputs(x, weight, bias, algo, allow_tf32=None, pool=False, op="vggkern.conv3x3", x_tf32=False,
+                          y_tf32=False):
     # Mirrors csrc/ops/conv3x3.cpp so that traced and eager calls fail alike.
+    _check_activation(x, op)
+    for name, flag in (("x_tf32", x_tf32), ("y_tf32", y_tf32)):
+        if flag and x.dtype != torch.float32:
+            raise ValueError(f"{op}: {name}=True: expected x of dtype float32 (TF32 values are float32), got {x.dtype}")
     _check_conv3x3_x(x, pool, op)
     n, c, h, w = x.shape
     _check_tensor("weight", weight, op)
@@ -221,7 +226,8 @@ def _check_tf32(x, algo, allow_tf32, op):
 
 
 def conv3x3(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None, *, relu: bool = False,
-            pool: bool = False, algo: str = "auto", allow_tf32: bool | None = None) -> torch.Tensor:
+            pool: bool = False, algo: str = "auto", allow_tf32: bool | None = None, x_tf32: bool = False,
+            y_tf32: bool = False) -> torch.Tensor:
     """3x3 convolution, stride 1, padding 1, with bias, ReLU and 2x2 max-pool fused.
 
     Computes ``F.conv2d(x, weight, bias, padding=1)``, then ``relu`` if relu, then
@@ -252,8 +258,18 @@ def conv3x3(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = N
     such a weight resolves to it) also takes ``weight = tensor_core_weight(w)``, laid out
     once, shape (K, 3, 3, C padded to a multiple of 8); given the raw weight it lays it
     out per call. The output is the same bit for bit.
+
+    TF32 chains (float32 only; the VGG models' layers use them where TF32 math runs):
+    ``y_tf32=True`` rounds y to TF32 (as TF32 rounds x: 10 mantissa bits, to nearest, ties
+    away) after bias and ReLU; ``x_tf32=True`` promises that x's values are TF32 already
+    (such an output, or one pooled), so that the wgmma tiles skip rounding them again (a
+    read and a write of every x element in shared memory). Rounding commutes with ReLU and
+    max-pool, so a conv on a y_tf32 output with x_tf32 gives what it gives on the
+    unrounded output, bit for bit. Given an x that is not TF32, x_tf32=True lets the wgmma
+    tiles truncate its low bits instead of rounding them. Both are passed through as the
+    identity by the derivatives.
     """
-    _check_flags("vggkern.conv3x3", relu=relu, pool=pool)
+    _check_flags("vggkern.conv3x3", relu=relu, pool=pool, x_tf32=x_tf32, y_tf32=y_tf32)
     if allow_tf32 is not None:
         _check_flags("vggkern.conv3x3", allow_tf32=allow_tf32)
     # The op checks the rest itself, in the same words (its fake kernel runs
@@ -268,8 +284,8 @@ def conv3x3(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = N
         # The op's autocast kernel would cast them so.
         x, weight, bias = _autocast_operands(dtype, x, weight, bias)
     if _transforms_active():  # torch.func: the Function its transforms run
-        return _Conv3x3Function.apply(x, weight, bias, relu, pool, algo, allow_tf32)
-    return _conv3x3_op(x, weight, bias, relu, pool, algo, allow_tf32)
+        return _Conv3x3Function.apply(x, weight, bias, relu, pool, algo, allow_tf32, x_tf32, y_tf32)
+    return _conv3x3_op(x, weight, bias, relu, pool, algo, allow_tf32, x_tf32, y_tf32)
 
 
 _conv3x3_op = torch.ops.vggkern.conv3x3.default
@@ -277,8 +293,9 @@ _transforms_active = torch._C._are_functorch_transforms_active  # a torch.func t
 
 
 @torch.library.register_fake("vggkern::conv3x3")
-def _conv3x3_fake(x, weight, bias=None, relu=False, pool=False, algo="auto", allow_tf32=None):
-    _check_conv3x3_inputs(x, weight, bias, algo, allow_tf32, pool)
+def _conv3x3_fake(x, weight, bias=None, relu=False, pool=False, algo="auto", allow_tf32=None, x_tf32=False,
+                  y_tf32=False):
+    _check_conv3x3_inputs(x, weight, bias, algo, allow_tf32, pool, x_tf32=x_tf32, y_tf32=y_tf32)
     n, _, h, w = x.shape
     k = weight.shape[2] if weight.dim() == 3 else weight.shape[0]
     shape = (n, k, h // 2, w // 2) if pool else (n, k, h, w)
@@ -322,10 +339,11 @@ def _register_conv3x3_autocast(device_type: str) -> None:
     key = getattr(torch._C.DispatchKey, key_name)
     op = torch.ops.vggkern.conv3x3.default
 
-    def kernel(x, weight, bias=None, relu=False, pool=False, algo="auto", allow_tf32=None):
+    def kernel(x, weight, bias=None, relu=False, pool=False, algo="auto", allow_tf32=None, x_tf32=False,
+               y_tf32=False):
         x, weight, bias = _autocast_operands(torch.get_autocast_dtype(device_type), x, weight, bias)
         with torch._C._ExcludeDispatchKeyGuard(torch._C.DispatchKeySet(key)):
-            return op(x, weight, bias, relu, pool, algo, allow_tf32)
+            return op(x, weight, bias, relu, pool, algo, allow_tf32, x_tf32, y_tf32)
 
     op.py_impl(key)(kernel)
     _LIB.impl("conv3x3", lambda _keyset, *args: kernel(*args), key_name, with_keyset=True)
@@ -349,8 +367,8 @@ class _Conv3x3Function(torch.autograd.Function):
     generate_vmap_rule = True  # the forward vmaps by the op's vmap rule, the rest by torch's
 
     @staticmethod
-    def forward(x, weight, bias, relu, pool, algo, allow_tf32):
-        return torch.ops.vggkern.conv3x3(x, weight, bias, relu, pool, algo, allow_tf32)
+    def forward(x, weight, bias, relu, pool, algo, allow_tf32, x_tf32=False, y_tf32=False):
+        return torch.ops.vggkern.conv3x3(x, weight, bias, relu, pool, algo, allow_tf32, x_tf32, y_tf32)
 
     @staticmethod
     def setup_context(ctx, inputs, output):
@@ -363,11 +381,11 @@ class _Conv3x3Function(torch.autograd.Function):
     @staticmethod
     def backward(ctx, grad):
         if grad is None:  # grads are not materialised (setup_context): none came
-            return None, None, None, None, None, None, None
+            return (None,) * 9
         x, weight, bias = ctx.saved_tensors
         mask = [ctx.needs_input_grad[0], ctx.needs_input_grad[1], bias is not None and ctx.needs_input_grad[2]]
         gx, gw, gb = torch.ops.vggkern._conv3x3_backward(grad, x, weight, bias, ctx.relu, ctx.pool, mask)
-        return gx, gw, gb, None, None, None, None
+        return gx, gw, gb, None, None, None, None, None, None  # x_tf32, y_tf32: passed through as the identity
 
     @staticmethod
     def jvp(ctx, x_tangent, weight_tangent, bias_tangent, *_):
@@ -407,7 +425,8 @@ def _auto_for_element(x, dim, out_channels, pool, allow_tf32):
 
 
 @torch.library.register_vmap("vggkern::conv3x3", lib=_LIB)
-def _conv3x3_vmap(info, in_dims, x, weight, bias=None, relu=False, pool=False, algo="auto", allow_tf32=None):
+def _conv3x3_vmap(info, in_dims, x, weight, bias=None, relu=False, pool=False, algo="auto", allow_tf32=None,
+                  x_tf32=False, y_tf32=False):
     # One call where the batch folds into the op's own dimensions, else one per element
     # (also where an element is not what the op takes: the op then names what it is).
     # "auto" is resolved for an element, as a loop of unbatched calls would resolve it, so
@@ -420,7 +439,7 @@ def _conv3x3_vmap(info, in_dims, x, weight, bias=None, relu=False, pool=False, a
         x = x.movedim(x_dim, 0)
         if algo == "auto" and weight.dim() == 4 and not _is_tensor_core_layout(weight):
             algo = _auto_for_element(x, 0, weight.shape[0], pool, allow_tf32)
-        y = op(x.flatten(0, 1), weight, bias, relu, pool, algo, allow_tf32)
+        y = op(x.flatten(0, 1), weight, bias, relu, pool, algo, allow_tf32, x_tf32, y_tf32)
         return y.unflatten(0, x.shape[:2]), 0
     if x_dim is None and x.dim() == 4 and w_dim is not None and weight.dim() == 5:  # convs batched: filters join K
         b = info.batch_size
@@ -430,10 +449,10 @@ def _conv3x3_vmap(info, in_dims, x, weight, bias=None, relu=False, pool=False, a
         weight = weight.flatten(0, 1)
         if bias is not None:
             bias = bias.movedim(b_dim, 0).flatten() if b_dim is not None else bias.repeat(b)
-        y = op(x, weight, bias, relu, pool, algo, allow_tf32)
+        y = op(x, weight, bias, relu, pool, algo, allow_tf32, x_tf32, y_tf32)
         return y.unflatten(1, (b, -1)), 1
     ys = [op(_element(x, x_dim, i), _element(weight, w_dim, i), _element(bias, b_dim, i), relu, pool, algo,
-             allow_tf32) for i in range(info.batch_size)]
+             allow_tf32, x_tf32, y_tf32) for i in range(info.batch_size)]
     return torch.stack(ys), 0
 
 

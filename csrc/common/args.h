@@ -61,6 +61,10 @@ struct Conv3x3Args {
   // implicit_gemm: x is NHWC (`layout`); y is NHWC too, or with y_nchw NCHW (N, K, Ho, Wo),
   // written so by the kernel's epilogue (the op's NCHW calls).
   bool y_nchw = false;
+  // float32 (every algorithm): y_tf32, y rounded to TF32 (cvt.rna: 10 mantissa bits) after
+  // bias and ReLU; implicit_gemm's TF32 math: x_tf32, x's values are TF32 already (a
+  // y_tf32 output), used as they are instead of rounded again. See conv3x3's x_tf32, y_tf32.
+  bool x_tf32 = false, y_tf32 = false;
 };
 
 // tensor_core_weight: weight (K, C, 3, 3) with any strides (in elements) -> out (K, 3,

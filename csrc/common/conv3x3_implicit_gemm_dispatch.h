@@ -54,6 +54,8 @@ void conv3x3_implicit_gemm_run(const Conv3x3Args& a, const ImplicitGemmPlan& pla
   p.partial = a.workspace;
   const bool taps_inner = implicit_gemm_taps_inner();  // read (and checked) whatever C is
   p.taps_inner = taps_inner && a.C % L::kBK == 0;
+  p.x_tf32 = a.x_tf32 && a.dtype == DType::float32;
+  p.y_tf32 = a.y_tf32 && a.dtype == DType::float32;
   LaunchGeometry g;
   g.block.x = L::kThreads;
   g.grid.x = static_cast<unsigned>(plan.blocks());  // (M tile, K tile, split), split fastest
@@ -66,7 +68,7 @@ void conv3x3_implicit_gemm_run(const Conv3x3Args& a, const ImplicitGemmPlan& pla
   using R = VK_KERNEL_NS::ImplicitGemmReduceTiling;
   r.M = plan.M, r.K = a.K, r.splits = plan.splits, r.relu = a.relu, r.pool = a.pool;
   r.k_tiles = (a.K + R::kChannels - 1) / R::kChannels;
-  r.y_nchw = p.y_nchw, r.hw_out = p.hw_out;
+  r.y_nchw = p.y_nchw, r.hw_out = p.hw_out, r.y_tf32 = p.y_tf32;
   LaunchGeometry rg;
   rg.block.x = R::kThreads;
   const int64_t reduce_blocks = ((a.pool ? plan.M / 4 : plan.M) + R::kPixels - 1) / R::kPixels * r.k_tiles;

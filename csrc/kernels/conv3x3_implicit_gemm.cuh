@@ -8,6 +8,15 @@
 // low 13 mantissa bits: a bias toward zero). x (N, H, W, C) and y (N,
 // H, W, K) or (N, H/2, W/2, K) are NHWC (channels_last); the weight is given as (K, 3, 3,
 // C). C is a multiple of 8 (the op pads VGG's C=3 first layer with zeros).
+// TF32 chains (the op's y_tf32 and x_tf32, which the models' FusedSequential sets): y_tf32
+// rounds y (cvt.rna) after bias and ReLU, before the pool's max, which commutes with it (in
+// the split-K reduction too); x_tf32 says x is TF32 already, and the wgmma tiles skip their
+// rounding pass (a read and a write of every x element in shared memory; mma.sync keeps its
+// cvt of each fragment element, a no-op on TF32 values). A chained layer's output is the unchained one bit for bit
+// (tests/test_tf32_chain.py). What it saves, from the H200 (results/focus/
+// 2026-12-04_H200_f697b76_k-order-tf32.json): VGG16 fp32 on wgmma-wide took 10.85 ms rounding
+// x in shared memory, 9.27 ms (9f429b0) when wgmma truncated x unrounded; with the chain,
+// predicted near the latter, not yet measured.
 //
 // GEMM view: M = output pixels, N_gemm = K output channels, K_gemm = 9*C, ordered
 // (tap r*3+s, channel c) so a 16-byte chunk of channels (8 halves or 4 floats) is one
@@ -277,6 +286,11 @@ struct ImplicitGemmParams {
   // K_gemm's order of 64-byte slices (see "K order" above): 1, channel slice by channel
   // slice, the 9 taps of each in turn (needs C a multiple of kBK); 0, tap by tap.
   int taps_inner;
+  // TF32 (float storage) only, see "TF32 chains" above: x_tf32, x's values are TF32 already
+  // (low 13 mantissa bits zero: the previous layer's y_tf32 output), so the wgmma tiles use
+  // them as they are instead of rounding them; y_tf32, y is rounded to TF32 (cvt.rna) after
+  // bias and ReLU (the pool's max commutes with it).
+  int x_tf32, y_tf32;
 };
 
 // Split-K's second pass: y = [pool](ReLU?(sum over s of partial[s] + bias)), the partials
@@ -300,6 +314,7 @@ struct ImplicitGemmReduceParams {
   int splits, relu, pool;
   int y_nchw;       // as ImplicitGemmParams's
   Index hw_out;
+  int y_tf32;       // as ImplicitGemmParams's: y rounded to TF32 after bias and ReLU
 };
 
 struct ImplicitGemmReduceTiling {
@@ -333,6 +348,7 @@ __global__ void __launch_bounds__(256)
         sum += ld_global(partial + (inside ? (static_cast<Index>(s) * p.M + m) * p.K + k : 0), inside);
       float v = sum + bk;
       if (p.relu && v < 0.f) v = 0.f;  // ReLU(NaN) = NaN
+      if (p.y_tf32) v = round_tf32(v);
       out = r == 0 ? v : max_step(out, v);
     }
     if (p.y_nchw) st_shared(&tile[px][lane], out);
@@ -601,17 +617,17 @@ __global__ void __launch_bounds__(32 * kWarpsM * kWarpsN,
     int read = 0, write = L::kPrefetch;  // stages: computed now, loaded now
     for (int kt = 0; kt < n_tiles; ++kt) {
       cp_async_wait<L::kPrefetch - 1>();
-      if constexpr (kMma == MmaType::tf32) {
+      if (kMma == MmaType::tf32 && !p.x_tf32) {
         // x rounded to TF32 (cvt.rna) in place, each thread its own copies of this slice
         // (complete after its wait): wgmma would drop the low 13 bits, a bias toward zero
         // that 13 layers compound (VGG16 at batch 64 on the H200: 5.2x torch's TF32 error).
+        // Not where x is TF32 already (x_tf32: a chain's previous layer rounded it).
         T* const as = a_smem + read * L::kAStage;
 #pragma unroll
         for (int i = 0; i < kARows; ++i) {
           float4* const q = reinterpret_cast<float4*>(as + copy_dst + i * L::kRowsPerPass * L::kRow);
           float4 v = ld_shared(q);
-          v.x = __uint_as_float(to_tf32(v.x)), v.y = __uint_as_float(to_tf32(v.y));
-          v.z = __uint_as_float(to_tf32(v.z)), v.w = __uint_as_float(to_tf32(v.w));
+          v.x = round_tf32(v.x), v.y = round_tf32(v.y), v.z = round_tf32(v.z), v.w = round_tf32(v.w);
           st_shared(q, v);
         }
       }
@@ -674,8 +690,10 @@ __global__ void __launch_bounds__(32 * kWarpsM * kWarpsN,
           bf[2 * np + 1][1] = r[3];
         }
         if constexpr (kMma == MmaType::tf32) {
-          // x: fp32 -> tf32, round to nearest (ties away), once per fragment element. The
-          // weight arrives rounded (the op's tensor_core_weight), so B is used as loaded.
+          // x: fp32 -> tf32, round to nearest (ties away), once per fragment element, x_tf32
+          // or not (on TF32 values a no-op; a branch around it cost the loop's listing 33
+          // instructions, and "auto" runs fp32 on the wgmma tiles). The weight arrives
+          // rounded (the op's tensor_core_weight), so B is used as loaded.
 #pragma unroll
           for (int mt = 0; mt < L::kMTiles; ++mt)
 #pragma unroll
@@ -750,6 +768,7 @@ __global__ void __launch_bounds__(32 * kWarpsM * kWarpsN,
         for (int c = 0; c < 2; ++c) {
           float v = dt[4 * j + 2 * h + c] + bk;
           if (p.relu && v < 0.f) v = 0.f;  // ReLU(NaN) = NaN
+          if (p.y_tf32) v = round_tf32(v);
           st_shared(c_smem + (8 * j + 2 * t + c) * L::kCStride + L::column_of(col), v);
         }
     }
@@ -773,6 +792,7 @@ __global__ void __launch_bounds__(32 * kWarpsM * kWarpsN,
             v.x = v.x < 0.f ? 0.f : v.x;
             v.y = v.y < 0.f ? 0.f : v.y;
           }
+          if (p.y_tf32) v.x = round_tf32(v.x), v.y = round_tf32(v.y);
           st_shared(reinterpret_cast<float2*>(c_smem + row * L::kCStride + L::column_of(col)), v);
         }
     }

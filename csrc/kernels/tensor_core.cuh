@@ -116,6 +116,9 @@ __device__ __forceinline__ uint32_t to_tf32(float x) {
 #endif
 }
 
+// x rounded to TF32 (to_tf32's rule), as a float: the nearest value with 10 mantissa bits.
+__device__ __forceinline__ float round_tf32(float x) { return __uint_as_float(to_tf32(x)); }
+
 #if defined(__CUDACC__)
 #define VK_LDMATRIX(count, trans_suffix, ...)                                                                     \
   asm volatile("ldmatrix.sync.aligned.m8n8.x" #count trans_suffix ".shared.b16 " __VA_ARGS__)

@@ -98,15 +98,16 @@ struct Maxpool2x2Function : torch::autograd::Function<Maxpool2x2Function> {
 };
 
 using Conv3x3Signature = at::Tensor(const at::Tensor&, const at::Tensor&, const std::optional<at::Tensor>&, bool,
-                                    bool, c10::string_view, std::optional<bool>);
+                                    bool, c10::string_view, std::optional<bool>, bool, bool);
 
 // vggkern::conv3x3 below autograd.
 at::Tensor conv3x3_below_autograd(const at::Tensor& x, const at::Tensor& weight, const std::optional<at::Tensor>& bias,
-                                  bool relu, bool pool, c10::string_view algo, std::optional<bool> allow_tf32) {
+                                  bool relu, bool pool, c10::string_view algo, std::optional<bool> allow_tf32,
+                                  bool x_tf32, bool y_tf32) {
   static const auto op =
       c10::Dispatcher::singleton().findSchemaOrThrow("vggkern::conv3x3", "").typed<Conv3x3Signature>();
   at::AutoDispatchBelowADInplaceOrView guard;
-  return op.call(x, weight, bias, relu, pool, algo, allow_tf32);
+  return op.call(x, weight, bias, relu, pool, algo, allow_tf32, x_tf32, y_tf32);
 }
 
 // F.conv2d(x, weight, bias, padding=1), torch's: the derivatives' recomputation of the
@@ -420,11 +421,11 @@ struct Conv3x3Function : torch::autograd::Function<Conv3x3Function> {
 
   static at::Tensor forward(AutogradContext* ctx, const at::Tensor& x, const at::Tensor& weight,
                             const std::optional<at::Tensor>& bias, bool relu, bool pool, const std::string& algo,
-                            std::optional<bool> allow_tf32) {
+                            std::optional<bool> allow_tf32, bool x_tf32, bool y_tf32) {
     ctx->save_for_backward({x, weight, bias.value_or(at::Tensor())});
     ctx->saved_data["relu"] = relu;
     ctx->saved_data["pool"] = pool;
-    return conv3x3_below_autograd(x, weight, bias, relu, pool, algo, allow_tf32);
+    return conv3x3_below_autograd(x, weight, bias, relu, pool, algo, allow_tf32, x_tf32, y_tf32);
   }
 
   static variable_list backward(AutogradContext* ctx, variable_list grads) {
@@ -434,7 +435,9 @@ struct Conv3x3Function : torch::autograd::Function<Conv3x3Function> {
     auto [gx, gw, gb] = conv3x3_backward(grads[0], saved[0], saved[1], saved[2], ctx->saved_data["relu"].toBool(),
                                          ctx->saved_data["pool"].toBool(),
                                          {ctx->needs_input_grad(0), ctx->needs_input_grad(1), need_bias});
-    return {gx, gw, gb, at::Tensor(), at::Tensor(), at::Tensor(), at::Tensor()};
+    // x_tf32 and y_tf32's roundings are passed through as the identity (straight
+    // through, as TF32's rounding of the operands is): the derivatives are the conv's.
+    return {gx, gw, gb, at::Tensor(), at::Tensor(), at::Tensor(), at::Tensor(), at::Tensor(), at::Tensor()};
   }
 };
 
@@ -470,18 +473,22 @@ at::Tensor maxpool2x2_autograd(const at::Tensor& x) {
 
 // vggkern::_conv3x3_forward_ad, whose kernel vggkern/ops.py registers.
 at::Tensor conv3x3_forward_ad(const at::Tensor& x, const at::Tensor& weight, const std::optional<at::Tensor>& bias,
-                              bool relu, bool pool, c10::string_view algo, std::optional<bool> allow_tf32) {
+                              bool relu, bool pool, c10::string_view algo, std::optional<bool> allow_tf32,
+                                  bool x_tf32, bool y_tf32) {
   static const auto op =
       c10::Dispatcher::singleton().findSchemaOrThrow("vggkern::_conv3x3_forward_ad", "").typed<Conv3x3Signature>();
-  return op.call(x, weight, bias, relu, pool, algo, allow_tf32);
+  return op.call(x, weight, bias, relu, pool, algo, allow_tf32, x_tf32, y_tf32);
 }
 
 at::Tensor conv3x3_autograd(const at::Tensor& x, const at::Tensor& weight, const std::optional<at::Tensor>& bias,
-                            bool relu, bool pool, c10::string_view algo, std::optional<bool> allow_tf32) {
-  if (!weight.defined()) return conv3x3_below_autograd(x, weight, bias, relu, pool, algo, allow_tf32);
+                            bool relu, bool pool, c10::string_view algo, std::optional<bool> allow_tf32,
+                                  bool x_tf32, bool y_tf32) {
+  if (!weight.defined())
+    return conv3x3_below_autograd(x, weight, bias, relu, pool, algo, allow_tf32, x_tf32, y_tf32);
   const bool tangents = has_tangent(x) || has_tangent(weight) || (bias.has_value() && has_tangent(*bias));
   const bool recorded = records(x, weight, bias);
-  if (!recorded && !tangents) return conv3x3_below_autograd(x, weight, bias, relu, pool, algo, allow_tf32);
+  if (!recorded && !tangents)
+    return conv3x3_below_autograd(x, weight, bias, relu, pool, algo, allow_tf32, x_tf32, y_tf32);
   // A transform's own dispatch has reached this kernel; the Function must be applied above it.
   TORCH_CHECK_NOT_IMPLEMENTED(!under_torch_func(),
                               "vggkern.conv3x3: under torch.func transforms (grad, vjp, jvp, jacrev, hessian, vmap "
@@ -489,8 +496,8 @@ at::Tensor conv3x3_autograd(const at::Tensor& x, const at::Tensor& weight, const
                               "transformable autograd.Function there, rather than torch.ops.vggkern.conv3x3 (under "
                               "torch.compile, whose tracing reaches the op inside that Function, compile such a "
                               "function without fullgraph=True: dynamo then runs the transform eagerly)");
-  if (tangents) return conv3x3_forward_ad(x, weight, bias, relu, pool, algo, allow_tf32);
-  return Conv3x3Function::apply(x, weight, bias, relu, pool, std::string(algo), allow_tf32);
+  if (tangents) return conv3x3_forward_ad(x, weight, bias, relu, pool, algo, allow_tf32, x_tf32, y_tf32);
+  return Conv3x3Function::apply(x, weight, bias, relu, pool, std::string(algo), allow_tf32, x_tf32, y_tf32);
 }
 
 }  // namespace

@@ -1,6 +1,6 @@
 // torch.ops.vggkern.conv3x3(Tensor x, Tensor weight, Tensor? bias=None, bool relu=False,
-// bool pool=False, str algo="auto", bool? allow_tf32=None) -> Tensor: checks, output
-// allocation, launch.
+// bool pool=False, str algo="auto", bool? allow_tf32=None, bool x_tf32=False, bool
+// y_tf32=False) -> Tensor: checks, output allocation, launch.
 // y = [max_pool2d(., 2, 2)](ReLU?(conv2d(x, weight, bias, stride=1, padding=1))), fused.
 // The Winograd algorithms also take weight = winograd_weight(w, m) (csrc/ops/winograd.cpp),
 // float32 (alpha^2, C, K); given a raw weight they transform it per call into a U
@@ -61,6 +61,15 @@ void check_same(const at::Tensor& t, const at::Tensor& x, const char* op, const 
                     "), got ", t.device());
 }
 
+// y's values rounded to TF32 in place, as cvt.rna.tf32.f32 rounds them (kernels/
+// tensor_core.cuh, to_tf32): on the bits, + half an ulp of 10 mantissa bits, then the low 13
+// bits cleared; Inf and NaN kept (a finite value may round up to Inf, as cvt.rna's does).
+void round_to_tf32_(at::Tensor& y) {
+  at::Tensor bits = y.view(at::kInt);
+  const at::Tensor finite = bits.bitwise_and(0x7f800000).ne(0x7f800000);
+  bits.copy_(at::where(finite, bits.add(0x1000).bitwise_and(~0x1fff), bits));
+}
+
 }  // namespace
 
 // torch's own conv asks the same question (allowTF32CuDNN(CONV)), which unlike the
@@ -93,7 +102,7 @@ bool nchw_y_direct() { return !env_switch("VGGKERN_IMPLICIT_GEMM_NCHW_Y", "direc
 // not rounded again. Copies only where needed.
 at::Tensor run_tensor_core(const Conv3x3Algorithm& algorithm, const at::Tensor& x, const at::Tensor& weight,
                            bool laid_out, const at::Tensor& bias, bool relu, bool pool, DType dtype,
-                           std::optional<bool> allow_tf32, const char* op) {
+                           std::optional<bool> allow_tf32, bool x_tf32, bool y_tf32, const char* op) {
   // float32 runs with TF32 math (inputs rounded to 10 mantissa bits), so only where the
   // caller allows it, as cuDNN does. vggkern/ops.py words the same refusal.
   TORCH_CHECK_VALUE(dtype != DType::float32 || tf32_allowed(allow_tf32), op, ": algo \"", algorithm.name,
@@ -124,6 +133,7 @@ at::Tensor run_tensor_core(const Conv3x3Algorithm& algorithm, const at::Tensor& 
   Conv3x3Args args{xc.const_data_ptr(), wc.const_data_ptr(), bias.defined() ? bias.const_data_ptr() : nullptr,
                    y.data_ptr(), dtype, Layout::nhwc, N, Cp, H, W, K, relu, pool, nullptr};
   args.y_nchw = y_nchw;
+  args.x_tf32 = x_tf32, args.y_tf32 = y_tf32;  // float32 only (conv3x3 checks)
   args.sm_count = sm_count_of(x);
   args.wgmma = wgmma_on(x);
   args.smem_optin = smem_optin_of(x);
@@ -143,9 +153,12 @@ at::Tensor run_tensor_core(const Conv3x3Algorithm& algorithm, const at::Tensor& 
 }
 
 at::Tensor conv3x3(const at::Tensor& x, const at::Tensor& weight, const std::optional<at::Tensor>& bias, bool relu,
-                   bool pool, c10::string_view algo, std::optional<bool> allow_tf32) {
+                   bool pool, c10::string_view algo, std::optional<bool> allow_tf32, bool x_tf32, bool y_tf32) {
   constexpr const char* op = "vggkern.conv3x3";
   const DType dtype = check_activation(x, op);
+  for (const auto& [name, set] : {std::pair<const char*, bool>{"x_tf32", x_tf32}, {"y_tf32", y_tf32}})
+    TORCH_CHECK_VALUE(!set || dtype == DType::float32, op, ": ", name, "=True: expected x of dtype float32 (TF32 ",
+                      "values are float32), got ", dtype_name(x.scalar_type()));
   const int64_t N = x.size(0), C = x.size(1), H = x.size(2), W = x.size(3);
   TORCH_CHECK_VALUE(H >= 1 && W >= 1, op, ": expected x with H >= 1 and W >= 1, got shape ", x.sizes());
   TORCH_CHECK_VALUE(!pool || (H >= 2 && W >= 2), op, ": pool=True: expected x with H >= 2 and W >= 2 for a 2x2 window, ",
@@ -199,7 +212,7 @@ at::Tensor conv3x3(const at::Tensor& x, const at::Tensor& weight, const std::opt
   const at::Tensor bc = bias.has_value() ? bias->contiguous() : at::Tensor();
   // allow_tf32 matters only to the tensor-core algorithms; the others compute fp32 in fp32.
   if (algorithm.tensor_core)
-    return run_tensor_core(algorithm, x, weight, laid_out, bc, relu, pool, dtype, allow_tf32, op);
+    return run_tensor_core(algorithm, x, weight, laid_out, bc, relu, pool, dtype, allow_tf32, x_tf32, y_tf32, op);
 
   const at::MemoryFormat format = x.suggest_memory_format();
   const at::Tensor xc = x.contiguous(format);
@@ -216,6 +229,9 @@ at::Tensor conv3x3(const at::Tensor& x, const at::Tensor& weight, const std::opt
     args.winograd_u = u.const_data_ptr<float>();
   }
   launch_on_device(x, args, algorithm.cuda, algorithm.emu, op);
+  // These algorithms compute float32 in fp32 (x_tf32 changes nothing there); y_tf32 is a
+  // pass over y after them (implicit_gemm's epilogue rounds instead: models ask only that).
+  if (y_tf32) round_to_tf32_(y);
   return y;
 }
 
