@@ -86,6 +86,24 @@ def test_compare_lists_cases_in_one_file_only(tmp_path):
     assert "## Only in old" not in back and f"- {rows[2]['id']}" in back.split("## Only in new: 1", 1)[1]
 
 
+def test_compare_matches_k_order_rows_from_before_the_x_path_was_removed(tmp_path):
+    """A K order row timed with x past L1 (x_cache "l2", id ending "-l2") is today's K order
+    row (no x_cache, no suffix): compared, not listed apart; one through L1 (a path gone)
+    stays in the old file only."""
+    k = dict(algo="implicit_gemm", tile="wg128x128", k_order="taps_inner")
+
+    def k_row(median, **p):
+        r = row("vggkern", median, **k, **p)
+        r["id"] += "-wg128x128-taps_inner" + (f"-{p['x_cache']}" if "x_cache" in p else "")
+        return r
+    old = write(tmp_path / "old.json", [k_row(1.0e-3, x_cache="l2"), k_row(0.9e-3, x_cache="l1")])
+    new = write(tmp_path / "new.json", [k_row(1.3e-3)])
+    text, regressions = report.compare(old, new, threshold=0.05)
+    assert len(regressions) == 1 and regressions[0][0]["id"].endswith("-taps_inner"), text
+    assert "1 rows matched" in text and "## Only in new" not in text
+    assert text.split("## Only in old", 1)[1].splitlines()[2].endswith("-taps_inner-l1"), text
+
+
 def test_fail_on_regression_needs_one_gpu(tmp_path, capsys):
     old = write(tmp_path / "old.json", synthetic_rows(1.0e-3))
     new = write(tmp_path / "new.json", synthetic_rows(1.0e-3), gpu="NVIDIA H200 (SYNTHETIC)")
@@ -278,7 +296,10 @@ def test_a_time_limited_run_reaches_the_tile_sweep():
     # eager and graph, and VGG16 in bf16 at batch 64, before the rest too.
     nets = {(c.impl, c.p["net"], c.p["N"], c.p["dtype"], c.p["mode"]) for c in order[:first_rest]
             if c.group == "network" and c.p["layout"] == "cl" and c.p.get("algo") in (None, "auto")
-            and not c.p.get("tables")}
+            and not c.p.get("tables") and c.p["mode"] != "compile"}
+    # ... then torch.compile's VGG16 fp16 at batch 64 (the headline's shape), and no other
+    assert [(c.p["net"], c.p["N"], c.p["dtype"]) for c in order[:first_rest] if c.p.get("mode") == "compile"] == [
+        ("vgg16", cases.QUICK_BATCH, "fp16")]
     assert nets == {(impl, net, n, dt, mode) for impl in ("torch", "vggkern") for mode in ("eager", "graph")
                     for net, n, dt in [(net, n, "fp16") for net in ("vgg16", "vgg19") for n in cases.BATCHES]
                     + [("vgg16", cases.QUICK_BATCH, "bf16")]}

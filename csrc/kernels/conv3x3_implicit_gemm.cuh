@@ -16,7 +16,10 @@
 // (tests/test_tf32_chain.py). What it saves, from the H200 (results/focus/
 // 2026-12-04_H200_f697b76_k-order-tf32.json): VGG16 fp32 on wgmma-wide took 10.85 ms rounding
 // x in shared memory, 9.27 ms (9f429b0) when wgmma truncated x unrounded; with the chain,
-// predicted near the latter, not yet measured.
+// predicted near the latter, not yet measured. The loop without the pass is fp16's (python -m
+// benchmarks.sass_loop, the pass compiled out): wg128x128 158 instructions per slice against
+// 216 listed with it, wg256x64 154 against 273 (issue share 1.07: issue-bound), wg128x256
+// 145 against 180.
 //
 // GEMM view: M = output pixels, N_gemm = K output channels, K_gemm = 9*C, ordered
 // (tap r*3+s, channel c) so a 16-byte chunk of channels (8 halves or 4 floats) is one
