@@ -123,7 +123,11 @@ class SkipCase(Exception):
 # without TF32 (conv, network), or equality with torch's result (maxpool, layout).
 # fp16/bf16 and TF32 convs of VGG's shapes are ~1e-3 off, fp32 ones ~1e-6; a wrong kernel ~1.
 REL_ERR_BOUND = {"fp32": 1e-3, "low": 5e-2}  # low: fp16, bf16, fp32 as TF32
-NET_ERR_K = 4  # a network of ours: within NET_ERR_K x torch's own error at the dtype (or 1e-3)
+# A network of ours: within NET_ERR_K x torch's own error at the dtype (or 1e-3). Calibrated
+# on the H200's 101 network rows of ours (benchmarks/results, 2026-12-04): the right ones
+# 0.63-1.09x torch's error (batch 1 the widest), the one wrong kernel (TF32 on wgmma with x
+# truncated, 9f429b0) 5.2x; 4 before, which a 3x bias would have passed.
+NET_ERR_K = 2
 
 
 def conv_err_bound(dtype: str, algo_ran: str) -> float:
