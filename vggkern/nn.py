@@ -246,13 +246,13 @@ class Conv3x3(nn.Module):
         return self._run_chained(x, relu=relu, pool=pool, bn=bn)[0]
 
     def _run_chained(self, x: torch.Tensor, *, relu: bool, pool: bool, bn: nn.BatchNorm2d | None = None,
-                     x_tf32: bool = False, want_y_tf32: bool = False) -> tuple[torch.Tensor, bool]:
+                     x_tf32: bool = False, chain: tuple | None = None) -> tuple[torch.Tensor, bool]:
         """_run's computation in a TF32 chain (FusedSequential's, see its tf32_chain): x_tf32,
-        x is such a chain's output (TF32 values); want_y_tf32, the next layer is a conv that
-        takes this one's output. Returns (y, whether y holds TF32 values): y is rounded to
-        TF32 in the kernel's epilogue where this conv runs TF32 math (float32 on
-        implicit_gemm), so that the next one's kernel need not round it; elsewhere nothing
-        changes."""
+        x is such a chain's output (TF32 values); chain, (layers, i): this conv's output goes
+        on to layers[i:] (looked at only where it could be rounded: _conv_follows). Returns
+        (y, whether y holds TF32 values): y is rounded to TF32 in the kernel's epilogue where
+        this conv runs TF32 math (float32 on implicit_gemm) and a conv follows, so that the
+        next one's kernel need not round it; elsewhere nothing changes."""
         if _use_kernels(x):
             if x.dim() == 3:  # (C, H, W), as nn.Conv2d takes it (forward: hooks run once)
                 return self._run(x.unsqueeze(0), relu=relu, pool=pool, bn=bn).squeeze(0), False
@@ -279,7 +279,7 @@ class Conv3x3(nn.Module):
             # y_tf32 where this conv's math is TF32 (implicit_gemm only runs float32 so).
             fp32 = x.dtype == torch.float32 and x.dim() == 4
             x_tf32 = x_tf32 and fp32
-            y_tf32 = want_y_tf32 and fp32 and algo in ops._TENSOR_CORE_ALGORITHMS
+            y_tf32 = chain is not None and fp32 and algo in ops._TENSOR_CORE_ALGORITHMS and _conv_follows(*chain)
             # The registered op itself (the functional wrapper's Python would add ~2.5 us a
             # call on the host: benchmarks/README.md, host overhead), or under torch.func
             # the Function its transforms run (as the wrapper does).
@@ -407,7 +407,7 @@ class FusedSequential(nn.Sequential):
                 continue
             bn, relu, pool, i = _fusion(layers, i, at_run_time=True)
             x, x_tf32 = conv._run_chained(x, relu=relu, pool=pool, bn=bn, x_tf32=x_tf32,
-                                          want_y_tf32=self.tf32_chain and _conv_follows(layers, i))
+                                          chain=(layers, i) if self.tf32_chain else None)
         return x
 
 
