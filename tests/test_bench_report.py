@@ -518,38 +518,47 @@ def test_nchw_y_converted_rows_stay_out_of_best_ours_and_have_their_table(tmp_pa
     assert "y written NCHW by the epilogue" not in text
 
 
-def test_k_order_rows_stay_out_of_the_sweep_and_tune_and_have_their_table(tmp_path):
-    """A forced tile with K taps inner (k_order) is neither "best ours" nor the tile sweep's
-    time for its tile (the default, taps outer, is), and tune.py never picks it; the K-order
-    table shows it beside the same tile's sweep row, with the fastest and the default's
-    time over its."""
+def _k_order_report(tmp_path, variants, id_keys):
+    """Renders a run of torch, ours on the default tile, ours on wg128x128's sweep row and the
+    K-order `variants` (rows with their id extended by `id_keys`), and checks what holds with
+    or without x's path: the variants are neither "best ours" nor the sweep's time for their
+    tile, tune.py takes the sweep row, and a run without them has no K-order table. Returns
+    the headline report's lines and the full report's conv header."""
     from benchmarks import tune
 
     rows = [row("torch", 1.5e-3), row("vggkern", 1.2e-3, algo="implicit_gemm"),
-            row("vggkern", 1.0e-3, algo="implicit_gemm", tile="wg128x128"),
-            row("vggkern", 0.8e-3, algo="implicit_gemm", tile="wg128x128", k_order="taps_inner"),
-            row("vggkern", 1.4e-3, algo="implicit_gemm", tile="wg128x256", k_order="taps_inner")]
+            row("vggkern", 1.0e-3, algo="implicit_gemm", tile="wg128x128")] + variants
     for r in rows[2:]:
-        r["id"] += "-" + r["tile"] + "-" + r.get("k_order", "")
+        r["id"] += "".join("-" + r.get(k, "") for k in ("tile",) + id_keys)
     text, _, _ = report.render(write(tmp_path / "r.json", rows), headline_only=True)
     lines = text.splitlines()
     best = [ln for ln in lines if ln.startswith("| conv3_2+conv3_3 (256")]
     assert len(best) == 1 and "ours implicit_gemm cl" in best[0] and "1.25×" in best[0], best
     sweep = [ln for ln in lines if ln.startswith("| conv3_2+conv3_3 | 64 | relu |")]
     assert sweep == ["| conv3_2+conv3_3 | 64 | relu | 1000 | 1200 | wg128x128 |"], sweep
+    assert [e["tile"] for e in tune.tile_table(rows)] == ["wg128x128"]
+    assert [e["us"] for e in tune.tile_table(rows)] == [pytest.approx(1000)]
+    short, _, _ = report.render(write(tmp_path / "s.json", rows[:3]), headline_only=True)
+    assert "K order" not in short
+    full, _, _ = report.render(write(tmp_path / "r.json", rows))
+    return lines, next(ln for ln in full.splitlines() if ln.startswith("| impl | layer |"))
+
+
+def test_k_order_rows_stay_out_of_the_sweep_and_tune_and_have_their_table(tmp_path):
+    """A forced tile with K taps inner (k_order) is neither "best ours" nor the tile sweep's
+    time for its tile (the default, taps outer, is), and tune.py never picks it; the K-order
+    table shows it beside the same tile's sweep row, with the fastest and the default's
+    time over its."""
+    lines, conv_head = _k_order_report(tmp_path, [
+        row("vggkern", 0.8e-3, algo="implicit_gemm", tile="wg128x128", k_order="taps_inner"),
+        row("vggkern", 1.4e-3, algo="implicit_gemm", tile="wg128x256", k_order="taps_inner")], ("k_order",))
     table = [ln for ln in lines if ln.startswith("| conv3_2+conv3_3 | 64 | fp16 |")]
     assert table == ["| conv3_2+conv3_3 | 64 | fp16 | wg128x128 | 1000 | 800.0 | inner | 1.25× |",
                      "| conv3_2+conv3_3 | 64 | fp16 | wg128x256 | – | 1400 | inner | – |"], table
     head = next(ln for ln in lines if ln.startswith("| layer | N | dtype | tile |"))
     assert head == "| layer | N | dtype | tile | outer (default) | inner | fastest | default ÷ fastest |", head
-    assert "X_CACHE" not in text and "L1" not in text, text
-    assert [e["tile"] for e in tune.tile_table(rows)] == ["wg128x128"]
-    assert [e["us"] for e in tune.tile_table(rows)] == [pytest.approx(1000)]
-    text, _, _ = report.render(write(tmp_path / "s.json", rows[:3]), headline_only=True)
-    assert "K order" not in text
+    assert not any("X_CACHE" in ln or "L1" in ln for ln in lines), lines
     # The full tables have no x_cache column (a run from before its switch was removed has)
-    text, _, _ = report.render(write(tmp_path / "r.json", rows))
-    conv_head = next(ln for ln in text.splitlines() if ln.startswith("| impl | layer |"))
     assert "| nchw_y | k_order | median µs |" in conv_head, conv_head
 
 
@@ -557,34 +566,18 @@ def test_k_order_table_of_a_run_with_x_paths(tmp_path):
     """A run from before x's copies through L1 were removed (f697b76's focus run) has rows
     with x's path (x_cache: l2 past L1, l1 through it) too: the same rules, and the K-order
     table shows the four (K order, x path) combinations."""
-    from benchmarks import tune
-
-    rows = [row("torch", 1.5e-3), row("vggkern", 1.2e-3, algo="implicit_gemm"),
-            row("vggkern", 1.0e-3, algo="implicit_gemm", tile="wg128x128"),
-            row("vggkern", 0.8e-3, algo="implicit_gemm", tile="wg128x128", k_order="taps_inner", x_cache="l1"),
-            row("vggkern", 1.1e-3, algo="implicit_gemm", tile="wg128x128", k_order="taps_inner", x_cache="l2"),
-            row("vggkern", 1.4e-3, algo="implicit_gemm", tile="wg128x256", k_order="taps_outer", x_cache="l1")]
-    for r in rows[2:]:
-        r["id"] += "-" + r["tile"] + "-" + r.get("k_order", "") + "-" + r.get("x_cache", "")
-    text, _, _ = report.render(write(tmp_path / "r.json", rows), headline_only=True)
-    lines = text.splitlines()
-    best = [ln for ln in lines if ln.startswith("| conv3_2+conv3_3 (256")]
-    assert len(best) == 1 and "ours implicit_gemm cl" in best[0] and "1.25×" in best[0], best
-    sweep = [ln for ln in lines if ln.startswith("| conv3_2+conv3_3 | 64 | relu |")]
-    assert sweep == ["| conv3_2+conv3_3 | 64 | relu | 1000 | 1200 | wg128x128 |"], sweep
+    lines, conv_head = _k_order_report(tmp_path, [
+        row("vggkern", 0.8e-3, algo="implicit_gemm", tile="wg128x128", k_order="taps_inner", x_cache="l1"),
+        row("vggkern", 1.1e-3, algo="implicit_gemm", tile="wg128x128", k_order="taps_inner", x_cache="l2"),
+        row("vggkern", 1.4e-3, algo="implicit_gemm", tile="wg128x256", k_order="taps_outer", x_cache="l1")],
+        ("k_order", "x_cache"))
     table = [ln for ln in lines if ln.startswith("| conv3_2+conv3_3 | 64 | fp16 |")]
     assert table == ["| conv3_2+conv3_3 | 64 | fp16 | wg128x128 | 1000 | 1100 | 800.0 | – | inner, L1 | 1.25× |",
                      "| conv3_2+conv3_3 | 64 | fp16 | wg128x256 | – | – | – | 1400 | outer, L1 | – |"], table
     head = next(ln for ln in lines if ln.startswith("| layer | N | dtype | tile |"))
     assert head == ("| layer | N | dtype | tile | outer, L2 (default) | inner, L2 | inner, L1 | outer, L1 | fastest "
                     "| default ÷ fastest |"), head
-    assert "and x's path (VGGKERN_IMPLICIT_GEMM_X_CACHE, since removed" in text, text
-    assert [e["tile"] for e in tune.tile_table(rows)] == ["wg128x128"]
-    assert [e["us"] for e in tune.tile_table(rows)] == [pytest.approx(1000)]
-    text, _, _ = report.render(write(tmp_path / "s.json", rows[:3]), headline_only=True)
-    assert "K order" not in text
-    text, _, _ = report.render(write(tmp_path / "r.json", rows))
-    conv_head = next(ln for ln in text.splitlines() if ln.startswith("| impl | layer |"))
+    assert any("and x's path (VGGKERN_IMPLICIT_GEMM_X_CACHE, since removed" in ln for ln in lines), lines
     assert "| nchw_y | k_order | x_cache | median µs |" in conv_head, conv_head
 
 

@@ -157,11 +157,10 @@ def _check_conv3x3_x(x, pool, op="vggkern.conv3x3"):
 def _check_conv3x3_inputs(x, weight, bias, algo, allow_tf32=None, pool=False, op="vggkern.conv3x3", x_tf32=False,
                           y_tf32=False):
     # Mirrors csrc/ops/conv3x3.cpp so that traced and eager calls fail alike.
-    _check_activation(x, op)
+    _check_conv3x3_x(x, pool, op)
     for name, flag in (("x_tf32", x_tf32), ("y_tf32", y_tf32)):
         if flag and x.dtype != torch.float32:
             raise ValueError(f"{op}: {name}=True: expected x of dtype float32 (TF32 values are float32), got {x.dtype}")
-    _check_conv3x3_x(x, pool, op)
     n, c, h, w = x.shape
     _check_tensor("weight", weight, op)
     if bias is not None:

@@ -474,7 +474,7 @@ at::Tensor maxpool2x2_autograd(const at::Tensor& x) {
 // vggkern::_conv3x3_forward_ad, whose kernel vggkern/ops.py registers.
 at::Tensor conv3x3_forward_ad(const at::Tensor& x, const at::Tensor& weight, const std::optional<at::Tensor>& bias,
                               bool relu, bool pool, c10::string_view algo, std::optional<bool> allow_tf32,
-                                  bool x_tf32, bool y_tf32) {
+                              bool x_tf32, bool y_tf32) {
   static const auto op =
       c10::Dispatcher::singleton().findSchemaOrThrow("vggkern::_conv3x3_forward_ad", "").typed<Conv3x3Signature>();
   return op.call(x, weight, bias, relu, pool, algo, allow_tf32, x_tf32, y_tf32);
@@ -482,7 +482,7 @@ at::Tensor conv3x3_forward_ad(const at::Tensor& x, const at::Tensor& weight, con
 
 at::Tensor conv3x3_autograd(const at::Tensor& x, const at::Tensor& weight, const std::optional<at::Tensor>& bias,
                             bool relu, bool pool, c10::string_view algo, std::optional<bool> allow_tf32,
-                                  bool x_tf32, bool y_tf32) {
+                            bool x_tf32, bool y_tf32) {
   if (!weight.defined())
     return conv3x3_below_autograd(x, weight, bias, relu, pool, algo, allow_tf32, x_tf32, y_tf32);
   const bool tangents = has_tangent(x) || has_tangent(weight) || (bias.has_value() && has_tangent(*bias));

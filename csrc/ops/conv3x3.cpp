@@ -156,13 +156,13 @@ at::Tensor conv3x3(const at::Tensor& x, const at::Tensor& weight, const std::opt
                    bool pool, c10::string_view algo, std::optional<bool> allow_tf32, bool x_tf32, bool y_tf32) {
   constexpr const char* op = "vggkern.conv3x3";
   const DType dtype = check_activation(x, op);
-  for (const auto& [name, set] : {std::pair<const char*, bool>{"x_tf32", x_tf32}, {"y_tf32", y_tf32}})
-    TORCH_CHECK_VALUE(!set || dtype == DType::float32, op, ": ", name, "=True: expected x of dtype float32 (TF32 ",
-                      "values are float32), got ", dtype_name(x.scalar_type()));
   const int64_t N = x.size(0), C = x.size(1), H = x.size(2), W = x.size(3);
   TORCH_CHECK_VALUE(H >= 1 && W >= 1, op, ": expected x with H >= 1 and W >= 1, got shape ", x.sizes());
   TORCH_CHECK_VALUE(!pool || (H >= 2 && W >= 2), op, ": pool=True: expected x with H >= 2 and W >= 2 for a 2x2 window, ",
                     "got H=", H, ", W=", W);
+  for (const auto& [name, set] : {std::pair<const char*, bool>{"x_tf32", x_tf32}, {"y_tf32", y_tf32}})
+    TORCH_CHECK_VALUE(!set || dtype == DType::float32, op, ": ", name, "=True: expected x of dtype float32 (TF32 ",
+                      "values are float32), got ", dtype_name(x.scalar_type()));
   TORCH_CHECK_VALUE(weight.defined(), op, ": expected weight to be a tensor, got None");
   std::string name(algo);
   const bool laid_out_shape = is_tensor_core_layout(weight);
