@@ -132,7 +132,7 @@ void give_stacks(std::unique_ptr<StackSet> s) {
   g_free_stacks.push_back(std::move(s));
 }
 
-enum class FiberState { runnable, at_barrier, at_warp, done, failed };
+enum class FiberState { runnable, at_barrier, at_named, at_warp, done, failed };
 
 struct WarpRecord {
   Collective kind;
@@ -167,6 +167,19 @@ struct AsyncOp {
   int group;
   uint64_t issued, issued_interval;  // the race clock at its issue, and its barrier interval's start
   unsigned char data[kAsyncOpBytes];
+  std::vector<uint64_t> known;  // where named barriers are in use: its warp's clocks at the issue
+};
+
+// A named barrier (bar.sync / bar.arrive): its instance in progress (threads 0: none), the
+// warps that arrived at it and those of them that wait, and the join of the arrivals' clocks.
+struct NamedBarrier {
+  int threads = 0, arrived = 0;
+  uint32_t warps = 0, syncing = 0;
+  uint64_t completed = 0;  // instances completed so far
+  const char* file = nullptr;  // the instance's first arrival
+  int line = 0;
+  std::vector<uint64_t> known;
+  std::vector<unsigned> waiting;  // fibers in bar.sync
 };
 
 // Global-memory accounting (global_stats.h): a warp's lanes meet at the k-th call of a
@@ -215,6 +228,7 @@ struct Fiber {
   uint32_t access_seq[3];  // cp.async, ld_shared, st_shared calls so far (bank accounting)
   std::vector<GlobalSite> global_sites;  // its calls per global-access site since the last barrier
   uint32_t synced;         // its warp's __syncwarp() count when it last passed one (races)
+  int named_id;            // the named barrier it waits at (state at_named)
 #if !VK_EMU_ASM_SWITCH
   ucontext_t ctx;
 #endif
@@ -305,6 +319,10 @@ class Worker {
     warp_syncs_.resize(warps_.size());
     if (!words_) throw std::runtime_error("vggkern emulator: cannot allocate the shared-memory race records");
     warpgroups_.resize((nthreads_ + 127) / 128);
+    nwarps_ = static_cast<unsigned>(warps_.size());
+    known_.assign(size_t(nwarps_) * nwarps_, 0);
+    warp_reads_.reset(static_cast<uint64_t*>(std::calloc(size_t(nwarps_) * kWords, sizeof(uint64_t))));
+    if (!warp_reads_) throw std::runtime_error("vggkern emulator: cannot allocate the shared-memory race records");
     absent_.assign(warps_.size(), 0u);
     if (nthreads_ % 32) absent_.back() = ~0u << (nthreads_ % 32);
     for (auto& slots : access_slots_) slots.resize(warps_.size());
@@ -325,6 +343,7 @@ class Worker {
 
   // ---- called from fibers (through the functions below the class) ----
   int block_barrier(int predicate, const char* file, int line);
+  void named_barrier(int id, int threads, bool wait, const char* file, int line);
   Exchange warp_exchange(Collective kind, unsigned mask, const void* value, size_t bytes, int predicate,
                          const char* file, int line);
   bool try_complete(unsigned warp, WarpRecord* r, unsigned self_lane);
@@ -349,8 +368,12 @@ class Worker {
   }
   void async_op_enqueue(AsyncOpFn run, const void* op, size_t bytes, const char* file, int line) {
     if (bytes > kAsyncOpBytes) fail("asynchronous operation record too large", file, line);
-    AsyncOp a{run, current_->async_op_group, ++tick_, interval_, {}};
+    AsyncOp a{run, current_->async_op_group, ++tick_, interval_, {}, {}};
     std::memcpy(a.data, op, bytes);
+    if (named_used_) {
+      const uint64_t* row = known_row(current_->view.linear >> 5);
+      a.known.assign(row, row + nwarps_);
+    }
     current_->async_ops.push_back(a);
   }
   void async_op_commit() { ++current_->async_op_group; }
@@ -411,10 +434,17 @@ class Worker {
   std::string deadlock_report() const;
   void check_canaries() const;
   bool ordered(uint64_t tick, unsigned other, uint32_t sync) const;
-  bool reads_ordered(const SharedWord& w) const;
+  bool reads_ordered(const SharedWord& w, size_t word) const;
+  uint64_t arrive_named(int id, int threads, bool wait, const char* file, int line);
+  uint64_t* known_row(unsigned warp) { return known_.data() + size_t(warp) * nwarps_; }
+  const uint64_t* known_row(unsigned warp) const { return known_.data() + size_t(warp) * nwarps_; }
+  // Does this thread's warp know (through named barriers) of warp `warp`'s accesses up to `tick`?
+  bool knows(unsigned warp, uint64_t tick) const {
+    return named_used_ && known_row(current_->view.linear >> 5)[warp] >= tick;
+  }
   std::string thread_name(unsigned linear) const { return "thread " + coord(fibers_[linear].view.thread_idx); }
   std::string readers(const SharedWord& w) const;
-  void record_read(SharedWord& w, uint64_t now, const char* file, int line);
+  void record_read(SharedWord& w, size_t word, uint64_t now, const char* file, int line);
   void check_write(const void* p, size_t bytes, const char* now, const char* file, int line);
   void check_no_copy(const SharedWord& w, size_t word, const char* now, const char* file, int line);
   void check_after_write(const SharedWord& w, size_t word, const char* now, const char* file, int line);
@@ -440,11 +470,24 @@ class Worker {
   // tick per access; monotonic over this worker's blocks, so earlier blocks' records are
   // simply older than the interval), the tick at which the current barrier interval
   // began, each warp's __syncwarp() count, and the issue of the async op running now.
-  std::unique_ptr<SharedWord, FreeDeleter> words_{
-      static_cast<SharedWord*>(std::calloc(kMaxSharedBytesPerBlock / 4, sizeof(SharedWord)))};
+  static constexpr size_t kWords = kMaxSharedBytesPerBlock / 4;
+  std::unique_ptr<SharedWord, FreeDeleter> words_{static_cast<SharedWord*>(std::calloc(kWords, sizeof(SharedWord)))};
   uint64_t tick_ = 0, interval_ = 0;
   std::vector<uint32_t> warp_syncs_;
   uint64_t op_issued_ = 0, op_interval_ = 0;
+  const std::vector<uint64_t>* op_known_ = nullptr;  // the async op running now: its issuer's clocks
+  // Named barriers (ids 1..15) and the order they make, as per-warp clocks: known_[s][w],
+  // the race clock up to which warp w's accesses are ordered before warp s's from now on
+  // (a bar.sync that completed after w arrived at it, or through a chain of such). Clocks
+  // from an earlier block are older than this block's interval, so they never order its
+  // accesses. warp_reads_[w][word]: the tick of warp w's last read of the word. Both are
+  // consulted only where the block used a named barrier (named_used_); without one the
+  // order is __syncthreads() and __syncwarp() alone, as before.
+  unsigned nwarps_ = 0;
+  NamedBarrier named_[16];
+  bool named_used_ = false;
+  std::vector<uint64_t> known_;
+  std::unique_ptr<uint64_t, FreeDeleter> warp_reads_;
   size_t shared_used_ = 0;
   std::vector<SharedAlloc> shared_allocs_;
 
@@ -546,6 +589,8 @@ void Worker::run_block(uint3 block_idx) {
 
   barrier_arrived_ = 0;
   barrier_count_ = 0;
+  for (NamedBarrier& b : named_) b = NamedBarrier();
+  named_used_ = false;
   interval_ = ++tick_;  // every record of an earlier block is older than this block's accesses
   std::fill(warp_syncs_.begin(), warp_syncs_.end(), 0u);
   for (auto& w : warps_) {
@@ -570,6 +615,7 @@ void Worker::run_block(uint3 block_idx) {
     std::fill(std::begin(f.access_seq), std::end(f.access_seq), 0u);
     f.global_sites.clear();
     f.synced = 0;
+    f.named_id = 0;
     prepare_fiber(f, stacks_->top(i), stacks_->bottom(i));
     runnable_.push_back(i);
   }
@@ -597,6 +643,13 @@ void Worker::run_block(uint3 block_idx) {
   t_thread = nullptr;
   if (live_ > 0) throw std::runtime_error(deadlock_report());
   check_canaries();
+  for (int id = 1; id < 16; ++id)
+    if (named_[id].threads != 0)
+      throw std::runtime_error("vggkern emulator: kernel '" + std::string(params_.kernel_name) + "' block " +
+                               coord(block_.block_idx) + ": the block ends with named barrier " + std::to_string(id) +
+                               " (first arrival at " + site(named_[id].file, named_[id].line) + ") at " +
+                               std::to_string(named_[id].arrived) + " of its " + std::to_string(named_[id].threads) +
+                               " threads: every arrival must be matched (a warp that arrives once too often)");
   for (size_t g = 0; g < warpgroups_.size(); ++g) {
     if (warpgroups_[g].entries.empty()) continue;
     const WarpgroupEntry& e = warpgroups_[g].entries.front();
@@ -643,6 +696,88 @@ int Worker::block_barrier(int predicate, const char* file, int line) {
   f->wait_line = line;
   yield_to_scheduler(f);
   return f->barrier_result;
+}
+
+// bar.sync / bar.arrive: the warp's lanes meet first (the whole warp arrives, as on the
+// GPU, where the barrier counts warps), then the first lane to go on counts the warp's 32
+// threads at the instance in progress; the lanes of a bar.sync then wait for it to complete.
+void Worker::named_barrier(int id, int threads, bool wait, const char* file, int line) {
+  if (id < 1 || id > 15)
+    fail("named barrier id " + std::to_string(id) + " outside 1..15 (0 is __syncthreads()'s)", file, line);
+  const int block_threads = static_cast<int>(nwarps_ * 32);
+  if (threads <= 0 || threads % 32 != 0 || threads > block_threads)
+    fail("named barrier " + std::to_string(id) + " of " + std::to_string(threads) +
+             " threads: a positive multiple of 32, at most the block's " + std::to_string(block_threads),
+         file, line);
+  const int op[3] = {id, threads, wait ? 1 : 0};
+  const Exchange ex = warp_exchange(Collective::named_barrier, 0xffffffffu, op, sizeof op, 0, file, line);
+  for (unsigned l = 0; l < 32; ++l)
+    if (((ex.arrived >> l) & 1u) && std::memcmp(ex.values[l], op, sizeof op) != 0) {
+      warp_exchange_done(static_cast<WarpRecord*>(ex.handle));
+      fail("lanes of one warp meet at a named barrier with different ids, counts or kinds (bar.sync, bar.arrive)",
+           file, line);
+    }
+  uint64_t instance;
+  if (!*ex.shared_ready) {
+    instance = arrive_named(id, threads, wait, file, line);
+    std::memcpy(*ex.shared_result, &instance, sizeof instance);
+    *ex.shared_ready = true;
+  } else {
+    std::memcpy(&instance, *ex.shared_result, sizeof instance);
+  }
+  warp_exchange_done(static_cast<WarpRecord*>(ex.handle));
+  if (!wait || named_[id].completed > instance) return;
+  Fiber* f = current_;
+  f->state = FiberState::at_named;
+  f->named_id = id;
+  f->wait_file = file;
+  f->wait_line = line;
+  named_[id].waiting.push_back(f->view.linear);
+  yield_to_scheduler(f);
+}
+
+// Counts the current warp's arrival at barrier id; returns the instance's number.
+uint64_t Worker::arrive_named(int id, int threads, bool wait, const char* file, int line) {
+  NamedBarrier& b = named_[id];
+  const unsigned warp = current_->view.linear >> 5;
+  if (b.threads == 0) {
+    b.threads = threads;
+    b.arrived = 0;
+    b.warps = b.syncing = 0;
+    b.file = file;
+    b.line = line;
+    b.known.assign(nwarps_, 0);
+  } else if (b.threads != threads) {
+    fail("named barrier " + std::to_string(id) + ": this warp counts " + std::to_string(threads) +
+             " threads, the instance in progress (first arrival at " + site(b.file, b.line) + ") " +
+             std::to_string(b.threads),
+         file, line);
+  }
+  if ((b.warps >> warp) & 1u)
+    fail("warp " + std::to_string(warp) + " arrives twice at one instance of named barrier " + std::to_string(id) +
+             " (first arrival at " + site(b.file, b.line) + "): on a GPU its second arrival would count as another "
+             "warp's and complete the barrier early",
+         file, line);
+  named_used_ = true;
+  b.warps |= 1u << warp;
+  if (wait) b.syncing |= 1u << warp;
+  b.arrived += 32;
+  const uint64_t* row = known_row(warp);
+  for (unsigned w = 0; w < nwarps_; ++w) b.known[w] = std::max(b.known[w], row[w]);
+  b.known[warp] = ++tick_;  // every lane's accesses so far (the lanes met first)
+  const uint64_t instance = b.completed;
+  if (b.arrived == b.threads) {
+    for (unsigned s = 0; s < nwarps_; ++s) {
+      if (!((b.syncing >> s) & 1u)) continue;
+      uint64_t* known = known_row(s);
+      for (unsigned w = 0; w < nwarps_; ++w) known[w] = std::max(known[w], b.known[w]);
+    }
+    ++b.completed;
+    b.threads = 0;
+    for (unsigned i : b.waiting) wake(i);
+    b.waiting.clear();
+  }
+  return instance;
 }
 
 // A warp collective completes once every lane of its mask that has not exited (or
@@ -888,7 +1023,9 @@ void Worker::async_op_wait(int pending_groups_left) {
     const AsyncOp op = q[done];
     op_issued_ = op.issued;
     op_interval_ = op.issued_interval;
+    op_known_ = &op.known;
     op.run(op.data);
+    op_known_ = nullptr;
     ++done;
   }
   q.erase(q.begin(), q.begin() + static_cast<std::ptrdiff_t>(done));
@@ -898,7 +1035,9 @@ void Worker::async_op_wait(int pending_groups_left) {
 // Two threads' accesses to one 4-byte word, at least one a write, race unless a barrier
 // orders them: a __syncthreads() between them, or for two lanes of one warp a
 // __syncwarp() that both passed between (every __syncwarp mask is taken as the whole
-// warp). Other warp collectives (shuffles, ldmatrix, mma) do not order memory. A
+// warp), or a named barrier: the first access's warp arrived at it after the access, and
+// the second's synced at it (bar.sync) before the access, or a chain of such (per-warp
+// clocks, known_; reads are kept per warp for this, warp_reads_). Other warp collectives (shuffles, ldmatrix, mma) do not order memory. A
 // cp.async writes from its issue to the wait that lands it, and a wgmma reads from its
 // issue to its wait; in those windows no other thread may touch the words, and before
 // them the usual rule holds. Plain C++ accesses to shared memory are not seen (kernels
@@ -908,13 +1047,22 @@ void Worker::async_op_wait(int pending_groups_left) {
 bool Worker::ordered(uint64_t tick, unsigned other, uint32_t sync) const {
   if (tick <= interval_) return true;  // before the last barrier (or never: tick 0)
   const unsigned self = current_->view.linear;
-  return other == self || ((other >> 5) == (self >> 5) && current_->synced > sync);
+  return other == self || ((other >> 5) == (self >> 5) && current_->synced > sync) || knows(other >> 5, tick);
 }
 
-bool Worker::reads_ordered(const SharedWord& w) const {
+bool Worker::reads_ordered(const SharedWord& w, size_t word) const {
   if (w.read_tick <= interval_) return true;
-  const unsigned self = current_->view.linear;
-  return w.reader == self || (w.read_warp == (self >> 5) && current_->synced > w.read_sync);
+  const unsigned self = current_->view.linear, own = self >> 5;
+  const bool own_ordered = w.reader == self || (w.read_warp == own && current_->synced > w.read_sync);
+  if (own_ordered) return true;
+  if (!named_used_) return false;
+  // Through named barriers: every warp's reads in this interval, warp by warp.
+  for (unsigned r = 0; r < nwarps_; ++r) {
+    const uint64_t t = warp_reads_.get()[size_t(r) * kWords + word];
+    if (t <= interval_ || knows(r, t)) continue;
+    return false;
+  }
+  return true;
 }
 
 std::string Worker::readers(const SharedWord& w) const {
@@ -922,8 +1070,9 @@ std::string Worker::readers(const SharedWord& w) const {
                                      : thread_name(w.reader) + " read";
 }
 
-void Worker::record_read(SharedWord& w, uint64_t now, const char* file, int line) {
+void Worker::record_read(SharedWord& w, size_t word, uint64_t now, const char* file, int line) {
   const unsigned self = current_->view.linear, warp = self >> 5;
+  warp_reads_.get()[size_t(warp) * kWords + word] = now;
   const uint32_t sync = warp_syncs_[warp];
   // A fresh record where every read so far is ordered before this one (an earlier
   // interval, or this warp's lanes before a __syncwarp() this thread passed): whatever is
@@ -981,7 +1130,7 @@ void Worker::race_read(const void* p, size_t bytes, const char* file, int line) 
     SharedWord& w = words_.get()[word];
     check_no_copy(w, word, "this thread reads", file, line);
     check_after_write(w, word, "this thread reads", file, line);
-    record_read(w, now, file, line);
+    record_read(w, word, now, file, line);
   }
 }
 
@@ -992,7 +1141,7 @@ void Worker::check_write(const void* p, size_t bytes, const char* now, const cha
     const SharedWord& w = words_.get()[word];
     check_no_copy(w, word, now, file, line);
     check_after_write(w, word, now, file, line);
-    if (!reads_ordered(w)) race(now, word, readers(w), w.read_file, w.read_line, file, line);
+    if (!reads_ordered(w, word)) race(now, word, readers(w), w.read_file, w.read_line, file, line);
   }
 }
 
@@ -1037,10 +1186,12 @@ void Worker::race_async_read(uint32_t address, size_t bytes, const char* file, i
     if (w.write_tick > op_issued_)
       race(reads, word, thread_name(w.writer) + " wrote", w.write_file, w.write_line, file, line,
            "while the wgmma was in flight: its operands may not be written between its issue and its wait");
-    if (w.write_tick > op_interval_ && w.writer != self)
+    const bool known_at_issue = op_known_ != nullptr && !op_known_->empty() && (*op_known_)[w.writer >> 5] >= w.write_tick;
+    if (w.write_tick > op_interval_ && w.writer != self && !known_at_issue)
       race(reads, word, thread_name(w.writer) + " wrote", w.write_file, w.write_line, file, line,
-           "in the barrier interval the wgmma was issued in: no __syncthreads() orders it before the wgmma");
-    record_read(w, now, file, line);
+           "in the barrier interval the wgmma was issued in: no __syncthreads() (or named barrier) orders it before "
+           "the wgmma");
+    record_read(w, word, now, file, line);
   }
 }
 
@@ -1060,11 +1211,13 @@ void Worker::check_canaries() const {
 }
 
 std::string Worker::deadlock_report() const {
-  unsigned at_barrier = 0, exited = 0, at_warp = 0;
+  unsigned at_barrier = 0, exited = 0, at_warp = 0, at_named = 0;
   const Fiber* first_exited = nullptr;
   const Fiber* first_warp = nullptr;
+  const Fiber* first_named = nullptr;
   for (const Fiber& f : fibers_) {
     if (f.state == FiberState::at_barrier) ++at_barrier;
+    if (f.state == FiberState::at_named && !at_named++) first_named = &f;
     if (f.state == FiberState::done && !first_exited) first_exited = &f;
     if (f.state == FiberState::done) ++exited;
     if (f.state == FiberState::at_warp) {
@@ -1080,6 +1233,13 @@ std::string Worker::deadlock_report() const {
     if (exited) s += "; " + std::to_string(exited) + " exited without reaching it (first: thread " + coord(first_exited->view.thread_idx) + ")";
     if (at_warp) s += "; " + std::to_string(at_warp) + " wait in warp collectives";
     s += ". Every thread of a block must reach each __syncthreads() (divergent barrier).";
+  } else if (first_named) {
+    const NamedBarrier& b = named_[first_named->named_id];
+    s += "bar.sync of named barrier " + std::to_string(first_named->named_id) + " at " +
+         site(first_named->wait_file, first_named->wait_line) + " waits with " + std::to_string(b.arrived) + " of its " +
+         std::to_string(b.threads) + " threads arrived (" + std::to_string(at_named) +
+         " threads wait at named barriers, " + std::to_string(exited) +
+         " exited): the arrivals it waits for never come (a producer and its consumers out of step).";
   } else if (first_warp) {
     const WarpRecord* r = first_warp->record;
     const unsigned missing = r->mask & ~r->arrived;
@@ -1096,6 +1256,9 @@ std::string Worker::deadlock_report() const {
 
 void kernel_fail(const std::string& what, const char* file, int line) { t_worker->fail(what, file, line); }
 int block_barrier(int predicate, const char* file, int line) { return t_worker->block_barrier(predicate, file, line); }
+void named_barrier(int id, int threads, bool wait, const char* file, int line) {
+  t_worker->named_barrier(id, threads, wait, file, line);
+}
 Exchange warp_exchange(Collective kind, unsigned mask, const void* value, size_t bytes, int predicate, const char* file,
                        int line) {
   return t_worker->warp_exchange(kind, mask, value, bytes, predicate, file, line);

@@ -38,8 +38,14 @@ extern __thread BlockView* t_block;
 [[noreturn]] void kernel_fail(const std::string& what, const char* file, int line);
 
 int block_barrier(int predicate, const char* file, int line);  // returns the block's count
+// A named barrier (bar.sync, wait true, or bar.arrive: barrier `id` 1..15 of `threads`
+// threads, a multiple of 32): every non-exited lane of the warp takes part (the warp
+// arrives as 32 threads); an instance completes once `threads` have arrived, and orders
+// its arrivals' earlier shared-memory accesses before the accesses that its waiters
+// (bar.sync) make after it (the PTX memory model: arrive releases, sync acquires).
+void named_barrier(int id, int threads, bool wait, const char* file, int line);
 
-enum class Collective : int { shfl = 1, vote = 2, syncwarp = 3, mma = 4, ldmatrix = 5, wgmma = 6 };
+enum class Collective : int { shfl = 1, vote = 2, syncwarp = 3, mma = 4, ldmatrix = 5, wgmma = 6, named_barrier = 7 };
 constexpr size_t kExchangeBytes = 64;  // what one lane contributes to a collective, at most
 struct Exchange {
   const unsigned char (*values)[kExchangeBytes];  // each lane's contribution, by lane

@@ -83,5 +83,27 @@ __device__ __forceinline__ void st_global(T* p, const T& v, bool active = true V
   if (active) *p = v;
 }
 
+// Named barriers (PTX bar.sync / bar.arrive): barrier `id` (1..15; 0 is __syncthreads()'s)
+// of `threads` threads (a multiple of 32; whole warps take part). bar_sync waits until
+// `threads` have arrived; bar_arrive counts this warp's arrival and goes on. Together they
+// pass stages between warps without stopping the whole block (a producer warp arrives
+// once its copies landed, the consumers sync): the arrivals' shared-memory writes before
+// are ordered before the waiters' accesses after, and the emulator checks exactly that
+// (per-warp clocks: csrc/emu/runtime.cpp, "races on shared memory").
+__device__ __forceinline__ void bar_sync(int id, int threads VK_CALL_SITE) {
+#if defined(__CUDACC__)
+  asm volatile("bar.sync %0, %1;" ::"r"(id), "r"(threads) : "memory");
+#else
+  ::vk::emu::named_barrier(id, threads, true, vk_file, vk_line);
+#endif
+}
+__device__ __forceinline__ void bar_arrive(int id, int threads VK_CALL_SITE) {
+#if defined(__CUDACC__)
+  asm volatile("bar.arrive %0, %1;" ::"r"(id), "r"(threads) : "memory");
+#else
+  ::vk::emu::named_barrier(id, threads, false, vk_file, vk_line);
+#endif
+}
+
 }  // namespace VK_KERNEL_NS
 }  // namespace vk
