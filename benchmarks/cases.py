@@ -41,10 +41,11 @@ LAYOUTS = ("nchw", "cl")          # cl = torch.channels_last (NHWC in memory)
 # every layer, fp16 channels_last, so the per-layer tile table is chosen by measurement.
 # VGGKERN_BENCH_EXCLUDE_TILES (comma-separated) leaves tiles out: device_run.sh sets it
 # for the wgmma tiles when benchmarks/wgmma_probe.py fails.
-ALL_IMPLICIT_GEMM_TILES = ("128x64", "128x128", "256x128", "256x64", "wg128x128", "wg256x64", "wg128x256")
+ALL_IMPLICIT_GEMM_TILES = ("128x64", "128x128", "256x128", "256x64", "wg128x128", "wg256x64", "wg128x256",
+                           "ws128x256")
 IMPLICIT_GEMM_TILES = tuple(t for t in ALL_IMPLICIT_GEMM_TILES
                             if t not in os.environ.get("VGGKERN_BENCH_EXCLUDE_TILES", "").split(","))
-# The wgmma policies (VGGKERN_IMPLICIT_GEMM_TILE=wgmma | wgmma-wide: a wgmma tile per layer
+# The wgmma policies (VGGKERN_IMPLICIT_GEMM_TILE=wgmma | wgmma-wide | wgmma-ws: a wgmma tile per layer
 # by K) and the tiles they use: whole networks are timed with them too, so the run that
 # first measures the wgmma tiles also measures VGG on them (the per-layer table that
 # would make them the default is written from that run, after it).
@@ -307,7 +308,7 @@ def build_cases():
             # halves). Kept out of "best ours" and of tune.py's table.
             if n == QUICK_BATCH and s.C % 32 == 0:
                 for tile in IMPLICIT_GEMM_TILES:
-                    if tile.startswith("wg"):
+                    if tiles.is_wgmma(tile):
                         cases.append(Case("conv", "vggkern", base + (("tile", tile), ("k_order", "taps_inner")),
                                           "full", K_ORDER_PRIORITY))
             # fp32 as TF32 (torch's TF32 on) on the rule's mma.sync tile and the wgmma tiles

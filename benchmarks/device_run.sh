@@ -150,8 +150,8 @@ case $rc in
        124) STATUS+=("wgmma probe: TIMEOUT after ${WT}s: $LEFT_OUT");;
        *) STATUS+=("wgmma probe: FAILED rc=$rc: $LEFT_OUT");;
      esac
-     export VGGKERN_BENCH_EXCLUDE_TILES=wg128x128,wg256x64,wg128x256
-     WG_FILTER=(-k "not wg128x128 and not wg256x64 and not wg128x256");;
+     export VGGKERN_BENCH_EXCLUDE_TILES=wg128x128,wg256x64,wg128x256,ws128x256
+     WG_FILTER=(-k "not wg128x128 and not wg256x64 and not wg128x256 and not ws128x256");;
 esac
 
 # ---- GPU tests ------------------------------------------------------------------------
@@ -316,7 +316,7 @@ import torch
 from benchmarks import peaks, roofline
 key = peaks.gpu_key(torch.cuda.get_device_name(0)) if torch.cuda.is_available() else None
 if key:
-    for i, tile in enumerate(([], ['--tile', 'wgmma'], ['--tile', 'wgmma-wide'])):
+    for i, tile in enumerate(([], ['--tile', 'wgmma'], ['--tile', 'wgmma-wide'], ['--tile', 'wgmma-ws'])):
         print() if i else None
         roofline.main(['--batch', '64', '--gpu', key, *tile])" >"$OUT/roofline.md" 2>&1
 

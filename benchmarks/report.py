@@ -21,6 +21,8 @@ import os
 import sys
 from collections import Counter, defaultdict
 
+from .tiles import is_wgmma
+
 HERE = os.path.dirname(os.path.abspath(__file__))
 RESULTS_DIR = os.path.join(HERE, "results")
 
@@ -211,8 +213,8 @@ def best_torch_and_ours(rows):
 
 
 def tile_order(tile: str):
-    """mma.sync tiles (BMxBN) by size, then the wgmma ones (wgBMxBN)."""
-    wgmma = tile.startswith("wg")
+    """mma.sync tiles (BMxBN) by size, then the wgmma ones (wgBMxBN, wsBMxBN)."""
+    wgmma = is_wgmma(tile)
     return (wgmma, [int(v) for v in tile[2 if wgmma else 0:].split("x")])
 
 

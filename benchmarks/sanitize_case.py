@@ -33,6 +33,7 @@ import torch.nn.functional as F
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # run as a script
 import vggkern  # noqa: E402
 from benchmarks.cases import IMPLICIT_GEMM_TILES, env_var  # noqa: E402  (tiles: less those a failed wgmma probe excludes)
+from benchmarks.tiles import is_wgmma  # noqa: E402
 
 MISMATCH = 4
 DTYPES = (torch.float16, torch.float32, torch.bfloat16)
@@ -47,7 +48,7 @@ def _conv_runs():
     runs = [(a, "", "") for a in ["auto", *algos]]
     forced = [t for t in IMPLICIT_GEMM_TILES if t != "256x64"]  # 256x64: the default above
     runs += [("implicit_gemm", t, "") for t in forced]
-    runs += [("implicit_gemm", "", "3")] + [("implicit_gemm", t, "3") for t in forced if t.startswith("wg")]
+    runs += [("implicit_gemm", "", "3")] + [("implicit_gemm", t, "3") for t in forced if is_wgmma(t)]
     return runs
 
 

@@ -113,8 +113,10 @@ def opcode(insn: str) -> str:
     return _GUARD.sub("", insn).split()[0].split(".")[0]
 
 
-def main_loop(insns: list[tuple[int, str]]) -> list[str] | None:
-    """The body of the largest backward branch that contains HMMA (None: no such loop)."""
+def main_loop(insns: list[tuple[int, str]], opcodes=("HMMA", "HGMMA"), without=()) -> list[str] | None:
+    """The body of the largest backward branch that contains one of `opcodes` and none of
+    `without` (None: no such loop). By default the main loop: HMMA or HGMMA; a
+    warp-specialised kernel's producer loop: LDGSTS without HGMMA."""
     index = {addr: i for i, (addr, _) in enumerate(insns)}
     best = None
     for i, (addr, text) in enumerate(insns):
@@ -127,7 +129,8 @@ def main_loop(insns: list[tuple[int, str]]) -> list[str] | None:
         if target >= addr or target not in index:
             continue
         body = [t for _, t in insns[index[target]:i + 1]]
-        if any(opcode(t) in ("HMMA", "HGMMA") for t in body) and (best is None or len(body) > len(best)):
+        ops = {opcode(t) for t in body}
+        if ops & set(opcodes) and not ops & set(without) and (best is None or len(body) > len(best)):
             best = body
     return best
 
@@ -138,8 +141,9 @@ def instantiation(mangled: str) -> str:
     m = re.search(r"MmaTypeE\dELi(\d)ELi(\d)ELNS0_8MainLoopE(\d)E([il])", mangled)
     if not m:
         return mangled
-    wm, wn, loop, idx = m.groups()  # MainLoop: 0 mma_sync, 1 wgmma (128 x 32 kWarpsM), 2 wgmma_t (256 x 64)
-    tile = {"1": f"wg128x{32 * int(wm)}", "2": "wg256x64"}.get(loop, f"{64 * int(wm)}x{64 * int(wn)}")
+    # MainLoop: 0 mma_sync, 1 wgmma (128 x 32 kWarpsM), 2 wgmma_t (256 x 64), 3 wgmma_ws (128 x 256)
+    wm, wn, loop, idx = m.groups()
+    tile = {"1": f"wg128x{32 * int(wm)}", "2": "wg256x64", "3": "ws128x256"}.get(loop, f"{64 * int(wm)}x{64 * int(wn)}")
     return f"{dtype} {tile} {'int32' if idx == 'i' else 'int64'}"
 
 
@@ -166,7 +170,11 @@ def analyse(sass: str) -> list[dict]:
             continue
         ops = Counter(opcode(t) for t in body)
         hmma, hgmma = ops["HMMA"], ops["HGMMA"]
+        # wgmma_ws: the copies are the producer warpgroup's loop (per slice, per warp)
+        producer = main_loop(insns, ("LDGSTS",), ("HGMMA",)) if "MainLoopE3" in name else None
         rows.append({"kernel": instantiation(name), "function": name, "loop_instructions": len(body),
+                     "producer_instructions": len(producer) if producer else None,
+                     "producer_ldgsts": sum(opcode(t) == "LDGSTS" for t in producer) if producer else None,
                      "hmma": hmma, "hgmma": hgmma,
                      "ldsm": ops["LDSM"], "ldgsts": ops["LDGSTS"],
                      "issue_per_hmma": round(len(body) / hmma, 2) if hmma else None,
@@ -174,6 +182,10 @@ def analyse(sass: str) -> list[dict]:
                      "division": any(o in ops for o in ("I2F", "MUFU", "CALL")),
                      "opcodes": dict(ops.most_common())})
     return sorted(rows, key=lambda r: r["kernel"])
+
+
+def producer_cell(r: dict) -> str:
+    return f"{r['producer_instructions']} ({r['producer_ldgsts']})" if r["producer_instructions"] else "-"
 
 
 def sass_of(cubin: Path) -> str:
@@ -204,14 +216,14 @@ def main(argv=None) -> int:
         return 0
     print(f"implicit_gemm main loop per 64-byte K slice, per warp ({args.arch}):")
     print("| kernel | registers | instructions | HMMA | HGMMA | LDSM | LDGSTS | issue per HMMA | issue share (wgmma) "
-          "| division | top others |")
-    print("|---|---:|---:|---:|---:|---:|---:|---:|---:|---|---|")
+          "| producer loop (LDGSTS) | division | top others |")
+    print("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|---|")
     for r in rows:
         others = ", ".join(f"{k} {v}" for k, v in r["opcodes"].items()
                            if k not in ("HMMA", "HGMMA", "LDSM", "LDGSTS"))[:60]
         print(f"| {r['kernel']} | {r['registers'] or '-'} | {r['loop_instructions']} | {r['hmma']} | {r['hgmma']} | "
               f"{r['ldsm']} | {r['ldgsts']} | {r['issue_per_hmma'] or '-'} | {r['issue_share'] or '-'} | "
-              f"{'yes' if r['division'] else 'no'} | {others} |")
+              f"{producer_cell(r)} | {'yes' if r['division'] else 'no'} | {others} |")
     return 0
 
 

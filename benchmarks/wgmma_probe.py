@@ -18,8 +18,9 @@ import torch
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # run as a script
 from benchmarks.cases import ALL_IMPLICIT_GEMM_TILES  # noqa: E402
+from benchmarks.tiles import is_wgmma  # noqa: E402
 
-TILES = tuple(t for t in ALL_IMPLICIT_GEMM_TILES if t.startswith("wg"))  # every one, whatever is excluded
+TILES = tuple(t for t in ALL_IMPLICIT_GEMM_TILES if is_wgmma(t))  # every one, whatever is excluded
 
 
 def main() -> int:

@@ -37,7 +37,7 @@ from test_conv3x3 import K_FACTOR, TF32_ALGOS, _check, _errors, _round_tf32, _to
 
 LAYOUTS = ("nchw", "channels_last", "sliced", "permuted", "offset")
 # implicit_gemm: the default tile, or one forced, and split-K by default or forced.
-TILES = (None, "128x64", "128x128", "256x128", "256x64", "wg128x128", "wg256x64", "wg128x256")
+TILES = (None, "128x64", "128x128", "256x128", "256x64", "wg128x128", "wg256x64", "wg128x256", "ws128x256")
 SPLITS = (None, None, "1", "2", "3", "5")
 
 

@@ -7,6 +7,7 @@ import pytest
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 report = pytest.importorskip("benchmarks.report")
+from benchmarks.tiles import is_wgmma  # noqa: E402
 
 
 def row(impl, median, iqr=1e-6, **p):
@@ -214,7 +215,7 @@ def test_roofline_counts_vgg16():
     efficiency is a fraction, and no prediction beats its floors."""
     from benchmarks import cases, roofline
 
-    for n, tile in ((64, None), (1, "256x128"), (64, "wgmma"), (64, "wgmma-wide")):
+    for n, tile in ((64, None), (1, "256x128"), (64, "wgmma"), (64, "wgmma-wide"), (64, "wgmma-ws")):
         rows = roofline.layer_rows(n, "H100 SXM", "fp16", tile)
         assert len(rows) == 13
         fc = 2 * (512 * 7 * 7 * 4096 + 4096 * 4096 + 4096 * 1000)
@@ -226,7 +227,8 @@ def test_roofline_counts_vgg16():
             assert r["predicted_us"] >= max(r["flop_floor_us"], r["byte_floor_us"]) * 0.999
             want = {None: "256x64" if r["K"] <= 64 else "128x128",
                     "wgmma": "wg256x64" if r["K"] <= 64 else "wg128x128",
-                    "wgmma-wide": "wg256x64" if r["K"] <= 64 else "wg128x256" if r["K"] >= 256 else "wg128x128"
+                    "wgmma-wide": "wg256x64" if r["K"] <= 64 else "wg128x256" if r["K"] >= 256 else "wg128x128",
+                    "wgmma-ws": "wg256x64" if r["K"] <= 64 else "ws128x256" if r["K"] >= 256 else "wg128x128",
                     }.get(tile, tile)
             assert r["tile"] == want
     # The counted caps: 64 x 32 warps (the first version) would be 50%; 64 x 64 warps 57-73%.
@@ -271,18 +273,18 @@ def test_a_time_limited_run_reaches_the_tile_sweep():
     # ... and beside it the wgmma tiles with K taps inner, on the 8 shapes whose C is a
     # multiple of 32 halves (all but conv1_1's C = 3)
     k_order = [i for i, c in enumerate(order) if c.p.get("k_order") and c.priority < 1]
-    wg = [t for t in cases.IMPLICIT_GEMM_TILES if t.startswith("wg")]
+    wg = [t for t in cases.IMPLICIT_GEMM_TILES if is_wgmma(t)]
     assert sorted((order[i].p["layer"], order[i].p["tile"]) for i in k_order) == sorted(
         (c.p["layer"], c.p["tile"]) for c in (order[i] for i in sweep) if c.p["tile"] in wg and c.p["C"] % 32 == 0)
     assert len(k_order) == 8 * len(wg)
     assert {order[i].p["k_order"] for i in k_order} == {"taps_inner"}
-    # fp32 (TF32): the rule's tile and the wgmma policies' (1 per layer, 2 where K >= 256:
+    # fp32 (TF32): the rule's tile and the wgmma policies' (1 per layer, 3 where K >= 256:
     # 5 shapes), in the rest of the matrix (priority 1 at batch 64, 2 at batches 1 and 128).
     tf32 = [c for c in order if c.group == "conv" and c.p.get("tile") and c.p["dtype"] == "fp32"]
-    assert len(tf32) == 3 * (9 + 9 + 5) and all(c.p["math"] == "tf32" for c in tf32)
+    assert len(tf32) == 3 * (9 + 9 + 2 * 5) and all(c.p["math"] == "tf32" for c in tf32)
     assert sorted({(c.p["N"], c.priority) for c in tf32}) == [(1, 2), (cases.QUICK_BATCH, 1), (128, 2)]
     first_rest = next(i for i, c in enumerate(order) if c.priority >= 1)
-    assert max(sweep + k_order) < first_rest <= 280 < len(order) / 10
+    assert max(sweep + k_order) < first_rest <= 300 < len(order) / 10
     head = [c for c in order[:first_rest] if not c.p.get("tile") and c.priority != cases.NETWORK_PRIORITY]
     assert all(c.p.get("N") == cases.QUICK_BATCH and c.p.get("dtype") in ("fp16", "fp32") for c in head)
     net = [c for c in order[:first_rest]
@@ -290,7 +292,8 @@ def test_a_time_limited_run_reaches_the_tile_sweep():
     assert {c.impl for c in net} == {"torch", "vggkern"}
     # ... ours with the default tiles and with each wgmma policy, eager and graph-captured
     assert {(c.p.get("tile"), c.p["mode"]) for c in net if c.impl == "vggkern" and c.p["algo"] == "implicit_gemm"
-            and c.p["layout"] == "cl"} == {(t, m) for t in (None, "wgmma", "wgmma-wide") for m in ("eager", "graph")}
+            and c.p["layout"] == "cl"} == {(t, m) for t in (None, "wgmma", "wgmma-wide", "wgmma-ws")
+                                           for m in ("eager", "graph")}
     assert min(i for i, c in enumerate(order) if c.group == "network") < min(sweep)  # VGG16 before the sweep
     # VGG16 and VGG19 in fp16 channels_last at every batch, torch's and our auto's rows,
     # eager and graph, and VGG16 in bf16 at batch 64, before the rest too.
@@ -592,7 +595,7 @@ def test_k_order_cases_have_their_sweep_twin():
         pytest.skip("vggkern.conv3x3 with implicit_gemm is not importable")
     by_id = {c.id: c for c in all_cases}
     inner = [c for c in all_cases if c.p.get("k_order")]
-    wg = [t for t in cases.IMPLICIT_GEMM_TILES if t.startswith("wg")]
+    wg = [t for t in cases.IMPLICIT_GEMM_TILES if is_wgmma(t)]
     assert len(inner) == len(wg) * sum(1 for s in cases.LAYER_SHAPES if s.C % 32 == 0) > 0
     for c in inner:
         assert c.p["k_order"] == "taps_inner" and c.p["tile"] in wg and c.p["N"] == cases.QUICK_BATCH, c.id

@@ -9,6 +9,8 @@ import torch
 import vggkern
 from test_conv3x3 import DEVICES, _check, _inputs, _round_tf32, _truncate_tf32
 
+from benchmarks.tiles import is_wgmma
+
 TF32_REFUSAL = (r'vggkern\.conv3x3: algo "implicit_gemm": float32 on tensor cores needs TF32: allow it with '
                 r'torch\.backends\.cudnn\.allow_tf32 = True or allow_tf32=True, or use algo="direct"')
 
@@ -93,18 +95,18 @@ def test_weight_of_any_layout(dtype, device):
 
 # Every block tile (VGGKERN_IMPLICIT_GEMM_TILE forces one; by default 256 x 64 where
 # K <= 64, else 128 x 128) on K that fills its tiles or not, with and without the pool,
-# M tiles that span images. wg128x128, wg256x64 and wg128x256 (two warpgroups) are the
-# wgmma main loops (on CUDA only where the build has sm_90a and the GPU is compute
+# M tiles that span images. wg128x128, wg256x64, wg128x256 (two warpgroups) and ws128x256
+# (warp-specialised: two computing warpgroups and a producer) are the wgmma main loops (on CUDA only where the build has sm_90a and the GPU is compute
 # capability 9.0).
 TILES = {"128x64": (128, 64), "128x128": (128, 128), "256x128": (256, 128), "256x64": (256, 64),
-         "wg128x128": (128, 128), "wg256x64": (256, 64), "wg128x256": (128, 256)}
-# The mma.sync tile each wgmma tile is compared with: the one of its shape (wg128x256 has
-# none: 128 x 128, its fallback where wgmma does not run).
-WGMMA_TWIN = {"wg128x128": "128x128", "wg256x64": "256x64", "wg128x256": "128x128"}
+         "wg128x128": (128, 128), "wg256x64": (256, 64), "wg128x256": (128, 256), "ws128x256": (128, 256)}
+# The mma.sync tile each wgmma tile is compared with: the one of its shape (wg128x256 and
+# ws128x256 have none: 128 x 128, their fallback where wgmma does not run).
+WGMMA_TWIN = {"wg128x128": "128x128", "wg256x64": "256x64", "wg128x256": "128x128", "ws128x256": "128x128"}
 
 
 def _skip_without_wgmma(tile, device):
-    if tile.startswith("wg") and device == "cuda" and not (
+    if is_wgmma(tile) and device == "cuda" and not (
             vggkern.build_info().get("cuda_wgmma") and torch.cuda.get_device_capability() == (9, 0)):
         pytest.skip("wgmma tile: needs an sm_90a build (TORCH_CUDA_ARCH_LIST=9.0a) on a compute capability 9.0 GPU")
 
@@ -126,7 +128,9 @@ def test_forced_tiles(tile, k, relu, pool, device, monkeypatch):
 # there anyway) and on an NCHW call (its x laid out first).
 @pytest.mark.parametrize("var,value,message", [
     ("VGGKERN_IMPLICIT_GEMM_TILE", "64x64", "VGGKERN_IMPLICIT_GEMM_TILE must be 128x64, 128x128, 256x128, 256x64, "
-                                            "wg128x128, wg256x64 or wg128x256 \\(or wgmma, wgmma-wide\\), got '64x64'"),
+                                            "wg128x128, wg256x64, wg128x256 or ws128x256 \\(or wgmma, wgmma-wide, "
+                                            "wgmma-ws\\), "
+                                            "got '64x64'"),
     ("VGGKERN_IMPLICIT_GEMM_NCHW_Y", "nhwc", "VGGKERN_IMPLICIT_GEMM_NCHW_Y must be \"direct\" or \"convert\", "
                                              "got 'nhwc'"),
     ("VGGKERN_IMPLICIT_GEMM_K_ORDER", "channels", "VGGKERN_IMPLICIT_GEMM_K_ORDER must be \"taps_inner\" or "
@@ -199,16 +203,17 @@ def test_k_orders_sum_the_same_products(tile, split, dtype, c, device, monkeypat
             assert torch.equal(y, want), (order, relu, pool)
 
 
-# The wgmma policies (VGGKERN_IMPLICIT_GEMM_TILE=wgmma | wgmma-wide: the benchmarks time
-# whole networks on wgmma with them) pick a tile per layer by K, over the measured table.
-@pytest.mark.parametrize("policy", ["wgmma", "wgmma-wide"])
+# The wgmma policies (VGGKERN_IMPLICIT_GEMM_TILE=wgmma | wgmma-wide | wgmma-ws: the
+# benchmarks time whole networks on wgmma with them) pick a tile per layer by K, over the
+# measured table.
+@pytest.mark.parametrize("policy", ["wgmma", "wgmma-wide", "wgmma-ws"])
 def test_wgmma_policies_pick_the_tile_per_layer(policy, monkeypatch, rule_tiles):
     from vggkern import _C
 
     monkeypatch.setenv("VGGKERN_IMPLICIT_GEMM_TILE", policy)
-    wide = policy == "wgmma-wide"
+    wide = {"wgmma": "wg128x128", "wgmma-wide": "wg128x256", "wgmma-ws": "ws128x256"}[policy]
     for k, want in [(40, "wg256x64"), (64, "wg256x64"), (65, "wg128x128"), (255, "wg128x128"),
-                    (256, "wg128x256" if wide else "wg128x128"), (512, "wg128x256" if wide else "wg128x128")]:
+                    (256, wide), (512, wide)]:
         assert _C.implicit_gemm_plan(64, 256, 28, 28, k, 2, False, 132)["tile"] == want, k
     x, w, b = _inputs(1, 16, 264, 6, 7, torch.float16, "cpu", channels_last=True, seed=2)
     _check(vggkern.conv3x3(x, w, b, relu=True, pool=True, algo=ALGO), x, w, b, True, True, algo=ALGO)
@@ -255,7 +260,8 @@ def test_wgmma_matches_mma_sync_bit_for_bit(tile, cp_async, dtype, n, c, k, h, w
 # S that does not divide the slices, and S beyond them (capped: no empty split).
 @pytest.mark.parametrize("device", DEVICES)
 @pytest.mark.parametrize("split,tile", [("2", ""), ("5", "128x128"), ("3", "256x128"), ("64", "128x64"), ("4", "256x64"),
-                                        ("3", "wg128x128"), ("4", "wg256x64"), ("2", "wg128x256")])
+                                        ("3", "wg128x128"), ("4", "wg256x64"), ("2", "wg128x256"),
+                                        ("3", "ws128x256")])
 @pytest.mark.parametrize("k,relu,pool", [(40, True, True), (137, False, False), (72, True, False)])
 def test_split_k(split, tile, k, relu, pool, device, monkeypatch):
     _skip_without_wgmma(tile, device)
@@ -351,7 +357,8 @@ def test_split_k_override_must_be_valid(value, monkeypatch):
       for k, tile in [(64, ""), (136, ""), (136, "256x128"), (64, "128x64")]),
     (torch.float16, 136, "wg128x128"), (torch.bfloat16, 64, "wg128x128"), (torch.float32, 136, "wg128x128"),
     (torch.float16, 64, "wg256x64"), (torch.bfloat16, 136, "wg256x64"), (torch.float32, 64, "wg256x64"),
-    (torch.float16, 136, "wg128x256"), (torch.float32, 136, "wg128x256")])
+    (torch.float16, 136, "wg128x256"), (torch.float32, 136, "wg128x256"),
+    (torch.bfloat16, 136, "ws128x256"), (torch.float32, 264, "ws128x256")])
 def test_shared_memory_without_bank_conflicts(dtype, k, tile, monkeypatch):
     from vggkern import _C
 
@@ -369,10 +376,10 @@ def test_shared_memory_without_bank_conflicts(dtype, k, tile, monkeypatch):
     # 16 lanes each), and 4 passes over the pooled tile of 4 rows x 2 float4 loads (4
     # phases of 8 lanes each).
     # (Per block that is bm * bn / 64 store and bm * bn / 128 load instructions, for
-    # wg128x128 and wg128x256 too: their warpgroups hold the accumulators as 32 x 128 or
-    # 16 x 256 per warp.
+    # wg128x128, wg128x256 and ws128x256 too: their warpgroups hold the accumulators as 32 x
+    # 128 or 16 x 256 per warp; ws128x256's producer warpgroup makes all the copies.)
     # wg256x64 holds them transposed and stores single floats: bm * bn / 32 one-phase stores.)
-    wgmma, transposed = tile.startswith("wg"), tile == "wg256x64"
+    wgmma, transposed = is_wgmma(tile), tile == "wg256x64"
     want = {"ldmatrix": 0 if wgmma else blocks * slices * warps * 16,
             "cp_async": blocks * slices * (bm + bn) * 4 // 32,
             "store": blocks * bm * bn // (32 if transposed else 64), "load": blocks * bm * bn // 128}
@@ -401,7 +408,7 @@ def test_shared_memory_without_bank_conflicts(dtype, k, tile, monkeypatch):
 # 4 phases: counted apart.)
 @pytest.mark.parametrize("dtype", [torch.float16, torch.float32], ids=str)
 @pytest.mark.parametrize("tile,k", [("", 64), ("", 136), ("256x128", 136), ("128x64", 64), ("wg128x128", 136),
-                                    ("wg256x64", 64), ("wg128x256", 136)])
+                                    ("wg256x64", 64), ("wg128x256", 136), ("ws128x256", 136)])
 @pytest.mark.parametrize("pool", [False, True], ids=["", "pool"])
 def test_nchw_epilogue_without_bank_conflicts(tile, k, pool, dtype, monkeypatch):
     from vggkern import _C
@@ -414,7 +421,7 @@ def test_nchw_epilogue_without_bank_conflicts(tile, k, pool, dtype, monkeypatch)
     s = _C.emu_bank_stats()["load"]
     plan = _C.implicit_gemm_plan(1, 24, 16, 16, k, x.element_size(), pool, 132, tile)
     blocks = plan["m_tiles"] * plan["k_blocks"]
-    rounds = blocks * plan["slices"] * plan["bm"] * 4 // 32 if tile.startswith("wg") and dtype == torch.float32 else 0
+    rounds = blocks * plan["slices"] * plan["bm"] * 4 // 32 if is_wgmma(tile) and dtype == torch.float32 else 0
     assert s["instructions"] == blocks * plan["bm"] * plan["bn"] // 32 + rounds, (plan, s)
     assert s["wavefronts"] == s["ideal"] == s["instructions"] + 3 * rounds, s
 
@@ -728,14 +735,14 @@ def test_module_prepares_the_weight_for_what_auto_runs(monkeypatch):
 def test_wgmma_policies_run_a_whole_network_bit_for_bit(monkeypatch):
     """What the benchmarks time on the GPU (VGG on a wgmma policy) runs through the
     emulator here: VGG11's 8 layers (K = 64 to 512: wg256x64, wg128x128 and, wide,
-    wg128x256) give the default tiles' output bit for bit."""
+    wg128x256, or ws128x256) give the default tiles' output bit for bit."""
     torch.manual_seed(0)
     model = vggkern.vgg11(num_classes=10, algo=ALGO).half().eval().to(memory_format=torch.channels_last)
     x = torch.randn(1, 3, 32, 32).half().contiguous(memory_format=torch.channels_last)
     out = {}
     with vggkern.cpu_backend("emulator"), torch.inference_mode():
-        for policy in ("", "wgmma", "wgmma-wide"):
+        for policy in ("", "wgmma", "wgmma-wide", "wgmma-ws"):
             monkeypatch.setenv("VGGKERN_IMPLICIT_GEMM_TILE", policy)
             out[policy] = model(x)
     assert out[""].isfinite().all()
-    assert torch.equal(out[""], out["wgmma"]) and torch.equal(out[""], out["wgmma-wide"])
+    assert all(torch.equal(out[""], out[p]) for p in ("wgmma", "wgmma-wide", "wgmma-ws"))

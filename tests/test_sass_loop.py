@@ -23,6 +23,31 @@ EXCERPT = """
         /*0080*/                   EXIT ;
 """
 
+# A warp-specialised instantiation (MainLoop 3): the consumers' loop (HGMMA) and the
+# producer's (LDGSTS, no HGMMA) are told apart, whichever is longer.
+WS_EXCERPT = """
+\t\tFunction : _ZN2vk3gpu28conv3x3_implicit_gemm_kernelI6__halfLNS0_7MmaTypeE0ELi8ELi1ELNS0_8MainLoopE3EiEEvPKT_S6_S6_PS4_NS0_18ImplicitGemmParamsIT4_EE
+        /*0000*/                   BAR.SYNC R2, R3 ;
+        /*0010*/                   HGMMA.64x256x16.F32 R24, gdesc[UR4], R24 ;
+        /*0020*/                   BAR.ARV R4, R3 ;
+        /*0030*/               @P0 BRA 0x0 ;
+        /*0040*/                   BAR.SYNC R5, R3 ;
+        /*0050*/                   LDGSTS.E.BYPASS.128 [R6], desc[UR6][R8.64] ;
+        /*0060*/                   LDGSTS.E.BYPASS.128 [R6+0x400], desc[UR6][R10.64] ;
+        /*0070*/                   IADD3 R8, R8, 0x40, RZ ;
+        /*0080*/                   BAR.ARV R7, R3 ;
+        /*0090*/               @P1 BRA 0x40 ;
+        /*00a0*/                   EXIT ;
+"""
+
+
+def test_parser_finds_a_warp_specialised_kernels_two_loops():
+    (row,) = sass_loop.analyse(WS_EXCERPT)
+    assert row["kernel"] == "fp16 ws128x256 int32"
+    assert (row["loop_instructions"], row["hgmma"], row["ldgsts"]) == (4, 1, 0)
+    assert (row["producer_instructions"], row["producer_ldgsts"]) == (6, 2)
+    assert sass_loop.producer_cell(row) == "6 (2)"
+
 
 PTXAS_EXCERPT = """
 ptxas info    : Compiling entry function '_Zk1' for 'sm_90a'
@@ -55,10 +80,11 @@ def test_parser_finds_the_largest_loop_with_mma():
     assert not rows[0]["division"]
 
 
-# (BM, BN, threads) per tile: cp.async copies per thread per slice = (BM + BN) * 4 / threads.
+# (BM, BN, threads that copy) per tile: cp.async copies per copying thread per slice = (BM +
+# BN) * 4 / threads (ws128x256: its producer warpgroup's 128).
 TILES = {"128x64": (128, 64, 64), "128x128": (128, 128, 128), "256x128": (256, 128, 256),
          "256x64": (256, 64, 128), "wg128x128": (128, 128, 128), "wg256x64": (256, 64, 128),
-         "wg128x256": (128, 256, 256)}
+         "wg128x256": (128, 256, 256), "ws128x256": (128, 256, 128)}
 
 
 @pytest.mark.slow
@@ -68,7 +94,7 @@ def test_main_loop_of_every_instantiation(tmp_path):
     cubin = tmp_path / "ig.cubin"
     report = sass_loop.ptxas_report(sass_loop.compile_cubin("sm_90a", cubin))
     rows = sass_loop.analyse(sass_loop.sass_of(cubin))
-    assert len(rows) == 3 * (4 + 3) * 2  # dtypes x (mma.sync + wgmma tiles) x index types
+    assert len(rows) == 3 * (4 + 4) * 2  # dtypes x (mma.sync + wgmma tiles) x index types
     # ptxas: no coded notes (wgmma serialized, a warpgroup.arrive injected for a missing
     # fence, ...), and every instantiation in registers: no stack frame, no spills.
     assert report["diagnostics"] == []
@@ -85,6 +111,18 @@ def test_main_loop_of_every_instantiation(tmp_path):
     for r in rows:
         dtype, tile, index = r["kernel"].split()
         bm, bn, threads = TILES[tile]
+        if tile == "ws128x256":
+            # Warp-specialised: the consumers' loop has no copies, only each slice's full-barrier
+            # sync, 2 HGMMA.64x256 per warpgroup and the empty-barrier arrive (nvcc unrolls it 4
+            # slices deep: 8 HGMMA, 150-151 instructions, 0.15 of the issue slots); the
+            # producer's loop makes each slice's 12 copies per thread: 157 instructions per
+            # slice and producer warp (int32; 216 int64; TF32's rounding pass: 218 and 277).
+            assert r["hgmma"] % 2 == 0 and (r["hmma"], r["ldsm"], r["ldgsts"]) == (0, 0, 0), r
+            assert r["issue_share"] <= 0.2, r
+            assert r["producer_ldgsts"] == (bm + bn) * 4 // threads, r
+            assert r["producer_instructions"] <= (160 if index == "int32" else 220) + (
+                62 if dtype.startswith("fp32") else 0), r
+            continue
         if tile.startswith("wg"):
             # 2 k-steps x (2 m64n128; 1 m64n256 transposed, or per warpgroup of two) per slice
             # (k16, or k8 for tf32), no ldmatrix; under 63% (int32) of a sub-partition's issue

@@ -10,11 +10,13 @@ from torch import nn
 import vggkern
 from test_conv3x3 import DEVICES, _inputs, _round_tf32, _truncate_tf32
 
+from benchmarks.tiles import is_wgmma
+
 ALGO = "implicit_gemm"
 # Every main loop: mma.sync (the rule's 256 x 64 for K <= 64 and 128 x 128 above, forced
-# 128 x 64), the three wgmma tiles, and split-K (the reduce kernel's epilogue).
-TILE_SPLITS = [("", ""), ("128x64", ""), ("wg128x128", ""), ("wg256x64", ""), ("wg128x256", ""), ("", "3"),
-               ("wg128x128", "2")]
+# 128 x 64), the four wgmma tiles, and split-K (the reduce kernel's epilogue).
+TILE_SPLITS = [("", ""), ("128x64", ""), ("wg128x128", ""), ("wg256x64", ""), ("wg128x256", ""), ("ws128x256", ""),
+               ("", "3"), ("wg128x128", "2")]
 
 
 @pytest.fixture
@@ -25,7 +27,7 @@ def emulator():
 
 
 def _tile(monkeypatch, tile, split, device):
-    if tile.startswith("wg") and device == "cuda" and not (
+    if is_wgmma(tile) and device == "cuda" and not (
             vggkern.build_info().get("cuda_wgmma") and torch.cuda.get_device_capability() == (9, 0)):
         pytest.skip("wgmma tile: needs an sm_90a build on a compute capability 9.0 GPU")
     monkeypatch.setenv("VGGKERN_IMPLICIT_GEMM_TILE", tile)
@@ -80,7 +82,7 @@ def test_x_tf32_uses_x_as_it_is(tile, split, device, monkeypatch):
     as_is = vggkern.conv3x3(x, w, algo=ALGO, allow_tf32=True, x_tf32=True)
     conv = lambda t: torch.nn.functional.conv2d(t.double(), w.double(), padding=1)  # noqa: E731
     assert torch.equal(rounded.double(), conv(_round_tf32(x)))
-    if tile.startswith("wg"):
+    if is_wgmma(tile):
         assert torch.equal(as_is.double(), conv(_truncate_tf32(x)))
         assert not torch.equal(rounded, as_is)
     else:

@@ -232,23 +232,23 @@ def test_device_run_can_leave_the_wgmma_tiles_out(tmp_path):
     """device_run.sh's escape hatch when benchmarks/wgmma_probe.py fails: the sweep's tiles
     drop what VGGKERN_BENCH_EXCLUDE_TILES names; without a GPU the probe says it cannot run
     (exit 2), which device_run.sh reads as 'not runnable', not as a failure."""
-    env = dict(os.environ, VGGKERN_BENCH_EXCLUDE_TILES="wg128x128,wg256x64,wg128x256")
+    env = dict(os.environ, VGGKERN_BENCH_EXCLUDE_TILES="wg128x128,wg256x64,wg128x256,ws128x256")
     code = "from benchmarks import cases; print(','.join(cases.IMPLICIT_GEMM_TILES), cases.WGMMA_POLICIES)"
     out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=env, check=True, capture_output=True,
                          text=True).stdout.strip()
     assert out == "128x64,128x128,256x128,256x64 ()"
-    # Without wg128x256, the wgmma policy is still timed and wgmma-wide is not.
+    # Without wg128x256, the wgmma policy is still timed and wgmma-wide is not (wgmma-ws is).
     env["VGGKERN_BENCH_EXCLUDE_TILES"] = "wg128x256"
     out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=env, check=True, capture_output=True,
                          text=True).stdout.strip()
-    assert out.endswith(" ('wgmma',)"), out
+    assert out.endswith(" ('wgmma', 'wgmma-ws')"), out
     if not __import__("torch").cuda.is_available():
         probe = subprocess.run([sys.executable, os.path.join(ROOT, "benchmarks", "wgmma_probe.py")], cwd=ROOT,
                                capture_output=True, text=True)
         assert probe.returncode == 2 and "not runnable here" in probe.stdout, probe
 
 
-@pytest.mark.parametrize("policy", ["", "wgmma", "wgmma-wide"])
+@pytest.mark.parametrize("policy", ["", "wgmma", "wgmma-wide", "wgmma-ws"])
 def test_python_tile_choices_are_the_plans(policy, monkeypatch):
     """benchmarks/tiles.py (what the sweeps time and the tile an entry must beat) gives the
     tile the C++ plan picks, for every K from 1 to 1024, with no table entry."""
@@ -260,7 +260,7 @@ def test_python_tile_choices_are_the_plans(policy, monkeypatch):
         want = tiles.wgmma_policy_tile(k, policy) if policy else tiles.rule_tile(k)
         # N = 3, H = W = 5: a shape the tuned table never holds (its layers are VGG's).
         assert _C.implicit_gemm_plan(3, 16, 5, 5, k, 2, False, 132)["tile"] == want, (policy, k)
-    assert tiles.wgmma_policy_tiles(512) == ("wg128x128", "wg128x256")
+    assert tiles.wgmma_policy_tiles(512) == ("wg128x128", "wg128x256", "ws128x256")
     assert tiles.wgmma_policy_tiles(64) == ("wg256x64",)
 
 

@@ -1,8 +1,8 @@
 // conv3x3_implicit_gemm's launch: the plan the op chose (block tile and split-K, from
 // conv3x3_implicit_gemm_plan.h, passed as args.plan), element type and math (fp16 and
 // bf16 on their own mma; fp32 with TF32 math: the op sends fp32 here only when TF32 is
-// allowed), index type, and geometry: 3 dtypes x (4 mma.sync + 3 wgmma tiles) x 2 index
-// types = 42 instantiations (and the split-K reduction per dtype and index type).
+// allowed), index type, and geometry: 3 dtypes x (4 mma.sync + 4 wgmma tiles) x 2 index
+// types = 48 instantiations (and the split-K reduction per dtype and index type).
 // Compiled into both backends, which pass their own Launcher, so the GPU and the
 // emulator run the same choice. Expects what the op prepares: x NHWC, y NHWC or (y_nchw)
 // NCHW, weight (K, 3, 3, C), C a multiple of 8.
@@ -57,7 +57,7 @@ void conv3x3_implicit_gemm_run(const Conv3x3Args& a, const ImplicitGemmPlan& pla
   p.x_tf32 = a.x_tf32 && a.dtype == DType::float32;
   p.y_tf32 = a.y_tf32 && a.dtype == DType::float32;
   LaunchGeometry g;
-  g.block.x = L::kThreads;
+  g.block.x = L::kBlockThreads;
   g.grid.x = static_cast<unsigned>(plan.blocks());  // (M tile, K tile, split), split fastest
   g.smem_bytes = L::kSmemBytes;
   launch("conv3x3_implicit_gemm_kernel", conv3x3_implicit_gemm_kernel<T, kMma, kWarpsM, kWarpsN, kLoop, Index>, g,
@@ -112,6 +112,9 @@ void conv3x3_implicit_gemm_typed(const Conv3x3Args& a, const ImplicitGemmPlan& p
       break;
     case ImplicitGemmTile::wg128x256:  // two warpgroups
       conv3x3_implicit_gemm_indexed<T, kMma, 8, 1, VK_KERNEL_NS::MainLoop::wgmma>(a, plan, launch);
+      break;
+    case ImplicitGemmTile::ws128x256:  // two computing warpgroups and a producer
+      conv3x3_implicit_gemm_indexed<T, kMma, 8, 1, VK_KERNEL_NS::MainLoop::wgmma_ws>(a, plan, launch);
       break;
   }
 }

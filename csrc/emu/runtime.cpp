@@ -280,7 +280,9 @@ struct SharedWord {
   uint16_t copier, copies;         // cp.async into it issued and not yet waited for: by whom, how many
 };
 constexpr uint16_t kSeveralReaders = 0xffff;
-constexpr const char* kNoBarrier = "with no barrier between (__syncthreads(), or __syncwarp() within a warp)";
+constexpr const char* kNoBarrier =
+    "with no barrier between (__syncthreads(), a named barrier (bar.sync after the other's warp arrived), or "
+    "__syncwarp() within a warp)";
 constexpr const char* kCopyInFlight =
     "still in flight: a cp.async's destination may not be touched, even by its own thread, between its issue and "
     "the issuing thread's wait (and by other threads until a barrier after that)";
@@ -480,7 +482,8 @@ class Worker {
   // the race clock up to which warp w's accesses are ordered before warp s's from now on
   // (a bar.sync that completed after w arrived at it, or through a chain of such). Clocks
   // from an earlier block are older than this block's interval, so they never order its
-  // accesses. warp_reads_[w][word]: the tick of warp w's last read of the word. Both are
+  // accesses. warp_reads_[w][word]: the tick of warp w's last read of the word (<< 6) and
+  // the lane that made it (bits 0-4; bit 5: more than one lane read in the interval). Both are
   // consulted only where the block used a named barrier (named_used_); without one the
   // order is __syncthreads() and __syncwarp() alone, as before.
   unsigned nwarps_ = 0;
@@ -1056,10 +1059,12 @@ bool Worker::reads_ordered(const SharedWord& w, size_t word) const {
   const bool own_ordered = w.reader == self || (w.read_warp == own && current_->synced > w.read_sync);
   if (own_ordered) return true;
   if (!named_used_) return false;
-  // Through named barriers: every warp's reads in this interval, warp by warp.
+  // Through named barriers: every warp's reads in this interval, warp by warp (this
+  // thread's own reads are ordered, if no other lane of its warp read since the interval began).
   for (unsigned r = 0; r < nwarps_; ++r) {
-    const uint64_t t = warp_reads_.get()[size_t(r) * kWords + word];
+    const uint64_t e = warp_reads_.get()[size_t(r) * kWords + word], t = e >> 6;
     if (t <= interval_ || knows(r, t)) continue;
+    if (r == own && (e & 63u) == (self & 31u)) continue;  // only this lane (bit 5: several lanes)
     return false;
   }
   return true;
@@ -1072,7 +1077,11 @@ std::string Worker::readers(const SharedWord& w) const {
 
 void Worker::record_read(SharedWord& w, size_t word, uint64_t now, const char* file, int line) {
   const unsigned self = current_->view.linear, warp = self >> 5;
-  warp_reads_.get()[size_t(warp) * kWords + word] = now;
+  // Per warp: the last read's tick, and its lane (bit 5 set once another lane read too).
+  uint64_t& e = warp_reads_.get()[size_t(warp) * kWords + word];
+  const bool recent = (e >> 6) > interval_;
+  const bool several = recent && ((e & 32u) || (e & 31u) != (self & 31u));
+  e = now << 6 | (several ? 32u : 0u) | (self & 31u);
   const uint32_t sync = warp_syncs_[warp];
   // A fresh record where every read so far is ordered before this one (an earlier
   // interval, or this warp's lanes before a __syncwarp() this thread passed): whatever is

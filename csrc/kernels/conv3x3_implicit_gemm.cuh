@@ -177,8 +177,10 @@ namespace VK_KERNEL_NS {
 // tile, one warpgroup computing 128 x 128 as two m64n128k16 per k-step (kWarpsM = 4) or
 // two computing 128 x 256, one m64n256k16 each on 64 of the rows (kWarpsM = 8); wgmma_t: one
 // warpgroup computes a 256-pixel x 64-channel tile transposed, as one m64n256k16 per k-step
-// with the weight rows as wgmma's A (M = 64 channels) and the pixels as its B (N = 256).
-enum class MainLoop { mma_sync, wgmma, wgmma_t };
+// with the weight rows as wgmma's A (M = 64 channels) and the pixels as its B (N = 256);
+// wgmma_ws: wgmma's 128 x 256 (two computing warpgroups), warp-specialised: a third
+// warpgroup makes all the copies and hands the stages over through named barriers.
+enum class MainLoop { mma_sync, wgmma, wgmma_t, wgmma_ws };
 
 // T: the storage type (__half, __nv_bfloat16 or float); the shared-memory layout in
 // bytes is the same for all three.
@@ -186,8 +188,13 @@ template <class T, int kWarpsM_, int kWarpsN_, MainLoop kLoop_ = MainLoop::mma_s
 struct ImplicitGemmTiling {
   static constexpr MainLoop kLoop = kLoop_;
   static constexpr bool kWgmma = kLoop != MainLoop::mma_sync, kTransposed = kLoop == MainLoop::wgmma_t;
+  static constexpr bool kWs = kLoop == MainLoop::wgmma_ws;
   static constexpr int kWarpsM = kWarpsM_, kWarpsN = kWarpsN_;
+  // The warps that compute (kWarpsM x kWarpsN of them); wgmma_ws adds a producer warpgroup
+  // after them, which makes every copy (kCopyThreads: the threads that copy).
   static constexpr int kThreads = 32 * kWarpsM * kWarpsN;
+  static constexpr int kProducerThreads = kWs ? 128 : 0, kBlockThreads = kThreads + kProducerThreads;
+  static constexpr int kCopyThreads = kWs ? kProducerThreads : kThreads;
   // Each warp's share of the output: mma.sync warps own 64 x 64 tiles. wgmma: the 128 rows
   // are split over the warpgroups, 64 x BN per wgmma (BN = 32 kWarpsM: 128 or 256), and
   // warp w of a warpgroup holds rows 16w..16w+15 of each of its wgmma's 64 (warp_row()):
@@ -213,7 +220,7 @@ struct ImplicitGemmTiling {
   static constexpr int kMTiles = kWarpM / 16, kNTiles = kWarpN / 8;
   static constexpr int kRow = kBK;  // elements per shared row: 64 bytes, swizzled, no padding
   static constexpr int kAStage = kBM * kRow, kBStage = kBN * kRow;
-  static constexpr int kRowsPerPass = kThreads / 4;  // rows one pass of 16-byte copies fills
+  static constexpr int kRowsPerPass = kCopyThreads / 4;  // rows one pass of 16-byte copies fills
   // Floats per epilogue row: mma.sync/wgmma store float2 pairs of channels (half-warp
   // phases of 4 rows: 8 banks apart), wgmma_t stores single floats (warp phases of rows
   // 2t: 2 * stride must be 8 banks apart, and 64 + 4 columns are used).
@@ -233,6 +240,12 @@ struct ImplicitGemmTiling {
                 "wgmma: one warpgroup (or two, not transposed)");
   static_assert(kLoop != MainLoop::wgmma || (kWarpsN == 1 && kBM == 128 && (kBN == 128 || kBN == 256)),
                 "wgmma: 128 x 128 or 128 x 256");
+  static_assert(!kWs || (kWarpsN == 1 && kBM == 128 && kBN == 256), "wgmma_ws: 128 x 256");
+  // wgmma_ws's named barriers: full[s] (the producer arrives once stage s holds its slice,
+  // the consumers sync), empty[s] (the consumers arrive once their wgmma read it, the
+  // producer syncs before refilling it), and one of the consumers alone for the epilogue.
+  static constexpr int kFullBarrier = 1, kEmptyBarrier = 1 + kStages, kConsumerBarrier = 1 + 2 * kStages;
+  static_assert(!kWs || kConsumerBarrier <= 15, "16 named barriers, 0 is __syncthreads()'s");
   static_assert(size_t(kAStage) * sizeof(T) % 1024 == 0 && size_t(kBStage) * sizeof(T) % 1024 == 0,
                 "stages keep the 512-byte swizzle pattern aligned (wgmma descriptors)");
 
@@ -440,7 +453,7 @@ __device__ __noinline__ void store_nchw_tile(const float* c_smem, T* y, Index pi
 }
 
 template <class T, MmaType kMma, int kWarpsM, int kWarpsN, MainLoop kLoop, class Index>
-__global__ void __launch_bounds__(32 * kWarpsM * kWarpsN,
+__global__ void __launch_bounds__(ImplicitGemmTiling<T, kWarpsM, kWarpsN, kLoop>::kBlockThreads,
                                   ImplicitGemmTiling<T, kWarpsM, kWarpsN, kLoop>::kMinBlocksPerSM)
     conv3x3_implicit_gemm_kernel(const T* __restrict__ x, const T* __restrict__ w, const T* __restrict__ bias,
                                  T* __restrict__ y, const ImplicitGemmParams<Index> p) {
@@ -474,17 +487,20 @@ __global__ void __launch_bounds__(32 * kWarpsM * kWarpsN,
   //   r*3 + s of a_taps[i] is set (the tap lies inside the image; 0 past M).
   //   B row j: output channel k = k0 + row at element b_base[j] = k*9C of the weight,
   //   valid where k < K (bit j of b_rows).
-  const int a_chunk = tid % 4;
+  // ctid: the thread's place among those that copy (wgmma_ws: the producer warpgroup's; the
+  // consumers compute row 0's values and never use them).
+  const int ctid = !L::kWs ? tid : tid >= L::kThreads ? tid - L::kThreads : 0;
+  const int a_chunk = ctid % 4;
   // Offsets within an A or B stage never change: row r and r + 8j share a swizzle
   // ((r / 2) % 4), so each row this thread copies or reads is a fixed offset plus a
   // multiple of 8 rows (copy passes are kRowsPerPass rows apart, mma tiles 16).
-  const int copy_dst = L::offset(tid / 4, a_chunk);  // + i * kRowsPerPass rows
+  const int copy_dst = L::offset(ctid / 4, a_chunk);  // + i * kRowsPerPass rows
   using UIndex = typename UnsignedOf<Index>::type;  // offsets >= 0: zero-extended to 64 bits
   Index a_base[kARows];
   uint32_t a_taps[kARows];
 #pragma unroll
   for (int i = 0; i < kARows; ++i) {
-    const Index m = m0 + tid / 4 + L::kRowsPerPass * i;
+    const Index m = m0 + ctid / 4 + L::kRowsPerPass * i;
     Index n, h, ww;
     if (p.pool) {
       const Index q = m / 4, hw = q % (ho_n * wo_n);
@@ -514,7 +530,7 @@ __global__ void __launch_bounds__(32 * kWarpsM * kWarpsN,
   uint32_t b_rows = 0;
 #pragma unroll
   for (int j = 0; j < kBRows; ++j) {
-    const Index k = k0 + tid / 4 + L::kRowsPerPass * j;
+    const Index k = k0 + ctid / 4 + L::kRowsPerPass * j;
     if (k < p.K) b_rows |= 1u << j;
     b_base[j] = k < p.K ? k * kd : 0;
   }
@@ -591,12 +607,30 @@ __global__ void __launch_bounds__(32 * kWarpsM * kWarpsN,
 
   // Pipeline: kPrefetch slices in flight before the loop; each iteration waits for its
   // slice, refills a stage the tensor cores are done with, and computes. One commit per
-  // iteration (empty groups past the end) keeps the group count uniform.
+  // iteration (empty groups past the end) keeps the group count uniform. (wgmma_ws: its
+  // producer's own loop, below.)
+  if constexpr (!L::kWs) {
 #pragma unroll
-  for (int s = 0; s < L::kPrefetch; ++s) {
-    if (s < n_tiles) load_stage(s);
-    cp_async_commit();
+    for (int s = 0; s < L::kPrefetch; ++s) {
+      if (s < n_tiles) load_stage(s);
+      cp_async_commit();
+    }
   }
+  // wgmma, tf32: x rounded to TF32 (cvt.rna) in place in `stage`, each thread its own copies
+  // of the slice there (complete after its wait): wgmma would drop the low 13 bits, a bias
+  // toward zero that 13 layers compound (VGG16 at batch 64 on the H200: 5.2x torch's TF32
+  // error). Not where x is TF32 already (x_tf32: a chain's previous layer rounded it).
+  auto round_x = [&](int stage) {
+    if (kMma != MmaType::tf32 || p.x_tf32) return;
+    T* const as = a_smem + stage * L::kAStage;
+#pragma unroll
+    for (int i = 0; i < kARows; ++i) {
+      float4* const q = reinterpret_cast<float4*>(as + copy_dst + i * L::kRowsPerPass * L::kRow);
+      float4 v = ld_shared(q);
+      v.x = round_tf32(v.x), v.y = round_tf32(v.y), v.z = round_tf32(v.z), v.w = round_tf32(v.w);
+      st_shared(q, v);
+    }
+  };
   if constexpr (L::kWgmma) {
     // The stages are the 64-byte-swizzled K-major layout wgmma reads (offset() above is
     // that swizzle), 8-row groups 512 bytes apart; a k-step's operand starts 0 or 32 bytes
@@ -617,28 +651,10 @@ __global__ void __launch_bounds__(32 * kWarpsM * kWarpsN,
     const int a_block0 = L::kWarpgroups > 1 ? warp / 4 * L::kMTiles : 0;  // its warpgroup's first 64-row A block
     constexpr int kAccumulators = L::kMTiles * L::kNTiles * 4;
     float* const acc_regs = &acc[0][0][0];
-    int read = 0, write = L::kPrefetch;  // stages: computed now, loaded now
-    for (int kt = 0; kt < n_tiles; ++kt) {
-      cp_async_wait<L::kPrefetch - 1>();
-      if (kMma == MmaType::tf32 && !p.x_tf32) {
-        // x rounded to TF32 (cvt.rna) in place, each thread its own copies of this slice
-        // (complete after its wait): wgmma would drop the low 13 bits, a bias toward zero
-        // that 13 layers compound (VGG16 at batch 64 on the H200: 5.2x torch's TF32 error).
-        // Not where x is TF32 already (x_tf32: a chain's previous layer rounded it).
-        T* const as = a_smem + read * L::kAStage;
-#pragma unroll
-        for (int i = 0; i < kARows; ++i) {
-          float4* const q = reinterpret_cast<float4*>(as + copy_dst + i * L::kRowsPerPass * L::kRow);
-          float4 v = ld_shared(q);
-          v.x = round_tf32(v.x), v.y = round_tf32(v.y), v.z = round_tf32(v.z), v.w = round_tf32(v.w);
-          st_shared(q, v);
-        }
-      }
-      fence_proxy_async();  // this thread's copies (and roundings), visible to the tensor cores' reads...
-      __syncthreads();      // ...and everyone's
-      if (kt + L::kPrefetch < n_tiles) load_stage(write);
-      cp_async_commit();
-      const uint64_t a_stage = a_desc + read * kAStageUnits, b_stage = b_desc + read * kBStageUnits;
+    // Issues the wgmma of the slice in `stage` (2 k-steps) as one group, and waits for the
+    // group before it: the stage that group read is free once this returns.
+    auto compute_slice = [&](int stage) {
+      const uint64_t a_stage = a_desc + stage * kAStageUnits, b_stage = b_desc + stage * kBStageUnits;
       wgmma_pin<kAccumulators>(acc_regs);
       wgmma_fence();
 #pragma unroll
@@ -656,8 +672,59 @@ __global__ void __launch_bounds__(32 * kWarpsM * kWarpsN,
       wgmma_commit();
       wgmma_wait<1>();
       wgmma_pin<kAccumulators>(acc_regs);
-      read = read + 1 == L::kStages ? 0 : read + 1;
-      write = write + 1 == L::kStages ? 0 : write + 1;
+    };
+    if constexpr (L::kWs) {
+      // Warp-specialised: the producer warpgroup (threads kThreads on) copies slice kt into
+      // stage kt % kStages once the consumers released it (empty: its slice kt - kStages),
+      // keeps kPrefetch slices in flight, and, each landed (its wait), rounds (tf32) and
+      // fences its copies and arrives at the stage's full barrier. The two consumer
+      // warpgroups sync there, issue the slice's wgmma, and once the one before it is done
+      // (wgmma_wait<1>) arrive at that one's empty barrier, where the producer will sync
+      // (only for the slices it refills: every arrival is matched). No barrier of the whole
+      // block: a warpgroup waits only for the stage it needs. Deadlock-free: refilling slice
+      // kt needs the consumers past slice kt - kStages + 1, whose full arrival the producer
+      // made at kt - kStages + 1 + kPrefetch = kt - 1.
+      constexpr int kAll = L::kBlockThreads;
+      if (tid >= L::kThreads) {
+        for (int kt = 0; kt < n_tiles; ++kt) {
+          const int stage = kt % L::kStages;
+          if (kt >= L::kStages) bar_sync(L::kEmptyBarrier + stage, kAll);
+          load_stage(stage);
+          cp_async_commit();
+          if (kt >= L::kPrefetch) {
+            const int landed = (kt - L::kPrefetch) % L::kStages;
+            cp_async_wait<L::kPrefetch>();
+            round_x(landed);
+            fence_proxy_async();
+            bar_arrive(L::kFullBarrier + landed, kAll);
+          }
+        }
+        cp_async_wait<0>();
+        for (int kt = max(n_tiles - L::kPrefetch, 0); kt < n_tiles; ++kt) {
+          round_x(kt % L::kStages);
+          fence_proxy_async();
+          bar_arrive(L::kFullBarrier + kt % L::kStages, kAll);
+        }
+        return;  // the consumers' epilogue needs no producer (its barriers count kThreads)
+      }
+      for (int kt = 0; kt < n_tiles; ++kt) {
+        bar_sync(L::kFullBarrier + kt % L::kStages, kAll);
+        compute_slice(kt % L::kStages);
+        if (kt >= 1 && kt - 1 + L::kStages < n_tiles) bar_arrive(L::kEmptyBarrier + (kt - 1) % L::kStages, kAll);
+      }
+    } else {
+      int read = 0, write = L::kPrefetch;  // stages: computed now, loaded now
+      for (int kt = 0; kt < n_tiles; ++kt) {
+        cp_async_wait<L::kPrefetch - 1>();
+        round_x(read);
+        fence_proxy_async();  // this thread's copies (and roundings), visible to the tensor cores' reads...
+        __syncthreads();      // ...and everyone's
+        if (kt + L::kPrefetch < n_tiles) load_stage(write);
+        cp_async_commit();
+        compute_slice(read);
+        read = read + 1 == L::kStages ? 0 : read + 1;
+        write = write + 1 == L::kStages ? 0 : write + 1;
+      }
     }
     wgmma_wait<0>();
     wgmma_pin<kAccumulators>(acc_regs);
@@ -754,7 +821,13 @@ __global__ void __launch_bounds__(32 * kWarpsM * kWarpsN,
     }
     return;
   }
-  __syncthreads();  // the pipeline's shared memory becomes the epilogue tile
+  // The computing threads' barrier (wgmma_ws: its producer has gone; its copies all landed
+  // and were read before the consumers' last full barrier and wgmma wait).
+  auto sync_consumers = [&]() {
+    if constexpr (L::kWs) bar_sync(L::kConsumerBarrier, L::kThreads);
+    else __syncthreads();
+  };
+  sync_consumers();  // the pipeline's shared memory becomes the epilogue tile
 
   // Epilogue 1: accumulators + bias, ReLU -> fp32 tile [row][channel], float2 stores
   // (wgmma_t: single floats, its pairs are two pixels of one channel).
@@ -800,7 +873,7 @@ __global__ void __launch_bounds__(32 * kWarpsM * kWarpsN,
         }
     }
   }
-  __syncthreads();
+  sync_consumers();
 
   // Epilogue 2: 8 channels per item (two float4 reads), stored as one vector (16 bytes, or
   // 32 for fp32) when K allows.
