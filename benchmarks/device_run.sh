@@ -214,7 +214,7 @@ done
 
 # ---- hardware counters (full runs) ----------------------------------------------------
 # What limits implicit_gemm, read rather than modelled: Nsight Compute on our kernel
-# (default tile, and wg128x128 where it runs) and cuDNN's on VGG16's conv3_2 and conv5_1,
+# (default tile, and wg128x128, wg128x256, ws128x256 where they run) and cuDNN's on VGG16's conv3_2 and conv5_1,
 # fp16 channels_last, batch 64 (benchmarks/ncu_case.py), with the clocks left alone
 # (the device tool's METHOD.md). Writes ncu.ncu-rep, ncu.csv (details page), ncu.md (benchmarks/ncu_summary.py)
 # and ncu.log. At most 75 s, taken from the benchmarks' time. VGGKERN_RUN_NCU=0 skips it.

@@ -6,9 +6,10 @@
 
 For each layer (default: VGG16's conv3_2, C = K = 256 at 56x56, where the issue's 50%-of-
 peak target applies, and conv5_1, 512 -> 512 at 14x14, whose grid is 2 waves), fp16
-channels_last at batch 64: our implicit_gemm on its default tile and on wg128x128 (where
-this build and GPU run wgmma and the run has not left the wgmma tiles out; also with K
-taps inner, VGGKERN_IMPLICIT_GEMM_K_ORDER=taps_inner), and torch's conv2d + relu_ (cuDNN,
+channels_last at batch 64: our implicit_gemm on its default tile and on the wgmma tiles
+wg128x128, wg128x256 and ws128x256 (where this build and GPU run wgmma and the run has not
+left them out: wg128x256 against its warp-specialised twin ws128x256 is what the counters
+should explain), and torch's conv2d + relu_ (cuDNN,
 cudnn.benchmark on). Each is warmed up (cuDNN's autotune, module load), then called once
 between cudaProfilerStart and cudaProfilerStop, so ncu with --profile-from-start off
 profiles exactly those launches (ncu lists them in this order; the kernels' names tell
@@ -37,13 +38,10 @@ def calls(x, w, b):
             return vggkern.conv3x3(x, w, b, relu=True, algo="implicit_gemm")  # None: as it is
     fns = [("ours implicit_gemm (default tile)", ours)]
     # (The emulator runs the wgmma tiles too: on the CPU, the wiring is tested with them.)
-    if (not x.is_cuda or (vggkern.build_info().get("cuda_wgmma") and torch.cuda.get_device_capability() == (9, 0))) \
-            and "wg128x128" in IMPLICIT_GEMM_TILES:
-        fns.append(("ours implicit_gemm [wg128x128]", lambda: ours("wg128x128")))
-        # ... and with K taps inner: its counters beside the default's say what the K order
-        # changes (timed on the H200 at 0.94x the default's time on conv3_2 + pool, 1.11x on
-        # conv4_2 + pool).
-        fns.append(("ours implicit_gemm [wg128x128, taps inner]", lambda: ours("wg128x128", "taps_inner")))
+    if not x.is_cuda or (vggkern.build_info().get("cuda_wgmma") and torch.cuda.get_device_capability() == (9, 0)):
+        for tile in ("wg128x128", "wg128x256", "ws128x256"):
+            if tile in IMPLICIT_GEMM_TILES:
+                fns.append((f"ours implicit_gemm [{tile}]", lambda tile=tile: ours(tile)))
     fns.append(("torch conv2d + relu_ (cuDNN)", lambda: F.relu(F.conv2d(x, w, b, padding=1), inplace=True)))
     return fns
 

@@ -83,9 +83,9 @@ def test_ncu_case_without_a_gpu_exits_2():
 
 def test_ncu_case_calls_run_through_the_emulator(monkeypatch, capsys):
     """ncu_case's calls, on a small layer on the CPU (the emulator), without the profiler:
-    ours on the default tile and on wg128x128 (tap by tap, then taps inner), and torch's, in
-    that order; the forced tile and K order leave the environment as they found it (and a
-    wg128x128 left out by the run is left out here)."""
+    ours on the default tile and on wg128x128, wg128x256 and ws128x256, and torch's, in that
+    order; the forced tile and K order leave the environment as they found it (and wgmma
+    tiles left out by the run are left out here)."""
     pytest.importorskip("torch")
     from benchmarks import ncu_case
 
@@ -95,7 +95,8 @@ def test_ncu_case_calls_run_through_the_emulator(monkeypatch, capsys):
     out = [ln for ln in capsys.readouterr().out.splitlines() if ln.startswith("ncu_case: profiled")]
     assert [ln.split(": ")[-1] for ln in out] == ["ours implicit_gemm (default tile)",
                                                  "ours implicit_gemm [wg128x128]",
-                                                 "ours implicit_gemm [wg128x128, taps inner]",
+                                                 "ours implicit_gemm [wg128x256]",
+                                                 "ours implicit_gemm [ws128x256]",
                                                  "torch conv2d + relu_ (cuDNN)"]
     assert os.environ["VGGKERN_IMPLICIT_GEMM_TILE"] == "128x64"
     assert os.environ["VGGKERN_IMPLICIT_GEMM_K_ORDER"] == "taps_outer"
