@@ -157,14 +157,38 @@
 // first loads and its epilogue (128 x 256 fp32 through shared memory): ~10% of a conv3
 // tile's time by the roofline model (benchmarks/roofline.py, "unhidden"). 6 stages (144
 // KiB), 129 instructions per slice per warp around 2 HGMMA.64x256x16 (50% issue share).
+// Warp-specialised (tile ws128x256, MainLoop::wgmma_ws): wg128x256's two computing
+// warpgroups and a third, the producer (threads 256-383), which makes every copy (12
+// cp.async per thread per slice) and hands the stages over through named barriers (PTX
+// bar.arrive / bar.sync, simt.cuh): full[s], which the producer arrives at once its copies
+// into stage s landed (its wait), were rounded (TF32) and fenced, and the consumers sync
+// at; empty[s], which the consumers arrive at once the wgmma that read stage s completed
+// (wgmma_wait<1> a slice later), and the producer syncs at before it refills s. The main
+// loop has no barrier of the whole block: on wg128x256 every slice waits at a
+// __syncthreads() for the slowest warp's copies, and all 8 warps issue the copies between
+// their wgmma. Why: on the H200 (9f429b0's _ncu.md, conv3_2) cuDNN's kernel that keeps the
+// tensor pipe 96% busy has this shape (persistent blocks of three warpgroups, one loading
+// with TMA), ours kept it 60% busy (wg128x128). Counted (python -m benchmarks.sass_loop;
+// nvcc 13.0, sm_90a, 32-bit offsets): the consumers' loop, which nvcc unrolls 4 slices
+// deep, 151 instructions around 8 HGMMA.64x256x16, 0.15 of a sub-partition's issue slots
+// (wg128x256: 145 per slice, 0.57); the producer's, 157 per slice and warp (TF32, with
+// its rounding pass: 218; 64-bit offsets 216 and 277). 154-156 registers (384 threads may
+// have 168), no spills; 6 stages (144 KiB), reused by the epilogue's fp32 tile after the
+// main loop, behind a barrier of the consumers alone (the producer has returned). Not yet
+// persistent: one block per SM, whose first loads and epilogue no other block hides (the
+// next step: a persistent grid, the epilogue's tile beside the stages). Checked on the
+// emulator (named barriers with per-warp clocks: csrc/emu/runtime.cpp): bit for bit with
+// mma.sync's 128 x 128 and with wg128x256, race-free (a consumer that releases a stage one
+// slice early fails there), bank-conflict-free. Time on the GPU: pending a GPU session
+// (benchmarks/README.md has the focus run that times it against wg128x256).
 // The wgmma tiles run where forced or measured fastest until a GPU has confirmed them bit
 // for bit against the emulator on exact-sum data (tests/test_conv3x3_implicit_gemm.py; the
 // hardware's accumulation rounding is unspecified, so only such data can be compared
 // exactly); on the emulator they equal mma.sync's tiles bit for bit (wg128x256: 128 x 128's).
-// Time on the GPU: pending a GPU session (benchmarks/). Predicted from counting alone:
-// dense M gives VGG16's 28x28 and 14x14 layers (39% of its FLOPs) 1.3x fewer mma
-// issued, and 64 x 64 warps lift the shared-memory cap from 50% to 67% of the peak;
-// tile sizes and stage count are a first choice, not yet tuned per layer.
+// wg128x128, wg256x64 and wg128x256 were so confirmed on the H200, and timed (README.md,
+// Results); the tuned table picks them per layer. The first predictions, from counting
+// alone: dense M gives VGG16's 28x28 and 14x14 layers (39% of its FLOPs) 1.3x fewer mma
+// issued, and 64 x 64 warps lift the shared-memory cap from 50% to 67% of the peak.
 #pragma once
 
 #include "numeric.cuh"
