@@ -113,10 +113,11 @@ def opcode(insn: str) -> str:
     return _GUARD.sub("", insn).split()[0].split(".")[0]
 
 
-def main_loop(insns: list[tuple[int, str]], opcodes=("HMMA", "HGMMA"), without=()) -> list[str] | None:
-    """The body of the largest backward branch that contains one of `opcodes` and none of
-    `without` (None: no such loop). By default the main loop: HMMA or HGMMA; a
-    warp-specialised kernel's producer loop: LDGSTS without HGMMA."""
+def main_loop(insns: list[tuple[int, str]], opcodes=("HMMA", "HGMMA"), without=(), smallest=False) -> list[str] | None:
+    """The body of the largest (or smallest) backward branch that contains one of `opcodes`
+    and none of `without` (None: no such loop). By default the main loop: HMMA or HGMMA; a
+    warp-specialised kernel's producer loop: the smallest with LDGSTS and no HGMMA (its
+    loop over work items holds it)."""
     index = {addr: i for i, (addr, _) in enumerate(insns)}
     best = None
     for i, (addr, text) in enumerate(insns):
@@ -130,7 +131,8 @@ def main_loop(insns: list[tuple[int, str]], opcodes=("HMMA", "HGMMA"), without=(
             continue
         body = [t for _, t in insns[index[target]:i + 1]]
         ops = {opcode(t) for t in body}
-        if ops & set(opcodes) and not ops & set(without) and (best is None or len(body) > len(best)):
+        if ops & set(opcodes) and not ops & set(without) and (
+                best is None or (len(body) < len(best) if smallest else len(body) > len(best))):
             best = body
     return best
 
@@ -165,13 +167,16 @@ def analyse(sass: str) -> list[dict]:
     for name, insns in parse_functions(sass).items():
         if "conv3x3_implicit_gemm_kernel" not in name:
             continue
-        body = main_loop(insns)
+        # wgmma_ws's blocks loop over work items, a loop that holds the epilogue's stores (STG)
+        # around the main loop: not that one.
+        ws = "MainLoopE3" in name
+        body = main_loop(insns, without=("STG",) if ws else ())
         if body is None:
             continue
         ops = Counter(opcode(t) for t in body)
         hmma, hgmma = ops["HMMA"], ops["HGMMA"]
         # wgmma_ws: the copies are the producer warpgroup's loop (per slice, per warp)
-        producer = main_loop(insns, ("LDGSTS",), ("HGMMA",)) if "MainLoopE3" in name else None
+        producer = main_loop(insns, ("LDGSTS",), ("HGMMA",), smallest=True) if ws else None
         rows.append({"kernel": instantiation(name), "function": name, "loop_instructions": len(body),
                      "producer_instructions": len(producer) if producer else None,
                      "producer_ldgsts": sum(opcode(t) == "LDGSTS" for t in producer) if producer else None,

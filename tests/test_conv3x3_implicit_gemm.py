@@ -254,6 +254,45 @@ def test_wgmma_matches_mma_sync_bit_for_bit(tile, cp_async, dtype, n, c, k, h, w
     _check(out[tile], x, wt, b, relu, pool, algo=ALGO)
 
 
+# ws128x256 is persistent where y is NHWC: at most one block per SM (here forced down with
+# VGGKERN_IMPLICIT_GEMM_GRID, so each block takes several work items in turn), its
+# producer copying the next item's slices while the consumers store the current one's
+# outputs straight from the accumulators (pairs of channels; with the pool, a window's
+# max gathered by shuffles in torch's order). Bit for bit mma.sync's 128 x 128 (its
+# epilogue through shared memory) over grids that divide the items or not, K odd (single
+# stores) and cut, the pool with odd maps, split-K items, both cp.async landings; an NCHW y
+# runs one block per item with the shared-memory epilogue (test_nchw_output_written_by_the_kernel).
+@pytest.mark.parametrize("cp_async", ["wait", "eager"])
+@pytest.mark.parametrize("dtype", HALF_DTYPES + [torch.float32], ids=str)
+@pytest.mark.parametrize("grid,n,c,k,h,w,relu,pool,split", [
+    ("1", 2, 40, 136, 9, 11, True, True, ""), ("2", 3, 24, 300, 12, 10, False, False, ""),
+    ("3", 2, 16, 257, 13, 7, True, False, ""), ("2", 1, 96, 64, 12, 12, False, True, "3")])
+def test_persistent_ws_tile_matches_mma_sync(grid, cp_async, dtype, n, c, k, h, w, relu, pool, split, monkeypatch):
+    from vggkern import _C
+
+    monkeypatch.setenv("VGGKERN_EMU_CP_ASYNC", cp_async)
+    monkeypatch.setenv("VGGKERN_IMPLICIT_GEMM_SPLIT_K", split)
+    x, wt, b = _inputs(n, c, k, h, w, dtype, "cpu", channels_last=True, seed=n + c + k)
+    plan = _C.implicit_gemm_plan(n, c, h, w, k, x.element_size(), pool, 132, "ws128x256")
+    assert plan["blocks"] > int(grid)  # several items per block
+    out = {}
+    for t in ("128x128", "ws128x256"):
+        monkeypatch.setenv("VGGKERN_IMPLICIT_GEMM_TILE", t)
+        monkeypatch.setenv("VGGKERN_IMPLICIT_GEMM_GRID", grid)
+        out[t] = vggkern.conv3x3(x, wt, b, relu=relu, pool=pool, algo=ALGO, allow_tf32=True)
+    assert torch.equal(out["128x128"], out["ws128x256"])
+    _check(out["ws128x256"], x, wt, b, relu, pool, algo=ALGO)
+
+
+def test_persistent_grid_must_be_a_positive_integer(monkeypatch):
+    monkeypatch.setenv("VGGKERN_IMPLICIT_GEMM_TILE", "ws128x256")
+    x, w, b = _inputs(1, 8, 8, 4, 4, torch.float16, "cpu", channels_last=True, seed=0)
+    for bad in ("0", "two", "-3"):
+        monkeypatch.setenv("VGGKERN_IMPLICIT_GEMM_GRID", bad)
+        with pytest.raises(ValueError, match=f"VGGKERN_IMPLICIT_GEMM_GRID must be a positive integer, got '{bad}'"):
+            vggkern.conv3x3(x, w, b, algo=ALGO)
+
+
 # Split-K (conv3x3_implicit_gemm_plan.h): K_gemm's 64-byte slices split over S blocks
 # writing fp32 partials, then the reduction adds them with bias, ReLU and the pool.
 # Forced S (VGGKERN_IMPLICIT_GEMM_SPLIT_K), every tile, K odd (scalar partial stores),
@@ -376,13 +415,16 @@ def test_shared_memory_without_bank_conflicts(dtype, k, tile, monkeypatch):
     # 16 lanes each), and 4 passes over the pooled tile of 4 rows x 2 float4 loads (4
     # phases of 8 lanes each).
     # (Per block that is bm * bn / 64 store and bm * bn / 128 load instructions, for
-    # wg128x128, wg128x256 and ws128x256 too: their warpgroups hold the accumulators as 32 x
-    # 128 or 16 x 256 per warp; ws128x256's producer warpgroup makes all the copies.)
-    # wg256x64 holds them transposed and stores single floats: bm * bn / 32 one-phase stores.)
+    # wg128x128 and wg128x256 too: their warpgroups hold the accumulators as 32 x 128 or 16 x
+    # 256 per warp. wg256x64 holds them transposed and stores single floats: bm * bn / 32
+    # one-phase stores. ws128x256, persistent on an NHWC y, has no epilogue in shared memory:
+    # it stores from the accumulators; its producer warpgroup makes all the copies.)
     wgmma, transposed = is_wgmma(tile), tile == "wg256x64"
+    epilogue = 0 if tile == "ws128x256" else 1
     want = {"ldmatrix": 0 if wgmma else blocks * slices * warps * 16,
             "cp_async": blocks * slices * (bm + bn) * 4 // 32,
-            "store": blocks * bm * bn // (32 if transposed else 64), "load": blocks * bm * bn // 128}
+            "store": epilogue * blocks * bm * bn // (32 if transposed else 64),
+            "load": epilogue * blocks * bm * bn // 128}
     # x4 matrices / 16-byte phases of 8 lanes / 8-byte stores in 2 half-warp phases (4-byte: 1)
     phases = {"ldmatrix": 4, "cp_async": 4, "store": 1 if transposed else 2, "load": 4}
     ideal = {path: n * phases[path] for path, n in want.items()}

@@ -105,7 +105,10 @@ def test_main_loop_of_every_instantiation(tmp_path):
     assert all(r["function"] in kernels for r in rows)  # the table's registers column: ptxas's count
     assert len(report["functions"]) == len(kernels) + 2 * len(rows), sorted(report["functions"])
     for name, f in report["functions"].items():
-        assert (f["stack"], f["spill_stores"], f["spill_loads"]) == (0, 0, 0), (name, f)
+        # (ws128x256 with 64-bit offsets, persistent: 168 registers, the most 384 threads may
+        # have, and one 8-byte value spilled, outside its main loop.)
+        spill = 8 if "MainLoopE3El" in name and "conv3x3_implicit_gemm_kernel" in name else 0
+        assert f["stack"] <= spill and f["spill_stores"] <= spill and f["spill_loads"] <= spill, (name, f)
         # ptxas counts registers per kernel (a device function's within its caller's)
         assert name not in kernels or f["registers"] <= 255, (name, f)
     for r in rows:
@@ -114,9 +117,10 @@ def test_main_loop_of_every_instantiation(tmp_path):
         if tile == "ws128x256":
             # Warp-specialised: the consumers' loop has no copies, only each slice's full-barrier
             # sync, 2 HGMMA.64x256 per warpgroup and the empty-barrier arrive (nvcc unrolls it 4
-            # slices deep: 8 HGMMA, 150-151 instructions, 0.15 of the issue slots); the
-            # producer's loop makes each slice's 12 copies per thread: 157 instructions per
-            # slice and producer warp (int32; 216 int64; TF32's rounding pass: 218 and 277).
+            # slices deep: 8 HGMMA, 143 instructions (int32; 173 int64), 0.14-0.17 of the issue
+            # slots); the producer's loop makes each slice's 12 copies per thread: 158
+            # instructions per slice and producer warp (int32; 217 int64; TF32's rounding
+            # pass: 219 and 278).
             assert r["hgmma"] % 2 == 0 and (r["hmma"], r["ldsm"], r["ldgsts"]) == (0, 0, 0), r
             assert r["issue_share"] <= 0.2, r
             assert r["producer_ldgsts"] == (bm + bn) * 4 // threads, r

@@ -8,6 +8,7 @@
 // NCHW, weight (K, 3, 3, C), C a multiple of 8.
 #pragma once
 
+#include <algorithm>
 #include <climits>
 #include <cstdint>
 #include <cstdlib>
@@ -28,6 +29,19 @@ namespace vk {
 // benchmarks/cases.py). Read per launch, as the tests toggle it.
 inline bool implicit_gemm_taps_inner() {
   return env_switch("VGGKERN_IMPLICIT_GEMM_K_ORDER", "taps_inner", "taps_outer", "taps_inner");
+}
+
+// A persistent tile's grid: VGGKERN_IMPLICIT_GEMM_GRID (a positive integer: the tests run
+// several items per block with it), else the device's SM count. Read per launch.
+inline int64_t implicit_gemm_grid(const Conv3x3Args& a) {
+  const char* e = std::getenv("VGGKERN_IMPLICIT_GEMM_GRID");
+  if (e == nullptr || *e == '\0') return a.sm_count > 0 ? a.sm_count : 1;
+  char* end = nullptr;
+  const long long v = std::strtoll(e, &end, 10);
+  if (*end != '\0' || v < 1 || v > INT32_MAX)
+    throw std::invalid_argument(std::string("vggkern.conv3x3: VGGKERN_IMPLICIT_GEMM_GRID must be a positive integer, got '") +
+                                e + "'");
+  return v;
 }
 
 template <class T, VK_KERNEL_NS::MmaType kMma, int kWarpsM, int kWarpsN, VK_KERNEL_NS::MainLoop kLoop, class Index,
@@ -56,9 +70,15 @@ void conv3x3_implicit_gemm_run(const Conv3x3Args& a, const ImplicitGemmPlan& pla
   p.taps_inner = taps_inner && a.C % L::kBK == 0;
   p.x_tf32 = a.x_tf32 && a.dtype == DType::float32;
   p.y_tf32 = a.y_tf32 && a.dtype == DType::float32;
+  // wgmma_ws's blocks take the work items in turn: persistent (at most one block per SM,
+  // or VGGKERN_IMPLICIT_GEMM_GRID blocks) where y is NHWC, whose epilogue stores from the
+  // accumulators; one block per item where y is NCHW (its epilogue needs the stages).
+  p.blocks = plan.blocks();
+  p.persistent = L::kWs && !a.y_nchw;
   LaunchGeometry g;
   g.block.x = L::kBlockThreads;
   g.grid.x = static_cast<unsigned>(plan.blocks());  // (M tile, K tile, split), split fastest
+  if (p.persistent) g.grid.x = static_cast<unsigned>(std::min<int64_t>(plan.blocks(), implicit_gemm_grid(a)));
   g.smem_bytes = L::kSmemBytes;
   launch("conv3x3_implicit_gemm_kernel", conv3x3_implicit_gemm_kernel<T, kMma, kWarpsM, kWarpsN, kLoop, Index>, g,
          static_cast<const T*>(a.x), static_cast<const T*>(a.weight), static_cast<const T*>(a.bias),

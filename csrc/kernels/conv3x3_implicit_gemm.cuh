@@ -331,6 +331,13 @@ struct ImplicitGemmParams {
   // them as they are instead of rounding them; y_tf32, y is rounded to TF32 (cvt.rna) after
   // bias and ReLU (the pool's max commutes with it).
   int x_tf32, y_tf32;
+  // wgmma_ws: the blocks' work items (M tile, K tile, split), blocks = M tiles x k_blocks x
+  // splits, taken by the grid's blocks in turn (block b: items b, b + gridDim.x, ...); and
+  // persistent: the grid may be smaller than that (the dispatch's choice: at most one block
+  // per SM, with y NHWC), so the epilogue stores from the accumulators, leaving the stages
+  // to the producer's next item.
+  Index blocks;
+  int persistent;
 };
 
 // Split-K's second pass: y = [pool](ReLU?(sum over s of partial[s] + bias)), the partials
@@ -476,12 +483,20 @@ __device__ __noinline__ void store_nchw_tile(const float* c_smem, T* y, Index pi
   }
 }
 
-template <class T, MmaType kMma, int kWarpsM, int kWarpsN, MainLoop kLoop, class Index>
-__global__ void __launch_bounds__(ImplicitGemmTiling<T, kWarpsM, kWarpsN, kLoop>::kBlockThreads,
-                                  ImplicitGemmTiling<T, kWarpsM, kWarpsN, kLoop>::kMinBlocksPerSM)
-    conv3x3_implicit_gemm_kernel(const T* __restrict__ x, const T* __restrict__ w, const T* __restrict__ bias,
-                                 T* __restrict__ y, const ImplicitGemmParams<Index> p) {
+// Whose part of a work item a thread runs: every part (one block per item), or wgmma_ws's
+// producer or consumer part (compiled apart, so that neither carries the other's registers).
+enum class Role { all, producer, consumer };
+
+// One work item of the kernel below: block tile (M tile, K tile) and split `block`; `last`:
+// the block's last item; `pipelined`: the slices its pipeline carried in earlier items
+// (wgmma_ws: stage and barrier of a slice count on from there).
+template <class T, MmaType kMma, int kWarpsM, int kWarpsN, MainLoop kLoop, Role kRole, class Index>
+__device__ __forceinline__ void conv3x3_implicit_gemm_item(const T* __restrict__ x, const T* __restrict__ w,
+                                                           const T* __restrict__ bias, T* __restrict__ y,
+                                                           const ImplicitGemmParams<Index>& p, Index block, bool last,
+                                                           int& pipelined) {
   using L = ImplicitGemmTiling<T, kWarpsM, kWarpsN, kLoop>;
+  static_assert(L::kWs == (kRole != Role::all), "wgmma_ws runs in two roles, the others in one");
   constexpr int kBN = L::kBN, kARows = L::kBM / L::kRowsPerPass, kBRows = kBN / L::kRowsPerPass;
   static_assert((kMma == MmaType::tf32) == (sizeof(T) == 4), "tf32 math for fp32 storage, f16/bf16 for halves");
   VK_DYNAMIC_SHARED(unsigned char, smem);
@@ -491,8 +506,8 @@ __global__ void __launch_bounds__(ImplicitGemmTiling<T, kWarpsM, kWarpsN, kLoop>
   const int tid = threadIdx.x, lane = tid % 32, warp = tid / 32;
   const int warp_m = warp % L::kWarpsM, warp_n = warp / L::kWarpsM;
 
-  const Index tile = static_cast<Index>(blockIdx.x) / p.splits;
-  const int split = static_cast<int>(blockIdx.x % p.splits);
+  const Index tile = block / p.splits;
+  const int split = static_cast<int>(block % p.splits);
   const Index m0 = tile / p.k_blocks * L::kBM;
   const Index k0 = tile % p.k_blocks * kBN;
   const Index kd = 9 * p.C;  // K_gemm
@@ -698,25 +713,35 @@ __global__ void __launch_bounds__(ImplicitGemmTiling<T, kWarpsM, kWarpsN, kLoop>
       wgmma_pin<kAccumulators>(acc_regs);
     };
     if constexpr (L::kWs) {
-      // Warp-specialised: the producer warpgroup (threads kThreads on) copies slice kt into
-      // stage kt % kStages once the consumers released it (empty: its slice kt - kStages),
+      // Warp-specialised: slices are numbered on over the block's items (`pipelined`), and
+      // slice i lives in stage i % kStages. The producer warpgroup (threads kThreads on)
+      // copies slice i once the consumers released the stage (empty: slice i - kStages),
       // keeps kPrefetch slices in flight, and, each landed (its wait), rounds (tf32) and
-      // fences its copies and arrives at the stage's full barrier. The two consumer
-      // warpgroups sync there, issue the slice's wgmma, and once the one before it is done
-      // (wgmma_wait<1>) arrive at that one's empty barrier, where the producer will sync
-      // (only for the slices it refills: every arrival is matched). No barrier of the whole
-      // block: a warpgroup waits only for the stage it needs. Deadlock-free: refilling slice
-      // kt needs the consumers past slice kt - kStages + 1, whose full arrival the producer
-      // made at kt - kStages + 1 + kPrefetch = kt - 1.
+      // fences its copies and arrives at the stage's full barrier; at an item's end it waits
+      // for all its copies and arrives for the rest. The two consumer warpgroups sync there,
+      // issue the slice's wgmma, and once it is done (wgmma_wait<1> a slice later, <0> at the
+      // item's end) arrive at its empty barrier. Every release is matched: the producer syncs
+      // before each refill, and after its last item for the last kStages releases. No
+      // barrier of the whole block: a warpgroup waits only for the stage it needs, and the
+      // producer runs into the next item while the consumers store this one's outputs.
+      // Deadlock-free: refilling slice i needs the consumers past slice i - kStages + 1,
+      // whose full arrival the producer made by then (at i - 1, or at the end of an item).
       constexpr int kAll = L::kBlockThreads;
-      if (tid >= L::kThreads) {
+      // The count carried to the next item, kept under 2 kStages once past kStages: what
+      // the stages and barriers read of it (i % kStages, i >= kStages) is unchanged, and a
+      // persistent block's count never overflows.
+      auto next_pipelined = [](int done, int more) {
+        const int n = done + more;
+        return n >= 2 * L::kStages ? n % L::kStages + L::kStages : n;
+      };
+      if constexpr (kRole == Role::producer) {
         for (int kt = 0; kt < n_tiles; ++kt) {
-          const int stage = kt % L::kStages;
-          if (kt >= L::kStages) bar_sync(L::kEmptyBarrier + stage, kAll);
+          const int slice = pipelined + kt, stage = slice % L::kStages;
+          if (slice >= L::kStages) bar_sync(L::kEmptyBarrier + stage, kAll);
           load_stage(stage);
           cp_async_commit();
           if (kt >= L::kPrefetch) {
-            const int landed = (kt - L::kPrefetch) % L::kStages;
+            const int landed = (slice - L::kPrefetch) % L::kStages;
             cp_async_wait<L::kPrefetch>();
             round_x(landed);
             fence_proxy_async();
@@ -725,16 +750,27 @@ __global__ void __launch_bounds__(ImplicitGemmTiling<T, kWarpsM, kWarpsN, kLoop>
         }
         cp_async_wait<0>();
         for (int kt = max(n_tiles - L::kPrefetch, 0); kt < n_tiles; ++kt) {
-          round_x(kt % L::kStages);
+          const int stage = (pipelined + kt) % L::kStages;
+          round_x(stage);
           fence_proxy_async();
-          bar_arrive(L::kFullBarrier + kt % L::kStages, kAll);
+          bar_arrive(L::kFullBarrier + stage, kAll);
         }
+        pipelined = next_pipelined(pipelined, n_tiles);
+        if (last)
+          for (int slice = max(pipelined - L::kStages, 0); slice < pipelined; ++slice)
+            bar_sync(L::kEmptyBarrier + slice % L::kStages, kAll);
         return;  // the consumers' epilogue needs no producer (its barriers count kThreads)
-      }
-      for (int kt = 0; kt < n_tiles; ++kt) {
-        bar_sync(L::kFullBarrier + kt % L::kStages, kAll);
-        compute_slice(kt % L::kStages);
-        if (kt >= 1 && kt - 1 + L::kStages < n_tiles) bar_arrive(L::kEmptyBarrier + (kt - 1) % L::kStages, kAll);
+      } else {
+        for (int kt = 0; kt < n_tiles; ++kt) {
+          const int slice = pipelined + kt;
+          bar_sync(L::kFullBarrier + slice % L::kStages, kAll);
+          compute_slice(slice % L::kStages);
+          if (kt >= 1) bar_arrive(L::kEmptyBarrier + (slice - 1) % L::kStages, kAll);
+        }
+        wgmma_wait<0>();
+        wgmma_pin<kAccumulators>(acc_regs);
+        bar_arrive(L::kEmptyBarrier + (pipelined + n_tiles - 1) % L::kStages, kAll);
+        pipelined = next_pipelined(pipelined, n_tiles);
       }
     } else {
       int read = 0, write = L::kPrefetch;  // stages: computed now, loaded now
@@ -845,6 +881,63 @@ __global__ void __launch_bounds__(ImplicitGemmTiling<T, kWarpsM, kWarpsN, kLoop>
     }
     return;
   }
+  if constexpr (L::kWs) {
+    if (p.persistent) {
+      // Persistent wgmma_ws (y NHWC): the outputs go from the accumulators to y, leaving the
+      // stages to the producer's next item. Thread (g, t) of warp w holds rows warp_row(w, 0)
+      // + g (+ 8) and channels 8 nt + 2t, + 1 (pairs: one 2-element store, 4 lanes a row's 16
+      // contiguous bytes of fp16). With the pool, a window's 4 rows are g = 4j .. 4j + 3, 4
+      // lanes apart: lane g = 4j takes the next three's values by shuffles, their max in
+      // window order (torch's NaN rule), and stores it.
+      const bool pairs = p.K % 2 == 0;
+#pragma unroll
+      for (int nt = 0; nt < L::kNTiles; ++nt) {
+        const Index k = k0 + nt * 8 + 2 * t;
+        float bk[2];
+#pragma unroll
+        for (int j = 0; j < 2; ++j) bk[j] = bias != nullptr ? to_float(ld_global(bias + (k + j), k + j < p.K)) : 0.f;
+#pragma unroll
+        for (int half = 0; half < 2; ++half) {
+          const Index row = m0 + L::warp_row(warp_m, 0) + g + 8 * half;  // a multiple of 4 where g % 4 == 0
+          float v[2];
+#pragma unroll
+          for (int j = 0; j < 2; ++j) {
+            v[j] = acc[0][nt][2 * half + j] + bk[j];
+            if (p.relu && v[j] < 0.f) v[j] = 0.f;  // ReLU(NaN) = NaN
+            if (p.y_tf32) v[j] = round_tf32(v[j]);
+          }
+          bool active = row < p.M;
+          Index o = row;  // y's pixel
+          if (p.pool) {
+            float u[3][2];
+#pragma unroll
+            for (int d = 1; d < 4; ++d)
+#pragma unroll
+              for (int j = 0; j < 2; ++j) u[d - 1][j] = __shfl_down_sync(0xffffffffu, v[j], 4 * d);
+#pragma unroll
+            for (int d = 1; d < 4; ++d)
+#pragma unroll
+              for (int j = 0; j < 2; ++j) v[j] = max_step(v[j], u[d - 1][j]);
+            active = active && g % 4 == 0;
+            o = row / 4;
+          }
+          if (pairs) {
+            Vec<T, 2> out;
+            out.v[0] = from_float<T>(v[0]), out.v[1] = from_float<T>(v[1]);
+            const bool inside = active && k < p.K;
+            st_global(reinterpret_cast<Vec<T, 2>*>(y + (inside ? o * p.K + k : 0)), out, inside);
+          } else {
+#pragma unroll
+            for (int j = 0; j < 2; ++j) {
+              const bool inside = active && k + j < p.K;
+              st_global(y + (inside ? o * p.K + k + j : 0), from_float<T>(v[j]), inside);
+            }
+          }
+        }
+      }
+      return;
+    }
+  }
   // The computing threads' barrier (wgmma_ws: its producer has gone; its copies all landed
   // and were read before the consumers' last full barrier and wgmma wait).
   auto sync_consumers = [&]() {
@@ -954,6 +1047,33 @@ __global__ void __launch_bounds__(ImplicitGemmTiling<T, kWarpsM, kWarpsN, kLoop>
       const bool inside = m0 + 4 * q < p.M && k < p.K;
       store8(y + (inside ? (m0 / 4 + q) * p.K + k : 0), k, v, inside);
     }
+  }
+}
+
+// One block per work item (M tile, K tile, split), except wgmma_ws, whose blocks take the
+// items in turn (all of them, or the grid's share where it is persistent).
+template <class T, MmaType kMma, int kWarpsM, int kWarpsN, MainLoop kLoop, class Index>
+__global__ void __launch_bounds__(ImplicitGemmTiling<T, kWarpsM, kWarpsN, kLoop>::kBlockThreads,
+                                  ImplicitGemmTiling<T, kWarpsM, kWarpsN, kLoop>::kMinBlocksPerSM)
+    conv3x3_implicit_gemm_kernel(const T* __restrict__ x, const T* __restrict__ w, const T* __restrict__ bias,
+                                 T* __restrict__ y, const ImplicitGemmParams<Index> p) {
+  using L = ImplicitGemmTiling<T, kWarpsM, kWarpsN, kLoop>;
+  int pipelined = 0;
+  if constexpr (L::kWs) {
+    const Index stride = gridDim.x;
+    if (threadIdx.x >= L::kThreads) {
+      for (Index b = blockIdx.x; b < p.blocks; b += stride)
+        conv3x3_implicit_gemm_item<T, kMma, kWarpsM, kWarpsN, kLoop, Role::producer>(x, w, bias, y, p, b,
+                                                                                     b + stride >= p.blocks, pipelined);
+    } else {
+      for (Index b = blockIdx.x; b < p.blocks; b += stride)
+        conv3x3_implicit_gemm_item<T, kMma, kWarpsM, kWarpsN, kLoop, Role::consumer>(x, w, bias, y, p, b,
+                                                                                     b + stride >= p.blocks, pipelined);
+    }
+  } else {
+    conv3x3_implicit_gemm_item<T, kMma, kWarpsM, kWarpsN, kLoop, Role::all>(x, w, bias, y, p,
+                                                                            static_cast<Index>(blockIdx.x), true,
+                                                                            pipelined);
   }
 }
 
