@@ -117,12 +117,12 @@ def test_main_loop_of_every_instantiation(tmp_path):
         if tile == "ws128x256":
             # Warp-specialised: the consumers' loop has no copies, only each slice's full-barrier
             # sync, 2 HGMMA.64x256 per warpgroup and the empty-barrier arrive (nvcc unrolls it 4
-            # slices deep: 8 HGMMA, 143 instructions (int32; 173 int64), 0.14-0.17 of the issue
+            # slices deep: 8 HGMMA, 143 instructions (int32; 141 int64), 0.14 of the issue
             # slots); the producer's loop makes each slice's 12 copies per thread: 158
             # instructions per slice and producer warp (int32; 217 int64; TF32's rounding
             # pass: 219 and 278).
             assert r["hgmma"] % 2 == 0 and (r["hmma"], r["ldsm"], r["ldgsts"]) == (0, 0, 0), r
-            assert r["issue_share"] <= 0.2, r
+            assert r["issue_share"] <= 0.16, r
             assert r["producer_ldgsts"] == (bm + bn) * 4 // threads, r
             assert r["producer_instructions"] <= (160 if index == "int32" else 220) + (
                 62 if dtype.startswith("fp32") else 0), r

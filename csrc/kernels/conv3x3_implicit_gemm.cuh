@@ -493,7 +493,7 @@ enum class Role { all, producer, consumer };
 template <class T, MmaType kMma, int kWarpsM, int kWarpsN, MainLoop kLoop, Role kRole, class Index>
 __device__ __forceinline__ void conv3x3_implicit_gemm_item(const T* __restrict__ x, const T* __restrict__ w,
                                                            const T* __restrict__ bias, T* __restrict__ y,
-                                                           const ImplicitGemmParams<Index>& p, Index block, bool last,
+                                                           const ImplicitGemmParams<Index>& p, unsigned block, bool last,
                                                            int& pipelined) {
   using L = ImplicitGemmTiling<T, kWarpsM, kWarpsN, kLoop>;
   static_assert(L::kWs == (kRole != Role::all), "wgmma_ws runs in two roles, the others in one");
@@ -506,7 +506,7 @@ __device__ __forceinline__ void conv3x3_implicit_gemm_item(const T* __restrict__
   const int tid = threadIdx.x, lane = tid % 32, warp = tid / 32;
   const int warp_m = warp % L::kWarpsM, warp_n = warp / L::kWarpsM;
 
-  const Index tile = block / p.splits;
+  const Index tile = static_cast<Index>(block) / p.splits;
   const int split = static_cast<int>(block % p.splits);
   const Index m0 = tile / p.k_blocks * L::kBM;
   const Index k0 = tile % p.k_blocks * kBN;
@@ -1060,19 +1060,18 @@ __global__ void __launch_bounds__(ImplicitGemmTiling<T, kWarpsM, kWarpsN, kLoop>
   using L = ImplicitGemmTiling<T, kWarpsM, kWarpsN, kLoop>;
   int pipelined = 0;
   if constexpr (L::kWs) {
-    const Index stride = gridDim.x;
+    const unsigned stride = gridDim.x, items = static_cast<unsigned>(p.blocks);  // < 2^31 (the dispatch)
     if (threadIdx.x >= L::kThreads) {
-      for (Index b = blockIdx.x; b < p.blocks; b += stride)
+      for (unsigned b = blockIdx.x; b < items; b += stride)
         conv3x3_implicit_gemm_item<T, kMma, kWarpsM, kWarpsN, kLoop, Role::producer>(x, w, bias, y, p, b,
-                                                                                     b + stride >= p.blocks, pipelined);
+                                                                                     b + stride >= items, pipelined);
     } else {
-      for (Index b = blockIdx.x; b < p.blocks; b += stride)
+      for (unsigned b = blockIdx.x; b < items; b += stride)
         conv3x3_implicit_gemm_item<T, kMma, kWarpsM, kWarpsN, kLoop, Role::consumer>(x, w, bias, y, p, b,
-                                                                                     b + stride >= p.blocks, pipelined);
+                                                                                     b + stride >= items, pipelined);
     }
   } else {
-    conv3x3_implicit_gemm_item<T, kMma, kWarpsM, kWarpsN, kLoop, Role::all>(x, w, bias, y, p,
-                                                                            static_cast<Index>(blockIdx.x), true,
+    conv3x3_implicit_gemm_item<T, kMma, kWarpsM, kWarpsN, kLoop, Role::all>(x, w, bias, y, p, blockIdx.x, true,
                                                                             pipelined);
   }
 }
