@@ -38,6 +38,8 @@
 //                              wgmma-ws (the same, with ws128x256 there),
 //                              for timing whole networks on wgmma before a table says so
 //   VGGKERN_IMPLICIT_GEMM_SPLIT_K=S                      forces S (1: no split)
+//   VGGKERN_IMPLICIT_GEMM_GRID=N                         ws128x256's persistent grid (the
+//                                                        dispatch's; default one block per SM)
 #pragma once
 
 #include <cstdint>

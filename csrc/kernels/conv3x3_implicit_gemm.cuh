@@ -166,21 +166,27 @@
 // (wgmma_wait<1> a slice later), and the producer syncs at before it refills s. The main
 // loop has no barrier of the whole block: on wg128x256 every slice waits at a
 // __syncthreads() for the slowest warp's copies, and all 8 warps issue the copies between
-// their wgmma. Why: on the H200 (9f429b0's _ncu.md, conv3_2) cuDNN's kernel that keeps the
-// tensor pipe 96% busy has this shape (persistent blocks of three warpgroups, one loading
-// with TMA), ours kept it 60% busy (wg128x128). Counted (python -m benchmarks.sass_loop;
-// nvcc 13.0, sm_90a, 32-bit offsets): the consumers' loop, which nvcc unrolls 4 slices
-// deep, 151 instructions around 8 HGMMA.64x256x16, 0.15 of a sub-partition's issue slots
-// (wg128x256: 145 per slice, 0.57); the producer's, 157 per slice and warp (TF32, with
-// its rounding pass: 218; 64-bit offsets 216 and 277). 154-156 registers (384 threads may
-// have 168), no spills; 6 stages (144 KiB), reused by the epilogue's fp32 tile after the
-// main loop, behind a barrier of the consumers alone (the producer has returned). Not yet
-// persistent: one block per SM, whose first loads and epilogue no other block hides (the
-// next step: a persistent grid, the epilogue's tile beside the stages). Checked on the
+// their wgmma. Persistent where y is NHWC: at most one block per SM (the dispatch), each
+// taking the work items (M tile, K tile, split) in turn, slices numbered on across them,
+// so the producer copies the next item's first slices while the consumers store this
+// one's outputs straight from the accumulators (no epilogue tile in shared memory: channel
+// pairs, 16 contiguous bytes per 4 lanes in fp16; the pool's window max gathered by
+// shuffles in torch's order). Where y is NCHW, one block per item and the shared-memory
+// epilogue, in the stages (the producer has returned). Producer and consumers are compiled
+// apart (Role), so neither holds the other's registers. Why: on the H200 (9f429b0's
+// _ncu.md, conv3_2) cuDNN's kernel that keeps the tensor pipe 96% busy has this shape
+// (persistent blocks of three warpgroups, one loading with TMA), ours kept it 60% busy
+// (wg128x128). Counted (python -m benchmarks.sass_loop; nvcc 13.0, sm_90a, 32-bit
+// offsets): the consumers' loop, which nvcc unrolls 4 slices deep, 143 instructions around
+// 8 HGMMA.64x256x16, 0.14 of a sub-partition's issue slots (wg128x256: 145 per slice,
+// 0.57); the producer's, 158 per slice and warp (TF32, with its rounding pass: 219; 64-bit
+// offsets 217 and 278). 160 registers (384 threads may have 168), no spills (64-bit
+// offsets: 168, 8 bytes spilled outside the loop); 6 stages, 144 KiB. Checked on the
 // emulator (named barriers with per-warp clocks: csrc/emu/runtime.cpp): bit for bit with
-// mma.sync's 128 x 128 and with wg128x256, race-free (a consumer that releases a stage one
-// slice early fails there), bank-conflict-free. Time on the GPU: pending a GPU session
-// (benchmarks/README.md has the focus run that times it against wg128x256).
+// mma.sync's 128 x 128 and with wg128x256, over persistent grids of 1 to 3 blocks,
+// race-free (a consumer that releases a stage one slice early fails there),
+// bank-conflict-free. Time on the GPU: pending a GPU session (benchmarks/README.md has the
+// focus run that times it against wg128x256).
 // The wgmma tiles run where forced or measured fastest until a GPU has confirmed them bit
 // for bit against the emulator on exact-sum data (tests/test_conv3x3_implicit_gemm.py; the
 // hardware's accumulation rounding is unspecified, so only such data can be compared
