@@ -791,9 +791,9 @@ __device__ __forceinline__ void conv3x3_implicit_gemm_item(const T* __restrict__
         read = read + 1 == L::kStages ? 0 : read + 1;
         write = write + 1 == L::kStages ? 0 : write + 1;
       }
+      wgmma_wait<0>();
+      wgmma_pin<kAccumulators>(acc_regs);
     }
-    wgmma_wait<0>();
-    wgmma_pin<kAccumulators>(acc_regs);
   } else {
     int a_frag[2], b_frag[2];  // ldmatrix row offsets per k-step kk; + 16 rows per mma tile
 #pragma unroll
