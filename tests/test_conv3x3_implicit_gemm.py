@@ -125,7 +125,8 @@ def test_forced_tiles(tile, k, relu, pool, device, monkeypatch):
 
 # The implicit_gemm overrides (forced tile, NCHW y's path, K order) refuse a value they do not
 # know with an error naming the variable, whatever the shape (C = 8: K runs taps outer
-# there anyway) and on an NCHW call (its x laid out first).
+# there anyway) and on an NCHW call (its x laid out first); a removed one (x's path through
+# L1) refuses any value.
 @pytest.mark.parametrize("var,value,message", [
     ("VGGKERN_IMPLICIT_GEMM_TILE", "64x64", "VGGKERN_IMPLICIT_GEMM_TILE must be 128x64, 128x128, 256x128, 256x64, "
                                             "wg128x128, wg256x64, wg128x256 or ws128x256 \\(or wgmma, wgmma-wide, "
@@ -134,7 +135,8 @@ def test_forced_tiles(tile, k, relu, pool, device, monkeypatch):
     ("VGGKERN_IMPLICIT_GEMM_NCHW_Y", "nhwc", "VGGKERN_IMPLICIT_GEMM_NCHW_Y must be \"direct\" or \"convert\", "
                                              "got 'nhwc'"),
     ("VGGKERN_IMPLICIT_GEMM_K_ORDER", "channels", "VGGKERN_IMPLICIT_GEMM_K_ORDER must be \"taps_inner\" or "
-                                                  "\"taps_outer\", got 'channels'")])
+                                                  "\"taps_outer\", got 'channels'"),
+    ("VGGKERN_IMPLICIT_GEMM_X_CACHE", "l1", "VGGKERN_IMPLICIT_GEMM_X_CACHE was removed .*unset it, got 'l1'")])
 def test_overrides_must_be_valid(var, value, message, monkeypatch):
     monkeypatch.setenv(var, value)
     x, w, b = _inputs(1, 8, 8, 4, 4, torch.float16, "cpu", seed=0)

@@ -31,6 +31,16 @@ inline bool implicit_gemm_taps_inner() {
   return env_switch("VGGKERN_IMPLICIT_GEMM_K_ORDER", "taps_inner", "taps_outer", "taps_inner");
 }
 
+// VGGKERN_IMPLICIT_GEMM_X_CACHE (x's copies through L1) was removed, measured slower: a
+// script that still sets it is told so rather than silently timing the default.
+inline void implicit_gemm_refuse_removed_knobs() {
+  const char* e = std::getenv("VGGKERN_IMPLICIT_GEMM_X_CACHE");
+  if (e != nullptr && *e != '\0')
+    throw std::invalid_argument(std::string("vggkern.conv3x3: VGGKERN_IMPLICIT_GEMM_X_CACHE was removed (x's copies "
+                                            "always go past L1: through L1 measured slower on the H200); unset it, "
+                                            "got '") + e + "'");
+}
+
 // A persistent tile's grid: VGGKERN_IMPLICIT_GEMM_GRID (a positive integer: the tests run
 // several items per block with it), else the device's SM count. Read per launch.
 inline int64_t implicit_gemm_grid(const Conv3x3Args& a) {
@@ -67,6 +77,7 @@ void conv3x3_implicit_gemm_run(const Conv3x3Args& a, const ImplicitGemmPlan& pla
   p.slices_per_split = static_cast<int>(plan.slices_per_split);
   p.partial = a.workspace;
   const bool taps_inner = implicit_gemm_taps_inner();  // read (and checked) whatever C is
+  implicit_gemm_refuse_removed_knobs();
   p.taps_inner = taps_inner && a.C % L::kBK == 0;
   p.x_tf32 = a.x_tf32 && a.dtype == DType::float32;
   p.y_tf32 = a.y_tf32 && a.dtype == DType::float32;
