@@ -352,7 +352,8 @@ def k_order(rows):
     """implicit_gemm's forced tiles with K taps inner beside the same tile's sweep row (the
     default: taps outer), and the fastest. A run from before x's copies through L1 were
     removed (rows with x_cache) has the four (K order, x path) combinations: x past L1 (l2,
-    what the kernel does now) or through it (l1)."""
+    what the kernel does now) or through it (l1). 9f429b0's run, whose default was taps
+    inner through L1, timed taps outer (through L1) as its variant."""
     def key(r):
         return problem_key(r) + (r.get("tile"),)
     default = {key(r): r for r in rows if r["group"] == "conv" and is_sweep(r) and not is_k_order_variant(r)
@@ -367,23 +368,31 @@ def k_order(rows):
     known = [("taps_outer", "l2"), ("taps_inner", "l2")]
     if x_path:
         known += [("taps_inner", "l1"), ("taps_outer", "l1")]
+    # 9f429b0's run: its default ran K taps inner with x through L1, and its variant rows
+    # (k_order=taps_outer, no x_cache yet) taps outer through L1.
+    then = not x_path and all(c == ("taps_outer", "l2") for d in variants.values() for c in d)
+    if then:
+        x_path = True
+        known = [("taps_inner", "l1"), ("taps_outer", "l1")]
+        variants = {k: {known[1]: r for r in d.values()} for k, d in variants.items()}
     cols = known + sorted({v for d in variants.values() for v in d} - set(known))
 
     def label(c):  # ("taps_inner", "l2") -> "inner", or in an old run "inner, L2"
         return (c[0].removeprefix("taps_") + (f", {c[1].upper()}" if x_path else "")
                 + (" (default)" if c == known[0] else ""))
     lines = ["implicit_gemm K order (VGGKERN_IMPLICIT_GEMM_K_ORDER: taps outer or inner)"
-             + (" and x's path (VGGKERN_IMPLICIT_GEMM_X_CACHE, since removed: past L1 to L2, or through L1)"
+             + (" and x's path (through L1 then, the default taps inner: 9f429b0)" if then else
+                " and x's path (VGGKERN_IMPLICIT_GEMM_X_CACHE, since removed: past L1 to L2, or through L1)"
                 if x_path else "") + " (µs, CUDA-event median)", "",
              "| layer | N | dtype | tile | " + " | ".join(label(c) for c in cols) + " | fastest | default ÷ fastest |",
              "| --- | ---: | --- | --- | " + "---: | " * len(cols) + "--- | ---: |"]
     for k in sorted(variants, key=lambda k: (k[:-1], tile_order(k[-1]))):
         d = dict(variants[k])
         if k in default:
-            d[("taps_outer", "l2")] = default[k]
+            d[known[0]] = default[k]
         r0 = next(iter(variants[k].values()))
         best = min(d, key=lambda c: d[c]["median_s"])
-        base = d.get(("taps_outer", "l2"))
+        base = d.get(known[0])
         lines.append("| " + " | ".join([r0["layer"], str(r0["N"]), r0["dtype"], str(r0.get("tile"))]
                                         + [_us(d[c]["median_s"]) if c in d else "–" for c in cols]
                                         + [label(best),

@@ -584,6 +584,21 @@ def test_k_order_table_of_a_run_with_x_paths(tmp_path):
     assert "| nchw_y | k_order | x_cache | median µs |" in conv_head, conv_head
 
 
+def test_k_order_table_of_the_run_whose_default_was_taps_inner(tmp_path):
+    """9f429b0's run: the default ran K taps inner with x through L1, and its variant rows
+    (k_order=taps_outer, before x_cache existed) taps outer: the sweep row is the inner
+    column, the variant the outer one, both through L1."""
+    lines, _ = _k_order_report(tmp_path, [
+        row("vggkern", 0.8e-3, algo="implicit_gemm", tile="wg128x128", k_order="taps_outer"),
+        row("vggkern", 1.4e-3, algo="implicit_gemm", tile="wg128x256", k_order="taps_outer")], ("k_order",))
+    table = [ln for ln in lines if ln.startswith("| conv3_2+conv3_3 | 64 | fp16 |")]
+    assert table == ["| conv3_2+conv3_3 | 64 | fp16 | wg128x128 | 1000 | 800.0 | outer, L1 | 1.25× |",
+                     "| conv3_2+conv3_3 | 64 | fp16 | wg128x256 | – | 1400 | outer, L1 | – |"], table
+    head = next(ln for ln in lines if ln.startswith("| layer | N | dtype | tile |"))
+    assert head == "| layer | N | dtype | tile | inner, L1 (default) | outer, L1 | fastest | default ÷ fastest |", head
+    assert any("through L1 then, the default taps inner: 9f429b0" in ln for ln in lines), lines
+
+
 def test_k_order_cases_have_their_sweep_twin():
     """The K-order cases: the wgmma tiles at batch 64 with K taps inner, on every layer shape
     whose C is a multiple of 32 halves, each beside its tile-sweep twin (the default: taps
