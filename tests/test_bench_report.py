@@ -547,6 +547,12 @@ def _k_order_report(tmp_path, variants, id_keys):
     return lines, next(ln for ln in full.splitlines() if ln.startswith("| impl | layer |"))
 
 
+def _k_order_table(lines):
+    """The K-order table's rows (its layer, conv3_2+conv3_3 at batch 64) and its header."""
+    return ([ln for ln in lines if ln.startswith("| conv3_2+conv3_3 | 64 | fp16 |")],
+            next(ln for ln in lines if ln.startswith("| layer | N | dtype | tile |")))
+
+
 def test_k_order_rows_stay_out_of_the_sweep_and_tune_and_have_their_table(tmp_path):
     """A forced tile with K taps inner (k_order) is neither "best ours" nor the tile sweep's
     time for its tile (the default, taps outer, is), and tune.py never picks it; the K-order
@@ -555,10 +561,9 @@ def test_k_order_rows_stay_out_of_the_sweep_and_tune_and_have_their_table(tmp_pa
     lines, conv_head = _k_order_report(tmp_path, [
         row("vggkern", 0.8e-3, algo="implicit_gemm", tile="wg128x128", k_order="taps_inner"),
         row("vggkern", 1.4e-3, algo="implicit_gemm", tile="wg128x256", k_order="taps_inner")], ("k_order",))
-    table = [ln for ln in lines if ln.startswith("| conv3_2+conv3_3 | 64 | fp16 |")]
+    table, head = _k_order_table(lines)
     assert table == ["| conv3_2+conv3_3 | 64 | fp16 | wg128x128 | 1000 | 800.0 | inner | 1.25× |",
                      "| conv3_2+conv3_3 | 64 | fp16 | wg128x256 | – | 1400 | inner | – |"], table
-    head = next(ln for ln in lines if ln.startswith("| layer | N | dtype | tile |"))
     assert head == "| layer | N | dtype | tile | outer (default) | inner | fastest | default ÷ fastest |", head
     assert not any("X_CACHE" in ln or "L1" in ln for ln in lines), lines
     # The full tables have no x_cache column (a run from before its switch was removed has)
@@ -574,10 +579,9 @@ def test_k_order_table_of_a_run_with_x_paths(tmp_path):
         row("vggkern", 1.1e-3, algo="implicit_gemm", tile="wg128x128", k_order="taps_inner", x_cache="l2"),
         row("vggkern", 1.4e-3, algo="implicit_gemm", tile="wg128x256", k_order="taps_outer", x_cache="l1")],
         ("k_order", "x_cache"))
-    table = [ln for ln in lines if ln.startswith("| conv3_2+conv3_3 | 64 | fp16 |")]
+    table, head = _k_order_table(lines)
     assert table == ["| conv3_2+conv3_3 | 64 | fp16 | wg128x128 | 1000 | 1100 | 800.0 | – | inner, L1 | 1.25× |",
                      "| conv3_2+conv3_3 | 64 | fp16 | wg128x256 | – | – | – | 1400 | outer, L1 | – |"], table
-    head = next(ln for ln in lines if ln.startswith("| layer | N | dtype | tile |"))
     assert head == ("| layer | N | dtype | tile | outer, L2 (default) | inner, L2 | inner, L1 | outer, L1 | fastest "
                     "| default ÷ fastest |"), head
     assert any("and x's path (VGGKERN_IMPLICIT_GEMM_X_CACHE, since removed" in ln for ln in lines), lines
@@ -591,10 +595,9 @@ def test_k_order_table_of_the_run_whose_default_was_taps_inner(tmp_path):
     lines, _ = _k_order_report(tmp_path, [
         row("vggkern", 0.8e-3, algo="implicit_gemm", tile="wg128x128", k_order="taps_outer"),
         row("vggkern", 1.4e-3, algo="implicit_gemm", tile="wg128x256", k_order="taps_outer")], ("k_order",))
-    table = [ln for ln in lines if ln.startswith("| conv3_2+conv3_3 | 64 | fp16 |")]
+    table, head = _k_order_table(lines)
     assert table == ["| conv3_2+conv3_3 | 64 | fp16 | wg128x128 | 1000 | 800.0 | outer, L1 | 1.25× |",
                      "| conv3_2+conv3_3 | 64 | fp16 | wg128x256 | – | 1400 | outer, L1 | – |"], table
-    head = next(ln for ln in lines if ln.startswith("| layer | N | dtype | tile |"))
     assert head == "| layer | N | dtype | tile | inner, L1 (default) | outer, L1 | fastest | default ÷ fastest |", head
     assert any("through L1 then, the default taps inner: 9f429b0" in ln for ln in lines), lines
 

@@ -46,9 +46,8 @@ inline void implicit_gemm_refuse_removed_knobs() {
 inline int64_t implicit_gemm_grid(const Conv3x3Args& a) {
   const char* e = std::getenv("VGGKERN_IMPLICIT_GEMM_GRID");
   if (e == nullptr || *e == '\0') return a.sm_count > 0 ? a.sm_count : 1;
-  char* end = nullptr;
-  const long long v = std::strtoll(e, &end, 10);
-  if (*end != '\0' || v < 1 || v > INT32_MAX)
+  int64_t v;
+  if (!parse_integer(e, 1, INT32_MAX, v))
     throw std::invalid_argument(std::string("vggkern.conv3x3: VGGKERN_IMPLICIT_GEMM_GRID must be a positive integer, got '") +
                                 e + "'");
   return v;
