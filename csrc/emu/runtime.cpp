@@ -23,6 +23,7 @@
 
 #include "../common/launch_geometry.h"
 #include "simt_emu.h"
+#include "tma_emu.h"
 
 // Fibers switch with a few lines of assembly on x86-64, with ucontext elsewhere (or
 // when VK_EMU_FORCE_UCONTEXT is defined: CMake builds the emulator's tests that way
@@ -132,7 +133,7 @@ void give_stacks(std::unique_ptr<StackSet> s) {
   g_free_stacks.push_back(std::move(s));
 }
 
-enum class FiberState { runnable, at_barrier, at_named, at_warp, done, failed };
+enum class FiberState { runnable, at_barrier, at_named, at_mbarrier, at_warp, done, failed };
 
 struct WarpRecord {
   Collective kind;
@@ -182,6 +183,20 @@ struct NamedBarrier {
   std::vector<unsigned> waiting;  // fibers in bar.sync
 };
 
+// An mbarrier (tma_emu.h), by its shared address: the count given at init, the arrivals
+// pending and the transaction bytes outstanding in the current phase, the phases completed,
+// the join of this phase's arrivals' clocks and of all completed phases' (what a wait
+// acquires), and the threads waiting with the parity each waits for.
+struct MBarrier {
+  uint32_t count = 0;
+  int64_t pending = 0, tx = 0;
+  uint64_t phases = 0;
+  std::vector<uint64_t> known, done;
+  std::vector<std::pair<unsigned, uint32_t>> waiting;
+  const char* file = nullptr;  // its init
+  int line = 0;
+};
+
 // Global-memory accounting (global_stats.h): a warp's lanes meet at the k-th call of a
 // call site (kernel line and path) since the last __syncthreads(). Per thread, the calls
 // per site; per warp, the instructions some of its lanes have reached.
@@ -229,6 +244,7 @@ struct Fiber {
   std::vector<GlobalSite> global_sites;  // its calls per global-access site since the last barrier
   uint32_t synced;         // its warp's __syncwarp() count when it last passed one (races)
   int named_id;            // the named barrier it waits at (state at_named)
+  uint32_t mbarrier;       // the mbarrier it waits at (state at_mbarrier)
 #if !VK_EMU_ASM_SWITCH
   ucontext_t ctx;
 #endif
@@ -281,8 +297,8 @@ struct SharedWord {
 };
 constexpr uint16_t kSeveralReaders = 0xffff;
 constexpr const char* kNoBarrier =
-    "with no barrier between (__syncthreads(), a named barrier (bar.sync after the other's warp arrived), or "
-    "__syncwarp() within a warp)";
+    "with no barrier between (__syncthreads(), a named barrier (bar.sync after the other's warp arrived), an "
+    "mbarrier (a wait for a phase the other's arrival or tensor load completed), or __syncwarp() within a warp)";
 constexpr const char* kCopyInFlight =
     "still in flight: a cp.async's destination may not be touched, even by its own thread, between its issue and "
     "the issuing thread's wait (and by other threads until a barrier after that)";
@@ -346,6 +362,11 @@ class Worker {
   // ---- called from fibers (through the functions below the class) ----
   int block_barrier(int predicate, const char* file, int line);
   void named_barrier(int id, int threads, bool wait, const char* file, int line);
+  void mbarrier_init(const void* bar, uint32_t count, const char* file, int line);
+  void mbarrier_arrive(const void* bar, uint32_t expect_tx, const char* file, int line);
+  void mbarrier_wait(const void* bar, uint32_t parity, const char* file, int line);
+  void tensor_load(void* dst, const TensorMap& map, const int32_t* coords, const int32_t* offsets, const void* bar,
+                   const char* file, int line);
   Exchange warp_exchange(Collective kind, unsigned mask, const void* value, size_t bytes, int predicate,
                          const char* file, int line);
   bool try_complete(unsigned warp, WarpRecord* r, unsigned self_lane);
@@ -438,6 +459,8 @@ class Worker {
   bool ordered(uint64_t tick, unsigned other, uint32_t sync) const;
   bool reads_ordered(const SharedWord& w, size_t word) const;
   uint64_t arrive_named(int id, int threads, bool wait, const char* file, int line);
+  MBarrier& mbarrier_at(const void* bar, uint32_t* address, const char* file, int line);
+  void mbarrier_progress(MBarrier& b, const char* file, int line);
   uint64_t* known_row(unsigned warp) { return known_.data() + size_t(warp) * nwarps_; }
   const uint64_t* known_row(unsigned warp) const { return known_.data() + size_t(warp) * nwarps_; }
   // Does this thread's warp know (through named barriers) of warp `warp`'s accesses up to `tick`?
@@ -491,6 +514,8 @@ class Worker {
   bool named_used_ = false;
   std::vector<uint64_t> known_;
   std::unique_ptr<uint64_t, FreeDeleter> warp_reads_;
+  // mbarriers, by shared address (named_used_ is set by them too: they order by the same clocks).
+  std::unordered_map<uint32_t, MBarrier> mbarriers_;
   size_t shared_used_ = 0;
   std::vector<SharedAlloc> shared_allocs_;
 
@@ -593,6 +618,7 @@ void Worker::run_block(uint3 block_idx) {
   barrier_arrived_ = 0;
   barrier_count_ = 0;
   for (NamedBarrier& b : named_) b = NamedBarrier();
+  mbarriers_.clear();
   named_used_ = false;
   interval_ = ++tick_;  // every record of an earlier block is older than this block's accesses
   std::fill(warp_syncs_.begin(), warp_syncs_.end(), 0u);
@@ -619,6 +645,7 @@ void Worker::run_block(uint3 block_idx) {
     f.global_sites.clear();
     f.synced = 0;
     f.named_id = 0;
+    f.mbarrier = 0;
     prepare_fiber(f, stacks_->top(i), stacks_->bottom(i));
     runnable_.push_back(i);
   }
@@ -653,6 +680,14 @@ void Worker::run_block(uint3 block_idx) {
                                " (first arrival at " + site(named_[id].file, named_[id].line) + ") at " +
                                std::to_string(named_[id].arrived) + " of its " + std::to_string(named_[id].threads) +
                                " threads: every arrival must be matched (a warp that arrives once too often)");
+  for (const auto& [address, b] : mbarriers_)
+    if (b.tx != 0)
+      throw std::runtime_error("vggkern emulator: kernel '" + std::string(params_.kernel_name) + "' block " +
+                               coord(block_.block_idx) + ": the block ends with the mbarrier at shared address " +
+                               std::to_string(address) + " (initialised at " + site(b.file, b.line) + ") " +
+                               (b.tx > 0 ? "expecting " + std::to_string(b.tx) + " bytes of tensor loads that never came"
+                                         : "holding " + std::to_string(-b.tx) + " bytes of tensor loads no arrival expected") +
+                               ": every load's bytes must be announced (mbarrier.arrive.expect_tx) and waited for");
   for (size_t g = 0; g < warpgroups_.size(); ++g) {
     if (warpgroups_[g].entries.empty()) continue;
     const WarpgroupEntry& e = warpgroups_[g].entries.front();
@@ -781,6 +816,135 @@ uint64_t Worker::arrive_named(int id, int threads, bool wait, const char* file, 
     b.waiting.clear();
   }
   return instance;
+}
+
+// ---- mbarriers and tensor loads (tma_emu.h) -------------------------------------------
+
+MBarrier& Worker::mbarrier_at(const void* bar, uint32_t* address, const char* file, int line) {
+  const uint32_t a = shared_address(bar, file, line);
+  if (a % 8 != 0) fail("an mbarrier is an 8-byte aligned word of shared memory; shared address " + std::to_string(a), file, line);
+  const auto it = mbarriers_.find(a);
+  if (it == mbarriers_.end())
+    fail("the mbarrier at shared address " + std::to_string(a) + " is used before its mbarrier.init", file, line);
+  if (address) *address = a;
+  return it->second;
+}
+
+void Worker::mbarrier_init(const void* bar, uint32_t count, const char* file, int line) {
+  const uint32_t a = shared_address(bar, file, line);
+  if (a % 8 != 0) fail("an mbarrier is an 8-byte aligned word of shared memory; shared address " + std::to_string(a), file, line);
+  if (count < 1 || count > (1u << 20) - 1)
+    fail("mbarrier.init count " + std::to_string(count) + " outside [1, 2^20 - 1]", file, line);
+  const auto [it, fresh] = mbarriers_.try_emplace(a);
+  if (!fresh)
+    fail("the mbarrier at shared address " + std::to_string(a) + " is initialised twice (first at " +
+             site(it->second.file, it->second.line) + ")",
+         file, line);
+  MBarrier& b = it->second;
+  b.count = count;
+  b.pending = count;
+  b.known.assign(nwarps_, 0);
+  b.done.assign(nwarps_, 0);
+  b.file = file;
+  b.line = line;
+  named_used_ = true;  // its order is kept by the per-warp clocks
+}
+
+// Completes the phase once nothing is pending: the arrivals' clocks become what a wait
+// acquires, and the threads waiting for this phase's parity go on.
+void Worker::mbarrier_progress(MBarrier& b, const char* file, int line) {
+  if (b.pending != 0) return;
+  if (b.tx < 0)
+    fail("tensor loads completed " + std::to_string(-b.tx) + " more bytes on an mbarrier than its arrivals expected "
+         "(mbarrier.arrive.expect_tx)", file, line);
+  if (b.tx > 0) return;
+  ++b.phases;
+  b.pending = b.count;
+  for (unsigned w = 0; w < nwarps_; ++w) b.done[w] = std::max(b.done[w], b.known[w]);
+  std::fill(b.known.begin(), b.known.end(), 0);
+  auto& q = b.waiting;
+  for (auto& [fiber, parity] : q)
+    if ((b.phases & 1u) != parity) wake(fiber);
+  q.erase(std::remove_if(q.begin(), q.end(), [&](const auto& e) { return (b.phases & 1u) != e.second; }), q.end());
+}
+
+void Worker::mbarrier_arrive(const void* bar, uint32_t expect_tx, const char* file, int line) {
+  MBarrier& b = mbarrier_at(bar, nullptr, file, line);
+  if (b.pending == 0)
+    fail("an arrival at an mbarrier whose phase has all its " + std::to_string(b.count) +
+             " arrivals (and waits for its tensor loads' bytes): more arrivals than its count",
+         file, line);
+  b.tx += expect_tx;
+  --b.pending;
+  const unsigned warp = current_->view.linear >> 5;
+  const uint64_t* row = known_row(warp);
+  for (unsigned w = 0; w < nwarps_; ++w) b.known[w] = std::max(b.known[w], row[w]);
+  b.known[warp] = ++tick_;  // this thread's accesses so far (kept per warp, as named barriers' are)
+  mbarrier_progress(b, file, line);
+}
+
+void Worker::mbarrier_wait(const void* bar, uint32_t parity, const char* file, int line) {
+  uint32_t address;
+  MBarrier* b = &mbarrier_at(bar, &address, file, line);
+  if (parity > 1) fail("mbarrier wait parity " + std::to_string(parity) + ": 0 or 1", file, line);
+  if ((b->phases & 1u) == parity) {  // that phase is still in progress: wait for it
+    Fiber* f = current_;
+    f->state = FiberState::at_mbarrier;
+    f->mbarrier = address;
+    f->wait_file = file;
+    f->wait_line = line;
+    b->waiting.emplace_back(f->view.linear, parity);
+    yield_to_scheduler(f);
+    b = &mbarrier_at(bar, nullptr, file, line);
+  }
+  uint64_t* row = known_row(current_->view.linear >> 5);
+  for (unsigned w = 0; w < nwarps_; ++w) row[w] = std::max(row[w], b->done[w]);
+}
+
+void Worker::tensor_load(void* dst, const TensorMap& m, const int32_t* coords, const int32_t* offsets, const void* bar,
+                         const char* file, int line) {
+  MBarrier& b = mbarrier_at(bar, nullptr, file, line);
+  const uint32_t row_bytes = m.box[0] * static_cast<uint32_t>(m.elem_bytes);
+  std::vector<BoxRow> rows;
+  std::string error;
+  try {
+    rows = tensor_box(m, coords, offsets);
+  } catch (const std::exception& e) {
+    error = e.what();  // reported outside the handler: fail() leaves this fiber for good
+  }
+  if (!error.empty()) fail(error, file, line);
+  const size_t bytes = rows.size() * row_bytes;
+  if (!in_shared(dst, bytes)) fail("tensor load destination (" + std::to_string(bytes) + " bytes) is not in shared memory", file, line);
+  const uint32_t a0 = shared_address(dst, file, line);
+  if (a0 % 128 != 0) fail("tensor load destination at shared address " + std::to_string(a0) + ": not 128-byte aligned", file, line);
+  if (row_bytes % 16 != 0) fail("tensor load rows of " + std::to_string(row_bytes) + " bytes: a multiple of 16", file, line);
+  if (m.swizzle != 0 && (row_bytes != static_cast<uint32_t>(m.swizzle) || a0 % (8 * m.swizzle) != 0))
+    fail("tensor load with the " + std::to_string(m.swizzle) + "-byte swizzle: emulated for rows of exactly " +
+             std::to_string(m.swizzle) + " bytes (got " + std::to_string(row_bytes) + ") at a multiple of " +
+             std::to_string(8 * m.swizzle) + " bytes (got shared address " + std::to_string(a0) + ")",
+         file, line);
+  check_write(dst, bytes, "this thread's tensor load writes", file, line);
+  // Chunk by chunk: 16 bytes gathered (zeros out of bounds), stored at their swizzled address.
+  const uint32_t flip = m.swizzle ? static_cast<uint32_t>(m.swizzle) / 16 - 1 : 0;
+  const uint32_t per_chunk = 16 / static_cast<uint32_t>(m.elem_bytes);
+  for (size_t i = 0; i < rows.size(); ++i) {
+    const BoxRow& r = rows[i];
+    for (uint32_t j = 0; j < row_bytes / 16; ++j) {
+      unsigned char chunk[16] = {};
+      for (uint32_t e = 0; e < per_chunk; ++e) {
+        const uint32_t k = j * per_chunk + e;
+        if (k >= r.begin && k < r.end)
+          std::memcpy(chunk + e * m.elem_bytes, m.base + r.offset + int64_t(k) * m.elem_bytes, size_t(m.elem_bytes));
+      }
+      const uint32_t a = a0 + static_cast<uint32_t>(i) * row_bytes + 16 * j;
+      const uint32_t swizzled = a ^ (((a >> 7) & flip) << 4);
+      std::memcpy(shared_.get() + swizzled, chunk, 16);
+      record_write(swizzled / 4, 4, file, line);
+    }
+  }
+  b.tx -= static_cast<int64_t>(bytes);
+  b.known[current_->view.linear >> 5] = ++tick_;  // the load's writes, released to the barrier's waiters
+  mbarrier_progress(b, file, line);
 }
 
 // A warp collective completes once every lane of its mask that has not exited (or
@@ -1220,13 +1384,15 @@ void Worker::check_canaries() const {
 }
 
 std::string Worker::deadlock_report() const {
-  unsigned at_barrier = 0, exited = 0, at_warp = 0, at_named = 0;
+  unsigned at_barrier = 0, exited = 0, at_warp = 0, at_named = 0, at_mbarrier = 0;
+  const Fiber* first_mbarrier = nullptr;
   const Fiber* first_exited = nullptr;
   const Fiber* first_warp = nullptr;
   const Fiber* first_named = nullptr;
   for (const Fiber& f : fibers_) {
     if (f.state == FiberState::at_barrier) ++at_barrier;
     if (f.state == FiberState::at_named && !at_named++) first_named = &f;
+    if (f.state == FiberState::at_mbarrier && !at_mbarrier++) first_mbarrier = &f;
     if (f.state == FiberState::done && !first_exited) first_exited = &f;
     if (f.state == FiberState::done) ++exited;
     if (f.state == FiberState::at_warp) {
@@ -1249,6 +1415,13 @@ std::string Worker::deadlock_report() const {
          std::to_string(b.threads) + " threads arrived (" + std::to_string(at_named) +
          " threads wait at named barriers, " + std::to_string(exited) +
          " exited): the arrivals it waits for never come (a producer and its consumers out of step).";
+  } else if (first_mbarrier) {
+    const MBarrier& b = mbarriers_.at(first_mbarrier->mbarrier);
+    s += "a wait at the mbarrier at shared address " + std::to_string(first_mbarrier->mbarrier) + " (initialised at " +
+         site(b.file, b.line) + ") at " + site(first_mbarrier->wait_file, first_mbarrier->wait_line) + " waits with " +
+         std::to_string(b.pending) + " of its " + std::to_string(b.count) + " arrivals and " + std::to_string(b.tx) +
+         " bytes of tensor loads still to come (" + std::to_string(at_mbarrier) + " threads wait at mbarriers, " +
+         std::to_string(exited) + " exited): they never come (a producer and its consumers out of step).";
   } else if (first_warp) {
     const WarpRecord* r = first_warp->record;
     const unsigned missing = r->mask & ~r->arrived;
@@ -1267,6 +1440,19 @@ void kernel_fail(const std::string& what, const char* file, int line) { t_worker
 int block_barrier(int predicate, const char* file, int line) { return t_worker->block_barrier(predicate, file, line); }
 void named_barrier(int id, int threads, bool wait, const char* file, int line) {
   t_worker->named_barrier(id, threads, wait, file, line);
+}
+void mbarrier_init(const void* bar, uint32_t count, const char* file, int line) {
+  t_worker->mbarrier_init(bar, count, file, line);
+}
+void mbarrier_arrive(const void* bar, uint32_t expect_tx, const char* file, int line) {
+  t_worker->mbarrier_arrive(bar, expect_tx, file, line);
+}
+void mbarrier_wait(const void* bar, uint32_t parity, const char* file, int line) {
+  t_worker->mbarrier_wait(bar, parity, file, line);
+}
+void tensor_load(void* dst, const TensorMap& map, const int32_t* coords, const int32_t* offsets, const void* bar,
+                 const char* file, int line) {
+  t_worker->tensor_load(dst, map, coords, offsets, bar, file, line);
 }
 Exchange warp_exchange(Collective kind, unsigned mask, const void* value, size_t bytes, int predicate, const char* file,
                        int line) {
