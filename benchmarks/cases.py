@@ -50,8 +50,15 @@ IMPLICIT_GEMM_TILES = tuple(t for t in ALL_IMPLICIT_GEMM_TILES
 # first measures the wgmma tiles also measures VGG on them (the per-layer table that
 # would make them the default is written from that run, after it).
 # implicit_gemm's K order rows (VGGKERN_IMPLICIT_GEMM_K_ORDER=taps_inner) beside the
-# default (tap by tap): within 10% of it, either way, on the H200; with the sweep.
+# default (tap by tap): within 10% of it, either way, on the H200; with the sweep. The
+# copies rows (ws128x256 by tensor loads against cp.async) go with them.
 K_ORDER_PRIORITY = 0.5
+
+
+def copies_rows_wanted() -> bool:
+    """ws128x256's copies rows (tensor loads against cp.async): where the run times that tile
+    and has not turned the tensor loads off (device_run.sh does when their probe fails)."""
+    return "ws128x256" in IMPLICIT_GEMM_TILES and os.environ.get("VGGKERN_IMPLICIT_GEMM_TMA") != "off"
 WGMMA_POLICIES = tuple(p for p in tiles.WGMMA_POLICIES  # those whose tiles on VGG's K the run kept
                        if all(tiles.wgmma_policy_tile(k, p) in IMPLICIT_GEMM_TILES
                               for k in (64, 128, 256, 512)))
@@ -310,6 +317,16 @@ def build_cases():
                 for tile in IMPLICIT_GEMM_TILES:
                     if tiles.is_wgmma(tile):
                         cases.append(Case("conv", "vggkern", base + (("tile", tile), ("k_order", "taps_inner")),
+                                          "full", K_ORDER_PRIORITY))
+                # ws128x256's copies: tensor loads (VGGKERN_IMPLICIT_GEMM_TMA=on) and cp.async
+                # (off), conv + ReLU without the pool (the tensor loads need NHW's M order:
+                # the layers conv3_2, conv4_2, conv5_1 and conv5_2 are these shapes unpooled),
+                # where K >= 256 (the tile's N; the wgmma-ws policy's layers). Kept out of
+                # "best ours" and of tune.py's table; their own table in the report.
+                if copies_rows_wanted() and s.K >= 256:
+                    unpooled = tuple((k_, "relu" if k_ == "variant" else v) for k_, v in base)
+                    for copies in ("tma", "cp_async"):
+                        cases.append(Case("conv", "vggkern", unpooled + (("tile", "ws128x256"), ("copies", copies)),
                                           "full", K_ORDER_PRIORITY))
             # fp32 as TF32 (torch's TF32 on) on the rule's mma.sync tile and the wgmma tiles
             # the policies give the layer: tune.py's fp32 entries (without one, fp32 takes
@@ -570,7 +587,8 @@ def _conv_case(case: Case, device: str, cfg: dict) -> dict:
     extra = {}
     with fp32_math(p.get("math", "-")), env_var("VGGKERN_IMPLICIT_GEMM_TILE", p.get("tile")), \
             env_var("VGGKERN_IMPLICIT_GEMM_NCHW_Y", p.get("nchw_y")), \
-            env_var("VGGKERN_IMPLICIT_GEMM_K_ORDER", p.get("k_order")):
+            env_var("VGGKERN_IMPLICIT_GEMM_K_ORDER", p.get("k_order")), \
+            env_var("VGGKERN_IMPLICIT_GEMM_TMA", {"tma": "on", "cp_async": "off"}.get(p.get("copies"))):
         probe = make_inputs()
         try:
             y = fn(probe)

@@ -153,6 +153,26 @@ case $rc in
      export VGGKERN_BENCH_EXCLUDE_TILES=wg128x128,wg256x64,wg128x256,ws128x256
      WG_FILTER=(-k "not wg128x128 and not wg256x64 and not wg128x256 and not ws128x256");;
 esac
+# ws128x256's tensor loads (TMA), once the tiles passed, in a process of their own too: if
+# they fault or differ, every later step runs with VGGKERN_IMPLICIT_GEMM_TMA=off (cp.async;
+# the benchmarks then time no tensor-load rows) and the tests that demand them stay out.
+if [ "$rc" = 0 ]; then
+  TMAT=$(cap 45 15)
+  if [ "$TMAT" = 0 ]; then
+    trc=skipped
+  else
+    timeout "$TMAT" $PY benchmarks/wgmma_probe.py --tensor-loads 2>&1 | tee -a "$OUT/tests.log"
+    trc=${PIPESTATUS[0]}
+  fi
+  if [ "$trc" = 0 ]; then
+    STATUS+=("tensor-load probe: ws128x256's tensor loads match the emulator bit for bit")
+  else
+    case $trc in skipped) why="skipped ($(left)s left)";; 124) why="TIMEOUT after ${TMAT}s";; *) why="FAILED rc=$trc";; esac
+    STATUS+=("tensor-load probe: $why: tensor loads off (VGGKERN_IMPLICIT_GEMM_TMA=off), their tests left out")
+    export VGGKERN_IMPLICIT_GEMM_TMA=off
+    WG_FILTER=(-k "not tensor_loads")
+  fi
+fi
 
 # ---- GPU tests ------------------------------------------------------------------------
 # 8 worker processes where pytest-xdist is installed (the device image has it): the

@@ -134,6 +134,17 @@ def is_k_order_variant(r):
     return bool(r.get("k_order") or r.get("x_cache"))
 
 
+def is_copies_variant(r):
+    """A row of ws128x256 with its copies forced (copies: tensor loads, "tma", or cp.async:
+    VGGKERN_IMPLICIT_GEMM_TMA on or off), timed in pairs in a table of their own (copies)."""
+    return bool(r.get("copies"))
+
+
+def is_path_variant(r):
+    """A forced K order, x path or copy path: never a tile's sweep time, "best ours" or a tuned entry."""
+    return is_k_order_variant(r) or is_copies_variant(r)
+
+
 def wrong(r):
     """A row of ours whose result was wrong (accuracy_ok False: benchmarks.cases.wrong_result):
     listed, never "best ours"."""
@@ -142,8 +153,8 @@ def wrong(r):
 
 def set_apart(r):
     """Left out of "best ours" and the plot: a sweep row, a prepared-weight one, NCHW's
-    converted y, or K tap by tap."""
-    return is_sweep(r) or is_prepared(r) or is_nchw_converted(r) or is_k_order_variant(r)
+    converted y, a forced K order or copy path."""
+    return is_sweep(r) or is_prepared(r) or is_nchw_converted(r) or is_path_variant(r)
 
 
 def annotate(rows):
@@ -222,7 +233,7 @@ def tile_sweep(rows):
     """implicit_gemm's time per forced tile, per layer and batch, and the default's: one
     table per dtype (fp16: every tile; fp32 with TF32: the rule's tile and the wgmma ones)."""
     sweep = [r for r in rows if r["group"] == "conv" and is_sweep(r) and timed(r) and not wrong(r)
-             and not is_k_order_variant(r)]
+             and not is_path_variant(r)]
     default = {problem_key(r): r for r in rows if r["group"] == "conv" and r["impl"] != "torch"
                and r.get("algo") == "implicit_gemm" and not is_sweep(r) and r.get("layout") == "cl"}
     lines = []
@@ -303,7 +314,7 @@ def headline(rows):
                       f"{r['images_per_s']:.0f} img/s | {_f(r.get('speedup_vs_best_torch'), '{:.2f}×')} |"
                       for r in policy]
             lines.append("")
-    return lines + tile_sweep(rows) + k_order(rows) + prepared_weight(rows) + nchw_y(rows)
+    return lines + tile_sweep(rows) + k_order(rows) + copies(rows) + prepared_weight(rows) + nchw_y(rows)
 
 
 def _beside_default(rows, is_variant, title, names, variant_saves):
@@ -356,7 +367,7 @@ def k_order(rows):
     inner through L1, timed taps outer (through L1) as its variant."""
     def key(r):
         return problem_key(r) + (r.get("tile"),)
-    default = {key(r): r for r in rows if r["group"] == "conv" and is_sweep(r) and not is_k_order_variant(r)
+    default = {key(r): r for r in rows if r["group"] == "conv" and is_sweep(r) and not is_path_variant(r)
                and timed(r) and not wrong(r)}
     variants = {}
     for r in rows:
@@ -401,11 +412,36 @@ def k_order(rows):
     return lines + [""]
 
 
+def copies(rows):
+    """ws128x256's copies, tensor loads against cp.async, per layer (conv + ReLU), with what
+    the tensor loads saved."""
+    pairs = defaultdict(dict)
+    for r in rows:
+        if r["group"] == "conv" and is_copies_variant(r) and timed(r) and not wrong(r):
+            pairs[problem_key(r)][r["copies"]] = r
+    if not pairs:
+        return []
+    lines = ["ws128x256's copies: tensor loads (TMA, VGGKERN_IMPLICIT_GEMM_TMA=on) against cp.async (off), conv + "
+             "ReLU (µs, CUDA-event median; saved = cp.async − tensor loads)", "",
+             "| layer | N | dtype | cp.async | tensor loads | saved | cp.async ÷ tensor loads |",
+             "| --- | ---: | --- | ---: | ---: | ---: | ---: |"]
+    for k in sorted(pairs, key=lambda k: (k[2], -k[5], k[3], k[4])):  # N, then H down, then C, K
+        d = pairs[k]
+        r0 = next(iter(d.values()))
+        slow, fast = d.get("cp_async"), d.get("tma")
+        both = slow is not None and fast is not None
+        lines.append("| " + " | ".join([
+            r0["layer"], str(r0["N"]), r0["dtype"], _us(slow["median_s"]) if slow else "–",
+            _us(fast["median_s"]) if fast else "–", _us(slow["median_s"] - fast["median_s"]) if both else "–",
+            _f(slow["median_s"] / fast["median_s"] if both else None, "{:.2f}×")]) + " |")
+    return lines + [""]
+
+
 def full_tables(rows):
     lines = []
     cols = {
         "conv": ("layer", "N", "dtype", "layout", "variant", "math", "algo", "tile", "weight", "nchw_y", "k_order",
-                 "x_cache"),
+                 "x_cache", "copies"),
         "maxpool": ("C", "H", "N", "dtype", "layout"),
         "layout": ("C", "H", "N", "dtype", "layout"),
         "network": ("net", "N", "dtype", "math", "layout", "mode", "algo", "tile", "tf32_chain"),
@@ -414,8 +450,8 @@ def full_tables(rows):
         rs = [r for r in rows if r["group"] == group]
         if not rs:
             continue
-        if not any(r.get("x_cache") for r in rs):  # x's path: only runs from before its switch was removed
-            keys = tuple(k for k in keys if k != "x_cache")
+        # x's path: only in runs from before its switch was removed; copies: only in runs since it came
+        keys = tuple(k for k in keys if k not in ("x_cache", "copies") or any(r.get(k) for r in rs))
         rs.sort(key=lambda r: tuple(str(r.get(k)) for k in keys) + (r["impl"],))
         extra = "images/s | " if group == "network" else ""
         lines += [f"### {group}", "",

@@ -99,8 +99,9 @@ def _conv_cases(rounds, runs, deadline, g, bad):
     for (dt, cl, (relu, pool)), (algo, tile, split) in itertools.product(rounds, runs):
         if deadline is not None and time.time() > deadline:
             break
-        x = torch.randn(2, 17, 13, 10, generator=g).to(dt)
-        w = (torch.randn(19, 17, 3, 3, generator=g) * 0.1).to(dt)
+        c = 32 if tile == "ws128x256" else 17  # ws128x256 with C = 32: its tensor loads, where unpooled and 16-bit
+        x = torch.randn(2, c, 13, 10, generator=g).to(dt)
+        w = (torch.randn(19, c, 3, 3, generator=g) * 0.1).to(dt)
         b = torch.randn(19, generator=g).to(dt)
         label = f"conv3x3 {algo} tile={tile or '-'} split={split or '-'} {dt} cl={cl} relu={relu} pool={pool}"
         try:

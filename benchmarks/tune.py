@@ -69,7 +69,7 @@ def tile_table(rows, exclude=()) -> list[dict]:
     by = defaultdict(dict)
     for r in rows:
         if (r.get("group") == "conv" and r.get("impl") == "vggkern" and r.get("tile") and report.timed(r)
-                and not report.is_k_order_variant(r)
+                and not report.is_path_variant(r)
                 and r.get("dtype", "fp16") in ("fp16", "fp32") and r["tile"] not in exclude and _trusted(r)):
             key = (r.get("dtype", "fp16") == "fp32", _padded(r["C"]), r["K"], r["H"], r.get("variant") == "relu_pool",
                    r["N"])

@@ -1,6 +1,7 @@
 """The first hardware check of implicit_gemm's wgmma tiles, in a process of its own.
 
     python benchmarks/wgmma_probe.py      # exit 0: every tile matches; 1: a mismatch; 2: not built/runnable here
+    python benchmarks/wgmma_probe.py --tensor-loads   # ws128x256's tensor loads (TMA), the same way
 
 A wgmma tile whose descriptors or layouts the emulator got wrong may fault on the GPU, and a
 fault poisons the CUDA context of the process it happens in, so device_run.sh asks this
@@ -9,7 +10,12 @@ TF32 (every sum exact, so the GPU and the emulator must agree bit for bit) again
 emulator's result on the CPU. When it fails, device_run.sh keeps the wgmma tiles out of
 the GPU tests' process, the sanitizer case and the benchmark sweep
 (VGGKERN_BENCH_EXCLUDE_TILES), so one faulting kernel cannot take the rest of the
-session's measurements with it.
+session's measurements with it. The tiles are checked with their copies by cp.async
+(VGGKERN_IMPLICIT_GEMM_TMA=off); --tensor-loads then checks ws128x256 copying by tensor
+loads (the TMA unit: an im2col box of x, a tile of the weight, mbarriers) in another
+process, on a case that allows them (C = 64, no pool; fp32 as a TF32 chain's x), so that
+a fault or a mismatch there leaves only the tensor loads out (device_run.sh then runs
+everything with VGGKERN_IMPLICIT_GEMM_TMA=off), not the tiles.
 """
 import os
 import sys
@@ -23,13 +29,42 @@ from benchmarks.tiles import is_wgmma  # noqa: E402
 TILES = tuple(t for t in ALL_IMPLICIT_GEMM_TILES if is_wgmma(t))  # every one, whatever is excluded
 
 
-def main() -> int:
+def _same(x, w, b, label, **kw) -> bool:
+    """Our conv on the CPU (the emulator) and on the GPU, bit for bit; prints the verdict."""
+    import vggkern
+
+    cpu = vggkern.conv3x3(x, w, b, algo="implicit_gemm", allow_tf32=True, **kw)
+    gpu = vggkern.conv3x3(x.cuda(), w.cuda(), b.cuda(), algo="implicit_gemm", allow_tf32=True, **kw)
+    torch.cuda.synchronize()
+    same = torch.equal(cpu, gpu.cpu())
+    print(f"wgmma probe: {label}: {'matches the emulator' if same else 'DIFFERS from the emulator'}")
+    return same
+
+
+def tensor_loads() -> int:
+    """ws128x256 with its copies required to be tensor loads, in the three dtypes."""
+    os.environ["VGGKERN_IMPLICIT_GEMM_TILE"] = "ws128x256"
+    os.environ["VGGKERN_IMPLICIT_GEMM_TMA"] = "on"
+    g = torch.Generator().manual_seed(1)
+    bad = 0
+    for dtype in (torch.float16, torch.bfloat16, torch.float32):
+        x = torch.randint(-3, 4, (2, 64, 12, 20), generator=g).to(dtype).contiguous(memory_format=torch.channels_last)
+        w = torch.randint(-2, 3, (72, 64, 3, 3), generator=g).to(dtype)
+        b = torch.randint(-5, 6, (72,), generator=g).to(dtype)
+        bad += not _same(x, w, b, f"ws128x256 tensor loads {dtype}", relu=True, x_tf32=dtype == torch.float32)
+    return 1 if bad else 0
+
+
+def main(argv=()) -> int:
     import vggkern
 
     if not torch.cuda.is_available() or torch.cuda.get_device_capability() != (9, 0) \
             or not vggkern.build_info().get("cuda_wgmma"):
         print("wgmma probe: not runnable here (needs an sm_90a build on a compute capability 9.0 GPU)")
         return 2
+    if "--tensor-loads" in argv:
+        return tensor_loads()
+    os.environ["VGGKERN_IMPLICIT_GEMM_TMA"] = "off"
     g = torch.Generator().manual_seed(0)
     bad = 0
     for dtype in (torch.float16, torch.bfloat16, torch.float32):  # float32: TF32 (m64nNk8), allowed per call
@@ -39,16 +74,9 @@ def main() -> int:
         for tile in TILES:
             os.environ["VGGKERN_IMPLICIT_GEMM_TILE"] = tile
             for relu, pool in ((False, False), (True, True)):
-                cpu = vggkern.conv3x3(x, w, b, relu=relu, pool=pool, algo="implicit_gemm", allow_tf32=True)
-                gpu = vggkern.conv3x3(x.cuda(), w.cuda(), b.cuda(), relu=relu, pool=pool, algo="implicit_gemm",
-                                      allow_tf32=True)
-                torch.cuda.synchronize()
-                same = torch.equal(cpu, gpu.cpu())
-                bad += not same
-                print(f"wgmma probe: {tile} {dtype} relu={relu} pool={pool}: "
-                      f"{'matches the emulator' if same else 'DIFFERS from the emulator'}")
+                bad += not _same(x, w, b, f"{tile} {dtype} relu={relu} pool={pool}", relu=relu, pool=pool)
     return 1 if bad else 0
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(main(sys.argv[1:]))

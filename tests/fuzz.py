@@ -43,6 +43,9 @@ SPLITS = (None, None, "1", "2", "3", "5")
 # The persistent tile's grid (ws128x256 with y NHWC; ignored elsewhere): one block per SM,
 # or 1-3 blocks taking several work items each.
 GRIDS = (None, None, "1", "2", "3")
+# Its copies (VGGKERN_IMPLICIT_GEMM_TMA): tensor loads where the call allows them (unset),
+# or cp.async.
+COPIES = (None, None, "off")
 
 
 def at_offset(t, off):
@@ -114,14 +117,14 @@ def main():
         b = torch.randn(k, generator=g).to(dtype) if bias else None
         extra = {"allow_tf32": True} if algo in TF32_ALGOS and dtype == torch.float32 else {}
         tile, split = (rng.choice(TILES), rng.choice(SPLITS)) if algo == "implicit_gemm" else (None, None)
-        grid = rng.choice(GRIDS) if tile == "ws128x256" else None
+        grid, copies = (rng.choice(GRIDS), rng.choice(COPIES)) if tile == "ws128x256" else (None, None)
         case = dict(algo=algo, dtype=str(dtype), shape=(n, c, k, h, w), relu=relu, pool=pool, bias=bias,
-                    layout=layout, tile=tile, split_k=split, grid=grid)
+                    layout=layout, tile=tile, split_k=split, grid=grid, tma=copies)
         cases += 1
 
         def conv(weight, x=x, **flags):
             with env("VGGKERN_IMPLICIT_GEMM_TILE", tile), env("VGGKERN_IMPLICIT_GEMM_SPLIT_K", split), \
-                    env("VGGKERN_IMPLICIT_GEMM_GRID", grid):
+                    env("VGGKERN_IMPLICIT_GEMM_GRID", grid), env("VGGKERN_IMPLICIT_GEMM_TMA", copies):
                 return vggkern.conv3x3(x, weight, b, relu=relu, pool=pool, algo=algo, **extra, **flags)
         try:
             y = conv(wt)

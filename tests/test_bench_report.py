@@ -268,7 +268,7 @@ def test_a_time_limited_run_reaches_the_tile_sweep():
 
     order = run.select(cases.build_cases(), "full")
     sweep = [i for i, c in enumerate(order) if c.group == "conv" and c.p.get("tile") and not c.p.get("k_order")
-             and c.p["N"] == cases.QUICK_BATCH and c.p["dtype"] == "fp16"]
+             and not c.p.get("copies") and c.p["N"] == cases.QUICK_BATCH and c.p["dtype"] == "fp16"]
     assert len(sweep) == 9 * len(cases.IMPLICIT_GEMM_TILES)  # every tile on VGG's 9 layer shapes
     # ... and beside it the wgmma tiles with K taps inner, on the 8 shapes whose C is a
     # multiple of 32 halves (all but conv1_1's C = 3)
@@ -278,6 +278,13 @@ def test_a_time_limited_run_reaches_the_tile_sweep():
         (c.p["layer"], c.p["tile"]) for c in (order[i] for i in sweep) if c.p["tile"] in wg and c.p["C"] % 32 == 0)
     assert len(k_order) == 8 * len(wg)
     assert {order[i].p["k_order"] for i in k_order} == {"taps_inner"}
+    # ... and ws128x256's copies, tensor loads and cp.async, on the 5 shapes with K >= 256,
+    # conv + ReLU (unpooled: what the tensor loads need)
+    copies = [i for i, c in enumerate(order) if c.p.get("copies")]
+    assert sorted((order[i].p["K"] >= 256, order[i].p["variant"], order[i].p["tile"]) for i in copies) == [
+        (True, "relu", "ws128x256")] * 10
+    assert sorted(order[i].p["copies"] for i in copies) == ["cp_async"] * 5 + ["tma"] * 5
+    k_order += copies
     # fp32 (TF32): the rule's tile and the wgmma policies' (1 per layer, 3 where K >= 256:
     # 5 shapes), in the rest of the matrix (priority 1 at batch 64, 2 at batches 1 and 128).
     tf32 = [c for c in order if c.group == "conv" and c.p.get("tile") and c.p["dtype"] == "fp32"]
@@ -568,6 +575,36 @@ def test_k_order_rows_stay_out_of_the_sweep_and_tune_and_have_their_table(tmp_pa
     assert not any("X_CACHE" in ln or "L1" in ln for ln in lines), lines
     # The full tables have no x_cache column (a run from before its switch was removed has)
     assert "| nchw_y | k_order | median µs |" in conv_head, conv_head
+
+
+def test_copies_rows_stay_out_of_the_sweep_and_tune_and_have_their_table(tmp_path):
+    """ws128x256 with its copies forced (copies: tensor loads "tma", or "cp_async") is
+    neither "best ours" nor the sweep's time for the tile, tune.py never picks it, and the
+    copies table pairs the two per layer with what the tensor loads saved."""
+    from benchmarks import tune
+
+    rows = [row("torch", 1.5e-3), row("vggkern", 1.2e-3, algo="implicit_gemm"),
+            row("vggkern", 1.0e-3, algo="implicit_gemm", tile="ws128x256"),
+            row("vggkern", 0.7e-3, algo="implicit_gemm", tile="ws128x256", copies="tma"),
+            row("vggkern", 0.9e-3, algo="implicit_gemm", tile="ws128x256", copies="cp_async"),
+            row("vggkern", 0.3e-3, algo="implicit_gemm", tile="ws128x256", copies="tma", layer="conv5_1", H=14)]
+    for r in rows[2:]:
+        r["id"] += "-" + r["tile"] + "-" + r.get("copies", "")
+    text, _, _ = report.render(write(tmp_path / "r.json", rows), headline_only=True)
+    lines = text.splitlines()
+    best = [ln for ln in lines if ln.startswith("| conv3_2+conv3_3 (256")]
+    assert len(best) == 1 and "ours implicit_gemm cl" in best[0] and "1.25×" in best[0], best
+    assert [ln for ln in lines if ln.startswith("| conv3_2+conv3_3 | 64 | relu |")] == [
+        "| conv3_2+conv3_3 | 64 | relu | 1000 | 1200 | ws128x256 |"]
+    assert [e["tile"] for e in tune.tile_table(rows)] == ["ws128x256"]
+    assert [e["us"] for e in tune.tile_table(rows)] == [pytest.approx(1000)]
+    head = lines.index("| layer | N | dtype | cp.async | tensor loads | saved | cp.async ÷ tensor loads |")
+    assert lines[head + 2:head + 4] == ["| conv3_2+conv3_3 | 64 | fp16 | 900.0 | 700.0 | 200.0 | 1.29× |",
+                                        "| conv5_1 | 64 | fp16 | – | 300.0 | – | – |"], lines[head:head + 4]
+    short, _, _ = report.render(write(tmp_path / "s.json", rows[:3]), headline_only=True)
+    assert "tensor loads" not in short
+    full, _, _ = report.render(write(tmp_path / "r.json", rows))
+    assert "| k_order | copies | median µs |" in full, full
 
 
 def test_k_order_table_of_a_run_with_x_paths(tmp_path):

@@ -286,6 +286,67 @@ def test_persistent_ws_tile_matches_mma_sync(grid, cp_async, dtype, n, c, k, h, 
     _check(out["ws128x256"], x, wt, b, relu, pool, algo=ALGO)
 
 
+# ws128x256's copies by the tensor memory accelerator (kernels/tma.cuh; the emulator's model:
+# csrc/emu/tma_emu.h): where the call allows them (no pool, taps outer, C a multiple of the
+# 64-byte slice, x used as it is: 16-bit, or fp32 already TF32), one producer thread loads
+# each stage's x rows as an im2col box (128 pixels of one tap) and its weight rows as a
+# tile, announced on the stage's full mbarrier. The stages then hold what cp.async put
+# there (zeros past the images, past K and past the batch), so the output is the cp.async
+# path's (VGGKERN_IMPLICIT_GEMM_TMA=off) and mma.sync's bit for bit: M tiles that span rows
+# and images, the last one past the batch, K cut, persistent grids of 1-3 blocks over
+# several items (the mbarriers' phases running on across items), split-K, NCHW y (one
+# block per item, the shared-memory epilogue after the tensor loads).
+@pytest.mark.parametrize("dtype", HALF_DTYPES + [torch.float32], ids=str)
+@pytest.mark.parametrize("grid,n,c,k,h,w,relu,split,layout", [
+    ("1", 2, 32, 136, 9, 11, True, "", "nhwc"), ("2", 3, 64, 300, 5, 13, False, "", "nhwc"),
+    ("3", 1, 96, 257, 12, 12, True, "3", "nhwc"), ("2", 2, 32, 72, 7, 10, True, "", "nchw")])
+def test_ws_tile_tensor_loads_match_cp_async(grid, dtype, n, c, k, h, w, relu, split, layout, monkeypatch):
+    from vggkern import _C
+
+    monkeypatch.setenv("VGGKERN_IMPLICIT_GEMM_SPLIT_K", split)
+    monkeypatch.setenv("VGGKERN_IMPLICIT_GEMM_GRID", grid)
+    x, wt, b = _inputs(n, c, k, h, w, dtype, "cpu", channels_last=layout == "nhwc", seed=n + c + k)
+    x_tf32 = dtype == torch.float32
+    if x_tf32:
+        x = _round_tf32(x)  # a chain's x (the previous layer rounded it): used as it is
+    plan = _C.implicit_gemm_plan(n, c, h, w, k, x.element_size(), False, 132, "ws128x256")
+    assert plan["blocks"] > (int(grid) if layout == "nhwc" else 1)  # several items per block (NCHW: one each)
+    out = {}
+    for tile, tma in [("128x128", ""), ("ws128x256", "off"), ("ws128x256", "on")]:
+        monkeypatch.setenv("VGGKERN_IMPLICIT_GEMM_TILE", tile)
+        monkeypatch.setenv("VGGKERN_IMPLICIT_GEMM_TMA", tma)
+        out[tile, tma] = vggkern.conv3x3(x, wt, b, relu=relu, algo=ALGO, allow_tf32=True, x_tf32=x_tf32)
+    assert torch.equal(out["128x128", ""], out["ws128x256", "off"])
+    assert torch.equal(out["ws128x256", "off"], out["ws128x256", "on"])
+    _check(out["ws128x256", "on"], x, wt, b, relu, False, algo=ALGO)
+
+
+# VGGKERN_IMPLICIT_GEMM_TMA=on demands the tensor loads: a call that cannot have them is
+# refused with the reason (never silently timed on cp.async); unset, the same calls run on
+# cp.async; other values are refused. Other tiles ignore it.
+@pytest.mark.parametrize("why,n,c,pool,dtype,order", [
+    ("the fused pool", 1, 32, True, torch.float16, ""),
+    ("K taps inner", 1, 32, False, torch.float16, "taps_inner"),
+    ("C = 24, not a multiple of the 32-channel slice", 1, 24, False, torch.bfloat16, ""),
+    ("fp32 x not yet TF32", 1, 32, False, torch.float32, "")])
+def test_tensor_loads_required_or_refused(why, n, c, pool, dtype, order, monkeypatch):
+    monkeypatch.setenv("VGGKERN_IMPLICIT_GEMM_TILE", "ws128x256")
+    monkeypatch.setenv("VGGKERN_IMPLICIT_GEMM_K_ORDER", order)
+    x, wt, b = _inputs(n, c, 16, 6, 6, dtype, "cpu", channels_last=True, seed=c)
+    monkeypatch.setenv("VGGKERN_IMPLICIT_GEMM_TMA", "on")
+    with pytest.raises(ValueError, match="VGGKERN_IMPLICIT_GEMM_TMA=on, but this call's ws128x256 cannot copy by "
+                                         "tensor loads: " + why):
+        vggkern.conv3x3(x, wt, b, pool=pool, algo=ALGO, allow_tf32=True)
+    monkeypatch.setenv("VGGKERN_IMPLICIT_GEMM_TMA", "")
+    _check(vggkern.conv3x3(x, wt, b, pool=pool, algo=ALGO, allow_tf32=True), x, wt, b, False, pool, algo=ALGO)
+    monkeypatch.setenv("VGGKERN_IMPLICIT_GEMM_TILE", "wg128x256")
+    monkeypatch.setenv("VGGKERN_IMPLICIT_GEMM_TMA", "on")
+    _check(vggkern.conv3x3(x, wt, b, pool=pool, algo=ALGO, allow_tf32=True), x, wt, b, False, pool, algo=ALGO)
+    monkeypatch.setenv("VGGKERN_IMPLICIT_GEMM_TMA", "yes")
+    with pytest.raises(ValueError, match="VGGKERN_IMPLICIT_GEMM_TMA must be \"on\" or \"off\" \\(or unset\\), got 'yes'"):
+        vggkern.conv3x3(x, wt, b, pool=pool, algo=ALGO, allow_tf32=True)
+
+
 def test_persistent_grid_must_be_a_positive_integer(monkeypatch):
     monkeypatch.setenv("VGGKERN_IMPLICIT_GEMM_TILE", "ws128x256")
     x, w, b = _inputs(1, 8, 8, 4, 4, torch.float16, "cpu", channels_last=True, seed=0)
@@ -664,14 +725,17 @@ def test_torch_compile_float32_tf32(device):
 @pytest.mark.parametrize("tile,split", [("", ""), *((t, "") for t in TILES), ("128x128", "3"),
                                         *((t, "3") for t in WGMMA_TWIN)])
 @pytest.mark.parametrize("layout", [torch.channels_last, torch.contiguous_format], ids=["nhwc", "nchw"])
-@pytest.mark.parametrize("c,order", [(24, ""), (32, "taps_inner")])
+@pytest.mark.parametrize("c,order", [(24, ""), (32, "taps_inner"), (32, "")])
 def test_gpu_matches_emulator_bit_for_bit(dtype, tile, split, layout, c, order, monkeypatch):
     """The proof that the emulated fragment layouts are the hardware's: with small
     integer data every sum is exact, so the GPU and the emulator must agree exactly
     (float32: the TF32 path, mma.sync.m16n8k8 fed by ldmatrix of 32-bit elements, or
     wgmma's m64nNk8.tf32), for the default tile choice, each tile forced (the wg tiles:
     wgmma's descriptors and accumulator layout), and split-K; y NHWC, and NCHW as the
-    epilogue writes it for NCHW calls; K tap by tap (the default) and taps inner (C = 32)."""
+    epilogue writes it for NCHW calls; K tap by tap (the default) and taps inner (C = 32).
+    C = 32 tap by tap, 16-bit, unpooled, is where ws128x256 copies by tensor loads (the
+    im2col box and its offsets, the tile box, the 64-byte swizzle, the mbarriers' phases
+    as the emulator models them)."""
     _skip_without_wgmma(tile, "cuda")
     monkeypatch.setenv("VGGKERN_IMPLICIT_GEMM_K_ORDER", order)
     monkeypatch.setenv("VGGKERN_IMPLICIT_GEMM_TILE", tile)
@@ -684,6 +748,31 @@ def test_gpu_matches_emulator_bit_for_bit(dtype, tile, split, layout, c, order, 
         cpu = vggkern.conv3x3(x, w, b, relu=relu, pool=pool, algo=ALGO, allow_tf32=True)
         gpu = vggkern.conv3x3(x.cuda(), w.cuda(), b.cuda(), relu=relu, pool=pool, algo=ALGO, allow_tf32=True).cpu()
         assert torch.equal(cpu, gpu)
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA GPU visible")
+@pytest.mark.parametrize("dtype", HALF_DTYPES + [torch.float32], ids=str)
+@pytest.mark.parametrize("grid,split", [("", ""), ("2", ""), ("", "3")])
+def test_gpu_tensor_loads_match_emulator_bit_for_bit(dtype, grid, split, monkeypatch):
+    """ws128x256 with its copies required to be tensor loads (VGGKERN_IMPLICIT_GEMM_TMA=on;
+    fp32 as a chain's TF32 x): exact sums on maps whose 128-pixel boxes span rows, images
+    and the batch's end, so the GPU and the emulator agree bit for bit or the hardware
+    reads im2col boxes, offsets or swizzles otherwise than the emulator models them; a
+    persistent grid of 2 blocks runs the mbarriers' phases on across items."""
+    _skip_without_wgmma("ws128x256", "cuda")
+    monkeypatch.setenv("VGGKERN_IMPLICIT_GEMM_TILE", "ws128x256")
+    monkeypatch.setenv("VGGKERN_IMPLICIT_GEMM_TMA", "on")
+    monkeypatch.setenv("VGGKERN_IMPLICIT_GEMM_GRID", grid)
+    monkeypatch.setenv("VGGKERN_IMPLICIT_GEMM_SPLIT_K", split)
+    g = torch.Generator().manual_seed(1)
+    x = torch.randint(-3, 4, (3, 64, 11, 13), generator=g).to(dtype).contiguous(memory_format=torch.channels_last)
+    w = torch.randint(-2, 3, (264, 64, 3, 3), generator=g).to(dtype)
+    b = torch.randint(-5, 6, (264,), generator=g).to(dtype)
+    x_tf32 = dtype == torch.float32  # small integers are TF32 values
+    cpu = vggkern.conv3x3(x, w, b, relu=True, algo=ALGO, allow_tf32=True, x_tf32=x_tf32)
+    gpu = vggkern.conv3x3(x.cuda(), w.cuda(), b.cuda(), relu=True, algo=ALGO, allow_tf32=True, x_tf32=x_tf32).cpu()
+    assert torch.equal(cpu, gpu)
 
 
 # "auto": the measured table's pick (csrc/common/conv3x3_tuned.h, from benchmarks/tune.py),

@@ -105,26 +105,27 @@ def test_main_loop_of_every_instantiation(tmp_path):
     assert all(r["function"] in kernels for r in rows)  # the table's registers column: ptxas's count
     assert len(report["functions"]) == len(kernels) + 2 * len(rows), sorted(report["functions"])
     for name, f in report["functions"].items():
-        # (ws128x256 with 64-bit offsets, persistent: 168 registers, the most 384 threads may
-        # have, and one 8-byte value spilled, outside its main loop.)
-        spill = 8 if "MainLoopE3El" in name and "conv3x3_implicit_gemm_kernel" in name else 0
-        assert f["stack"] <= spill and f["spill_stores"] <= spill and f["spill_loads"] <= spill, (name, f)
+        # (ws128x256: 159 registers, 162 with 64-bit offsets, of the 168 its 384 threads may
+        # have; before its full barriers were mbarriers, 168 and an 8-byte spill.)
+        assert f["stack"] == 0 and f["spill_stores"] == 0 and f["spill_loads"] == 0, (name, f)
         # ptxas counts registers per kernel (a device function's within its caller's)
         assert name not in kernels or f["registers"] <= 255, (name, f)
     for r in rows:
         dtype, tile, index = r["kernel"].split()
         bm, bn, threads = TILES[tile]
         if tile == "ws128x256":
-            # Warp-specialised: the consumers' loop has no copies, only each slice's full-barrier
-            # sync, 2 HGMMA.64x256 per warpgroup and the empty-barrier arrive (nvcc unrolls it 4
-            # slices deep: 8 HGMMA, 143 instructions (int32; 141 int64), 0.14 of the issue
-            # slots); the producer's loop makes each slice's 12 copies per thread: 158
-            # instructions per slice and producer warp (int32; 217 int64; TF32's rounding
-            # pass: 219 and 278).
+            # Warp-specialised: the consumers' loop has no copies, only each slice's wait at its
+            # full mbarrier (a try_wait loop: nvcc no longer unrolls the slice loop, which it did
+            # 4 deep around named barriers: 143 instructions per 8 HGMMA), 2 HGMMA.64x256 per
+            # warpgroup and the empty-barrier arrive: 57 instructions (int32; 60 int64), 0.22
+            # of the issue slots. The producer's cp.async loop makes each slice's 12 copies per
+            # thread: 161 instructions per slice and producer warp (int32; 220 int64; TF32's
+            # rounding pass: 222 and 281); its tensor-load loop issues none (2 UTMALDG by one
+            # thread).
             assert r["hgmma"] % 2 == 0 and (r["hmma"], r["ldsm"], r["ldgsts"]) == (0, 0, 0), r
-            assert r["issue_share"] <= 0.16, r
+            assert r["issue_share"] <= 0.25, r
             assert r["producer_ldgsts"] == (bm + bn) * 4 // threads, r
-            assert r["producer_instructions"] <= (160 if index == "int32" else 220) + (
+            assert r["producer_instructions"] <= (163 if index == "int32" else 222) + (
                 62 if dtype.startswith("fp32") else 0), r
             continue
         if tile.startswith("wg"):

@@ -31,6 +31,33 @@ inline bool implicit_gemm_taps_inner() {
   return env_switch("VGGKERN_IMPLICIT_GEMM_K_ORDER", "taps_inner", "taps_outer", "taps_inner");
 }
 
+// ws128x256's copies: tensor loads (TMA) where the call allows them (VGGKERN_IMPLICIT_GEMM_TMA
+// unset, the default), required ("on": an error where the call does not allow them, so a
+// test or a timing knows which path ran), or cp.async ("off"; kept so that a GPU run
+// measures the two: benchmarks/cases.py). Read per launch; other tiles ignore its value.
+enum class TmaKnob { where_allowed, required, off };
+inline TmaKnob implicit_gemm_tma_knob() {
+  const char* e = std::getenv("VGGKERN_IMPLICIT_GEMM_TMA");
+  const std::string v = e != nullptr ? e : "";
+  if (v.empty()) return TmaKnob::where_allowed;
+  if (v == "on") return TmaKnob::required;
+  if (v == "off") return TmaKnob::off;
+  throw std::invalid_argument("vggkern.conv3x3: VGGKERN_IMPLICIT_GEMM_TMA must be \"on\" or \"off\" (or unset), got '" +
+                              v + "'");
+}
+
+// Why a ws128x256 call cannot copy by tensor loads ("" where it can): the im2col box is
+// 128 pixels in NHW order at one tap, which needs M in that order (no pool: pooled M runs
+// window by window), a slice within one tap (taps outer, C a multiple of the slice), and x
+// used as it is (fp32 x that the kernel rounds to TF32 in shared memory is not).
+inline std::string implicit_gemm_tma_refusal(const Conv3x3Args& a, bool taps_inner, bool x_tf32, int slice) {
+  if (a.pool) return "the fused pool (pooled M runs window by window, not in an im2col box's order)";
+  if (taps_inner) return "K taps inner (a slice must lie within one tap)";
+  if (a.C % slice != 0) return "C = " + std::to_string(a.C) + ", not a multiple of the " + std::to_string(slice) + "-channel slice";
+  if (a.dtype == DType::float32 && !x_tf32) return "fp32 x not yet TF32 (the kernel rounds it in shared memory)";
+  return "";
+}
+
 // VGGKERN_IMPLICIT_GEMM_X_CACHE (x's copies through L1) was removed, measured slower: a
 // script that still sets it is told so rather than silently timing the default.
 inline void implicit_gemm_refuse_removed_knobs() {
@@ -85,6 +112,22 @@ void conv3x3_implicit_gemm_run(const Conv3x3Args& a, const ImplicitGemmPlan& pla
   // accumulators; one block per item where y is NCHW (its epilogue needs the stages).
   p.blocks = plan.blocks();
   p.persistent = L::kWs && !a.y_nchw;
+  ImplicitGemmTensorMaps maps{};
+  [[maybe_unused]] const TmaKnob knob = implicit_gemm_tma_knob();  // read (and checked) whatever the tile
+  if constexpr (L::kWs) {
+    std::string refusal = implicit_gemm_tma_refusal(a, p.taps_inner, p.x_tf32, L::kBK);
+    if (knob != TmaKnob::off && refusal.empty()) {
+      const TmaElement e = a.dtype == DType::float16    ? TmaElement::f16
+                           : a.dtype == DType::bfloat16 ? TmaElement::bf16
+                                                        : TmaElement::f32;
+      refusal = encode_conv3x3_im2col(&maps.x, a.x, e, a.N, a.H, a.W, a.C, L::kBK, L::kBM);
+      if (refusal.empty()) refusal = encode_rows(&maps.w, a.weight, e, a.K, 9 * a.C, L::kBK, L::kBN);
+      maps.on = refusal.empty();
+    }
+    if (knob == TmaKnob::required && !maps.on)
+      throw std::invalid_argument("vggkern.conv3x3: VGGKERN_IMPLICIT_GEMM_TMA=on, but this call's ws128x256 cannot copy "
+                                  "by tensor loads: " + refusal);
+  }
   LaunchGeometry g;
   g.block.x = L::kBlockThreads;
   g.grid.x = static_cast<unsigned>(plan.blocks());  // (M tile, K tile, split), split fastest
@@ -92,7 +135,7 @@ void conv3x3_implicit_gemm_run(const Conv3x3Args& a, const ImplicitGemmPlan& pla
   g.smem_bytes = L::kSmemBytes;
   launch("conv3x3_implicit_gemm_kernel", conv3x3_implicit_gemm_kernel<T, kMma, kWarpsM, kWarpsN, kLoop, Index>, g,
          static_cast<const T*>(a.x), static_cast<const T*>(a.weight), static_cast<const T*>(a.bias),
-         static_cast<T*>(a.y), p);
+         static_cast<T*>(a.y), p, maps);
   if (plan.splits == 1) return;
   ImplicitGemmReduceParams<Index> r;
   using R = VK_KERNEL_NS::ImplicitGemmReduceTiling;

@@ -158,35 +158,50 @@
 // tile's time by the roofline model (benchmarks/roofline.py, "unhidden"). 6 stages (144
 // KiB), 129 instructions per slice per warp around 2 HGMMA.64x256x16 (50% issue share).
 // Warp-specialised (tile ws128x256, MainLoop::wgmma_ws): wg128x256's two computing
-// warpgroups and a third, the producer (threads 256-383), which makes every copy (12
-// cp.async per thread per slice) and hands the stages over through named barriers (PTX
-// bar.arrive / bar.sync, simt.cuh): full[s], which the producer arrives at once its copies
-// into stage s landed (its wait), were rounded (TF32) and fenced, and the consumers sync
-// at; empty[s], which the consumers arrive at once the wgmma that read stage s completed
-// (wgmma_wait<1> a slice later), and the producer syncs at before it refills s. The main
-// loop has no barrier of the whole block: on wg128x256 every slice waits at a
+// warpgroups and a third, the producer (threads 256-383), which makes every copy and hands
+// the stages over: full[s], an mbarrier (tma.cuh) whose phase completes once stage s holds
+// its slice, and the consumers wait at; empty[s], a named barrier (PTX bar.arrive /
+// bar.sync, simt.cuh) that the consumers arrive at once the wgmma that read stage s
+// completed (wgmma_wait<1> a slice later), and the producer syncs at before it refills s.
+// The main loop has no barrier of the whole block: on wg128x256 every slice waits at a
 // __syncthreads() for the slowest warp's copies, and all 8 warps issue the copies between
-// their wgmma. Persistent where y is NHWC: at most one block per SM (the dispatch), each
-// taking the work items (M tile, K tile, split) in turn, slices numbered on across them,
-// so the producer copies the next item's first slices while the consumers store this
-// one's outputs straight from the accumulators (no epilogue tile in shared memory: channel
-// pairs, 16 contiguous bytes per 4 lanes in fp16; the pool's window max gathered by
-// shuffles in torch's order). Where y is NCHW, one block per item and the shared-memory
-// epilogue, in the stages (the producer has returned). Producer and consumers are compiled
-// apart (Role), so neither holds the other's registers. Why: on the H200 (9f429b0's
-// _ncu.md, conv3_2) cuDNN's kernel that keeps the tensor pipe 96% busy has this shape
-// (persistent blocks of three warpgroups, one loading with TMA), ours kept it 60% busy
-// (wg128x128). Counted (python -m benchmarks.sass_loop; nvcc 13.0, sm_90a, 32-bit
-// offsets): the consumers' loop, which nvcc unrolls 4 slices deep, 143 instructions around
-// 8 HGMMA.64x256x16, 0.14 of a sub-partition's issue slots (wg128x256: 145 per slice,
-// 0.57); the producer's, 158 per slice and warp (TF32, with its rounding pass: 219; 64-bit
-// offsets 217 and 278). 160 registers (384 threads may have 168), no spills (64-bit
-// offsets: 168, 8 bytes spilled outside the loop); 6 stages, 144 KiB. Checked on the
-// emulator (named barriers with per-warp clocks: csrc/emu/runtime.cpp): bit for bit with
-// mma.sync's 128 x 128 and with wg128x256, over persistent grids of 1 to 3 blocks,
-// race-free (a consumer that releases a stage one slice early fails there),
-// bank-conflict-free. Time on the GPU: pending a GPU session (benchmarks/README.md has the
-// focus run that times it against wg128x256).
+// their wgmma. The producer's copies are, where the call allows it (maps.on: 16-bit x, or
+// fp32 x a TF32 chain rounded already; no pool; taps outer; C a multiple of kBK), two
+// tensor loads per slice issued by one thread (the TMA unit: x as an im2col box, the 128
+// pixels of the M tile at the slice's tap, zeros at the image edges; the weight as a tile
+// of 256 rows), their bytes announced on full[s] (mbarrier.arrive.expect_tx), landing
+// already swizzled as wgmma reads them; else 12 cp.async per producer thread per slice,
+// each thread arriving at full[s] once its copies landed (its wait), were rounded (TF32)
+// and fenced. VGGKERN_IMPLICIT_GEMM_TMA=off keeps cp.async, =on demands the tensor loads.
+// Persistent where y is NHWC: at most one block per SM (the dispatch), each taking the
+// work items (M tile, K tile, split) in turn, slices numbered on across them (the
+// mbarriers' phases with them), so the producer copies the next item's first slices while
+// the consumers store this one's outputs straight from the accumulators (no epilogue tile
+// in shared memory: channel pairs, 16 contiguous bytes per 4 lanes in fp16; the pool's
+// window max gathered by shuffles in torch's order). Where y is NCHW, one block per item
+// and the shared-memory epilogue, in the stages (the producer has returned). Producer and
+// consumers are compiled apart (Role), so neither holds the other's registers. Why: on the
+// H200 (9f429b0's _ncu.md, conv3_2) cuDNN's kernel that keeps the tensor pipe 96% busy has
+// this shape (persistent blocks of three warpgroups, one loading with TMA), ours kept it
+// 60% busy (wg128x128). Counted (python -m benchmarks.sass_loop; nvcc 13.0, sm_90a, 32-bit
+// offsets): the consumers' loop 57 instructions per slice around 2 HGMMA.64x256x16, 0.22
+// of a sub-partition's issue slots (wg128x256: 145 per slice, 0.57; with named full
+// barriers nvcc had unrolled it 4 slices deep, 143 per 4, 0.14: the mbarrier's try_wait
+// loop stops that); the producer's cp.async loop 161 per slice and warp (TF32, with its
+// rounding pass: 222; 64-bit offsets 220 and 281); its tensor-load loop 2 UTMALDG per slice
+// from one thread, no copy instructions. 159 registers (162 with 64-bit offsets; 384
+// threads may have 168), no spills; 6 stages, 144 KiB. Predicted for the tensor loads,
+// not measured (no GPU since): the 1536 cp.async of a slice (16 bytes each, 128 threads x
+// 12) and their address arithmetic leave the SM's issue slots and its load/store pipeline
+// to two instructions; the bytes written into shared memory (24 KiB a slice) stay the
+// same, so by the shared-memory count above the tile stays at that unit's limit. Checked on the emulator
+// (named barriers and mbarriers with per-warp clocks, the tensor loads as writes by their
+// issuer: csrc/emu/runtime.cpp, tma_emu.cpp): bit for bit with mma.sync's 128 x 128 and
+// with wg128x256, both copy paths, over persistent grids of 1 to 3 blocks, race-free (a
+// consumer that releases a stage one slice early fails there; so do a wait of the wrong
+// parity, swapped im2col offsets and a wrong byte count), bank-conflict-free. Time on the
+// GPU: pending a GPU session (benchmarks/README.md has the focus run that times it against
+// wg128x256, with and without the tensor loads).
 // The wgmma tiles run where forced or measured fastest until a GPU has confirmed them bit
 // for bit against the emulator on exact-sum data (tests/test_conv3x3_implicit_gemm.py; the
 // hardware's accumulation rounding is unspecified, so only such data can be compared
@@ -199,6 +214,7 @@
 
 #include "numeric.cuh"
 #include "tensor_core.cuh"
+#include "tma.cuh"
 
 namespace vk {
 namespace VK_KERNEL_NS {
@@ -271,10 +287,11 @@ struct ImplicitGemmTiling {
   static_assert(kLoop != MainLoop::wgmma || (kWarpsN == 1 && kBM == 128 && (kBN == 128 || kBN == 256)),
                 "wgmma: 128 x 128 or 128 x 256");
   static_assert(!kWs || (kWarpsN == 1 && kBM == 128 && kBN == 256), "wgmma_ws: 128 x 256");
-  // wgmma_ws's named barriers: full[s] (the producer arrives once stage s holds its slice,
-  // the consumers sync), empty[s] (the consumers arrive once their wgmma read it, the
-  // producer syncs before refilling it), and one of the consumers alone for the epilogue.
-  static constexpr int kFullBarrier = 1, kEmptyBarrier = 1 + kStages, kConsumerBarrier = 1 + 2 * kStages;
+  // wgmma_ws's named barriers: empty[s] (the consumers arrive once their wgmma read stage
+  // s, the producer syncs before refilling it), and one of the consumers alone for the
+  // epilogue. (Its full barriers, which the consumers wait at for a stage's slice, are
+  // mbarriers: the tensor loads complete their bytes there.)
+  static constexpr int kEmptyBarrier = 1, kConsumerBarrier = 1 + kStages;
   static_assert(!kWs || kConsumerBarrier <= 15, "16 named barriers, 0 is __syncthreads()'s");
   static_assert(size_t(kAStage) * sizeof(T) % 1024 == 0 && size_t(kBStage) * sizeof(T) % 1024 == 0,
                 "stages keep the 512-byte swizzle pattern aligned (wgmma descriptors)");
@@ -344,6 +361,18 @@ struct ImplicitGemmParams {
   // to the producer's next item.
   Index blocks;
   int persistent;
+};
+
+// wgmma_ws's copies by the tensor memory accelerator (tma.cuh) instead of cp.async, where
+// `on` (the dispatch's choice: no pool, as the M order must be NHW's; taps outer; C a
+// multiple of kBK; x not in need of TF32 rounding): x through the im2col map x (a stage's
+// 128 pixels at one tap), the weight through the tile map w (rows of 9C), both announced on
+// the stage's full mbarrier. A kernel parameter of its own, after the others (a
+// __grid_constant__ one: the TMA unit reads the maps from parameter space), so that the
+// other tiles' parameters and code stay as they were.
+struct ImplicitGemmTensorMaps {
+  TensorMap x, w;
+  int on;
 };
 
 // Split-K's second pass: y = [pool](ReLU?(sum over s of partial[s] + bias)), the partials
@@ -495,12 +524,14 @@ enum class Role { all, producer, consumer };
 
 // One work item of the kernel below: block tile (M tile, K tile) and split `block`; `last`:
 // the block's last item; `pipelined`: the slices its pipeline carried in earlier items
-// (wgmma_ws: stage and barrier of a slice count on from there).
+// (wgmma_ws: stage and barrier of a slice count on from there); `full`: wgmma_ws's full
+// mbarriers, and its tensor maps where its copies are tensor loads (maps.on).
 template <class T, MmaType kMma, int kWarpsM, int kWarpsN, MainLoop kLoop, Role kRole, class Index>
 __device__ __forceinline__ void conv3x3_implicit_gemm_item(const T* __restrict__ x, const T* __restrict__ w,
                                                            const T* __restrict__ bias, T* __restrict__ y,
                                                            const ImplicitGemmParams<Index>& p, unsigned block, bool last,
-                                                           int& pipelined) {
+                                                           int& pipelined, uint64_t* full,
+                                                           const ImplicitGemmTensorMaps& maps) {
   using L = ImplicitGemmTiling<T, kWarpsM, kWarpsN, kLoop>;
   static_assert(L::kWs == (kRole != Role::all), "wgmma_ws runs in two roles, the others in one");
   constexpr int kBN = L::kBN, kARows = L::kBM / L::kRowsPerPass, kBRows = kBN / L::kRowsPerPass;
@@ -721,45 +752,74 @@ __device__ __forceinline__ void conv3x3_implicit_gemm_item(const T* __restrict__
     if constexpr (L::kWs) {
       // Warp-specialised: slices are numbered on over the block's items (`pipelined`), and
       // slice i lives in stage i % kStages. The producer warpgroup (threads kThreads on)
-      // copies slice i once the consumers released the stage (empty: slice i - kStages),
-      // keeps kPrefetch slices in flight, and, each landed (its wait), rounds (tf32) and
-      // fences its copies and arrives at the stage's full barrier; at an item's end it waits
-      // for all its copies and arrives for the rest. The two consumer warpgroups sync there,
-      // issue the slice's wgmma, and once it is done (wgmma_wait<1> a slice later, <0> at the
-      // item's end) arrive at its empty barrier. Every release is matched: the producer syncs
-      // before each refill, and after its last item for the last kStages releases. No
-      // barrier of the whole block: a warpgroup waits only for the stage it needs, and the
-      // producer runs into the next item while the consumers store this one's outputs.
-      // Deadlock-free: refilling slice i needs the consumers past slice i - kStages + 1,
-      // whose full arrival the producer made by then (at i - 1, or at the end of an item).
+      // copies slice i once the consumers released the stage (empty: slice i - kStages).
+      // With cp.async it keeps kPrefetch slices in flight, and, each landed (its wait),
+      // every producer thread rounds (tf32) and fences its copies and arrives at the stage's
+      // full mbarrier (at an item's end it waits for all its copies and arrives for the
+      // rest); with tensor loads (maps.on) one thread announces the slice's bytes there and
+      // issues the two loads, which complete the phase as they land. The two consumer
+      // warpgroups wait for the phase (parity (i / kStages) % 2), issue the slice's wgmma,
+      // and once it is done (wgmma_wait<1> a slice later, <0> at the item's end) arrive at
+      // the stage's empty barrier. Every release is matched: the producer syncs before each
+      // refill, and after its last item for the last kStages releases. No barrier of the
+      // whole block: a warpgroup waits only for the stage it needs, and the producer runs
+      // into the next item while the consumers store this one's outputs. Deadlock-free:
+      // refilling slice i needs the consumers past slice i - kStages + 1, whose full phase
+      // the producer completed by then (its arrivals at i - 1, or at the end of an item).
       constexpr int kAll = L::kBlockThreads;
-      // The count carried to the next item, kept under 2 kStages once past kStages: what
-      // the stages and barriers read of it (i % kStages, i >= kStages) is unchanged, and a
-      // persistent block's count never overflows.
+      // The count carried to the next item, kept under 4 kStages once past 2 kStages: what
+      // the stages and barriers read of it (i % kStages, i >= kStages, and the mbarrier
+      // phase's parity (i / kStages) % 2) is unchanged, and a persistent block's count
+      // never overflows.
       auto next_pipelined = [](int done, int more) {
         const int n = done + more;
-        return n >= 2 * L::kStages ? n % L::kStages + L::kStages : n;
+        return n >= 4 * L::kStages ? n % (2 * L::kStages) + 2 * L::kStages : n;
+      };
+      // maps.on: one thread of the producer issues both tensor loads of a slice, announced on
+      // the stage's full mbarrier (the consumers wait there for the phase of parity (i /
+      // kStages) % 2); the other producer threads only take part in the empty barriers. The
+      // x box is the 128 pixels m0.. at tap (r, s): from m0's base (h - 1, w - 1), offsets
+      // (s, r), channels c.. of the tap (K position kt * kBK = tap * C + c).
+      constexpr uint32_t kStageBytes = (L::kAStage + L::kBStage) * sizeof(T);
+      auto issue_tensor_loads = [&](int stage, int kt) {
+        const Index hw = m0 % (p.H * p.W), kpos = static_cast<Index>(kt) * L::kBK;
+        const int tap = static_cast<int>(kpos / p.C);
+        const int32_t c = static_cast<int32_t>(kpos - static_cast<Index>(tap) * p.C);
+        mbar_arrive_expect_tx(&full[stage], kStageBytes);
+        tma_load_im2col(a_smem + stage * L::kAStage, &maps.x, c, static_cast<int32_t>(hw % p.W) - 1,
+                        static_cast<int32_t>(hw / p.W) - 1, static_cast<int32_t>(m0 / (p.H * p.W)),
+                        static_cast<uint16_t>(tap % 3), static_cast<uint16_t>(tap / 3), &full[stage]);
+        tma_load_2d(b_smem + stage * L::kBStage, &maps.w, static_cast<int32_t>(kpos), static_cast<int32_t>(k0),
+                    &full[stage]);
       };
       if constexpr (kRole == Role::producer) {
-        for (int kt = 0; kt < n_tiles; ++kt) {
-          const int slice = pipelined + kt, stage = slice % L::kStages;
-          if (slice >= L::kStages) bar_sync(L::kEmptyBarrier + stage, kAll);
-          load_stage(stage);
-          cp_async_commit();
-          if (kt >= L::kPrefetch) {
-            const int landed = (slice - L::kPrefetch) % L::kStages;
-            cp_async_wait<L::kPrefetch>();
-            round_x(landed);
-            fence_proxy_async();
-            bar_arrive(L::kFullBarrier + landed, kAll);
+        if (maps.on) {
+          for (int kt = 0; kt < n_tiles; ++kt) {
+            const int slice = pipelined + kt, stage = slice % L::kStages;
+            if (slice >= L::kStages) bar_sync(L::kEmptyBarrier + stage, kAll);
+            if (ctid == 0) issue_tensor_loads(stage, kt0 + kt);
           }
-        }
-        cp_async_wait<0>();
-        for (int kt = max(n_tiles - L::kPrefetch, 0); kt < n_tiles; ++kt) {
-          const int stage = (pipelined + kt) % L::kStages;
-          round_x(stage);
-          fence_proxy_async();
-          bar_arrive(L::kFullBarrier + stage, kAll);
+        } else {
+          for (int kt = 0; kt < n_tiles; ++kt) {
+            const int slice = pipelined + kt, stage = slice % L::kStages;
+            if (slice >= L::kStages) bar_sync(L::kEmptyBarrier + stage, kAll);
+            load_stage(stage);
+            cp_async_commit();
+            if (kt >= L::kPrefetch) {
+              const int landed = (slice - L::kPrefetch) % L::kStages;
+              cp_async_wait<L::kPrefetch>();
+              round_x(landed);
+              fence_proxy_async();
+              mbar_arrive(&full[landed]);
+            }
+          }
+          cp_async_wait<0>();
+          for (int kt = max(n_tiles - L::kPrefetch, 0); kt < n_tiles; ++kt) {
+            const int stage = (pipelined + kt) % L::kStages;
+            round_x(stage);
+            fence_proxy_async();
+            mbar_arrive(&full[stage]);
+          }
         }
         pipelined = next_pipelined(pipelined, n_tiles);
         if (last)
@@ -769,8 +829,9 @@ __device__ __forceinline__ void conv3x3_implicit_gemm_item(const T* __restrict__
       } else {
         for (int kt = 0; kt < n_tiles; ++kt) {
           const int slice = pipelined + kt;
-          bar_sync(L::kFullBarrier + slice % L::kStages, kAll);
-          compute_slice(slice % L::kStages);
+          const int stage = slice % L::kStages;
+          mbar_wait(&full[stage], (slice / L::kStages) % 2);
+          compute_slice(stage);
           if (kt >= 1) bar_arrive(L::kEmptyBarrier + (slice - 1) % L::kStages, kAll);
         }
         wgmma_wait<0>();
@@ -1062,23 +1123,33 @@ template <class T, MmaType kMma, int kWarpsM, int kWarpsN, MainLoop kLoop, class
 __global__ void __launch_bounds__(ImplicitGemmTiling<T, kWarpsM, kWarpsN, kLoop>::kBlockThreads,
                                   ImplicitGemmTiling<T, kWarpsM, kWarpsN, kLoop>::kMinBlocksPerSM)
     conv3x3_implicit_gemm_kernel(const T* __restrict__ x, const T* __restrict__ w, const T* __restrict__ bias,
-                                 T* __restrict__ y, const ImplicitGemmParams<Index> p) {
+                                 T* __restrict__ y, const ImplicitGemmParams<Index> p,
+                                 const VK_GRID_CONSTANT ImplicitGemmTensorMaps maps) {
   using L = ImplicitGemmTiling<T, kWarpsM, kWarpsN, kLoop>;
   int pipelined = 0;
   if constexpr (L::kWs) {
+    // The stages' full mbarriers: a phase per slice, completed by one arrival with the
+    // tensor loads' bytes (maps.on), or by every producer thread's arrival once its cp.async
+    // copies landed.
+    VK_SHARED(uint64_t, full, [L::kStages]);
+    if (threadIdx.x < L::kStages) {
+      mbar_init(&full[threadIdx.x], maps.on ? 1 : L::kProducerThreads);
+      mbar_init_fence();
+    }
+    __syncthreads();
     const unsigned stride = gridDim.x, items = static_cast<unsigned>(p.blocks);  // < 2^31 (the dispatch)
     if (threadIdx.x >= L::kThreads) {
       for (unsigned b = blockIdx.x; b < items; b += stride)
-        conv3x3_implicit_gemm_item<T, kMma, kWarpsM, kWarpsN, kLoop, Role::producer>(x, w, bias, y, p, b,
-                                                                                     b + stride >= items, pipelined);
+        conv3x3_implicit_gemm_item<T, kMma, kWarpsM, kWarpsN, kLoop, Role::producer>(
+            x, w, bias, y, p, b, b + stride >= items, pipelined, full, maps);
     } else {
       for (unsigned b = blockIdx.x; b < items; b += stride)
-        conv3x3_implicit_gemm_item<T, kMma, kWarpsM, kWarpsN, kLoop, Role::consumer>(x, w, bias, y, p, b,
-                                                                                     b + stride >= items, pipelined);
+        conv3x3_implicit_gemm_item<T, kMma, kWarpsM, kWarpsN, kLoop, Role::consumer>(
+            x, w, bias, y, p, b, b + stride >= items, pipelined, full, maps);
     }
   } else {
     conv3x3_implicit_gemm_item<T, kMma, kWarpsM, kWarpsN, kLoop, Role::all>(x, w, bias, y, p, blockIdx.x, true,
-                                                                            pipelined);
+                                                                            pipelined, nullptr, maps);
   }
 }
 
