@@ -12,8 +12,10 @@
 // benchmarks/device_run.sh builds and runs it first, before the extension's own tests:
 // a wrapper that is wrong shows there by name, not as a conv that differs. CMake builds
 // it where it finds nvcc (so CI compiles it) and ctest runs it, skipped without a GPU.
-// The wgmma cases run only on compute capability 9.0 from an sm_90a build; they run last,
-// since a fault there ends the process.
+// The wgmma cases run only on compute capability 9.0 from an sm_90a build; then the
+// tensor-load cases (tests/tma_cases.cuh: TMA tile and im2col loads, mbarriers), whose
+// lines name the source element each wrong one came from. They run last, since a fault
+// there ends the process.
 #include <cuda_runtime.h>
 
 #include <cstdio>
@@ -22,6 +24,7 @@
 #include <vector>
 
 #include "tensor_core_cases.cuh"
+#include "tma_cases.cuh"
 
 namespace {
 
@@ -66,6 +69,25 @@ const auto gpu_launch = [](const char* name, auto kernel, int threads, size_t sm
   check(cudaMemcpy(out.data(), d_out, out.size() * sizeof(Out), cudaMemcpyDeviceToHost), "cudaMemcpy from the GPU");
 };
 
+// tests/tma_cases.cuh's runner on the GPU: sources uploaded once (their tensor maps name
+// the device addresses), each launch's output copied back.
+struct TmaRunner {
+  DeviceBuffers buffers;
+  const uint16_t* upload(const std::vector<uint16_t>& v) { return buffers(v); }
+  template <class Kernel, class... Args>
+  void launch(const char* name, Kernel kernel, int threads, size_t smem, std::vector<uint16_t>& out,
+              const Args&... args) {
+    uint16_t* d_out = nullptr;
+    check(cudaMalloc(&d_out, out.size() * sizeof(uint16_t)), "cudaMalloc");
+    check(cudaMemcpy(d_out, out.data(), out.size() * sizeof(uint16_t), cudaMemcpyHostToDevice), "cudaMemcpy to the GPU");
+    kernel<<<1, threads, smem>>>(d_out, args...);
+    check(cudaGetLastError(), name);
+    check(cudaDeviceSynchronize(), name);
+    check(cudaMemcpy(out.data(), d_out, out.size() * sizeof(uint16_t), cudaMemcpyDeviceToHost), "cudaMemcpy from the GPU");
+    cudaFree(d_out);
+  }
+};
+
 // Whether the code the GPU runs was built for sm_90a (wgmma's PTX exists only there).
 __global__ void built_for_sm90a_kernel(int* out) {
 #if defined(__CUDA_ARCH_FEAT_SM90_ALL)
@@ -99,8 +121,11 @@ int main() {
   int failed = tc_cases::run_ldmatrix_cases(gpu_launch) + tc_cases::run_mma_cases(gpu_launch);
   if (prop.major == 9 && prop.minor == 0 && built_for_sm90a()) {
     failed += tc_cases::run_wgmma_cases(gpu_launch);
+    TmaRunner tma;
+    failed += tma_cases::run_tile_cases(tma) + tma_cases::run_im2col_cases(tma);
   } else {
-    std::printf("tensor-core probe: wgmma cases skipped (compute capability 9.0 and an sm_90a build only)\n");
+    std::printf("tensor-core probe: wgmma and tensor-load cases skipped (compute capability 9.0 and an sm_90a build "
+                "only)\n");
   }
   std::printf("tensor-core probe: %s\n", failed ? "SOME CASES DIFFER" : "every case passes");
   return failed ? 1 : 0;

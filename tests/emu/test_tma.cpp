@@ -8,7 +8,7 @@
 #include <vector>
 
 #include "../../csrc/emu/launch.h"
-#include "../../csrc/kernels/tma.cuh"
+#include "../tma_cases.cuh"
 #include "harness.h"
 
 using emu_test::expect_error;
@@ -17,84 +17,32 @@ using namespace vk::emu;
 
 namespace {
 
-// Element of 16-byte chunk `chunk` of 64-byte row `row` in a 64-byte-swizzled buffer of
-// 16-bit elements (the kernels' ImplicitGemmTiling::offset()).
-int swizzled(int row, int chunk) { return row * 32 + (chunk ^ ((row >> 1) & 3)) * 8; }
+using vk::emu::tma_kernels::swizzled;
 
-// One tensor load of `rows` 64-byte rows into a 1024-aligned buffer, by thread 0; every
-// thread waits for it and copies its share out, unswizzled, to out[row][32].
-template <bool kIm2col>
-__global__ void load_kernel(const TensorMap map, int32_t c0, int32_t c1, int32_t c2, int32_t c3, int dw, int dh,
-                            int rows, uint16_t* out) {
-  VK_DYNAMIC_SHARED(uint16_t, buf);
-  VK_SHARED(uint64_t, bar, [1]);
-  if (threadIdx.x == 0) {
-    mbar_init(bar, 1);
-    mbar_init_fence();
+// tests/tma_cases.cuh's runner here: the source in host memory, the kernel on the emulator.
+struct EmuRunner {
+  const uint16_t* upload(const std::vector<uint16_t>& v) { return v.data(); }
+  template <class Kernel, class... Args>
+  void launch(const char* name, Kernel kernel, int threads, size_t smem, std::vector<uint16_t>& out,
+              const Args&... args) {
+    vk::emu::launch(name, kernel, dim3(1), dim3(threads), smem, out.data(), args...);
   }
-  __syncthreads();
-  if (threadIdx.x == 0) {
-    mbar_arrive_expect_tx(bar, 64u * rows);
-    if constexpr (kIm2col) tma_load_im2col(buf, &map, c0, c1, c2, c3, uint16_t(dw), uint16_t(dh), bar);
-    else tma_load_2d(buf, &map, c0, c1, bar);
-  }
-  mbar_wait(bar, 0);
-  for (int i = threadIdx.x; i < rows * 4; i += blockDim.x) {
-    const int row = i / 4, chunk = i % 4;
-    const uint4 v = ld_shared(reinterpret_cast<const uint4*>(buf + swizzled(row, chunk)));
-    std::memcpy(out + row * 32 + chunk * 8, &v, 16);
-  }
-}
+};
 
 }  // namespace
 
-// A 2-D tile: a 37 x 70 matrix of 16-bit values, boxes of 8 rows x 32 columns at corners
-// that run past its right and bottom edges (and before its left one): zeros there.
+// A 2-D tile: boxes of 8 rows x 32 columns of a 37 x 70 matrix, at corners that run past
+// its edges: zeros there (tests/tma_cases.cuh).
 EMU_TEST(tma_tile_2d_box_with_out_of_bound_zeros) {
-  constexpr int R = 37, C = 70, kRows = 8;
-  std::vector<uint16_t> m(R * C);
-  for (int i = 0; i < R * C; ++i) m[i] = uint16_t(i + 1);
-  TensorMap map;
-  CHECK(vk::emu::encode_rows(&map, m.data(), vk::emu::TmaElement::f16, R, C, 32, kRows).empty());
-  const int corners[][2] = {{0, 0}, {48, 3}, {64, 33}, {-8, 30}, {16, -3}};
-  for (const auto& k : corners) {
-    std::vector<uint16_t> out(kRows * 32, 0xDEAD);
-    launch("load_kernel", load_kernel<false>, dim3(1), dim3(64), 1024, map, k[0], k[1], 0, 0, 0, 0, kRows, out.data());
-    for (int r = 0; r < kRows; ++r)
-      for (int c = 0; c < 32; ++c) {
-        const int row = k[1] + r, col = k[0] + c;
-        const uint16_t want = row >= 0 && row < R && col >= 0 && col < C ? m[row * C + col] : 0;
-        CHECK(out[r * 32 + c] == want);
-      }
-  }
+  EmuRunner runner;
+  CHECK(tma_cases::run_tile_cases(runner) == 0);
 }
 
-// im2col for a 3 x 3, padding 1 convolution: x (N=2, H=3, W=5, C=64) in NHWC; 16 output
-// pixels from flat pixel m0 on (n, h, w in NHW order, into the next image and past the
-// last one), channels 32..63, tap (r, s): row j must hold x[n][h + r - 1][w + s - 1]
-// (zeros outside the image, and past the batch) for output pixel m0 + j: the implicit
-// GEMM's A rows.
+// im2col for a 3 x 3, padding 1 convolution: each row is the implicit GEMM's A row of its
+// output pixel at the tap, across rows, images and the batch's end (tests/tma_cases.cuh).
 EMU_TEST(tma_im2col_rows_are_the_implicit_gemm_rows) {
-  constexpr int N = 2, H = 3, W = 5, C = 64, kPixels = 16, c0 = 32;
-  std::vector<uint16_t> x(N * H * W * C);
-  for (size_t i = 0; i < x.size(); ++i) x[i] = uint16_t(i + 1);
-  TensorMap map;
-  CHECK(vk::emu::encode_conv3x3_im2col(&map, x.data(), vk::emu::TmaElement::bf16, N, H, W, C, 32, kPixels).empty());
-  for (int m0 : {0, 7, 13, 22}) {
-    const int n0 = m0 / (H * W), h0 = m0 / W % H, w0 = m0 % W;
-    for (int tap = 0; tap < 9; ++tap) {
-      const int r = tap / 3, s = tap % 3;
-      std::vector<uint16_t> out(kPixels * 32, 0xDEAD);
-      launch("load_kernel", load_kernel<true>, dim3(1), dim3(64), 1024, map, c0, w0 - 1, h0 - 1, n0, s, r, kPixels,
-             out.data());
-      for (int j = 0; j < kPixels; ++j) {
-        const int m = m0 + j, n = m / (H * W), h = m / W % H + r - 1, w = m % W + s - 1;
-        const bool inside = n < N && h >= 0 && h < H && w >= 0 && w < W;
-        for (int c = 0; c < 32; ++c)
-          CHECK(out[j * 32 + c] == (inside ? x[((n * H + h) * W + w) * C + c0 + c] : 0));
-      }
-    }
-  }
+  EmuRunner runner;
+  CHECK(tma_cases::run_im2col_cases(runner) == 0);
 }
 
 namespace {

@@ -1,0 +1,166 @@
+// The tensor loads' test cases (csrc/kernels/tma.cuh), in one place for two runners:
+//   tests/emu/test_tma.cpp       the host compiler: the kernel runs through the SIMT
+//                                emulator (CI, no GPU);
+//   tests/tensor_core_probe.cu   nvcc: the same kernel on a GPU (benchmarks/device_run.sh
+//                                runs it before anything else).
+// Each case checks a property the emulator's code plays no part in: the elements a load
+// puts in each row of shared memory are those the PTX ISA's rules name (a tile of a
+// matrix; for im2col, the implicit GEMM's A rows of a 3 x 3, padding 1 convolution: output
+// pixel m0 + j at tap (r, s), zeros outside the image and past the batch). The data are
+// coded: every source element's 16 bits are its index + 1 (0 is the zero fill), so a wrong
+// element says where the hardware read it from.
+#pragma once
+
+#include <cstdint>
+#include <cstdio>
+#include <cstring>
+#include <string>
+#include <vector>
+
+#include "../csrc/kernels/tma.cuh"
+
+namespace vk {
+namespace VK_KERNEL_NS {
+namespace tma_kernels {
+
+// Element of 16-byte chunk `chunk` of 64-byte row `row` in a 64-byte-swizzled buffer of
+// 16-bit elements (the kernels' ImplicitGemmTiling::offset()).
+__host__ __device__ inline int swizzled(int row, int chunk) { return row * 32 + (chunk ^ ((row >> 1) & 3)) * 8; }
+
+// One tensor load of `rows` 64-byte rows into a 1024-aligned buffer, by thread 0; every
+// thread waits for it and copies its share out, unswizzled, to out[row][32].
+template <bool kIm2col>
+__global__ void load_kernel(uint16_t* out, const VK_GRID_CONSTANT TensorMap map, int32_t c0, int32_t c1, int32_t c2,
+                            int32_t c3, int dw, int dh, int rows) {
+  VK_DYNAMIC_SHARED(uint16_t, buf);
+  VK_SHARED(uint64_t, bar, [1]);
+  if (threadIdx.x == 0) {
+    mbar_init(bar, 1);
+    mbar_init_fence();
+  }
+  __syncthreads();
+  if (threadIdx.x == 0) {
+    mbar_arrive_expect_tx(bar, 64u * rows);
+    if constexpr (kIm2col) tma_load_im2col(buf, &map, c0, c1, c2, c3, uint16_t(dw), uint16_t(dh), bar);
+    else tma_load_2d(buf, &map, c0, c1, bar);
+  }
+  mbar_wait(bar, 0);
+  for (int i = threadIdx.x; i < rows * 4; i += blockDim.x) {
+    const int row = i / 4, chunk = i % 4;
+    const uint4 v = ld_shared(reinterpret_cast<const uint4*>(buf + swizzled(row, chunk)));
+    uint16_t e[8];
+    std::memcpy(e, &v, 16);
+    for (int k = 0; k < 8; ++k) out[row * 32 + chunk * 8 + k] = e[k];
+  }
+}
+
+}  // namespace tma_kernels
+}  // namespace VK_KERNEL_NS
+}  // namespace vk
+
+namespace tma_cases {
+
+using vk::VK_KERNEL_NS::TensorMap;
+using vk::VK_KERNEL_NS::TmaElement;
+
+// Compares a load's rows with what they must hold; prints up to `lines` differences, each
+// with the coordinates of the element the hardware put there (decode: its code - 1 as a
+// source index, or "zero").
+template <class Decode>
+int compare(const std::vector<uint16_t>& got, const std::vector<uint16_t>& want, Decode decode, std::string* report,
+            int lines = 8) {
+  int bad = 0;
+  for (size_t i = 0; i < want.size(); ++i) {
+    if (got[i] == want[i]) continue;
+    if (bad++ < lines) {
+      char buf[200];
+      std::snprintf(buf, sizeof buf, "\n    row %zu element %zu: got %s, want %s", i / 32, i % 32,
+                    got[i] ? decode(got[i] - 1).c_str() : "zero", want[i] ? decode(want[i] - 1).c_str() : "zero");
+      *report += buf;
+    }
+  }
+  return bad;
+}
+
+inline bool print_case(const std::string& name, int bad, int total, const std::string& lines) {
+  std::printf("tensor-load case %s: %s", name.c_str(), bad ? "DIFFERS" : "ok");
+  if (bad) std::printf(" (%d of %d elements)%s", bad, total, lines.c_str());
+  std::printf("\n");
+  return bad != 0;
+}
+
+// runner.upload(vector<uint16_t>) -> const uint16_t* (where the load reads it);
+// runner.launch(name, kernel, threads, smem, out vector, map, scalars...).
+template <class Runner>
+int run_tile_cases(Runner& runner) {
+  namespace k = vk::VK_KERNEL_NS::tma_kernels;
+  // A 37 x 70 matrix, boxes of 8 rows x 32 columns at corners that run past its right and
+  // bottom edges, and before its left and top ones.
+  constexpr int R = 37, C = 70, kRows = 8;
+  std::vector<uint16_t> m(R * C);
+  for (int i = 0; i < R * C; ++i) m[i] = uint16_t(i + 1);
+  TensorMap map;
+  const std::string why = vk::VK_KERNEL_NS::encode_rows(&map, runner.upload(m), TmaElement::f16, R, C, 32, kRows);
+  if (!why.empty()) return print_case("tile (encode: " + why + ")", 1, 1, "");
+  auto decode = [](int i) { return "(" + std::to_string(i / C) + ", " + std::to_string(i % C) + ")"; };
+  int failed = 0;
+  const int corners[][2] = {{0, 0}, {48, 3}, {64, 33}, {-8, 30}, {16, -3}};
+  for (const auto& q : corners) {
+    std::vector<uint16_t> out(kRows * 32, 0xDEAD), want(kRows * 32);
+    runner.launch("tma load_kernel<tile>", k::load_kernel<false>, 64, size_t(1024), out, map, q[0], q[1], 0, 0, 0, 0,
+                  kRows);
+    for (int r = 0; r < kRows; ++r)
+      for (int c = 0; c < 32; ++c) {
+        const int row = q[1] + r, col = q[0] + c;
+        want[r * 32 + c] = row >= 0 && row < R && col >= 0 && col < C ? m[row * C + col] : 0;
+      }
+    std::string lines;
+    const int bad = compare(out, want, decode, &lines);
+    failed += print_case("tile 8x32 at (" + std::to_string(q[1]) + ", " + std::to_string(q[0]) + ")", bad,
+                         kRows * 32, lines);
+  }
+  return failed;
+}
+
+// im2col: x (N=2, H=3, W=5, C=64) in NHWC; 16 output pixels from flat pixel m0 on (n, h,
+// w in NHW order, into the next image and past the last one), channels 32..63, every tap
+// (r, s) as offsets (s, r): row j holds x[n][h + r - 1][w + s - 1] of output pixel m0 + j.
+template <class Runner>
+int run_im2col_cases(Runner& runner) {
+  namespace k = vk::VK_KERNEL_NS::tma_kernels;
+  constexpr int N = 2, H = 3, W = 5, C = 64, kPixels = 16, c0 = 32;
+  std::vector<uint16_t> x(N * H * W * C);
+  for (size_t i = 0; i < x.size(); ++i) x[i] = uint16_t(i + 1);
+  TensorMap map;
+  const std::string why =
+      vk::VK_KERNEL_NS::encode_conv3x3_im2col(&map, runner.upload(x), TmaElement::bf16, N, H, W, C, 32, kPixels);
+  if (!why.empty()) return print_case("im2col (encode: " + why + ")", 1, 1, "");
+  auto decode = [](int i) {
+    const int c = i % C, p = i / C;
+    return "x[n " + std::to_string(p / (H * W)) + "][h " + std::to_string(p / W % H) + "][w " + std::to_string(p % W) +
+           "][c " + std::to_string(c) + "]";
+  };
+  int failed = 0;
+  for (int m0 : {0, 7, 13, 22}) {
+    const int n0 = m0 / (H * W), h0 = m0 / W % H, w0 = m0 % W;
+    for (int tap = 0; tap < 9; ++tap) {
+      const int r = tap / 3, s = tap % 3;
+      std::vector<uint16_t> out(kPixels * 32, 0xDEAD), want(kPixels * 32);
+      runner.launch("tma load_kernel<im2col>", k::load_kernel<true>, 64, size_t(1024), out, map, c0, w0 - 1, h0 - 1,
+                    n0, s, r, kPixels);
+      for (int j = 0; j < kPixels; ++j) {
+        const int m = m0 + j, n = m / (H * W), h = m / W % H + r - 1, w = m % W + s - 1;
+        const bool inside = n < N && h >= 0 && h < H && w >= 0 && w < W;
+        for (int c = 0; c < 32; ++c) want[j * 32 + c] = inside ? x[((n * H + h) * W + w) * C + c0 + c] : 0;
+      }
+      std::string lines;
+      const int bad = compare(out, want, decode, &lines);
+      failed += print_case("im2col 16 pixels from " + std::to_string(m0) + ", tap (" + std::to_string(r) + ", " +
+                               std::to_string(s) + ")",
+                           bad, kPixels * 32, lines);
+    }
+  }
+  return failed;
+}
+
+}  // namespace tma_cases
