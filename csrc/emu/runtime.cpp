@@ -906,12 +906,7 @@ void Worker::tensor_load(void* dst, const TensorMap& m, const int32_t* coords, c
   MBarrier& b = mbarrier_at(bar, nullptr, file, line);
   const uint32_t row_bytes = m.box[0] * static_cast<uint32_t>(m.elem_bytes);
   std::vector<BoxRow> rows;
-  std::string error;
-  try {
-    rows = tensor_box(m, coords, offsets);
-  } catch (const std::exception& e) {
-    error = e.what();  // reported outside the handler: fail() leaves this fiber for good
-  }
+  const std::string error = tensor_box(m, coords, offsets, &rows);
   if (!error.empty()) fail(error, file, line);
   const size_t bytes = rows.size() * row_bytes;
   if (!in_shared(dst, bytes)) fail("tensor load destination (" + std::to_string(bytes) + " bytes) is not in shared memory", file, line);

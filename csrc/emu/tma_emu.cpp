@@ -4,7 +4,6 @@
 #include "tma_emu.h"
 
 #include <algorithm>
-#include <stdexcept>
 #include <string>
 
 namespace vk {
@@ -20,8 +19,9 @@ void clip(int64_t x0, uint32_t n, uint64_t dim, BoxRow& r) {
 
 }  // namespace
 
-std::vector<BoxRow> tensor_box(const TensorMap& m, const int32_t* coords, const int32_t* offsets) {
-  std::vector<BoxRow> rows;
+std::string tensor_box(const TensorMap& m, const int32_t* coords, const int32_t* offsets, std::vector<BoxRow>* out) {
+  std::vector<BoxRow>& rows = *out;
+  rows.clear();
   const int64_t c0 = coords[0];
   if (m.mode == TensorMap::Mode::tiled) {
     // Rows: every combination of the outer dimensions' box positions, dimension 1 fastest.
@@ -42,7 +42,7 @@ std::vector<BoxRow> tensor_box(const TensorMap& m, const int32_t* coords, const 
       clip(c0, m.box[0], m.dims[0], r);
       if (!inside) r.end = r.begin;
     }
-    return rows;
+    return "";
   }
   // im2col: box[1] pixels, walked from the start through the bounding box (spatial
   // dimensions 1 .. rank - 2, W fastest, each from its lower corner to dims - 1 + its upper
@@ -55,9 +55,9 @@ std::vector<BoxRow> tensor_box(const TensorMap& m, const int32_t* coords, const 
     hi[d] = static_cast<int64_t>(m.dims[d + 1]) - 1 + m.upper[d];
     pos[d] = coords[d + 1];
     if (pos[d] < lo[d] || pos[d] > hi[d])
-      throw std::runtime_error("im2col tensor load: coordinate " + std::to_string(pos[d]) + " of spatial dimension " +
-                               std::to_string(d) + " lies outside the bounding box [" + std::to_string(lo[d]) + ", " +
-                               std::to_string(hi[d]) + "]");
+      return "im2col tensor load: coordinate " + std::to_string(pos[d]) + " of spatial dimension " +
+             std::to_string(d) + " lies outside the bounding box [" + std::to_string(lo[d]) + ", " +
+             std::to_string(hi[d]) + "]";
   }
   pos[spatial] = coords[m.rank - 1];
   rows.resize(m.box[1]);
@@ -77,7 +77,7 @@ std::vector<BoxRow> tensor_box(const TensorMap& m, const int32_t* coords, const 
       pos[d] = lo[d];
     }
   }
-  return rows;
+  return "";
 }
 
 }  // namespace emu

@@ -24,6 +24,7 @@
 #pragma once
 
 #include <cstdint>
+#include <string>
 #include <vector>
 
 namespace vk {
@@ -56,13 +57,15 @@ void tensor_load(void* dst, const TensorMap& map, const int32_t* coords, const i
 // The box of one tensor load, row by row in shared-memory order (row i: map.box[0] *
 // elem_bytes bytes at i times that): the byte offset from map.base of the row's element
 // 0, and the row's elements [begin, end) that lie inside the tensor (the others are
-// zero-filled; begin == end: none). Throws std::runtime_error on a box start outside the
-// im2col bounding box. Used by the runtime; touches no memory.
+// zero-filled; begin == end: none). Returns "" or why the load is invalid (a box start
+// outside the im2col bounding box): not an exception, which would unwind through the
+// emulator's fibers (AddressSanitizer then reports the unwound frames' stale shadow).
+// Used by the runtime; touches no memory.
 struct BoxRow {
   int64_t offset;
   uint32_t begin, end;
 };
-std::vector<BoxRow> tensor_box(const TensorMap& map, const int32_t* coords, const int32_t* offsets);
+std::string tensor_box(const TensorMap& map, const int32_t* coords, const int32_t* offsets, std::vector<BoxRow>* rows);
 
 }  // namespace emu
 }  // namespace vk
