@@ -175,11 +175,15 @@ def analyse(sass: str) -> list[dict]:
             continue
         ops = Counter(opcode(t) for t in body)
         hmma, hgmma = ops["HMMA"], ops["HGMMA"]
-        # wgmma_ws: the copies are the producer warpgroup's loop (per slice, per warp)
+        # wgmma_ws: the copies are the producer warpgroup's loop (per slice, per warp), by
+        # cp.async (LDGSTS) or, its other loop, by tensor loads (UTMALDG, one thread's)
         producer = main_loop(insns, ("LDGSTS",), ("HGMMA",), smallest=True) if ws else None
+        tma = main_loop(insns, ("UTMALDG",), ("HGMMA", "LDGSTS")) if ws else None
         rows.append({"kernel": instantiation(name), "function": name, "loop_instructions": len(body),
                      "producer_instructions": len(producer) if producer else None,
                      "producer_ldgsts": sum(opcode(t) == "LDGSTS" for t in producer) if producer else None,
+                     # per slice (2 UTMALDG a slice: x and the weight; nvcc unrolls the loop)
+                     "tma_instructions": round(len(tma) / (tma_loads(tma) / 2)) if tma else None,
                      "hmma": hmma, "hgmma": hgmma,
                      "ldsm": ops["LDSM"], "ldgsts": ops["LDGSTS"],
                      "issue_per_hmma": round(len(body) / hmma, 2) if hmma else None,
@@ -189,8 +193,16 @@ def analyse(sass: str) -> list[dict]:
     return sorted(rows, key=lambda r: r["kernel"])
 
 
+def tma_loads(body: list[str]) -> int:
+    return sum(opcode(t) == "UTMALDG" for t in body)
+
+
 def producer_cell(r: dict) -> str:
-    return f"{r['producer_instructions']} ({r['producer_ldgsts']})" if r["producer_instructions"] else "-"
+    """The producer's cp.async loop (its LDGSTS) and, where it has one, its tensor-load loop (UTMALDG)."""
+    if not r["producer_instructions"]:
+        return "-"
+    tma = f"; TMA {r['tma_instructions']}" if r.get("tma_instructions") else ""
+    return f"{r['producer_instructions']} ({r['producer_ldgsts']}){tma}"
 
 
 def sass_of(cubin: Path) -> str:
@@ -221,7 +233,7 @@ def main(argv=None) -> int:
         return 0
     print(f"implicit_gemm main loop per 64-byte K slice, per warp ({args.arch}):")
     print("| kernel | registers | instructions | HMMA | HGMMA | LDSM | LDGSTS | issue per HMMA | issue share (wgmma) "
-          "| producer loop (LDGSTS) | division | top others |")
+          "| producer loop (LDGSTS; TMA per slice) | division | top others |")
     print("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|---|")
     for r in rows:
         others = ", ".join(f"{k} {v}" for k, v in r["opcodes"].items()

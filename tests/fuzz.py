@@ -19,7 +19,10 @@ the prepared weight, none failed. Since (2026-12-04, --minutes 15 --seed 41): 14
 5,646 also prepared, none failed (worst ratios in README.md). With the TF32 chain flags
 (2026-12-04, --minutes 6 --seed 53): 5,622 cases, 592 also with y_tf32 and x_tf32, none
 failed. With ws128x256 among the tiles and its persistent grid drawn (2026-12-04, --minutes
-5 --seed 71, beside a CI run): 780 cases, none failed.
+5 --seed 71, beside a CI run): 780 cases, none failed. With ws128x256's copies drawn (TMA
+tensor loads or cp.async; 2026-12-05, --minutes 5 --seed 83, beside a CI run): 201 cases,
+none failed; a directed run of ws128x256 alone (unpooled where the tensor loads apply,
+against its cp.async and mma.sync's 128 x 128, bit for bit) had 423 cases, none failed.
 """
 import argparse
 import os

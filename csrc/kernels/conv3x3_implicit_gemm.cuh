@@ -188,12 +188,13 @@
 // of a sub-partition's issue slots (wg128x256: 145 per slice, 0.57; with named full
 // barriers nvcc had unrolled it 4 slices deep, 143 per 4, 0.14: the mbarrier's try_wait
 // loop stops that); the producer's cp.async loop 161 per slice and warp (TF32, with its
-// rounding pass: 222; 64-bit offsets 220 and 281); its tensor-load loop 2 UTMALDG per slice
-// from one thread, no copy instructions. 159 registers (162 with 64-bit offsets; 384
+// rounding pass: 222; 64-bit offsets 220 and 281); its tensor-load loop 63 per slice, 2 of
+// them UTMALDG, issued by one warp (one thread active). 159 registers (162 with 64-bit offsets; 384
 // threads may have 168), no spills; 6 stages, 144 KiB. Predicted for the tensor loads,
 // not measured (no GPU since): the 1536 cp.async of a slice (16 bytes each, 128 threads x
-// 12) and their address arithmetic leave the SM's issue slots and its load/store pipeline
-// to two instructions; the bytes written into shared memory (24 KiB a slice) stay the
+// 12) and their address arithmetic (161 instructions in each producer warp) leave the SM's
+// issue slots and its load/store pipeline to two tensor loads (63 instructions of one
+// warp); the bytes written into shared memory (24 KiB a slice) stay the
 // same, so by the shared-memory count above the tile stays at that unit's limit. Checked on the emulator
 // (named barriers and mbarriers with per-warp clocks, the tensor loads as writes by their
 // issuer: csrc/emu/runtime.cpp, tma_emu.cpp): bit for bit with mma.sync's 128 x 128 and
@@ -778,30 +779,35 @@ __device__ __forceinline__ void conv3x3_implicit_gemm_item(const T* __restrict__
       // maps.on: one thread of the producer issues both tensor loads of a slice, announced on
       // the stage's full mbarrier (the consumers wait there for the phase of parity (i /
       // kStages) % 2); the other producer threads only take part in the empty barriers. The
-      // x box is the 128 pixels m0.. at tap (r, s): from m0's base (h - 1, w - 1), offsets
-      // (s, r), channels c.. of the tap (K position kt * kBK = tap * C + c).
+      // x box is the 128 pixels m0.. at the slice's tap (r, s): from m0's pixel's base (h -
+      // 1, w - 1), offsets (s, r), channels c.. (K position kpos = tap * C + c, a slice
+      // within one tap); the weight box, its rows k0.. at kpos.
       constexpr uint32_t kStageBytes = (L::kAStage + L::kBStage) * sizeof(T);
-      const Index hw0 = m0 % (p.H * p.W);  // m0's pixel: (n, h, w) = (m0 / HW, hw0 / W, hw0 % W)
-      auto issue_tensor_loads = [&](int stage, int kt) {
-        const Index kpos = static_cast<Index>(kt) * L::kBK;
-        const int tap = static_cast<int>(kpos / p.C);
-        const int32_t c = static_cast<int32_t>(kpos - static_cast<Index>(tap) * p.C);
+      const Index hw0 = m0 % (p.H * p.W);
+      const int32_t box_w = static_cast<int32_t>(hw0 % p.W) - 1, box_h = static_cast<int32_t>(hw0 / p.W) - 1;
+      const int32_t box_n = static_cast<int32_t>(m0 / (p.H * p.W));
+      auto issue_tensor_loads = [&](int stage, int32_t kpos, int tap, int32_t c) {
         mbar_arrive_expect_tx(&full[stage], kStageBytes);
-        tma_load_im2col(a_smem + stage * L::kAStage, &maps.x, c, static_cast<int32_t>(hw0 % p.W) - 1,
-                        static_cast<int32_t>(hw0 / p.W) - 1, static_cast<int32_t>(m0 / (p.H * p.W)),
-                        static_cast<uint16_t>(tap % 3), static_cast<uint16_t>(tap / 3), &full[stage]);
-        tma_load_2d(b_smem + stage * L::kBStage, &maps.w, static_cast<int32_t>(kpos), static_cast<int32_t>(k0),
-                    &full[stage]);
+        tma_load_im2col(a_smem + stage * L::kAStage, &maps.x, c, box_w, box_h, box_n, static_cast<uint16_t>(tap % 3),
+                        static_cast<uint16_t>(tap / 3), &full[stage]);
+        tma_load_2d(b_smem + stage * L::kBStage, &maps.w, kpos, static_cast<int32_t>(k0), &full[stage]);
       };
       if constexpr (kRole == Role::producer) {
         // Two loops, one per copy path: merged, the cp.async loop's listing carries the
         // tensor loads' address arithmetic (python -m benchmarks.sass_loop: 293 instructions
         // per slice against 161).
         if (maps.on) {
+          const int32_t C = static_cast<int32_t>(p.C);
+          int32_t kpos_t = kt0 * L::kBK;  // the slice's K position, tap and channel, advanced without division
+          int tap_t = kpos_t / C;
+          int32_t c_t = kpos_t - tap_t * C;
           for (int kt = 0; kt < n_tiles; ++kt) {
             const int slice = pipelined + kt, stage = slice % L::kStages;
             if (slice >= L::kStages) bar_sync(L::kEmptyBarrier + stage, kAll);
-            if (ctid == 0) issue_tensor_loads(stage, kt0 + kt);
+            if (ctid == 0) issue_tensor_loads(stage, kpos_t, tap_t, c_t);
+            kpos_t += L::kBK;
+            c_t += L::kBK;
+            if (c_t == C) c_t = 0, ++tap_t;  // C a multiple of kBK
           }
         } else {
           for (int kt = 0; kt < n_tiles; ++kt) {
