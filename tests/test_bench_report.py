@@ -528,16 +528,17 @@ def test_nchw_y_converted_rows_stay_out_of_best_ours_and_have_their_table(tmp_pa
     assert "y written NCHW by the epilogue" not in text
 
 
-def _k_order_report(tmp_path, variants, id_keys):
-    """Renders a run of torch, ours on the default tile, ours on wg128x128's sweep row and the
-    K-order `variants` (rows with their id extended by `id_keys`), and checks what holds with
-    or without x's path: the variants are neither "best ours" nor the sweep's time for their
-    tile, tune.py takes the sweep row, and a run without them has no K-order table. Returns
-    the headline report's lines and the full report's conv header."""
+def _k_order_report(tmp_path, variants, id_keys, tile="wg128x128", table_words="K order"):
+    """Renders a run of torch, ours on the default tile, ours on `tile`'s sweep row and the
+    `variants` (rows with their id extended by `id_keys`: K order, or ws128x256's copies),
+    and checks what holds for any such variant: it is neither "best ours" nor the sweep's
+    time for its tile, tune.py takes the sweep row, and a run without variants has no table
+    of them (no `table_words`). Returns the headline report's lines and the full report's
+    conv header."""
     from benchmarks import tune
 
     rows = [row("torch", 1.5e-3), row("vggkern", 1.2e-3, algo="implicit_gemm"),
-            row("vggkern", 1.0e-3, algo="implicit_gemm", tile="wg128x128")] + variants
+            row("vggkern", 1.0e-3, algo="implicit_gemm", tile=tile)] + variants
     for r in rows[2:]:
         r["id"] += "".join("-" + r.get(k, "") for k in ("tile",) + id_keys)
     text, _, _ = report.render(write(tmp_path / "r.json", rows), headline_only=True)
@@ -545,11 +546,11 @@ def _k_order_report(tmp_path, variants, id_keys):
     best = [ln for ln in lines if ln.startswith("| conv3_2+conv3_3 (256")]
     assert len(best) == 1 and "ours implicit_gemm cl" in best[0] and "1.25×" in best[0], best
     sweep = [ln for ln in lines if ln.startswith("| conv3_2+conv3_3 | 64 | relu |")]
-    assert sweep == ["| conv3_2+conv3_3 | 64 | relu | 1000 | 1200 | wg128x128 |"], sweep
-    assert [e["tile"] for e in tune.tile_table(rows)] == ["wg128x128"]
+    assert sweep == [f"| conv3_2+conv3_3 | 64 | relu | 1000 | 1200 | {tile} |"], sweep
+    assert [e["tile"] for e in tune.tile_table(rows)] == [tile]
     assert [e["us"] for e in tune.tile_table(rows)] == [pytest.approx(1000)]
     short, _, _ = report.render(write(tmp_path / "s.json", rows[:3]), headline_only=True)
-    assert "K order" not in short
+    assert table_words not in short
     full, _, _ = report.render(write(tmp_path / "r.json", rows))
     return lines, next(ln for ln in full.splitlines() if ln.startswith("| impl | layer |"))
 
@@ -581,30 +582,15 @@ def test_copies_rows_stay_out_of_the_sweep_and_tune_and_have_their_table(tmp_pat
     """ws128x256 with its copies forced (copies: tensor loads "tma", or "cp_async") is
     neither "best ours" nor the sweep's time for the tile, tune.py never picks it, and the
     copies table pairs the two per layer with what the tensor loads saved."""
-    from benchmarks import tune
-
-    rows = [row("torch", 1.5e-3), row("vggkern", 1.2e-3, algo="implicit_gemm"),
-            row("vggkern", 1.0e-3, algo="implicit_gemm", tile="ws128x256"),
-            row("vggkern", 0.7e-3, algo="implicit_gemm", tile="ws128x256", copies="tma"),
-            row("vggkern", 0.9e-3, algo="implicit_gemm", tile="ws128x256", copies="cp_async"),
-            row("vggkern", 0.3e-3, algo="implicit_gemm", tile="ws128x256", copies="tma", layer="conv5_1", H=14)]
-    for r in rows[2:]:
-        r["id"] += "-" + r["tile"] + "-" + r.get("copies", "")
-    text, _, _ = report.render(write(tmp_path / "r.json", rows), headline_only=True)
-    lines = text.splitlines()
-    best = [ln for ln in lines if ln.startswith("| conv3_2+conv3_3 (256")]
-    assert len(best) == 1 and "ours implicit_gemm cl" in best[0] and "1.25×" in best[0], best
-    assert [ln for ln in lines if ln.startswith("| conv3_2+conv3_3 | 64 | relu |")] == [
-        "| conv3_2+conv3_3 | 64 | relu | 1000 | 1200 | ws128x256 |"]
-    assert [e["tile"] for e in tune.tile_table(rows)] == ["ws128x256"]
-    assert [e["us"] for e in tune.tile_table(rows)] == [pytest.approx(1000)]
+    lines, conv_head = _k_order_report(tmp_path, [
+        row("vggkern", 0.7e-3, algo="implicit_gemm", tile="ws128x256", copies="tma"),
+        row("vggkern", 0.9e-3, algo="implicit_gemm", tile="ws128x256", copies="cp_async"),
+        row("vggkern", 0.3e-3, algo="implicit_gemm", tile="ws128x256", copies="tma", layer="conv5_1", H=14)],
+        ("copies",), tile="ws128x256", table_words="tensor loads")
     head = lines.index("| layer | N | dtype | cp.async | tensor loads | saved | cp.async ÷ tensor loads |")
     assert lines[head + 2:head + 4] == ["| conv3_2+conv3_3 | 64 | fp16 | 900.0 | 700.0 | 200.0 | 1.29× |",
                                         "| conv5_1 | 64 | fp16 | – | 300.0 | – | – |"], lines[head:head + 4]
-    short, _, _ = report.render(write(tmp_path / "s.json", rows[:3]), headline_only=True)
-    assert "tensor loads" not in short
-    full, _, _ = report.render(write(tmp_path / "r.json", rows))
-    assert "| k_order | copies | median µs |" in full, full
+    assert "| k_order | copies | median µs |" in conv_head, conv_head
 
 
 def test_k_order_table_of_a_run_with_x_paths(tmp_path):

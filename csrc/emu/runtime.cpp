@@ -459,6 +459,7 @@ class Worker {
   bool ordered(uint64_t tick, unsigned other, uint32_t sync) const;
   bool reads_ordered(const SharedWord& w, size_t word) const;
   uint64_t arrive_named(int id, int threads, bool wait, const char* file, int line);
+  uint32_t mbarrier_address(const void* bar, const char* file, int line);  // its shared address, checked
   MBarrier& mbarrier_at(const void* bar, uint32_t* address, const char* file, int line);
   void mbarrier_progress(MBarrier& b, const char* file, int line);
   uint64_t* known_row(unsigned warp) { return known_.data() + size_t(warp) * nwarps_; }
@@ -820,9 +821,14 @@ uint64_t Worker::arrive_named(int id, int threads, bool wait, const char* file, 
 
 // ---- mbarriers and tensor loads (tma_emu.h) -------------------------------------------
 
-MBarrier& Worker::mbarrier_at(const void* bar, uint32_t* address, const char* file, int line) {
+uint32_t Worker::mbarrier_address(const void* bar, const char* file, int line) {
   const uint32_t a = shared_address(bar, file, line);
   if (a % 8 != 0) fail("an mbarrier is an 8-byte aligned word of shared memory; shared address " + std::to_string(a), file, line);
+  return a;
+}
+
+MBarrier& Worker::mbarrier_at(const void* bar, uint32_t* address, const char* file, int line) {
+  const uint32_t a = mbarrier_address(bar, file, line);
   const auto it = mbarriers_.find(a);
   if (it == mbarriers_.end())
     fail("the mbarrier at shared address " + std::to_string(a) + " is used before its mbarrier.init", file, line);
@@ -831,8 +837,7 @@ MBarrier& Worker::mbarrier_at(const void* bar, uint32_t* address, const char* fi
 }
 
 void Worker::mbarrier_init(const void* bar, uint32_t count, const char* file, int line) {
-  const uint32_t a = shared_address(bar, file, line);
-  if (a % 8 != 0) fail("an mbarrier is an 8-byte aligned word of shared memory; shared address " + std::to_string(a), file, line);
+  const uint32_t a = mbarrier_address(bar, file, line);
   if (count < 1 || count > (1u << 20) - 1)
     fail("mbarrier.init count " + std::to_string(count) + " outside [1, 2^20 - 1]", file, line);
   const auto [it, fresh] = mbarriers_.try_emplace(a);
