@@ -319,15 +319,17 @@ def build_cases():
                         cases.append(Case("conv", "vggkern", base + (("tile", tile), ("k_order", "taps_inner")),
                                           "full", K_ORDER_PRIORITY))
                 # ws128x256's copies: tensor loads (VGGKERN_IMPLICIT_GEMM_TMA=on) and cp.async
-                # (off), conv + ReLU without the pool (the tensor loads need NHW's M order:
-                # the layers conv3_2, conv4_2, conv5_1 and conv5_2 are these shapes unpooled),
-                # where K >= 256 (the tile's N; the wgmma-ws policy's layers). Kept out of
-                # "best ours" and of tune.py's table; their own table in the report.
+                # (off), conv + ReLU (the layers conv3_2, conv4_2, conv5_1 and conv5_2 are these
+                # shapes unpooled) and, where the shape pools, conv + ReLU + pool (the tensor
+                # loads' slab order), where K >= 256 (the tile's N; the wgmma-ws policy's
+                # layers). Kept out of "best ours" and of tune.py's table; their own table in
+                # the report.
                 if copies_rows_wanted() and s.K >= 256:
-                    unpooled = tuple((k_, "relu" if k_ == "variant" else v) for k_, v in base)
-                    for copies in ("tma", "cp_async"):
-                        cases.append(Case("conv", "vggkern", unpooled + (("tile", "ws128x256"), ("copies", copies)),
-                                          "full", K_ORDER_PRIORITY))
+                    for variant in dict.fromkeys(("relu", s.fused)):
+                        row = tuple((k_, variant if k_ == "variant" else v) for k_, v in base)
+                        for copies in ("tma", "cp_async"):
+                            cases.append(Case("conv", "vggkern", row + (("tile", "ws128x256"), ("copies", copies)),
+                                              "full", K_ORDER_PRIORITY))
             # fp32 as TF32 (torch's TF32 on) on the rule's mma.sync tile and the wgmma tiles
             # the policies give the layer: tune.py's fp32 entries (without one, fp32 takes
             # the fp16 entry's tile).

@@ -176,14 +176,14 @@ def analyse(sass: str) -> list[dict]:
         ops = Counter(opcode(t) for t in body)
         hmma, hgmma = ops["HMMA"], ops["HGMMA"]
         # wgmma_ws: the copies are the producer warpgroup's loop (per slice, per warp), by
-        # cp.async (LDGSTS) or, its other loop, by tensor loads (UTMALDG, one thread's)
+        # cp.async (LDGSTS) or, its other loops, by tensor loads (UTMALDG, one thread's)
         producer = main_loop(insns, ("LDGSTS",), ("HGMMA",), smallest=True) if ws else None
-        tma = main_loop(insns, ("UTMALDG",), ("HGMMA", "LDGSTS")) if ws else None
+        tma = tma_loops(insns) if ws else {}
         rows.append({"kernel": instantiation(name), "function": name, "loop_instructions": len(body),
                      "producer_instructions": len(producer) if producer else None,
                      "producer_ldgsts": sum(opcode(t) == "LDGSTS" for t in producer) if producer else None,
-                     # per slice (2 UTMALDG a slice: x and the weight; nvcc unrolls the loop)
-                     "tma_instructions": round(len(tma) / (tma_loads(tma) / 2)) if tma else None,
+                     # per slice, unpooled and pooled
+                     "tma_instructions": tma.get("tma"), "tma_pool_instructions": tma.get("tma_pool"),
                      "hmma": hmma, "hgmma": hgmma,
                      "ldsm": ops["LDSM"], "ldgsts": ops["LDGSTS"],
                      "issue_per_hmma": round(len(body) / hmma, 2) if hmma else None,
@@ -197,11 +197,36 @@ def tma_loads(body: list[str]) -> int:
     return sum(opcode(t) == "UTMALDG" for t in body)
 
 
+def tma_loops(insns: list[tuple[int, str]]) -> dict[str, int]:
+    """Instructions per slice of ws128x256's tensor-load loops, per warp: the largest backward
+    branches with UTMALDG and neither HGMMA nor LDGSTS (each UTMALDG also sits in a small
+    loop of its own, the ELECT loop that moves its operands to uniform registers), by the
+    weight's one tile load (UTMALDG.2D) a slice. "tma": unpooled, one im2col box of x a slice;
+    "tma_pool": 4 boxes a slice (the issuing lane of producer warp 0: 2 slabs x even and odd
+    rows; nvcc may unroll either)."""
+    index = {addr: i for i, (addr, _) in enumerate(insns)}
+    found: dict[str, int] = {}
+    for i, (addr, text) in enumerate(insns):
+        m = _TARGET.search(text) if opcode(text) == "BRA" else None
+        if not m or int(m.group(1), 16) >= addr or int(m.group(1), 16) not in index:
+            continue
+        body = [t for _, t in insns[index[int(m.group(1), 16)]:i + 1]]
+        if {opcode(t) for t in body} & {"HGMMA", "LDGSTS"}:
+            continue
+        im2col = sum(opcode(t) == "UTMALDG" and "IM2COL" in t for t in body)
+        tile = tma_loads(body) - im2col
+        kind = "tma" if tile and im2col == tile else "tma_pool" if tile and im2col == 4 * tile else None
+        if kind:
+            found[kind] = max(found.get(kind, 0), round(len(body) / tile))
+    return found
+
+
 def producer_cell(r: dict) -> str:
     """The producer's cp.async loop (its LDGSTS) and, where it has one, its tensor-load loop (UTMALDG)."""
     if not r["producer_instructions"]:
         return "-"
     tma = f"; TMA {r['tma_instructions']}" if r.get("tma_instructions") else ""
+    tma += f", pooled {r['tma_pool_instructions']}" if r.get("tma_pool_instructions") else ""
     return f"{r['producer_instructions']} ({r['producer_ldgsts']}){tma}"
 
 

@@ -13,7 +13,8 @@ the GPU tests' process, the sanitizer case and the benchmark sweep
 session's measurements with it. The tiles are checked with their copies by cp.async
 (VGGKERN_IMPLICIT_GEMM_TMA=off); --tensor-loads then checks ws128x256 copying by tensor
 loads (the TMA unit: an im2col box of x, a tile of the weight, mbarriers) in another
-process, on a case that allows them (C = 64, no pool; fp32 as a TF32 chain's x), so that
+process, on a case that allows them (C = 64; fp32 as a TF32 chain's x), and pooled (H, W
+even, no split-K: 8-pixel boxes of x's even and odd rows, the slab order), so that
 a fault or a mismatch there leaves only the tensor loads out (device_run.sh then runs
 everything with VGGKERN_IMPLICIT_GEMM_TMA=off), not the tiles.
 """
@@ -42,7 +43,8 @@ def _same(x, w, b, label, **kw) -> bool:
 
 
 def tensor_loads() -> int:
-    """ws128x256 with its copies required to be tensor loads, in the three dtypes."""
+    """ws128x256 with its copies required to be tensor loads, in the three dtypes, with and
+    without the pool."""
     os.environ["VGGKERN_IMPLICIT_GEMM_TILE"] = "ws128x256"
     os.environ["VGGKERN_IMPLICIT_GEMM_TMA"] = "on"
     g = torch.Generator().manual_seed(1)
@@ -51,7 +53,10 @@ def tensor_loads() -> int:
         x = torch.randint(-3, 4, (2, 64, 12, 20), generator=g).to(dtype).contiguous(memory_format=torch.channels_last)
         w = torch.randint(-2, 3, (72, 64, 3, 3), generator=g).to(dtype)
         b = torch.randint(-5, 6, (72,), generator=g).to(dtype)
-        bad += not _same(x, w, b, f"ws128x256 tensor loads {dtype}", relu=True, x_tf32=dtype == torch.float32)
+        for pool in (False, True):
+            os.environ["VGGKERN_IMPLICIT_GEMM_SPLIT_K"] = "1" if pool else ""  # pooled tensor loads: no split-K
+            bad += not _same(x, w, b, f"ws128x256 tensor loads {dtype} pool={pool}", relu=True, pool=pool,
+                             x_tf32=dtype == torch.float32)
     return 1 if bad else 0
 
 

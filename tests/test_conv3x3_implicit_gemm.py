@@ -287,52 +287,72 @@ def test_persistent_ws_tile_matches_mma_sync(grid, cp_async, dtype, n, c, k, h, 
 
 
 # ws128x256's copies by the tensor memory accelerator (kernels/tma.cuh; the emulator's model:
-# csrc/emu/tma_emu.h): where the call allows them (no pool, taps outer, C a multiple of the
-# 64-byte slice, x used as it is: 16-bit, or fp32 already TF32), one producer thread loads
-# each stage's x rows as an im2col box (128 pixels of one tap) and its weight rows as a
-# tile, announced on the stage's full mbarrier. The stages then hold what cp.async put
-# there (zeros past the images, past K and past the batch), so the output is the cp.async
-# path's (VGGKERN_IMPLICIT_GEMM_TMA=off) and mma.sync's bit for bit: M tiles that span rows
-# and images, the last one past the batch, K cut, persistent grids of 1-3 blocks over
-# several items (the mbarriers' phases running on across items), split-K, NCHW y (one
-# block per item, the shared-memory epilogue after the tensor loads).
+# csrc/emu/tma_emu.h): where the call allows them (taps outer, C a multiple of the 64-byte
+# slice, x used as it is: 16-bit, or fp32 already TF32; with the pool: H and W even, y
+# NHWC, no split-K), one producer thread loads each stage's x rows as an im2col box (128
+# pixels of one tap; with the pool, 16 boxes of 8 pixels from views of x's even and odd
+# rows, the tile's rows in slab order) and its weight rows as a tile, announced on the
+# stage's full mbarrier. The stages then hold what cp.async put there (zeros past the
+# images, past K and past the batch), so the output is the cp.async path's
+# (VGGKERN_IMPLICIT_GEMM_TMA=off) and mma.sync's bit for bit: M tiles that span rows and
+# images, the last one past the batch (pooled: slabs that start past it), K cut, W below a
+# box's 8 pixels, persistent grids of 1-3 blocks over several items (the mbarriers' phases
+# running on across items), split-K, NCHW y (one block per item, the shared-memory
+# epilogue after the tensor loads); pooled, the slab order's window max (torch's NaN
+# rule: NaNs and infinities placed in x, so windows hold them in each position).
 @pytest.mark.parametrize("dtype", HALF_DTYPES + [torch.float32], ids=str)
-@pytest.mark.parametrize("grid,n,c,k,h,w,relu,split,layout", [
-    ("1", 2, 32, 136, 9, 11, True, "", "nhwc"), ("2", 3, 64, 300, 5, 13, False, "", "nhwc"),
-    ("3", 1, 96, 257, 12, 12, True, "3", "nhwc"), ("2", 2, 32, 72, 7, 10, True, "", "nchw")])
-def test_ws_tile_tensor_loads_match_cp_async(grid, dtype, n, c, k, h, w, relu, split, layout, monkeypatch):
+@pytest.mark.parametrize("grid,n,c,k,h,w,relu,pool,split,layout", [
+    ("1", 2, 32, 136, 9, 11, True, False, "", "nhwc"), ("2", 3, 64, 300, 5, 13, False, False, "", "nhwc"),
+    ("3", 1, 96, 257, 12, 12, True, False, "3", "nhwc"), ("2", 2, 32, 72, 7, 10, True, False, "", "nchw"),
+    ("2", 2, 32, 136, 10, 14, True, True, "1", "nhwc"), ("1", 3, 64, 264, 6, 6, False, True, "1", "nhwc"),
+    ("1", 5, 32, 257, 4, 2, False, True, "1", "nhwc"), ("2", 2, 96, 72, 12, 20, True, True, "1", "nhwc")])
+def test_ws_tile_tensor_loads_match_cp_async(grid, dtype, n, c, k, h, w, relu, pool, split, layout, monkeypatch):
     from vggkern import _C
 
     monkeypatch.setenv("VGGKERN_IMPLICIT_GEMM_SPLIT_K", split)
     monkeypatch.setenv("VGGKERN_IMPLICIT_GEMM_GRID", grid)
     x, wt, b = _inputs(n, c, k, h, w, dtype, "cpu", channels_last=layout == "nhwc", seed=n + c + k)
+    if pool:  # special values: the windows' max follows torch's rule whatever their place
+        g = torch.Generator().manual_seed(n + h)
+        spots = torch.randint(0, x.numel(), (8,), generator=g)
+        flat = x.permute(0, 2, 3, 1).view(-1)  # x's own memory (NHWC)
+        flat[spots[:4]] = float("nan")
+        flat[spots[4:]] = float("inf")
     x_tf32 = dtype == torch.float32
     if x_tf32:
         x = _round_tf32(x)  # a chain's x (the previous layer rounded it): used as it is
-    plan = _C.implicit_gemm_plan(n, c, h, w, k, x.element_size(), False, 132, "ws128x256")
+    plan = _C.implicit_gemm_plan(n, c, h, w, k, x.element_size(), pool, 132, "ws128x256")
     assert plan["blocks"] > (int(grid) if layout == "nhwc" else 1)  # several items per block (NCHW: one each)
     out = {}
     for tile, tma in [("128x128", ""), ("ws128x256", "off"), ("ws128x256", "on")]:
         monkeypatch.setenv("VGGKERN_IMPLICIT_GEMM_TILE", tile)
         monkeypatch.setenv("VGGKERN_IMPLICIT_GEMM_TMA", tma)
-        out[tile, tma] = vggkern.conv3x3(x, wt, b, relu=relu, algo=ALGO, allow_tf32=True, x_tf32=x_tf32)
-    assert torch.equal(out["128x128", ""], out["ws128x256", "off"])
-    assert torch.equal(out["ws128x256", "off"], out["ws128x256", "on"])
-    _check(out["ws128x256", "on"], x, wt, b, relu, False, algo=ALGO)
+        out[tile, tma] = vggkern.conv3x3(x, wt, b, relu=relu, pool=pool, algo=ALGO, allow_tf32=True, x_tf32=x_tf32)
+    bits = {key: y.view(torch.int32 if dtype == torch.float32 else torch.int16) for key, y in out.items()}
+    assert torch.equal(bits["128x128", ""], bits["ws128x256", "off"])  # NaNs too, bit for bit
+    assert torch.equal(bits["ws128x256", "off"], bits["ws128x256", "on"])
+    if pool:
+        assert out["ws128x256", "on"].isnan().any()
+    _check(out["ws128x256", "on"], x, wt, b, relu, pool, algo=ALGO)
 
 
 # VGGKERN_IMPLICIT_GEMM_TMA=on demands the tensor loads: a call that cannot have them is
 # refused with the reason (never silently timed on cp.async); unset, the same calls run on
 # cp.async; other values are refused. Other tiles ignore it.
-@pytest.mark.parametrize("why,n,c,pool,dtype,order", [
-    ("the fused pool", 1, 32, True, torch.float16, ""),
-    ("K taps inner", 1, 32, False, torch.float16, "taps_inner"),
-    ("C = 24, not a multiple of the 32-channel slice", 1, 24, False, torch.bfloat16, ""),
-    ("fp32 x not yet TF32", 1, 32, False, torch.float32, "")])
-def test_tensor_loads_required_or_refused(why, n, c, pool, dtype, order, monkeypatch):
+@pytest.mark.parametrize("why,c,h,w,pool,dtype,layout,env", [
+    (r"the fused pool on an odd map \(6 x 7: the even and odd rows' views need H and W even\)", 32, 6, 7, True,
+     torch.float16, "nhwc", {}),
+    (r"the fused pool on an odd map \(5 x 6", 32, 5, 6, True, torch.float16, "nhwc", {}),
+    ("the fused pool with y NCHW", 32, 6, 6, True, torch.float16, "nchw", {}),
+    ("the fused pool with split-K", 32, 6, 6, True, torch.bfloat16, "nhwc", {"VGGKERN_IMPLICIT_GEMM_SPLIT_K": "2"}),
+    ("K taps inner", 32, 6, 6, False, torch.float16, "nhwc", {"VGGKERN_IMPLICIT_GEMM_K_ORDER": "taps_inner"}),
+    ("C = 24, not a multiple of the 32-channel slice", 24, 6, 6, False, torch.bfloat16, "nhwc", {}),
+    ("fp32 x not yet TF32", 32, 6, 6, False, torch.float32, "nhwc", {})])
+def test_tensor_loads_required_or_refused(why, c, h, w, pool, dtype, layout, env, monkeypatch):
     monkeypatch.setenv("VGGKERN_IMPLICIT_GEMM_TILE", "ws128x256")
-    monkeypatch.setenv("VGGKERN_IMPLICIT_GEMM_K_ORDER", order)
-    x, wt, b = _inputs(n, c, 16, 6, 6, dtype, "cpu", channels_last=True, seed=c)
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    x, wt, b = _inputs(1, c, 16, h, w, dtype, "cpu", channels_last=layout == "nhwc", seed=c)
     monkeypatch.setenv("VGGKERN_IMPLICIT_GEMM_TMA", "on")
     with pytest.raises(ValueError, match="VGGKERN_IMPLICIT_GEMM_TMA=on, but this call's ws128x256 cannot copy by "
                                          "tensor loads: " + why):
@@ -759,7 +779,10 @@ def test_gpu_tensor_loads_match_emulator_bit_for_bit(dtype, grid, split, monkeyp
     fp32 as a chain's TF32 x): exact sums on maps whose 128-pixel boxes span rows, images
     and the batch's end, so the GPU and the emulator agree bit for bit or the hardware
     reads im2col boxes, offsets or swizzles otherwise than the emulator models them; a
-    persistent grid of 2 blocks runs the mbarriers' phases on across items."""
+    persistent grid of 2 blocks runs the mbarriers' phases on across items. Without split-K,
+    also the pool on an even map: 8-pixel boxes of x's even and odd rows viewed as tensors
+    of H / 2 rows (a row stride of 2W pixels, the odd view's base a row in, zeros at view
+    rows -1 and H / 2), the tile's rows in slab order."""
     _skip_without_wgmma("ws128x256", "cuda")
     monkeypatch.setenv("VGGKERN_IMPLICIT_GEMM_TILE", "ws128x256")
     monkeypatch.setenv("VGGKERN_IMPLICIT_GEMM_TMA", "on")
@@ -773,6 +796,13 @@ def test_gpu_tensor_loads_match_emulator_bit_for_bit(dtype, grid, split, monkeyp
     cpu = vggkern.conv3x3(x, w, b, relu=True, algo=ALGO, allow_tf32=True, x_tf32=x_tf32)
     gpu = vggkern.conv3x3(x.cuda(), w.cuda(), b.cuda(), relu=True, algo=ALGO, allow_tf32=True, x_tf32=x_tf32).cpu()
     assert torch.equal(cpu, gpu)
+    if split == "":
+        monkeypatch.setenv("VGGKERN_IMPLICIT_GEMM_SPLIT_K", "1")
+        x = torch.randint(-3, 4, (3, 64, 10, 14), generator=g).to(dtype).contiguous(memory_format=torch.channels_last)
+        cpu = vggkern.conv3x3(x, w, b, relu=True, pool=True, algo=ALGO, allow_tf32=True, x_tf32=x_tf32)
+        gpu = vggkern.conv3x3(x.cuda(), w.cuda(), b.cuda(), relu=True, pool=True, algo=ALGO, allow_tf32=True,
+                              x_tf32=x_tf32).cpu()
+        assert torch.equal(cpu, gpu)
 
 
 # "auto": the measured table's pick (csrc/common/conv3x3_tuned.h, from benchmarks/tune.py),

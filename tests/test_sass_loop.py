@@ -49,6 +49,38 @@ def test_parser_finds_a_warp_specialised_kernels_two_loops():
     assert sass_loop.producer_cell(row) == "6 (2)"
 
 
+# ws128x256's tensor-load loops (no HGMMA, no LDGSTS), each UTMALDG in a small ELECT loop
+# of its own: unpooled, an im2col box and the weight's tile a slice; pooled, 4 boxes and the
+# tile (here unrolled 2 deep: 8 and 2). Counted per slice by the tile loads.
+TMA_EXCERPT = """
+\t\tFunction : _ZN2vk3gpu28conv3x3_implicit_gemm_kernelI6__halfLNS0_7MmaTypeE0ELi8ELi1ELNS0_8MainLoopE3EiEEvPKT_S6_S6_PS4_NS0_18ImplicitGemmParamsIT4_EE
+        /*0000*/                   BAR.SYNC R5, R3 ;
+        /*0010*/                   ELECT P2, URZ, PT ;
+        /*0020*/                   UTMALDG.4D.IM2COL [UR8], [UR14], UR5 ;
+        /*0030*/               @P0 BRA.U.ANY 0x10 ;
+        /*0040*/                   UTMALDG.2D [UR8], [UR12] ;
+        /*0050*/               @P1 BRA 0x0 ;
+        /*0060*/                   BAR.SYNC R5, R3 ;
+        /*0070*/                   UTMALDG.4D.IM2COL [UR8], [UR14], UR5 ;
+        /*0080*/                   UTMALDG.4D.IM2COL [UR8], [UR14], UR5 ;
+        /*0090*/                   UTMALDG.4D.IM2COL [UR8], [UR14], UR5 ;
+        /*00a0*/                   UTMALDG.4D.IM2COL [UR8], [UR14], UR5 ;
+        /*00b0*/                   UTMALDG.2D [UR8], [UR12] ;
+        /*00c0*/                   UTMALDG.4D.IM2COL [UR8], [UR14], UR5 ;
+        /*00d0*/                   UTMALDG.4D.IM2COL [UR8], [UR14], UR5 ;
+        /*00e0*/                   UTMALDG.4D.IM2COL [UR8], [UR14], UR5 ;
+        /*00f0*/                   UTMALDG.4D.IM2COL [UR8], [UR14], UR5 ;
+        /*0100*/                   UTMALDG.2D [UR8], [UR12] ;
+        /*0110*/               @P1 BRA 0x60 ;
+        /*0120*/                   EXIT ;
+"""
+
+
+def test_parser_tells_the_tensor_load_loops_apart():
+    (name, insns), = sass_loop.parse_functions(TMA_EXCERPT).items()
+    assert sass_loop.tma_loops(insns) == {"tma": 6, "tma_pool": 6}  # 6 of 0x00..0x50; 12 of 0x60..0x110 per 2
+
+
 PTXAS_EXCERPT = """
 ptxas info    : Compiling entry function '_Zk1' for 'sm_90a'
 ptxas info    : Function properties for _Zk1
@@ -105,7 +137,7 @@ def test_main_loop_of_every_instantiation(tmp_path):
     assert all(r["function"] in kernels for r in rows)  # the table's registers column: ptxas's count
     assert len(report["functions"]) == len(kernels) + 2 * len(rows), sorted(report["functions"])
     for name, f in report["functions"].items():
-        # (ws128x256: 159 registers, 162 with 64-bit offsets, of the 168 its 384 threads may
+        # (ws128x256: 163 registers, 164 with 64-bit offsets, of the 168 its 384 threads may
         # have; before its full barriers were mbarriers, 168 and an 8-byte spill.)
         assert f["stack"] == 0 and f["spill_stores"] == 0 and f["spill_loads"] == 0, (name, f)
         # ptxas counts registers per kernel (a device function's within its caller's)
@@ -121,11 +153,14 @@ def test_main_loop_of_every_instantiation(tmp_path):
             # of the issue slots. The producer's cp.async loop makes each slice's 12 copies per
             # thread: 161 instructions per slice and producer warp (int32; 220 int64; TF32's
             # rounding pass: 222 and 281); its tensor-load loop issues 2 UTMALDG per slice
-            # from one thread, 63 instructions a slice (its K position advanced without
-            # division; unrolled 4 deep).
+            # from one thread, 66 instructions a slice (its K position advanced without
+            # division; unrolled 4 deep); with the pool, lane 0 of each producer warp issues 4
+            # x boxes a slice (warp 0 also the weight's tile), 154 instructions a slice in warp
+            # 0 (each UTMALDG ~20, most of them its ELECT loop's moves to uniform registers).
             assert r["hgmma"] % 2 == 0 and (r["hmma"], r["ldsm"], r["ldgsts"]) == (0, 0, 0), r
             assert r["issue_share"] <= 0.25, r
             assert r["tma_instructions"] <= 70, r
+            assert r["tma_pool_instructions"] <= 160, r
             assert r["producer_ldgsts"] == (bm + bn) * 4 // threads, r
             assert r["producer_instructions"] <= (163 if index == "int32" else 222) + (
                 62 if dtype.startswith("fp32") else 0), r

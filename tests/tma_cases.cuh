@@ -122,42 +122,54 @@ int run_tile_cases(Runner& runner) {
   return failed;
 }
 
-// im2col: x (N=2, H=3, W=5, C=64) in NHWC; 16 output pixels from flat pixel m0 on (n, h,
-// w in NHW order, into the next image and past the last one), channels 32..63, every tap
-// (r, s) as offsets (s, r): row j holds x[n][h + r - 1][w + s - 1] of output pixel m0 + j.
+// im2col: x (N=2, H=4, W=5, C=64) in NHWC, or (row_step 2) the view of its even or odd
+// rows as an (N, 2, W, C) tensor (the pooled layers' maps: a row stride of 2W pixels, the
+// odd view's base one row in); 16 output pixels of that tensor from flat pixel m0 on (n,
+// h, w in NHW order, into the next image and past the last one), channels 32..63, every tap
+// (r, s) as offsets (s, r): row j holds view row h + r - 1, column w + s - 1 of output pixel
+// m0 + j (zeros outside the view: view rows -1 and H / row_step).
 template <class Runner>
 int run_im2col_cases(Runner& runner) {
   namespace k = vk::VK_KERNEL_NS::tma_kernels;
-  constexpr int N = 2, H = 3, W = 5, C = 64, kPixels = 16, c0 = 32;
+  constexpr int N = 2, H = 4, W = 5, C = 64, kPixels = 16, c0 = 32;
   std::vector<uint16_t> x(N * H * W * C);
   for (size_t i = 0; i < x.size(); ++i) x[i] = uint16_t(i + 1);
-  TensorMap map;
-  const std::string why =
-      vk::VK_KERNEL_NS::encode_conv3x3_im2col(&map, runner.upload(x), TmaElement::bf16, N, H, W, C, 32, kPixels);
-  if (!why.empty()) return print_case("im2col (encode: " + why + ")", 1, 1, "");
   auto decode = [](int i) {
     const int c = i % C, p = i / C;
     return "x[n " + std::to_string(p / (H * W)) + "][h " + std::to_string(p / W % H) + "][w " + std::to_string(p % W) +
            "][c " + std::to_string(c) + "]";
   };
   int failed = 0;
-  for (int m0 : {0, 7, 13, 22}) {
-    const int n0 = m0 / (H * W), h0 = m0 / W % H, w0 = m0 % W;
-    for (int tap = 0; tap < 9; ++tap) {
-      const int r = tap / 3, s = tap % 3;
-      std::vector<uint16_t> out(kPixels * 32, 0xDEAD), want(kPixels * 32);
-      runner.launch("tma load_kernel<im2col>", k::load_kernel<true>, 64, size_t(1024), out, map, c0, w0 - 1, h0 - 1,
-                    n0, s, r, kPixels);
-      for (int j = 0; j < kPixels; ++j) {
-        const int m = m0 + j, n = m / (H * W), h = m / W % H + r - 1, w = m % W + s - 1;
-        const bool inside = n < N && h >= 0 && h < H && w >= 0 && w < W;
-        for (int c = 0; c < 32; ++c) want[j * 32 + c] = inside ? x[((n * H + h) * W + w) * C + c0 + c] : 0;
+  const int views[][2] = {{1, 0}, {2, 0}, {2, 1}};  // (row_step, first_row)
+  for (const auto& view : views) {
+    const int step = view[0], first = view[1], Hv = H / step;
+    const std::string name = step == 1 ? "im2col" : "im2col of rows " + std::to_string(first) + " + 2k";
+    TensorMap map;
+    const std::string why = vk::VK_KERNEL_NS::encode_conv3x3_im2col(&map, runner.upload(x), TmaElement::bf16, N, H, W,
+                                                                    C, 32, kPixels, step, first);
+    if (!why.empty()) {
+      failed += print_case(name + " (encode: " + why + ")", 1, 1, "");
+      continue;
+    }
+    for (int m0 : {0, 7, 13, N * Hv * W - 11}) {
+      const int n0 = m0 / (Hv * W), h0 = m0 / W % Hv, w0 = m0 % W;
+      for (int tap = 0; tap < 9; ++tap) {
+        const int r = tap / 3, s = tap % 3;
+        std::vector<uint16_t> out(kPixels * 32, 0xDEAD), want(kPixels * 32);
+        runner.launch("tma load_kernel<im2col>", k::load_kernel<true>, 64, size_t(1024), out, map, c0, w0 - 1, h0 - 1,
+                      n0, s, r, kPixels);
+        for (int j = 0; j < kPixels; ++j) {
+          const int m = m0 + j, n = m / (Hv * W), h = m / W % Hv + r - 1, w = m % W + s - 1;
+          const bool inside = n < N && h >= 0 && h < Hv && w >= 0 && w < W;
+          const int row = h * step + first;  // x's row
+          for (int c = 0; c < 32; ++c) want[j * 32 + c] = inside ? x[((n * H + row) * W + w) * C + c0 + c] : 0;
+        }
+        std::string lines;
+        const int bad = compare(out, want, decode, &lines);
+        failed += print_case(name + ", 16 pixels from " + std::to_string(m0) + ", tap (" + std::to_string(r) + ", " +
+                                 std::to_string(s) + ")",
+                             bad, kPixels * 32, lines);
       }
-      std::string lines;
-      const int bad = compare(out, want, decode, &lines);
-      failed += print_case("im2col 16 pixels from " + std::to_string(m0) + ", tap (" + std::to_string(r) + ", " +
-                               std::to_string(s) + ")",
-                           bad, kPixels * 32, lines);
     }
   }
   return failed;

@@ -46,12 +46,19 @@ inline TmaKnob implicit_gemm_tma_knob() {
                               v + "'");
 }
 
-// Why a ws128x256 call cannot copy by tensor loads ("" where it can): the im2col box is
-// 128 pixels in NHW order at one tap, which needs M in that order (no pool: pooled M runs
-// window by window), a slice within one tap (taps outer, C a multiple of the slice), and x
-// used as it is (fp32 x that the kernel rounds to TF32 in shared memory is not).
-inline std::string implicit_gemm_tma_refusal(const Conv3x3Args& a, bool taps_inner, bool x_tf32, int slice) {
-  if (a.pool) return "the fused pool (pooled M runs window by window, not in an im2col box's order)";
+// Why a ws128x256 call cannot copy by tensor loads ("" where it can): an im2col box is
+// pixels in NHW order at one tap, so a slice lies within one tap (taps outer, C a multiple
+// of the slice), and x is used as it is (fp32 x that the kernel rounds to TF32 in shared
+// memory is not). With the pool the boxes are runs of x's even and odd rows, viewed as
+// tensors of H / 2 rows (H, W even), and the tile's rows are in slab order (the kernel's M
+// order), which only the persistent epilogue reads (y NHWC, no split-K).
+inline std::string implicit_gemm_tma_refusal(const Conv3x3Args& a, const ImplicitGemmPlan& plan, bool taps_inner,
+                                             bool x_tf32, int slice) {
+  if (a.pool && (a.H % 2 != 0 || a.W % 2 != 0))
+    return "the fused pool on an odd map (" + std::to_string(a.H) + " x " + std::to_string(a.W) +
+           ": the even and odd rows' views need H and W even)";
+  if (a.pool && a.y_nchw) return "the fused pool with y NCHW (its epilogue reads the windows in window order)";
+  if (a.pool && plan.splits > 1) return "the fused pool with split-K (its partial sums are reduced in window order)";
   if (taps_inner) return "K taps inner (a slice must lie within one tap)";
   if (a.C % slice != 0) return "C = " + std::to_string(a.C) + ", not a multiple of the " + std::to_string(slice) + "-channel slice";
   if (a.dtype == DType::float32 && !x_tf32) return "fp32 x not yet TF32 (the kernel rounds it in shared memory)";
@@ -115,12 +122,17 @@ void conv3x3_implicit_gemm_run(const Conv3x3Args& a, const ImplicitGemmPlan& pla
   ImplicitGemmTensorMaps maps{};
   [[maybe_unused]] const TmaKnob knob = implicit_gemm_tma_knob();  // read (and checked) whatever the tile
   if constexpr (L::kWs) {
-    std::string refusal = implicit_gemm_tma_refusal(a, p.taps_inner, p.x_tf32, L::kBK);
+    std::string refusal = implicit_gemm_tma_refusal(a, plan, p.taps_inner, p.x_tf32, L::kBK);
     if (knob != TmaKnob::off && refusal.empty()) {
       const TmaElement e = a.dtype == DType::float16    ? TmaElement::f16
                            : a.dtype == DType::bfloat16 ? TmaElement::bf16
                                                         : TmaElement::f32;
-      refusal = encode_conv3x3_im2col(&maps.x, a.x, e, a.N, a.H, a.W, a.C, L::kBK, L::kBM);
+      if (!a.pool) {
+        refusal = encode_conv3x3_im2col(&maps.x[0], a.x, e, a.N, a.H, a.W, a.C, L::kBK, L::kBM);
+      } else {  // slab order: 8-pixel boxes of the even rows (x[0]) and the odd ones (x[1])
+        for (int parity = 0; parity < 2 && refusal.empty(); ++parity)
+          refusal = encode_conv3x3_im2col(&maps.x[parity], a.x, e, a.N, a.H, a.W, a.C, L::kBK, 8, 2, parity);
+      }
       if (refusal.empty()) refusal = encode_rows(&maps.w, a.weight, e, a.K, 9 * a.C, L::kBK, L::kBN);
       maps.on = refusal.empty();
     }

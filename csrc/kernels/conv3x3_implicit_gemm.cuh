@@ -31,6 +31,13 @@
 // wo), so each window is 4 rows of one tile and the pixels floor-mode pooling drops are
 // never computed. Either way M is dense: no rows are wasted at image edges (an 8 x 16
 // spatial tile wasted 23% of the rows on VGG's 28x28 and 14x14 maps, 12% on 56x56).
+// ws128x256 with the pool and tensor loads (maps.on) permutes each tile's rows into slabs
+// (the same 32 windows per tile, so y and the grid are unchanged): rows 16b + 8dy + j, b <
+// 8, j < 8, hold pixel (2 ho + dy, w) for (n, ho, w) the tile's 8b + j-th pixel of
+// the row view (n, H/2, W): an even row's pixels (dy = 0) and, 8 rows further, the odd
+// row's under them, so the pixels of one slab's dy are 8 consecutive pixels of an im2col
+// box over the even or the odd rows, and each thread of a wgmma warp holds a window's two
+// rows (g and g + 8) of one column (the epilogue: "slab order").
 // Tiling: every warp computes a 64 x 64 tile of the output (4 m16 x 8 n8 mma tiles,
 // 128 fp32 accumulators per thread); a block is kWarpsM x kWarpsN warps: 128 x 128 (4
 // warps) where K > 64 and 256 x 64 (4 warps) where K <= 64, or 128 x 64 (2 warps) and
@@ -166,11 +173,15 @@
 // The main loop has no barrier of the whole block: on wg128x256 every slice waits at a
 // __syncthreads() for the slowest warp's copies, and all 8 warps issue the copies between
 // their wgmma. The producer's copies are, where the call allows it (maps.on: 16-bit x, or
-// fp32 x a TF32 chain rounded already; no pool; taps outer; C a multiple of kBK), two
-// tensor loads per slice issued by one thread (the TMA unit: x as an im2col box, the 128
-// pixels of the M tile at the slice's tap, zeros at the image edges; the weight as a tile
-// of 256 rows), their bytes announced on full[s] (mbarrier.arrive.expect_tx), landing
-// already swizzled as wgmma reads them; else 12 cp.async per producer thread per slice,
+// fp32 x a TF32 chain rounded already; taps outer; C a multiple of kBK; with the pool, H
+// and W even, y NHWC, no split-K), two tensor loads per slice issued by one thread (the
+// TMA unit: x as an im2col box, the 128 pixels of the M tile at the slice's tap, zeros at
+// the image edges; the weight as a tile of 256 rows), their bytes announced on full[s]
+// (mbarrier.arrive.expect_tx), landing already swizzled as wgmma reads them; with the pool,
+// x as 16 boxes of 8 pixels, from im2col maps of x's even and odd rows (each an (N, H/2, W,
+// C) tensor: zeros at its rows -1 and H/2 are the image's edges), into the slab order (M
+// order above), issued by lane 0 of each producer warp (4 boxes each, warp 0 the weight's
+// tile too, each arriving with its own bytes); else 12 cp.async per producer thread per slice,
 // each thread arriving at full[s] once its copies landed (its wait), were rounded (TF32)
 // and fenced. VGGKERN_IMPLICIT_GEMM_TMA=off keeps cp.async, =on demands the tensor loads.
 // Persistent where y is NHWC: at most one block per SM (the dispatch), each taking the
@@ -178,7 +189,8 @@
 // mbarriers' phases with them), so the producer copies the next item's first slices while
 // the consumers store this one's outputs straight from the accumulators (no epilogue tile
 // in shared memory: channel pairs, 16 contiguous bytes per 4 lanes in fp16; the pool's
-// window max gathered by shuffles in torch's order). Where y is NCHW, one block per item
+// window max gathered by shuffles in torch's order: 3 per value in window order, 1 per row
+// of a lane in slab order). Where y is NCHW, one block per item
 // and the shared-memory epilogue, in the stages (the producer has returned). Producer and
 // consumers are compiled apart (Role), so neither holds the other's registers. Why: on the
 // H200 (9f429b0's _ncu.md, conv3_2) cuDNN's kernel that keeps the tensor pipe 96% busy has
@@ -188,9 +200,12 @@
 // of a sub-partition's issue slots (wg128x256: 145 per slice, 0.57; with named full
 // barriers nvcc had unrolled it 4 slices deep, 143 per 4, 0.14: the mbarrier's try_wait
 // loop stops that); the producer's cp.async loop 161 per slice and warp (TF32, with its
-// rounding pass: 222; 64-bit offsets 220 and 281); its tensor-load loop 63 per slice, 2 of
-// them UTMALDG, issued by one warp (one thread active). 159 registers (162 with 64-bit offsets; 384
-// threads may have 168), no spills; 6 stages, 144 KiB. Predicted for the tensor loads,
+// rounding pass: 222; 64-bit offsets 220 and 281); its tensor-load loop 66 per slice, 2 of
+// them UTMALDG, issued by one warp (one thread active); pooled, 154 per slice in warp 0 (5
+// UTMALDG, each ~20 instructions, most of them its ELECT loop's moves of the operands to
+// uniform registers: the 17 a slice from one thread were 336). 163 registers (164 with
+// 64-bit offsets; 384 threads may have 168; 159 and 162 before the slab order's epilogue),
+// no spills; 6 stages, 144 KiB. Predicted for the tensor loads,
 // not measured (no GPU since): the 1536 cp.async of a slice (16 bytes each, 128 threads x
 // 12) and their address arithmetic (161 instructions in each producer warp) leave the SM's
 // issue slots and its load/store pipeline to two tensor loads (63 instructions of one
@@ -198,9 +213,11 @@
 // same, so by the shared-memory count above the tile stays at that unit's limit. Checked on the emulator
 // (named barriers and mbarriers with per-warp clocks, the tensor loads as writes by their
 // issuer: csrc/emu/runtime.cpp, tma_emu.cpp): bit for bit with mma.sync's 128 x 128 and
-// with wg128x256, both copy paths, over persistent grids of 1 to 3 blocks, race-free (a
-// consumer that releases a stage one slice early fails there; so do a wait of the wrong
-// parity, swapped im2col offsets and a wrong byte count), bank-conflict-free. Time on the
+// with wg128x256, both copy paths (pooled too, NaN and infinities in x), over persistent
+// grids of 1 to 3 blocks, race-free (a consumer that releases a stage one slice early fails
+// there; so do a wait of the wrong parity, swapped im2col offsets, a wrong byte count, the
+// even and odd rows' maps swapped, slabs that do not carry into the next image, a window
+// max that drops a row), bank-conflict-free. Time on the
 // GPU: pending a GPU session (benchmarks/README.md has the focus run that times it against
 // wg128x256, with and without the tensor loads).
 // The wgmma tiles run where forced or measured fastest until a GPU has confirmed them bit
@@ -242,6 +259,7 @@ struct ImplicitGemmTiling {
   static constexpr int kThreads = 32 * kWarpsM * kWarpsN;
   static constexpr int kProducerThreads = kWs ? 128 : 0, kBlockThreads = kThreads + kProducerThreads;
   static constexpr int kCopyThreads = kWs ? kProducerThreads : kThreads;
+  static constexpr int kPoolIssuers = kWs ? kProducerThreads / 32 : 1;  // wgmma_ws's pooled tensor loads: a lane per warp
   // Each warp's share of the output: mma.sync warps own 64 x 64 tiles. wgmma: the 128 rows
   // are split over the warpgroups, 64 x BN per wgmma (BN = 32 kWarpsM: 128 or 256), and
   // warp w of a warpgroup holds rows 16w..16w+15 of each of its wgmma's 64 (warp_row()):
@@ -365,14 +383,16 @@ struct ImplicitGemmParams {
 };
 
 // wgmma_ws's copies by the tensor memory accelerator (tma.cuh) instead of cp.async, where
-// `on` (the dispatch's choice: no pool, as the M order must be NHW's; taps outer; C a
-// multiple of kBK; x not in need of TF32 rounding): x through the im2col map x (a stage's
-// 128 pixels at one tap), the weight through the tile map w (rows of 9C), both announced on
-// the stage's full mbarrier. A kernel parameter of its own, after the others (a
+// `on` (the dispatch's choice: taps outer; C a multiple of kBK; x not in need of TF32
+// rounding; with the pool, y NHWC, no split-K and H, W even): x through the im2col map x[0]
+// (a stage's 128 pixels at one tap), or with the pool through x[0] and x[1], im2col maps of
+// x's even and odd rows as (N, H/2, W, C) tensors (16 boxes of 8 pixels a stage: slab
+// order, above), the weight through the tile map w (rows of 9C), all announced on the
+// stage's full mbarrier. A kernel parameter of its own, after the others (a
 // __grid_constant__ one: the TMA unit reads the maps from parameter space), so that the
 // other tiles' parameters and code stay as they were.
 struct ImplicitGemmTensorMaps {
-  TensorMap x, w;
+  TensorMap x[2], w;  // x[0]: x, or (pool) its even rows; x[1]: (pool) its odd rows
   int on;
 };
 
@@ -783,20 +803,24 @@ __device__ __forceinline__ void conv3x3_implicit_gemm_item(const T* __restrict__
       // 1, w - 1), offsets (s, r), channels c.. (K position kpos = tap * C + c, a slice
       // within one tap); the weight box, its rows k0.. at kpos.
       constexpr uint32_t kStageBytes = (L::kAStage + L::kBStage) * sizeof(T);
+      auto load_weight = [&](int stage, int32_t kpos) {
+        tma_load_2d(b_smem + stage * L::kBStage, &maps.w, kpos, static_cast<int32_t>(k0), &full[stage]);
+      };
+      // Without the pool: one x box, from m0's pixel's base.
       const Index hw0 = m0 % (p.H * p.W);
       const int32_t box_w = static_cast<int32_t>(hw0 % p.W) - 1, box_h = static_cast<int32_t>(hw0 / p.W) - 1;
       const int32_t box_n = static_cast<int32_t>(m0 / (p.H * p.W));
       auto issue_tensor_loads = [&](int stage, int32_t kpos, int tap, int32_t c) {
         mbar_arrive_expect_tx(&full[stage], kStageBytes);
-        tma_load_im2col(a_smem + stage * L::kAStage, &maps.x, c, box_w, box_h, box_n, static_cast<uint16_t>(tap % 3),
+        tma_load_im2col(a_smem + stage * L::kAStage, &maps.x[0], c, box_w, box_h, box_n, static_cast<uint16_t>(tap % 3),
                         static_cast<uint16_t>(tap / 3), &full[stage]);
-        tma_load_2d(b_smem + stage * L::kBStage, &maps.w, kpos, static_cast<int32_t>(k0), &full[stage]);
+        load_weight(stage, kpos);
       };
       if constexpr (kRole == Role::producer) {
-        // Two loops, one per copy path: merged, the cp.async loop's listing carries the
-        // tensor loads' address arithmetic (python -m benchmarks.sass_loop: 293 instructions
-        // per slice against 161).
-        if (maps.on) {
+        // One loop per copy path (and per tensor-load layout): merged, the cp.async loop's
+        // listing carries the tensor loads' address arithmetic (python -m
+        // benchmarks.sass_loop: 293 instructions per slice against 161).
+        auto tensor_load_loop = [&](auto issue, bool issuing) {
           const int32_t C = static_cast<int32_t>(p.C);
           int32_t kpos_t = kt0 * L::kBK;  // the slice's K position, tap and channel, advanced without division
           int tap_t = kpos_t / C;
@@ -804,11 +828,56 @@ __device__ __forceinline__ void conv3x3_implicit_gemm_item(const T* __restrict__
           for (int kt = 0; kt < n_tiles; ++kt) {
             const int slice = pipelined + kt, stage = slice % L::kStages;
             if (slice >= L::kStages) bar_sync(L::kEmptyBarrier + stage, kAll);
-            if (ctid == 0) issue_tensor_loads(stage, kpos_t, tap_t, c_t);
+            if (issuing) issue(stage, kpos_t, tap_t, c_t);
             kpos_t += L::kBK;
             c_t += L::kBK;
             if (c_t == C) c_t = 0, ++tap_t;  // C a multiple of kBK
           }
+        };
+        if (maps.on && p.pool) {
+          // With the pool (slab order): slab b's 8 pixels of the row view (n, ho, w) start at
+          // the tile's pixel m0 / 2 + 8b there, from base (ho - 1, w - 1). Tap (r, s) of the
+          // pixels in row 2 ho + dy reads row 2 ho + dy + r - 1: the even rows' map where dy + r
+          // is odd, else the odd rows', at view row ho - 1 + (dy + r + 1) / 2 (offset r' = (dy +
+          // r + 1) / 2 from the base), column offset s. The 17 loads of a slice are shared by
+          // lane 0 of each producer warp (kPoolIssuers of them, each arriving at the full
+          // mbarrier with its own bytes): its 2 slabs' 4 x boxes, and warp 0 the weight's
+          // tile, so that no one sub-partition issues them all (each load is ~20 instructions:
+          // python -m benchmarks.sass_loop).
+          constexpr int kSlabs = L::kBM / 16, kMine = kSlabs / L::kPoolIssuers;
+          constexpr uint32_t kSlabBytes = 16 * L::kRow * sizeof(T), kWeightBytes = L::kBStage * sizeof(T);
+          static_assert(kMine * L::kPoolIssuers == kSlabs && kSlabBytes * kSlabs + kWeightBytes == kStageBytes,
+                        "the issuers' bytes make the stage's");
+          const int issuer = ctid / 32;
+          int32_t slab_w[kMine], slab_h[kMine], slab_n[kMine];
+          if (ctid % 32 == 0) {
+            const int32_t W = static_cast<int32_t>(p.W), Ho = static_cast<int32_t>(p.H / 2);
+            const Index first = m0 / 2 + 8 * kMine * issuer, per_image = static_cast<Index>(Ho) * W;
+            int32_t n = static_cast<int32_t>(first / per_image), hw = static_cast<int32_t>(first % per_image);
+            int32_t ho = hw / W, w = hw % W;
+#pragma unroll
+            for (int b = 0; b < kMine; ++b) {
+              slab_w[b] = w - 1, slab_h[b] = ho - 1, slab_n[b] = n;
+              for (w += 8; w >= W; w -= W)  // the next slab: 8 pixels on (past the batch: n >= N, zeros)
+                if (++ho == Ho) ho = 0, ++n;
+            }
+          }
+          auto issue_pooled_tensor_loads = [&](int stage, int32_t kpos, int tap, int32_t c) {
+            mbar_arrive_expect_tx(&full[stage], kMine * kSlabBytes + (issuer == 0 ? kWeightBytes : 0));
+            const int r = tap / 3;
+            const uint16_t s = static_cast<uint16_t>(tap % 3);
+            T* const as = a_smem + stage * L::kAStage + 16 * kMine * issuer * L::kRow;
+#pragma unroll
+            for (int b = 0; b < kMine; ++b)
+#pragma unroll
+              for (int dy = 0; dy < 2; ++dy)
+                tma_load_im2col(as + (16 * b + 8 * dy) * L::kRow, &maps.x[(dy + r + 1) % 2], c, slab_w[b], slab_h[b],
+                                slab_n[b], s, static_cast<uint16_t>((dy + r + 1) / 2), &full[stage]);
+            if (issuer == 0) load_weight(stage, kpos);
+          };
+          tensor_load_loop(issue_pooled_tensor_loads, ctid % 32 == 0);
+        } else if (maps.on) {
+          tensor_load_loop(issue_tensor_loads, ctid == 0);
         } else {
           for (int kt = 0; kt < n_tiles; ++kt) {
             const int slice = pipelined + kt, stage = slice % L::kStages;
@@ -963,29 +1032,68 @@ __device__ __forceinline__ void conv3x3_implicit_gemm_item(const T* __restrict__
       // Persistent wgmma_ws (y NHWC): the outputs go from the accumulators to y, leaving the
       // stages to the producer's next item. Thread (g, t) of warp w holds rows warp_row(w, 0)
       // + g (+ 8) and channels 8 nt + 2t, + 1 (pairs: one 2-element store, 4 lanes a row's 16
-      // contiguous bytes of fp16). With the pool, a window's 4 rows are g = 4j .. 4j + 3, 4
-      // lanes apart: lane g = 4j takes the next three's values by shuffles, their max in
-      // window order (torch's NaN rule), and stores it.
+      // contiguous bytes of fp16). With the pool, lane g = 4j (window order: a window's 4 rows
+      // are g = 4j .. 4j + 3, 4 lanes apart) or g = 2j (slab order: its rows are g, g + 8 of
+      // this lane and of the lane 4 further) takes the others' values by shuffles, their max
+      // in window order (torch's NaN rule), and stores it.
       const bool pairs = p.K % 2 == 0;
+      const int row0 = L::warp_row(warp_m, 0);  // a multiple of 16
+      auto store_pair = [&](Index o, Index k, const float* v, bool active) {  // y's pixel o, channels k, k + 1
+        if (pairs) {
+          Vec<T, 2> out;
+          out.v[0] = from_float<T>(v[0]), out.v[1] = from_float<T>(v[1]);
+          const bool inside = active && k < p.K;
+          st_global(reinterpret_cast<Vec<T, 2>*>(y + (inside ? o * p.K + k : 0)), out, inside);
+        } else {
+#pragma unroll
+          for (int j = 0; j < 2; ++j) {
+            const bool inside = active && k + j < p.K;
+            st_global(y + (inside ? o * p.K + k + j : 0), from_float<T>(v[j]), inside);
+          }
+        }
+      };
+      auto output = [&](int nt, int half, const float* bk, float* v) {  // + bias, ReLU, TF32 rounding
+#pragma unroll
+        for (int j = 0; j < 2; ++j) {
+          v[j] = acc[0][nt][2 * half + j] + bk[j];
+          if (p.relu && v[j] < 0.f) v[j] = 0.f;  // ReLU(NaN) = NaN
+          if (p.y_tf32) v[j] = round_tf32(v[j]);
+        }
+      };
+      auto bias_pair = [&](Index k, float* bk) {
+#pragma unroll
+        for (int j = 0; j < 2; ++j) bk[j] = bias != nullptr ? to_float(ld_global(bias + (k + j), k + j < p.K)) : 0.f;
+      };
+      if (p.pool && maps.on) {  // slab order: window (dy, dx) is row g + 8 dy of this lane (dx = 0) and of the next pixel's (dx = 1)
+        const Index o = (m0 + row0) / 4 + g / 2;  // 4 windows per slab of 16 rows
+#pragma unroll
+        for (int nt = 0; nt < L::kNTiles; ++nt) {
+          const Index k = k0 + nt * 8 + 2 * t;
+          float bk[2], v[2][2], m[2];
+          bias_pair(k, bk);
+          output(nt, 0, bk, v[0]);
+          output(nt, 1, bk, v[1]);
+#pragma unroll
+          for (int j = 0; j < 2; ++j) {
+            const float right0 = __shfl_down_sync(0xffffffffu, v[0][j], 4);
+            const float right1 = __shfl_down_sync(0xffffffffu, v[1][j], 4);
+            m[j] = max_step(max_step(max_step(v[0][j], right0), v[1][j]), right1);
+          }
+          store_pair(o, k, m, g % 2 == 0 && o < p.M / 4);
+        }
+        return;
+      }
 #pragma unroll
       for (int nt = 0; nt < L::kNTiles; ++nt) {
         const Index k = k0 + nt * 8 + 2 * t;
         float bk[2];
-#pragma unroll
-        for (int j = 0; j < 2; ++j) bk[j] = bias != nullptr ? to_float(ld_global(bias + (k + j), k + j < p.K)) : 0.f;
+        bias_pair(k, bk);
 #pragma unroll
         for (int half = 0; half < 2; ++half) {
-          const Index row = m0 + L::warp_row(warp_m, 0) + g + 8 * half;  // a multiple of 4 where g % 4 == 0
+          const Index row = m0 + row0 + g + 8 * half;  // a multiple of 4 where g % 4 == 0
           float v[2];
-#pragma unroll
-          for (int j = 0; j < 2; ++j) {
-            v[j] = acc[0][nt][2 * half + j] + bk[j];
-            if (p.relu && v[j] < 0.f) v[j] = 0.f;  // ReLU(NaN) = NaN
-            if (p.y_tf32) v[j] = round_tf32(v[j]);
-          }
-          bool active = row < p.M;
-          Index o = row;  // y's pixel
-          if (p.pool) {
+          output(nt, half, bk, v);
+          if (p.pool) {  // window order
             float u[3][2];
 #pragma unroll
             for (int d = 1; d < 4; ++d)
@@ -995,20 +1103,9 @@ __device__ __forceinline__ void conv3x3_implicit_gemm_item(const T* __restrict__
             for (int d = 1; d < 4; ++d)
 #pragma unroll
               for (int j = 0; j < 2; ++j) v[j] = max_step(v[j], u[d - 1][j]);
-            active = active && g % 4 == 0;
-            o = row / 4;
-          }
-          if (pairs) {
-            Vec<T, 2> out;
-            out.v[0] = from_float<T>(v[0]), out.v[1] = from_float<T>(v[1]);
-            const bool inside = active && k < p.K;
-            st_global(reinterpret_cast<Vec<T, 2>*>(y + (inside ? o * p.K + k : 0)), out, inside);
+            store_pair(row / 4, k, v, g % 4 == 0 && row < p.M);
           } else {
-#pragma unroll
-            for (int j = 0; j < 2; ++j) {
-              const bool inside = active && k + j < p.K;
-              st_global(y + (inside ? o * p.K + k + j : 0), from_float<T>(v[j]), inside);
-            }
+            store_pair(row, k, v, row < p.M);
           }
         }
       }
@@ -1139,11 +1236,11 @@ __global__ void __launch_bounds__(ImplicitGemmTiling<T, kWarpsM, kWarpsN, kLoop>
   int pipelined = 0;
   if constexpr (L::kWs) {
     // The stages' full mbarriers: a phase per slice, completed by one arrival with the
-    // tensor loads' bytes (maps.on), or by every producer thread's arrival once its cp.async
-    // copies landed.
+    // tensor loads' bytes (maps.on; with the pool, one per producer warp, each with its
+    // loads' bytes), or by every producer thread's arrival once its cp.async copies landed.
     VK_SHARED(uint64_t, full, [L::kStages]);
     if (threadIdx.x < L::kStages) {
-      mbar_init(&full[threadIdx.x], maps.on ? 1 : L::kProducerThreads);
+      mbar_init(&full[threadIdx.x], !maps.on ? L::kProducerThreads : p.pool ? L::kPoolIssuers : 1);
       mbar_init_fence();
     }
     __syncthreads();

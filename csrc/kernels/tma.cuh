@@ -118,12 +118,20 @@ inline std::string encode_rows(TensorMap* map, const void* base, TmaElement e, i
 // x (N, H, W, C), NHWC, for a 3 x 3 convolution with padding 1: the bounding box of the
 // pixels' base positions runs from -1 (the padding) to dims - 2 (upper corner -1), so the
 // base of output pixel (h, w) is (h - 1, w - 1) and tap (r, s) reads it at offsets (s, r);
-// `pixels` pixels of `channels` channels (x 64 bytes) per load. Returns "" or why not.
+// `pixels` pixels of `channels` channels (x 64 bytes) per load. row_step 2: the map views
+// rows first_row, first_row + 2, ... (H even: H / 2 of them) as an (N, H / 2, W, C) tensor,
+// so that its row h' is x's row 2h' + first_row, its rows -1 and H / 2 are zeros, and an
+// offset r reads view row h' - 1 + r. Returns "" or why not.
 inline std::string encode_conv3x3_im2col(TensorMap* map, const void* x, TmaElement e, int64_t N, int64_t H, int64_t W,
-                                         int64_t C, uint32_t channels, uint32_t pixels) {
+                                         int64_t C, uint32_t channels, uint32_t pixels, int row_step = 1,
+                                         int first_row = 0) {
   const int bytes = tma_element_bytes(e);
-  const uint64_t dims[4] = {uint64_t(C), uint64_t(W), uint64_t(H), uint64_t(N)};
-  const uint64_t strides[3] = {uint64_t(C) * bytes, uint64_t(W * C) * bytes, uint64_t(H * W * C) * bytes};
+  if (row_step < 1 || first_row < 0 || first_row >= row_step || H % row_step != 0)
+    return "im2col map: rows " + std::to_string(first_row) + " + " + std::to_string(row_step) + "k of " +
+           std::to_string(H) + " are not a view of equal rows";
+  const uint64_t dims[4] = {uint64_t(C), uint64_t(W), uint64_t(H / row_step), uint64_t(N)};
+  const uint64_t strides[3] = {uint64_t(C) * bytes, uint64_t(row_step * W * C) * bytes, uint64_t(H * W * C) * bytes};
+  x = static_cast<const unsigned char*>(x) + uint64_t(first_row * W * C) * bytes;
 #if defined(__CUDACC__)
   using Fn = decltype(&cuTensorMapEncodeIm2col);
   static const Fn encode = tma_detail::driver_function<Fn>("cuTensorMapEncodeIm2col");

@@ -169,10 +169,13 @@ EMU_TEST(winograd_stays_in_its_buffers) {
 
 // Every tile in all three dtypes (fp32: TF32 math), with and without split-K (its
 // workspace exactly workspace_floats(K) floats), y NHWC or NCHW (the epilogue's and the
-// reduce kernel's plane stores); the last shape is one where ws128x256 copies by tensor
-// loads (16-bit, C = 64, no pool), whose boxes run past the batch's last pixel.
+// reduce kernel's plane stores); the last two shapes are ones where ws128x256 copies by
+// tensor loads (16-bit, C = 64; without split-K, and y NHWC where pooled), whose boxes run
+// past the batch's last pixel (pooled: 8-pixel boxes of the even and odd rows, the second
+// tile's last slabs wholly past it).
 EMU_TEST(implicit_gemm_stays_in_its_buffers) {
-  const Shape shapes[] = {{2, 8, 5, 7, 24, true, false}, {1, 64, 6, 5, 40, false, true}, {2, 64, 5, 7, 40, true, false}};
+  const Shape shapes[] = {{2, 8, 5, 7, 24, true, false}, {1, 64, 6, 5, 40, false, true}, {2, 64, 5, 7, 40, true, false},
+                          {3, 64, 6, 10, 40, true, true}};
   unsigned seed = 21;
   for (const Shape& s : shapes)
     for (int t = 0; t < static_cast<int>(std::size(vk::kImplicitGemmTileNames)); ++t)

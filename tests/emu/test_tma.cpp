@@ -39,7 +39,8 @@ EMU_TEST(tma_tile_2d_box_with_out_of_bound_zeros) {
 }
 
 // im2col for a 3 x 3, padding 1 convolution: each row is the implicit GEMM's A row of its
-// output pixel at the tap, across rows, images and the batch's end (tests/tma_cases.cuh).
+// output pixel at the tap, across rows, images and the batch's end, on x and on the views of
+// its even and odd rows that the pooled layers load (tests/tma_cases.cuh).
 EMU_TEST(tma_im2col_rows_are_the_implicit_gemm_rows) {
   EmuRunner runner;
   CHECK(tma_cases::run_im2col_cases(runner) == 0);
