@@ -23,7 +23,8 @@
 # full run (the full run's deadline leaves the batches other than 64 and VGG19 unmeasured).
 # --focus: what one change needs, where a session has less device time than a full run:
 # the build, the probes, the GPU tests VGGKERN_TEST_K selects (a pytest -k expression;
-# default all), memcheck and racecheck, no counters, and the benchmarks VGGKERN_BENCH_K
+# default all), memcheck and racecheck, no counters (unless VGGKERN_RUN_NCU=1: then the
+# ncu step below, inside the same limit), and the benchmarks VGGKERN_BENCH_K
 # selects (a pytest -k expression over benchmarks/; default every case), inside
 # VGGKERN_RUN_LIMIT seconds (default 200).
 # Set VGGKERN_GIT_COMMIT=<sha> when the tree has no .git (the device copy has none).
@@ -237,10 +238,11 @@ done
 # (default tile, and wg128x128, wg128x256, ws128x256 where they run) and cuDNN's on VGG16's conv3_2 and conv5_1,
 # fp16 channels_last, batch 64 (benchmarks/ncu_case.py), with the clocks left alone
 # (the device tool's METHOD.md). Writes ncu.ncu-rep, ncu.csv (details page), ncu.md (benchmarks/ncu_summary.py)
-# and ncu.log. At most 75 s, taken from the benchmarks' time. VGGKERN_RUN_NCU=0 skips it.
+# and ncu.log. At most 75 s, taken from the benchmarks' time. VGGKERN_RUN_NCU=0 skips it;
+# --focus runs it only where VGGKERN_RUN_NCU=1.
 NCU=$(command -v ncu || true)
 [ -z "$NCU" ] && [ -n "${CUDA_HOME:-}" ] && [ -x "$CUDA_HOME/bin/ncu" ] && NCU=$CUDA_HOME/bin/ncu
-if [ $QUICK = 0 ] && [ "${VGGKERN_RUN_NCU:-1}" != 0 ]; then
+if { [ $QUICK = 0 ] && [ "${VGGKERN_RUN_NCU:-1}" != 0 ]; } || { [ $FOCUS = 1 ] && [ "${VGGKERN_RUN_NCU:-0}" = 1 ]; }; then
   step "ncu (benchmarks/ncu_case.py: conv3_2 and conv5_1, ours and cuDNN's)"
   NT=$(cap 75 40)
   if [ -z "$NCU" ]; then

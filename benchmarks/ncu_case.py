@@ -9,7 +9,9 @@ peak target applies, and conv5_1, 512 -> 512 at 14x14, whose grid is 2 waves), f
 channels_last at batch 64: our implicit_gemm on its default tile and on the wgmma tiles
 wg128x128, wg128x256 and ws128x256 (where this build and GPU run wgmma and the run has not
 left them out: wg128x256 against its warp-specialised twin ws128x256 is what the counters
-should explain), and torch's conv2d + relu_ (cuDNN,
+should explain), ws128x256 again with its copies by cp.async (VGGKERN_IMPLICIT_GEMM_TMA=off:
+what its tensor loads change) and with the fused pool (the tensor loads' slab order: VGG's
+conv3_3 and conv5_3 are these shapes pooled), and torch's conv2d + relu_ (cuDNN,
 cudnn.benchmark on). Each is warmed up (cuDNN's autotune, module load), then called once
 between cudaProfilerStart and cudaProfilerStop, so ncu with --profile-from-start off
 profiles exactly those launches (ncu lists them in this order; the kernels' names tell
@@ -33,15 +35,19 @@ BATCH = 64
 
 def calls(x, w, b):
     """(label, fn) of what is profiled for one layer."""
-    def ours(tile=None, k_order=None):
-        with env_var("VGGKERN_IMPLICIT_GEMM_TILE", tile), env_var("VGGKERN_IMPLICIT_GEMM_K_ORDER", k_order):
-            return vggkern.conv3x3(x, w, b, relu=True, algo="implicit_gemm")  # None: as it is
+    def ours(tile=None, k_order=None, tma=None, pool=False):
+        with env_var("VGGKERN_IMPLICIT_GEMM_TILE", tile), env_var("VGGKERN_IMPLICIT_GEMM_K_ORDER", k_order), \
+                env_var("VGGKERN_IMPLICIT_GEMM_TMA", tma):
+            return vggkern.conv3x3(x, w, b, relu=True, pool=pool, algo="implicit_gemm")  # None: as it is
     fns = [("ours implicit_gemm (default tile)", ours)]
     # (The emulator runs the wgmma tiles too: on the CPU, the wiring is tested with them.)
     if not x.is_cuda or (vggkern.build_info().get("cuda_wgmma") and torch.cuda.get_device_capability() == (9, 0)):
         for tile in ("wg128x128", "wg128x256", "ws128x256"):
             if tile in IMPLICIT_GEMM_TILES:
                 fns.append((f"ours implicit_gemm [{tile}]", lambda tile=tile: ours(tile)))
+        if "ws128x256" in IMPLICIT_GEMM_TILES:
+            fns.append(("ours implicit_gemm [ws128x256, cp.async]", lambda: ours("ws128x256", tma="off")))
+            fns.append(("ours implicit_gemm [ws128x256] + pool", lambda: ours("ws128x256", pool=True)))
     fns.append(("torch conv2d + relu_ (cuDNN)", lambda: F.relu(F.conv2d(x, w, b, padding=1), inplace=True)))
     return fns
 

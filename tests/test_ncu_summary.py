@@ -83,23 +83,28 @@ def test_ncu_case_without_a_gpu_exits_2():
 
 def test_ncu_case_calls_run_through_the_emulator(monkeypatch, capsys):
     """ncu_case's calls, on a small layer on the CPU (the emulator), without the profiler:
-    ours on the default tile and on wg128x128, wg128x256 and ws128x256, and torch's, in that
-    order; the forced tile and K order leave the environment as they found it (and wgmma
-    tiles left out by the run are left out here)."""
+    ours on the default tile and on wg128x128, wg128x256 and ws128x256 (and ws128x256 by
+    cp.async, and pooled), and torch's, in that order; the forced tile, K order and copies
+    leave the environment as they found it (and wgmma tiles left out by the run are left out
+    here)."""
     pytest.importorskip("torch")
     from benchmarks import ncu_case
 
     monkeypatch.setenv("VGGKERN_IMPLICIT_GEMM_TILE", "128x64")
     monkeypatch.setenv("VGGKERN_IMPLICIT_GEMM_K_ORDER", "taps_outer")
+    monkeypatch.delenv("VGGKERN_IMPLICIT_GEMM_TMA", raising=False)
     assert ncu_case.main(["--cpu"]) == 0
     out = [ln for ln in capsys.readouterr().out.splitlines() if ln.startswith("ncu_case: profiled")]
     assert [ln.split(": ")[-1] for ln in out] == ["ours implicit_gemm (default tile)",
                                                  "ours implicit_gemm [wg128x128]",
                                                  "ours implicit_gemm [wg128x256]",
                                                  "ours implicit_gemm [ws128x256]",
+                                                 "ours implicit_gemm [ws128x256, cp.async]",
+                                                 "ours implicit_gemm [ws128x256] + pool",
                                                  "torch conv2d + relu_ (cuDNN)"]
     assert os.environ["VGGKERN_IMPLICIT_GEMM_TILE"] == "128x64"
     assert os.environ["VGGKERN_IMPLICIT_GEMM_K_ORDER"] == "taps_outer"
+    assert "VGGKERN_IMPLICIT_GEMM_TMA" not in os.environ
     monkeypatch.delenv("VGGKERN_IMPLICIT_GEMM_TILE")
     monkeypatch.setattr(ncu_case, "IMPLICIT_GEMM_TILES", ("128x128",))
     assert ncu_case.main(["--cpu"]) == 0
