@@ -55,10 +55,12 @@ IMPLICIT_GEMM_TILES = tuple(t for t in ALL_IMPLICIT_GEMM_TILES
 K_ORDER_PRIORITY = 0.5
 
 
-def copies_rows_wanted() -> bool:
+def copies_rows_wanted(pool: bool = False) -> bool:
     """ws128x256's copies rows (tensor loads against cp.async): where the run times that tile
-    and has not turned the tensor loads off (device_run.sh does when their probe fails)."""
-    return "ws128x256" in IMPLICIT_GEMM_TILES and os.environ.get("VGGKERN_IMPLICIT_GEMM_TMA") != "off"
+    and has not turned the tensor loads off (device_run.sh does when their probe fails), or
+    (pool) the pooled layers' (=unpooled: when only theirs failed)."""
+    knob = os.environ.get("VGGKERN_IMPLICIT_GEMM_TMA")
+    return "ws128x256" in IMPLICIT_GEMM_TILES and knob != "off" and not (pool and knob == "unpooled")
 WGMMA_POLICIES = tuple(p for p in tiles.WGMMA_POLICIES  # those whose tiles on VGG's K the run kept
                        if all(tiles.wgmma_policy_tile(k, p) in IMPLICIT_GEMM_TILES
                               for k in (64, 128, 256, 512)))
@@ -324,8 +326,9 @@ def build_cases():
                 # loads' slab order), where K >= 256 (the tile's N; the wgmma-ws policy's
                 # layers). Kept out of "best ours" and of tune.py's table; their own table in
                 # the report.
-                if copies_rows_wanted() and s.K >= 256:
-                    for variant in dict.fromkeys(("relu", s.fused)):
+                if s.K >= 256:
+                    for variant in (v for v in dict.fromkeys(("relu", s.fused))
+                                    if copies_rows_wanted(pool=v == "relu_pool")):
                         row = tuple((k_, variant if k_ == "variant" else v) for k_, v in base)
                         for copies in ("tma", "cp_async"):
                             cases.append(Case("conv", "vggkern", row + (("tile", "ws128x256"), ("copies", copies)),

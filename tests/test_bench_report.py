@@ -578,6 +578,23 @@ def test_k_order_rows_stay_out_of_the_sweep_and_tune_and_have_their_table(tmp_pa
     assert "| nchw_y | k_order | median µs |" in conv_head, conv_head
 
 
+def test_copies_rows_follow_the_tensor_load_probe(monkeypatch):
+    """device_run.sh turns the tensor loads off where their probe failed (no copies rows),
+    or keeps only the unpooled ones where just the pooled layers' failed (=unpooled: the
+    copies rows of conv + ReLU, none with the pool)."""
+    from benchmarks import cases
+
+    def copies():
+        return sorted((c.p["variant"], c.p["copies"]) for c in cases.build_cases() if c.p.get("copies"))
+    monkeypatch.delenv("VGGKERN_IMPLICIT_GEMM_TMA", raising=False)
+    assert copies() == sorted([("relu", k) for k in ("tma", "cp_async")] * 5 +
+                              [("relu_pool", k) for k in ("tma", "cp_async")] * 3)
+    monkeypatch.setenv("VGGKERN_IMPLICIT_GEMM_TMA", "unpooled")
+    assert copies() == sorted([("relu", k) for k in ("tma", "cp_async")] * 5)
+    monkeypatch.setenv("VGGKERN_IMPLICIT_GEMM_TMA", "off")
+    assert copies() == []
+
+
 def test_copies_rows_stay_out_of_the_sweep_and_tune_and_have_their_table(tmp_path):
     """ws128x256 with its copies forced (copies: tensor loads "tma", or "cp_async") is
     neither "best ours" nor the sweep's time for the tile, tune.py never picks it, and the

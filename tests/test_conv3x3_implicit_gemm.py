@@ -363,8 +363,26 @@ def test_tensor_loads_required_or_refused(why, c, h, w, pool, dtype, layout, env
     monkeypatch.setenv("VGGKERN_IMPLICIT_GEMM_TMA", "on")
     _check(vggkern.conv3x3(x, wt, b, pool=pool, algo=ALGO, allow_tf32=True), x, wt, b, False, pool, algo=ALGO)
     monkeypatch.setenv("VGGKERN_IMPLICIT_GEMM_TMA", "yes")
-    with pytest.raises(ValueError, match="VGGKERN_IMPLICIT_GEMM_TMA must be \"on\" or \"off\" \\(or unset\\), got 'yes'"):
+    with pytest.raises(ValueError, match="VGGKERN_IMPLICIT_GEMM_TMA must be \"on\", \"off\" or \"unpooled\" "
+                                         "\\(or unset\\), got 'yes'"):
         vggkern.conv3x3(x, wt, b, pool=pool, algo=ALGO, allow_tf32=True)
+
+
+# VGGKERN_IMPLICIT_GEMM_TMA=unpooled (device_run.sh's setting when only the pooled layers'
+# tensor loads failed their probe): the pooled calls copy by cp.async, the others as unset.
+# Either way the output is cp.async's bit for bit (that the pooled path is the one refused is
+# what its refusal under "on" shows above).
+def test_tensor_loads_unpooled_only(monkeypatch):
+    monkeypatch.setenv("VGGKERN_IMPLICIT_GEMM_TILE", "ws128x256")
+    monkeypatch.setenv("VGGKERN_IMPLICIT_GEMM_SPLIT_K", "1")
+    x, wt, b = _inputs(2, 32, 40, 6, 10, torch.float16, "cpu", channels_last=True, seed=5)
+    for pool in (False, True):
+        out = {}
+        for tma in ("off", "unpooled"):
+            monkeypatch.setenv("VGGKERN_IMPLICIT_GEMM_TMA", tma)
+            out[tma] = vggkern.conv3x3(x, wt, b, relu=True, pool=pool, algo=ALGO)
+        assert torch.equal(out["off"], out["unpooled"])
+        _check(out["unpooled"], x, wt, b, True, pool, algo=ALGO)
 
 
 def test_persistent_grid_must_be_a_positive_integer(monkeypatch):

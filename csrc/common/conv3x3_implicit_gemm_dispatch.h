@@ -33,17 +33,21 @@ inline bool implicit_gemm_taps_inner() {
 
 // ws128x256's copies: tensor loads (TMA) where the call allows them (VGGKERN_IMPLICIT_GEMM_TMA
 // unset, the default), required ("on": an error where the call does not allow them, so a
-// test or a timing knows which path ran), or cp.async ("off"; kept so that a GPU run
-// measures the two: benchmarks/cases.py). Read per launch; other tiles ignore its value.
-enum class TmaKnob { where_allowed, required, off };
+// test or a timing knows which path ran), cp.async ("off"; kept so that a GPU run measures
+// the two: benchmarks/cases.py), or tensor loads where allowed but not with the fused pool
+// ("unpooled": what benchmarks/device_run.sh sets when only the pooled layers' tensor loads
+// failed their probe, so that the others are still measured). Read per launch; other tiles
+// ignore its value.
+enum class TmaKnob { where_allowed, required, off, unpooled };
 inline TmaKnob implicit_gemm_tma_knob() {
   const char* e = std::getenv("VGGKERN_IMPLICIT_GEMM_TMA");
   const std::string v = e != nullptr ? e : "";
   if (v.empty()) return TmaKnob::where_allowed;
   if (v == "on") return TmaKnob::required;
   if (v == "off") return TmaKnob::off;
-  throw std::invalid_argument("vggkern.conv3x3: VGGKERN_IMPLICIT_GEMM_TMA must be \"on\" or \"off\" (or unset), got '" +
-                              v + "'");
+  if (v == "unpooled") return TmaKnob::unpooled;
+  throw std::invalid_argument("vggkern.conv3x3: VGGKERN_IMPLICIT_GEMM_TMA must be \"on\", \"off\" or \"unpooled\" (or "
+                              "unset), got '" + v + "'");
 }
 
 // Why a ws128x256 call cannot copy by tensor loads ("" where it can): an im2col box is
@@ -123,6 +127,7 @@ void conv3x3_implicit_gemm_run(const Conv3x3Args& a, const ImplicitGemmPlan& pla
   [[maybe_unused]] const TmaKnob knob = implicit_gemm_tma_knob();  // read (and checked) whatever the tile
   if constexpr (L::kWs) {
     std::string refusal = implicit_gemm_tma_refusal(a, plan, p.taps_inner, p.x_tf32, L::kBK);
+    if (knob == TmaKnob::unpooled && a.pool) refusal = "the fused pool (VGGKERN_IMPLICIT_GEMM_TMA=unpooled)";
     if (knob != TmaKnob::off && refusal.empty()) {
       const TmaElement e = a.dtype == DType::float16    ? TmaElement::f16
                            : a.dtype == DType::bfloat16 ? TmaElement::bf16
