@@ -183,7 +183,8 @@
 // order above), issued by lane 0 of each producer warp (4 boxes each, warp 0 the weight's
 // tile too, each arriving with its own bytes); else 12 cp.async per producer thread per slice,
 // each thread arriving at full[s] once its copies landed (its wait), were rounded (TF32)
-// and fenced. VGGKERN_IMPLICIT_GEMM_TMA=off keeps cp.async, =on demands the tensor loads.
+// and fenced. VGGKERN_IMPLICIT_GEMM_TMA=off keeps cp.async, =on demands the tensor loads,
+// =unpooled keeps cp.async on the pooled calls only.
 // Persistent where y is NHWC: at most one block per SM (the dispatch), each taking the
 // work items (M tile, K tile, split) in turn, slices numbered on across them (the
 // mbarriers' phases with them), so the producer copies the next item's first slices while
