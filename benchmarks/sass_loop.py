@@ -113,23 +113,22 @@ def opcode(insn: str) -> str:
     return _GUARD.sub("", insn).split()[0].split(".")[0]
 
 
+def loops(insns: list[tuple[int, str]]):
+    """The body (instruction texts) of every backward branch, in listing order."""
+    index = {addr: i for i, (addr, _) in enumerate(insns)}
+    for i, (addr, text) in enumerate(insns):
+        m = _TARGET.search(text) if opcode(text) == "BRA" else None
+        if m and int(m.group(1), 16) < addr and int(m.group(1), 16) in index:
+            yield [t for _, t in insns[index[int(m.group(1), 16)]:i + 1]]
+
+
 def main_loop(insns: list[tuple[int, str]], opcodes=("HMMA", "HGMMA"), without=(), smallest=False) -> list[str] | None:
     """The body of the largest (or smallest) backward branch that contains one of `opcodes`
     and none of `without` (None: no such loop). By default the main loop: HMMA or HGMMA; a
     warp-specialised kernel's producer loop: the smallest with LDGSTS and no HGMMA (its
     loop over work items holds it)."""
-    index = {addr: i for i, (addr, _) in enumerate(insns)}
     best = None
-    for i, (addr, text) in enumerate(insns):
-        if opcode(text) != "BRA":
-            continue
-        m = _TARGET.search(text)
-        if not m:
-            continue
-        target = int(m.group(1), 16)
-        if target >= addr or target not in index:
-            continue
-        body = [t for _, t in insns[index[target]:i + 1]]
+    for body in loops(insns):
         ops = {opcode(t) for t in body}
         if ops & set(opcodes) and not ops & set(without) and (
                 best is None or (len(body) < len(best) if smallest else len(body) > len(best))):
@@ -204,13 +203,8 @@ def tma_loops(insns: list[tuple[int, str]]) -> dict[str, int]:
     weight's one tile load (UTMALDG.2D) a slice. "tma": unpooled, one im2col box of x a slice;
     "tma_pool": 4 boxes a slice (the issuing lane of producer warp 0: 2 slabs x even and odd
     rows; nvcc may unroll either)."""
-    index = {addr: i for i, (addr, _) in enumerate(insns)}
     found: dict[str, int] = {}
-    for i, (addr, text) in enumerate(insns):
-        m = _TARGET.search(text) if opcode(text) == "BRA" else None
-        if not m or int(m.group(1), 16) >= addr or int(m.group(1), 16) not in index:
-            continue
-        body = [t for _, t in insns[index[int(m.group(1), 16)]:i + 1]]
+    for body in loops(insns):
         if {opcode(t) for t in body} & {"HGMMA", "LDGSTS"}:
             continue
         im2col = sum(opcode(t) == "UTMALDG" and "IM2COL" in t for t in body)

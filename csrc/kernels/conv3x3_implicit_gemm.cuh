@@ -797,25 +797,16 @@ __device__ __forceinline__ void conv3x3_implicit_gemm_item(const T* __restrict__
         const int n = done + more;
         return n >= 4 * L::kStages ? n % (2 * L::kStages) + 2 * L::kStages : n;
       };
-      // maps.on: one thread of the producer issues both tensor loads of a slice, announced on
-      // the stage's full mbarrier (the consumers wait there for the phase of parity (i /
-      // kStages) % 2); the other producer threads only take part in the empty barriers. The
+      // maps.on (without the pool; with it, below): one thread of the producer issues both
+      // tensor loads of a slice, announced on the stage's full mbarrier (the consumers wait
+      // there for the phase of parity (i / kStages) % 2); the other producer threads only
+      // take part in the empty barriers. The
       // x box is the 128 pixels m0.. at the slice's tap (r, s): from m0's pixel's base (h -
       // 1, w - 1), offsets (s, r), channels c.. (K position kpos = tap * C + c, a slice
       // within one tap); the weight box, its rows k0.. at kpos.
       constexpr uint32_t kStageBytes = (L::kAStage + L::kBStage) * sizeof(T);
       auto load_weight = [&](int stage, int32_t kpos) {
         tma_load_2d(b_smem + stage * L::kBStage, &maps.w, kpos, static_cast<int32_t>(k0), &full[stage]);
-      };
-      // Without the pool: one x box, from m0's pixel's base.
-      const Index hw0 = m0 % (p.H * p.W);
-      const int32_t box_w = static_cast<int32_t>(hw0 % p.W) - 1, box_h = static_cast<int32_t>(hw0 / p.W) - 1;
-      const int32_t box_n = static_cast<int32_t>(m0 / (p.H * p.W));
-      auto issue_tensor_loads = [&](int stage, int32_t kpos, int tap, int32_t c) {
-        mbar_arrive_expect_tx(&full[stage], kStageBytes);
-        tma_load_im2col(a_smem + stage * L::kAStage, &maps.x[0], c, box_w, box_h, box_n, static_cast<uint16_t>(tap % 3),
-                        static_cast<uint16_t>(tap / 3), &full[stage]);
-        load_weight(stage, kpos);
       };
       if constexpr (kRole == Role::producer) {
         // One loop per copy path (and per tensor-load layout): merged, the cp.async loop's
@@ -877,7 +868,16 @@ __device__ __forceinline__ void conv3x3_implicit_gemm_item(const T* __restrict__
             if (issuer == 0) load_weight(stage, kpos);
           };
           tensor_load_loop(issue_pooled_tensor_loads, ctid % 32 == 0);
-        } else if (maps.on) {
+        } else if (maps.on) {  // without the pool: one x box, from m0's pixel's base
+          const Index hw0 = m0 % (p.H * p.W);
+          const int32_t box_w = static_cast<int32_t>(hw0 % p.W) - 1, box_h = static_cast<int32_t>(hw0 / p.W) - 1;
+          const int32_t box_n = static_cast<int32_t>(m0 / (p.H * p.W));
+          auto issue_tensor_loads = [&](int stage, int32_t kpos, int tap, int32_t c) {
+            mbar_arrive_expect_tx(&full[stage], kStageBytes);
+            tma_load_im2col(a_smem + stage * L::kAStage, &maps.x[0], c, box_w, box_h, box_n,
+                            static_cast<uint16_t>(tap % 3), static_cast<uint16_t>(tap / 3), &full[stage]);
+            load_weight(stage, kpos);
+          };
           tensor_load_loop(issue_tensor_loads, ctid == 0);
         } else {
           for (int kt = 0; kt < n_tiles; ++kt) {
