@@ -42,7 +42,7 @@ LAYOUTS = ("nchw", "cl")          # cl = torch.channels_last (NHWC in memory)
 # VGGKERN_BENCH_EXCLUDE_TILES (comma-separated) leaves tiles out: device_run.sh sets it
 # for the wgmma tiles when benchmarks/wgmma_probe.py fails.
 ALL_IMPLICIT_GEMM_TILES = ("128x64", "128x128", "256x128", "256x64", "wg128x128", "wg256x64", "wg128x256",
-                           "ws128x256")
+                           "ws128x256", "ws128x128")
 IMPLICIT_GEMM_TILES = tuple(t for t in ALL_IMPLICIT_GEMM_TILES
                             if t not in os.environ.get("VGGKERN_BENCH_EXCLUDE_TILES", "").split(","))
 # The wgmma policies (VGGKERN_IMPLICIT_GEMM_TILE=wgmma | wgmma-wide | wgmma-ws: a wgmma tile per layer
@@ -51,16 +51,16 @@ IMPLICIT_GEMM_TILES = tuple(t for t in ALL_IMPLICIT_GEMM_TILES
 # would make them the default is written from that run, after it).
 # implicit_gemm's K order rows (VGGKERN_IMPLICIT_GEMM_K_ORDER=taps_inner) beside the
 # default (tap by tap): within 10% of it, either way, on the H200; with the sweep. The
-# copies rows (ws128x256 by tensor loads against cp.async) go with them.
+# copies rows (a ws tile by tensor loads against cp.async) go with them.
 K_ORDER_PRIORITY = 0.5
 
 
-def copies_rows_wanted(pool: bool = False) -> bool:
-    """ws128x256's copies rows (tensor loads against cp.async): where the run times that tile
+def copies_rows_wanted(tile: str = "ws128x256", pool: bool = False) -> bool:
+    """A ws tile's copies rows (tensor loads against cp.async): where the run times that tile
     and has not turned the tensor loads off (device_run.sh does when their probe fails), or
     (pool) the pooled layers' (=unpooled: when only theirs failed)."""
     knob = os.environ.get("VGGKERN_IMPLICIT_GEMM_TMA")
-    return "ws128x256" in IMPLICIT_GEMM_TILES and knob != "off" and not (pool and knob == "unpooled")
+    return tile in IMPLICIT_GEMM_TILES and knob != "off" and not (pool and knob == "unpooled")
 WGMMA_POLICIES = tuple(p for p in tiles.WGMMA_POLICIES  # those whose tiles on VGG's K the run kept
                        if all(tiles.wgmma_policy_tile(k, p) in IMPLICIT_GEMM_TILES
                               for k in (64, 128, 256, 512)))
@@ -320,18 +320,19 @@ def build_cases():
                     if tiles.is_wgmma(tile):
                         cases.append(Case("conv", "vggkern", base + (("tile", tile), ("k_order", "taps_inner")),
                                           "full", K_ORDER_PRIORITY))
-                # ws128x256's copies: tensor loads (VGGKERN_IMPLICIT_GEMM_TMA=on) and cp.async
-                # (off), conv + ReLU (the layers conv3_2, conv4_2, conv5_1 and conv5_2 are these
-                # shapes unpooled) and, where the shape pools, conv + ReLU + pool (the tensor
-                # loads' slab order), where K >= 256 (the tile's N; the wgmma-ws policy's
-                # layers). Kept out of "best ours" and of tune.py's table; their own table in
-                # the report.
-                if s.K >= 256:
+                # The copies of the ws tile the wgmma-ws policy gives the layer (ws128x256 where
+                # K >= 256, ws128x128 where K = 128): tensor loads (VGGKERN_IMPLICIT_GEMM_TMA=on)
+                # and cp.async (off), conv + ReLU (the layers conv3_2, conv4_2, conv5_1 and
+                # conv5_2 are these shapes unpooled) and, where the shape pools, conv + ReLU +
+                # pool (the tensor loads' slab order). Kept out of "best ours" and of tune.py's
+                # table; their own table in the report.
+                ws = tiles.wgmma_policy_tile(s.K, "wgmma-ws")
+                if ws.startswith("ws"):
                     for variant in (v for v in dict.fromkeys(("relu", s.fused))
-                                    if copies_rows_wanted(pool=v == "relu_pool")):
+                                    if copies_rows_wanted(ws, pool=v == "relu_pool")):
                         row = tuple((k_, variant if k_ == "variant" else v) for k_, v in base)
                         for copies in ("tma", "cp_async"):
-                            cases.append(Case("conv", "vggkern", row + (("tile", "ws128x256"), ("copies", copies)),
+                            cases.append(Case("conv", "vggkern", row + (("tile", ws), ("copies", copies)),
                                               "full", K_ORDER_PRIORITY))
             # fp32 as TF32 (torch's TF32 on) on the rule's mma.sync tile and the wgmma tiles
             # the policies give the layer: tune.py's fp32 entries (without one, fp32 takes

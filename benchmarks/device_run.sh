@@ -151,10 +151,10 @@ case $rc in
        124) STATUS+=("wgmma probe: TIMEOUT after ${WT}s: $LEFT_OUT");;
        *) STATUS+=("wgmma probe: FAILED rc=$rc: $LEFT_OUT");;
      esac
-     export VGGKERN_BENCH_EXCLUDE_TILES=wg128x128,wg256x64,wg128x256,ws128x256
-     WG_FILTER=(-k "not wg128x128 and not wg256x64 and not wg128x256 and not ws128x256");;
+     export VGGKERN_BENCH_EXCLUDE_TILES=wg128x128,wg256x64,wg128x256,ws128x256,ws128x128
+     WG_FILTER=(-k "not wg128x128 and not wg256x64 and not wg128x256 and not ws128x256 and not ws128x128");;
 esac
-# ws128x256's tensor loads (TMA), once the tiles passed, in a process of their own too: if
+# The ws tiles' tensor loads (TMA), once the tiles passed, in a process of their own too: if
 # they fault or differ, every later step runs with VGGKERN_IMPLICIT_GEMM_TMA=off (cp.async;
 # the benchmarks then time no tensor-load rows) and the tests that demand them stay out;
 # if only the pooled layers' do (exit 3), with =unpooled (no pooled tensor-load rows).
@@ -167,7 +167,7 @@ if [ "$rc" = 0 ]; then
     trc=${PIPESTATUS[0]}
   fi
   if [ "$trc" = 0 ]; then
-    STATUS+=("tensor-load probe: ws128x256's tensor loads match the emulator bit for bit")
+    STATUS+=("tensor-load probe: the ws tiles' tensor loads match the emulator bit for bit")
   elif [ "$trc" = 3 ]; then  # only the pooled layers' (slab order) differ or fault
     STATUS+=("tensor-load probe: the pooled layers' tensor loads FAILED: VGGKERN_IMPLICIT_GEMM_TMA=unpooled, their tests left out")
     export VGGKERN_IMPLICIT_GEMM_TMA=unpooled

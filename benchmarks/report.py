@@ -135,7 +135,7 @@ def is_k_order_variant(r):
 
 
 def is_copies_variant(r):
-    """A row of ws128x256 with its copies forced (copies: tensor loads, "tma", or cp.async:
+    """A row of a ws tile with its copies forced (copies: tensor loads, "tma", or cp.async:
     VGGKERN_IMPLICIT_GEMM_TMA on or off), timed in pairs in a table of their own (copies)."""
     return bool(r.get("copies"))
 
@@ -413,25 +413,25 @@ def k_order(rows):
 
 
 def copies(rows):
-    """ws128x256's copies, tensor loads against cp.async, per layer (conv + ReLU), with what
-    the tensor loads saved."""
+    """The ws tiles' copies, tensor loads against cp.async, per layer, variant (conv + ReLU,
+    or + pool) and tile, with what the tensor loads saved."""
     pairs = defaultdict(dict)
     for r in rows:
         if r["group"] == "conv" and is_copies_variant(r) and timed(r) and not wrong(r):
-            pairs[problem_key(r)][r["copies"]] = r
+            pairs[problem_key(r) + (r.get("tile"),)][r["copies"]] = r
     if not pairs:
         return []
-    lines = ["ws128x256's copies: tensor loads (TMA, VGGKERN_IMPLICIT_GEMM_TMA=on) against cp.async (off), conv + "
-             "ReLU (µs, CUDA-event median; saved = cp.async − tensor loads)", "",
-             "| layer | N | dtype | cp.async | tensor loads | saved | cp.async ÷ tensor loads |",
-             "| --- | ---: | --- | ---: | ---: | ---: | ---: |"]
-    for k in sorted(pairs, key=lambda k: (k[2], -k[5], k[3], k[4])):  # N, then H down, then C, K
+    lines = ["The ws tiles' copies: tensor loads (TMA, VGGKERN_IMPLICIT_GEMM_TMA=on) against cp.async (off) "
+             "(µs, CUDA-event median; saved = cp.async − tensor loads)", "",
+             "| layer | N | dtype | variant | tile | cp.async | tensor loads | saved | cp.async ÷ tensor loads |",
+             "| --- | ---: | --- | --- | --- | ---: | ---: | ---: | ---: |"]
+    for k in sorted(pairs, key=lambda k: (k[2], -k[5], k[3], k[4], k[7], k[8])):  # N, H down, C, K, variant, tile
         d = pairs[k]
         r0 = next(iter(d.values()))
         slow, fast = d.get("cp_async"), d.get("tma")
         both = slow is not None and fast is not None
         lines.append("| " + " | ".join([
-            r0["layer"], str(r0["N"]), r0["dtype"], _us(slow["median_s"]) if slow else "–",
+            r0["layer"], str(r0["N"]), r0["dtype"], r0["variant"], r0["tile"], _us(slow["median_s"]) if slow else "–",
             _us(fast["median_s"]) if fast else "–", _us(slow["median_s"] - fast["median_s"]) if both else "–",
             _f(slow["median_s"] / fast["median_s"] if both else None, "{:.2f}×")]) + " |")
     return lines + [""]

@@ -99,7 +99,7 @@ def _conv_cases(rounds, runs, deadline, g, bad):
     for (dt, cl, (relu, pool)), (algo, tile, split) in itertools.product(rounds, runs):
         if deadline is not None and time.time() > deadline:
             break
-        c = 32 if tile == "ws128x256" else 17  # ws128x256 with C = 32: its tensor loads, where unpooled and 16-bit
+        c = 32 if tile.startswith("ws") else 17  # a ws tile with C = 32: its tensor loads, where unpooled and 16-bit
         x = torch.randn(2, c, 13, 10, generator=g).to(dt)
         w = (torch.randn(19, c, 3, 3, generator=g) * 0.1).to(dt)
         b = torch.randn(19, generator=g).to(dt)

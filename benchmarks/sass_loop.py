@@ -137,15 +137,15 @@ def main_loop(insns: list[tuple[int, str]], opcodes=("HMMA", "HGMMA"), without=(
 
 
 def instantiation(mangled: str) -> str:
-    """A readable name: dtype, warps M x N, index type."""
+    """A readable name: dtype, tile (BM x BN, with its loop's prefix), index type."""
     dtype = "fp16" if "__half" in mangled else "bf16" if "bfloat16" in mangled else "fp32(tf32)"
-    m = re.search(r"MmaTypeE\dELi(\d)ELi(\d)ELNS0_8MainLoopE(\d)E([il])", mangled)
+    m = re.search(r"MmaTypeE\dELi(\d+)ELi(\d+)ELNS0_8MainLoopE(\d)E([il])", mangled)
     if not m:
         return mangled
-    # MainLoop: 0 mma_sync, 1 wgmma (128 x 32 kWarpsM), 2 wgmma_t (256 x 64), 3 wgmma_ws (128 x 256)
-    wm, wn, loop, idx = m.groups()
-    tile = {"1": f"wg128x{32 * int(wm)}", "2": "wg256x64", "3": "ws128x256"}.get(loop, f"{64 * int(wm)}x{64 * int(wn)}")
-    return f"{dtype} {tile} {'int32' if idx == 'i' else 'int64'}"
+    bm, bn, loop, idx = m.groups()
+    # MainLoop: 0 mma_sync, 1 wgmma, 2 wgmma_t, 3 wgmma_ws
+    prefix = {"1": "wg", "2": "wg", "3": "ws"}.get(loop, "")
+    return f"{dtype} {prefix}{bm}x{bn} {'int32' if idx == 'i' else 'int64'}"
 
 
 def hgmma_clocks(body: list[str]) -> int:

@@ -11,7 +11,7 @@ WGMMA_POLICIES = ("wgmma", "wgmma-wide", "wgmma-ws")
 
 def is_wgmma(tile: str) -> bool:
     """A wgmma tile (sm_90a): wg128x128, wg256x64, wg128x256, and the warp-specialised
-    ws128x256."""
+    ws128x256 and ws128x128."""
     return tile.startswith(("wg", "ws"))
 
 
@@ -23,14 +23,14 @@ def rule_tile(k: int) -> str:
 def wgmma_policy_tile(k: int, policy: str = "wgmma") -> str:
     """The tile a policy (one of WGMMA_POLICIES) gives K output channels: wgmma: wg256x64
     where K <= 64, else wg128x128; wgmma-wide: the same, and wg128x256 where K >= 256;
-    wgmma-ws: ws128x256 there instead."""
+    wgmma-ws: the warp-specialised twins, ws128x256 where K >= 256 and ws128x128 below."""
     if policy not in WGMMA_POLICIES:
         raise ValueError(f"unknown wgmma policy {policy!r}; expected one of {WGMMA_POLICIES}")
     if k <= 64:
         return "wg256x64"
-    if k < 256 or policy == "wgmma":
-        return "wg128x128"
-    return "ws128x256" if policy == "wgmma-ws" else "wg128x256"
+    if policy == "wgmma-ws":
+        return "ws128x128" if k < 256 else "ws128x256"
+    return "wg128x128" if k < 256 or policy == "wgmma" else "wg128x256"
 
 
 def wgmma_policy_tiles(k: int) -> tuple:

@@ -44,7 +44,8 @@ MARGIN = 0.03
 MAX_REL_ERR = 5e-2  # fp16/bf16/TF32 convs of VGG's shapes are ~1e-3; a wrong kernel is ~1
 DTYPES = {"fp32": "float32", "fp16": "float16", "bf16": "bfloat16"}
 TILES = {"128x64": "m128n64", "128x128": "m128n128", "256x128": "m256n128", "256x64": "m256n64",
-         "wg128x128": "wg128x128", "wg256x64": "wg256x64", "wg128x256": "wg128x256", "ws128x256": "ws128x256"}
+         "wg128x128": "wg128x128", "wg256x64": "wg256x64", "wg128x256": "wg128x256", "ws128x256": "ws128x256",
+         "ws128x128": "ws128x128"}
 
 
 def _padded(c: int) -> int:

@@ -1,7 +1,7 @@
 """The first hardware check of implicit_gemm's wgmma tiles, in a process of its own.
 
     python benchmarks/wgmma_probe.py      # exit 0: every tile matches; 1: a mismatch; 2: not built/runnable here
-    python benchmarks/wgmma_probe.py --tensor-loads   # ws128x256's tensor loads (TMA), the same way;
+    python benchmarks/wgmma_probe.py --tensor-loads   # the ws tiles' tensor loads (TMA), the same way;
                                                       # exit 3: only the pooled layers' differ or fault
 
 A wgmma tile whose descriptors or layouts the emulator got wrong may fault on the GPU, and a
@@ -12,7 +12,7 @@ emulator's result on the CPU. When it fails, device_run.sh keeps the wgmma tiles
 the GPU tests' process, the sanitizer case and the benchmark sweep
 (VGGKERN_BENCH_EXCLUDE_TILES), so one faulting kernel cannot take the rest of the
 session's measurements with it. The tiles are checked with their copies by cp.async
-(VGGKERN_IMPLICIT_GEMM_TMA=off); --tensor-loads then checks ws128x256 copying by tensor
+(VGGKERN_IMPLICIT_GEMM_TMA=off); --tensor-loads then checks ws128x256 and ws128x128 copying by tensor
 loads (the TMA unit: an im2col box of x, a tile of the weight, mbarriers) in another
 process, on a case that allows them (C = 64; fp32 as a TF32 chain's x), and pooled (H, W
 even, no split-K: 8-pixel boxes of x's even and odd rows, the slab order), so that
@@ -45,10 +45,12 @@ def _same(x, w, b, label, **kw) -> bool:
     return same
 
 
+WS_TILES = tuple(t for t in TILES if t.startswith("ws"))
+
+
 def tensor_loads() -> int:
-    """ws128x256 with its copies required to be tensor loads, in the three dtypes, with and
-    without the pool."""
-    os.environ["VGGKERN_IMPLICIT_GEMM_TILE"] = "ws128x256"
+    """The ws tiles with their copies required to be tensor loads, in the three dtypes, with
+    and without the pool."""
     os.environ["VGGKERN_IMPLICIT_GEMM_TMA"] = "on"
     g = torch.Generator().manual_seed(1)
     cases = []
@@ -57,16 +59,21 @@ def tensor_loads() -> int:
         w = torch.randint(-2, 3, (72, 64, 3, 3), generator=g).to(dtype)
         b = torch.randint(-5, 6, (72,), generator=g).to(dtype)
         cases.append((dtype, x, w, b))
-    bad = sum(not _same(x, w, b, f"ws128x256 tensor loads {dtype}", relu=True, x_tf32=dtype == torch.float32)
-              for dtype, x, w, b in cases)
-    if bad:
+    def check(pool: bool) -> int:
+        bad = 0
+        for tile in WS_TILES:
+            os.environ["VGGKERN_IMPLICIT_GEMM_TILE"] = tile
+            bad += sum(not _same(x, w, b, f"{tile} tensor loads {dtype}" + (" pool=True" if pool else ""), relu=True,
+                                 pool=pool, x_tf32=dtype == torch.float32) for dtype, x, w, b in cases)
+        return bad
+
+    if check(pool=False):
         return 1
     os.environ["VGGKERN_IMPLICIT_GEMM_SPLIT_K"] = "1"  # pooled tensor loads: no split-K
     try:
-        bad = sum(not _same(x, w, b, f"ws128x256 tensor loads {dtype} pool=True", relu=True, pool=True,
-                            x_tf32=dtype == torch.float32) for dtype, x, w, b in cases)
+        bad = check(pool=True)
     except Exception as e:  # noqa: BLE001  (a fault: this process's context is gone, the verdict is not)
-        print(f"wgmma probe: ws128x256 pooled tensor loads FAULTED: {type(e).__name__}: {str(e)[:200]}")
+        print(f"wgmma probe: pooled tensor loads FAULTED: {type(e).__name__}: {str(e)[:200]}")
         bad = 1
     return 3 if bad else 0
 

@@ -46,9 +46,10 @@ from test_conv3x3 import K_FACTOR, TF32_ALGOS, _check, _errors, _round_tf32, _to
 
 LAYOUTS = ("nchw", "channels_last", "sliced", "permuted", "offset")
 # implicit_gemm: the default tile, or one forced, and split-K by default or forced.
-TILES = (None, "128x64", "128x128", "256x128", "256x64", "wg128x128", "wg256x64", "wg128x256", "ws128x256")
+TILES = (None, "128x64", "128x128", "256x128", "256x64", "wg128x128", "wg256x64", "wg128x256", "ws128x256",
+         "ws128x128")
 SPLITS = (None, None, "1", "2", "3", "5")
-# The persistent tile's grid (ws128x256 with y NHWC; ignored elsewhere): one block per SM,
+# The persistent tiles' grid (ws128x256, ws128x128 with y NHWC; ignored elsewhere): one block per SM,
 # or 1-3 blocks taking several work items each.
 GRIDS = (None, None, "1", "2", "3")
 # Its copies (VGGKERN_IMPLICIT_GEMM_TMA): tensor loads where the call allows them (unset),
@@ -125,7 +126,7 @@ def main():
         b = torch.randn(k, generator=g).to(dtype) if bias else None
         extra = {"allow_tf32": True} if algo in TF32_ALGOS and dtype == torch.float32 else {}
         tile, split = (rng.choice(TILES), rng.choice(SPLITS)) if algo == "implicit_gemm" else (None, None)
-        grid, copies = (rng.choice(GRIDS), rng.choice(COPIES)) if tile == "ws128x256" else (None, None)
+        grid, copies = (rng.choice(GRIDS), rng.choice(COPIES)) if tile and tile.startswith("ws") else (None, None)
         case = dict(algo=algo, dtype=str(dtype), shape=(n, c, k, h, w), relu=relu, pool=pool, bias=bias,
                     layout=layout, tile=tile, split_k=split, grid=grid, tma=copies)
         cases += 1

@@ -1,6 +1,7 @@
 """benchmarks/report.py on a SYNTHETIC results file (made up here, never a measurement)."""
 import json
 import os
+import re
 import sys
 
 import pytest
@@ -8,6 +9,8 @@ import pytest
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 report = pytest.importorskip("benchmarks.report")
 from benchmarks.tiles import is_wgmma  # noqa: E402
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def row(impl, median, iqr=1e-6, **p):
@@ -228,7 +231,7 @@ def test_roofline_counts_vgg16():
             want = {None: "256x64" if r["K"] <= 64 else "128x128",
                     "wgmma": "wg256x64" if r["K"] <= 64 else "wg128x128",
                     "wgmma-wide": "wg256x64" if r["K"] <= 64 else "wg128x256" if r["K"] >= 256 else "wg128x128",
-                    "wgmma-ws": "wg256x64" if r["K"] <= 64 else "ws128x256" if r["K"] >= 256 else "wg128x128",
+                    "wgmma-ws": "wg256x64" if r["K"] <= 64 else "ws128x256" if r["K"] >= 256 else "ws128x128",
                     }.get(tile, tile)
             assert r["tile"] == want
     # The counted caps: 64 x 32 warps (the first version) would be 50%; 64 x 64 warps 57-73%.
@@ -278,20 +281,23 @@ def test_a_time_limited_run_reaches_the_tile_sweep():
         (c.p["layer"], c.p["tile"]) for c in (order[i] for i in sweep) if c.p["tile"] in wg and c.p["C"] % 32 == 0)
     assert len(k_order) == 8 * len(wg)
     assert {order[i].p["k_order"] for i in k_order} == {"taps_inner"}
-    # ... and ws128x256's copies, tensor loads and cp.async, on the 5 shapes with K >= 256,
-    # conv + ReLU, and on the 3 of them that pool, conv + ReLU + pool
+    # ... and the wgmma-ws policy's tiles' copies, tensor loads and cp.async: ws128x256 on the
+    # 5 shapes with K >= 256, ws128x128 on the 2 with K = 128, conv + ReLU, and on the 4 of
+    # them that pool, conv + ReLU + pool
     copies = [i for i, c in enumerate(order) if c.p.get("copies")]
     assert sorted((order[i].p["K"] >= 256, order[i].p["variant"], order[i].p["tile"]) for i in copies) == [
+        (False, "relu", "ws128x128")] * 4 + [(False, "relu_pool", "ws128x128")] * 2 + [
         (True, "relu", "ws128x256")] * 10 + [(True, "relu_pool", "ws128x256")] * 6
-    assert sorted(order[i].p["copies"] for i in copies) == ["cp_async"] * 8 + ["tma"] * 8
+    assert sorted(order[i].p["copies"] for i in copies) == ["cp_async"] * 11 + ["tma"] * 11
     k_order += copies
-    # fp32 (TF32): the rule's tile and the wgmma policies' (1 per layer, 3 where K >= 256:
-    # 5 shapes), in the rest of the matrix (priority 1 at batch 64, 2 at batches 1 and 128).
+    # fp32 (TF32): the rule's tile and the wgmma policies' (1 per layer, 2 where K = 128: 2
+    # shapes, 3 where K >= 256: 5 shapes), in the rest of the matrix (priority 1 at batch 64,
+    # 2 at batches 1 and 128).
     tf32 = [c for c in order if c.group == "conv" and c.p.get("tile") and c.p["dtype"] == "fp32"]
-    assert len(tf32) == 3 * (9 + 9 + 2 * 5) and all(c.p["math"] == "tf32" for c in tf32)
+    assert len(tf32) == 3 * (9 + 9 + 2 + 2 * 5) and all(c.p["math"] == "tf32" for c in tf32)
     assert sorted({(c.p["N"], c.priority) for c in tf32}) == [(1, 2), (cases.QUICK_BATCH, 1), (128, 2)]
     first_rest = next(i for i, c in enumerate(order) if c.priority >= 1)
-    assert max(sweep + k_order) < first_rest <= 320 < len(order) / 10
+    assert max(sweep + k_order) < first_rest <= 330 < len(order) / 10
     head = [c for c in order[:first_rest] if not c.p.get("tile") and c.priority != cases.NETWORK_PRIORITY]
     assert all(c.p.get("N") == cases.QUICK_BATCH and c.p.get("dtype") in ("fp16", "fp32") for c in head)
     net = [c for c in order[:first_rest]
@@ -587,26 +593,29 @@ def test_copies_rows_follow_the_tensor_load_probe(monkeypatch):
     def copies():
         return sorted((c.p["variant"], c.p["copies"]) for c in cases.build_cases() if c.p.get("copies"))
     monkeypatch.delenv("VGGKERN_IMPLICIT_GEMM_TMA", raising=False)
-    assert copies() == sorted([("relu", k) for k in ("tma", "cp_async")] * 5 +
-                              [("relu_pool", k) for k in ("tma", "cp_async")] * 3)
+    assert copies() == sorted([("relu", k) for k in ("tma", "cp_async")] * 7 +
+                              [("relu_pool", k) for k in ("tma", "cp_async")] * 4)
     monkeypatch.setenv("VGGKERN_IMPLICIT_GEMM_TMA", "unpooled")
-    assert copies() == sorted([("relu", k) for k in ("tma", "cp_async")] * 5)
+    assert copies() == sorted([("relu", k) for k in ("tma", "cp_async")] * 7)
     monkeypatch.setenv("VGGKERN_IMPLICIT_GEMM_TMA", "off")
     assert copies() == []
 
 
 def test_copies_rows_stay_out_of_the_sweep_and_tune_and_have_their_table(tmp_path):
-    """ws128x256 with its copies forced (copies: tensor loads "tma", or "cp_async") is
+    """A ws tile with its copies forced (copies: tensor loads "tma", or "cp_async") is
     neither "best ours" nor the sweep's time for the tile, tune.py never picks it, and the
-    copies table pairs the two per layer with what the tensor loads saved."""
+    copies table pairs the two per layer, variant and tile with what the tensor loads saved."""
     lines, conv_head = _k_order_report(tmp_path, [
         row("vggkern", 0.7e-3, algo="implicit_gemm", tile="ws128x256", copies="tma"),
         row("vggkern", 0.9e-3, algo="implicit_gemm", tile="ws128x256", copies="cp_async"),
+        row("vggkern", 0.8e-3, algo="implicit_gemm", tile="ws128x128", copies="tma"),
         row("vggkern", 0.3e-3, algo="implicit_gemm", tile="ws128x256", copies="tma", layer="conv5_1", H=14)],
         ("copies",), tile="ws128x256", table_words="tensor loads")
-    head = lines.index("| layer | N | dtype | cp.async | tensor loads | saved | cp.async ÷ tensor loads |")
-    assert lines[head + 2:head + 4] == ["| conv3_2+conv3_3 | 64 | fp16 | 900.0 | 700.0 | 200.0 | 1.29× |",
-                                        "| conv5_1 | 64 | fp16 | – | 300.0 | – | – |"], lines[head:head + 4]
+    head = lines.index("| layer | N | dtype | variant | tile | cp.async | tensor loads | saved | cp.async ÷ tensor loads |")
+    assert lines[head + 2:head + 5] == [
+        "| conv3_2+conv3_3 | 64 | fp16 | relu | ws128x128 | – | 800.0 | – | – |",
+        "| conv3_2+conv3_3 | 64 | fp16 | relu | ws128x256 | 900.0 | 700.0 | 200.0 | 1.29× |",
+        "| conv5_1 | 64 | fp16 | relu | ws128x256 | – | 300.0 | – | – |"], lines[head:head + 5]
     assert "| k_order | copies | median µs |" in conv_head, conv_head
 
 
@@ -795,3 +804,37 @@ def test_headline_takes_network_rows_as_the_runner_makes_them(tmp_path):
     text, _, _ = report.render(write(tmp_path / "r.json", rows), headline_only=True)
     assert [ln for ln in text.splitlines() if ln.startswith("| vgg16 | fp16 | torch cl eager")], text
     assert "| 256×56² | fp16 |" in text and "| 64×224² nchw | fp16 |" in text
+
+
+def test_readme_focus_command_selects_what_it_says(monkeypatch):
+    """benchmarks/README.md's focus command for the warp-specialised tiles: its benchmark
+    expression (read by pytest's own -k parser, each name a case-insensitive substring of a
+    case's id, as -k matches) selects the 41 cases its comment names, fp16 at batch 64 only:
+    each ws tile beside its wgmma twin on its layers, the ws tiles' copies rows, and VGG16."""
+    from _pytest.mark.expression import Expression
+
+    from benchmarks import cases
+
+    monkeypatch.delenv("VGGKERN_IMPLICIT_GEMM_TMA", raising=False)
+    monkeypatch.delenv("VGGKERN_BENCH_EXCLUDE_TILES", raising=False)
+    text = open(os.path.join(ROOT, "benchmarks", "README.md")).read()
+    m = re.search(r"VGGKERN_BENCH_K='(fp16 and not taps_inner.*?)' \\\n  bash benchmarks/device_run.sh --focus",
+                  text, re.S)
+    expr = Expression.compile(re.sub(r"'\\\n'", "", m.group(1)))
+    chosen = [c for c in cases.build_cases() if expr.evaluate(lambda s, i=c.id.lower(): s.lower() in i)]
+    assert len(chosen) == 41, [c.id for c in chosen]
+    convs = [c for c in chosen if c.group == "conv"]
+    assert all(c.p["dtype"] == "fp16" and c.p["N"] == 64 and not c.p.get("k_order") for c in chosen)
+    tiles_by_layer = {}
+    for c in convs:
+        tiles_by_layer.setdefault(c.p["layer"].split("+")[0], set()).add((c.p["tile"], c.p.get("copies")))
+    for layer in ("conv2_1", "conv2_2"):
+        assert tiles_by_layer[layer] == {("wg128x128", None), ("ws128x128", None), ("ws128x128", "tma"),
+                                         ("ws128x128", "cp_async")}, layer
+    for layer in ("conv3_1", "conv3_2", "conv4_1", "conv4_2"):
+        assert tiles_by_layer[layer] == {("wg128x256", None), ("ws128x256", None), ("ws128x256", "tma"),
+                                         ("ws128x256", "cp_async")}, layer
+    assert tiles_by_layer["conv5_1"] == {("wg128x256", None), ("ws128x256", None), ("ws128x256", "tma"),
+                                         ("ws128x256", "cp_async"), ("wg128x128", None), ("ws128x128", None)}
+    nets = [c for c in chosen if c.group == "network"]
+    assert len(nets) == 3 and all(c.p["net"] == "vgg16" and c.p["mode"] == "graph" for c in nets)

@@ -95,14 +95,17 @@ def test_weight_of_any_layout(dtype, device):
 
 # Every block tile (VGGKERN_IMPLICIT_GEMM_TILE forces one; by default 256 x 64 where
 # K <= 64, else 128 x 128) on K that fills its tiles or not, with and without the pool,
-# M tiles that span images. wg128x128, wg256x64, wg128x256 (two warpgroups) and ws128x256
-# (warp-specialised: two computing warpgroups and a producer) are the wgmma main loops (on CUDA only where the build has sm_90a and the GPU is compute
-# capability 9.0).
+# M tiles that span images. wg128x128, wg256x64, wg128x256 (two warpgroups), ws128x256 and
+# ws128x128 (warp-specialised: two computing warpgroups and a producer) are the wgmma main
+# loops (on CUDA only where the build has sm_90a and the GPU is compute capability 9.0).
 TILES = {"128x64": (128, 64), "128x128": (128, 128), "256x128": (256, 128), "256x64": (256, 64),
-         "wg128x128": (128, 128), "wg256x64": (256, 64), "wg128x256": (128, 256), "ws128x256": (128, 256)}
+         "wg128x128": (128, 128), "wg256x64": (256, 64), "wg128x256": (128, 256), "ws128x256": (128, 256),
+         "ws128x128": (128, 128)}
+WS_TILES = ("ws128x256", "ws128x128")
 # The mma.sync tile each wgmma tile is compared with: the one of its shape (wg128x256 and
 # ws128x256 have none: 128 x 128, their fallback where wgmma does not run).
-WGMMA_TWIN = {"wg128x128": "128x128", "wg256x64": "256x64", "wg128x256": "128x128", "ws128x256": "128x128"}
+WGMMA_TWIN = {"wg128x128": "128x128", "wg256x64": "256x64", "wg128x256": "128x128", "ws128x256": "128x128",
+              "ws128x128": "128x128"}
 
 
 def _skip_without_wgmma(tile, device):
@@ -129,7 +132,8 @@ def test_forced_tiles(tile, k, relu, pool, device, monkeypatch):
 # L1) refuses any value.
 @pytest.mark.parametrize("var,value,message", [
     ("VGGKERN_IMPLICIT_GEMM_TILE", "64x64", "VGGKERN_IMPLICIT_GEMM_TILE must be 128x64, 128x128, 256x128, 256x64, "
-                                            "wg128x128, wg256x64, wg128x256 or ws128x256 \\(or wgmma, wgmma-wide, "
+                                            "wg128x128, wg256x64, wg128x256, ws128x256 or ws128x128 \\(or wgmma, "
+                                            "wgmma-wide, "
                                             "wgmma-ws\\), "
                                             "got '64x64'"),
     ("VGGKERN_IMPLICIT_GEMM_NCHW_Y", "nhwc", "VGGKERN_IMPLICIT_GEMM_NCHW_Y must be \"direct\" or \"convert\", "
@@ -214,8 +218,8 @@ def test_wgmma_policies_pick_the_tile_per_layer(policy, monkeypatch, rule_tiles)
 
     monkeypatch.setenv("VGGKERN_IMPLICIT_GEMM_TILE", policy)
     wide = {"wgmma": "wg128x128", "wgmma-wide": "wg128x256", "wgmma-ws": "ws128x256"}[policy]
-    for k, want in [(40, "wg256x64"), (64, "wg256x64"), (65, "wg128x128"), (255, "wg128x128"),
-                    (256, wide), (512, wide)]:
+    narrow = "ws128x128" if policy == "wgmma-ws" else "wg128x128"
+    for k, want in [(40, "wg256x64"), (64, "wg256x64"), (65, narrow), (255, narrow), (256, wide), (512, wide)]:
         assert _C.implicit_gemm_plan(64, 256, 28, 28, k, 2, False, 132)["tile"] == want, k
     x, w, b = _inputs(1, 16, 264, 6, 7, torch.float16, "cpu", channels_last=True, seed=2)
     _check(vggkern.conv3x3(x, w, b, relu=True, pool=True, algo=ALGO), x, w, b, True, True, algo=ALGO)
@@ -256,7 +260,7 @@ def test_wgmma_matches_mma_sync_bit_for_bit(tile, cp_async, dtype, n, c, k, h, w
     _check(out[tile], x, wt, b, relu, pool, algo=ALGO)
 
 
-# ws128x256 is persistent where y is NHWC: at most one block per SM (here forced down with
+# The ws tiles are persistent where y is NHWC: at most one block per SM (here forced down with
 # VGGKERN_IMPLICIT_GEMM_GRID, so each block takes several work items in turn), its
 # producer copying the next item's slices while the consumers store the current one's
 # outputs straight from the accumulators (pairs of channels; with the pool, a window's
@@ -264,29 +268,31 @@ def test_wgmma_matches_mma_sync_bit_for_bit(tile, cp_async, dtype, n, c, k, h, w
 # epilogue through shared memory) over grids that divide the items or not, K odd (single
 # stores) and cut, the pool with odd maps, split-K items, both cp.async landings; an NCHW y
 # runs one block per item with the shared-memory epilogue (test_nchw_output_written_by_the_kernel).
+@pytest.mark.parametrize("tile", WS_TILES)
 @pytest.mark.parametrize("cp_async", ["wait", "eager"])
 @pytest.mark.parametrize("dtype", HALF_DTYPES + [torch.float32], ids=str)
 @pytest.mark.parametrize("grid,n,c,k,h,w,relu,pool,split", [
     ("1", 2, 40, 136, 9, 11, True, True, ""), ("2", 3, 24, 300, 12, 10, False, False, ""),
     ("3", 2, 16, 257, 13, 7, True, False, ""), ("2", 1, 96, 64, 12, 12, False, True, "3")])
-def test_persistent_ws_tile_matches_mma_sync(grid, cp_async, dtype, n, c, k, h, w, relu, pool, split, monkeypatch):
+def test_persistent_ws_tile_matches_mma_sync(tile, grid, cp_async, dtype, n, c, k, h, w, relu, pool, split,
+                                             monkeypatch):
     from vggkern import _C
 
     monkeypatch.setenv("VGGKERN_EMU_CP_ASYNC", cp_async)
     monkeypatch.setenv("VGGKERN_IMPLICIT_GEMM_SPLIT_K", split)
     x, wt, b = _inputs(n, c, k, h, w, dtype, "cpu", channels_last=True, seed=n + c + k)
-    plan = _C.implicit_gemm_plan(n, c, h, w, k, x.element_size(), pool, 132, "ws128x256")
+    plan = _C.implicit_gemm_plan(n, c, h, w, k, x.element_size(), pool, 132, tile)
     assert plan["blocks"] > int(grid)  # several items per block
     out = {}
-    for t in ("128x128", "ws128x256"):
+    for t in ("128x128", tile):
         monkeypatch.setenv("VGGKERN_IMPLICIT_GEMM_TILE", t)
         monkeypatch.setenv("VGGKERN_IMPLICIT_GEMM_GRID", grid)
         out[t] = vggkern.conv3x3(x, wt, b, relu=relu, pool=pool, algo=ALGO, allow_tf32=True)
-    assert torch.equal(out["128x128"], out["ws128x256"])
-    _check(out["ws128x256"], x, wt, b, relu, pool, algo=ALGO)
+    assert torch.equal(out["128x128"], out[tile])
+    _check(out[tile], x, wt, b, relu, pool, algo=ALGO)
 
 
-# ws128x256's copies by the tensor memory accelerator (kernels/tma.cuh; the emulator's model:
+# The ws tiles' copies by the tensor memory accelerator (kernels/tma.cuh; the emulator's model:
 # csrc/emu/tma_emu.h): where the call allows them (taps outer, C a multiple of the 64-byte
 # slice, x used as it is: 16-bit, or fp32 already TF32; with the pool: H and W even, y
 # NHWC, no split-K), one producer thread loads each stage's x rows as an im2col box (128
@@ -300,13 +306,15 @@ def test_persistent_ws_tile_matches_mma_sync(grid, cp_async, dtype, n, c, k, h, 
 # running on across items), split-K, NCHW y (one block per item, the shared-memory
 # epilogue after the tensor loads); pooled, the slab order's window max (torch's NaN
 # rule: NaNs and infinities placed in x, so windows hold them in each position).
+@pytest.mark.parametrize("tile", WS_TILES)
 @pytest.mark.parametrize("dtype", HALF_DTYPES + [torch.float32], ids=str)
 @pytest.mark.parametrize("grid,n,c,k,h,w,relu,pool,split,layout", [
     ("1", 2, 32, 136, 9, 11, True, False, "", "nhwc"), ("2", 3, 64, 300, 5, 13, False, False, "", "nhwc"),
     ("3", 1, 96, 257, 12, 12, True, False, "3", "nhwc"), ("2", 2, 32, 72, 7, 10, True, False, "", "nchw"),
     ("2", 2, 32, 136, 10, 14, True, True, "1", "nhwc"), ("1", 3, 64, 264, 6, 6, False, True, "1", "nhwc"),
     ("1", 5, 32, 257, 4, 2, False, True, "1", "nhwc"), ("2", 2, 96, 72, 12, 20, True, True, "1", "nhwc")])
-def test_ws_tile_tensor_loads_match_cp_async(grid, dtype, n, c, k, h, w, relu, pool, split, layout, monkeypatch):
+def test_ws_tile_tensor_loads_match_cp_async(tile, grid, dtype, n, c, k, h, w, relu, pool, split, layout,
+                                              monkeypatch):
     from vggkern import _C
 
     monkeypatch.setenv("VGGKERN_IMPLICIT_GEMM_SPLIT_K", split)
@@ -321,19 +329,19 @@ def test_ws_tile_tensor_loads_match_cp_async(grid, dtype, n, c, k, h, w, relu, p
     x_tf32 = dtype == torch.float32
     if x_tf32:
         x = _round_tf32(x)  # a chain's x (the previous layer rounded it): used as it is
-    plan = _C.implicit_gemm_plan(n, c, h, w, k, x.element_size(), pool, 132, "ws128x256")
+    plan = _C.implicit_gemm_plan(n, c, h, w, k, x.element_size(), pool, 132, tile)
     assert plan["blocks"] > (int(grid) if layout == "nhwc" else 1)  # several items per block (NCHW: one each)
     out = {}
-    for tile, tma in [("128x128", ""), ("ws128x256", "off"), ("ws128x256", "on")]:
-        monkeypatch.setenv("VGGKERN_IMPLICIT_GEMM_TILE", tile)
+    for t, tma in [("128x128", ""), (tile, "off"), (tile, "on")]:
+        monkeypatch.setenv("VGGKERN_IMPLICIT_GEMM_TILE", t)
         monkeypatch.setenv("VGGKERN_IMPLICIT_GEMM_TMA", tma)
-        out[tile, tma] = vggkern.conv3x3(x, wt, b, relu=relu, pool=pool, algo=ALGO, allow_tf32=True, x_tf32=x_tf32)
+        out[t, tma] = vggkern.conv3x3(x, wt, b, relu=relu, pool=pool, algo=ALGO, allow_tf32=True, x_tf32=x_tf32)
     bits = {key: y.view(torch.int32 if dtype == torch.float32 else torch.int16) for key, y in out.items()}
-    assert torch.equal(bits["128x128", ""], bits["ws128x256", "off"])  # NaNs too, bit for bit
-    assert torch.equal(bits["ws128x256", "off"], bits["ws128x256", "on"])
+    assert torch.equal(bits["128x128", ""], bits[tile, "off"])  # NaNs too, bit for bit
+    assert torch.equal(bits[tile, "off"], bits[tile, "on"])
     if pool:
-        assert out["ws128x256", "on"].isnan().any()
-    _check(out["ws128x256", "on"], x, wt, b, relu, pool, algo=ALGO)
+        assert out[tile, "on"].isnan().any()
+    _check(out[tile, "on"], x, wt, b, relu, pool, algo=ALGO)
 
 
 # VGGKERN_IMPLICIT_GEMM_TMA=on demands the tensor loads: a call that cannot have them is
@@ -401,7 +409,7 @@ def test_persistent_grid_must_be_a_positive_integer(monkeypatch):
 @pytest.mark.parametrize("device", DEVICES)
 @pytest.mark.parametrize("split,tile", [("2", ""), ("5", "128x128"), ("3", "256x128"), ("64", "128x64"), ("4", "256x64"),
                                         ("3", "wg128x128"), ("4", "wg256x64"), ("2", "wg128x256"),
-                                        ("3", "ws128x256")])
+                                        ("3", "ws128x256"), ("2", "ws128x128")])
 @pytest.mark.parametrize("k,relu,pool", [(40, True, True), (137, False, False), (72, True, False)])
 def test_split_k(split, tile, k, relu, pool, device, monkeypatch):
     _skip_without_wgmma(tile, device)
@@ -498,7 +506,7 @@ def test_split_k_override_must_be_valid(value, monkeypatch):
     (torch.float16, 136, "wg128x128"), (torch.bfloat16, 64, "wg128x128"), (torch.float32, 136, "wg128x128"),
     (torch.float16, 64, "wg256x64"), (torch.bfloat16, 136, "wg256x64"), (torch.float32, 64, "wg256x64"),
     (torch.float16, 136, "wg128x256"), (torch.float32, 136, "wg128x256"),
-    (torch.bfloat16, 136, "ws128x256"), (torch.float32, 264, "ws128x256")])
+    (torch.bfloat16, 136, "ws128x256"), (torch.float32, 264, "ws128x256"), (torch.float16, 136, "ws128x128")])
 def test_shared_memory_without_bank_conflicts(dtype, k, tile, monkeypatch):
     from vggkern import _C
 
@@ -518,10 +526,10 @@ def test_shared_memory_without_bank_conflicts(dtype, k, tile, monkeypatch):
     # (Per block that is bm * bn / 64 store and bm * bn / 128 load instructions, for
     # wg128x128 and wg128x256 too: their warpgroups hold the accumulators as 32 x 128 or 16 x
     # 256 per warp. wg256x64 holds them transposed and stores single floats: bm * bn / 32
-    # one-phase stores. ws128x256, persistent on an NHWC y, has no epilogue in shared memory:
-    # it stores from the accumulators; its producer warpgroup makes all the copies.)
+    # one-phase stores. The ws tiles, persistent on an NHWC y, have no epilogue in shared
+    # memory: they store from the accumulators; their producer warpgroup makes all the copies.)
     wgmma, transposed = is_wgmma(tile), tile == "wg256x64"
-    epilogue = 0 if tile == "ws128x256" else 1
+    epilogue = 0 if tile.startswith("ws") else 1
     want = {"ldmatrix": 0 if wgmma else blocks * slices * warps * 16,
             "cp_async": blocks * slices * (bm + bn) * 4 // 32,
             "store": epilogue * blocks * bm * bn // (32 if transposed else 64),
@@ -551,7 +559,7 @@ def test_shared_memory_without_bank_conflicts(dtype, k, tile, monkeypatch):
 # 4 phases: counted apart.)
 @pytest.mark.parametrize("dtype", [torch.float16, torch.float32], ids=str)
 @pytest.mark.parametrize("tile,k", [("", 64), ("", 136), ("256x128", 136), ("128x64", 64), ("wg128x128", 136),
-                                    ("wg256x64", 64), ("wg128x256", 136), ("ws128x256", 136)])
+                                    ("wg256x64", 64), ("wg128x256", 136), ("ws128x256", 136), ("ws128x128", 136)])
 @pytest.mark.parametrize("pool", [False, True], ids=["", "pool"])
 def test_nchw_epilogue_without_bank_conflicts(tile, k, pool, dtype, monkeypatch):
     from vggkern import _C
@@ -790,10 +798,11 @@ def test_gpu_matches_emulator_bit_for_bit(dtype, tile, split, layout, c, order, 
 
 @pytest.mark.gpu
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA GPU visible")
+@pytest.mark.parametrize("tile", WS_TILES)
 @pytest.mark.parametrize("dtype", HALF_DTYPES + [torch.float32], ids=str)
 @pytest.mark.parametrize("grid,split", [("", ""), ("2", ""), ("", "3")])
-def test_gpu_tensor_loads_match_emulator_bit_for_bit(dtype, grid, split, monkeypatch):
-    """ws128x256 with its copies required to be tensor loads (VGGKERN_IMPLICIT_GEMM_TMA=on;
+def test_gpu_tensor_loads_match_emulator_bit_for_bit(tile, dtype, grid, split, monkeypatch):
+    """A ws tile with its copies required to be tensor loads (VGGKERN_IMPLICIT_GEMM_TMA=on;
     fp32 as a chain's TF32 x): exact sums on maps whose 128-pixel boxes span rows, images
     and the batch's end, so the GPU and the emulator agree bit for bit or the hardware
     reads im2col boxes, offsets or swizzles otherwise than the emulator models them; a
@@ -801,8 +810,8 @@ def test_gpu_tensor_loads_match_emulator_bit_for_bit(dtype, grid, split, monkeyp
     also the pool on an even map: 8-pixel boxes of x's even and odd rows viewed as tensors
     of H / 2 rows (a row stride of 2W pixels, the odd view's base a row in, zeros at view
     rows -1 and H / 2), the tile's rows in slab order."""
-    _skip_without_wgmma("ws128x256", "cuda")
-    monkeypatch.setenv("VGGKERN_IMPLICIT_GEMM_TILE", "ws128x256")
+    _skip_without_wgmma(tile, "cuda")
+    monkeypatch.setenv("VGGKERN_IMPLICIT_GEMM_TILE", tile)
     monkeypatch.setenv("VGGKERN_IMPLICIT_GEMM_TMA", "on")
     monkeypatch.setenv("VGGKERN_IMPLICIT_GEMM_GRID", grid)
     monkeypatch.setenv("VGGKERN_IMPLICIT_GEMM_SPLIT_K", split)

@@ -14,9 +14,9 @@ from benchmarks.tiles import is_wgmma
 
 ALGO = "implicit_gemm"
 # Every main loop: mma.sync (the rule's 256 x 64 for K <= 64 and 128 x 128 above, forced
-# 128 x 64), the four wgmma tiles, and split-K (the reduce kernel's epilogue).
+# 128 x 64), the five wgmma tiles, and split-K (the reduce kernel's epilogue).
 TILE_SPLITS = [("", ""), ("128x64", ""), ("wg128x128", ""), ("wg256x64", ""), ("wg128x256", ""), ("ws128x256", ""),
-               ("", "3"), ("wg128x128", "2")]
+               ("ws128x128", ""), ("", "3"), ("wg128x128", "2")]
 
 
 @pytest.fixture

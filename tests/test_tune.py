@@ -232,7 +232,7 @@ def test_device_run_can_leave_the_wgmma_tiles_out(tmp_path):
     """device_run.sh's escape hatch when benchmarks/wgmma_probe.py fails: the sweep's tiles
     drop what VGGKERN_BENCH_EXCLUDE_TILES names; without a GPU the probe says it cannot run
     (exit 2), which device_run.sh reads as 'not runnable', not as a failure."""
-    env = dict(os.environ, VGGKERN_BENCH_EXCLUDE_TILES="wg128x128,wg256x64,wg128x256,ws128x256")
+    env = dict(os.environ, VGGKERN_BENCH_EXCLUDE_TILES="wg128x128,wg256x64,wg128x256,ws128x256,ws128x128")
     code = "from benchmarks import cases; print(','.join(cases.IMPLICIT_GEMM_TILES), cases.WGMMA_POLICIES)"
     out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=env, check=True, capture_output=True,
                          text=True).stdout.strip()
@@ -261,6 +261,7 @@ def test_python_tile_choices_are_the_plans(policy, monkeypatch):
         # N = 3, H = W = 5: a shape the tuned table never holds (its layers are VGG's).
         assert _C.implicit_gemm_plan(3, 16, 5, 5, k, 2, False, 132)["tile"] == want, (policy, k)
     assert tiles.wgmma_policy_tiles(512) == ("wg128x128", "wg128x256", "ws128x256")
+    assert tiles.wgmma_policy_tiles(128) == ("wg128x128", "ws128x128")
     assert tiles.wgmma_policy_tiles(64) == ("wg256x64",)
 
 

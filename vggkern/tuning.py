@@ -17,7 +17,8 @@ from . import _C
 __all__ = ["tuned_tables", "set_tuned_tables"]
 
 ENV_VAR = "VGGKERN_TUNED_TABLES"
-TILES = ("128x64", "128x128", "256x128", "256x64", "wg128x128", "wg256x64", "wg128x256", "ws128x256")
+TILES = ("128x64", "128x128", "256x128", "256x64", "wg128x128", "wg256x64", "wg128x256", "ws128x256",
+         "ws128x128")
 DTYPES = ("float32", "float16", "bfloat16")
 ALGOS = ("direct", "implicit_gemm")
 

@@ -1,8 +1,8 @@
 // conv3x3_implicit_gemm's launch: the plan the op chose (block tile and split-K, from
 // conv3x3_implicit_gemm_plan.h, passed as args.plan), element type and math (fp16 and
 // bf16 on their own mma; fp32 with TF32 math: the op sends fp32 here only when TF32 is
-// allowed), index type, and geometry: 3 dtypes x (4 mma.sync + 4 wgmma tiles) x 2 index
-// types = 48 instantiations (and the split-K reduction per dtype and index type).
+// allowed), index type, and geometry: 3 dtypes x (4 mma.sync + 5 wgmma tiles) x 2 index
+// types = 54 instantiations (and the split-K reduction per dtype and index type).
 // Compiled into both backends, which pass their own Launcher, so the GPU and the
 // emulator run the same choice. Expects what the op prepares: x NHWC, y NHWC or (y_nchw)
 // NCHW, weight (K, 3, 3, C), C a multiple of 8.
@@ -31,8 +31,8 @@ inline bool implicit_gemm_taps_inner() {
   return env_switch("VGGKERN_IMPLICIT_GEMM_K_ORDER", "taps_inner", "taps_outer", "taps_inner");
 }
 
-// ws128x256's copies: tensor loads (TMA) where the call allows them (VGGKERN_IMPLICIT_GEMM_TMA
-// unset, the default), required ("on": an error where the call does not allow them, so a
+// The ws tiles' copies (ws128x256, ws128x128): tensor loads (TMA) where the call allows
+// them (VGGKERN_IMPLICIT_GEMM_TMA unset, the default), required ("on": an error where the call does not allow them, so a
 // test or a timing knows which path ran), cp.async ("off"; kept so that a GPU run measures
 // the two: benchmarks/cases.py), or tensor loads where allowed but not with the fused pool
 // ("unpooled": what benchmarks/device_run.sh sets when only the pooled layers' tensor loads
@@ -50,7 +50,7 @@ inline TmaKnob implicit_gemm_tma_knob() {
                               "unset), got '" + v + "'");
 }
 
-// Why a ws128x256 call cannot copy by tensor loads ("" where it can): an im2col box is
+// Why a ws tile's call cannot copy by tensor loads ("" where it can): an im2col box is
 // pixels in NHW order at one tap, so a slice lies within one tap (taps outer, C a multiple
 // of the slice), and x is used as it is (fp32 x that the kernel rounds to TF32 in shared
 // memory is not). With the pool the boxes are runs of x's even and odd rows, viewed as
@@ -91,11 +91,11 @@ inline int64_t implicit_gemm_grid(const Conv3x3Args& a) {
   return v;
 }
 
-template <class T, VK_KERNEL_NS::MmaType kMma, int kWarpsM, int kWarpsN, VK_KERNEL_NS::MainLoop kLoop, class Index,
+template <class T, VK_KERNEL_NS::MmaType kMma, int kBM, int kBN, VK_KERNEL_NS::MainLoop kLoop, class Index,
           class Launcher>
 void conv3x3_implicit_gemm_run(const Conv3x3Args& a, const ImplicitGemmPlan& plan, const Launcher& launch) {
   using namespace VK_KERNEL_NS;
-  using L = ImplicitGemmTiling<T, kWarpsM, kWarpsN, kLoop>;
+  using L = ImplicitGemmTiling<T, kBM, kBN, kLoop>;
   static_assert(L::kBK * sizeof(T) == 64, "the plan counts 64-byte K slices");
   if (plan.bm != L::kBM || plan.bn != L::kBN || tile_smem_bytes(plan.tile) != int64_t(L::kSmemBytes))
     throw std::logic_error("vggkern.conv3x3: implicit_gemm tile mismatch");
@@ -142,15 +142,15 @@ void conv3x3_implicit_gemm_run(const Conv3x3Args& a, const ImplicitGemmPlan& pla
       maps.on = refusal.empty();
     }
     if (knob == TmaKnob::required && !maps.on)
-      throw std::invalid_argument("vggkern.conv3x3: VGGKERN_IMPLICIT_GEMM_TMA=on, but this call's ws128x256 cannot copy "
-                                  "by tensor loads: " + refusal);
+      throw std::invalid_argument(std::string("vggkern.conv3x3: VGGKERN_IMPLICIT_GEMM_TMA=on, but this call's ") +
+                                  implicit_gemm_tile_name(plan.tile) + " cannot copy by tensor loads: " + refusal);
   }
   LaunchGeometry g;
   g.block.x = L::kBlockThreads;
   g.grid.x = static_cast<unsigned>(plan.blocks());  // (M tile, K tile, split), split fastest
   if (p.persistent) g.grid.x = static_cast<unsigned>(std::min<int64_t>(plan.blocks(), implicit_gemm_grid(a)));
   g.smem_bytes = L::kSmemBytes;
-  launch("conv3x3_implicit_gemm_kernel", conv3x3_implicit_gemm_kernel<T, kMma, kWarpsM, kWarpsN, kLoop, Index>, g,
+  launch("conv3x3_implicit_gemm_kernel", conv3x3_implicit_gemm_kernel<T, kMma, kBM, kBN, kLoop, Index>, g,
          static_cast<const T*>(a.x), static_cast<const T*>(a.weight), static_cast<const T*>(a.bias),
          static_cast<T*>(a.y), p, maps);
   if (plan.splits == 1) return;
@@ -169,42 +169,46 @@ void conv3x3_implicit_gemm_run(const Conv3x3Args& a, const ImplicitGemmPlan& pla
          static_cast<const float*>(a.workspace), static_cast<const T*>(a.bias), static_cast<T*>(a.y), r);
 }
 
-template <class T, VK_KERNEL_NS::MmaType kMma, int kWarpsM, int kWarpsN, VK_KERNEL_NS::MainLoop kLoop, class Launcher>
+template <class T, VK_KERNEL_NS::MmaType kMma, int kBM, int kBN, VK_KERNEL_NS::MainLoop kLoop, class Launcher>
 void conv3x3_implicit_gemm_indexed(const Conv3x3Args& a, const ImplicitGemmPlan& plan, const Launcher& launch) {
   const int64_t limit = int64_t(1) << 31;
   const int64_t y_numel = a.N * a.K * a.H * a.W;  // pooled y is smaller
   const bool fits32 = !force_int64_index() && a.N * a.H * a.W * a.C < limit && a.K * 9 * a.C < limit &&
                       y_numel < limit && plan.workspace_floats(a.K) < limit;
-  if (fits32) conv3x3_implicit_gemm_run<T, kMma, kWarpsM, kWarpsN, kLoop, int32_t>(a, plan, launch);
-  else conv3x3_implicit_gemm_run<T, kMma, kWarpsM, kWarpsN, kLoop, int64_t>(a, plan, launch);
+  if (fits32) conv3x3_implicit_gemm_run<T, kMma, kBM, kBN, kLoop, int32_t>(a, plan, launch);
+  else conv3x3_implicit_gemm_run<T, kMma, kBM, kBN, kLoop, int64_t>(a, plan, launch);
 }
 
 template <class T, VK_KERNEL_NS::MmaType kMma, class Launcher>
 void conv3x3_implicit_gemm_typed(const Conv3x3Args& a, const ImplicitGemmPlan& plan, const Launcher& launch) {
+  using VK_KERNEL_NS::MainLoop;
   switch (plan.tile) {
     case ImplicitGemmTile::m128n64:
-      conv3x3_implicit_gemm_indexed<T, kMma, 2, 1, VK_KERNEL_NS::MainLoop::mma_sync>(a, plan, launch);
+      conv3x3_implicit_gemm_indexed<T, kMma, 128, 64, MainLoop::mma_sync>(a, plan, launch);
       break;
     case ImplicitGemmTile::m128n128:
-      conv3x3_implicit_gemm_indexed<T, kMma, 2, 2, VK_KERNEL_NS::MainLoop::mma_sync>(a, plan, launch);
+      conv3x3_implicit_gemm_indexed<T, kMma, 128, 128, MainLoop::mma_sync>(a, plan, launch);
       break;
     case ImplicitGemmTile::m256n128:
-      conv3x3_implicit_gemm_indexed<T, kMma, 4, 2, VK_KERNEL_NS::MainLoop::mma_sync>(a, plan, launch);
+      conv3x3_implicit_gemm_indexed<T, kMma, 256, 128, MainLoop::mma_sync>(a, plan, launch);
       break;
     case ImplicitGemmTile::m256n64:
-      conv3x3_implicit_gemm_indexed<T, kMma, 4, 1, VK_KERNEL_NS::MainLoop::mma_sync>(a, plan, launch);
+      conv3x3_implicit_gemm_indexed<T, kMma, 256, 64, MainLoop::mma_sync>(a, plan, launch);
       break;
     case ImplicitGemmTile::wg128x128:  // one warpgroup each; the plan picks them only where wgmma_runs(a)
-      conv3x3_implicit_gemm_indexed<T, kMma, 4, 1, VK_KERNEL_NS::MainLoop::wgmma>(a, plan, launch);
+      conv3x3_implicit_gemm_indexed<T, kMma, 128, 128, MainLoop::wgmma>(a, plan, launch);
       break;
     case ImplicitGemmTile::wg256x64:
-      conv3x3_implicit_gemm_indexed<T, kMma, 1, 4, VK_KERNEL_NS::MainLoop::wgmma_t>(a, plan, launch);
+      conv3x3_implicit_gemm_indexed<T, kMma, 256, 64, MainLoop::wgmma_t>(a, plan, launch);
       break;
     case ImplicitGemmTile::wg128x256:  // two warpgroups
-      conv3x3_implicit_gemm_indexed<T, kMma, 8, 1, VK_KERNEL_NS::MainLoop::wgmma>(a, plan, launch);
+      conv3x3_implicit_gemm_indexed<T, kMma, 128, 256, MainLoop::wgmma>(a, plan, launch);
       break;
     case ImplicitGemmTile::ws128x256:  // two computing warpgroups and a producer
-      conv3x3_implicit_gemm_indexed<T, kMma, 8, 1, VK_KERNEL_NS::MainLoop::wgmma_ws>(a, plan, launch);
+      conv3x3_implicit_gemm_indexed<T, kMma, 128, 256, MainLoop::wgmma_ws>(a, plan, launch);
+      break;
+    case ImplicitGemmTile::ws128x128:
+      conv3x3_implicit_gemm_indexed<T, kMma, 128, 128, MainLoop::wgmma_ws>(a, plan, launch);
       break;
   }
 }

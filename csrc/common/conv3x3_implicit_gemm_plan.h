@@ -14,7 +14,7 @@
 // fp32 partial sums to a workspace [S][M][K], and a second kernel adds the S partials in
 // order, then bias, ReLU and the pool. By counting: conv5 at batch 1 goes from 8 blocks
 // x 144 slices to 128 blocks x 9 slices, for 6.4 MB of partials through memory (~2 us).
-// wg128x128, wg256x64 (one warpgroup), wg128x256 (two) and ws128x256 (wg128x256's
+// wg128x128, wg256x64 (one warpgroup), wg128x256 (two) and ws128x256 and ws128x128 (two
 // computing warpgroups and a producer warpgroup that makes the copies) use wgmma (on an sm_90a build
 // and a compute capability 9.0 GPU, args.wgmma); they run only where forced or measured
 // fastest: until a GPU has checked them against the emulator bit for bit, mma.sync stays
@@ -31,14 +31,15 @@
 // compute capability 8.6/8.9 GPU) runs as the rule's tile; a forced one fails at launch,
 // naming the bytes it needs and the device's limit.
 // Environment (read per launch; tuning knobs for the benchmarks' sweeps):
-//   VGGKERN_IMPLICIT_GEMM_TILE=128x64|128x128|256x128|256x64|wg128x128|wg256x64|wg128x256|ws128x256
+//   VGGKERN_IMPLICIT_GEMM_TILE=128x64|128x128|256x128|256x64|wg128x128|wg256x64|wg128x256|ws128x256|ws128x128
 //                                                        forces the tile; or a wgmma policy
 //                              wgmma (wg256x64 where K <= 64, else wg128x128) or
 //                              wgmma-wide (the same, and wg128x256 where K >= 256) or
-//                              wgmma-ws (the same, with ws128x256 there),
+//                              wgmma-ws (the same, with ws128x256 there and ws128x128
+//                              for wg128x128),
 //                              for timing whole networks on wgmma before a table says so
 //   VGGKERN_IMPLICIT_GEMM_SPLIT_K=S                      forces S (1: no split)
-//   VGGKERN_IMPLICIT_GEMM_GRID=N                         ws128x256's persistent grid (the
+//   VGGKERN_IMPLICIT_GEMM_GRID=N                         the ws tiles' persistent grid (the
 //                                                        dispatch's; default one block per SM)
 #pragma once
 
@@ -69,7 +70,8 @@ struct ImplicitGemmPlan {
 
 // The tiles' names, by ImplicitGemmTile.
 inline constexpr const char* kImplicitGemmTileNames[] = {"128x64",    "128x128",  "256x128",  "256x64",
-                                                         "wg128x128", "wg256x64", "wg128x256", "ws128x256"};
+                                                         "wg128x128", "wg256x64", "wg128x256", "ws128x256",
+                                                         "ws128x128"};
 
 inline const char* implicit_gemm_tile_name(ImplicitGemmTile t) { return kImplicitGemmTileNames[static_cast<int>(t)]; }
 
@@ -87,14 +89,15 @@ inline ImplicitGemmTile implicit_gemm_tile_named(const std::string& name, const 
 }
 
 // The wgmma policies' tile for a layer of K output channels: wgmma: wg256x64 where K <=
-// 64, else wg128x128; wgmma-wide: also wg128x256 where K >= 256; wgmma-ws: ws128x256 there.
+// 64, else wg128x128; wgmma-wide: also wg128x256 where K >= 256; wgmma-ws: ws128x256 there
+// and ws128x128 for wg128x128 (its warp-specialised twin where K < 256).
 inline bool is_wgmma_policy(const std::string& name) {
   return name == "wgmma" || name == "wgmma-wide" || name == "wgmma-ws";
 }
 inline ImplicitGemmTile wgmma_policy_tile(const std::string& policy, int64_t K) {
   if (K <= 64) return ImplicitGemmTile::wg256x64;
-  if (K < 256 || policy == "wgmma") return ImplicitGemmTile::wg128x128;
-  return policy == "wgmma-ws" ? ImplicitGemmTile::ws128x256 : ImplicitGemmTile::wg128x256;
+  if (policy == "wgmma-ws") return K < 256 ? ImplicitGemmTile::ws128x128 : ImplicitGemmTile::ws128x256;
+  return K < 256 || policy == "wgmma" ? ImplicitGemmTile::wg128x128 : ImplicitGemmTile::wg128x256;
 }
 
 // One of implicit_gemm's two-way switches (VGGKERN_IMPLICIT_GEMM_NCHW_Y, _K_ORDER), read
@@ -111,7 +114,7 @@ inline bool env_switch(const char* name, const std::string& a, const std::string
 
 inline bool is_wgmma(ImplicitGemmTile t) {
   return t == ImplicitGemmTile::wg128x128 || t == ImplicitGemmTile::wg256x64 || t == ImplicitGemmTile::wg128x256 ||
-         t == ImplicitGemmTile::ws128x256;
+         t == ImplicitGemmTile::ws128x256 || t == ImplicitGemmTile::ws128x128;
 }
 
 // What a wgmma tile runs as where wgmma does not: the mma.sync tile of its shape, or
@@ -120,7 +123,8 @@ inline ImplicitGemmTile mma_sync_twin(ImplicitGemmTile t) {
   switch (t) {
     case ImplicitGemmTile::wg128x128:
     case ImplicitGemmTile::wg128x256:
-    case ImplicitGemmTile::ws128x256: return ImplicitGemmTile::m128n128;
+    case ImplicitGemmTile::ws128x256:
+    case ImplicitGemmTile::ws128x128: return ImplicitGemmTile::m128n128;
     case ImplicitGemmTile::wg256x64: return ImplicitGemmTile::m256n64;
     default: return t;
   }
@@ -140,8 +144,9 @@ inline int tile_columns(ImplicitGemmTile t) {
 // Dynamic shared memory per block of each tile, by ImplicitGemmTile: the larger of its
 // stages (64-byte rows, either element size) and its fp32 epilogue tile, i.e. the kernel's
 // ImplicitGemmTiling::kSmemBytes (conv3x3_implicit_gemm_run checks that they agree):
-// 48, 68, 136, 80, 96, 100, 144 and 144 KiB.
-inline constexpr int64_t kImplicitGemmTileSmemBytes[] = {49152, 69632, 139264, 81920, 98304, 102400, 147456, 147456};
+// 48, 68, 136, 80, 96, 100, 144, 144 and 128 KiB.
+inline constexpr int64_t kImplicitGemmTileSmemBytes[] = {49152, 69632,  139264, 81920, 98304,
+                                                         102400, 147456, 147456, 131072};
 
 inline int64_t tile_smem_bytes(ImplicitGemmTile t) { return kImplicitGemmTileSmemBytes[static_cast<int>(t)]; }
 

@@ -21,9 +21,9 @@
 
 namespace vk {
 
-// mNnM: mma.sync tiles; wg128x128, wg256x64 (transposed), wg128x256 (two warpgroups) and
-// ws128x256 (warp-specialised): wgmma (sm_90a), see conv3x3_implicit_gemm.cuh.
-enum class ImplicitGemmTile { m128n64, m128n128, m256n128, m256n64, wg128x128, wg256x64, wg128x256, ws128x256 };
+// mNnM: mma.sync tiles; wg128x128, wg256x64 (transposed), wg128x256 (two warpgroups),
+// ws128x256 and ws128x128 (warp-specialised): wgmma (sm_90a), see conv3x3_implicit_gemm.cuh.
+enum class ImplicitGemmTile { m128n64, m128n128, m256n128, m256n64, wg128x128, wg256x64, wg128x256, ws128x256, ws128x128 };
 
 // The shape a measurement was taken at.
 struct TunedShape {

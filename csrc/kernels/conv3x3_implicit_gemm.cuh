@@ -221,6 +221,25 @@
 // max that drops a row), bank-conflict-free. Time on the
 // GPU: pending a GPU session (benchmarks/README.md has the focus run that times it against
 // wg128x256, with and without the tensor loads).
+// ws128x128 (wgmma_ws at BN = 128): the same three warpgroups, each computing one
+// m64n128k16 per k-step on its 64 rows, for VGG's K = 128 layers (conv2_1, conv2_2: 18% of
+// VGG16's conv FLOPs, where wg128x128 measured 34-40% of the peak) and, persistent, the
+// 14 x 14 layers' tail: conv5 at batch 64 is 196 items of 128 x 256 on 132 SMs (1.48
+// waves, the second on 64 SMs) or 392 of 128 x 128 (2.97 waves). By count, per k16 step
+// wgmma reads 2 x (64 + 128) x 32 bytes and the copies write (128 + 128) x 32: 160 bytes
+// per tensor clock, wg128x128's 80% shared-memory cap (128 x 256: none). 8 stages (128 KiB;
+// kStages above). python -m benchmarks.sass_loop: 128 registers (TF32 100), the consumers'
+// loop 52 instructions per slice around 2 HGMMA.64x128x16 (0.41 of a warp's issue slots:
+// half 128 x 256's tensor work a slice for the same loop), the producer's cp.async loop 137
+// (8 copies per thread), its tensor loads 66 (pooled 155). Per sub-partition and slice (256
+// tensor clocks at the peak: 2 consumer warps and a producer warp each), 2 x 52 + 137 =
+// 0.94 of the issue slots by cp.async, 0.66 by tensor loads (sub-partition 0; pooled, its
+// 17 loads a slice: ~1.0), against wg128x128's 0.54 (2 blocks of 4 warps): on this tile
+// the consumers' two loops cost what the producer saves them, and only the unpooled tensor
+// loads leave fewer instructions than wg128x128. What it may gain is what ws128x256 may:
+// no barrier of the whole block, the next item's loads under the epilogue. Predicted, not
+// measured (no GPU since it was built); the focus run in benchmarks/README.md times it
+// against wg128x128 on conv2_1, conv2_2 and conv5.
 // The wgmma tiles run where forced or measured fastest until a GPU has confirmed them bit
 // for bit against the emulator on exact-sum data (tests/test_conv3x3_implicit_gemm.py; the
 // hardware's accumulation rounding is unspecified, so only such data can be compared
@@ -248,13 +267,19 @@ namespace VK_KERNEL_NS {
 enum class MainLoop { mma_sync, wgmma, wgmma_t, wgmma_ws };
 
 // T: the storage type (__half, __nv_bfloat16 or float); the shared-memory layout in
-// bytes is the same for all three.
-template <class T, int kWarpsM_, int kWarpsN_, MainLoop kLoop_ = MainLoop::mma_sync>
+// bytes is the same for all three. The block tile is kBM output pixels x kBN output
+// channels; the warps that compute it follow from the tile and the loop.
+template <class T, int kBM_, int kBN_, MainLoop kLoop_ = MainLoop::mma_sync>
 struct ImplicitGemmTiling {
   static constexpr MainLoop kLoop = kLoop_;
   static constexpr bool kWgmma = kLoop != MainLoop::mma_sync, kTransposed = kLoop == MainLoop::wgmma_t;
   static constexpr bool kWs = kLoop == MainLoop::wgmma_ws;
-  static constexpr int kWarpsM = kWarpsM_, kWarpsN = kWarpsN_;
+  static constexpr int kBM = kBM_, kBN = kBN_;
+  // Warps along M and N: mma.sync, 64 x 64 each; wgmma, one warpgroup where BN = 128 (two
+  // m64n128 per k-step) and two where BN = 256 (one m64n256 each, on 64 of the 128 rows);
+  // wgmma_ws, always two (one m64nBN each, on 64 of the rows); wgmma_t, one (1 x 4 warps).
+  static constexpr int kWarpsM = kLoop == MainLoop::mma_sync ? kBM / 64 : kTransposed ? 1 : kWs ? 8 : kBN / 32;
+  static constexpr int kWarpsN = kLoop == MainLoop::mma_sync ? kBN / 64 : kTransposed ? 4 : 1;
   // The warps that compute (kWarpsM x kWarpsN of them); wgmma_ws adds a producer warpgroup
   // after them, which makes every copy (kCopyThreads: the threads that copy).
   static constexpr int kThreads = 32 * kWarpsM * kWarpsN;
@@ -262,14 +287,13 @@ struct ImplicitGemmTiling {
   static constexpr int kCopyThreads = kWs ? kProducerThreads : kThreads;
   static constexpr int kPoolIssuers = kWs ? kProducerThreads / 32 : 1;  // wgmma_ws's pooled tensor loads: a lane per warp
   // Each warp's share of the output: mma.sync warps own 64 x 64 tiles. wgmma: the 128 rows
-  // are split over the warpgroups, 64 x BN per wgmma (BN = 32 kWarpsM: 128 or 256), and
-  // warp w of a warpgroup holds rows 16w..16w+15 of each of its wgmma's 64 (warp_row()):
-  // 32 x 128 with one warpgroup, 16 x 256 with two. wgmma_t: warp w holds channels
-  // 16w..16w+15 of all 256 pixels (kWarpsM = 1, kWarpsN = 4; the accumulators are D^T:
-  // see the transposed epilogue).
+  // are split over the warpgroups, 64 x BN per wgmma, and warp w of a warpgroup holds rows
+  // 16w..16w+15 of each of its wgmma's 64 (warp_row()): 32 x 128 with one warpgroup, 16 x
+  // BN with two. wgmma_t: warp w holds channels 16w..16w+15 of all 256 pixels (the
+  // accumulators are D^T: see the transposed epilogue).
   static constexpr int kWarpM = kTransposed ? 256 : kWgmma ? 128 / kWarpsM : 64;
-  static constexpr int kWarpN = kTransposed ? 16 : kWgmma ? 32 * kWarpsM : 64;
-  static constexpr int kBM = kWarpM * kWarpsM, kBN = kWarpN * kWarpsN;
+  static constexpr int kWarpN = kTransposed ? 16 : kWgmma ? kBN : 64;
+  static_assert(kWarpM * kWarpsM == kBM && kWarpN * kWarpsN == kBN, "the warps tile the block");
   static constexpr int kWarpgroups = kWgmma ? kWarpsM * kWarpsN / 4 : 0;
   static constexpr int kChunk = 16 / int(sizeof(T));  // elements per 16-byte cp.async chunk
   static constexpr int kBK = 4 * kChunk;               // a 64-byte K slice
@@ -277,9 +301,13 @@ struct ImplicitGemmTiling {
   // mma.sync reads a stage into registers before the next barrier, so all but one stage
   // are in flight; wgmma reads it asynchronously until its wait, one slice later, so two
   // stages are held by the tensor cores and the rest are in flight.
-  // 2 blocks per SM (<= 113 KiB each), except wg128x256's: its 256 threads x ~200
-  // registers fill an SM's register file alone, and its 6 stages take 144 KiB.
-  static constexpr int kStages = kTransposed ? 5 : kWgmma ? 6 : 4;
+  // 2 blocks per SM (<= 113 KiB each), except wg128x256's and wgmma_ws's: their 256 or 384
+  // threads x ~170 registers fill an SM's register file alone; 6 stages of 128 x 256 take
+  // 144 KiB. ws128x128 has 8 (128 KiB): its slice is half the tensor work of 128 x 256's
+  // (256 clocks at the peak), so its kStages - 2 slices in flight cover 256 (kStages - 2)
+  // clocks of load latency: 1536 with 8, against 1024 with 6 (~1000 for a load from L2 or
+  // DRAM under load).
+  static constexpr int kStages = kWs && kBN == 128 ? 8 : kTransposed ? 5 : kWgmma ? 6 : 4;
   static constexpr int kPrefetch = kWgmma ? kStages - 2 : kStages - 1;
   static constexpr int kMinBlocksPerSM = kLoop == MainLoop::mma_sync || kWarpgroups > 1 ? 1 : 2;
   static constexpr int kStep = kBK / 2;  // K per mma: 16 (m16n8k16) or 8 (m16n8k8 tf32)
@@ -297,16 +325,16 @@ struct ImplicitGemmTiling {
   static_assert(sizeof(T) == 2 || sizeof(T) == 4, "16- or 32-bit elements");
   static_assert(kRow * sizeof(T) == 64, "64-byte rows");
   static_assert(kNTiles % 2 == 0, "B fragments are loaded two n8 tiles per ldmatrix.x4");
-  static_assert(!kTransposed || (kBM == 256 && kBN == 64 && kWarpsM == 1 && kWarpsN == 4), "wgmma_t: 256 x 64");
+  static_assert(!kTransposed || (kBM == 256 && kBN == 64), "wgmma_t: 256 x 64");
   static_assert(kBM % kRowsPerPass == 0 && kBN % kRowsPerPass == 0, "stage copies divide among the threads");
   static_assert(kRowsPerPass % 8 == 0, "a cp.async phase (8 lanes) writes an even row and the next; copy "
                                        "passes keep the swizzle (rows 8 apart share it)");
   static_assert(kTransposed ? 2 * kCStride % 32 == 8 : kCStride % 32 == 8, "conflict-free accumulator stores");
   static_assert(!kWgmma || kThreads == 128 || (kThreads == 256 && !kTransposed),
                 "wgmma: one warpgroup (or two, not transposed)");
-  static_assert(kLoop != MainLoop::wgmma || (kWarpsN == 1 && kBM == 128 && (kBN == 128 || kBN == 256)),
+  static_assert(kLoop != MainLoop::wgmma || (kBM == 128 && (kBN == 128 || kBN == 256)),
                 "wgmma: 128 x 128 or 128 x 256");
-  static_assert(!kWs || (kWarpsN == 1 && kBM == 128 && kBN == 256), "wgmma_ws: 128 x 256");
+  static_assert(!kWs || (kBM == 128 && (kBN == 128 || kBN == 256)), "wgmma_ws: 128 x 128 or 128 x 256");
   // wgmma_ws's named barriers: empty[s] (the consumers arrive once their wgmma read stage
   // s, the producer syncs before refilling it), and one of the consumers alone for the
   // epilogue. (Its full barriers, which the consumers wait at for a stage's slice, are
@@ -548,13 +576,13 @@ enum class Role { all, producer, consumer };
 // the block's last item; `pipelined`: the slices its pipeline carried in earlier items
 // (wgmma_ws: stage and barrier of a slice count on from there); `full`: wgmma_ws's full
 // mbarriers, and its tensor maps where its copies are tensor loads (maps.on).
-template <class T, MmaType kMma, int kWarpsM, int kWarpsN, MainLoop kLoop, Role kRole, class Index>
+template <class T, MmaType kMma, int kBM_, int kBN_, MainLoop kLoop, Role kRole, class Index>
 __device__ __forceinline__ void conv3x3_implicit_gemm_item(const T* __restrict__ x, const T* __restrict__ w,
                                                            const T* __restrict__ bias, T* __restrict__ y,
                                                            const ImplicitGemmParams<Index>& p, unsigned block, bool last,
                                                            int& pipelined, uint64_t* full,
                                                            const ImplicitGemmTensorMaps& maps) {
-  using L = ImplicitGemmTiling<T, kWarpsM, kWarpsN, kLoop>;
+  using L = ImplicitGemmTiling<T, kBM_, kBN_, kLoop>;
   static_assert(L::kWs == (kRole != Role::all), "wgmma_ws runs in two roles, the others in one");
   constexpr int kBN = L::kBN, kARows = L::kBM / L::kRowsPerPass, kBRows = kBN / L::kRowsPerPass;
   static_assert((kMma == MmaType::tf32) == (sizeof(T) == 4), "tf32 math for fp32 storage, f16/bf16 for halves");
@@ -1227,13 +1255,13 @@ __device__ __forceinline__ void conv3x3_implicit_gemm_item(const T* __restrict__
 
 // One block per work item (M tile, K tile, split), except wgmma_ws, whose blocks take the
 // items in turn (all of them, or the grid's share where it is persistent).
-template <class T, MmaType kMma, int kWarpsM, int kWarpsN, MainLoop kLoop, class Index>
-__global__ void __launch_bounds__(ImplicitGemmTiling<T, kWarpsM, kWarpsN, kLoop>::kBlockThreads,
-                                  ImplicitGemmTiling<T, kWarpsM, kWarpsN, kLoop>::kMinBlocksPerSM)
+template <class T, MmaType kMma, int kBM, int kBN, MainLoop kLoop, class Index>
+__global__ void __launch_bounds__(ImplicitGemmTiling<T, kBM, kBN, kLoop>::kBlockThreads,
+                                  ImplicitGemmTiling<T, kBM, kBN, kLoop>::kMinBlocksPerSM)
     conv3x3_implicit_gemm_kernel(const T* __restrict__ x, const T* __restrict__ w, const T* __restrict__ bias,
                                  T* __restrict__ y, const ImplicitGemmParams<Index> p,
                                  const VK_GRID_CONSTANT ImplicitGemmTensorMaps maps) {
-  using L = ImplicitGemmTiling<T, kWarpsM, kWarpsN, kLoop>;
+  using L = ImplicitGemmTiling<T, kBM, kBN, kLoop>;
   int pipelined = 0;
   if constexpr (L::kWs) {
     // The stages' full mbarriers: a phase per slice, completed by one arrival with the
@@ -1248,15 +1276,15 @@ __global__ void __launch_bounds__(ImplicitGemmTiling<T, kWarpsM, kWarpsN, kLoop>
     const unsigned stride = gridDim.x, items = static_cast<unsigned>(p.blocks);  // < 2^31 (the dispatch)
     if (threadIdx.x >= L::kThreads) {
       for (unsigned b = blockIdx.x; b < items; b += stride)
-        conv3x3_implicit_gemm_item<T, kMma, kWarpsM, kWarpsN, kLoop, Role::producer>(
+        conv3x3_implicit_gemm_item<T, kMma, kBM, kBN, kLoop, Role::producer>(
             x, w, bias, y, p, b, b + stride >= items, pipelined, full, maps);
     } else {
       for (unsigned b = blockIdx.x; b < items; b += stride)
-        conv3x3_implicit_gemm_item<T, kMma, kWarpsM, kWarpsN, kLoop, Role::consumer>(
+        conv3x3_implicit_gemm_item<T, kMma, kBM, kBN, kLoop, Role::consumer>(
             x, w, bias, y, p, b, b + stride >= items, pipelined, full, maps);
     }
   } else {
-    conv3x3_implicit_gemm_item<T, kMma, kWarpsM, kWarpsN, kLoop, Role::all>(x, w, bias, y, p, blockIdx.x, true,
+    conv3x3_implicit_gemm_item<T, kMma, kBM, kBN, kLoop, Role::all>(x, w, bias, y, p, blockIdx.x, true,
                                                                             pipelined, nullptr, maps);
   }
 }

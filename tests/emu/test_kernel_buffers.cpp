@@ -169,7 +169,7 @@ EMU_TEST(winograd_stays_in_its_buffers) {
 
 // Every tile in all three dtypes (fp32: TF32 math), with and without split-K (its
 // workspace exactly workspace_floats(K) floats), y NHWC or NCHW (the epilogue's and the
-// reduce kernel's plane stores); the last two shapes are ones where ws128x256 copies by
+// reduce kernel's plane stores); the last two shapes are ones where the ws tiles copy by
 // tensor loads (16-bit, C = 64; without split-K, and y NHWC where pooled), whose boxes run
 // past the batch's last pixel (pooled: 8-pixel boxes of the even and odd rows, the second
 // tile's last slabs wholly past it).
