@@ -242,6 +242,10 @@ def test_roofline_counts_vgg16():
     assert roofline.smem_cap(128, 128, "wg128x128") == pytest.approx(256 / 320)
     assert roofline.smem_cap(256, 64, "wg256x64") == pytest.approx(256 / 320)
     assert roofline.smem_cap(128, 256, "wg128x256") == pytest.approx(1.0)  # 512 clocks, 512 wavefronts
+    # A persistent ws block pays one first load over its items and stores y from registers:
+    # more of its time is main loop than a one-item block's, less the fewer its items.
+    assert roofline.unhidden(128, 256, 72, 0.8, 1) < roofline.unhidden(128, 256, 72, 0.8, 1, items=2) < \
+        roofline.unhidden(128, 256, 72, 0.8, 1, items=12) < 1
     assert roofline.main(["--batch", "2"]) == 0
 
 

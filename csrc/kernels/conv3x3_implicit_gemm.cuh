@@ -262,8 +262,9 @@ namespace VK_KERNEL_NS {
 // two computing 128 x 256, one m64n256k16 each on 64 of the rows (kWarpsM = 8); wgmma_t: one
 // warpgroup computes a 256-pixel x 64-channel tile transposed, as one m64n256k16 per k-step
 // with the weight rows as wgmma's A (M = 64 channels) and the pixels as its B (N = 256);
-// wgmma_ws: wgmma's 128 x 256 (two computing warpgroups), warp-specialised: a third
-// warpgroup makes all the copies and hands the stages over through named barriers.
+// wgmma_ws: 128 x 256 or 128 x 128 by two computing warpgroups (one m64n256k16 or
+// m64n128k16 each, on 64 of the rows), warp-specialised: a third warpgroup makes all the
+// copies and hands the stages over (mbarriers when full, named barriers when empty).
 enum class MainLoop { mma_sync, wgmma, wgmma_t, wgmma_ws };
 
 // T: the storage type (__half, __nv_bfloat16 or float); the shared-memory layout in
