@@ -7,9 +7,9 @@
 For each layer (default: VGG16's conv3_2, C = K = 256 at 56x56, where the issue's 50%-of-
 peak target applies, and conv5_1, 512 -> 512 at 14x14, whose grid is 2 waves), fp16
 channels_last at batch 64: our implicit_gemm on its default tile and on the wgmma tiles
-wg128x128, wg128x256 and ws128x256 (where this build and GPU run wgmma and the run has not
-left them out: wg128x256 against its warp-specialised twin ws128x256 is what the counters
-should explain), ws128x256 again with its copies by cp.async (VGGKERN_IMPLICIT_GEMM_TMA=off:
+wg128x128, wg128x256, ws128x256 and ws128x128 (where this build and GPU run wgmma and the
+run has not left them out: each wg tile against its warp-specialised twin is what the
+counters should explain, and on conv5_1 ws128x128's 2.97 waves against 1.48), ws128x256 again with its copies by cp.async (VGGKERN_IMPLICIT_GEMM_TMA=off:
 what its tensor loads change) and with the fused pool (the tensor loads' slab order: VGG's
 conv3_3 and conv5_3 are these shapes pooled), and torch's conv2d + relu_ (cuDNN,
 cudnn.benchmark on). Each is warmed up (cuDNN's autotune, module load), then called once
@@ -42,7 +42,7 @@ def calls(x, w, b):
     fns = [("ours implicit_gemm (default tile)", ours)]
     # (The emulator runs the wgmma tiles too: on the CPU, the wiring is tested with them.)
     if not x.is_cuda or (vggkern.build_info().get("cuda_wgmma") and torch.cuda.get_device_capability() == (9, 0)):
-        for tile in ("wg128x128", "wg128x256", "ws128x256"):
+        for tile in ("wg128x128", "wg128x256", "ws128x256", "ws128x128"):
             if tile in IMPLICIT_GEMM_TILES:
                 fns.append((f"ours implicit_gemm [{tile}]", lambda tile=tile: ours(tile)))
         if "ws128x256" in IMPLICIT_GEMM_TILES:

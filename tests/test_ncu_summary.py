@@ -83,7 +83,7 @@ def test_ncu_case_without_a_gpu_exits_2():
 
 def test_ncu_case_calls_run_through_the_emulator(monkeypatch, capsys):
     """ncu_case's calls, on a small layer on the CPU (the emulator), without the profiler:
-    ours on the default tile and on wg128x128, wg128x256 and ws128x256 (and ws128x256 by
+    ours on the default tile and on wg128x128, wg128x256, ws128x256 and ws128x128 (and ws128x256 by
     cp.async, and pooled), and torch's, in that order; the forced tile, K order and copies
     leave the environment as they found it (and wgmma tiles left out by the run are left out
     here)."""
@@ -99,6 +99,7 @@ def test_ncu_case_calls_run_through_the_emulator(monkeypatch, capsys):
                                                  "ours implicit_gemm [wg128x128]",
                                                  "ours implicit_gemm [wg128x256]",
                                                  "ours implicit_gemm [ws128x256]",
+                                                 "ours implicit_gemm [ws128x128]",
                                                  "ours implicit_gemm [ws128x256, cp.async]",
                                                  "ours implicit_gemm [ws128x256] + pool",
                                                  "torch conv2d + relu_ (cuDNN)"]
