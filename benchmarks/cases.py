@@ -612,6 +612,10 @@ def _conv_case(case: Case, device: str, cfg: dict) -> dict:
             extra["rel_err_vs_fp32"] = float((y.float() - ref).norm() / ref.norm().clamp_min(1e-30))
             extra["algo_ran"] = vk.resolve_algo(probe[0], k, pool=pool, algo=algo)  # what "auto" ran
             extra["accuracy_ok"] = extra["rel_err_vs_fp32"] <= conv_err_bound(p["dtype"], extra["algo_ran"])
+            if str(p.get("tile", "")).startswith("ws"):  # its copies: tensor loads, or cp.async and why
+                last = vk._C.implicit_gemm_last_copies()
+                if last is not None and last["tile"] == p["tile"]:
+                    extra["copies_ran"] = last["path"] + (f" ({last['reason']})" if last["reason"] else "")
         del y
         t = _measure(fn, make_inputs, device, cfg)
         extra["_host_call"] = _host_call(fn, probe, device, p.get("math", "-"))

@@ -441,7 +441,7 @@ def full_tables(rows):
     lines = []
     cols = {
         "conv": ("layer", "N", "dtype", "layout", "variant", "math", "algo", "tile", "weight", "nchw_y", "k_order",
-                 "x_cache", "copies"),
+                 "x_cache", "copies", "copies_ran"),
         "maxpool": ("C", "H", "N", "dtype", "layout"),
         "layout": ("C", "H", "N", "dtype", "layout"),
         "network": ("net", "N", "dtype", "math", "layout", "mode", "algo", "tile", "tf32_chain"),
@@ -450,8 +450,9 @@ def full_tables(rows):
         rs = [r for r in rows if r["group"] == group]
         if not rs:
             continue
-        # x's path: only in runs from before its switch was removed; copies: only in runs since it came
-        keys = tuple(k for k in keys if k not in ("x_cache", "copies") or any(r.get(k) for r in rs))
+        # x's path: only in runs from before its switch was removed; copies (forced) and
+        # copies_ran (what a ws tile's launch did: benchmarks/cases.py): only in runs since they came
+        keys = tuple(k for k in keys if k not in ("x_cache", "copies", "copies_ran") or any(r.get(k) for r in rs))
         rs.sort(key=lambda r: tuple(str(r.get(k)) for k in keys) + (r["impl"],))
         extra = "images/s | " if group == "network" else ""
         lines += [f"### {group}", "",

@@ -149,6 +149,14 @@ PyObject* implicit_gemm_plan(PyObject*, PyObject* args) {
   }
 }
 
+// How the last ws-tile launch copied its stages (vk::last_implicit_gemm_copies): None
+// before any, else {"tile", "path": "tma" | "cp_async", "reason": why not tma ("" if it was)}.
+PyObject* implicit_gemm_last_copies(PyObject*, PyObject*) {
+  const vk::ImplicitGemmCopies c = vk::last_implicit_gemm_copies();
+  if (c.tile.empty()) Py_RETURN_NONE;
+  return Py_BuildValue("{s:s,s:s,s:s}", "tile", c.tile.c_str(), "path", c.path.c_str(), "reason", c.reason.c_str());
+}
+
 // What algo="auto" runs for a call (vk::conv3x3_auto): for the nn modules (which lay the
 // weight out for it) and tests. dtype: "float32", "float16" or "bfloat16".
 PyObject* conv3x3_auto(PyObject*, PyObject* args) {
@@ -274,6 +282,10 @@ PyMethodDef methods[] = {
      "block tile and split-K the conv3x3 implicit_gemm kernel uses for that shape (tile '' : its default or "
      "VGGKERN_IMPLICIT_GEMM_TILE; VGGKERN_IMPLICIT_GEMM_SPLIT_K applies) on a device whose blocks may have "
      "smem_optin bytes of shared memory (0: no limit)."},
+    {"implicit_gemm_last_copies", implicit_gemm_last_copies, METH_NOARGS,
+     "implicit_gemm_last_copies() -> dict | None: how this process's last ws-tile (ws128x256, ws128x128) "
+     "launch copied its stages: {'tile', 'path': 'tma' (tensor loads) or 'cp_async', 'reason': why not "
+     "tensor loads, '' where they ran}; None before any."},
     {"conv3x3_auto", conv3x3_auto, METH_VARARGS,
      "conv3x3_auto(dtype, N, C, H, W, K, channels_last, pool, tf32_allowed) -> str: the algorithm "
      "algo='auto' runs for that call (the measured table's pick, else 'direct')."},

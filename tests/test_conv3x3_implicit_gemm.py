@@ -3,6 +3,8 @@ run through the emulator on CPU and on the GPU when there is one. The shared acc
 cases run in test_conv3x3.py (every algorithm of K_FACTOR: fp16, bf16 and fp32 as TF32
 for this one); here: its own tiles, stores, padding, the TF32 policy, refusals and the
 GPU/emulator agreement."""
+import re
+
 import pytest
 import torch
 
@@ -336,6 +338,10 @@ def test_ws_tile_tensor_loads_match_cp_async(tile, grid, dtype, n, c, k, h, w, r
         monkeypatch.setenv("VGGKERN_IMPLICIT_GEMM_TILE", t)
         monkeypatch.setenv("VGGKERN_IMPLICIT_GEMM_TMA", tma)
         out[t, tma] = vggkern.conv3x3(x, wt, b, relu=relu, pool=pool, algo=ALGO, allow_tf32=True, x_tf32=x_tf32)
+        if t == tile:  # the path the launch took, as a benchmark row records it
+            assert _C.implicit_gemm_last_copies() == (
+                {"tile": tile, "path": "tma", "reason": ""} if tma == "on" else
+                {"tile": tile, "path": "cp_async", "reason": "VGGKERN_IMPLICIT_GEMM_TMA=off"})
     bits = {key: y.view(torch.int32 if dtype == torch.float32 else torch.int16) for key, y in out.items()}
     assert torch.equal(bits["128x128", ""], bits[tile, "off"])  # NaNs too, bit for bit
     assert torch.equal(bits[tile, "off"], bits[tile, "on"])
@@ -357,6 +363,8 @@ def test_ws_tile_tensor_loads_match_cp_async(tile, grid, dtype, n, c, k, h, w, r
     ("C = 24, not a multiple of the 32-channel slice", 24, 6, 6, False, torch.bfloat16, "nhwc", {}),
     ("fp32 x not yet TF32", 32, 6, 6, False, torch.float32, "nhwc", {})])
 def test_tensor_loads_required_or_refused(why, c, h, w, pool, dtype, layout, env, monkeypatch):
+    from vggkern import _C
+
     monkeypatch.setenv("VGGKERN_IMPLICIT_GEMM_TILE", "ws128x256")
     for name, value in env.items():
         monkeypatch.setenv(name, value)
@@ -367,6 +375,8 @@ def test_tensor_loads_required_or_refused(why, c, h, w, pool, dtype, layout, env
         vggkern.conv3x3(x, wt, b, pool=pool, algo=ALGO, allow_tf32=True)
     monkeypatch.setenv("VGGKERN_IMPLICIT_GEMM_TMA", "")
     _check(vggkern.conv3x3(x, wt, b, pool=pool, algo=ALGO, allow_tf32=True), x, wt, b, False, pool, algo=ALGO)
+    last = _C.implicit_gemm_last_copies()  # unset: cp.async without an error, and the reason kept
+    assert last["tile"] == "ws128x256" and last["path"] == "cp_async" and re.match(why, last["reason"]), last
     monkeypatch.setenv("VGGKERN_IMPLICIT_GEMM_TILE", "wg128x256")
     monkeypatch.setenv("VGGKERN_IMPLICIT_GEMM_TMA", "on")
     _check(vggkern.conv3x3(x, wt, b, pool=pool, algo=ALGO, allow_tf32=True), x, wt, b, False, pool, algo=ALGO)

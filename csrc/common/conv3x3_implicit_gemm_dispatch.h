@@ -144,6 +144,8 @@ void conv3x3_implicit_gemm_run(const Conv3x3Args& a, const ImplicitGemmPlan& pla
     if (knob == TmaKnob::required && !maps.on)
       throw std::invalid_argument(std::string("vggkern.conv3x3: VGGKERN_IMPLICIT_GEMM_TMA=on, but this call's ") +
                                   implicit_gemm_tile_name(plan.tile) + " cannot copy by tensor loads: " + refusal);
+    if (knob == TmaKnob::off) refusal = "VGGKERN_IMPLICIT_GEMM_TMA=off";
+    record_implicit_gemm_copies({implicit_gemm_tile_name(plan.tile), maps.on ? "tma" : "cp_async", refusal});
   }
   LaunchGeometry g;
   g.block.x = L::kBlockThreads;

@@ -46,8 +46,10 @@
 #include <cstdint>
 #include <cstdlib>
 #include <iterator>
+#include <mutex>
 #include <stdexcept>
 #include <string>
+#include <utility>
 
 #include "args.h"
 #include "conv3x3_tables.h"
@@ -226,6 +228,26 @@ inline ImplicitGemmPlan implicit_gemm_plan(const Conv3x3Args& a, ImplicitGemmTil
   p.slices_per_split = (p.slices + splits - 1) / splits;
   p.splits = static_cast<int>((p.slices + p.slices_per_split - 1) / p.slices_per_split);  // none empty
   return p;
+}
+
+// How the last ws-tile launch of this process copied its stages (the dispatch records it):
+// by tensor loads ("tma"), or by cp.async, and why ("cp_async", with the refusal: the call's
+// shape, VGGKERN_IMPLICIT_GEMM_TMA, or a tensor map the driver would not encode). With the
+// knob unset a call that cannot have the tensor loads runs on cp.async without an error,
+// so this is how a benchmark row (benchmarks/cases.py: copies_ran) or a user says which
+// path a timing measured. Empty tile: no ws launch yet.
+struct ImplicitGemmCopies {
+  std::string tile, path, reason;
+};
+inline std::mutex implicit_gemm_copies_mutex;
+inline ImplicitGemmCopies implicit_gemm_copies_record;
+inline void record_implicit_gemm_copies(ImplicitGemmCopies c) {
+  const std::lock_guard<std::mutex> lock(implicit_gemm_copies_mutex);
+  implicit_gemm_copies_record = std::move(c);
+}
+inline ImplicitGemmCopies last_implicit_gemm_copies() {
+  const std::lock_guard<std::mutex> lock(implicit_gemm_copies_mutex);
+  return implicit_gemm_copies_record;
 }
 
 // The plan the op hands to the launch: implicit_gemm_tile's tile.
