@@ -55,7 +55,7 @@ IMPLICIT_GEMM_TILES = tuple(t for t in ALL_IMPLICIT_GEMM_TILES
 K_ORDER_PRIORITY = 0.5
 
 
-def copies_rows_wanted(tile: str = "ws128x256", pool: bool = False) -> bool:
+def copies_rows_wanted(tile: str, pool: bool = False) -> bool:
     """A ws tile's copies rows (tensor loads against cp.async): where the run times that tile
     and has not turned the tensor loads off (device_run.sh does when their probe fails), or
     (pool) the pooled layers' (=unpooled: when only theirs failed)."""

@@ -4,6 +4,8 @@ implicit_gemm's block tile per layer and batch, and what algo="auto" runs.
     python -m benchmarks.tune RESULTS.json            # print the tables and the header
     python -m benchmarks.tune RESULTS.json --write    # write csrc/common/conv3x3_tuned.h
     python -m benchmarks.tune --latest --write        # the newest benchmarks/results/*.json
+    python -m benchmarks.tune FULL.json FOCUS.json --write   # runs of one GPU model merged:
+                                       # a later run's rows replace the earlier's of the same case
     python -m benchmarks.tune RESULTS.json --json T.json   # the same tables for
                                        # vggkern.set_tuned_tables("T.json"), no rebuild
 
@@ -157,6 +159,24 @@ def run_time_tables(rows, source: str, exclude=()) -> dict:
     return {"source": source, "tiles": tile_table(rows, exclude), "auto": auto_table(rows)}
 
 
+# What tells two rows of one problem apart (besides report.SAME's problem): a later run's
+# row replaces an earlier run's where all of these agree (merged_rows).
+CASE_KEYS = ("impl", "layout", "math", "algo", "tile", "weight", "nchw_y", "k_order", "x_cache", "copies", "mode",
+             "tf32_chain")
+
+
+def merged_rows(runs) -> list:
+    """The rows of several runs (lists of rows, oldest first), each case once: a later
+    run's row replaces an earlier one's. So a focus run (a few layers and tiles, timed
+    again, or for the first time) updates a full run's sweep without a full run of its
+    own; the tiles it did not time keep the full run's times."""
+    by_case = {}
+    for rows in runs:
+        for r in rows:
+            by_case[report.problem_key(r) + tuple(r.get(k) for k in CASE_KEYS)] = r
+    return list(by_case.values())
+
+
 def describe(data, env, path) -> str:
     gpu = env.get("gpu_name") or "unknown GPU"
     parts = [os.path.basename(path), gpu, f"torch {env.get('torch')}", str(env.get("date_utc", "")),
@@ -166,7 +186,8 @@ def describe(data, env, path) -> str:
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("results", nargs="?", help="a results JSON (pytest-benchmark or benchmarks.run)")
+    ap.add_argument("results", nargs="*", help="a results JSON (pytest-benchmark or benchmarks.run); several, of "
+                                               "one GPU model, oldest first: merged (merged_rows)")
     ap.add_argument("--latest", action="store_true", help="the newest benchmarks/results/*.json")
     ap.add_argument("--write", action="store_true", help=f"write {os.path.relpath(HEADER)}")
     ap.add_argument("--exclude-tile", action="append", default=[], choices=sorted(TILES), metavar="TILE",
@@ -175,18 +196,28 @@ def main(argv=None) -> int:
                     help="write the tables as JSON, for vggkern.set_tuned_tables (no rebuild)")
     ap.add_argument("--header", default=HEADER, help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
-    path = report.latest() if args.latest else args.results
-    if not path:
+    paths = [report.latest()] if args.latest else args.results
+    if not paths or not all(paths):
         ap.error("give RESULTS.json or --latest")
-    try:
-        data, rows, env = report.load(path)
-    except report.NotResults as e:
-        print(f"tune: {e}", file=sys.stderr)
+    runs, sources, gpus = [], [], set()
+    for path in paths:
+        try:
+            data, rows, env = report.load(path)
+        except report.NotResults as e:
+            print(f"tune: {e}", file=sys.stderr)
+            return 2
+        runs.append(rows)
+        sources.append(describe(data, env, path))
+        gpus.add(env.get("gpu_name"))
+    if len(gpus) > 1:
+        print(f"tune: the runs are of different GPUs ({', '.join(sorted(map(str, gpus)))}): their times do not "
+              "compare", file=sys.stderr)
         return 2
+    rows = merged_rows(runs)
     if not any(r.get("device") == "cuda" for r in rows):
-        print(f"{path}: no GPU rows (a CPU smoke run?): nothing to tune from", file=sys.stderr)
+        print(f"{', '.join(paths)}: no GPU rows (a CPU smoke run?): nothing to tune from", file=sys.stderr)
         return 1
-    tables = run_time_tables(rows, describe(data, env, path), set(args.exclude_tile))
+    tables = run_time_tables(rows, " + ".join(sources), set(args.exclude_tile))
     tiles, autos = tables["tiles"], tables["auto"]
     text = render_header(tiles, autos, tables["source"])
     print(f"tile entries: {len(tiles)}; auto entries: {len(autos)} (margin {MARGIN:.0%})")

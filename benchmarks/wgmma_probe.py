@@ -12,11 +12,11 @@ emulator's result on the CPU. When it fails, device_run.sh keeps the wgmma tiles
 the GPU tests' process, the sanitizer case and the benchmark sweep
 (VGGKERN_BENCH_EXCLUDE_TILES), so one faulting kernel cannot take the rest of the
 session's measurements with it. The tiles are checked with their copies by cp.async
-(VGGKERN_IMPLICIT_GEMM_TMA=off); --tensor-loads then checks ws128x256 and ws128x128 copying by tensor
-loads (the TMA unit: an im2col box of x, a tile of the weight, mbarriers) in another
-process, on a case that allows them (C = 64; fp32 as a TF32 chain's x), and pooled (H, W
-even, no split-K: 8-pixel boxes of x's even and odd rows, the slab order), so that
-a fault or a mismatch there leaves only the tensor loads out (device_run.sh then runs
+(VGGKERN_IMPLICIT_GEMM_TMA=off); --tensor-loads then checks ws128x256 and ws128x128
+copying by tensor loads (the TMA unit: an im2col box of x, a tile of the weight,
+mbarriers) in another process, on a case that allows them (C = 64; fp32 as a TF32
+chain's x), and pooled (H, W even, no split-K: 8-pixel boxes of x's even and odd rows,
+the slab order), so that a fault or a mismatch there leaves only the tensor loads out (device_run.sh then runs
 everything with VGGKERN_IMPLICIT_GEMM_TMA=off), not the tiles. The pooled checks come
 after all the unpooled ones; where only they fail (or fault), exit 3, and device_run.sh
 keeps the unpooled tensor loads (VGGKERN_IMPLICIT_GEMM_TMA=unpooled).
@@ -59,6 +59,7 @@ def tensor_loads() -> int:
         w = torch.randint(-2, 3, (72, 64, 3, 3), generator=g).to(dtype)
         b = torch.randint(-5, 6, (72,), generator=g).to(dtype)
         cases.append((dtype, x, w, b))
+
     def check(pool: bool) -> int:
         bad = 0
         for tile in WS_TILES:

@@ -103,6 +103,29 @@ def test_smoke_and_bf16_sweep_rows_are_never_picked():
     assert len(tune.tile_table([dict(r, dtype="fp16") for r in bf16])) == 1
 
 
+def test_a_focus_run_updates_a_full_runs_sweep(tmp_path):
+    """Runs of one GPU merged, oldest first: a later run's row of a case replaces the
+    earlier one's, cases it did not time keep the earlier times, and the header names both
+    runs; runs of different GPUs are refused (their times do not compare)."""
+    conv3 = dict(layer="conv3_2", C=256, K=256, H=56, N=64)
+    full = write(tmp_path / "full.json", [sweep("128x128", 90, **conv3), sweep("256x128", 80, **conv3),
+                                          sweep("wg128x256", 70, **conv3)])
+    focus = write(tmp_path / "focus.json", [sweep("wg128x256", 75, **conv3), sweep("ws128x256", 60, **conv3)])
+    _, a, _ = tune.report.load(full)
+    _, b, _ = tune.report.load(focus)
+    merged = tune.merged_rows([a, b])
+    assert sorted((r["tile"], round(r["median_s"] * 1e6)) for r in merged) == [
+        ("128x128", 90), ("256x128", 80), ("wg128x256", 75), ("ws128x256", 60)]
+    assert [(e["tile"], round(e["us"])) for e in tune.tile_table(merged)] == [("ws128x256", 60)]
+    header = tmp_path / "conv3x3_tuned.h"
+    assert tune.main([full, focus, "--write", "--header", str(header)]) == 0
+    text = header.read_text()
+    assert "ImplicitGemmTile::ws128x256" in text and "full.json, NVIDIA" in text and " + focus.json, NVIDIA" in text
+    other = write(tmp_path / "other.json", [sweep("ws128x256", 50, **conv3)], gpu="NVIDIA H200 (SYNTHETIC)")
+    assert tune.main([full, other, "--write", "--header", str(tmp_path / "x.h")]) == 2
+    assert not (tmp_path / "x.h").exists()
+
+
 def test_without_gpu_rows_nothing_is_written(tmp_path):
     path = write(tmp_path / "cpu.json", [dict(r, device="cpu") for r in synthetic()])
     header = tmp_path / "conv3x3_tuned.h"

@@ -32,12 +32,13 @@ inline bool implicit_gemm_taps_inner() {
 }
 
 // The ws tiles' copies (ws128x256, ws128x128): tensor loads (TMA) where the call allows
-// them (VGGKERN_IMPLICIT_GEMM_TMA unset, the default), required ("on": an error where the call does not allow them, so a
-// test or a timing knows which path ran), cp.async ("off"; kept so that a GPU run measures
-// the two: benchmarks/cases.py), or tensor loads where allowed but not with the fused pool
-// ("unpooled": what benchmarks/device_run.sh sets when only the pooled layers' tensor loads
-// failed their probe, so that the others are still measured). Read per launch; other tiles
-// ignore its value.
+// them (VGGKERN_IMPLICIT_GEMM_TMA unset, the default), required ("on": an error where the
+// call does not allow them, so a test or a timing knows which path ran), cp.async ("off";
+// kept so that a GPU run measures the two: benchmarks/cases.py), or tensor loads where
+// allowed but not with the fused pool ("unpooled": what benchmarks/device_run.sh sets when
+// only the pooled layers' tensor loads failed their probe, so that the others are still
+// measured). Read per launch; other tiles ignore its value. Each ws launch records the path
+// it took and why (record_implicit_gemm_copies, conv3x3_implicit_gemm_plan.h).
 enum class TmaKnob { where_allowed, required, off, unpooled };
 inline TmaKnob implicit_gemm_tma_knob() {
   const char* e = std::getenv("VGGKERN_IMPLICIT_GEMM_TMA");

@@ -235,8 +235,9 @@
 // tensor clocks at the peak: 2 consumer warps and a producer warp each), 2 x 52 + 137 =
 // 0.94 of the issue slots by cp.async, 0.66 by tensor loads (sub-partition 0; pooled, its
 // 17 loads a slice: ~1.0), against wg128x128's 0.54 (2 blocks of 4 warps): on this tile
-// the consumers' two loops cost what the producer saves them, and only the unpooled tensor
-// loads leave fewer instructions than wg128x128. What it may gain is what ws128x256 may:
+// the second computing warpgroup's loop costs about what taking the copies out of the
+// computing warps saves, and only the unpooled tensor loads issue fewer instructions than
+// wg128x128. What it may gain is what ws128x256 may:
 // no barrier of the whole block, the next item's loads under the epilogue. Predicted, not
 // measured (no GPU since it was built); the focus run in benchmarks/README.md times it
 // against wg128x128 on conv2_1, conv2_2 and conv5.
