@@ -178,6 +178,13 @@ def analyse(sass: str) -> list[dict]:
         # cp.async (LDGSTS) or, its other loops, by tensor loads (UTMALDG, one thread's)
         producer = main_loop(insns, ("LDGSTS",), ("HGMMA",), smallest=True) if ws else None
         tma = tma_loops(insns) if ws else {}
+        share = {}
+        if ws and hgmma:  # per sub-partition: 2 computing warps (one of each warpgroup) + 1 producer warp
+            slots = 2 * hgmma_clocks(body)  # both computing warpgroups' tensor work a slice
+            for path, n in (("cp_async", len(producer) if producer else None), ("tma", tma.get("tma")),
+                            ("tma_pool", tma.get("tma_pool"))):
+                if n:
+                    share[path] = round((2 * len(body) + n) / slots, 2)
         rows.append({"kernel": instantiation(name), "function": name, "loop_instructions": len(body),
                      "producer_instructions": len(producer) if producer else None,
                      "producer_ldgsts": sum(opcode(t) == "LDGSTS" for t in producer) if producer else None,
@@ -187,6 +194,10 @@ def analyse(sass: str) -> list[dict]:
                      "ldsm": ops["LDSM"], "ldgsts": ops["LDGSTS"],
                      "issue_per_hmma": round(len(body) / hmma, 2) if hmma else None,
                      "issue_share": round(len(body) / (hgmma_clocks(body)), 2) if hgmma else None,
+                     # ws: the issue slots a sub-partition needs at the tensor peak, its two
+                     # computing warps' loops and its producer warp's, per copy path (the
+                     # tensor loads': sub-partition 0's, whose warp issues the weight's too)
+                     "sub_partition_share": share or None,
                      "division": any(o in ops for o in ("I2F", "MUFU", "CALL")),
                      "opcodes": dict(ops.most_common())})
     return sorted(rows, key=lambda r: r["kernel"])
@@ -216,12 +227,15 @@ def tma_loops(insns: list[tuple[int, str]]) -> dict[str, int]:
 
 
 def producer_cell(r: dict) -> str:
-    """The producer's cp.async loop (its LDGSTS) and, where it has one, its tensor-load loop (UTMALDG)."""
+    """The producer's cp.async loop (its LDGSTS) and, where it has one, its tensor-load loop
+    (UTMALDG); then a sub-partition's issue share at the peak per path (sub_partition_share)."""
     if not r["producer_instructions"]:
         return "-"
     tma = f"; TMA {r['tma_instructions']}" if r.get("tma_instructions") else ""
     tma += f", pooled {r['tma_pool_instructions']}" if r.get("tma_pool_instructions") else ""
-    return f"{r['producer_instructions']} ({r['producer_ldgsts']}){tma}"
+    share = r.get("sub_partition_share") or {}
+    shares = " / ".join(f"{share[k]:.2f}" for k in ("cp_async", "tma", "tma_pool") if k in share)
+    return f"{r['producer_instructions']} ({r['producer_ldgsts']}){tma}" + (f"; SP {shares}" if shares else "")
 
 
 def sass_of(cubin: Path) -> str:
@@ -252,7 +266,8 @@ def main(argv=None) -> int:
         return 0
     print(f"implicit_gemm main loop per 64-byte K slice, per warp ({args.arch}):")
     print("| kernel | registers | instructions | HMMA | HGMMA | LDSM | LDGSTS | issue per HMMA | issue share (wgmma) "
-          "| producer loop (LDGSTS; TMA per slice) | division | top others |")
+          "| producer loop (LDGSTS; TMA per slice; SP: a sub-partition's issue share by cp.async / TMA / "
+          "pooled TMA) | division | top others |")
     print("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|---|")
     for r in rows:
         others = ", ".join(f"{k} {v}" for k, v in r["opcodes"].items()

@@ -46,7 +46,10 @@ def test_parser_finds_a_warp_specialised_kernels_two_loops():
     assert row["kernel"] == "fp16 ws128x256 int32"
     assert (row["loop_instructions"], row["hgmma"], row["ldgsts"]) == (4, 1, 0)
     assert (row["producer_instructions"], row["producer_ldgsts"]) == (6, 2)
-    assert sass_loop.producer_cell(row) == "6 (2)"
+    # A sub-partition's share at the peak: 2 computing warps' loops (4 each) and the
+    # producer warp's 6, against both warpgroups' HGMMA.64x256 (128 clocks each).
+    assert row["sub_partition_share"] == {"cp_async": round((2 * 4 + 6) / 256, 2)}
+    assert sass_loop.producer_cell(row) == "6 (2); SP 0.05"
 
 
 # ws128x256's tensor-load loops (no HGMMA, no LDGSTS), each UTMALDG in a small ELECT loop
@@ -166,6 +169,14 @@ def test_main_loop_of_every_instantiation(tmp_path):
             # thread (137 instructions; 184 int64; TF32 198, 245), the same tensor loads (66,
             # pooled 155).
             share, cp_int32, cp_int64 = WS_BOUNDS[tile]
+            # Per sub-partition (2 computing warps and a producer warp) at the peak, by cp.async /
+            # tensor loads / pooled tensor loads: ws128x256 0.54 / 0.35 / 0.52 (int64 0.66 /
+            # 0.36 / 0.54); ws128x128 0.94 / 0.66 / 1.01 (int64 1.14 / 0.68 / 1.03; TF32 by
+            # cp.async 1.18): its pooled tensor loads, 17 a slice for half the tensor work, and
+            # its cp.async copies need every slot.
+            sp = r["sub_partition_share"]
+            assert sp["tma"] < sp["cp_async"] and sp["tma"] <= (0.4 if tile == "ws128x256" else 0.7), r
+            assert sp["tma_pool"] <= (0.56 if tile == "ws128x256" else 1.05), r
             assert r["hgmma"] % 2 == 0 and (r["hmma"], r["ldsm"], r["ldgsts"]) == (0, 0, 0), r
             assert r["issue_share"] <= share, r
             assert r["tma_instructions"] <= 70, r

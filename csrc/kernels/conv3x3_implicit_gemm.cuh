@@ -232,9 +232,10 @@
 // loop 52 instructions per slice around 2 HGMMA.64x128x16 (0.41 of a warp's issue slots:
 // half 128 x 256's tensor work a slice for the same loop), the producer's cp.async loop 137
 // (8 copies per thread), its tensor loads 66 (pooled 155). Per sub-partition and slice (256
-// tensor clocks at the peak: 2 consumer warps and a producer warp each), 2 x 52 + 137 =
-// 0.94 of the issue slots by cp.async, 0.66 by tensor loads (sub-partition 0; pooled, its
-// 17 loads a slice: ~1.0), against wg128x128's 0.54 (2 blocks of 4 warps): on this tile
+// tensor clocks at the peak: 2 consumer warps and a producer warp each; sass_loop's "SP"),
+// 2 x 52 + 137 = 0.94 of the issue slots by cp.async (64-bit offsets 1.14), 0.66 by tensor
+// loads (sub-partition 0; pooled, its 17 loads a slice: 1.01), against wg128x128's 0.54 (2
+// blocks of 4 warps) and ws128x256's 0.54 / 0.35 / 0.52 (512 clocks a slice): on this tile
 // the second computing warpgroup's loop costs about what taking the copies out of the
 // computing warps saves, and only the unpooled tensor loads issue fewer instructions than
 // wg128x128. What it may gain is what ws128x256 may:
