@@ -178,8 +178,12 @@ def merged_rows(runs) -> list:
 
 
 def describe(data, env, path) -> str:
+    """The source line of a run: its file (relative to benchmarks/results/ where it lies
+    there, e.g. focus/NAME.json; else its name), GPU, torch, date and commit."""
     gpu = env.get("gpu_name") or "unknown GPU"
-    parts = [os.path.basename(path), gpu, f"torch {env.get('torch')}", str(env.get("date_utc", "")),
+    rel = os.path.relpath(os.path.abspath(path), report.RESULTS_DIR)
+    name = rel if not rel.startswith(os.pardir) else os.path.basename(path)
+    parts = [name.replace(os.sep, "/"), gpu, f"torch {env.get('torch')}", str(env.get("date_utc", "")),
              f"commit {str(env.get('git_commit', ''))[:12]}"]
     return ", ".join(p for p in parts if p and p != "None")
 
