@@ -541,8 +541,9 @@ def plot(rows, out_png):
     return True
 
 
-def _current_id(r):
-    """r's case id as the cases name it now: a K order row timed with x past L1 (x_cache "l2",
+def case_id(r):
+    """r's case id as the cases name it now (what matches rows of two runs: compare, and
+    tune.py's merged_rows): a K order row timed with x past L1 (x_cache "l2",
     before VGGKERN_IMPLICIT_GEMM_X_CACHE was removed) is the same case as today's K order row,
     whose id has no "-l2" (rows through L1, a path gone, keep theirs: unmatched)."""
     if r.get("x_cache") == "l2" and r["id"].endswith("-l2"):
@@ -560,7 +561,7 @@ def compare(old_path, new_path, threshold=0.05):
 def _compare(old_path, old_loaded, new_path, new_loaded, threshold):
     _, old, env_o = old_loaded
     _, new, env_n = new_loaded
-    old_by = {_current_id(r): r for r in old}
+    old_by = {case_id(r): r for r in old}
     new_ids = {r["id"] for r in new}
     lines = [f"# compare {os.path.basename(old_path)} → {os.path.basename(new_path)}", "",
              f"old: {env_o.get('gpu_name')} {str(env_o.get('git_commit') or '')[:10]} {env_o.get('date_utc')}; "

@@ -12,9 +12,9 @@ Per VGG16 conv layer (fused ReLU, and the pool where VGG has one):
   (BM + BN) x 64 bytes of cp.async writes, at 128 bytes per clock, against BM x BN x 32
   MACs at 1024 MACs per clock (one m16n8k16 per clock per SM at the dense peak)); mma.sync's
   own ceiling on Hopper (~65% of the peak, the issue's figure); for the wgmma tiles
-  (wg128x128, wg256x64, wg128x256, ws128x256, ws128x128), the shared-memory bytes wgmma itself reads (each
-  m64nNk16: 64 + N rows of 32 bytes) plus the cp.async writes, and an assumed 80% ceiling
-  for wgmma (clock and power; not measured here); the tail of the last wave
+  (wg128x128, wg256x64, wg128x256, ws128x256, ws128x128), the shared-memory bytes wgmma
+  itself reads (each m64nNk16: 64 + N rows of 32 bytes) plus the cp.async writes, and an
+  assumed 80% ceiling for wgmma (clock and power; not measured here); the tail of the last wave
   (blocks over SMs x blocks per SM); the padding of M and K to the tile and of 9·C
   (C padded to 8) to 64-byte slices; and, for tiles that fill an SM alone (256x128,
   wg128x256), the prologue and epilogue no other block overlaps (an assumed 1500-clock
@@ -45,8 +45,9 @@ WGMMA_CEILING = 0.80  # an assumption until a GPU run measures it
 # (<= 180 registers: 46K of the SM's 64K), 144 KiB (6 stages); ws128x256: wg128x256's
 # stages and computing warpgroups, and a producer warpgroup (384 threads, <= 156 registers:
 # 60K). The model counts the two alike: it sees bytes and clocks, not the barriers the
-# producer takes out of the computing warps' way (but its prologue and epilogue: unhidden()). ws128x128: wg128x128's 128 x 128 computed by two
-# warpgroups (one m64n128 each), a producer warpgroup, 128 KiB (8 stages), one block per SM.
+# producer takes out of the computing warps' way (but its prologue and epilogue: unhidden()).
+# ws128x128: wg128x128's 128 x 128 computed by two warpgroups (one m64n128 each), a producer
+# warpgroup, 128 KiB (8 stages), one block per SM.
 TILES = {"128x64": (128, 64, 4), "128x128": (128, 128, 2), "256x128": (256, 128, 1), "256x64": (256, 64, 2),
          "wg128x128": (128, 128, 2), "wg256x64": (256, 64, 2), "wg128x256": (128, 256, 1), "ws128x256": (128, 256, 1),
          "ws128x128": (128, 128, 1)}

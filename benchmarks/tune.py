@@ -159,21 +159,16 @@ def run_time_tables(rows, source: str, exclude=()) -> dict:
     return {"source": source, "tiles": tile_table(rows, exclude), "auto": auto_table(rows)}
 
 
-# What tells two rows of one problem apart (besides report.SAME's problem): a later run's
-# row replaces an earlier run's where all of these agree (merged_rows).
-CASE_KEYS = ("impl", "layout", "math", "algo", "tile", "weight", "nchw_y", "k_order", "x_cache", "copies", "mode",
-             "tf32_chain")
-
-
 def merged_rows(runs) -> list:
-    """The rows of several runs (lists of rows, oldest first), each case once: a later
-    run's row replaces an earlier one's. So a focus run (a few layers and tiles, timed
-    again, or for the first time) updates a full run's sweep without a full run of its
-    own; the tiles it did not time keep the full run's times."""
+    """The rows of several runs (lists of rows, oldest first), each case once (by its case
+    id, as report.compare matches runs): a later run's row replaces an earlier one's. So a
+    focus run (a few layers and tiles, timed again, or for the first time) updates a full
+    run's sweep without a full run of its own; the tiles it did not time keep the full
+    run's times."""
     by_case = {}
     for rows in runs:
         for r in rows:
-            by_case[report.problem_key(r) + tuple(r.get(k) for k in CASE_KEYS)] = r
+            by_case[report.case_id(r)] = r
     return list(by_case.values())
 
 

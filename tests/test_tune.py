@@ -16,7 +16,9 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def sweep(tile, us, **p):
-    return row("vggkern", us * 1e-6, algo="implicit_gemm", tile=tile, **p)
+    r = row("vggkern", us * 1e-6, algo="implicit_gemm", tile=tile, **p)
+    r["id"] += f"-{tile}"  # as a real case id names its tile
+    return r
 
 
 def ours(algo, us, **p):
