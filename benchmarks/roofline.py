@@ -46,8 +46,9 @@ WGMMA_CEILING = 0.80  # an assumption until a GPU run measures it
 # stages and computing warpgroups, and a producer warpgroup (384 threads, <= 156 registers:
 # 60K). The model counts the two alike: it sees bytes and clocks, not the barriers the
 # producer takes out of the computing warps' way (but its prologue and epilogue: unhidden()).
-# ws128x128: wg128x128's 128 x 128 computed by two warpgroups (one m64n128 each), a producer
-# warpgroup, 128 KiB (8 stages), one block per SM.
+# ws128x128: wg128x128's 128 x 128 and its two m64n128 per k16 step, computed by two
+# warpgroups that take the items in turn (ping-pong), a producer warpgroup, 128 KiB (8
+# stages), one block per SM.
 TILES = {"128x64": (128, 64, 4), "128x128": (128, 128, 2), "256x128": (256, 128, 1), "256x64": (256, 64, 2),
          "wg128x128": (128, 128, 2), "wg256x64": (256, 64, 2), "wg128x256": (128, 256, 1), "ws128x256": (128, 256, 1),
          "ws128x128": (128, 128, 1)}
@@ -55,6 +56,7 @@ TILES = {"128x64": (128, 64, 4), "128x128": (128, 128, 2), "256x128": (256, 128,
 # one m64n256 (channels x pixels, transposed), wg128x256 one m64n256 per warpgroup.
 WGMMA_SHAPES = {"wg128x128": [(64, 128), (64, 128)], "wg256x64": [(64, 256)], "wg128x256": [(64, 256), (64, 256)],
                 "ws128x256": [(64, 256), (64, 256)], "ws128x128": [(64, 128), (64, 128)]}
+PING_PONG = {"ws128x128"}  # its computing warpgroups take the items in turn
 FILL_CLOCKS = 1500  # assumed: a block's first slices arriving from L2/DRAM before its first mma
 
 
@@ -73,19 +75,22 @@ def plan(n, c, h, k, pool, elt, sms, tile):
             "splits": 1, "blocks": math.ceil(m / bm) * math.ceil(k / bn)}
 
 
-def unhidden(bm: int, bn: int, slices: int, eff: float, per_sm: int, items: int = 0, elt: int = 2) -> float:
+def unhidden(bm: int, bn: int, slices: int, eff: float, per_sm: int, items: int = 0, elt: int = 2,
+             ping_pong: bool = False) -> float:
     """Fraction of a block's time in its main loop when it has the SM alone (per_sm = 1):
     nothing overlaps its first load and its epilogue (the BM x BN fp32 tile written to
     shared memory and read back, 128 bytes per clock). 1 with 2+ blocks per SM. A
     persistent (ws) block taking `items` work items in turn: its producer loads the next
     item under the epilogue, so one first load per block, and the epilogue is the
     computing warps' stores of y from their registers (BM x BN elements of `elt` bytes, 128
-    bytes per clock), during which the tensor cores idle."""
+    bytes per clock), during which the tensor cores idle; ping-pong (ws128x128), whose two
+    computing warpgroups take the items in turn, stores one item's y under the other's main
+    loop, so only the first load is left."""
     if per_sm > 1:
         return 1.0
     main = bm * bn * 32 * slices / 2048 / eff
     if items:
-        return main / (main + FILL_CLOCKS / items + bm * bn * elt / 128)
+        return main / (main + FILL_CLOCKS / items + (0 if ping_pong else bm * bn * elt / 128))
     return main / (main + FILL_CLOCKS + 2 * bm * bn * 4 / 128)
 
 
@@ -156,7 +161,7 @@ def layer_rows(n: int, gpu: str, dtype: str = "fp16", tile: str | None = None):
         wg = tl if is_wgmma(tl) else None
         eff = min(smem_cap(bm, bn, wg), WGMMA_CEILING if wg else MMA_SYNC_CEILING)
         slices = pl.get("slices_per_split", math.ceil(9 * cp * elt / 64))
-        alone = unhidden(bm, bn, slices, eff, per_sm, waves if tl.startswith("ws") else 0, elt)
+        alone = unhidden(bm, bn, slices, eff, per_sm, waves if tl.startswith("ws") else 0, elt, tl in PING_PONG)
         eff *= tail * pad * alone
         l2 = l2_bytes_per_clock(bm, bn, h, pool)
         rows.append(dict(layer=name, C=c, K=k, H=h, pool=pool, gflop=flops / 1e9, mbytes=nbytes / 1e6, l2=l2,

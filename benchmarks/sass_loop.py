@@ -148,6 +148,15 @@ def instantiation(mangled: str) -> str:
     return f"{dtype} {prefix}{bm}x{bn} {'int32' if idx == 'i' else 'int64'}"
 
 
+def item_warpgroups(mangled: str) -> int:
+    """The warpgroups that compute one work item of a wgmma_ws kernel: BN / 128 (ws128x256's
+    two share each item; ws128x128's two take items in turn, one each)."""
+    m = re.search(r"MmaTypeE\dELi(\d+)ELi(\d+)ELNS0_8MainLoopE3E", mangled)
+    if not m:
+        raise ValueError(f"not a wgmma_ws kernel: {mangled}")
+    return int(m.group(2)) // 128
+
+
 def hgmma_clocks(body: list[str]) -> int:
     """Clocks a sub-partition's tensor core is busy with the loop's HGMMA at the dense peak:
     HGMMA.64xNx16 (f16/bf16) is 64 x N x 16 MACs over 4 sub-partitions at 512 MACs per clock
@@ -179,12 +188,16 @@ def analyse(sass: str) -> list[dict]:
         producer = main_loop(insns, ("LDGSTS",), ("HGMMA",), smallest=True) if ws else None
         tma = tma_loops(insns) if ws else {}
         share = {}
-        if ws and hgmma:  # per sub-partition: 2 computing warps (one of each warpgroup) + 1 producer warp
-            slots = 2 * hgmma_clocks(body)  # both computing warpgroups' tensor work a slice
+        if ws and hgmma:
+            # per sub-partition and slice: a warp of each warpgroup that computes the item (ws128x256:
+            # 2, cooperative; ws128x128: 1, the other warpgroup computes another item, ping-pong)
+            # and a producer warp, against the item's tensor work a slice
+            groups = item_warpgroups(name)
+            slots = groups * hgmma_clocks(body)
             for path, n in (("cp_async", len(producer) if producer else None), ("tma", tma.get("tma")),
                             ("tma_pool", tma.get("tma_pool"))):
                 if n:
-                    share[path] = round((2 * len(body) + n) / slots, 2)
+                    share[path] = round((groups * len(body) + n) / slots, 2)
         rows.append({"kernel": instantiation(name), "function": name, "loop_instructions": len(body),
                      "producer_instructions": len(producer) if producer else None,
                      "producer_ldgsts": sum(opcode(t) == "LDGSTS" for t in producer) if producer else None,
@@ -194,7 +207,7 @@ def analyse(sass: str) -> list[dict]:
                      "ldsm": ops["LDSM"], "ldgsts": ops["LDGSTS"],
                      "issue_per_hmma": round(len(body) / hmma, 2) if hmma else None,
                      "issue_share": round(len(body) / (hgmma_clocks(body)), 2) if hgmma else None,
-                     # ws: the issue slots a sub-partition needs at the tensor peak, its two
+                     # ws: the issue slots a sub-partition needs at the tensor peak, its
                      # computing warps' loops and its producer warp's, per copy path (the
                      # tensor loads': sub-partition 0's, whose warp issues the weight's too)
                      "sub_partition_share": share or None,

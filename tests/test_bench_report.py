@@ -246,6 +246,11 @@ def test_roofline_counts_vgg16():
     # more of its time is main loop than a one-item block's, less the fewer its items.
     assert roofline.unhidden(128, 256, 72, 0.8, 1) < roofline.unhidden(128, 256, 72, 0.8, 1, items=2) < \
         roofline.unhidden(128, 256, 72, 0.8, 1, items=12) < 1
+    # Ping-pong (ws128x128) stores one item's y under the other warpgroup's main loop: only the
+    # first load is left, over the block's items.
+    pp = roofline.unhidden(128, 128, 18, 0.8, 1, items=4, ping_pong=True)
+    assert roofline.unhidden(128, 128, 18, 0.8, 1, items=4) < pp < 1
+    assert pp == pytest.approx(1 / (1 + roofline.FILL_CLOCKS / 4 / (128 * 128 * 32 * 18 / 2048 / 0.8)))
     assert roofline.main(["--batch", "2"]) == 0
 
 

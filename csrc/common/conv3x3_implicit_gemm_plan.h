@@ -15,7 +15,8 @@
 // order, then bias, ReLU and the pool. By counting: conv5 at batch 1 goes from 8 blocks
 // x 144 slices to 128 blocks x 9 slices, for 6.4 MB of partials through memory (~2 us).
 // wg128x128, wg256x64 (one warpgroup), wg128x256 (two) and ws128x256 and ws128x128 (two
-// computing warpgroups and a producer warpgroup that makes the copies) use wgmma (on an sm_90a build
+// computing warpgroups, on every item or ping-pong, and a producer warpgroup that makes the
+// copies) use wgmma (on an sm_90a build
 // and a compute capability 9.0 GPU, args.wgmma); they run only where forced or measured
 // fastest: until a GPU has checked them against the emulator bit for bit, mma.sync stays
 // the default. A measured wgmma tile on a device without wgmma runs as its mma.sync

@@ -221,27 +221,36 @@
 // max that drops a row), bank-conflict-free. Time on the
 // GPU: pending a GPU session (benchmarks/README.md has the focus run that times it against
 // wg128x256, with and without the tensor loads).
-// ws128x128 (wgmma_ws at BN = 128): the same three warpgroups, each computing one
-// m64n128k16 per k-step on its 64 rows, for VGG's K = 128 layers (conv2_1, conv2_2: 18% of
-// VGG16's conv FLOPs, where wg128x128 measured 34-40% of the peak) and, persistent, the
-// 14 x 14 layers' tail: conv5 at batch 64 is 196 items of 128 x 256 on 132 SMs (1.48
-// waves, the second on 64 SMs) or 392 of 128 x 128 (2.97 waves). By count, per k16 step
-// wgmma reads 2 x (64 + 128) x 32 bytes and the copies write (128 + 128) x 32: 160 bytes
-// per tensor clock, wg128x128's 80% shared-memory cap (128 x 256: none). 8 stages (128 KiB;
-// kStages above). python -m benchmarks.sass_loop: 128 registers (TF32 100), the consumers'
-// loop 52 instructions per slice around 2 HGMMA.64x128x16 (0.41 of a warp's issue slots:
-// half 128 x 256's tensor work a slice for the same loop), the producer's cp.async loop 137
-// (8 copies per thread), its tensor loads 66 (pooled 155). Per sub-partition and slice (256
-// tensor clocks at the peak: 2 consumer warps and a producer warp each; sass_loop's "SP"),
-// 2 x 52 + 137 = 0.94 of the issue slots by cp.async (64-bit offsets 1.14), 0.66 by tensor
-// loads (sub-partition 0; pooled, its 17 loads a slice: 1.01), against wg128x128's 0.54 (2
-// blocks of 4 warps) and ws128x256's 0.54 / 0.35 / 0.52 (512 clocks a slice): on this tile
-// the second computing warpgroup's loop costs about what taking the copies out of the
-// computing warps saves, and only the unpooled tensor loads issue fewer instructions than
-// wg128x128. What it may gain is what ws128x256 may:
-// no barrier of the whole block, the next item's loads under the epilogue. Predicted, not
-// measured (no GPU since it was built); the focus run in benchmarks/README.md times it
-// against wg128x128 on conv2_1, conv2_2 and conv5.
+// ws128x128 (wgmma_ws at BN = 128), for VGG's K = 128 layers (conv2_1, conv2_2: 18% of
+// VGG16's conv FLOPs, where wg128x128 measured 34-40% of the peak) and, persistent, the 14 x
+// 14 layers' tail: conv5 at batch 64 is 196 items of 128 x 256 on 132 SMs (1.48 waves, the
+// second on 64 SMs) or 392 of 128 x 128 (2.97 waves). Ping-pong: the same three warpgroups,
+// but each computing warpgroup takes whole items (two m64n128k16 per k-step, wg128x128's
+// loop), a block's items in turn, so that one stores its item's outputs while the other
+// computes; the producer loads the items in order. Turns (named barriers turn[0], turn[1])
+// order the main loops: a warpgroup starts waiting for its item's slices once the other
+// has issued all of its own, which also keeps each parity wait on a phase whose
+// predecessor completed (without the turns the emulator reports the race: the second
+// warpgroup read a stage still being copied, its wait passed on the phase two before).
+// Why ping-pong here: with BN = 128 a slice is 256 tensor clocks for the whole SM, and the
+// epilogue of a conv2 item (18 slices) is ~10% of its main loop, which the cooperative
+// schedule (both warpgroups on every item, as ws128x256 does: its items are 2-4x longer)
+// leaves the tensor cores idle for. By count, per k16 step wgmma reads 2 x (64 + 128) x 32
+// bytes and the copies write (128 + 128) x 32: 160 bytes per tensor clock, wg128x128's 80%
+// shared-memory cap (128 x 256: none). 8 stages (128 KiB; kStages above). python -m
+// benchmarks.sass_loop: 158 registers (161 with 64-bit offsets; 128 accumulators a thread),
+// the consumers' loop 76 instructions per slice around 4 HGMMA.64x128x16 (0.30 of a warp's
+// issue slots), the producer's cp.async loop 129 (8 copies per thread), its tensor loads 60
+// (pooled 128). Per sub-partition and slice (256 tensor clocks at the peak: one computing
+// warp and a producer warp; sass_loop's "SP"), 76 + 129 = 0.80 of the issue slots by
+// cp.async (64-bit offsets 0.99), 0.53 by tensor loads (sub-partition 0; pooled, its 17
+// loads a slice: 0.80), against wg128x128's 0.54 (2 blocks of 4 warps) and ws128x256's 0.54
+// / 0.35 / 0.52 (512 clocks a slice); when its two warpgroups shared each item (one m64n128
+// each), 0.94 / 0.66 / 1.01: two computing warps' loops a slice. Predicted, not measured
+// (no GPU since it was built): what ws128x256 may gain (no barrier of the whole block, the
+// next item's loads under the epilogue) and the epilogue under the other warpgroup's main
+// loop; the focus run in benchmarks/README.md times it against wg128x128 on conv2_1,
+// conv2_2 and conv5.
 // The wgmma tiles run where forced or measured fastest until a GPU has confirmed them bit
 // for bit against the emulator on exact-sum data (tests/test_conv3x3_implicit_gemm.py; the
 // hardware's accumulation rounding is unspecified, so only such data can be compared
@@ -264,9 +273,10 @@ namespace VK_KERNEL_NS {
 // two computing 128 x 256, one m64n256k16 each on 64 of the rows (kWarpsM = 8); wgmma_t: one
 // warpgroup computes a 256-pixel x 64-channel tile transposed, as one m64n256k16 per k-step
 // with the weight rows as wgmma's A (M = 64 channels) and the pixels as its B (N = 256);
-// wgmma_ws: 128 x 256 or 128 x 128 by two computing warpgroups (one m64n256k16 or
-// m64n128k16 each, on 64 of the rows), warp-specialised: a third warpgroup makes all the
-// copies and hands the stages over (mbarriers when full, named barriers when empty).
+// wgmma_ws: warp-specialised, a third warpgroup makes all the copies and hands the stages
+// over (mbarriers when full, named barriers when empty) to two computing warpgroups: 128 x
+// 256 by both (one m64n256k16 each, on 64 of the rows), or 128 x 128 by one (two
+// m64n128k16), the two taking the items in turn (ping-pong).
 enum class MainLoop { mma_sync, wgmma, wgmma_t, wgmma_ws };
 
 // T: the storage type (__half, __nv_bfloat16 or float); the shared-memory layout in
@@ -278,14 +288,20 @@ struct ImplicitGemmTiling {
   static constexpr bool kWgmma = kLoop != MainLoop::mma_sync, kTransposed = kLoop == MainLoop::wgmma_t;
   static constexpr bool kWs = kLoop == MainLoop::wgmma_ws;
   static constexpr int kBM = kBM_, kBN = kBN_;
-  // Warps along M and N: mma.sync, 64 x 64 each; wgmma, one warpgroup where BN = 128 (two
-  // m64n128 per k-step) and two where BN = 256 (one m64n256 each, on 64 of the 128 rows);
-  // wgmma_ws, always two (one m64nBN each, on 64 of the rows); wgmma_t, one (1 x 4 warps).
-  static constexpr int kWarpsM = kLoop == MainLoop::mma_sync ? kBM / 64 : kTransposed ? 1 : kWs ? 8 : kBN / 32;
+  // wgmma_ws at BN = 128 runs ping-pong: each of its two computing warpgroups takes whole
+  // items in turn (a block's items 0, 2, 4, ... and 1, 3, 5, ...), so one stores its item's
+  // outputs while the other computes; at BN = 256 the two share every item (cooperative).
+  static constexpr bool kPingPong = kWs && kBN == 128;
+  static constexpr int kConsumerGroups = kPingPong ? 2 : 1;  // computing groups, each on its own items
+  // Warps along M and N that compute one item: mma.sync, 64 x 64 each; wgmma and wgmma_ws,
+  // one warpgroup where BN = 128 (two m64n128 per k-step) and two where BN = 256 (one
+  // m64n256 each, on 64 of the 128 rows); wgmma_t, one (1 x 4 warps).
+  static constexpr int kWarpsM = kLoop == MainLoop::mma_sync ? kBM / 64 : kTransposed ? 1 : kBN / 32;
   static constexpr int kWarpsN = kLoop == MainLoop::mma_sync ? kBN / 64 : kTransposed ? 4 : 1;
-  // The warps that compute (kWarpsM x kWarpsN of them); wgmma_ws adds a producer warpgroup
-  // after them, which makes every copy (kCopyThreads: the threads that copy).
-  static constexpr int kThreads = 32 * kWarpsM * kWarpsN;
+  // The threads that compute an item (kWarpsM x kWarpsN warps) and all that compute
+  // (ping-pong: two such groups); wgmma_ws adds a producer warpgroup after them, which makes
+  // every copy (kCopyThreads: the threads that copy).
+  static constexpr int kItemThreads = 32 * kWarpsM * kWarpsN, kThreads = kConsumerGroups * kItemThreads;
   static constexpr int kProducerThreads = kWs ? 128 : 0, kBlockThreads = kThreads + kProducerThreads;
   static constexpr int kCopyThreads = kWs ? kProducerThreads : kThreads;
   static constexpr int kPoolIssuers = kWs ? kProducerThreads / 32 : 1;  // wgmma_ws's pooled tensor loads: a lane per warp
@@ -312,7 +328,7 @@ struct ImplicitGemmTiling {
   // DRAM under load).
   static constexpr int kStages = kWs && kBN == 128 ? 8 : kTransposed ? 5 : kWgmma ? 6 : 4;
   static constexpr int kPrefetch = kWgmma ? kStages - 2 : kStages - 1;
-  static constexpr int kMinBlocksPerSM = kLoop == MainLoop::mma_sync || kWarpgroups > 1 ? 1 : 2;
+  static constexpr int kMinBlocksPerSM = kLoop == MainLoop::mma_sync || kWs || kWarpgroups > 1 ? 1 : 2;
   static constexpr int kStep = kBK / 2;  // K per mma: 16 (m16n8k16) or 8 (m16n8k8 tf32)
   static constexpr int kMTiles = kWarpM / 16, kNTiles = kWarpN / 8;
   static constexpr int kRow = kBK;  // elements per shared row: 64 bytes, swizzled, no padding
@@ -333,19 +349,41 @@ struct ImplicitGemmTiling {
   static_assert(kRowsPerPass % 8 == 0, "a cp.async phase (8 lanes) writes an even row and the next; copy "
                                        "passes keep the swizzle (rows 8 apart share it)");
   static_assert(kTransposed ? 2 * kCStride % 32 == 8 : kCStride % 32 == 8, "conflict-free accumulator stores");
-  static_assert(!kWgmma || kThreads == 128 || (kThreads == 256 && !kTransposed),
-                "wgmma: one warpgroup (or two, not transposed)");
+  static_assert(!kWgmma || kItemThreads == 128 || (kItemThreads == 256 && !kTransposed),
+                "wgmma: one warpgroup (or two, not transposed) an item");
   static_assert(kLoop != MainLoop::wgmma || (kBM == 128 && (kBN == 128 || kBN == 256)),
                 "wgmma: 128 x 128 or 128 x 256");
   static_assert(!kWs || (kBM == 128 && (kBN == 128 || kBN == 256)), "wgmma_ws: 128 x 128 or 128 x 256");
-  // wgmma_ws's named barriers: empty[s] (the consumers arrive once their wgmma read stage
-  // s, the producer syncs before refilling it), and one of the consumers alone for the
-  // epilogue. (Its full barriers, which the consumers wait at for a stage's slice, are
-  // mbarriers: the tensor loads complete their bytes there.)
+  // wgmma_ws's named barriers: empty[s] (the consumers of the item arrive once their wgmma
+  // read stage s, the producer syncs before refilling it: kEmptyArrivals threads), and one
+  // of an item's consumers alone for the shared-memory epilogue. (Its full barriers, which
+  // the consumers wait at for a stage's slice, are mbarriers: the tensor loads complete
+  // their bytes there.)
   static constexpr int kEmptyBarrier = 1, kConsumerBarrier = 1 + kStages;
-  static_assert(!kWs || kConsumerBarrier <= 15, "16 named barriers, 0 is __syncthreads()'s");
+  static constexpr int kEmptyArrivals = kItemThreads + kProducerThreads;
+  // Ping-pong's turns: turn[j] (named barrier kTurnBarrier + j), which warpgroup j syncs at
+  // before it waits for its next item's first slice, and the other arrives at once it has
+  // waited for its own item's last: so a warpgroup waits for a full mbarrier's phase only
+  // once the phase before it has completed (a parity wait cannot tell a phase from the one
+  // two before), and the main loops run one after the other, each warpgroup's epilogue under
+  // the other's main loop.
+  static constexpr int kTurnBarrier = kConsumerBarrier + 1;
+  static_assert(!kWs || kTurnBarrier + kConsumerGroups - 1 <= 15, "16 named barriers, 0 is __syncthreads()'s");
   static_assert(size_t(kAStage) * sizeof(T) % 1024 == 0 && size_t(kBStage) * sizeof(T) % 1024 == 0,
                 "stages keep the 512-byte swizzle pattern aligned (wgmma descriptors)");
+
+  // wgmma_ws: the slice count a block carries to its next item (`done` + this item's
+  // `more`), kept under 4 kStages once past 2 kStages: what the stages and barriers read of
+  // it (i % kStages, i >= kStages, and the mbarrier phase's parity (i / kStages) % 2) is
+  // unchanged, and a persistent block's count never overflows.
+  static __device__ __forceinline__ int next_pipelined(int done, int more) {
+    const int n = done + more;
+    return n >= 4 * kStages ? n % (2 * kStages) + 2 * kStages : n;
+  }
+  // Slice i's stage, and the parity of its full mbarrier's phase (i >= 0: unsigned
+  // arithmetic, a mask and a shift).
+  static __device__ __forceinline__ int stage_of(int slice) { return static_cast<unsigned>(slice) % kStages; }
+  static __device__ __forceinline__ int phase_of(int slice) { return static_cast<unsigned>(slice) / kStages % 2; }
 
   // Element offset of 16-byte chunk `chunk` (0..3) of row `row` in a stage.
   static __device__ __forceinline__ int offset(int row, int chunk) {
@@ -544,7 +582,7 @@ __device__ __noinline__ void store_nchw_tile(const float* c_smem, T* y, Index pi
                                              Index k0, int warp, int lane) {
   constexpr int kV = L::kChunk, kRows = kV * kWindow;  // pixels and epilogue rows per lane
   constexpr int kRot = L::nchw_rotation(kRows);
-  constexpr int kColBlocks = L::kBN / 16, kRowBlocks = L::kBM / (2 * kRows), kWarps = L::kThreads / 32;
+  constexpr int kColBlocks = L::kBN / 16, kRowBlocks = L::kBM / (2 * kRows), kWarps = L::kItemThreads / 32;
   static_assert(kRot >= 0, "a rotation that keeps the two half-warps' reads 16 banks apart");
   static_assert(kColBlocks * kRowBlocks % kWarps == 0, "uniform epilogue passes");
   const int ci = lane % 16, half = lane / 16;
@@ -571,6 +609,13 @@ __device__ __noinline__ void store_nchw_tile(const float* c_smem, T* y, Index pi
   }
 }
 
+// The number of K slices of work item `block`: all of K_gemm's, or its split's share.
+template <class L, class Index>
+__device__ __forceinline__ int implicit_gemm_item_slices(const ImplicitGemmParams<Index>& p, unsigned block) {
+  const int k_tiles = static_cast<int>((9 * p.C + L::kBK - 1) / L::kBK);
+  return min(p.slices_per_split, k_tiles - static_cast<int>(block % p.splits) * p.slices_per_split);
+}
+
 // Whose part of a work item a thread runs: every part (one block per item), or wgmma_ws's
 // producer or consumer part (compiled apart, so that neither carries the other's registers).
 enum class Role { all, producer, consumer };
@@ -593,7 +638,10 @@ __device__ __forceinline__ void conv3x3_implicit_gemm_item(const T* __restrict__
   T* const a_smem = reinterpret_cast<T*>(smem);
   T* const b_smem = a_smem + L::kStages * L::kAStage;
 
-  const int tid = threadIdx.x, lane = tid % 32, warp = tid / 32;
+  // tid: the thread's place among the item's threads (ping-pong: within its warpgroup); the
+  // producer's, past them.
+  const int tid = kRole == Role::consumer ? static_cast<int>(threadIdx.x) % L::kItemThreads : threadIdx.x;
+  const int lane = tid % 32, warp = tid / 32;
   const int warp_m = warp % L::kWarpsM, warp_n = warp / L::kWarpsM;
 
   const Index tile = static_cast<Index>(block) / p.splits;
@@ -601,10 +649,9 @@ __device__ __forceinline__ void conv3x3_implicit_gemm_item(const T* __restrict__
   const Index m0 = tile / p.k_blocks * L::kBM;
   const Index k0 = tile % p.k_blocks * kBN;
   const Index kd = 9 * p.C;  // K_gemm
-  const int k_tiles = static_cast<int>((kd + L::kBK - 1) / L::kBK);
   // This block's K slices: [kt0, kt0 + n_tiles) (all of them without split-K).
   const int kt0 = split * p.slices_per_split;
-  const int n_tiles = min(p.slices_per_split, k_tiles - kt0);
+  const int n_tiles = implicit_gemm_item_slices<L>(p, block);
   const Index ho_n = p.H / 2, wo_n = p.W / 2;
 
   // Stage copies: this thread copies 16-byte chunk (tid % 4) of rows tid/4 + i*kRowsPerPass
@@ -810,24 +857,18 @@ __device__ __forceinline__ void conv3x3_implicit_gemm_item(const T* __restrict__
       // every producer thread rounds (tf32) and fences its copies and arrives at the stage's
       // full mbarrier (at an item's end it waits for all its copies and arrives for the
       // rest); with tensor loads (maps.on) one thread announces the slice's bytes there and
-      // issues the two loads, which complete the phase as they land. The two consumer
-      // warpgroups wait for the phase (parity (i / kStages) % 2), issue the slice's wgmma,
-      // and once it is done (wgmma_wait<1> a slice later, <0> at the item's end) arrive at
-      // the stage's empty barrier. Every release is matched: the producer syncs before each
-      // refill, and after its last item for the last kStages releases. No barrier of the
-      // whole block: a warpgroup waits only for the stage it needs, and the producer runs
-      // into the next item while the consumers store this one's outputs. Deadlock-free:
-      // refilling slice i needs the consumers past slice i - kStages + 1, whose full phase
-      // the producer completed by then (its arrivals at i - 1, or at the end of an item).
-      constexpr int kAll = L::kBlockThreads;
-      // The count carried to the next item, kept under 4 kStages once past 2 kStages: what
-      // the stages and barriers read of it (i % kStages, i >= kStages, and the mbarrier
-      // phase's parity (i / kStages) % 2) is unchanged, and a persistent block's count
-      // never overflows.
-      auto next_pipelined = [](int done, int more) {
-        const int n = done + more;
-        return n >= 4 * L::kStages ? n % (2 * L::kStages) + 2 * L::kStages : n;
-      };
+      // issues the two loads, which complete the phase as they land. The item's consumers
+      // (both warpgroups; ping-pong, the one whose turn it is) wait for the phase (parity (i
+      // / kStages) % 2), issue the slice's wgmma, and once it is done (wgmma_wait<1> a slice
+      // later, <0> at the item's end) arrive at the stage's empty barrier. Every release is
+      // matched: the producer syncs before each refill, and after its last item for the last
+      // kStages releases. No barrier of the whole block: a warpgroup waits only for the
+      // stage it needs, and the producer runs into the next item while the consumers store
+      // this one's outputs. Deadlock-free: refilling slice i needs the consumers past slice i
+      // - kStages + 1, whose full phase the producer completed by then (its arrivals at i -
+      // 1, or at the end of an item), and a ping-pong warpgroup waiting for its turn holds
+      // no stage.
+      constexpr int kAll = L::kEmptyArrivals;
       // maps.on (without the pool; with it, below): one thread of the producer issues both
       // tensor loads of a slice, announced on the stage's full mbarrier (the consumers wait
       // there for the phase of parity (i / kStages) % 2); the other producer threads only
@@ -849,7 +890,7 @@ __device__ __forceinline__ void conv3x3_implicit_gemm_item(const T* __restrict__
           int tap_t = kpos_t / C;
           int32_t c_t = kpos_t - tap_t * C;
           for (int kt = 0; kt < n_tiles; ++kt) {
-            const int slice = pipelined + kt, stage = slice % L::kStages;
+            const int slice = pipelined + kt, stage = L::stage_of(slice);
             if (slice >= L::kStages) bar_sync(L::kEmptyBarrier + stage, kAll);
             if (issuing) issue(stage, kpos_t, tap_t, c_t);
             kpos_t += L::kBK;
@@ -912,12 +953,12 @@ __device__ __forceinline__ void conv3x3_implicit_gemm_item(const T* __restrict__
           tensor_load_loop(issue_tensor_loads, ctid == 0);
         } else {
           for (int kt = 0; kt < n_tiles; ++kt) {
-            const int slice = pipelined + kt, stage = slice % L::kStages;
+            const int slice = pipelined + kt, stage = L::stage_of(slice);
             if (slice >= L::kStages) bar_sync(L::kEmptyBarrier + stage, kAll);
             load_stage(stage);
             cp_async_commit();
             if (kt >= L::kPrefetch) {
-              const int landed = (slice - L::kPrefetch) % L::kStages;
+              const int landed = L::stage_of(slice - L::kPrefetch);
               cp_async_wait<L::kPrefetch>();
               round_x(landed);
               fence_proxy_async();
@@ -926,29 +967,36 @@ __device__ __forceinline__ void conv3x3_implicit_gemm_item(const T* __restrict__
           }
           cp_async_wait<0>();  // the last kPrefetch slices' copies
           for (int kt = max(n_tiles - L::kPrefetch, 0); kt < n_tiles; ++kt) {
-            const int stage = (pipelined + kt) % L::kStages;
+            const int stage = L::stage_of(pipelined + kt);
             round_x(stage);
             fence_proxy_async();
             mbar_arrive(&full[stage]);
           }
         }
-        pipelined = next_pipelined(pipelined, n_tiles);
+        pipelined = L::next_pipelined(pipelined, n_tiles);
         if (last)
           for (int slice = max(pipelined - L::kStages, 0); slice < pipelined; ++slice)
-            bar_sync(L::kEmptyBarrier + slice % L::kStages, kAll);
+            bar_sync(L::kEmptyBarrier + L::stage_of(slice), kAll);
         return;  // the consumers' epilogue needs no producer (its barriers count kThreads)
       } else {
+        // Ping-pong: this warpgroup's turn (its block's first item needs none), and once the
+        // item's wgmma are all issued (every slice waited for), the other's, where the block
+        // has a next item (the other's); its main loop then starts under this one's last
+        // wgmma, as this one's epilogue runs under it.
+        const int group = static_cast<int>(threadIdx.x) / L::kItemThreads;
+        if (L::kPingPong && block != blockIdx.x) bar_sync(L::kTurnBarrier + group, 2 * L::kItemThreads);
         for (int kt = 0; kt < n_tiles; ++kt) {
           const int slice = pipelined + kt;
-          const int stage = slice % L::kStages;
-          mbar_wait(&full[stage], (slice / L::kStages) % 2);
+          const int stage = L::stage_of(slice);
+          mbar_wait(&full[stage], L::phase_of(slice));
           compute_slice(stage);
-          if (kt >= 1) bar_arrive(L::kEmptyBarrier + (slice - 1) % L::kStages, kAll);
+          if (kt >= 1) bar_arrive(L::kEmptyBarrier + L::stage_of(slice - 1), kAll);
         }
+        if (L::kPingPong && !last) bar_arrive(L::kTurnBarrier + 1 - group, 2 * L::kItemThreads);
         wgmma_wait<0>();
         wgmma_pin<kAccumulators>(acc_regs);
-        bar_arrive(L::kEmptyBarrier + (pipelined + n_tiles - 1) % L::kStages, kAll);
-        pipelined = next_pipelined(pipelined, n_tiles);
+        bar_arrive(L::kEmptyBarrier + L::stage_of(pipelined + n_tiles - 1), kAll);
+        pipelined = L::next_pipelined(pipelined, n_tiles);
       }
     } else {
       int read = 0, write = L::kPrefetch;  // stages: computed now, loaded now
@@ -1062,14 +1110,13 @@ __device__ __forceinline__ void conv3x3_implicit_gemm_item(const T* __restrict__
   if constexpr (L::kWs) {
     if (p.persistent) {
       // Persistent wgmma_ws (y NHWC): the outputs go from the accumulators to y, leaving the
-      // stages to the producer's next item. Thread (g, t) of warp w holds rows warp_row(w, 0)
+      // stages to the producer's next item. Thread (g, t) of warp w holds rows warp_row(w, mt)
       // + g (+ 8) and channels 8 nt + 2t, + 1 (pairs: one 2-element store, 4 lanes a row's 16
       // contiguous bytes of fp16). With the pool, lane g = 4j (window order: a window's 4 rows
       // are g = 4j .. 4j + 3, 4 lanes apart) or g = 2j (slab order: its rows are g, g + 8 of
       // this lane and of the lane 4 further) takes the others' values by shuffles, their max
       // in window order (torch's NaN rule), and stores it.
       const bool pairs = p.K % 2 == 0;
-      const int row0 = L::warp_row(warp_m, 0);  // a multiple of 16
       auto store_pair = [&](Index o, Index k, const float* v, bool active) {  // y's pixel o, channels k, k + 1
         if (pairs) {
           Vec<T, 2> out;
@@ -1084,10 +1131,10 @@ __device__ __forceinline__ void conv3x3_implicit_gemm_item(const T* __restrict__
           }
         }
       };
-      auto output = [&](int nt, int half, const float* bk, float* v) {  // + bias, ReLU, TF32 rounding
+      auto output = [&](int mt, int nt, int half, const float* bk, float* v) {  // + bias, ReLU, TF32 rounding
 #pragma unroll
         for (int j = 0; j < 2; ++j) {
-          v[j] = acc[0][nt][2 * half + j] + bk[j];
+          v[j] = acc[mt][nt][2 * half + j] + bk[j];
           if (p.relu && v[j] < 0.f) v[j] = 0.f;  // ReLU(NaN) = NaN
           if (p.y_tf32) v[j] = round_tf32(v[j]);
         }
@@ -1097,21 +1144,25 @@ __device__ __forceinline__ void conv3x3_implicit_gemm_item(const T* __restrict__
         for (int j = 0; j < 2; ++j) bk[j] = bias != nullptr ? to_float(ld_global(bias + (k + j), k + j < p.K)) : 0.f;
       };
       if (p.pool && maps.on) {  // slab order: window (dy, dx) is row g + 8 dy of this lane (dx = 0) and of the next pixel's (dx = 1)
-        const Index o = (m0 + row0) / 4 + g / 2;  // 4 windows per slab of 16 rows
 #pragma unroll
         for (int nt = 0; nt < L::kNTiles; ++nt) {
           const Index k = k0 + nt * 8 + 2 * t;
-          float bk[2], v[2][2], m[2];
+          float bk[2];
           bias_pair(k, bk);
-          output(nt, 0, bk, v[0]);
-          output(nt, 1, bk, v[1]);
 #pragma unroll
-          for (int j = 0; j < 2; ++j) {
-            const float right0 = __shfl_down_sync(0xffffffffu, v[0][j], 4);
-            const float right1 = __shfl_down_sync(0xffffffffu, v[1][j], 4);
-            m[j] = max_step(max_step(max_step(v[0][j], right0), v[1][j]), right1);
+          for (int mt = 0; mt < L::kMTiles; ++mt) {
+            const Index o = (m0 + L::warp_row(warp_m, mt)) / 4 + g / 2;  // 4 windows per slab of 16 rows
+            float v[2][2], m[2];
+            output(mt, nt, 0, bk, v[0]);
+            output(mt, nt, 1, bk, v[1]);
+#pragma unroll
+            for (int j = 0; j < 2; ++j) {
+              const float right0 = __shfl_down_sync(0xffffffffu, v[0][j], 4);
+              const float right1 = __shfl_down_sync(0xffffffffu, v[1][j], 4);
+              m[j] = max_step(max_step(max_step(v[0][j], right0), v[1][j]), right1);
+            }
+            store_pair(o, k, m, g % 2 == 0 && o < p.M / 4);
           }
-          store_pair(o, k, m, g % 2 == 0 && o < p.M / 4);
         }
         return;
       }
@@ -1121,23 +1172,26 @@ __device__ __forceinline__ void conv3x3_implicit_gemm_item(const T* __restrict__
         float bk[2];
         bias_pair(k, bk);
 #pragma unroll
-        for (int half = 0; half < 2; ++half) {
-          const Index row = m0 + row0 + g + 8 * half;  // a multiple of 4 where g % 4 == 0
-          float v[2];
-          output(nt, half, bk, v);
-          if (p.pool) {  // window order
-            float u[3][2];
+        for (int mt = 0; mt < L::kMTiles; ++mt) {
 #pragma unroll
-            for (int d = 1; d < 4; ++d)
+          for (int half = 0; half < 2; ++half) {
+            const Index row = m0 + L::warp_row(warp_m, mt) + g + 8 * half;  // a multiple of 4 where g % 4 == 0
+            float v[2];
+            output(mt, nt, half, bk, v);
+            if (p.pool) {  // window order
+              float u[3][2];
 #pragma unroll
-              for (int j = 0; j < 2; ++j) u[d - 1][j] = __shfl_down_sync(0xffffffffu, v[j], 4 * d);
+              for (int d = 1; d < 4; ++d)
 #pragma unroll
-            for (int d = 1; d < 4; ++d)
+                for (int j = 0; j < 2; ++j) u[d - 1][j] = __shfl_down_sync(0xffffffffu, v[j], 4 * d);
 #pragma unroll
-              for (int j = 0; j < 2; ++j) v[j] = max_step(v[j], u[d - 1][j]);
-            store_pair(row / 4, k, v, g % 4 == 0 && row < p.M);
-          } else {
-            store_pair(row, k, v, row < p.M);
+              for (int d = 1; d < 4; ++d)
+#pragma unroll
+                for (int j = 0; j < 2; ++j) v[j] = max_step(v[j], u[d - 1][j]);
+              store_pair(row / 4, k, v, g % 4 == 0 && row < p.M);
+            } else {
+              store_pair(row, k, v, row < p.M);
+            }
           }
         }
       }
@@ -1147,7 +1201,7 @@ __device__ __forceinline__ void conv3x3_implicit_gemm_item(const T* __restrict__
   // The computing threads' barrier (wgmma_ws: its producer has gone; its copies all landed
   // and were read before the consumers' last full barrier and wgmma wait).
   auto sync_consumers = [&]() {
-    if constexpr (L::kWs) bar_sync(L::kConsumerBarrier, L::kThreads);
+    if constexpr (L::kWs) bar_sync(L::kConsumerBarrier, L::kItemThreads);
     else __syncthreads();
   };
   sync_consumers();  // the pipeline's shared memory becomes the epilogue tile
@@ -1223,14 +1277,14 @@ __device__ __forceinline__ void conv3x3_implicit_gemm_item(const T* __restrict__
   };
   // Every thread makes the same number of passes (the tile divides by the block) and
   // reads its rows whether or not they exist in y; only the stores are guarded.
-  static_assert(L::kBM / 4 * kGroups % L::kThreads == 0, "uniform epilogue passes");
+  static_assert(L::kBM / 4 * kGroups % L::kItemThreads == 0, "uniform epilogue passes");
   if (p.y_nchw) {  // y NCHW: per channel, the tile's output pixels are runs of one plane
     if (p.pool) store_nchw_tile<L, 4>(c_smem, y, p.M / 4, p.K, p.hw_out, m0, k0, warp, lane);
     else store_nchw_tile<L, 1>(c_smem, y, p.M, p.K, p.hw_out, m0, k0, warp, lane);
     return;
   }
   if (!p.pool) {  // row m is pixel m0 + m of the NHWC output
-    for (int idx = tid; idx < L::kBM * kGroups; idx += L::kThreads) {
+    for (int idx = tid; idx < L::kBM * kGroups; idx += L::kItemThreads) {
       const int m = idx / kGroups, grp = idx % kGroups;
       const Index k = k0 + grp * 8;
       float v[8];
@@ -1239,7 +1293,7 @@ __device__ __forceinline__ void conv3x3_implicit_gemm_item(const T* __restrict__
       store8(y + (inside ? (m0 + m) * p.K + k : 0), k, v, inside);
     }
   } else {  // rows 4q .. 4q+3 are pooled pixel m0/4 + q's window, in torch's order
-    for (int idx = tid; idx < L::kBM / 4 * kGroups; idx += L::kThreads) {
+    for (int idx = tid; idx < L::kBM / 4 * kGroups; idx += L::kItemThreads) {
       const int q = idx / kGroups, grp = idx % kGroups;
       const Index k = k0 + grp * 8;
       float v[8], u[8];
@@ -1282,9 +1336,17 @@ __global__ void __launch_bounds__(ImplicitGemmTiling<T, kBM, kBN, kLoop>::kBlock
         conv3x3_implicit_gemm_item<T, kMma, kBM, kBN, kLoop, Role::producer>(
             x, w, bias, y, p, b, b + stride >= items, pipelined, full, maps);
     } else {
-      for (unsigned b = blockIdx.x; b < items; b += stride)
-        conv3x3_implicit_gemm_item<T, kMma, kBM, kBN, kLoop, Role::consumer>(
-            x, w, bias, y, p, b, b + stride >= items, pipelined, full, maps);
+      // Ping-pong: warpgroup j computes the block's items j, j + 2, ..., counting on the
+      // other's slices; cooperative: both compute every item.
+      const unsigned group = threadIdx.x / L::kItemThreads;
+      unsigned turn = 0;
+      for (unsigned b = blockIdx.x; b < items; b += stride, turn = turn + 1 == L::kConsumerGroups ? 0 : turn + 1) {
+        if (turn == group)
+          conv3x3_implicit_gemm_item<T, kMma, kBM, kBN, kLoop, Role::consumer>(
+              x, w, bias, y, p, b, b + stride >= items, pipelined, full, maps);
+        else
+          pipelined = L::next_pipelined(pipelined, implicit_gemm_item_slices<L>(p, b));
+      }
     }
   } else {
     conv3x3_implicit_gemm_item<T, kMma, kBM, kBN, kLoop, Role::all>(x, w, bias, y, p, blockIdx.x, true,
