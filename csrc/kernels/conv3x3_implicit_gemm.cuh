@@ -232,6 +232,8 @@
 // has issued all of its own, which also keeps each parity wait on a phase whose
 // predecessor completed (without the turns the emulator reports the race: the second
 // warpgroup read a stage still being copied, its wait passed on the phase two before).
+// Where y is NCHW (one block per item, the shared-memory epilogue) the second computing
+// warpgroup has no item: that call runs at one warpgroup's pace, like wg128x128.
 // Why ping-pong here: with BN = 128 a slice is 256 tensor clocks for the whole SM, and the
 // epilogue of a conv2 item (18 slices) is ~10% of its main loop, which the cooperative
 // schedule (both warpgroups on every item, as ws128x256 does: its items are 2-4x longer)
