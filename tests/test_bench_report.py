@@ -818,8 +818,9 @@ def test_headline_takes_network_rows_as_the_runner_makes_them(tmp_path):
 def test_readme_focus_command_selects_what_it_says(monkeypatch):
     """benchmarks/README.md's focus command for the warp-specialised tiles: its benchmark
     expression (read by pytest's own -k parser, each name a case-insensitive substring of a
-    case's id, as -k matches) selects the 41 cases its comment names, fp16 at batch 64 only:
-    each ws tile beside its wgmma twin on its layers, the ws tiles' copies rows, and VGG16."""
+    case's id, as -k matches) selects the 45 cases its comment names, fp16 at batch 64 only:
+    each ws tile beside its wgmma twin on its layers, ws128x128 (ping-pong) beside ws128x256
+    on theirs, the ws tiles' copies rows, and VGG16."""
     from _pytest.mark.expression import Expression
 
     from benchmarks import cases
@@ -831,7 +832,7 @@ def test_readme_focus_command_selects_what_it_says(monkeypatch):
                   text, re.S)
     expr = Expression.compile(re.sub(r"'\\\n'", "", m.group(1)))
     chosen = [c for c in cases.build_cases() if expr.evaluate(lambda s, i=c.id.lower(): s.lower() in i)]
-    assert len(chosen) == 41, [c.id for c in chosen]
+    assert len(chosen) == 45, [c.id for c in chosen]
     convs = [c for c in chosen if c.group == "conv"]
     assert all(c.p["dtype"] == "fp16" and c.p["N"] == 64 and not c.p.get("k_order") for c in chosen)
     tiles_by_layer = {}
@@ -842,7 +843,7 @@ def test_readme_focus_command_selects_what_it_says(monkeypatch):
                                          ("ws128x128", "cp_async")}, layer
     for layer in ("conv3_1", "conv3_2", "conv4_1", "conv4_2"):
         assert tiles_by_layer[layer] == {("wg128x256", None), ("ws128x256", None), ("ws128x256", "tma"),
-                                         ("ws128x256", "cp_async")}, layer
+                                         ("ws128x256", "cp_async"), ("ws128x128", None)}, layer
     assert tiles_by_layer["conv5_1"] == {("wg128x256", None), ("ws128x256", None), ("ws128x256", "tma"),
                                          ("ws128x256", "cp_async"), ("wg128x128", None), ("ws128x128", None)}
     nets = [c for c in chosen if c.group == "network"]
