@@ -20,6 +20,10 @@ the slab order), so that a fault or a mismatch there leaves only the tensor load
 everything with VGGKERN_IMPLICIT_GEMM_TMA=off), not the tiles. The pooled checks come
 after all the unpooled ones; where only they fail (or fault), exit 3, and device_run.sh
 keeps the unpooled tensor loads (VGGKERN_IMPLICIT_GEMM_TMA=unpooled).
+The ws tiles run each case twice: on the default grid (a block per item here), and on one
+persistent block (VGGKERN_IMPLICIT_GEMM_GRID=1) that takes the 4 items in turn, so that the
+mbarriers' phases run on across items and ws128x128's ping-pong (its two computing
+warpgroups taking the items in turn, ordered by named barriers) are proven here too.
 """
 import os
 import sys
@@ -46,6 +50,23 @@ def _same(x, w, b, label, **kw) -> bool:
 
 
 WS_TILES = tuple(t for t in TILES if t.startswith("ws"))
+# The cases' x (N, C, H, W) and K: the tiles', and the tensor loads' (C a multiple of the slice).
+CASE, TENSOR_LOAD_CASE = ((2, 24, 12, 20), 72), ((2, 64, 12, 20), 72)
+
+
+def grids(tile: str) -> tuple[str, ...]:
+    """VGGKERN_IMPLICIT_GEMM_GRID per run of a tile: the default, and for the persistent ws tiles
+    also one block taking every item."""
+    return ("", "1") if tile in WS_TILES else ("",)
+
+
+def _same_on_grids(x, w, b, tile, label, **kw) -> bool:
+    ok = True
+    for grid in grids(tile):
+        os.environ["VGGKERN_IMPLICIT_GEMM_GRID"] = grid
+        ok &= _same(x, w, b, label + (f" grid={grid}" if grid else ""), **kw)
+    os.environ["VGGKERN_IMPLICIT_GEMM_GRID"] = ""
+    return ok
 
 
 def tensor_loads() -> int:
@@ -54,18 +75,20 @@ def tensor_loads() -> int:
     os.environ["VGGKERN_IMPLICIT_GEMM_TMA"] = "on"
     g = torch.Generator().manual_seed(1)
     cases = []
+    (n, c, h, wd), k = TENSOR_LOAD_CASE
     for dtype in (torch.float16, torch.bfloat16, torch.float32):
-        x = torch.randint(-3, 4, (2, 64, 12, 20), generator=g).to(dtype).contiguous(memory_format=torch.channels_last)
-        w = torch.randint(-2, 3, (72, 64, 3, 3), generator=g).to(dtype)
-        b = torch.randint(-5, 6, (72,), generator=g).to(dtype)
+        x = torch.randint(-3, 4, (n, c, h, wd), generator=g).to(dtype).contiguous(memory_format=torch.channels_last)
+        w = torch.randint(-2, 3, (k, c, 3, 3), generator=g).to(dtype)
+        b = torch.randint(-5, 6, (k,), generator=g).to(dtype)
         cases.append((dtype, x, w, b))
 
     def check(pool: bool) -> int:
         bad = 0
         for tile in WS_TILES:
             os.environ["VGGKERN_IMPLICIT_GEMM_TILE"] = tile
-            bad += sum(not _same(x, w, b, f"{tile} tensor loads {dtype}" + (" pool=True" if pool else ""), relu=True,
-                                 pool=pool, x_tf32=dtype == torch.float32) for dtype, x, w, b in cases)
+            bad += sum(not _same_on_grids(x, w, b, tile, f"{tile} tensor loads {dtype}" + (" pool=True" if pool else ""),
+                                          relu=True, pool=pool, x_tf32=dtype == torch.float32)
+                       for dtype, x, w, b in cases)
         return bad
 
     if check(pool=False):
@@ -91,14 +114,15 @@ def main(argv=()) -> int:
     os.environ["VGGKERN_IMPLICIT_GEMM_TMA"] = "off"
     g = torch.Generator().manual_seed(0)
     bad = 0
+    (n, c, h, wd), k = CASE
     for dtype in (torch.float16, torch.bfloat16, torch.float32):  # float32: TF32 (m64nNk8), allowed per call
-        x = torch.randint(-3, 4, (2, 24, 12, 20), generator=g).to(dtype).contiguous(memory_format=torch.channels_last)
-        w = torch.randint(-2, 3, (72, 24, 3, 3), generator=g).to(dtype)
-        b = torch.randint(-5, 6, (72,), generator=g).to(dtype)
+        x = torch.randint(-3, 4, (n, c, h, wd), generator=g).to(dtype).contiguous(memory_format=torch.channels_last)
+        w = torch.randint(-2, 3, (k, c, 3, 3), generator=g).to(dtype)
+        b = torch.randint(-5, 6, (k,), generator=g).to(dtype)
         for tile in TILES:
             os.environ["VGGKERN_IMPLICIT_GEMM_TILE"] = tile
             for relu, pool in ((False, False), (True, True)):
-                bad += not _same(x, w, b, f"{tile} {dtype} relu={relu} pool={pool}", relu=relu, pool=pool)
+                bad += not _same_on_grids(x, w, b, tile, f"{tile} {dtype} relu={relu} pool={pool}", relu=relu, pool=pool)
     return 1 if bad else 0
 
 

@@ -283,6 +283,23 @@ def test_device_run_can_leave_the_wgmma_tiles_out(tmp_path):
         assert probe.returncode == 2 and "not runnable here" in probe.stdout, probe
 
 
+def test_wgmma_probe_runs_several_items_per_ws_block(monkeypatch):
+    """The probe's one-block runs of the ws tiles (VGGKERN_IMPLICIT_GEMM_GRID=1) take at least 4
+    items, so the mbarriers' phases run on across items and each of ws128x128's two ping-pong
+    warpgroups takes at least 2 (with the pool: no split-K, as the tensor-load probe sets)."""
+    from benchmarks import wgmma_probe
+    from vggkern import _C
+
+    assert wgmma_probe.WS_TILES == ("ws128x256", "ws128x128")
+    assert [wgmma_probe.grids(t) for t in ("wg128x128", "ws128x128")] == [("",), ("", "1")]
+    for (n, c, h, w), k in (wgmma_probe.CASE, wgmma_probe.TENSOR_LOAD_CASE):
+        for tile in wgmma_probe.WS_TILES:
+            for pool in (False, True):
+                monkeypatch.setenv("VGGKERN_IMPLICIT_GEMM_SPLIT_K", "1" if pool else "")
+                items = _C.implicit_gemm_plan(n, c, h, w, k, 2, pool, 132, tile)["blocks"]
+                assert items >= 4, (tile, pool, items)
+
+
 @pytest.mark.parametrize("policy", ["", "wgmma", "wgmma-wide", "wgmma-ws"])
 def test_python_tile_choices_are_the_plans(policy, monkeypatch):
     """benchmarks/tiles.py (what the sweeps time and the tile an entry must beat) gives the
