@@ -365,10 +365,10 @@ struct ImplicitGemmTiling {
   static constexpr int kEmptyArrivals = kItemThreads + kProducerThreads;
   // Ping-pong's turns: turn[j] (named barrier kTurnBarrier + j), which warpgroup j syncs at
   // before it waits for its next item's first slice, and the other arrives at once it has
-  // waited for its own item's last: so a warpgroup waits for a full mbarrier's phase only
-  // once the phase before it has completed (a parity wait cannot tell a phase from the one
-  // two before), and the main loops run one after the other, each warpgroup's epilogue under
-  // the other's main loop.
+  // waited for its own item's last slice and issued its wgmma: so a warpgroup waits for a
+  // full mbarrier's phase only once the phase before it has completed (a parity wait cannot
+  // tell a phase from the one two before), and the main loops run one after the other, each
+  // warpgroup's epilogue under the other's main loop.
   static constexpr int kTurnBarrier = kConsumerBarrier + 1;
   static_assert(!kWs || kTurnBarrier + kConsumerGroups - 1 <= 15, "16 named barriers, 0 is __syncthreads()'s");
   static_assert(size_t(kAStage) * sizeof(T) % 1024 == 0 && size_t(kBStage) * sizeof(T) % 1024 == 0,
@@ -979,7 +979,7 @@ __device__ __forceinline__ void conv3x3_implicit_gemm_item(const T* __restrict__
         if (last)
           for (int slice = max(pipelined - L::kStages, 0); slice < pipelined; ++slice)
             bar_sync(L::kEmptyBarrier + L::stage_of(slice), kAll);
-        return;  // the consumers' epilogue needs no producer (its barriers count kThreads)
+        return;  // the consumers' epilogue needs no producer (its barriers count kItemThreads)
       } else {
         // Ping-pong: this warpgroup's turn (its block's first item needs none), and once the
         // item's wgmma are all issued (every slice waited for), the other's, where the block
