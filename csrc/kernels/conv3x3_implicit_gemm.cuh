@@ -222,37 +222,39 @@
 // GPU: pending a GPU session (benchmarks/README.md has the focus run that times it against
 // wg128x256, with and without the tensor loads).
 // ws128x128 (wgmma_ws at BN = 128), for VGG's K = 128 layers (conv2_1, conv2_2: 18% of
-// VGG16's conv FLOPs, where wg128x128 measured 34-40% of the peak) and, persistent, the 14 x
-// 14 layers' tail: conv5 at batch 64 is 196 items of 128 x 256 on 132 SMs (1.48 waves, the
-// second on 64 SMs) or 392 of 128 x 128 (2.97 waves). Ping-pong: the same three warpgroups,
-// but each computing warpgroup takes whole items (two m64n128k16 per k-step, wg128x128's
-// loop), a block's items in turn, so that one stores its item's outputs while the other
-// computes; the producer loads the items in order. Turns (named barriers turn[0], turn[1])
-// order the main loops: a warpgroup starts waiting for its item's slices once the other
-// has issued all of its own, which also keeps each parity wait on a phase whose
+// VGG16's conv FLOPs, where wg128x128 measured 34-40% of the peak) and, persistent, the 14
+// x 14 layers' tail: conv5 at batch 64 is 196 items of 128 x 256 on 132 SMs (1.48 waves,
+// the second on 64 SMs) or 392 of 128 x 128 (2.97 waves). Ping-pong: the same three
+// warpgroups, but each computing warpgroup takes whole items (two m64n128k16 per k-step,
+// wg128x128's loop), a block's items in turn, so that one stores its item's outputs while
+// the other computes; the producer loads the items in order. Turns (named barriers turn[0],
+// turn[1]) order the main loops: a warpgroup starts waiting for its item's slices once the
+// other has issued all of its own, which also keeps each parity wait on a phase whose
 // predecessor completed (without the turns the emulator reports the race: the second
 // warpgroup read a stage still being copied, its wait passed on the phase two before).
 // Where y is NCHW (one block per item, the shared-memory epilogue) the second computing
-// warpgroup has no item: that call runs at one warpgroup's pace, like wg128x128.
-// Why ping-pong here: with BN = 128 a slice is 256 tensor clocks for the whole SM, and the
-// epilogue of a conv2 item (18 slices) is ~10% of its main loop, which the cooperative
-// schedule (both warpgroups on every item, as ws128x256 does: its items are 2-4x longer)
-// leaves the tensor cores idle for. By count, per k16 step wgmma reads 2 x (64 + 128) x 32
-// bytes and the copies write (128 + 128) x 32: 160 bytes per tensor clock, wg128x128's 80%
-// shared-memory cap (128 x 256: none). 8 stages (128 KiB; kStages above). python -m
-// benchmarks.sass_loop: 158 registers (161 with 64-bit offsets; 128 accumulators a thread),
-// the consumers' loop 76 instructions per slice around 4 HGMMA.64x128x16 (0.30 of a warp's
-// issue slots), the producer's cp.async loop 129 (8 copies per thread), its tensor loads 60
-// (pooled 128). Per sub-partition and slice (256 tensor clocks at the peak: one computing
-// warp and a producer warp; sass_loop's "SP"), 76 + 129 = 0.80 of the issue slots by
-// cp.async (64-bit offsets 0.99), 0.53 by tensor loads (sub-partition 0; pooled, its 17
-// loads a slice: 0.80), against wg128x128's 0.54 (2 blocks of 4 warps) and ws128x256's 0.54
-// / 0.35 / 0.52 (512 clocks a slice); when its two warpgroups shared each item (one m64n128
-// each), 0.94 / 0.66 / 1.01: two computing warps' loops a slice. Predicted, not measured
-// (no GPU since it was built): what ws128x256 may gain (no barrier of the whole block, the
-// next item's loads under the epilogue) and the epilogue under the other warpgroup's main
-// loop; the focus run in benchmarks/README.md times it against wg128x128 on conv2_1,
-// conv2_2 and conv5.
+// warpgroup has no item: that call runs at one warpgroup's pace, like wg128x128. Why
+// ping-pong here: with BN = 128 a slice is 256 tensor clocks for the whole SM, and the
+// epilogue of a conv2 item (18 slices) is an estimated 5-10% of its main loop (its 32 KiB
+// of y at 128 bytes a clock: 4%, by benchmarks/roofline.py; its stores, each with bias,
+// ReLU and conversion, issue more), which the cooperative schedule (both warpgroups on
+// every item, as ws128x256 does: its items are 2-4x longer) leaves the tensor cores idle
+// for. By count, per k16 step wgmma reads 2 x (64 + 128) x 32 bytes and the copies write
+// (128 + 128) x 32: 160 bytes per tensor clock, wg128x128's 80% shared-memory cap (128 x
+// 256: none). 8 stages (128 KiB; kStages above). python -m benchmarks.sass_loop: 158
+// registers (161 with 64-bit offsets; 128 accumulators a thread), the consumers' loop 76
+// instructions per slice around 4 HGMMA.64x128x16 (0.30 of a warp's issue slots), the
+// producer's cp.async loop 129 (8 copies per thread), its tensor loads 60 (pooled 128). Per
+// sub-partition and slice (256 tensor clocks at the peak: one computing warp and a producer
+// warp; sass_loop's "SP"), 76 + 129 = 0.80 of the issue slots by cp.async (64-bit offsets
+// 0.99), 0.53 by tensor loads (sub-partition 0; pooled, its 17 loads a slice: 0.80),
+// against wg128x128's 0.54 (2 blocks of 4 warps) and ws128x256's 0.54 / 0.35 / 0.52 (512
+// clocks a slice); when its two warpgroups shared each item (one m64n128 each), 0.94 / 0.66
+// / 1.01: two computing warps' loops a slice. Predicted, not measured (no GPU since it was
+// built): what ws128x256 may gain (no barrier of the whole block, the next item's loads
+// under the epilogue) and the epilogue under the other warpgroup's main loop; the focus run
+// in benchmarks/README.md times it against wg128x128 on conv2_1, conv2_2 and conv5, and
+// against ws128x256 on conv3 and conv4.
 // The wgmma tiles run where forced or measured fastest until a GPU has confirmed them bit
 // for bit against the emulator on exact-sum data (tests/test_conv3x3_implicit_gemm.py; the
 // hardware's accumulation rounding is unspecified, so only such data can be compared
