@@ -136,10 +136,13 @@ def main_loop(insns: list[tuple[int, str]], opcodes=("HMMA", "HGMMA"), without=(
     return best
 
 
+_TEMPLATE = re.compile(r"MmaTypeE\dELi(\d+)ELi(\d+)ELNS0_8MainLoopE(\d)E([il])")
+
+
 def instantiation(mangled: str) -> str:
     """A readable name: dtype, tile (BM x BN, with its loop's prefix), index type."""
     dtype = "fp16" if "__half" in mangled else "bf16" if "bfloat16" in mangled else "fp32(tf32)"
-    m = re.search(r"MmaTypeE\dELi(\d+)ELi(\d+)ELNS0_8MainLoopE(\d)E([il])", mangled)
+    m = _TEMPLATE.search(mangled)
     if not m:
         return mangled
     bm, bn, loop, idx = m.groups()
@@ -151,8 +154,8 @@ def instantiation(mangled: str) -> str:
 def item_warpgroups(mangled: str) -> int:
     """The warpgroups that compute one work item of a wgmma_ws kernel: BN / 128 (ws128x256's
     two share each item; ws128x128's two take items in turn, one each)."""
-    m = re.search(r"MmaTypeE\dELi(\d+)ELi(\d+)ELNS0_8MainLoopE3E", mangled)
-    if not m:
+    m = _TEMPLATE.search(mangled)
+    if not m or m.group(3) != "3":
         raise ValueError(f"not a wgmma_ws kernel: {mangled}")
     return int(m.group(2)) // 128
 

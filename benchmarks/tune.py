@@ -172,6 +172,19 @@ def merged_rows(runs) -> list:
     return list(by_case.values())
 
 
+def load_runs(paths) -> tuple[list, str, set]:
+    """The runs in `paths` (oldest first) merged (merged_rows), their source line ("A.json,
+    ... + focus/B.json, ...": describe), and the GPUs they ran on. Raises
+    report.NotResults for a file that is not a results JSON."""
+    runs, sources, gpus = [], [], set()
+    for path in paths:
+        data, rows, env = report.load(path)
+        runs.append(rows)
+        sources.append(describe(data, env, path))
+        gpus.add(env.get("gpu_name"))
+    return merged_rows(runs), " + ".join(sources), gpus
+
+
 def describe(data, env, path) -> str:
     """The source line of a run: its file (relative to benchmarks/results/ where it lies
     there, e.g. focus/NAME.json; else its name), GPU, torch, date and commit."""
@@ -198,25 +211,19 @@ def main(argv=None) -> int:
     paths = [report.latest()] if args.latest else args.results
     if not paths or not all(paths):
         ap.error("give RESULTS.json or --latest")
-    runs, sources, gpus = [], [], set()
-    for path in paths:
-        try:
-            data, rows, env = report.load(path)
-        except report.NotResults as e:
-            print(f"tune: {e}", file=sys.stderr)
-            return 2
-        runs.append(rows)
-        sources.append(describe(data, env, path))
-        gpus.add(env.get("gpu_name"))
+    try:
+        rows, source, gpus = load_runs(paths)
+    except report.NotResults as e:
+        print(f"tune: {e}", file=sys.stderr)
+        return 2
     if len(gpus) > 1:
         print(f"tune: the runs are of different GPUs ({', '.join(sorted(map(str, gpus)))}): their times do not "
               "compare", file=sys.stderr)
         return 2
-    rows = merged_rows(runs)
     if not any(r.get("device") == "cuda" for r in rows):
         print(f"{', '.join(paths)}: no GPU rows (a CPU smoke run?): nothing to tune from", file=sys.stderr)
         return 1
-    tables = run_time_tables(rows, " + ".join(sources), set(args.exclude_tile))
+    tables = run_time_tables(rows, source, set(args.exclude_tile))
     tiles, autos = tables["tiles"], tables["auto"]
     text = render_header(tiles, autos, tables["source"])
     print(f"tile entries: {len(tiles)}; auto entries: {len(autos)} (margin {MARGIN:.0%})")

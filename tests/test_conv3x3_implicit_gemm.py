@@ -266,8 +266,8 @@ def test_wgmma_matches_mma_sync_bit_for_bit(tile, cp_async, dtype, n, c, k, h, w
 # VGGKERN_IMPLICIT_GEMM_GRID, so each block takes several work items in turn; ws128x128's
 # two computing warpgroups take them in turn too, ping-pong, ordered by their turn
 # barriers), its producer copying the next item's slices while the consumers store the
-# current one's outputs straight from the accumulators (pairs of channels; with the pool, a window's
-# max gathered by shuffles in torch's order). Bit for bit mma.sync's 128 x 128 (its
+# current one's outputs straight from the accumulators (pairs of channels; with the pool,
+# a window's max gathered by shuffles in torch's order). Bit for bit mma.sync's 128 x 128 (its
 # epilogue through shared memory) over grids that divide the items or not, K odd (single
 # stores) and cut, the pool with odd maps, split-K items, both cp.async landings; an NCHW y
 # runs one block per item with the shared-memory epilogue (test_nchw_output_written_by_the_kernel).
