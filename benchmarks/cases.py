@@ -324,14 +324,16 @@ def build_cases():
                 # K >= 256, ws128x128 where K = 128): tensor loads (VGGKERN_IMPLICIT_GEMM_TMA=on)
                 # and cp.async (off), conv + ReLU (the layers conv3_2, conv4_2, conv5_1 and
                 # conv5_2 are these shapes unpooled) and, where the shape pools, conv + ReLU +
-                # pool (the tensor loads' slab order). Kept out of "best ours" and of tune.py's
-                # table; their own table in the report.
+                # pool (the tensor loads' slab order); and tensor loads with y stored in pairs
+                # from the accumulators (tma-pairs: VGGKERN_IMPLICIT_GEMM_TMA_STORE=off) against
+                # the default's tensor stores from the epilogue's staging. Kept out of "best
+                # ours" and of tune.py's table; their own table in the report.
                 ws = tiles.wgmma_policy_tile(s.K, "wgmma-ws")
                 if ws.startswith("ws"):
                     for variant in (v for v in dict.fromkeys(("relu", s.fused))
                                     if copies_rows_wanted(ws, pool=v == "relu_pool")):
                         row = tuple((k_, variant if k_ == "variant" else v) for k_, v in base)
-                        for copies in ("tma", "cp_async"):
+                        for copies in ("tma", "tma-pairs", "cp_async"):
                             cases.append(Case("conv", "vggkern", row + (("tile", ws), ("copies", copies)),
                                               "full", K_ORDER_PRIORITY))
             # fp32 as TF32 (torch's TF32 on) on the rule's mma.sync tile and the wgmma tiles
@@ -594,7 +596,8 @@ def _conv_case(case: Case, device: str, cfg: dict) -> dict:
     with fp32_math(p.get("math", "-")), env_var("VGGKERN_IMPLICIT_GEMM_TILE", p.get("tile")), \
             env_var("VGGKERN_IMPLICIT_GEMM_NCHW_Y", p.get("nchw_y")), \
             env_var("VGGKERN_IMPLICIT_GEMM_K_ORDER", p.get("k_order")), \
-            env_var("VGGKERN_IMPLICIT_GEMM_TMA", {"tma": "on", "cp_async": "off"}.get(p.get("copies"))):
+            env_var("VGGKERN_IMPLICIT_GEMM_TMA", {"tma": "on", "tma-pairs": "on", "cp_async": "off"}.get(p.get("copies"))), \
+            env_var("VGGKERN_IMPLICIT_GEMM_TMA_STORE", {"tma-pairs": "off"}.get(p.get("copies"))):
         probe = make_inputs()
         try:
             y = fn(probe)
@@ -612,10 +615,11 @@ def _conv_case(case: Case, device: str, cfg: dict) -> dict:
             extra["rel_err_vs_fp32"] = float((y.float() - ref).norm() / ref.norm().clamp_min(1e-30))
             extra["algo_ran"] = vk.resolve_algo(probe[0], k, pool=pool, algo=algo)  # what "auto" ran
             extra["accuracy_ok"] = extra["rel_err_vs_fp32"] <= conv_err_bound(p["dtype"], extra["algo_ran"])
-            if str(p.get("tile", "")).startswith("ws"):  # its copies: tensor loads, or cp.async and why
+            if str(p.get("tile", "")).startswith("ws"):  # its copies and y stores: tensor ones, or why not
                 last = vk._C.implicit_gemm_last_copies()
                 if last is not None and last["tile"] == p["tile"]:
                     extra["copies_ran"] = last["path"] + (f" ({last['reason']})" if last["reason"] else "")
+                    extra["stores_ran"] = last["stores"] + (f" ({last['stores_reason']})" if last["stores_reason"] else "")
         del y
         t = _measure(fn, make_inputs, device, cfg)
         extra["_host_call"] = _host_call(fn, probe, device, p.get("math", "-"))

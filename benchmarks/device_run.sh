@@ -154,10 +154,12 @@ case $rc in
      export VGGKERN_BENCH_EXCLUDE_TILES=wg128x128,wg256x64,wg128x256,ws128x256,ws128x128
      WG_FILTER=(-k "not wg128x128 and not wg256x64 and not wg128x256 and not ws128x256 and not ws128x128");;
 esac
-# The ws tiles' tensor loads (TMA), once the tiles passed, in a process of their own too: if
-# they fault or differ, every later step runs with VGGKERN_IMPLICIT_GEMM_TMA=off (cp.async;
-# the benchmarks then time no tensor-load rows) and the tests that demand them stay out;
-# if only the pooled layers' do (exit 3), with =unpooled (no pooled tensor-load rows).
+# The ws tiles' tensor stores and loads (TMA), once the tiles passed, in a process of their
+# own too: if the loads fault or differ, every later step runs with
+# VGGKERN_IMPLICIT_GEMM_TMA=off (cp.async; the benchmarks then time no tensor-load rows) and
+# the tests that demand them stay out; if only the pooled layers' do (exit 3), with
+# =unpooled (no pooled tensor-load rows). If the staged y stores do (exit + 4), with
+# VGGKERN_IMPLICIT_GEMM_TMA_STORE=off too (y in pairs from the accumulators).
 if [ "$rc" = 0 ]; then
   TMAT=$(cap 45 15)
   if [ "$TMAT" = 0 ]; then
@@ -166,6 +168,14 @@ if [ "$rc" = 0 ]; then
     timeout "$TMAT" $PY benchmarks/wgmma_probe.py --tensor-loads 2>&1 | tee -a "$OUT/tests.log"
     trc=${PIPESTATUS[0]}
   fi
+  case $trc in
+    4|5|7) STATUS+=("tensor-store probe: the ws tiles' staged y stores FAILED: VGGKERN_IMPLICIT_GEMM_TMA_STORE=off")
+           export VGGKERN_IMPLICIT_GEMM_TMA_STORE=off
+           trc=$((trc - 4));;
+    0|1|3) STATUS+=("tensor-store probe: the ws tiles' staged y stores match the emulator bit for bit");;
+    *) STATUS+=("tensor-store probe: not proven ($trc): VGGKERN_IMPLICIT_GEMM_TMA_STORE=off")
+       export VGGKERN_IMPLICIT_GEMM_TMA_STORE=off;;
+  esac
   if [ "$trc" = 0 ]; then
     STATUS+=("tensor-load probe: the ws tiles' tensor loads match the emulator bit for bit")
   elif [ "$trc" = 3 ]; then  # only the pooled layers' (slab order) differ or fault

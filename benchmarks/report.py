@@ -414,26 +414,38 @@ def k_order(rows):
 
 def copies(rows):
     """The ws tiles' copies, tensor loads against cp.async, per layer, variant (conv + ReLU,
-    or + pool) and tile, with what the tensor loads saved."""
+    or + pool) and tile, with what the tensor loads saved; and (runs since they came) y's
+    stores: tensor stores from the epilogue's staging (the tma rows) against pairs from the
+    accumulators (tma-pairs), with what the staging saved."""
     pairs = defaultdict(dict)
     for r in rows:
         if r["group"] == "conv" and is_copies_variant(r) and timed(r) and not wrong(r):
             pairs[problem_key(r) + (r.get("tile"),)][r["copies"]] = r
     if not pairs:
         return []
+    stores = any("tma-pairs" in d for d in pairs.values())
+
+    def saved(slow, fast):
+        both = slow is not None and fast is not None
+        return [_us(slow["median_s"] - fast["median_s"]) if both else "–",
+                _f(slow["median_s"] / fast["median_s"] if both else None, "{:.2f}×")]
+
     lines = ["The ws tiles' copies: tensor loads (TMA, VGGKERN_IMPLICIT_GEMM_TMA=on) against cp.async (off) "
-             "(µs, CUDA-event median; saved = cp.async − tensor loads)", "",
-             "| layer | N | dtype | variant | tile | cp.async | tensor loads | saved | cp.async ÷ tensor loads |",
-             "| --- | ---: | --- | --- | --- | ---: | ---: | ---: | ---: |"]
+             "(µs, CUDA-event median; saved = cp.async − tensor loads)"
+             + ("; y stored by tensor stores from shared memory (the default) against pairs from the accumulators "
+                "(VGGKERN_IMPLICIT_GEMM_TMA_STORE=off), both with tensor loads" if stores else ""), "",
+             "| layer | N | dtype | variant | tile | cp.async | tensor loads | saved | cp.async ÷ tensor loads |"
+             + (" pairs stores | staged saved | pairs ÷ staged |" if stores else ""),
+             "| --- | ---: | --- | --- | --- | ---: | ---: | ---: | ---: |" + (" ---: | ---: | ---: |" if stores else "")]
     for k in sorted(pairs, key=lambda k: (k[2], -k[5], k[3], k[4], k[7], k[8])):  # N, H down, C, K, variant, tile
         d = pairs[k]
         r0 = next(iter(d.values()))
-        slow, fast = d.get("cp_async"), d.get("tma")
-        both = slow is not None and fast is not None
-        lines.append("| " + " | ".join([
-            r0["layer"], str(r0["N"]), r0["dtype"], r0["variant"], r0["tile"], _us(slow["median_s"]) if slow else "–",
-            _us(fast["median_s"]) if fast else "–", _us(slow["median_s"] - fast["median_s"]) if both else "–",
-            _f(slow["median_s"] / fast["median_s"] if both else None, "{:.2f}×")]) + " |")
+        slow, fast, unstaged = d.get("cp_async"), d.get("tma"), d.get("tma-pairs")
+        cells = [r0["layer"], str(r0["N"]), r0["dtype"], r0["variant"], r0["tile"],
+                 _us(slow["median_s"]) if slow else "–", _us(fast["median_s"]) if fast else "–"] + saved(slow, fast)
+        if stores:
+            cells += [_us(unstaged["median_s"]) if unstaged else "–"] + saved(unstaged, fast)
+        lines.append("| " + " | ".join(cells) + " |")
     return lines + [""]
 
 
@@ -441,7 +453,7 @@ def full_tables(rows):
     lines = []
     cols = {
         "conv": ("layer", "N", "dtype", "layout", "variant", "math", "algo", "tile", "weight", "nchw_y", "k_order",
-                 "x_cache", "copies", "copies_ran"),
+                 "x_cache", "copies", "copies_ran", "stores_ran"),
         "maxpool": ("C", "H", "N", "dtype", "layout"),
         "layout": ("C", "H", "N", "dtype", "layout"),
         "network": ("net", "N", "dtype", "math", "layout", "mode", "algo", "tile", "tf32_chain"),
@@ -452,7 +464,8 @@ def full_tables(rows):
             continue
         # x's path: only in runs from before its switch was removed; copies (forced) and
         # copies_ran (what a ws tile's launch did: benchmarks/cases.py): only in runs since they came
-        keys = tuple(k for k in keys if k not in ("x_cache", "copies", "copies_ran") or any(r.get(k) for r in rs))
+        keys = tuple(k for k in keys if k not in ("x_cache", "copies", "copies_ran", "stores_ran")
+                     or any(r.get(k) for r in rs))
         rs.sort(key=lambda r: tuple(str(r.get(k)) for k in keys) + (r["impl"],))
         extra = "images/s | " if group == "network" else ""
         lines += [f"### {group}", "",

@@ -1,8 +1,9 @@
 """The first hardware check of implicit_gemm's wgmma tiles, in a process of its own.
 
     python benchmarks/wgmma_probe.py      # exit 0: every tile matches; 1: a mismatch; 2: not built/runnable here
-    python benchmarks/wgmma_probe.py --tensor-loads   # the ws tiles' tensor loads (TMA), the same way;
-                                                      # exit 3: only the pooled layers' differ or fault
+    python benchmarks/wgmma_probe.py --tensor-loads   # the ws tiles' tensor stores and loads (TMA), the same
+                                                      # way; exit 3: only the pooled layers' loads differ or
+                                                      # fault; + 4: the tensor stores did (exit 4, 5 or 7)
 
 A wgmma tile whose descriptors or layouts the emulator got wrong may fault on the GPU, and a
 fault poisons the CUDA context of the process it happens in, so device_run.sh asks this
@@ -20,6 +21,11 @@ the slab order), so that a fault or a mismatch there leaves only the tensor load
 everything with VGGKERN_IMPLICIT_GEMM_TMA=off), not the tiles. The pooled checks come
 after all the unpooled ones; where only they fail (or fault), exit 3, and device_run.sh
 keeps the unpooled tensor loads (VGGKERN_IMPLICIT_GEMM_TMA=unpooled).
+The tiles are also checked with y stored in pairs (VGGKERN_IMPLICIT_GEMM_TMA_STORE=off): the
+ws tiles' staged y stores (tensor stores from shared memory, 16-bit y) are checked first
+under --tensor-loads, with cp.async copies, pooled and not; where they differ or fault the
+exit code adds 4, device_run.sh runs everything with VGGKERN_IMPLICIT_GEMM_TMA_STORE=off,
+and the tensor loads are checked with the pairs.
 The ws tiles run each case twice: on the default grid (a block per item here), and on one
 persistent block (VGGKERN_IMPLICIT_GEMM_GRID=1) that takes the 4 items in turn, so that the
 mbarriers' phases run on across items and ws128x128's ping-pong (its two computing
@@ -69,10 +75,31 @@ def _same_on_grids(x, w, b, tile, label, **kw) -> bool:
     return ok
 
 
+def tensor_stores(cases) -> bool:
+    """The ws tiles' staged y stores (16-bit y) with cp.async copies, unpooled then pooled;
+    True where all match. A fault counts as a mismatch (and the context it leaves makes the
+    tensor-load checks after it fail too)."""
+    os.environ["VGGKERN_IMPLICIT_GEMM_TMA"] = "off"
+    os.environ["VGGKERN_IMPLICIT_GEMM_TMA_STORE"] = "on"
+    ok = True
+    try:
+        for pool in (False, True):
+            for tile in WS_TILES:
+                os.environ["VGGKERN_IMPLICIT_GEMM_TILE"] = tile
+                ok &= all(_same_on_grids(x, w, b, tile, f"{tile} tensor stores {dtype}" + (" pool=True" if pool else ""),
+                                         relu=True, pool=pool)
+                          for dtype, x, w, b in cases if dtype != torch.float32)
+    except Exception as e:  # noqa: BLE001
+        print(f"wgmma probe: tensor stores FAULTED: {type(e).__name__}: {str(e)[:200]}")
+        ok = False
+    if not ok:
+        os.environ["VGGKERN_IMPLICIT_GEMM_TMA_STORE"] = "off"
+    return ok
+
+
 def tensor_loads() -> int:
-    """The ws tiles with their copies required to be tensor loads, in the three dtypes, with
-    and without the pool."""
-    os.environ["VGGKERN_IMPLICIT_GEMM_TMA"] = "on"
+    """The ws tiles' staged y stores (tensor_stores), then the tiles with their copies
+    required to be tensor loads, in the three dtypes, with and without the pool."""
     g = torch.Generator().manual_seed(1)
     cases = []
     (n, c, h, wd), k = TENSOR_LOAD_CASE
@@ -81,6 +108,9 @@ def tensor_loads() -> int:
         w = torch.randint(-2, 3, (k, c, 3, 3), generator=g).to(dtype)
         b = torch.randint(-5, 6, (k,), generator=g).to(dtype)
         cases.append((dtype, x, w, b))
+    os.environ["VGGKERN_IMPLICIT_GEMM_SPLIT_K"] = "1"  # the staged stores and pooled tensor loads: no split-K
+    stores = 0 if tensor_stores(cases) else 4
+    os.environ["VGGKERN_IMPLICIT_GEMM_TMA"] = "on"
 
     def check(pool: bool) -> int:
         bad = 0
@@ -91,15 +121,18 @@ def tensor_loads() -> int:
                        for dtype, x, w, b in cases)
         return bad
 
-    if check(pool=False):
-        return 1
-    os.environ["VGGKERN_IMPLICIT_GEMM_SPLIT_K"] = "1"  # pooled tensor loads: no split-K
+    try:
+        if check(pool=False):
+            return 1 + stores
+    except Exception as e:  # noqa: BLE001  (a fault: this process's context is gone, the verdict is not)
+        print(f"wgmma probe: tensor loads FAULTED: {type(e).__name__}: {str(e)[:200]}")
+        return 1 + stores
     try:
         bad = check(pool=True)
-    except Exception as e:  # noqa: BLE001  (a fault: this process's context is gone, the verdict is not)
+    except Exception as e:  # noqa: BLE001
         print(f"wgmma probe: pooled tensor loads FAULTED: {type(e).__name__}: {str(e)[:200]}")
         bad = 1
-    return 3 if bad else 0
+    return (3 if bad else 0) + stores
 
 
 def main(argv=()) -> int:
@@ -112,6 +145,7 @@ def main(argv=()) -> int:
     if "--tensor-loads" in argv:
         return tensor_loads()
     os.environ["VGGKERN_IMPLICIT_GEMM_TMA"] = "off"
+    os.environ["VGGKERN_IMPLICIT_GEMM_TMA_STORE"] = "off"
     g = torch.Generator().manual_seed(0)
     bad = 0
     (n, c, h, wd), k = CASE

@@ -150,11 +150,13 @@ PyObject* implicit_gemm_plan(PyObject*, PyObject* args) {
 }
 
 // How the last ws-tile launch copied its stages (vk::last_implicit_gemm_copies): None
-// before any, else {"tile", "path": "tma" | "cp_async", "reason": why not tma ("" if it was)}.
+// before any, else {"tile", "path": "tma" | "cp_async", "reason": why not tma ("" if it was),
+// "stores": "tma" | "pairs" | "nchw_tile", "stores_reason": why not tma}.
 PyObject* implicit_gemm_last_copies(PyObject*, PyObject*) {
   const vk::ImplicitGemmCopies c = vk::last_implicit_gemm_copies();
   if (c.tile.empty()) Py_RETURN_NONE;
-  return Py_BuildValue("{s:s,s:s,s:s}", "tile", c.tile.c_str(), "path", c.path.c_str(), "reason", c.reason.c_str());
+  return Py_BuildValue("{s:s,s:s,s:s,s:s,s:s}", "tile", c.tile.c_str(), "path", c.path.c_str(), "reason",
+                       c.reason.c_str(), "stores", c.stores.c_str(), "stores_reason", c.stores_reason.c_str());
 }
 
 // What algo="auto" runs for a call (vk::conv3x3_auto): for the nn modules (which lay the

@@ -57,6 +57,10 @@ GRIDS = (None, None, "1", "2", "3")
 # Its copies (VGGKERN_IMPLICIT_GEMM_TMA): tensor loads where the call allows them (unset),
 # or cp.async.
 COPIES = (None, None, "off")
+# Its 16-bit y stores (VGGKERN_IMPLICIT_GEMM_TMA_STORE): staged, by tensor stores, where the
+# call allows them (unset), or pairs from the accumulators; a staged case is also run with
+# the pairs at random, which must give its output bit for bit.
+STORES = (None, None, "off")
 
 
 def at_offset(t, off):
@@ -128,14 +132,16 @@ def main():
         b = torch.randn(k, generator=g).to(dtype) if bias else None
         extra = {"allow_tf32": True} if algo in TF32_ALGOS and dtype == torch.float32 else {}
         tile, split = (rng.choice(TILES), rng.choice(SPLITS)) if algo == "implicit_gemm" else (None, None)
-        grid, copies = (rng.choice(GRIDS), rng.choice(COPIES)) if tile and tile.startswith("ws") else (None, None)
+        ws = bool(tile and tile.startswith("ws"))
+        grid, copies, stores = (rng.choice(GRIDS), rng.choice(COPIES), rng.choice(STORES)) if ws else (None,) * 3
         case = dict(algo=algo, dtype=str(dtype), shape=(n, c, k, h, w), relu=relu, pool=pool, bias=bias,
-                    layout=layout, tile=tile, split_k=split, grid=grid, tma=copies)
+                    layout=layout, tile=tile, split_k=split, grid=grid, tma=copies, tma_store=stores)
         cases += 1
 
-        def conv(weight, x=x, **flags):
+        def conv(weight, x=x, stores=stores, **flags):
             with env("VGGKERN_IMPLICIT_GEMM_TILE", tile), env("VGGKERN_IMPLICIT_GEMM_SPLIT_K", split), \
-                    env("VGGKERN_IMPLICIT_GEMM_GRID", grid), env("VGGKERN_IMPLICIT_GEMM_TMA", copies):
+                    env("VGGKERN_IMPLICIT_GEMM_GRID", grid), env("VGGKERN_IMPLICIT_GEMM_TMA", copies), \
+                    env("VGGKERN_IMPLICIT_GEMM_TMA_STORE", stores):
                 return vggkern.conv3x3(x, weight, b, relu=relu, pool=pool, algo=algo, **extra, **flags)
         try:
             y = conv(wt)
@@ -143,6 +149,10 @@ def main():
                 key = (algo, str(dtype).removeprefix("torch."))
                 worst[key] = max(worst.get(key, 0.0), ratio(y, x, wt, b, relu, pool, algo))
             _check(y, x, wt, b, relu, pool, algo)
+            if ws and stores is None and dtype != torch.float32 and rng.random() < 0.5:
+                case["pairs_too"] = True
+                torch.testing.assert_close(conv(wt, stores="off"), y, rtol=0, atol=0, equal_nan=True,
+                                           msg=lambda m: "y stored in pairs differs from the staged stores: " + m)
             if algo in PREPARED_WEIGHT and rng.random() < 0.5:
                 prepared, how = restride(rng, PREPARED_WEIGHT[algo](vggkern, wt))
                 case["prepared_weight"] = how

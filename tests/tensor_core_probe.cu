@@ -122,7 +122,7 @@ int main() {
   if (prop.major == 9 && prop.minor == 0 && built_for_sm90a()) {
     failed += tc_cases::run_wgmma_cases(gpu_launch);
     TmaRunner tma;
-    failed += tma_cases::run_tile_cases(tma) + tma_cases::run_im2col_cases(tma);
+    failed += tma_cases::run_tile_cases(tma) + tma_cases::run_im2col_cases(tma) + tma_cases::run_store_cases(tma);
   } else {
     std::printf("tensor-core probe: wgmma and tensor-load cases skipped (compute capability 9.0 and an sm_90a build "
                 "only)\n");

@@ -45,20 +45,25 @@ def test_a_conv_row_says_whether_its_result_is_right(algo, monkeypatch):
 def test_a_ws_row_records_how_its_copies_ran(tile, monkeypatch):
     """A ws tile's row says whether its launch copied by tensor loads or by cp.async, and
     why (with VGGKERN_IMPLICIT_GEMM_TMA unset a call that cannot have them runs cp.async
-    without an error): the smoke shape (fp32 NCHW, pooled, C = 8) cannot, fp16 channels_last
-    with C = 32 can, and the forced copies rows ran what they forced."""
+    without an error), and how it stored y: the smoke shape (fp32 NCHW, pooled, C = 8)
+    cannot have either, fp16 channels_last with C = 32 has both, and the forced copies rows
+    ran what they forced (tma-pairs: tensor loads, y in pairs)."""
     monkeypatch.delenv("VGGKERN_IMPLICIT_GEMM_TMA", raising=False)
+    monkeypatch.delenv("VGGKERN_IMPLICIT_GEMM_TMA_STORE", raising=False)
     base = _smoke("conv", "implicit_gemm", weight=None, nchw_y=None)
     row = cases.run_case(cases.Case("conv", "vggkern", base.params + (("tile", tile),), "smoke", 0), CFG)
     assert row["copies_ran"] == ("cp_async (the fused pool with y NCHW (its epilogue reads the windows in window "
                                  "order))"), row
+    assert row["stores_ran"].startswith("nchw_tile (y NCHW"), row
     fp16 = tuple((k, {"C": 32, "dtype": "fp16", "layout": "cl", "variant": "relu"}.get(k, v)) for k, v in base.params)
-    for copies, ran in ((None, "tma"), ("tma", "tma"), ("cp_async", "cp_async (VGGKERN_IMPLICIT_GEMM_TMA=off)")):
+    for copies, ran, stored in ((None, "tma", "tma"), ("tma", "tma", "tma"),
+                                ("tma-pairs", "tma", "pairs (VGGKERN_IMPLICIT_GEMM_TMA_STORE=off)"),
+                                ("cp_async", "cp_async (VGGKERN_IMPLICIT_GEMM_TMA=off)", "tma")):
         params = fp16 + (("tile", tile),) + ((("copies", copies),) if copies else ())
         row = cases.run_case(cases.Case("conv", "vggkern", params, "smoke", 0), CFG)
-        assert row["copies_ran"] == ran and row["accuracy_ok"], row
+        assert row["copies_ran"] == ran and row["stores_ran"] == stored and row["accuracy_ok"], row
     row = cases.run_case(cases.Case("conv", "vggkern", fp16 + (("tile", "wg128x256"),), "smoke", 0), CFG)
-    assert "copies_ran" not in row  # other tiles have no such choice
+    assert "copies_ran" not in row and "stores_ran" not in row  # other tiles have no such choice
 
 
 def test_a_fault_fails_the_case_and_a_refusal_skips_it(monkeypatch):

@@ -295,9 +295,9 @@ def test_a_time_limited_run_reaches_the_tile_sweep():
     # them that pool, conv + ReLU + pool
     copies = [i for i, c in enumerate(order) if c.p.get("copies")]
     assert sorted((order[i].p["K"] >= 256, order[i].p["variant"], order[i].p["tile"]) for i in copies) == [
-        (False, "relu", "ws128x128")] * 4 + [(False, "relu_pool", "ws128x128")] * 2 + [
-        (True, "relu", "ws128x256")] * 10 + [(True, "relu_pool", "ws128x256")] * 6
-    assert sorted(order[i].p["copies"] for i in copies) == ["cp_async"] * 11 + ["tma"] * 11
+        (False, "relu", "ws128x128")] * 6 + [(False, "relu_pool", "ws128x128")] * 3 + [
+        (True, "relu", "ws128x256")] * 15 + [(True, "relu_pool", "ws128x256")] * 9
+    assert sorted(order[i].p["copies"] for i in copies) == ["cp_async"] * 11 + ["tma"] * 11 + ["tma-pairs"] * 11
     k_order += copies
     # fp32 (TF32): the rule's tile and the wgmma policies' (1 per layer, 2 where K = 128: 2
     # shapes, 3 where K >= 256: 5 shapes), in the rest of the matrix (priority 1 at batch 64,
@@ -306,7 +306,7 @@ def test_a_time_limited_run_reaches_the_tile_sweep():
     assert len(tf32) == 3 * (9 + 9 + 2 + 2 * 5) and all(c.p["math"] == "tf32" for c in tf32)
     assert sorted({(c.p["N"], c.priority) for c in tf32}) == [(1, 2), (cases.QUICK_BATCH, 1), (128, 2)]
     first_rest = next(i for i, c in enumerate(order) if c.priority >= 1)
-    assert max(sweep + k_order) < first_rest <= 330 < len(order) / 10
+    assert max(sweep + k_order) < first_rest <= 340 < len(order) / 10
     head = [c for c in order[:first_rest] if not c.p.get("tile") and c.priority != cases.NETWORK_PRIORITY]
     assert all(c.p.get("N") == cases.QUICK_BATCH and c.p.get("dtype") in ("fp16", "fp32") for c in head)
     net = [c for c in order[:first_rest]
@@ -602,30 +602,37 @@ def test_copies_rows_follow_the_tensor_load_probe(monkeypatch):
     def copies():
         return sorted((c.p["variant"], c.p["copies"]) for c in cases.build_cases() if c.p.get("copies"))
     monkeypatch.delenv("VGGKERN_IMPLICIT_GEMM_TMA", raising=False)
-    assert copies() == sorted([("relu", k) for k in ("tma", "cp_async")] * 7 +
-                              [("relu_pool", k) for k in ("tma", "cp_async")] * 4)
+    kinds = ("tma", "tma-pairs", "cp_async")
+    assert copies() == sorted([("relu", k) for k in kinds] * 7 + [("relu_pool", k) for k in kinds] * 4)
     monkeypatch.setenv("VGGKERN_IMPLICIT_GEMM_TMA", "unpooled")
-    assert copies() == sorted([("relu", k) for k in ("tma", "cp_async")] * 7)
+    assert copies() == sorted([("relu", k) for k in kinds] * 7)
     monkeypatch.setenv("VGGKERN_IMPLICIT_GEMM_TMA", "off")
     assert copies() == []
 
 
 def test_copies_rows_stay_out_of_the_sweep_and_tune_and_have_their_table(tmp_path):
-    """A ws tile with its copies forced (copies: tensor loads "tma", or "cp_async") is
-    neither "best ours" nor the sweep's time for the tile, tune.py never picks it, and the
-    copies table pairs the two per layer, variant and tile with what the tensor loads saved."""
-    lines, conv_head = _k_order_report(tmp_path, [
-        row("vggkern", 0.7e-3, algo="implicit_gemm", tile="ws128x256", copies="tma"),
-        row("vggkern", 0.9e-3, algo="implicit_gemm", tile="ws128x256", copies="cp_async"),
-        row("vggkern", 0.8e-3, algo="implicit_gemm", tile="ws128x128", copies="tma"),
-        row("vggkern", 0.3e-3, algo="implicit_gemm", tile="ws128x256", copies="tma", layer="conv5_1", H=14)],
-        ("copies",), tile="ws128x256", table_words="tensor loads")
+    """A ws tile with its copies forced (copies: tensor loads "tma", "tma-pairs" (and y
+    stored in pairs), or "cp_async") is neither "best ours" nor the sweep's time for the tile,
+    tune.py never picks it, and the copies table pairs them per layer, variant and tile with
+    what the tensor loads saved and what the staged stores saved."""
+    rows = [row("vggkern", 0.7e-3, algo="implicit_gemm", tile="ws128x256", copies="tma"),
+            row("vggkern", 0.9e-3, algo="implicit_gemm", tile="ws128x256", copies="cp_async"),
+            row("vggkern", 0.8e-3, algo="implicit_gemm", tile="ws128x128", copies="tma"),
+            row("vggkern", 0.3e-3, algo="implicit_gemm", tile="ws128x256", copies="tma", layer="conv5_1", H=14)]
+    lines, conv_head = _k_order_report(tmp_path, rows, ("copies",), tile="ws128x256", table_words="tensor loads")
     head = lines.index("| layer | N | dtype | variant | tile | cp.async | tensor loads | saved | cp.async ÷ tensor loads |")
     assert lines[head + 2:head + 5] == [
         "| conv3_2+conv3_3 | 64 | fp16 | relu | ws128x128 | – | 800.0 | – | – |",
         "| conv3_2+conv3_3 | 64 | fp16 | relu | ws128x256 | 900.0 | 700.0 | 200.0 | 1.29× |",
         "| conv5_1 | 64 | fp16 | relu | ws128x256 | – | 300.0 | – | – |"], lines[head:head + 5]
     assert "| k_order | copies | median µs |" in conv_head, conv_head
+    rows.append(row("vggkern", 0.77e-3, algo="implicit_gemm", tile="ws128x256", copies="tma-pairs"))
+    lines, _ = _k_order_report(tmp_path, rows, ("copies",), tile="ws128x256", table_words="tensor loads")
+    head = lines.index("| layer | N | dtype | variant | tile | cp.async | tensor loads | saved | cp.async ÷ tensor loads |"
+                       " pairs stores | staged saved | pairs ÷ staged |")
+    assert lines[head + 3:head + 5] == [
+        "| conv3_2+conv3_3 | 64 | fp16 | relu | ws128x256 | 900.0 | 700.0 | 200.0 | 1.29× | 770.0 | 70.0 | 1.10× |",
+        "| conv5_1 | 64 | fp16 | relu | ws128x256 | – | 300.0 | – | – | – | – | – |"], lines[head:head + 5]
 
 
 def test_k_order_table_of_a_run_with_x_paths(tmp_path):
@@ -818,9 +825,9 @@ def test_headline_takes_network_rows_as_the_runner_makes_them(tmp_path):
 def test_readme_focus_command_selects_what_it_says(monkeypatch):
     """benchmarks/README.md's focus command for the warp-specialised tiles: its benchmark
     expression (read by pytest's own -k parser, each name a case-insensitive substring of a
-    case's id, as -k matches) selects the 45 cases its comment names, fp16 at batch 64 only:
+    case's id, as -k matches) selects the 56 cases its comment names, fp16 at batch 64 only:
     each ws tile beside its wgmma twin on its layers, ws128x128 (ping-pong) beside ws128x256
-    on theirs, the ws tiles' copies rows, and VGG16."""
+    on theirs, the ws tiles' copies rows (with y's staged stores against pairs), and VGG16."""
     from _pytest.mark.expression import Expression
 
     from benchmarks import cases
@@ -832,7 +839,7 @@ def test_readme_focus_command_selects_what_it_says(monkeypatch):
                   text, re.S)
     expr = Expression.compile(re.sub(r"'\\\n'", "", m.group(1)))
     chosen = [c for c in cases.build_cases() if expr.evaluate(lambda s, i=c.id.lower(): s.lower() in i)]
-    assert len(chosen) == 45, [c.id for c in chosen]
+    assert len(chosen) == 56, [c.id for c in chosen]
     convs = [c for c in chosen if c.group == "conv"]
     assert all(c.p["dtype"] == "fp16" and c.p["N"] == 64 and not c.p.get("k_order") for c in chosen)
     tiles_by_layer = {}
@@ -840,11 +847,13 @@ def test_readme_focus_command_selects_what_it_says(monkeypatch):
         tiles_by_layer.setdefault(c.p["layer"].split("+")[0], set()).add((c.p["tile"], c.p.get("copies")))
     for layer in ("conv2_1", "conv2_2"):
         assert tiles_by_layer[layer] == {("wg128x128", None), ("ws128x128", None), ("ws128x128", "tma"),
-                                         ("ws128x128", "cp_async")}, layer
+                                         ("ws128x128", "tma-pairs"), ("ws128x128", "cp_async")}, layer
     for layer in ("conv3_1", "conv3_2", "conv4_1", "conv4_2"):
         assert tiles_by_layer[layer] == {("wg128x256", None), ("ws128x256", None), ("ws128x256", "tma"),
-                                         ("ws128x256", "cp_async"), ("ws128x128", None)}, layer
+                                         ("ws128x256", "tma-pairs"), ("ws128x256", "cp_async"),
+                                         ("ws128x128", None)}, layer
     assert tiles_by_layer["conv5_1"] == {("wg128x256", None), ("ws128x256", None), ("ws128x256", "tma"),
-                                         ("ws128x256", "cp_async"), ("wg128x128", None), ("ws128x128", None)}
+                                         ("ws128x256", "tma-pairs"), ("ws128x256", "cp_async"), ("wg128x128", None),
+                                         ("ws128x128", None)}
     nets = [c for c in chosen if c.group == "network"]
     assert len(nets) == 3 and all(c.p["net"] == "vgg16" and c.p["mode"] == "graph" for c in nets)

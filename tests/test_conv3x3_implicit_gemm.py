@@ -308,14 +308,18 @@ def test_persistent_ws_tile_matches_mma_sync(tile, grid, cp_async, dtype, n, c, 
 # box's 8 pixels, persistent grids of 1-3 blocks over several items (the mbarriers' phases
 # running on across items), split-K, NCHW y (one block per item, the shared-memory
 # epilogue after the tensor loads); pooled, the slab order's window max (torch's NaN
-# rule: NaNs and infinities placed in x, so windows hold them in each position).
+# rule: NaNs and infinities placed in x, so windows hold them in each position). With the
+# tensor loads, y's stores by tensor stores from the epilogue's staging where the call
+# allows them (16-bit y, NHWC, no split-K, K a multiple of 8: K = 136, 72, 264 here; 300 and
+# 257 are not), against the cp.async run's pairs (VGGKERN_IMPLICIT_GEMM_TMA_STORE=off).
 @pytest.mark.parametrize("tile", WS_TILES)
 @pytest.mark.parametrize("dtype", HALF_DTYPES + [torch.float32], ids=str)
 @pytest.mark.parametrize("grid,n,c,k,h,w,relu,pool,split,layout", [
     ("1", 2, 32, 136, 9, 11, True, False, "", "nhwc"), ("2", 3, 64, 300, 5, 13, False, False, "", "nhwc"),
     ("3", 1, 96, 257, 12, 12, True, False, "3", "nhwc"), ("2", 2, 32, 72, 7, 10, True, False, "", "nchw"),
     ("2", 2, 32, 136, 10, 14, True, True, "1", "nhwc"), ("1", 3, 64, 264, 6, 6, False, True, "1", "nhwc"),
-    ("1", 5, 32, 257, 4, 2, False, True, "1", "nhwc"), ("2", 2, 96, 72, 12, 20, True, True, "1", "nhwc")])
+    ("1", 5, 32, 257, 4, 2, False, True, "1", "nhwc"), ("2", 2, 96, 72, 12, 20, True, True, "1", "nhwc"),
+    ("1", 2, 64, 200, 9, 13, True, False, "1", "nhwc")])
 def test_ws_tile_tensor_loads_match_cp_async(tile, grid, dtype, n, c, k, h, w, relu, pool, split, layout,
                                               monkeypatch):
     from vggkern import _C
@@ -335,14 +339,21 @@ def test_ws_tile_tensor_loads_match_cp_async(tile, grid, dtype, n, c, k, h, w, r
     plan = _C.implicit_gemm_plan(n, c, h, w, k, x.element_size(), pool, 132, tile)
     assert plan["blocks"] > (int(grid) if layout == "nhwc" else 1)  # several items per block (NCHW: one each)
     out = {}
+    stores = ("nchw_tile" if layout == "nchw" else
+              "tma" if dtype != torch.float32 and plan["splits"] == 1 and k % 8 == 0 else "pairs")
     for t, tma in [("128x128", ""), (tile, "off"), (tile, "on")]:
         monkeypatch.setenv("VGGKERN_IMPLICIT_GEMM_TILE", t)
         monkeypatch.setenv("VGGKERN_IMPLICIT_GEMM_TMA", tma)
+        monkeypatch.setenv("VGGKERN_IMPLICIT_GEMM_TMA_STORE", tma)
         out[t, tma] = vggkern.conv3x3(x, wt, b, relu=relu, pool=pool, algo=ALGO, allow_tf32=True, x_tf32=x_tf32)
-        if t == tile:  # the path the launch took, as a benchmark row records it
-            assert _C.implicit_gemm_last_copies() == (
-                {"tile": tile, "path": "tma", "reason": ""} if tma == "on" else
-                {"tile": tile, "path": "cp_async", "reason": "VGGKERN_IMPLICIT_GEMM_TMA=off"})
+        if t == tile:  # the paths the launch took, as a benchmark row records them
+            last = _C.implicit_gemm_last_copies()
+            assert (last["tile"], last["path"], last["reason"]) == (
+                (tile, "tma", "") if tma == "on" else (tile, "cp_async", "VGGKERN_IMPLICIT_GEMM_TMA=off"))
+            assert last["stores"] == (stores if tma == "on" or stores != "tma" else "pairs"), last
+            assert (last["stores_reason"] == "") == (last["stores"] == "tma"), last
+            if tma == "off" and stores == "tma":
+                assert last["stores_reason"] == "VGGKERN_IMPLICIT_GEMM_TMA_STORE=off"
     bits = {key: y.view(torch.int32 if dtype == torch.float32 else torch.int16) for key, y in out.items()}
     assert torch.equal(bits["128x128", ""], bits[tile, "off"])  # NaNs too, bit for bit
     assert torch.equal(bits[tile, "off"], bits[tile, "on"])
@@ -411,6 +422,38 @@ def test_persistent_grid_must_be_a_positive_integer(monkeypatch):
         monkeypatch.setenv("VGGKERN_IMPLICIT_GEMM_GRID", bad)
         with pytest.raises(ValueError, match=f"VGGKERN_IMPLICIT_GEMM_GRID must be a positive integer, got '{bad}'"):
             vggkern.conv3x3(x, w, b, algo=ALGO)
+
+
+# The ws tiles' staged y stores (tensor stores from shared memory) run where the call allows
+# them; elsewhere y goes out in pairs, and the launch records why (as a benchmark row does):
+# K not a multiple of 8 (y's rows must be 16-byte multiples), split-K (fp32 partial sums),
+# fp32 y, NCHW y (the fp32 tile), the knob off. Its other values are refused.
+@pytest.mark.parametrize("tile", WS_TILES)
+def test_staged_stores_where_allowed_else_why(tile, monkeypatch):
+    from vggkern import _C
+
+    monkeypatch.setenv("VGGKERN_IMPLICIT_GEMM_TILE", tile)
+    monkeypatch.setenv("VGGKERN_IMPLICIT_GEMM_GRID", "1")
+    monkeypatch.delenv("VGGKERN_IMPLICIT_GEMM_TMA_STORE", raising=False)
+    for k, dtype, layout, split, env, want in [
+            (40, torch.float16, "nhwc", "1", "", ("tma", "")),
+            (40, torch.bfloat16, "nhwc", "1", "on", ("tma", "")),
+            (12, torch.float16, "nhwc", "1", "", ("pairs", "K = 12, not a multiple of 8 (y's rows in 16-byte multiples)")),
+            (40, torch.float16, "nhwc", "2", "", ("pairs", "split-K (fp32 partial sums)")),
+            (40, torch.float32, "nhwc", "1", "", ("pairs", "fp32 y (float2 stores)")),
+            (40, torch.float16, "nchw", "1", "", ("nchw_tile", "y NCHW (one block per item: the fp32 tile in shared "
+                                                               "memory, 16-byte stores into y's planes)")),
+            (40, torch.float16, "nhwc", "1", "off", ("pairs", "VGGKERN_IMPLICIT_GEMM_TMA_STORE=off"))]:
+        monkeypatch.setenv("VGGKERN_IMPLICIT_GEMM_SPLIT_K", split)
+        monkeypatch.setenv("VGGKERN_IMPLICIT_GEMM_TMA_STORE", env)
+        x, w, b = _inputs(2, 16, k, 5, 6, dtype, "cpu", channels_last=layout == "nhwc", seed=k)
+        y = vggkern.conv3x3(x, w, b, relu=True, algo=ALGO, allow_tf32=True)
+        last = _C.implicit_gemm_last_copies()
+        assert (last["tile"], last["stores"], last["stores_reason"]) == (tile,) + want, (k, dtype, layout, split, env)
+        _check(y, x, w, b, True, False, algo=ALGO)
+    monkeypatch.setenv("VGGKERN_IMPLICIT_GEMM_TMA_STORE", "yes")
+    with pytest.raises(ValueError, match="VGGKERN_IMPLICIT_GEMM_TMA_STORE must be \"off\" or \"on\", got 'yes'"):
+        vggkern.conv3x3(x, w, b, algo=ALGO)
 
 
 # Split-K (conv3x3_implicit_gemm_plan.h): K_gemm's 64-byte slices split over S blocks
@@ -537,16 +580,19 @@ def test_shared_memory_without_bank_conflicts(dtype, k, tile, monkeypatch):
     # (Per block that is bm * bn / 64 store and bm * bn / 128 load instructions, for
     # wg128x128 and wg128x256 too: their warpgroups hold the accumulators as 32 x 128 or 16 x
     # 256 per warp. wg256x64 holds them transposed and stores single floats: bm * bn / 32
-    # one-phase stores. The ws tiles, persistent on an NHWC y, have no epilogue in shared
-    # memory: they store from the accumulators; their producer warpgroup makes all the copies.)
-    wgmma, transposed = is_wgmma(tile), tile == "wg256x64"
-    epilogue = 0 if tile.startswith("ws") else 1
+    # one-phase stores. The ws tiles, persistent on an NHWC y, have no fp32 epilogue tile:
+    # 16-bit y goes to their staging for the tensor stores, a 4-byte pair of channels per
+    # lane, bm * bn / 64 one-phase stores with the pool in window order (C = 24: cp.async);
+    # fp32 y is stored from the accumulators. Their producer warpgroup makes all the copies.)
+    wgmma, transposed, ws = is_wgmma(tile), tile == "wg256x64", tile.startswith("ws")
+    staged = ws and dtype != torch.float32
+    epilogue = 0 if ws else 1
     want = {"ldmatrix": 0 if wgmma else blocks * slices * warps * 16,
             "cp_async": blocks * slices * (bm + bn) * 4 // 32,
-            "store": epilogue * blocks * bm * bn // (32 if transposed else 64),
+            "store": (epilogue + staged) * blocks * bm * bn // (32 if transposed else 64),
             "load": epilogue * blocks * bm * bn // 128}
     # x4 matrices / 16-byte phases of 8 lanes / 8-byte stores in 2 half-warp phases (4-byte: 1)
-    phases = {"ldmatrix": 4, "cp_async": 4, "store": 1 if transposed else 2, "load": 4}
+    phases = {"ldmatrix": 4, "cp_async": 4, "store": 1 if transposed or staged else 2, "load": 4}
     ideal = {path: n * phases[path] for path, n in want.items()}
     # TF32 on wgmma: each thread rounds the x chunks it copied, in place, once per slice: a
     # 16-byte load and store per chunk, the cp.async writes' addresses (4 phases of 8 lanes).

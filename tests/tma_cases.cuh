@@ -17,6 +17,7 @@
 #include <string>
 #include <vector>
 
+#include "../csrc/kernels/tensor_core.cuh"  // fence_proxy_async
 #include "../csrc/kernels/tma.cuh"
 
 namespace vk {
@@ -54,6 +55,39 @@ __global__ void load_kernel(uint16_t* out, const VK_GRID_CONSTANT TensorMap map,
   }
 }
 
+// Element of 16-byte chunk `chunk` of 128-byte row `row` in a 128-byte-swizzled buffer of
+// 16-bit elements (the implicit GEMM's store staging).
+__host__ __device__ inline int swizzled128(int row, int chunk) { return row * 64 + (chunk ^ (row & 7)) * 8; }
+
+// One tensor store of a box of `rows` 128-byte rows from a 1024-aligned buffer: every
+// thread writes its share of the box, element (r, c) coded r * 64 + c + 1, at its swizzled
+// place, fences, and after a barrier thread 0 stores the box at (c0, c1) of the map's
+// matrix and waits. `out` is unused: the matrix is the map's (copy_kernel reads it back).
+__global__ void store_kernel(uint16_t* out, const VK_GRID_CONSTANT TensorMap map, int32_t c0, int32_t c1, int rows) {
+  (void)out;
+  VK_DYNAMIC_SHARED(uint16_t, buf);
+  for (int i = threadIdx.x; i < rows * 8; i += blockDim.x) {
+    const int row = i / 8, chunk = i % 8;
+    uint16_t e[8];
+    for (int k = 0; k < 8; ++k) e[k] = uint16_t(row * 64 + chunk * 8 + k + 1);
+    uint4 v;
+    std::memcpy(&v, e, 16);
+    st_shared(reinterpret_cast<uint4*>(buf + swizzled128(row, chunk)), v);
+  }
+  fence_proxy_async();
+  __syncthreads();
+  if (threadIdx.x == 0) {
+    tma_store_2d(&map, c0, c1, buf);
+    tma_store_commit();
+    tma_store_wait();
+  }
+}
+
+// out[i] = src[i], i < n (the stored matrix read back, by a launch of its own).
+__global__ void copy_kernel(uint16_t* out, const uint16_t* src, int n) {
+  for (int i = threadIdx.x; i < n; i += blockDim.x) out[i] = src[i];
+}
+
 }  // namespace tma_kernels
 }  // namespace VK_KERNEL_NS
 }  // namespace vk
@@ -68,13 +102,13 @@ using vk::VK_KERNEL_NS::TmaElement;
 // source index, or "zero").
 template <class Decode>
 int compare(const std::vector<uint16_t>& got, const std::vector<uint16_t>& want, Decode decode, std::string* report,
-            int lines = 8) {
+            int lines = 8, size_t width = 32) {
   int bad = 0;
   for (size_t i = 0; i < want.size(); ++i) {
     if (got[i] == want[i]) continue;
     if (bad++ < lines) {
       char buf[200];
-      std::snprintf(buf, sizeof buf, "\n    row %zu element %zu: got %s, want %s", i / 32, i % 32,
+      std::snprintf(buf, sizeof buf, "\n    row %zu element %zu: got %s, want %s", i / width, i % width,
                     got[i] ? decode(got[i] - 1).c_str() : "zero", want[i] ? decode(want[i] - 1).c_str() : "zero");
       *report += buf;
     }
@@ -171,6 +205,42 @@ int run_im2col_cases(Runner& runner) {
                              bad, kPixels * 32, lines);
       }
     }
+  }
+  return failed;
+}
+
+// Tensor stores (the implicit GEMM's epilogue): boxes of 16 rows x 64 columns (128-byte
+// rows, 128-byte swizzle) into a 37 x 150 matrix, inside it and running past its right and
+// bottom edges; every element outside the box (and outside the matrix) keeps its value.
+template <class Runner>
+int run_store_cases(Runner& runner) {
+  namespace k = vk::VK_KERNEL_NS::tma_kernels;
+  constexpr int R = 37, C = 150, kRows = 16, kUntouched = 0x8000;
+  auto decode = [](int i) {
+    return i + 1 >= kUntouched ? "untouched (" + std::to_string(i + 1 - kUntouched) + ")"
+                               : "box (" + std::to_string(i / 64) + ", " + std::to_string(i % 64) + ")";
+  };
+  int failed = 0;
+  const int corners[][2] = {{0, 0}, {64, 3}, {96, 8}, {32, 29}};
+  for (const auto& q : corners) {
+    std::vector<uint16_t> m(R * C);
+    for (int i = 0; i < R * C; ++i) m[i] = uint16_t(kUntouched + i % 1000);
+    const uint16_t* dst = runner.upload(m);
+    TensorMap map;
+    const std::string why = vk::VK_KERNEL_NS::encode_rows(&map, dst, TmaElement::f16, R, C, 64, kRows, 128);
+    if (!why.empty()) return print_case("store (encode: " + why + ")", 1, 1, "");
+    std::vector<uint16_t> unused(1), got(R * C, 0xDEAD), want = m;
+    runner.launch("tma store_kernel", k::store_kernel, 64, size_t(kRows * 128), unused, map, q[0], q[1], kRows);
+    runner.launch("tma copy_kernel", k::copy_kernel, 256, size_t(0), got, dst, R * C);
+    for (int r = 0; r < kRows; ++r)
+      for (int c = 0; c < 64; ++c) {
+        const int row = q[1] + r, col = q[0] + c;
+        if (row < R && col < C) want[row * C + col] = uint16_t(r * 64 + c + 1);
+      }
+    std::string lines;
+    const int bad = compare(got, want, decode, &lines, 8, C);
+    failed += print_case("store 16x64 at (" + std::to_string(q[1]) + ", " + std::to_string(q[0]) + ")", bad, R * C,
+                         lines);
   }
   return failed;
 }

@@ -70,6 +70,24 @@ inline std::string implicit_gemm_tma_refusal(const Conv3x3Args& a, const Implici
   return "";
 }
 
+// Why a ws tile's call cannot store y by tensor stores from its epilogue's staging (""
+// where it can): only the persistent epilogue stages y (y NHWC, no split-K: split-K writes
+// fp32 partial sums), of 16-bit elements (fp32 y keeps its float2 stores: whole sectors
+// already, and its staging would not fit beside the stages), in rows of a multiple of 16
+// bytes (K a multiple of 8) from a 16-byte aligned y, under 2^31 rows; VGGKERN_IMPLICIT_GEMM_TMA_STORE=off
+// keeps the pairs (so that a GPU run measures the two; benchmarks/cases.py). Read per launch.
+inline std::string implicit_gemm_store_refusal(const Conv3x3Args& a, const ImplicitGemmPlan& plan) {
+  const bool off = env_switch("VGGKERN_IMPLICIT_GEMM_TMA_STORE", "off", "on", "off");
+  if (a.y_nchw) return "y NCHW (one block per item: the fp32 tile in shared memory, 16-byte stores into y's planes)";
+  if (plan.splits > 1) return "split-K (fp32 partial sums)";
+  if (a.dtype == DType::float32) return "fp32 y (float2 stores)";
+  if (a.K % 8 != 0) return "K = " + std::to_string(a.K) + ", not a multiple of 8 (y's rows in 16-byte multiples)";
+  if (reinterpret_cast<uintptr_t>(a.y) % 16 != 0) return "y not 16-byte aligned";
+  if ((a.pool ? plan.M / 4 : plan.M) > INT32_MAX) return "y of 2^31 rows or more (the stores' coordinates are 32-bit)";
+  if (off) return "VGGKERN_IMPLICIT_GEMM_TMA_STORE=off";
+  return "";
+}
+
 // VGGKERN_IMPLICIT_GEMM_X_CACHE (x's copies through L1) was removed, measured slower: a
 // script that still sets it is told so rather than silently timing the default.
 inline void implicit_gemm_refuse_removed_knobs() {
@@ -98,7 +116,7 @@ void conv3x3_implicit_gemm_run(const Conv3x3Args& a, const ImplicitGemmPlan& pla
   using namespace VK_KERNEL_NS;
   using L = ImplicitGemmTiling<T, kBM, kBN, kLoop>;
   static_assert(L::kBK * sizeof(T) == 64, "the plan counts 64-byte K slices");
-  if (plan.bm != L::kBM || plan.bn != L::kBN || tile_smem_bytes(plan.tile) != int64_t(L::kSmemBytes))
+  if (plan.bm != L::kBM || plan.bn != L::kBN || tile_smem_bytes(plan.tile, sizeof(T)) != int64_t(L::kSmemBytes))
     throw std::logic_error("vggkern.conv3x3: implicit_gemm tile mismatch");
   if (plan.blocks() > (int64_t(1) << 31) - 1)
     throw std::invalid_argument("vggkern.conv3x3: too many blocks for one implicit_gemm launch");
@@ -129,10 +147,10 @@ void conv3x3_implicit_gemm_run(const Conv3x3Args& a, const ImplicitGemmPlan& pla
   if constexpr (L::kWs) {
     std::string refusal = implicit_gemm_tma_refusal(a, plan, p.taps_inner, p.x_tf32, L::kBK);
     if (knob == TmaKnob::unpooled && a.pool) refusal = "the fused pool (VGGKERN_IMPLICIT_GEMM_TMA=unpooled)";
+    const TmaElement e = a.dtype == DType::float16    ? TmaElement::f16
+                         : a.dtype == DType::bfloat16 ? TmaElement::bf16
+                                                      : TmaElement::f32;
     if (knob != TmaKnob::off && refusal.empty()) {
-      const TmaElement e = a.dtype == DType::float16    ? TmaElement::f16
-                           : a.dtype == DType::bfloat16 ? TmaElement::bf16
-                                                        : TmaElement::f32;
       if (!a.pool) {
         refusal = encode_conv3x3_im2col(&maps.x[0], a.x, e, a.N, a.H, a.W, a.C, L::kBK, L::kBM);
       } else {  // slab order: 8-pixel boxes of the even rows (x[0]) and the odd ones (x[1])
@@ -146,7 +164,14 @@ void conv3x3_implicit_gemm_run(const Conv3x3Args& a, const ImplicitGemmPlan& pla
       throw std::invalid_argument(std::string("vggkern.conv3x3: VGGKERN_IMPLICIT_GEMM_TMA=on, but this call's ") +
                                   implicit_gemm_tile_name(plan.tile) + " cannot copy by tensor loads: " + refusal);
     if (knob == TmaKnob::off) refusal = "VGGKERN_IMPLICIT_GEMM_TMA=off";
-    record_implicit_gemm_copies({implicit_gemm_tile_name(plan.tile), maps.on ? "tma" : "cp_async", refusal});
+    // y: rows (pixels, pooled or not) by K, a box of kStoreCols channels x the tile's rows.
+    std::string store_refusal = implicit_gemm_store_refusal(a, plan);
+    if (store_refusal.empty())
+      store_refusal = encode_rows(&maps.y, a.y, e, a.pool ? plan.M / 4 : plan.M, a.K, L::kStoreCols,
+                                  a.pool ? L::kBM / 4 : L::kBM, 128);
+    maps.store = store_refusal.empty();
+    record_implicit_gemm_copies({implicit_gemm_tile_name(plan.tile), maps.on ? "tma" : "cp_async", refusal,
+                                 maps.store ? "tma" : a.y_nchw ? "nchw_tile" : "pairs", store_refusal});
   }
   LaunchGeometry g;
   g.block.x = L::kBlockThreads;

@@ -147,11 +147,19 @@ inline int tile_columns(ImplicitGemmTile t) {
 // Dynamic shared memory per block of each tile, by ImplicitGemmTile: the larger of its
 // stages (64-byte rows, either element size) and its fp32 epilogue tile, i.e. the kernel's
 // ImplicitGemmTiling::kSmemBytes (conv3x3_implicit_gemm_run checks that they agree):
-// 48, 68, 136, 80, 96, 100, 144, 144 and 128 KiB.
+// 48, 68, 136, 80, 96, 100, 144, 144 and 128 KiB; with 16-bit elements the ws tiles add
+// their epilogue's staging of y (one BM x BN tile per computing group: ws128x256 64 KiB,
+// 208 in all; ws128x128 2 x 32 KiB, 192 in all).
 inline constexpr int64_t kImplicitGemmTileSmemBytes[] = {49152, 69632,  139264, 81920, 98304,
                                                          102400, 147456, 147456, 131072};
 
-inline int64_t tile_smem_bytes(ImplicitGemmTile t) { return kImplicitGemmTileSmemBytes[static_cast<int>(t)]; }
+inline int64_t tile_smem_bytes(ImplicitGemmTile t, int element_bytes) {
+  const int64_t staging = element_bytes != 2                 ? 0
+                          : t == ImplicitGemmTile::ws128x256 ? 128 * 256 * 2
+                          : t == ImplicitGemmTile::ws128x128 ? 2 * 128 * 128 * 2
+                                                             : 0;
+  return kImplicitGemmTileSmemBytes[static_cast<int>(t)] + staging;
+}
 
 // Can this call run a wgmma tile? On a device (and build) that has wgmma.
 inline bool wgmma_runs(const Conv3x3Args& a) { return a.wgmma; }
@@ -160,7 +168,7 @@ inline bool wgmma_runs(const Conv3x3Args& a) { return a.wgmma; }
 // on an H100 may name 256x128, whose 136 KiB a compute capability 8.6/8.9 GPU's 99 KiB
 // cannot hold.)
 inline bool tile_fits(const Conv3x3Args& a, ImplicitGemmTile t) {
-  return a.smem_optin <= 0 || tile_smem_bytes(t) <= a.smem_optin;
+  return a.smem_optin <= 0 || tile_smem_bytes(t, a.dtype == DType::float32 ? 4 : 2) <= a.smem_optin;
 }
 
 // VGGKERN_IMPLICIT_GEMM_TILE, else the measured table, else the rule. a.C: as the kernel sees it.
@@ -236,9 +244,11 @@ inline ImplicitGemmPlan implicit_gemm_plan(const Conv3x3Args& a, ImplicitGemmTil
 // shape, VGGKERN_IMPLICIT_GEMM_TMA, or a tensor map the driver would not encode). With the
 // knob unset a call that cannot have the tensor loads runs on cp.async without an error,
 // so this is how a benchmark row (benchmarks/cases.py: copies_ran) or a user says which
-// path a timing measured. Empty tile: no ws launch yet.
+// path a timing measured. Its y stores likewise: from the epilogue's staging by tensor
+// stores ("tma"), or from the accumulators in pairs of channels ("pairs", and why), or, y
+// NCHW, through the fp32 tile in shared memory ("nchw_tile"). Empty tile: no ws launch yet.
 struct ImplicitGemmCopies {
-  std::string tile, path, reason;
+  std::string tile, path, reason, stores, stores_reason;
 };
 inline std::mutex implicit_gemm_copies_mutex;
 inline ImplicitGemmCopies implicit_gemm_copies_record;

@@ -171,6 +171,21 @@ struct AsyncOp {
   std::vector<uint64_t> known;  // where named barriers are in use: its warp's clocks at the issue
 };
 
+// A tensor store (cp.async.bulk.tensor ... global.shared::cta) in flight: queued by the
+// thread that issued it, in its open bulk group, and run (shared memory read, global memory
+// written) when a wait covers its group: the latest the GPU may read the box, so a box
+// rewritten before the wait is reported (a race) and stored as rewritten.
+struct TensorStore {
+  const void* src;
+  TensorMap map;
+  int32_t coords[2];
+  int group;
+  uint64_t issued, issued_interval;  // as AsyncOp's
+  std::vector<uint64_t> known;
+  const char* file;
+  int line;
+};
+
 // A named barrier (bar.sync / bar.arrive): its instance in progress (threads 0: none), the
 // warps that arrived at it and those of them that wait, and the join of the arrivals' clocks.
 struct NamedBarrier {
@@ -237,6 +252,8 @@ struct Fiber {
   int async_group;     // the open (not yet committed) cp.async group
   std::vector<AsyncOp> async_ops;
   int async_op_group;  // the open wgmma group
+  std::vector<TensorStore> tensor_stores;
+  int store_group;  // the open bulk group (tensor stores)
   std::vector<uint32_t> unfenced;  // 16-byte shared granules this thread wrote since its last proxy fence
   uint64_t warpgroup_seq;          // warpgroup instructions executed so far
   WgmmaRegisters wgmma;
@@ -365,6 +382,14 @@ class Worker {
   void mbarrier_init(const void* bar, uint32_t count, const char* file, int line);
   void mbarrier_arrive(const void* bar, uint32_t expect_tx, const char* file, int line);
   void mbarrier_wait(const void* bar, uint32_t parity, const char* file, int line);
+  void tensor_store(const void* src, const TensorMap& map, const int32_t* coords, const char* file, int line);
+  void tensor_store_commit() { ++current_->store_group; }
+  void tensor_store_wait(const char* file, int line);
+  void run_tensor_store(const TensorStore& st);
+  // A tensor load's or store's box in shared memory: checked (in shared memory, aligned,
+  // rows the swizzle's width), and its bytes; shared address in *a0.
+  size_t check_box(const void* smem, const TensorMap& m, size_t rows, const char* what, uint32_t* a0, const char* file,
+                   int line);
   void tensor_load(void* dst, const TensorMap& map, const int32_t* coords, const int32_t* offsets, const void* bar,
                    const char* file, int line);
   Exchange warp_exchange(Collective kind, unsigned mask, const void* value, size_t bytes, int predicate,
@@ -414,16 +439,19 @@ class Worker {
     for (uint32_t g : current_->unfenced) --unfenced_[g];
     current_->unfenced.clear();
   }
-  void async_proxy_read(uint32_t address, size_t bytes, const char* file, int line) {
+  void check_fenced(uint32_t address, size_t bytes, const char* reader, const char* file, int line) {
     shared_at(address, bytes, file, line);
     for (size_t g = address / 16; g <= (address + bytes - 1) / 16; ++g)
       if (unfenced_[g] != 0)
-        fail("an asynchronous-proxy read (wgmma) of shared address " + std::to_string(address) +
+        fail(std::string("an asynchronous-proxy read (") + reader + ") of shared address " + std::to_string(address) +
                  ", written (cp.async or st_shared) by a thread that has not since executed fence.proxy.async: "
                  "a missing fence_proxy_async() before the barrier, or a write into an operand that an unwaited "
                  "wgmma still reads",
              file, line);
-    race_async_read(address, bytes, file, line);
+  }
+  void async_proxy_read(uint32_t address, size_t bytes, const char* file, int line) {
+    check_fenced(address, bytes, "wgmma", file, line);
+    race_async_read(address, bytes, "this thread's wgmma reads", "wgmma", file, line);
   }
   void warpgroup_instruction(const char* name, const void* record, size_t bytes, const char* file, int line);
   WgmmaRegisters& wgmma_registers() { return current_->wgmma; }
@@ -442,7 +470,7 @@ class Worker {
   void race_write(const void* p, size_t bytes, const char* file, int line);
   void race_copy_issued(const void* p, size_t bytes, const char* file, int line);
   void race_copy_waited(const AsyncCopy& c);
-  void race_async_read(uint32_t address, size_t bytes, const char* file, int line);
+  void race_async_read(uint32_t address, size_t bytes, const char* reads, const char* op, const char* file, int line);
   [[noreturn]] void fail(const std::string& what, const char* file, int line);
 
   static void fiber_main();
@@ -476,7 +504,7 @@ class Worker {
   void check_after_write(const SharedWord& w, size_t word, const char* now, const char* file, int line);
   void record_write(size_t first, size_t n, const char* file, int line);
   [[noreturn]] void race(const std::string& now, size_t word, const std::string& then, const char* then_file,
-                         int then_line, const char* file, int line, const char* why = kNoBarrier);
+                         int then_line, const char* file, int line, const std::string& why = kNoBarrier);
   // The words [first, first + n) that `bytes` at p cover.
   size_t words_of(const void* p, size_t bytes, size_t* n) const {
     const size_t offset = static_cast<size_t>(static_cast<const unsigned char*>(p) - shared_.get());
@@ -575,6 +603,10 @@ void Worker::fiber_main() {
   w->body_();
   w->async_copy_wait(-1);  // copies still in flight land before the thread is gone
   if (!f->async_ops.empty()) w->fail("the thread exits with wgmma operations it never waited for", nullptr, 0);
+  if (!f->tensor_stores.empty())
+    w->fail("the thread exits with tensor stores it never waited for (tma_store_commit() and tma_store_wait(): the "
+            "block's shared memory goes with it, and the stores may not have read it yet)",
+            f->tensor_stores.front().file, f->tensor_stores.front().line);
   f->state = FiberState::done;
   --w->live_;
   // Lanes that wait for this one in a warp collective no longer need to.
@@ -639,6 +671,8 @@ void Worker::run_block(uint3 block_idx) {
     f.async_group = 0;
     f.async_ops.clear();
     f.async_op_group = 0;
+    f.tensor_stores.clear();
+    f.store_group = 0;
     f.unfenced.clear();
     f.warpgroup_seq = 0;
     f.wgmma = WgmmaRegisters();
@@ -906,6 +940,12 @@ void Worker::mbarrier_wait(const void* bar, uint32_t parity, const char* file, i
   for (unsigned w = 0; w < nwarps_; ++w) row[w] = std::max(row[w], b->done[w]);
 }
 
+// The swizzled shared address of byte `a` of a box (tma_emu.h: bits 4.. ^= bits 7..).
+static uint32_t swizzle_address(uint32_t a, int swizzle) {
+  const uint32_t flip = swizzle ? static_cast<uint32_t>(swizzle) / 16 - 1 : 0;
+  return a ^ (((a >> 7) & flip) << 4);
+}
+
 void Worker::tensor_load(void* dst, const TensorMap& m, const int32_t* coords, const int32_t* offsets, const void* bar,
                          const char* file, int line) {
   MBarrier& b = mbarrier_at(bar, nullptr, file, line);
@@ -913,19 +953,10 @@ void Worker::tensor_load(void* dst, const TensorMap& m, const int32_t* coords, c
   std::vector<BoxRow> rows;
   const std::string error = tensor_box(m, coords, offsets, &rows);
   if (!error.empty()) fail(error, file, line);
-  const size_t bytes = rows.size() * row_bytes;
-  if (!in_shared(dst, bytes)) fail("tensor load destination (" + std::to_string(bytes) + " bytes) is not in shared memory", file, line);
-  const uint32_t a0 = shared_address(dst, file, line);
-  if (a0 % 128 != 0) fail("tensor load destination at shared address " + std::to_string(a0) + ": not 128-byte aligned", file, line);
-  if (row_bytes % 16 != 0) fail("tensor load rows of " + std::to_string(row_bytes) + " bytes: a multiple of 16", file, line);
-  if (m.swizzle != 0 && (row_bytes != static_cast<uint32_t>(m.swizzle) || a0 % (8 * m.swizzle) != 0))
-    fail("tensor load with the " + std::to_string(m.swizzle) + "-byte swizzle: emulated for rows of exactly " +
-             std::to_string(m.swizzle) + " bytes (got " + std::to_string(row_bytes) + ") at a multiple of " +
-             std::to_string(8 * m.swizzle) + " bytes (got shared address " + std::to_string(a0) + ")",
-         file, line);
+  uint32_t a0;
+  const size_t bytes = check_box(dst, m, rows.size(), "tensor load destination", &a0, file, line);
   check_write(dst, bytes, "this thread's tensor load writes", file, line);
   // Chunk by chunk: 16 bytes gathered (zeros out of bounds), stored at their swizzled address.
-  const uint32_t flip = m.swizzle ? static_cast<uint32_t>(m.swizzle) / 16 - 1 : 0;
   const uint32_t per_chunk = 16 / static_cast<uint32_t>(m.elem_bytes);
   for (size_t i = 0; i < rows.size(); ++i) {
     const BoxRow& r = rows[i];
@@ -937,7 +968,7 @@ void Worker::tensor_load(void* dst, const TensorMap& m, const int32_t* coords, c
           std::memcpy(chunk + e * m.elem_bytes, m.base + r.offset + int64_t(k) * m.elem_bytes, size_t(m.elem_bytes));
       }
       const uint32_t a = a0 + static_cast<uint32_t>(i) * row_bytes + 16 * j;
-      const uint32_t swizzled = a ^ (((a >> 7) & flip) << 4);
+      const uint32_t swizzled = swizzle_address(a, m.swizzle);
       std::memcpy(shared_.get() + swizzled, chunk, 16);
       record_write(swizzled / 4, 4, file, line);
     }
@@ -945,6 +976,80 @@ void Worker::tensor_load(void* dst, const TensorMap& m, const int32_t* coords, c
   b.tx -= static_cast<int64_t>(bytes);
   b.known[current_->view.linear >> 5] = ++tick_;  // the load's writes, released to the barrier's waiters
   mbarrier_progress(b, file, line);
+}
+
+size_t Worker::check_box(const void* smem, const TensorMap& m, size_t rows, const char* what, uint32_t* a0,
+                         const char* file, int line) {
+  const uint32_t row_bytes = m.box[0] * static_cast<uint32_t>(m.elem_bytes);
+  const size_t bytes = rows * row_bytes;
+  const std::string w(what);
+  if (!in_shared(smem, bytes)) fail(w + " (" + std::to_string(bytes) + " bytes) is not in shared memory", file, line);
+  *a0 = shared_address(smem, file, line);
+  if (*a0 % 128 != 0) fail(w + " at shared address " + std::to_string(*a0) + ": not 128-byte aligned", file, line);
+  if (row_bytes % 16 != 0) fail(w + ": rows of " + std::to_string(row_bytes) + " bytes, not a multiple of 16", file, line);
+  if (m.swizzle != 0 && (row_bytes != static_cast<uint32_t>(m.swizzle) || *a0 % (8 * m.swizzle) != 0))
+    fail(w + " with the " + std::to_string(m.swizzle) + "-byte swizzle: emulated for rows of exactly " +
+             std::to_string(m.swizzle) + " bytes (got " + std::to_string(row_bytes) + ") at a multiple of " +
+             std::to_string(8 * m.swizzle) + " bytes (got shared address " + std::to_string(*a0) + ")",
+         file, line);
+  return bytes;
+}
+
+void Worker::tensor_store(const void* src, const TensorMap& m, const int32_t* coords, const char* file, int line) {
+  if (m.mode != TensorMap::Mode::tiled || m.rank != 2) fail("tensor store: emulated for 2-D tile maps", file, line);
+  uint32_t a0;
+  const size_t bytes = check_box(src, m, m.box[1], "tensor store source", &a0, file, line);
+  // Its writers must have fenced (generic -> async proxy) by now, before the barrier that
+  // ordered their writes before this issue; the read itself runs at the wait.
+  for (uint32_t off = 0; off < bytes; off += 16)
+    check_fenced(swizzle_address(a0 + off, m.swizzle), 16, "tensor store", file, line);
+  TensorStore st{src, m, {coords[0], coords[1]}, current_->store_group, ++tick_, interval_, {}, file, line};
+  if (named_used_) {
+    const uint64_t* row = known_row(current_->view.linear >> 5);
+    st.known.assign(row, row + nwarps_);
+  }
+  current_->tensor_stores.push_back(std::move(st));
+}
+
+void Worker::run_tensor_store(const TensorStore& st) {
+  const TensorMap& m = st.map;
+  const uint32_t row_bytes = m.box[0] * static_cast<uint32_t>(m.elem_bytes);
+  std::vector<BoxRow> rows;
+  const std::string error = tensor_box(m, st.coords, nullptr, &rows);
+  if (!error.empty()) fail(error, st.file, st.line);
+  const uint32_t a0 = shared_address(st.src, st.file, st.line);
+  op_issued_ = st.issued;
+  op_interval_ = st.issued_interval;
+  op_known_ = &st.known;
+  for (size_t i = 0; i < rows.size(); ++i) {
+    const BoxRow& r = rows[i];
+    for (uint32_t j = 0; j < row_bytes / 16; ++j) {
+      const uint32_t a = swizzle_address(a0 + static_cast<uint32_t>(i) * row_bytes + 16 * j, m.swizzle);
+      race_async_read(a, 16, "this thread's tensor store reads", "tensor store", st.file, st.line);
+      const unsigned char* chunk = shared_at(a, 16, st.file, st.line);
+      const uint32_t per_chunk = 16 / static_cast<uint32_t>(m.elem_bytes);
+      for (uint32_t e = 0; e < per_chunk; ++e) {
+        const uint32_t k = j * per_chunk + e;
+        if (k >= r.begin && k < r.end)
+          std::memcpy(const_cast<unsigned char*>(m.base) + r.offset + int64_t(k) * m.elem_bytes, chunk + e * m.elem_bytes,
+                      size_t(m.elem_bytes));
+      }
+    }
+    if (r.end > r.begin) {  // global sectors: one "instruction" per row of the box that lies inside
+      const uintptr_t address = reinterpret_cast<uintptr_t>(m.base + r.offset + int64_t(r.begin) * m.elem_bytes);
+      const int row_inside = static_cast<int>((r.end - r.begin) * static_cast<uint32_t>(m.elem_bytes));
+      global_counts_[GlobalPath::store].add(global_access_counts(&address, &row_inside, 1));
+    }
+  }
+  op_known_ = nullptr;
+}
+
+void Worker::tensor_store_wait(const char* file, int line) {
+  (void)file, (void)line;
+  auto& q = current_->tensor_stores;
+  size_t done = 0;
+  while (done < q.size() && q[done].group < current_->store_group) run_tensor_store(q[done++]);  // in issue order
+  q.erase(q.begin(), q.begin() + static_cast<std::ptrdiff_t>(done));
 }
 
 // A warp collective completes once every lane of its mask that has not exited (or
@@ -1266,7 +1371,7 @@ void Worker::record_read(SharedWord& w, size_t word, uint64_t now, const char* f
 }
 
 void Worker::race(const std::string& now, size_t word, const std::string& then, const char* then_file, int then_line,
-                  const char* file, int line, const char* why) {
+                  const char* file, int line, const std::string& why) {
   fail("shared-memory race: " + now + " shared address " + std::to_string(4 * word) + ", which " + then + " at " +
            site(then_file, then_line) + ", " + why,
        file, line);
@@ -1347,23 +1452,26 @@ void Worker::race_copy_waited(const AsyncCopy& c) {
   record_write(first, n, c.file, c.line);
 }
 
-void Worker::race_async_read(uint32_t address, size_t bytes, const char* file, int line) {
+// An async operation's read (op: "wgmma" or "tensor store"), run at its wait with the
+// issue's clocks (op_issued_, op_interval_, op_known_).
+void Worker::race_async_read(uint32_t address, size_t bytes, const char* reads, const char* op, const char* file,
+                             int line) {
   size_t n;
   const size_t first = words_of(shared_.get() + address, bytes, &n);
   const unsigned self = current_->view.linear;
   const uint64_t now = ++tick_;
-  const char* const reads = "this thread's wgmma reads";
   for (size_t word = first; word < first + n; ++word) {
     SharedWord& w = words_.get()[word];
     check_no_copy(w, word, reads, file, line);
     if (w.write_tick > op_issued_)
       race(reads, word, thread_name(w.writer) + " wrote", w.write_file, w.write_line, file, line,
-           "while the wgmma was in flight: its operands may not be written between its issue and its wait");
+           std::string("while the ") + op + " was in flight: its shared memory may not be written between its issue "
+           "and its wait");
     const bool known_at_issue = op_known_ != nullptr && !op_known_->empty() && (*op_known_)[w.writer >> 5] >= w.write_tick;
     if (w.write_tick > op_interval_ && w.writer != self && !known_at_issue)
       race(reads, word, thread_name(w.writer) + " wrote", w.write_file, w.write_line, file, line,
-           "in the barrier interval the wgmma was issued in: no __syncthreads() (or named barrier) orders it before "
-           "the wgmma");
+           std::string("in the barrier interval the ") + op + " was issued in: no __syncthreads() (or named barrier) "
+           "orders it before the " + op);
     record_read(w, word, now, file, line);
   }
 }
@@ -1454,6 +1562,11 @@ void tensor_load(void* dst, const TensorMap& map, const int32_t* coords, const i
                  const char* file, int line) {
   t_worker->tensor_load(dst, map, coords, offsets, bar, file, line);
 }
+void tensor_store(const void* src, const TensorMap& map, const int32_t* coords, const char* file, int line) {
+  t_worker->tensor_store(src, map, coords, file, line);
+}
+void tensor_store_commit() { t_worker->tensor_store_commit(); }
+void tensor_store_wait(const char* file, int line) { t_worker->tensor_store_wait(file, line); }
 Exchange warp_exchange(Collective kind, unsigned mask, const void* value, size_t bytes, int predicate, const char* file,
                        int line) {
   return t_worker->warp_exchange(kind, mask, value, bytes, predicate, file, line);

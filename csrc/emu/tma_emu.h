@@ -17,6 +17,13 @@
 //     mbarrier. Shared layout: the box's rows (its innermost dimension: channels_per_pixel
 //     elements in im2col mode) one after another, 16-byte chunks swizzled by the shared
 //     address bits (64-byte swizzle: bits 4-5 ^= bits 7-8, wgmma's pattern).
+//   - a tensor store (cp.async.bulk.tensor, shared to global, tile mode) is queued by its
+//     issuing thread and run at the bulk wait that covers its group: it reads the box from
+//     shared memory then (checked as an async-proxy read with the issue's clocks, so a box
+//     rewritten before the wait, or written without a barrier before the issue, is a race),
+//     and writes the part inside the tensor to global memory. Its writers must have executed
+//     fence.proxy.async before the issue; a thread that ends with stores not waited for
+//     fails (its block's shared memory goes with it).
 //   - misuse fails the launch: an uninitialised or twice-initialised barrier, more arrivals
 //     than its count in one phase, a block that ends with bytes still expected, a
 //     destination that is not 128-byte aligned (or not aligned to its swizzle pattern),
@@ -53,6 +60,15 @@ void mbarrier_wait(const void* bar, uint32_t parity, const char* file, int line)
 // coords (rank of them, innermost first), offsets (im2col: one per spatial dimension, W first).
 void tensor_load(void* dst, const TensorMap& map, const int32_t* coords, const int32_t* offsets, const void* bar,
                  const char* file, int line);
+
+// cp.async.bulk.tensor.2d.global.shared::cta.tile.bulk_group: the box at coords (2-D tile
+// maps) from shared memory laid out as a load leaves it (the swizzle's rows), queued in
+// the thread's open bulk group and run at the wait that covers it (see above); commit
+// closes the group; wait runs every committed store (wait_group.read 0 and wait_group 0
+// alike: the emulator's stores read and write at once).
+void tensor_store(const void* src, const TensorMap& map, const int32_t* coords, const char* file, int line);
+void tensor_store_commit();
+void tensor_store_wait(const char* file, int line);
 
 // The box of one tensor load, row by row in shared-memory order (row i: map.box[0] *
 // elem_bytes bytes at i times that): the byte offset from map.base of the row's element

@@ -188,10 +188,31 @@
 // Persistent where y is NHWC: at most one block per SM (the dispatch), each taking the
 // work items (M tile, K tile, split) in turn, slices numbered on across them (the
 // mbarriers' phases with them), so the producer copies the next item's first slices while
-// the consumers store this one's outputs straight from the accumulators (no epilogue tile
-// in shared memory: channel pairs, 16 contiguous bytes per 4 lanes in fp16; the pool's
-// window max gathered by shuffles in torch's order: 3 per value in window order, 1 per row
-// of a lane in slab order). Where y is NCHW, one block per item
+// the consumers store this one's outputs from the accumulators (no fp32 epilogue tile; the
+// pool's window max gathered by shuffles in torch's order: 3 per value in window order, 1
+// per row of a lane in slab order). 16-bit y (K a multiple of 8, no split-K) is staged:
+// each lane writes its channel pairs into its computing group's staging after the stages
+// ([BM or BM / 4][BN] elements as 64-channel boxes of 128-byte rows, 128-byte swizzle:
+// chunk (c % 64) / 8 ^ (row % 8), so a warp's 32 pairs, 8 rows of 4 lanes, hit 32 banks),
+// fences them for the async proxy, and after the group's barrier one thread issues the
+// boxes' tensor stores (TMA, shared to global: rows past M and channels past K are clipped
+// by the unit), whose reads of the staging the group's next item waits for (that thread's
+// cp.async.bulk.wait_group.read, then the barrier) and the kernel's end for all. Else (fp32
+// y: float2, whole sectors per 4 lanes, and its 128 KiB staging would not fit; K odd or not a
+// multiple of 8; split-K's fp32 sums) the pairs go straight to global memory. Why stage, by
+// count: a warp's 4-byte pair store writes 16 bytes into each of 8 rows, 8 half-sectors in 8
+// 128-byte lines; a ws128x256 item's y (64 KiB) is 1024 of them, 8192 sectors, through the
+// L1 (the unit that also reads shared memory for wgmma): 2048 clocks at 4 sectors a clock,
+// up to 8192 at a line a clock, against a conv3_1 item's 18,432 tensor clocks at the peak
+// (11-44%); staged, 1024 conflict-free 4-byte STS (1024 wavefronts) and the TMA unit's
+// reads of 512 rows of 128 bytes, with y leaving as whole lines. Per item the consumers'
+// instructions stay about the same (python -m benchmarks.sass_loop compiled both ways: the
+// pair's address and bias/ReLU/max work dominate; STS replaces STG). Not measured (no GPU
+// since): the focus run's copies rows time it against the pairs (copies=tma-pairs,
+// VGGKERN_IMPLICIT_GEMM_TMA_STORE=off). Checked on the emulator (tensor stores: tma_emu.h),
+// bit for bit with the pairs and mma.sync's 128 x 128, race-free (a missing fence, the
+// staging rewritten before the wait, or no wait at the end fail there: tests/emu/test_tma.cpp).
+// Where y is NCHW, one block per item
 // and the shared-memory epilogue, in the stages (the producer has returned). Producer and
 // consumers are compiled apart (Role), so neither holds the other's registers. Why: on the
 // H200 (9f429b0's _ncu.md, conv3_2) cuDNN's kernel that keeps the tensor pipe 96% busy has
@@ -204,9 +225,10 @@
 // rounding pass: 222; 64-bit offsets 220 and 281); its tensor-load loop 66 per slice, 2 of
 // them UTMALDG, issued by one warp (one thread active); pooled, 154 per slice in warp 0 (5
 // UTMALDG, each ~20 instructions, most of them its ELECT loop's moves of the operands to
-// uniform registers: the 17 a slice from one thread were 336). 163 registers (164 with
-// 64-bit offsets; 384 threads may have 168; 159 and 162 before the slab order's epilogue),
-// no spills; 6 stages, 144 KiB. Predicted for the tensor loads,
+// uniform registers: the 17 a slice from one thread were 336). 164 registers (166 with
+// 64-bit offsets; 384 threads may have 168; 159 and 162 before the slab order's epilogue,
+// 163 and 164 before the staged stores), no spills; 6 stages, 144 KiB (+ 64 KiB of y's
+// staging with 16-bit y: 208). Predicted for the tensor loads,
 // not measured (no GPU since): the 1536 cp.async of a slice (16 bytes each, 128 threads x
 // 12) and their address arithmetic (161 instructions in each producer warp) leave the SM's
 // issue slots and its load/store pipeline to two tensor loads (63 instructions of one
@@ -241,8 +263,9 @@
 // every item, as ws128x256 does: its items are 2-4x longer) leaves the tensor cores idle
 // for. By count, per k16 step wgmma reads 2 x (64 + 128) x 32 bytes and the copies write
 // (128 + 128) x 32: 160 bytes per tensor clock, wg128x128's 80% shared-memory cap (128 x
-// 256: none). 8 stages (128 KiB; kStages above). python -m benchmarks.sass_loop: 158
-// registers (161 with 64-bit offsets; 128 accumulators a thread), the consumers' loop 76
+// 256: none). 8 stages (128 KiB; kStages above; + 2 x 32 KiB of y's staging with 16-bit y:
+// 192). python -m benchmarks.sass_loop: 168 registers with 16-bit y, 158 fp32 (166 and 161 with
+// 64-bit offsets; 128 accumulators a thread; 158 with 16-bit y before the staged stores), the consumers' loop 75
 // instructions per slice around 4 HGMMA.64x128x16 (0.30 of a warp's issue slots), the
 // producer's cp.async loop 129 (8 copies per thread), its tensor loads 60 (pooled 128). Per
 // sub-partition and slice (256 tensor clocks at the peak: one computing warp and a producer
@@ -344,7 +367,17 @@ struct ImplicitGemmTiling {
   static constexpr int kCStride = kTransposed ? kBN + 4 : kBN + 8;
   static constexpr size_t kPipeBytes = size_t(kStages) * (kAStage + kBStage) * sizeof(T);
   static constexpr size_t kEpilogueBytes = size_t(kBM) * kCStride * 4;
-  static constexpr size_t kSmemBytes = kPipeBytes > kEpilogueBytes ? kPipeBytes : kEpilogueBytes;
+  // wgmma_ws with 16-bit y: the persistent epilogue's staging for its tensor stores, one
+  // [BM][BN] tile of y's elements per computing group, after the stages (1024-aligned: the
+  // 128-byte swizzle's pattern), as BN / kStoreCols boxes of kStoreCols channels (128-byte
+  // rows; with the pool, BM / 4 of them): element (row r, channel c) at box c / 64, row r,
+  // chunk ((c % 64) / 8) ^ (r % 8) (staged()). fp32 y keeps its float2 stores (8 bytes a
+  // lane, whole 32-byte sectors per 4 lanes; a 128 x 256 fp32 staging would not fit).
+  static constexpr bool kStoreStaging = kWs && sizeof(T) == 2;
+  static constexpr int kStoreCols = 64;
+  static constexpr size_t kStagingOffset = ((kPipeBytes > kEpilogueBytes ? kPipeBytes : kEpilogueBytes) + 1023) / 1024 * 1024;
+  static constexpr size_t kStagingBytes = kStoreStaging ? size_t(kBM) * kBN * sizeof(T) : 0;  // per group
+  static constexpr size_t kSmemBytes = kStagingOffset + kConsumerGroups * kStagingBytes;
   static_assert(sizeof(T) == 2 || sizeof(T) == 4, "16- or 32-bit elements");
   static_assert(kRow * sizeof(T) == 64, "64-byte rows");
   static_assert(kNTiles % 2 == 0, "B fragments are loaded two n8 tiles per ldmatrix.x4");
@@ -372,7 +405,10 @@ struct ImplicitGemmTiling {
   // tell a phase from the one two before), and the main loops run one after the other, each
   // warpgroup's epilogue under the other's main loop.
   static constexpr int kTurnBarrier = kConsumerBarrier + 1;
-  static_assert(!kWs || kTurnBarrier + kConsumerGroups - 1 <= 15, "16 named barriers, 0 is __syncthreads()'s");
+  // The staged epilogue's barrier of each computing group (kStoreBarrier + group): its
+  // staging is free (the last tensor stores read it), and then written.
+  static constexpr int kStoreBarrier = kTurnBarrier + kConsumerGroups;
+  static_assert(!kWs || kStoreBarrier + kConsumerGroups - 1 <= 15, "16 named barriers, 0 is __syncthreads()'s");
   static_assert(size_t(kAStage) * sizeof(T) % 1024 == 0 && size_t(kBStage) * sizeof(T) % 1024 == 0,
                 "stages keep the 512-byte swizzle pattern aligned (wgmma descriptors)");
 
@@ -389,6 +425,10 @@ struct ImplicitGemmTiling {
   static __device__ __forceinline__ int stage_of(int slice) { return static_cast<unsigned>(slice) % kStages; }
   static __device__ __forceinline__ int phase_of(int slice) { return static_cast<unsigned>(slice) / kStages % 2; }
 
+  // Element offset of row `row`, channel `col` in a group's staging of `rows` rows.
+  static __device__ __forceinline__ int staged(int rows, int row, int col) {
+    return (col / kStoreCols * rows + row) * kStoreCols + ((col % kStoreCols / 8) ^ (row % 8)) * 8 + col % 8;
+  }
   // Element offset of 16-byte chunk `chunk` (0..3) of row `row` in a stage.
   static __device__ __forceinline__ int offset(int row, int chunk) {
     return row * kRow + (chunk ^ ((row >> 1) & 3)) * kChunk;
@@ -465,9 +505,12 @@ struct ImplicitGemmParams {
 // stage's full mbarrier. A kernel parameter of its own, after the others (a
 // __grid_constant__ one: the TMA unit reads the maps from parameter space), so that the
 // other tiles' parameters and code stay as they were.
+// store: the persistent epilogue's y stores are tensor stores through the tile map y (the
+// dispatch's choice: 16-bit y, no split-K, K a multiple of 8): rows of y (N*Ho*Wo of them)
+// by K, boxes of kStoreCols channels x BM rows (BM / 4 with the pool), 128-byte swizzle.
 struct ImplicitGemmTensorMaps {
-  TensorMap x[2], w;  // x[0]: x, or (pool) its even rows; x[1]: (pool) its odd rows
-  int on;
+  TensorMap x[2], w, y;  // x[0]: x, or (pool) its even rows; x[1]: (pool) its odd rows
+  int on, store;
 };
 
 // Split-K's second pass: y = [pool](ReLU?(sum over s of partial[s] + bias)), the partials
@@ -1121,8 +1164,30 @@ __device__ __forceinline__ void conv3x3_implicit_gemm_item(const T* __restrict__
       // this lane and of the lane 4 further) takes the others' values by shuffles, their max
       // in window order (torch's NaN rule), and stores it.
       const bool pairs = p.K % 2 == 0;
+      // Staged (maps.store): the pairs go to this group's staging, y's rows m0 (m0 / 4 with
+      // the pool) on, and once all are there (each writer fenced for the async proxy, then the
+      // group's barrier), thread 0 of the group stores its boxes (tensor stores) and commits,
+      // their reads of the staging waited for before the next item writes it (the thread's
+      // wait, then the barrier); the kernel waits for the last ones before it ends.
+      constexpr int kStagedRows = L::kBM / 4;  // with the pool; L::kBM without
+      const int group = static_cast<int>(threadIdx.x) / L::kItemThreads;
+      T* const staging = reinterpret_cast<T*>(smem + L::kStagingOffset) + group * (L::kStagingBytes / sizeof(T));
+      if constexpr (L::kStoreStaging) {
+        if (maps.store) {
+          if (tid == 0) tma_store_wait_read();
+          bar_sync(L::kStoreBarrier + group, L::kItemThreads);
+        }
+      }
       auto store_pair = [&](Index o, Index k, const float* v, bool active) {  // y's pixel o, channels k, k + 1
-        if (pairs) {
+        if (L::kStoreStaging && maps.store) {  // active: this lane holds the pair (o < M is the stores' clipping)
+          Vec<T, 2> out;
+          out.v[0] = from_float<T>(v[0]), out.v[1] = from_float<T>(v[1]);
+          const int rows = p.pool ? kStagedRows : L::kBM;
+          if (active)
+            st_shared(reinterpret_cast<Vec<T, 2>*>(
+                          staging + L::staged(rows, static_cast<int>(o - (p.pool ? m0 / 4 : m0)), static_cast<int>(k - k0))),
+                      out);
+        } else if (pairs) {
           Vec<T, 2> out;
           out.v[0] = from_float<T>(v[0]), out.v[1] = from_float<T>(v[1]);
           const bool inside = active && k < p.K;
@@ -1147,6 +1212,22 @@ __device__ __forceinline__ void conv3x3_implicit_gemm_item(const T* __restrict__
 #pragma unroll
         for (int j = 0; j < 2; ++j) bk[j] = bias != nullptr ? to_float(ld_global(bias + (k + j), k + j < p.K)) : 0.f;
       };
+      auto store_staged = [&]() {
+        if constexpr (L::kStoreStaging) {
+          if (!maps.store) return;
+          fence_proxy_async();
+          bar_sync(L::kStoreBarrier + group, L::kItemThreads);
+          if (tid == 0) {
+            const int rows = p.pool ? kStagedRows : L::kBM;
+            const int32_t row0 = static_cast<int32_t>(p.pool ? m0 / 4 : m0);
+#pragma unroll
+            for (int box = 0; box < kBN / L::kStoreCols; ++box)
+              tma_store_2d(&maps.y, static_cast<int32_t>(k0) + box * L::kStoreCols, row0,
+                           staging + box * rows * L::kStoreCols);
+            tma_store_commit();
+          }
+        }
+      };
       if (p.pool && maps.on) {  // slab order: window (dy, dx) is row g + 8 dy of this lane (dx = 0) and of the next pixel's (dx = 1)
 #pragma unroll
         for (int nt = 0; nt < L::kNTiles; ++nt) {
@@ -1168,6 +1249,7 @@ __device__ __forceinline__ void conv3x3_implicit_gemm_item(const T* __restrict__
             store_pair(o, k, m, g % 2 == 0 && o < p.M / 4);
           }
         }
+        store_staged();
         return;
       }
 #pragma unroll
@@ -1199,6 +1281,7 @@ __device__ __forceinline__ void conv3x3_implicit_gemm_item(const T* __restrict__
           }
         }
       }
+      store_staged();
       return;
     }
   }
@@ -1351,6 +1434,9 @@ __global__ void __launch_bounds__(ImplicitGemmTiling<T, kBM, kBN, kLoop>::kBlock
         else
           pipelined = L::next_pipelined(pipelined, implicit_gemm_item_slices<L>(p, b));
       }
+      // The staged epilogue's last tensor stores: done before the block (and its shared
+      // memory) is gone.
+      if (L::kStoreStaging && maps.store && threadIdx.x % L::kItemThreads == 0) tma_store_wait();
     }
   } else {
     conv3x3_implicit_gemm_item<T, kMma, kBM, kBN, kLoop, Role::all>(x, w, bias, y, p, blockIdx.x, true,

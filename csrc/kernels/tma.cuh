@@ -23,13 +23,29 @@
 //                                 first through the map's bounding box, channels_per_pixel
 //                                 channels from c of each pixel read at (h + dh, w + dw),
 //                                 zeros outside the image; one row of shared memory each
+//   tma_store_2d(map, c0, c1, src)
+//                                 cp.async.bulk.tensor.2d.global.shared::cta ... tile: the
+//                                 box at (c0, c1) of a 2-D tensor map, from shared memory
+//                                 laid out as a load would leave it; the box's parts
+//                                 outside the tensor are not written. Asynchronous: src is
+//                                 read some time before tma_store_wait_read() returns, so
+//                                 it must be written (and fence_proxy_async()'d, by every
+//                                 writer, before a barrier) first and rewritten only after
+//                                 that wait; tma_store_commit() closes a group of them
+//                                 (bulk async-groups: the issuing thread's own)
+//   tma_store_wait_read()          cp.async.bulk.wait_group.read 0: every committed store
+//                                 of this thread has read its shared memory
+//   tma_store_wait()               cp.async.bulk.wait_group 0: ... and written global memory
+//                                 (before the block ends: its shared memory goes with it)
 //
 // The tensor maps (TensorMap: the driver's CUtensorMap, or the emulator's) are made on the
 // host by encode_rows / encode_conv3x3_im2col below and passed inside the kernel's
 // parameters, which must then be `const __grid_constant__` (VK_GRID_CONSTANT): the TMA
-// unit reads the map from parameter space by address. Both use the 64-byte swizzle
+// unit reads the map from parameter space by address. Loads use the 64-byte swizzle
 // (64-byte rows, 16-byte chunk c of row r at chunk c ^ ((r / 2) % 4)): wgmma's operand
-// layout (tensor_core.cuh, smem_desc_k_sw64).
+// layout (tensor_core.cuh, smem_desc_k_sw64); encode_rows also makes 128-byte-swizzled
+// maps (128-byte rows, chunk c of row r at chunk c ^ (r % 8)), which the implicit GEMM's
+// stores use.
 //
 // A wrapper is trusted only after the same kernel matched on a real GPU once: the
 // emulation encodes our reading of the PTX ISA, and only hardware can confirm it.
@@ -85,10 +101,13 @@ inline std::string result(CUresult r, const char* what) {
 
 inline int tma_element_bytes(TmaElement e) { return e == TmaElement::f32 ? 4 : 2; }
 
-// A row-major matrix (rows, cols) of elements, loaded as boxes of box_rows x box_cols
-// (box_cols x element = 64 bytes, the swizzle's row). Returns "" or why it cannot be made.
+// A row-major matrix (rows, cols) of elements, loaded or stored as boxes of box_rows x
+// box_cols (box_cols x element = `swizzle` bytes, the swizzle's row: 64 or 128). Returns ""
+// or why it cannot be made (the driver's checks: cols x element a multiple of 16 bytes,
+// base 16-byte aligned, ...).
 inline std::string encode_rows(TensorMap* map, const void* base, TmaElement e, int64_t rows, int64_t cols,
-                               uint32_t box_cols, uint32_t box_rows) {
+                               uint32_t box_cols, uint32_t box_rows, int swizzle = 64) {
+  if (swizzle != 64 && swizzle != 128) return "encode_rows: a 64- or 128-byte swizzle, not " + std::to_string(swizzle);
   const uint64_t dims[2] = {uint64_t(cols), uint64_t(rows)};
   const uint64_t stride = uint64_t(cols) * tma_element_bytes(e);
 #if defined(__CUDACC__)
@@ -98,8 +117,8 @@ inline std::string encode_rows(TensorMap* map, const void* base, TmaElement e, i
   const cuuint32_t box[2] = {box_cols, box_rows}, unit[2] = {1, 1};
   return tma_detail::result(
       encode(map, tma_detail::data_type(e), 2, const_cast<void*>(base), dims, &stride, box, unit,
-             CU_TENSOR_MAP_INTERLEAVE_NONE, CU_TENSOR_MAP_SWIZZLE_64B, CU_TENSOR_MAP_L2_PROMOTION_L2_128B,
-             CU_TENSOR_MAP_FLOAT_OOB_FILL_NONE),
+             CU_TENSOR_MAP_INTERLEAVE_NONE, swizzle == 64 ? CU_TENSOR_MAP_SWIZZLE_64B : CU_TENSOR_MAP_SWIZZLE_128B,
+             CU_TENSOR_MAP_L2_PROMOTION_L2_128B, CU_TENSOR_MAP_FLOAT_OOB_FILL_NONE),
       "cuTensorMapEncodeTiled");
 #else
   *map = TensorMap{};
@@ -110,7 +129,7 @@ inline std::string encode_rows(TensorMap* map, const void* base, TmaElement e, i
   map->dims[0] = dims[0], map->dims[1] = dims[1];
   map->strides[0] = uint64_t(map->elem_bytes), map->strides[1] = stride;
   map->box[0] = box_cols, map->box[1] = box_rows;
-  map->swizzle = 64;
+  map->swizzle = swizzle;
   return "";
 #endif
 }
@@ -253,6 +272,50 @@ __device__ __forceinline__ void tma_load_im2col(void* dst, const TensorMap* map,
 #elif !defined(__CUDACC__)
   const int32_t coords[4] = {c, w, h, n}, offsets[2] = {dw, dh};
   ::vk::emu::tensor_load(dst, *map, coords, offsets, bar, vk_file, vk_line);
+#else
+  __trap();
+#endif
+}
+
+__device__ __forceinline__ void tma_store_2d(const TensorMap* map, int32_t c0, int32_t c1, const void* src VK_CALL_SITE) {
+#if defined(VK_TMA_PTX)
+  asm volatile("cp.async.bulk.tensor.2d.global.shared::cta.tile.bulk_group [%0, {%1, %2}], [%3];" ::"l"(
+                   reinterpret_cast<uint64_t>(map)),
+               "r"(c0), "r"(c1), "r"(tma_shared(src))
+               : "memory");
+#elif !defined(__CUDACC__)
+  const int32_t coords[2] = {c0, c1};
+  ::vk::emu::tensor_store(src, *map, coords, vk_file, vk_line);
+#else
+  __trap();
+#endif
+}
+
+__device__ __forceinline__ void tma_store_commit() {
+#if defined(VK_TMA_PTX)
+  asm volatile("cp.async.bulk.commit_group;" ::: "memory");
+#elif !defined(__CUDACC__)
+  ::vk::emu::tensor_store_commit();
+#else
+  __trap();
+#endif
+}
+
+__device__ __forceinline__ void tma_store_wait_read(VK_CALL_SITE_ONLY) {
+#if defined(VK_TMA_PTX)
+  asm volatile("cp.async.bulk.wait_group.read 0;" ::: "memory");
+#elif !defined(__CUDACC__)
+  ::vk::emu::tensor_store_wait(vk_file, vk_line);
+#else
+  __trap();
+#endif
+}
+
+__device__ __forceinline__ void tma_store_wait(VK_CALL_SITE_ONLY) {
+#if defined(VK_TMA_PTX)
+  asm volatile("cp.async.bulk.wait_group 0;" ::: "memory");
+#elif !defined(__CUDACC__)
+  ::vk::emu::tensor_store_wait(vk_file, vk_line);
 #else
   __trap();
 #endif

@@ -46,6 +46,13 @@ EMU_TEST(tma_im2col_rows_are_the_implicit_gemm_rows) {
   CHECK(tma_cases::run_im2col_cases(runner) == 0);
 }
 
+// Tensor stores: boxes of 16 x 64 (128-byte swizzle) into a 37 x 150 matrix, clipped at its
+// edges, nothing outside the box written (tests/tma_cases.cuh).
+EMU_TEST(tma_store_2d_box_clipped_at_the_edges) {
+  EmuRunner runner;
+  CHECK(tma_cases::run_store_cases(runner) == 0);
+}
+
 namespace {
 
 constexpr int kStages = 2, kRounds = 5, kEmpty = 1;  // empty[s]: named barriers 1, 2
@@ -148,6 +155,58 @@ void run_misuse(Misuse m) {
 }
 
 }  // namespace
+
+namespace {
+
+enum class StoreFault { none, no_fence, no_barrier, rewrite_before_wait, no_wait };
+
+// The epilogue's use of a tensor store, twice over one staging box (16 x 64, 128-byte
+// swizzle): every thread writes its share (round r: element value r + 1), fences, a barrier,
+// thread 0 stores the box at rows 16r and commits; before the second round's writes thread 0
+// waits for the first store's reads and a barrier tells the others. Faults: a writer that
+// does not fence; the issue without the barrier; the second round written before the wait;
+// no wait at all.
+__global__ void store_rounds_kernel(const TensorMap map, StoreFault fault) {
+  VK_DYNAMIC_SHARED(uint32_t, buf);
+  for (int r = 0; r < 2; ++r) {
+    if (r == 1) {
+      if (threadIdx.x == 0 && fault != StoreFault::rewrite_before_wait && fault != StoreFault::no_wait)
+        tma_store_wait_read();
+      __syncthreads();
+    }
+    for (int i = threadIdx.x; i < 16 * 32; i += blockDim.x) st_shared(buf + i, uint32_t(r + 1) * 0x10001u);
+    if (fault != StoreFault::no_fence) fence_proxy_async();
+    if (fault != StoreFault::no_barrier) __syncthreads();
+    if (threadIdx.x == 0) {
+      tma_store_2d(&map, 0, 16 * r, buf);
+      tma_store_commit();
+    }
+  }
+  if (threadIdx.x == 0 && fault != StoreFault::no_wait) tma_store_wait();
+}
+
+void run_store_rounds(StoreFault fault) {
+  std::vector<uint16_t> m(32 * 64, 0);
+  TensorMap map;
+  if (!vk::emu::encode_rows(&map, m.data(), vk::emu::TmaElement::f16, 32, 64, 64, 16, 128).empty())
+    throw std::logic_error("map");
+  launch("store_rounds_kernel", store_rounds_kernel, dim3(1), dim3(64), 16 * 128, map, fault);
+  for (int i = 0; i < 32 * 64; ++i)
+    if (m[i] != i / (16 * 64) + 1) throw std::runtime_error("store rounds: wrong element " + std::to_string(i));
+}
+
+}  // namespace
+
+// A staging buffer reused by tensor stores: right with its fences, barriers and waits;
+// each one left out is reported.
+EMU_TEST(tma_store_staging_reuse_and_its_faults) {
+  run_store_rounds(StoreFault::none);
+  expect_error([] { run_store_rounds(StoreFault::no_fence); }, {"asynchronous-proxy read (tensor store)", "fence.proxy.async"});
+  expect_error([] { run_store_rounds(StoreFault::no_barrier); }, {"shared-memory race", "test_tma.cpp"});
+  expect_error([] { run_store_rounds(StoreFault::rewrite_before_wait); },
+               {"shared-memory race", "while the tensor store was in flight"});
+  expect_error([] { run_store_rounds(StoreFault::no_wait); }, {"exits with tensor stores"});
+}
 
 EMU_TEST(tma_ring_of_stages_through_mbarrier_phases) { run_ring(Fault::none); }
 
