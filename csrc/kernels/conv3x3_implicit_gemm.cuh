@@ -225,7 +225,7 @@
 // rounding pass: 222; 64-bit offsets 220 and 281); its tensor-load loop 66 per slice, 2 of
 // them UTMALDG, issued by one warp (one thread active); pooled, 154 per slice in warp 0 (5
 // UTMALDG, each ~20 instructions, most of them its ELECT loop's moves of the operands to
-// uniform registers: the 17 a slice from one thread were 336). 164 registers (166 with
+// uniform registers: the 17 a slice from one thread were 336). 165 registers (162 with
 // 64-bit offsets; 384 threads may have 168; 159 and 162 before the slab order's epilogue,
 // 163 and 164 before the staged stores), no spills; 6 stages, 144 KiB (+ 64 KiB of y's
 // staging with 16-bit y: 208). Predicted for the tensor loads,
@@ -264,7 +264,7 @@
 // for. By count, per k16 step wgmma reads 2 x (64 + 128) x 32 bytes and the copies write
 // (128 + 128) x 32: 160 bytes per tensor clock, wg128x128's 80% shared-memory cap (128 x
 // 256: none). 8 stages (128 KiB; kStages above; + 2 x 32 KiB of y's staging with 16-bit y:
-// 192). python -m benchmarks.sass_loop: 168 registers with 16-bit y, 158 fp32 (166 and 161 with
+// 192). python -m benchmarks.sass_loop: 165 registers with 16-bit y, 158 fp32 (165 and 161 with
 // 64-bit offsets; 128 accumulators a thread; 158 with 16-bit y before the staged stores), the consumers' loop 75
 // instructions per slice around 4 HGMMA.64x128x16 (0.30 of a warp's issue slots), the
 // producer's cp.async loop 129 (8 copies per thread), its tensor loads 60 (pooled 128). Per
@@ -1169,9 +1169,10 @@ __device__ __forceinline__ void conv3x3_implicit_gemm_item(const T* __restrict__
       // group's barrier), thread 0 of the group stores its boxes (tensor stores) and commits,
       // their reads of the staging waited for before the next item writes it (the thread's
       // wait, then the barrier); the kernel waits for the last ones before it ends.
-      constexpr int kStagedRows = L::kBM / 4;  // with the pool; L::kBM without
       const int group = static_cast<int>(threadIdx.x) / L::kItemThreads;
       T* const staging = reinterpret_cast<T*>(smem + L::kStagingOffset) + group * (L::kStagingBytes / sizeof(T));
+      const int staged_rows = p.pool ? L::kBM / 4 : L::kBM;  // the item's rows of y, from y's row staged_row0
+      const Index staged_row0 = p.pool ? m0 / 4 : m0;
       if constexpr (L::kStoreStaging) {
         if (maps.store) {
           if (tid == 0) tma_store_wait_read();
@@ -1179,13 +1180,12 @@ __device__ __forceinline__ void conv3x3_implicit_gemm_item(const T* __restrict__
         }
       }
       auto store_pair = [&](Index o, Index k, const float* v, bool active) {  // y's pixel o, channels k, k + 1
-        if (L::kStoreStaging && maps.store) {  // active: this lane holds the pair (o < M is the stores' clipping)
+        if (L::kStoreStaging && maps.store) {  // active: this lane holds the pair, and y has its row
           Vec<T, 2> out;
           out.v[0] = from_float<T>(v[0]), out.v[1] = from_float<T>(v[1]);
-          const int rows = p.pool ? kStagedRows : L::kBM;
           if (active)
-            st_shared(reinterpret_cast<Vec<T, 2>*>(
-                          staging + L::staged(rows, static_cast<int>(o - (p.pool ? m0 / 4 : m0)), static_cast<int>(k - k0))),
+            st_shared(reinterpret_cast<Vec<T, 2>*>(staging + L::staged(staged_rows, static_cast<int>(o - staged_row0),
+                                                                       static_cast<int>(k - k0))),
                       out);
         } else if (pairs) {
           Vec<T, 2> out;
@@ -1217,13 +1217,11 @@ __device__ __forceinline__ void conv3x3_implicit_gemm_item(const T* __restrict__
           if (!maps.store) return;
           fence_proxy_async();
           bar_sync(L::kStoreBarrier + group, L::kItemThreads);
-          if (tid == 0) {
-            const int rows = p.pool ? kStagedRows : L::kBM;
-            const int32_t row0 = static_cast<int32_t>(p.pool ? m0 / 4 : m0);
+          if (tid == 0) {  // (the dispatch keeps y's rows under 2^31)
 #pragma unroll
             for (int box = 0; box < kBN / L::kStoreCols; ++box)
-              tma_store_2d(&maps.y, static_cast<int32_t>(k0) + box * L::kStoreCols, row0,
-                           staging + box * rows * L::kStoreCols);
+              tma_store_2d(&maps.y, static_cast<int32_t>(k0) + box * L::kStoreCols, static_cast<int32_t>(staged_row0),
+                           staging + box * staged_rows * L::kStoreCols);
             tma_store_commit();
           }
         }
