@@ -82,8 +82,10 @@ def unhidden(bm: int, bn: int, slices: int, eff: float, per_sm: int, items: int 
     shared memory and read back, 128 bytes per clock). 1 with 2+ blocks per SM. A
     persistent (ws) block taking `items` work items in turn: its producer loads the next
     item under the epilogue, so one first load per block, and the epilogue is the
-    computing warps' stores of y from their registers (BM x BN elements of `elt` bytes, 128
-    bytes per clock), during which the tensor cores idle; ping-pong (ws128x128), whose two
+    computing warps' writes of y from their registers (BM x BN elements of `elt` bytes, 128
+    bytes per clock: 16-bit y into its staging in shared memory, conflict-free, whose
+    tensor stores then run under the next item; fp32 y as float2 stores, whole sectors),
+    during which the tensor cores idle; ping-pong (ws128x128), whose two
     computing warpgroups take the items in turn, stores one item's y under the other's main
     loop, so only the first load is left."""
     if per_sm > 1:

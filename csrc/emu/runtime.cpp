@@ -384,7 +384,7 @@ class Worker {
   void mbarrier_wait(const void* bar, uint32_t parity, const char* file, int line);
   void tensor_store(const void* src, const TensorMap& map, const int32_t* coords, const char* file, int line);
   void tensor_store_commit() { ++current_->store_group; }
-  void tensor_store_wait(const char* file, int line);
+  void tensor_store_wait();
   void run_tensor_store(const TensorStore& st);
   // A tensor load's or store's box in shared memory: checked (in shared memory, aligned,
   // rows the swizzle's width), and its bytes; shared address in *a0.
@@ -1044,8 +1044,7 @@ void Worker::run_tensor_store(const TensorStore& st) {
   op_known_ = nullptr;
 }
 
-void Worker::tensor_store_wait(const char* file, int line) {
-  (void)file, (void)line;
+void Worker::tensor_store_wait() {
   auto& q = current_->tensor_stores;
   size_t done = 0;
   while (done < q.size() && q[done].group < current_->store_group) run_tensor_store(q[done++]);  // in issue order
@@ -1566,7 +1565,7 @@ void tensor_store(const void* src, const TensorMap& map, const int32_t* coords, 
   t_worker->tensor_store(src, map, coords, file, line);
 }
 void tensor_store_commit() { t_worker->tensor_store_commit(); }
-void tensor_store_wait(const char* file, int line) { t_worker->tensor_store_wait(file, line); }
+void tensor_store_wait() { t_worker->tensor_store_wait(); }
 Exchange warp_exchange(Collective kind, unsigned mask, const void* value, size_t bytes, int predicate, const char* file,
                        int line) {
   return t_worker->warp_exchange(kind, mask, value, bytes, predicate, file, line);

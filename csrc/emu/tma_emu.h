@@ -68,7 +68,7 @@ void tensor_load(void* dst, const TensorMap& map, const int32_t* coords, const i
 // alike: the emulator's stores read and write at once).
 void tensor_store(const void* src, const TensorMap& map, const int32_t* coords, const char* file, int line);
 void tensor_store_commit();
-void tensor_store_wait(const char* file, int line);
+void tensor_store_wait();
 
 // The box of one tensor load, row by row in shared-memory order (row i: map.box[0] *
 // elem_bytes bytes at i times that): the byte offset from map.base of the row's element

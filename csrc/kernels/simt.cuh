@@ -32,13 +32,10 @@
 // The emulator's bodies of the wrappers below (and tensor_core.cuh's) take their
 // caller's source line as defaulted arguments, so that its error messages (a race, a
 // misaligned row) name the kernel's line, not the wrapper's; under nvcc there are none.
-// (VK_CALL_SITE_ONLY: the same for a wrapper that has no other parameters.)
 #if defined(__CUDACC__)
 #define VK_CALL_SITE
-#define VK_CALL_SITE_ONLY
 #else
 #define VK_CALL_SITE , const char *vk_file = __builtin_FILE(), int vk_line = __builtin_LINE()
-#define VK_CALL_SITE_ONLY const char *vk_file = __builtin_FILE(), int vk_line = __builtin_LINE()
 #endif
 
 namespace vk {

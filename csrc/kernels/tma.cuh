@@ -301,21 +301,21 @@ __device__ __forceinline__ void tma_store_commit() {
 #endif
 }
 
-__device__ __forceinline__ void tma_store_wait_read(VK_CALL_SITE_ONLY) {
+__device__ __forceinline__ void tma_store_wait_read() {
 #if defined(VK_TMA_PTX)
   asm volatile("cp.async.bulk.wait_group.read 0;" ::: "memory");
 #elif !defined(__CUDACC__)
-  ::vk::emu::tensor_store_wait(vk_file, vk_line);
+  ::vk::emu::tensor_store_wait();
 #else
   __trap();
 #endif
 }
 
-__device__ __forceinline__ void tma_store_wait(VK_CALL_SITE_ONLY) {
+__device__ __forceinline__ void tma_store_wait() {
 #if defined(VK_TMA_PTX)
   asm volatile("cp.async.bulk.wait_group 0;" ::: "memory");
 #elif !defined(__CUDACC__)
-  ::vk::emu::tensor_store_wait(vk_file, vk_line);
+  ::vk::emu::tensor_store_wait();
 #else
   __trap();
 #endif
