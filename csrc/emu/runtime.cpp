@@ -161,14 +161,21 @@ struct AsyncCopy {
   unsigned char data[16];
 };
 
+// What an asynchronous operation's shared-memory reads are checked against when they run,
+// at its wait (race_async_read): the race clock at its issue, its barrier interval's start,
+// and where named barriers are in use its warp's clocks at the issue.
+struct IssueClocks {
+  uint64_t issued, interval;
+  std::vector<uint64_t> known;
+};
+
 // An asynchronous tensor-core operation (wgmma) in flight: queued by the thread that
 // issued it and run when a wait covers its group, reading shared memory then.
 struct AsyncOp {
   AsyncOpFn run;
   int group;
-  uint64_t issued, issued_interval;  // the race clock at its issue, and its barrier interval's start
+  IssueClocks clocks;
   unsigned char data[kAsyncOpBytes];
-  std::vector<uint64_t> known;  // where named barriers are in use: its warp's clocks at the issue
 };
 
 // A tensor store (cp.async.bulk.tensor ... global.shared::cta) in flight: queued by the
@@ -180,8 +187,7 @@ struct TensorStore {
   TensorMap map;
   int32_t coords[2];
   int group;
-  uint64_t issued, issued_interval;  // as AsyncOp's
-  std::vector<uint64_t> known;
+  IssueClocks clocks;
   const char* file;
   int line;
 };
@@ -416,15 +422,25 @@ class Worker {
   }
   void async_op_enqueue(AsyncOpFn run, const void* op, size_t bytes, const char* file, int line) {
     if (bytes > kAsyncOpBytes) fail("asynchronous operation record too large", file, line);
-    AsyncOp a{run, current_->async_op_group, ++tick_, interval_, {}, {}};
+    AsyncOp a{run, current_->async_op_group, issue_clocks(), {}};
     std::memcpy(a.data, op, bytes);
-    if (named_used_) {
-      const uint64_t* row = known_row(current_->view.linear >> 5);
-      a.known.assign(row, row + nwarps_);
-    }
     current_->async_ops.push_back(a);
   }
   void async_op_commit() { ++current_->async_op_group; }
+  // The clocks an asynchronous operation issued now carries to its wait, and, there, the
+  // ones its reads are checked against (the op_* members; nullptr: none running).
+  IssueClocks issue_clocks() {
+    IssueClocks c{++tick_, interval_, {}};
+    if (named_used_) {
+      const uint64_t* row = known_row(current_->view.linear >> 5);
+      c.known.assign(row, row + nwarps_);
+    }
+    return c;
+  }
+  void running_op(const IssueClocks* c) {
+    if (c != nullptr) op_issued_ = c->issued, op_interval_ = c->interval;
+    op_known_ = c != nullptr ? &c->known : nullptr;
+  }
   void async_op_wait(int pending_groups_left);
   // Generic-proxy writes not yet fenced (simt_emu.h): per 16-byte granule, how many.
   void note_generic_write(const void* p, size_t bytes) {
@@ -1003,12 +1019,8 @@ void Worker::tensor_store(const void* src, const TensorMap& m, const int32_t* co
   // ordered their writes before this issue; the read itself runs at the wait.
   for (uint32_t off = 0; off < bytes; off += 16)
     check_fenced(swizzle_address(a0 + off, m.swizzle), 16, "tensor store", file, line);
-  TensorStore st{src, m, {coords[0], coords[1]}, current_->store_group, ++tick_, interval_, {}, file, line};
-  if (named_used_) {
-    const uint64_t* row = known_row(current_->view.linear >> 5);
-    st.known.assign(row, row + nwarps_);
-  }
-  current_->tensor_stores.push_back(std::move(st));
+  current_->tensor_stores.push_back(
+      TensorStore{src, m, {coords[0], coords[1]}, current_->store_group, issue_clocks(), file, line});
 }
 
 void Worker::run_tensor_store(const TensorStore& st) {
@@ -1018,16 +1030,14 @@ void Worker::run_tensor_store(const TensorStore& st) {
   const std::string error = tensor_box(m, st.coords, nullptr, &rows);
   if (!error.empty()) fail(error, st.file, st.line);
   const uint32_t a0 = shared_address(st.src, st.file, st.line);
-  op_issued_ = st.issued;
-  op_interval_ = st.issued_interval;
-  op_known_ = &st.known;
+  running_op(&st.clocks);
+  const uint32_t per_chunk = 16 / static_cast<uint32_t>(m.elem_bytes);
   for (size_t i = 0; i < rows.size(); ++i) {
     const BoxRow& r = rows[i];
     for (uint32_t j = 0; j < row_bytes / 16; ++j) {
       const uint32_t a = swizzle_address(a0 + static_cast<uint32_t>(i) * row_bytes + 16 * j, m.swizzle);
       race_async_read(a, 16, "this thread's tensor store reads", "tensor store", st.file, st.line);
       const unsigned char* chunk = shared_at(a, 16, st.file, st.line);
-      const uint32_t per_chunk = 16 / static_cast<uint32_t>(m.elem_bytes);
       for (uint32_t e = 0; e < per_chunk; ++e) {
         const uint32_t k = j * per_chunk + e;
         if (k >= r.begin && k < r.end)
@@ -1041,7 +1051,7 @@ void Worker::run_tensor_store(const TensorStore& st) {
       global_counts_[GlobalPath::store].add(global_access_counts(&address, &row_inside, 1));
     }
   }
-  op_known_ = nullptr;
+  running_op(nullptr);
 }
 
 void Worker::tensor_store_wait() {
@@ -1292,11 +1302,9 @@ void Worker::async_op_wait(int pending_groups_left) {
   size_t done = 0;
   while (done < q.size() && q[done].group < limit) {  // in issue order
     const AsyncOp op = q[done];
-    op_issued_ = op.issued;
-    op_interval_ = op.issued_interval;
-    op_known_ = &op.known;
+    running_op(&op.clocks);
     op.run(op.data);
-    op_known_ = nullptr;
+    running_op(nullptr);
     ++done;
   }
   q.erase(q.begin(), q.begin() + static_cast<std::ptrdiff_t>(done));
@@ -1452,7 +1460,7 @@ void Worker::race_copy_waited(const AsyncCopy& c) {
 }
 
 // An async operation's read (op: "wgmma" or "tensor store"), run at its wait with the
-// issue's clocks (op_issued_, op_interval_, op_known_).
+// issue's clocks (running_op: op_issued_, op_interval_, op_known_).
 void Worker::race_async_read(uint32_t address, size_t bytes, const char* reads, const char* op, const char* file,
                              int line) {
   size_t n;

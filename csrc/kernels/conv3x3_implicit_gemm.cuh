@@ -1181,12 +1181,12 @@ __device__ __forceinline__ void conv3x3_implicit_gemm_item(const T* __restrict__
       }
       auto store_pair = [&](Index o, Index k, const float* v, bool active) {  // y's pixel o, channels k, k + 1
         if (L::kStoreStaging && maps.store) {  // active: this lane holds the pair, and y has its row
+          if (!active) return;
           Vec<T, 2> out;
           out.v[0] = from_float<T>(v[0]), out.v[1] = from_float<T>(v[1]);
-          if (active)
-            st_shared(reinterpret_cast<Vec<T, 2>*>(staging + L::staged(staged_rows, static_cast<int>(o - staged_row0),
-                                                                       static_cast<int>(k - k0))),
-                      out);
+          st_shared(reinterpret_cast<Vec<T, 2>*>(staging + L::staged(staged_rows, static_cast<int>(o - staged_row0),
+                                                                     static_cast<int>(k - k0))),
+                    out);
         } else if (pairs) {
           Vec<T, 2> out;
           out.v[0] = from_float<T>(v[0]), out.v[1] = from_float<T>(v[1]);
