@@ -55,6 +55,14 @@ IMPLICIT_GEMM_TILES = tuple(t for t in ALL_IMPLICIT_GEMM_TILES
 K_ORDER_PRIORITY = 0.5
 
 
+def stream_k_by_default(tile: str, n: int, c: int, k: int, h: int, pool: bool) -> bool:
+    """Does the plan share this layer's tiles out by stream-K (csrc/common/stream_k.h) on an
+    H100/H200's 132 SMs? Then its copies rows also time whole tiles (tma-whole)."""
+    import vggkern  # the extension's plan (CPU-only builds have it too)
+
+    return vggkern._C.implicit_gemm_plan(n, c, h, h, k, 2, pool, 132, tile)["sk_tiles"] > 0
+
+
 def copies_rows_wanted(tile: str, pool: bool = False) -> bool:
     """A ws tile's copies rows (tensor loads against cp.async): where the run times that tile
     and has not turned the tensor loads off (device_run.sh does when their probe fails), or
@@ -326,14 +334,17 @@ def build_cases():
                 # conv5_2 are these shapes unpooled) and, where the shape pools, conv + ReLU +
                 # pool (the tensor loads' slab order); and tensor loads with y stored in pairs
                 # from the accumulators (tma-pairs: VGGKERN_IMPLICIT_GEMM_TMA_STORE=off) against
-                # the default's tensor stores from the epilogue's staging. Kept out of "best
-                # ours" and of tune.py's table; their own table in the report.
+                # the default's tensor stores from the epilogue's staging; where the plan shares
+                # the tiles out by stream-K (conv5 on ws128x256: 196 tiles on 132 SMs), tensor
+                # loads on whole tiles (tma-whole: VGGKERN_IMPLICIT_GEMM_STREAM_K=off). Kept out
+                # of "best ours" and of tune.py's table; their own table in the report.
                 ws = tiles.wgmma_policy_tile(s.K, "wgmma-ws")
                 if ws.startswith("ws"):
                     for variant in (v for v in dict.fromkeys(("relu", s.fused))
                                     if copies_rows_wanted(ws, pool=v == "relu_pool")):
                         row = tuple((k_, variant if k_ == "variant" else v) for k_, v in base)
-                        for copies in ("tma", "tma-pairs", "cp_async"):
+                        whole = stream_k_by_default(ws, n, s.C, s.K, s.H, variant == "relu_pool")
+                        for copies in ("tma", "tma-pairs", "cp_async") + (("tma-whole",) if whole else ()):
                             cases.append(Case("conv", "vggkern", row + (("tile", ws), ("copies", copies)),
                                               "full", K_ORDER_PRIORITY))
             # fp32 as TF32 (torch's TF32 on) on the rule's mma.sync tile and the wgmma tiles
@@ -596,8 +607,10 @@ def _conv_case(case: Case, device: str, cfg: dict) -> dict:
     with fp32_math(p.get("math", "-")), env_var("VGGKERN_IMPLICIT_GEMM_TILE", p.get("tile")), \
             env_var("VGGKERN_IMPLICIT_GEMM_NCHW_Y", p.get("nchw_y")), \
             env_var("VGGKERN_IMPLICIT_GEMM_K_ORDER", p.get("k_order")), \
-            env_var("VGGKERN_IMPLICIT_GEMM_TMA", {"tma": "on", "tma-pairs": "on", "cp_async": "off"}.get(p.get("copies"))), \
-            env_var("VGGKERN_IMPLICIT_GEMM_TMA_STORE", {"tma-pairs": "off"}.get(p.get("copies"))):
+            env_var("VGGKERN_IMPLICIT_GEMM_TMA", {"tma": "on", "tma-pairs": "on", "tma-whole": "on",
+                                                  "cp_async": "off"}.get(p.get("copies"))), \
+            env_var("VGGKERN_IMPLICIT_GEMM_TMA_STORE", {"tma-pairs": "off"}.get(p.get("copies"))), \
+            env_var("VGGKERN_IMPLICIT_GEMM_STREAM_K", {"tma-whole": "off"}.get(p.get("copies"))):
         probe = make_inputs()
         try:
             y = fn(probe)
@@ -620,6 +633,7 @@ def _conv_case(case: Case, device: str, cfg: dict) -> dict:
                 if last is not None and last["tile"] == p["tile"]:
                     extra["copies_ran"] = last["path"] + (f" ({last['reason']})" if last["reason"] else "")
                     extra["stores_ran"] = last["stores"] + (f" ({last['stores_reason']})" if last["stores_reason"] else "")
+                    extra["stream_k_ran"] = last["stream_k"] or "whole tiles"
         del y
         t = _measure(fn, make_inputs, device, cfg)
         extra["_host_call"] = _host_call(fn, probe, device, p.get("math", "-"))

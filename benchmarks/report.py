@@ -424,6 +424,7 @@ def copies(rows):
     if not pairs:
         return []
     stores = any("tma-pairs" in d for d in pairs.values())
+    whole = any("tma-whole" in d for d in pairs.values())
 
     def saved(slow, fast):
         both = slow is not None and fast is not None
@@ -433,10 +434,14 @@ def copies(rows):
     lines = ["The ws tiles' copies: tensor loads (TMA, VGGKERN_IMPLICIT_GEMM_TMA=on) against cp.async (off) "
              "(µs, CUDA-event median; saved = cp.async − tensor loads)"
              + ("; y stored by tensor stores from shared memory (the default) against pairs from the accumulators "
-                "(VGGKERN_IMPLICIT_GEMM_TMA_STORE=off), both with tensor loads" if stores else ""), "",
+                "(VGGKERN_IMPLICIT_GEMM_TMA_STORE=off), both with tensor loads" if stores else "")
+             + ("; where the plan shares the tiles out by stream-K (the default there), whole tiles "
+                "(VGGKERN_IMPLICIT_GEMM_STREAM_K=off) against it, both with tensor loads" if whole else ""), "",
              "| layer | N | dtype | variant | tile | cp.async | tensor loads | saved | cp.async ÷ tensor loads |"
-             + (" pairs stores | staged saved | pairs ÷ staged |" if stores else ""),
-             "| --- | ---: | --- | --- | --- | ---: | ---: | ---: | ---: |" + (" ---: | ---: | ---: |" if stores else "")]
+             + (" pairs stores | staged saved | pairs ÷ staged |" if stores else "")
+             + (" whole tiles | stream-K saved | whole ÷ stream-K |" if whole else ""),
+             "| --- | ---: | --- | --- | --- | ---: | ---: | ---: | ---: |" + (" ---: | ---: | ---: |" if stores else "")
+             + (" ---: | ---: | ---: |" if whole else "")]
     for k in sorted(pairs, key=lambda k: (k[2], -k[5], k[3], k[4], k[7], k[8])):  # N, H down, C, K, variant, tile
         d = pairs[k]
         r0 = next(iter(d.values()))
@@ -445,6 +450,8 @@ def copies(rows):
                  _us(slow["median_s"]) if slow else "–", _us(fast["median_s"]) if fast else "–"] + saved(slow, fast)
         if stores:
             cells += [_us(unstaged["median_s"]) if unstaged else "–"] + saved(unstaged, fast)
+        if whole:
+            cells += [_us(d["tma-whole"]["median_s"]) if "tma-whole" in d else "–"] + saved(d.get("tma-whole"), fast)
         lines.append("| " + " | ".join(cells) + " |")
     return lines + [""]
 
@@ -453,7 +460,7 @@ def full_tables(rows):
     lines = []
     cols = {
         "conv": ("layer", "N", "dtype", "layout", "variant", "math", "algo", "tile", "weight", "nchw_y", "k_order",
-                 "x_cache", "copies", "copies_ran", "stores_ran"),
+                 "x_cache", "copies", "copies_ran", "stores_ran", "stream_k_ran"),
         "maxpool": ("C", "H", "N", "dtype", "layout"),
         "layout": ("C", "H", "N", "dtype", "layout"),
         "network": ("net", "N", "dtype", "math", "layout", "mode", "algo", "tile", "tf32_chain"),
@@ -464,7 +471,7 @@ def full_tables(rows):
             continue
         # x's path: only in runs from before its switch was removed; copies (forced) and
         # copies_ran (what a ws tile's launch did: benchmarks/cases.py): only in runs since they came
-        keys = tuple(k for k in keys if k not in ("x_cache", "copies", "copies_ran", "stores_ran")
+        keys = tuple(k for k in keys if k not in ("x_cache", "copies", "copies_ran", "stores_ran", "stream_k_ran")
                      or any(r.get(k) for r in rs))
         rs.sort(key=lambda r: tuple(str(r.get(k)) for k in keys) + (r["impl"],))
         extra = "images/s | " if group == "network" else ""

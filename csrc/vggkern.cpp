@@ -137,12 +137,15 @@ PyObject* implicit_gemm_plan(PyObject*, PyObject* args) {
     const vk::ImplicitGemmPlan p = tile[0] == '\0'
                                        ? vk::implicit_gemm_plan(a)
                                        : vk::implicit_gemm_plan(a, vk::implicit_gemm_tile_named(tile, "tile"));
-    return Py_BuildValue("{s:s,s:i,s:i,s:L,s:L,s:L,s:L,s:i,s:L,s:L}", "tile", vk::implicit_gemm_tile_name(p.tile),
-                         "bm", p.bm, "bn", p.bn, "M",
+    return Py_BuildValue("{s:s,s:i,s:i,s:L,s:L,s:L,s:L,s:i,s:L,s:L,s:O,s:L,s:L,s:L,s:i,s:L}", "tile",
+                         vk::implicit_gemm_tile_name(p.tile), "bm", p.bm, "bn", p.bn, "M",
                          static_cast<long long>(p.M), "m_tiles", static_cast<long long>(p.m_tiles), "k_blocks",
                          static_cast<long long>(p.k_blocks), "slices", static_cast<long long>(p.slices), "splits",
                          p.splits, "slices_per_split", static_cast<long long>(p.slices_per_split), "blocks",
-                         static_cast<long long>(p.blocks()));
+                         static_cast<long long>(p.blocks()), "persistent", p.persistent ? Py_True : Py_False,
+                         "grid", static_cast<long long>(p.grid()), "dp_items", static_cast<long long>(p.sk.dp_items),
+                         "sk_tiles", static_cast<long long>(p.sk.sk_tiles), "max_parts", p.sk.max_parts,
+                         "workspace_floats", static_cast<long long>(p.workspace_floats(k)));
   } catch (const std::invalid_argument& e) {
     PyErr_SetString(PyExc_ValueError, e.what());
     return nullptr;
@@ -151,12 +154,14 @@ PyObject* implicit_gemm_plan(PyObject*, PyObject* args) {
 
 // How the last ws-tile launch copied its stages (vk::last_implicit_gemm_copies): None
 // before any, else {"tile", "path": "tma" | "cp_async", "reason": why not tma ("" if it was),
-// "stores": "tma" | "pairs" | "nchw_tile", "stores_reason": why not tma}.
+// "stores": "tma" | "pairs" | "nchw_tile", "stores_reason": why not tma, "stream_k": "" (whole
+// tiles) or "<sk_tiles> of <tiles> tiles on <grid> blocks"}.
 PyObject* implicit_gemm_last_copies(PyObject*, PyObject*) {
   const vk::ImplicitGemmCopies c = vk::last_implicit_gemm_copies();
   if (c.tile.empty()) Py_RETURN_NONE;
-  return Py_BuildValue("{s:s,s:s,s:s,s:s,s:s}", "tile", c.tile.c_str(), "path", c.path.c_str(), "reason",
-                       c.reason.c_str(), "stores", c.stores.c_str(), "stores_reason", c.stores_reason.c_str());
+  return Py_BuildValue("{s:s,s:s,s:s,s:s,s:s,s:s}", "tile", c.tile.c_str(), "path", c.path.c_str(), "reason",
+                       c.reason.c_str(), "stores", c.stores.c_str(), "stores_reason", c.stores_reason.c_str(),
+                       "stream_k", c.stream_k.c_str());
 }
 
 // What algo="auto" runs for a call (vk::conv3x3_auto): for the nn modules (which lay the
@@ -281,13 +286,15 @@ PyMethodDef methods[] = {
     {"emu_reset_global_stats", emu_reset_global_stats, METH_NOARGS, "Zero the emulator's global-memory counts."},
     {"implicit_gemm_plan", implicit_gemm_plan, METH_VARARGS,
      "implicit_gemm_plan(N, C, H, W, K, element_bytes, pool, sm_count, tile='', smem_optin=0) -> dict: the "
-     "block tile and split-K the conv3x3 implicit_gemm kernel uses for that shape (tile '' : its default or "
-     "VGGKERN_IMPLICIT_GEMM_TILE; VGGKERN_IMPLICIT_GEMM_SPLIT_K applies) on a device whose blocks may have "
+     "block tile, split-K and (persistent ws tiles, y NHWC) grid and stream-K schedule the conv3x3 "
+     "implicit_gemm kernel uses for that shape (tile '' : its default or VGGKERN_IMPLICIT_GEMM_TILE; "
+     "VGGKERN_IMPLICIT_GEMM_SPLIT_K, _GRID and _STREAM_K apply) on a device whose blocks may have "
      "smem_optin bytes of shared memory (0: no limit)."},
     {"implicit_gemm_last_copies", implicit_gemm_last_copies, METH_NOARGS,
      "implicit_gemm_last_copies() -> dict | None: how this process's last ws-tile (ws128x256, ws128x128) "
      "launch copied its stages: {'tile', 'path': 'tma' (tensor loads) or 'cp_async', 'reason': why not "
-     "tensor loads, '' where they ran}; None before any."},
+     "tensor loads, '' where they ran; 'stores', 'stores_reason': y's stores likewise; 'stream_k': '' (whole "
+     "tiles) or how many tiles stream-K shared out}; None before any."},
     {"conv3x3_auto", conv3x3_auto, METH_VARARGS,
      "conv3x3_auto(dtype, N, C, H, W, K, channels_last, pool, tf32_allowed) -> str: the algorithm "
      "algo='auto' runs for that call (the measured table's pick, else 'direct')."},

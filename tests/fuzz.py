@@ -64,6 +64,9 @@ COPIES = (None, None, "off")
 # call allows them (unset), or pairs from the accumulators; a staged case is also run with
 # the pairs at random, which must give its output bit for bit.
 STORES = (None, None, "off")
+# Its stream-K (VGGKERN_IMPLICIT_GEMM_STREAM_K): where the grid's last turn would be short
+# (unset), forced on (a tile in parts wherever the blocks' ranges cut one), or off.
+STREAM_K = (None, "on", "off")
 
 
 def at_offset(t, off):
@@ -136,15 +139,17 @@ def main():
         extra = {"allow_tf32": True} if algo in TF32_ALGOS and dtype == torch.float32 else {}
         tile, split = (rng.choice(TILES), rng.choice(SPLITS)) if algo == "implicit_gemm" else (None, None)
         ws = bool(tile and tile.startswith("ws"))
-        grid, copies, stores = (rng.choice(GRIDS), rng.choice(COPIES), rng.choice(STORES)) if ws else (None,) * 3
+        grid, copies, stores, stream_k = ((rng.choice(GRIDS), rng.choice(COPIES), rng.choice(STORES),
+                                           rng.choice(STREAM_K)) if ws else (None,) * 4)
         case = dict(algo=algo, dtype=str(dtype), shape=(n, c, k, h, w), relu=relu, pool=pool, bias=bias,
-                    layout=layout, tile=tile, split_k=split, grid=grid, tma=copies, tma_store=stores)
+                    layout=layout, tile=tile, split_k=split, grid=grid, tma=copies, tma_store=stores,
+                    stream_k=stream_k)
         cases += 1
 
         def conv(weight, x=x, stores=stores, **flags):
             with env("VGGKERN_IMPLICIT_GEMM_TILE", tile), env("VGGKERN_IMPLICIT_GEMM_SPLIT_K", split), \
                     env("VGGKERN_IMPLICIT_GEMM_GRID", grid), env("VGGKERN_IMPLICIT_GEMM_TMA", copies), \
-                    env("VGGKERN_IMPLICIT_GEMM_TMA_STORE", stores):
+                    env("VGGKERN_IMPLICIT_GEMM_TMA_STORE", stores), env("VGGKERN_IMPLICIT_GEMM_STREAM_K", stream_k):
                 return vggkern.conv3x3(x, weight, b, relu=relu, pool=pool, algo=algo, **extra, **flags)
         try:
             y = conv(wt)

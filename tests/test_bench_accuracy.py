@@ -47,7 +47,8 @@ def test_a_ws_row_records_how_its_copies_ran(tile, monkeypatch):
     why (with VGGKERN_IMPLICIT_GEMM_TMA unset a call that cannot have them runs cp.async
     without an error), and how it stored y: the smoke shape (fp32 NCHW, pooled, C = 8)
     cannot have either, fp16 channels_last with C = 32 has both, and the forced copies rows
-    ran what they forced (tma-pairs: tensor loads, y in pairs)."""
+    ran what they forced (tma-pairs: tensor loads, y in pairs; tma-whole: whole tiles, not
+    stream-K)."""
     monkeypatch.delenv("VGGKERN_IMPLICIT_GEMM_TMA", raising=False)
     monkeypatch.delenv("VGGKERN_IMPLICIT_GEMM_TMA_STORE", raising=False)
     base = _smoke("conv", "implicit_gemm", weight=None, nchw_y=None)
@@ -56,12 +57,16 @@ def test_a_ws_row_records_how_its_copies_ran(tile, monkeypatch):
                                  "order))"), row
     assert row["stores_ran"].startswith("nchw_tile (y NCHW"), row
     fp16 = tuple((k, {"C": 32, "dtype": "fp16", "layout": "cl", "variant": "relu"}.get(k, v)) for k, v in base.params)
+    assert row["stream_k_ran"] == "whole tiles", row  # NCHW y: one block per item
     for copies, ran, stored in ((None, "tma", "tma"), ("tma", "tma", "tma"),
                                 ("tma-pairs", "tma", "pairs (VGGKERN_IMPLICIT_GEMM_TMA_STORE=off)"),
-                                ("cp_async", "cp_async (VGGKERN_IMPLICIT_GEMM_TMA=off)", "tma")):
+                                ("cp_async", "cp_async (VGGKERN_IMPLICIT_GEMM_TMA=off)", "tma"),
+                                ("tma-whole", "tma", "tma")):
         params = fp16 + (("tile", tile),) + ((("copies", copies),) if copies else ())
         row = cases.run_case(cases.Case("conv", "vggkern", params, "smoke", 0), CFG)
         assert row["copies_ran"] == ran and row["stores_ran"] == stored and row["accuracy_ok"], row
+        # the smoke shape's few tiles on 132 SMs: stream-K, except where the row turns it off
+        assert (row["stream_k_ran"] == "whole tiles") == (copies == "tma-whole"), row
     row = cases.run_case(cases.Case("conv", "vggkern", fp16 + (("tile", "wg128x256"),), "smoke", 0), CFG)
     assert "copies_ran" not in row and "stores_ran" not in row  # other tiles have no such choice
 

@@ -292,12 +292,15 @@ def test_a_time_limited_run_reaches_the_tile_sweep():
     assert {order[i].p["k_order"] for i in k_order} == {"taps_inner"}
     # ... and the wgmma-ws policy's tiles' copies, tensor loads and cp.async: ws128x256 on the
     # 5 shapes with K >= 256, ws128x128 on the 2 with K = 128, conv + ReLU, and on the 4 of
-    # them that pool, conv + ReLU + pool
+    # them that pool, conv + ReLU + pool; and where stream-K is the default (conv5's 196
+    # tiles on 132 SMs, either variant), whole tiles
     copies = [i for i, c in enumerate(order) if c.p.get("copies")]
     assert sorted((order[i].p["K"] >= 256, order[i].p["variant"], order[i].p["tile"]) for i in copies) == [
         (False, "relu", "ws128x128")] * 6 + [(False, "relu_pool", "ws128x128")] * 3 + [
-        (True, "relu", "ws128x256")] * 15 + [(True, "relu_pool", "ws128x256")] * 9
-    assert sorted(order[i].p["copies"] for i in copies) == ["cp_async"] * 11 + ["tma"] * 11 + ["tma-pairs"] * 11
+        (True, "relu", "ws128x256")] * 16 + [(True, "relu_pool", "ws128x256")] * 10
+    assert sorted(order[i].p["copies"] for i in copies) == ["cp_async"] * 11 + ["tma"] * 11 + ["tma-pairs"] * 11 + [
+        "tma-whole"] * 2
+    assert {order[i].p["H"] for i in copies if order[i].p["copies"] == "tma-whole"} == {14}
     k_order += copies
     # fp32 (TF32): the rule's tile and the wgmma policies' (1 per layer, 2 where K = 128: 2
     # shapes, 3 where K >= 256: 5 shapes), in the rest of the matrix (priority 1 at batch 64,
@@ -603,9 +606,10 @@ def test_copies_rows_follow_the_tensor_load_probe(monkeypatch):
         return sorted((c.p["variant"], c.p["copies"]) for c in cases.build_cases() if c.p.get("copies"))
     monkeypatch.delenv("VGGKERN_IMPLICIT_GEMM_TMA", raising=False)
     kinds = ("tma", "tma-pairs", "cp_async")
-    assert copies() == sorted([("relu", k) for k in kinds] * 7 + [("relu_pool", k) for k in kinds] * 4)
+    whole = [("relu", "tma-whole"), ("relu_pool", "tma-whole")]  # conv5's, stream-K by default
+    assert copies() == sorted([("relu", k) for k in kinds] * 7 + [("relu_pool", k) for k in kinds] * 4 + whole)
     monkeypatch.setenv("VGGKERN_IMPLICIT_GEMM_TMA", "unpooled")
-    assert copies() == sorted([("relu", k) for k in kinds] * 7)
+    assert copies() == sorted([("relu", k) for k in kinds] * 7 + whole[:1])
     monkeypatch.setenv("VGGKERN_IMPLICIT_GEMM_TMA", "off")
     assert copies() == []
 
@@ -633,6 +637,14 @@ def test_copies_rows_stay_out_of_the_sweep_and_tune_and_have_their_table(tmp_pat
     assert lines[head + 3:head + 5] == [
         "| conv3_2+conv3_3 | 64 | fp16 | relu | ws128x256 | 900.0 | 700.0 | 200.0 | 1.29× | 770.0 | 70.0 | 1.10× |",
         "| conv5_1 | 64 | fp16 | relu | ws128x256 | – | 300.0 | – | – | – | – | – |"], lines[head:head + 5]
+    # ... and whole tiles against stream-K (tma-whole: VGGKERN_IMPLICIT_GEMM_STREAM_K=off)
+    rows.append(row("vggkern", 0.36e-3, algo="implicit_gemm", tile="ws128x256", copies="tma-whole", layer="conv5_1",
+                    H=14))
+    lines, _ = _k_order_report(tmp_path, rows, ("copies",), tile="ws128x256", table_words="tensor loads")
+    head = lines.index("| layer | N | dtype | variant | tile | cp.async | tensor loads | saved | cp.async ÷ tensor loads |"
+                       " pairs stores | staged saved | pairs ÷ staged | whole tiles | stream-K saved | whole ÷ stream-K |")
+    assert lines[head + 4] == ("| conv5_1 | 64 | fp16 | relu | ws128x256 | – | 300.0 | – | – | – | – | – | 360.0 "
+                               "| 60.0 | 1.20× |"), lines[head:head + 5]
 
 
 def test_k_order_table_of_a_run_with_x_paths(tmp_path):
@@ -839,7 +851,7 @@ def test_readme_focus_command_selects_what_it_says(monkeypatch):
                   text, re.S)
     expr = Expression.compile(re.sub(r"'\\\n'", "", m.group(1)))
     chosen = [c for c in cases.build_cases() if expr.evaluate(lambda s, i=c.id.lower(): s.lower() in i)]
-    assert len(chosen) == 56, [c.id for c in chosen]
+    assert len(chosen) == 58, [c.id for c in chosen]
     convs = [c for c in chosen if c.group == "conv"]
     assert all(c.p["dtype"] == "fp16" and c.p["N"] == 64 and not c.p.get("k_order") for c in chosen)
     tiles_by_layer = {}
@@ -853,7 +865,7 @@ def test_readme_focus_command_selects_what_it_says(monkeypatch):
                                          ("ws128x256", "tma-pairs"), ("ws128x256", "cp_async"),
                                          ("ws128x128", None)}, layer
     assert tiles_by_layer["conv5_1"] == {("wg128x256", None), ("ws128x256", None), ("ws128x256", "tma"),
-                                         ("ws128x256", "tma-pairs"), ("ws128x256", "cp_async"), ("wg128x128", None),
-                                         ("ws128x128", None)}
+                                         ("ws128x256", "tma-pairs"), ("ws128x256", "cp_async"),
+                                         ("ws128x256", "tma-whole"), ("wg128x128", None), ("ws128x128", None)}
     nets = [c for c in chosen if c.group == "network"]
     assert len(nets) == 3 and all(c.p["net"] == "vgg16" and c.p["mode"] == "graph" for c in nets)

@@ -252,6 +252,7 @@ def test_wgmma_policies_pick_the_tile_per_layer(policy, monkeypatch, rule_tiles)
     (1, 96, 128, 12, 12, False, True, "3")])
 def test_wgmma_matches_mma_sync_bit_for_bit(tile, cp_async, dtype, n, c, k, h, w, relu, pool, split, monkeypatch):
     monkeypatch.setenv("VGGKERN_EMU_CP_ASYNC", cp_async)
+    monkeypatch.setenv("VGGKERN_IMPLICIT_GEMM_STREAM_K", "off")  # whole tiles: stream-K adds in another order (its own test)
     monkeypatch.setenv("VGGKERN_IMPLICIT_GEMM_SPLIT_K", split)
     x, wt, b = _inputs(n, c, k, h, w, dtype, "cpu", channels_last=True, seed=n + c + k)
     out = {}
@@ -281,6 +282,7 @@ def test_persistent_ws_tile_matches_mma_sync(tile, grid, cp_async, dtype, n, c, 
                                              monkeypatch):
     from vggkern import _C
 
+    monkeypatch.setenv("VGGKERN_IMPLICIT_GEMM_STREAM_K", "off")  # whole tiles: stream-K adds in another order (its own test)
     monkeypatch.setenv("VGGKERN_EMU_CP_ASYNC", cp_async)
     monkeypatch.setenv("VGGKERN_IMPLICIT_GEMM_SPLIT_K", split)
     x, wt, b = _inputs(n, c, k, h, w, dtype, "cpu", channels_last=True, seed=n + c + k)
@@ -293,6 +295,78 @@ def test_persistent_ws_tile_matches_mma_sync(tile, grid, cp_async, dtype, n, c, 
         out[t] = vggkern.conv3x3(x, wt, b, relu=relu, pool=pool, algo=ALGO, allow_tf32=True)
     assert torch.equal(out["128x128"], out[tile])
     _check(out[tile], x, wt, b, relu, pool, algo=ALGO)
+
+
+# Stream-K (csrc/common/stream_k.h; forced here with VGGKERN_IMPLICIT_GEMM_STREAM_K=on): a
+# persistent ws tile's blocks take equal ranges of the tiles' K slices, so a tile may be
+# computed in parts by consecutive blocks; the part that arrives last adds the others'
+# sums (the workspace's fixup slots, announced by an arrival counter) in K order and runs
+# the epilogue. On exact sums (small integers) that is mma.sync's output bit for bit:
+# tiles in 2 and 3 parts (ranges shorter than a tile), several segments per block, the
+# pool (window and slab order), K cut and odd (single stores), staged tensor stores and
+# pairs, tensor loads and cp.async. On random data, within the float64 bounds, and the
+# same bits on every run (the K order of the parts, whichever finishes). An NCHW y has no
+# persistent grid (one block per item): stream-K does not apply.
+@pytest.mark.parametrize("tile", WS_TILES)
+@pytest.mark.parametrize("dtype", HALF_DTYPES + [torch.float32], ids=str)
+@pytest.mark.parametrize("grid,n,c,k,h,w,relu,pool,layout", [
+    ("3", 2, 64, 136, 9, 11, True, False, "nhwc"), ("5", 3, 96, 300, 6, 10, False, True, "nhwc"),
+    ("7", 1, 64, 257, 12, 12, True, False, "nhwc"), ("2", 2, 64, 72, 10, 14, True, True, "nhwc"),
+    ("3", 2, 64, 136, 9, 11, True, True, "nchw")])
+def test_stream_k_matches_whole_tiles(tile, dtype, grid, n, c, k, h, w, relu, pool, layout, monkeypatch):
+    from vggkern import _C
+
+    monkeypatch.setenv("VGGKERN_IMPLICIT_GEMM_STREAM_K", "on")
+    monkeypatch.setenv("VGGKERN_IMPLICIT_GEMM_GRID", grid)
+    plan = _C.implicit_gemm_plan(n, c, h, w, k, torch.tensor([], dtype=dtype).element_size(), pool, 132, tile)
+    assert plan["persistent"] and plan["sk_tiles"] > 0 and plan["max_parts"] >= 2 and plan["splits"] == 1
+    g = torch.Generator().manual_seed(n + c + k)
+    cl = layout == "nhwc"
+    x = torch.randint(-3, 4, (n, c, h, w), generator=g).to(dtype)
+    x = x.contiguous(memory_format=torch.channels_last) if cl else x
+    wt = torch.randint(-2, 3, (k, c, 3, 3), generator=g).to(dtype)
+    b = torch.randint(-5, 6, (k,), generator=g).to(dtype)
+    x_tf32 = dtype == torch.float32  # small integers are TF32 values: a chain's x, which the tensor loads take
+    out = {}
+    for t in ("128x128", tile):
+        monkeypatch.setenv("VGGKERN_IMPLICIT_GEMM_TILE", t)
+        out[t] = vggkern.conv3x3(x, wt, b, relu=relu, pool=pool, algo=ALGO, allow_tf32=True, x_tf32=x_tf32)
+    assert torch.equal(out["128x128"], out[tile])
+    tiles = plan["m_tiles"] * plan["k_blocks"]  # what the launch recorded: its schedule, or whole tiles (NCHW y)
+    assert _C.implicit_gemm_last_copies()["stream_k"] == (
+        f"{plan['sk_tiles']} of {tiles} tiles on {plan['grid']} blocks" if cl else "")
+    x, wt, b = _inputs(n, c, k, h, w, dtype, "cpu", channels_last=cl, seed=n + c + k)
+    runs = [vggkern.conv3x3(x, wt, b, relu=relu, pool=pool, algo=ALGO, allow_tf32=True) for _ in range(2)]
+    assert torch.equal(runs[0], runs[1])
+    _check(runs[0], x, wt, b, relu, pool, algo=ALGO)
+
+
+# Stream-K by default only where whole tiles leave the grid's last turn short (under 90% of
+# its blocks busy) and K is not split by force; VGGKERN_IMPLICIT_GEMM_STREAM_K=off keeps
+# whole tiles, other values are refused.
+def test_stream_k_where_the_last_turn_is_short(monkeypatch):
+    from vggkern import _C
+
+    def plan(n, h, tile="ws128x256", pool=False):
+        return _C.implicit_gemm_plan(n, 512, h, h, 512, 2, pool, 132, tile)
+
+    conv5, conv4 = plan(64, 14), plan(64, 28, pool=True)  # 196 tiles (1.48 turns), 784 (5.94)
+    assert (conv5["sk_tiles"], conv5["dp_items"], conv5["grid"], conv5["max_parts"]) == (196, 0, 132, 2)
+    assert conv5["workspace_floats"] == 2 * 132 * 128 * 256
+    assert (conv4["sk_tiles"], conv4["grid"], conv4["workspace_floats"]) == (0, 132, 0)
+    batch1 = plan(1, 14)  # 4 tiles: stream-K in place of split-K, 72 blocks of 8 slices
+    assert (batch1["splits"], batch1["grid"], batch1["max_parts"]) == (1, 72, 18)
+    assert plan(64, 14, "wg128x256")["sk_tiles"] == 0 and not plan(64, 14, "wg128x256")["persistent"]
+    monkeypatch.setenv("VGGKERN_IMPLICIT_GEMM_SPLIT_K", "1")
+    assert plan(64, 14)["sk_tiles"] == 0
+    monkeypatch.setenv("VGGKERN_IMPLICIT_GEMM_SPLIT_K", "")
+    monkeypatch.setenv("VGGKERN_IMPLICIT_GEMM_STREAM_K", "off")
+    assert plan(64, 14)["sk_tiles"] == 0 and plan(1, 14)["splits"] == 16
+    for bad in ("1", "yes", "ON"):
+        monkeypatch.setenv("VGGKERN_IMPLICIT_GEMM_STREAM_K", bad)
+        with pytest.raises(ValueError, match=f"VGGKERN_IMPLICIT_GEMM_STREAM_K must be \"on\" or \"off\" \\(or unset\\), "
+                                             f"got '{bad}'"):
+            plan(64, 14)
 
 
 # The ws tiles' copies by the tensor memory accelerator (kernels/tma.cuh; the emulator's model:
@@ -324,6 +398,7 @@ def test_ws_tile_tensor_loads_match_cp_async(tile, grid, dtype, n, c, k, h, w, r
                                               monkeypatch):
     from vggkern import _C
 
+    monkeypatch.setenv("VGGKERN_IMPLICIT_GEMM_STREAM_K", "off")  # whole tiles: stream-K adds in another order (its own test)
     monkeypatch.setenv("VGGKERN_IMPLICIT_GEMM_SPLIT_K", split)
     monkeypatch.setenv("VGGKERN_IMPLICIT_GEMM_GRID", grid)
     x, wt, b = _inputs(n, c, k, h, w, dtype, "cpu", channels_last=layout == "nhwc", seed=n + c + k)
@@ -987,6 +1062,7 @@ def test_wgmma_policies_run_a_whole_network_bit_for_bit(monkeypatch):
     model = vggkern.vgg11(num_classes=10, algo=ALGO).half().eval().to(memory_format=torch.channels_last)
     x = torch.randn(1, 3, 32, 32).half().contiguous(memory_format=torch.channels_last)
     out = {}
+    monkeypatch.setenv("VGGKERN_IMPLICIT_GEMM_STREAM_K", "off")  # whole tiles: stream-K adds in another order (its own test)
     with vggkern.cpu_backend("emulator"), torch.inference_mode():
         for policy in ("", "wgmma", "wgmma-wide", "wgmma-ws"):
             monkeypatch.setenv("VGGKERN_IMPLICIT_GEMM_TILE", policy)

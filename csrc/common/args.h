@@ -51,6 +51,9 @@ struct Conv3x3Args {
   int sm_count = 132;
   const ImplicitGemmPlan* plan = nullptr;
   float* workspace = nullptr;
+  // implicit_gemm with stream-K (plan.sk.sk_tiles > 0): its fixup_counters() arrival
+  // counters, zero at the launch (the workspace holds its fixup slots).
+  int32_t* fixup_counters = nullptr;
   // implicit_gemm: whether the device runs the wgmma tiles (a build with sm_90a kernels on
   // a compute capability 9.0 GPU; the emulator runs them everywhere).
   bool wgmma = true;

@@ -98,18 +98,6 @@ inline void implicit_gemm_refuse_removed_knobs() {
                                             "got '") + e + "'");
 }
 
-// A persistent tile's grid: VGGKERN_IMPLICIT_GEMM_GRID (a positive integer: the tests run
-// several items per block with it), else the device's SM count. Read per launch.
-inline int64_t implicit_gemm_grid(const Conv3x3Args& a) {
-  const char* e = std::getenv("VGGKERN_IMPLICIT_GEMM_GRID");
-  if (e == nullptr || *e == '\0') return a.sm_count > 0 ? a.sm_count : 1;
-  int64_t v;
-  if (!parse_integer(e, 1, INT32_MAX, v))
-    throw std::invalid_argument(std::string("vggkern.conv3x3: VGGKERN_IMPLICIT_GEMM_GRID must be a positive integer, got '") +
-                                e + "'");
-  return v;
-}
-
 template <class T, VK_KERNEL_NS::MmaType kMma, int kBM, int kBN, VK_KERNEL_NS::MainLoop kLoop, class Index,
           class Launcher>
 void conv3x3_implicit_gemm_run(const Conv3x3Args& a, const ImplicitGemmPlan& plan, const Launcher& launch) {
@@ -122,6 +110,9 @@ void conv3x3_implicit_gemm_run(const Conv3x3Args& a, const ImplicitGemmPlan& pla
     throw std::invalid_argument("vggkern.conv3x3: too many blocks for one implicit_gemm launch");
   if (plan.splits > 1 && a.workspace == nullptr)
     throw std::logic_error("vggkern.conv3x3: implicit_gemm split-K needs its workspace");
+  if (plan.sk.sk_tiles > 0 && (!L::kWs || !plan.persistent || a.workspace == nullptr || a.fixup_counters == nullptr))
+    throw std::logic_error("vggkern.conv3x3: implicit_gemm stream-K needs a persistent ws tile, its workspace and "
+                           "its counters");
   ImplicitGemmParams<Index> p;
   p.N = a.N, p.C = a.C, p.H = a.H, p.W = a.W, p.K = a.K;
   p.M = plan.M;
@@ -132,16 +123,20 @@ void conv3x3_implicit_gemm_run(const Conv3x3Args& a, const ImplicitGemmPlan& pla
   p.splits = plan.splits;
   p.slices_per_split = static_cast<int>(plan.slices_per_split);
   p.partial = a.workspace;
+  p.sk = plan.sk;
+  p.fixup_counters = a.fixup_counters;
   const bool taps_inner = implicit_gemm_taps_inner();  // read (and checked) whatever C is
   implicit_gemm_refuse_removed_knobs();
   p.taps_inner = taps_inner && a.C % L::kBK == 0;
   p.x_tf32 = a.x_tf32 && a.dtype == DType::float32;
   p.y_tf32 = a.y_tf32 && a.dtype == DType::float32;
   // wgmma_ws's blocks take the work items in turn: persistent (at most one block per SM,
-  // or VGGKERN_IMPLICIT_GEMM_GRID blocks) where y is NHWC, whose epilogue stores from the
-  // accumulators; one block per item where y is NCHW (its epilogue needs the stages).
-  p.blocks = plan.blocks();
-  p.persistent = L::kWs && !a.y_nchw;
+  // or VGGKERN_IMPLICIT_GEMM_GRID blocks; stream-K where the plan chose it) where y is
+  // NHWC, whose epilogue stores from the accumulators; one block per item where y is NCHW
+  // (its epilogue needs the stages).
+  if (plan.persistent != (L::kWs && !a.y_nchw))
+    throw std::logic_error("vggkern.conv3x3: implicit_gemm plan made for another y layout");
+  p.persistent = plan.persistent;
   ImplicitGemmTensorMaps maps{};
   [[maybe_unused]] const TmaKnob knob = implicit_gemm_tma_knob();  // read (and checked) whatever the tile
   if constexpr (L::kWs) {
@@ -170,13 +165,15 @@ void conv3x3_implicit_gemm_run(const Conv3x3Args& a, const ImplicitGemmPlan& pla
       store_refusal = encode_rows(&maps.y, a.y, e, a.pool ? plan.M / 4 : plan.M, a.K, L::kStoreCols,
                                   a.pool ? L::kBM / 4 : L::kBM, 128);
     maps.store = store_refusal.empty();
+    const std::string stream_k =
+        plan.sk.sk_tiles == 0 ? "" : std::to_string(plan.sk.sk_tiles) + " of " + std::to_string(plan.m_tiles * plan.k_blocks) +
+                                         " tiles on " + std::to_string(plan.sk.grid) + " blocks";
     record_implicit_gemm_copies({implicit_gemm_tile_name(plan.tile), maps.on ? "tma" : "cp_async", refusal,
-                                 maps.store ? "tma" : a.y_nchw ? "nchw_tile" : "pairs", store_refusal});
+                                 maps.store ? "tma" : a.y_nchw ? "nchw_tile" : "pairs", store_refusal, stream_k});
   }
   LaunchGeometry g;
   g.block.x = L::kBlockThreads;
-  g.grid.x = static_cast<unsigned>(plan.blocks());  // (M tile, K tile, split), split fastest
-  if (p.persistent) g.grid.x = static_cast<unsigned>(std::min<int64_t>(plan.blocks(), implicit_gemm_grid(a)));
+  g.grid.x = static_cast<unsigned>(plan.grid());  // one block per item (M tile, K tile, split), split fastest, or persistent
   g.smem_bytes = L::kSmemBytes;
   launch("conv3x3_implicit_gemm_kernel", conv3x3_implicit_gemm_kernel<T, kMma, kBM, kBN, kLoop, Index>, g,
          static_cast<const T*>(a.x), static_cast<const T*>(a.weight), static_cast<const T*>(a.bias),

@@ -14,6 +14,9 @@
 // fp32 partial sums to a workspace [S][M][K], and a second kernel adds the S partials in
 // order, then bias, ReLU and the pool. By counting: conv5 at batch 1 goes from 8 blocks
 // x 144 slices to 128 blocks x 9 slices, for 6.4 MB of partials through memory (~2 us).
+// The persistent ws tiles (y NHWC) have stream-K instead (stream_k.h): there, and where
+// whole tiles would leave the grid's last turn short, the blocks share the tiles' slices
+// equally and finish cut tiles in the kernel; VGGKERN_IMPLICIT_GEMM_SPLIT_K keeps split-K.
 // wg128x128, wg256x64 (one warpgroup), wg128x256 (two) and ws128x256 and ws128x128 (two
 // computing warpgroups, on every item or ping-pong, and a producer warpgroup that makes the
 // copies) use wgmma (on an sm_90a build
@@ -40,10 +43,13 @@
 //                              for wg128x128),
 //                              for timing whole networks on wgmma before a table says so
 //   VGGKERN_IMPLICIT_GEMM_SPLIT_K=S                      forces S (1: no split)
-//   VGGKERN_IMPLICIT_GEMM_GRID=N                         the ws tiles' persistent grid (the
-//                                                        dispatch's; default one block per SM)
+//   VGGKERN_IMPLICIT_GEMM_GRID=N                         the ws tiles' persistent grid
+//                                                        (default one block per SM)
+//   VGGKERN_IMPLICIT_GEMM_STREAM_K=on|off                the ws tiles' stream-K (default:
+//                                                        where the tiles leave a short turn)
 #pragma once
 
+#include <algorithm>
 #include <cstdint>
 #include <cstdlib>
 #include <iterator>
@@ -55,6 +61,7 @@
 #include "args.h"
 #include "conv3x3_tables.h"
 #include "launch_geometry.h"
+#include "stream_k.h"
 
 namespace vk {
 
@@ -66,9 +73,20 @@ struct ImplicitGemmPlan {
   int64_t slices;            // 64-byte K slices of K_gemm = 9*C
   int splits;                // S: K ranges, one block each (1: no split-K)
   int64_t slices_per_split;
+  // The work items (M tile, K tile, split) and the grid that takes them: one block each,
+  // or, persistent (the ws tiles with y NHWC), sk.grid blocks in turn, with stream-K's
+  // region where the plan chose it (sk.sk_tiles > 0; stream_k.h).
+  bool persistent = false;
+  StreamKSchedule sk;
   int64_t blocks() const { return m_tiles * k_blocks * splits; }
-  // fp32 elements of the split-K workspace [S][M][K]; 0 without split-K.
-  int64_t workspace_floats(int64_t K) const { return splits > 1 ? int64_t(splits) * M * K : 0; }
+  int64_t grid() const { return persistent ? sk.grid : blocks(); }
+  // fp32 elements of the workspace: split-K's partial sums [S][M][K], or stream-K's fixup
+  // slots (two per block, a tile's BM x BN sums each); 0 with neither.
+  int64_t workspace_floats(int64_t K) const {
+    return splits > 1 ? int64_t(splits) * M * K : sk.sk_tiles > 0 ? 2 * sk.grid * bm * bn : 0;
+  }
+  // Stream-K's arrival counters, one int per stream-K tile, zero before the launch.
+  int64_t fixup_counters() const { return sk.sk_tiles; }
 };
 
 // The tiles' names, by ImplicitGemmTile.
@@ -200,7 +218,35 @@ inline ImplicitGemmTile implicit_gemm_tile(const Conv3x3Args& a) {
   return a.K <= 64 ? ImplicitGemmTile::m256n64 : ImplicitGemmTile::m128n128;
 }
 
-// C is the channel count the kernel sees (a multiple of 8). The tile as given; split-K
+// A persistent tile's grid: VGGKERN_IMPLICIT_GEMM_GRID (a positive integer: the tests run
+// several items per block with it), else the device's SM count. Read per launch.
+inline int64_t implicit_gemm_grid(const Conv3x3Args& a) {
+  const char* e = std::getenv("VGGKERN_IMPLICIT_GEMM_GRID");
+  if (e == nullptr || *e == '\0') return a.sm_count > 0 ? a.sm_count : 1;
+  int64_t v;
+  if (!parse_integer(e, 1, INT32_MAX, v))
+    throw std::invalid_argument(std::string("vggkern.conv3x3: VGGKERN_IMPLICIT_GEMM_GRID must be a positive integer, got '") +
+                                e + "'");
+  return v;
+}
+
+// Stream-K for the persistent ws tiles (stream_k.h): VGGKERN_IMPLICIT_GEMM_STREAM_K unset
+// (where the whole tiles would leave under 90% of the grid's turns used), "on" (wherever
+// the tile is a persistent ws tile and K is not split: so that the tests and a GPU run
+// measure it) or "off". Read per launch.
+enum class StreamKKnob { where_short, on, off };
+inline StreamKKnob implicit_gemm_stream_k_knob() {
+  const char* e = std::getenv("VGGKERN_IMPLICIT_GEMM_STREAM_K");
+  const std::string v = e != nullptr ? e : "";
+  if (v.empty()) return StreamKKnob::where_short;
+  if (v == "on") return StreamKKnob::on;
+  if (v == "off") return StreamKKnob::off;
+  throw std::invalid_argument("vggkern.conv3x3: VGGKERN_IMPLICIT_GEMM_STREAM_K must be \"on\" or \"off\" (or unset), "
+                              "got '" + v + "'");
+}
+
+inline bool is_ws(ImplicitGemmTile t) { return t == ImplicitGemmTile::ws128x256 || t == ImplicitGemmTile::ws128x128; }
+
 // by the rule above (or VGGKERN_IMPLICIT_GEMM_SPLIT_K).
 inline ImplicitGemmPlan implicit_gemm_plan(const Conv3x3Args& a, ImplicitGemmTile tile) {
   ImplicitGemmPlan p;
@@ -233,9 +279,40 @@ inline ImplicitGemmPlan implicit_gemm_plan(const Conv3x3Args& a, ImplicitGemmTil
       if (splits < 1) splits = 1;
     }
   }
+  // The persistent ws tiles (y NHWC): stream-K in place of split-K's choice where the whole
+  // tiles would leave the grid's last turn short (not where VGGKERN_IMPLICIT_GEMM_SPLIT_K is
+  // set), or wherever K is not split with VGGKERN_IMPLICIT_GEMM_STREAM_K=on; else their
+  // items in turn on at most implicit_gemm_grid() blocks.
+  p.persistent = is_ws(tile) && !a.y_nchw;
+  const StreamKKnob stream_k = implicit_gemm_stream_k_knob();  // read (and checked) whatever the tile
+  const bool split_forced = forced != nullptr && forced[0] != '\0';
+  if (p.persistent && (stream_k == StreamKKnob::on ? !split_forced || splits == 1
+                                                   : stream_k == StreamKKnob::where_short && !split_forced)) {
+    const int64_t tiles = p.m_tiles * p.k_blocks, g0 = implicit_gemm_grid(a);
+    // The region: every tile where there are fewer than blocks, else the remainder and one
+    // full turn (each block's range then at least a tile, so a tile has at most 2 parts),
+    // ranges of at least min(8, slices) slices (fewer blocks where the tiles are few).
+    const int64_t sk_tiles = tiles < g0 ? tiles : tiles % g0 + g0;
+    const int64_t grid = std::min(g0, std::max<int64_t>(1, sk_tiles * p.slices / std::min(kMinSlices, p.slices)));
+    const int64_t turns = (tiles + g0 - 1) / g0;
+    const bool short_turn = tiles * 10 < turns * g0 * 9;  // under 90% of the turns' blocks busy
+    if ((stream_k == StreamKKnob::on || short_turn) && sk_tiles * p.slices <= INT64_MAX / (grid + 1)) {
+      splits = 1;
+      p.sk.grid = grid;
+      p.sk.dp_items = tiles - sk_tiles;  // a multiple of g0 = grid, or 0
+      p.sk.sk_tiles = sk_tiles;
+      p.sk.slices = p.slices;
+      for (int64_t u = 0; u < sk_tiles; ++u) p.sk.max_parts = std::max(p.sk.max_parts, p.sk.parts_of(u));
+    }
+  }
   if (splits > p.slices) splits = p.slices;
   p.slices_per_split = (p.slices + splits - 1) / splits;
   p.splits = static_cast<int>((p.slices + p.slices_per_split - 1) / p.slices_per_split);  // none empty
+  if (p.sk.sk_tiles == 0) {  // items in turn (persistent) or one block each
+    p.sk.grid = p.persistent ? std::min(p.blocks(), implicit_gemm_grid(a)) : p.blocks();
+    p.sk.dp_items = p.blocks();
+    p.sk.slices = p.slices_per_split;
+  }
   return p;
 }
 
@@ -246,9 +323,11 @@ inline ImplicitGemmPlan implicit_gemm_plan(const Conv3x3Args& a, ImplicitGemmTil
 // so this is how a benchmark row (benchmarks/cases.py: copies_ran) or a user says which
 // path a timing measured. Its y stores likewise: from the epilogue's staging by tensor
 // stores ("tma"), or from the accumulators in pairs of channels ("pairs", and why), or, y
-// NCHW, through the fp32 tile in shared memory ("nchw_tile"). Empty tile: no ws launch yet.
+// NCHW, through the fp32 tile in shared memory ("nchw_tile"). And its schedule: stream_k,
+// "" (whole tiles) or "<sk_tiles> of <tiles> tiles on <grid> blocks". Empty tile: no ws
+// launch yet.
 struct ImplicitGemmCopies {
-  std::string tile, path, reason, stores, stores_reason;
+  std::string tile, path, reason, stores, stores_reason, stream_k;
 };
 inline std::mutex implicit_gemm_copies_mutex;
 inline ImplicitGemmCopies implicit_gemm_copies_record;

@@ -231,8 +231,10 @@ constexpr int warpSize = 32;
 #define __ballot_sync(mask, p) ::vk::emu::vote((mask), (p), __FILE__, __LINE__)
 #define __any_sync(mask, p) (::vk::emu::vote((mask), (p), __FILE__, __LINE__) != 0u)
 #define __all_sync(mask, p) (::vk::emu::vote((mask), (p), __FILE__, __LINE__) == (mask))
-#define __threadfence() ((void)0)
-#define __threadfence_block() ((void)0)
+// Blocks run on several OS threads: a fence orders this thread's memory accesses for the
+// others (stream-K's partial sums before the atomic that announces them).
+#define __threadfence() __atomic_thread_fence(__ATOMIC_SEQ_CST)
+#define __threadfence_block() __atomic_thread_fence(__ATOMIC_SEQ_CST)
 #define __trap() ::vk::emu::kernel_fail("__trap() called", __FILE__, __LINE__)
 
 // ---- shared memory ------------------------------------------------------------------

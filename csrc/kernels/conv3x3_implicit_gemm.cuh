@@ -278,6 +278,26 @@
 // under the epilogue) and the epilogue under the other warpgroup's main loop; the focus run
 // in benchmarks/README.md times it against wg128x128 on conv2_1, conv2_2 and conv5, and
 // against ws128x256 on conv3 and conv4.
+// Stream-K (the persistent ws tiles; ../common/stream_k.h): where whole tiles would leave
+// the grid's last turn short (conv5 at batch 64 on ws128x256: 196 tiles on 132 SMs, 1.48
+// turns, 74% of the blocks' turns busy; the H200 timed wg128x256 there at 137 us, 44% of the
+// fp16 peak, with its tiles at 59% while they ran: results/2026-12-04_H200_a95939d.json),
+// each block takes an equal range of the tiles' K slices (213 or 214 of conv5's 196 x 144).
+// A tile cut by a range's end is computed in parts by consecutive blocks, each adding its
+// slices' products, and the part that finds the others done adds their sums, in K order,
+// and runs the epilogue (stream_k_fixup: two fixup slots per block in the workspace, an
+// arrival counter per tile; no block waits for another, so no grid-wide residency is
+// assumed). Where the tiles are fewer than the blocks it replaces split-K (no reduce kernel:
+// conv5 at batch 1, 4 tiles, on 72 blocks of 8 slices). Predicted, at wg128x256's per-tile
+// rate: conv5 137 -> ~101 us (59% of the peak), less the fixups: ~132 tiles in 2 parts,
+// typically one part's 128 KiB written and read each (~17 MB each way, ~10 us of DRAM
+// traffic under the other blocks' tensor work). Not measured (no GPU since it was built):
+// the focus run's copies rows time it against whole tiles (tma-whole,
+// VGGKERN_IMPLICIT_GEMM_STREAM_K=off). Checked on the emulator: the schedule covers every
+// slice once and shares it within a slice (tests/emu/test_stream_k.cpp); bit for bit with
+// mma.sync on exact sums, tiles in 2 and 3 parts, pooled, staged stores and pairs, both
+// ws tiles; its buffers exactly sized (emu_asan); python -m benchmarks.sass_loop: see the
+// ws paragraphs' register counts.
 // The wgmma tiles run where forced or measured fastest until a GPU has confirmed them bit
 // for bit against the emulator on exact-sum data (tests/test_conv3x3_implicit_gemm.py; the
 // hardware's accumulation rounding is unspecified, so only such data can be compared
@@ -288,6 +308,7 @@
 // issued, and 64 x 64 warps lift the shared-memory cap from 50% to 67% of the peak.
 #pragma once
 
+#include "../common/stream_k.h"
 #include "numeric.cuh"
 #include "tensor_core.cuh"
 #include "tma.cuh"
@@ -487,13 +508,28 @@ struct ImplicitGemmParams {
   // them as they are instead of rounding them; y_tf32, y is rounded to TF32 (cvt.rna) after
   // bias and ReLU (the pool's max commutes with it).
   int x_tf32, y_tf32;
-  // wgmma_ws: the blocks' work items (M tile, K tile, split), blocks = M tiles x k_blocks x
-  // splits, taken by the grid's blocks in turn (block b: items b, b + gridDim.x, ...); and
-  // persistent: the grid may be smaller than that (the dispatch's choice: at most one block
-  // per SM, with y NHWC), so the epilogue stores from the accumulators, leaving the stages
-  // to the producer's next item.
-  Index blocks;
+  // wgmma_ws: the blocks' work items (M tile, K tile, split), M tiles x k_blocks x splits,
+  // taken by the grid's blocks in turn (block b: items b, b + gridDim.x, ...: sk.dp_items
+  // of them), then, with stream-K, its range of the stream-K region's slices (sk, from the
+  // plan: ../common/stream_k.h), whose partial sums go through `partial` (the fixup slots)
+  // and fixup_counters; and persistent: the grid may be smaller than the items (the plan's
+  // choice: at most one block per SM, with y NHWC), so the epilogue stores from the
+  // accumulators, leaving the stages to the producer's next item.
+  StreamKSchedule sk;
+  int32_t* fixup_counters;
   int persistent;
+};
+
+// One work item of a block: its tile (M tile x k_blocks + K tile), split-K's split, its K
+// slices [kt0, kt0 + n_tiles); stream-K, its part of the tile (of `parts`; 1: the whole
+// tile), the tile's index in the stream-K region (its counter) and the fixup slot of this
+// block's partial sums; first and last: the block's first and last item.
+template <class Index>
+struct ImplicitGemmWork {
+  Index tile;
+  int split, kt0, n_tiles, part, parts;
+  int64_t sk_tile, slot;
+  bool first, last;
 };
 
 // wgmma_ws's copies by the tensor memory accelerator (tma.cuh) instead of cp.async, where
@@ -656,27 +692,116 @@ __device__ __noinline__ void store_nchw_tile(const float* c_smem, T* y, Index pi
   }
 }
 
-// The number of K slices of work item `block`: all of K_gemm's, or its split's share.
+// Data-parallel item d, whole: (M tile, K tile) d / splits, all of K_gemm's slices or split
+// d % splits's share.
 template <class L, class Index>
-__device__ __forceinline__ int implicit_gemm_item_slices(const ImplicitGemmParams<Index>& p, unsigned block) {
+__device__ __forceinline__ ImplicitGemmWork<Index> implicit_gemm_item_work(const ImplicitGemmParams<Index>& p,
+                                                                           int64_t d) {
+  ImplicitGemmWork<Index> w;
   const int k_tiles = static_cast<int>((9 * p.C + L::kBK - 1) / L::kBK);
-  return min(p.slices_per_split, k_tiles - static_cast<int>(block % p.splits) * p.slices_per_split);
+  w.tile = static_cast<Index>(d / p.splits);
+  w.split = static_cast<int>(d % p.splits);
+  w.kt0 = w.split * p.slices_per_split;
+  w.n_tiles = min(p.slices_per_split, k_tiles - w.kt0);
+  w.part = 0, w.parts = 1, w.sk_tile = -1, w.slot = -1;
+  w.first = w.last = true;
+  return w;
+}
+
+// Item j of block b's `count` (a grid of sk.grid blocks): its data-parallel items first
+// (item b + j G), then its stream-K segments.
+template <class L, class Index>
+__device__ __forceinline__ ImplicitGemmWork<Index> implicit_gemm_work(const ImplicitGemmParams<Index>& p, int64_t b,
+                                                                      int64_t j, int64_t count) {
+  ImplicitGemmWork<Index> w;
+  const int64_t dp = p.sk.dp_count(b);
+  if (j < dp) {
+    w = implicit_gemm_item_work<L>(p, b + j * p.sk.grid);
+  } else {
+    const StreamKSegment s = p.sk.segment(b, j - dp);
+    w.tile = static_cast<Index>(p.sk.dp_items + s.tile);
+    w.split = 0;
+    w.kt0 = static_cast<int>(s.kt0);
+    w.n_tiles = static_cast<int>(s.n);
+    w.part = s.part, w.parts = s.parts, w.sk_tile = s.tile, w.slot = s.slot;
+  }
+  w.first = j == 0;
+  w.last = j + 1 == count;
+  return w;
+}
+
+// Stream-K's fixup of a tile computed in parts (work.parts > 1; ../common/stream_k.h), by
+// the item's consumers (thread `tid` of kItemThreads), each holding kMTiles x kNTiles x 4
+// accumulators of this block's part: true where this block finishes the tile (acc then
+// holds the tile's sums, for the epilogue), false where it leaves it to another. A part
+// that finds every other part's sums written (the tile's counter at parts - 1) adds them;
+// else it writes its own to its fixup slot (a float4 per thread and step, 512 contiguous
+// bytes a warp), fences them, and counts itself in, and finishes the tile if its count
+// made parts - 1. No block waits for another: whichever part arrives last finishes, and
+// typically it is part 0 (the tile's first slices, its block's last segment, finishing
+// after the others' first), which then writes nothing. The sums are added in part order
+// (K order), this block's own in its place, so the result is the same whichever finishes.
+template <class L, class Index>
+__device__ __forceinline__ bool stream_k_fixup(const ImplicitGemmParams<Index>& p, const ImplicitGemmWork<Index>& work,
+                                               float* acc, int tid) {
+  constexpr int kVecs = L::kMTiles * L::kNTiles;  // float4 per thread
+  const int group = static_cast<int>(threadIdx.x) / L::kItemThreads, barrier = L::kStoreBarrier + group;
+  VK_SHARED(int, finishes, [L::kConsumerGroups]);  // thread 0's finding, for its group
+  int32_t* const counter = p.fixup_counters + work.sk_tile;
+  float4* const slots = reinterpret_cast<float4*>(p.partial) + tid;
+  const int64_t slot_floats4 = int64_t(kVecs) * L::kItemThreads;
+  bar_sync(barrier, L::kItemThreads);  // the group's reads of the last finding are done
+  if (tid == 0) {
+    st_shared(&finishes[group], atomicAdd(counter, 0) == work.parts - 1 ? 1 : 0);
+    __threadfence();  // the others' sums, read below, after their count
+  }
+  bar_sync(barrier, L::kItemThreads);
+  if (ld_shared(&finishes[group]) == 0) {
+    float4* const mine = slots + work.slot * slot_floats4;
+#pragma unroll
+    for (int i = 0; i < kVecs; ++i) st_global(mine + i * L::kItemThreads, make_float4(acc[4 * i], acc[4 * i + 1],
+                                                                                      acc[4 * i + 2], acc[4 * i + 3]));
+    __threadfence();  // this thread's sums, before the count below
+    bar_sync(barrier, L::kItemThreads);
+    if (tid == 0) {
+      st_shared(&finishes[group], atomicAdd(counter, 1) == work.parts - 1 ? 1 : 0);
+      __threadfence();
+    }
+    bar_sync(barrier, L::kItemThreads);
+    if (ld_shared(&finishes[group]) == 0) return false;
+  }
+  // Part 0's slot, and part k's (k >= 1: the first segment of block first_block + k).
+  const float4* const part0 = slots + p.sk.slot(work.sk_tile, 0) * slot_floats4;
+  const float4* const parts = slots + 2 * p.sk.first_block(work.sk_tile) * slot_floats4;  // + 2k slots
+#pragma unroll
+  for (int i = 0; i < kVecs; ++i) {
+    const float4 own = make_float4(acc[4 * i], acc[4 * i + 1], acc[4 * i + 2], acc[4 * i + 3]);
+    float4 sum = own;
+    for (int k = 0; k < work.parts; ++k) {
+      const float4* const src = k == 0 ? part0 : parts + 2 * k * slot_floats4;
+      const float4 v = k == work.part ? own : ld_global_cg(src + i * L::kItemThreads);
+      if (k == 0) sum = v;
+      else sum.x += v.x, sum.y += v.y, sum.z += v.z, sum.w += v.w;
+    }
+    acc[4 * i] = sum.x, acc[4 * i + 1] = sum.y, acc[4 * i + 2] = sum.z, acc[4 * i + 3] = sum.w;
+  }
+  return true;
 }
 
 // Whose part of a work item a thread runs: every part (one block per item), or wgmma_ws's
 // producer or consumer part (compiled apart, so that neither carries the other's registers).
 enum class Role { all, producer, consumer };
 
-// One work item of the kernel below: block tile (M tile, K tile) and split `block`; `last`:
-// the block's last item; `pipelined`: the slices its pipeline carried in earlier items
-// (wgmma_ws: stage and barrier of a slice count on from there); `full`: wgmma_ws's full
-// mbarriers, and its tensor maps where its copies are tensor loads (maps.on).
+// One work item of the kernel below (`work`: implicit_gemm_work's); `pipelined`: the slices
+// its pipeline carried in earlier items (wgmma_ws: stage and barrier of a slice count on
+// from there); `full`: wgmma_ws's full mbarriers, and its tensor maps where its copies are
+// tensor loads (maps.on).
 template <class T, MmaType kMma, int kBM_, int kBN_, MainLoop kLoop, Role kRole, class Index>
 __device__ __forceinline__ void conv3x3_implicit_gemm_item(const T* __restrict__ x, const T* __restrict__ w,
                                                            const T* __restrict__ bias, T* __restrict__ y,
-                                                           const ImplicitGemmParams<Index>& p, unsigned block, bool last,
-                                                           int& pipelined, uint64_t* full,
-                                                           const ImplicitGemmTensorMaps& maps) {
+                                                           const ImplicitGemmParams<Index>& p,
+                                                           const ImplicitGemmWork<Index>& work, int& pipelined,
+                                                           uint64_t* full, const ImplicitGemmTensorMaps& maps) {
   using L = ImplicitGemmTiling<T, kBM_, kBN_, kLoop>;
   static_assert(L::kWs == (kRole != Role::all), "wgmma_ws runs in two roles, the others in one");
   constexpr int kBN = L::kBN, kARows = L::kBM / L::kRowsPerPass, kBRows = kBN / L::kRowsPerPass;
@@ -691,14 +816,12 @@ __device__ __forceinline__ void conv3x3_implicit_gemm_item(const T* __restrict__
   const int lane = tid % 32, warp = tid / 32;
   const int warp_m = warp % L::kWarpsM, warp_n = warp / L::kWarpsM;
 
-  const Index tile = static_cast<Index>(block) / p.splits;
-  const int split = static_cast<int>(block % p.splits);
-  const Index m0 = tile / p.k_blocks * L::kBM;
-  const Index k0 = tile % p.k_blocks * kBN;
+  const Index m0 = work.tile / p.k_blocks * L::kBM;
+  const Index k0 = work.tile % p.k_blocks * kBN;
   const Index kd = 9 * p.C;  // K_gemm
-  // This block's K slices: [kt0, kt0 + n_tiles) (all of them without split-K).
-  const int kt0 = split * p.slices_per_split;
-  const int n_tiles = implicit_gemm_item_slices<L>(p, block);
+  // This item's K slices: [kt0, kt0 + n_tiles) (all of them without split-K or stream-K).
+  const int split = work.split, kt0 = work.kt0, n_tiles = work.n_tiles;
+  const bool last = work.last;
   const Index ho_n = p.H / 2, wo_n = p.W / 2;
 
   // Stage copies: this thread copies 16-byte chunk (tid % 4) of rows tid/4 + i*kRowsPerPass
@@ -1031,7 +1154,7 @@ __device__ __forceinline__ void conv3x3_implicit_gemm_item(const T* __restrict__
         // has a next item (the other's); its main loop then starts under this one's last
         // wgmma, as this one's epilogue runs under it.
         const int group = static_cast<int>(threadIdx.x) / L::kItemThreads;
-        if (L::kPingPong && block != blockIdx.x) bar_sync(L::kTurnBarrier + group, 2 * L::kItemThreads);
+        if (L::kPingPong && !work.first) bar_sync(L::kTurnBarrier + group, 2 * L::kItemThreads);
         for (int kt = 0; kt < n_tiles; ++kt) {
           const int slice = pipelined + kt;
           const int stage = L::stage_of(slice);
@@ -1115,6 +1238,8 @@ __device__ __forceinline__ void conv3x3_implicit_gemm_item(const T* __restrict__
     }
   }
   cp_async_wait<0>();
+  if constexpr (L::kWs)  // stream-K: a tile in parts, finished by one of them
+    if (work.parts > 1 && !stream_k_fixup<L>(p, work, &acc[0][0][0], tid)) return;
   const int g = lane / 4, t = lane % 4;
   if (p.splits > 1) {  // split-K: raw sums straight from the accumulators to partial[split]
     float* const part = p.partial + static_cast<Index>(split) * p.M * p.K;
@@ -1415,30 +1540,31 @@ __global__ void __launch_bounds__(ImplicitGemmTiling<T, kBM, kBN, kLoop>::kBlock
       mbar_init_fence();
     }
     __syncthreads();
-    const unsigned stride = gridDim.x, items = static_cast<unsigned>(p.blocks);  // < 2^31 (the dispatch)
+    const int64_t b = blockIdx.x, items = p.sk.items(b);  // gridDim.x == p.sk.grid (the dispatch)
     if (threadIdx.x >= L::kThreads) {
-      for (unsigned b = blockIdx.x; b < items; b += stride)
+      for (int64_t j = 0; j < items; ++j)
         conv3x3_implicit_gemm_item<T, kMma, kBM, kBN, kLoop, Role::producer>(
-            x, w, bias, y, p, b, b + stride >= items, pipelined, full, maps);
+            x, w, bias, y, p, implicit_gemm_work<L>(p, b, j, items), pipelined, full, maps);
     } else {
       // Ping-pong: warpgroup j computes the block's items j, j + 2, ..., counting on the
       // other's slices; cooperative: both compute every item.
       const unsigned group = threadIdx.x / L::kItemThreads;
       unsigned turn = 0;
-      for (unsigned b = blockIdx.x; b < items; b += stride, turn = turn + 1 == L::kConsumerGroups ? 0 : turn + 1) {
+      for (int64_t j = 0; j < items; ++j, turn = turn + 1 == L::kConsumerGroups ? 0 : turn + 1) {
+        const ImplicitGemmWork<Index> work = implicit_gemm_work<L>(p, b, j, items);
         if (turn == group)
-          conv3x3_implicit_gemm_item<T, kMma, kBM, kBN, kLoop, Role::consumer>(
-              x, w, bias, y, p, b, b + stride >= items, pipelined, full, maps);
+          conv3x3_implicit_gemm_item<T, kMma, kBM, kBN, kLoop, Role::consumer>(x, w, bias, y, p, work, pipelined,
+                                                                               full, maps);
         else
-          pipelined = L::next_pipelined(pipelined, implicit_gemm_item_slices<L>(p, b));
+          pipelined = L::next_pipelined(pipelined, work.n_tiles);
       }
       // The staged epilogue's last tensor stores: done before the block (and its shared
       // memory) is gone.
       if (L::kStoreStaging && maps.store && threadIdx.x % L::kItemThreads == 0) tma_store_wait();
     }
   } else {
-    conv3x3_implicit_gemm_item<T, kMma, kBM, kBN, kLoop, Role::all>(x, w, bias, y, p, blockIdx.x, true,
-                                                                            pipelined, nullptr, maps);
+    conv3x3_implicit_gemm_item<T, kMma, kBM, kBN, kLoop, Role::all>(
+        x, w, bias, y, p, implicit_gemm_item_work<L>(p, blockIdx.x), pipelined, nullptr, maps);
   }
 }
 

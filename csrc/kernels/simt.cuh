@@ -75,6 +75,18 @@ __device__ __forceinline__ T ld_global(const T* p, bool active = true VK_CALL_SI
 #endif
   return active ? *p : T{};
 }
+// ld_global_cg: ld_global from L2 (ld.global.cg), past this SM's L1, for what another
+// block wrote during the launch (stream-K's partial sums, read once their writers counted
+// themselves in: an L1 line cached before would be stale). The emulator counts it as a load.
+template <class T>
+__device__ __forceinline__ T ld_global_cg(const T* p, bool active = true VK_CALL_SITE) {
+#if defined(__CUDACC__)
+  return active ? __ldcg(p) : T{};
+#else
+  ::vk::emu::note_global_access(::vk::emu::GlobalPath::load, p, sizeof(T), active, vk_file, vk_line);
+  return active ? *p : T{};
+#endif
+}
 template <class T>
 __device__ __forceinline__ void st_global(T* p, const T& v, bool active = true VK_CALL_SITE) {
 #if !defined(__CUDACC__)

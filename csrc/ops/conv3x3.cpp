@@ -137,16 +137,21 @@ at::Tensor run_tensor_core(const Conv3x3Algorithm& algorithm, const at::Tensor& 
   args.sm_count = sm_count_of(x);
   args.wgmma = wgmma_on(x);
   args.smem_optin = smem_optin_of(x);
-  // The plan (tile, split-K: conv3x3_implicit_gemm_plan.h), chosen once here for the
-  // launch, and split-K's fp32 partial sums where it splits.
+  // The plan (tile, split-K, stream-K: conv3x3_implicit_gemm_plan.h), chosen once here for
+  // the launch, and split-K's fp32 partial sums where it splits, or stream-K's fixup slots
+  // and arrival counters (zero).
   const ImplicitGemmPlan plan = implicit_gemm_plan(args);
   args.plan = &plan;
   const int64_t workspace = plan.workspace_floats(K);
-  at::Tensor partial;
+  at::Tensor partial, counters;
   if (workspace > 0) {
     partial = at::empty({workspace}, x.options().dtype(at::kFloat));
-    poison_output(partial);  // every element must be written by a split
+    poison_output(partial);  // every element read must have been written
     args.workspace = partial.data_ptr<float>();
+  }
+  if (plan.fixup_counters() > 0) {
+    counters = at::zeros({plan.fixup_counters()}, x.options().dtype(at::kInt));
+    args.fixup_counters = counters.data_ptr<int32_t>();
   }
   launch_on_device(x, args, algorithm.cuda, algorithm.emu, op);
   return y.contiguous(format);  // a no-op where the kernel wrote y in x's format

@@ -186,6 +186,7 @@ EMU_TEST(implicit_gemm_stays_in_its_buffers) {
           const Problem p(s, 1, seed++);  // |sums| <= 9 C: exact in fp16 and bf16 for C = 8 and 64
           auto run = [&](auto buffers) {
             vk::Conv3x3Args a = buffers.args(s, vk::Layout::nhwc);
+            a.y_nchw = y_nchw;
             setenv("VGGKERN_IMPLICIT_GEMM_SPLIT_K", std::to_string(split).c_str(), 1);
             const vk::ImplicitGemmPlan plan = vk::implicit_gemm_plan(a, tile);
             unsetenv("VGGKERN_IMPLICIT_GEMM_SPLIT_K");
@@ -193,16 +194,36 @@ EMU_TEST(implicit_gemm_stays_in_its_buffers) {
             std::vector<float> workspace(plan.workspace_floats(s.K));
             a.plan = &plan;
             a.workspace = workspace.empty() ? nullptr : workspace.data();
-            a.y_nchw = y_nchw;
             vk::emu::conv3x3_implicit_gemm(a);
             buffers.check(p, y_nchw ? vk::Layout::nchw : vk::Layout::nhwc, 0.0);
-            if (vk::implicit_gemm_tile_name(tile)[1] == 's' && !y_nchw) {  // ws: one block taking every item
+            if (vk::implicit_gemm_tile_name(tile)[1] == 's' && !y_nchw) {
+              // ws: one block taking every item (its staging of y reused: 16-bit y); without
+              // split-K, stream-K over 3 blocks too (its fixup slots and counters in buffers of
+              // exactly their size: the pooled C = 64 shape's 2 tiles in 2 parts each).
               using E = typename decltype(buffers.y)::value_type;
-              std::fill(buffers.y.begin(), buffers.y.end(), to<E>(std::nanf("")));  // each element rewritten
-              setenv("VGGKERN_IMPLICIT_GEMM_GRID", "1", 1);  // (its staging of y reused: 16-bit y)
-              vk::emu::conv3x3_implicit_gemm(a);
-              unsetenv("VGGKERN_IMPLICIT_GEMM_GRID");
-              buffers.check(p, vk::Layout::nhwc, 0.0);
+              for (const char* grid : {"1", "3"}) {
+                if (grid[0] == '3' && split != 1) continue;
+                std::fill(buffers.y.begin(), buffers.y.end(), to<E>(std::nanf("")));  // each element rewritten
+                setenv("VGGKERN_IMPLICIT_GEMM_GRID", grid, 1);
+                setenv("VGGKERN_IMPLICIT_GEMM_SPLIT_K", std::to_string(split).c_str(), 1);
+                if (grid[0] == '3') setenv("VGGKERN_IMPLICIT_GEMM_STREAM_K", "on", 1);
+                const vk::ImplicitGemmPlan persistent = vk::implicit_gemm_plan(a, tile);
+                unsetenv("VGGKERN_IMPLICIT_GEMM_GRID");
+                unsetenv("VGGKERN_IMPLICIT_GEMM_SPLIT_K");
+                unsetenv("VGGKERN_IMPLICIT_GEMM_STREAM_K");
+                CHECK(persistent.grid() <= grid[0] - '0');  // stream-K: ranges of 8 slices or more (C = 8: 1 block)
+                CHECK((persistent.sk.sk_tiles > 0) == (grid[0] == '3'));
+                CHECK(persistent.sk.max_parts == (grid[0] == '3' && s.C == 64 ? persistent.grid() : 1) ||
+                      (s.N == 3 && persistent.sk.max_parts == 2));  // C = 64: 1 tile in G parts; 2 tiles in 2 each
+                std::vector<float> fixups(persistent.workspace_floats(s.K));
+                std::vector<int32_t> counters(persistent.fixup_counters(), 0);
+                vk::Conv3x3Args b = a;
+                b.plan = &persistent;
+                b.workspace = fixups.empty() ? nullptr : fixups.data();
+                b.fixup_counters = counters.empty() ? nullptr : counters.data();
+                vk::emu::conv3x3_implicit_gemm(b);
+                buffers.check(p, vk::Layout::nhwc, 0.0);
+              }
             }
           };
           run(Buffers<__half>(p, vk::Layout::nhwc, true));
