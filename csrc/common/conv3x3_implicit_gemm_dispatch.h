@@ -122,6 +122,7 @@ void conv3x3_implicit_gemm_run(const Conv3x3Args& a, const ImplicitGemmPlan& pla
   p.hw_out = a.pool ? (a.H / 2) * (a.W / 2) : a.H * a.W;
   p.splits = plan.splits;
   p.slices_per_split = static_cast<int>(plan.slices_per_split);
+  p.k_slices = static_cast<int>(plan.slices);  // < 2^31 (the plan)
   p.partial = a.workspace;
   p.sk = plan.sk;
   p.fixup_counters = a.fixup_counters;

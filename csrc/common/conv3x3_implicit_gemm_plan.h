@@ -14,7 +14,7 @@
 // fp32 partial sums to a workspace [S][M][K], and a second kernel adds the S partials in
 // order, then bias, ReLU and the pool. By counting: conv5 at batch 1 goes from 8 blocks
 // x 144 slices to 128 blocks x 9 slices, for 6.4 MB of partials through memory (~2 us).
-// The persistent ws tiles (y NHWC) have stream-K instead (stream_k.h): there, and where
+// ws128x256, persistent (y NHWC), has stream-K instead (stream_k.h): there, and where
 // whole tiles would leave the grid's last turn short, the blocks share the tiles' slices
 // equally and finish cut tiles in the kernel; VGGKERN_IMPLICIT_GEMM_SPLIT_K keeps split-K.
 // wg128x128, wg256x64 (one warpgroup), wg128x256 (two) and ws128x256 and ws128x128 (two
@@ -45,7 +45,7 @@
 //   VGGKERN_IMPLICIT_GEMM_SPLIT_K=S                      forces S (1: no split)
 //   VGGKERN_IMPLICIT_GEMM_GRID=N                         the ws tiles' persistent grid
 //                                                        (default one block per SM)
-//   VGGKERN_IMPLICIT_GEMM_STREAM_K=on|off                the ws tiles' stream-K (default:
+//   VGGKERN_IMPLICIT_GEMM_STREAM_K=on|off                ws128x256's stream-K (default:
 //                                                        where the tiles leave a short turn)
 #pragma once
 
@@ -79,11 +79,11 @@ struct ImplicitGemmPlan {
   bool persistent = false;
   StreamKSchedule sk;
   int64_t blocks() const { return m_tiles * k_blocks * splits; }
-  int64_t grid() const { return persistent ? sk.grid : blocks(); }
+  int64_t grid() const { return persistent ? int64_t(sk.grid) : blocks(); }
   // fp32 elements of the workspace: split-K's partial sums [S][M][K], or stream-K's fixup
   // slots (two per block, a tile's BM x BN sums each); 0 with neither.
   int64_t workspace_floats(int64_t K) const {
-    return splits > 1 ? int64_t(splits) * M * K : sk.sk_tiles > 0 ? 2 * sk.grid * bm * bn : 0;
+    return splits > 1 ? int64_t(splits) * M * K : sk.sk_tiles > 0 ? 2 * int64_t(sk.grid) * bm * bn : 0;
   }
   // Stream-K's arrival counters, one int per stream-K tile, zero before the launch.
   int64_t fixup_counters() const { return sk.sk_tiles; }
@@ -230,9 +230,9 @@ inline int64_t implicit_gemm_grid(const Conv3x3Args& a) {
   return v;
 }
 
-// Stream-K for the persistent ws tiles (stream_k.h): VGGKERN_IMPLICIT_GEMM_STREAM_K unset
+// Stream-K for ws128x256, persistent (stream_k.h): VGGKERN_IMPLICIT_GEMM_STREAM_K unset
 // (where the whole tiles would leave under 90% of the grid's turns used), "on" (wherever
-// the tile is a persistent ws tile and K is not split: so that the tests and a GPU run
+// the tile is ws128x256, persistent, and K is not split: so that the tests and a GPU run
 // measure it) or "off". Read per launch.
 enum class StreamKKnob { where_short, on, off };
 inline StreamKKnob implicit_gemm_stream_k_knob() {
@@ -284,9 +284,10 @@ inline ImplicitGemmPlan implicit_gemm_plan(const Conv3x3Args& a, ImplicitGemmTil
   // set), or wherever K is not split with VGGKERN_IMPLICIT_GEMM_STREAM_K=on; else their
   // items in turn on at most implicit_gemm_grid() blocks.
   p.persistent = is_ws(tile) && !a.y_nchw;
+  const bool stream_k_tile = p.persistent && tile == ImplicitGemmTile::ws128x256;  // the kernel's kStreamK
   const StreamKKnob stream_k = implicit_gemm_stream_k_knob();  // read (and checked) whatever the tile
   const bool split_forced = forced != nullptr && forced[0] != '\0';
-  if (p.persistent && (stream_k == StreamKKnob::on ? !split_forced || splits == 1
+  if (stream_k_tile && (stream_k == StreamKKnob::on ? !split_forced || splits == 1
                                                    : stream_k == StreamKKnob::where_short && !split_forced)) {
     const int64_t tiles = p.m_tiles * p.k_blocks, g0 = implicit_gemm_grid(a);
     // The region: every tile where there are fewer than blocks, else the remainder and one
@@ -296,22 +297,24 @@ inline ImplicitGemmPlan implicit_gemm_plan(const Conv3x3Args& a, ImplicitGemmTil
     const int64_t grid = std::min(g0, std::max<int64_t>(1, sk_tiles * p.slices / std::min(kMinSlices, p.slices)));
     const int64_t turns = (tiles + g0 - 1) / g0;
     const bool short_turn = tiles * 10 < turns * g0 * 9;  // under 90% of the turns' blocks busy
-    if ((stream_k == StreamKKnob::on || short_turn) && sk_tiles * p.slices <= INT64_MAX / (grid + 1)) {
+    if ((stream_k == StreamKKnob::on || short_turn) && sk_tiles * p.slices <= INT32_MAX / (grid + 1) &&
+        tiles <= INT32_MAX) {  // the schedule's 32-bit arithmetic (stream_k.h)
       splits = 1;
-      p.sk.grid = grid;
-      p.sk.dp_items = tiles - sk_tiles;  // a multiple of g0 = grid, or 0
-      p.sk.sk_tiles = sk_tiles;
-      p.sk.slices = p.slices;
-      for (int64_t u = 0; u < sk_tiles; ++u) p.sk.max_parts = std::max(p.sk.max_parts, p.sk.parts_of(u));
+      p.sk.grid = static_cast<int>(grid);
+      p.sk.dp_items = static_cast<int>(tiles - sk_tiles);  // a multiple of g0 = grid, or 0
+      p.sk.sk_tiles = static_cast<int>(sk_tiles);
+      p.sk.slices = static_cast<int>(p.slices);
+      for (int u = 0; u < p.sk.sk_tiles; ++u) p.sk.max_parts = std::max(p.sk.max_parts, p.sk.parts_of(u));
     }
   }
   if (splits > p.slices) splits = p.slices;
   p.slices_per_split = (p.slices + splits - 1) / splits;
   p.splits = static_cast<int>((p.slices + p.slices_per_split - 1) / p.slices_per_split);  // none empty
-  if (p.sk.sk_tiles == 0) {  // items in turn (persistent) or one block each
-    p.sk.grid = p.persistent ? std::min(p.blocks(), implicit_gemm_grid(a)) : p.blocks();
-    p.sk.dp_items = p.blocks();
-    p.sk.slices = p.slices_per_split;
+  if (p.sk.sk_tiles == 0) {  // items in turn (persistent) or one block each (a launch refuses 2^31 blocks)
+    const int64_t items = std::min<int64_t>(p.blocks(), INT32_MAX);
+    p.sk.grid = static_cast<int>(p.persistent ? std::min(items, implicit_gemm_grid(a)) : items);
+    p.sk.dp_items = static_cast<int>(items);
+    p.sk.slices = static_cast<int>(p.slices_per_split);
   }
   return p;
 }

@@ -1,5 +1,5 @@
-// Stream-K: how a persistent ws tile's grid (ws128x256, ws128x128 with y NHWC) shares its
-// work where the tiles do not divide by the grid. Host and device compute the same schedule
+// Stream-K: how ws128x256's persistent grid (y NHWC) shares its work where the tiles do
+// not divide by the grid (ws128x128 keeps whole tiles: its kStreamK). Host and device compute the same schedule
 // from this header (the plan sizes the workspace with it, the kernel walks it).
 //
 // Why: conv5 at batch 64 is 196 tiles of 128 x 256 on 132 SMs. One tile per block and turn
@@ -18,7 +18,11 @@
 // least a tile long, so a tile has at most 2 parts), or every tile where there are fewer
 // tiles than blocks; the full turns before it stay whole. A block's range touches
 // consecutive tiles, whole except the first and the last: its items are its data-parallel
-// ones, then one per tile touched (a segment).
+// ones, then one per tile touched (a segment). 32-bit arithmetic (the consumers compute
+// their segment after the main loop, with the accumulators live: a 64-bit division there is
+// a call that cost 3 registers and local-memory reloads in the loop, python -m
+// benchmarks.sass_loop): the plan keeps dp_items, and sk_tiles x slices x (grid + 1), under
+// 2^31.
 #pragma once
 
 #include <cstdint>
@@ -35,46 +39,46 @@ namespace vk {
 // `tile` (0-based in the region), part `part` of its `parts` (by K order), and `slot`: the
 // fixup slot its partial sums go to (2b for the block's first segment, 2b + 1 for its last).
 struct StreamKSegment {
-  int64_t tile, kt0, n, slot;
+  int tile, kt0, n, slot;
   int part, parts;
 };
 
 struct StreamKSchedule {
-  int64_t grid = 1;      // G: the blocks
-  int64_t dp_items = 0;  // items [0, dp_items): whole, block d % G takes item d
-  int64_t sk_tiles = 0;  // the stream-K region's tiles (the plan's items dp_items on)
-  int64_t slices = 1;    // K slices per tile
+  int grid = 1;      // G: the blocks
+  int dp_items = 0;  // items [0, dp_items): whole, block d % G takes item d
+  int sk_tiles = 0;  // the stream-K region's tiles (the plan's items dp_items on)
+  int slices = 1;    // K slices per tile
   int max_parts = 1;     // the most parts of any stream-K tile
 
-  VK_HOST_DEVICE int64_t sk_slices() const { return sk_tiles * slices; }  // I
-  // The first stream-K slice of block b (b = G: the end). The plan keeps I * G < 2^63.
-  VK_HOST_DEVICE int64_t begin(int64_t b) const { return b * sk_slices() / grid; }
+  VK_HOST_DEVICE int sk_slices() const { return sk_tiles * slices; }  // I
+  // The first stream-K slice of block b (b = G: the end). The plan keeps I (G + 1) < 2^31.
+  VK_HOST_DEVICE int begin(int b) const { return b * sk_slices() / grid; }
   // The block whose range holds slice i: the largest b with begin(b) <= i.
-  VK_HOST_DEVICE int64_t block_of(int64_t i) const { return ((i + 1) * grid - 1) / sk_slices(); }
-  VK_HOST_DEVICE int64_t dp_count(int64_t b) const { return b < dp_items ? (dp_items - b + grid - 1) / grid : 0; }
+  VK_HOST_DEVICE int block_of(int i) const { return ((i + 1) * grid - 1) / sk_slices(); }
+  VK_HOST_DEVICE int dp_count(int b) const { return b < dp_items ? (dp_items - b + grid - 1) / grid : 0; }
   // Block b's items: its data-parallel ones, then a segment per stream-K tile its range touches.
-  VK_HOST_DEVICE int64_t items(int64_t b) const {
-    const int64_t lo = begin(b), hi = begin(b + 1);
+  VK_HOST_DEVICE int items(int b) const {
+    const int lo = begin(b), hi = begin(b + 1);
     return dp_count(b) + (hi > lo ? (hi - 1) / slices - lo / slices + 1 : 0);
   }
   // Stream-K tile u's parts: the blocks whose ranges touch it, first_block(u) on.
-  VK_HOST_DEVICE int64_t first_block(int64_t u) const { return block_of(u * slices); }
-  VK_HOST_DEVICE int parts_of(int64_t u) const {
+  VK_HOST_DEVICE int first_block(int u) const { return block_of(u * slices); }
+  VK_HOST_DEVICE int parts_of(int u) const {
     return static_cast<int>(block_of(u * slices + slices - 1) - first_block(u) + 1);
   }
   // The fixup slot of part k of tile u: its block's first segment (2b) or its last (2b +
   // 1). Parts 1 on begin inside the tile, so it is their first: 2 (first_block(u) + k);
   // part 0 is its block's first where that block's range begins at the tile's first slice.
-  VK_HOST_DEVICE int64_t slot(int64_t u, int k) const {
-    const int64_t b0 = first_block(u);
+  VK_HOST_DEVICE int slot(int u, int k) const {
+    const int b0 = first_block(u);
     return 2 * (b0 + k) + (k == 0 && begin(b0) != u * slices ? 1 : 0);
   }
   // Block b's segment j (0 = its first stream-K item).
-  VK_HOST_DEVICE StreamKSegment segment(int64_t b, int64_t j) const {
-    const int64_t lo = begin(b), hi = begin(b + 1);
+  VK_HOST_DEVICE StreamKSegment segment(int b, int j) const {
+    const int lo = begin(b), hi = begin(b + 1);
     StreamKSegment s;
     s.tile = lo / slices + j;
-    const int64_t start = s.tile * slices;
+    const int start = s.tile * slices;
     s.kt0 = lo > start ? lo - start : 0;
     s.n = (hi < start + slices ? hi - start : slices) - s.kt0;
     s.parts = parts_of(s.tile);

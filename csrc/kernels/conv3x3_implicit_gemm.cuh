@@ -218,15 +218,15 @@
 // H200 (9f429b0's _ncu.md, conv3_2) cuDNN's kernel that keeps the tensor pipe 96% busy has
 // this shape (persistent blocks of three warpgroups, one loading with TMA), ours kept it
 // 60% busy (wg128x128). Counted (python -m benchmarks.sass_loop; nvcc 13.0, sm_90a, 32-bit
-// offsets): the consumers' loop 57 instructions per slice around 2 HGMMA.64x256x16, 0.22
+// offsets): the consumers' loop 57 instructions per slice (53 since stream-K's work items) around 2 HGMMA.64x256x16, 0.22
 // of a sub-partition's issue slots (wg128x256: 145 per slice, 0.57; with named full
 // barriers nvcc had unrolled it 4 slices deep, 143 per 4, 0.14: the mbarrier's try_wait
 // loop stops that); the producer's cp.async loop 161 per slice and warp (TF32, with its
 // rounding pass: 222; 64-bit offsets 220 and 281); its tensor-load loop 66 per slice, 2 of
 // them UTMALDG, issued by one warp (one thread active); pooled, 154 per slice in warp 0 (5
 // UTMALDG, each ~20 instructions, most of them its ELECT loop's moves of the operands to
-// uniform registers: the 17 a slice from one thread were 336). 165 registers (162 with
-// 64-bit offsets; 384 threads may have 168; 159 and 162 before the slab order's epilogue,
+// uniform registers: the 17 a slice from one thread were 336). 168 registers with stream-K's
+// fixup (below), 165 before (162 with 64-bit offsets; 384 threads may have 168; 159 and 162 before the slab order's epilogue,
 // 163 and 164 before the staged stores), no spills; 6 stages, 144 KiB (+ 64 KiB of y's
 // staging with 16-bit y: 208). Predicted for the tensor loads,
 // not measured (no GPU since): the 1536 cp.async of a slice (16 bytes each, 128 threads x
@@ -265,9 +265,12 @@
 // (128 + 128) x 32: 160 bytes per tensor clock, wg128x128's 80% shared-memory cap (128 x
 // 256: none). 8 stages (128 KiB; kStages above; + 2 x 32 KiB of y's staging with 16-bit y:
 // 192). python -m benchmarks.sass_loop: 165 registers with 16-bit y, 158 fp32 (165 and 161 with
-// 64-bit offsets; 128 accumulators a thread; 158 with 16-bit y before the staged stores), the consumers' loop 75
-// instructions per slice around 4 HGMMA.64x128x16 (0.30 of a warp's issue slots), the
-// producer's cp.async loop 129 (8 copies per thread), its tensor loads 60 (pooled 128). Per
+// 64-bit offsets; 128 accumulators a thread; 158 with 16-bit y before the staged stores;
+// with stream-K's work items, 168 with 64-bit offsets, no spills), the consumers' loop 75
+// (74 since) instructions per slice around 4 HGMMA.64x128x16 (0.30 of a warp's issue slots), the
+// producer's cp.async loop 129 (131 since; 8 copies per thread), its tensor loads 60 (pooled 128;
+// 63 and 148 since: the pooled loads' address arithmetic left the uniform datapath, R2UR 62 ->
+// 88 a slice, cause not found; sub-partition share 0.79 -> 0.87). Per
 // sub-partition and slice (256 tensor clocks at the peak: one computing warp and a producer
 // warp; sass_loop's "SP"), 76 + 129 = 0.80 of the issue slots by cp.async (64-bit offsets
 // 0.99), 0.53 by tensor loads (sub-partition 0; pooled, its 17 loads a slice: 0.80),
@@ -278,7 +281,7 @@
 // under the epilogue) and the epilogue under the other warpgroup's main loop; the focus run
 // in benchmarks/README.md times it against wg128x128 on conv2_1, conv2_2 and conv5, and
 // against ws128x256 on conv3 and conv4.
-// Stream-K (the persistent ws tiles; ../common/stream_k.h): where whole tiles would leave
+// Stream-K (ws128x256, persistent; ../common/stream_k.h): where whole tiles would leave
 // the grid's last turn short (conv5 at batch 64 on ws128x256: 196 tiles on 132 SMs, 1.48
 // turns, 74% of the blocks' turns busy; the H200 timed wg128x256 there at 137 us, 44% of the
 // fp16 peak, with its tiles at 59% while they ran: results/2026-12-04_H200_a95939d.json),
@@ -295,9 +298,11 @@
 // the focus run's copies rows time it against whole tiles (tma-whole,
 // VGGKERN_IMPLICIT_GEMM_STREAM_K=off). Checked on the emulator: the schedule covers every
 // slice once and shares it within a slice (tests/emu/test_stream_k.cpp); bit for bit with
-// mma.sync on exact sums, tiles in 2 and 3 parts, pooled, staged stores and pairs, both
-// ws tiles; its buffers exactly sized (emu_asan); python -m benchmarks.sass_loop: see the
-// ws paragraphs' register counts.
+// mma.sync on exact sums, tiles in 2 and 3 parts, pooled, staged stores and pairs; its
+// buffers exactly sized (emu_asan). Cost (python -m benchmarks.sass_loop; nvcc 13.0):
+// ws128x256's consumers at 168 registers (165 before; 162 with 64-bit offsets), no spills,
+// their loop 53 instructions a slice (57 before). ws128x128 keeps whole tiles (kStreamK:
+// its fixup spilled up to 20 bytes there; its conv5 items are 2.97 turns).
 // The wgmma tiles run where forced or measured fastest until a GPU has confirmed them bit
 // for bit against the emulator on exact-sum data (tests/test_conv3x3_implicit_gemm.py; the
 // hardware's accumulation rounding is unspecified, so only such data can be compared
@@ -341,6 +346,11 @@ struct ImplicitGemmTiling {
   // outputs while the other computes; at BN = 256 the two share every item (cooperative).
   static constexpr bool kPingPong = kWs && kBN == 128;
   static constexpr int kConsumerGroups = kPingPong ? 2 : 1;  // computing groups, each on its own items
+  // Stream-K (../common/stream_k.h): ws128x256 only. ws128x128's items are half as long
+  // (conv5 at batch 64: 392 on 132 SMs, 2.97 turns), and its fixup cost the ping-pong
+  // consumers, at the 168 registers 384 threads may have, up to 20 bytes of spills with
+  // 64-bit offsets (nvcc 13.0, ptxas -v).
+  static constexpr bool kStreamK = kWs && !kPingPong;
   // Warps along M and N that compute one item: mma.sync, 64 x 64 each; wgmma and wgmma_ws,
   // one warpgroup where BN = 128 (two m64n128 per k-step) and two where BN = 256 (one
   // m64n256 each, on 64 of the 128 rows); wgmma_t, one (1 x 4 warps).
@@ -500,6 +510,9 @@ struct ImplicitGemmParams {
   int splits;
   int slices_per_split;
   float* partial;
+  // K_gemm's 64-byte slices (ceil(9C / kBK)): a parameter, not computed from C, so that the
+  // persistent kernels read it per item rather than hold it (it cost ws128x256 a spill).
+  int k_slices;
   // K_gemm's order of 64-byte slices (see "K order" above): 1, channel slice by channel
   // slice, the 9 taps of each in turn (needs C a multiple of kBK); 0, tap by tap.
   int taps_inner;
@@ -521,14 +534,13 @@ struct ImplicitGemmParams {
 };
 
 // One work item of a block: its tile (M tile x k_blocks + K tile), split-K's split, its K
-// slices [kt0, kt0 + n_tiles); stream-K, its part of the tile (of `parts`; 1: the whole
-// tile), the tile's index in the stream-K region (its counter) and the fixup slot of this
-// block's partial sums; first and last: the block's first and last item.
+// slices [kt0, kt0 + n_tiles); its index j among the block's items (stream-K's fixup
+// finds its segment from it after the main loop, rather than holding the segment's part,
+// parts and slot in registers through it); first and last: the block's first and last.
 template <class Index>
 struct ImplicitGemmWork {
   Index tile;
-  int split, kt0, n_tiles, part, parts;
-  int64_t sk_tile, slot;
+  int split, kt0, n_tiles, j;
   bool first, last;
 };
 
@@ -696,60 +708,73 @@ __device__ __noinline__ void store_nchw_tile(const float* c_smem, T* y, Index pi
 // d % splits's share.
 template <class L, class Index>
 __device__ __forceinline__ ImplicitGemmWork<Index> implicit_gemm_item_work(const ImplicitGemmParams<Index>& p,
-                                                                           int64_t d) {
+                                                                           int d) {
   ImplicitGemmWork<Index> w;
-  const int k_tiles = static_cast<int>((9 * p.C + L::kBK - 1) / L::kBK);
   w.tile = static_cast<Index>(d / p.splits);
-  w.split = static_cast<int>(d % p.splits);
+  w.split = d % p.splits;
   w.kt0 = w.split * p.slices_per_split;
-  w.n_tiles = min(p.slices_per_split, k_tiles - w.kt0);
-  w.part = 0, w.parts = 1, w.sk_tile = -1, w.slot = -1;
+  w.n_tiles = min(p.slices_per_split, p.k_slices - w.kt0);
+  w.j = 0;
   w.first = w.last = true;
   return w;
 }
 
-// Item j of block b's `count` (a grid of sk.grid blocks): its data-parallel items first
+// Item j of this block's `count` (a grid of sk.grid blocks): its data-parallel items first
 // (item b + j G), then its stream-K segments.
 template <class L, class Index>
-__device__ __forceinline__ ImplicitGemmWork<Index> implicit_gemm_work(const ImplicitGemmParams<Index>& p, int64_t b,
-                                                                      int64_t j, int64_t count) {
+__device__ __forceinline__ ImplicitGemmWork<Index> implicit_gemm_work(const ImplicitGemmParams<Index>& p, int j,
+                                                                      int count) {
   ImplicitGemmWork<Index> w;
-  const int64_t dp = p.sk.dp_count(b);
+  const int b = blockIdx.x, dp = p.sk.dp_count(b);
   if (j < dp) {
-    w = implicit_gemm_item_work<L>(p, b + j * p.sk.grid);
+    w = implicit_gemm_item_work<L>(p, b + j * p.sk.grid);  // < 2^31: the plan's dp_items
   } else {
     const StreamKSegment s = p.sk.segment(b, j - dp);
     w.tile = static_cast<Index>(p.sk.dp_items + s.tile);
     w.split = 0;
     w.kt0 = static_cast<int>(s.kt0);
     w.n_tiles = static_cast<int>(s.n);
-    w.part = s.part, w.parts = s.parts, w.sk_tile = s.tile, w.slot = s.slot;
   }
+  w.j = j;
   w.first = j == 0;
   w.last = j + 1 == count;
   return w;
 }
 
-// Stream-K's fixup of a tile computed in parts (work.parts > 1; ../common/stream_k.h), by
-// the item's consumers (thread `tid` of kItemThreads), each holding kMTiles x kNTiles x 4
-// accumulators of this block's part: true where this block finishes the tile (acc then
-// holds the tile's sums, for the epilogue), false where it leaves it to another. A part
-// that finds every other part's sums written (the tile's counter at parts - 1) adds them;
-// else it writes its own to its fixup slot (a float4 per thread and step, 512 contiguous
-// bytes a warp), fences them, and counts itself in, and finishes the tile if its count
-// made parts - 1. No block waits for another: whichever part arrives last finishes, and
-// typically it is part 0 (the tile's first slices, its block's last segment, finishing
-// after the others' first), which then writes nothing. The sums are added in part order
-// (K order), this block's own in its place, so the result is the same whichever finishes.
+// Stream-K's fixup of this block's item j where it is a tile's part (../common/stream_k.h),
+// by the item's consumers (thread `tid` of kItemThreads), each holding kMTiles x kNTiles x 4
+// accumulators of this block's part: true where the item is a whole tile or this block
+// finishes it (acc then holds the tile's sums, for the epilogue), false where it leaves it
+// to another. A part that finds every other part's sums written (the tile's counter at
+// parts - 1) adds them; else it writes its own to its fixup slot (a float4 per thread and
+// step, 512 contiguous bytes a warp), fences them, and counts itself in, and finishes the
+// tile if its count made parts - 1. No block waits for another: whichever part arrives
+// last finishes, and typically it is part 0 (the tile's first slices, its block's last
+// segment, finishing after the others' first), which then writes nothing. The sums are
+// added in part order (K order), in place: from its own where it is part 0, else from
+// part 0's (its own written first, where it had not been), so the result is the same
+// whichever finishes. (Adding each element's parts in turn, with its own held aside, cost
+// the consumers 5 KiB of spills at 168 registers: nvcc 13.0, ptxas -v.)
 template <class L, class Index>
-__device__ __forceinline__ bool stream_k_fixup(const ImplicitGemmParams<Index>& p, const ImplicitGemmWork<Index>& work,
-                                               float* acc, int tid) {
+__device__ __forceinline__ bool stream_k_fixup(const ImplicitGemmParams<Index>& p, int j, float* acc, int tid) {
+  const int b = blockIdx.x, dp = p.sk.dp_count(b);
+  if (j < dp) return true;  // a data-parallel item: whole
+  const StreamKSegment work = p.sk.segment(b, j - dp);
+  if (work.parts == 1) return true;
   constexpr int kVecs = L::kMTiles * L::kNTiles;  // float4 per thread
   const int group = static_cast<int>(threadIdx.x) / L::kItemThreads, barrier = L::kStoreBarrier + group;
   VK_SHARED(int, finishes, [L::kConsumerGroups]);  // thread 0's finding, for its group
-  int32_t* const counter = p.fixup_counters + work.sk_tile;
-  float4* const slots = reinterpret_cast<float4*>(p.partial) + tid;
-  const int64_t slot_floats4 = int64_t(kVecs) * L::kItemThreads;
+  int32_t* const counter = p.fixup_counters + work.tile;
+  // Slot s's float4 of this thread: s * kSlot + i * kItemThreads + tid (int: < 2^31, as
+  // slots < 2 grid), from p.partial: offsets, not pointers, held between the steps.
+  constexpr int kSlot = kVecs * L::kItemThreads;
+  auto slot = [&](int s) { return reinterpret_cast<float4*>(p.partial) + (s * kSlot + tid); };
+  auto write_own = [&] {
+    float4* const mine = slot(work.slot);
+#pragma unroll
+    for (int i = 0; i < kVecs; ++i)
+      st_global(mine + i * L::kItemThreads, make_float4(acc[4 * i], acc[4 * i + 1], acc[4 * i + 2], acc[4 * i + 3]));
+  };
   bar_sync(barrier, L::kItemThreads);  // the group's reads of the last finding are done
   if (tid == 0) {
     st_shared(&finishes[group], atomicAdd(counter, 0) == work.parts - 1 ? 1 : 0);
@@ -757,10 +782,7 @@ __device__ __forceinline__ bool stream_k_fixup(const ImplicitGemmParams<Index>& 
   }
   bar_sync(barrier, L::kItemThreads);
   if (ld_shared(&finishes[group]) == 0) {
-    float4* const mine = slots + work.slot * slot_floats4;
-#pragma unroll
-    for (int i = 0; i < kVecs; ++i) st_global(mine + i * L::kItemThreads, make_float4(acc[4 * i], acc[4 * i + 1],
-                                                                                      acc[4 * i + 2], acc[4 * i + 3]));
+    write_own();
     __threadfence();  // this thread's sums, before the count below
     bar_sync(barrier, L::kItemThreads);
     if (tid == 0) {
@@ -769,21 +791,25 @@ __device__ __forceinline__ bool stream_k_fixup(const ImplicitGemmParams<Index>& 
     }
     bar_sync(barrier, L::kItemThreads);
     if (ld_shared(&finishes[group]) == 0) return false;
+  } else if (work.part != 0) {
+    write_own();  // read back below, by this thread alone
   }
   // Part 0's slot, and part k's (k >= 1: the first segment of block first_block + k).
-  const float4* const part0 = slots + p.sk.slot(work.sk_tile, 0) * slot_floats4;
-  const float4* const parts = slots + 2 * p.sk.first_block(work.sk_tile) * slot_floats4;  // + 2k slots
+  if (work.part != 0) {
+    const float4* const part0 = slot(p.sk.slot(work.tile, 0));
 #pragma unroll
-  for (int i = 0; i < kVecs; ++i) {
-    const float4 own = make_float4(acc[4 * i], acc[4 * i + 1], acc[4 * i + 2], acc[4 * i + 3]);
-    float4 sum = own;
-    for (int k = 0; k < work.parts; ++k) {
-      const float4* const src = k == 0 ? part0 : parts + 2 * k * slot_floats4;
-      const float4 v = k == work.part ? own : ld_global_cg(src + i * L::kItemThreads);
-      if (k == 0) sum = v;
-      else sum.x += v.x, sum.y += v.y, sum.z += v.z, sum.w += v.w;
+    for (int i = 0; i < kVecs; ++i) {
+      const float4 v = ld_global_cg(part0 + i * L::kItemThreads);
+      acc[4 * i] = v.x, acc[4 * i + 1] = v.y, acc[4 * i + 2] = v.z, acc[4 * i + 3] = v.w;
     }
-    acc[4 * i] = sum.x, acc[4 * i + 1] = sum.y, acc[4 * i + 2] = sum.z, acc[4 * i + 3] = sum.w;
+  }
+  for (int k = 1; k < work.parts; ++k) {
+    const float4* const src = slot(2 * (p.sk.first_block(work.tile) + k));
+#pragma unroll
+    for (int i = 0; i < kVecs; ++i) {
+      const float4 v = ld_global_cg(src + i * L::kItemThreads);
+      acc[4 * i] += v.x, acc[4 * i + 1] += v.y, acc[4 * i + 2] += v.z, acc[4 * i + 3] += v.w;
+    }
   }
   return true;
 }
@@ -1238,8 +1264,8 @@ __device__ __forceinline__ void conv3x3_implicit_gemm_item(const T* __restrict__
     }
   }
   cp_async_wait<0>();
-  if constexpr (L::kWs)  // stream-K: a tile in parts, finished by one of them
-    if (work.parts > 1 && !stream_k_fixup<L>(p, work, &acc[0][0][0], tid)) return;
+  if constexpr (L::kStreamK)  // stream-K: a tile in parts, finished by one of them
+    if (p.sk.sk_tiles > 0 && !stream_k_fixup<L>(p, work.j, &acc[0][0][0], tid)) return;
   const int g = lane / 4, t = lane % 4;
   if (p.splits > 1) {  // split-K: raw sums straight from the accumulators to partial[split]
     float* const part = p.partial + static_cast<Index>(split) * p.M * p.K;
@@ -1540,19 +1566,18 @@ __global__ void __launch_bounds__(ImplicitGemmTiling<T, kBM, kBN, kLoop>::kBlock
       mbar_init_fence();
     }
     __syncthreads();
-    const int64_t b = blockIdx.x, items = p.sk.items(b);  // gridDim.x == p.sk.grid (the dispatch)
+    const int items = static_cast<int>(p.sk.items(blockIdx.x));  // gridDim.x == p.sk.grid (the dispatch)
     if (threadIdx.x >= L::kThreads) {
-      for (int64_t j = 0; j < items; ++j)
+      for (int j = 0; j < items; ++j)
         conv3x3_implicit_gemm_item<T, kMma, kBM, kBN, kLoop, Role::producer>(
-            x, w, bias, y, p, implicit_gemm_work<L>(p, b, j, items), pipelined, full, maps);
+            x, w, bias, y, p, implicit_gemm_work<L>(p, j, items), pipelined, full, maps);
     } else {
       // Ping-pong: warpgroup j computes the block's items j, j + 2, ..., counting on the
       // other's slices; cooperative: both compute every item.
       const unsigned group = threadIdx.x / L::kItemThreads;
-      unsigned turn = 0;
-      for (int64_t j = 0; j < items; ++j, turn = turn + 1 == L::kConsumerGroups ? 0 : turn + 1) {
-        const ImplicitGemmWork<Index> work = implicit_gemm_work<L>(p, b, j, items);
-        if (turn == group)
+      for (int j = 0; j < items; ++j) {
+        const ImplicitGemmWork<Index> work = implicit_gemm_work<L>(p, j, items);
+        if (static_cast<unsigned>(j) % L::kConsumerGroups == group)  // its turn (j, not a count: one register less)
           conv3x3_implicit_gemm_item<T, kMma, kBM, kBN, kLoop, Role::consumer>(x, w, bias, y, p, work, pipelined,
                                                                                full, maps);
         else
@@ -1564,7 +1589,7 @@ __global__ void __launch_bounds__(ImplicitGemmTiling<T, kBM, kBN, kLoop>::kBlock
     }
   } else {
     conv3x3_implicit_gemm_item<T, kMma, kBM, kBN, kLoop, Role::all>(
-        x, w, bias, y, p, implicit_gemm_item_work<L>(p, blockIdx.x), pipelined, nullptr, maps);
+        x, w, bias, y, p, implicit_gemm_item_work<L>(p, static_cast<int>(blockIdx.x)), pipelined, nullptr, maps);
   }
 }
 

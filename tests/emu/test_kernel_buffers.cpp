@@ -198,8 +198,9 @@ EMU_TEST(implicit_gemm_stays_in_its_buffers) {
             buffers.check(p, y_nchw ? vk::Layout::nchw : vk::Layout::nhwc, 0.0);
             if (vk::implicit_gemm_tile_name(tile)[1] == 's' && !y_nchw) {
               // ws: one block taking every item (its staging of y reused: 16-bit y); without
-              // split-K, stream-K over 3 blocks too (its fixup slots and counters in buffers of
-              // exactly their size: the pooled C = 64 shape's 2 tiles in 2 parts each).
+              // split-K, ws128x256 by stream-K over 3 blocks too (its fixup slots and counters in
+              // buffers of exactly their size: the pooled C = 64 shape's 2 tiles in 2 parts each;
+              // ws128x128 keeps whole tiles).
               using E = typename decltype(buffers.y)::value_type;
               for (const char* grid : {"1", "3"}) {
                 if (grid[0] == '3' && split != 1) continue;
@@ -212,9 +213,10 @@ EMU_TEST(implicit_gemm_stays_in_its_buffers) {
                 unsetenv("VGGKERN_IMPLICIT_GEMM_SPLIT_K");
                 unsetenv("VGGKERN_IMPLICIT_GEMM_STREAM_K");
                 CHECK(persistent.grid() <= grid[0] - '0');  // stream-K: ranges of 8 slices or more (C = 8: 1 block)
-                CHECK((persistent.sk.sk_tiles > 0) == (grid[0] == '3'));
-                CHECK(persistent.sk.max_parts == (grid[0] == '3' && s.C == 64 ? persistent.grid() : 1) ||
-                      (s.N == 3 && persistent.sk.max_parts == 2));  // C = 64: 1 tile in G parts; 2 tiles in 2 each
+                const bool sk = grid[0] == '3' && tile == vk::ImplicitGemmTile::ws128x256;
+                CHECK((persistent.sk.sk_tiles > 0) == sk);
+                CHECK(persistent.sk.max_parts == (sk && s.C == 64 ? persistent.grid() : 1) ||
+                      (sk && s.N == 3 && persistent.sk.max_parts == 2));  // C = 64: 1 tile in G parts; 2 tiles in 2 each
                 std::vector<float> fixups(persistent.workspace_floats(s.K));
                 std::vector<int32_t> counters(persistent.fixup_counters(), 0);
                 vk::Conv3x3Args b = a;

@@ -90,17 +90,20 @@ EMU_TEST(stream_k_schedule_covers_every_slice_once) {
   CHECK(conv4_on.sk.sk_tiles == 124 + 132 && conv4_on.sk.dp_items == 528);
   check_schedule(conv4_on);
   // Fewer tiles than blocks: conv5 at batch 1 (4 tiles of 144 slices) on 72 blocks of 8
-  // slices, 18 parts a tile, in place of split-K; ws128x128 at batch 2 (16 tiles, 132 blocks).
+  // slices, 18 parts a tile, in place of split-K; pooled at batch 4 (8 tiles, 132 blocks).
   const vk::ImplicitGemmPlan small = plan_for(1, 512, 14, 14, 512, false, T::ws128x256, "", "");
   CHECK(small.splits == 1 && small.grid() == 72 && small.sk.max_parts == 18);
   check_schedule(small);
-  check_schedule(plan_for(2, 512, 14, 14, 512, true, T::ws128x128, "", ""));
+  check_schedule(plan_for(4, 512, 14, 14, 512, true, T::ws128x256, "", ""));
   // Odd grids and shapes, forced on: every promise holds (parts up to 3 where ranges are
   // shorter than a tile).
   for (const char* grid : {"1", "2", "3", "5", "7", "13", "132"})
     for (const int64_t C : {8, 64, 200})
-      check_schedule(plan_for(3, C, 11, 13, 300, false, T::ws128x128, "on", grid));
-  // Not chosen: turned off, K split by force, a tile that is not a persistent ws tile.
+      check_schedule(plan_for(3, C, 11, 13, 300, false, T::ws128x256, "on", grid));
+  // Not chosen: turned off, K split by force, ws128x128 (whole tiles: the kernel's
+  // kStreamK), a tile that is not a persistent ws tile.
+  const vk::ImplicitGemmPlan pingpong = plan_for(1, 512, 14, 14, 512, false, T::ws128x128, "on", "");
+  CHECK(pingpong.persistent && pingpong.sk.sk_tiles == 0);
   CHECK(plan_for(64, 512, 14, 14, 512, false, T::ws128x256, "off", "").sk.sk_tiles == 0);
   CHECK(plan_for(64, 512, 14, 14, 512, false, T::ws128x256, "", "", "2").sk.sk_tiles == 0);
   const vk::ImplicitGemmPlan wg = plan_for(64, 512, 14, 14, 512, false, T::wg128x256, "on", "");
