@@ -40,15 +40,17 @@ DTYPES = (torch.float16, torch.float32, torch.bfloat16)
 
 
 def _conv_runs():
-    """(algo, forced tile, forced split-K) per conv run: every algorithm as the op picks
-    it; implicit_gemm's default plan here (256 x 64: K = 19; no split), the other tiles
-    forced (wg*: wgmma; fp32 as TF32, torch's default), and split-K forced (its partial
-    sums and reduction kernel)."""
+    """(algo, forced tile, forced split-K, forced stream-K) per conv run: every algorithm as
+    the op picks it; implicit_gemm's default plan here (256 x 64: K = 19; no split), the
+    other tiles forced (wg*: wgmma; fp32 as TF32, torch's default), split-K forced (its
+    partial sums and reduction kernel), and ws128x256 with stream-K forced on (C = 64: tiles
+    in 2 to 5 parts, the fixup's slots and counters)."""
     algos = vggkern.algorithms()
-    runs = [(a, "", "") for a in ["auto", *algos]]
+    runs = [(a, "", "", "") for a in ["auto", *algos]]
     forced = [t for t in IMPLICIT_GEMM_TILES if t != "256x64"]  # 256x64: the default above
-    runs += [("implicit_gemm", t, "") for t in forced]
-    runs += [("implicit_gemm", "", "3")] + [("implicit_gemm", t, "3") for t in forced if is_wgmma(t)]
+    runs += [("implicit_gemm", t, "", "") for t in forced]
+    runs += [("implicit_gemm", "", "3", "")] + [("implicit_gemm", t, "3", "") for t in forced if is_wgmma(t)]
+    runs += [("implicit_gemm", t, "", "on") for t in forced if t == "ws128x256"]
     return runs
 
 
@@ -96,16 +98,20 @@ def main(argv=None):
 def _conv_cases(rounds, runs, deadline, g, bad):
     """Runs the conv cases, round by round, until the deadline: (ran, refused, bad)."""
     ran = skipped = 0
-    for (dt, cl, (relu, pool)), (algo, tile, split) in itertools.product(rounds, runs):
+    for (dt, cl, (relu, pool)), (algo, tile, split, stream_k) in itertools.product(rounds, runs):
         if deadline is not None and time.time() > deadline:
             break
-        c = 32 if tile.startswith("ws") else 17  # a ws tile with C = 32: its tensor loads, where unpooled and 16-bit
+        # A ws tile with C = 32: its tensor loads, where unpooled and 16-bit; stream-K's with
+        # C = 64: 18 slices a tile, so that ranges of 8 or more cut tiles into parts.
+        c = 64 if stream_k else 32 if tile.startswith("ws") else 17
         x = torch.randn(2, c, 13, 10, generator=g).to(dt)
         w = (torch.randn(19, c, 3, 3, generator=g) * 0.1).to(dt)
         b = torch.randn(19, generator=g).to(dt)
-        label = f"conv3x3 {algo} tile={tile or '-'} split={split or '-'} {dt} cl={cl} relu={relu} pool={pool}"
+        label = f"conv3x3 {algo} tile={tile or '-'} split={split or '-'}" + (f" stream_k={stream_k}" if stream_k else "") \
+            + f" {dt} cl={cl} relu={relu} pool={pool}"
         try:
-            with env_var("VGGKERN_IMPLICIT_GEMM_TILE", tile), env_var("VGGKERN_IMPLICIT_GEMM_SPLIT_K", split):
+            with env_var("VGGKERN_IMPLICIT_GEMM_TILE", tile), env_var("VGGKERN_IMPLICIT_GEMM_SPLIT_K", split), \
+                    env_var("VGGKERN_IMPLICIT_GEMM_STREAM_K", stream_k):
                 y = vggkern.conv3x3(_on_gpu(x, cl), _on_gpu(w), _on_gpu(b), relu=relu, pool=pool, algo=algo)
         except (ValueError, NotImplementedError) as e:  # a refused combination, not a fault
             print(f"{label}: not supported ({str(e)[:100]})")

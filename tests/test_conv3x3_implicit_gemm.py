@@ -969,6 +969,55 @@ def test_gpu_tensor_loads_match_emulator_bit_for_bit(tile, dtype, grid, split, m
         assert torch.equal(cpu, gpu)
 
 
+
+# Stream-K (ws128x256) on the GPU at conv5's scale, where the emulator cannot go: batch 64
+# (196 tiles of 128 x 256 on every SM, tiles in 2 parts), batch 1 (4 tiles in up to 18 parts
+# of 8 slices: 72 blocks adding into the same 4 tiles at once) and an odd grid of 97 blocks
+# at batch 16 (up to 3 parts). Here the fixup's fences and arrival counters run under real
+# concurrency: the emulator's fences order every access, so a missing or misplaced one shows
+# only on a GPU. Exact sums (small integers): bit for bit the same tile's result without
+# stream-K (VGGKERN_IMPLICIT_GEMM_STREAM_K=off: whole tiles, or split-K at batch 1), with the
+# call's default copies (tensor loads, unless device_run.sh turned them off after its probe)
+# and with cp.async, pooled and not. Random data: the same bits on every run (the parts are
+# added in K order whichever finishes), within the float64 bound.
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA GPU visible")
+@pytest.mark.parametrize("tile", ["ws128x256"])
+@pytest.mark.parametrize("dtype", HALF_DTYPES, ids=str)
+@pytest.mark.parametrize("n,grid,pool,copies", [(64, "", False, "default"), (64, "", True, "default"),
+                                                (64, "", True, "cp_async"), (1, "", False, "default"),
+                                                (16, "97", True, "default")])
+def test_gpu_stream_k_at_conv5_scale(tile, dtype, n, grid, pool, copies, monkeypatch):
+    from vggkern import _C
+
+    _skip_without_wgmma(tile, "cuda")
+    monkeypatch.setenv("VGGKERN_IMPLICIT_GEMM_TILE", tile)
+    monkeypatch.setenv("VGGKERN_IMPLICIT_GEMM_GRID", grid)
+    monkeypatch.setenv("VGGKERN_IMPLICIT_GEMM_STREAM_K", "on")
+    if copies == "cp_async":  # else left as it is: device_run.sh turns tensor loads off where its probe failed
+        monkeypatch.setenv("VGGKERN_IMPLICIT_GEMM_TMA", "off")
+    sms = torch.cuda.get_device_properties(0).multi_processor_count
+    plan = _C.implicit_gemm_plan(n, 512, 14, 14, 512, 2, pool, sms, tile)
+    assert plan["persistent"] and plan["sk_tiles"] > 0 and plan["max_parts"] >= 2
+    g = torch.Generator().manual_seed(n)
+    x = torch.randint(-3, 4, (n, 512, 14, 14), generator=g).to(dtype).cuda().contiguous(
+        memory_format=torch.channels_last)
+    w = torch.randint(-2, 3, (512, 512, 3, 3), generator=g).to(dtype).cuda()
+    b = torch.randint(-5, 6, (512,), generator=g).to(dtype).cuda()
+    sk = vggkern.conv3x3(x, w, b, relu=True, pool=pool, algo=ALGO)
+    ran = _C.implicit_gemm_last_copies()
+    assert ran["stream_k"] == f"{plan['sk_tiles']} of {plan['m_tiles'] * plan['k_blocks']} tiles on {plan['grid']} blocks"
+    assert copies != "cp_async" or ran["path"] == "cp_async"
+    monkeypatch.setenv("VGGKERN_IMPLICIT_GEMM_STREAM_K", "off")
+    whole = vggkern.conv3x3(x, w, b, relu=True, pool=pool, algo=ALGO)
+    assert _C.implicit_gemm_last_copies()["stream_k"] == ""
+    assert torch.equal(sk, whole)
+    monkeypatch.setenv("VGGKERN_IMPLICIT_GEMM_STREAM_K", "on")
+    x, w, b = _inputs(n, 512, 512, 14, 14, dtype, "cuda", channels_last=True, seed=n)
+    runs = [vggkern.conv3x3(x, w, b, relu=True, pool=pool, algo=ALGO) for _ in range(3)]
+    assert all(torch.equal(runs[0], r) for r in runs[1:])
+    _check(runs[0], x, w, b, True, pool, algo=ALGO)
+
 # "auto": the measured table's pick (csrc/common/conv3x3_tuned.h, from benchmarks/tune.py),
 # else direct; the nn module lays the weight out for what auto resolves to.
 @pytest.mark.parametrize("tables", ["build", "run_time"])

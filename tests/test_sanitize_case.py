@@ -10,7 +10,7 @@ import torch
 import vggkern
 from benchmarks import sanitize_case as sc
 
-ENV = ("VGGKERN_IMPLICIT_GEMM_TILE", "VGGKERN_IMPLICIT_GEMM_SPLIT_K")
+ENV = ("VGGKERN_IMPLICIT_GEMM_TILE", "VGGKERN_IMPLICIT_GEMM_SPLIT_K", "VGGKERN_IMPLICIT_GEMM_STREAM_K")
 
 
 @pytest.fixture
@@ -23,7 +23,8 @@ def cpu_stands_in(monkeypatch):
 
 def test_first_round_runs_every_conv_path_and_agrees(cpu_stands_in, capsys):
     runs = sc._conv_runs()
-    assert ("implicit_gemm", "", "3") in runs and ("winograd_f4x4", "", "") in runs and ("auto", "", "") in runs
+    assert ("implicit_gemm", "", "3", "") in runs and ("winograd_f4x4", "", "", "") in runs and ("auto", "", "", "") in runs
+    assert ("implicit_gemm", "ws128x256", "", "on") in runs
     assert sc.main(["--rounds", "1"]) == 0
     out = capsys.readouterr().out
     assert "maxpool2x2: 18 cases run" in out
@@ -72,7 +73,7 @@ def test_first_three_rounds_run_every_path_in_every_dtype(cpu_stands_in, monkeyp
 
     def recorded(x, w, b, *, relu, pool, algo):
         seen.append((algo, os.environ["VGGKERN_IMPLICIT_GEMM_TILE"], os.environ["VGGKERN_IMPLICIT_GEMM_SPLIT_K"],
-                     x.dtype))
+                     os.environ["VGGKERN_IMPLICIT_GEMM_STREAM_K"], x.dtype))
         y = F.conv2d(x.double(), w.double(), b.double(), padding=1)
         y = F.relu(y) if relu else y
         return (F.max_pool2d(y, 2, 2) if pool else y).to(x.dtype)

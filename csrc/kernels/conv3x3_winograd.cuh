@@ -82,7 +82,13 @@
 // fp16/bf16 rows) for 4 or 2 tiles, so rows are kBT + 4 floats apart (4 banks): 8 rows x
 // 4 tiles are conflict-free, 16 x 2 are 2-way (the price of whole 32-byte sectors in y;
 // all NHWC reads were 4-way with 32 channels per warp).
-// Measurement: pending a GPU session (see benchmarks/).
+// Measured (one H200, `bash benchmarks/device_run.sh` on commit a95939d, this kernel
+// unchanged since: benchmarks/results/2026-12-04_H200_a95939d.json, batch 64, CUDA-event medians),
+// in effective TFLOP/s (the direct conv's FLOP count), fp32 NCHW + ReLU: F(2x2) 32.7-35.3
+// on conv1_2 to conv3_1 (cuDNN's fp32, TF32 off: 35.4-39.3; our direct: 26.2-34.0),
+// F(4x4) 27.7-29.8; 16-bit the same (the GEMM runs on the CUDA cores; not profiled).
+// Neither is "auto"'s pick (a looser error bound; in 16 bits the tensor-core implicit GEMM
+// is 11-12x faster).
 #pragma once
 
 #include "numeric.cuh"
