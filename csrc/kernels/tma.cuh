@@ -200,11 +200,14 @@ __device__ __forceinline__ void mbar_init(uint64_t* bar, uint32_t count VK_CALL_
 #endif
 }
 
-// Makes the initialised barriers visible to the async proxy (the TMA unit); a
-// __syncthreads() after it makes them visible to the block's threads.
+// Makes the initialised barriers visible to the async proxy (the TMA unit, whose loads
+// complete their bytes on them); a __syncthreads() after it makes them visible to the
+// block's threads. Both fences: fence.mbarrier_init (CUTLASS's; ptxas emits nothing for it
+// in a launch without clusters) and fence.proxy.async.shared::cta (the CUDA programming
+// guide's TMA example, between the init and the first copy).
 __device__ __forceinline__ void mbar_init_fence() {
 #if defined(VK_TMA_PTX)
-  asm volatile("fence.mbarrier_init.release.cluster;" ::: "memory");
+  asm volatile("fence.mbarrier_init.release.cluster;\n\tfence.proxy.async.shared::cta;" ::: "memory");
 #endif
 }
 
