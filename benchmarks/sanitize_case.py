@@ -50,7 +50,8 @@ def _conv_runs():
     forced = [t for t in IMPLICIT_GEMM_TILES if t != "256x64"]  # 256x64: the default above
     runs += [("implicit_gemm", t, "", "") for t in forced]
     runs += [("implicit_gemm", "", "3", "")] + [("implicit_gemm", t, "3", "") for t in forced if is_wgmma(t)]
-    runs += [("implicit_gemm", t, "", "on") for t in forced if t == "ws128x256"]
+    if "ws128x256" in forced:
+        runs.append(("implicit_gemm", "ws128x256", "", "on"))
     return runs
 
 

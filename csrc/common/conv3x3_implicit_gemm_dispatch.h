@@ -110,7 +110,8 @@ void conv3x3_implicit_gemm_run(const Conv3x3Args& a, const ImplicitGemmPlan& pla
     throw std::invalid_argument("vggkern.conv3x3: too many blocks for one implicit_gemm launch");
   if (plan.splits > 1 && a.workspace == nullptr)
     throw std::logic_error("vggkern.conv3x3: implicit_gemm split-K needs its workspace");
-  if (plan.sk.sk_tiles > 0 && (!L::kStreamK || !plan.persistent || a.workspace == nullptr || a.fixup_counters == nullptr))
+  if (plan.sk.sk_tiles > 0 &&
+      (!L::kStreamK || !plan.persistent || a.workspace == nullptr || a.fixup_counters == nullptr))
     throw std::logic_error("vggkern.conv3x3: implicit_gemm stream-K needs ws128x256, persistent, its workspace and "
                            "its counters");
   ImplicitGemmParams<Index> p;

@@ -1,6 +1,7 @@
 // Stream-K: how ws128x256's persistent grid (y NHWC) shares its work where the tiles do
-// not divide by the grid (ws128x128 keeps whole tiles: its kStreamK). Host and device compute the same schedule
-// from this header (the plan sizes the workspace with it, the kernel walks it).
+// not divide by the grid (ws128x128 keeps whole tiles: its kStreamK). Host and device
+// compute the same schedule from this header (the plan sizes the workspace with it, the
+// kernel walks it).
 //
 // Why: conv5 at batch 64 is 196 tiles of 128 x 256 on 132 SMs. One tile per block and turn
 // takes two turns, the second on 64 SMs: 74% of the GPU's tensor time is used (H200,
@@ -48,7 +49,7 @@ struct StreamKSchedule {
   int dp_items = 0;  // items [0, dp_items): whole, block d % G takes item d
   int sk_tiles = 0;  // the stream-K region's tiles (the plan's items dp_items on)
   int slices = 1;    // K slices per tile
-  int max_parts = 1;     // the most parts of any stream-K tile
+  int max_parts = 1;  // the most parts of any stream-K tile
 
   VK_HOST_DEVICE int sk_slices() const { return sk_tiles * slices; }  // I
   // The first stream-K slice of block b (b = G: the end). The plan keeps I (G + 1) < 2^31.
@@ -64,7 +65,7 @@ struct StreamKSchedule {
   // Stream-K tile u's parts: the blocks whose ranges touch it, first_block(u) on.
   VK_HOST_DEVICE int first_block(int u) const { return block_of(u * slices); }
   VK_HOST_DEVICE int parts_of(int u) const {
-    return static_cast<int>(block_of(u * slices + slices - 1) - first_block(u) + 1);
+    return block_of(u * slices + slices - 1) - first_block(u) + 1;
   }
   // The fixup slot of part k of tile u: its block's first segment (2b) or its last (2b +
   // 1). Parts 1 on begin inside the tile, so it is their first: 2 (first_block(u) + k);
@@ -82,7 +83,7 @@ struct StreamKSchedule {
     s.kt0 = lo > start ? lo - start : 0;
     s.n = (hi < start + slices ? hi - start : slices) - s.kt0;
     s.parts = parts_of(s.tile);
-    s.part = static_cast<int>(b - first_block(s.tile));
+    s.part = b - first_block(s.tile);
     s.slot = slot(s.tile, s.part);  // 2b where j = 0, else 2b + 1
     return s;
   }

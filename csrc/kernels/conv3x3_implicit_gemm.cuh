@@ -218,16 +218,17 @@
 // H200 (9f429b0's _ncu.md, conv3_2) cuDNN's kernel that keeps the tensor pipe 96% busy has
 // this shape (persistent blocks of three warpgroups, one loading with TMA), ours kept it
 // 60% busy (wg128x128). Counted (python -m benchmarks.sass_loop; nvcc 13.0, sm_90a, 32-bit
-// offsets): the consumers' loop 57 instructions per slice (53 since stream-K's work items) around 2 HGMMA.64x256x16, 0.22
-// of a sub-partition's issue slots (wg128x256: 145 per slice, 0.57; with named full
+// offsets): the consumers' loop 57 instructions per slice (53 since stream-K's work
+// items) around 2 HGMMA.64x256x16, 0.22 of a sub-partition's issue slots (wg128x256: 145 per slice, 0.57; with named full
 // barriers nvcc had unrolled it 4 slices deep, 143 per 4, 0.14: the mbarrier's try_wait
 // loop stops that); the producer's cp.async loop 161 per slice and warp (TF32, with its
 // rounding pass: 222; 64-bit offsets 220 and 281); its tensor-load loop 66 per slice, 2 of
 // them UTMALDG, issued by one warp (one thread active); pooled, 154 per slice in warp 0 (5
 // UTMALDG, each ~20 instructions, most of them its ELECT loop's moves of the operands to
-// uniform registers: the 17 a slice from one thread were 336). 168 registers with stream-K's
-// fixup (below), 165 before (162 with 64-bit offsets; 384 threads may have 168; 159 and 162 before the slab order's epilogue,
-// 163 and 164 before the staged stores), no spills; 6 stages, 144 KiB (+ 64 KiB of y's
+// uniform registers: the 17 a slice from one thread were 336). 168 registers with
+// stream-K's fixup (below), 165 before (162 with 64-bit offsets; 384 threads may have 168;
+// 159 and 162 before the slab order's epilogue, 163 and 164 before the staged stores), no
+// spills; 6 stages, 144 KiB (+ 64 KiB of y's
 // staging with 16-bit y: 208). Predicted for the tensor loads,
 // not measured (no GPU since): the 1536 cp.async of a slice (16 bytes each, 128 threads x
 // 12) and their address arithmetic (161 instructions in each producer warp) leave the SM's
@@ -732,8 +733,8 @@ __device__ __forceinline__ ImplicitGemmWork<Index> implicit_gemm_work(const Impl
     const StreamKSegment s = p.sk.segment(b, j - dp);
     w.tile = static_cast<Index>(p.sk.dp_items + s.tile);
     w.split = 0;
-    w.kt0 = static_cast<int>(s.kt0);
-    w.n_tiles = static_cast<int>(s.n);
+    w.kt0 = s.kt0;
+    w.n_tiles = s.n;
   }
   w.j = j;
   w.first = j == 0;
@@ -1566,7 +1567,7 @@ __global__ void __launch_bounds__(ImplicitGemmTiling<T, kBM, kBN, kLoop>::kBlock
       mbar_init_fence();
     }
     __syncthreads();
-    const int items = static_cast<int>(p.sk.items(blockIdx.x));  // gridDim.x == p.sk.grid (the dispatch)
+    const int items = p.sk.items(blockIdx.x);  // gridDim.x == p.sk.grid (the dispatch)
     if (threadIdx.x >= L::kThreads) {
       for (int j = 0; j < items; ++j)
         conv3x3_implicit_gemm_item<T, kMma, kBM, kBN, kLoop, Role::producer>(
