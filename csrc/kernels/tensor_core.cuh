@@ -234,9 +234,11 @@ __device__ __forceinline__ void wgmma_pin(float* d) {
 }
 
 // Orders this thread's generic-proxy writes to shared memory (stores, cp.async after its
-// wait) before later async-proxy reads (wgmma); a barrier then publishes them.
+// wait) before later async-proxy reads (wgmma, tensor stores); a barrier then publishes
+// them. An sm_90 instruction (not sm_90a's alone, unlike wgmma): emitted wherever the
+// tensor loads' and stores' own wrappers are (tma.cuh).
 __device__ __forceinline__ void fence_proxy_async() {
-#if defined(__CUDA_ARCH_FEAT_SM90_ALL)
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
   asm volatile("fence.proxy.async.shared::cta;\n" ::: "memory");
 #elif !defined(__CUDACC__)
   ::vk::emu::async_proxy_fence();  // the emulator checks wgmma's reads against it
