@@ -35,7 +35,9 @@ case also run with y in pairs at random, bit for bit), --minutes 5 --seed 211: 5
 failed. With ws128x256's stream-K (2026-12-05): a directed run of ws128x256 alone (stream-K on
 or by default, no forced split-K, grids drawn), --minutes 5 --seed 307 (beside a CI run): 292
 cases, none failed. Then the whole fuzz again on 369ccc8 (2026-12-05, --minutes 15 --seed 401):
-10,857 cases (4,079 also prepared, 1,088 with the TF32 chain flags), none failed.
+10,857 cases (4,079 also prepared, 1,088 with the TF32 chain flags), none failed. On 9db9839
+(2026-12-05, --minutes 15 --seed 409): 12,774 cases (4,837 also prepared, 1,290 with the TF32
+chain flags), none failed.
 """
 import argparse
 import os
