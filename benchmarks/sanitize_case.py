@@ -108,8 +108,8 @@ def _conv_cases(rounds, runs, deadline, g, bad):
         x = torch.randn(2, c, 13, 10, generator=g).to(dt)
         w = (torch.randn(19, c, 3, 3, generator=g) * 0.1).to(dt)
         b = torch.randn(19, generator=g).to(dt)
-        label = f"conv3x3 {algo} tile={tile or '-'} split={split or '-'}" + (f" stream_k={stream_k}" if stream_k else "") \
-            + f" {dt} cl={cl} relu={relu} pool={pool}"
+        sk = f" stream_k={stream_k}" if stream_k else ""
+        label = f"conv3x3 {algo} tile={tile or '-'} split={split or '-'}{sk} {dt} cl={cl} relu={relu} pool={pool}"
         try:
             with env_var("VGGKERN_IMPLICIT_GEMM_TILE", tile), env_var("VGGKERN_IMPLICIT_GEMM_SPLIT_K", split), \
                     env_var("VGGKERN_IMPLICIT_GEMM_STREAM_K", stream_k):

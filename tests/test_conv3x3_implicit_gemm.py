@@ -969,7 +969,6 @@ def test_gpu_tensor_loads_match_emulator_bit_for_bit(tile, dtype, grid, split, m
         assert torch.equal(cpu, gpu)
 
 
-
 # Stream-K (ws128x256) on the GPU at conv5's scale, where the emulator cannot go: batch 64
 # (196 tiles of 128 x 256 on every SM, tiles in 2 parts), batch 1 (4 tiles in up to 18 parts
 # of 8 slices: 72 blocks adding into the same 4 tiles at once) and an odd grid of 97 blocks
@@ -1017,6 +1016,7 @@ def test_gpu_stream_k_at_conv5_scale(tile, dtype, n, grid, pool, copies, monkeyp
     runs = [vggkern.conv3x3(x, w, b, relu=True, pool=pool, algo=ALGO) for _ in range(3)]
     assert all(torch.equal(runs[0], r) for r in runs[1:])
     _check(runs[0], x, w, b, True, pool, algo=ALGO)
+
 
 # "auto": the measured table's pick (csrc/common/conv3x3_tuned.h, from benchmarks/tune.py),
 # else direct; the nn module lays the weight out for what auto resolves to.

@@ -218,32 +218,31 @@
 // H200 (9f429b0's _ncu.md, conv3_2) cuDNN's kernel that keeps the tensor pipe 96% busy has
 // this shape (persistent blocks of three warpgroups, one loading with TMA), ours kept it
 // 60% busy (wg128x128). Counted (python -m benchmarks.sass_loop; nvcc 13.0, sm_90a, 32-bit
-// offsets): the consumers' loop 57 instructions per slice (53 since stream-K's work
-// items) around 2 HGMMA.64x256x16, 0.22 of a sub-partition's issue slots (wg128x256: 145 per slice, 0.57; with named full
-// barriers nvcc had unrolled it 4 slices deep, 143 per 4, 0.14: the mbarrier's try_wait
-// loop stops that); the producer's cp.async loop 161 per slice and warp (TF32, with its
-// rounding pass: 222; 64-bit offsets 220 and 281); its tensor-load loop 66 per slice, 2 of
-// them UTMALDG, issued by one warp (one thread active); pooled, 154 per slice in warp 0 (5
-// UTMALDG, each ~20 instructions, most of them its ELECT loop's moves of the operands to
-// uniform registers: the 17 a slice from one thread were 336). 168 registers with
-// stream-K's fixup (below), 165 before (162 with 64-bit offsets; 384 threads may have 168;
-// 159 and 162 before the slab order's epilogue, 163 and 164 before the staged stores), no
-// spills; 6 stages, 144 KiB (+ 64 KiB of y's
-// staging with 16-bit y: 208). Predicted for the tensor loads,
-// not measured (no GPU since): the 1536 cp.async of a slice (16 bytes each, 128 threads x
-// 12) and their address arithmetic (161 instructions in each producer warp) leave the SM's
-// issue slots and its load/store pipeline to two tensor loads (63 instructions of one
-// warp); the bytes written into shared memory (24 KiB a slice) stay the
-// same, so by the shared-memory count above the tile stays at that unit's limit. Checked on the emulator
-// (named barriers and mbarriers with per-warp clocks, the tensor loads as writes by their
-// issuer: csrc/emu/runtime.cpp, tma_emu.cpp): bit for bit with mma.sync's 128 x 128 and
-// with wg128x256, both copy paths (pooled too, NaN and infinities in x), over persistent
-// grids of 1 to 3 blocks, race-free (a consumer that releases a stage one slice early fails
-// there; so do a wait of the wrong parity, swapped im2col offsets, a wrong byte count, the
-// even and odd rows' maps swapped, slabs that do not carry into the next image, a window
-// max that drops a row), bank-conflict-free. Time on the
-// GPU: pending a GPU session (benchmarks/README.md has the focus run that times it against
-// wg128x256, with and without the tensor loads).
+// offsets): the consumers' loop 57 instructions per slice (53 since stream-K's work items)
+// around 2 HGMMA.64x256x16, 0.22 of a sub-partition's issue slots (wg128x256: 145 per
+// slice, 0.57; with named full barriers nvcc had unrolled it 4 slices deep, 143 per 4,
+// 0.14: the mbarrier's try_wait loop stops that); the producer's cp.async loop 161 per
+// slice and warp (TF32, with its rounding pass: 222; 64-bit offsets 220 and 281); its
+// tensor-load loop 66 per slice, 2 of them UTMALDG, issued by one warp (one thread active);
+// pooled, 154 per slice in warp 0 (5 UTMALDG, each ~20 instructions, most of them its ELECT
+// loop's moves of the operands to uniform registers: the 17 a slice from one thread were
+// 336). 168 registers with stream-K's fixup (below), 165 before (162 with 64-bit offsets;
+// 384 threads may have 168; 159 and 162 before the slab order's epilogue, 163 and 164
+// before the staged stores), no spills; 6 stages, 144 KiB (+ 64 KiB of y's staging with
+// 16-bit y: 208). Predicted for the tensor loads, not measured (no GPU since): the 1536
+// cp.async of a slice (16 bytes each, 128 threads x 12) and their address arithmetic (161
+// instructions in each producer warp) leave the SM's issue slots and its load/store
+// pipeline to two tensor loads (63 instructions of one warp); the bytes written into shared
+// memory (24 KiB a slice) stay the same, so by the shared-memory count above the tile stays
+// at that unit's limit. Checked on the emulator (named barriers and mbarriers with per-warp
+// clocks, the tensor loads as writes by their issuer: csrc/emu/runtime.cpp, tma_emu.cpp):
+// bit for bit with mma.sync's 128 x 128 and with wg128x256, both copy paths (pooled too,
+// NaN and infinities in x), over persistent grids of 1 to 3 blocks, race-free (a consumer
+// that releases a stage one slice early fails there; so do a wait of the wrong parity,
+// swapped im2col offsets, a wrong byte count, the even and odd rows' maps swapped, slabs
+// that do not carry into the next image, a window max that drops a row),
+// bank-conflict-free. Time on the GPU: pending a GPU session (benchmarks/README.md has the
+// focus run that times it against wg128x256, with and without the tensor loads).
 // ws128x128 (wgmma_ws at BN = 128), for VGG's K = 128 layers (conv2_1, conv2_2: 18% of
 // VGG16's conv FLOPs, where wg128x128 measured 34-40% of the peak) and, persistent, the 14
 // x 14 layers' tail: conv5 at batch 64 is 196 items of 128 x 256 on 132 SMs (1.48 waves,
