@@ -405,6 +405,36 @@ def test_auto_reads_an_ambiguous_layout_as_the_op_does():
         vggkern.set_tuned_tables(None)
 
 
+@pytest.mark.parametrize("cl_algo", ["implicit_gemm", "direct"])
+def test_auto_reads_a_strided_channels_last_view_as_the_op_does(cl_algo):
+    """A channels_last tensor's channel slice (strides (256, 1, 64, 16): channels_last-like,
+    not channels_last-contiguous) is channels_last to the op: resolve_algo, the module's
+    "auto" and the op's own "auto" all take the channels_last entry, and the op runs it."""
+    import torch
+    import vggkern
+    from vggkern import _C
+
+    x = torch.randn(1, 16, 4, 4, dtype=torch.float16).contiguous(memory_format=torch.channels_last)[:, :8]
+    assert not x.is_contiguous(memory_format=torch.channels_last) and not x.is_contiguous()
+    w = torch.randn(8, 8, 3, 3, dtype=torch.float16)
+    nchw_algo = {"implicit_gemm": "direct", "direct": "implicit_gemm"}[cl_algo]
+    entry = {"dtype": "float16", "C": 8, "K": 8, "H": 4, "W": 4, "pool": False, "N": 1}
+    try:
+        vggkern.set_tuned_tables({"auto": [dict(entry, channels_last=True, algo=cl_algo),
+                                           dict(entry, channels_last=False, algo=nchw_algo)]})
+        assert vggkern.resolve_algo(x, 8) == cl_algo
+        conv = vggkern.Conv3x3(8, 8, bias=False).half()
+        assert conv._resolved_auto(x, False) == cl_algo
+        _C.emu_reset_global_stats()
+        y = torch.ops.vggkern.conv3x3(x, w, None, False, False, "auto")
+        ran = [name for name in _C.emu_global_stats() if name.startswith("conv3x3_")]
+        assert ran and all(name.startswith(f"conv3x3_{cl_algo}") for name in ran), ran
+        ref = torch.nn.functional.conv2d(x.double(), w.double(), padding=1)
+        assert (y.double() - ref).abs().max().item() < 2e-2 * ref.abs().max().item()
+    finally:
+        vggkern.set_tuned_tables(None)
+
+
 BAD_TABLES = [
     ({"tiles": [], "autos": []}, r"unknown keys \['autos'\]"),
     ({"tiles": [{"C": 60, "K": 64, "H": 8, "W": 8, "pool": False, "N": 1, "tile": "128x64", "tf32": False}]},

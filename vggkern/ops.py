@@ -133,7 +133,7 @@ def resolve_algo(x: torch.Tensor, out_channels: int, *, pool: bool = False, algo
     if algo != "auto":
         return algo
     n, c, h, w = x.shape
-    channels_last = x.is_contiguous(memory_format=torch.channels_last) and not x.is_contiguous()
+    channels_last = suggest_memory_format(x) == torch.channels_last  # the op's reading of x's layout
     return _C.conv3x3_auto(str(x.dtype).removeprefix("torch."), n, c, h, w, out_channels, channels_last, pool,
                            _tf32_allowed(allow_tf32))
 
