@@ -56,9 +56,14 @@ inline TmaKnob implicit_gemm_tma_knob() {
 // of the slice), and x is used as it is (fp32 x that the kernel rounds to TF32 in shared
 // memory is not). With the pool the boxes are runs of x's even and odd rows, viewed as
 // tensors of H / 2 rows (H, W even), and the tile's rows are in slab order (the kernel's M
-// order), which only the persistent epilogue reads (y NHWC, no split-K).
+// order), which only the persistent epilogue reads (y NHWC, no split-K). The loads'
+// coordinates are 32-bit (the weight's K position up to 9C, its row k0 < K, and x's pixel
+// n, h, w), so each must be under 2^31 (the driver would take a map of up to 2^32 rows).
 inline std::string implicit_gemm_tma_refusal(const Conv3x3Args& a, const ImplicitGemmPlan& plan, bool taps_inner,
                                              bool x_tf32, int slice) {
+  if (9 * a.C > INT32_MAX || a.K > INT32_MAX || a.N > INT32_MAX || a.H > INT32_MAX || a.W > INT32_MAX)
+    return "9C = " + std::to_string(9 * a.C) + ", K, N, H or W of 2^31 or more (the tensor loads' coordinates are "
+           "32-bit)";
   if (a.pool && (a.H % 2 != 0 || a.W % 2 != 0))
     return "the fused pool on an odd map (" + std::to_string(a.H) + " x " + std::to_string(a.W) +
            ": the even and odd rows' views need H and W even)";

@@ -8,6 +8,7 @@
 #include <vector>
 
 #include "../../csrc/common/backends.h"
+#include "../../csrc/common/conv3x3_implicit_gemm_dispatch.h"
 #include "../../csrc/common/conv3x3_implicit_gemm_plan.h"
 #include "../../csrc/emu/cuda_types.h"
 #include "harness.h"
@@ -56,6 +57,31 @@ EMU_TEST(maxpool2x2_kernel_matches_loops) {
 }  // namespace
 
 namespace {
+
+// The ws tiles' tensor loads take 32-bit coordinates: a call whose K position (up to 9C)
+// or K, N, H, W reaches 2^31 copies by cp.async (Index positions) instead; one just under
+// passes. Shapes only (no data): C = 238,609,312 is the first multiple of the 32-channel
+// slice with 9C > 2^31 - 1 (a 4.3 GB fp16 weight at K = 1).
+EMU_TEST(implicit_gemm_tensor_loads_refuse_coordinates_of_2_to_the_31) {
+  const int64_t big_c = 238609312;
+  vk::Conv3x3Args a{nullptr, nullptr, nullptr, nullptr, vk::DType::float16, vk::Layout::nhwc, 1, big_c, 1, 1, 1,
+                    false, false, nullptr};
+  auto refusal = [](const vk::Conv3x3Args& args) {
+    return vk::implicit_gemm_tma_refusal(args, vk::implicit_gemm_plan(args), false, false, 32);
+  };
+  CHECK(refusal(a).find("of 2^31 or more (the tensor loads' coordinates are 32-bit)") != std::string::npos);
+  vk::Conv3x3Args under = a;
+  under.C = big_c - 32;  // 9C = 2,147,483,520
+  CHECK(refusal(under).empty());
+  for (int64_t vk::Conv3x3Args::*dim : {&vk::Conv3x3Args::K, &vk::Conv3x3Args::N, &vk::Conv3x3Args::H,
+                                         &vk::Conv3x3Args::W}) {
+    vk::Conv3x3Args past = under;
+    past.*dim = int64_t(1) << 31;
+    CHECK(!refusal(past).empty());
+    past.*dim = INT32_MAX;
+    CHECK(refusal(past).empty());
+  }
+}
 
 // implicit_gemm through its launcher alone (fp16, NHWC, weight (K, 3, 3, C), C a
 // multiple of 8): the plan is computed there when the caller gives none, and a plan made
