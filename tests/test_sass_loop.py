@@ -164,24 +164,24 @@ def test_main_loop_of_every_instantiation(tmp_path):
             # Warp-specialised: the consumers' loop has no copies, only each slice's wait at its
             # full mbarrier (a try_wait loop: nvcc no longer unrolls the slice loop, which it did
             # 4 deep around named barriers: 143 instructions per 8 HGMMA), 2 HGMMA.64x256 per
-            # warpgroup and the empty-barrier arrive: 57 instructions (int32; 60 int64), 0.22
-            # of the issue slots. The producer's cp.async loop makes each slice's 12 copies per
-            # thread: 161 instructions per slice and producer warp (int32; 220 int64; TF32's
-            # rounding pass: 222 and 281); its tensor-load loop issues 2 UTMALDG per slice
+            # warpgroup and the empty-barrier arrive: 53 instructions (int32 and int64; TF32 57),
+            # 0.21 of the issue slots. The producer's cp.async loop makes each slice's 12 copies
+            # per thread: 161 instructions per slice and producer warp (int32; 222 int64; TF32's
+            # rounding pass: 222 and 283); its tensor-load loop issues 2 UTMALDG per slice
             # from one thread, 66 instructions a slice (its K position advanced without
             # division; unrolled 4 deep); with the pool, lane 0 of each producer warp issues 4
             # x boxes a slice (warp 0 also the weight's tile), 154 instructions a slice in warp
             # 0 (each UTMALDG ~20, most of them its ELECT loop's moves to uniform registers).
             # ws128x128 (ping-pong: a warpgroup computes a whole item): the same loop around 4
-            # HGMMA.64x128 (76 instructions, int32; 77 int64: 0.30 of the slots; 52 around 2
+            # HGMMA.64x128 (74 instructions, int32; 75 int64: 0.29 of the slots; 52 around 2
             # while its two warpgroups shared each item, 0.41), 8 copies per producer thread
-            # (129 instructions; 176 int64; TF32 190, 237), tensor loads 60 (pooled 128). (The
+            # (131 instructions; 180 int64; TF32 192, 239), tensor loads 63 (pooled 148). (The
             # slice's stage and phase by unsigned arithmetic: 6 fewer than by signed.)
             share, cp_int32, cp_int64 = WS_BOUNDS[tile]
             # Per sub-partition at the peak (a warp of each warpgroup computing the item, and a
-            # producer warp), by cp.async / tensor loads / pooled tensor loads: ws128x256 0.54
-            # / 0.35 / 0.52 (int64 0.68 / 0.38 / 0.55); ws128x128 0.80 / 0.53 / 0.80 (int64
-            # 0.99 / 0.54 / 0.80; TF32 by cp.async 1.04): one computing warp's loop a slice, where
+            # producer warp), by cp.async / tensor loads / pooled tensor loads: ws128x256 0.52
+            # / 0.34 / 0.51 (int64 0.64 / 0.34 / 0.51); ws128x128 0.80 / 0.54 / 0.87 (int64
+            # 1.00 / 0.54 / 0.87; TF32 by cp.async 1.04): one computing warp's loop a slice, where
             # sharing the items it was two (0.94 / 0.66 / 1.01).
             sp = r["sub_partition_share"]
             assert sp["tma"] < sp["cp_async"] and sp["tma"] <= (0.4 if tile == "ws128x256" else 0.6), r
