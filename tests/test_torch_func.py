@@ -235,6 +235,15 @@ def test_refusals_under_transforms():
         grad(lambda w: torch.ops.vggkern.conv3x3(x, w, b, False, False, "direct").sum())(w)
     with pytest.raises(NotImplementedError, match="vggkern.conv3x3: under torch.func transforms"):
         jvp(lambda x: torch.ops.vggkern.conv3x3(x, w, b, False, False, "direct"), (x,), (x,))
+    # ... and the weight transforms' ops, which the Python functions run as Functions there
+    for name, args in (("winograd_weight", (2,)), ("tensor_core_weight", ())):
+        op = getattr(torch.ops.vggkern, name)
+        with pytest.raises(NotImplementedError, match=rf"vggkern.{name}: under torch.func transforms .* call "
+                                                      rf"vggkern.{name}, which"):
+            grad(lambda w: op(w, *args).sum())(w)
+        with pytest.raises(NotImplementedError, match=rf"vggkern.{name}: under torch.func transforms"):
+            jvp(lambda w: op(w, *args), (w,), (w,))
+        assert vmap(lambda w: op(w, *args))(w[None]).shape == op(w, *args)[None].shape  # nothing to differentiate
     # Under vmap, what an element is, not the folded batch.
     with pytest.raises(ValueError, match=r"conv3x3: expected x to be a 4-D tensor \(N, C, H, W\), got a 3-D tensor "
                                          r"of shape \[3, 6, 6\]"):
@@ -380,6 +389,80 @@ def test_derivatives_for_x_through_a_pre_transformed_weight(tile):
     per_sample = vmap(grad(lambda xi: ours(xi.unsqueeze(0)).square().sum()))(x)
     torch.testing.assert_close(per_sample.double(), grad(lambda x: theirs(x).square().sum())(x.double()),
                                rtol=1e-5, atol=1e-5)
+
+
+_TRANSFORMS = {"winograd_f2x2": lambda w: vggkern.winograd_weight(w, 2),
+               "winograd_f4x4": lambda w: vggkern.winograd_weight(w, 4),
+               "implicit_gemm": vggkern.tensor_core_weight}
+
+
+@pytest.mark.parametrize("algo", list(_TRANSFORMS))
+def test_derivatives_through_a_weight_transform(algo):
+    # grad, jvp, forward_ad (through the op itself too), vmap and vmap(grad) through
+    # winograd_weight and tensor_core_weight, taken with respect to the raw weight: torch's
+    # conv's, in float64. A linear loss (y . v), so that the derivatives do not depend on
+    # the forward's rounding (TF32 on implicit_gemm). Before these transforms had Functions
+    # of their own, forward mode dropped the tangent (zeros, or None) and grad refused.
+    x, w, b = _inputs(seed=13)
+    prepare = _TRANSFORMS[algo]
+    v = torch.randn(2, 4, 6, 6, generator=torch.Generator().manual_seed(14))
+    t = torch.randn(w.shape, generator=torch.Generator().manual_seed(15))
+
+    def ours(w):
+        return vggkern.conv3x3(x, prepare(w), b, algo=algo, allow_tf32=True)
+
+    def theirs(w):
+        return F.conv2d(x.double(), w, b.double(), padding=1)
+
+    def close(got, want):  # float32 sums (F(4x4)'s transforms amplify their rounding): relative to the largest
+        assert got.shape == want.shape
+        assert (got.double() - want).abs().max().item() <= 1e-5 * want.abs().max().item()
+
+    want_grad = grad(lambda w: (theirs(w) * v.double()).sum())(w.double())
+    close(grad(lambda w: (ours(w) * v).sum())(w), want_grad)
+    wr = w.clone().requires_grad_()
+    (ours(wr) * v).sum().backward()
+    close(wr.grad, want_grad)
+    want_tangent = jvp(theirs, (w.double(),), (t.double(),))[1]
+    close(jvp(ours, (w,), (t,))[1], want_tangent)
+    with fwAD.dual_level():
+        close(fwAD.unpack_dual(ours(fwAD.make_dual(w, t))).tangent, want_tangent)
+        # the op itself: the transform of the tangent (both are linear), bit for bit
+        prepared_tangent = fwAD.unpack_dual(prepare(fwAD.make_dual(w, t))).tangent
+    if algo == "implicit_gemm":  # laid out as the weight is, not rounded to TF32 (the identity, as backward)
+        assert torch.equal(prepared_tangent[..., :3], t.permute(0, 2, 3, 1))
+        assert not prepared_tangent[..., 3:].any()
+    else:
+        assert torch.equal(prepared_tangent, prepare(t))
+    # a batch of weights (an ensemble): the op's own values bit for bit, in one call (the
+    # autouse fixture refuses torch's per-element fallback); and per-weight gradients
+    ws = torch.stack([w, 2 * w, -w])
+    assert torch.equal(vmap(prepare)(ws), torch.stack([prepare(e) for e in ws]))
+    per_weight = vmap(grad(lambda w: (ours(w) * v).sum()))(ws)
+    for i in range(3):
+        close(per_weight[i], want_grad)  # the loss is linear in w: the same gradient at every w
+
+
+@pytest.mark.parametrize("algo", ["winograd_f2x2", "implicit_gemm"])
+def test_torch_compile_through_a_weight_transform(algo):
+    # As conv3x3's Function (test_torch_compile_over_transforms): the backward through the
+    # transform, and vmap over it, compile whole (fullgraph) and equal eager; a transform
+    # that differentiates through it runs eagerly at a graph break, as eager.
+    x, w, _ = _inputs(seed=16)
+    prepare = _TRANSFORMS[algo]
+
+    def loss(w):
+        return vggkern.conv3x3(x, prepare(w), algo=algo, allow_tf32=True).square().sum()
+
+    torch._dynamo.reset()
+    wc, we = w.clone().requires_grad_(), w.clone().requires_grad_()
+    torch.compile(loss, fullgraph=True, backend="aot_eager")(wc).backward()
+    loss(we).backward()
+    assert torch.equal(wc.grad, we.grad)
+    ws = torch.stack([w, -w])
+    assert torch.equal(torch.compile(vmap(prepare), fullgraph=True, backend="aot_eager")(ws), vmap(prepare)(ws))
+    torch._dynamo.reset()
+    assert torch.equal(torch.compile(lambda w: grad(loss)(w.sin()), backend="aot_eager")(w), grad(loss)(w.sin()))
 
 
 @pytest.mark.parametrize("tile", [2, 4])

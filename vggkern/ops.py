@@ -4,7 +4,7 @@ The C++ side holds the schemas (csrc/vggkern.cpp), the CPU/CUDA kernels (csrc/op
 conv3x3's and maxpool2x2's autograd (csrc/ops/autograd.cpp); this module makes the ops
 traceable by torch.compile (register_fake), gives conv3x3 its autocast kernels, its vmap
 rule and its path under torch.func transforms and forward-mode AD, and winograd_weight
-its backward (register_autograd).
+and tensor_core_weight their backward and forward derivatives.
 """
 import torch
 from torch._prims_common import suggest_memory_format
@@ -485,9 +485,12 @@ def winograd_weight(weight: torch.Tensor, tile: int) -> torch.Tensor:
     K) = (16 or 36, C, K), float32 whatever weight's dtype (the kernels compute in fp32;
     rounding U to fp16/bf16 would add an error as large as the output's own rounding),
     contiguous, on weight's device: U[i * (tile + 2) + j, c, k] = (G weight[k, c] G^T)[i, j].
-    Pass it as conv3x3's weight to skip the per-call transform. Differentiable.
+    Pass it as conv3x3's weight to skip the per-call transform. Differentiable, in
+    reverse and forward mode, under torch.func's transforms too.
     """
     _check_winograd_weight_inputs(weight, tile)
+    if _transforms_active():  # torch.func: the Function its transforms run
+        return _WinogradWeightFunction.apply(weight, tile)
     return torch.ops.vggkern.winograd_weight(weight, tile)
 
 
@@ -503,21 +506,75 @@ def _winograd_weight_fake(weight, tile):
 _WINOGRAD_G = {m: torch.ops.vggkern._winograd_matrices(m)[1].tolist() for m in (2, 4)}
 
 
-def _winograd_weight_setup_context(ctx, inputs, output):
-    weight, tile = inputs
-    ctx.tile, ctx.dtype = tile, weight.dtype
+# ---- the weight transforms' autograd ---------------------------------------------------
+# winograd_weight and tensor_core_weight are linear in the weight, so each has a backward
+# and a forward derivative of its own (torch.library.register_autograd gives a backward
+# only: a forward-mode tangent would pass through it dropped, and torch.func refuses the
+# Function it makes). Each Function below is what its op's Autograd kernel applies, and
+# what the Python function applies where a torch.func transform is on (as conv3x3 does).
+
+def _autograd_kernel(function, name):
+    # The op's Autograd kernel, as conv3x3's (csrc/ops/autograd.cpp): the op below autograd
+    # where there is nothing to differentiate (no gradient recorded, no forward-mode
+    # tangent), else its Function, which computes by the op below autograd. A transform's
+    # own dispatch that reaches this kernel to differentiate it is refused by name: the
+    # Function must be applied above that dispatch (the Python function does).
+    op = getattr(torch.ops.vggkern, name).default
+
+    def kernel(keyset, weight, *args):
+        recorded = torch.is_grad_enabled() and weight.requires_grad
+        if not recorded and torch._VF._unpack_dual(weight, 0).tangent is None:
+            with torch._C._AutoDispatchBelowAutograd():
+                return op.redispatch(keyset & torch._C._after_autograd_keyset, weight, *args)
+        if _transforms_active():
+            raise NotImplementedError(
+                f"vggkern.{name}: under torch.func transforms (grad, vjp, jvp, jacrev, hessian, vmap with a "
+                f"gradient) call vggkern.{name}, which runs a transformable autograd.Function there, rather than "
+                f"torch.ops.vggkern.{name} (under torch.compile, whose tracing reaches the op inside that Function, "
+                f"compile such a function without fullgraph=True: dynamo then runs the transform eagerly)")
+        return function.apply(weight, *args)
+    return kernel
 
 
-def _winograd_weight_backward(ctx, grad):
-    # U[(i, j), c, k] = sum_ab G[i, a] g[k, c, a, b] G[j, b]  =>  dg[k, c, a, b] = sum_ij G[i, a] dU G[j, b].
-    g = torch.tensor(_WINOGRAD_G[ctx.tile], dtype=torch.float32, device=grad.device)
-    a = ctx.tile + 2
-    du = grad.reshape(a, a, *grad.shape[1:])
-    return torch.einsum("ia,ijck,jb->kcab", g, du, g).to(ctx.dtype), None
+class _WinogradWeightFunction(torch.autograd.Function):
+    # U[(i, j), c, k] = sum_ab G[i, a] g[k, c, a, b] G[j, b]: backward dg[k, c, a, b] =
+    # sum_ij G[i, a] dU G[j, b] (in weight's dtype), forward derivative U of the tangent.
+    generate_vmap_rule = True
+
+    @staticmethod
+    def forward(weight, tile):
+        return torch.ops.vggkern.winograd_weight(weight, tile)  # nothing to record in a Function's forward
+
+    @staticmethod
+    def setup_context(ctx, inputs, output):
+        weight, ctx.tile = inputs
+        ctx.dtype = weight.dtype
+        ctx.set_materialize_grads(False)
+
+    @staticmethod
+    def backward(ctx, grad):
+        if grad is None:
+            return None, None
+        g = torch.tensor(_WINOGRAD_G[ctx.tile], dtype=torch.float32, device=grad.device)
+        a = ctx.tile + 2
+        du = grad.reshape(a, a, *grad.shape[1:])
+        return torch.einsum("ia,ijck,jb->kcab", g, du, g).to(ctx.dtype), None
+
+    @staticmethod
+    def jvp(ctx, weight_tangent, _tile_tangent):
+        return winograd_weight(weight_tangent, ctx.tile)  # differentiable again, under torch.func too
 
 
-torch.library.register_autograd("vggkern::winograd_weight", _winograd_weight_backward,
-                                setup_context=_winograd_weight_setup_context)
+@torch.library.register_vmap("vggkern::winograd_weight", lib=_LIB)
+def _winograd_weight_vmap(info, in_dims, weight, tile):
+    # A batch of (K, C, 3, 3) weights is one weight of B K filters: U (P, C, B K), batched at dim 2.
+    w = weight.movedim(in_dims[0], 0)
+    if w.dim() != 5:  # not a batch of (K, C, 3, 3): the op names what each element is
+        return torch.stack([torch.ops.vggkern.winograd_weight(e, tile) for e in w]), 0
+    return torch.ops.vggkern.winograd_weight(w.flatten(0, 1), tile).unflatten(2, w.shape[:2]), 2
+
+
+_LIB.impl("winograd_weight", _autograd_kernel(_WinogradWeightFunction, "winograd_weight"), "Autograd", with_keyset=True)
 
 
 # ---- the tensor-core weight layout ------------------------------------------------------
@@ -542,8 +599,9 @@ def tensor_core_weight(weight: torch.Tensor) -> torch.Tensor:
     then does not redo (a float32 weight of this shape not made so has its low 13
     mantissa bits dropped by the tensor cores rather than rounded). conv3x3 takes it with
     algo "implicit_gemm" or "auto" (which it then resolves to "implicit_gemm"), for x of
-    C channels. Differentiable: the gradient passes to weight's layout (as through the
-    TF32 rounding, which the conv's own backward also treats so).
+    C channels. Differentiable (reverse and forward mode, torch.func): the gradient passes
+    to weight's layout and a tangent to this one (through the TF32 rounding as the
+    identity, as the conv's own backward treats it).
 
     Under torch.autocast, lay out the weight in the autocast dtype
     (tensor_core_weight(weight.to(dtype)), as nn.Conv3x3 does): a float32 laid-out weight
@@ -551,6 +609,8 @@ def tensor_core_weight(weight: torch.Tensor) -> torch.Tensor:
     from the raw weight's single cast (bfloat16: about 1 in 32 values), so the output is
     then not the raw weight's bit for bit."""
     _check_tensor_core_weight_input(weight)
+    if _transforms_active():  # torch.func: the Function its transforms run
+        return _TensorCoreWeightFunction.apply(weight)
     return torch.ops.vggkern.tensor_core_weight(weight)
 
 
@@ -561,16 +621,42 @@ def _tensor_core_weight_fake(weight):
     return weight.new_empty((k, 3, 3, _tensor_core_channels(c)))
 
 
-def _tensor_core_weight_setup_context(ctx, inputs, output):
-    ctx.channels = inputs[0].shape[1]
+class _TensorCoreWeightFunction(torch.autograd.Function):
+    # out[k, r, s, c] = weight[k, c, r, s] (c < C; zeros to Cp): the gradient takes channels
+    # :C back to weight's layout, the tangent is laid out the same way; the TF32 rounding
+    # passes both as the identity (as the conv's own backward treats it).
+    generate_vmap_rule = True
+
+    @staticmethod
+    def forward(weight):
+        return torch.ops.vggkern.tensor_core_weight(weight)  # nothing to record in a Function's forward
+
+    @staticmethod
+    def setup_context(ctx, inputs, output):
+        ctx.channels = inputs[0].shape[1]
+        ctx.set_materialize_grads(False)
+
+    @staticmethod
+    def backward(ctx, grad):
+        return None if grad is None else grad[..., :ctx.channels].permute(0, 3, 1, 2)
+
+    @staticmethod
+    def jvp(ctx, weight_tangent):
+        laid = weight_tangent.permute(0, 2, 3, 1)
+        return torch.nn.functional.pad(laid, (0, _tensor_core_channels(ctx.channels) - ctx.channels)).contiguous()
 
 
-def _tensor_core_weight_backward(ctx, grad):
-    return grad[..., :ctx.channels].permute(0, 3, 1, 2)
+@torch.library.register_vmap("vggkern::tensor_core_weight", lib=_LIB)
+def _tensor_core_weight_vmap(info, in_dims, weight):
+    # A batch of (K, C, 3, 3) weights is one weight of B K filters: (B K, 3, 3, Cp), split.
+    w = weight.movedim(in_dims[0], 0)
+    if w.dim() != 5:  # not a batch of (K, C, 3, 3): the op names what each element is
+        return torch.stack([torch.ops.vggkern.tensor_core_weight(e) for e in w]), 0
+    return torch.ops.vggkern.tensor_core_weight(w.flatten(0, 1)).unflatten(0, w.shape[:2]), 0
 
 
-torch.library.register_autograd("vggkern::tensor_core_weight", _tensor_core_weight_backward,
-                                setup_context=_tensor_core_weight_setup_context)
+_LIB.impl("tensor_core_weight", _autograd_kernel(_TensorCoreWeightFunction, "tensor_core_weight"), "Autograd",
+          with_keyset=True)
 
 
 # ---- the tensor-core layout of x (internal: conv3x3 makes it per call; tests, benchmarks) ----
