@@ -1757,10 +1757,15 @@ def test_tensor_core_model_converts_nchw_input_once(include_top, monkeypatch):
 
     monkeypatch.setattr(vggkern.nn, "_conv3x3_op", spy)
     x = torch.randn(1, 3, 64, 64, dtype=torch.float16)
+    # a strided channels_last view (a channel slice): channels_last to torch, features so too
+    x_view = torch.cat([x, x], dim=1).contiguous(memory_format=torch.channels_last)[:, :3]
+    assert not x_view.is_contiguous(memory_format=torch.channels_last) and not x_view.is_contiguous()
     with vggkern.cpu_backend("emulator"), torch.no_grad():
         y = model(x)
         assert len(seen) == 8 and all(seen), seen
         y_cl = model(x.contiguous(memory_format=torch.channels_last))
-    assert torch.equal(y, y_cl)
+        y_view = model(x_view) if not include_top else y
+    assert torch.equal(y, y_cl) and torch.equal(y_view, y)
     if not include_top:
         assert y.shape == (1, 512, 2, 2) and y.is_contiguous()
+        assert y_view.is_contiguous(memory_format=torch.channels_last)

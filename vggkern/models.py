@@ -13,6 +13,7 @@ import os
 
 import torch
 from torch import nn
+from torch._prims_common import suggest_memory_format
 from torch.fx._symbolic_trace import is_fx_symbolic_tracing
 
 from . import ops, tuning
@@ -102,7 +103,7 @@ class VGG(nn.Module):
                 isinstance(m, Conv3x3) and (m.algo in ops._TENSOR_CORE_ALGORITHMS
                                             or (m.algo == "auto" and _auto_on_tensor_cores(x.dtype)))
                 for m in self.features._modules.values()):
-            entry_format = torch.contiguous_format
+            entry_format = suggest_memory_format(x)  # a strided channels_last view's stays channels_last
             x = x.contiguous(memory_format=torch.channels_last)
         x = self.features(x)
         if not self.include_top:
