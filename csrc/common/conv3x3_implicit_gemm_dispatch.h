@@ -62,8 +62,9 @@ inline TmaKnob implicit_gemm_tma_knob() {
 inline std::string implicit_gemm_tma_refusal(const Conv3x3Args& a, const ImplicitGemmPlan& plan, bool taps_inner,
                                              bool x_tf32, int slice) {
   if (9 * a.C > INT32_MAX || a.K > INT32_MAX || a.N > INT32_MAX || a.H > INT32_MAX || a.W > INT32_MAX)
-    return "9C = " + std::to_string(9 * a.C) + ", K, N, H or W of 2^31 or more (the tensor loads' coordinates are "
-           "32-bit)";
+    return "(9C, K, N, H, W) = (" + std::to_string(9 * a.C) + ", " + std::to_string(a.K) + ", " +
+           std::to_string(a.N) + ", " + std::to_string(a.H) + ", " + std::to_string(a.W) +
+           "): one of 2^31 or more (the tensor loads' coordinates are 32-bit)";
   if (a.pool && (a.H % 2 != 0 || a.W % 2 != 0))
     return "the fused pool on an odd map (" + std::to_string(a.H) + " x " + std::to_string(a.W) +
            ": the even and odd rows' views need H and W even)";
