@@ -37,7 +37,9 @@ or by default, no forced split-K, grids drawn), --minutes 5 --seed 307 (beside a
 cases, none failed. Then the whole fuzz again on 369ccc8 (2026-12-05, --minutes 15 --seed 401):
 10,857 cases (4,079 also prepared, 1,088 with the TF32 chain flags), none failed. On 9db9839
 (2026-12-05, --minutes 15 --seed 409): 12,774 cases (4,837 also prepared, 1,290 with the TF32
-chain flags), none failed.
+chain flags), none failed. On eaa1c1b (2026-12-06, --minutes 12 --seed 431; the weight
+transforms' new Functions, resolve_algo's layout reading): 9,213 cases (3,404 also prepared,
+901 with the TF32 chain flags), none failed.
 """
 import argparse
 import os
