@@ -494,8 +494,11 @@ def test_tensor_loads_unpooled_only(monkeypatch):
         _check(out["unpooled"], x, wt, b, True, pool, algo=ALGO)
 
 
-def test_persistent_grid_must_be_a_positive_integer(monkeypatch):
-    monkeypatch.setenv("VGGKERN_IMPLICIT_GEMM_TILE", "ws128x256")
+@pytest.mark.parametrize("tile", ["ws128x256", "wg128x128", "128x128"])
+def test_persistent_grid_must_be_a_positive_integer(tile, monkeypatch):
+    # read and checked whatever the tile (as the other knobs), so that a mistyped value is
+    # not silently ignored where no persistent tile runs
+    monkeypatch.setenv("VGGKERN_IMPLICIT_GEMM_TILE", tile)
     x, w, b = _inputs(1, 8, 8, 4, 4, torch.float16, "cpu", channels_last=True, seed=0)
     for bad in ("0", "two", "-3"):
         monkeypatch.setenv("VGGKERN_IMPLICIT_GEMM_GRID", bad)

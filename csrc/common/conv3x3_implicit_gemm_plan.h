@@ -286,10 +286,11 @@ inline ImplicitGemmPlan implicit_gemm_plan(const Conv3x3Args& a, ImplicitGemmTil
   p.persistent = is_ws(tile) && !a.y_nchw;
   const bool stream_k_tile = p.persistent && tile == ImplicitGemmTile::ws128x256;  // the kernel's kStreamK
   const StreamKKnob stream_k = implicit_gemm_stream_k_knob();  // read (and checked) whatever the tile
+  const int64_t grid_blocks = implicit_gemm_grid(a);           // the same
   const bool split_forced = forced != nullptr && forced[0] != '\0';
   if (stream_k_tile && (stream_k == StreamKKnob::on ? !split_forced || splits == 1
                                                    : stream_k == StreamKKnob::where_short && !split_forced)) {
-    const int64_t tiles = p.m_tiles * p.k_blocks, g0 = implicit_gemm_grid(a);
+    const int64_t tiles = p.m_tiles * p.k_blocks, g0 = grid_blocks;
     // The region: every tile where there are fewer than blocks, else the remainder and one
     // full turn (each block's range then at least a tile, so a tile has at most 2 parts),
     // ranges of at least min(8, slices) slices (fewer blocks where the tiles are few).
@@ -312,7 +313,7 @@ inline ImplicitGemmPlan implicit_gemm_plan(const Conv3x3Args& a, ImplicitGemmTil
   p.splits = static_cast<int>((p.slices + p.slices_per_split - 1) / p.slices_per_split);  // none empty
   if (p.sk.sk_tiles == 0) {  // items in turn (persistent) or one block each (a launch refuses 2^31 blocks)
     const int64_t items = std::min<int64_t>(p.blocks(), INT32_MAX);
-    p.sk.grid = static_cast<int>(p.persistent ? std::min(items, implicit_gemm_grid(a)) : items);
+    p.sk.grid = static_cast<int>(p.persistent ? std::min(items, grid_blocks) : items);
     p.sk.dp_items = static_cast<int>(items);
     p.sk.slices = static_cast<int>(p.slices_per_split);
   }
