@@ -598,6 +598,38 @@ def test_arguments_that_are_not_tensors():
         vggkern.winograd_weight(w, "2")
 
 
+# A tensor that is not dense (sparse, mkldnn, quantized, nested) has no kernel of ours: the
+# functions name the argument (the dispatcher's NotImplementedError would name only the
+# backend); the modules hand it to torch's ops, as nn.Conv2d and nn.MaxPool2d would.
+def test_tensors_that_are_not_dense():
+    x, w, b = torch.randn(1, 4, 6, 6), torch.randn(3, 4, 3, 3), torch.randn(3)
+    not_dense = {"sparse_coo": lambda t: t.to_sparse(),
+                 "sparse_csr": lambda t: t.reshape(-1, t.shape[-1]).to_sparse_csr(),
+                 "mkldnn": lambda t: t.to_mkldnn(),
+                 "nested": lambda t: torch.nested.nested_tensor([t, t]),
+                 "quantized": lambda t: torch.quantize_per_tensor(t, 0.1, 0, torch.quint8)}
+    for kind, make in not_dense.items():
+        for call, name in [(lambda: vggkern.conv3x3(make(x), w, b), "conv3x3: expected x"),
+                           (lambda: vggkern.conv3x3(x, make(w), b), "conv3x3: expected weight"),
+                           (lambda: vggkern.conv3x3(x, w, make(b)), "conv3x3: expected bias"),
+                           (lambda: vggkern.maxpool2x2(make(x)), "maxpool2x2: expected x"),
+                           (lambda: vggkern.winograd_weight(make(w), 2), "winograd_weight: expected weight"),
+                           (lambda: vggkern.tensor_core_weight(make(w)), "tensor_core_weight: expected weight")]:
+            with pytest.raises(ValueError, match=f"vggkern.{name} to be a dense \\(strided\\) tensor, got a {kind} "):
+                call()
+    conv, pool = vggkern.Conv3x3(4, 3, relu=True), vggkern.MaxPool2x2()
+    reference = torch.nn.Sequential(torch.nn.Conv2d(4, 3, 3, padding=1), torch.nn.ReLU(), torch.nn.MaxPool2d(2, 2))
+    reference[0].load_state_dict(conv.state_dict())
+    with vggkern.cpu_backend("emulator"), torch.no_grad():
+        y = pool(conv(x.to_mkldnn()))  # torch's ops take mkldnn tensors
+        assert y.layout == torch._mkldnn and torch.equal(y.to_dense(), reference(x.to_mkldnn()).to_dense())
+        with pytest.raises(Exception) as ours:
+            conv(x.to_sparse())
+        with pytest.raises(Exception) as theirs:
+            reference[0](x.to_sparse())
+        assert str(ours.value) == str(theirs.value)  # refused in torch's words
+
+
 @pytest.mark.gpu
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="no GPU")
 def test_device_mismatch():

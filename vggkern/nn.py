@@ -34,6 +34,8 @@ def _use_kernels(x: torch.Tensor) -> bool:
                 "create_feature_extractor(model, nodes, tracer_kwargs={'leaf_modules': [vggkern.Conv3x3, "
                 "vggkern.MaxPool2x2]})") if isinstance(x, torch.fx.Proxy) else ""
         raise TypeError(f"vggkern: expected x to be a torch.Tensor, got {type(x).__name__}{hint}")
+    if x.layout is not torch.strided or x.is_nested or x.is_quantized:
+        return False  # not dense: torch's ops, as nn.Conv2d's (they take mkldnn tensors; refuse others in their words)
     return not x.is_cpu or get_cpu_backend() == "emulator"
 
 

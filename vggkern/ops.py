@@ -15,9 +15,15 @@ _FLOAT_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
 
 
 def _check_tensor(name: str, t, op: str) -> None:
-    # What the op's schema says when called directly (torch.ops.vggkern.*), worded ours.
+    # What the op's schema says when called directly (torch.ops.vggkern.*), worded ours;
+    # and a dense tensor (a sparse, mkldnn, quantized or nested one has no kernel of ours:
+    # the dispatcher's NotImplementedError would name its backend, not the argument).
     if not isinstance(t, torch.Tensor):
         raise TypeError(f"{op}: expected {name} to be a torch.Tensor, got {type(t).__name__}")
+    if t.layout is not torch.strided or t.is_nested or t.is_quantized:
+        layout = str(t.layout).removeprefix("torch.").lstrip("_")
+        kind = "quantized" if t.is_quantized else "nested" if t.is_nested else layout
+        raise ValueError(f"{op}: expected {name} to be a dense (strided) tensor, got a {kind} tensor")
 
 
 def _check_flags(op: str, **flags) -> None:
