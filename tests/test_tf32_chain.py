@@ -167,6 +167,9 @@ def test_fused_sequential_chains_tf32_convs(channels_last, device, emulator, mon
         calls.clear()
         plain = model(x)
         assert calls == [(False, False)] * 4
+        calls.clear()  # a slice keeps the setting (nn.Sequential's slice is a new instance)
+        assert not model[:].tf32_chain and torch.equal(model[:](x), plain)
+        assert calls == [(False, False)] * 4
     assert torch.equal(chained, plain)
     with torch.no_grad(), torch.backends.cudnn.flags(allow_tf32=False):  # no TF32 math: no chain
         model.tf32_chain = True

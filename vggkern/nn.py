@@ -390,9 +390,15 @@ class FusedSequential(nn.Sequential):
     bit, and its kernel saves the rounding (on the wgmma tiles, a shared-memory read and
     write of every x element). Where the next conv computes in fp32 (direct) it gets x in
     TF32, as TF32 math would round it. The last conv's output (the features) is not
-    rounded."""
+    rounded. A slice (``features[:23]``) keeps the instance's setting."""
 
     tf32_chain = True
+
+    def __getitem__(self, idx):
+        item = super().__getitem__(idx)
+        if isinstance(idx, slice):  # a new FusedSequential of the same layers
+            item.tf32_chain = self.tf32_chain
+        return item
 
     def forward(self, x):
         # Unbatched (C, H, W) input runs layer by layer too: nn.BatchNorm2d refuses it.
