@@ -447,6 +447,26 @@ def test_fx_feature_extractor_with_our_modules_as_leaves():
         create_feature_extractor(ours, nodes)
 
 
+@pytest.mark.filterwarnings("ignore::torch.jit.TracerWarning")
+def test_torch_jit_trace_of_the_modules(tmp_path):
+    """torch.jit.trace records the op with the raw weight and "auto" unresolved (as under
+    torch.compile), so the trace passes its own check (the prepared-weight cache and the
+    Python-side resolution would differ between calls), runs other shapes as the module
+    does, and saves and loads."""
+    torch.manual_seed(53)
+    x, x2 = _image(1, 8, seed=54), _image(2, 12, seed=55)
+    with vggkern.cpu_backend("emulator"), torch.no_grad(), torch.backends.cudnn.flags(allow_tf32=True):
+        for algo in ("auto", "winograd_f4x4", "implicit_gemm"):
+            m = vggkern.Conv3x3(3, 4, relu=True, algo=algo)
+            traced = torch.jit.trace(m, x)
+            assert torch.equal(traced(x2), m(x2)), algo
+        features = vggkern.vgg11(algo="auto").features[:6].eval()
+        traced = torch.jit.trace(features, x)
+        path = tmp_path / "features.pt"
+        torch.jit.save(traced, str(path))
+        assert torch.equal(torch.jit.load(str(path))(x2), features(x2))
+
+
 class _OpCalls:
     """The (relu, pool) of every conv3x3 op call the modules make, and the number of
     standalone maxpool2x2 calls."""

@@ -201,7 +201,7 @@ class Conv3x3(nn.Module):
             return w, b  # used as it is
         grad_enabled = torch.is_grad_enabled()
         params = (w, b) if bn is None else (w, b, bn.weight, bn.bias)
-        if torch.compiler.is_compiling() or _transforms_active() or (
+        if torch.compiler.is_compiling() or _transforms_active() or torch.jit.is_tracing() or (
                 grad_enabled and any(t is not None and t.requires_grad for t in params)):
             return (w, b) if bn is None else _fold_bn(w, b, bn)  # (cast by the op under autocast)
         # Only x wants a gradient (a frozen model: saliency, style transfer): the prepared
@@ -271,10 +271,12 @@ class Conv3x3(nn.Module):
                 if dtype is None and x.dtype != w_dtype:
                     raise ValueError(f"Conv3x3: expected x of the module's dtype ({w_dtype}), got {x.dtype}")
             # "auto" resolved here, so that the weight is laid out for the kernel it picks
-            # (while torch.compile traces, and under torch.func's transforms, whose
-            # batched x has no strides to read, the op resolves it at run time instead).
+            # (while torch.compile or torch.jit.trace traces, and under torch.func's
+            # transforms, whose batched x has no strides to read, the op resolves it at run
+            # time instead).
             algo, transformed = self.algo, _transforms_active()
-            if algo == "auto" and x.dim() == 4 and not torch.compiler.is_compiling() and not transformed:
+            if algo == "auto" and x.dim() == 4 and not (torch.compiler.is_compiling() or transformed
+                                                        or torch.jit.is_tracing()):
                 algo = self._resolved_auto(x, pool)
             weight, bias = self._prepared(algo, x, bn, dtype, weight_and_bias)
             # TF32 chain: x_tf32 where x holds TF32 values (and is float32: not cast here);
