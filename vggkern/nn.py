@@ -26,6 +26,12 @@ _conv3x3_op = ops._conv3x3_op
 _transforms_active = ops._transforms_active
 
 
+def _tracing() -> bool:
+    # torch.compile or torch.jit.trace is recording: the modules' eager-mode state (the
+    # prepared-weight cache, "auto" resolved from x's strides) stays out of the record.
+    return torch.compiler.is_compiling() or torch.jit.is_tracing()
+
+
 def _use_kernels(x: torch.Tensor) -> bool:
     # CPU tensors follow the CPU backend; every other device (CUDA, meta) goes to the
     # ops, which run our kernels (or refuse the device with a clear message).
@@ -34,8 +40,8 @@ def _use_kernels(x: torch.Tensor) -> bool:
                 "create_feature_extractor(model, nodes, tracer_kwargs={'leaf_modules': [vggkern.Conv3x3, "
                 "vggkern.MaxPool2x2]})") if isinstance(x, torch.fx.Proxy) else ""
         raise TypeError(f"vggkern: expected x to be a torch.Tensor, got {type(x).__name__}{hint}")
-    if x.layout is not torch.strided or x.is_nested or x.is_quantized:
-        return False  # not dense: torch's ops, as nn.Conv2d's (they take mkldnn tensors; refuse others in their words)
+    if not ops._is_dense(x):
+        return False  # torch's ops, as nn.Conv2d's (they take mkldnn tensors; refuse others in their words)
     return not x.is_cpu or get_cpu_backend() == "emulator"
 
 
@@ -182,7 +188,7 @@ class Conv3x3(nn.Module):
         pointer; or moved: device and dtype; with bn, the same of the bias and of bn's
         parameters, running statistics and num_batches_tracked). A change through
         ``.data`` is not seen: see clear_weight_cache. Where a parameter wants a gradient,
-        while torch.compile traces and under torch.func's transforms (the cache is
+        while torch.compile or torch.jit.trace traces and under torch.func's transforms (the cache is
         eager-mode state, of plain tensors), nothing is cached: the raw weight (with bn,
         folded differentiably) goes to the op. Where only x wants one, the prepared weight
         serves (the op's backward gives x its gradient through any of them).
@@ -201,7 +207,7 @@ class Conv3x3(nn.Module):
             return w, b  # used as it is
         grad_enabled = torch.is_grad_enabled()
         params = (w, b) if bn is None else (w, b, bn.weight, bn.bias)
-        if torch.compiler.is_compiling() or _transforms_active() or torch.jit.is_tracing() or (
+        if _tracing() or _transforms_active() or (
                 grad_enabled and any(t is not None and t.requires_grad for t in params)):
             return (w, b) if bn is None else _fold_bn(w, b, bn)  # (cast by the op under autocast)
         # Only x wants a gradient (a frozen model: saliency, style transfer): the prepared
@@ -275,8 +281,7 @@ class Conv3x3(nn.Module):
             # transforms, whose batched x has no strides to read, the op resolves it at run
             # time instead).
             algo, transformed = self.algo, _transforms_active()
-            if algo == "auto" and x.dim() == 4 and not (torch.compiler.is_compiling() or transformed
-                                                        or torch.jit.is_tracing()):
+            if algo == "auto" and x.dim() == 4 and not (transformed or _tracing()):
                 algo = self._resolved_auto(x, pool)
             weight, bias = self._prepared(algo, x, bn, dtype, weight_and_bias)
             # TF32 chain: x_tf32 where x holds TF32 values (and is float32: not cast here);

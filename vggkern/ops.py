@@ -14,13 +14,18 @@ from . import _C  # noqa: F401  (registers the schemas before we attach to them)
 _FLOAT_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
 
 
+def _is_dense(t: torch.Tensor) -> bool:
+    # What our kernels take: a strided tensor, not quantized, not nested.
+    return t.layout is torch.strided and not t.is_nested and not t.is_quantized
+
+
 def _check_tensor(name: str, t, op: str) -> None:
     # What the op's schema says when called directly (torch.ops.vggkern.*), worded ours;
     # and a dense tensor (a sparse, mkldnn, quantized or nested one has no kernel of ours:
     # the dispatcher's NotImplementedError would name its backend, not the argument).
     if not isinstance(t, torch.Tensor):
         raise TypeError(f"{op}: expected {name} to be a torch.Tensor, got {type(t).__name__}")
-    if t.layout is not torch.strided or t.is_nested or t.is_quantized:
+    if not _is_dense(t):
         layout = str(t.layout).removeprefix("torch.").lstrip("_")
         kind = "quantized" if t.is_quantized else "nested" if t.is_nested else layout
         raise ValueError(f"{op}: expected {name} to be a dense (strided) tensor, got a {kind} tensor")
@@ -571,13 +576,18 @@ class _WinogradWeightFunction(torch.autograd.Function):
         return winograd_weight(weight_tangent, ctx.tile)  # differentiable again, under torch.func too
 
 
-@torch.library.register_vmap("vggkern::winograd_weight", lib=_LIB)
-def _winograd_weight_vmap(info, in_dims, weight, tile):
-    # A batch of (K, C, 3, 3) weights is one weight of B K filters: U (P, C, B K), batched at dim 2.
-    w = weight.movedim(in_dims[0], 0)
+def _weights_as_filters(op, weight, in_dim, *args, filter_dim):
+    # A weight transform's vmap rule: a batch of B (K, C, 3, 3) weights is one weight of
+    # B K filters, whose output's filter dimension (filter_dim) is split back into (B, K).
+    w = weight.movedim(in_dim, 0)
     if w.dim() != 5:  # not a batch of (K, C, 3, 3): the op names what each element is
-        return torch.stack([torch.ops.vggkern.winograd_weight(e, tile) for e in w]), 0
-    return torch.ops.vggkern.winograd_weight(w.flatten(0, 1), tile).unflatten(2, w.shape[:2]), 2
+        return torch.stack([op(e, *args) for e in w]), 0
+    return op(w.flatten(0, 1), *args).unflatten(filter_dim, w.shape[:2]), filter_dim
+
+
+@torch.library.register_vmap("vggkern::winograd_weight", lib=_LIB)
+def _winograd_weight_vmap(info, in_dims, weight, tile):  # U (P, C, B K)
+    return _weights_as_filters(torch.ops.vggkern.winograd_weight, weight, in_dims[0], tile, filter_dim=2)
 
 
 _LIB.impl("winograd_weight", _autograd_kernel(_WinogradWeightFunction, "winograd_weight"), "Autograd", with_keyset=True)
@@ -653,12 +663,8 @@ class _TensorCoreWeightFunction(torch.autograd.Function):
 
 
 @torch.library.register_vmap("vggkern::tensor_core_weight", lib=_LIB)
-def _tensor_core_weight_vmap(info, in_dims, weight):
-    # A batch of (K, C, 3, 3) weights is one weight of B K filters: (B K, 3, 3, Cp), split.
-    w = weight.movedim(in_dims[0], 0)
-    if w.dim() != 5:  # not a batch of (K, C, 3, 3): the op names what each element is
-        return torch.stack([torch.ops.vggkern.tensor_core_weight(e) for e in w]), 0
-    return torch.ops.vggkern.tensor_core_weight(w.flatten(0, 1)).unflatten(0, w.shape[:2]), 0
+def _tensor_core_weight_vmap(info, in_dims, weight):  # (B K, 3, 3, Cp)
+    return _weights_as_filters(torch.ops.vggkern.tensor_core_weight, weight, in_dims[0], filter_dim=0)
 
 
 _LIB.impl("tensor_core_weight", _autograd_kernel(_TensorCoreWeightFunction, "tensor_core_weight"), "Autograd",
