@@ -8,13 +8,16 @@
 # compute-sanitizer memcheck + racecheck on a small case, Nsight Compute's counters on
 # two layers (not in --quick), the benchmarks
 # (pytest-benchmark if present, else python -m benchmarks.run: same cases, same JSON),
-# and writes under $OUT (default ./device_out):
-#   results.json  summary.md  speedup.png  roofline.md  build.log  tests.log  sanitize.log  bench.log
-#   ncu.md  ncu.csv  ncu.ncu-rep  ncu.log (hardware counters of implicit_gemm and cuDNN on two
-#   layers; not in --quick)
+# and writes under $OUT (default ./device_out) at most 7 files, as the device tool returns
+# at most 8:
+#   results.json  summary.md  speedup.png  roofline.md  ncu.md (hardware counters of
+#   implicit_gemm and cuDNN on two layers; not in --quick)
 #   bench_rows.jsonl (the benchmarks' rows as they finished: results.json is made from it
 #   where the benchmark run was killed before writing its own, or left it cut short: then
-#   kept as results.broken.json)
+#   kept as results.broken.json in the logs)
+#   logs.tgz: status.txt (the steps' outcome so far), build.log, tests.log, sanitize.log,
+#   bench.log, ncu.log, ncu.csv, ncu.ncu-rep, ceilings.json; packed again as each step starts, so a
+#   run killed at the device tool's limit still returns the logs of every finished step
 # Finishes inside 9 minutes (--quick: 4): each step has a time limit and the benchmarks
 # stop starting new cases at a deadline. The last lines printed are the summary table.
 # --network: the build and the whole-network rows only (benchmarks/test_bench_network.py,
@@ -27,7 +30,7 @@
 # ncu step below, inside the same limit), and the benchmarks VGGKERN_BENCH_K
 # selects (a pytest -k expression over benchmarks/; default every case), inside
 # VGGKERN_RUN_LIMIT seconds (default 200).
-# Set VGGKERN_GIT_COMMIT=<sha> when the tree has no .git (the device copy has none).
+# Set VGGKERN_GIT_COMMIT=<sha>: the commit the JSON records (over a .git's HEAD, which may be stale).
 set -u
 START=$(date +%s)
 QUICK=0 NETWORK=0 FOCUS=0
@@ -39,6 +42,7 @@ elif [ $FOCUS = 1 ]; then LIMIT=${VGGKERN_RUN_LIMIT:-200}; SET=full
 elif [ $QUICK = 1 ]; then LIMIT=${VGGKERN_RUN_LIMIT:-235}; SET=quick; else LIMIT=${VGGKERN_RUN_LIMIT:-530}; SET=full; fi
 OUT=${OUT:-$PWD/device_out}
 mkdir -p "$OUT"
+LOGS=$(mktemp -d "${TMPDIR:-/tmp}/vggkern_device_logs.XXXXXX")
 PY=${PYTHON:-python3}
 export PYTHONUNBUFFERED=1 PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"
 elapsed() { echo $(( $(date +%s) - START )); }
@@ -49,8 +53,16 @@ left() { echo $(( LIMIT - $(elapsed) )); }
 # the 15 s the case in flight may take past their deadline and the 35 s of the report.
 RESERVE=$(( QUICK ? 80 : 100 ))
 cap() { local c=$(( $(left) - RESERVE )); c=$(( $1 < c ? $1 : c )); echo $(( c < $2 ? 0 : c )); }
-step() { echo "== [$(elapsed)s] $*"; }
 STATUS=()
+# The logs and the steps' outcome so far, into one file of $OUT (written aside, then renamed).
+pack() {
+  printf '%s\n' ${STATUS[@]+"${STATUS[@]}"} >"$LOGS/status.txt"
+  tar -czf "$OUT/logs.tgz.part" -C "$LOGS" . 2>/dev/null && mv -f "$OUT/logs.tgz.part" "$OUT/logs.tgz"
+}
+step() { pack; echo "== [$(elapsed)s] $*"; }
+# timeout, with a KILL 5 s after its TERM (a process hung in the driver may not take TERM:
+# rc 137 then), either way rc 124.
+limited() { timeout -k 5 "$@"; local rc=$?; [ $rc = 137 ] && rc=124; return $rc; }
 
 # ---- environment ----------------------------------------------------------------------
 # CUDA_HOME: as given, else /usr/local/cuda(-*), else the toolkit that holds `nvcc` on PATH
@@ -75,7 +87,7 @@ $PY -c "import torch; print('torch', torch.__version__, 'cuda', torch.version.cu
 # The tensor-core probe (tests/tensor_core_probe.cu, ~10 s of nvcc) builds beside the extension.
 PROBE=$PWD/build/tensor_core_probe
 mkdir -p build
-( [ $NETWORK = 0 ] && [ -n "${CUDA_HOME:-}" ] && timeout 120 "$CUDA_HOME/bin/nvcc" -std=c++17 -O2 -gencode arch=compute_90a,code=sm_90a \
+( [ $NETWORK = 0 ] && [ -n "${CUDA_HOME:-}" ] && limited 120 "$CUDA_HOME/bin/nvcc" -std=c++17 -O2 -gencode arch=compute_90a,code=sm_90a \
     -o "$PROBE" tests/tensor_core_probe.cu >build/tensor_core_probe.log 2>&1 ) &
 PROBE_BUILD=$!
 # preflight.sh's build for this Python, torch and these sources, where carried
@@ -86,8 +98,8 @@ if [ -f device_build/stamp ] && ls device_build/_C*.so >/dev/null 2>&1; then
   if [ "$want" = "$have" ]; then
     step "build: preflight's, carried in device_build/ ($have)"
     cp device_build/_C*.so vggkern/ && $PY -c "import vggkern; assert vggkern.build_info()['cuda_kernels']" \
-      >"$OUT/build.log" 2>&1 && PREBUILT=1 && STATUS+=("build: preflight's, carried (stamp: $have)")
-    [ $PREBUILT = 1 ] || { cat "$OUT/build.log"; rm -f vggkern/_C*.so; echo "it does not import: building"; }
+      >"$LOGS/build.log" 2>&1 && PREBUILT=1 && STATUS+=("build: preflight's, carried (stamp: $have)")
+    [ $PREBUILT = 1 ] || { cat "$LOGS/build.log"; rm -f vggkern/_C*.so; echo "it does not import: building"; }
   else
     step "build: device_build/ is for another build (stamp '$want', here '$have'): building"
   fi
@@ -95,13 +107,22 @@ fi
 if [ $PREBUILT = 0 ]; then
   step "build (python3 setup.py build_ext --inplace, MAX_JOBS=16)"
   BT=$(( $(left) - 120 )); [ $BT -lt 30 ] && BT=30
-  if timeout $BT $PY setup.py build_ext --inplace >"$OUT/build.log" 2>&1; then
+  if limited $BT $PY setup.py build_ext --inplace >"$LOGS/build.log" 2>&1; then
     STATUS+=("build: ok ($(elapsed)s)")
   else
-    STATUS+=("build: FAILED rc=$? (see build.log)"); tail -20 "$OUT/build.log"
+    STATUS+=("build: FAILED rc=$? (see build.log)"); tail -20 "$LOGS/build.log"
   fi
 fi
-$PY -c "import torch, vggkern; print('vggkern', vggkern.__file__, vggkern.build_info())" || STATUS+=("import vggkern: FAILED")
+# Without this build imported nothing after it measures anything of ours (and an older
+# build left on a warm machine must not stand in for it): stop, keeping the time left for
+# a rerun once it is fixed.
+if [[ "${STATUS[*]}" == *"build: FAILED"* ]] \
+    || ! $PY -c "import torch, vggkern; print('vggkern', vggkern.__file__, vggkern.build_info())"; then
+  [[ "${STATUS[*]}" == *"build: FAILED"* ]] || STATUS+=("import vggkern: FAILED")
+  STATUS+=("stopped after $(elapsed)s: nothing else runs without this build")
+  pack; printf '  %s\n' "${STATUS[@]}"
+  exit 3
+fi
 
 # The checks (probes, GPU tests, sanitizer, counters): not in --network, which follows a
 # full run that made them on the same kernels.
@@ -112,14 +133,14 @@ else
 # The instruction wrappers alone (ldmatrix, mma.sync, wgmma), each against the exact
 # product or the PTX ISA's fragment layout: a wrong layout shows here by instruction name.
 step "tensor-core probe (tests/tensor_core_probe.cu)"
-: >"$OUT/tests.log"
+: >"$LOGS/tests.log"
 PT=$(cap 60 10)
 if [ "$PT" = 0 ]; then
   STATUS+=("tensor-core probe: skipped ($(left)s left)")
 elif wait $PROBE_BUILD && [ -x "$PROBE" ]; then
-  timeout "$PT" "$PROBE" >>"$OUT/tests.log" 2>&1
+  limited "$PT" "$PROBE" >>"$LOGS/tests.log" 2>&1
   rc=$?
-  grep -E "DIFFERS|probe:" "$OUT/tests.log" | head -40
+  grep -E "DIFFERS|probe:" "$LOGS/tests.log" | head -40
   case $rc in
     0) STATUS+=("tensor-core probe: every case passes");;
     2) STATUS+=("tensor-core probe: not runnable here");;
@@ -138,10 +159,20 @@ WT=$(cap 60 20)
 if [ "$WT" = 0 ]; then
   rc=skipped
 else
-  timeout "$WT" $PY benchmarks/wgmma_probe.py 2>&1 | tee -a "$OUT/tests.log"
+  limited "$WT" $PY benchmarks/wgmma_probe.py 2>&1 | tee -a "$LOGS/tests.log"
   rc=${PIPESTATUS[0]}
 fi
-WG_FILTER=()
+# The GPU tests left out (a pytest -k expression, every term ANDed), and the ws tiles'
+# removal from every later step (their tests, the sanitizer case and the benchmarks).
+TESTS_OUT=""
+leave_out_tests() { TESTS_OUT="${TESTS_OUT:+$TESTS_OUT and }$1"; }
+WS_OUT=0
+leave_out_ws() {
+  [ $WS_OUT = 1 ] && return
+  WS_OUT=1
+  export VGGKERN_BENCH_EXCLUDE_TILES="${VGGKERN_BENCH_EXCLUDE_TILES:+$VGGKERN_BENCH_EXCLUDE_TILES,}ws128x256,ws128x128"
+  leave_out_tests "not ws128x256 and not ws128x128 and not wgmma-ws"
+}
 LEFT_OUT="wgmma tiles left out of the GPU tests, sanitizer and sweep"
 case $rc in
   0) STATUS+=("wgmma probe: every wgmma tile matches the emulator bit for bit");;
@@ -151,8 +182,9 @@ case $rc in
        124) STATUS+=("wgmma probe: TIMEOUT after ${WT}s: $LEFT_OUT");;
        *) STATUS+=("wgmma probe: FAILED rc=$rc: $LEFT_OUT");;
      esac
-     export VGGKERN_BENCH_EXCLUDE_TILES=wg128x128,wg256x64,wg128x256,ws128x256,ws128x128
-     WG_FILTER=(-k "not wg128x128 and not wg256x64 and not wg128x256 and not ws128x256 and not ws128x128");;
+     export VGGKERN_BENCH_EXCLUDE_TILES=wg128x128,wg256x64,wg128x256
+     leave_out_tests "not wg128x128 and not wg256x64 and not wg128x256 and not wgmma"
+     leave_out_ws;;
 esac
 # The ws tiles' tensor stores and loads (TMA), once the tiles passed, in a process of their
 # own too: if the loads fault or differ, every later step runs with
@@ -165,7 +197,7 @@ if [ "$rc" = 0 ]; then
   if [ "$TMAT" = 0 ]; then
     trc=skipped
   else
-    timeout "$TMAT" $PY benchmarks/wgmma_probe.py --tensor-loads 2>&1 | tee -a "$OUT/tests.log"
+    limited "$TMAT" $PY benchmarks/wgmma_probe.py --tensor-loads 2>&1 | tee -a "$LOGS/tests.log"
     trc=${PIPESTATUS[0]}
   fi
   case $trc in
@@ -181,13 +213,38 @@ if [ "$rc" = 0 ]; then
   elif [ "$trc" = 3 ]; then  # only the pooled layers' (slab order) differ or fault
     STATUS+=("tensor-load probe: the pooled layers' tensor loads FAILED: VGGKERN_IMPLICIT_GEMM_TMA=unpooled, their tests left out")
     export VGGKERN_IMPLICIT_GEMM_TMA=unpooled
-    WG_FILTER=(-k "not tensor_loads")
+    leave_out_tests "not tensor_loads"
   else
     case $trc in skipped) why="skipped ($(left)s left)";; 124) why="TIMEOUT after ${TMAT}s";; *) why="FAILED rc=$trc";; esac
     STATUS+=("tensor-load probe: $why: tensor loads off (VGGKERN_IMPLICIT_GEMM_TMA=off), their tests left out")
     export VGGKERN_IMPLICIT_GEMM_TMA=off
-    WG_FILTER=(-k "not tensor_loads")
+    leave_out_tests "not tensor_loads"
   fi
+  # The ws tiles at scale (a persistent block on every SM, stream-K's parts adding into
+  # each other's tiles under real concurrency: what the emulator cannot run), in a process
+  # of its own with the copies chosen above, so that a hang or a fault there costs this
+  # step's limit once instead of every later step's. Exit 3 (or a hang after its whole
+  # tiles passed): stream-K alone is wrong, and every later step runs whole tiles.
+  step "ws tiles at scale (benchmarks/wgmma_probe.py --scale)"
+  SCT=$(cap 45 20)
+  if [ "$SCT" = 0 ]; then
+    src=skipped
+  else
+    limited "$SCT" $PY benchmarks/wgmma_probe.py --scale 2>&1 | tee "$LOGS/scale.log" >>"$LOGS/tests.log"
+    src=${PIPESTATUS[0]}
+    grep -E "^wgmma probe:" "$LOGS/scale.log" | grep -v "matches" | head -8
+    [ "$src" = 124 ] && grep -q "^wgmma probe: at scale, whole tiles: every case matches" "$LOGS/scale.log" && src=3
+  fi
+  case $src in
+    0) STATUS+=("scale probe: the ws tiles on every SM, whole tiles and stream-K, match the exact sums");;
+    2) STATUS+=("scale probe: not runnable here");;
+    3) STATUS+=("scale probe: stream-K FAILED or hung: VGGKERN_IMPLICIT_GEMM_STREAM_K=off, its tests left out")
+       export VGGKERN_IMPLICIT_GEMM_STREAM_K=off
+       leave_out_tests "not stream_k";;
+    *) case $src in skipped) why="skipped ($(left)s left)";; 124) why="TIMEOUT after ${SCT}s";; *) why="FAILED rc=$src";; esac
+       STATUS+=("scale probe: $why: the ws tiles left out of the GPU tests, sanitizer and benchmarks")
+       leave_out_ws;;
+  esac
 fi
 
 # ---- GPU tests ------------------------------------------------------------------------
@@ -202,26 +259,30 @@ TT=$(cap $(( QUICK ? 75 : 90 )) 30)
 if [ "$TT" = 0 ]; then
   rc=skipped
 else
-  if [ $FOCUS = 1 ] && [ -n "${VGGKERN_TEST_K:-}" ]; then  # its selection, less the tiles left out
-    WG_FILTER=(-k "($VGGKERN_TEST_K)${WG_FILTER[1]:+ and (${WG_FILTER[1]})}")
+  K_EXPR=$TESTS_OUT
+  if [ $FOCUS = 1 ] && [ -n "${VGGKERN_TEST_K:-}" ]; then  # its selection, less the tests left out
+    K_EXPR="($VGGKERN_TEST_K)${TESTS_OUT:+ and ($TESTS_OUT)}"
   fi
-  timeout $TT $PY -m pytest tests -m gpu -q -p no:cacheprovider ${XDIST[@]+"${XDIST[@]}"} \
-    ${WG_FILTER[@]+"${WG_FILTER[@]}"} >>"$OUT/tests.log" 2>&1
+  K_ARGS=(); [ -n "$K_EXPR" ] && K_ARGS=(-k "$K_EXPR")
+  limited $TT $PY -m pytest tests -m gpu -q -p no:cacheprovider ${XDIST[@]+"${XDIST[@]}"} \
+    ${K_ARGS[@]+"${K_ARGS[@]}"} >>"$LOGS/tests.log" 2>&1
   rc=$?
 fi
 case $rc in
   skipped) STATUS+=("gpu tests: skipped ($(left)s left)");;
-  0) STATUS+=("gpu tests: passed ($(tail -1 "$OUT/tests.log"))");;
+  0) STATUS+=("gpu tests: passed ($(tail -1 "$LOGS/tests.log"))");;
   5) STATUS+=("gpu tests: none collected (no tests marked gpu in tests/)");;
-  124) STATUS+=("gpu tests: TIMEOUT after ${TT}s");;
-  *) STATUS+=("gpu tests: FAILED rc=$rc ($(tail -1 "$OUT/tests.log"))");;
+  124) STATUS+=("gpu tests: TIMEOUT after ${TT}s: the ws tiles and stream-K left out of the later steps")
+       leave_out_ws  # a hang is likeliest in what never ran on a GPU before; the rest has
+       export VGGKERN_IMPLICIT_GEMM_STREAM_K=off;;
+  *) STATUS+=("gpu tests: FAILED rc=$rc ($(tail -1 "$LOGS/tests.log"))");;
 esac
-tail -3 "$OUT/tests.log"
+tail -3 "$LOGS/tests.log"
 
 # ---- compute-sanitizer ----------------------------------------------------------------
 SAN=$(command -v compute-sanitizer || true)
 [ -z "$SAN" ] && [ -n "${CUDA_HOME:-}" ] && [ -x "$CUDA_HOME/bin/compute-sanitizer" ] && SAN=$CUDA_HOME/bin/compute-sanitizer
-: >"$OUT/sanitize.log"
+: >"$LOGS/sanitize.log"
 # --quick: memcheck only (racecheck instruments every shared-memory access: the slow one).
 TOOLS=(memcheck racecheck); [ $QUICK = 1 ] && [ $FOCUS = 0 ] && TOOLS=(memcheck)
 for tool in "${TOOLS[@]}"; do
@@ -229,15 +290,15 @@ for tool in "${TOOLS[@]}"; do
   if [ -z "$SAN" ]; then STATUS+=("$tool: compute-sanitizer not found"); continue; fi
   ST=$(cap $(( QUICK ? 50 : 75 )) 30)
   if [ "$ST" = 0 ]; then STATUS+=("$tool: skipped ($(left)s left)"); continue; fi
-  echo "===== $tool =====" >>"$OUT/sanitize.log"
+  echo "===== $tool =====" >>"$LOGS/sanitize.log"
   # sanitize_case.py starts no case past its deadline (an epoch time, 15 s before the
   # step's limit: the case in flight and the sanitizer's report), so it ends with a
   # verdict and a count of the cases it ran (its first three rounds: every algorithm and
   # tile in each dtype).
-  PYTORCH_NO_CUDA_MEMORY_CACHING=1 timeout $ST "$SAN" --tool $tool --error-exitcode 3 --print-limit 20 \
-    $PY benchmarks/sanitize_case.py --deadline $(( $(date +%s) + ST - 15 )) >>"$OUT/sanitize.log" 2>&1
+  PYTORCH_NO_CUDA_MEMORY_CACHING=1 limited $ST "$SAN" --tool $tool --error-exitcode 3 --print-limit 20 \
+    $PY benchmarks/sanitize_case.py --deadline $(( $(date +%s) + ST - 15 )) >>"$LOGS/sanitize.log" 2>&1
   rc=$?
-  RAN=$(sed -n '/^===== '$tool' =====/,$p' "$OUT/sanitize.log" | grep -E "^conv3x3: [0-9]+ of" | tail -1)
+  RAN=$(sed -n '/^===== '$tool' =====/,$p' "$LOGS/sanitize.log" | grep -E "^conv3x3: [0-9]+ of" | tail -1)
   case $rc in
     0) STATUS+=("$tool: clean (${RAN:-no conv count})");;
     3) STATUS+=("$tool: ERRORS reported (see sanitize.log)");;
@@ -245,7 +306,7 @@ for tool in "${TOOLS[@]}"; do
     124) STATUS+=("$tool: TIMEOUT after ${ST}s");;
     *) STATUS+=("$tool: rc=$rc: the driver failed (a Python error or a fault; see sanitize.log)");;
   esac
-  grep -E "ERROR SUMMARY|RACECHECK SUMMARY|sanitize_case:|Device not supported" "$OUT/sanitize.log" | tail -3
+  grep -E "ERROR SUMMARY|RACECHECK SUMMARY|sanitize_case:|Device not supported" "$LOGS/sanitize.log" | tail -3
 done
 
 # ---- hardware counters (full runs) ----------------------------------------------------
@@ -267,24 +328,25 @@ if { [ $QUICK = 0 ] && [ "${VGGKERN_RUN_NCU:-1}" != 0 ]; } || { [ $FOCUS = 1 ] &
   else
     T0=$(elapsed)
     NCU_ARGS=(--profile-from-start off --clock-control none --section SpeedOfLight --section ComputeWorkloadAnalysis
-              --section MemoryWorkloadAnalysis --section Occupancy --section LaunchStats -f -o "$OUT/ncu")
+              --section MemoryWorkloadAnalysis --section Occupancy --section LaunchStats -f -o "$LOGS/ncu")
     METRICS=$($PY -c "from benchmarks.ncu_summary import RAW_METRICS; print(','.join(RAW_METRICS))")
-    timeout $NT "$NCU" "${NCU_ARGS[@]}" --metrics "$METRICS" $PY benchmarks/ncu_case.py >"$OUT/ncu.log" 2>&1
+    NT=$(( NT - 12 ))  # the last 12 s: the report's import below
+    limited $NT "$NCU" "${NCU_ARGS[@]}" --metrics "$METRICS" $PY benchmarks/ncu_case.py >"$LOGS/ncu.log" 2>&1
     rc=$?
     LEFT_NCU=$(( NT - ($(elapsed) - T0) ))
     if [ $rc != 0 ] && [ $rc != 124 ] && [ $rc != 2 ] && [ $LEFT_NCU -gt 30 ]; then  # a raw metric unknown here?
-      echo "== rc=$rc: again without --metrics (the sections only)" >>"$OUT/ncu.log"
-      timeout $LEFT_NCU "$NCU" "${NCU_ARGS[@]}" $PY benchmarks/ncu_case.py >>"$OUT/ncu.log" 2>&1
+      echo "== rc=$rc: again without --metrics (the sections only)" >>"$LOGS/ncu.log"
+      limited $LEFT_NCU "$NCU" "${NCU_ARGS[@]}" $PY benchmarks/ncu_case.py >>"$LOGS/ncu.log" 2>&1
       rc=$?
     fi
-    grep -E "^ncu_case:|==ERROR==" "$OUT/ncu.log" | head -12
-    if [ -s "$OUT/ncu.ncu-rep" ]; then
-      timeout 30 "$NCU" --import "$OUT/ncu.ncu-rep" --csv --page details --print-kernel-base function \
-        >"$OUT/ncu.csv" 2>>"$OUT/ncu.log"
-      $PY -m benchmarks.ncu_summary "$OUT/ncu.csv" --md "$OUT/ncu.md" 2>>"$OUT/ncu.log"
+    grep -E "^ncu_case:|==ERROR==" "$LOGS/ncu.log" | head -12
+    if [ -s "$LOGS/ncu.ncu-rep" ]; then
+      limited 10 "$NCU" --import "$LOGS/ncu.ncu-rep" --csv --page details --print-kernel-base function \
+        >"$LOGS/ncu.csv" 2>>"$LOGS/ncu.log"
+      $PY -m benchmarks.ncu_summary "$LOGS/ncu.csv" --md "$OUT/ncu.md" 2>>"$LOGS/ncu.log"
     fi
     case $rc in
-      0) STATUS+=("ncu: $(grep -c '^ncu_case: profiled' "$OUT/ncu.log") calls profiled (ncu.md, ncu.csv)");;
+      0) STATUS+=("ncu: $(grep -c '^ncu_case: profiled' "$LOGS/ncu.log") calls profiled (ncu.md, ncu.csv)");;
       2) STATUS+=("ncu: not runnable here (no GPU seen under ncu)");;
       124) STATUS+=("ncu: TIMEOUT after ${NT}s (ncu.md holds what it wrote, if anything)");;
       *) STATUS+=("ncu: rc=$rc (see ncu.log; counters may be unreadable on this machine: KINDS.md)");;
@@ -310,25 +372,34 @@ DEADLINE=$(( $(date +%s) + $(left) - 50 ))  # 15 s for the case in flight: the t
 export VGGKERN_BENCH_JOURNAL="$OUT/bench_rows.jsonl"
 rm -f "$VGGKERN_BENCH_JOURNAL"
 step "benchmarks (--bench-set $SET, new cases stop at $(( DEADLINE - START ))s)"
+# The clocks while they run, once a second (read only: the card's settings are left alone).
+CLOCKS_Q=clocks.sm,clocks.max.sm,temperature.gpu,power.draw,clocks_event_reasons.active
+nvidia-smi --query-gpu=$CLOCKS_Q --format=csv,noheader,nounits >/dev/null 2>&1 \
+  || CLOCKS_Q=${CLOCKS_Q/clocks_event_reasons/clocks_throttle_reasons}  # an older driver's name
+nvidia-smi --query-gpu=$CLOCKS_Q --format=csv,noheader,nounits -lms 1000 >"$LOGS/clocks.csv" 2>/dev/null &
+CLOCKS_PID=$!
 if $PY -c "import pytest_benchmark" 2>/dev/null; then
   RUNNER="pytest-benchmark"
   BT=$(( $(left) - 35 )); [ $BT -lt 10 ] && BT=10
-  timeout $BT $PY -m pytest "${BENCH_PATHS[@]}" -q -p no:cacheprovider --bench-set $SET \
+  limited $BT $PY -m pytest "${BENCH_PATHS[@]}" -q -p no:cacheprovider --bench-set $SET \
     --bench-deadline $DEADLINE --benchmark-json "$OUT/results.json" \
-    --benchmark-columns=median,iqr,rounds --benchmark-sort=name >"$OUT/bench.log" 2>&1
+    --benchmark-columns=median,iqr,rounds --benchmark-sort=name >"$LOGS/bench.log" 2>&1
 else
   RUNNER="python -m benchmarks.run (pytest-benchmark missing)"
   BT=$(( $(left) - 35 )); [ $BT -lt 10 ] && BT=10
-  timeout $BT $PY -m benchmarks.run --set $SET --deadline $DEADLINE ${RUN_FILTER[@]+"${RUN_FILTER[@]}"} \
-    --json "$OUT/results.json" >"$OUT/bench.log" 2>&1
+  limited $BT $PY -m benchmarks.run --set $SET --deadline $DEADLINE ${RUN_FILTER[@]+"${RUN_FILTER[@]}"} \
+    --json "$OUT/results.json" >"$LOGS/bench.log" 2>&1
 fi
 rc=$?
-STATUS+=("benchmarks ($RUNNER): rc=$rc, $(grep -E '(passed|skipped|timed|failed)' "$OUT/bench.log" | tail -1)")
+kill $CLOCKS_PID 2>/dev/null
+STATUS+=("benchmarks ($RUNNER): rc=$rc, $(grep -E '(passed|skipped|timed|failed)' "$LOGS/bench.log" | tail -1)")
+$PY -m benchmarks.ceilings --clocks "$LOGS/clocks.csv" --json "$LOGS/clocks.json" >"$LOGS/clocks.txt" 2>&1 \
+  && STATUS+=("$(cat "$LOGS/clocks.txt")")
 # A results.json that report.load cannot read (a run killed while writing it: non-empty
 # but cut short) is kept aside as results.broken.json, and the journal stands in for it.
 if [ -s "$OUT/results.json" ] && ! $PY -c "import sys; from benchmarks import report; report.load(sys.argv[1])" \
     "$OUT/results.json" 2>/dev/null; then
-  mv "$OUT/results.json" "$OUT/results.broken.json"
+  mv "$OUT/results.json" "$LOGS/results.broken.json"
   STATUS+=("benchmarks: results.json unreadable (kept as results.broken.json)")
 fi
 if [ ! -s "$OUT/results.json" ] && [ -s "$VGGKERN_BENCH_JOURNAL" ]; then
@@ -336,26 +407,33 @@ if [ ! -s "$OUT/results.json" ] && [ -s "$VGGKERN_BENCH_JOURNAL" ]; then
     "$VGGKERN_BENCH_JOURNAL" "$OUT/results.json" 2>&1 | tail -1), marked partial")
 fi
 
-# Record the steps' outcome in the JSON too.
-if [ -s "$OUT/results.json" ]; then
-  printf '%s\n' "${STATUS[@]}" | $PY -c "
-import json, sys
-p = sys.argv[1]; d = json.load(open(p))
-d['vggkern_device_steps'] = [l.rstrip() for l in sys.stdin if l.strip()]
-json.dump(d, open(p, 'w'), indent=1, default=str)" "$OUT/results.json"
-fi
-
-# The counted floors and implicit_gemm's predicted ceiling for this GPU, to read the
-# measurements against (a model: benchmarks/roofline.py).
-# One process for the three tables (each start imports torch).
-timeout 20 $PY -c "
-import torch
-from benchmarks import peaks, roofline
+# The GPU's measured ceilings (benchmarks/ceilings.py: cuBLAS's fp16 and bf16 matmul, a
+# device-to-device copy; ~2 s of GPU time), then the counted floors and implicit_gemm's
+# predicted ceiling for this GPU, to read the measurements against (a model:
+# benchmarks/roofline.py). One process (each start imports torch).
+limited 25 $PY -c "
+import sys, torch
+from benchmarks import ceilings, peaks, roofline
 key = peaks.gpu_key(torch.cuda.get_device_name(0)) if torch.cuda.is_available() else None
+if torch.cuda.is_available():
+    ceilings.main(['--json', sys.argv[1]])
 if key:
     for i, tile in enumerate(([], ['--tile', 'wgmma'], ['--tile', 'wgmma-wide'], ['--tile', 'wgmma-ws'])):
-        print() if i else None
-        roofline.main(['--batch', '64', '--gpu', key, *tile])" >"$OUT/roofline.md" 2>&1
+        print()
+        roofline.main(['--batch', '64', '--gpu', key, *tile])" "$LOGS/ceilings.json" >"$OUT/roofline.md" 2>&1
+[ -s "$LOGS/ceilings.json" ] && STATUS+=("$(head -1 "$OUT/roofline.md")")
+
+# Record the steps' outcome, the ceilings and the clocks in the JSON too.
+if [ -s "$OUT/results.json" ]; then
+  printf '%s\n' "${STATUS[@]}" | $PY -c "
+import json, os, sys
+p, logs = sys.argv[1:]; d = json.load(open(p))
+d['vggkern_device_steps'] = [l.rstrip() for l in sys.stdin if l.strip()]
+for key, name in (('vggkern_ceilings', 'ceilings.json'), ('vggkern_clocks', 'clocks.json')):
+    if os.path.exists(os.path.join(logs, name)):
+        d[key] = json.load(open(os.path.join(logs, name)))
+json.dump(d, open(p, 'w'), indent=1, default=str)" "$OUT/results.json" "$LOGS"
+fi
 
 # ---- report (last: the summary table) ---------------------------------------------------
 step "done in $(elapsed)s"
@@ -363,5 +441,6 @@ printf '  %s\n' "${STATUS[@]}"
 if [ -s "$OUT/results.json" ]; then
   $PY -m benchmarks.report "$OUT/results.json" --md "$OUT/summary.md" --plot "$OUT/speedup.png" --headline
 else
-  echo "no results.json: see $OUT/bench.log"; tail -30 "$OUT/bench.log"
+  echo "no results.json: see bench.log in logs.tgz"; tail -30 "$LOGS/bench.log"
 fi
+pack

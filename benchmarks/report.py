@@ -192,7 +192,7 @@ def rate(r):
 
 def env_lines(env, data):
     keys = ["gpu_name", "driver", "cuda_torch_built_with", "torch", "cudnn", "torchvision", "date_utc",
-            "git_commit", "git_dirty", "host"]
+            "git_commit", "git_head", "git_dirty", "host"]
     out = ["| what | value |", "| --- | --- |"]
     out += [f"| {k} | {env.get(k)} |" for k in keys if k in env]
     out.append(f"| bench set | {data.get('vggkern_bench_set')} |")
@@ -501,6 +501,11 @@ def render(path, headline_only=False):
         pk = PEAKS[key]
         lines += [f"Peaks used ({key}; {SOURCE}): fp32 {pk['fp32']}, TF32 {pk['tf32']}, fp16/bf16 {pk['fp16']} "
                   f"TFLOP/s dense; memory {pk['bw']} TB/s. 'eff' = Winograd, direct-conv FLOPs ÷ time.", ""]
+    from .ceilings import clocks_line, summary_line
+    if data.get("vggkern_ceilings"):
+        lines += [summary_line(data["vggkern_ceilings"]) + ".", ""]
+    if data.get("vggkern_clocks"):
+        lines += [clocks_line(data["vggkern_clocks"]) + ".", ""]
     lines += headline(rows)
     if headline_only:
         return "\n".join(lines), rows, data

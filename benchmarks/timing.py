@@ -172,9 +172,9 @@ def time_graph(fn: Callable[[Any], Any], inputs: Any, *, repeats: int = 15,
     torch.cuda.synchronize()
     g = torch.cuda.CUDAGraph()
     with torch.cuda.graph(g):
-        fn(inputs)
-    if keep is not None:
-        keep.update(graph=g, inputs=inputs)
+        out = fn(inputs)
+    if keep is not None:  # what a caller needs to replay it on other inputs and read its result
+        keep.update(graph=g, inputs=inputs, output=out)
     return time_gpu(lambda _: g.replay(), lambda: None, repeats=repeats, rotate_bytes=0,
                     target_repeat_s=target_repeat_s)
 
@@ -208,17 +208,20 @@ def environment(device: str) -> dict:
     except Exception as e:  # noqa: BLE001
         env["vggkern"] = f"import failed: {e}"
     root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-    commit = os.environ.get("VGGKERN_GIT_COMMIT")
+    # The commit measured: VGGKERN_GIT_COMMIT where set (device_run.sh's caller names it: a
+    # .git that travelled with the device's copy of the tree may be an older one's), else
+    # git's HEAD; git's HEAD and state are recorded beside it where there is a .git.
+    head = None
     try:
         out = subprocess.run(["git", "-C", root, "rev-parse", "HEAD"], capture_output=True, text=True, timeout=10)
         if out.returncode == 0:
-            commit = out.stdout.strip()
+            head = out.stdout.strip()
             dirty = subprocess.run(["git", "-C", root, "status", "--porcelain", "--untracked-files=no"],
                                    capture_output=True, text=True, timeout=10).stdout.strip()
-            env["git_dirty"] = bool(dirty)
+            env.update(git_head=head, git_dirty=bool(dirty))
     except Exception:  # noqa: BLE001
         pass
-    env["git_commit"] = commit or "unknown"
+    env["git_commit"] = os.environ.get("VGGKERN_GIT_COMMIT") or head or "unknown"
     if device == "cuda" and torch.cuda.is_available():
         p = torch.cuda.get_device_properties(0)
         env.update(gpu_name=p.name, gpu_sm_count=p.multi_processor_count,

@@ -30,6 +30,18 @@ The ws tiles run each case twice: on the default grid (a block per item here), a
 persistent block (VGGKERN_IMPLICIT_GEMM_GRID=1) that takes the 4 items in turn, so that the
 mbarriers' phases run on across items and ws128x128's ping-pong (its two computing
 warpgroups taking the items in turn, ordered by named barriers) are proven here too.
+
+    python benchmarks/wgmma_probe.py --scale   # the ws tiles at scale; exit 3: only stream-K is wrong
+
+--scale runs the ws tiles where the emulator cannot go, once the small cases passed (with
+the copies device_run.sh chose after --tensor-loads): a persistent block on every SM taking
+many items (ws128x256 on conv4's 28 x 28 and conv5's 14 x 14, ws128x128 on conv2's 112 x 112,
+pooled and not), first as whole tiles, then conv5 with stream-K (a tile's parts adding into
+each other under real concurrency: batch 64, and batch 1's 4 tiles in up to 18 parts), on
+small integers, so every sum is exact and the result must equal float64's rounded to the
+dtype, bit for bit. It prints "at scale, whole tiles: every case matches" before stream-K
+starts, so device_run.sh can tell a hang in stream-K (it then turns stream-K off) from one in
+the tiles (it leaves them out).
 """
 import os
 import sys
@@ -135,6 +147,63 @@ def tensor_loads() -> int:
     return (3 if bad else 0) + stores
 
 
+# --scale's cases: (tile, x's (N, C, H, W), K, pool); each on the default grid (a block per SM).
+SCALE_WHOLE = (("ws128x256", (16, 512, 28, 28), 512, True), ("ws128x256", (64, 512, 14, 14), 512, False),
+               ("ws128x128", (8, 128, 112, 112), 128, True), ("ws128x128", (4, 64, 112, 112), 128, False))
+SCALE_STREAM_K = (("ws128x256", (64, 512, 14, 14), 512, False), ("ws128x256", (1, 512, 14, 14), 512, False))
+
+
+def _exact(x, w, b, pool):
+    """conv + bias + ReLU (+ pool) of small integers in float64, rounded to the integers the
+    sums are (whatever cuDNN's order), then to x's dtype."""
+    import torch.nn.functional as F
+
+    y = F.conv2d(x.double(), w.double(), b.double(), padding=1).round().relu()
+    return (F.max_pool2d(y, 2, 2) if pool else y).to(x.dtype)
+
+
+def at_scale(whole=SCALE_WHOLE, stream_k=SCALE_STREAM_K, device="cuda") -> int:
+    """The ws tiles on every SM (see the module's docstring): 0, every case matches; 3,
+    only stream-K's differ or fault; 1, the whole tiles do. A case counts as a mismatch
+    where its launch ran another tile, or stream-K where it should not have (or not where
+    it should)."""
+    import vggkern
+
+    def run(cases, label, sk) -> bool:
+        os.environ["VGGKERN_IMPLICIT_GEMM_STREAM_K"] = sk
+        ok = True
+        for tile, (n, c, h, wd), k, pool in cases:
+            os.environ["VGGKERN_IMPLICIT_GEMM_TILE"] = tile
+            g = torch.Generator().manual_seed(n * c + h)
+            for dtype in (torch.float16, torch.bfloat16):
+                x = torch.randint(-3, 4, (n, c, h, wd), generator=g).to(dtype).to(device).contiguous(
+                    memory_format=torch.channels_last)
+                w = torch.randint(-2, 3, (k, c, 3, 3), generator=g).to(dtype).to(device)
+                b = torch.randint(-5, 6, (k,), generator=g).to(dtype).to(device)
+                y = vggkern.conv3x3(x, w, b, relu=True, pool=pool, algo="implicit_gemm")
+                ran = vggkern._C.implicit_gemm_last_copies() or {}
+                how = f"{ran.get('tile')} tile, {ran.get('path')} copies, {ran.get('stream_k') or 'whole tiles'}"
+                same = (ran.get("tile") == tile and bool(ran.get("stream_k")) == (sk == "on")
+                        and torch.equal(y, _exact(x, w, b, pool)))
+                ok &= same
+                print(f"wgmma probe: {label}: {tile} x {tuple(x.shape)} K={k} pool={pool} {dtype}: "
+                      f"{'matches' if same else 'DIFFERS from'} the exact sums ({how})")
+        return ok
+
+    try:
+        if not run(whole, "at scale", "off"):
+            return 1
+    except Exception as e:  # noqa: BLE001
+        print(f"wgmma probe: at scale, whole tiles FAULTED: {type(e).__name__}: {str(e)[:200]}")
+        return 1
+    print("wgmma probe: at scale, whole tiles: every case matches")
+    try:
+        return 0 if run(stream_k, "stream-K", "on") else 3
+    except Exception as e:  # noqa: BLE001
+        print(f"wgmma probe: stream-K FAULTED: {type(e).__name__}: {str(e)[:200]}")
+        return 3
+
+
 def main(argv=()) -> int:
     import vggkern
 
@@ -144,6 +213,8 @@ def main(argv=()) -> int:
         return 2
     if "--tensor-loads" in argv:
         return tensor_loads()
+    if "--scale" in argv:
+        return at_scale()
     os.environ["VGGKERN_IMPLICIT_GEMM_TMA"] = "off"
     os.environ["VGGKERN_IMPLICIT_GEMM_TMA_STORE"] = "off"
     g = torch.Generator().manual_seed(0)

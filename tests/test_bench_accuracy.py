@@ -41,6 +41,36 @@ def test_a_conv_row_says_whether_its_result_is_right(algo, monkeypatch):
     assert cases.wrong_result(row).startswith("wrong result: rel err vs torch fp32")
 
 
+def test_the_conv_gate_by_arithmetic_and_at_the_worst_element():
+    """Right results (the exact sums rounded to the dtype, or fp32 inputs rounded to TF32)
+    pass their kind's bounds with room; a fault in one element that the norm averages away
+    (under the norm's bound) fails at the worst element; NaN never passes; so does the
+    wrong arithmetic's result (bf16's rounding held to fp16's bounds)."""
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(4, 64, 64, 64, generator=g)  # 2^20 outputs
+    ref = x.double().float()
+
+    def tf32(t):  # round to nearest, 10 mantissa bits
+        return ((t.view(torch.int32) + 0x1000) & ~0x1FFF).view(torch.float32)
+
+    for dtype, y, algo in (("fp16", x.half(), "implicit_gemm"), ("bf16", x.bfloat16(), "direct"),
+                           ("fp32", tf32(x), "implicit_gemm"), ("fp32", x + 1e-7 * x, "winograd_f4x4")):
+        right = cases.conv_errors(y, ref, dtype, algo)
+        kind = cases.conv_err_kind(dtype, algo)
+        assert right["accuracy_ok"], (dtype, algo, right)
+        assert right["rel_err_vs_fp32"] < cases.REL_ERR_BOUND[kind] / 4, (kind, right)
+        assert right["max_err_vs_fp32"] < cases.MAX_ERR_BOUND[kind] / 4, (kind, right)
+        local = y.float().clone()
+        local[1, 5, 7, 9] += 3 * cases.MAX_ERR_BOUND[kind] * float(ref.abs().max())
+        wrong = cases.conv_errors(local, ref, dtype, algo)
+        assert wrong["rel_err_vs_fp32"] < cases.REL_ERR_BOUND[kind] and not wrong["accuracy_ok"], (kind, wrong)
+        nan = y.float().clone()
+        nan[0, 0, 0, 0] = float("nan")
+        assert not cases.conv_errors(nan, ref, dtype, algo)["accuracy_ok"]
+    assert not cases.conv_errors(x.bfloat16(), ref, "fp16", "direct")["accuracy_ok"]
+    assert cases.conv_err_kind("fp32", "direct") == "fp32" and cases.conv_err_kind("fp16", "implicit_gemm") == "fp16"
+
+
 @pytest.mark.parametrize("tile", ["ws128x256", "ws128x128"])
 def test_a_ws_row_records_how_its_copies_ran(tile, monkeypatch):
     """A ws tile's row says whether its launch copied by tensor loads or by cp.async, and
@@ -120,6 +150,31 @@ def test_a_network_is_held_to_torchs_own_error():
     assert right < 1e-5
     assert bad["accuracy_ok"] is False and bad["rel_err_vs_fp32"] == pytest.approx(0.05, rel=1e-3)
     assert "torch's at this dtype" in cases.wrong_result(bad)
+
+
+def test_a_graph_rows_accuracy_is_its_replays():
+    """A graph row is judged on what its replays compute (cases._replay: the references' x
+    copied into the captured input, one replay, the captured output), not on an eager call:
+    here a stand-in graph whose replay is wrong while the model is right."""
+    model = vggkern.vgg16().eval()
+    shape = (1, 3, 32, 32)
+
+    class Graph:  # torch.cuda.CUDAGraph's replay, on the CPU: the captured call on the static input
+        def __init__(self, fn):
+            self.fn = fn
+
+        def replay(self):
+            held["output"].copy_(self.fn(held["inputs"]))
+
+    with torch.inference_mode():
+        held = {"inputs": torch.zeros(shape), "output": torch.zeros(1, 1000)}
+        held["graph"] = Graph(model)
+        ok = cases._network_accuracy(model, "vgg16", shape, "nchw", "-", run=lambda x: cases._replay(held, x))
+        held["graph"] = Graph(lambda a: model(a) * 1.05)
+        bad = cases._network_accuracy(model, "vgg16", shape, "nchw", "-", run=lambda x: cases._replay(held, x))
+        assert cases._network_accuracy(model, "vgg16", shape, "nchw", "-")["accuracy_ok"] is True  # eager: right
+    assert ok["accuracy_ok"] is True and ok["rel_err_vs_fp32"] < 1e-5
+    assert bad["accuracy_ok"] is False and bad["rel_err_vs_fp32"] == pytest.approx(0.05, rel=1e-3)
 
 
 def test_the_runner_records_a_wrong_row_and_fails(monkeypatch, tmp_path):

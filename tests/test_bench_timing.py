@@ -18,3 +18,23 @@ def test_rotation_counts_a_shared_weight_once():
     # The cap, and a single set when one already holds enough.
     assert make_sets(inputs, rotate_bytes=10**9, max_sets=3)[1] == 1300
     assert len(make_sets(lambda: torch.empty(4096, dtype=torch.uint8), rotate_bytes=100)[0]) == 1
+
+
+def test_the_commit_recorded(monkeypatch):
+    """VGGKERN_GIT_COMMIT, where set, is the commit a run records (a .git that travelled with
+    the device's copy may be an older commit's); git's HEAD stands beside it."""
+    import os
+    import subprocess
+
+    from benchmarks.timing import environment
+
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    head = subprocess.run(["git", "-C", root, "rev-parse", "HEAD"], capture_output=True, text=True)
+    monkeypatch.setenv("VGGKERN_GIT_COMMIT", "0123456789abcdef")
+    env = environment("cpu")
+    assert env["git_commit"] == "0123456789abcdef"
+    monkeypatch.delenv("VGGKERN_GIT_COMMIT")
+    if head.returncode == 0:  # a checkout (CI's clone is one)
+        assert env["git_head"] == head.stdout.strip() and environment("cpu")["git_commit"] == env["git_head"]
+    else:
+        assert "git_head" not in env and environment("cpu")["git_commit"] == "unknown"

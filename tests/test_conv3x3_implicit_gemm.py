@@ -1021,6 +1021,39 @@ def test_gpu_stream_k_at_conv5_scale(tile, dtype, n, grid, pool, copies, monkeyp
     _check(runs[0], x, w, b, True, pool, algo=ALGO)
 
 
+# Stream-K inside a CUDA graph: the counters' zero fill and the partial sums are captured
+# with the conv, so every replay starts from zeroed counters; two replays on other inputs
+# copied into the captured x give the eager call's bits on each (the fixup's K order).
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA GPU visible")
+@pytest.mark.parametrize("pool", [False, True])
+def test_gpu_stream_k_replays_in_a_cuda_graph(pool, monkeypatch):
+    from vggkern import _C
+
+    _skip_without_wgmma("ws128x256", "cuda")
+    monkeypatch.setenv("VGGKERN_IMPLICIT_GEMM_TILE", "ws128x256")
+    monkeypatch.setenv("VGGKERN_IMPLICIT_GEMM_STREAM_K", "on")
+    xs = [_inputs(64, 512, 512, 14, 14, torch.float16, "cuda", channels_last=True, seed=s) for s in (1, 2, 3)]
+    _, w, b = xs[0]
+    static = xs[0][0].clone()
+    eager = [vggkern.conv3x3(x, w, b, relu=True, pool=pool, algo=ALGO) for x, _, _ in xs]
+    assert _C.implicit_gemm_last_copies()["stream_k"], "stream-K did not run"
+    s = torch.cuda.Stream()
+    s.wait_stream(torch.cuda.current_stream())
+    with torch.cuda.stream(s):
+        vggkern.conv3x3(static, w, b, relu=True, pool=pool, algo=ALGO)
+    torch.cuda.current_stream().wait_stream(s)
+    g = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(g):
+        out = vggkern.conv3x3(static, w, b, relu=True, pool=pool, algo=ALGO)
+    for i in (1, 2, 0):
+        static.copy_(xs[i][0])
+        g.replay()
+        torch.cuda.synchronize()
+        assert torch.equal(out, eager[i]), i
+    _check(eager[1], xs[1][0], w, b, True, pool, algo=ALGO)
+
+
 # "auto": the measured table's pick (csrc/common/conv3x3_tuned.h, from benchmarks/tune.py),
 # else direct; the nn module lays the weight out for what auto resolves to.
 @pytest.mark.parametrize("tables", ["build", "run_time"])

@@ -74,7 +74,7 @@ def test_first_three_rounds_run_every_path_in_every_dtype(cpu_stands_in, monkeyp
 
     def recorded(x, w, b, *, relu, pool, algo):
         seen.append((algo, os.environ["VGGKERN_IMPLICIT_GEMM_TILE"], os.environ["VGGKERN_IMPLICIT_GEMM_SPLIT_K"],
-                     os.environ["VGGKERN_IMPLICIT_GEMM_STREAM_K"], x.dtype))
+                     os.environ.get("VGGKERN_IMPLICIT_GEMM_STREAM_K", ""), x.dtype))
         y = F.conv2d(x.double(), w.double(), b.double(), padding=1)
         y = F.relu(y) if relu else y
         return (F.max_pool2d(y, 2, 2) if pool else y).to(x.dtype)
@@ -84,3 +84,28 @@ def test_first_three_rounds_run_every_path_in_every_dtype(cpu_stands_in, monkeyp
     runs = sc._conv_runs()
     assert len(seen) == 3 * len(runs)
     assert set(seen) == {(*run, dt) for run in runs for dt in sc.DTYPES}
+
+
+def test_stream_k_turned_off_stays_off(cpu_stands_in, monkeypatch, capsys):
+    """Where device_run.sh turned stream-K off (its scale probe found it wrong or hung), no
+    sanitizer run forces it on, and every run sees it off (the unforced runs leave the
+    variable as exported)."""
+    import torch.nn.functional as F
+
+    seen = set()
+
+    def recorded(x, w, b, *, relu, pool, algo):
+        seen.add(os.environ.get("VGGKERN_IMPLICIT_GEMM_STREAM_K"))
+        y = F.conv2d(x.double(), w.double(), b.double(), padding=1)
+        y = F.relu(y) if relu else y
+        return (F.max_pool2d(y, 2, 2) if pool else y).to(x.dtype)
+
+    monkeypatch.setattr(vggkern, "conv3x3", recorded)
+    monkeypatch.setenv("VGGKERN_IMPLICIT_GEMM_STREAM_K", "off")
+    assert all(run[3] != "on" for run in sc._conv_runs())
+    assert sc.main(["--rounds", "1"]) == 0
+    assert seen == {"off"}
+    monkeypatch.delenv("VGGKERN_IMPLICIT_GEMM_STREAM_K")
+    seen.clear()
+    assert sc.main(["--rounds", "1"]) == 0
+    assert seen == {None, "on"}  # unset: the plan's default; and the one run that forces it

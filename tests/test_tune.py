@@ -295,6 +295,51 @@ def test_wgmma_probe_runs_several_items_per_ws_block(monkeypatch):
                 assert items >= 4, (tile, pool, items)
 
 
+def test_wgmma_probe_at_scale(monkeypatch):
+    """--scale's cases are what it says on an H100/H200's 132 SMs: several items per block (a
+    persistent grid), whole tiles, and stream-K with tiles in parts where it is on; and its
+    verdicts, run here on tiny cases through the emulator: 0 where both match the exact sums,
+    3 where only stream-K's are wrong, 1 where the whole tiles are (a wrong bit anywhere)."""
+    import vggkern
+    from benchmarks import wgmma_probe
+    from vggkern import _C
+
+    for on in ("off", "on"):
+        monkeypatch.setenv("VGGKERN_IMPLICIT_GEMM_STREAM_K", on)
+        for tile, (n, c, h, w), k, pool in (wgmma_probe.SCALE_WHOLE if on == "off" else wgmma_probe.SCALE_STREAM_K):
+            plan = _C.implicit_gemm_plan(n, c, h, w, k, 2, pool, 132, tile)
+            assert plan["tile"] == tile and plan["persistent"] and plan["grid"] <= 132, plan
+            if on == "off":
+                assert plan["sk_tiles"] == 0 and plan["blocks"] > plan["grid"], plan  # blocks take turns
+            else:
+                assert plan["sk_tiles"] > 0 and plan["max_parts"] >= 2, plan
+    monkeypatch.setenv("VGGKERN_IMPLICIT_GEMM_GRID", "3")
+    monkeypatch.setenv("VGGKERN_IMPLICIT_GEMM_TILE", "")  # at_scale sets both: restored after the test
+    case = (("ws128x256", (2, 64, 9, 11), 136, False),)
+    assert wgmma_probe.at_scale(case, case, device="cpu") == 0
+    real = vggkern.conv3x3
+
+    def wrong_when(stream_k):
+        def conv(*a, **kw):
+            y = real(*a, **kw)
+            if os.environ["VGGKERN_IMPLICIT_GEMM_STREAM_K"] in stream_k:
+                y[1, 7, 2, 3] += 1
+            return y
+        return conv
+
+    monkeypatch.setattr(vggkern, "conv3x3", wrong_when(("on",)))
+    assert wgmma_probe.at_scale(case, case, device="cpu") == 3
+    monkeypatch.setattr(vggkern, "conv3x3", wrong_when(("on", "off")))
+    assert wgmma_probe.at_scale(case, case, device="cpu") == 1
+    monkeypatch.setattr(vggkern, "conv3x3", real)
+    # Right values from a launch that did not run what the case asks: not a match.
+    last = _C.implicit_gemm_last_copies
+    monkeypatch.setattr(_C, "implicit_gemm_last_copies", lambda: dict(last(), stream_k=""))
+    assert wgmma_probe.at_scale(case, case, device="cpu") == 3
+    monkeypatch.setattr(_C, "implicit_gemm_last_copies", lambda: dict(last(), tile="wg128x256"))
+    assert wgmma_probe.at_scale(case, case, device="cpu") == 1
+
+
 @pytest.mark.parametrize("policy", ["", "wgmma", "wgmma-wide", "wgmma-ws"])
 def test_python_tile_choices_are_the_plans(policy, monkeypatch):
     """benchmarks/tiles.py (what the sweeps time and the tile an entry must beat) gives the
