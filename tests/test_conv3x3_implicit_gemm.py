@@ -3,6 +3,7 @@ run through the emulator on CPU and on the GPU when there is one. The shared acc
 cases run in test_conv3x3.py (every algorithm of K_FACTOR: fp16, bf16 and fp32 as TF32
 for this one); here: its own tiles, stores, padding, the TF32 policy, refusals and the
 GPU/emulator agreement."""
+import os
 import re
 
 import pytest
@@ -285,13 +286,13 @@ def test_persistent_ws_tile_matches_mma_sync(tile, grid, cp_async, dtype, n, c, 
     monkeypatch.setenv("VGGKERN_IMPLICIT_GEMM_STREAM_K", "off")  # whole tiles: stream-K adds in another order (its own test)
     monkeypatch.setenv("VGGKERN_EMU_CP_ASYNC", cp_async)
     monkeypatch.setenv("VGGKERN_IMPLICIT_GEMM_SPLIT_K", split)
+    monkeypatch.setenv("VGGKERN_IMPLICIT_GEMM_GRID", grid)
     x, wt, b = _inputs(n, c, k, h, w, dtype, "cpu", channels_last=True, seed=n + c + k)
     plan = _C.implicit_gemm_plan(n, c, h, w, k, x.element_size(), pool, 132, tile)
-    assert plan["blocks"] > int(grid)  # several items per block
+    assert plan["grid"] == int(grid) and plan["blocks"] > int(grid)  # the knob's grid, several items per block
     out = {}
     for t in ("128x128", tile):
         monkeypatch.setenv("VGGKERN_IMPLICIT_GEMM_TILE", t)
-        monkeypatch.setenv("VGGKERN_IMPLICIT_GEMM_GRID", grid)
         out[t] = vggkern.conv3x3(x, wt, b, relu=relu, pool=pool, algo=ALGO, allow_tf32=True)
     assert torch.equal(out["128x128"], out[tile])
     _check(out[tile], x, wt, b, relu, pool, algo=ALGO)
@@ -304,7 +305,7 @@ def test_persistent_ws_tile_matches_mma_sync(tile, grid, cp_async, dtype, n, c, 
 # the epilogue. On exact sums (small integers) that is mma.sync's output bit for bit:
 # tiles in 2 and 3 parts (ranges shorter than a tile), several segments per block, the
 # pool (window and slab order), K cut and odd (single stores), staged tensor stores and
-# pairs, tensor loads and cp.async. On random data, within the float64 bounds, and the
+# pairs, tensor loads and cp.async (each y NHWC case both ways). On random data, within the float64 bounds, and the
 # same bits on every run (the K order of the parts, whichever finishes). An NCHW y has no
 # persistent grid (one block per item): stream-K does not apply. ws128x256's alone:
 # ws128x128 keeps whole tiles (its items are half as long; the plan's test below).
@@ -329,13 +330,18 @@ def test_stream_k_matches_whole_tiles(tile, dtype, grid, n, c, k, h, w, relu, po
     b = torch.randint(-5, 6, (k,), generator=g).to(dtype)
     x_tf32 = dtype == torch.float32  # small integers are TF32 values: a chain's x, which the tensor loads take
     out = {}
-    for t in ("128x128", tile):
+    tiles = plan["m_tiles"] * plan["k_blocks"]  # what the launch records: its schedule, or whole tiles (NCHW y)
+    for t, tma in [("128x128", None), (tile, None)] + ([(tile, "off")] if cl else []):  # copies: as unset, cp.async
         monkeypatch.setenv("VGGKERN_IMPLICIT_GEMM_TILE", t)
-        out[t] = vggkern.conv3x3(x, wt, b, relu=relu, pool=pool, algo=ALGO, allow_tf32=True, x_tf32=x_tf32)
-    assert torch.equal(out["128x128"], out[tile])
-    tiles = plan["m_tiles"] * plan["k_blocks"]  # what the launch recorded: its schedule, or whole tiles (NCHW y)
-    assert _C.implicit_gemm_last_copies()["stream_k"] == (
-        f"{plan['sk_tiles']} of {tiles} tiles on {plan['grid']} blocks" if cl else "")
+        if tma:
+            monkeypatch.setenv("VGGKERN_IMPLICIT_GEMM_TMA", tma)
+        out[t, tma] = vggkern.conv3x3(x, wt, b, relu=relu, pool=pool, algo=ALGO, allow_tf32=True, x_tf32=x_tf32)
+        assert torch.equal(out["128x128", None], out[t, tma]), (t, tma)
+        if t == tile:
+            ran = _C.implicit_gemm_last_copies()
+            assert ran["stream_k"] == (f"{plan['sk_tiles']} of {tiles} tiles on {plan['grid']} blocks" if cl else "")
+            assert tma != "off" or ran["path"] == "cp_async"
+    monkeypatch.delenv("VGGKERN_IMPLICIT_GEMM_TMA", raising=False)
     x, wt, b = _inputs(n, c, k, h, w, dtype, "cpu", channels_last=cl, seed=n + c + k)
     runs = [vggkern.conv3x3(x, wt, b, relu=relu, pool=pool, algo=ALGO, allow_tf32=True) for _ in range(2)]
     assert torch.equal(runs[0], runs[1])
@@ -417,6 +423,7 @@ def test_ws_tile_tensor_loads_match_cp_async(tile, grid, dtype, n, c, k, h, w, r
         x = _round_tf32(x)  # a chain's x (the previous layer rounded it): used as it is
     plan = _C.implicit_gemm_plan(n, c, h, w, k, x.element_size(), pool, 132, tile)
     assert plan["blocks"] > (int(grid) if layout == "nhwc" else 1)  # several items per block (NCHW: one each)
+    assert layout == "nchw" or plan["grid"] == int(grid)  # the knob's (the plan here is NHWC y's)
     out = {}
     stores = ("nchw_tile" if layout == "nchw" else
               "tma" if dtype != torch.float32 and plan["splits"] == 1 and k % 8 == 0 else "pairs")
@@ -478,10 +485,11 @@ def test_tensor_loads_required_or_refused(why, c, h, w, pool, dtype, layout, env
 
 
 # VGGKERN_IMPLICIT_GEMM_TMA=unpooled (device_run.sh's setting when only the pooled layers'
-# tensor loads failed their probe): the pooled calls copy by cp.async, the others as unset.
-# Either way the output is cp.async's bit for bit (that the pooled path is the one refused is
-# what its refusal under "on" shows above).
+# tensor loads failed their probe): the pooled calls copy by cp.async, the others as unset,
+# as each launch records; either way the output is cp.async's bit for bit.
 def test_tensor_loads_unpooled_only(monkeypatch):
+    from vggkern import _C
+
     monkeypatch.setenv("VGGKERN_IMPLICIT_GEMM_TILE", "ws128x256")
     monkeypatch.setenv("VGGKERN_IMPLICIT_GEMM_SPLIT_K", "1")
     x, wt, b = _inputs(2, 32, 40, 6, 10, torch.float16, "cpu", channels_last=True, seed=5)
@@ -490,6 +498,10 @@ def test_tensor_loads_unpooled_only(monkeypatch):
         for tma in ("off", "unpooled"):
             monkeypatch.setenv("VGGKERN_IMPLICIT_GEMM_TMA", tma)
             out[tma] = vggkern.conv3x3(x, wt, b, relu=True, pool=pool, algo=ALGO)
+            ran = _C.implicit_gemm_last_copies()
+            want = (("cp_async", "VGGKERN_IMPLICIT_GEMM_TMA=off") if tma == "off" else
+                    ("cp_async", "the fused pool (VGGKERN_IMPLICIT_GEMM_TMA=unpooled)") if pool else ("tma", ""))
+            assert (ran["path"], ran["reason"]) == want, (tma, pool, ran)
         assert torch.equal(out["off"], out["unpooled"])
         _check(out["unpooled"], x, wt, b, True, pool, algo=ALGO)
 
@@ -921,7 +933,8 @@ def test_gpu_matches_emulator_bit_for_bit(dtype, tile, split, layout, c, order, 
     epilogue writes it for NCHW calls; K tap by tap (the default) and taps inner (C = 32).
     C = 32 tap by tap, 16-bit, unpooled, is where ws128x256 copies by tensor loads (the
     im2col box and its offsets, the tile box, the 64-byte swizzle, the mbarriers' phases
-    as the emulator models them)."""
+    as the emulator models them: the GPU's launch records that it ran them, where
+    device_run.sh has not turned them off)."""
     _skip_without_wgmma(tile, "cuda")
     monkeypatch.setenv("VGGKERN_IMPLICIT_GEMM_K_ORDER", order)
     monkeypatch.setenv("VGGKERN_IMPLICIT_GEMM_TILE", tile)
@@ -931,9 +944,25 @@ def test_gpu_matches_emulator_bit_for_bit(dtype, tile, split, layout, c, order, 
     w = torch.randint(-2, 3, (72, c, 3, 3), generator=g).to(dtype)
     b = torch.randint(-5, 6, (72,), generator=g).to(dtype)
     for relu, pool in [(False, False), (True, True)]:
-        cpu = vggkern.conv3x3(x, w, b, relu=relu, pool=pool, algo=ALGO, allow_tf32=True)
-        gpu = vggkern.conv3x3(x.cuda(), w.cuda(), b.cuda(), relu=relu, pool=pool, algo=ALGO, allow_tf32=True).cpu()
-        assert torch.equal(cpu, gpu)
+        cpu, cpu_ran = _run_and_record(x, w, b, relu=relu, pool=pool, algo=ALGO, allow_tf32=True)
+        gpu, gpu_ran = _run_and_record(x.cuda(), w.cuda(), b.cuda(), relu=relu, pool=pool, algo=ALGO, allow_tf32=True)
+        assert torch.equal(cpu, gpu.cpu())
+        if tile in WS_TILES:  # the same copies and stores on both (a GPU that fell back would differ)
+            assert gpu_ran == cpu_ran
+            if (tile, c, order, split, pool, layout) == ("ws128x256", 32, "", "", False, torch.channels_last) and \
+                    dtype != torch.float32 and os.environ.get("VGGKERN_IMPLICIT_GEMM_TMA", "") != "off":
+                assert gpu_ran["path"] == "tma", gpu_ran
+
+
+def _run_and_record(*args, **kw):
+    """conv3x3's result and what its launch recorded (implicit_gemm_last_copies: a ws
+    tile's copies and y stores, and why where not the tensor ones; not its schedule, whose
+    grid follows the device's SM count)."""
+    from vggkern import _C
+
+    y = vggkern.conv3x3(*args, **kw)
+    ran = _C.implicit_gemm_last_copies() or {}
+    return y, {k: ran.get(k) for k in ("tile", "path", "reason", "stores", "stores_reason")}
 
 
 @pytest.mark.gpu
@@ -960,16 +989,16 @@ def test_gpu_tensor_loads_match_emulator_bit_for_bit(tile, dtype, grid, split, m
     w = torch.randint(-2, 3, (264, 64, 3, 3), generator=g).to(dtype)
     b = torch.randint(-5, 6, (264,), generator=g).to(dtype)
     x_tf32 = dtype == torch.float32  # small integers are TF32 values
-    cpu = vggkern.conv3x3(x, w, b, relu=True, algo=ALGO, allow_tf32=True, x_tf32=x_tf32)
-    gpu = vggkern.conv3x3(x.cuda(), w.cuda(), b.cuda(), relu=True, algo=ALGO, allow_tf32=True, x_tf32=x_tf32).cpu()
-    assert torch.equal(cpu, gpu)
+    cpu, cpu_ran = _run_and_record(x, w, b, relu=True, algo=ALGO, allow_tf32=True, x_tf32=x_tf32)
+    gpu, gpu_ran = _run_and_record(x.cuda(), w.cuda(), b.cuda(), relu=True, algo=ALGO, allow_tf32=True, x_tf32=x_tf32)
+    assert torch.equal(cpu, gpu.cpu()) and gpu_ran == cpu_ran and gpu_ran["path"] == "tma", gpu_ran
     if split == "":
         monkeypatch.setenv("VGGKERN_IMPLICIT_GEMM_SPLIT_K", "1")
         x = torch.randint(-3, 4, (3, 64, 10, 14), generator=g).to(dtype).contiguous(memory_format=torch.channels_last)
-        cpu = vggkern.conv3x3(x, w, b, relu=True, pool=True, algo=ALGO, allow_tf32=True, x_tf32=x_tf32)
-        gpu = vggkern.conv3x3(x.cuda(), w.cuda(), b.cuda(), relu=True, pool=True, algo=ALGO, allow_tf32=True,
-                              x_tf32=x_tf32).cpu()
-        assert torch.equal(cpu, gpu)
+        cpu, cpu_ran = _run_and_record(x, w, b, relu=True, pool=True, algo=ALGO, allow_tf32=True, x_tf32=x_tf32)
+        gpu, gpu_ran = _run_and_record(x.cuda(), w.cuda(), b.cuda(), relu=True, pool=True, algo=ALGO,
+                                       allow_tf32=True, x_tf32=x_tf32)
+        assert torch.equal(cpu, gpu.cpu()) and gpu_ran == cpu_ran and gpu_ran["path"] == "tma", gpu_ran
 
 
 # Stream-K (ws128x256) on the GPU at conv5's scale, where the emulator cannot go: batch 64

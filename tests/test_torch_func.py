@@ -434,13 +434,17 @@ def test_derivatives_through_a_weight_transform(algo):
         assert not prepared_tangent[..., 3:].any()
     else:
         assert torch.equal(prepared_tangent, prepare(t))
-    # a batch of weights (an ensemble): the op's own values bit for bit, in one call (the
-    # autouse fixture refuses torch's per-element fallback); and per-weight gradients
+    # a batch of weights (an ensemble): the transform's and the conv's values bit for bit
+    # each weight's own, in one call (the autouse fixture refuses torch's per-element
+    # fallback); and per-weight gradients, each of its own loss (a v of its own: a linear
+    # loss's gradient does not depend on w, so only distinct v's show a mix-up of weights)
     ws = torch.stack([w, 2 * w, -w])
     assert torch.equal(vmap(prepare)(ws), torch.stack([prepare(e) for e in ws]))
-    per_weight = vmap(grad(lambda w: (ours(w) * v).sum()))(ws)
+    assert torch.equal(vmap(ours)(ws), torch.stack([ours(e) for e in ws]))
+    vs = torch.stack([v, -2 * v, torch.randn(v.shape, generator=torch.Generator().manual_seed(16))])
+    per_weight = vmap(grad(lambda w, v: (ours(w) * v).sum()))(ws, vs)
     for i in range(3):
-        close(per_weight[i], want_grad)  # the loss is linear in w: the same gradient at every w
+        close(per_weight[i], grad(lambda w: (theirs(w) * vs[i].double()).sum())(ws[i].double()))
 
 
 @pytest.mark.parametrize("algo", ["winograd_f2x2", "implicit_gemm"])

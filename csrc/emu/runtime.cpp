@@ -216,6 +216,8 @@ struct MBarrier {
   std::vector<std::pair<unsigned, uint32_t>> waiting;
   const char* file = nullptr;  // its init
   int line = 0;
+  unsigned init_thread = 0;  // the thread that initialised it, and whether that thread has since run
+  bool fenced = false;       // mbar_init_fence() (what the async proxy's completions need)
 };
 
 // Global-memory accounting (global_stats.h): a warp's lanes meet at the k-th call of a
@@ -386,6 +388,7 @@ class Worker {
   int block_barrier(int predicate, const char* file, int line);
   void named_barrier(int id, int threads, bool wait, const char* file, int line);
   void mbarrier_init(const void* bar, uint32_t count, const char* file, int line);
+  void mbarrier_init_fence();
   void mbarrier_arrive(const void* bar, uint32_t expect_tx, const char* file, int line);
   void mbarrier_wait(const void* bar, uint32_t parity, const char* file, int line);
   void tensor_store(const void* src, const TensorMap& map, const int32_t* coords, const char* file, int line);
@@ -902,7 +905,16 @@ void Worker::mbarrier_init(const void* bar, uint32_t count, const char* file, in
   b.done.assign(nwarps_, 0);
   b.file = file;
   b.line = line;
+  b.init_thread = current_->view.linear;
   named_used_ = true;  // its order is kept by the per-warp clocks
+}
+
+// fence.mbarrier_init + fence.proxy.async (kernels/tma.cuh: mbar_init_fence): the mbarriers
+// this thread initialised become visible to the async proxy, whose tensor loads complete
+// their bytes on them.
+void Worker::mbarrier_init_fence() {
+  for (auto& [address, b] : mbarriers_)
+    if (b.init_thread == current_->view.linear) b.fenced = true;
 }
 
 // Completes the phase once nothing is pending: the arrivals' clocks become what a wait
@@ -972,6 +984,11 @@ void Worker::tensor_load(void* dst, const TensorMap& m, const int32_t* coords, c
   uint32_t a0;
   const size_t bytes = check_box(dst, m, rows.size(), "tensor load destination", &a0, file, line);
   check_write(dst, bytes, "this thread's tensor load writes", file, line);
+  if (!b.fenced)
+    fail("a tensor load completes on an mbarrier (initialised at " + site(b.file, b.line) +
+             ") whose initialising thread has not run mbar_init_fence() since (fence.mbarrier_init, "
+             "fence.proxy.async): the async proxy may not see the initialisation",
+         file, line);
   // Chunk by chunk: 16 bytes gathered (zeros out of bounds), stored at their swizzled address.
   const uint32_t per_chunk = 16 / static_cast<uint32_t>(m.elem_bytes);
   for (size_t i = 0; i < rows.size(); ++i) {
@@ -1559,6 +1576,7 @@ void named_barrier(int id, int threads, bool wait, const char* file, int line) {
 void mbarrier_init(const void* bar, uint32_t count, const char* file, int line) {
   t_worker->mbarrier_init(bar, count, file, line);
 }
+void mbarrier_init_fence() { t_worker->mbarrier_init_fence(); }
 void mbarrier_arrive(const void* bar, uint32_t expect_tx, const char* file, int line) {
   t_worker->mbarrier_arrive(bar, expect_tx, file, line);
 }

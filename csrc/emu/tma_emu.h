@@ -53,6 +53,9 @@ struct alignas(64) TensorMap {
 };
 
 void mbarrier_init(const void* bar, uint32_t count, const char* file, int line);
+// mbar_init_fence(): the mbarriers this thread initialised, visible to tensor loads (a load
+// completing on one its initialising thread has not fenced since is an error).
+void mbarrier_init_fence();
 // One arrival; expect_tx > 0: mbarrier.arrive.expect_tx (the bytes are expected first).
 void mbarrier_arrive(const void* bar, uint32_t expect_tx, const char* file, int line);
 void mbarrier_wait(const void* bar, uint32_t parity, const char* file, int line);

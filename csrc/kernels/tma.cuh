@@ -208,6 +208,8 @@ __device__ __forceinline__ void mbar_init(uint64_t* bar, uint32_t count VK_CALL_
 __device__ __forceinline__ void mbar_init_fence() {
 #if defined(VK_TMA_PTX)
   asm volatile("fence.mbarrier_init.release.cluster;\n\tfence.proxy.async.shared::cta;" ::: "memory");
+#elif !defined(__CUDACC__)
+  ::vk::emu::mbarrier_init_fence();
 #endif
 }
 

@@ -111,13 +111,15 @@ std::vector<float> run_ring(Fault fault) {
   return out;
 }
 
-enum class Misuse { uninitialised, twice, extra_arrival, bytes_left, never_completes, misaligned, outside_box };
+enum class Misuse { uninitialised, twice, extra_arrival, bytes_left, never_completes, misaligned, outside_box,
+                    unfenced };
 
 __global__ void misuse_kernel(const TensorMap map, Misuse m) {
   VK_DYNAMIC_SHARED(unsigned char, buf);
   VK_SHARED(uint64_t, bar, [1]);
   if (threadIdx.x != 0) return;
   if (m != Misuse::uninitialised) mbar_init(bar, 1);
+  if (m != Misuse::uninitialised && m != Misuse::unfenced) mbar_init_fence();
   switch (m) {
     case Misuse::uninitialised:
       mbar_wait(bar, 0);
@@ -142,6 +144,11 @@ __global__ void misuse_kernel(const TensorMap map, Misuse m) {
     case Misuse::outside_box:
       mbar_arrive_expect_tx(bar, 8 * 64);
       tma_load_im2col(buf, &map, 0, -2, 0, 0, 0, 0, bar);
+      break;
+    case Misuse::unfenced:  // a load on a barrier whose init the async proxy was not shown
+      mbar_arrive_expect_tx(bar, 8 * 64);
+      tma_load_2d(buf, &map, 0, 0, bar);
+      mbar_wait(bar, 0);
       break;
   }
 }
@@ -226,4 +233,5 @@ EMU_TEST(tma_misuse_is_reported) {
   expect_error([] { run_misuse(Misuse::never_completes); }, {"can never finish", "mbarrier", "1 arrivals"});
   expect_error([] { run_misuse(Misuse::misaligned); }, {"not 128-byte aligned"});
   expect_error([] { run_misuse(Misuse::outside_box); }, {"outside the bounding box"});
+  expect_error([] { run_misuse(Misuse::unfenced); }, {"has not run mbar_init_fence()", "initialised at"});
 }
