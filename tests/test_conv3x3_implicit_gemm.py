@@ -305,10 +305,11 @@ def test_persistent_ws_tile_matches_mma_sync(tile, grid, cp_async, dtype, n, c, 
 # the epilogue. On exact sums (small integers) that is mma.sync's output bit for bit:
 # tiles in 2 and 3 parts (ranges shorter than a tile), several segments per block, the
 # pool (window and slab order), K cut and odd (single stores), staged tensor stores and
-# pairs, tensor loads and cp.async (each y NHWC case both ways). On random data, within the float64 bounds, and the
-# same bits on every run (the K order of the parts, whichever finishes). An NCHW y has no
-# persistent grid (one block per item): stream-K does not apply. ws128x256's alone:
-# ws128x128 keeps whole tiles (its items are half as long; the plan's test below).
+# pairs, tensor loads and cp.async (each y NHWC case both ways). On random data, within
+# the float64 bounds, and the same bits on every run (the K order of the parts, whichever
+# finishes). An NCHW y has no persistent grid (one block per item): stream-K does not
+# apply. ws128x256's alone: ws128x128 keeps whole tiles (its items are half as long; the
+# plan's test below).
 @pytest.mark.parametrize("tile", ["ws128x256"])
 @pytest.mark.parametrize("dtype", HALF_DTYPES + [torch.float32], ids=str)
 @pytest.mark.parametrize("grid,n,c,k,h,w,relu,pool,layout", [
