@@ -8,7 +8,7 @@ while the benchmarks ran.
 The matrix ceiling: torch.matmul (cuBLAS) of two 8192 x 8192 matrices in fp16 and in bf16
 (2 * 8192^3 FLOPs each), the memory one: a 1 GiB device-to-device copy (bytes read plus bytes
 written). Random data (never zeros: a matrix product ran 13% faster on zeros on an H200 of
-this workplace), CUDA events around each call after a warm-up, the median of 20. device_run.sh
+this workplace), timed as the benchmark rows are (timing.time_gpu), the median of 20. device_run.sh
 records them in the run's JSON (vggkern_ceilings) and the report prints each beside the
 datasheet's figure, so '% of peak' can be read against what the chip gives a library too.
 
@@ -35,19 +35,11 @@ REASONS = {0x4: "SW power cap", 0x8: "HW slowdown", 0x20: "SW thermal slowdown",
 
 
 def _median_ms(fn, repeats=REPEATS) -> float:
-    import torch
+    """fn()'s median time in ms, timed as every benchmark row is (timing.time_gpu: warm-up,
+    CUDA events; nothing to rotate)."""
+    from .timing import time_gpu
 
-    for _ in range(3):
-        fn()
-    times = []
-    for _ in range(repeats):
-        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-        start.record()
-        fn()
-        end.record()
-        end.synchronize()
-        times.append(start.elapsed_time(end))
-    return statistics.median(times)
+    return 1e3 * time_gpu(lambda _: fn(), lambda: None, repeats=repeats, rotate_bytes=0).median_s
 
 
 def measure(n=GEMM_N, copy_bytes=COPY_BYTES, repeats=REPEATS) -> dict:
