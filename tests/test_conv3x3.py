@@ -599,8 +599,9 @@ def test_arguments_that_are_not_tensors():
 
 
 # A tensor that is not dense (sparse, mkldnn, quantized, nested) has no kernel of ours: the
-# functions name the argument (the dispatcher's NotImplementedError would name only the
-# backend); the modules hand it to torch's ops, as nn.Conv2d and nn.MaxPool2d would.
+# functions, and the ops called directly, name the argument (the dispatcher's
+# NotImplementedError would name only the backend); the modules hand it to torch's ops,
+# as nn.Conv2d and nn.MaxPool2d would.
 def test_tensors_that_are_not_dense():
     x, w, b = torch.randn(1, 4, 6, 6), torch.randn(3, 4, 3, 3), torch.randn(3)
     not_dense = {"sparse_coo": lambda t: t.to_sparse(),
@@ -614,7 +615,14 @@ def test_tensors_that_are_not_dense():
                            (lambda: vggkern.conv3x3(x, w, make(b)), "conv3x3: expected bias"),
                            (lambda: vggkern.maxpool2x2(make(x)), "maxpool2x2: expected x"),
                            (lambda: vggkern.winograd_weight(make(w), 2), "winograd_weight: expected weight"),
-                           (lambda: vggkern.tensor_core_weight(make(w)), "tensor_core_weight: expected weight")]:
+                           (lambda: vggkern.tensor_core_weight(make(w)), "tensor_core_weight: expected weight"),
+                           (lambda: torch.ops.vggkern.conv3x3(make(x), w, b), "conv3x3: expected x"),
+                           (lambda: torch.ops.vggkern.conv3x3(x, make(w), b), "conv3x3: expected weight"),
+                           (lambda: torch.ops.vggkern.conv3x3(x, w, make(b), True), "conv3x3: expected bias"),
+                           (lambda: torch.ops.vggkern.maxpool2x2(make(x)), "maxpool2x2: expected x"),
+                           (lambda: torch.ops.vggkern.winograd_weight(make(w), 4), "winograd_weight: expected weight"),
+                           (lambda: torch.ops.vggkern.tensor_core_weight(make(w)),
+                            "tensor_core_weight: expected weight")]:
             with pytest.raises(ValueError, match=f"vggkern.{name} to be a dense \\(strided\\) tensor, got a {kind} "):
                 call()
     conv, pool = vggkern.Conv3x3(4, 3, relu=True), vggkern.MaxPool2x2()

@@ -300,16 +300,37 @@ def test_derivative_ops_name_bad_inputs(call, match):
 
 
 def test_derivative_ops_take_every_weight_form():
-    # The checks let through what the forward takes: a raw weight, a laid-out one, a U
-    # (x's gradient the same conv's, up to the laid-out weight's TF32 rounding).
+    # The checks let through what the forward takes: a raw weight, a laid-out one, a U. The
+    # raw weight's gradients are torch's (float64). The laid-out weight's is the raw one's,
+    # laid out, zeros in the padded channels (x's gradient the same conv's, up to the
+    # laid-out weight's TF32 rounding). A U's is the forward's adjoint, <gU, D> =
+    # <g, conv3x3(x, D)> for every D of U's shape (the conv is linear in its weight): on
+    # random D, which reach the directions that w's gradient through U (G^T gU G) does not.
     x, w, b = _inputs(seed=13)
-    g = torch.randn(2, 4, 6, 6)
+    g = torch.randn(2, 4, 6, 6, generator=torch.Generator().manual_seed(14))
     gx, gw, gb = torch.ops.vggkern._conv3x3_backward(g, x, w, b, False, False, [True] * 3)
-    for weight in (vggkern.tensor_core_weight(w), vggkern.winograd_weight(w, 2), vggkern.winograd_weight(w, 4)):
-        gx2, gw2, gb2 = torch.ops.vggkern._conv3x3_backward(g, x, weight, b, False, False, [True] * 3)
-        assert gw2.shape == weight.shape
+    x64, w64 = x.double().requires_grad_(), w.double().requires_grad_()
+    for got, want in zip((gx, gw, gb), (*torch.autograd.grad(F.conv2d(x64, w64, padding=1), (x64, w64),
+                                                               g.double()), g.double().sum((0, 2, 3)))):
+        torch.testing.assert_close(got.double(), want, rtol=1e-5, atol=1e-5)
+    laid = vggkern.tensor_core_weight(w)
+    gx2, gw2, gb2 = torch.ops.vggkern._conv3x3_backward(g, x, laid, b, False, False, [True] * 3)
+    assert gw2.shape == laid.shape
+    torch.testing.assert_close(gw2, F.pad(gw.permute(0, 2, 3, 1), (0, laid.shape[3] - w.shape[1])),
+                               rtol=0, atol=0)
+    torch.testing.assert_close(gb2, gb)
+    torch.testing.assert_close(gx2, gx, rtol=2e-3, atol=2e-3)
+    for m in (2, 4):
+        u = vggkern.winograd_weight(w, m)
+        gx2, gu, gb2 = torch.ops.vggkern._conv3x3_backward(g, x, u, b, False, False, [True] * 3)
+        assert gu.shape == u.shape
         torch.testing.assert_close(gb2, gb)
         torch.testing.assert_close(gx2, gx, rtol=2e-3, atol=2e-3)
+        for seed in range(3):
+            d = torch.randn(u.shape, generator=torch.Generator().manual_seed(seed))
+            y = torch.ops.vggkern.conv3x3(x, d, None, False, False, f"winograd_f{m}x{m}").double()
+            lhs, rhs = (gu.double() * d.double()).sum(), (g.double() * y).sum()
+            assert abs(lhs - rhs) <= 1e-5 * (gu.double().norm() * d.double().norm()), (m, seed, lhs, rhs)
 
 
 def test_frozen_op_under_transforms_runs_the_op():

@@ -533,6 +533,7 @@ def _autograd_kernel(function, name):
     op = getattr(torch.ops.vggkern, name).default
 
     def kernel(keyset, weight, *args):
+        _check_tensor("weight", weight, f"vggkern.{name}")  # a tensor that is not dense has no dual to unpack
         recorded = torch.is_grad_enabled() and weight.requires_grad
         if not recorded and torch._VF._unpack_dual(weight, 0).tangent is None:
             with torch._C._AutoDispatchBelowAutograd():
@@ -680,3 +681,32 @@ def _tensor_core_input_fake(x):
     n, c, h, w = x.shape
     return torch.empty((n, _tensor_core_channels(c), h, w), dtype=x.dtype, device=x.device,
                        memory_format=torch.channels_last)
+
+
+# ---- tensors that are not dense ----------------------------------------------------------
+# A sparse, mkldnn, quantized or nested tensor given to an op called directly
+# (torch.ops.vggkern.*) would reach the dispatcher's NotImplementedError, which names the
+# backend only. A kernel at those keys names the argument, as the wrappers do.
+
+_NOT_DENSE_KEYS = ("SparseCPU", "SparseCUDA", "SparseMeta", "SparseCsrCPU", "SparseCsrCUDA", "SparseCsrMeta",
+                   "MkldnnCPU", "QuantizedCPU", "QuantizedCUDA", "NestedTensorCPU", "NestedTensorCUDA",
+                   "NestedTensorMeta")
+
+
+def _refuse_not_dense(name: str):
+    arguments = [a.name for a in getattr(torch.ops.vggkern, name).default._schema.arguments]
+
+    def kernel(*args, **kwargs):
+        given = {**dict(zip(arguments, args)), **kwargs}
+        for argument in arguments:
+            if isinstance(given.get(argument), torch.Tensor):
+                _check_tensor(argument, given[argument], f"vggkern.{name}")
+        raise AssertionError(f"vggkern.{name}: reached a kernel for tensors that are not dense, with none")
+    return kernel
+
+
+# (Not the derivative ops: internal and composite, their kernels run above these keys, where
+# a tensor that is not dense gets aten's error.)
+for _name in ("maxpool2x2", "conv3x3", "winograd_weight", "tensor_core_weight", "_tensor_core_input"):
+    for _key in _NOT_DENSE_KEYS:
+        _LIB.impl(_name, _refuse_not_dense(_name), _key)
