@@ -17,7 +17,8 @@ instantiation. No case starts past --deadline (a time.time() epoch, as benchmark
 --deadline), so the script ends with a verdict and a count of the cases it ran instead
 of being killed by the caller's timeout.
 
-Exit code: 0 all ran cases agree with torch; 4 a result differs (printed); a Python
+Exit code: 0 all ran cases agree with torch; 4 a result differs, or a forced stream-K
+did not run (printed); a Python
 error (a CUDA fault in our kernel raises one) exits 1; the sanitizer's own findings
 give its --error-exitcode.
 """
@@ -44,7 +45,8 @@ def _conv_runs():
     the op picks it; implicit_gemm's default plan here (256 x 64: K = 19; no split), the
     other tiles forced (wg*: wgmma; fp32 as TF32, torch's default), split-K forced (its
     partial sums and reduction kernel), and ws128x256 with stream-K forced on (C = 64: tiles
-    in 2 to 5 parts, the fixup's slots and counters)."""
+    in 2 to 5 parts, the fixup's slots and counters; where y is channels_last the launch
+    must have recorded that it shared tiles out: NCHW y keeps whole tiles)."""
     algos = vggkern.algorithms()
     runs = [(a, "", "", "") for a in ["auto", *algos]]
     forced = [t for t in IMPLICIT_GEMM_TILES if t != "256x64"]  # 256x64: the default above
@@ -96,6 +98,17 @@ def main(argv=None):
     return MISMATCH if bad else 0
 
 
+def _launch_record():
+    """What this process's last ws-tile launch recorded (its tile, copies, schedule)."""
+    return vggkern._C.implicit_gemm_last_copies() or {}
+
+
+def _shared_tiles():
+    # Forced on, stream-K must have run: a memcheck of whole tiles would pass for it.
+    ran = _launch_record()
+    return ran.get("tile") == "ws128x256" and bool(ran.get("stream_k"))
+
+
 def _conv_cases(rounds, runs, deadline, g, bad):
     """Runs the conv cases, round by round, until the deadline: (ran, refused, bad)."""
     ran = skipped = 0
@@ -118,6 +131,9 @@ def _conv_cases(rounds, runs, deadline, g, bad):
             print(f"{label}: not supported ({str(e)[:100]})")
             skipped += 1
             continue
+        if stream_k == "on" and cl and not _shared_tiles():  # NCHW y: whole tiles (their stores)
+            print(f"{label}: stream-K did not run (the launch recorded {_launch_record()})")
+            bad += 1
         ref = F.conv2d(x.double(), w.double(), b.double(), padding=1)
         ref = F.relu(ref) if relu else ref
         ref = F.max_pool2d(ref, 2, 2) if pool else ref

@@ -30,7 +30,17 @@ def test_first_round_runs_every_conv_path_and_agrees(cpu_stands_in, capsys):
     out = capsys.readouterr().out
     assert "maxpool2x2: 18 cases run" in out
     assert f"conv3x3: {len(runs)} of {len(runs)} cases run, 0 refused\n" in out
-    assert "sanitize_case: OK" in out
+    assert "sanitize_case: OK" in out  # the emulator's launch shared tiles out where stream-K was forced
+
+
+def test_forced_stream_k_that_did_not_run_fails(cpu_stands_in, monkeypatch, capsys):
+    # A launch that kept whole tiles (stream-K forced on) would pass memcheck for stream-K's.
+    monkeypatch.setattr(sc, "_launch_record", lambda: {"tile": "ws128x256", "stream_k": ""})
+    assert sc.main(["--rounds", "1"]) == sc.MISMATCH
+    out = capsys.readouterr().out
+    assert ("conv3x3 implicit_gemm tile=ws128x256 split=- stream_k=on torch.float16 cl=True relu=True pool=True: "
+            "stream-K did not run (the launch recorded {'tile': 'ws128x256', 'stream_k': ''})") in out
+    assert "sanitize_case: 1 MISMATCHES" in out
 
 
 def test_mismatch_refusal_fault_and_deadline(cpu_stands_in, monkeypatch, capsys):
@@ -80,6 +90,7 @@ def test_first_three_rounds_run_every_path_in_every_dtype(cpu_stands_in, monkeyp
         return (F.max_pool2d(y, 2, 2) if pool else y).to(x.dtype)
 
     monkeypatch.setattr(vggkern, "conv3x3", recorded)
+    monkeypatch.setattr(sc, "_shared_tiles", lambda: True)  # no launch: nothing recorded
     assert sc.main(["--rounds", "3"]) == 0
     runs = sc._conv_runs()
     assert len(seen) == 3 * len(runs)
@@ -101,6 +112,7 @@ def test_stream_k_turned_off_stays_off(cpu_stands_in, monkeypatch, capsys):
         return (F.max_pool2d(y, 2, 2) if pool else y).to(x.dtype)
 
     monkeypatch.setattr(vggkern, "conv3x3", recorded)
+    monkeypatch.setattr(sc, "_shared_tiles", lambda: True)  # no launch: nothing recorded
     monkeypatch.setenv("VGGKERN_IMPLICIT_GEMM_STREAM_K", "off")
     assert all(run[3] != "on" for run in sc._conv_runs())
     assert sc.main(["--rounds", "1"]) == 0
