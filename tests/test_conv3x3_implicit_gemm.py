@@ -1153,7 +1153,7 @@ def test_resolve_algo_answers_or_fails_as_conv3x3_does():
         assert ran == algo if algo != "auto" else ran in ("direct", "implicit_gemm"), label
         assert torch.equal(vggkern.conv3x3(x, w, pool=pool, algo=ran, allow_tf32=tf32), y), label
     # No weight to say K: out_channels < 1 (conv3x3: a weight without output channels) in its own words.
-    for k, err in ((0, ValueError), (-3, ValueError), (2.0, TypeError), (True, TypeError)):
+    for k, err in ((0, ValueError), (-3, ValueError), (2**63, ValueError), (2.0, TypeError), (True, TypeError)):
         with pytest.raises(err, match="out_channels"):
             vggkern.resolve_algo(x16, k)
     with pytest.raises(ValueError, match="at least one output channel"):

@@ -1422,6 +1422,31 @@ def test_classify_command(vgg16_state_file, tmp_path, capsys):
         assert name in categories, line
     assert main(["classify", str(image), "--weights", "IMAGENET1K_V9"]) == 2
     assert "weights must be None, a VGG16_Weights member or name" in capsys.readouterr().err
+    # torchvision's feature-only weights have no classifier values: refused, not ranked
+    # under borrowed class names (and refused before any download).
+    assert main(["classify", str(image), "--weights", "IMAGENET1K_FEATURES"]) == 2
+    assert ("--weights IMAGENET1K_FEATURES: these weights have no classifier (torchvision's "
+            "VGG16_Weights.IMAGENET1K_FEATURES: features only)") in capsys.readouterr().err
+
+
+def test_classify_without_a_network_says_what_failed(tmp_path, capsys, monkeypatch):
+    import urllib.error
+
+    from PIL import Image
+    from torchvision.models._api import WeightsEnum
+
+    from vggkern.__main__ import main
+
+    image = tmp_path / "img.png"
+    Image.new("RGB", (8, 8)).save(image)
+
+    def offline(self, *args, **kwargs):
+        raise urllib.error.URLError("[Errno -2] Name or service not known")
+
+    monkeypatch.setattr(WeightsEnum, "get_state_dict", offline)
+    assert main(["classify", str(image), "--weights", "IMAGENET1K_V1", "--device", "cpu"]) == 2
+    assert ("python -m vggkern classify: --weights IMAGENET1K_V1: the download failed ([Errno -2] Name or service "
+            "not known); without a network pass a state_dict file") in capsys.readouterr().err
 
 
 def test_command_line_refuses_bad_values(tmp_path, capsys, monkeypatch):

@@ -15,6 +15,7 @@ import argparse
 import platform
 import sys
 import time
+import urllib.error
 
 import torch
 
@@ -151,12 +152,19 @@ def classify(image: str, weights: str, algo: str = "auto", device: str | None = 
                 raise ValueError(f"--device {device}: no CUDA GPU is available")
         resolved = resolve_weights("vgg16", weights)
         meta = resolved if not isinstance(resolved, str) else VGG16_Weights.IMAGENET1K_V1
-        categories = meta.meta["categories"] or VGG16_Weights.IMAGENET1K_V1.meta["categories"]
+        categories = meta.meta["categories"]
+        if categories is None:  # torchvision's IMAGENET1K_FEATURES: no classifier values
+            raise ValueError(f"--weights {weights}: these weights have no classifier (torchvision's "
+                             f"{meta}: features only); they cannot classify")
         device = device or ("cuda" if torch.cuda.is_available() else "cpu")
         img = Image.open(image).convert("RGB")
-        model = vggkern.vgg16(weights=resolved, algo=algo).eval().to(device)
+        try:
+            model = vggkern.vgg16(weights=resolved, algo=algo).eval().to(device)
+        except urllib.error.URLError as e:  # no network: say what was being fetched
+            raise OSError(f"--weights {weights}: the download failed ({e.reason}); without a network pass a "
+                          f"state_dict file saved where there is one") from e
     # A bad device, weights name or file (not a VGG16 state_dict: load_state_dict's
-    # RuntimeError), or no network (URLError is an OSError).
+    # RuntimeError), or no network (the OSError above).
     except (ValueError, OSError, RuntimeError) as e:
         print(f"python -m vggkern classify: {e}", file=sys.stderr)
         return 2

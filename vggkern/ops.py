@@ -138,8 +138,9 @@ def resolve_algo(x: torch.Tensor, out_channels: int, *, pool: bool = False, algo
     # In _check_conv3x3_inputs's order, less the checks of a weight and bias.
     _check_conv3x3_x(x, pool, op)
     _check_algo_name(algo, op)
-    if out_channels < 1:
-        raise ValueError(f"vggkern.resolve_algo: expected out_channels >= 1 (the weight's K), got {out_channels}")
+    if not 1 <= out_channels < 2**63:  # (K is an int64 where the table is looked up)
+        raise ValueError(f"vggkern.resolve_algo: expected out_channels >= 1 and < 2**63 (the weight's K), "
+                         f"got {out_channels}")
     _check_tf32(x, algo, allow_tf32, op)
     if algo != "auto":
         return algo
