@@ -232,7 +232,7 @@ if [ "$rc" = 0 ]; then
   else
     limited "$SCT" $PY benchmarks/wgmma_probe.py --scale 2>&1 | tee "$LOGS/scale.log" >>"$LOGS/tests.log"
     src=${PIPESTATUS[0]}
-    grep -E "^wgmma probe:" "$LOGS/scale.log" | grep -v "matches" | head -8
+    grep -E "^wgmma probe:|^  [0-9]+ of [0-9]+ elements" "$LOGS/scale.log" | grep -v "matches" | head -12
     [ "$src" = 124 ] && grep -q "^wgmma probe: at scale, whole tiles: every case matches" "$LOGS/scale.log" && src=3
   fi
   case $src in

@@ -55,6 +55,50 @@ from benchmarks.tiles import is_wgmma  # noqa: E402
 TILES = tuple(t for t in ALL_IMPLICIT_GEMM_TILES if is_wgmma(t))  # every one, whatever is excluded
 
 
+def _ranges(values) -> str:
+    """Sorted ints as "0-63, 128, 130-131"."""
+    values, out = sorted(set(values)), []
+    for v in values:
+        if out and v == out[-1][1] + 1:
+            out[-1][1] = v
+        else:
+            out.append([v, v])
+    return ", ".join(f"{a}" if a == b else f"{a}-{b}" for a, b in out)
+
+
+def describe_mismatch(got, want, tile: str, pool: bool) -> str:
+    """Where a result y (N, K, Ho, Wo) differs from the right one, in the kernel's terms: how
+    many elements; which of the tile's M tiles (BM output pixels, or BM/4 pooled windows,
+    of pixel order (n, h, w)), rows within a tile (pooled: windows), and output channels
+    within its BN; how many came out 0; the first few. So that a first GPU run's log says
+    what to look for (a warpgroup's rows, a tap, stream-K's tiles) after the session ended."""
+    import re
+
+    got, want = got.detach().cpu().double(), want.detach().cpu().double()
+    bad = (got != want) & ~(got.isnan() & want.isnan())
+    count = int(bad.sum())
+    if count == 0:
+        return "no element differs"
+    n_img, k_out, ho, wo = got.shape
+    n, k, h, w = bad.nonzero().unbind(1)
+    pixel = (n * ho + h) * wo + w  # y's pixel (pooled: its window), in M's order
+    parts = [f"{count} of {got.numel()} elements ({100 * count / got.numel():.3g}%)"]
+    shape = re.search(r"(\d+)x(\d+)", tile or "")
+    if shape:
+        bm, bn = int(shape.group(1)), int(shape.group(2))
+        per_tile = bm // 4 if pool else bm
+        tiles = -(-n_img * ho * wo // per_tile)
+        parts += [f"M tiles {_ranges((pixel // per_tile).tolist())} of 0-{tiles - 1}",
+                  f"{'windows' if pool else 'rows'} {_ranges((pixel % per_tile).tolist())} of 0-{per_tile - 1} "
+                  f"in a tile", f"channels {_ranges((k % bn).tolist())} of 0-{bn - 1} in a tile, of K blocks "
+                  f"{_ranges((k // bn).tolist())} of 0-{-(-k_out // bn) - 1}"]
+    zeros = int((got[bad] == 0).sum())
+    parts.append(f"{zeros} of them 0")
+    first = [f"(n={int(a)}, k={int(b)}, h={int(c)}, w={int(d)}) {got[a, b, c, d].item():g} for "
+             f"{want[a, b, c, d].item():g}" for a, b, c, d in zip(n[:3], k[:3], h[:3], w[:3])]
+    return "; ".join(parts) + "; first " + ", ".join(first)
+
+
 def _same(x, w, b, label, **kw) -> bool:
     """Our conv on the CPU (the emulator) and on the GPU, bit for bit; prints the verdict."""
     import vggkern
@@ -64,6 +108,8 @@ def _same(x, w, b, label, **kw) -> bool:
     torch.cuda.synchronize()
     same = torch.equal(cpu, gpu.cpu())
     print(f"wgmma probe: {label}: {'matches the emulator' if same else 'DIFFERS from the emulator'}")
+    if not same:
+        print(f"  {describe_mismatch(gpu, cpu, os.environ.get('VGGKERN_IMPLICIT_GEMM_TILE', ''), kw.get('pool'))}")
     return same
 
 
@@ -188,6 +234,8 @@ def at_scale(whole=SCALE_WHOLE, stream_k=SCALE_STREAM_K, device="cuda") -> int:
                 ok &= same
                 print(f"wgmma probe: {label}: {tile} x {tuple(x.shape)} K={k} pool={pool} {dtype}: "
                       f"{'matches' if same else 'DIFFERS from'} the exact sums ({how})")
+                if not same:
+                    print(f"  {describe_mismatch(y, _exact(x, w, b, pool), tile, pool)}")
         return ok
 
     try:

@@ -295,7 +295,7 @@ def test_wgmma_probe_runs_several_items_per_ws_block(monkeypatch):
                 assert items >= 4, (tile, pool, items)
 
 
-def test_wgmma_probe_at_scale(monkeypatch):
+def test_wgmma_probe_at_scale(monkeypatch, capsys):
     """--scale's cases are what it says on an H100/H200's 132 SMs: several items per block (a
     persistent grid), whole tiles, and stream-K with tiles in parts where it is on; and its
     verdicts, run here on tiny cases through the emulator: 0 where both match the exact sums,
@@ -328,7 +328,12 @@ def test_wgmma_probe_at_scale(monkeypatch):
         return conv
 
     monkeypatch.setattr(vggkern, "conv3x3", wrong_when(("on",)))
+    capsys.readouterr()
     assert wgmma_probe.at_scale(case, case, device="cpu") == 3
+    # The log says where (the planted element: pixel (1, 2, 3) of 9 x 11 is row 124 of M tile 0).
+    assert ("2 of 2 tiles on 3 blocks)\n  1 of 26928 elements (0.00371%); M tiles 0 of 0-1; rows 124 of 0-127 in a "
+            "tile; channels 7 of 0-255 in a tile, of K blocks 0 of 0-0; 0 of them 0; first (n=1, k=7, h=2, w=3)") \
+        in capsys.readouterr().out
     monkeypatch.setattr(vggkern, "conv3x3", wrong_when(("on", "off")))
     assert wgmma_probe.at_scale(case, case, device="cpu") == 1
     monkeypatch.setattr(vggkern, "conv3x3", real)
@@ -338,6 +343,28 @@ def test_wgmma_probe_at_scale(monkeypatch):
     assert wgmma_probe.at_scale(case, case, device="cpu") == 3
     monkeypatch.setattr(_C, "implicit_gemm_last_copies", lambda: dict(last(), tile="wg128x256"))
     assert wgmma_probe.at_scale(case, case, device="cpu") == 1
+
+
+def test_wgmma_probe_describes_a_mismatch():
+    """What a first GPU run's log keeps of a wrong result: counts, then where in the kernel's
+    tiles (M tiles of BM pixels, or BM/4 pooled windows, in (n, h, w) order; rows or windows
+    within one; channels within BN, and K blocks), how many are 0, the first elements."""
+    import torch
+
+    from benchmarks.wgmma_probe import describe_mismatch
+
+    want = torch.ones(2, 300, 14, 14)
+    got = want.clone()
+    got[1, 256:260, 3, 4] = 0  # pixel 1*196 + 3*14 + 4 = 242: tile 1, row 114; window tile 7, window 18
+    got[0, 7, 0, 1] += 1  # pixel 1: tile 0, row 1
+    assert describe_mismatch(want, want, "ws128x256", False) == "no element differs"
+    assert describe_mismatch(got, want, "ws128x256", False) == (
+        "5 of 117600 elements (0.00425%); M tiles 0-1 of 0-3; rows 1, 114 of 0-127 in a tile; channels 0-3, 7 of "
+        "0-255 in a tile, of K blocks 0-1 of 0-1; 4 of them 0; first (n=0, k=7, h=0, w=1) 2 for 1, "
+        "(n=1, k=256, h=3, w=4) 0 for 1, (n=1, k=257, h=3, w=4) 0 for 1")
+    assert "; M tiles 0, 7 of 0-12; windows 1, 18 of 0-31 in a tile; " in describe_mismatch(got, want, "ws128x128",
+                                                                                           True)
+    assert describe_mismatch(got, want, "", False).startswith("5 of 117600 elements (0.00425%); 4 of them 0; first")
 
 
 @pytest.mark.parametrize("policy", ["", "wgmma", "wgmma-wide", "wgmma-ws"])
