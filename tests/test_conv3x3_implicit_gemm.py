@@ -947,12 +947,19 @@ def test_gpu_matches_emulator_bit_for_bit(dtype, tile, split, layout, c, order, 
     for relu, pool in [(False, False), (True, True)]:
         cpu, cpu_ran = _run_and_record(x, w, b, relu=relu, pool=pool, algo=ALGO, allow_tf32=True)
         gpu, gpu_ran = _run_and_record(x.cuda(), w.cuda(), b.cuda(), relu=relu, pool=pool, algo=ALGO, allow_tf32=True)
-        assert torch.equal(cpu, gpu.cpu())
+        assert torch.equal(cpu, gpu.cpu()), _where(gpu, cpu, tile, pool)
         if tile in WS_TILES:  # the same copies and stores on both (a GPU that fell back would differ)
             assert gpu_ran == cpu_ran
             if (tile, c, order, split, pool, layout) == ("ws128x256", 32, "", "", False, torch.channels_last) and \
                     dtype != torch.float32 and os.environ.get("VGGKERN_IMPLICIT_GEMM_TMA", "") != "off":
                 assert gpu_ran["path"] == "tma", gpu_ran
+
+
+def _where(got, want, tile, pool):
+    """Where a GPU result differs, in the kernel's tiles (benchmarks/wgmma_probe.py)."""
+    from benchmarks.wgmma_probe import describe_mismatch
+
+    return describe_mismatch(got, want, tile or "", pool)
 
 
 def _run_and_record(*args, **kw):
@@ -992,14 +999,16 @@ def test_gpu_tensor_loads_match_emulator_bit_for_bit(tile, dtype, grid, split, m
     x_tf32 = dtype == torch.float32  # small integers are TF32 values
     cpu, cpu_ran = _run_and_record(x, w, b, relu=True, algo=ALGO, allow_tf32=True, x_tf32=x_tf32)
     gpu, gpu_ran = _run_and_record(x.cuda(), w.cuda(), b.cuda(), relu=True, algo=ALGO, allow_tf32=True, x_tf32=x_tf32)
-    assert torch.equal(cpu, gpu.cpu()) and gpu_ran == cpu_ran and gpu_ran["path"] == "tma", gpu_ran
+    assert torch.equal(cpu, gpu.cpu()), _where(gpu, cpu, tile, False)
+    assert gpu_ran == cpu_ran and gpu_ran["path"] == "tma", gpu_ran
     if split == "":
         monkeypatch.setenv("VGGKERN_IMPLICIT_GEMM_SPLIT_K", "1")
         x = torch.randint(-3, 4, (3, 64, 10, 14), generator=g).to(dtype).contiguous(memory_format=torch.channels_last)
         cpu, cpu_ran = _run_and_record(x, w, b, relu=True, pool=True, algo=ALGO, allow_tf32=True, x_tf32=x_tf32)
         gpu, gpu_ran = _run_and_record(x.cuda(), w.cuda(), b.cuda(), relu=True, pool=True, algo=ALGO,
                                        allow_tf32=True, x_tf32=x_tf32)
-        assert torch.equal(cpu, gpu.cpu()) and gpu_ran == cpu_ran and gpu_ran["path"] == "tma", gpu_ran
+        assert torch.equal(cpu, gpu.cpu()), _where(gpu, cpu, tile, True)
+        assert gpu_ran == cpu_ran and gpu_ran["path"] == "tma", gpu_ran
 
 
 # Stream-K (ws128x256) on the GPU at conv5's scale, where the emulator cannot go: batch 64
@@ -1043,7 +1052,7 @@ def test_gpu_stream_k_at_conv5_scale(tile, dtype, n, grid, pool, copies, monkeyp
     monkeypatch.setenv("VGGKERN_IMPLICIT_GEMM_STREAM_K", "off")
     whole = vggkern.conv3x3(x, w, b, relu=True, pool=pool, algo=ALGO)
     assert _C.implicit_gemm_last_copies()["stream_k"] == ""
-    assert torch.equal(sk, whole)
+    assert torch.equal(sk, whole), _where(sk, whole, tile, pool)
     monkeypatch.setenv("VGGKERN_IMPLICIT_GEMM_STREAM_K", "on")
     x, w, b = _inputs(n, 512, 512, 14, 14, dtype, "cuda", channels_last=True, seed=n)
     runs = [vggkern.conv3x3(x, w, b, relu=True, pool=pool, algo=ALGO) for _ in range(3)]
