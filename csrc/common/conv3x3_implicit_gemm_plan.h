@@ -21,8 +21,9 @@
 // computing warpgroups, on every item or ping-pong, and a producer warpgroup that makes the
 // copies) use wgmma (on an sm_90a build
 // and a compute capability 9.0 GPU, args.wgmma); they run only where forced or measured
-// fastest: until a GPU has checked them against the emulator bit for bit, mma.sync stays
-// the default. A measured wgmma tile on a device without wgmma runs as its mma.sync
+// fastest (the H200 checked wg128x128, wg256x64 and wg128x256 against the emulator bit for
+// bit, and the tuned table picks them; the ws tiles have not run on a GPU yet): without a
+// table entry the rule's mma.sync tile stays the default. A measured wgmma tile on a device without wgmma runs as its mma.sync
 // fallback: the tile of its shape (wg128x256: 128 x 128, 1 of its 2 blocks per SM). fp32
 // (TF32) has entries of its own, measured in fp32 (benchmarks/tune.py); where it has none
 // it takes the fp16 entry's tile as it is (until f697b76 a wgmma tile ran as its mma.sync

@@ -61,7 +61,7 @@
 // rows are read at tap * C + c either way): VGGKERN_IMPLICIT_GEMM_K_ORDER=taps_inner, kept so
 // that a GPU run measures the two (benchmarks/cases.py, k_order rows). Measured (H200,
 // results/focus/2026-12-04_H200_f697b76_k-order-tf32.json; fp16 channels_last, batch 64,
-// wg128x128 and wg128x256 on conv3_1, conv3_2, conv4_2, conv5_1): taps inner at 0.90-1.07x
+// wg128x128 and wg128x256 on conv3_1, conv3_2, conv4_2, conv5_1): taps inner at 0.94-1.11x
 // the default's time. x's copies, like the weight's, go past L1 (cp.async.cg). Through L1
 // (cp.async.ca), with taps inner the next taps' copies of the same pixels would hit there
 // (by count, ~2 L2 reads per pixel chunk instead of 9), but that was measured slower than
@@ -72,7 +72,7 @@
 // nvcc 13.0, sm_90a, 32-bit offsets): the loop lists both orders' advance, a slice runs one:
 // 128 x 128 206 -> 226 instructions per slice, wg128x128 138 -> 158 (issue share 54% ->
 // 62%), wg128x256 129 -> 145, wg256x64 137 -> 154; TF32 128 x 128 271 -> 291, wg128x128
-// 218, wg128x256 177, wg256x64 270 (with x's .ca copy also listed, before its removal:
+// 216, wg128x256 180, wg256x64 273 (with x's .ca copy also listed, before its removal:
 // 232, 164, 157, 165; TF32 297, 224, 191, 281). No spills. The counts in the paragraphs
 // below are from before the K order.
 // K_gemm advances one 64-byte slice at a time (kBK = 32 fp16/bf16 or 16 fp32 elements)
@@ -108,7 +108,9 @@
 // read and wrote y again (conv2_1 at batch 64: 206 MB, ~0.12 ms at 3.3 TB/s, against ~0.24
 // ms for the conv at half the fp16 peak). The earlier path stays selectable
 // (VGGKERN_IMPLICIT_GEMM_NCHW_Y=convert) so a GPU run measures the two (benchmarks/cases.py,
-// nchw_y rows); not measured yet. Its code is a call, not
+// nchw_y rows). Measured (H200, a95939d, fp16, batch 64): converted 1.00-3.11x the direct
+// path's time (conv2_1: 1,132 against 546 us, the pass 0.59 ms, not the ~0.12 predicted
+// above; conv5: equal). Its code is a call, not
 // inlined: inlined, it cost the mma.sync main loop 9 instructions per slice (206 -> 215)
 // by changing the compiler's choices there (python -m benchmarks.sass_loop).
 // Global memory, counted by the emulator (tests/test_global_sectors.py): cp.async reads
@@ -125,9 +127,10 @@
 // version divided the K position by C every stage and recomputed swizzled addresses:
 // 305 instructions (4.8 per HMMA, 79% of the slots); now the K position advances one
 // slice at a time, tap validity is a per-row bit mask, and shared offsets are fixed.
-// Registers (python -m benchmarks.sass_loop: ptxas; nvcc 13.0, sm_90a; no spills), fp16/bf16 |
-// tf32, 32-bit | 64-bit offsets: 128 x 128: 217 | 198, 232 | 213; 128 x 64: 227 | 205,
-// 242 | 224; 256 x 64: 225 | 208, 240 | 228; 256 x 128: 218 | 196, 234 | 212. Allocated
+// Registers (python -m benchmarks.sass_loop: ptxas; nvcc 13.0, sm_90a; no spills; with the K
+// order), fp16/bf16 | tf32, 32-bit | 64-bit offsets: 128 x 128: 222 | 203, 236 | 222; 128 x
+// 64: 232 | 210, 247 | 232; 256 x 64: 228 | 211, 241 | 230; 256 x 128: 221 | 199, 234 |
+// 214. Allocated
 // in 8s per thread, they and the shared memory (68, 48, 80, 136 KiB with the epilogue's
 // tile) let 2, 4, 2 and 1 blocks share an SM: 8 warps, 2 per sub-partition, in each case.
 // The wgmma tiles' counts are with their own paragraphs below.
@@ -142,7 +145,7 @@
 // By counting (python -m benchmarks.sass_loop): no ldmatrix, 138 instructions per slice
 // per warp against 4 HGMMA of 64 clocks each at the dense peak, 54% of a sub-partition's
 // issue slots with 2 blocks per SM (mma.sync's 128 x 128: 206 instructions per 64 HMMA,
-// 80%); 166 registers (185-187 with 64-bit offsets), no spills; shared memory per k16 step: 2 x (64 + 128) rows x 32
+// 80%); 173 registers now (195 with 64-bit offsets), no spills; shared memory per k16 step: 2 x (64 + 128) rows x 32
 // bytes read by wgmma plus 256 x 32 bytes of cp.async writes, 160 bytes per tensor clock:
 // an 80% cap, against mma.sync's 67%.
 // wgmma_t (tile wg256x64, for VGG's K = 64 layers, 13% of VGG16's conv FLOPs): with 64 output
@@ -152,15 +155,15 @@
 // bytes per 128 clocks, with (256 + 64) x 32 bytes of cp.async: an 80% cap (mma.sync 256 x
 // 64: 62%). Each thread then holds D^T (channels 16w + g (+8), pixels 8j + 2t (+1)); the
 // epilogue stores single floats into the same [pixel][channel] tile, rows kBN + 4 floats
-// apart so a warp's 32 stores (rows 2t, 8 channels) hit 32 banks. 5 stages (100 KiB), 201
-// registers (205 with 64-bit offsets), 137 instructions per slice per warp around 2
+// apart so a warp's 32 stores (rows 2t, 8 channels) hit 32 banks. 5 stages (100 KiB), 178
+// registers now (200 with 64-bit offsets), 137 instructions per slice per warp around 2
 // HGMMA.64x256x16 (54% issue share).
 // wgmma with two warpgroups (tile wg128x256, for VGG's K >= 256 layers, 69% of its conv
 // FLOPs): each warpgroup one m64n256k16 per k-step on its 64 of the 128 rows, the B rows
 // shared. Per k16 step wgmma reads 2 x (64 + 256) x 32 bytes and cp.async writes (128 +
 // 256) x 32: 256 bytes per 2 tensor clocks, exactly the 128 bytes per clock shared memory
 // has, so by this count it no longer caps the tile (wg128x128: 80%). The price: 256 threads
-// x 167 registers (179-180 with 64-bit offsets) hold an SM alone, so no other block hides its
+// x 172 registers now (245 with 64-bit offsets; TF32 254) hold an SM alone, so no other block hides its
 // first loads and its epilogue (128 x 256 fp32 through shared memory): ~10% of a conv3
 // tile's time by the roofline model (benchmarks/roofline.py, "unhidden"). 6 stages (144
 // KiB), 129 instructions per slice per warp around 2 HGMMA.64x256x16 (50% issue share).
@@ -299,7 +302,7 @@
 // VGGKERN_IMPLICIT_GEMM_STREAM_K=off). Checked on the emulator: the schedule covers every
 // slice once and shares it within a slice (tests/emu/test_stream_k.cpp); bit for bit with
 // mma.sync on exact sums, tiles in 2 and 3 parts, pooled, staged stores and pairs; its
-// buffers exactly sized (emu_asan). Cost (python -m benchmarks.sass_loop; nvcc 13.0):
+// buffers exactly sized (ctest emu_ucontext.all: AddressSanitizer). Cost (python -m benchmarks.sass_loop; nvcc 13.0):
 // ws128x256's consumers at 168 registers (165 before; 162 with 64-bit offsets), no spills,
 // their loop 53 instructions a slice (57 before). ws128x128 keeps whole tiles (kStreamK:
 // its fixup spilled up to 20 bytes there; its conv5 items are 2.97 turns).

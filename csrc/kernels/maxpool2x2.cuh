@@ -14,10 +14,10 @@
 // in whole 32-byte sectors (tests/test_global_sectors.py).
 // Measured (one H200, `bash benchmarks/device_run.sh` on commit a95939d, this kernel
 // unchanged since: benchmarks/results/2026-12-04_H200_a95939d.json, batch 64, CUDA-event medians):
-// 4.3-4.4 TB/s (89-91% of the 4.8 TB/s HBM peak) on VGG's 64 x 224^2 and 128 x 112^2
-// pools, fp32 and fp16, either layout; 3.9-4.2 on 256 x 56^2 and fp32's 512 x 28^2 (16-bit:
-// 3.1-3.5); the smallest (512 x 14^2: 13 MB in fp16) 1.6 TB/s in 16 bits and 2.7-3.2 in
-// fp32, too few bytes to hide the launch and the ramp. torch's: 0.85 (16-bit) and 1.7 TB/s (fp32) on
+// 4.1-4.4 TB/s (86-91% of the 4.8 TB/s HBM peak) on VGG's 64 x 224^2 and 128 x 112^2
+// pools in every dtype (fp32 4.3-4.4); 3.9-4.2 on 256 x 56^2 and fp32's 512 x 28^2 (16-bit:
+// 3.1-3.5); the smallest (512 x 14^2: 13 MB in fp16) 1.2 (bf16) to 1.6 (fp16) TB/s and
+// 2.7-3.2 in fp32, too few bytes to hide the launch and the ramp. torch's: 0.85 (16-bit) and 1.7 TB/s (fp32) on
 // the four larger pools, 2.4-5.1x slower.
 #pragma once
 

@@ -3,7 +3,8 @@
 // channels C..Cp-1 zero (Cp: C padded to a multiple of 8, for VGG's C = 3 layer). The
 // op runs it where x is not already so (an NCHW x; a channels_last x with C % 8 != 0; a
 // strided or misaligned view). Values are copied, not rounded (TF32 is the main loops'
-// business: mma.sync rounds x's fragments, wgmma reads them as they are).
+// business: mma.sync rounds x's fragments, the wgmma tiles round x in shared memory before
+// wgmma reads it).
 //
 // Why a kernel of our own: ATen's x.contiguous(channels_last) walks y's order, so from
 // an NCHW x each lane of a warp reads another channel plane (32 sectors per 32 elements,

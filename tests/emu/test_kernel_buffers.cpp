@@ -2,7 +2,7 @@
 // tensor-core kernels' weight and x) through its
 // torch-free launcher, on odd shapes, with every tensor in a heap buffer of exactly its
 // size: x, weight (or Winograd's U), bias, y and the split-K workspace. Checked here
-// against float64 loops; and in the emu_asan build (CMakeLists.txt: AddressSanitizer) a
+// against float64 loops; and in ctest's emu_ucontext.all (CMakeLists.txt: AddressSanitizer) a
 // read or write one element outside any of them fails the run: the emulator's counterpart of compute-sanitizer's memcheck, for the
 // kernels' plain C++ loads and stores the emulator itself cannot see.
 #include <algorithm>
