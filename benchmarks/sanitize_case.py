@@ -18,9 +18,8 @@ instantiation. No case starts past --deadline (a time.time() epoch, as benchmark
 of being killed by the caller's timeout.
 
 Exit code: 0 all ran cases agree with torch; 4 a result differs, or a forced stream-K
-did not run (printed); a Python
-error (a CUDA fault in our kernel raises one) exits 1; the sanitizer's own findings
-give its --error-exitcode.
+did not run (printed); a Python error (a CUDA fault in our kernel raises one) exits 1;
+the sanitizer's own findings give its --error-exitcode.
 """
 import argparse
 import itertools

@@ -702,7 +702,7 @@ def _refuse_not_dense(name: str):
         for argument in arguments:
             if isinstance(given.get(argument), torch.Tensor):
                 _check_tensor(argument, given[argument], f"vggkern.{name}")
-        raise AssertionError(f"vggkern.{name}: reached a kernel for tensors that are not dense, with none")
+        raise AssertionError(f"vggkern.{name}: its kernel for tensors that are not dense ran, but none is")
     return kernel
 
 
