@@ -604,6 +604,7 @@ def test_arguments_that_are_not_tensors():
 # as nn.Conv2d and nn.MaxPool2d would.
 def test_tensors_that_are_not_dense():
     x, w, b = torch.randn(1, 4, 6, 6), torch.randn(3, 4, 3, 3), torch.randn(3)
+    g = torch.randn(1, 3, 6, 6)  # y's gradient, for the derivative ops
     not_dense = {"sparse_coo": lambda t: t.to_sparse(),
                  "sparse_csr": lambda t: t.reshape(-1, t.shape[-1]).to_sparse_csr(),
                  "mkldnn": lambda t: t.to_mkldnn(),
@@ -622,7 +623,13 @@ def test_tensors_that_are_not_dense():
                            (lambda: torch.ops.vggkern.maxpool2x2(make(x)), "maxpool2x2: expected x"),
                            (lambda: torch.ops.vggkern.winograd_weight(make(w), 4), "winograd_weight: expected weight"),
                            (lambda: torch.ops.vggkern.tensor_core_weight(make(w)),
-                            "tensor_core_weight: expected weight")]:
+                            "tensor_core_weight: expected weight"),
+                           (lambda: torch.ops.vggkern._conv3x3_backward(make(g), x, w, b, False, False, [True] * 3),
+                            "_conv3x3_backward: expected grad"),
+                           (lambda: torch.ops.vggkern._conv3x3_backward(g, x, w, make(b), False, False, [True] * 3),
+                            "_conv3x3_backward: expected bias"),
+                           (lambda: torch.ops.vggkern._conv3x3_jvp(x, w, b, None, make(w), None, False, False),
+                            "_conv3x3_jvp: expected weight_tangent")]:
             with pytest.raises(ValueError, match=f"vggkern.{name} to be a dense \\(strided\\) tensor, got a {kind} "):
                 call()
     conv, pool = vggkern.Conv3x3(4, 3, relu=True), vggkern.MaxPool2x2()

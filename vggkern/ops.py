@@ -706,8 +706,8 @@ def _refuse_not_dense(name: str):
     return kernel
 
 
-# (Not the derivative ops: internal and composite, their kernels run above these keys, where
-# a tensor that is not dense gets aten's error.)
+# (Not the derivative ops: composite, their kernels run above these keys and check the same
+# in C++: csrc/ops/autograd.cpp, check_dense.)
 for _name in ("maxpool2x2", "conv3x3", "winograd_weight", "tensor_core_weight", "_tensor_core_input"):
     for _key in _NOT_DENSE_KEYS:
         _LIB.impl(_name, _refuse_not_dense(_name), _key)

@@ -68,6 +68,23 @@ using torch::autograd::variable_list;
 // nullopt or as an undefined tensor.
 bool given(const std::optional<at::Tensor>& t) { return t.has_value() && t->defined(); }
 
+// A tensor the derivative ops take: strided, not quantized, not nested. (The other ops
+// have kernels only at the dense keys; vggkern/ops.py gives theirs at the others the same
+// words. The derivative ops are composite: their kernels see every kind of tensor.)
+void check_dense(const at::Tensor& t, const char* op, const char* arg) {
+  if (!t.defined() || (t.layout() == at::kStrided && !t.is_quantized() && !t.is_nested())) return;
+  const char* kind = t.is_quantized() ? "quantized"
+                     : t.is_nested()  ? "nested"
+                     : t.layout() == at::kSparse    ? "sparse_coo"
+                     : t.layout() == at::kSparseCsr ? "sparse_csr"
+                     : t.layout() == at::kSparseCsc ? "sparse_csc"
+                     : t.layout() == at::kSparseBsr ? "sparse_bsr"
+                     : t.layout() == at::kSparseBsc ? "sparse_bsc"
+                     : t.layout() == at::kMkldnn    ? "mkldnn"
+                                                    : "non-strided";
+  TORCH_CHECK_VALUE(false, op, ": expected ", arg, " to be a dense (strided) tensor, got a ", kind, " tensor");
+}
+
 // The gradient of y = max_pool2d(a, 2, 2) for dy: torch's, which sends it to the first
 // maximum of each window.
 at::Tensor maxpool2x2_backward(const at::Tensor& dy, const at::Tensor& a) {
@@ -398,6 +415,10 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> conv3x3_backward_op(const at::Ten
                                                                    const std::optional<at::Tensor>& bias, bool relu,
                                                                    bool pool, std::array<bool, 3> output_mask) {
   constexpr const char* op = "vggkern._conv3x3_backward";
+  check_dense(grad_output, op, "grad");
+  check_dense(x, op, "x");
+  check_dense(weight, op, "weight");
+  if (given(bias)) check_dense(*bias, op, "bias");
   check_like(grad_output, checked_conv3x3_output_shape(x, weight, bias, pool, op), x, op, "grad");
   return conv3x3_backward(grad_output, x, weight, bias, relu, pool, output_mask);
 }
@@ -406,6 +427,11 @@ at::Tensor conv3x3_jvp_op(const at::Tensor& x, const at::Tensor& weight, const s
                           const std::optional<at::Tensor>& x_tangent, const std::optional<at::Tensor>& weight_tangent,
                           const std::optional<at::Tensor>& bias_tangent, bool relu, bool pool) {
   constexpr const char* op = "vggkern._conv3x3_jvp";
+  check_dense(x, op, "x");
+  check_dense(weight, op, "weight");
+  for (const auto& [t, name] : {std::pair{&bias, "bias"}, {&x_tangent, "x_tangent"}, {&weight_tangent, "weight_tangent"},
+                                {&bias_tangent, "bias_tangent"}})
+    if (given(*t)) check_dense(**t, op, name);
   checked_conv3x3_output_shape(x, weight, bias, pool, op);
   if (given(x_tangent)) check_like(*x_tangent, x.sym_sizes(), x, op, "x_tangent");
   if (given(weight_tangent)) check_like(*weight_tangent, weight.sym_sizes(), weight, op, "weight_tangent");
