@@ -72,7 +72,7 @@ def describe_mismatch(got, want, tile: str, pool: bool) -> str:
     of pixel order (n, h, w)), rows within a tile (pooled: windows), and output channels
     within its BN; how many came out 0; the first few. So that a first GPU run's log says
     what to look for (a warpgroup's rows, a tap, stream-K's tiles) after the session ended."""
-    import re
+    from benchmarks.roofline import TILES as TILE_SHAPES  # (BM, BN, blocks per SM) by tile name
 
     got, want = got.detach().cpu().double(), want.detach().cpu().double()
     bad = (got != want) & ~(got.isnan() & want.isnan())
@@ -83,9 +83,8 @@ def describe_mismatch(got, want, tile: str, pool: bool) -> str:
     n, k, h, w = bad.nonzero().unbind(1)
     pixel = (n * ho + h) * wo + w  # y's pixel (pooled: its window), in M's order
     parts = [f"{count} of {got.numel()} elements ({100 * count / got.numel():.3g}%)"]
-    shape = re.search(r"(\d+)x(\d+)", tile or "")
-    if shape:
-        bm, bn = int(shape.group(1)), int(shape.group(2))
+    if tile in TILE_SHAPES:
+        bm, bn, _ = TILE_SHAPES[tile]
         per_tile = bm // 4 if pool else bm
         tiles = -(-n_img * ho * wo // per_tile)
         parts += [f"M tiles {_ranges((pixel // per_tile).tolist())} of 0-{tiles - 1}",
@@ -226,16 +225,16 @@ def at_scale(whole=SCALE_WHOLE, stream_k=SCALE_STREAM_K, device="cuda") -> int:
                     memory_format=torch.channels_last)
                 w = torch.randint(-2, 3, (k, c, 3, 3), generator=g).to(dtype).to(device)
                 b = torch.randint(-5, 6, (k,), generator=g).to(dtype).to(device)
-                y = vggkern.conv3x3(x, w, b, relu=True, pool=pool, algo="implicit_gemm")
+                y, want = vggkern.conv3x3(x, w, b, relu=True, pool=pool, algo="implicit_gemm"), _exact(x, w, b, pool)
                 ran = vggkern._C.implicit_gemm_last_copies() or {}
                 how = f"{ran.get('tile')} tile, {ran.get('path')} copies, {ran.get('stream_k') or 'whole tiles'}"
                 same = (ran.get("tile") == tile and bool(ran.get("stream_k")) == (sk == "on")
-                        and torch.equal(y, _exact(x, w, b, pool)))
+                        and torch.equal(y, want))
                 ok &= same
                 print(f"wgmma probe: {label}: {tile} x {tuple(x.shape)} K={k} pool={pool} {dtype}: "
                       f"{'matches' if same else 'DIFFERS from'} the exact sums ({how})")
                 if not same:
-                    print(f"  {describe_mismatch(y, _exact(x, w, b, pool), tile, pool)}")
+                    print(f"  {describe_mismatch(y, want, tile, pool)}")
         return ok
 
     try:

@@ -959,7 +959,7 @@ def _where(got, want, tile, pool):
     """Where a GPU result differs, in the kernel's tiles (benchmarks/wgmma_probe.py)."""
     from benchmarks.wgmma_probe import describe_mismatch
 
-    return describe_mismatch(got, want, tile or "", pool)
+    return describe_mismatch(got, want, tile, pool)
 
 
 def _run_and_record(*args, **kw):
