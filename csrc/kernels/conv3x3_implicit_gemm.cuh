@@ -314,6 +314,18 @@
 // Results); the tuned table picks them per layer. The first predictions, from counting
 // alone: dense M gives VGG16's 28x28 and 14x14 layers (39% of its FLOPs) 1.3x fewer mma
 // issued, and 64 x 64 warps lift the shared-memory cap from 50% to 67% of the peak.
+// Code layout: a work item (conv3x3_implicit_gemm_item) is its thread's stage copies
+// (StageCopies), a main loop (mma.sync, wgmma, or wgmma_ws's consumers, whose producer is
+// ws_producer_item) and one of three epilogues (store_partial_sums for split-K,
+// store_from_registers for persistent wgmma_ws, store_through_shared for the rest). Split
+// out of one 720-line function (e622e77's); the compiled code moved (python -m
+// benchmarks.sass_loop, nvcc 13.0, sm_90a, 32-bit offsets, instructions per slice):
+// mma.sync 128 x 128 226 -> 217, 128 x 64 278 -> 269, 256 x 64 246 -> 244, 256 x 128 the
+// same (64-bit: 282 -> 284); wg128x128 158 -> 153, wg128x256 145 -> 142, wg256x64 154 ->
+// 151; wgmma_ws's consumers and tensor-load loops unchanged, its producer's cp.async loop
+// 161 -> 168 (ws128x256) and 131 -> 134 (ws128x128). Registers down in 27 kernels, up in 5
+// (by at most 9: 197 -> 206, tf32 wg128x128, 64-bit), no spills. Not timed (no GPU); the counts
+// elsewhere in this comment are from before.
 #pragma once
 
 #include "../common/stream_k.h"
@@ -817,135 +829,109 @@ __device__ __forceinline__ bool stream_k_fixup(const ImplicitGemmParams<Index>& 
   return true;
 }
 
-// Whose part of a work item a thread runs: every part (one block per item), or wgmma_ws's
-// producer or consumer part (compiled apart, so that neither carries the other's registers).
-enum class Role { all, producer, consumer };
-
-// One work item of the kernel below (`work`: implicit_gemm_work's); `pipelined`: the slices
-// its pipeline carried in earlier items (wgmma_ws: stage and barrier of a slice count on
-// from there); `full`: wgmma_ws's full mbarriers, and its tensor maps where its copies are
-// tensor loads (maps.on).
-template <class T, MmaType kMma, int kBM_, int kBN_, MainLoop kLoop, Role kRole, class Index>
-__device__ __forceinline__ void conv3x3_implicit_gemm_item(const T* __restrict__ x, const T* __restrict__ w,
-                                                           const T* __restrict__ bias, T* __restrict__ y,
-                                                           const ImplicitGemmParams<Index>& p,
-                                                           const ImplicitGemmWork<Index>& work, int& pipelined,
-                                                           uint64_t* full, const ImplicitGemmTensorMaps& maps) {
-  using L = ImplicitGemmTiling<T, kBM_, kBN_, kLoop>;
-  static_assert(L::kWs == (kRole != Role::all), "wgmma_ws runs in two roles, the others in one");
-  constexpr int kBN = L::kBN, kARows = L::kBM / L::kRowsPerPass, kBRows = kBN / L::kRowsPerPass;
-  static_assert((kMma == MmaType::tf32) == (sizeof(T) == 4), "tf32 math for fp32 storage, f16/bf16 for halves");
-  VK_DYNAMIC_SHARED(unsigned char, smem);
-  T* const a_smem = reinterpret_cast<T*>(smem);
-  T* const b_smem = a_smem + L::kStages * L::kAStage;
-
-  // tid: the thread's place among the item's threads (ping-pong: within its warpgroup); the
-  // producer's, past them.
-  const int tid = kRole == Role::consumer ? static_cast<int>(threadIdx.x) % L::kItemThreads : threadIdx.x;
-  const int lane = tid % 32, warp = tid / 32;
-  const int warp_m = warp % L::kWarpsM, warp_n = warp / L::kWarpsM;
-
-  const Index m0 = work.tile / p.k_blocks * L::kBM;
-  const Index k0 = work.tile % p.k_blocks * kBN;
-  const Index kd = 9 * p.C;  // K_gemm
-  // This item's K slices: [kt0, kt0 + n_tiles) (all of them without split-K or stream-K).
-  const int split = work.split, kt0 = work.kt0, n_tiles = work.n_tiles;
-  const bool last = work.last;
-  const Index ho_n = p.H / 2, wo_n = p.W / 2;
-
-  // Stage copies: this thread copies 16-byte chunk (tid % 4) of rows tid/4 + i*kRowsPerPass
-  // of A and B. Everything per row is computed once here; per stage only the K position
-  // moves, and it moves by one slice (load_stage runs for consecutive slices), so no
-  // division by C sits in the main loop.
-  //   A row i: pixel (n, h, w) at element a_base[i] = ((n*H + h)*W + w)*C of x; tap (r,
-  //   s) of channel c reads a_base[i] + ((r - 1)*W + (s - 1))*C + c, valid where bit
-  //   r*3 + s of a_taps[i] is set (the tap lies inside the image; 0 past M).
-  //   B row j: output channel k = k0 + row at element b_base[j] = k*9C of the weight,
-  //   valid where k < K (bit j of b_rows).
-  // ctid: the thread's place among those that copy (wgmma_ws: the producer warpgroup's; the
-  // consumers compute row 0's values and never use them).
-  const int ctid = !L::kWs ? tid : tid >= L::kThreads ? tid - L::kThreads : 0;
-  const int a_chunk = ctid % 4;
+// A thread's share of the cp.async stage copies of an item: 16-byte chunk (ctid % 4) of rows
+// ctid / 4 + i * kRowsPerPass of A and B (ctid: its place among the threads that copy).
+// Everything per row is computed once, at construction; per stage only the K position moves,
+// and it moves by one slice (load() runs for consecutive slices), so no division by C sits
+// in the main loop.
+//   A row i: pixel (n, h, w) at element a_base[i] = ((n*H + h)*W + w)*C of x; tap (r,
+//   s) of channel c reads a_base[i] + ((r - 1)*W + (s - 1))*C + c, valid where bit
+//   r*3 + s of a_taps[i] is set (the tap lies inside the image; 0 past M).
+//   B row j: output channel k = k0 + row at element b_base[j] = k*9C of the weight,
+//   valid where k < K (bit j of b_rows).
+template <class L, class T, class Index>
+struct StageCopies {
+  static constexpr int kARows = L::kBM / L::kRowsPerPass, kBRows = L::kBN / L::kRowsPerPass;
+  using UIndex = typename UnsignedOf<Index>::type;  // offsets >= 0: zero-extended to 64 bits
   // Offsets within an A or B stage never change: row r and r + 8j share a swizzle
   // ((r / 2) % 4), so each row this thread copies or reads is a fixed offset plus a
   // multiple of 8 rows (copy passes are kRowsPerPass rows apart, mma tiles 16).
-  const int copy_dst = L::offset(ctid / 4, a_chunk);  // + i * kRowsPerPass rows
-  using UIndex = typename UnsignedOf<Index>::type;  // offsets >= 0: zero-extended to 64 bits
+  int dst;  // this thread's first chunk in a stage: + i * kRowsPerPass rows
   Index a_base[kARows];
   uint32_t a_taps[kARows];
-#pragma unroll
-  for (int i = 0; i < kARows; ++i) {
-    const Index m = m0 + ctid / 4 + L::kRowsPerPass * i;
-    Index n, h, ww;
-    if (p.pool) {
-      const Index q = m / 4, hw = q % (ho_n * wo_n);
-      n = q / (ho_n * wo_n);
-      h = 2 * (hw / wo_n) + (m / 2) % 2;
-      ww = 2 * (hw % wo_n) + m % 2;
-    } else {
-      const Index hw = m % (p.H * p.W);
-      n = m / (p.H * p.W);
-      h = hw / p.W;
-      ww = hw % p.W;
-    }
-    uint32_t taps = 0;
-    if (m < p.M) {
-#pragma unroll
-      for (int r = 0; r < 3; ++r)
-#pragma unroll
-        for (int s = 0; s < 3; ++s) {
-          const Index hh = h + r - 1, wc = ww + s - 1;
-          if (hh >= 0 && hh < p.H && wc >= 0 && wc < p.W) taps |= 1u << (r * 3 + s);
-        }
-    }
-    a_taps[i] = taps;
-    a_base[i] = taps != 0 ? ((n * p.H + h) * p.W + ww) * p.C : 0;
-  }
   Index b_base[kBRows];
-  uint32_t b_rows = 0;
-#pragma unroll
-  for (int j = 0; j < kBRows; ++j) {
-    const Index k = k0 + ctid / 4 + L::kRowsPerPass * j;
-    if (k < p.K) b_rows |= 1u << j;
-    b_base[j] = k < p.K ? k * kd : 0;
-  }
+  uint32_t b_rows;
   // The K position of this thread's chunk in the next slice to load: kpos = tap*C + c, and
   // slice kt's tap and channel (K order above): taps inner, tap kt % 9 of channels (kt /
   // 9)*kBK on; taps outer, K position kt*kBK.
   Index kpos, c;
   int tap;  // taps outer: 9 and up past K_gemm; taps inner: c >= C past it (zeros)
-  if (p.taps_inner) {
-    tap = kt0 % 9;
-    c = static_cast<Index>(kt0 / 9) * L::kBK + a_chunk * L::kChunk;
-    kpos = static_cast<Index>(tap) * p.C + c;
-  } else {
-    kpos = static_cast<Index>(kt0) * L::kBK + a_chunk * L::kChunk;
-    c = kpos % p.C;
-    tap = static_cast<int>(kpos / p.C);
+  Index tap_delta;  // ((r - 1)*W + (s - 1))*C for the current tap
+
+  // The item of output pixels m0.., channels k0.., from K slice kt0 on.
+  __device__ __forceinline__ StageCopies(const ImplicitGemmParams<Index>& p, Index m0, Index k0, int kt0, int ctid) {
+    const Index kd = 9 * p.C;  // K_gemm
+    const Index ho_n = p.H / 2, wo_n = p.W / 2;
+    const int a_chunk = ctid % 4;
+    dst = L::offset(ctid / 4, a_chunk);
+#pragma unroll
+    for (int i = 0; i < kARows; ++i) {
+      const Index m = m0 + ctid / 4 + L::kRowsPerPass * i;
+      Index n, h, ww;
+      if (p.pool) {
+        const Index q = m / 4, hw = q % (ho_n * wo_n);
+        n = q / (ho_n * wo_n);
+        h = 2 * (hw / wo_n) + (m / 2) % 2;
+        ww = 2 * (hw % wo_n) + m % 2;
+      } else {
+        const Index hw = m % (p.H * p.W);
+        n = m / (p.H * p.W);
+        h = hw / p.W;
+        ww = hw % p.W;
+      }
+      uint32_t taps = 0;
+      if (m < p.M) {
+#pragma unroll
+        for (int r = 0; r < 3; ++r)
+#pragma unroll
+          for (int s = 0; s < 3; ++s) {
+            const Index hh = h + r - 1, wc = ww + s - 1;
+            if (hh >= 0 && hh < p.H && wc >= 0 && wc < p.W) taps |= 1u << (r * 3 + s);
+          }
+      }
+      a_taps[i] = taps;
+      a_base[i] = taps != 0 ? ((n * p.H + h) * p.W + ww) * p.C : 0;
+    }
+    b_rows = 0;
+#pragma unroll
+    for (int j = 0; j < kBRows; ++j) {
+      const Index k = k0 + ctid / 4 + L::kRowsPerPass * j;
+      if (k < p.K) b_rows |= 1u << j;
+      b_base[j] = k < p.K ? k * kd : 0;
+    }
+    if (p.taps_inner) {
+      tap = kt0 % 9;
+      c = static_cast<Index>(kt0 / 9) * L::kBK + a_chunk * L::kChunk;
+      kpos = static_cast<Index>(tap) * p.C + c;
+    } else {
+      kpos = static_cast<Index>(kt0) * L::kBK + a_chunk * L::kChunk;
+      c = kpos % p.C;
+      tap = static_cast<int>(kpos / p.C);
+    }
+    set_tap_delta(p);
   }
-  Index tap_delta = 0;  // ((r - 1)*W + (s - 1))*C for the current tap
-  auto set_tap_delta = [&]() {
+
+  __device__ __forceinline__ void set_tap_delta(const ImplicitGemmParams<Index>& p) {
     const int r = tap / 3, s = tap % 3;
     tap_delta = (static_cast<Index>(r - 1) * p.W + (s - 1)) * p.C;
-  };
-  set_tap_delta();
+  }
 
-  auto load_stage = [&](int stage) {  // the next slice, into `stage`; then advance by one slice
-    T* const as = a_smem + stage * L::kAStage;
-    T* const bs = b_smem + stage * L::kBStage;
+  // The next slice into the stage at as (A) and bs (B); then on by one slice.
+  __device__ __forceinline__ void load(const ImplicitGemmParams<Index>& p, const T* __restrict__ x,
+                                       const T* __restrict__ w, T* as, T* bs) {
     const bool in_k = tap < 9 && c < p.C;
     const Index a_off = tap_delta + c;
 #pragma unroll
     for (int i = 0; i < kARows; ++i) {
       const bool ok = in_k && ((a_taps[i] >> tap) & 1u);
       const UIndex off = ok ? static_cast<UIndex>(a_base[i] + a_off) : 0;  // x itself where nothing is read
-      cp_async_16(as + copy_dst + i * L::kRowsPerPass * L::kRow, x + off, ok ? 16 : 0);
+      cp_async_16(as + dst + i * L::kRowsPerPass * L::kRow, x + off, ok ? 16 : 0);
     }
 #pragma unroll
     for (int j = 0; j < kBRows; ++j) {
       const bool ok = in_k && ((b_rows >> j) & 1u);
       const UIndex off = ok ? static_cast<UIndex>(b_base[j] + kpos) : 0;
-      cp_async_16(bs + copy_dst + j * L::kRowsPerPass * L::kRow, w + off, ok ? 16 : 0);
+      cp_async_16(bs + dst + j * L::kRowsPerPass * L::kRow, w + off, ok ? 16 : 0);
     }
     if (p.taps_inner) {  // the next tap of these channels: one pixel on (s), or a row (r)
       ++tap;
@@ -957,7 +943,7 @@ __device__ __forceinline__ void conv3x3_implicit_gemm_item(const T* __restrict__
         tap = 0;
         c += L::kBK;
         kpos = c;
-        set_tap_delta();
+        set_tap_delta(p);
       }
     } else {
       kpos += L::kBK;
@@ -967,476 +953,218 @@ __device__ __forceinline__ void conv3x3_implicit_gemm_item(const T* __restrict__
           c -= p.C;
           ++tap;
         } while (c >= p.C);
-        set_tap_delta();
+        set_tap_delta(p);
       }
-    }
-  };
-
-  float acc[L::kMTiles][L::kNTiles][4];
-#pragma unroll
-  for (int mt = 0; mt < L::kMTiles; ++mt)
-#pragma unroll
-    for (int nt = 0; nt < L::kNTiles; ++nt)
-#pragma unroll
-      for (int i = 0; i < 4; ++i) acc[mt][nt][i] = 0.f;
-
-  // Pipeline: kPrefetch slices in flight before the loop; each iteration waits for its
-  // slice, refills a stage the tensor cores are done with, and computes. One commit per
-  // iteration (empty groups past the end) keeps the group count uniform. (wgmma_ws: its
-  // producer's own loop, below.)
-  if constexpr (!L::kWs) {
-#pragma unroll
-    for (int s = 0; s < L::kPrefetch; ++s) {
-      if (s < n_tiles) load_stage(s);
-      cp_async_commit();
     }
   }
-  // wgmma, tf32: x rounded to TF32 (cvt.rna) in place in `stage`, each thread its own copies
-  // of the slice there (complete after its wait): wgmma would drop the low 13 bits, a bias
-  // toward zero that 13 layers compound (VGG16 at batch 64 on the H200: 5.2x torch's TF32
-  // error). Not where x is TF32 already (x_tf32: a chain's previous layer rounded it).
-  auto round_x = [&](int stage) {
-    if (kMma != MmaType::tf32 || p.x_tf32) return;
-    T* const as = a_smem + stage * L::kAStage;
+  // wgmma, tf32: this thread's copies of a slice, rounded to TF32 (cvt.rna) in place in the A
+  // stage at `as` (complete after its wait): wgmma would drop the low 13 bits, a bias toward
+  // zero that 13 layers compound (VGG16 at batch 64 on the H200: 5.2x torch's TF32 error).
+  // Not where x is TF32 already (x_tf32: a chain's previous layer rounded it).
+  __device__ __forceinline__ void round_x(const ImplicitGemmParams<Index>& p, T* as) const {
+    if constexpr (sizeof(T) == 4) {
+      if (p.x_tf32) return;
 #pragma unroll
-    for (int i = 0; i < kARows; ++i) {
-      float4* const q = reinterpret_cast<float4*>(as + copy_dst + i * L::kRowsPerPass * L::kRow);
-      float4 v = ld_shared(q);
-      v.x = round_tf32(v.x), v.y = round_tf32(v.y), v.z = round_tf32(v.z), v.w = round_tf32(v.w);
-      st_shared(q, v);
+      for (int i = 0; i < kARows; ++i) {
+        float4* const q = reinterpret_cast<float4*>(as + dst + i * L::kRowsPerPass * L::kRow);
+        float4 v = ld_shared(q);
+        v.x = round_tf32(v.x), v.y = round_tf32(v.y), v.z = round_tf32(v.z), v.w = round_tf32(v.w);
+        st_shared(q, v);
+      }
     }
-  };
-  if constexpr (L::kWgmma) {
-    // The stages are the 64-byte-swizzled K-major layout wgmma reads (offset() above is
-    // that swizzle), 8-row groups 512 bytes apart; a k-step's operand starts 0 or 32 bytes
-    // into the rows (descriptor addresses count 16-byte units: 2 per k-step, 256 per 64
-    // rows). Per 64-byte slice, 2 k-steps (k16 halves, or k8 floats for tf32) of:
-    //   wgmma:   per warpgroup, its 64-row A blocks (rows 64 (warpgroup * kMTiles + mt) on)
-    //            of the stage x all BN B rows: 2 m64n128 (one warpgroup) or 1 m64n256;
-    //   wgmma_t: D^T (64 channels x 256 pixels) += W * X^T, the B stage (the weight rows)
-    //            as wgmma's A and the A stage (256 pixel rows) as its B, 1 m64n256.
-    // tf32: wgmma drops the low 13 mantissa bits of what it reads (the PTX ISA's rule: see
-    // tensor_core.cuh), so x is rounded to TF32 in place first (below) and the weight arrives
-    // rounded by the op (cvt.rna's rule both): then nothing is left to drop.
-    // The slice loaded at iteration kt goes to the stage of slice kt + kPrefetch - kStages
-    // = kt - 2, whose wgmma group every thread waited for (wgmma_wait<1> at kt - 1) before
-    // this iteration's barrier.
-    constexpr uint32_t kAStageUnits = L::kAStage * sizeof(T) / 16, kBStageUnits = L::kBStage * sizeof(T) / 16;
-    const uint64_t a_desc = smem_desc_k_sw64(a_smem, 8 * 64), b_desc = smem_desc_k_sw64(b_smem, 8 * 64);
-    const int a_block0 = L::kWarpgroups > 1 ? warp / 4 * L::kMTiles : 0;  // its warpgroup's first 64-row A block
-    constexpr int kAccumulators = L::kMTiles * L::kNTiles * 4;
-    float* const acc_regs = &acc[0][0][0];
-    // Issues the wgmma of the slice in `stage` (2 k-steps) as one group, and waits for the
-    // group before it: the stage that group read is free once this returns.
-    auto compute_slice = [&](int stage) {
-      const uint64_t a_stage = a_desc + stage * kAStageUnits, b_stage = b_desc + stage * kBStageUnits;
-      wgmma_pin<kAccumulators>(acc_regs);
-      wgmma_fence();
+  }
+};
+
+// The item's outputs, from the accumulators (acc: kMTiles x kNTiles x 4 per thread, thread
+// `tid` of the item's kItemThreads) of output pixels m0.. and channels k0.. Split-K: raw
+// sums straight to partial[split].
+template <class L, class Index>
+__device__ __forceinline__ void store_partial_sums(const ImplicitGemmParams<Index>& p,
+                                                   const float (&acc)[L::kMTiles][L::kNTiles][4], int split, Index m0,
+                                                   Index k0, int tid) {
+  const int lane = tid % 32, warp = tid / 32, g = lane / 4, t = lane % 4;
+  const int warp_m = warp % L::kWarpsM, warp_n = warp / L::kWarpsM;
+  float* const part = p.partial + static_cast<Index>(split) * p.M * p.K;
+  if constexpr (L::kTransposed) {
+    // wgmma_t's accumulators, flat: dt[4j + i] = D^T[channel 16 warp + g + 8 (i / 2)][pixel 8j + 2t + i % 2].
+    const float* const dt = &acc[0][0][0];
 #pragma unroll
-      for (int kk = 0; kk < 2; ++kk) {
-        if constexpr (L::kTransposed) {
-          wgmma_m64nN<kMma, 256>(*reinterpret_cast<float(*)[128]>(&acc[0][0][0]), b_stage + 2 * kk,
-                                 a_stage + 2 * kk);
-        } else {
+    for (int j = 0; j < 32; ++j)
 #pragma unroll
-          for (int mt = 0; mt < L::kMTiles; ++mt)
-            wgmma_m64nN<kMma, kBN>(*reinterpret_cast<float(*)[kBN / 2]>(&acc[mt][0][0]),
-                                   a_stage + (a_block0 + mt) * 256 + 2 * kk, b_stage + 2 * kk);
-        }
+      for (int i = 0; i < 4; ++i) {
+        const Index m = m0 + 8 * j + 2 * t + i % 2, k = k0 + 16 * warp + g + 8 * (i / 2);
+        const bool active = m < p.M && k < p.K;
+        st_global(part + (active ? m * p.K + k : 0), dt[4 * j + i], active);
       }
-      wgmma_commit();
-      wgmma_wait<1>();
-      wgmma_pin<kAccumulators>(acc_regs);
-    };
-    if constexpr (L::kWs) {
-      // Warp-specialised: slices are numbered on over the block's items (`pipelined`), and
-      // slice i lives in stage i % kStages. The producer warpgroup (threads kThreads on)
-      // copies slice i once the consumers released the stage (empty: slice i - kStages).
-      // With cp.async it keeps kPrefetch slices in flight, and, each landed (its wait),
-      // every producer thread rounds (tf32) and fences its copies and arrives at the stage's
-      // full mbarrier (at an item's end it waits for all its copies and arrives for the
-      // rest); with tensor loads (maps.on) one thread announces the slice's bytes there and
-      // issues the two loads, which complete the phase as they land. The item's consumers
-      // (both warpgroups; ping-pong, the one whose turn it is) wait for the phase (parity (i
-      // / kStages) % 2), issue the slice's wgmma, and once it is done (wgmma_wait<1> a slice
-      // later, <0> at the item's end) arrive at the stage's empty barrier. Every release is
-      // matched: the producer syncs before each refill, and after its last item for the last
-      // kStages releases. No barrier of the whole block: a warpgroup waits only for the
-      // stage it needs, and the producer runs into the next item while the consumers store
-      // this one's outputs. Deadlock-free: refilling slice i needs the consumers past slice i
-      // - kStages + 1, whose full phase the producer completed by then (its arrivals at i -
-      // 1, or at the end of an item), and a ping-pong warpgroup waiting for its turn holds
-      // no stage.
-      constexpr int kAll = L::kEmptyArrivals;
-      // maps.on (without the pool; with it, below): one thread of the producer issues both
-      // tensor loads of a slice, announced on the stage's full mbarrier (the consumers wait
-      // there for the phase of parity (i / kStages) % 2); the other producer threads only
-      // take part in the empty barriers. The
-      // x box is the 128 pixels m0.. at the slice's tap (r, s): from m0's pixel's base (h -
-      // 1, w - 1), offsets (s, r), channels c.. (K position kpos = tap * C + c, a slice
-      // within one tap); the weight box, its rows k0.. at kpos.
-      constexpr uint32_t kStageBytes = (L::kAStage + L::kBStage) * sizeof(T);
-      auto load_weight = [&](int stage, int32_t kpos) {
-        tma_load_2d(b_smem + stage * L::kBStage, &maps.w, kpos, static_cast<int32_t>(k0), &full[stage]);
-      };
-      if constexpr (kRole == Role::producer) {
-        // One loop per copy path (and per tensor-load layout): merged, the cp.async loop's
-        // listing carries the tensor loads' address arithmetic (python -m
-        // benchmarks.sass_loop: 293 instructions per slice against 161).
-        auto tensor_load_loop = [&](auto issue, bool issuing) {
-          const int32_t C = static_cast<int32_t>(p.C);
-          int32_t kpos_t = kt0 * L::kBK;  // the slice's K position, tap and channel, advanced without division
-          int tap_t = kpos_t / C;
-          int32_t c_t = kpos_t - tap_t * C;
-          for (int kt = 0; kt < n_tiles; ++kt) {
-            const int slice = pipelined + kt, stage = L::stage_of(slice);
-            if (slice >= L::kStages) bar_sync(L::kEmptyBarrier + stage, kAll);
-            if (issuing) issue(stage, kpos_t, tap_t, c_t);
-            kpos_t += L::kBK;
-            c_t += L::kBK;
-            if (c_t == C) c_t = 0, ++tap_t;  // C a multiple of kBK
-          }
-        };
-        if (maps.on && p.pool) {
-          // With the pool (slab order): slab b's 8 pixels of the row view (n, ho, w) start at
-          // the tile's pixel m0 / 2 + 8b there, from base (ho - 1, w - 1). Tap (r, s) of the
-          // pixels in row 2 ho + dy reads row 2 ho + dy + r - 1: the even rows' map where dy + r
-          // is odd, else the odd rows', at view row ho - 1 + (dy + r + 1) / 2 (offset r' = (dy +
-          // r + 1) / 2 from the base), column offset s. The 17 loads of a slice are shared by
-          // lane 0 of each producer warp (kPoolIssuers of them, each arriving at the full
-          // mbarrier with its own bytes): its 2 slabs' 4 x boxes, and warp 0 the weight's
-          // tile, so that no one sub-partition issues them all (each load is ~20 instructions:
-          // python -m benchmarks.sass_loop).
-          constexpr int kSlabs = L::kBM / 16, kMine = kSlabs / L::kPoolIssuers;
-          constexpr uint32_t kSlabBytes = 16 * L::kRow * sizeof(T), kWeightBytes = L::kBStage * sizeof(T);
-          static_assert(kMine * L::kPoolIssuers == kSlabs && kSlabBytes * kSlabs + kWeightBytes == kStageBytes,
-                        "the issuers' bytes make the stage's");
-          const int issuer = ctid / 32;
-          int32_t slab_w[kMine], slab_h[kMine], slab_n[kMine];
-          if (ctid % 32 == 0) {
-            const int32_t W = static_cast<int32_t>(p.W), Ho = static_cast<int32_t>(p.H / 2);
-            const Index first = m0 / 2 + 8 * kMine * issuer, per_image = static_cast<Index>(Ho) * W;
-            int32_t n = static_cast<int32_t>(first / per_image), hw = static_cast<int32_t>(first % per_image);
-            int32_t ho = hw / W, w = hw % W;
-#pragma unroll
-            for (int b = 0; b < kMine; ++b) {
-              slab_w[b] = w - 1, slab_h[b] = ho - 1, slab_n[b] = n;
-              for (w += 8; w >= W; w -= W)  // the next slab: 8 pixels on (past the batch: n >= N, zeros)
-                if (++ho == Ho) ho = 0, ++n;
-            }
-          }
-          auto issue_pooled_tensor_loads = [&](int stage, int32_t kpos, int tap, int32_t c) {
-            mbar_arrive_expect_tx(&full[stage], kMine * kSlabBytes + (issuer == 0 ? kWeightBytes : 0));
-            const int r = tap / 3;
-            const uint16_t s = static_cast<uint16_t>(tap % 3);
-            T* const as = a_smem + stage * L::kAStage + 16 * kMine * issuer * L::kRow;
-#pragma unroll
-            for (int b = 0; b < kMine; ++b)
-#pragma unroll
-              for (int dy = 0; dy < 2; ++dy)
-                tma_load_im2col(as + (16 * b + 8 * dy) * L::kRow, &maps.x[(dy + r + 1) % 2], c, slab_w[b], slab_h[b],
-                                slab_n[b], s, static_cast<uint16_t>((dy + r + 1) / 2), &full[stage]);
-            if (issuer == 0) load_weight(stage, kpos);
-          };
-          tensor_load_loop(issue_pooled_tensor_loads, ctid % 32 == 0);
-        } else if (maps.on) {  // without the pool: one x box, from m0's pixel's base
-          const Index hw0 = m0 % (p.H * p.W);
-          const int32_t box_w = static_cast<int32_t>(hw0 % p.W) - 1, box_h = static_cast<int32_t>(hw0 / p.W) - 1;
-          const int32_t box_n = static_cast<int32_t>(m0 / (p.H * p.W));
-          auto issue_tensor_loads = [&](int stage, int32_t kpos, int tap, int32_t c) {
-            mbar_arrive_expect_tx(&full[stage], kStageBytes);
-            tma_load_im2col(a_smem + stage * L::kAStage, &maps.x[0], c, box_w, box_h, box_n,
-                            static_cast<uint16_t>(tap % 3), static_cast<uint16_t>(tap / 3), &full[stage]);
-            load_weight(stage, kpos);
-          };
-          tensor_load_loop(issue_tensor_loads, ctid == 0);
-        } else {
-          for (int kt = 0; kt < n_tiles; ++kt) {
-            const int slice = pipelined + kt, stage = L::stage_of(slice);
-            if (slice >= L::kStages) bar_sync(L::kEmptyBarrier + stage, kAll);
-            load_stage(stage);
-            cp_async_commit();
-            if (kt >= L::kPrefetch) {
-              const int landed = L::stage_of(slice - L::kPrefetch);
-              cp_async_wait<L::kPrefetch>();
-              round_x(landed);
-              fence_proxy_async();
-              mbar_arrive(&full[landed]);
-            }
-          }
-          cp_async_wait<0>();  // the last kPrefetch slices' copies
-          for (int kt = max(n_tiles - L::kPrefetch, 0); kt < n_tiles; ++kt) {
-            const int stage = L::stage_of(pipelined + kt);
-            round_x(stage);
-            fence_proxy_async();
-            mbar_arrive(&full[stage]);
-          }
-        }
-        pipelined = L::next_pipelined(pipelined, n_tiles);
-        if (last)
-          for (int slice = max(pipelined - L::kStages, 0); slice < pipelined; ++slice)
-            bar_sync(L::kEmptyBarrier + L::stage_of(slice), kAll);
-        return;  // the consumers' epilogue needs no producer (its barriers count kItemThreads)
-      } else {
-        // Ping-pong: this warpgroup's turn (its block's first item needs none), and once the
-        // item's wgmma are all issued (every slice waited for), the other's, where the block
-        // has a next item (the other's); its main loop then starts under this one's last
-        // wgmma, as this one's epilogue runs under it.
-        const int group = static_cast<int>(threadIdx.x) / L::kItemThreads;
-        if (L::kPingPong && !work.first) bar_sync(L::kTurnBarrier + group, 2 * L::kItemThreads);
-        for (int kt = 0; kt < n_tiles; ++kt) {
-          const int slice = pipelined + kt;
-          const int stage = L::stage_of(slice);
-          mbar_wait(&full[stage], L::phase_of(slice));
-          compute_slice(stage);
-          if (kt >= 1) bar_arrive(L::kEmptyBarrier + L::stage_of(slice - 1), kAll);
-        }
-        if (L::kPingPong && !last) bar_arrive(L::kTurnBarrier + 1 - group, 2 * L::kItemThreads);
-        wgmma_wait<0>();
-        wgmma_pin<kAccumulators>(acc_regs);
-        bar_arrive(L::kEmptyBarrier + L::stage_of(pipelined + n_tiles - 1), kAll);
-        pipelined = L::next_pipelined(pipelined, n_tiles);
-      }
-    } else {
-      int read = 0, write = L::kPrefetch;  // stages: computed now, loaded now
-      for (int kt = 0; kt < n_tiles; ++kt) {
-        cp_async_wait<L::kPrefetch - 1>();
-        round_x(read);
-        fence_proxy_async();  // this thread's copies (and roundings), visible to the tensor cores' reads...
-        __syncthreads();      // ...and everyone's
-        if (kt + L::kPrefetch < n_tiles) load_stage(write);
-        cp_async_commit();
-        compute_slice(read);
-        read = read + 1 == L::kStages ? 0 : read + 1;
-        write = write + 1 == L::kStages ? 0 : write + 1;
-      }
-      wgmma_wait<0>();
-      wgmma_pin<kAccumulators>(acc_regs);
-    }
   } else {
-    int a_frag[2], b_frag[2];  // ldmatrix row offsets per k-step kk; + 16 rows per mma tile
 #pragma unroll
-    for (int kk = 0; kk < 2; ++kk) {
-      a_frag[kk] = L::offset(warp_m * L::kWarpM + lane % 16, 2 * kk + lane / 16);
-      b_frag[kk] = L::offset(warp_n * L::kWarpN + lane % 8 + (lane / 16) * 8, 2 * kk + (lane / 8) % 2);
-    }
-    for (int kt = 0; kt < n_tiles; ++kt) {
-      cp_async_wait<L::kPrefetch - 1>();
-      __syncthreads();
-      const int next = kt + L::kPrefetch;
-      if (next < n_tiles) load_stage(next % L::kStages);
-      cp_async_commit();
-
-      const T* const as = a_smem + (kt % L::kStages) * L::kAStage;
-      const T* const bs = b_smem + (kt % L::kStages) * L::kBStage;
+    for (int nt = 0; nt < L::kNTiles; ++nt) {
+      const Index k = k0 + warp_n * L::kWarpN + nt * 8 + 2 * t;
 #pragma unroll
-      for (int kk = 0; kk < 2; ++kk) {  // 2 mma k-steps per 64-byte slice: chunks 2kk, 2kk + 1
-        uint32_t a[L::kMTiles][4], bf[L::kNTiles][2];
+      for (int mt = 0; mt < L::kMTiles; ++mt)
 #pragma unroll
-        for (int mt = 0; mt < L::kMTiles; ++mt)
-          ldmatrix<4>(a[mt], as + a_frag[kk] + mt * 16 * L::kRow);
-#pragma unroll
-        for (int np = 0; np < L::kNTiles / 2; ++np) {
-          uint32_t r[4];
-          ldmatrix<4>(r, bs + b_frag[kk] + np * 16 * L::kRow);
-          bf[2 * np][0] = r[0];
-          bf[2 * np][1] = r[1];
-          bf[2 * np + 1][0] = r[2];
-          bf[2 * np + 1][1] = r[3];
+        for (int half = 0; half < 2; ++half) {
+          const Index m = m0 + L::warp_row(warp_m, mt) + g + 8 * half;
+          if (m >= p.M || k >= p.K) continue;
+          float* const dst = part + m * p.K + k;
+          if (k + 1 < p.K && p.K % 2 == 0) {
+            float2 v;
+            v.x = acc[mt][nt][2 * half];
+            v.y = acc[mt][nt][2 * half + 1];
+            st_global(reinterpret_cast<float2*>(dst), v);
+          } else {
+            st_global(dst, acc[mt][nt][2 * half]);
+            st_global(dst + 1, acc[mt][nt][2 * half + 1], k + 1 < p.K);
+          }
         }
-        if constexpr (kMma == MmaType::tf32) {
-          // x: fp32 -> tf32, round to nearest (ties away), once per fragment element, x_tf32
-          // or not (on TF32 values a no-op; a branch around it cost the loop's listing 33
-          // instructions, and "auto" runs fp32 on the wgmma tiles). The weight arrives
-          // rounded (the op's tensor_core_weight), so B is used as loaded.
-#pragma unroll
-          for (int mt = 0; mt < L::kMTiles; ++mt)
-#pragma unroll
-            for (int i = 0; i < 4; ++i) a[mt][i] = to_tf32(__uint_as_float(a[mt][i]));
-#pragma unroll
-          for (int mt = 0; mt < L::kMTiles; ++mt)
-#pragma unroll
-            for (int nt = 0; nt < L::kNTiles; ++nt) mma_m16n8k8_tf32(acc[mt][nt], a[mt], bf[nt], acc[mt][nt]);
-        } else {
-#pragma unroll
-          for (int mt = 0; mt < L::kMTiles; ++mt)
-#pragma unroll
-            for (int nt = 0; nt < L::kNTiles; ++nt) mma_m16n8k16<kMma>(acc[mt][nt], a[mt], bf[nt], acc[mt][nt]);
-        }
-      }
     }
   }
-  cp_async_wait<0>();
-  if constexpr (L::kStreamK)  // stream-K: a tile in parts, finished by one of them
-    if (p.sk.sk_tiles > 0 && !stream_k_fixup<L>(p, work.j, &acc[0][0][0], tid)) return;
-  const int g = lane / 4, t = lane % 4;
-  if (p.splits > 1) {  // split-K: raw sums straight from the accumulators to partial[split]
-    float* const part = p.partial + static_cast<Index>(split) * p.M * p.K;
-    if constexpr (L::kTransposed) {
-      // wgmma_t's accumulators, flat: dt[4j + i] = D^T[channel 16 warp + g + 8 (i / 2)][pixel 8j + 2t + i % 2].
-      const float* const dt = &acc[0][0][0];
-#pragma unroll
-      for (int j = 0; j < 32; ++j)
-#pragma unroll
-        for (int i = 0; i < 4; ++i) {
-          const Index m = m0 + 8 * j + 2 * t + i % 2, k = k0 + 16 * warp + g + 8 * (i / 2);
-          const bool active = m < p.M && k < p.K;
-          st_global(part + (active ? m * p.K + k : 0), dt[4 * j + i], active);
-        }
+}
+
+// Persistent wgmma_ws (y NHWC): the outputs go from the accumulators to y, leaving the
+// stages to the producer's next item. Thread (g, t) of warp w holds rows warp_row(w, mt)
+// + g (+ 8) and channels 8 nt + 2t, + 1 (pairs: one 2-element store, 4 lanes a row's 16
+// contiguous bytes of fp16). With the pool, lane g = 4j (window order: a window's 4 rows
+// are g = 4j .. 4j + 3, 4 lanes apart) or g = 2j (slab order: its rows are g, g + 8 of
+// this lane and of the lane 4 further) takes the others' values by shuffles, their max
+// in window order (torch's NaN rule), and stores it.
+template <class L, class T, class Index>
+__device__ __forceinline__ void store_from_registers(const ImplicitGemmParams<Index>& p,
+                                                     const float (&acc)[L::kMTiles][L::kNTiles][4],
+                                                     const T* __restrict__ bias, T* __restrict__ y, unsigned char* smem,
+                                                     const ImplicitGemmTensorMaps& maps, Index m0, Index k0, int tid) {
+  const int lane = tid % 32, warp = tid / 32, g = lane / 4, t = lane % 4;
+  const int warp_m = warp % L::kWarpsM;
+  constexpr int kBN = L::kBN;
+  const bool pairs = p.K % 2 == 0;
+  // Staged (maps.store): the pairs go to this group's staging, y's rows m0 (m0 / 4 with
+  // the pool) on, and once all are there (each writer fenced for the async proxy, then the
+  // group's barrier), thread 0 of the group stores its boxes (tensor stores) and commits,
+  // their reads of the staging waited for before the next item writes it (the thread's
+  // wait, then the barrier); the kernel waits for the last ones before it ends.
+  const int group = static_cast<int>(threadIdx.x) / L::kItemThreads;
+  T* const staging = reinterpret_cast<T*>(smem + L::kStagingOffset) + group * (L::kStagingBytes / sizeof(T));
+  const int staged_rows = p.pool ? L::kBM / 4 : L::kBM;  // the item's rows of y, from y's row staged_row0
+  const Index staged_row0 = p.pool ? m0 / 4 : m0;
+  if constexpr (L::kStoreStaging) {
+    if (maps.store) {
+      if (tid == 0) tma_store_wait_read();
+      bar_sync(L::kStoreBarrier + group, L::kItemThreads);
+    }
+  }
+  auto store_pair = [&](Index o, Index k, const float* v, bool active) {  // y's pixel o, channels k, k + 1
+    if (L::kStoreStaging && maps.store) {  // active: this lane holds the pair, and y has its row
+      if (!active) return;
+      Vec<T, 2> out;
+      out.v[0] = from_float<T>(v[0]), out.v[1] = from_float<T>(v[1]);
+      st_shared(reinterpret_cast<Vec<T, 2>*>(staging + L::staged(staged_rows, static_cast<int>(o - staged_row0),
+                                                                 static_cast<int>(k - k0))),
+                out);
+    } else if (pairs) {
+      Vec<T, 2> out;
+      out.v[0] = from_float<T>(v[0]), out.v[1] = from_float<T>(v[1]);
+      const bool inside = active && k < p.K;
+      st_global(reinterpret_cast<Vec<T, 2>*>(y + (inside ? o * p.K + k : 0)), out, inside);
     } else {
 #pragma unroll
-      for (int nt = 0; nt < L::kNTiles; ++nt) {
-        const Index k = k0 + warp_n * L::kWarpN + nt * 8 + 2 * t;
-#pragma unroll
-        for (int mt = 0; mt < L::kMTiles; ++mt)
-#pragma unroll
-          for (int half = 0; half < 2; ++half) {
-            const Index m = m0 + L::warp_row(warp_m, mt) + g + 8 * half;
-            if (m >= p.M || k >= p.K) continue;
-            float* const dst = part + m * p.K + k;
-            if (k + 1 < p.K && p.K % 2 == 0) {
-              float2 v;
-              v.x = acc[mt][nt][2 * half];
-              v.y = acc[mt][nt][2 * half + 1];
-              st_global(reinterpret_cast<float2*>(dst), v);
-            } else {
-              st_global(dst, acc[mt][nt][2 * half]);
-              st_global(dst + 1, acc[mt][nt][2 * half + 1], k + 1 < p.K);
-            }
-          }
+      for (int j = 0; j < 2; ++j) {
+        const bool inside = active && k + j < p.K;
+        st_global(y + (inside ? o * p.K + k + j : 0), from_float<T>(v[j]), inside);
       }
     }
-    return;
-  }
-  if constexpr (L::kWs) {
-    if (p.persistent) {
-      // Persistent wgmma_ws (y NHWC): the outputs go from the accumulators to y, leaving the
-      // stages to the producer's next item. Thread (g, t) of warp w holds rows warp_row(w, mt)
-      // + g (+ 8) and channels 8 nt + 2t, + 1 (pairs: one 2-element store, 4 lanes a row's 16
-      // contiguous bytes of fp16). With the pool, lane g = 4j (window order: a window's 4 rows
-      // are g = 4j .. 4j + 3, 4 lanes apart) or g = 2j (slab order: its rows are g, g + 8 of
-      // this lane and of the lane 4 further) takes the others' values by shuffles, their max
-      // in window order (torch's NaN rule), and stores it.
-      const bool pairs = p.K % 2 == 0;
-      // Staged (maps.store): the pairs go to this group's staging, y's rows m0 (m0 / 4 with
-      // the pool) on, and once all are there (each writer fenced for the async proxy, then the
-      // group's barrier), thread 0 of the group stores its boxes (tensor stores) and commits,
-      // their reads of the staging waited for before the next item writes it (the thread's
-      // wait, then the barrier); the kernel waits for the last ones before it ends.
-      const int group = static_cast<int>(threadIdx.x) / L::kItemThreads;
-      T* const staging = reinterpret_cast<T*>(smem + L::kStagingOffset) + group * (L::kStagingBytes / sizeof(T));
-      const int staged_rows = p.pool ? L::kBM / 4 : L::kBM;  // the item's rows of y, from y's row staged_row0
-      const Index staged_row0 = p.pool ? m0 / 4 : m0;
-      if constexpr (L::kStoreStaging) {
-        if (maps.store) {
-          if (tid == 0) tma_store_wait_read();
-          bar_sync(L::kStoreBarrier + group, L::kItemThreads);
-        }
-      }
-      auto store_pair = [&](Index o, Index k, const float* v, bool active) {  // y's pixel o, channels k, k + 1
-        if (L::kStoreStaging && maps.store) {  // active: this lane holds the pair, and y has its row
-          if (!active) return;
-          Vec<T, 2> out;
-          out.v[0] = from_float<T>(v[0]), out.v[1] = from_float<T>(v[1]);
-          st_shared(reinterpret_cast<Vec<T, 2>*>(staging + L::staged(staged_rows, static_cast<int>(o - staged_row0),
-                                                                     static_cast<int>(k - k0))),
-                    out);
-        } else if (pairs) {
-          Vec<T, 2> out;
-          out.v[0] = from_float<T>(v[0]), out.v[1] = from_float<T>(v[1]);
-          const bool inside = active && k < p.K;
-          st_global(reinterpret_cast<Vec<T, 2>*>(y + (inside ? o * p.K + k : 0)), out, inside);
-        } else {
+  };
+  auto output = [&](int mt, int nt, int half, const float* bk, float* v) {  // + bias, ReLU, TF32 rounding
 #pragma unroll
-          for (int j = 0; j < 2; ++j) {
-            const bool inside = active && k + j < p.K;
-            st_global(y + (inside ? o * p.K + k + j : 0), from_float<T>(v[j]), inside);
-          }
-        }
-      };
-      auto output = [&](int mt, int nt, int half, const float* bk, float* v) {  // + bias, ReLU, TF32 rounding
+    for (int j = 0; j < 2; ++j) {
+      v[j] = acc[mt][nt][2 * half + j] + bk[j];
+      if (p.relu && v[j] < 0.f) v[j] = 0.f;  // ReLU(NaN) = NaN
+      if (p.y_tf32) v[j] = round_tf32(v[j]);
+    }
+  };
+  auto bias_pair = [&](Index k, float* bk) {
+#pragma unroll
+    for (int j = 0; j < 2; ++j) bk[j] = bias != nullptr ? to_float(ld_global(bias + (k + j), k + j < p.K)) : 0.f;
+  };
+  auto store_staged = [&]() {
+    if constexpr (L::kStoreStaging) {
+      if (!maps.store) return;
+      fence_proxy_async();
+      bar_sync(L::kStoreBarrier + group, L::kItemThreads);
+      if (tid == 0) {  // (the dispatch keeps y's rows under 2^31)
+#pragma unroll
+        for (int box = 0; box < kBN / L::kStoreCols; ++box)
+          tma_store_2d(&maps.y, static_cast<int32_t>(k0) + box * L::kStoreCols, static_cast<int32_t>(staged_row0),
+                       staging + box * staged_rows * L::kStoreCols);
+        tma_store_commit();
+      }
+    }
+  };
+  if (p.pool && maps.on) {  // slab order: window (dy, dx) is row g + 8 dy of this lane (dx = 0) and of the next pixel's (dx = 1)
+#pragma unroll
+    for (int nt = 0; nt < L::kNTiles; ++nt) {
+      const Index k = k0 + nt * 8 + 2 * t;
+      float bk[2];
+      bias_pair(k, bk);
+#pragma unroll
+      for (int mt = 0; mt < L::kMTiles; ++mt) {
+        const Index o = (m0 + L::warp_row(warp_m, mt)) / 4 + g / 2;  // 4 windows per slab of 16 rows
+        float v[2][2], m[2];
+        output(mt, nt, 0, bk, v[0]);
+        output(mt, nt, 1, bk, v[1]);
 #pragma unroll
         for (int j = 0; j < 2; ++j) {
-          v[j] = acc[mt][nt][2 * half + j] + bk[j];
-          if (p.relu && v[j] < 0.f) v[j] = 0.f;  // ReLU(NaN) = NaN
-          if (p.y_tf32) v[j] = round_tf32(v[j]);
+          const float right0 = __shfl_down_sync(0xffffffffu, v[0][j], 4);
+          const float right1 = __shfl_down_sync(0xffffffffu, v[1][j], 4);
+          m[j] = max_step(max_step(max_step(v[0][j], right0), v[1][j]), right1);
         }
-      };
-      auto bias_pair = [&](Index k, float* bk) {
-#pragma unroll
-        for (int j = 0; j < 2; ++j) bk[j] = bias != nullptr ? to_float(ld_global(bias + (k + j), k + j < p.K)) : 0.f;
-      };
-      auto store_staged = [&]() {
-        if constexpr (L::kStoreStaging) {
-          if (!maps.store) return;
-          fence_proxy_async();
-          bar_sync(L::kStoreBarrier + group, L::kItemThreads);
-          if (tid == 0) {  // (the dispatch keeps y's rows under 2^31)
-#pragma unroll
-            for (int box = 0; box < kBN / L::kStoreCols; ++box)
-              tma_store_2d(&maps.y, static_cast<int32_t>(k0) + box * L::kStoreCols, static_cast<int32_t>(staged_row0),
-                           staging + box * staged_rows * L::kStoreCols);
-            tma_store_commit();
-          }
-        }
-      };
-      if (p.pool && maps.on) {  // slab order: window (dy, dx) is row g + 8 dy of this lane (dx = 0) and of the next pixel's (dx = 1)
-#pragma unroll
-        for (int nt = 0; nt < L::kNTiles; ++nt) {
-          const Index k = k0 + nt * 8 + 2 * t;
-          float bk[2];
-          bias_pair(k, bk);
-#pragma unroll
-          for (int mt = 0; mt < L::kMTiles; ++mt) {
-            const Index o = (m0 + L::warp_row(warp_m, mt)) / 4 + g / 2;  // 4 windows per slab of 16 rows
-            float v[2][2], m[2];
-            output(mt, nt, 0, bk, v[0]);
-            output(mt, nt, 1, bk, v[1]);
-#pragma unroll
-            for (int j = 0; j < 2; ++j) {
-              const float right0 = __shfl_down_sync(0xffffffffu, v[0][j], 4);
-              const float right1 = __shfl_down_sync(0xffffffffu, v[1][j], 4);
-              m[j] = max_step(max_step(max_step(v[0][j], right0), v[1][j]), right1);
-            }
-            store_pair(o, k, m, g % 2 == 0 && o < p.M / 4);
-          }
-        }
-        store_staged();
-        return;
+        store_pair(o, k, m, g % 2 == 0 && o < p.M / 4);
       }
+    }
+    store_staged();
+    return;
+  }
 #pragma unroll
-      for (int nt = 0; nt < L::kNTiles; ++nt) {
-        const Index k = k0 + nt * 8 + 2 * t;
-        float bk[2];
-        bias_pair(k, bk);
+  for (int nt = 0; nt < L::kNTiles; ++nt) {
+    const Index k = k0 + nt * 8 + 2 * t;
+    float bk[2];
+    bias_pair(k, bk);
 #pragma unroll
-        for (int mt = 0; mt < L::kMTiles; ++mt) {
+    for (int mt = 0; mt < L::kMTiles; ++mt) {
 #pragma unroll
-          for (int half = 0; half < 2; ++half) {
-            const Index row = m0 + L::warp_row(warp_m, mt) + g + 8 * half;  // a multiple of 4 where g % 4 == 0
-            float v[2];
-            output(mt, nt, half, bk, v);
-            if (p.pool) {  // window order
-              float u[3][2];
+      for (int half = 0; half < 2; ++half) {
+        const Index row = m0 + L::warp_row(warp_m, mt) + g + 8 * half;  // a multiple of 4 where g % 4 == 0
+        float v[2];
+        output(mt, nt, half, bk, v);
+        if (p.pool) {  // window order
+          float u[3][2];
 #pragma unroll
-              for (int d = 1; d < 4; ++d)
+          for (int d = 1; d < 4; ++d)
 #pragma unroll
-                for (int j = 0; j < 2; ++j) u[d - 1][j] = __shfl_down_sync(0xffffffffu, v[j], 4 * d);
+            for (int j = 0; j < 2; ++j) u[d - 1][j] = __shfl_down_sync(0xffffffffu, v[j], 4 * d);
 #pragma unroll
-              for (int d = 1; d < 4; ++d)
+          for (int d = 1; d < 4; ++d)
 #pragma unroll
-                for (int j = 0; j < 2; ++j) v[j] = max_step(v[j], u[d - 1][j]);
-              store_pair(row / 4, k, v, g % 4 == 0 && row < p.M);
-            } else {
-              store_pair(row, k, v, row < p.M);
-            }
-          }
+            for (int j = 0; j < 2; ++j) v[j] = max_step(v[j], u[d - 1][j]);
+          store_pair(row / 4, k, v, g % 4 == 0 && row < p.M);
+        } else {
+          store_pair(row, k, v, row < p.M);
         }
       }
-      store_staged();
-      return;
     }
   }
+  store_staged();
+}
+
+// Through shared memory (the others: bias and ReLU into an fp32 tile over the pipeline's
+// stages, then 16-byte vectors to y, NHWC or NCHW).
+template <class L, class T, class Index>
+__device__ __forceinline__ void store_through_shared(const ImplicitGemmParams<Index>& p,
+                                                     const float (&acc)[L::kMTiles][L::kNTiles][4],
+                                                     const T* __restrict__ bias, T* __restrict__ y, unsigned char* smem,
+                                                     Index m0, Index k0, int tid) {
+  const int lane = tid % 32, warp = tid / 32, g = lane / 4, t = lane % 4;
+  const int warp_m = warp % L::kWarpsM, warp_n = warp / L::kWarpsM;
+  constexpr int kBN = L::kBN;
   // The computing threads' barrier (wgmma_ws: its producer has gone; its copies all landed
   // and were read before the consumers' last full barrier and wgmma wait).
   auto sync_consumers = [&]() {
@@ -1547,6 +1275,361 @@ __device__ __forceinline__ void conv3x3_implicit_gemm_item(const T* __restrict__
       store8(y + (inside ? (m0 / 4 + q) * p.K + k : 0), k, v, inside);
     }
   }
+}
+
+// wgmma_ws's producer warpgroup on one item (`ctid`: the thread's place in it): fills the
+// stages of the item's slices, pipelined + 0 .. n_tiles - 1, each once the consumers have
+// released it (the empty barriers), and announces each on its stage's full mbarrier; after
+// the block's last item, it waits for the last kStages releases (see the kernel's wgmma_ws
+// comment in conv3x3_implicit_gemm_item).
+template <class L, class T, class Index>
+__device__ __forceinline__ void ws_producer_item(const T* __restrict__ x, const T* __restrict__ w,
+                                                 const ImplicitGemmParams<Index>& p,
+                                                 const ImplicitGemmWork<Index>& work, int& pipelined, uint64_t* full,
+                                                 const ImplicitGemmTensorMaps& maps, StageCopies<L, T, Index>& copies,
+                                                 T* a_smem, Index m0, Index k0, int ctid) {
+  T* const b_smem = a_smem + L::kStages * L::kAStage;
+  const int kt0 = work.kt0, n_tiles = work.n_tiles;
+  const bool last = work.last;
+  constexpr int kAll = L::kEmptyArrivals;
+  auto load_stage = [&](int stage) { copies.load(p, x, w, a_smem + stage * L::kAStage, b_smem + stage * L::kBStage); };
+  auto round_x = [&](int stage) { copies.round_x(p, a_smem + stage * L::kAStage); };
+  // maps.on (without the pool; with it, below): one thread of the producer issues both
+  // tensor loads of a slice, announced on the stage's full mbarrier (the consumers wait
+  // there for the phase of parity (i / kStages) % 2); the other producer threads only
+  // take part in the empty barriers. The x box is the 128 pixels m0.. at the slice's tap
+  // (r, s): from m0's pixel's base (h - 1, w - 1), offsets (s, r), channels c.. (K position
+  // kpos = tap * C + c, a slice within one tap); the weight box, its rows k0.. at kpos.
+  constexpr uint32_t kStageBytes = (L::kAStage + L::kBStage) * sizeof(T);
+  auto load_weight = [&](int stage, int32_t kpos) {
+    tma_load_2d(b_smem + stage * L::kBStage, &maps.w, kpos, static_cast<int32_t>(k0), &full[stage]);
+  };
+  // One loop per copy path (and per tensor-load layout): merged, the cp.async loop's
+  // listing carries the tensor loads' address arithmetic (python -m
+  // benchmarks.sass_loop: 293 instructions per slice against 161).
+  auto tensor_load_loop = [&](auto issue, bool issuing) {
+    const int32_t C = static_cast<int32_t>(p.C);
+    int32_t kpos_t = kt0 * L::kBK;  // the slice's K position, tap and channel, advanced without division
+    int tap_t = kpos_t / C;
+    int32_t c_t = kpos_t - tap_t * C;
+    for (int kt = 0; kt < n_tiles; ++kt) {
+      const int slice = pipelined + kt, stage = L::stage_of(slice);
+      if (slice >= L::kStages) bar_sync(L::kEmptyBarrier + stage, kAll);
+      if (issuing) issue(stage, kpos_t, tap_t, c_t);
+      kpos_t += L::kBK;
+      c_t += L::kBK;
+      if (c_t == C) c_t = 0, ++tap_t;  // C a multiple of kBK
+    }
+  };
+  if (maps.on && p.pool) {
+    // With the pool (slab order): slab b's 8 pixels of the row view (n, ho, w) start at
+    // the tile's pixel m0 / 2 + 8b there, from base (ho - 1, w - 1). Tap (r, s) of the
+    // pixels in row 2 ho + dy reads row 2 ho + dy + r - 1: the even rows' map where dy + r
+    // is odd, else the odd rows', at view row ho - 1 + (dy + r + 1) / 2 (offset r' = (dy +
+    // r + 1) / 2 from the base), column offset s. The 17 loads of a slice are shared by
+    // lane 0 of each producer warp (kPoolIssuers of them, each arriving at the full
+    // mbarrier with its own bytes): its 2 slabs' 4 x boxes, and warp 0 the weight's
+    // tile, so that no one sub-partition issues them all (each load is ~20 instructions:
+    // python -m benchmarks.sass_loop).
+    constexpr int kSlabs = L::kBM / 16, kMine = kSlabs / L::kPoolIssuers;
+    constexpr uint32_t kSlabBytes = 16 * L::kRow * sizeof(T), kWeightBytes = L::kBStage * sizeof(T);
+    static_assert(kMine * L::kPoolIssuers == kSlabs && kSlabBytes * kSlabs + kWeightBytes == kStageBytes,
+                  "the issuers' bytes make the stage's");
+    const int issuer = ctid / 32;
+    int32_t slab_w[kMine], slab_h[kMine], slab_n[kMine];
+    if (ctid % 32 == 0) {
+      const int32_t W = static_cast<int32_t>(p.W), Ho = static_cast<int32_t>(p.H / 2);
+      const Index first = m0 / 2 + 8 * kMine * issuer, per_image = static_cast<Index>(Ho) * W;
+      int32_t n = static_cast<int32_t>(first / per_image), hw = static_cast<int32_t>(first % per_image);
+      int32_t ho = hw / W, w = hw % W;
+#pragma unroll
+      for (int b = 0; b < kMine; ++b) {
+        slab_w[b] = w - 1, slab_h[b] = ho - 1, slab_n[b] = n;
+        for (w += 8; w >= W; w -= W)  // the next slab: 8 pixels on (past the batch: n >= N, zeros)
+          if (++ho == Ho) ho = 0, ++n;
+      }
+    }
+    auto issue_pooled_tensor_loads = [&](int stage, int32_t kpos, int tap, int32_t c) {
+      mbar_arrive_expect_tx(&full[stage], kMine * kSlabBytes + (issuer == 0 ? kWeightBytes : 0));
+      const int r = tap / 3;
+      const uint16_t s = static_cast<uint16_t>(tap % 3);
+      T* const as = a_smem + stage * L::kAStage + 16 * kMine * issuer * L::kRow;
+#pragma unroll
+      for (int b = 0; b < kMine; ++b)
+#pragma unroll
+        for (int dy = 0; dy < 2; ++dy)
+          tma_load_im2col(as + (16 * b + 8 * dy) * L::kRow, &maps.x[(dy + r + 1) % 2], c, slab_w[b], slab_h[b],
+                          slab_n[b], s, static_cast<uint16_t>((dy + r + 1) / 2), &full[stage]);
+      if (issuer == 0) load_weight(stage, kpos);
+    };
+    tensor_load_loop(issue_pooled_tensor_loads, ctid % 32 == 0);
+  } else if (maps.on) {  // without the pool: one x box, from m0's pixel's base
+    const Index hw0 = m0 % (p.H * p.W);
+    const int32_t box_w = static_cast<int32_t>(hw0 % p.W) - 1, box_h = static_cast<int32_t>(hw0 / p.W) - 1;
+    const int32_t box_n = static_cast<int32_t>(m0 / (p.H * p.W));
+    auto issue_tensor_loads = [&](int stage, int32_t kpos, int tap, int32_t c) {
+      mbar_arrive_expect_tx(&full[stage], kStageBytes);
+      tma_load_im2col(a_smem + stage * L::kAStage, &maps.x[0], c, box_w, box_h, box_n,
+                      static_cast<uint16_t>(tap % 3), static_cast<uint16_t>(tap / 3), &full[stage]);
+      load_weight(stage, kpos);
+    };
+    tensor_load_loop(issue_tensor_loads, ctid == 0);
+  } else {
+    for (int kt = 0; kt < n_tiles; ++kt) {
+      const int slice = pipelined + kt, stage = L::stage_of(slice);
+      if (slice >= L::kStages) bar_sync(L::kEmptyBarrier + stage, kAll);
+      load_stage(stage);
+      cp_async_commit();
+      if (kt >= L::kPrefetch) {
+        const int landed = L::stage_of(slice - L::kPrefetch);
+        cp_async_wait<L::kPrefetch>();
+        round_x(landed);
+        fence_proxy_async();
+        mbar_arrive(&full[landed]);
+      }
+    }
+    cp_async_wait<0>();  // the last kPrefetch slices' copies
+    for (int kt = max(n_tiles - L::kPrefetch, 0); kt < n_tiles; ++kt) {
+      const int stage = L::stage_of(pipelined + kt);
+      round_x(stage);
+      fence_proxy_async();
+      mbar_arrive(&full[stage]);
+    }
+  }
+  pipelined = L::next_pipelined(pipelined, n_tiles);
+  if (last)
+    for (int slice = max(pipelined - L::kStages, 0); slice < pipelined; ++slice)
+      bar_sync(L::kEmptyBarrier + L::stage_of(slice), kAll);
+}
+
+// Whose part of a work item a thread runs: every part (one block per item), or wgmma_ws's
+// producer or consumer part (compiled apart, so that neither carries the other's registers).
+enum class Role { all, producer, consumer };
+
+// One work item of the kernel below (`work`: implicit_gemm_work's); `pipelined`: the slices
+// its pipeline carried in earlier items (wgmma_ws: stage and barrier of a slice count on
+// from there); `full`: wgmma_ws's full mbarriers, and its tensor maps where its copies are
+// tensor loads (maps.on).
+template <class T, MmaType kMma, int kBM_, int kBN_, MainLoop kLoop, Role kRole, class Index>
+__device__ __forceinline__ void conv3x3_implicit_gemm_item(const T* __restrict__ x, const T* __restrict__ w,
+                                                           const T* __restrict__ bias, T* __restrict__ y,
+                                                           const ImplicitGemmParams<Index>& p,
+                                                           const ImplicitGemmWork<Index>& work, int& pipelined,
+                                                           uint64_t* full, const ImplicitGemmTensorMaps& maps) {
+  using L = ImplicitGemmTiling<T, kBM_, kBN_, kLoop>;
+  static_assert(L::kWs == (kRole != Role::all), "wgmma_ws runs in two roles, the others in one");
+  constexpr int kBN = L::kBN;
+  static_assert((kMma == MmaType::tf32) == (sizeof(T) == 4), "tf32 math for fp32 storage, f16/bf16 for halves");
+  VK_DYNAMIC_SHARED(unsigned char, smem);
+  T* const a_smem = reinterpret_cast<T*>(smem);
+  T* const b_smem = a_smem + L::kStages * L::kAStage;
+
+  // tid: the thread's place among the item's threads (ping-pong: within its warpgroup); the
+  // producer's, past them.
+  const int tid = kRole == Role::consumer ? static_cast<int>(threadIdx.x) % L::kItemThreads : threadIdx.x;
+  const int lane = tid % 32, warp = tid / 32;
+  const int warp_m = warp % L::kWarpsM, warp_n = warp / L::kWarpsM;
+
+  const Index m0 = work.tile / p.k_blocks * L::kBM;
+  const Index k0 = work.tile % p.k_blocks * kBN;
+  // This item's K slices: [kt0, kt0 + n_tiles) (all of them without split-K or stream-K).
+  const int split = work.split, kt0 = work.kt0, n_tiles = work.n_tiles;
+  const bool last = work.last;
+
+  // ctid: the thread's place among those that copy (wgmma_ws: the producer warpgroup's; the
+  // consumers compute row 0's values and never use them).
+  const int ctid = !L::kWs ? tid : tid >= L::kThreads ? tid - L::kThreads : 0;
+  StageCopies<L, T, Index> copies(p, m0, k0, kt0, ctid);
+  auto load_stage = [&](int stage) { copies.load(p, x, w, a_smem + stage * L::kAStage, b_smem + stage * L::kBStage); };
+
+  float acc[L::kMTiles][L::kNTiles][4];
+#pragma unroll
+  for (int mt = 0; mt < L::kMTiles; ++mt)
+#pragma unroll
+    for (int nt = 0; nt < L::kNTiles; ++nt)
+#pragma unroll
+      for (int i = 0; i < 4; ++i) acc[mt][nt][i] = 0.f;
+
+  // Pipeline: kPrefetch slices in flight before the loop; each iteration waits for its
+  // slice, refills a stage the tensor cores are done with, and computes. One commit per
+  // iteration (empty groups past the end) keeps the group count uniform. (wgmma_ws: its
+  // producer's own loop, below.)
+  if constexpr (!L::kWs) {
+#pragma unroll
+    for (int s = 0; s < L::kPrefetch; ++s) {
+      if (s < n_tiles) load_stage(s);
+      cp_async_commit();
+    }
+  }
+  auto round_x = [&](int stage) { copies.round_x(p, a_smem + stage * L::kAStage); };
+  if constexpr (L::kWgmma) {
+    // The stages are the 64-byte-swizzled K-major layout wgmma reads (offset() above is
+    // that swizzle), 8-row groups 512 bytes apart; a k-step's operand starts 0 or 32 bytes
+    // into the rows (descriptor addresses count 16-byte units: 2 per k-step, 256 per 64
+    // rows). Per 64-byte slice, 2 k-steps (k16 halves, or k8 floats for tf32) of:
+    //   wgmma:   per warpgroup, its 64-row A blocks (rows 64 (warpgroup * kMTiles + mt) on)
+    //            of the stage x all BN B rows: 2 m64n128 (one warpgroup) or 1 m64n256;
+    //   wgmma_t: D^T (64 channels x 256 pixels) += W * X^T, the B stage (the weight rows)
+    //            as wgmma's A and the A stage (256 pixel rows) as its B, 1 m64n256.
+    // tf32: wgmma drops the low 13 mantissa bits of what it reads (the PTX ISA's rule: see
+    // tensor_core.cuh), so x is rounded to TF32 in place first (below) and the weight arrives
+    // rounded by the op (cvt.rna's rule both): then nothing is left to drop.
+    // The slice loaded at iteration kt goes to the stage of slice kt + kPrefetch - kStages
+    // = kt - 2, whose wgmma group every thread waited for (wgmma_wait<1> at kt - 1) before
+    // this iteration's barrier.
+    constexpr uint32_t kAStageUnits = L::kAStage * sizeof(T) / 16, kBStageUnits = L::kBStage * sizeof(T) / 16;
+    const uint64_t a_desc = smem_desc_k_sw64(a_smem, 8 * 64), b_desc = smem_desc_k_sw64(b_smem, 8 * 64);
+    const int a_block0 = L::kWarpgroups > 1 ? warp / 4 * L::kMTiles : 0;  // its warpgroup's first 64-row A block
+    constexpr int kAccumulators = L::kMTiles * L::kNTiles * 4;
+    float* const acc_regs = &acc[0][0][0];
+    // Issues the wgmma of the slice in `stage` (2 k-steps) as one group, and waits for the
+    // group before it: the stage that group read is free once this returns.
+    auto compute_slice = [&](int stage) {
+      const uint64_t a_stage = a_desc + stage * kAStageUnits, b_stage = b_desc + stage * kBStageUnits;
+      wgmma_pin<kAccumulators>(acc_regs);
+      wgmma_fence();
+#pragma unroll
+      for (int kk = 0; kk < 2; ++kk) {
+        if constexpr (L::kTransposed) {
+          wgmma_m64nN<kMma, 256>(*reinterpret_cast<float(*)[128]>(&acc[0][0][0]), b_stage + 2 * kk,
+                                 a_stage + 2 * kk);
+        } else {
+#pragma unroll
+          for (int mt = 0; mt < L::kMTiles; ++mt)
+            wgmma_m64nN<kMma, kBN>(*reinterpret_cast<float(*)[kBN / 2]>(&acc[mt][0][0]),
+                                   a_stage + (a_block0 + mt) * 256 + 2 * kk, b_stage + 2 * kk);
+        }
+      }
+      wgmma_commit();
+      wgmma_wait<1>();
+      wgmma_pin<kAccumulators>(acc_regs);
+    };
+    if constexpr (L::kWs) {
+      // Warp-specialised: slices are numbered on over the block's items (`pipelined`), and
+      // slice i lives in stage i % kStages. The producer warpgroup (threads kThreads on)
+      // copies slice i once the consumers released the stage (empty: slice i - kStages).
+      // With cp.async it keeps kPrefetch slices in flight, and, each landed (its wait),
+      // every producer thread rounds (tf32) and fences its copies and arrives at the stage's
+      // full mbarrier (at an item's end it waits for all its copies and arrives for the
+      // rest); with tensor loads (maps.on) one thread announces the slice's bytes there and
+      // issues the two loads, which complete the phase as they land. The item's consumers
+      // (both warpgroups; ping-pong, the one whose turn it is) wait for the phase (parity (i
+      // / kStages) % 2), issue the slice's wgmma, and once it is done (wgmma_wait<1> a slice
+      // later, <0> at the item's end) arrive at the stage's empty barrier. Every release is
+      // matched: the producer syncs before each refill, and after its last item for the last
+      // kStages releases. No barrier of the whole block: a warpgroup waits only for the
+      // stage it needs, and the producer runs into the next item while the consumers store
+      // this one's outputs. Deadlock-free: refilling slice i needs the consumers past slice i
+      // - kStages + 1, whose full phase the producer completed by then (its arrivals at i -
+      // 1, or at the end of an item), and a ping-pong warpgroup waiting for its turn holds
+      // no stage.
+      constexpr int kAll = L::kEmptyArrivals;
+      if constexpr (kRole == Role::producer) {
+        ws_producer_item<L>(x, w, p, work, pipelined, full, maps, copies, a_smem, m0, k0, ctid);
+        return;  // the consumers' epilogue needs no producer (its barriers count kItemThreads)
+      } else {
+        // Ping-pong: this warpgroup's turn (its block's first item needs none), and once the
+        // item's wgmma are all issued (every slice waited for), the other's, where the block
+        // has a next item (the other's); its main loop then starts under this one's last
+        // wgmma, as this one's epilogue runs under it.
+        const int group = static_cast<int>(threadIdx.x) / L::kItemThreads;
+        if (L::kPingPong && !work.first) bar_sync(L::kTurnBarrier + group, 2 * L::kItemThreads);
+        for (int kt = 0; kt < n_tiles; ++kt) {
+          const int slice = pipelined + kt;
+          const int stage = L::stage_of(slice);
+          mbar_wait(&full[stage], L::phase_of(slice));
+          compute_slice(stage);
+          if (kt >= 1) bar_arrive(L::kEmptyBarrier + L::stage_of(slice - 1), kAll);
+        }
+        if (L::kPingPong && !last) bar_arrive(L::kTurnBarrier + 1 - group, 2 * L::kItemThreads);
+        wgmma_wait<0>();
+        wgmma_pin<kAccumulators>(acc_regs);
+        bar_arrive(L::kEmptyBarrier + L::stage_of(pipelined + n_tiles - 1), kAll);
+        pipelined = L::next_pipelined(pipelined, n_tiles);
+      }
+    } else {
+      int read = 0, write = L::kPrefetch;  // stages: computed now, loaded now
+      for (int kt = 0; kt < n_tiles; ++kt) {
+        cp_async_wait<L::kPrefetch - 1>();
+        round_x(read);
+        fence_proxy_async();  // this thread's copies (and roundings), visible to the tensor cores' reads...
+        __syncthreads();      // ...and everyone's
+        if (kt + L::kPrefetch < n_tiles) load_stage(write);
+        cp_async_commit();
+        compute_slice(read);
+        read = read + 1 == L::kStages ? 0 : read + 1;
+        write = write + 1 == L::kStages ? 0 : write + 1;
+      }
+      wgmma_wait<0>();
+      wgmma_pin<kAccumulators>(acc_regs);
+    }
+  } else {
+    int a_frag[2], b_frag[2];  // ldmatrix row offsets per k-step kk; + 16 rows per mma tile
+#pragma unroll
+    for (int kk = 0; kk < 2; ++kk) {
+      a_frag[kk] = L::offset(warp_m * L::kWarpM + lane % 16, 2 * kk + lane / 16);
+      b_frag[kk] = L::offset(warp_n * L::kWarpN + lane % 8 + (lane / 16) * 8, 2 * kk + (lane / 8) % 2);
+    }
+    for (int kt = 0; kt < n_tiles; ++kt) {
+      cp_async_wait<L::kPrefetch - 1>();
+      __syncthreads();
+      const int next = kt + L::kPrefetch;
+      if (next < n_tiles) load_stage(next % L::kStages);
+      cp_async_commit();
+
+      const T* const as = a_smem + (kt % L::kStages) * L::kAStage;
+      const T* const bs = b_smem + (kt % L::kStages) * L::kBStage;
+#pragma unroll
+      for (int kk = 0; kk < 2; ++kk) {  // 2 mma k-steps per 64-byte slice: chunks 2kk, 2kk + 1
+        uint32_t a[L::kMTiles][4], bf[L::kNTiles][2];
+#pragma unroll
+        for (int mt = 0; mt < L::kMTiles; ++mt)
+          ldmatrix<4>(a[mt], as + a_frag[kk] + mt * 16 * L::kRow);
+#pragma unroll
+        for (int np = 0; np < L::kNTiles / 2; ++np) {
+          uint32_t r[4];
+          ldmatrix<4>(r, bs + b_frag[kk] + np * 16 * L::kRow);
+          bf[2 * np][0] = r[0];
+          bf[2 * np][1] = r[1];
+          bf[2 * np + 1][0] = r[2];
+          bf[2 * np + 1][1] = r[3];
+        }
+        if constexpr (kMma == MmaType::tf32) {
+          // x: fp32 -> tf32, round to nearest (ties away), once per fragment element, x_tf32
+          // or not (on TF32 values a no-op; a branch around it cost the loop's listing 33
+          // instructions, and "auto" runs fp32 on the wgmma tiles). The weight arrives
+          // rounded (the op's tensor_core_weight), so B is used as loaded.
+#pragma unroll
+          for (int mt = 0; mt < L::kMTiles; ++mt)
+#pragma unroll
+            for (int i = 0; i < 4; ++i) a[mt][i] = to_tf32(__uint_as_float(a[mt][i]));
+#pragma unroll
+          for (int mt = 0; mt < L::kMTiles; ++mt)
+#pragma unroll
+            for (int nt = 0; nt < L::kNTiles; ++nt) mma_m16n8k8_tf32(acc[mt][nt], a[mt], bf[nt], acc[mt][nt]);
+        } else {
+#pragma unroll
+          for (int mt = 0; mt < L::kMTiles; ++mt)
+#pragma unroll
+            for (int nt = 0; nt < L::kNTiles; ++nt) mma_m16n8k16<kMma>(acc[mt][nt], a[mt], bf[nt], acc[mt][nt]);
+        }
+      }
+    }
+  }
+  cp_async_wait<0>();
+  if constexpr (L::kStreamK)  // stream-K: a tile in parts, finished by one of them
+    if (p.sk.sk_tiles > 0 && !stream_k_fixup<L>(p, work.j, &acc[0][0][0], tid)) return;
+  if (p.splits > 1) {
+    store_partial_sums<L>(p, acc, split, m0, k0, tid);
+    return;
+  }
+  if constexpr (L::kWs) {
+    if (p.persistent) {
+      store_from_registers<L>(p, acc, bias, y, smem, maps, m0, k0, tid);
+      return;
+    }
+  }
+  store_through_shared<L>(p, acc, bias, y, smem, m0, k0, tid);
 }
 
 // One block per work item (M tile, K tile, split), except wgmma_ws, whose blocks take the
