@@ -254,7 +254,9 @@ def test_epilogue_combinations(bias, relu, pool, channels_last, algo, device):
 def test_int64_index_variant(device, monkeypatch):
     # The kernel's int64-offset variant (used from 2^31 elements on), forced at small sizes.
     monkeypatch.setenv("VGGKERN_FORCE_INT64_INDEX", "1")
-    for case in [(3, 17, 40, 13, 31, True, True, True), (2, 3, 7, 7, 5, False, False, False)]:
+    # The last case has K % 8 == 0 and W even: the vector-store epilogues (8 channels, column pairs).
+    for case in [(3, 17, 40, 13, 31, True, True, True), (2, 3, 7, 7, 5, False, False, False),
+                 (2, 5, 16, 7, 8, True, True, False)]:
         n, c, k, h, w, bias, relu, pool = case
         for channels_last in (False, True):
             x, wt, b = _inputs(n, c, k, h, w, torch.float16, device, bias=bias, channels_last=channels_last, seed=29)

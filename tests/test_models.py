@@ -164,8 +164,10 @@ def test_from_torchvision_plain_and_errors():
     x = _image(1, 32, seed=8)
     with torch.no_grad():
         assert torch.equal(_run(ours, x, "torch"), tv(x))
-    with pytest.raises(ValueError, match="expected a torchvision.models.VGG, got ResNet"):
+    with pytest.raises(ValueError, match=r"expected a torchvision.models.VGG, got torchvision\.models\.resnet\.ResNet"):
         vggkern.from_torchvision(torchvision.models.resnet18())
+    with pytest.raises(ValueError, match=r"got vggkern\.models\.VGG$"):  # ours is a VGG too: say whose
+        vggkern.from_torchvision(ours)
 
 
 def test_from_torchvision_keeps_the_models_hooks():
@@ -1032,10 +1034,12 @@ def test_conv3x3_is_a_conv2d_drop_in():
             call(None)
         with pytest.raises(ValueError, match=f'^{_re(op)}: unknown algo "fast"'):
             call("fast")
-    # The kernels run float32/float16/bfloat16: a float64 (or complex) conv is not theirs
+    # The kernels run float32/float16/bfloat16: a float64 (or complex) conv is not theirs to
+    # replace; a float64 Conv3x3 runs torch's ops (test_float64_modules_run_torchs_ops).
+    with pytest.raises(ValueError, match=f"Conv3x3: expected dtype float32, float16, bfloat16 .* or float64 .*got "
+                                         f"{torch.complex64}"):
+        Conv3x3(3, 4, dtype=torch.complex64)
     for dtype in (torch.float64, torch.complex64):
-        with pytest.raises(ValueError, match=f"Conv3x3: expected dtype float32, float16 or bfloat16 .*got {dtype}"):
-            Conv3x3(3, 4, dtype=dtype)
         conv = nn.Conv2d(3, 4, 3, padding=1, dtype=dtype)
         with pytest.raises(ValueError, match=f"cannot replace .*: its weight is {dtype}: the kernels run float32, "
                                              "float16 and bfloat16"):
@@ -1416,6 +1420,8 @@ def test_classify_command(vgg16_state_file, tmp_path, capsys):
     categories = torchvision.models.VGG16_Weights.IMAGENET1K_V1.meta["categories"]
     assert "on cpu (torch ops)" in out[0]
     assert len(out) == 6
+    assert main(["classify", str(image), "--weights", str(path), "--device", "cpu:0"]) == 0
+    assert "on cpu:0 (torch ops)" in capsys.readouterr().out  # the device's type, not its string
     for rank, line in enumerate(out[1:], 1):
         assert line.strip().startswith(f"{rank}.")
         name = line.split("%", 1)[1].rsplit("(", 1)[0].strip()
@@ -1492,6 +1498,20 @@ def test_a_weights_file_of_other_than_float_tensors_is_refused_by_name(entry, sa
     with pytest.raises(ValueError, match=r"vggkern.vgg11: expected weights '.*w.pt' to hold a state_dict of real "
                                          r"floating-point tensors; " + re.escape(says)):
         vggkern.vgg11(weights=str(tmp_path / "w.pt"))
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="no GPU")
+def test_main_command_on_the_gpu(capsys):
+    """README's first command where a GPU is: VGG16 on our kernels against torchvision's
+    (cuDNN), the same random weights, fp32 with TF32 off; agreement and images/s."""
+    from vggkern.__main__ import main
+
+    assert main(["--batch", "4", "--size", "64"]) == 0
+    out = capsys.readouterr().out
+    print(out)  # the log keeps the figures
+    assert "VGG16 on" in out and "top-5 agreement 4/4 images" in out and "result          AGREE" in out
+    assert re.search(r"images/s\s+vggkern [0-9.]+, torchvision \(cuDNN\) [0-9.]+", out)
 
 
 def test_main_command_without_gpu(capsys, monkeypatch):
@@ -1580,6 +1600,78 @@ def test_weight_changed_through_data_is_seen_after_clear_weight_caches(algo):
         vggkern.nn.clear_weight_caches(model)
         assert all(_cached_weight(conv) is None for conv in model)
         assert torch.equal(model(x), want())
+
+
+def test_modules_have_the_torch_modules_geometry_attributes():
+    """Code written for nn.Conv2d / nn.MaxPool2d reads their geometry (FLOP counters,
+    summaries): the drop-ins hold the same values as torchvision's VGG layers, read-only."""
+    tv = torchvision.models.vgg11().features
+    ours, _ = vggkern.convert(tv)
+    pairs = [(a, b) for a, b in zip(tv, ours) if isinstance(a, (nn.Conv2d, nn.MaxPool2d))]
+    assert len(pairs) == 13 and all(isinstance(b, (Conv3x3, vggkern.MaxPool2x2)) for _, b in pairs)
+    names = {nn.Conv2d: ("kernel_size", "stride", "padding", "dilation", "groups", "padding_mode"),
+             nn.MaxPool2d: ("kernel_size", "stride", "padding", "dilation", "ceil_mode", "return_indices")}
+    for theirs, mine in pairs:
+        for name in names[type(theirs)]:
+            assert getattr(mine, name) == getattr(theirs, name), (type(mine).__name__, name)
+            with pytest.raises(AttributeError):
+                setattr(mine, name, getattr(theirs, name))
+
+
+def test_float64_modules_run_torchs_ops():
+    """A float64 model (.double(): a reference, torch.autograd.gradcheck) runs torch's ops on
+    every device, as its layers would in torch; the kernels' path is not asked to."""
+    torch.manual_seed(7)
+    conv = Conv3x3(3, 4, relu=True, pool=True, algo="winograd_f2x2").double()
+    assert Conv3x3(3, 4, dtype=torch.float64).weight.dtype == torch.float64
+    seq = FusedSequential(Conv3x3(3, 4, algo="direct"), nn.BatchNorm2d(4), nn.ReLU(), vggkern.MaxPool2x2())
+    _randomize_bn(seq)
+    seq = seq.eval().double()
+    x = torch.randn(2, 3, 6, 6, dtype=torch.float64, requires_grad=True)
+    want = F.max_pool2d(F.relu(F.conv2d(x, conv.weight, conv.bias, padding=1)), 2, 2)
+    want_seq = F.max_pool2d(seq[2](seq[1](F.conv2d(x, seq[0].weight, seq[0].bias, padding=1))), 2, 2)
+    with vggkern.cpu_backend("emulator"):
+        assert torch.equal(conv(x), want) and torch.equal(seq(x), want_seq)
+        assert torch.autograd.gradcheck(lambda t: conv(t), (x,))
+        assert torch.autograd.gradcheck(lambda t: seq(t), (x,))
+
+
+@pytest.mark.parametrize("algo,dtype,optimizer", [("winograd_f2x2", torch.float32, "Adam"),
+                                                  ("implicit_gemm", torch.float16, "SGD"),
+                                                  ("direct", torch.float32, "AdamW")])
+def test_fused_optimizer_step_is_seen(algo, dtype, optimizer):
+    """torch.optim's fused optimizers update the parameters in place without bumping their
+    version counters: a forward under no_grad after such a step (validation between
+    training steps) must not use what was prepared before it. direct: an eval-mode
+    BatchNorm folded in (FusedSequential), whose affine parameters the optimizer steps."""
+    torch.manual_seed(6)
+    conv = Conv3x3(8, 8, relu=algo != "direct", algo=algo).to(dtype)
+    bn = nn.BatchNorm2d(8).to(dtype).eval() if algo == "direct" else None
+    model = vggkern.nn.FusedSequential(conv, bn, nn.ReLU()) if bn is not None else conv
+    step = getattr(torch.optim, optimizer)(model.parameters(), lr=0.5, fused=True)
+    x = torch.randn(1, 8, 6, 6, dtype=dtype)
+
+    def want():
+        if bn is None:
+            return vggkern.conv3x3(x, conv.weight, conv.bias, relu=True, algo=algo)
+        z = F.conv2d(x.double(), conv.weight.double(), conv.bias.double(), padding=1)
+        return torch.relu(F.batch_norm(z, bn.running_mean.double(), bn.running_var.double(), bn.weight.double(),
+                                       bn.bias.double(), eps=bn.eps))
+
+    with vggkern.cpu_backend("emulator"):
+        with torch.no_grad():
+            model(x)
+            assert _cached_weight(conv) is not None
+        model(x).float().square().sum().backward()
+        versions = [p._version for p in model.parameters()]
+        step.step()
+        assert [p._version for p in model.parameters()] == versions  # the case: no version moved
+        with torch.no_grad():
+            got = model(x)
+    if bn is None:
+        assert torch.equal(got, want())
+    else:
+        torch.testing.assert_close(got.double(), want().detach(), rtol=1e-5, atol=1e-5)
 
 
 @pytest.mark.parametrize("algo", ["winograd_f2x2", "winograd_f4x4", "implicit_gemm"])

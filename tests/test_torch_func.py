@@ -10,7 +10,6 @@ of filters over one input, K), loops over the elements only where both are batch
 never falls back to torch's own per-element loop.
 """
 import copy
-import warnings
 
 import pytest
 import torch
@@ -57,9 +56,21 @@ def _spy_on_plain_calls(monkeypatch, record):
 @pytest.fixture(autouse=True)
 def _no_vmap_fallback():
     # torch's per-element fallback (a loop, "There is a performance drop...") must never run.
-    with warnings.catch_warnings():
-        warnings.filterwarnings("error", message=".*performance drop.*")
+    # Its warning is a C++ TORCH_WARN that does not reach Python's warnings here, so the
+    # fallback is disabled instead: reaching it raises.
+    functorch = torch._C._functorch
+    enabled = functorch._is_vmap_fallback_enabled()
+    functorch._set_vmap_fallback_enabled(False)
+    try:
         yield
+    finally:
+        functorch._set_vmap_fallback_enabled(enabled)
+
+
+def test_the_vmap_fallback_is_refused():
+    # The fixture's premise: an op without a batching rule raises instead of looping.
+    with pytest.raises(RuntimeError, match="fallback"):
+        torch.vmap(lambda t: torch.histc(t, bins=4))(torch.randn(2, 3, 4))  # histc: no batching rule
 
 
 @pytest.mark.parametrize("relu,pool", RELU_POOL)

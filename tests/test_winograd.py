@@ -160,14 +160,35 @@ def test_pool_odd_sizes(algo, device):
 
 @pytest.mark.parametrize("algo", list(ALGOS))
 def test_int64_index_variant(algo, device, monkeypatch):
-    x, w, b = _inputs(2, 10, 40, 9, 13, torch.float16, device, seed=31)
-    for channels_last in (False, True):
-        xi = x.contiguous(memory_format=torch.channels_last) if channels_last else x
-        monkeypatch.setenv("VGGKERN_FORCE_INT64_INDEX", "1")
-        y64 = vggkern.conv3x3(xi, w, b, relu=True, pool=True, algo=algo)
-        _check(y64, xi, w, b, True, True, algo=algo)
-        monkeypatch.setenv("VGGKERN_FORCE_INT64_INDEX", "0")
-        assert torch.equal(y64, vggkern.conv3x3(xi, w, b, relu=True, pool=True, algo=algo))
+    # W = 8 and 12 (multiples of m): the NCHW row-vector stores (store_rows), pooled or not.
+    for shape, pool in [((2, 10, 40, 9, 13), True), ((2, 5, 16, 7, 8), False), ((1, 3, 8, 9, 12), True)]:
+        x, w, b = _inputs(*shape, torch.float16, device, seed=31)
+        for channels_last in (False, True):
+            xi = x.contiguous(memory_format=torch.channels_last) if channels_last else x
+            monkeypatch.setenv("VGGKERN_FORCE_INT64_INDEX", "1")
+            y64 = vggkern.conv3x3(xi, w, b, relu=True, pool=pool, algo=algo)
+            _check(y64, xi, w, b, True, pool, algo=algo)
+            monkeypatch.setenv("VGGKERN_FORCE_INT64_INDEX", "0")
+            assert torch.equal(y64, vggkern.conv3x3(xi, w, b, relu=True, pool=pool, algo=algo))
+
+
+@pytest.mark.parametrize("algo", list(ALGOS))
+def test_range_far_from_the_maximum_stays_finite(algo, device):
+    """README, Range: the transforms run in fp32, so fp16 inputs near fp16's maximum (65504)
+    transform without overflow; and float32 inputs of scale 1e35, below the measured onset
+    of non-finite outputs (3e36 for F(4x4)), give finite outputs within the bound."""
+    g = _gen(41)
+    w = torch.randn(8, 4, 3, 3, generator=g) * 0.02
+    b = torch.randn(8, generator=g)
+    x = torch.rand(2, 4, 8, 12, generator=g) * 2 - 1
+    for dtype, scale in ((torch.float16, 6e4), (torch.float32, 1e35)):
+        xs, ws, bs = (t.to(device, dtype) for t in (x * scale, w, b))
+        ref = F.conv2d(xs.double(), ws.double(), bs.double(), padding=1)
+        assert ref.abs().max() < torch.finfo(dtype).max / 2  # the case: outputs well inside the range
+        assert xs.abs().max() > scale / 2
+        y = vggkern.conv3x3(xs, ws, bs, algo=algo)
+        assert y.isfinite().all(), dtype
+        _check(y, xs, ws, bs, False, False, algo=algo)
 
 
 def _spread_mask(x, m, pool):

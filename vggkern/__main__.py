@@ -128,7 +128,9 @@ def main_job(batch: int | None = None, size: int | None = None, seed: int = 0) -
     else:
         print(f"  time            vggkern through the emulator {t_ours:.1f} s, torchvision on CPU {t_tv:.2f} s "
               "(the emulator checks correctness; it is no speed measure)")
-    # tests/test_models.py's rule: err <= k * err_torch + eps/4, k = 4 for "direct" in fp32
+    # tests/test_models.py's rule, err <= k * err_torch + eps/4, with a stricter k: 4, where the
+    # tests allow "direct" (what "auto" runs in fp32 with TF32 off) 16. Measured through the
+    # emulator: err / err_torch 2.12 at 32x32, 2.38 at 64x64, 2.55 at 224x224 (seed 0).
     ok = same == batch and e_ours <= 4 * e_tv + torch.finfo(torch.float32).eps / 4
     print("  result          " + ("AGREE" if ok else "DISAGREE"))
     return 0 if ok else 1
@@ -169,8 +171,9 @@ def classify(image: str, weights: str, algo: str = "auto", device: str | None = 
         print(f"python -m vggkern classify: {e}", file=sys.stderr)
         return 2
     x = meta.transforms()(img).unsqueeze(0).to(device)
-    path = "vggkern kernels" if device != "cpu" or cpu_backend == "emulator" else "torch ops"
-    if device == "cpu" and cpu_backend == "emulator":
+    on_cpu = torch.device(device).type == "cpu"  # "cpu:0" too
+    path = "vggkern kernels" if not on_cpu or cpu_backend == "emulator" else "torch ops"
+    if on_cpu and cpu_backend == "emulator":
         path += " through the SIMT emulator"
     with torch.no_grad(), vggkern.cpu_backend(cpu_backend):
         probs = torch.softmax(model(x).float(), dim=1)[0].cpu()

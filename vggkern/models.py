@@ -254,7 +254,8 @@ def from_torchvision(model: nn.Module, algo: str = "auto") -> VGG:
     import torchvision.models as tvm
 
     if not isinstance(model, tvm.VGG):
-        raise ValueError(f"vggkern.from_torchvision: expected a torchvision.models.VGG, got {type(model).__name__}")
+        raise ValueError(f"vggkern.from_torchvision: expected a torchvision.models.VGG, got "
+                         f"{type(model).__module__}.{type(model).__qualname__}")
     _check_algo(algo, "vggkern.from_torchvision")
     if type(model).forward is not tvm.VGG.forward or "forward" in model.__dict__:
         raise ValueError(f"vggkern.from_torchvision: {type(model).__name__} has a forward of its own; the result "

@@ -15,6 +15,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.fx._symbolic_trace import is_fx_symbolic_tracing
 from torch.nn.modules import module as _module_globals
+from torch.optim.optimizer import register_optimizer_step_post_hook
 
 from . import ops, tuning
 from .backend import describe_path, get_cpu_backend
@@ -42,7 +43,24 @@ def _use_kernels(x: torch.Tensor) -> bool:
         raise TypeError(f"vggkern: expected x to be a torch.Tensor, got {type(x).__name__}{hint}")
     if not ops._is_dense(x):
         return False  # torch's ops, as nn.Conv2d's (they take mkldnn tensors; refuse others in their words)
+    if x.dtype == torch.float64:
+        return False  # torch's ops: the kernels run float32, float16 and bfloat16 (float64: a reference, gradcheck)
     return not x.is_cpu or get_cpu_backend() == "emulator"
+
+
+# torch.optim's fused optimizers (fused=True: one kernel over all the parameters) update
+# them in place without bumping their version counters. Every torch.optim.Optimizer step
+# (subclasses' too: Optimizer.__init__ wraps their step) is counted instead, and a
+# prepared weight's key holds the count: any step drops what was prepared before it.
+_optimizer_steps = 0
+
+
+def _count_optimizer_step(optimizer, args, kwargs) -> None:
+    global _optimizer_steps
+    _optimizer_steps += 1
+
+
+register_optimizer_step_post_hook(_count_optimizer_step)
 
 
 def clear_weight_caches(module: nn.Module) -> None:
@@ -57,6 +75,13 @@ def _pair(v):
     return tuple(v) if isinstance(v, (tuple, list)) else (v, v)
 
 
+def _fixed(value):
+    # One of nn.Conv2d's or nn.MaxPool2d's geometry attributes, as the torch module a drop-in
+    # replaces holds it (code written for those reads them: FLOP counters, summaries);
+    # read-only, since the kernels compute this geometry and no other.
+    return property(lambda self: value, doc=f"Always {value!r} (read-only).")
+
+
 class Conv3x3(nn.Module):
     """3x3 convolution, stride 1, padding 1, with bias, ReLU and 2x2 max-pool fused:
     ``F.conv2d(x, weight, bias, padding=1)``, then ReLU if ``relu``, then
@@ -66,8 +91,13 @@ class Conv3x3(nn.Module):
     same parameters (``weight`` (K, C, 3, 3), ``bias`` (K) or None), same state_dict
     keys, same initialisation. ``algo``: "auto" or one of ``vggkern.algorithms()``.
     Input (N, C, H, W) in float32/float16/bfloat16, NCHW or channels_last (the output
-    keeps the input's memory format on our kernels).
+    keeps the input's memory format on our kernels). A float64 module (``.double()``: a
+    reference, gradcheck) runs torch's ops on every device.
     """
+
+    # nn.Conv2d(C, K, 3, padding=1)'s geometry.
+    kernel_size, stride, padding, dilation = _fixed((3, 3)), _fixed((1, 1)), _fixed((1, 1)), _fixed((1, 1))
+    groups, padding_mode = _fixed(1), _fixed("zeros")
 
     # The weight as the kernel takes it (with a folded BatchNorm: and the bias), with the
     # state it was made from (see _prepared): one tuple, replaced whole, so that a thread
@@ -90,8 +120,9 @@ class Conv3x3(nn.Module):
             raise ValueError(f"Conv3x3: expected in_channels >= 1 and out_channels >= 1, got {in_channels} "
                              f"and {out_channels}")
         _check_algo(algo)
-        if dtype is not None and dtype not in ops._FLOAT_DTYPES:
-            raise ValueError(f"Conv3x3: expected dtype float32, float16 or bfloat16 (the kernels'), got {dtype}")
+        if dtype is not None and dtype not in (*ops._FLOAT_DTYPES, torch.float64):
+            raise ValueError(f"Conv3x3: expected dtype float32, float16, bfloat16 (the kernels') or float64 (torch's "
+                             f"ops), got {dtype}")
         self.in_channels, self.out_channels = in_channels, out_channels
         self.relu, self.pool, self.algo = relu, pool, algo
         factory = {"device": device, "dtype": dtype}
@@ -141,10 +172,12 @@ class Conv3x3(nn.Module):
     def clear_weight_cache(self) -> None:
         """Drop the prepared weight, so that the next forward prepares it from the weight
         as it is then. Needed only after a change its version counter does not see: one
-        made through ``weight.data`` (``conv.weight.data.copy_(w)``). In-place ops on the
-        Parameter itself (also under torch.no_grad(), as optimizers make them),
-        ``load_state_dict``, assigning a new weight and ``.to()``/``.half()`` (any
-        ``Module._apply``, which drops it) are all seen."""
+        made through ``weight.data`` (``conv.weight.data.copy_(w)``), or by other code that
+        writes the weight's memory without bumping its version counter. In-place ops on the
+        Parameter itself (also under torch.no_grad()), any ``torch.optim.Optimizer`` step
+        (fused ones too, which leave the version counter), ``load_state_dict``, assigning a
+        new weight and ``.to()``/``.half()`` (any ``Module._apply``, which drops it) are all
+        seen."""
         self._weight_cache = None
 
     def _apply(self, fn, *args, **kwargs):
@@ -184,9 +217,10 @@ class Conv3x3(nn.Module):
         default the weight's): the weight cast to it first.
 
         A weight already in its layout is used as it is; otherwise the prepared copy is
-        kept until the weight changes (in place: its version counter; replaced: its data
-        pointer; or moved: device and dtype; with bn, the same of the bias and of bn's
-        parameters, running statistics and num_batches_tracked). A change through
+        kept until the weight changes (in place: its version counter, or any
+        torch.optim.Optimizer step; replaced: its data pointer; or moved: device and dtype;
+        with bn, the same of the bias and of bn's parameters, running statistics and
+        num_batches_tracked). A change through
         ``.data`` is not seen: see clear_weight_cache. Where a parameter wants a gradient,
         while torch.compile or torch.jit.trace traces and under torch.func's transforms (the cache is
         eager-mode state, of plain tensors), nothing is cached: the raw weight (with bn,
@@ -235,7 +269,7 @@ class Conv3x3(nn.Module):
             return fw, (b if bn is None else fb)
         # The same tensor objects (weak references: a new tensor at a freed address, as
         # torch.func.functional_call passes, is not the old one), unchanged since.
-        key = (algo, w.device, w.dtype, dtype, None if bn is None else bn.eps) + tuple(
+        key = (algo, w.device, w.dtype, dtype, None if bn is None else bn.eps, _optimizer_steps) + tuple(
             (t._version, t.data_ptr()) for t in tracked)
         cached = self._weight_cache  # read once: another thread may replace it meanwhile
         if cached is None or cached[0] != key or any(r() is not t for r, t in zip(cached[1], tracked)) or (
@@ -326,6 +360,10 @@ class Conv3x3(nn.Module):
 class MaxPool2x2(nn.Module):
     """2x2 max-pool, stride 2, floor mode: a drop-in for ``nn.MaxPool2d(2, 2)``
     (no parameters). NaN propagates like torch's."""
+
+    # nn.MaxPool2d(kernel_size=2, stride=2)'s geometry (torchvision's VGG pools).
+    kernel_size, stride, padding, dilation = _fixed(2), _fixed(2), _fixed(0), _fixed(1)
+    ceil_mode, return_indices = _fixed(False), _fixed(False)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if _use_kernels(x):

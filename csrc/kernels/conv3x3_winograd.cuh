@@ -4,7 +4,8 @@
 // Same contract as conv3x3_direct (x (N, C, H, W), y (N, K, H, W) or pooled, NCHW or
 // NHWC through strides, fp32 sums, one rounding at the store) except rounding and NaN
 // reach: an output tile is a sum over its whole alpha x alpha input tile, so a NaN/Inf
-// input may turn its whole m x m output tile (not only its 3x3 neighbourhood) into NaN.
+// input may turn into NaN every output of each m x m output tile whose input tile holds it
+// (input tiles overlap by 2: up to 2 x 2 output tiles), not only its 3x3 neighbourhood.
 //
 // winograd_filter_transform_kernel<M>: one thread per (c, k): U[p][c][k] = (G g G^T)[p]
 //   for the filter g = weight[k][c], in fp32 whatever the weight's dtype (fp16/bf16 U
