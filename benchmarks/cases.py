@@ -551,16 +551,10 @@ def _rand(shape, dtype, device, layout, scale=1.0):
     return _fmt((torch.randn(shape, device=device, dtype=torch.float32) * scale).to(dtype), layout)
 
 
-def _math_for(case: Case) -> str:
-    """Which peak applies: fp16/bf16, tf32 (torch fp32 with TF32, or a tf32 / tensor-core algo), or fp32."""
-    p = case.p
-    if p["dtype"] != "fp32":
-        return p["dtype"]
-    if case.impl == "torch":
-        return "tf32" if p.get("math") == "tf32" else "fp32"
-    # Our tensor-core algorithms run fp32 as TF32 (allowed by default, as cuDNN's convs).
-    algo = str(p.get("algo", "")).lower()
-    return "tf32" if "tf32" in algo or algo == "implicit_gemm" else "fp32"
+def _math_for(case: Case, algo_ran: str | None = None) -> str:
+    """Which peak applies (peaks.math_of): for our conv rows, by the algorithm that ran
+    ("auto" picks implicit_gemm, TF32 math, for fp32 where TF32 is allowed)."""
+    return peaks.math_of({**case.p, "impl": case.impl, "algo_ran": algo_ran})
 
 
 def conv_flops(n, c, k, h, w=None):
@@ -660,7 +654,7 @@ def _conv_case(case: Case, device: str, cfg: dict) -> dict:
         extra["_host_call"] = _host_call(fn, probe, device, p.get("math", "-"))
     flops = conv_flops(n, c, k, h)
     extra.update(flops=flops, flops_kind="effective (direct-conv FLOPs)" if is_winograd(p.get("algo")) else "direct",
-                 math_peak=_math_for(case))
+                 math_peak=_math_for(case, extra.get("algo_ran")))
     return _finish(case, device, t, extra, tflop=flops / 1e12)
 
 

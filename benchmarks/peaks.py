@@ -42,3 +42,21 @@ def peak(gpu_name: str | None, math: str) -> float | None:
     """Peak for math in {'fp32','tf32','fp16','bf16'} (TFLOP/s) or 'bw' (TB/s); None if unknown."""
     key = gpu_key(gpu_name)
     return PEAKS[key].get(math) if key else None
+
+
+def math_of(row: dict) -> str:
+    """Which peak a benchmark row's FLOPs count against: its dtype for fp16/bf16; for fp32,
+    'tf32' where the math that ran was TF32 (torch with TF32 allowed; ours, the algorithm
+    that ran, "auto"'s pick included (algo_ran), where it is implicit_gemm; a network of
+    ours on "auto", its TF32 setting), else 'fp32'. Takes a results row (extra_info), or a
+    case's parameters with its impl."""
+    dtype = row["dtype"]
+    if dtype != "fp32":
+        return dtype
+    math = row.get("math")
+    if row.get("impl") == "torch":
+        return "tf32" if math == "tf32" else "fp32"
+    algo = str(row.get("algo_ran") or row.get("algo") or "auto").lower()
+    if algo == "auto":  # a network's layers, each on "auto"'s pick
+        return "tf32" if math == "tf32" else "fp32"
+    return "tf32" if "tf32" in algo or algo == "implicit_gemm" else "fp32"

@@ -18,9 +18,11 @@ import glob
 import json
 import math
 import os
+import re
 import sys
 from collections import Counter, defaultdict
 
+from . import peaks
 from .tiles import is_wgmma
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -69,7 +71,23 @@ def load(path):
     machine = data.get("machine_info", {})
     expect(isinstance(machine, dict), "['machine_info']", "an object")
     expect(isinstance(machine.get("vggkern_env", {}), dict), "['machine_info']['vggkern_env']", "an object")
-    return data, rows_of(data), machine.get("vggkern_env", {})
+    env = machine.get("vggkern_env", {})
+    rows = rows_of(data)
+    for r in rows:
+        _repeak(r, env.get("gpu_name"))
+    return data, rows, env
+
+
+def _repeak(r, gpu_name):
+    """A row's % of peak against the peak of the math that ran (peaks.math_of). The runs of
+    2026-12-04 (a95939d, 9f429b0) put an fp32 "auto" conv that ran implicit_gemm (TF32), and
+    our fp32 networks with TF32, against the fp32 CUDA-core peak: up to 266%."""
+    if r.get("tflops") is None or "math_peak" not in r:
+        return
+    math = peaks.math_of(r)
+    if math != r["math_peak"]:
+        pk = peaks.peak(gpu_name, math)
+        r.update(math_peak=math, peak=pk, pct_peak=100 * r["tflops"] / pk if pk else None)
 
 
 def timed(r):
@@ -190,6 +208,15 @@ def rate(r):
     return f"{r['tflops']:.3g} {eff}TFLOP/s"
 
 
+_FAILED_STEP = re.compile(r"\b(FAILED|ERRORS|TIMEOUT|DIFFERS)\b|results differ|\brc=[1-9]")
+
+
+def failed_steps(data):
+    """The device steps of a run (device_run.sh's summary lines, vggkern_device_steps) that
+    did not pass: a failed build, probe or GPU test run, sanitizer errors, a timeout."""
+    return [s for s in data.get("vggkern_device_steps", []) if isinstance(s, str) and _FAILED_STEP.search(s)]
+
+
 def env_lines(env, data):
     keys = ["gpu_name", "driver", "cuda_torch_built_with", "torch", "cudnn", "torchvision", "date_utc",
             "git_commit", "git_head", "git_dirty", "host"]
@@ -198,6 +225,9 @@ def env_lines(env, data):
     out.append(f"| bench set | {data.get('vggkern_bench_set')} |")
     if data.get("vggkern_partial"):
         out.append(f"| **partial** | {data['vggkern_partial']} |")
+    failed = failed_steps(data)
+    out += [f"| device step | {'**' + s + '**' if s in failed else s} |" for s in data.get("vggkern_device_steps", [])
+            if isinstance(s, str)]
     return out
 
 
@@ -234,8 +264,10 @@ def tile_sweep(rows):
     table per dtype (fp16: every tile; fp32 with TF32: the rule's tile and the wgmma ones)."""
     sweep = [r for r in rows if r["group"] == "conv" and is_sweep(r) and timed(r) and not wrong(r)
              and not is_path_variant(r)]
+    # The default: the plain call (raw weight, the default paths), timed and right.
     default = {problem_key(r): r for r in rows if r["group"] == "conv" and r["impl"] != "torch"
-               and r.get("algo") == "implicit_gemm" and not is_sweep(r) and r.get("layout") == "cl"}
+               and r.get("algo") == "implicit_gemm" and r.get("layout") == "cl" and not set_apart(r) and timed(r)
+               and not wrong(r)}
     lines = []
     for dtype in sorted({r.get("dtype") for r in sweep}, key=lambda d: (d != "fp16", str(d))):
         dt_rows = [r for r in sweep if r.get("dtype") == dtype]
@@ -578,8 +610,9 @@ def case_id(r):
 
 def compare(old_path, new_path, threshold=0.05):
     """Rows present in both files, matched by case id. A regression: the new median is
-    more than `threshold` slower AND the change exceeds the larger IQR (noise). Cases in
-    only one file are listed by id (one timed before and gone now may have failed)."""
+    more than `threshold` slower AND the change exceeds the larger IQR (noise); or a case
+    right and timed in the old run that is wrong (accuracy_ok False) or failed in the new
+    one, whatever its time. Other cases in only one file are listed by id."""
     return _compare(old_path, load(old_path), new_path, load(new_path), threshold)
 
 
@@ -594,9 +627,16 @@ def _compare(old_path, old_loaded, new_path, new_loaded, threshold):
     if env_o.get("gpu_name") != env_n.get("gpu_name"):
         lines += ["**warning: different GPUs: timings are not comparable**", ""]
     regressions, improvements, same, invalid = [], [], 0, []
+    # Broken since the old run: a row now wrong (accuracy_ok False) that was right, or a case
+    # that failed (vggkern_failed: a fault, or a wrong result the suite refused to time) that
+    # the old run timed. Regressions whatever the time says.
+    broken = []  # (id, what, old row)
     for r in new:
         o = old_by.get(r["id"])
         if o is None:
+            continue
+        if wrong(r) and not wrong(o):
+            broken.append((r["id"], "wrong result (accuracy_ok False), faster or not", o))
             continue
         if not (timed(r) and timed(o)):  # a broken timing on either side: no ratio, listed apart
             invalid.append((r, o))
@@ -610,10 +650,19 @@ def _compare(old_path, old_loaded, new_path, new_loaded, threshold):
             improvements.append((r, o, ratio))
         else:
             same += 1
+    for failed in new_loaded[0].get("vggkern_failed", []):
+        o = old_by.get(failed.get("id"))
+        if o is not None and not wrong(o):
+            broken.append((failed["id"], f"failed: {str(failed.get('error'))[:200]}", o))
     matched = len(regressions) + len(improvements) + same + len(invalid)
     lines.append(f"{matched} rows matched; {len(regressions)} regressions, {len(improvements)} improvements "
                  f"(threshold {threshold:.0%} and beyond the IQR); {same} unchanged"
-                 + (f"; {len(invalid)} without a valid time (zero, NaN or missing median)" if invalid else "") + ".")
+                 + (f"; {len(invalid)} without a valid time (zero, NaN or missing median)" if invalid else "")
+                 + (f"; {len(broken)} broken (now wrong or failing)" if broken else "") + ".")
+    if broken:
+        lines += ["", "## Broken (right and timed in old) **REGRESSION**", "", "| case | old µs | now |",
+                  "| --- | ---: | --- |"]
+        lines += [f"| {i} | {_us(o['median_s'])} | {what} |" for i, what, o in broken]
     for title, items in (("Regressions", regressions), ("Improvements", improvements)):
         if not items:
             continue
@@ -630,7 +679,7 @@ def _compare(old_path, old_loaded, new_path, new_loaded, threshold):
                        ("Only in new", only_new)):
         if ids:
             lines += ["", f"## {title}: {len(ids)}", ""] + [f"- {i}" for i in ids]
-    return "\n".join(lines), regressions
+    return "\n".join(lines), regressions + [(None, o, None) for _, _, o in broken]
 
 
 def latest(directory=RESULTS_DIR):

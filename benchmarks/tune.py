@@ -16,7 +16,10 @@ results file it names. Rules (conv3x3_tuning.h looks the tables up):
   picks (256x64 where K <= 64, else 128x128) by more than MARGIN; elsewhere the rule stays.
   The same from the sweep's fp32 rows (TF32, batches 1, 64, 128: the rule's tile and
   the wgmma tiles), as entries marked tf32 that only fp32 calls use; without one, fp32
-  takes the fp16 entry's tile (conv3x3_implicit_gemm_plan.h).
+  takes the fp16 entry's tile (conv3x3_implicit_gemm_plan.h), so that is what a TF32
+  entry must beat; where the TF32 sweep did not time that tile, the sweep's best (the
+  rule's tile included) is written. A layer where neither what runs nor the rule's tile
+  was timed gets no entry.
 - auto: per (dtype, memory format, layer, pool, batch) where both were measured,
   implicit_gemm where our implicit_gemm row beats our direct row by more than MARGIN
   (fp32 rows ran with TF32, torch's default, so the entry applies to fp32 only where TF32
@@ -77,13 +80,32 @@ def tile_table(rows, exclude=()) -> list[dict]:
             key = (r.get("dtype", "fp16") == "fp32", _padded(r["C"]), r["K"], r["H"], r.get("variant") == "relu_pool",
                    r["N"])
             by[key][r["tile"]] = r
-    out = []
+    # What a call runs without an entry (`runs`): the rule's tile; for fp32, the fp16 entry's
+    # tile where there is one (conv3x3_implicit_gemm_plan.h), so the fp16 keys go first
+    # (sorted: tf32 False). An entry must beat that by MARGIN. Where fp32 would run an fp16
+    # pick the TF32 sweep did not time, the sweep's best of the tiles timed with the rule's
+    # is written (the rule's tile itself where nothing beats it): measured beats unmeasured.
+    # Where neither was timed (a skipped or failed case; a run that swept other tiles only),
+    # no entry: nothing was compared with what runs.
+    out, fp16_pick = [], {}
     for (tf32, c, k, h, pool, n), tiles in sorted(by.items()):
+        shape, rule = (c, k, h, pool, n), rule_tile(k)
+        runs = fp16_pick.get(shape, rule) if tf32 else rule
         fastest = min(tiles.values(), key=lambda r: r["median_s"])
-        default = tiles.get(rule_tile(k))
-        if fastest["tile"] != rule_tile(k) and (default is None or _beats(fastest, default)):
-            out.append({"C": c, "K": k, "H": h, "W": h, "pool": pool, "N": n, "tile": fastest["tile"], "tf32": tf32,
-                        "us": fastest["median_s"] * 1e6, "rule_us": default["median_s"] * 1e6 if default else None})
+        if runs in tiles:
+            against = tiles[runs]
+            pick = fastest if fastest["tile"] != runs and _beats(fastest, against) else None
+        elif rule in tiles:  # tf32: fp16's pick, untimed in TF32
+            against = tiles[rule]
+            pick = fastest if _beats(fastest, against) else against
+        else:
+            continue
+        if pick is not None:
+            out.append({"C": c, "K": k, "H": h, "W": h, "pool": pool, "N": n, "tile": pick["tile"], "tf32": tf32,
+                        "us": pick["median_s"] * 1e6, "rule_us": against["median_s"] * 1e6,
+                        "against": against["tile"] if against["tile"] != rule else None})
+            if not tf32:
+                fp16_pick[shape] = pick["tile"]
     return out
 
 
@@ -126,7 +148,9 @@ def render_header(tiles, autos, source: str) -> str:
 
     tile_rows = [f"    TunedTile{{{shape(e)}, ImplicitGemmTile::{TILES[e['tile']]}, "
                  f"{'true' if e.get('tf32') else 'false'}}},  // {e['us']:.1f} us"
-                 + (f" (rule's tile {e['rule_us']:.1f} us)" if e.get("rule_us") else "") for e in tiles]
+                 + (f" (fp16's tile {e['against']} {e['rule_us']:.1f} us)" if e.get("against")
+                    else f" (rule's tile {e['rule_us']:.1f} us)" if e.get("tile") != rule_tile(e["K"]) else "")
+                 for e in tiles]
     dtype_enum = {"float32": "float32", "float16": "float16", "bfloat16": "bfloat16"}
     auto_rows = [f"    TunedAuto{{DType::{dtype_enum[e['dtype']]}, Layout::{'nhwc' if e['channels_last'] else 'nchw'}, "
                  f"{shape(e)}, TunedAlgo::{e['algo']}}},  // implicit_gemm {e['us']:.1f} us, direct "
@@ -182,6 +206,9 @@ def load_runs(paths) -> tuple[list, str, set]:
         runs.append(rows)
         sources.append(describe(data, env, path))
         gpus.add(env.get("gpu_name"))
+        for step in report.failed_steps(data):  # its rows may come from kernels that misbehaved
+            print(f"tune: warning: {os.path.basename(path)}: the run's step '{step}' did not pass: leave out "
+                  "what it implicates (--exclude-tile)", file=sys.stderr)
     return merged_rows(runs), " + ".join(sources), gpus
 
 

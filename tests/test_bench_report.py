@@ -211,6 +211,13 @@ def test_tile_sweep_has_a_table_per_dtype(tmp_path):
     assert body == ["| conv3_2+conv3_3 | 64 | relu | 1000 | 1200 | wg128x128 |",
                     "| conv3_2+conv3_3 | 64 | relu | 1500 | 1800 | 2400 | wg128x128 |"], body
     assert [(e["tile"], e["tf32"]) for e in tune.tile_table(rows)] == [("wg128x128", False), ("wg128x128", True)]
+    # The default column is the plain call's: not a prepared-weight row, nor a wrong one,
+    # whichever comes last in the file.
+    more = [dict(row("vggkern", 0.9e-3, algo="implicit_gemm", weight="prepared"), id="prepared"),
+            dict(row("vggkern", 0.1e-3, algo="implicit_gemm", accuracy_ok=False), id="wrong")]
+    text, _, _ = report.render(write(tmp_path / "r2.json", rows + more), headline_only=True)
+    body = [ln for ln in text.splitlines() if ln.startswith("| conv3_2+conv3_3 | 64 |")]
+    assert body[0] == "| conv3_2+conv3_3 | 64 | relu | 1000 | 1200 | wg128x128 |", body
 
 
 def test_roofline_counts_vgg16():
@@ -869,3 +876,77 @@ def test_readme_focus_command_selects_what_it_says(monkeypatch):
                                          ("ws128x256", "tma-whole"), ("wg128x128", None), ("ws128x128", None)}
     nets = [c for c in chosen if c.group == "network"]
     assert len(nets) == 3 and all(c.p["net"] == "vgg16" and c.p["mode"] == "graph" for c in nets)
+
+
+def test_percent_of_peak_counts_against_the_math_that_ran(tmp_path):
+    """An fp32 "auto" conv that ran implicit_gemm ran TF32 math: its % of peak is against
+    the TF32 peak (the 2026-12-04 runs recorded it against the fp32 CUDA-core peak, up to
+    266%); one that ran direct stays against fp32's."""
+    from benchmarks import peaks
+
+    fp32 = dict(dtype="fp32", peak=67.0, math_peak="fp32")
+    tc = row("vggkern", 1e-3, algo="auto", algo_ran="implicit_gemm", **fp32)
+    direct = row("vggkern", 1e-3, algo="auto", algo_ran="direct", **fp32)
+    torch_tf32 = row("torch", 1e-3, math="tf32", **fp32)  # recorded against fp32: corrected too
+    _, rows, _ = report.load(write(tmp_path / "r.json", [tc, direct, torch_tf32]))
+    tflops = tc["tflops"]
+    got = {(r["impl"], r.get("algo_ran")): r for r in rows}
+    assert got[("vggkern", "implicit_gemm")]["math_peak"] == "tf32"
+    assert got[("vggkern", "implicit_gemm")]["pct_peak"] == pytest.approx(100 * tflops / 494.7)
+    assert got[("vggkern", "direct")]["pct_peak"] == pytest.approx(100 * tflops / 67.0)
+    assert got[("torch", None)]["pct_peak"] == pytest.approx(100 * tflops / 494.7)
+    assert peaks.math_of({"dtype": "fp32", "impl": "vggkern", "algo": "auto", "math": "tf32"}) == "tf32"  # a network
+    assert peaks.math_of({"dtype": "fp32", "impl": "vggkern", "algo": "auto", "math": "ieee"}) == "fp32"
+    assert peaks.math_of({"dtype": "bf16", "impl": "vggkern", "algo": "direct"}) == "bf16"
+
+
+def test_committed_runs_stay_under_the_peak():
+    """Every committed row that counts direct-conv FLOPs (not Winograd's effective ones) is
+    at most 100% of the peak of the math it ran, as loaded by the report."""
+    import glob
+
+    paths = sorted(glob.glob(os.path.join(ROOT, "benchmarks", "results", "**", "*.json"), recursive=True))
+    assert paths
+    for path in paths:
+        _, rows, _ = report.load(path)
+        over = [(r["id"], r["pct_peak"]) for r in rows if r.get("pct_peak") is not None and r["pct_peak"] > 100
+                and r.get("flops_kind") == "direct"]
+        assert not over, (os.path.basename(path), over[:5])
+
+
+def test_compare_counts_a_case_now_wrong_or_failing_as_a_regression(tmp_path):
+    """A row that became wrong is a regression even where it got faster, and so is a case
+    the new run failed (vggkern_failed) that the old one timed right."""
+    a = row("vggkern", 1.0e-3, algo="implicit_gemm", accuracy_ok=True)
+    b = row("vggkern", 1.0e-3, algo="direct", accuracy_ok=True)
+    old = write(tmp_path / "o.json", [a, b])
+    faster_but_wrong = dict(a, median_s=0.5e-3, min_s=0.5e-3, max_s=0.5e-3, accuracy_ok=False)
+    path = tmp_path / "n.json"
+    write(path, [faster_but_wrong])
+    data = json.loads(path.read_text())
+    data["vggkern_failed"] = [{"id": b["id"], "error": "RuntimeError: an illegal memory access"}]
+    path.write_text(json.dumps(data))
+    text, regressions = report.compare(old, str(path))
+    assert len(regressions) == 2 and "2 broken (now wrong or failing)" in text
+    assert "0 improvements" in text and "illegal memory access" in text
+    assert report.main(["--compare", old, str(path), "--fail-on-regression"]) == 1
+
+
+def test_a_runs_failed_device_steps_are_shown(tmp_path, capsys):
+    """A run whose GPU tests failed says so in the report's environment table, and tune warns
+    before taking tables from it."""
+    from benchmarks import tune
+
+    path = tmp_path / "r.json"
+    write(path, synthetic_rows())
+    data = json.loads(path.read_text())
+    data["vggkern_device_steps"] = ["wgmma probe: every wgmma tile matches the emulator bit for bit",
+                                    "gpu tests: FAILED rc=1 (1 failed, 968 passed)", "memcheck: clean",
+                                    "benchmarks (pytest-benchmark): rc=0, 5 passed"]
+    path.write_text(json.dumps(data))
+    assert report.failed_steps(data) == ["gpu tests: FAILED rc=1 (1 failed, 968 passed)"]
+    text, _, _ = report.render(str(path), headline_only=True)
+    assert "| device step | **gpu tests: FAILED rc=1 (1 failed, 968 passed)** |" in text
+    assert "| device step | memcheck: clean |" in text
+    tune.load_runs([str(path)])
+    assert "the run's step 'gpu tests: FAILED rc=1" in capsys.readouterr().err

@@ -33,9 +33,10 @@ def synthetic():
         # Tiles: 256x128 clearly fastest on conv3 at N=64; conv5 within the margin of the rule's.
         sweep("128x64", 100, **conv3), sweep("128x128", 90, **conv3), sweep("256x128", 80, **conv3),
         sweep("128x128", 50, **conv5), sweep("256x128", 49.5, **conv5),
-        # Nearest batch: conv1 (K = 64, rule 256x64, not in the sweep) measured at N=1 and N=128.
-        sweep("128x64", 30, N=1, **conv1), sweep("128x128", 20, N=1, **conv1),
+        # Nearest batch: conv1 (K = 64, rule 256x64) measured at N=1 and N=128.
+        sweep("128x64", 30, N=1, **conv1), sweep("128x128", 20, N=1, **conv1), sweep("256x64", 40, N=1, **conv1),
         sweep("128x64", 900, N=128, **conv1), sweep("256x128", 700, N=128, **conv1),
+        sweep("256x64", 1000, N=128, **conv1),
         # auto: implicit_gemm wins fp16 channels_last by far, not NCHW (within the margin).
         ours("direct", 500, **conv3), ours("implicit_gemm", 100, **conv3),
         ours("direct", 500, layout="nchw", **conv3), ours("implicit_gemm", 495, layout="nchw", **conv3),
@@ -193,6 +194,30 @@ def test_tf32_entries_come_from_fp32_rows_only():
     assert [(e["C"], e["H"], e["N"], e["tile"], e["tf32"]) for e in entries] == [
         (64, 224, 1, "128x128", False), (64, 224, 128, "256x128", False), (256, 56, 64, "256x128", False),
         (512, 28, 64, "wg128x256", False), (256, 56, 64, "wg128x128", True)]
+
+
+def test_a_tf32_entry_beats_what_fp32_would_run():
+    """Without a TF32 entry fp32 runs the fp16 entry's tile, not the rule's: where the TF32
+    sweep measured that tile slower than the rule's, an entry naming the rule's tile is
+    written; where it measured fp16's tile fastest, none."""
+    conv3 = dict(layer="conv3_2", C=256, K=256, H=56, N=64)
+    tf32 = dict(dtype="fp32", math="tf32")
+    rows = [sweep("128x128", 100, **conv3), sweep("256x128", 80, **conv3),  # fp16: 256x128
+            sweep("128x128", 100, **conv3, **tf32), sweep("256x128", 150, **conv3, **tf32)]
+    entries = [(e["tile"], e["tf32"]) for e in tune.tile_table(rows)]
+    assert entries == [("256x128", False), ("128x128", True)]
+    rows[3] = sweep("256x128", 90, **conv3, **tf32)
+    assert [(e["tile"], e["tf32"]) for e in tune.tile_table(rows)] == [("256x128", False)]
+
+
+def test_a_layer_whose_running_tile_was_not_timed_gets_no_entry():
+    """A tile is picked only against what runs without an entry: where the rule's tile was
+    not timed (skipped, failed, a focus run of other tiles), whatever was timed is not
+    written unchallenged."""
+    conv3 = dict(layer="conv3_2", C=256, K=256, H=56, N=64)
+    assert tune.tile_table([sweep("wg128x128", 80, **conv3), sweep("wg128x256", 70, **conv3)]) == []
+    assert [e["tile"] for e in tune.tile_table([sweep("wg128x128", 80, **conv3), sweep("wg128x256", 70, **conv3),
+                                                sweep("128x128", 100, **conv3)])] == ["wg128x256"]
 
 
 @pytest.mark.skipif(shutil.which("g++") is None, reason="needs g++ to compile the generated header")
