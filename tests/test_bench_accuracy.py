@@ -210,3 +210,28 @@ def test_network_rows_compute_on_torchvisions_weights():
     for algo in ("auto", "direct"):
         ours = cases._cpu_model("vgg11", "vggkern", algo).state_dict()
         assert ours.keys() == tv.keys() and all(torch.equal(ours[k], tv[k]) for k in tv), algo
+
+
+def test_tf32_rows_record_their_error_against_tf32_rounded_inputs():
+    """rel_err_vs_tf32_inputs tells a kernel that rounds x to TF32 (cvt.rna, as the tests'
+    reference does) from one that truncates it, which the accuracy bounds against the
+    unrounded inputs pass alike (9f429b0's wgmma defect): sums of rounded inputs are ~1e-7
+    from the float64 conv of the rounded inputs, sums of truncated x ~1e-3 of that."""
+    from test_conv3x3 import _round_tf32
+
+    g = torch.Generator().manual_seed(3)
+    x, w, b = torch.randn(2, 16, 12, 12, generator=g), torch.randn(32, 16, 3, 3, generator=g) * 0.1, torch.randn(32)
+    special = torch.tensor([1 + 2**-11, 1 + 2**-10 + 2**-11, -(1 + 2**-11), 3e38, float("inf"), float("nan")])
+    torch.testing.assert_close(cases.round_tf32(torch.cat([x.flatten(), special])),
+                               _round_tf32(torch.cat([x.flatten(), special])), rtol=0, atol=0, equal_nan=True)
+    xr, wr = cases.round_tf32(x), cases.round_tf32(w)
+    right = torch.nn.functional.conv2d(xr, wr, b, padding=1)
+    truncated = torch.nn.functional.conv2d((x.view(torch.int32) & ~0x1FFF).view(torch.float32), wr, b, padding=1)
+    for relu, pool in ((False, False), (True, True)):
+        post = (lambda t: torch.nn.functional.max_pool2d(t.relu(), 2, 2)) if pool else (lambda t: t)
+        ok = cases.tf32_input_error(post(right), x, w, b, relu, pool)
+        bad = cases.tf32_input_error(post(truncated), x, w, b, relu, pool)
+        assert ok < 1e-6 < 1e-4 < bad, (ok, bad)
+        ref = post(torch.nn.functional.conv2d(x, w, b, padding=1))  # the gate's reference: both pass it
+        assert all(cases.conv_errors(y, ref, "fp32", "implicit_gemm")["accuracy_ok"]
+                   for y in (post(right), post(truncated)))
