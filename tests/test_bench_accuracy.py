@@ -235,3 +235,21 @@ def test_tf32_rows_record_their_error_against_tf32_rounded_inputs():
         ref = post(torch.nn.functional.conv2d(x, w, b, padding=1))  # the gate's reference: both pass it
         assert all(cases.conv_errors(y, ref, "fp32", "implicit_gemm")["accuracy_ok"]
                    for y in (post(right), post(truncated)))
+
+
+def test_conv_weights_rotate_with_the_inputs(monkeypatch):
+    """Each rotated input set gets its own (weight, bias) until 256 MiB of weights (at
+    least 16 pairs): a weight's next use comes after the rotation's traffic, past L2, not
+    after 16 sets (at batch 1, 23-45 MB: under an H100's L2)."""
+    case = _smoke("conv", "direct", weight=None, nchw_y=None)
+    made = {}
+    measure = cases._measure
+
+    def counting(fn, make_inputs, device, cfg):
+        sets = [make_inputs() for _ in range(40)]
+        made["weights"] = len({s[1].data_ptr() for s in sets})
+        return measure(fn, make_inputs, device, cfg)
+
+    monkeypatch.setattr(cases, "_measure", counting)
+    cases.run_case(case, CFG)
+    assert made["weights"] == 40
