@@ -7,7 +7,8 @@ Per VGG16 conv layer (fused ReLU, and the pool where VGG has one):
 - FLOPs 2·N·K·C·9·H·W, and the fewest bytes: x read once, the weight once, y written once
   (plus, where the plan splits K, the fp32 partials written and read once); their floors at
   the datasheet peaks (peaks.py): the larger one bounds any kernel.
-- implicit_gemm's own ceiling, from counting alone: the block tile the dispatch picks; the
+- implicit_gemm's own ceiling, from counting alone: the rule's block tile (what the dispatch
+  picks where conv3x3_tuned.h has no entry; --tile models another); the
   shared-memory cap (wavefronts per K slice: 16 ldmatrix.x4 x 4 per 64 x 64 warp, plus
   (BM + BN) x 64 bytes of cp.async writes, at 128 bytes per clock, against BM x BN x 32
   MACs at 1024 MACs per clock (one m16n8k16 per clock per SM at the dense peak)); mma.sync's
@@ -198,7 +199,7 @@ def main(argv=None):
     ap.add_argument("--gpu", default="H100 SXM", choices=sorted(PEAKS))
     ap.add_argument("--dtype", default="fp16", choices=("fp16", "bf16", "fp32"))
     ap.add_argument("--tile", choices=sorted(TILES) + list(WGMMA_POLICIES),
-                    help="force one tile (default: the dispatch's choice; wgmma: wg256x64 where K <= 64, else "
+                    help="force one tile (default: the rule's tile, the dispatch's choice without a tuned entry; wgmma: wg256x64 where K <= 64, else "
                          "wg128x128; wgmma-wide: wg128x256 where K >= 256; wgmma-ws: ws128x256 there, ws128x128 below)")
     args = ap.parse_args(argv)
     print(render(layer_rows(args.batch, args.gpu, args.dtype, args.tile), args.batch, args.gpu, args.dtype))
