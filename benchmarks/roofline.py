@@ -199,7 +199,8 @@ def main(argv=None):
     ap.add_argument("--gpu", default="H100 SXM", choices=sorted(PEAKS))
     ap.add_argument("--dtype", default="fp16", choices=("fp16", "bf16", "fp32"))
     ap.add_argument("--tile", choices=sorted(TILES) + list(WGMMA_POLICIES),
-                    help="force one tile (default: the rule's tile, the dispatch's choice without a tuned entry; wgmma: wg256x64 where K <= 64, else "
+                    help="force one tile (default: the rule's tile, the dispatch's choice without a tuned entry; "
+                         "wgmma: wg256x64 where K <= 64, else "
                          "wg128x128; wgmma-wide: wg128x256 where K >= 256; wgmma-ws: ws128x256 there, ws128x128 below)")
     args = ap.parse_args(argv)
     print(render(layer_rows(args.batch, args.gpu, args.dtype, args.tile), args.batch, args.gpu, args.dtype))
