@@ -180,6 +180,8 @@ def render_header(tiles, autos, source: str) -> str:
 def run_time_tables(rows, source: str, exclude=()) -> dict:
     """The tables for vggkern.set_tuned_tables (and VGGKERN_TUNED_TABLES): what --write
     puts in the header, as data (each entry also keeps the times it was picked on)."""
+    if exclude:  # recorded, so that the tables can be made again from the runs they name
+        source += f"; excluded tiles: {', '.join(sorted(exclude))}"
     return {"source": source, "tiles": tile_table(rows, exclude), "auto": auto_table(rows)}
 
 
