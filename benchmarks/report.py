@@ -612,7 +612,9 @@ def compare(old_path, new_path, threshold=0.05):
     """Rows present in both files, matched by case id. A regression: the new median is
     more than `threshold` slower AND the change exceeds the larger IQR (noise); or a case
     right and timed in the old run that is wrong (accuracy_ok False) or failed in the new
-    one, whatever its time. Other cases in only one file are listed by id."""
+    one, whatever its time. Other cases in only one file are listed by id. Returns (the
+    markdown, the regressions: (new row, old row, new/old) for the slower rows, (None, old
+    row, None) for the broken cases)."""
     return _compare(old_path, load(old_path), new_path, load(new_path), threshold)
 
 
