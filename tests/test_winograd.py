@@ -468,6 +468,33 @@ def test_device_mismatch():
         vggkern.conv3x3(x, vggkern.winograd_weight(w, 2).cpu(), b, algo="winograd_f2x2")
 
 
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="no GPU")
+@pytest.mark.parametrize("algo", list(ALGOS))
+def test_backward_through_u_never_synchronizes(algo):
+    """The derivatives through a U (x's, the bias's, U's, and through winograd_weight the
+    weight's) take their transform matrices from a per-device cache after the first call:
+    no host-to-GPU copy, which would synchronize (refused here) and break a CUDA graph's
+    capture."""
+    x, w, b = _inputs(2, 8, 16, 12, 12, torch.float32, "cuda", seed=23)
+    w.requires_grad_()
+
+    def step():
+        xg = x.detach().requires_grad_()
+        y = vggkern.conv3x3(xg, vggkern.winograd_weight(w, ALGOS[algo]), b, relu=True, algo=algo)
+        y.square().sum().backward()
+        return xg.grad
+
+    want = step()  # the first call fills the caches
+    torch.cuda.synchronize()
+    torch.cuda.set_sync_debug_mode("error")
+    try:
+        got = step()
+    finally:
+        torch.cuda.set_sync_debug_mode(0)
+    torch.testing.assert_close(got, want, rtol=0, atol=0)
+
+
 # ---- shared-memory banks ---------------------------------------------------------------
 
 

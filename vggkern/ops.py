@@ -516,6 +516,25 @@ def _winograd_weight_fake(weight, tile):
 # G of F(2x2) and F(4x4): the kernels' own constants, read once here as Python floats
 # (a traced backward builds its tensor from them: fake mode refuses constant tensors).
 _WINOGRAD_G = {m: torch.ops.vggkern._winograd_matrices(m)[1].tolist() for m in (2, 4)}
+_WINOGRAD_G_ON = {}  # (tile, device) -> G there, float32: made on the first plain eager call
+
+
+def _winograd_g(tile: int, like: torch.Tensor) -> torch.Tensor:
+    # G (alpha x 3) on like's device. A plain eager call (a plain tensor, no torch.compile,
+    # torch.func transform or dispatch mode) takes it from a cache: torch.tensor(...,
+    # device="cuda") copies pageable memory, which synchronizes with the stream (refused by
+    # torch.cuda.set_sync_debug_mode("error") and by a CUDA graph's capture). As the C++
+    # derivatives' B and A (csrc/ops/autograd.cpp, winograd_transforms).
+    plain = (type(like) is torch.Tensor and not like.is_meta and not torch.compiler.is_compiling()
+             and not _transforms_active() and torch._C._len_torch_dispatch_stack() == 0)
+    if not plain:
+        return torch.tensor(_WINOGRAD_G[tile], dtype=torch.float32, device=like.device)
+    g = _WINOGRAD_G_ON.get((tile, like.device))
+    if g is None:
+        with torch.inference_mode(False):
+            g = _WINOGRAD_G_ON.setdefault((tile, like.device),
+                                          torch.tensor(_WINOGRAD_G[tile], dtype=torch.float32, device=like.device))
+    return g
 
 
 # ---- the weight transforms' autograd ---------------------------------------------------
@@ -568,7 +587,7 @@ class _WinogradWeightFunction(torch.autograd.Function):
     def backward(ctx, grad):
         if grad is None:
             return None, None
-        g = torch.tensor(_WINOGRAD_G[ctx.tile], dtype=torch.float32, device=grad.device)
+        g = _winograd_g(ctx.tile, grad)
         a = ctx.tile + 2
         du = grad.reshape(a, a, *grad.shape[1:])
         return torch.einsum("ia,ijck,jb->kcab", g, du, g).to(ctx.dtype), None

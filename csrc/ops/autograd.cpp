@@ -43,11 +43,15 @@
 #include <ATen/ops/relu.h>
 #include <ATen/ops/threshold_backward.h>
 #include <ATen/ops/zeros.h>
+#include <c10/core/InferenceMode.h>
 #include <c10/core/impl/LocalDispatchKeySet.h>
+#include <c10/core/impl/TorchDispatchModeTLS.h>
 #include <torch/csrc/autograd/custom_function.h>
 #include <torch/library.h>
 
 #include <array>
+#include <map>
+#include <mutex>
 #include <optional>
 #include <string>
 #include <tuple>
@@ -152,7 +156,18 @@ struct WinogradTransforms {
   at::Tensor b, a;  // B (alpha x alpha), A (alpha x m): float32 (exact: small integers)
 };
 
-WinogradTransforms winograd_transforms(const at::Tensor& u, c10::Device device) {
+// A plain eager call: no Python dispatch mode (fake tensors, FlopCounterMode, ...), no
+// torch.func transform, and x neither a Python-keyed (fake) nor a functional tensor.
+bool plain_eager(const at::Tensor& x) {
+  // (A torch.func transform includes its front-mode key in the thread's dispatch keys.)
+  return !c10::impl::dispatch_mode_enabled() &&
+         !c10::impl::tls_is_dispatch_key_included(c10::DispatchKey::FuncTorchDynamicLayerFrontMode) &&
+         !x.key_set().has(c10::DispatchKey::Python) && !x.key_set().has(c10::DispatchKey::Functionalize) &&
+         !x.is_meta();
+}
+
+WinogradTransforms winograd_transforms(const at::Tensor& u, const at::Tensor& x) {
+  const c10::Device device = x.device();
   const int64_t m = u.size(0) == 16 ? 2 : 4, alpha = m + 2;
   struct Constants {
     std::vector<float> b, a;
@@ -170,7 +185,23 @@ WinogradTransforms winograd_transforms(const at::Tensor& u, c10::Device device) 
   auto constant = [&](const std::vector<float>& v, int64_t cols) {
     return at::lift_fresh(at::from_blob(const_cast<float*>(v.data()), {alpha, cols}, at::kFloat)).to(device);
   };
-  return {m, alpha, constant(c.b, alpha), constant(c.a, m)};
+  if (!plain_eager(x)) return {m, alpha, constant(c.b, alpha), constant(c.a, m)};
+  // Plain eager calls take them from a cache per (tile, device), made on the first such
+  // call: a host-to-GPU copy of pageable memory synchronizes with the stream, which a
+  // backward must not (torch.cuda.set_sync_debug_mode), and which a CUDA graph's capture
+  // refuses (a warm-up call before the capture, as make_graphed_callables makes, fills it).
+  // Never freed (no device memory released after the allocator's teardown at exit), and
+  // never inference tensors (a backward taken under inference_mode would otherwise store
+  // ones that a later double backward cannot save).
+  static std::mutex mutex;
+  static auto* const cache = new std::map<std::pair<int64_t, std::string>, std::pair<at::Tensor, at::Tensor>>();
+  const std::lock_guard<std::mutex> lock(mutex);
+  auto& entry = (*cache)[{m, device.str()}];
+  if (!entry.first.defined()) {
+    const c10::InferenceMode not_inference(false);
+    entry = {constant(c.b, alpha), constant(c.a, m)};
+  }
+  return {m, alpha, entry.first, entry.second};
 }
 
 int64_t tiles_along(int64_t size, int64_t m) { return (size + m - 1) / m; }
@@ -253,7 +284,7 @@ class ConvBeforeEpilogue {
  public:
   ConvBeforeEpilogue(const at::Tensor& x, const at::Tensor& weight)
       : x_(x), pre_transformed_(is_pre_transformed(weight)) {
-    if (pre_transformed_) t_ = winograd_transforms(weight, x.device());
+    if (pre_transformed_) t_ = winograd_transforms(weight, x);
   }
   bool pre_transformed() const { return pre_transformed_; }
   const WinogradTransforms& transforms() const { return *t_; }
