@@ -18,8 +18,8 @@ results file it names. Rules (conv3x3_tuning.h looks the tables up):
   the wgmma tiles), as entries marked tf32 that only fp32 calls use; without one, fp32
   takes the fp16 entry's tile (conv3x3_implicit_gemm_plan.h), so that is what a TF32
   entry must beat; where the TF32 sweep did not time that tile, the sweep's best (the
-  rule's tile included) is written. A layer where neither what runs nor the rule's tile
-  was timed gets no entry.
+  rule's tile included) is written. Where the sweep timed neither, the plain call's row
+  (no forced tile) stands in; a layer with none of these gets no entry.
 - auto: per (dtype, memory format, layer, pool, batch) where both were measured,
   implicit_gemm where our implicit_gemm row beats our direct row by more than MARGIN
   (fp32 rows ran with TF32, torch's default, so the entry applies to fp32 only where TF32
@@ -80,15 +80,26 @@ def tile_table(rows, exclude=()) -> list[dict]:
             key = (r.get("dtype", "fp16") == "fp32", _padded(r["C"]), r["K"], r["H"], r.get("variant") == "relu_pool",
                    r["N"])
             by[key][r["tile"]] = r
+    # The plain call's row per key (no forced tile: what the build ran then), for a layer
+    # whose sweep did not time what runs.
+    plain = {}
+    for r in rows:
+        if (r.get("group") == "conv" and r.get("impl") == "vggkern" and r.get("algo") == "implicit_gemm"
+                and not r.get("tile") and r.get("layout") == "cl" and not report.set_apart(r) and report.timed(r)
+                and r.get("dtype", "fp16") in ("fp16", "fp32") and _trusted(r)):
+            plain[(r.get("dtype", "fp16") == "fp32", _padded(r["C"]), r["K"], r["H"], r.get("variant") == "relu_pool",
+                   r["N"])] = r
     # What a call runs without an entry (`runs`): the rule's tile; for fp32, the fp16 entry's
     # tile where there is one (conv3x3_implicit_gemm_plan.h), so the fp16 keys go first
     # (sorted: tf32 False). An entry must beat that by MARGIN. Where fp32 would run an fp16
     # pick the TF32 sweep did not time, the sweep's best of the tiles timed with the rule's
     # is written (the rule's tile itself where nothing beats it): measured beats unmeasured.
-    # Where neither was timed (a skipped or failed case; a run that swept other tiles only),
-    # no entry: nothing was compared with what runs.
+    # Where the sweep timed neither, the plain call's time stands in for what runs; without
+    # that either (a skipped or failed case; a run that swept other tiles only), no entry:
+    # nothing was compared with what runs.
     out, fp16_pick = [], {}
-    for (tf32, c, k, h, pool, n), tiles in sorted(by.items()):
+    for key, tiles in sorted(by.items()):
+        tf32, c, k, h, pool, n = key
         shape, rule = (c, k, h, pool, n), rule_tile(k)
         runs = fp16_pick.get(shape, rule) if tf32 else rule
         fastest = min(tiles.values(), key=lambda r: r["median_s"])
@@ -98,12 +109,15 @@ def tile_table(rows, exclude=()) -> list[dict]:
         elif rule in tiles:  # tf32: fp16's pick, untimed in TF32
             against = tiles[rule]
             pick = fastest if _beats(fastest, against) else against
+        elif key in plain:
+            against = plain[key]
+            pick = fastest if _beats(fastest, against) else None
         else:
             continue
         if pick is not None:
             out.append({"C": c, "K": k, "H": h, "W": h, "pool": pool, "N": n, "tile": pick["tile"], "tf32": tf32,
                         "us": pick["median_s"] * 1e6, "rule_us": against["median_s"] * 1e6,
-                        "against": against["tile"] if against["tile"] != rule else None})
+                        "against": None if against.get("tile") == rule else against.get("tile") or "default"})
             if not tf32:
                 fp16_pick[shape] = pick["tile"]
     return out
@@ -148,7 +162,8 @@ def render_header(tiles, autos, source: str) -> str:
 
     tile_rows = [f"    TunedTile{{{shape(e)}, ImplicitGemmTile::{TILES[e['tile']]}, "
                  f"{'true' if e.get('tf32') else 'false'}}},  // {e['us']:.1f} us"
-                 + (f" (fp16's tile {e['against']} {e['rule_us']:.1f} us)" if e.get("against")
+                 + (f" (the default call {e['rule_us']:.1f} us)" if e.get("against") == "default"
+                    else f" (fp16's tile {e['against']} {e['rule_us']:.1f} us)" if e.get("against")
                     else f" (rule's tile {e['rule_us']:.1f} us)" if e.get("tile") != rule_tile(e["K"]) else "")
                  for e in tiles]
     dtype_enum = {"float32": "float32", "float16": "float16", "bfloat16": "bfloat16"}

@@ -750,3 +750,13 @@ def test_prepared_weight_rows_are_never_picked():
     direct, ig = ours("direct", 500, **conv4), ours("implicit_gemm", 100, **conv4)
     assert tune.auto_table([direct, dict(ig, weight="prepared")]) == []
     assert len(tune.auto_table([direct, ig])) == 1
+
+
+def test_without_the_running_tile_timed_the_plain_call_stands_in():
+    """A sweep that did not time what runs (the rule's tile) compares with the plain call's
+    row (no forced tile) of the same layer; with neither, no entry."""
+    conv3 = dict(layer="conv3_2", C=256, K=256, H=56, N=64)
+    swept = [sweep("wg128x128", 80, **conv3), sweep("wg128x256", 70, **conv3)]
+    assert [e["tile"] for e in tune.tile_table(swept + [ours("implicit_gemm", 100, **conv3)])] == ["wg128x256"]
+    assert tune.tile_table(swept + [ours("implicit_gemm", 71, **conv3)]) == []  # within the margin
+    assert tune.tile_table(swept) == []
