@@ -68,27 +68,33 @@ def _beats(fast: dict, slow: dict) -> bool:
     return fast["median_s"] < (1 - MARGIN) * slow["median_s"]
 
 
+def _tile_key(r):
+    """A timed, trusted implicit_gemm row of ours that a tile entry may come from (fp16, or
+    fp32 with TF32): its (tf32, C as the kernel sees it, K, H, pool, N); else None."""
+    if (r.get("group") != "conv" or r.get("impl") != "vggkern" or not report.timed(r) or not _trusted(r)
+            or r.get("dtype", "fp16") not in ("fp16", "fp32")):
+        return None
+    return (r.get("dtype", "fp16") == "fp32", _padded(r["C"]), r["K"], r["H"], r.get("variant") == "relu_pool",
+            r["N"])
+
+
 def tile_table(rows, exclude=()) -> list[dict]:
     """Per sweep dtype (fp16; fp32 with TF32: entries marked tf32), layer and batch, the
     swept tile that beat the rule's by MARGIN; tiles in `exclude` (e.g. one whose GPU
     correctness test failed in that run) are never picked."""
     by = defaultdict(dict)
-    for r in rows:
-        if (r.get("group") == "conv" and r.get("impl") == "vggkern" and r.get("tile") and report.timed(r)
-                and not report.is_path_variant(r)
-                and r.get("dtype", "fp16") in ("fp16", "fp32") and r["tile"] not in exclude and _trusted(r)):
-            key = (r.get("dtype", "fp16") == "fp32", _padded(r["C"]), r["K"], r["H"], r.get("variant") == "relu_pool",
-                   r["N"])
-            by[key][r["tile"]] = r
     # The plain call's row per key (no forced tile: what the build ran then), for a layer
     # whose sweep did not time what runs.
     plain = {}
     for r in rows:
-        if (r.get("group") == "conv" and r.get("impl") == "vggkern" and r.get("algo") == "implicit_gemm"
-                and not r.get("tile") and r.get("layout") == "cl" and not report.set_apart(r) and report.timed(r)
-                and r.get("dtype", "fp16") in ("fp16", "fp32") and _trusted(r)):
-            plain[(r.get("dtype", "fp16") == "fp32", _padded(r["C"]), r["K"], r["H"], r.get("variant") == "relu_pool",
-                   r["N"])] = r
+        key = _tile_key(r)
+        if key is None:
+            continue
+        if r.get("tile") and not report.is_path_variant(r) and r["tile"] not in exclude:
+            by[key][r["tile"]] = r
+        elif (not r.get("tile") and r.get("algo") == "implicit_gemm" and r.get("layout") == "cl"
+              and not report.set_apart(r)):
+            plain[key] = r
     # What a call runs without an entry (`runs`): the rule's tile; for fp32, the fp16 entry's
     # tile where there is one (conv3x3_implicit_gemm_plan.h), so the fp16 keys go first
     # (sorted: tf32 False). An entry must beat that by MARGIN. Where fp32 would run an fp16
@@ -116,8 +122,8 @@ def tile_table(rows, exclude=()) -> list[dict]:
             continue
         if pick is not None:
             out.append({"C": c, "K": k, "H": h, "W": h, "pool": pool, "N": n, "tile": pick["tile"], "tf32": tf32,
-                        "us": pick["median_s"] * 1e6, "rule_us": against["median_s"] * 1e6,
-                        "against": None if against.get("tile") == rule else against.get("tile") or "default"})
+                        "us": pick["median_s"] * 1e6, "against": against.get("tile") or "default",
+                        "against_us": against["median_s"] * 1e6})
             if not tf32:
                 fp16_pick[shape] = pick["tile"]
     return out
@@ -155,6 +161,16 @@ def c_string(text: str) -> str:
     return "".join(byte(b) for b in text.encode("utf-8", "replace"))
 
 
+def _against(e) -> str:
+    # A tile entry's comment: what it was measured against (nothing where it names that tile).
+    us = f"{e['against_us']:.1f} us"
+    if e["against"] == "default":
+        return f" (the default call {us})"
+    if e["against"] == e["tile"]:
+        return ""
+    return f" (rule's tile {us})" if e["against"] == rule_tile(e["K"]) else f" (fp16's tile {e['against']} {us})"
+
+
 def render_header(tiles, autos, source: str) -> str:
     source = c_string(source)
     def shape(e):
@@ -162,10 +178,7 @@ def render_header(tiles, autos, source: str) -> str:
 
     tile_rows = [f"    TunedTile{{{shape(e)}, ImplicitGemmTile::{TILES[e['tile']]}, "
                  f"{'true' if e.get('tf32') else 'false'}}},  // {e['us']:.1f} us"
-                 + (f" (the default call {e['rule_us']:.1f} us)" if e.get("against") == "default"
-                    else f" (fp16's tile {e['against']} {e['rule_us']:.1f} us)" if e.get("against")
-                    else f" (rule's tile {e['rule_us']:.1f} us)" if e.get("tile") != rule_tile(e["K"]) else "")
-                 for e in tiles]
+                 + _against(e) for e in tiles]
     dtype_enum = {"float32": "float32", "float16": "float16", "bfloat16": "bfloat16"}
     auto_rows = [f"    TunedAuto{{DType::{dtype_enum[e['dtype']]}, Layout::{'nhwc' if e['channels_last'] else 'nchw'}, "
                  f"{shape(e)}, TunedAlgo::{e['algo']}}},  // implicit_gemm {e['us']:.1f} us, direct "
