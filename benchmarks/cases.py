@@ -678,7 +678,6 @@ def _conv_case(case: Case, device: str, cfg: dict) -> dict:
                     extra["stream_k_ran"] = last["stream_k"] or "whole tiles"
         del y
         t = _measure(fn, make_inputs, device, cfg)
-        extra["_host_call"] = _host_call(fn, probe, device, p.get("math", "-"))
     flops = conv_flops(n, c, k, h)
     extra.update(flops=flops, flops_kind="effective (direct-conv FLOPs)" if is_winograd(p.get("algo")) else "direct",
                  math_peak=_math_for(case, extra.get("algo_ran")))
@@ -717,7 +716,7 @@ def _bandwidth_case(case, device, cfg, fn, torch_fn, shape, dt, layout, elements
         del y, want, probe
     t = _measure(fn, make_inputs, device, cfg)
     nbytes = elements_moved * torch.empty((), dtype=dt).element_size()
-    extra.update({"bytes": nbytes, "math_peak": "bw", "_host_call": _host_call(fn, make_inputs(), device)})
+    extra.update({"bytes": nbytes, "math_peak": "bw"})
     return _finish(case, device, t, extra, gbytes=nbytes / 1e9)
 
 
@@ -856,7 +855,6 @@ def _network_case(case: Case, device: str, cfg: dict) -> dict:
                 raise SkipCase("CUDA graphs need a GPU")
             held = {}
             t = timing.time_graph(model, make_inputs(), repeats=cfg.get("net_repeats", 10), keep=held)
-            extra["_host_call"] = lambda: (held["graph"].replay(), torch.cuda.synchronize())
             if case.impl != "torch":  # what the timed replays computed, on the references' x
                 extra.update(_network_accuracy(model, net, (n, 3, res, res), layout, p.get("math", "-"),
                                                run=lambda x: _replay(held, x)))
@@ -864,21 +862,6 @@ def _network_case(case: Case, device: str, cfg: dict) -> dict:
             t = timing.time_gpu(fn, make_inputs, repeats=cfg.get("net_repeats", 10))
         else:
             t = timing.time_cpu(fn, make_inputs, repeats=cfg.get("cpu_repeats", 3))
-    if "_host_call" not in extra:
-        call = _host_call(fn, make_inputs(), device, p.get("math", "-"), inference=True)
-        if extra.get("cpu_backend") == "emulator":
-            def call(inner=call):  # the host-timed rounds run our kernels too
-                with vk.cpu_backend("emulator"):
-                    inner()
-        if p.get("tile"):
-            def call(inner=call, policy=p["tile"]):  # ... on the same tiles
-                with env_var("VGGKERN_IMPLICIT_GEMM_TILE", policy):
-                    inner()
-        if run_tables is not None:
-            def call(inner=call):  # ... and tables
-                with _using_tables(run_tables):
-                    inner()
-        extra["_host_call"] = call
     flops = n * network_flops(net, res)
     extra.update(flops=flops, flops_kind="direct", images_per_s=n / t.median_s, math_peak=_math_for(case))
     return _finish(case, device, t, extra, tflop=flops / 1e12)
@@ -930,16 +913,6 @@ def _network_accuracy(model, net: str, shape, layout: str, math: str, run=None) 
     ours, theirs = err(y), err(same)
     return {"rel_err_vs_fp32": ours, "torch_rel_err_vs_fp32": theirs,
             "accuracy_ok": ours <= max(NET_ERR_K * theirs, NET_ERR_FLOOR)}
-
-
-def _host_call(fn, inputs, device, math="-", inference=False):
-    """One synchronized call, for pytest-benchmark's own (host-clock) rounds."""
-    def call():
-        with fp32_math(math), (torch.inference_mode() if inference else contextlib.nullcontext()):
-            fn(inputs)
-            if device == "cuda":
-                torch.cuda.synchronize()
-    return call
 
 
 def _finish(case, device, t, extra, tflop=None, gbytes=None):

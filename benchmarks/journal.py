@@ -22,13 +22,24 @@ ENV_VAR = "VGGKERN_BENCH_JOURNAL"
 _env_written = set()  # the journal paths this process has written its environment to
 
 
+def timing_stats(row: dict):
+    """pytest-benchmark's statistics (a ``pytest_benchmark.stats.Stats``) of a timed row's
+    repeats (timing.py's: CUDA events on a GPU, perf_counter on the CPU): a round is a
+    repeat, its time the per-call time of that repeat's ``iters`` calls."""
+    from pytest_benchmark.stats import Stats
+
+    stats = Stats()
+    for s in row["samples_s"]:
+        stats.update(s)
+    return stats
+
+
 def entry(case, row: dict) -> dict:
     """The results JSON's entry (benchmarks[*]) for ``case``'s timed ``row``: our row in
-    extra_info, the CUDA-event statistics as stats, in pytest-benchmark's layout."""
+    extra_info, its statistics as stats, in pytest-benchmark's layout (the pytest path's)."""
     return {"name": case.id, "fullname": f"benchmarks.run::{case.id}", "group": case.group, "params": case.p,
-            "extra_info": row,
-            "stats": {"median": row["median_s"], "iqr": row["iqr_s"], "min": row["min_s"], "max": row["max_s"],
-                      "rounds": row["repeats"]}}
+            "extra_info": row, "options": {"timer": row["method"]},
+            "stats": dict(timing_stats(row).as_dict(), data=row["samples_s"], iterations=row["iters"])}
 
 
 def _append(path: str, record: dict) -> None:

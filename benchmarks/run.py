@@ -66,7 +66,6 @@ def main(argv=None):
             failed.append({"id": case.id, "error": f"{type(e).__name__}: {e}"})
             traceback.print_exc()
             continue
-        row.pop("_host_call", None)
         med = row["median_s"]
         results.append(journal.entry(case, row))
         journal.record(case, row, env, bench_set)

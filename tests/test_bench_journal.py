@@ -89,6 +89,16 @@ def test_the_pytest_suite_writes_the_journal(tmp_path):
     # pytest-benchmark names its entries by test id; the rows themselves are the same.
     assert sorted(map(json.dumps, ours.values())) == sorted(
         json.dumps(b["extra_info"]) for b in finished["benchmarks"])
+    # pytest-benchmark's own statistics are the case's timing (its repeats), not a host
+    # clock around some other call: what `pytest-benchmark compare` reads agrees.
+    for b in finished["benchmarks"]:
+        row, stats = b["extra_info"], b["stats"]
+        assert stats["data"] == row["samples_s"] and stats["rounds"] == row["repeats"] > 0
+        assert (stats["median"], stats["min"], stats["max"]) == (row["median_s"], row["min_s"], row["max_s"])
+        assert stats["iterations"] == row["iters"] and b["options"]["timer"] == row["method"] == "perf_counter"
+    # ... and the journal's entries (a run cut short) hold the same statistics.
+    journaled = {b["extra_info"]["id"]: b["stats"] for b in assembled["benchmarks"]}
+    assert journaled == {b["extra_info"]["id"]: b["stats"] for b in finished["benchmarks"]}
 
 
 # ---- "auto" on this run's own tables: the network rows made from the journal --------------
