@@ -423,6 +423,31 @@ def test_derivatives_for_x_through_a_pre_transformed_weight(tile):
                                rtol=1e-5, atol=1e-5)
 
 
+@pytest.mark.parametrize("algo", ["direct", "winograd_f2x2", "implicit_gemm"])
+def test_forward_ad_through_a_modules_prepared_weight(algo):
+    # A Conv3x3 prepares its weight (Winograd's U, the tensor-core layout, a channels_last
+    # weight made contiguous for direct) as a detached copy: a weight carrying a forward-mode
+    # tangent (functional_call with a dual tensor) must go to the op raw, or its tangent is
+    # lost (it was: the output's tangent came from the bias alone, or was None). fp16 on the
+    # emulator; the tangent of a conv is the conv of the tangents (it is bilinear): torch's
+    # in float64.
+    x, _, _ = _inputs(seed=21)
+    tw = torch.randn(4, 3, 3, 3, generator=torch.Generator().manual_seed(22))
+    tb = torch.randn(4, generator=torch.Generator().manual_seed(23))
+    m = vggkern.Conv3x3(3, 4, algo=algo).half()
+    w, b = m.weight.detach(), m.bias.detach()
+    if algo == "direct":  # not direct's layout: prepared (made contiguous) before the fix
+        w = w.contiguous(memory_format=torch.channels_last)
+    for bias_tangent in (tb, None):
+        want = F.conv2d(x.double(), tw.double(), None if bias_tangent is None else tb.double(), padding=1)
+        with vggkern.cpu_backend("emulator"), fwAD.dual_level():
+            b_in = b if bias_tangent is None else fwAD.make_dual(b, bias_tangent.half())
+            y = torch.func.functional_call(m, {"weight": fwAD.make_dual(w, tw.half()), "bias": b_in}, (x.half(),))
+            t = fwAD.unpack_dual(y).tangent
+        assert t is not None and t.shape == want.shape
+        assert (t.double() - want).abs().max().item() <= 2e-3 * want.abs().max().item()
+
+
 _TRANSFORMS = {"winograd_f2x2": lambda w: vggkern.winograd_weight(w, 2),
                "winograd_f4x4": lambda w: vggkern.winograd_weight(w, 4),
                "implicit_gemm": vggkern.tensor_core_weight}

@@ -11,6 +11,7 @@ import math
 import weakref
 
 import torch
+import torch.autograd.forward_ad as fwAD
 import torch.nn.functional as F
 from torch import nn
 from torch.fx._symbolic_trace import is_fx_symbolic_tracing
@@ -31,6 +32,15 @@ def _tracing() -> bool:
     # torch.compile or torch.jit.trace is recording: the modules' eager-mode state (the
     # prepared-weight cache, "auto" resolved from x's strides) stays out of the record.
     return torch.compiler.is_compiling() or torch.jit.is_tracing()
+
+
+def _has_tangent(tensors) -> bool:
+    """Whether any of ``tensors`` (None allowed) carries a tangent of the current forward-mode
+    AD level (torch.autograd.forward_ad; outside a dual level, none does): preparing it
+    (a detached copy) would drop that tangent."""
+    if getattr(fwAD, "_current_level", 0) < 0:  # no dual level entered (1.6 us a call saved)
+        return False
+    return any(t is not None and fwAD.unpack_dual(t).tangent is not None for t in tensors)
 
 
 def _use_kernels(x: torch.Tensor) -> bool:
@@ -221,8 +231,8 @@ class Conv3x3(nn.Module):
         torch.optim.Optimizer step; replaced: its data pointer; or moved: device and dtype;
         with bn, the same of the bias and of bn's parameters, running statistics and
         num_batches_tracked). A change through
-        ``.data`` is not seen: see clear_weight_cache. Where a parameter wants a gradient,
-        while torch.compile or torch.jit.trace traces and under torch.func's transforms (the cache is
+        ``.data`` is not seen: see clear_weight_cache. Where a parameter wants a gradient
+        or carries a forward-mode tangent (torch.autograd.forward_ad), while torch.compile or torch.jit.trace traces and under torch.func's transforms (the cache is
         eager-mode state, of plain tensors), nothing is cached: the raw weight (with bn,
         folded differentiably) goes to the op. Where only x wants one, the prepared weight
         serves (the op's backward gives x its gradient through any of them).
@@ -242,7 +252,7 @@ class Conv3x3(nn.Module):
         grad_enabled = torch.is_grad_enabled()
         params = (w, b) if bn is None else (w, b, bn.weight, bn.bias)
         if _tracing() or _transforms_active() or (
-                grad_enabled and any(t is not None and t.requires_grad for t in params)):
+                grad_enabled and any(t is not None and t.requires_grad for t in params)) or _has_tangent(params):
             return (w, b) if bn is None else _fold_bn(w, b, bn)  # (cast by the op under autocast)
         # Only x wants a gradient (a frozen model: saliency, style transfer): the prepared
         # weight serves, as the op's backward gives x and bias theirs through any of them.
