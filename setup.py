@@ -5,8 +5,10 @@
 
 Environment:
   CUDA_HOME             CUDA toolkit root (else CUDA_PATH, /usr/local/cuda, nvcc on PATH).
-  TORCH_CUDA_ARCH_LIST  GPU architectures to compile for; default "8.0;9.0a" (A100, H100/H200;
-                        9.0a, not 9.0, builds implicit_gemm's wgmma tiles).
+  TORCH_CUDA_ARCH_LIST  GPU architectures to compile for; default: the visible GPUs' (9.0 as
+                        9.0a), else "8.0;9.0a" (A100, H100/H200). 9.0a, not 9.0, builds
+                        implicit_gemm's wgmma tiles (not where the list also names 9.0: an
+                        H100 may then load the sm_90 kernels, in which wgmma traps).
   VGGKERN_CPU_ONLY=1    build without CUDA kernels even where nvcc exists.
   MAX_JOBS              parallel compile jobs (ninja).
 Both builds contain the SIMT emulator, so CPU tensors run the kernels' own source.
@@ -44,7 +46,13 @@ if cuda_home:
     # torch guesses CUDA_HOME when it is imported (and guesses wrong when nvcc sits in
     # /usr/local/bin): set it first.
     os.environ["CUDA_HOME"] = cuda_home
-    os.environ.setdefault("TORCH_CUDA_ARCH_LIST", DEFAULT_CUDA_ARCHS)
+    if not os.environ.get("TORCH_CUDA_ARCH_LIST"):
+        # torch would ask the visible GPUs too, but names an H100 "9.0" (no wgmma), and
+        # with none visible its build fails: the same question, answered here.
+        import torch
+        caps = sorted({torch.cuda.get_device_capability(i) for i in range(torch.cuda.device_count())})
+        os.environ["TORCH_CUDA_ARCH_LIST"] = ";".join(
+            f"{major}.{minor}{'a' if (major, minor) == (9, 0) else ''}" for major, minor in caps) or DEFAULT_CUDA_ARCHS
 
 from torch.utils.cpp_extension import BuildExtension, CppExtension, CUDAExtension  # noqa: E402
 
@@ -65,11 +73,12 @@ if cuda_home:
     archs = os.environ["TORCH_CUDA_ARCH_LIST"]
     # implicit_gemm's wgmma tiles need the sm_90a target (H100/H200's architecture-specific
     # instructions): built where the list names 9.0a.
-    wgmma = any(a.strip().split("+")[0] == "9.0a" for a in archs.replace(",", ";").replace(" ", ";").split(";"))
+    names = {a.strip().split("+")[0] for a in archs.replace(",", ";").replace(" ", ";").split(";")}
+    wgmma = "9.0a" in names and "9.0" not in names
     nvcc_version = subprocess.run([os.path.join(cuda_home, "bin", "nvcc"), "--version"],
                                   capture_output=True, text=True).stdout.strip().splitlines()[-1:]
     banner(f"building WITH CUDA kernels: nvcc at {cuda_home} ({' '.join(nvcc_version)}), "
-           f"TORCH_CUDA_ARCH_LIST={archs!r}")
+           f"TORCH_CUDA_ARCH_LIST={archs!r}, wgmma tiles {'built' if wgmma else 'not built (needs 9.0a, without 9.0)'}")
     ext = CUDAExtension(
         "vggkern._C",
         sources=cpp_sources + rel("csrc/cuda/*.cu"),

@@ -230,6 +230,17 @@ def test_wgmma_policies_pick_the_tile_per_layer(policy, monkeypatch, rule_tiles)
     assert _C.implicit_gemm_plan(64, 256, 28, 28, 512, 2, False, 132)["tile"] == "128x128"  # the rule
 
 
+def test_a_plan_for_no_work_is_refused():
+    # N, C, H, W or K = 0, or a pool of H = 1: no launch has such a plan (the op returns an
+    # empty y first); asked for one, the planner says why (it divided by zero: SIGFPE).
+    from vggkern import _C
+
+    for shape, pool in [((0, 64, 14, 14, 64), False), ((1, 0, 4, 4, 8), False), ((1, 64, 4, 4, 0), False),
+                        ((1, 64, 1, 1, 64), True)]:
+        with pytest.raises(ValueError, match=r"plan needs N, C, H, W, K >= 1"):
+            _C.implicit_gemm_plan(*shape, 2, pool, 132)
+
+
 # The wgmma main loops read the same swizzled stages through matrix descriptors instead
 # of ldmatrix, and sum each output over K in the same order (C first, then k16 steps in
 # K order, each step's 16 products rounded once): on the emulator their results equal

@@ -250,6 +250,7 @@ template <class Launcher>
 void conv3x3_implicit_gemm_dispatch(const Conv3x3Args& a, const Launcher& launch) {
   if (a.layout != Layout::nhwc || a.C % 8 != 0)
     throw std::invalid_argument("vggkern.conv3x3: implicit_gemm expects NHWC input with C a multiple of 8");
+  if (a.N == 0 || a.K == 0 || a.H == 0 || a.W == 0) return;  // y is empty: nothing to launch
   // 16-byte cp.async of x and the weight, 16-byte vector stores of y: the op passes only
   // aligned tensors (its own copies otherwise); a C++ caller of the launcher gets this
   // error, not the GPU's misaligned-address fault.
@@ -262,6 +263,12 @@ void conv3x3_implicit_gemm_dispatch(const Conv3x3Args& a, const Launcher& launch
   if (plan.M != (a.pool ? 4 * a.N * (a.H / 2) * (a.W / 2) : a.N * a.H * a.W) ||
       plan.slices * (64 / dtype_size(a.dtype)) < 9 * a.C || plan.k_blocks * plan.bn < a.K)
     throw std::logic_error("vggkern.conv3x3: implicit_gemm plan made for another shape");
+  // A wgmma tile's kernel, built for another target than sm_90a, traps: refuse it where
+  // the args say the device has no wgmma (the op's plan never names one there; the CUDA
+  // launcher reads the device's answer into a C++ caller's args).
+  if (is_wgmma(plan.tile) && !a.wgmma)
+    throw std::invalid_argument("vggkern.conv3x3: implicit_gemm tile " + std::string(implicit_gemm_tile_name(plan.tile)) +
+                                " runs only on a build for sm_90a and a compute capability 9.0 GPU (H100/H200)");
   switch (a.dtype) {
     case DType::float16:
       conv3x3_implicit_gemm_typed<__half, VK_KERNEL_NS::MmaType::f16>(a, plan, launch);

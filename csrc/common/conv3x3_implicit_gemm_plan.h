@@ -250,6 +250,14 @@ inline bool is_ws(ImplicitGemmTile t) { return t == ImplicitGemmTile::ws128x256 
 
 // by the rule above (or VGGKERN_IMPLICIT_GEMM_SPLIT_K).
 inline ImplicitGemmPlan implicit_gemm_plan(const Conv3x3Args& a, ImplicitGemmTile tile) {
+  // A plan is for a launch with work: the op returns an empty y before it (and refuses C or
+  // K = 0 and a pool of H or W < 2); a C++ caller of the launcher gets this (the split-K
+  // rule below would divide by zero blocks or slices).
+  if (a.N < 1 || a.C < 1 || a.H < 1 || a.W < 1 || a.K < 1 || (a.pool && (a.H < 2 || a.W < 2)))
+    throw std::invalid_argument("vggkern.conv3x3: an implicit_gemm plan needs N, C, H, W, K >= 1 (H, W >= 2 with "
+                                "pool), got N=" + std::to_string(a.N) + ", C=" + std::to_string(a.C) + ", H=" +
+                                std::to_string(a.H) + ", W=" + std::to_string(a.W) + ", K=" + std::to_string(a.K) +
+                                (a.pool ? ", pool" : ""));
   ImplicitGemmPlan p;
   p.tile = tile;
   p.bm = tile_rows(tile);

@@ -14,9 +14,25 @@
 namespace vk {
 namespace cuda {
 
+#ifndef VK_CUDA_ARCHS
+#define VK_CUDA_ARCHS "(not recorded)"  // setup.py defines it (TORCH_CUDA_ARCH_LIST)
+#endif
+
+// A failed call's message; a launch on a GPU the build has no kernels for says which
+// architectures it has and how to build for this one.
 inline void check(cudaError_t e, const char* what) {
-  if (e != cudaSuccess)
-    throw std::runtime_error(std::string("vggkern: ") + what + " failed: " + cudaGetErrorString(e));
+  if (e == cudaSuccess) return;
+  std::string msg = std::string("vggkern: ") + what + " failed: " + cudaGetErrorString(e);
+  int device = 0, major = 0, minor = 0;
+  if (e == cudaErrorNoKernelImageForDevice && cudaGetDevice(&device) == cudaSuccess &&
+      cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, device) == cudaSuccess &&
+      cudaDeviceGetAttribute(&minor, cudaDevAttrComputeCapabilityMinor, device) == cudaSuccess) {
+    const std::string cc = std::to_string(major) + "." + std::to_string(minor);
+    msg += " (cuda:" + std::to_string(device) + " is compute capability " + cc +
+           "; vggkern was built for TORCH_CUDA_ARCH_LIST=" VK_CUDA_ARCHS ": rebuild with TORCH_CUDA_ARCH_LIST=" + cc +
+           (cc == "9.0" ? "a" : "") + ")";
+  }
+  throw std::runtime_error(msg);
 }
 
 // Opts a kernel into more than 48 KiB of dynamic shared memory on the current device. The

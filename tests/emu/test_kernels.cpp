@@ -1,6 +1,7 @@
 // vggkern's kernels through their torch-free launchers (csrc/common/backends.h), as a
 // C++ user without Python would call them, checked against plain loops.
 #include <cmath>
+#include <functional>
 #include <limits>
 #include <random>
 #include <stdexcept>
@@ -138,6 +139,43 @@ EMU_TEST(implicit_gemm_launcher_without_a_plan) {
     }
     CHECK(message == "vggkern.conv3x3: implicit_gemm needs " + name + "'s data 16-byte aligned");
   }
+}
+
+// What a C++ caller's args cannot have run: a wgmma tile where the args say the device has
+// no wgmma (its kernel would trap; the CUDA launcher reads the device's answer into them),
+// a plan for a launch without work (the split-K rule would divide by zero); an empty y is
+// no launch at all.
+EMU_TEST(implicit_gemm_launcher_refuses_what_cannot_run) {
+  std::vector<__half> x(8 * 16), w(16 * 9 * 8), y(16 * 16, __float2half(7.f));
+  vk::Conv3x3Args a{x.data(), w.data(), nullptr, y.data(), vk::DType::float16, vk::Layout::nhwc, 1, 8, 4, 4, 16,
+                    false, false, nullptr};
+  auto message = [](const std::function<void()>& f) {
+    try {
+      f();
+    } catch (const std::invalid_argument& e) {
+      return std::string(e.what());
+    }
+    return std::string("(no error)");
+  };
+  const vk::ImplicitGemmPlan wg = vk::implicit_gemm_plan(a, vk::ImplicitGemmTile::wg128x128);
+  vk::Conv3x3Args no_wgmma = a;
+  no_wgmma.wgmma = false, no_wgmma.plan = &wg;
+  CHECK(message([&] { vk::emu::conv3x3_implicit_gemm(no_wgmma); }) ==
+        "vggkern.conv3x3: implicit_gemm tile wg128x128 runs only on a build for sm_90a and a compute capability 9.0 "
+        "GPU (H100/H200)");
+  for (int64_t vk::Conv3x3Args::*dim : {&vk::Conv3x3Args::N, &vk::Conv3x3Args::C, &vk::Conv3x3Args::H,
+                                         &vk::Conv3x3Args::W, &vk::Conv3x3Args::K}) {
+    vk::Conv3x3Args none = a;
+    none.*dim = 0;
+    CHECK(message([&] { vk::implicit_gemm_plan(none); }).find("plan needs N, C, H, W, K >= 1") != std::string::npos);
+  }
+  vk::Conv3x3Args pooled = a;
+  pooled.pool = true, pooled.H = 1;
+  CHECK(message([&] { vk::implicit_gemm_plan(pooled); }).find("(H, W >= 2 with pool)") != std::string::npos);
+  vk::Conv3x3Args empty = a;
+  empty.N = 0;
+  CHECK(message([&] { vk::emu::conv3x3_implicit_gemm(empty); }) == "(no error)");
+  CHECK(__half2float(y[0]) == 7.f);  // untouched
 }
 
 }  // namespace
