@@ -73,8 +73,12 @@ if cuda_home:
     archs = os.environ["TORCH_CUDA_ARCH_LIST"]
     # implicit_gemm's wgmma tiles need the sm_90a target (H100/H200's architecture-specific
     # instructions): built where the list names 9.0a.
-    names = {a.strip().split("+")[0] for a in archs.replace(",", ";").replace(" ", ";").split(";")}
-    wgmma = "9.0a" in names and "9.0" not in names
+    # Decided from the targets torch will compile for (its reading of the list: named
+    # architectures such as "Hopper" expand to 9.0+PTX): an sm_90a binary and no sm_90 one.
+    from torch.utils.cpp_extension import _get_cuda_arch_flags
+
+    targets = {t for flag in _get_cuda_arch_flags() for t in flag.split("code=")[-1].strip("[]").split(",")}
+    wgmma = "sm_90a" in targets and not targets & {"sm_90", "compute_90"}
     nvcc_version = subprocess.run([os.path.join(cuda_home, "bin", "nvcc"), "--version"],
                                   capture_output=True, text=True).stdout.strip().splitlines()[-1:]
     banner(f"building WITH CUDA kernels: nvcc at {cuda_home} ({' '.join(nvcc_version)}), "
