@@ -72,9 +72,8 @@ include_dirs = [os.path.join(ROOT, "csrc")]
 if cuda_home:
     archs = os.environ["TORCH_CUDA_ARCH_LIST"]
     # implicit_gemm's wgmma tiles need the sm_90a target (H100/H200's architecture-specific
-    # instructions): built where the list names 9.0a.
-    # Decided from the targets torch will compile for (its reading of the list: named
-    # architectures such as "Hopper" expand to 9.0+PTX): an sm_90a binary and no sm_90 one.
+    # instructions): built where torch will compile an sm_90a binary and no sm_90 one (its
+    # reading of the list: a named architecture such as "Hopper" is 9.0+PTX).
     from torch.utils.cpp_extension import _get_cuda_arch_flags
 
     targets = {t for flag in _get_cuda_arch_flags() for t in flag.split("code=")[-1].strip("[]").split(",")}
