@@ -8,7 +8,8 @@ Per VGG16 conv layer (fused ReLU, and the pool where VGG has one):
   (plus, where the plan splits K, the fp32 partials written and read once); their floors at
   the datasheet peaks (peaks.py): the larger one bounds any kernel.
 - implicit_gemm's own ceiling, from counting alone: the rule's block tile (what the dispatch
-  picks where conv3x3_tuned.h has no entry; --tile models another); the
+  picks on a Hopper GPU where conv3x3_tuned.h has no entry: wgmma-wide's; --tile models
+  another); the
   shared-memory cap (wavefronts per K slice: 16 ldmatrix.x4 x 4 per 64 x 64 warp, plus
   (BM + BN) x 64 bytes of cp.async writes, at 128 bytes per clock, against BM x BN x 32
   MACs at 1024 MACs per clock (one m16n8k16 per clock per SM at the dense peak)); mma.sync's
@@ -146,7 +147,7 @@ def layer_rows(n: int, gpu: str, dtype: str = "fp16", tile: str | None = None):
         nbytes = elt * (n * c * h * h + k * c * 9 + n * k * out_hw)
         t_flop = flops / (pk["fp16" if dtype != "fp32" else "tf32"] * 1e12)
         t_byte = nbytes / (pk["bw"] * 1e12)
-        tl = tile or rule_tile(k)
+        tl = tile or rule_tile(k, wgmma=True)  # every GPU modelled is a Hopper
         if tl in WGMMA_POLICIES:
             tl = wgmma_policy_tile(k, tl)
         bm, bn, per_sm = TILES[tl]
@@ -199,7 +200,8 @@ def main(argv=None):
     ap.add_argument("--gpu", default="H100 SXM", choices=sorted(PEAKS))
     ap.add_argument("--dtype", default="fp16", choices=("fp16", "bf16", "fp32"))
     ap.add_argument("--tile", choices=sorted(TILES) + list(WGMMA_POLICIES),
-                    help="force one tile (default: the rule's tile, the dispatch's choice without a tuned entry; "
+                    help="force one tile (default: the rule's tile, the dispatch's choice without a tuned entry, "
+                         "wgmma-wide's; "
                          "wgmma: wg256x64 where K <= 64, else "
                          "wg128x128; wgmma-wide: wg128x256 where K >= 256; wgmma-ws: ws128x256 there, ws128x128 below)")
     args = ap.parse_args(argv)

@@ -1,5 +1,5 @@
 """The implicit-GEMM plan's tile choices by layer, in Python (no torch): the rule's tile
-where the measured table has no entry, and the wgmma policies' tile
+where the measured table has no entry (with wgmma or without), and the wgmma policies' tile
 (VGGKERN_IMPLICIT_GEMM_TILE=wgmma | wgmma-wide | wgmma-ws). The plan itself is C++
 (csrc/common/conv3x3_implicit_gemm_plan.h); tests/test_tune.py checks these against it.
 Used by cases.py (what the sweeps time), tune.py (the tile an entry must beat) and
@@ -15,8 +15,12 @@ def is_wgmma(tile: str) -> bool:
     return tile.startswith(("wg", "ws"))
 
 
-def rule_tile(k: int) -> str:
-    """The plan's tile for K output channels where the table has no entry."""
+def rule_tile(k: int, wgmma: bool = False) -> str:
+    """The plan's tile for K output channels where the table has no entry: where wgmma runs
+    (an sm_90a build on a compute capability 9.0 GPU), wgmma-wide's; elsewhere mma.sync's
+    256x64 where K <= 64, else 128x128."""
+    if wgmma:
+        return wgmma_policy_tile(k, "wgmma-wide")
     return "256x64" if k <= 64 else "128x128"
 
 

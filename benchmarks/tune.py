@@ -13,7 +13,10 @@ Then rebuild (pip install --no-build-isolation -e .) and commit the header with 
 results file it names. Rules (conv3x3_tuning.h looks the tables up):
 - Tile: from the tile sweep (fp16 channels_last, every VGG layer x tile, batches 1, 64,
   128), the fastest tile per (layer, batch), kept only where it beats the tile the rule
-  picks (256x64 where K <= 64, else 128x128) by more than MARGIN; elsewhere the rule stays.
+  picks on the run's GPU by more than MARGIN; elsewhere the rule stays. The rule
+  (tiles.rule_tile): where the run ran wgmma (its build had the wgmma tiles and its GPU is
+  compute capability 9.0), wgmma-wide's tile (wg256x64 where K <= 64, wg128x128 below 256,
+  wg128x256 from it); elsewhere 256x64 where K <= 64, else 128x128.
   The same from the sweep's fp32 rows (TF32, batches 1, 64, 128: the rule's tile and
   the wgmma tiles), as entries marked tf32 that only fp32 calls use; without one, fp32
   takes the fp16 entry's tile (conv3x3_implicit_gemm_plan.h), so that is what a TF32
@@ -78,10 +81,17 @@ def _tile_key(r):
             r["N"])
 
 
-def tile_table(rows, exclude=()) -> list[dict]:
+def ran_wgmma(env: dict) -> bool:
+    """Did the run's calls without a tile entry get the wgmma rule (tiles.rule_tile): a
+    build with the wgmma tiles on a compute capability 9.0 GPU (the run's environment)."""
+    build = env.get("vggkern_build") or {}
+    return bool(build.get("cuda_wgmma")) and str(env.get("gpu_capability")) == "9.0"
+
+
+def tile_table(rows, exclude=(), wgmma=False) -> list[dict]:
     """Per sweep dtype (fp16; fp32 with TF32: entries marked tf32), layer and batch, the
-    swept tile that beat the rule's by MARGIN; tiles in `exclude` (e.g. one whose GPU
-    correctness test failed in that run) are never picked."""
+    swept tile that beat the rule's (wgmma: the rule where wgmma runs) by MARGIN; tiles in
+    `exclude` (e.g. one whose GPU correctness test failed in that run) are never picked."""
     by = defaultdict(dict)
     # The plain call's row per key (no forced tile: what the build ran then), for a layer
     # whose sweep did not time what runs.
@@ -106,7 +116,7 @@ def tile_table(rows, exclude=()) -> list[dict]:
     out, fp16_pick = [], {}
     for key, tiles in sorted(by.items()):
         tf32, c, k, h, pool, n = key
-        shape, rule = (c, k, h, pool, n), rule_tile(k)
+        shape, rule = (c, k, h, pool, n), rule_tile(k, wgmma)
         runs = fp16_pick.get(shape, rule) if tf32 else rule
         fastest = min(tiles.values(), key=lambda r: r["median_s"])
         if runs in tiles:
@@ -123,7 +133,7 @@ def tile_table(rows, exclude=()) -> list[dict]:
         if pick is not None:
             out.append({"C": c, "K": k, "H": h, "W": h, "pool": pool, "N": n, "tile": pick["tile"], "tf32": tf32,
                         "us": pick["median_s"] * 1e6, "against": against.get("tile") or "default",
-                        "against_us": against["median_s"] * 1e6})
+                        "against_us": against["median_s"] * 1e6, "against_rule": against.get("tile") == rule})
             if not tf32:
                 fp16_pick[shape] = pick["tile"]
     return out
@@ -168,7 +178,7 @@ def _against(e) -> str:
         return f" (the default call {us})"
     if e["against"] == e["tile"]:
         return ""
-    return f" (rule's tile {us})" if e["against"] == rule_tile(e["K"]) else f" (fp16's tile {e['against']} {us})"
+    return f" (rule's tile {us})" if e["against_rule"] else f" (fp16's tile {e['against']} {us})"
 
 
 def render_header(tiles, autos, source: str) -> str:
@@ -197,20 +207,22 @@ def render_header(tiles, autos, source: str) -> str:
         f"// Source: \"{source}\"\n"
         "#pragma once\n\n#include <array>\n\n#include \"conv3x3_tuning.h\"\n\nnamespace vk {\n\n"
         f"inline constexpr const char* kTunedSource = \"{source}\";\n\n"
-        "// implicit_gemm's tile per (C, K, H, W, pool, N), where it beats the rule's (true: measured in\n"
-        "// fp32 with TF32, for fp32 calls; false: in fp16).\n"
+        "// implicit_gemm's tile per (C, K, H, W, pool, N), where it beats the rule's of the run's GPU\n"
+        "// (conv3x3_implicit_gemm_plan.h; true: measured in fp32 with TF32, for fp32 calls; false: in fp16).\n"
         + array("kTunedTiles", "TunedTile", tile_rows) + "\n"
         "// What \"auto\" runs, measured per (dtype, layout, C, K, H, W, pool, N); a call takes the\n"
-        "// measurement of its (C, K, H, W) nearest it (conv3x3_tuning.h's tuned_auto).\n"
+        "// measurement of its (C, K, H, W) nearest it, or of the layer nearest its own where the\n"
+        "// table has none (conv3x3_tuning.h's tuned_auto).\n"
         + array("kTunedAuto", "TunedAuto", auto_rows) + "\n}  // namespace vk\n")
 
 
-def run_time_tables(rows, source: str, exclude=()) -> dict:
+def run_time_tables(rows, source: str, exclude=(), wgmma=False) -> dict:
     """The tables for vggkern.set_tuned_tables (and VGGKERN_TUNED_TABLES): what --write
-    puts in the header, as data (each entry also keeps the times it was picked on)."""
+    puts in the header, as data (each entry also keeps the times it was picked on). wgmma:
+    the run ran wgmma (ran_wgmma), so its rule is wgmma-wide's."""
     if exclude:  # recorded, so that the tables can be made again from the runs they name
         source += f"; excluded tiles: {', '.join(sorted(exclude))}"
-    return {"source": source, "tiles": tile_table(rows, exclude), "auto": auto_table(rows)}
+    return {"source": source, "tiles": tile_table(rows, exclude, wgmma), "auto": auto_table(rows)}
 
 
 def merged_rows(runs) -> list:
@@ -226,20 +238,21 @@ def merged_rows(runs) -> list:
     return list(by_case.values())
 
 
-def load_runs(paths) -> tuple[list, str, set]:
+def load_runs(paths) -> tuple[list, str, set, bool]:
     """The runs in `paths` (oldest first) merged (merged_rows), their source line ("A.json,
-    ... + focus/B.json, ...": describe), and the GPUs they ran on. Raises
-    report.NotResults for a file that is not a results JSON."""
-    runs, sources, gpus = [], [], set()
+    ... + focus/B.json, ...": describe), the GPUs they ran on, and whether every one ran
+    wgmma (ran_wgmma). Raises report.NotResults for a file that is not a results JSON."""
+    runs, sources, gpus, wgmma = [], [], set(), True
     for path in paths:
         data, rows, env = report.load(path)
         runs.append(rows)
         sources.append(describe(data, env, path))
         gpus.add(env.get("gpu_name"))
+        wgmma = wgmma and ran_wgmma(env)
         for step in report.failed_steps(data):  # its rows may come from kernels that misbehaved
             print(f"tune: warning: {os.path.basename(path)}: the run's step '{step}' did not pass: leave out "
                   "what it implicates (--exclude-tile)", file=sys.stderr)
-    return merged_rows(runs), " + ".join(sources), gpus
+    return merged_rows(runs), " + ".join(sources), gpus, wgmma and bool(paths)
 
 
 def describe(data, env, path) -> str:
@@ -269,7 +282,7 @@ def main(argv=None) -> int:
     if not paths or not all(paths):
         ap.error("give RESULTS.json or --latest")
     try:
-        rows, source, gpus = load_runs(paths)
+        rows, source, gpus, wgmma = load_runs(paths)
     except report.NotResults as e:
         print(f"tune: {e}", file=sys.stderr)
         return 2
@@ -280,10 +293,11 @@ def main(argv=None) -> int:
     if not any(r.get("device") == "cuda" for r in rows):
         print(f"{', '.join(paths)}: no GPU rows (a CPU smoke run?): nothing to tune from", file=sys.stderr)
         return 1
-    tables = run_time_tables(rows, source, set(args.exclude_tile))
+    tables = run_time_tables(rows, source, set(args.exclude_tile), wgmma)
     tiles, autos = tables["tiles"], tables["auto"]
     text = render_header(tiles, autos, tables["source"])
-    print(f"tile entries: {len(tiles)}; auto entries: {len(autos)} (margin {MARGIN:.0%})")
+    print(f"tile entries: {len(tiles)}, against the {'wgmma' if wgmma else 'mma.sync'} rule; auto entries: "
+          f"{len(autos)} (margin {MARGIN:.0%})")
     if args.json:
         with open(args.json, "w") as f:
             json.dump(tables, f, indent=1)

@@ -124,15 +124,16 @@ PyObject* emu_reset_global_stats(PyObject*, PyObject*) {
 // it (padded to a multiple of 8): for tests and the benchmarks' model.
 PyObject* implicit_gemm_plan(PyObject*, PyObject* args) {
   long long n, c, h, w, k, smem_optin = 0;
-  int element_bytes, pool, sm_count;
+  int element_bytes, pool, sm_count, wgmma = 1;
   const char* tile = "";
-  if (!PyArg_ParseTuple(args, "LLLLLipi|sL", &n, &c, &h, &w, &k, &element_bytes, &pool, &sm_count, &tile,
-                        &smem_optin))
+  if (!PyArg_ParseTuple(args, "LLLLLipi|sLp", &n, &c, &h, &w, &k, &element_bytes, &pool, &sm_count, &tile,
+                        &smem_optin, &wgmma))
     return nullptr;
   vk::Conv3x3Args a{};
   a.dtype = element_bytes == 4 ? vk::DType::float32 : vk::DType::float16;
   a.N = n, a.C = (c + 7) / 8 * 8, a.H = h, a.W = w, a.K = k, a.pool = pool != 0, a.sm_count = sm_count;
   a.smem_optin = smem_optin;
+  a.wgmma = wgmma != 0;
   try {
     const vk::ImplicitGemmPlan p = tile[0] == '\0'
                                        ? vk::implicit_gemm_plan(a)
@@ -285,11 +286,12 @@ PyMethodDef methods[] = {
      "sectors the addresses touch."},
     {"emu_reset_global_stats", emu_reset_global_stats, METH_NOARGS, "Zero the emulator's global-memory counts."},
     {"implicit_gemm_plan", implicit_gemm_plan, METH_VARARGS,
-     "implicit_gemm_plan(N, C, H, W, K, element_bytes, pool, sm_count, tile='', smem_optin=0) -> dict: the "
+     "implicit_gemm_plan(N, C, H, W, K, element_bytes, pool, sm_count, tile='', smem_optin=0, wgmma=True) -> "
+     "dict: the "
      "block tile, split-K and (persistent ws tiles, y NHWC) grid and stream-K schedule the conv3x3 "
      "implicit_gemm kernel uses for that shape (tile '' : its default or VGGKERN_IMPLICIT_GEMM_TILE; "
      "VGGKERN_IMPLICIT_GEMM_SPLIT_K, _GRID and _STREAM_K apply) on a device whose blocks may have "
-     "smem_optin bytes of shared memory (0: no limit)."},
+     "smem_optin bytes of shared memory (0: no limit) that runs the wgmma tiles or not."},
     {"implicit_gemm_last_copies", implicit_gemm_last_copies, METH_NOARGS,
      "implicit_gemm_last_copies() -> dict | None: how this process's last ws-tile (ws128x256, ws128x128) "
      "launch copied its stages: {'tile', 'path': 'tma' (tensor loads) or 'cp_async', 'reason': why not "

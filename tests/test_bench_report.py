@@ -237,7 +237,7 @@ def test_roofline_counts_vgg16():
             # Only a tile that holds an SM alone leaves its prologue and epilogue unhidden.
             assert (r["alone"] < 1) == (roofline.TILES[r["tile"]][2] == 1)
             assert r["predicted_us"] >= max(r["flop_floor_us"], r["byte_floor_us"]) * 0.999
-            want = {None: "256x64" if r["K"] <= 64 else "128x128",
+            want = {None: "wg256x64" if r["K"] <= 64 else "wg128x256" if r["K"] >= 256 else "wg128x128",  # Hopper's rule
                     "wgmma": "wg256x64" if r["K"] <= 64 else "wg128x128",
                     "wgmma-wide": "wg256x64" if r["K"] <= 64 else "wg128x256" if r["K"] >= 256 else "wg128x128",
                     "wgmma-ws": "wg256x64" if r["K"] <= 64 else "ws128x256" if r["K"] >= 256 else "ws128x128",

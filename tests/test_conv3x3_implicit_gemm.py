@@ -3,6 +3,8 @@ run through the emulator on CPU and on the GPU when there is one. The shared acc
 cases run in test_conv3x3.py (every algorithm of K_FACTOR: fp16, bf16 and fp32 as TF32
 for this one); here: its own tiles, stores, padding, the TF32 policy, refusals and the
 GPU/emulator agreement."""
+import itertools
+import math
 import os
 import re
 
@@ -226,8 +228,37 @@ def test_wgmma_policies_pick_the_tile_per_layer(policy, monkeypatch, rule_tiles)
         assert _C.implicit_gemm_plan(64, 256, 28, 28, k, 2, False, 132)["tile"] == want, k
     x, w, b = _inputs(1, 16, 264, 6, 7, torch.float16, "cpu", channels_last=True, seed=2)
     _check(vggkern.conv3x3(x, w, b, relu=True, pool=True, algo=ALGO), x, w, b, True, True, algo=ALGO)
-    monkeypatch.setenv("VGGKERN_IMPLICIT_GEMM_TILE", "")
-    assert _C.implicit_gemm_plan(64, 256, 28, 28, 512, 2, False, 132)["tile"] == "128x128"  # the rule
+    monkeypatch.setenv("VGGKERN_IMPLICIT_GEMM_TILE", "")  # the rule: wgmma-wide's where wgmma runs
+    assert _C.implicit_gemm_plan(64, 256, 28, 28, 512, 2, False, 132)["tile"] == "wg128x256"
+    assert _C.implicit_gemm_plan(64, 256, 28, 28, 512, 2, False, 132, "", 0, False)["tile"] == "128x128"
+
+
+# Without a table entry the plan takes, where wgmma runs, the tile the measured table holds
+# for each K it measured (wgmma-wide's), and mma.sync's rule elsewhere or where that tile's
+# shared memory does not fit.
+def test_the_rule_is_wgmma_wide_where_wgmma_runs(rule_tiles, monkeypatch):
+    from vggkern import _C
+
+    kib = 1024
+    for k, wgmma_tile, mma_sync_tile in [(8, "wg256x64", "256x64"), (64, "wg256x64", "256x64"),
+                                         (65, "wg128x128", "128x128"), (255, "wg128x128", "128x128"),
+                                         (256, "wg128x256", "128x128"), (4096, "wg128x256", "128x128")]:
+        for elt in (2, 4):  # fp16/bf16, and fp32 as TF32 (which takes the same tile)
+            assert _C.implicit_gemm_plan(2, 40, 9, 11, k, elt, False, 132)["tile"] == wgmma_tile, (k, elt)
+            assert _C.implicit_gemm_plan(2, 40, 9, 11, k, elt, False, 132, "", 0, False)["tile"] == mma_sync_tile
+            # 95 KiB: under every wgmma tile's (96-144 KiB), over 256x64's and 128x128's (80, 68)
+            assert _C.implicit_gemm_plan(2, 40, 9, 11, k, elt, False, 132, "", 95 * kib)["tile"] == mma_sync_tile
+    # The op runs it (through the emulator, which answers as a compute capability 9.0 GPU):
+    # at K = 256 wg128x256 copies x once (one K block), 128x128 twice; the weight once per
+    # M tile (2: 256 pixels), each 64-byte row whole (16 x 16 pixels: 196 x 9 taps inside).
+    monkeypatch.setenv("VGGKERN_IMPLICIT_GEMM_SPLIT_K", "1")
+    x, w, b = _inputs(1, 64, 256, 16, 16, torch.float16, "cpu", channels_last=True, seed=4)
+    w = w.contiguous(memory_format=torch.channels_last)  # (K, 3, 3, C): used as it is
+    _C.emu_reset_global_stats()
+    _check(vggkern.conv3x3(x, w, b, relu=True, algo=ALGO), x, w, b, True, False, algo=ALGO)
+    x_bytes, w_bytes = sum((16 - abs(dr)) * (16 - abs(ds)) for dr in (-1, 0, 1) for ds in (-1, 0, 1)) * 64 * 2, \
+        256 * 9 * 64 * 2
+    assert _C.emu_global_stats()["conv3x3_implicit_gemm_kernel"]["cp_async"]["bytes"] == x_bytes + 2 * w_bytes
 
 
 def test_a_plan_for_no_work_is_refused():
@@ -600,12 +631,17 @@ def test_split_k_by_default_where_the_grid_is_small(device, rule_tiles):
     the split result is the conv's, in fp32 via TF32 as well."""
     from vggkern import _C
 
-    conv5 = _C.implicit_gemm_plan(1, 512, 14, 14, 512, 2, False, 132)
+    def plan(*shape, wgmma=False):  # mma.sync's rule (128 x 128 for K > 64), or wgmma's
+        return _C.implicit_gemm_plan(*shape, 132, "", 0, wgmma)
+
+    conv5 = plan(1, 512, 14, 14, 512, 2, False)
     assert (conv5["m_tiles"], conv5["k_blocks"], conv5["slices"]) == (2, 4, 144)
     assert conv5["splits"] == 16 and conv5["slices_per_split"] == 9 and conv5["blocks"] == 128
-    assert _C.implicit_gemm_plan(64, 512, 14, 14, 512, 2, True, 132)["splits"] == 1  # 98 x 4 blocks: no split
-    assert _C.implicit_gemm_plan(1, 8, 14, 14, 512, 2, False, 132)["splits"] == 1  # 3 slices: nothing to split
-    small = _C.implicit_gemm_plan(1, 64, 10, 9, 72, 4, True, 132)  # fp32: 16 floats per slice, 36 slices
+    conv5 = plan(1, 512, 14, 14, 512, 2, False, wgmma=True)  # wg128x256: 2 x 2 tiles
+    assert (conv5["tile"], conv5["k_blocks"], conv5["splits"], conv5["blocks"]) == ("wg128x256", 2, 16, 64)
+    assert plan(64, 512, 14, 14, 512, 2, True)["splits"] == 1  # 98 x 4 blocks: no split
+    assert plan(1, 8, 14, 14, 512, 2, False)["splits"] == 1  # 3 slices: nothing to split
+    small = plan(1, 64, 10, 9, 72, 4, True)  # fp32: 16 floats per slice, 36 slices
     assert small["slices"] == 36 and small["splits"] == 4 and small["slices_per_split"] == 9
     x, w, b = _inputs(1, 64, 72, 10, 9, torch.float32, device, channels_last=False, seed=9)
     _check(vggkern.conv3x3(x, w, b, relu=True, pool=True, algo=ALGO, allow_tf32=True), x, w, b, True, True,
@@ -662,7 +698,7 @@ def test_split_k_override_must_be_valid(value, monkeypatch):
 # stages are not counted: the hardware reads the canonical swizzled layout as it wants.)
 @pytest.mark.parametrize("dtype,k,tile", [
     *((dt, k, tile) for dt in (torch.float16, torch.bfloat16, torch.float32)
-      for k, tile in [(64, ""), (136, ""), (136, "256x128"), (64, "128x64")]),
+      for k, tile in [(64, "256x64"), (136, "128x128"), (136, "256x128"), (64, "128x64")]),
     (torch.float16, 136, "wg128x128"), (torch.bfloat16, 64, "wg128x128"), (torch.float32, 136, "wg128x128"),
     (torch.float16, 64, "wg256x64"), (torch.bfloat16, 136, "wg256x64"), (torch.float32, 64, "wg256x64"),
     (torch.float16, 136, "wg128x256"), (torch.float32, 136, "wg128x256"),
@@ -679,7 +715,7 @@ def test_shared_memory_without_bank_conflicts(dtype, k, tile, monkeypatch):
     # One M tile (pooled 4 x 8 = 32 windows = 128 rows); K tiles of BN; 9 * C = 216 in
     # 64-byte slices of 32 halves or 16 floats. Per slice: each warp (64 x 64 outputs) 2
     # k-steps of 4 A + 4 B ldmatrix.x4, and (BM + BN) rows x 4 chunks of cp.async over 32 lanes.
-    bm, bn = TILES[tile] if tile else ((256, 64) if k <= 64 else (128, 128))
+    bm, bn = TILES[tile]
     blocks, slices, warps = -(-k // bn), -(-216 // (16 if dtype == torch.float32 else 32)), bm * bn // 4096
     # The epilogue, per warp: 4 x 8 mma tiles x 2 row halves of float2 stores (2 phases of
     # 16 lanes each), and 4 passes over the pooled tile of 4 rows x 2 float4 loads (4
@@ -722,7 +758,7 @@ def test_shared_memory_without_bank_conflicts(dtype, k, tile, monkeypatch):
 # each thread also rounds its x chunks in place, one 16-byte load per chunk and slice,
 # 4 phases: counted apart.)
 @pytest.mark.parametrize("dtype", [torch.float16, torch.float32], ids=str)
-@pytest.mark.parametrize("tile,k", [("", 64), ("", 136), ("256x128", 136), ("128x64", 64), ("wg128x128", 136),
+@pytest.mark.parametrize("tile,k", [("256x64", 64), ("128x128", 136), ("256x128", 136), ("128x64", 64), ("wg128x128", 136),
                                     ("wg256x64", 64), ("wg128x256", 136), ("ws128x256", 136), ("ws128x128", 136)])
 @pytest.mark.parametrize("pool", [False, True], ids=["", "pool"])
 def test_nchw_epilogue_without_bank_conflicts(tile, k, pool, dtype, monkeypatch):
@@ -1105,7 +1141,8 @@ def test_gpu_stream_k_replays_in_a_cuda_graph(pool, monkeypatch):
 
 
 # "auto": the measured table's pick (csrc/common/conv3x3_tuned.h, from benchmarks/tune.py),
-# else direct; the nn module lays the weight out for what auto resolves to.
+# on a layer it does not hold the nearest entry's; the nn module lays the weight out for
+# what auto resolves to.
 @pytest.mark.parametrize("tables", ["build", "run_time"])
 def test_auto_follows_the_measured_table(tables, tmp_path):
     # The build's table (empty until a GPU run is tuned into it), and tables tune.py made
@@ -1123,6 +1160,26 @@ def test_auto_follows_the_measured_table(tables, tmp_path):
         vggkern.set_tuned_tables(None)
 
 
+def _nearest_verdict(autos, x, k, pool):
+    """The verdict of the entry of `autos` nearest a call on a layer they do not hold: least
+    mismatch (fp32 against 16-bit 4, format 2, fp16 against bf16 1), then least work
+    distance (the summed |ln| of the ratios of C padded to 8, K and N*H*W), then the same
+    pool, then the larger work, C, K, then fp16."""
+    n, c, h, w = x.shape
+    cp, fp32 = (c + 7) // 8 * 8, x.dtype == torch.float32
+    cl = x.is_contiguous(memory_format=torch.channels_last) and not x.is_contiguous()
+    dtype = str(x.dtype).split(".")[1]
+
+    def key(e):
+        mismatch = 4 * ((e["dtype"] == "float32") != fp32) + 2 * (e["channels_last"] != cl) + (e["dtype"] != dtype)
+        dist = sum(abs(math.log(a / b)) for a, b in ((e["C"], cp), (e["K"], k),
+                                                     (e["N"] * e["H"] * e["W"], n * h * w)))
+        return (mismatch, dist, e["pool"] != pool, -e["N"] * e["H"] * e["W"], -e["C"], -e["K"],
+                e["dtype"] != "float16")
+
+    return min(autos, key=key)["algo"] if autos else "direct"
+
+
 def _auto_follows(tables, which):
     assert tables["run_time"] == (which == "run_time")
     if which == "run_time":  # entries of both verdicts: the loop below checks something
@@ -1132,11 +1189,20 @@ def _auto_follows(tables, which):
         if e["channels_last"]:
             x = x.contiguous(memory_format=torch.channels_last)
         assert vggkern.resolve_algo(x, e["K"], pool=e["pool"], allow_tf32=True) == e["algo"]
-    # A shape no GPU run measured (C = 24, 9 x 17): direct, in every dtype and format.
-    for dtype in (torch.float16, torch.bfloat16, torch.float32):
-        for fmt in (torch.contiguous_format, torch.channels_last):
-            x = torch.empty(2, 24, 9, 17, dtype=dtype).contiguous(memory_format=fmt)
-            assert vggkern.resolve_algo(x, 40, pool=True, allow_tf32=True) == "direct"
+    # Shapes no GPU run measured (C = 24, 9 x 17; C = 3 at 256 x 256; C = 512, 7 x 7): the
+    # verdict of the entry nearest each, found here as conv3x3_tuning.h documents it, in
+    # every dtype and format; fp32 without TF32: direct.
+    verdicts = set()
+    for (n, c, h, w, k), dtype, fmt in itertools.product(
+            [(2, 24, 9, 17, 40), (1, 3, 256, 256, 64), (64, 3, 256, 256, 64), (8, 512, 7, 7, 512)],
+            (torch.float16, torch.bfloat16, torch.float32), (torch.contiguous_format, torch.channels_last)):
+        x = torch.empty(n, c, h, w, dtype=dtype).contiguous(memory_format=fmt)
+        want = _nearest_verdict(tables["auto"], x, k, pool=True)
+        verdicts.add(want)
+        assert vggkern.resolve_algo(x, k, pool=True, allow_tf32=True) == want, (x.shape, dtype, fmt)
+        assert vggkern.resolve_algo(x, k, pool=True, allow_tf32=False) == (want if dtype != torch.float32 else
+                                                                            "direct")
+    assert verdicts == {"direct", "implicit_gemm"}  # the shapes tell the verdicts apart
     x = torch.empty(1, 8, 4, 4, dtype=torch.float16)
     assert vggkern.resolve_algo(x, 8, algo="implicit_gemm") == "implicit_gemm"  # a named algo stays
     with pytest.raises(ValueError, match="expected x of dtype float32, float16 or bfloat16, got torch.int32"):

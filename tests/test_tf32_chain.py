@@ -13,10 +13,12 @@ from test_conv3x3 import DEVICES, _inputs, _round_tf32, _truncate_tf32
 from benchmarks.tiles import is_wgmma
 
 ALGO = "implicit_gemm"
-# Every main loop: mma.sync (the rule's 256 x 64 for K <= 64 and 128 x 128 above, forced
-# 128 x 64), the five wgmma tiles, and split-K (the reduce kernel's epilogue).
-TILE_SPLITS = [("", ""), ("128x64", ""), ("wg128x128", ""), ("wg256x64", ""), ("wg128x256", ""), ("ws128x256", ""),
-               ("ws128x128", ""), ("", "3"), ("wg128x128", "2")]
+# Every main loop: the default (where wgmma runs, the emulator included, wgmma-wide's tile;
+# elsewhere mma.sync's 256 x 64 for K <= 64 and 128 x 128 above), mma.sync's four tiles, the
+# five wgmma tiles, and split-K (the reduce kernel's epilogue).
+TILE_SPLITS = [("", ""), ("128x128", ""), ("256x64", ""), ("128x64", ""), ("wg128x128", ""), ("wg256x64", ""),
+               ("wg128x256", ""), ("ws128x256", ""), ("ws128x128", ""), ("", "3"), ("128x128", "3"),
+               ("wg128x128", "2")]
 
 
 @pytest.fixture
@@ -26,9 +28,18 @@ def emulator():
     vggkern.set_cpu_backend("torch")
 
 
+def _wgmma_runs(device):
+    return device == "cpu" or bool(vggkern.build_info().get("cuda_wgmma") and
+                                   torch.cuda.get_device_capability() == (9, 0))
+
+
+def _runs_wgmma(tile, device):
+    """Does this tile ("": the default, the rule here) run wgmma on this device?"""
+    return is_wgmma(tile) if tile else _wgmma_runs(device)
+
+
 def _tile(monkeypatch, tile, split, device):
-    if is_wgmma(tile) and device == "cuda" and not (
-            vggkern.build_info().get("cuda_wgmma") and torch.cuda.get_device_capability() == (9, 0)):
+    if is_wgmma(tile) and not _wgmma_runs(device):
         pytest.skip("wgmma tile: needs an sm_90a build on a compute capability 9.0 GPU")
     monkeypatch.setenv("VGGKERN_IMPLICIT_GEMM_TILE", tile)
     monkeypatch.setenv("VGGKERN_IMPLICIT_GEMM_SPLIT_K", split)
@@ -82,7 +93,7 @@ def test_x_tf32_uses_x_as_it_is(tile, split, device, monkeypatch):
     as_is = vggkern.conv3x3(x, w, algo=ALGO, allow_tf32=True, x_tf32=True)
     conv = lambda t: torch.nn.functional.conv2d(t.double(), w.double(), padding=1)  # noqa: E731
     assert torch.equal(rounded.double(), conv(_round_tf32(x)))
-    if is_wgmma(tile):
+    if _runs_wgmma(tile, device):
         assert torch.equal(as_is.double(), conv(_truncate_tf32(x)))
         assert not torch.equal(rounded, as_is)
     else:

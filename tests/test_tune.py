@@ -210,6 +210,37 @@ def test_a_tf32_entry_beats_what_fp32_would_run():
     assert [(e["tile"], e["tf32"]) for e in tune.tile_table(rows)] == [("256x128", False)]
 
 
+def test_on_a_wgmma_run_an_entry_must_beat_the_wgmma_rule(tmp_path):
+    """Where the run ran wgmma (its build had the wgmma tiles, its GPU is compute capability
+    9.0: ran_wgmma), a call without an entry runs wgmma-wide's tile, so that is what an
+    entry must beat: conv3's fastest, wg128x256, is the rule there (no entry), and conv4's
+    mma.sync 128x128 beats it (an entry). Without wgmma, the reverse."""
+    import json
+
+    conv3 = dict(layer="conv3_2", C=256, K=256, H=56, N=64)
+    conv4 = dict(layer="conv4_2", C=512, K=512, H=28, N=64)
+    rows = [sweep("128x128", 100, **conv3), sweep("256x128", 90, **conv3), sweep("wg128x256", 70, **conv3),
+            sweep("128x128", 60, **conv4), sweep("wg128x256", 100, **conv4)]
+    picks = [(e["C"], e["tile"], e["against"], e["against_rule"]) for e in tune.tile_table(rows, wgmma=True)]
+    assert picks == [(512, "128x128", "wg128x256", True)]
+    picks = [(e["C"], e["tile"], e["against"], e["against_rule"]) for e in tune.tile_table(rows)]
+    assert picks == [(256, "wg128x256", "128x128", True)]
+
+    hopper = {"vggkern_build": {"cuda_wgmma": True}, "gpu_capability": "9.0"}
+    assert tune.ran_wgmma(hopper)
+    assert not tune.ran_wgmma(dict(hopper, gpu_capability="8.0"))  # an A100: no wgmma
+    assert not tune.ran_wgmma(dict(hopper, vggkern_build={"cuda_wgmma": False}))  # a build without
+    assert not tune.ran_wgmma({})  # a run that did not say
+    for env, want in ((hopper, [512]), ({}, [256])):
+        path = tmp_path / "run.json"
+        data = json.loads(open(write(path, rows)).read())
+        data["machine_info"]["vggkern_env"].update(env)
+        path.write_text(json.dumps(data))
+        assert tune.load_runs([str(path)])[3] == bool(env)
+        assert tune.main([str(path), "--json", str(tmp_path / "t.json")]) == 0
+        assert [e["C"] for e in json.loads((tmp_path / "t.json").read_text())["tiles"]] == want
+
+
 def test_a_layer_whose_running_tile_was_not_timed_gets_no_entry():
     """A tile is picked only against what runs without an entry: where the rule's tile was
     not timed (skipped, failed, a focus run of other tiles), whatever was timed is not
@@ -238,8 +269,9 @@ def test_written_header_compiles_and_answers(tmp_path):
     # (within the margin) has neither.
     assert tiles.split() == ["2", "2", "-1", "1", "2", "2", "-1"]
     # TunedAlgo: 0 = direct, 1 = implicit_gemm. bf16 takes fp16's verdict (no entry of its
-    # own); NCHW measured direct; fp32 needs TF32; conv4 has no implicit_gemm row (none).
-    assert autos.split() == ["1", "1", "0", "1", "0", "0"]
+    # own); NCHW measured direct; fp32 needs TF32; conv4 has no implicit_gemm row (so no
+    # entry): it takes the verdict of the measured layer nearest it, conv3's fp16 one (1).
+    assert autos.split() == ["1", "1", "0", "1", "0", "1"]
     # tf32 entries: conv3's wg128x128 (4); conv4's fp32 rows were within the margin (-1),
     # its fp16 entry is wg128x256 (6).
     assert tf32.split() == ["4", "-1", "6", "-1"]
@@ -279,8 +311,9 @@ def test_committed_header_is_what_tune_writes_from_the_run_it_names():
     source = re.search(r'kTunedSource = "(.*)";', text).group(1)
     runs, _, excluded = source.partition("; excluded tiles: ")  # tune --exclude-tile's, replayed
     names = [part.split(",")[0] for part in runs.split(" + ")]
-    rows, described, _ = tune.load_runs([os.path.join(ROOT, "benchmarks", "results", *n.split("/")) for n in names])
-    tables = tune.run_time_tables(rows, described, set(excluded.split(", ")) if excluded else ())
+    rows, described, _, wgmma = tune.load_runs([os.path.join(ROOT, "benchmarks", "results", *n.split("/"))
+                                                for n in names])
+    tables = tune.run_time_tables(rows, described, set(excluded.split(", ")) if excluded else (), wgmma)
     assert tune.render_header(tables["tiles"], tables["auto"], tables["source"]) == text
 
 
@@ -414,9 +447,13 @@ def test_python_tile_choices_are_the_plans(policy, monkeypatch):
 
     monkeypatch.setenv("VGGKERN_IMPLICIT_GEMM_TILE", policy)
     for k in range(1, 1025):
-        want = tiles.wgmma_policy_tile(k, policy) if policy else tiles.rule_tile(k)
-        # N = 3, H = W = 5: a shape the tuned table never holds (its layers are VGG's).
-        assert _C.implicit_gemm_plan(3, 16, 5, 5, k, 2, False, 132)["tile"] == want, (policy, k)
+        for wgmma in (True, False):  # the rule where wgmma runs, and elsewhere (a policy needs wgmma)
+            if policy and not wgmma:
+                continue
+            want = tiles.wgmma_policy_tile(k, policy) if policy else tiles.rule_tile(k, wgmma)
+            # N = 3, H = W = 5: a shape the tuned table never holds (its layers are VGG's).
+            got = _C.implicit_gemm_plan(3, 16, 5, 5, k, 2, False, 132, "", 0, wgmma)["tile"]
+            assert got == want, (policy, k, wgmma)
     assert tiles.wgmma_policy_tiles(512) == ("wg128x128", "wg128x256", "ws128x256")
     assert tiles.wgmma_policy_tiles(128) == ("wg128x128", "ws128x128")
     assert tiles.wgmma_policy_tiles(64) == ("wg256x64",)
@@ -462,7 +499,7 @@ def test_run_time_tables_answer_as_the_written_header(run_time_tables):
     assert len(got["tiles"]) == 5 and len(got["auto"]) == 3
 
     assert [tile(64, 256, 256, 56), tile(128, 256, 256, 56), tile(8, 64, 64, 224), tile(16, 64, 64, 224),
-            tile(64, 256, 256, 28)] == ["256x128", "256x128", "128x128", "256x128", "128x128"]
+            tile(64, 256, 256, 28)] == ["256x128", "256x128", "128x128", "256x128", "wg128x256"]
     assert [algo(torch.float16, cl, 32, 256, 256, 56, False, False),
             algo(torch.bfloat16, cl, 32, 256, 256, 56, False, False),
             algo(torch.float16, nchw, 32, 256, 256, 56, False, False),
@@ -710,8 +747,8 @@ def test_a_batch_equally_far_from_two_entries_takes_the_larger():
 def test_auto_takes_the_nearest_measurement_of_its_layer():
     """A call whose own (dtype, format, batch, pool) was not measured takes the verdict
     measured nearest it on the same (C, K, H, W) (conv3x3_tuning.h's tuned_auto): fp32 or
-    16-bit first, then the memory format, then fp16/bf16, then the batch, then the pool;
-    a layer never measured runs direct. Every table order answers the same."""
+    16-bit first, then the memory format, then fp16/bf16, then the batch, then the pool.
+    Every table order answers the same."""
     import itertools
 
     import torch
@@ -736,9 +773,46 @@ def test_auto_takes_the_nearest_measurement_of_its_layer():
                     algo(torch.float16, cl, 64, pool=True),  # the unpooled entry
                     algo(torch.bfloat16, nchw, 64),       # NCHW fp16's before channels_last bf16's
                     algo(torch.float32, nchw, 64),        # fp32's own (channels_last, pooled)
-                    algo(torch.float32, nchw, 64, tf32=False),  # implicit_gemm needs TF32
-                    algo(torch.float16, cl, 64, c=512, h=28)] == [  # a layer never measured
-                "implicit_gemm", "direct", "implicit_gemm", "direct", "implicit_gemm", "direct", "direct"]
+                    algo(torch.float32, nchw, 64, tf32=False)] == [  # implicit_gemm needs TF32
+                "implicit_gemm", "direct", "implicit_gemm", "direct", "implicit_gemm", "direct"]
+    finally:
+        vggkern.set_tuned_tables(None)
+
+
+def test_a_layer_never_measured_takes_the_nearest_measured_layers_verdict():
+    """A call on a layer the table does not hold (another image size, other channels) takes
+    the verdict of the entry nearest it: fp32 or 16-bit and the format first (as for a
+    measured layer), then the work (C, K and N*H*W: conv3x3_tuning.h's work_distance), then
+    the pool; an empty table runs direct. Every table order answers the same."""
+    import itertools
+
+    import torch
+    import vggkern
+
+    small = {"C": 8, "K": 64, "H": 224, "W": 224, "pool": False}     # conv1_1: direct at batch 1
+    large = {"C": 256, "K": 256, "H": 56, "W": 56, "pool": False}    # conv3_2
+    autos = [dict(small, dtype="float16", channels_last=True, N=1, algo="direct"),
+             dict(small, dtype="float16", channels_last=True, N=64, algo="implicit_gemm"),
+             dict(large, dtype="float16", channels_last=True, N=64, algo="implicit_gemm"),
+             dict(large, dtype="float32", channels_last=False, N=64, algo="direct")]
+
+    def algo(dtype, n, c, k, h, fmt=torch.channels_last, tf32=True):
+        x = torch.empty(n, c, h, h, dtype=dtype).contiguous(memory_format=fmt)
+        return vggkern.resolve_algo(x, k, allow_tf32=tf32)
+
+    try:
+        for order in itertools.permutations(autos):
+            vggkern.set_tuned_tables({"source": "test", "tiles": [], "auto": list(order)})
+            assert [algo(torch.float16, 64, 512, 512, 28),  # conv4_2: nearest conv3_2 (x2 C, K; /4 pixels)
+                    algo(torch.bfloat16, 64, 256, 256, 64),  # conv3_2 at 256 x 256 input: fp16's verdict
+                    algo(torch.float16, 1, 3, 64, 256),      # conv1_1 at 256 x 256, batch 1: work as batch 1's
+                    algo(torch.float16, 32, 3, 64, 256),     # ... at batch 32: nearer batch 64's
+                    algo(torch.float16, 64, 16, 16, 4),      # 16 channels, 4 x 4: least work, conv1_1 batch 1's
+                    algo(torch.float32, 64, 512, 512, 28, torch.contiguous_format),  # fp32 NCHW's own
+                    algo(torch.float32, 64, 512, 512, 28)] == [  # fp32 channels_last: fp32 NCHW's, not fp16's
+                "implicit_gemm", "implicit_gemm", "direct", "implicit_gemm", "direct", "direct", "direct"]
+        vggkern.set_tuned_tables({"source": "empty", "tiles": [], "auto": []})
+        assert algo(torch.float16, 64, 512, 512, 28) == "direct"
     finally:
         vggkern.set_tuned_tables(None)
 

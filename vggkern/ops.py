@@ -122,8 +122,9 @@ def resolve_algo(x: torch.Tensor, out_channels: int, *, pool: bool = False, algo
     runs, for a weight of ``out_channels`` filters: ``algo`` itself unless it is "auto".
     "auto" runs the pick of the table measured on a GPU (``vggkern.tuned_tables()``: the
     build's, or those ``vggkern.set_tuned_tables`` gave; fp32 runs implicit_gemm only
-    where TF32 is allowed) and "direct" where the table has no entry for the shape, dtype
-    and memory format. It never picks Winograd (looser error bound: README). Where that
+    where TF32 is allowed); on a layer the table does not hold, the pick measured on the
+    layer nearest it in work (C, K and N*H*W); "direct" where the table is empty. It never
+    picks Winograd (looser error bound: README). Where that
     conv3x3 call would fail on x, out_channels, pool, algo or allow_tf32 (an unknown
     algo, pool=True with H or W < 2, "implicit_gemm" on float32 without TF32, ...), this
     raises the same error."""

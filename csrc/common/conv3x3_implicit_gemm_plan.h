@@ -3,13 +3,17 @@
 // (it allocates the workspace) and hands it to the dispatch (which launches) as args.plan.
 //
 // Tile: the measured table's (conv3x3_tables.h: the build's, or one set at run time; for
-// the layers a GPU run timed: see conv3x3_tuning.h), else 256 x 64 (4 warps) where
-// K <= 64 and 128 x 128 (4 warps) otherwise (by counting: 256 x 64 has a 62%
-// shared-memory cap and 3.5 instructions per
-// mma against 128 x 64's 57% and 4.0); 128 x 64 and 256 x 128 where forced or measured
-// fastest. Split-K: where the grid has fewer blocks than the GPU has SMs (late
-// VGG layers at small batch: conv5 at batch 1 is 2 M tiles x 4 K tiles = 8 blocks on
-// 132 SMs, 6% of the GPU), the 64-byte K slices are split into S ranges of at least 8
+// the layers a GPU run timed: see conv3x3_tuning.h). Else, where wgmma runs (below), the
+// table's choice for the K of every layer it holds: wg256x64 where K <= 64, wg128x128
+// below K = 256, wg128x256 from it (the wgmma-wide policy's tiles; on the H200, a95939d,
+// batch 64, fp16: the sweep's fastest on all 9 of VGG16's layer shapes, at 0.70-0.89x the
+// mma.sync rule's time; until 2026-12-06 a layer without an entry ran that rule). Else the
+// rule: 256 x 64 (4 warps) where K <= 64 and 128 x 128 (4 warps) otherwise (by counting:
+// 256 x 64 has a 62% shared-memory cap and 3.5 instructions per mma against 128 x 64's
+// 57% and 4.0); 128 x 64 and 256 x 128 where forced or measured fastest.
+// Split-K: where the grid has fewer blocks than the GPU has SMs (late VGG layers at small
+// batch: conv5 at batch 1 is 2 M tiles x 4 K tiles of 128 x 128 = 8 blocks on 132 SMs, 6%
+// of the GPU), the 64-byte K slices are split into S ranges of at least 8
 // slices, S <= 16, chosen so that blocks x S reaches the SM count; each block writes its
 // fp32 partial sums to a workspace [S][M][K], and a second kernel adds the S partials in
 // order, then bias, ReLU and the pool. By counting: conv5 at batch 1 goes from 8 blocks
@@ -19,11 +23,10 @@
 // equally and finish cut tiles in the kernel; VGGKERN_IMPLICIT_GEMM_SPLIT_K keeps split-K.
 // wg128x128, wg256x64 (one warpgroup), wg128x256 (two) and ws128x256 and ws128x128 (two
 // computing warpgroups, on every item or ping-pong, and a producer warpgroup that makes the
-// copies) use wgmma (on an sm_90a build
-// and a compute capability 9.0 GPU, args.wgmma); they run only where forced or measured
-// fastest (the H200 checked wg128x128, wg256x64 and wg128x256 against the emulator bit for
-// bit, and the tuned table picks them; the ws tiles have not run on a GPU yet): without a
-// table entry the rule's mma.sync tile stays the default. A measured wgmma tile on a device without wgmma runs as its mma.sync
+// copies) use wgmma (on an sm_90a build and a compute capability 9.0 GPU, args.wgmma): the
+// wg tiles by default there (the H200 checked wg128x128, wg256x64 and wg128x256 against
+// the emulator bit for bit), the ws tiles only where forced or measured fastest (they have
+// not run on a GPU yet). A measured wgmma tile on a device without wgmma runs as its mma.sync
 // fallback: the tile of its shape (wg128x256: 128 x 128, 1 of its 2 blocks per SM). fp32
 // (TF32) has entries of its own, measured in fp32 (benchmarks/tune.py); where it has none
 // it takes the fp16 entry's tile as it is (until f697b76 a wgmma tile ran as its mma.sync
@@ -215,6 +218,12 @@ inline ImplicitGemmTile implicit_gemm_tile(const Conv3x3Args& a) {
   if (t != nullptr) {
     const ImplicitGemmTile tile = is_wgmma(t->tile) && !wgmma_runs(a) ? mma_sync_twin(t->tile) : t->tile;
     if (tile_fits(a, tile)) return tile;
+  }
+  // No entry (or one that cannot run here): where wgmma runs, the tile the table holds for
+  // each K it measured (wgmma-wide's), else mma.sync's rule.
+  if (wgmma_runs(a)) {
+    const ImplicitGemmTile wide = wgmma_policy_tile("wgmma-wide", a.K);
+    if (tile_fits(a, wide)) return wide;
   }
   return a.K <= 64 ? ImplicitGemmTile::m256n64 : ImplicitGemmTile::m128n128;
 }

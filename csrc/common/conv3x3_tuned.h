@@ -11,22 +11,13 @@ namespace vk {
 
 inline constexpr const char* kTunedSource = "2026-12-04_H200_a95939d.json, NVIDIA H200, torch 2.11.0+cu130, 2026-12-04T10:37:49+00:00, commit a95939d24f32";
 
-// implicit_gemm's tile per (C, K, H, W, pool, N), where it beats the rule's (true: measured in
-// fp32 with TF32, for fp32 calls; false: in fp16).
-inline constexpr std::array<TunedTile, 9> kTunedTiles{{
-    TunedTile{{8, 64, 224, 224, false, 64}, ImplicitGemmTile::wg256x64, false},  // 379.1 us (rule's tile 426.5 us)
-    TunedTile{{64, 64, 224, 224, true, 64}, ImplicitGemmTile::wg256x64, false},  // 701.9 us (rule's tile 901.0 us)
-    TunedTile{{64, 128, 112, 112, false, 64}, ImplicitGemmTile::wg128x128, false},  // 348.7 us (rule's tile 414.2 us)
-    TunedTile{{128, 128, 112, 112, true, 64}, ImplicitGemmTile::wg128x128, false},  // 595.3 us (rule's tile 732.5 us)
-    TunedTile{{128, 256, 56, 56, false, 64}, ImplicitGemmTile::wg128x256, false},  // 283.7 us (rule's tile 361.6 us)
-    TunedTile{{256, 256, 56, 56, true, 64}, ImplicitGemmTile::wg128x256, false},  // 481.7 us (rule's tile 659.5 us)
-    TunedTile{{256, 512, 28, 28, false, 64}, ImplicitGemmTile::wg128x256, false},  // 244.0 us (rule's tile 347.8 us)
-    TunedTile{{512, 512, 14, 14, true, 64}, ImplicitGemmTile::wg128x256, false},  // 137.0 us (rule's tile 193.8 us)
-    TunedTile{{512, 512, 28, 28, true, 64}, ImplicitGemmTile::wg128x256, false},  // 452.0 us (rule's tile 635.2 us)
-}};
+// implicit_gemm's tile per (C, K, H, W, pool, N), where it beats the rule's of the run's GPU
+// (conv3x3_implicit_gemm_plan.h; true: measured in fp32 with TF32, for fp32 calls; false: in fp16).
+inline constexpr std::array<TunedTile, 0> kTunedTiles{};
 
 // What "auto" runs, measured per (dtype, layout, C, K, H, W, pool, N); a call takes the
-// measurement of its (C, K, H, W) nearest it (conv3x3_tuning.h's tuned_auto).
+// measurement of its (C, K, H, W) nearest it, or of the layer nearest its own where the
+// table has none (conv3x3_tuning.h's tuned_auto).
 inline constexpr std::array<TunedAuto, 199> kTunedAuto{{
     TunedAuto{DType::bfloat16, Layout::nhwc, {8, 64, 224, 224, false, 1}, TunedAlgo::implicit_gemm},  // implicit_gemm 32.4 us, direct 35.5 us
     TunedAuto{DType::bfloat16, Layout::nhwc, {8, 64, 224, 224, false, 32}, TunedAlgo::implicit_gemm},  // implicit_gemm 220.7 us, direct 365.1 us

@@ -8,7 +8,8 @@
 // (ratio, ties to the larger) deciding among them; where the call's pool setting has none,
 // the other's stands in (tuned_tile); no entry: the rule in conv3x3_implicit_gemm_plan.h.
 // "auto" takes the measurement of the same (C, K, H, W) nearest the call in dtype, memory
-// format, batch and pool (tuned_auto); a layer never measured: "direct". The tables come
+// format, batch and pool (tuned_auto); a layer never measured takes the verdict of the
+// measured layer nearest it in work (C, K and N*H*W; an empty table: "direct"). The tables come
 // from one GPU (named in kTunedSource); they apply on every device this build runs on,
 // the emulator included, so CPU tests see the GPU's choices.
 #pragma once
@@ -16,6 +17,7 @@
 #include <cmath>
 #include <cstddef>
 #include <cstdint>
+#include <tuple>
 
 #include "args.h"
 
@@ -101,12 +103,32 @@ inline int auto_mismatch(const TunedAuto& e, DType dtype, Layout layout) {
          (e.dtype != dtype);
 }
 
+// How far a measured shape stands from a call's in the work its kernels see: the product
+// of the ratios (larger over smaller) of C (as the kernel sees it), K and the output pixels
+// N*H*W, i.e. exp of their summed |ln| (no log per entry: a few divisions).
+inline double work_distance(const TunedShape& s, int64_t N, int64_t Cp, int64_t K, int64_t H, int64_t W) {
+  const auto ratio = [](double a, double b) {
+    a = a < 1.0 ? 1.0 : a, b = b < 1.0 ? 1.0 : b;
+    return a > b ? a / b : b / a;
+  };
+  return ratio(double(s.C), double(Cp)) * ratio(double(s.K), double(K)) *
+         ratio(double(s.N) * double(s.H) * double(s.W), double(N) * double(H) * double(W));
+}
+
 // "auto"'s pick. The table holds both verdicts (direct where implicit_gemm did not win);
 // the entry of the same (C, K, H, W) measured nearest the call decides: least auto_mismatch,
 // then nearest batch (nearer_batch), then the same pool setting. A layer measured in one
 // dtype or format only (a time-limited run measures the headline fp16 channels_last first)
-// so takes that verdict in the others; no entry for the layer at all: direct.
-// C: the call's channel count (padded to a multiple of 8 here, as the kernel sees it).
+// so takes that verdict in the others.
+// A layer never measured (another image size, other channel counts) takes the verdict of
+// the entry nearest it: least auto_mismatch, then least work_distance, then the same pool
+// setting (then, for an answer that does not depend on the table's order, the larger
+// work, C, K, and fp16 before bf16). Measured on the H200 (a95939d, 199 entries):
+// implicit_gemm won on every layer with C >= 64 (175 entries: every dtype, format and
+// batch) by 2.3-14x; direct only on conv1_1 (C = 3) at batch 1 and in fp32 NCHW. Until
+// 2026-12-06 a layer never measured ran direct (VGG16 at 256 x 256, say: every layer).
+// An empty table: direct. C: the call's channel count (padded to a multiple of 8 here, as
+// the kernel sees it).
 inline TunedAlgo tuned_auto(const TunedAuto* table, size_t count, DType dtype, Layout layout, int64_t N, int64_t C,
                             int64_t K, int64_t H, int64_t W, bool pool, bool tf32_allowed) {
   const int64_t Cp = (C + 7) / 8 * 8;
@@ -125,6 +147,19 @@ inline TunedAlgo tuned_auto(const TunedAuto* table, size_t count, DType dtype, L
       }
     }
     best = &e;
+  }
+  if (best == nullptr) {
+    // Nearer: a tuple compared in order (the first difference decides).
+    const auto key = [&](const TunedAuto& e) {
+      const TunedShape& s = e.shape;
+      return std::make_tuple(auto_mismatch(e, dtype, layout), work_distance(s, N, Cp, K, H, W), s.pool != pool,
+                             -double(s.N) * double(s.H) * double(s.W), -s.C, -s.K, e.dtype != DType::float16);
+    };
+    decltype(key(table[0])) best_key{};
+    for (size_t i = 0; i < count; ++i) {
+      const auto k = key(table[i]);
+      if (best == nullptr || k < best_key) best = &table[i], best_key = k;
+    }
   }
   if (best == nullptr) return TunedAlgo::direct;
   if (best->algo == TunedAlgo::implicit_gemm && dtype == DType::float32 && !tf32_allowed) return TunedAlgo::direct;

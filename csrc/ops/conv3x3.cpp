@@ -37,7 +37,7 @@ struct Conv3x3Algorithm {
 };
 
 // Every algorithm this build has. Keep vggkern/ops.py's _CONV3X3_ALGORITHMS in step.
-// "auto" resolves by conv3x3_auto (the measured table; without an entry, the first).
+// "auto" resolves by conv3x3_auto (the measured table; with an empty one, the first).
 const Conv3x3Algorithm kConv3x3Algorithms[] = {
     {"direct", VK_CUDA_LAUNCHER(cuda::conv3x3_direct), &emu::conv3x3_direct},
     {"winograd_f2x2", VK_CUDA_LAUNCHER(cuda::conv3x3_winograd_f2x2), &emu::conv3x3_winograd_f2x2, 2},

@@ -16,7 +16,8 @@ namespace vk {
 bool tf32_allowed(std::optional<bool> allow_tf32);
 
 // What algo="auto" runs for x (N, C, H, W) in `dtype` and `layout` with K output channels:
-// the measured table's pick (common/conv3x3_tuning.h), else "direct".
+// the measured table's pick (common/conv3x3_tuning.h: the layer's, else the nearest
+// layer's), "direct" with an empty table.
 const char* conv3x3_auto(DType dtype, Layout layout, int64_t N, int64_t C, int64_t H, int64_t W, int64_t K,
                          bool pool, bool tf32);
 
