@@ -5,7 +5,6 @@
 
 #include <ATen/ATen.h>
 
-#include <atomic>
 #include <cctype>
 #include <cstdlib>
 #include <limits>
@@ -17,6 +16,7 @@
 #if VK_WITH_CUDA
 #include <cuda_runtime_api.h>
 #include <c10/cuda/CUDAGuard.h>
+#include "../cuda/device_attribute.h"
 #include <c10/cuda/CUDAStream.h>
 #define VK_CUDA_LAUNCHER(fn) (&fn)
 #else
@@ -110,16 +110,12 @@ inline void poison_output(at::Tensor& y) {
 }
 
 #if VK_WITH_CUDA
-// A CUDA device attribute of x's GPU, read once per device (attributes do not change).
+// A CUDA device attribute of x's GPU, read once per device (cuda/device_attribute.h).
 template <cudaDeviceAttr kAttr>
 int device_attribute(const at::Tensor& x, const char* what) {
-  static std::atomic<int> cache[64] = {};  // value + 1; 0: not read yet
-  const int dev = x.device().index();
-  if (dev >= 0 && dev < 64 && cache[dev].load() > 0) return cache[dev].load() - 1;
   int value = 0;
-  TORCH_CHECK(cudaDeviceGetAttribute(&value, kAttr, dev) == cudaSuccess, "vggkern: cannot read the ", what, " of ",
-              x.device());
-  if (dev >= 0 && dev < 64) cache[dev].store(value + 1);
+  TORCH_CHECK(cuda::device_attribute<kAttr>(x.device().index(), value) == cudaSuccess, "vggkern: cannot read the ",
+              what, " of ", x.device());
   return value;
 }
 #endif

@@ -10,6 +10,7 @@
 #include <utility>
 
 #include "../common/launch_geometry.h"
+#include "device_attribute.h"
 
 namespace vk {
 namespace cuda {
@@ -25,8 +26,8 @@ inline void check(cudaError_t e, const char* what) {
   std::string msg = std::string("vggkern: ") + what + " failed: " + cudaGetErrorString(e);
   int device = 0, major = 0, minor = 0;
   if (e == cudaErrorNoKernelImageForDevice && cudaGetDevice(&device) == cudaSuccess &&
-      cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, device) == cudaSuccess &&
-      cudaDeviceGetAttribute(&minor, cudaDevAttrComputeCapabilityMinor, device) == cudaSuccess) {
+      device_attribute<cudaDevAttrComputeCapabilityMajor>(device, major) == cudaSuccess &&
+      device_attribute<cudaDevAttrComputeCapabilityMinor>(device, minor) == cudaSuccess) {
     const std::string cc = std::to_string(major) + "." + std::to_string(minor);
     msg += " (cuda:" + std::to_string(device) + " is compute capability " + cc +
            "; vggkern was built for TORCH_CUDA_ARCH_LIST=" VK_CUDA_ARCHS ": rebuild with TORCH_CUDA_ARCH_LIST=" + cc +
@@ -48,7 +49,7 @@ inline void opt_in_shared_memory(const void* kernel, size_t bytes, const char* n
   size_t& have = granted[std::make_pair(kernel, device)];
   if (bytes <= have) return;
   int limit = 0;  // what a block may opt in to on this device (99 KiB on compute capability 8.6/8.9)
-  check(cudaDeviceGetAttribute(&limit, cudaDevAttrMaxSharedMemoryPerBlockOptin, device), name);
+  check(device_attribute<cudaDevAttrMaxSharedMemoryPerBlockOptin>(device, limit), name);
   if (bytes > static_cast<size_t>(limit))
     throw std::runtime_error(std::string("vggkern: ") + name + " needs " + std::to_string(bytes) +
                              " bytes of shared memory per block, more than this GPU (cuda:" + std::to_string(device) +
