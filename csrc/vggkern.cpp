@@ -35,10 +35,12 @@ TORCH_LIBRARY(vggkern, m) {
   // is _conv3x3_forward_ad's kernel.
   m.def("_conv3x3_forward_ad(Tensor x, Tensor weight, Tensor? bias, bool relu, bool pool, str algo, "
         "bool? allow_tf32, bool x_tf32, bool y_tf32) -> Tensor");
+  // y: the forward's output, from which relu takes ReLU's mask (without the pool, no
+  // recomputation of the pre-activation); None recomputes the mask.
   m.def("_conv3x3_backward(Tensor grad, Tensor x, Tensor weight, Tensor? bias, bool relu, bool pool, "
-        "bool[3] output_mask) -> (Tensor, Tensor, Tensor)");
+        "bool[3] output_mask, Tensor? y=None) -> (Tensor, Tensor, Tensor)");
   m.def("_conv3x3_jvp(Tensor x, Tensor weight, Tensor? bias, Tensor? x_tangent, Tensor? weight_tangent, "
-        "Tensor? bias_tangent, bool relu, bool pool) -> Tensor");
+        "Tensor? bias_tangent, bool relu, bool pool, Tensor? y=None) -> Tensor");
 }
 
 namespace {

@@ -462,16 +462,18 @@ def test_gradients_match_torch(bias, relu, pool, channels_last, device):
 
 @pytest.mark.parametrize("device", DEVICES)
 @pytest.mark.parametrize("wanted", ["x", "weight", "bias", "x,bias", "x,weight"])
-def test_gradients_of_some_inputs_and_double_backward(wanted, device):
+@pytest.mark.parametrize("pool", [True, False], ids=["relu_pool", "relu"])
+def test_gradients_of_some_inputs_and_double_backward(wanted, pool, device):
     # The backward (csrc/ops/autograd.cpp) maps "which inputs want a gradient" onto x,
     # weight and bias in that order, and builds its result from differentiable aten ops,
-    # so a gradient of a gradient (create_graph) is torch's too.
+    # so a gradient of a gradient (create_graph) is torch's too; without the pool, with
+    # ReLU's mask read from the saved output (y is then saved by its own node).
     x, w, b = _inputs(2, 4, 5, 8, 6, torch.float32, device, seed=29)
     names = ("x", "weight", "bias")
     ref_in = [t.detach().clone().requires_grad_(n in wanted.split(",")) for n, t in zip(names, (x, w, b))]
     ours_in = [t.detach().clone().requires_grad_(t.requires_grad) for t in ref_in]
-    ref = _torch_forward(*ref_in, True, True, torch.float32)
-    ours = vggkern.conv3x3(*ours_in, relu=True, pool=True, algo="direct")
+    ref = _torch_forward(*ref_in, True, pool, torch.float32)
+    ours = vggkern.conv3x3(*ours_in, relu=True, pool=pool, algo="direct")
     grad = torch.randn(ref.shape, generator=_gen(31)).to(device).requires_grad_()
     want = [t for t in ref_in if t.requires_grad]
     got = torch.autograd.grad(ours, [t for t in ours_in if t.requires_grad], grad, create_graph=True)
@@ -492,6 +494,77 @@ def test_gradients_of_some_inputs_and_double_backward(wanted, device):
     if wanted == "x,weight":
         assert ge[2] is not None and ge[2].abs().max() > 0.1  # the mixed derivative is there to compare
     assert all(t.grad is None for t in ours_in)
+
+
+def _pre_activation_zero_in_tf32_only(device):
+    """x, weight, bias whose pre-activation the TF32 kernels compute as exactly r (x's third
+    channel, TF32 values: 0 on about half of the 2 x 2 windows, else normal) and IEEE fp32
+    as r + (a - tf32(a)): the first two channels hold a and -tf32(a), the weight's centre
+    taps are 1 and the others 0. Where r = 0, TF32's y is 0 and fp32's sign is a's rounding
+    error's."""
+    g = _gen(43)
+    a = torch.randn(1, 1, 6, 8, generator=g)
+    zero_windows = (torch.rand(1, 1, 3, 4, generator=g) < 0.5).repeat_interleave(2, 2).repeat_interleave(2, 3)
+    r = _round_tf32(torch.randn(1, 1, 6, 8, generator=g)) * ~zero_windows
+    x = torch.cat([a, -_round_tf32(a), r], dim=1)
+    w = torch.zeros(2, 3, 3, 3)
+    w[:, :, 1, 1] = 1.0
+    w[1, 2, 1, 1] = -1.0  # the second output channel sees -r: its mask is the other pixels
+    return x.to(device), w.to(device), torch.zeros(2, device=device)
+
+
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("pool", [False, True], ids=["relu", "relu_pool"])
+@pytest.mark.parametrize("path", ["autograd", "torch.func.vjp", "forward_ad", "torch.func.jvp"])
+def test_relu_mask_is_the_forwards_own(path, pool, device):
+    """The derivatives pass through ReLU where the forward's y > 0, as torch's relu takes
+    its mask from its result, not where a recomputed pre-activation is > 0 (with the pool,
+    to the window's maximum, where its pooled y > 0). Here the forward runs TF32
+    (allow_tf32=True; the emulator on the CPU) and torch's conv IEEE fp32 (TF32 off), and
+    their signs differ at the TF32 result's zeros."""
+    import torch.autograd.forward_ad as fwAD
+    x, w, b = _pre_activation_zero_in_tf32_only(device)
+    kw = dict(relu=True, pool=pool, algo="implicit_gemm", allow_tf32=True)
+    with vggkern.set_cpu_backend("emulator"), torch.backends.cudnn.flags(enabled=True, allow_tf32=False):
+        y = vggkern.conv3x3(x, w, b, **kw)
+        pre = F.conv2d(x[:, 2:].double(), w[:, 2:].double(), padding=1)  # the TF32 kernels' value, exactly
+        pooled, indices = F.max_pool2d_with_indices(pre, 2) if pool else (pre, None)
+        assert torch.equal(y.double(), F.relu(pooled))
+        recomputed = F.conv2d(x, w, b, padding=1)
+        recomputed = F.max_pool2d(recomputed, 2) if pool else recomputed
+        mask = (y > 0).double()
+        assert ((recomputed > 0).double() != mask).sum() >= 3  # the case is there: a recomputed mask differs
+
+        def unpool(t):  # pooled values back to their windows' maxima (zeros elsewhere)
+            return F.max_unpool2d(t, indices, 2, output_size=pre.shape[2:]) if pool else t
+
+        def gather(t):  # each window's value at its maximum
+            return t.flatten(2).gather(2, indices.flatten(2)).view_as(indices) if pool else t
+
+        g = torch.randn(y.shape, generator=_gen(47)).to(device)
+        dx, dw, db = (torch.randn(t.shape, generator=_gen(53 + i)).to(device) for i, t in enumerate((x, w, b)))
+        x64, w64, gm = x.double(), w.double(), unpool(g.double() * mask)
+        if path in ("autograd", "torch.func.vjp"):
+            if path == "autograd":
+                leaves = [t.clone().requires_grad_() for t in (x, w, b)]
+                vggkern.conv3x3(*leaves, **kw).backward(g)
+                got = [t.grad for t in leaves]
+            else:
+                got = torch.func.vjp(lambda *a: vggkern.conv3x3(*a, **kw), x, w, b)[1](g)
+            expected = [torch.nn.grad.conv2d_input(x.shape, w64, gm, padding=1),
+                        torch.nn.grad.conv2d_weight(x64, w.shape, gm, padding=1), gm.sum((0, 2, 3))]
+        else:
+            if path == "forward_ad":
+                with fwAD.dual_level():
+                    out = vggkern.conv3x3(*(fwAD.make_dual(t, d) for t, d in zip((x, w, b), (dx, dw, db))), **kw)
+                    got = [fwAD.unpack_dual(out).tangent]
+            else:
+                got = [torch.func.jvp(lambda *a: vggkern.conv3x3(*a, **kw), (x, w, b), (dx, dw, db))[1]]
+            tangent = (F.conv2d(dx.double(), w64, padding=1) + F.conv2d(x64, dw.double(), padding=1)
+                       + db.double().view(1, -1, 1, 1))
+            expected = [mask * gather(tangent)]
+    for a, e in zip(got, expected):
+        torch.testing.assert_close(a.double(), e, rtol=1e-5, atol=1e-5)
 
 
 def test_compiled_autograd_traces_the_backward():

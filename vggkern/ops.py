@@ -387,23 +387,26 @@ class _Conv3x3Function(torch.autograd.Function):
         x, weight, bias, ctx.relu, ctx.pool = inputs[:5]
         # An input without a tangent gets None, not zeros: no work for it.
         ctx.set_materialize_grads(False)
-        ctx.save_for_backward(x, weight, bias)
-        ctx.save_for_forward(x, weight, bias)
+        # The output too where ReLU's mask comes from it (relu: see mask_from_output in
+        # csrc/ops/autograd.cpp).
+        y = output if ctx.relu else None
+        ctx.save_for_backward(x, weight, bias, y)
+        ctx.save_for_forward(x, weight, bias, y)
 
     @staticmethod
     def backward(ctx, grad):
         if grad is None:  # grads are not materialised (setup_context): none came
             return (None,) * 9
-        x, weight, bias = ctx.saved_tensors
+        x, weight, bias, y = ctx.saved_tensors
         mask = [ctx.needs_input_grad[0], ctx.needs_input_grad[1], bias is not None and ctx.needs_input_grad[2]]
-        gx, gw, gb = torch.ops.vggkern._conv3x3_backward(grad, x, weight, bias, ctx.relu, ctx.pool, mask)
+        gx, gw, gb = torch.ops.vggkern._conv3x3_backward(grad, x, weight, bias, ctx.relu, ctx.pool, mask, y)
         return gx, gw, gb, None, None, None, None, None, None  # x_tf32, y_tf32: passed through as the identity
 
     @staticmethod
     def jvp(ctx, x_tangent, weight_tangent, bias_tangent, *_):
-        x, weight, bias = ctx.saved_tensors
+        x, weight, bias, y = ctx.saved_tensors
         return torch.ops.vggkern._conv3x3_jvp(x, weight, bias, x_tangent, weight_tangent, bias_tangent, ctx.relu,
-                                              ctx.pool)
+                                              ctx.pool, y)
 
 
 _LIB.impl("_conv3x3_forward_ad", _Conv3x3Function.apply, "CompositeImplicitAutograd")

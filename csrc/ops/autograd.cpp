@@ -12,7 +12,8 @@
 // included, see vggkern::conv3x3, whose fake kernel is in vggkern/ops.py), and each
 // backward is torch's own backward of conv2d -> relu -> max_pool2d built from aten ops
 // only (so AOTAutograd and compiled autograd can trace it, and double backward works),
-// recomputing the forward's intermediate values with torch where relu or pool need them;
+// ReLU's mask taken from the saved output (as torch's relu takes it), the pre-activation
+// recomputed with torch only where the pool needs its windows' maxima;
 // with a pre-transformed Winograd weight U, the Winograd computation's own derivatives
 // (winograd_conv below); with a laid-out tensor-core weight (K, 3, 3, Cp), those of the
 // raw weight it holds, laid out the same way (raw_of_laid_out below).
@@ -372,22 +373,38 @@ void check_like(const at::Tensor& t, c10::SymIntArrayRef shape, const at::Tensor
                     dtype_name(t.scalar_type()), " on ", t.device());
 }
 
+// Whether the derivatives take ReLU's mask from the forward's output y (given, with relu:
+// y = relu(pre-activation), pooled or not, so y > 0 exactly where the kernel's value was,
+// as torch's relu backward reads its result) rather than from a recomputed pre-activation.
+// The recomputation is torch's conv, whose rounding (TF32 or not: the global
+// cudnn.allow_tf32, not the call's) is not the kernel's, so near zero its sign could
+// differ; and without the pool it is a third conv beside the two of the gradients, which y
+// saves. With the pool y does not say which pixel of a window was its maximum: that
+// (only that) still comes from the recomputation, torch's first maximum of the window.
+bool mask_from_output(const std::optional<at::Tensor>& y, bool relu) { return given(y) && relu; }
+
 // The gradients of conv3x3 (x, weight, bias) for grad, those in output_mask (the others
-// undefined), for inputs the forward checked. Composite (aten ops only), so differentiable.
+// undefined), for inputs the forward checked; y, the forward's output, or None (see
+// mask_from_output). Composite (aten ops only), so differentiable.
 std::tuple<at::Tensor, at::Tensor, at::Tensor> conv3x3_backward(const at::Tensor& grad_output, const at::Tensor& x,
                                                                 const at::Tensor& weight,
                                                                 const std::optional<at::Tensor>& bias, bool relu,
-                                                                bool pool, std::array<bool, 3> output_mask) {
+                                                                bool pool, std::array<bool, 3> output_mask,
+                                                                const std::optional<at::Tensor>& y) {
   if (is_tensor_core_layout(weight)) {
     auto [gx, gw, gb] =
-        conv3x3_backward(grad_output, x, raw_of_laid_out(weight, x.size(1)), bias, relu, pool, output_mask);
+        conv3x3_backward(grad_output, x, raw_of_laid_out(weight, x.size(1)), bias, relu, pool, output_mask, y);
     return {gx, gw.defined() ? laid_out_of_raw(gw, weight.size(3)) : gw, gb};
   }
   const bool has_bias = given(bias);
   output_mask[2] = output_mask[2] && has_bias;
   ConvBeforeEpilogue conv(x, weight);
   at::Tensor grad = grad_output;
-  if (relu || pool) {
+  if (mask_from_output(y, relu)) {
+    grad = at::threshold_backward(grad, *y, 0);
+    // The window maxima of the pre-activation itself: where y > 0 they are relu's too.
+    if (pool) grad = maxpool2x2_backward(grad, conv.of_x(weight, bias));
+  } else if (relu || pool) {
     at::Tensor a = conv.of_x(weight, bias);
     if (relu) a = at::relu(a);
     if (pool) grad = maxpool2x2_backward(grad, a);
@@ -405,17 +422,19 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> conv3x3_backward(const at::Tensor
 }
 
 // conv3x3's forward derivative, the tangent of its output for the given tangents of x,
-// weight and bias (None: zero), for checked inputs. As torch's own for conv2d, relu and
-// max_pool2d (the first maximum of each window carries the tangent). Composite.
+// weight and bias (None: zero), for checked inputs; y, the forward's output, or None (see
+// mask_from_output). As torch's own for conv2d, relu and max_pool2d (the first maximum of
+// each window carries the tangent). Composite.
 at::Tensor conv3x3_jvp(const at::Tensor& x, const at::Tensor& weight, const std::optional<at::Tensor>& bias,
                        const std::optional<at::Tensor>& x_tangent, const std::optional<at::Tensor>& weight_tangent,
-                       const std::optional<at::Tensor>& bias_tangent, bool relu, bool pool) {
+                       const std::optional<at::Tensor>& bias_tangent, bool relu, bool pool,
+                       const std::optional<at::Tensor>& y) {
   if (is_tensor_core_layout(weight)) {  // the raw weight's (and tangent's) derivative: see raw_of_laid_out
     const int64_t C = x.size(1);
     return conv3x3_jvp(x, raw_of_laid_out(weight, C), bias, x_tangent,
                        given(weight_tangent) ? std::optional<at::Tensor>(raw_of_laid_out(*weight_tangent, C))
                                              : std::nullopt,
-                       bias_tangent, relu, pool);
+                       bias_tangent, relu, pool, y);
   }
   // d(conv(x, w) + b) = conv(dx, w) + conv(x, dw) + db (conv bilinear, the Winograd one too)
   ConvBeforeEpilogue conv(x, weight);
@@ -424,7 +443,13 @@ at::Tensor conv3x3_jvp(const at::Tensor& x, const at::Tensor& weight, const std:
   if (given(x_tangent)) t = t + conv.of(*x_tangent, weight);
   if (given(weight_tangent)) t = t + conv.of_x(*weight_tangent, std::nullopt);
   if (given(bias_tangent)) t = t + bias_tangent->view({1, -1, 1, 1});
-  if (relu || pool) {
+  if (mask_from_output(y, relu)) {
+    if (pool) {  // as in conv3x3_backward
+      const at::Tensor indices = std::get<1>(at::max_pool2d_with_indices(conv.of_x(weight, bias), {2, 2}, {2, 2}));
+      t = t.flatten(2).gather(2, indices.flatten(2)).view_as(indices);
+    }
+    t = at::threshold_backward(t, *y, 0);
+  } else if (relu || pool) {
     at::Tensor a = conv.of_x(weight, bias);
     if (relu) {
       a = at::relu(a);
@@ -444,33 +469,39 @@ at::Tensor conv3x3_jvp(const at::Tensor& x, const at::Tensor& weight, const std:
 std::tuple<at::Tensor, at::Tensor, at::Tensor> conv3x3_backward_op(const at::Tensor& grad_output, const at::Tensor& x,
                                                                    const at::Tensor& weight,
                                                                    const std::optional<at::Tensor>& bias, bool relu,
-                                                                   bool pool, std::array<bool, 3> output_mask) {
+                                                                   bool pool, std::array<bool, 3> output_mask,
+                                                                   const std::optional<at::Tensor>& y) {
   constexpr const char* op = "vggkern._conv3x3_backward";
   check_dense(grad_output, op, "grad");
   check_dense(x, op, "x");
   check_dense(weight, op, "weight");
   if (given(bias)) check_dense(*bias, op, "bias");
-  check_like(grad_output, checked_conv3x3_output_shape(x, weight, bias, pool, op), x, op, "grad");
-  return conv3x3_backward(grad_output, x, weight, bias, relu, pool, output_mask);
+  if (given(y)) check_dense(*y, op, "y");
+  const std::vector<c10::SymInt> shape = checked_conv3x3_output_shape(x, weight, bias, pool, op);
+  check_like(grad_output, shape, x, op, "grad");
+  if (given(y)) check_like(*y, shape, x, op, "y");
+  return conv3x3_backward(grad_output, x, weight, bias, relu, pool, output_mask, y);
 }
 
 at::Tensor conv3x3_jvp_op(const at::Tensor& x, const at::Tensor& weight, const std::optional<at::Tensor>& bias,
                           const std::optional<at::Tensor>& x_tangent, const std::optional<at::Tensor>& weight_tangent,
-                          const std::optional<at::Tensor>& bias_tangent, bool relu, bool pool) {
+                          const std::optional<at::Tensor>& bias_tangent, bool relu, bool pool,
+                          const std::optional<at::Tensor>& y) {
   constexpr const char* op = "vggkern._conv3x3_jvp";
   check_dense(x, op, "x");
   check_dense(weight, op, "weight");
   for (const auto& [t, name] : {std::pair{&bias, "bias"}, {&x_tangent, "x_tangent"}, {&weight_tangent, "weight_tangent"},
-                                {&bias_tangent, "bias_tangent"}})
+                                {&bias_tangent, "bias_tangent"}, {&y, "y"}})
     if (given(*t)) check_dense(**t, op, name);
-  checked_conv3x3_output_shape(x, weight, bias, pool, op);
+  const std::vector<c10::SymInt> shape = checked_conv3x3_output_shape(x, weight, bias, pool, op);
+  if (given(y)) check_like(*y, shape, x, op, "y");
   if (given(x_tangent)) check_like(*x_tangent, x.sym_sizes(), x, op, "x_tangent");
   if (given(weight_tangent)) check_like(*weight_tangent, weight.sym_sizes(), weight, op, "weight_tangent");
   if (given(bias_tangent)) {
     TORCH_CHECK_VALUE(given(bias), op, ": expected no bias_tangent without a bias");
     check_like(*bias_tangent, bias->sym_sizes(), *bias, op, "bias_tangent");
   }
-  return conv3x3_jvp(x, weight, bias, x_tangent, weight_tangent, bias_tangent, relu, pool);
+  return conv3x3_jvp(x, weight, bias, x_tangent, weight_tangent, bias_tangent, relu, pool, y);
 }
 
 struct Conv3x3Function : torch::autograd::Function<Conv3x3Function> {
@@ -479,10 +510,13 @@ struct Conv3x3Function : torch::autograd::Function<Conv3x3Function> {
   static at::Tensor forward(AutogradContext* ctx, const at::Tensor& x, const at::Tensor& weight,
                             const std::optional<at::Tensor>& bias, bool relu, bool pool, const std::string& algo,
                             std::optional<bool> allow_tf32, bool x_tf32, bool y_tf32) {
-    ctx->save_for_backward({x, weight, bias.value_or(at::Tensor())});
     ctx->saved_data["relu"] = relu;
     ctx->saved_data["pool"] = pool;
-    return conv3x3_below_autograd(x, weight, bias, relu, pool, algo, allow_tf32, x_tf32, y_tf32);
+    at::Tensor y = conv3x3_below_autograd(x, weight, bias, relu, pool, algo, allow_tf32, x_tf32, y_tf32);
+    // y too where ReLU's mask comes from it (mask_from_output); without relu, an undefined
+    // tensor in its place.
+    ctx->save_for_backward({x, weight, bias.value_or(at::Tensor()), relu ? y : at::Tensor()});
+    return y;
   }
 
   static variable_list backward(AutogradContext* ctx, variable_list grads) {
@@ -491,7 +525,7 @@ struct Conv3x3Function : torch::autograd::Function<Conv3x3Function> {
     const bool need_bias = saved[2].defined() && ctx->needs_input_grad(2);
     auto [gx, gw, gb] = conv3x3_backward(grads[0], saved[0], saved[1], saved[2], ctx->saved_data["relu"].toBool(),
                                          ctx->saved_data["pool"].toBool(),
-                                         {ctx->needs_input_grad(0), ctx->needs_input_grad(1), need_bias});
+                                         {ctx->needs_input_grad(0), ctx->needs_input_grad(1), need_bias}, saved[3]);
     // x_tf32 and y_tf32's roundings are passed through as the identity (straight
     // through, as TF32's rounding of the operands is): the derivatives are the conv's.
     return {gx, gw, gb, at::Tensor(), at::Tensor(), at::Tensor(), at::Tensor(), at::Tensor(), at::Tensor()};
