@@ -57,9 +57,11 @@ def main() -> None:
     args = p.parse_args()
     dtype = torch.float16 if args.device == "cuda" else torch.float32
     print(f"{args.device}, {dtype}, channels_last; ms per backward (median)")
-    for r in measure(args.device, dtype):
+    rows = measure(args.device, dtype)
+    for r in rows:
         print(f"(N, C, K, H, W) = {r['shape']}: recomputed {r['recomputed']:.2f}, from y {r['from y']:.2f}, "
               f"{r['speedup']:.2f}x")
+    print("speed-up from y, per shape:", " ".join(f"{r['speedup']:.2f}x" for r in rows))
 
 
 if __name__ == "__main__":

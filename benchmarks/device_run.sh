@@ -356,6 +356,21 @@ fi
 
 fi  # the checks
 
+# ---- backward (--network only) ---------------------------------------------------------
+# benchmarks/backward.py: conv3x3's backward on VGG16's relu-only layers at batch 64, ReLU's
+# mask from y against the recomputed conv (~10 s): its table in logs.tgz, the speed-ups in
+# the status (results.json's vggkern_device_steps).
+if [ $NETWORK = 1 ]; then
+  step "backward (benchmarks/backward.py)"
+  BWT=$(cap 40 15)
+  if [ "$BWT" = 0 ]; then STATUS+=("backward: skipped ($(left)s left)")
+  else
+    limited $BWT $PY -m benchmarks.backward >"$LOGS/backward.txt" 2>&1
+    STATUS+=("backward (benchmarks/backward.py): rc=$?, $(tail -1 "$LOGS/backward.txt")")
+  fi
+  cat "$LOGS/backward.txt" 2>/dev/null
+fi
+
 # ---- benchmarks -----------------------------------------------------------------------
 # --network: benchmarks/test_bench_network.py's rows that VGGKERN_BENCH_K selects.
 BENCH_PATHS=(benchmarks); RUN_FILTER=()
