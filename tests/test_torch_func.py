@@ -4,8 +4,9 @@ forward-mode AD, against torch's own ops under the same transforms.
 The op's autograd is a C++ autograd::Function, which torch.func refuses; vggkern.conv3x3
 and the modules apply a Python autograd.Function there instead (vggkern/ops.py,
 _Conv3x3Function), whose forward is the op's and whose derivatives are torch's. So:
-values are the op's own, bit for bit; derivatives are torch's, up to the fp32 rounding of
-the forward values they recompute; vmap folds the batch into the op's N (or, for a batch
+values are the op's own, bit for bit; derivatives are torch's, with ReLU's mask read from
+the op's output and, with the pool, each window's maximum from the pre-activation torch
+recomputes; vmap folds the batch into the op's N (or, for a batch
 of filters over one input, K), loops over the elements only where both are batched, and
 never falls back to torch's own per-element loop.
 """
