@@ -16,6 +16,7 @@ import math
 
 import pytest
 import torch
+import torch.autograd.forward_ad as fwAD
 import torch.nn.functional as F
 from torch._dynamo.testing import CompileCounterWithBackend
 from torch._prims_common import suggest_memory_format
@@ -522,7 +523,6 @@ def test_relu_mask_is_the_forwards_own(path, pool, device):
     to the window's maximum, where its pooled y > 0). Here the forward runs TF32
     (allow_tf32=True; the emulator on the CPU) and torch's conv IEEE fp32 (TF32 off), and
     their signs differ at the TF32 result's zeros."""
-    import torch.autograd.forward_ad as fwAD
     x, w, b = _pre_activation_zero_in_tf32_only(device)
     kw = dict(relu=True, pool=pool, algo="implicit_gemm", allow_tf32=True)
     with vggkern.set_cpu_backend("emulator"), torch.backends.cudnn.flags(enabled=True, allow_tf32=False):

@@ -16,8 +16,9 @@
 #if VK_WITH_CUDA
 #include <cuda_runtime_api.h>
 #include <c10/cuda/CUDAGuard.h>
-#include "../cuda/device_attribute.h"
 #include <c10/cuda/CUDAStream.h>
+
+#include "../cuda/device_attribute.h"
 #define VK_CUDA_LAUNCHER(fn) (&fn)
 #else
 #define VK_CUDA_LAUNCHER(fn) nullptr

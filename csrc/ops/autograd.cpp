@@ -97,6 +97,13 @@ at::Tensor maxpool2x2_backward(const at::Tensor& dy, const at::Tensor& a) {
   return at::max_pool2d_with_indices_backward(dy, a, {2, 2}, {2, 2}, {0, 0}, {1, 1}, false, indices);
 }
 
+// The tangent of y = max_pool2d(a, 2, 2) for a's tangent t: t at the first maximum of
+// each window of a, as torch's own.
+at::Tensor maxpool2x2_jvp(const at::Tensor& t, const at::Tensor& a) {
+  const at::Tensor indices = std::get<1>(at::max_pool2d_with_indices(a, {2, 2}, {2, 2}));
+  return t.flatten(2).gather(2, indices.flatten(2)).view_as(indices);
+}
+
 // vggkern::maxpool2x2 below autograd.
 at::Tensor maxpool2x2_below_autograd(const at::Tensor& x) {
   static const auto op =
@@ -444,10 +451,7 @@ at::Tensor conv3x3_jvp(const at::Tensor& x, const at::Tensor& weight, const std:
   if (given(weight_tangent)) t = t + conv.of_x(*weight_tangent, std::nullopt);
   if (given(bias_tangent)) t = t + bias_tangent->view({1, -1, 1, 1});
   if (mask_from_output(y, relu)) {
-    if (pool) {  // as in conv3x3_backward
-      const at::Tensor indices = std::get<1>(at::max_pool2d_with_indices(conv.of_x(weight, bias), {2, 2}, {2, 2}));
-      t = t.flatten(2).gather(2, indices.flatten(2)).view_as(indices);
-    }
+    if (pool) t = maxpool2x2_jvp(t, conv.of_x(weight, bias));  // as in conv3x3_backward
     t = at::threshold_backward(t, *y, 0);
   } else if (relu || pool) {
     at::Tensor a = conv.of_x(weight, bias);
@@ -455,10 +459,7 @@ at::Tensor conv3x3_jvp(const at::Tensor& x, const at::Tensor& weight, const std:
       a = at::relu(a);
       t = at::threshold_backward(t, a, 0);
     }
-    if (pool) {
-      const at::Tensor indices = std::get<1>(at::max_pool2d_with_indices(a, {2, 2}, {2, 2}));
-      t = t.flatten(2).gather(2, indices.flatten(2)).view_as(indices);
-    }
+    if (pool) t = maxpool2x2_jvp(t, a);
   }
   return t;
 }
