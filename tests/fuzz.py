@@ -7,7 +7,20 @@ the Winograd algorithms, the same call again with the weight prepared once
 raw call's output bit for bit. Not collected by pytest
 (a manual tool: slow, and random by design).
 
-    python tests/fuzz.py [--minutes M] [--seed S]
+    python tests/fuzz.py [--minutes M] [--seed S] [--derivatives]
+
+--derivatives fuzzes the derivatives instead (derivatives_case): x's, the weight's and the
+bias's gradients and y's tangent, by autograd, torch.func.vjp, forward AD and
+torch.func.jvp, the weight raw or through its transform, against float64 torch's, leaving
+out only the elements where ReLU's or the pool's derivative is ambiguous at the forward's
+rounding. It fails on a ReLU mask that passes gradient where y = 0 (84 of 322 cases, checked
+by breaking csrc/ops/autograd.cpp so). First runs (2026-12-06, on 6ad5f88): --minutes 10
+--seed 601, 15,212 cases, 7 failed, all tangents with a bias tangent (up to 2.3x torch's
+error in bf16: db was added to the tangent apart, one rounding more than torch's); with db
+added inside a conv as torch does, --minutes 10 --seed 619 (the weight also through its
+transform): 14,731 cases, none failed; worst (err - floor) / err_torch: dx, dweight, dbias,
+tangent <= 1.46 in every dtype (bound DERIVATIVE_K = 2); through a float32 Winograd U up
+to 34.8 (F(4x4)'s bound, K_FACTOR, 64).
 
 Prints each case that fails, then per (algorithm, dtype) the worst ratio
 (err - floor) / err_torch seen, the quantity K_FACTOR bounds. First runs (2026-12-02,
@@ -48,6 +61,8 @@ import sys
 import time
 
 import torch
+import torch.autograd.forward_ad as fwAD
+import torch.nn.functional as F
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path[:0] = [HERE, os.path.dirname(HERE)]  # test_conv3x3, and the repository (benchmarks)
@@ -96,6 +111,21 @@ def make_x(rng, g, n, c, h, w, dtype, layout):
     return x
 
 
+def random_inputs(rng, algo, dtype, shape, pool_p, relu_p):
+    """A random case's epilogue and inputs for shape (N, C, K, H, W): pool (probability
+    pool_p, where H, W >= 2), relu (relu_p), a bias (0.7), x's layout and values (make_x),
+    weight and bias; also the generator g that made them, and the call's TF32 flag."""
+    n, c, k, h, w = shape
+    pool = rng.random() < pool_p and h >= 2 and w >= 2
+    relu, bias, layout = rng.random() < relu_p, rng.random() < 0.7, rng.choice(LAYOUTS)
+    g = torch.Generator().manual_seed(rng.randrange(1 << 30))
+    x = make_x(rng, g, n, c, h, w, dtype, layout)
+    wt = (torch.randn(k, c, 3, 3, generator=g) / 3).to(dtype)
+    b = torch.randn(k, generator=g).to(dtype) if bias else None
+    extra = {"allow_tf32": True} if algo in TF32_ALGOS and dtype == torch.float32 else {}
+    return pool, relu, bias, layout, g, x, wt, b, extra
+
+
 def restride(rng, t):
     """t's values in a random layout: as made, sliced out of a wider last dimension, its
     last two dimensions' strides swapped, or at an unaligned storage offset."""
@@ -121,11 +151,183 @@ def ratio(y, x, wt, b, relu, pool, algo):
     return (err - floor) / err_torch if err_torch else 0.0
 
 
+def ambiguous(a64, tol, relu, pool):
+    """Per output element, whether ReLU's or the pool's derivative at the exact
+    pre-activation a64 could differ from its derivative at any value within tol of it (the
+    forward's rounding): a pre-activation within tol of 0 under ReLU; with the pool, a window
+    whose two largest values lie within 2 tol (which pixel is the maximum) or, under ReLU,
+    whose maximum lies within tol of 0."""
+    if pool:
+        n, k, h, w = a64.shape
+        windows = a64[..., :h // 2 * 2, :w // 2 * 2].unfold(2, 2, 2).unfold(3, 2, 2).reshape(n, k, h // 2, w // 2, 4)
+        top = windows.topk(2, dim=-1).values
+        tie = top[..., 0] - top[..., 1] <= 2 * tol
+        return (tie & (top[..., 0] > -tol)) | (top[..., 0].abs() <= tol) if relu else tie
+    return a64.abs() <= tol if relu else torch.zeros(a64.shape, dtype=torch.bool)
+
+
+def derivative_errors(got, ours, reference, scale):
+    """(err, err_torch, floor) of one derivative: ours and torch's own in x's dtype against
+    the float64 reference; floor eps(dtype) / 4 x max|reference| + FLOOR_D x eps(float32) x
+    max scale, scale the sums of its terms' magnitudes (a sum's a-priori rounding, as the
+    forward's floor: tests/test_conv3x3.py, FLOOR_C): torch's own error is a loose yardstick
+    for a float32 sum, whose size depends on its order, and the derivatives' convs may sum
+    in another order than torch's (another layout, a laid-out weight)."""
+    ref = reference.double()
+    floor = torch.finfo(ours.dtype).eps / 4 * ref.abs().max().item() if ref.numel() else 0.0
+    if scale.numel():
+        floor += FLOOR_D * torch.finfo(torch.float32).eps * scale.max().item()
+    err = (got.double() - ref).abs().max().item() if ref.numel() else 0.0
+    err_torch = (ours.double() - ref).abs().max().item() if ref.numel() else 0.0
+    return err, err_torch, floor
+
+
+def derivatives_case(rng, case):
+    """One random case of conv3x3's derivatives (--derivatives): the gradients of x, weight
+    and bias (autograd or torch.func.vjp) and y's tangent (forward AD or torch.func.jvp)
+    against float64 torch's, with torch's own in x's dtype as the yardstick. Where ReLU's or
+    the pool's derivative is ambiguous at the forward's rounding (ambiguous()), y's
+    gradient is 0 and the tangent is not compared: there any answer is the right one for
+    some rounding. The weight is passed raw or, at random, through its transform
+    (PREPARED_WEIGHT) inside the differentiated function. Fills ``case`` (what a failure prints); returns {(derivative, dtype):
+    worst ratio}, or raises on a failure."""
+    algo = rng.choice(list(K_FACTOR))
+    dtype = rng.choice(list(K_FACTOR[algo]))
+    n, c = rng.choice([0, 1, 1, 2, 3]), rng.choice([1, 2, 3, 5, 8, 9, 16, 17, 32, 33])
+    k = rng.choice([1, 2, 7, 8, 9, 16, 17, 32, 33])
+    h, w = rng.randint(1, 24), rng.randint(1, 24)
+    pool, relu, bias, layout, g, x, wt, b, extra = random_inputs(rng, algo, dtype, (n, c, k, h, w), 0.5, 0.7)
+    kind = rng.choice(["autograd", "torch.func.vjp", "forward_ad", "torch.func.jvp"])
+    inputs = [t for t in (x, wt, b) if t is not None]
+    wanted = [i for i in range(len(inputs)) if rng.random() < 0.6] or [rng.randrange(len(inputs))]
+    # The weight passed raw, or prepared in the call (winograd_weight, tensor_core_weight:
+    # its derivatives then reach the raw weight through the transform's).
+    prepared = algo in PREPARED_WEIGHT and rng.random() < 0.3
+    case.update(algo=algo, dtype=str(dtype), shape=(n, c, k, h, w), relu=relu, pool=pool, bias=bias, layout=layout,
+                path=kind, wanted=wanted, prepared=prepared)
+
+    def ours(x, weight, *bias):
+        weight = PREPARED_WEIGHT[algo](vggkern, weight) if prepared else weight
+        return vggkern.conv3x3(x, weight, *bias, relu=relu, pool=pool, algo=algo, **extra)
+
+    def torchs(x, weight, *bias, dt=dtype):  # torch's conv -> relu -> pool in dt (IEEE: TF32 off)
+        if prepared and algo in TF32_ALGOS and dtype == torch.float32:
+            # tensor_core_weight rounds a float32 weight to TF32, and its derivatives pass
+            # through: the conv's derivatives are then those of the rounded weight.
+            weight = weight + (_round_tf32(weight.detach().float()).to(weight.dtype) - weight.detach())
+        return _torch_forward(x, weight, *(bias or (None,)), relu, pool, dt)
+
+    # The ambiguity tolerance: twice the larger forward error (ours, torch's in dtype)
+    # of the pre-activation, which the derivatives' masks are read from.
+    x64, w64, b64 = (None if t is None else t.double() for t in (x, wt, b))
+    a64 = F.conv2d(x64, w64, b64, padding=1)
+    a_ours = vggkern.conv3x3(x, wt, b, algo=algo, **extra).double()
+    a_torch = _torch_forward(x, wt, b, False, False, dtype).double()
+    tol = 2 * max((a_ours - a64).abs().max().item(), (a_torch - a64).abs().max().item()) if a64.numel() else 0.0
+    amb = ambiguous(a64, tol, relu, pool)
+    case["ambiguous"] = int(amb.sum())
+    worst = {}
+    # Through a Winograd U the derivatives are the Winograd computation's (in float32), whose
+    # rounding the forward's bound covers.
+    bound = max(DERIVATIVE_K, K_FACTOR[algo][dtype]) if prepared and algo.startswith("winograd") else DERIVATIVE_K
+
+    def record(name, got, own, ref, scale):
+        err, err_torch, floor = derivative_errors(got, own, ref, scale)
+        r = (err - floor) / err_torch if err_torch else (0.0 if err <= floor else float("inf"))
+        key = (name + (" (U)" if bound != DERIVATIVE_K else ""), str(dtype).removeprefix("torch."))
+        worst[key] = max(worst.get(key, 0.0), r)
+        if err > bound * err_torch + floor:
+            raise AssertionError(f"{name}: err {err:.3g} > {bound} x torch's {err_torch:.3g} + floor {floor:.3g}")
+
+    if kind in ("autograd", "torch.func.vjp"):
+        shape = torchs(x64, w64, b64, dt=torch.float64).shape
+        dy = torch.randn(shape, generator=g, dtype=torch.float64).masked_fill(amb, 0).to(dtype)
+        dy, case["dy_layout"] = restride(rng, dy)
+        if kind == "autograd":
+            leaves = [t.detach().requires_grad_(i in wanted) for i, t in enumerate(inputs)]  # x's layout kept
+            ours(*leaves).backward(dy)
+            got = [leaves[i].grad for i in wanted]
+        else:
+            def f(*picked):
+                args = list(inputs)
+                for i, t in zip(wanted, picked):
+                    args[i] = t
+                return ours(*args)
+            got = list(torch.func.vjp(f, *(inputs[i] for i in wanted))[1](dy))
+        own_and_ref = []
+        for dt in (dtype, torch.float64):
+            leaves = [t.detach().to(dt, copy=True).requires_grad_(i in wanted) for i, t in enumerate(inputs)]
+            torchs(*leaves, dt=dt).backward(dy.to(dt))
+            own_and_ref.append([leaves[i].grad for i in wanted])
+        # The gradient reaching the pre-activation, then the sums of magnitudes per derivative.
+        a = a64.detach().requires_grad_()
+        epilogue = F.relu(a) if relu else a
+        (F.max_pool2d(epilogue, 2, 2) if pool else epilogue).backward(dy.double())
+        gp = a.grad.abs()
+        scales = [torch.nn.grad.conv2d_input(x.shape, w64.abs(), gp, padding=1),
+                  torch.nn.grad.conv2d_weight(x64.abs(), wt.shape, gp, padding=1), gp.sum((0, 2, 3))]
+        for i, gt, own, ref in zip(wanted, got, *own_and_ref):
+            assert gt.dtype == dtype and gt.shape == inputs[i].shape, (gt.dtype, gt.shape)
+            record("d" + ("x", "weight", "bias")[i], gt, own, ref, scales[i])
+    else:
+        tangents = [torch.randn(t.shape, generator=g).to(dtype) if i in wanted else torch.zeros_like(t)
+                    for i, t in enumerate(inputs)]
+        if kind == "forward_ad":
+            with fwAD.dual_level():
+                out = ours(*(fwAD.make_dual(t, d) if i in wanted else t
+                             for i, (t, d) in enumerate(zip(inputs, tangents))))
+                got = fwAD.unpack_dual(out).tangent
+            got = torch.zeros_like(out) if got is None else got
+        else:
+            got = torch.func.jvp(ours, tuple(inputs), tuple(tangents))[1]
+        ref = torch.func.jvp(lambda *a: torchs(*a, dt=torch.float64), tuple(t.double() for t in inputs),
+                             tuple(t.double() for t in tangents))[1]
+        own = torch.func.jvp(torchs, tuple(inputs), tuple(tangents))[1]
+        assert got.dtype == dtype and got.shape == ref.shape, (got.dtype, got.shape)
+        keep = ~amb
+        scale = sum(F.conv2d(*(t.double().abs() for t in pair), padding=1)
+                    for pair in ((tangents[0], wt), (x, tangents[1]))) + (
+            tangents[2].double().abs().view(1, -1, 1, 1) if bias else 0)
+        record("tangent", got[keep], own[keep], ref[keep], scale)
+    return worst
+
+
+# (err - floor) / err_torch of a derivative, the bound: the derivatives are torch's own ops
+# in x's dtype on the forward's masks (csrc/ops/autograd.cpp), so their error is torch's.
+DERIVATIVE_K = 2.0
+# The floor's a-priori term (derivative_errors), as the forward's FLOOR_C.
+FLOOR_D = 0.5
+
+
+def derivatives_main(args):
+    rng = random.Random(args.seed)
+    worst, cases, failures, ambiguous_cases = {}, 0, 0, 0
+    t_end = time.time() + 60 * args.minutes
+    while time.time() < t_end:
+        cases += 1
+        case = {}
+        try:
+            for key, r in derivatives_case(rng, case).items():
+                worst[key] = max(worst.get(key, 0.0), r)
+            ambiguous_cases += bool(case["ambiguous"])
+        except Exception as e:  # noqa: BLE001
+            failures += 1
+            print("FAIL", case, f"{type(e).__name__}: {str(e)[:300]}", flush=True)
+    print(f"{cases} derivative cases ({ambiguous_cases} with ambiguous elements left out), {failures} failed")
+    for (name, dtype), r in sorted(worst.items()):
+        print(f"  {name:12s} {dtype:9s} worst (err - floor) / err_torch {r:6.2f}")
+    return 1 if failures else 0
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--minutes", type=float, default=5)
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--derivatives", action="store_true",
+                    help="fuzz conv3x3's gradients and tangents instead of its forward (derivatives_case)")
     args = ap.parse_args()
+    if args.derivatives:
+        return derivatives_main(args)
     rng = random.Random(args.seed)
     worst, cases, failures, prepared_cases, chain_cases = {}, 0, 0, 0, 0
     t_end = time.time() + 60 * args.minutes
@@ -137,13 +339,7 @@ def main():
         h, w = rng.randint(1, 40), rng.randint(1, 40)
         if n * c * h * w * k > 3_000_000:
             continue
-        pool = rng.random() < 0.4 and h >= 2 and w >= 2
-        relu, bias, layout = rng.random() < 0.5, rng.random() < 0.7, rng.choice(LAYOUTS)
-        g = torch.Generator().manual_seed(rng.randrange(1 << 30))
-        x = make_x(rng, g, n, c, h, w, dtype, layout)
-        wt = (torch.randn(k, c, 3, 3, generator=g) / 3).to(dtype)
-        b = torch.randn(k, generator=g).to(dtype) if bias else None
-        extra = {"allow_tf32": True} if algo in TF32_ALGOS and dtype == torch.float32 else {}
+        pool, relu, bias, layout, g, x, wt, b, extra = random_inputs(rng, algo, dtype, (n, c, k, h, w), 0.4, 0.5)
         tile, split = (rng.choice(TILES), rng.choice(SPLITS)) if algo == "implicit_gemm" else (None, None)
         ws = bool(tile and tile.startswith("ws"))
         grid, copies, stores, stream_k = ((rng.choice(GRIDS), rng.choice(COPIES), rng.choice(STORES),

@@ -305,10 +305,10 @@ class ConvBeforeEpilogue {
   at::Tensor of_x(const at::Tensor& w, const std::optional<at::Tensor>& b) {
     return pre_transformed_ ? winograd_conv(x_tiles(), x_, w, b, *t_) : padded_conv(x_, w, b);
   }
-  // conv(input, w) of another input of x's shape (x's tangent).
-  at::Tensor of(const at::Tensor& input, const at::Tensor& w) {
-    return pre_transformed_ ? winograd_conv(winograd_input_transform(input, *t_), input, w, std::nullopt, *t_)
-                            : padded_conv(input, w, std::nullopt);
+  // conv(input, w) + b of another input of x's shape (x's tangent).
+  at::Tensor of(const at::Tensor& input, const at::Tensor& w, const std::optional<at::Tensor>& b) {
+    return pre_transformed_ ? winograd_conv(winograd_input_transform(input, *t_), input, w, b, *t_)
+                            : padded_conv(input, w, b);
   }
 
  private:
@@ -443,13 +443,23 @@ at::Tensor conv3x3_jvp(const at::Tensor& x, const at::Tensor& weight, const std:
                                              : std::nullopt,
                        bias_tangent, relu, pool, y);
   }
-  // d(conv(x, w) + b) = conv(dx, w) + conv(x, dw) + db (conv bilinear, the Winograd one too)
+  // d(conv(x, w) + b) = conv(dx, w) + conv(x, dw) + db (conv bilinear, the Winograd one too),
+  // db added inside a conv, as torch's own convolution derivative adds it (to conv(x, dw)):
+  // a 16-bit tangent is then rounded as often as torch's, not once more for db (which
+  // measured up to 2.3x torch's error in bf16: tests/fuzz.py --derivatives).
   ConvBeforeEpilogue conv(x, weight);
-  const int64_t k = conv.pre_transformed() ? weight.size(2) : weight.size(0);
-  at::Tensor t = at::zeros({x.size(0), k, x.size(2), x.size(3)}, x.options());
-  if (given(x_tangent)) t = t + conv.of(*x_tangent, weight);
-  if (given(weight_tangent)) t = t + conv.of_x(*weight_tangent, std::nullopt);
-  if (given(bias_tangent)) t = t + bias_tangent->view({1, -1, 1, 1});
+  std::optional<at::Tensor> db = given(bias_tangent) ? bias_tangent : std::nullopt;
+  at::Tensor t;  // undefined: zero so far
+  if (given(weight_tangent)) t = conv.of_x(*weight_tangent, std::exchange(db, std::nullopt));
+  if (given(x_tangent)) {
+    const at::Tensor c = conv.of(*x_tangent, weight, std::exchange(db, std::nullopt));
+    t = t.defined() ? c + t : c;
+  }
+  if (!t.defined()) {
+    const int64_t k = conv.pre_transformed() ? weight.size(2) : weight.size(0);
+    t = at::zeros({x.size(0), k, x.size(2), x.size(3)}, x.options().memory_format(x.suggest_memory_format()));
+    if (db) t = t + db->view({1, -1, 1, 1});
+  }
   if (mask_from_output(y, relu)) {
     if (pool) t = maxpool2x2_jvp(t, conv.of_x(weight, bias));  // as in conv3x3_backward
     t = at::threshold_backward(t, *y, 0);
