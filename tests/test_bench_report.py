@@ -902,14 +902,10 @@ def test_percent_of_peak_counts_against_the_math_that_ran(tmp_path):
     assert peaks.math_of({"dtype": "bf16", "impl": "vggkern", "algo": "direct"}) == "bf16"
 
 
-def test_committed_runs_stay_under_the_peak():
+def test_committed_runs_stay_under_the_peak(committed_runs):
     """Every committed row that counts direct-conv FLOPs (not Winograd's effective ones) is
     at most 100% of the peak of the math it ran, as loaded by the report."""
-    import glob
-
-    paths = sorted(glob.glob(os.path.join(ROOT, "benchmarks", "results", "**", "*.json"), recursive=True))
-    assert paths
-    for path in paths:
+    for path in committed_runs:
         _, rows, _ = report.load(path)
         over = [(r["id"], r["pct_peak"]) for r in rows if r.get("pct_peak") is not None and r["pct_peak"] > 100
                 and r.get("flops_kind") == "direct"]

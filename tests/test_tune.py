@@ -300,7 +300,7 @@ def test_header_source_string_survives_any_characters(tmp_path):
     assert subprocess.run([str(exe)], check=True, capture_output=True).stdout.decode("utf-8") == source
 
 
-def test_committed_header_is_what_tune_writes_from_the_run_it_names():
+def test_committed_header_is_what_tune_writes_from_the_run_it_names(committed_runs):
     """The header in the tree is tune's output, byte for byte, from the committed results
     files its source names (one run, or runs merged: "A.json, ... + focus/B.json, ..."): no
     hand edit, no table without its measurement."""
