@@ -166,6 +166,13 @@ def ambiguous(a64, tol, relu, pool):
     return a64.abs() <= tol if relu else torch.zeros(a64.shape, dtype=torch.bool)
 
 
+# (err - floor) / err_torch of a derivative, the bound: the derivatives are torch's own ops
+# in x's dtype on the forward's masks (csrc/ops/autograd.cpp), so their error is torch's.
+DERIVATIVE_K = 2.0
+# The floor's a-priori term (derivative_errors), as the forward's FLOOR_C.
+FLOOR_D = 0.5
+
+
 def derivative_errors(got, ours, reference, scale):
     """(err, err_torch, floor) of one derivative: ours and torch's own in x's dtype against
     the float64 reference; floor eps(dtype) / 4 x max|reference| + FLOOR_D x eps(float32) x
@@ -174,12 +181,12 @@ def derivative_errors(got, ours, reference, scale):
     for a float32 sum, whose size depends on its order, and the derivatives' convs may sum
     in another order than torch's (another layout, a laid-out weight)."""
     ref = reference.double()
-    floor = torch.finfo(ours.dtype).eps / 4 * ref.abs().max().item() if ref.numel() else 0.0
+    if not ref.numel():
+        return 0.0, 0.0, 0.0
+    floor = torch.finfo(ours.dtype).eps / 4 * ref.abs().max().item()
     if scale.numel():
         floor += FLOOR_D * torch.finfo(torch.float32).eps * scale.max().item()
-    err = (got.double() - ref).abs().max().item() if ref.numel() else 0.0
-    err_torch = (ours.double() - ref).abs().max().item() if ref.numel() else 0.0
-    return err, err_torch, floor
+    return (got.double() - ref).abs().max().item(), (ours.double() - ref).abs().max().item(), floor
 
 
 def derivatives_case(rng, case):
@@ -189,8 +196,8 @@ def derivatives_case(rng, case):
     the pool's derivative is ambiguous at the forward's rounding (ambiguous()), y's
     gradient is 0 and the tangent is not compared: there any answer is the right one for
     some rounding. The weight is passed raw or, at random, through its transform
-    (PREPARED_WEIGHT) inside the differentiated function. Fills ``case`` (what a failure prints); returns {(derivative, dtype):
-    worst ratio}, or raises on a failure."""
+    (PREPARED_WEIGHT) inside the differentiated function. Fills ``case`` (what a failure
+    prints); returns {(derivative, dtype): worst ratio}, or raises on a failure."""
     algo = rng.choice(list(K_FACTOR))
     dtype = rng.choice(list(K_FACTOR[algo]))
     n, c = rng.choice([0, 1, 1, 2, 3]), rng.choice([1, 2, 3, 5, 8, 9, 16, 17, 32, 33])
@@ -240,7 +247,7 @@ def derivatives_case(rng, case):
             raise AssertionError(f"{name}: err {err:.3g} > {bound} x torch's {err_torch:.3g} + floor {floor:.3g}")
 
     if kind in ("autograd", "torch.func.vjp"):
-        shape = torchs(x64, w64, b64, dt=torch.float64).shape
+        shape = (n, k) + ((h // 2, w // 2) if pool else (h, w))
         dy = torch.randn(shape, generator=g, dtype=torch.float64).masked_fill(amb, 0).to(dtype)
         dy, case["dy_layout"] = restride(rng, dy)
         if kind == "autograd":
@@ -290,13 +297,6 @@ def derivatives_case(rng, case):
             tangents[2].double().abs().view(1, -1, 1, 1) if bias else 0)
         record("tangent", got[keep], own[keep], ref[keep], scale)
     return worst
-
-
-# (err - floor) / err_torch of a derivative, the bound: the derivatives are torch's own ops
-# in x's dtype on the forward's masks (csrc/ops/autograd.cpp), so their error is torch's.
-DERIVATIVE_K = 2.0
-# The floor's a-priori term (derivative_errors), as the forward's FLOOR_C.
-FLOOR_D = 0.5
 
 
 def derivatives_main(args):

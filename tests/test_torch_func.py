@@ -109,7 +109,6 @@ def test_forward_mode_matches_torch(relu, pool, device):
     torch.testing.assert_close(t, t_ref, rtol=1e-5, atol=1e-5)
 
 
-
 @pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16], ids=str)
 def test_16_bit_tangent_has_torchs_error(dtype, device):
     """x's, the weight's and the bias's tangents together, in a 16-bit dtype: the tangent is
@@ -130,6 +129,7 @@ def test_16_bit_tangent_has_torchs_error(dtype, device):
         assert ours.dtype == dtype
         ratios.append(((ours.double() - exact).abs().max() / (torchs.double() - exact).abs().max()).item())
     assert max(ratios) <= 1.1, ratios
+
 
 def test_second_derivatives_match_torch(device):
     # hessian is jacfwd(jacrev): forward mode over reverse mode, through the composite backward.

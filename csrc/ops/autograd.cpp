@@ -448,14 +448,15 @@ at::Tensor conv3x3_jvp(const at::Tensor& x, const at::Tensor& weight, const std:
   // a 16-bit tangent is then rounded as often as torch's, not once more for db (which
   // measured up to 2.3x torch's error in bf16: tests/fuzz.py --derivatives).
   ConvBeforeEpilogue conv(x, weight);
-  std::optional<at::Tensor> db = given(bias_tangent) ? bias_tangent : std::nullopt;
-  at::Tensor t;  // undefined: zero so far
-  if (given(weight_tangent)) t = conv.of_x(*weight_tangent, std::exchange(db, std::nullopt));
-  if (given(x_tangent)) {
-    const at::Tensor c = conv.of(*x_tangent, weight, std::exchange(db, std::nullopt));
-    t = t.defined() ? c + t : c;
-  }
-  if (!t.defined()) {
+  const std::optional<at::Tensor> db = given(bias_tangent) ? bias_tangent : std::nullopt;
+  at::Tensor t;
+  if (given(weight_tangent) && given(x_tangent)) {
+    t = conv.of(*x_tangent, weight, std::nullopt) + conv.of_x(*weight_tangent, db);
+  } else if (given(weight_tangent)) {
+    t = conv.of_x(*weight_tangent, db);
+  } else if (given(x_tangent)) {
+    t = conv.of(*x_tangent, weight, db);
+  } else {  // db alone, or no tangent at all
     const int64_t k = conv.pre_transformed() ? weight.size(2) : weight.size(0);
     t = at::zeros({x.size(0), k, x.size(2), x.size(3)}, x.options().memory_format(x.suggest_memory_format()));
     if (db) t = t + db->view({1, -1, 1, 1});
